@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint browser-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP) browser-deps
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not browser and not cluster" tests
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/hashing.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lazyflow tests
+
+# The browser test drives Debian's Chromium; install it once if missing (we are root in CI).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "could not install chromium: browser tests will say why they skip"; }
+
+clean:
+	rm -rf $(VENV) .lazyflow .pytest_cache

@@ -1,0 +1,63 @@
+"""lazyflow: lazy dataflow for notebooks, with content-addressed caching.
+
+>>> import lazyflow as lf
+>>> flow = lf.Flow("demo", cache=lf.Cache(disk=None))
+>>> @flow.node
+... def raw(n: int): return list(range(n))
+>>> @flow.node
+... def total(raw): return sum(raw)
+>>> flow.get("total", n=10)
+45
+"""
+
+from lazyflow.cache.hierarchy import Cache
+from lazyflow.errors import (
+    CacheWarning,
+    CancelledError,
+    CycleError,
+    DefinitionError,
+    HashingError,
+    LazyflowError,
+    LazyflowWarning,
+    MissingInputError,
+    NodeTimeout,
+    UnknownNodeError,
+)
+from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.fingerprint import Fingerprint, fingerprint
+from lazyflow.graph import Flow, Node, default_flow, node
+from lazyflow.hashing import hash_value, register_hasher
+from lazyflow.run import Explanation, NodeRecord, Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cache",
+    "CacheWarning",
+    "CancelledError",
+    "CycleError",
+    "DefinitionError",
+    "EventBus",
+    "Explanation",
+    "Fingerprint",
+    "Flow",
+    "HashingError",
+    "LazyflowError",
+    "LazyflowWarning",
+    "MissingInputError",
+    "Node",
+    "NodeFinished",
+    "NodeRecord",
+    "NodeStarted",
+    "NodeTimeout",
+    "Run",
+    "RunFinished",
+    "RunStarted",
+    "UnknownNodeError",
+    "__version__",
+    "default_flow",
+    "fingerprint",
+    "hash_value",
+    "node",
+    "register_hasher",
+]

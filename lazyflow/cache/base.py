@@ -1,0 +1,79 @@
+"""The ``Tier`` protocol: the few primitives every cache tier implements.
+
+Design note
+-----------
+Following fsspec's ``AbstractFileSystem``, a tier offers a handful of
+primitives and everything else (the hierarchy, promotion, statistics) is built
+on them in ``hierarchy.py``. A tier stores an *entry* under a key: a value and
+a small metadata dict. ``meta`` must answer without loading or unpickling the
+value, which is what keeps requests lazy on every tier.
+
+Metadata always carries ``digest`` (the value digest, used to key dependents
+and to verify reads) and may carry anything JSON-serialisable besides
+(``node``, ``size``, ``created``, ``serializer``...). A *record* is an entry
+with no value at all (``value is NO_VALUE``): the hierarchy uses records for
+its small index of trace keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["NO_VALUE", "Meta", "Tier"]
+
+Meta = dict[str, Any]
+
+
+class _NoValue:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+    def __reduce__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE: Any = _NoValue()
+"""Stands for "no value stored": records that carry metadata only."""
+
+
+@runtime_checkable
+class Tier(Protocol):
+    """One level of the cache: memory, local disk or a remote filesystem.
+
+    Implementations must be safe to call from several threads; ``put`` must
+    never leave an entry that reads back wrong if it is interrupted.
+    """
+
+    name: str
+    """``"memory"``, ``"disk"`` or ``"remote"``: reported as ``NodeRecord.tier``."""
+
+    def contains(self, key: str) -> bool:
+        """Whether an entry is stored under ``key``."""
+        ...
+
+    def meta(self, key: str) -> Meta | None:
+        """The entry's metadata, or ``None``; never loads the value."""
+        ...
+
+    def get(self, key: str) -> Any:
+        """The entry's value; raises ``KeyError`` when absent."""
+        ...
+
+    def put(self, key: str, value: Any, meta: Meta) -> None:
+        """Store ``value`` with ``meta`` under ``key``, atomically."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the entry, if any."""
+        ...
+
+    def keys(self) -> Iterator[str]:
+        """Every key stored (used by stats, prune and clear)."""
+        ...
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        ...

@@ -1,0 +1,120 @@
+"""The memory tier: live Python objects in an LRU bounded by bytes.
+
+Design note
+-----------
+Values are kept as the objects themselves (no serialisation), so a memory hit
+costs a dict lookup. The budget is in bytes, estimated per value by
+:func:`sizeof` (exact for arrays, frames and bytes; a shallow walk for
+containers). When a put would exceed the budget, least recently used entries
+are evicted; a value larger than the whole budget is not kept at all. One lock
+guards the ordered dict; it is held only for bookkeeping, never while sizing a
+value. Results are shared, not copied: treat values returned by a flow as
+read-only, as with ``functools.lru_cache``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from lazyflow.cache.base import NO_VALUE, Meta
+
+__all__ = ["MemoryTier", "sizeof"]
+
+
+class MemoryTier:
+    """An in-process, thread-safe LRU of values bounded by ``max_bytes``.
+
+    >>> tier = MemoryTier(max_bytes=1_000_000)
+    >>> tier.put("k", [1, 2, 3], {"digest": "d"})
+    >>> tier.get("k")
+    [1, 2, 3]
+    """
+
+    name = "memory"
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[str, tuple[Any, Meta, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is held."""
+        return key in self._entries
+
+    def meta(self, key: str) -> Meta | None:
+        """The entry's metadata, or ``None``."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def get(self, key: str) -> Any:
+        """The value under ``key``; marks it most recently used."""
+        with self._lock:
+            entry = self._entries[key]
+            self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: str, value: Any, meta: Meta) -> None:
+        """Hold ``value``; evict least recently used entries to stay in budget."""
+        size = 64 if value is NO_VALUE else meta.get("size") or sizeof(value)
+        if size > self.max_bytes:
+            self.delete(key)
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[key] = (value, meta, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._entries:
+                _, (_, _, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted
+
+    def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+
+    def keys(self) -> Iterator[str]:
+        """A snapshot of the keys held."""
+        with self._lock:
+            return iter(list(self._entries))
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes currently accounted for."""
+        return self._bytes
+
+
+def sizeof(value: Any, _depth: int = 0) -> int:
+    """Estimate the bytes ``value`` holds: exact for buffers, shallow-ish for containers."""
+    nbytes = getattr(value, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    memory_usage = getattr(value, "memory_usage", None)
+    if callable(memory_usage) and type(value).__module__.startswith("pandas"):
+        usage = memory_usage(deep=False, index=True)
+        return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
+    size = sys.getsizeof(value, 64)
+    if _depth < 2 and isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)[:1000]
+        if items:
+            size += int(sum(sizeof(v, _depth + 1) for v in items) * len(value) / len(items))
+    elif _depth < 2 and isinstance(value, dict):
+        items = list(value.items())[:1000]
+        if items:
+            sample = sum(sizeof(k, _depth + 1) + sizeof(v, _depth + 1) for k, v in items)
+            size += int(sample * len(value) / len(items))
+    return size

@@ -1,0 +1,103 @@
+"""Observer API: the engine tells, the widget, history and progress bars listen.
+
+Design note
+-----------
+The engine never prints or draws. It emits four plain events through an
+:class:`EventBus`; anything that wants to watch a run subscribes a callable.
+Each flow has its own bus (``flow.events``) and there is one global bus
+(:data:`GLOBAL`) that sees every flow's runs, for the run history. Emitting
+to a bus with no subscribers costs one truth test, so an unobserved run pays
+nothing. A subscriber that raises is reported with a warning and dropped from
+that emission; it can never fail a run.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from lazyflow.errors import LazyflowWarning
+
+if TYPE_CHECKING:
+    from lazyflow.run import NodeRecord, Run
+
+__all__ = ["GLOBAL", "Event", "EventBus", "NodeFinished", "NodeStarted", "RunFinished",
+           "RunStarted"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run began; ``run.nodes`` already lists every node it may touch."""
+
+    run: Run
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStarted:
+    """A node began computing (cache misses only; hits go straight to finished)."""
+
+    run: Run
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFinished:
+    """A node reached a final status: completed, cached, failed, skipped or cancelled."""
+
+    run: Run
+    record: NodeRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """The run ended (``run.status`` says how)."""
+
+    run: Run
+
+
+Event = Union[RunStarted, NodeStarted, NodeFinished, RunFinished]
+Subscriber = Callable[[Event], Any]
+
+
+class EventBus:
+    """A list of subscribers, called in order for each event.
+
+    >>> bus = EventBus()
+    >>> seen = []
+    >>> unsubscribe = bus.subscribe(seen.append)
+    >>> unsubscribe()
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._lock = threading.Lock()
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event from now on; returns an unsubscribe function."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not fn)
+
+        return unsubscribe
+
+    def __bool__(self) -> bool:
+        return bool(self._subscribers)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber; a failing subscriber only warns."""
+        for fn in self._subscribers:
+            try:
+                fn(event)
+            except Exception as e:
+                warnings.warn(f"event subscriber {fn!r} failed on {type(event).__name__}: "
+                              f"{type(e).__name__}: {e}", LazyflowWarning, stacklevel=2)
+
+
+GLOBAL = EventBus()
+"""Sees the events of every flow (the run history subscribes here)."""

@@ -1,0 +1,345 @@
+"""Nodes and flows: definition, wiring by parameter name, validation, the plan.
+
+Design note
+-----------
+A :class:`Node` is a small immutable object built once per definition: the
+function, its parameters and its options. Wiring is *resolved at request
+time*, not at definition time, because in a notebook nodes are defined in any
+order and redefined all the time: a parameter is an edge when ``inputs=``
+says so or when a node of that name exists when the request is made;
+otherwise it is a flow input.
+
+A request becomes a :class:`Plan`: plain data (topological order, upstream
+and downstream maps, resolved flow inputs) computed by an *iterative* walk
+backwards from the targets, linear in the size of the subgraph (Hamilton and
+pipefunc recurse and hit the recursion limit at 1,000 nodes; pipefunc and
+dask.delayed build quadratically). The engine runs plans; this module never
+touches a cache.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from lazyflow.errors import CycleError, DefinitionError, MissingInputError, UnknownNodeError
+
+if TYPE_CHECKING:
+    from lazyflow.cache.hierarchy import Cache
+    from lazyflow.events import EventBus
+    from lazyflow.run import Explanation, Run
+
+__all__ = ["EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+EMPTY: Any = inspect.Parameter.empty
+"""Marks a parameter without a default."""
+
+NODE_OPTIONS: dict[str, Any] = {}
+"""Extra ``@flow.node`` options and their defaults, registered by other modules."""
+
+
+class Node:
+    """One function of a flow: name, parameters, wiring and options.
+
+    Built by ``@flow.node``; reach it as ``flow["name"]``. Immutable once built
+    (re-decorating replaces the whole node).
+    """
+
+    __slots__ = ("cache", "defaults", "func", "name", "options", "params", "version", "wiring")
+    func: Callable[..., Any]
+    name: str
+    params: tuple[str, ...]
+    defaults: dict[str, Any]
+    wiring: dict[str, str]
+    version: str
+    cache: bool
+    options: dict[str, Any]
+
+    def __init__(self, func: Callable[..., Any], *, name: str | None = None,
+                 version: str | None = None, cache: bool = True,
+                 inputs: Mapping[str, str] | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
+        if not callable(func):
+            raise DefinitionError(f"@node needs a function, got {func!r}")
+        node_name = name if name is not None else getattr(func, "__name__", None)
+        if not isinstance(node_name, str) or not node_name.isidentifier():
+            raise DefinitionError(f"node name {node_name!r} is not a valid identifier; "
+                                  "pass name='...' to @flow.node")
+        params: list[str] = []
+        defaults: dict[str, Any] = {}
+        for p in inspect.signature(func).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise DefinitionError(
+                    f"node {node_name!r} takes *{p.name}: lazyflow wires parameters by name, "
+                    "so list each input as a named parameter")
+            params.append(p.name)
+            if p.default is not EMPTY:
+                defaults[p.name] = p.default
+        wiring = dict(inputs or {})
+        for param, upstream in wiring.items():
+            if param not in params:
+                raise DefinitionError(
+                    f"node {node_name!r}: inputs= names parameter {param!r}, which the function "
+                    f"does not take; its parameters are {', '.join(params) or 'none'}")
+            if not isinstance(upstream, str):
+                raise DefinitionError(f"node {node_name!r}: inputs[{param!r}] must be a node "
+                                      f"name, got {upstream!r}")
+        unknown = set(options or {}) - set(NODE_OPTIONS)
+        if unknown:
+            raise DefinitionError(
+                f"node {node_name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"valid: name, version, cache, inputs{''.join(', ' + o for o in NODE_OPTIONS)}")
+        fields = {"func": func, "name": node_name, "params": tuple(params),
+                  "defaults": defaults, "wiring": wiring,
+                  "version": "" if version is None else str(version), "cache": bool(cache),
+                  "options": {**NODE_OPTIONS, **(options or {})}}
+        for attr, value in fields.items():
+            object.__setattr__(self, attr, value)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise AttributeError(f"node {self.name!r} is immutable; redefine it with @flow.node")
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name}({', '.join(self.params)})>"
+
+
+@dataclass
+class Plan:
+    """What a request needs, as plain data: the subgraph of the targets' ancestors.
+
+    ``order`` is topological (ancestors first). ``upstream[n]`` maps each edge
+    parameter of ``n`` to the node feeding it; ``params[n]`` maps each flow-input
+    parameter to its value for this request.
+    """
+
+    targets: tuple[str, ...]
+    order: list[str]
+    nodes: dict[str, Node]
+    upstream: dict[str, dict[str, str]]
+    downstream: dict[str, list[str]]
+    params: dict[str, dict[str, Any]]
+
+    def path_to_target(self, name: str) -> list[str]:
+        """A shortest chain from a target down to ``name``: ``['model', 'clean', 'raw']``."""
+        parents: dict[str, str | None] = {name: None}
+        frontier = [name]
+        while frontier:
+            nxt: list[str] = []
+            for n in frontier:
+                if n in self.targets:
+                    chain = [n]
+                    while parents[chain[-1]] is not None:
+                        chain.append(parents[chain[-1]])  # type: ignore[arg-type]
+                    return chain
+                for d in self.downstream.get(n, ()):
+                    if d not in parents:
+                        parents[d] = n
+                        nxt.append(d)
+            frontier = nxt
+        return [name]
+
+
+class Flow:
+    """A named graph of nodes with a cache.
+
+    >>> flow = Flow("demo", cache=None)
+    >>> @flow.node
+    ... def raw(n: int): return list(range(n))
+    >>> @flow.node
+    ... def total(raw): return sum(raw)
+    >>> flow.get("total", n=10)
+    45
+    """
+
+    def __init__(self, name: str = "flow", cache: Cache | None | str = "default") -> None:
+        from lazyflow.cache.hierarchy import Cache
+        from lazyflow.events import EventBus
+
+        self.name = name
+        self.cache: Cache = Cache() if cache == "default" else (cache or Cache(disk=None))
+        self.events: EventBus = EventBus()
+        self._nodes: dict[str, Node] = {}
+        self.last_run: Run | None = None
+
+    # ----------------------------------------------------------------- definition
+
+    @overload
+    def node(self, func: F, /) -> F: ...
+
+    @overload
+    def node(self, func: None = None, /, *, name: str | None = None, version: str | None = None,
+             cache: bool = True, inputs: Mapping[str, str] | None = None,
+             **options: Any) -> Callable[[F], F]: ...
+
+    def node(self, func: F | None = None, /, *, name: str | None = None,
+             version: str | None = None, cache: bool = True,
+             inputs: Mapping[str, str] | None = None, **options: Any) -> Any:
+        """Register a function as a node; works bare (``@flow.node``) or with options.
+
+        Returns the function unchanged, so it stays plain and testable. A node
+        defined again under the same name replaces the old one.
+        """
+
+        def register(f: F) -> F:
+            self.add(Node(f, name=name, version=version, cache=cache, inputs=inputs,
+                          options=options))
+            return f
+
+        return register(func) if func is not None else register
+
+    def add(self, node: Node) -> Node:
+        """Add (or replace) a built :class:`Node`."""
+        self._nodes[node.name] = node
+        return node
+
+    def remove(self, name: str) -> None:
+        """Remove a node by name."""
+        self[name]
+        del self._nodes[name]
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise UnknownNodeError(name, self.name, self._close_matches(name)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        """The nodes by name (read-only view)."""
+        from types import MappingProxyType
+
+        return MappingProxyType(self._nodes)
+
+    def edges(self) -> list[tuple[str, str]]:
+        """Every (upstream, downstream) pair as wired right now."""
+        return [(up, n.name) for n in self._nodes.values()
+                for up in self._wiring(n).values()]
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}: {len(self._nodes)} nodes>"
+
+    # ----------------------------------------------------------------- requests
+
+    def get(self, targets: str | Iterable[str], /, **inputs: Any) -> Any:
+        """Compute (or fetch) one target's value, or a dict of several.
+
+        Runs only the needed nodes whose results are not cached. Flow inputs are
+        keyword arguments; a parameter neither passed nor defaulted raises
+        :class:`MissingInputError`.
+        """
+        run = self.run(targets, **inputs)
+        if isinstance(targets, str):
+            return run[targets]
+        return {t: run[t] for t in run.targets}
+
+    def run(self, targets: str | Iterable[str], /, **inputs: Any) -> Run:
+        """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records."""
+        from lazyflow.engine import execute
+
+        return execute(self, self.plan(targets, inputs))
+
+    def explain(self, targets: str | Iterable[str], /, **inputs: Any) -> Explanation:
+        """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing."""
+        from lazyflow.engine import explain
+
+        return explain(self, self.plan(targets, inputs))
+
+    # ----------------------------------------------------------------- planning
+
+    def plan(self, targets: str | Iterable[str], inputs: Mapping[str, Any]) -> Plan:
+        """Resolve the subgraph a request needs; raises on unknown nodes, cycles, missing inputs."""
+        wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
+        if not wanted:
+            raise ValueError("name at least one target node")
+        for t in wanted:
+            self[t]
+        order: list[str] = []
+        upstream: dict[str, dict[str, str]] = {}
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for target in wanted:
+            if state.get(target) == 2:
+                continue
+            stack: list[tuple[str, Iterator[str]]] = []
+            self._enter(target, stack, state, upstream)
+            while stack:
+                name, children = stack[-1]
+                child = next(children, None)
+                if child is None:
+                    stack.pop()
+                    state[name] = 2
+                    order.append(name)
+                elif state.get(child) == 1:
+                    path = [n for n, _ in stack]
+                    raise CycleError([*path[path.index(child):], child])
+                elif child not in state:
+                    self._enter(child, stack, state, upstream)
+        downstream: dict[str, list[str]] = {n: [] for n in order}
+        for name in order:
+            for up in upstream[name].values():
+                downstream[up].append(name)
+        params = {name: self._params(self._nodes[name], upstream[name], inputs) for name in order}
+        return Plan(wanted, order, {n: self._nodes[n] for n in order}, upstream, downstream,
+                    params)
+
+    def _enter(self, name: str, stack: list[tuple[str, Iterator[str]]], state: dict[str, int],
+               upstream: dict[str, dict[str, str]]) -> None:
+        node = self._nodes[name]
+        edges = self._wiring(node)
+        for param, up in edges.items():
+            if up not in self._nodes:
+                raise UnknownNodeError(up, self.name, self._close_matches(up)) from DefinitionError(
+                    f"node {name!r} wires parameter {param!r} to {up!r} with inputs=")
+        upstream[name] = edges
+        state[name] = 1
+        stack.append((name, iter(dict.fromkeys(edges.values()))))
+
+    def _wiring(self, node: Node) -> dict[str, str]:
+        return {p: node.wiring.get(p, p) for p in node.params
+                if p in node.wiring or p in self._nodes}
+
+    def _params(self, node: Node, edges: Mapping[str, str], inputs: Mapping[str, Any]
+                ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for p in node.params:
+            if p in edges:
+                continue
+            if p in inputs:
+                values[p] = inputs[p]
+            elif p in node.defaults:
+                values[p] = node.defaults[p]
+            else:
+                raise MissingInputError(node.name, p)
+        return values
+
+    def _close_matches(self, name: str) -> list[str]:
+        return difflib.get_close_matches(name, list(self._nodes), n=3, cutoff=0.6)
+
+
+_DEFAULT_FLOW: Flow | None = None
+
+
+def default_flow() -> Flow:
+    """The process's own flow (the notebook's), used by ``@lf.node`` and ``%%flow``."""
+    global _DEFAULT_FLOW
+    if _DEFAULT_FLOW is None:
+        _DEFAULT_FLOW = Flow("default")
+    return _DEFAULT_FLOW
+
+
+def node(func: F | None = None, /, **options: Any) -> Any:
+    """Register a function on :func:`default_flow`; bare or with the options of ``Flow.node``."""
+    return default_flow().node(func, **options) if func is not None \
+        else default_flow().node(**options)

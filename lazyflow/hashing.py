@@ -1,0 +1,429 @@
+"""Value digests: ``hash_value(obj) -> str``, by type dispatch.
+
+Design note
+-----------
+A digest is xxh3-128 over a *stream of tagged, length-prefixed chunks*. Every
+type writes a one-byte tag, then its content; containers write their length
+first, so ``['a-b', 'c']`` and ``['a', 'b-c']`` can never meet (joining strings,
+as dask's tokenize does, lets them collide). Unordered containers (dict, set)
+hash each member on its own and feed the *sorted* member digests, so order
+never matters.
+
+Dispatch is a dict lookup on ``type(obj)``, then a walk of the MRO; numpy and
+pandas hashers are registered lazily the first time a type from those
+packages is seen, so ``import lazyflow`` imports neither. Anything else falls
+back to cloudpickle bytes (joblib's approach), which is slower and, for
+objects whose pickle depends on hash seeds, not stable across processes:
+register a hasher for such types.
+
+Arrays are hashed through their buffer without a copy when C-contiguous (xxh3
+runs at ~14 GB/s here, against ~0.5 GB/s for md5 or joblib.hash). This module
+knows nothing of graphs or caches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import pathlib
+import struct
+import types
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import xxhash
+
+from lazyflow.errors import HashingError
+
+__all__ = ["Hasher", "hash_value", "register_hasher", "registered_hashers"]
+
+HasherFn = Callable[["Hasher", Any], None]
+"""A type's hasher: writes the object's content into the :class:`Hasher`."""
+
+
+class Hasher:
+    """A stream of tagged chunks folded into one xxh3-128 digest.
+
+    User hashers registered with :func:`register_hasher` return a plain value
+    instead and never see this class; built-in hashers write into it directly.
+    """
+
+    __slots__ = ("_h",)
+
+    def __init__(self) -> None:
+        self._h = xxhash.xxh3_128()
+
+    def tag(self, tag: bytes) -> None:
+        """Write a type tag."""
+        self._h.update(tag)
+
+    def chunk(self, data: bytes | memoryview) -> None:
+        """Write a length-prefixed chunk of bytes."""
+        self._h.update(_LEN.pack(len(data) if isinstance(data, bytes) else data.nbytes))
+        self._h.update(data)
+
+    def value(self, obj: Any) -> None:
+        """Write any value, dispatching on its type."""
+        _dispatch(type(obj))(self, obj)
+
+    def hexdigest(self) -> str:
+        """Return the digest of everything written so far."""
+        return self._h.hexdigest()
+
+
+_LEN = struct.Struct("<Q")
+_FLOAT = struct.Struct("<d")
+
+
+def hash_value(obj: Any) -> str:
+    """Return the content digest of ``obj`` as 32 hex characters.
+
+    Deterministic across processes and ``PYTHONHASHSEED``; equal values of the
+    same type give equal digests, ``list`` and ``tuple`` differ, ``dict`` and
+    ``set`` ignore order.
+
+    >>> hash_value({"a": 1, "b": 2}) == hash_value({"b": 2, "a": 1})
+    True
+    """
+    hasher = Hasher()
+    try:
+        hasher.value(obj)
+    except RecursionError as e:
+        raise HashingError(_type_name(obj), "it is nested too deeply or refers to itself") from e
+    return hasher.hexdigest()
+
+
+# --------------------------------------------------------------------------- registry
+
+_HASHERS: dict[type, HasherFn] = {}
+_USER_HASHERS: dict[type, Callable[[Any], Any]] = {}
+_LAZY: dict[str, Callable[[], None]] = {}
+_DISPATCH_CACHE: dict[type, HasherFn] = {}
+
+
+def register_hasher(cls: type, fn: Callable[[Any], Any]) -> None:
+    """Teach :func:`hash_value` a type: ``fn(obj)`` returns a hashable stand-in.
+
+    The stand-in (bytes, a tuple, a string...) is hashed in place of ``obj``,
+    together with the type's qualified name. Subclasses use the hasher of
+    their nearest registered base.
+
+    >>> class Point:
+    ...     def __init__(self, x, y): self.x, self.y = x, y
+    >>> register_hasher(Point, lambda p: (p.x, p.y))
+    >>> hash_value(Point(1, 2)) == hash_value(Point(1, 2))
+    True
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_hasher needs a type, got {cls!r}")
+    if not callable(fn):
+        raise TypeError(f"register_hasher needs a callable hasher for {cls.__qualname__}, got {fn!r}")
+    _USER_HASHERS[cls] = fn
+    name = f"{cls.__module__}.{cls.__qualname__}".encode()
+
+    def _user(h: Hasher, obj: Any) -> None:
+        h.tag(b"U")
+        h.chunk(name)
+        h.value(fn(obj))
+
+    _HASHERS[cls] = _user
+    _DISPATCH_CACHE.clear()
+
+
+def registered_hashers() -> types.MappingProxyType[type, Callable[[Any], Any]]:
+    """A read-only view of the hashers registered with :func:`register_hasher`."""
+    return types.MappingProxyType(_USER_HASHERS)
+
+
+def _builtin(*classes: type) -> Callable[[HasherFn], HasherFn]:
+    def deco(fn: HasherFn) -> HasherFn:
+        for cls in classes:
+            _HASHERS[cls] = fn
+        return fn
+
+    return deco
+
+
+def _dispatch(cls: type) -> HasherFn:
+    fn = _DISPATCH_CACHE.get(cls)
+    if fn is not None:
+        return fn
+    fn = _resolve(cls)
+    _DISPATCH_CACHE[cls] = fn
+    return fn
+
+
+def _resolve(cls: type) -> HasherFn:
+    for base in cls.__mro__:
+        if base in _HASHERS:
+            return _HASHERS[base]
+        root = base.__module__.partition(".")[0]
+        if root in _LAZY:
+            _LAZY.pop(root)()
+            return _resolve(cls)
+    if dataclasses.is_dataclass(cls):
+        return _hash_dataclass
+    if issubclass(cls, enum.Enum):
+        return _hash_enum
+    return _hash_pickled
+
+
+def _type_name(obj: Any) -> str:
+    cls = type(obj)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --------------------------------------------------------------------------- builtins
+
+
+@_builtin(type(None))
+def _hash_none(h: Hasher, obj: None) -> None:
+    h.tag(b"N")
+
+
+@_builtin(bool)
+def _hash_bool(h: Hasher, obj: bool) -> None:
+    h.tag(b"T" if obj else b"F")
+
+
+@_builtin(int)
+def _hash_int(h: Hasher, obj: int) -> None:
+    h.tag(b"i")
+    h.chunk(obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True))
+
+
+@_builtin(float)
+def _hash_float(h: Hasher, obj: float) -> None:
+    h.tag(b"f")
+    h.chunk(_FLOAT.pack(obj + 0.0))  # + 0.0 folds -0.0 into 0.0: equal values, equal digests
+
+
+@_builtin(complex)
+def _hash_complex(h: Hasher, obj: complex) -> None:
+    h.tag(b"c")
+    h.chunk(_FLOAT.pack(obj.real + 0.0) + _FLOAT.pack(obj.imag + 0.0))
+
+
+@_builtin(str)
+def _hash_str(h: Hasher, obj: str) -> None:
+    h.tag(b"s")
+    h.chunk(obj.encode("utf-8", "surrogatepass"))
+
+
+@_builtin(bytes)
+def _hash_bytes(h: Hasher, obj: bytes) -> None:
+    h.tag(b"b")
+    h.chunk(obj)
+
+
+@_builtin(bytearray, memoryview)
+def _hash_buffer(h: Hasher, obj: bytearray | memoryview) -> None:
+    h.tag(b"B")
+    h.chunk(memoryview(obj).cast("B") if isinstance(obj, memoryview) else bytes(obj))
+
+
+def _sequence(tag: bytes) -> HasherFn:
+    def _hash_seq(h: Hasher, obj: Any) -> None:
+        h.tag(tag)
+        h._h.update(_LEN.pack(len(obj)))
+        for item in obj:
+            _dispatch(type(item))(h, item)
+
+    return _hash_seq
+
+
+_HASHERS[list] = _sequence(b"L")
+_HASHERS[tuple] = _sequence(b"(")
+
+
+def _unordered(tag: bytes, members: Callable[[Any], Any]) -> HasherFn:
+    def _hash_unordered(h: Hasher, obj: Any) -> None:
+        h.tag(tag)
+        digests = sorted(hash_value(m) for m in members(obj))
+        h._h.update(_LEN.pack(len(digests)))
+        for d in digests:
+            h._h.update(bytes.fromhex(d))
+
+    return _hash_unordered
+
+
+_HASHERS[dict] = _unordered(b"D", lambda d: d.items())
+_HASHERS[set] = _unordered(b"S", lambda s: s)
+_HASHERS[frozenset] = _unordered(b"Z", lambda s: s)
+
+
+@_builtin(type)
+def _hash_type(h: Hasher, obj: type) -> None:
+    h.tag(b"t")
+    h.chunk(f"{obj.__module__}.{obj.__qualname__}".encode())
+
+
+@_builtin(_dt.datetime, _dt.date, _dt.time)
+def _hash_datetime(h: Hasher, obj: _dt.date | _dt.time) -> None:
+    h.tag(b"d")
+    h.chunk(f"{type(obj).__name__}:{obj.isoformat()}".encode())
+
+
+@_builtin(_dt.timedelta)
+def _hash_timedelta(h: Hasher, obj: _dt.timedelta) -> None:
+    h.tag(b"e")
+    h.chunk(f"{obj.days}:{obj.seconds}:{obj.microseconds}".encode())
+
+
+@_builtin(decimal.Decimal)
+def _hash_decimal(h: Hasher, obj: decimal.Decimal) -> None:
+    h.tag(b"m")
+    h.chunk(str(obj.normalize() if obj.is_finite() else obj).encode())
+
+
+@_builtin(fractions.Fraction)
+def _hash_fraction(h: Hasher, obj: fractions.Fraction) -> None:
+    h.tag(b"r")
+    h.value((obj.numerator, obj.denominator))
+
+
+@_builtin(uuid.UUID)
+def _hash_uuid(h: Hasher, obj: uuid.UUID) -> None:
+    h.tag(b"u")
+    h.chunk(obj.bytes)
+
+
+@_builtin(pathlib.PurePath)
+def _hash_path(h: Hasher, obj: pathlib.PurePath) -> None:
+    h.tag(b"p")
+    h.chunk(f"{type(obj).__name__}:{obj.as_posix()}".encode())
+
+
+@_builtin(range)
+def _hash_range(h: Hasher, obj: range) -> None:
+    h.tag(b"g")
+    h.value((obj.start, obj.stop, obj.step))
+
+
+@_builtin(types.FunctionType, types.MethodType, types.BuiltinFunctionType)
+def _hash_function(h: Hasher, obj: Any) -> None:
+    from lazyflow.fingerprint import fingerprint  # fingerprint builds on this module
+
+    h.tag(b"x")
+    h.chunk(fingerprint(obj).digest.encode())
+
+
+@_builtin(types.ModuleType)
+def _hash_module(h: Hasher, obj: types.ModuleType) -> None:
+    from lazyflow.fingerprint import module_token
+
+    h.tag(b"M")
+    h.chunk(module_token(obj).encode())
+
+
+def _hash_dataclass(h: Hasher, obj: Any) -> None:
+    h.tag(b"C")
+    h.chunk(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+    for field in dataclasses.fields(obj):
+        h.chunk(field.name.encode())
+        h.value(getattr(obj, field.name))
+
+
+def _hash_enum(h: Hasher, obj: enum.Enum) -> None:
+    h.tag(b"E")
+    h.chunk(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}".encode())
+
+
+def _hash_pickled(h: Hasher, obj: Any) -> None:
+    try:
+        data = cloudpickle.dumps(obj, protocol=5)
+    except Exception as e:
+        raise HashingError(_type_name(obj), f"cloudpickle failed: {e}") from e
+    h.tag(b"P")
+    h.chunk(data)
+
+
+# --------------------------------------------------------------------------- numpy
+
+
+def _register_numpy() -> None:
+    import numpy as np
+
+    def _hash_ndarray(h: Hasher, arr: Any) -> None:
+        h.tag(b"A")
+        h.chunk(f"{arr.dtype.str}|{arr.shape}".encode())
+        if arr.dtype.hasobject:
+            h.value(arr.ravel().tolist())
+            return
+        if arr.dtype.kind in "mM":  # datetime64 cannot export a buffer: view as int64
+            arr = arr.view(np.int64)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)  # layout must not change the digest
+        if arr.dtype.fields is not None or arr.dtype.kind in "SUV":
+            h.chunk(arr.tobytes())
+        else:
+            h.chunk(memoryview(arr.reshape(-1)).cast("B"))
+
+    def _hash_generic(h: Hasher, obj: Any) -> None:
+        _hash_ndarray(h, np.asarray(obj))
+
+    _HASHERS[np.ndarray] = _hash_ndarray
+    _HASHERS[np.generic] = _hash_generic
+    _DISPATCH_CACHE.clear()
+
+
+# --------------------------------------------------------------------------- pandas
+
+
+def _register_pandas() -> None:
+    import numpy as np
+    import pandas as pd
+
+    hash_ndarray = _HASHERS[np.ndarray] if np.ndarray in _HASHERS else None
+    if hash_ndarray is None:
+        _register_numpy()
+        hash_ndarray = _HASHERS[np.ndarray]
+
+    def _column(h: Hasher, col: Any) -> None:
+        """One column (a Series or an Index): raw buffers for numbers, pandas' hashing else."""
+        dtype = col.dtype
+        h.chunk(str(dtype).encode())
+        if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
+            hash_ndarray(h, col.to_numpy())  # no copy for numpy-backed columns
+        else:
+            # pandas hashes each element on its own (fixed key): no joined-string collisions
+            hashed = pd.util.hash_pandas_object(col, index=False, categorize=False)
+            hash_ndarray(h, np.asarray(hashed))
+
+    def _index(h: Hasher, index: Any) -> None:
+        h.tag(b"I")
+        h.value(list(index.names))
+        if isinstance(index, pd.RangeIndex):
+            h.value((index.start, index.stop, index.step))
+        elif isinstance(index, pd.MultiIndex):
+            for level in range(index.nlevels):
+                _column(h, index.get_level_values(level))
+        else:
+            _column(h, index)
+
+    def _hash_series(h: Hasher, s: Any) -> None:
+        h.tag(b"R")
+        h.value(s.name)
+        _index(h, s.index)
+        _column(h, s)
+
+    def _hash_frame(h: Hasher, df: Any) -> None:
+        h.tag(b"W")
+        h.value(list(df.columns))
+        _index(h, df.index)
+        for i in range(df.shape[1]):
+            _column(h, df.iloc[:, i])
+
+    _HASHERS[pd.Series] = _hash_series
+    _HASHERS[pd.DataFrame] = _hash_frame
+    _HASHERS[pd.Index] = _index
+    _DISPATCH_CACHE.clear()
+
+
+_LAZY["numpy"] = _register_numpy
+_LAZY["pandas"] = _register_pandas

@@ -1,0 +1,92 @@
+"""Node keys: content keys, trace keys, and why a key changed.
+
+Design note
+-----------
+Two keys per node, both xxh3-128 over *sorted, length-prefixed* (name, digest)
+pairs with a domain tag, so no two layouts can collide:
+
+* the **content key** (``NodeRecord.key``): code fingerprint + parameter digests
+  + the *value digests* of the node's inputs. Results are stored under it.
+  Because inputs enter by value, an upstream node that re-runs and returns an
+  equal value leaves its dependents' content keys unchanged (early cutoff).
+* the **trace key**: code fingerprint + parameter digests + the *trace keys*
+  of the inputs. It can be computed from code and flow inputs alone, without
+  any value, so a request resolves a cached target without touching its
+  ancestors' entries. The cache keeps a small record trace key -> (content
+  key, value digest). Nodes downstream of an uncacheable node have no trace
+  key: they are resolved by content after that node runs.
+
+``reasons`` compares a node's current components with the last ones recorded
+for it, so ``explain`` and run records can say *what* changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import xxhash
+
+__all__ = ["content_key", "latest_key", "reasons", "trace_key"]
+
+
+def _fold(domain: bytes, fingerprint: str, params: Mapping[str, str],
+          inputs: Mapping[str, str]) -> str:
+    h = xxhash.xxh3_128(domain)
+    h.update(fingerprint.encode())
+    for section, pairs in ((b"\x01", params), (b"\x02", inputs)):
+        h.update(section)
+        for name in sorted(pairs):
+            h.update(f"{len(name)}:{name}={pairs[name]};".encode())
+    return h.hexdigest()
+
+
+def content_key(fingerprint: str, params: Mapping[str, str], inputs: Mapping[str, str]) -> str:
+    """The key results are stored under: code, parameter digests, input value digests."""
+    return _fold(b"lazyflow-content-1\0", fingerprint, params, inputs)
+
+
+def trace_key(fingerprint: str, params: Mapping[str, str], upstream: Mapping[str, str]) -> str:
+    """A key computable without values: code, parameter digests, upstream trace keys."""
+    return _fold(b"lazyflow-trace-1\0", fingerprint, params, upstream)
+
+
+def latest_key(flow: str, node: str) -> str:
+    """Where the components of a node's most recent computation are recorded."""
+    return xxhash.xxh3_128_hexdigest(f"lazyflow-latest-1\0{len(flow)}:{flow}\0{node}".encode())
+
+
+def reasons(previous: Mapping[str, object] | None, fingerprint: Mapping[str, str],
+            params: Mapping[str, str], inputs: Mapping[str, str | None]) -> list[str]:
+    """Say why a node's key differs from its last recorded computation.
+
+    ``inputs`` maps parameter to value digest, or ``None`` when the upstream
+    node has still to run. Returns human phrases, most specific first.
+    """
+    if previous is None:
+        return ["never computed"]
+    out: list[str] = []
+    old_fp = previous.get("fingerprint") or {}
+    assert isinstance(old_fp, Mapping)
+    changed = sorted(k for k in set(old_fp) | set(fingerprint) if old_fp.get(k) != fingerprint.get(k))
+    if changed:
+        out.append("code changed (" + ", ".join(_label(k) for k in changed) + ")")
+    old_params = previous.get("params") or {}
+    assert isinstance(old_params, Mapping)
+    changed = sorted(k for k in set(old_params) | set(params) if old_params.get(k) != params.get(k))
+    if changed:
+        out.append("parameter changed (" + ", ".join(changed) + ")")
+    old_inputs = previous.get("inputs") or {}
+    assert isinstance(old_inputs, Mapping)
+    pending = sorted(k for k, v in inputs.items() if v is None)
+    changed = sorted(k for k, v in inputs.items() if v is not None and old_inputs.get(k) != v)
+    if changed:
+        out.append("input changed (" + ", ".join(changed) + ")")
+    if pending:
+        out.append("input may change (" + ", ".join(pending) + " will run)")
+    return out or ["entry missing from the cache (evicted or cleared)"]
+
+
+def _label(component: str) -> str:
+    kind, _, name = component.partition(":")
+    return {"code": f"{name}", "helper": f"helper {name}", "global": f"global {name}",
+            "version": "version="}.get(kind, f"{kind} {name}")

@@ -1,0 +1,214 @@
+"""Results of a request: ``Run`` with one ``NodeRecord`` per node, and ``Explanation``.
+
+Design note
+-----------
+A run is plain, inspectable data: the engine fills ``NodeRecord`` objects as
+nodes finish, and everything a user or a view wants (values, statuses,
+timings, time saved, a summary table) is read off them. Values of targets are
+held by the run; any other node's value is fetched from the cache on demand
+through ``run[name]``, so a run never pins intermediates in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lazyflow.cache.sizes import format_size
+
+__all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run"]
+
+Status = Literal["pending", "running", "completed", "cached", "failed", "skipped", "cancelled"]
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """What happened to one node in a run.
+
+    ``status`` is ``"completed"`` (ran now), ``"cached"``, ``"failed"``,
+    ``"skipped"`` or ``"cancelled"`` once the run is over (``"pending"`` or
+    ``"running"`` while it goes). ``tier`` names the cache tier that served a
+    hit. ``duration`` is seconds spent computing (hits: ``0.0``) and
+    ``saved`` the compute time a hit avoided (the node's and its ancestors'). ``reason`` says why the node ran,
+    or why it was skipped.
+    """
+
+    name: str
+    status: Status = "pending"
+    tier: str | None = None
+    duration: float = 0.0
+    key: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    digest: str | None = None
+    size: int | None = None
+    saved: float = 0.0
+    reason: str = ""
+    error: BaseException | None = None
+    attempts: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the node reached a final status."""
+        return self.status not in ("pending", "running")
+
+
+@dataclass
+class Run:
+    """One request's results: values of the targets and a record per node.
+
+    >>> run = flow.run(["model"], path="a.csv")      # doctest: +SKIP
+    >>> run["model"], run.nodes["clean"].status       # doctest: +SKIP
+    """
+
+    flow: str
+    targets: tuple[str, ...]
+    nodes: dict[str, NodeRecord]
+    inputs: dict[str, str] = field(default_factory=dict)
+    status: Literal["running", "completed", "failed", "cancelled"] = "running"
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    executor: str = "sync"
+    values: dict[str, Any] = field(default_factory=dict, repr=False)
+    error: BaseException | None = field(default=None, repr=False)
+    _loader: Callable[[str], Any] | None = field(default=None, repr=False)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        record = self.nodes.get(name)
+        if record is None:
+            raise KeyError(f"node {name!r} was not part of this run; it covered "
+                           f"{', '.join(sorted(self.nodes))}")
+        if record.key is None or record.status not in ("completed", "cached") \
+                or self._loader is None:
+            raise KeyError(f"node {name!r} has no value in this run (status {record.status!r}"
+                           f"{': ' + record.reason if record.reason else ''})")
+        return self._loader(record.key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.targets)
+
+    @property
+    def duration(self) -> float:
+        """Wall-clock seconds of the run (so far, if it is still going)."""
+        return (self.ended or time.time()) - self.started
+
+    @property
+    def time_saved(self) -> float:
+        """Compute seconds avoided by cache hits (as recorded when they were computed).
+
+        A hit saves its own compute time and that of its ancestors; ancestors
+        counted under two hits are counted once per hit, so this is an upper
+        bound when cached nodes share ancestry.
+        """
+        cached = [r for r in self.nodes.values() if r.status == "cached"]
+        return sum(r.saved for r in cached)
+
+    def by_status(self, status: str) -> list[str]:
+        """Names of the nodes with ``status``, in run order."""
+        return [name for name, r in self.nodes.items() if r.status == status]
+
+    @property
+    def completed(self) -> list[str]:
+        """Nodes computed in this run."""
+        return self.by_status("completed")
+
+    @property
+    def cached(self) -> list[str]:
+        """Nodes served from the cache."""
+        return self.by_status("cached")
+
+    @property
+    def failed(self) -> list[str]:
+        """Nodes that raised."""
+        return self.by_status("failed")
+
+    @property
+    def skipped(self) -> list[str]:
+        """Nodes not run, each with its reason in ``nodes[name].reason``."""
+        return self.by_status("skipped")
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes ended in each status."""
+        out: dict[str, int] = {}
+        for record in self.nodes.values():
+            out[record.status] = out.get(record.status, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        """A readable table: one row per node, then totals and time saved."""
+        rows = [("node", "status", "tier", "time", "key", "why")]
+        for record in self.nodes.values():
+            rows.append((record.name, record.status, record.tier or "-",
+                         _seconds(record.duration) if record.status == "completed" else "-",
+                         (record.key or "")[:12], record.reason))
+        counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
+        footer = (f"{self.flow}: {counts} in {_seconds(self.duration)}"
+                  f"; cache saved {_seconds(self.time_saved)}")
+        return _table(rows) + "\n" + footer
+
+    def __repr__(self) -> str:
+        return (f"<Run {self.flow!r} {list(self.targets)} {self.status}: "
+                f"{', '.join(f'{n} {s}' for s, n in self.counts().items())}>")
+
+
+@dataclass(frozen=True, slots=True)
+class ExplanationRow:
+    """One needed node in a dry run: would it hit (and where) or run, and why."""
+
+    node: str
+    action: Literal["hit", "run"]
+    tier: str | None
+    reason: str
+    key: str | None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A dry run of a request: what would be served from which tier, what would run and why."""
+
+    flow: str
+    targets: tuple[str, ...]
+    rows: tuple[ExplanationRow, ...]
+
+    def __getitem__(self, node: str) -> ExplanationRow:
+        for row in self.rows:
+            if row.node == node:
+                return row
+        raise KeyError(f"node {node!r} is not needed for {list(self.targets)}")
+
+    @property
+    def to_run(self) -> list[str]:
+        """Nodes that would be computed."""
+        return [r.node for r in self.rows if r.action == "run"]
+
+    def __str__(self) -> str:
+        rows = [("node", "action", "tier", "size", "why")]
+        for r in self.rows:
+            rows.append((r.node, r.action, r.tier or "-",
+                         format_size(r.size) if r.size else "-", r.reason))
+        return _table(rows)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _seconds(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f}µs"
+    if s < 1:
+        return f"{s * 1e3:.1f}ms"
+    return f"{s:.2f}s"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
