@@ -11,6 +11,7 @@
 """
 
 from lazyflow.cache.hierarchy import Cache
+from lazyflow.cancel import CancelToken
 from lazyflow.errors import (
     CacheWarning,
     CancelledError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Cache",
     "CacheWarning",
+    "CancelToken",
     "CancelledError",
     "CycleError",
     "DefinitionError",

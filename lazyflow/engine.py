@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow import keys
 from lazyflow.cache.base import Meta
-from lazyflow.errors import CacheWarning, HashingError, LazyflowWarning
+from lazyflow.cancel import CancelToken
+from lazyflow.errors import CacheWarning, CancelledError, HashingError, LazyflowWarning
 from lazyflow.events import GLOBAL, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.hashing import hash_value
@@ -128,8 +129,12 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared]
 # --------------------------------------------------------------------------- execute
 
 
-def execute(flow: Flow, plan: Plan) -> Run:
-    """Answer ``plan`` with ``flow``'s cache and the synchronous executor; return the run."""
+def execute(flow: Flow, plan: Plan, *, cancel: CancelToken | None = None) -> Run:
+    """Answer ``plan`` with ``flow``'s cache and the synchronous executor; return the run.
+
+    ``cancel`` is checked before each node starts; when set, the run stops
+    with :class:`CancelledError` and unstarted nodes are marked cancelled.
+    """
     prepared = _prepare(plan)
     hits, needed = _resolve(flow, plan, prepared)
     touched = hits.keys() | set(needed)
@@ -137,7 +142,7 @@ def execute(flow: Flow, plan: Plan) -> Run:
     run = Run(flow.name, plan.targets, records,
               inputs={p: d for n in plan.order for p, d in prepared[n].params.items()},
               _loader=lambda key: flow.cache.load(key)[0])
-    state = _State(flow, plan, prepared, run, hits, needed)
+    state = _State(flow, plan, prepared, run, hits, needed, cancel)
     state.emit(RunStarted(run))
     for name, hit in hits.items():
         state.mark_cached(name, hit)
@@ -159,8 +164,10 @@ class _State:
     """The mutable state of one run, and the steps that move it forward."""
 
     def __init__(self, flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared], run: Run,
-                 hits: Mapping[str, _Hit], needed: list[str]) -> None:
+                 hits: Mapping[str, _Hit], needed: list[str],
+                 cancel: CancelToken | None) -> None:
         self.flow = flow
+        self.cancel = cancel
         self.cache = flow.cache
         self.plan = plan
         self.prepared = prepared
@@ -189,6 +196,9 @@ class _State:
     def loop(self) -> None:
         ready = deque(n for n in self.needed if self.remaining[n] == 0)
         while ready:
+            if self.cancel is not None and self.cancel.cancelled:
+                raise CancelledError(f"run of {list(self.plan.targets)} cancelled "
+                                     f"({self.cancel.reason}); finished nodes stay cached")
             name = ready.popleft()
             self.step(name)
             for d in self.plan.downstream[name]:
@@ -293,14 +303,14 @@ class _State:
 
     def abort(self, error: BaseException) -> None:
         """Stop: nodes not yet settled become skipped (or cancelled on interrupt)."""
-        interrupted = isinstance(error, KeyboardInterrupt)
+        interrupted = isinstance(error, (KeyboardInterrupt, CancelledError))
         self.run.status = "cancelled" if interrupted else "failed"
         self.run.error = error
         failed = next((n for n, r in self.run.nodes.items() if r.status == "failed"), None)
         for record in self.run.nodes.values():
             if not record.done:
                 record.status = "cancelled" if interrupted else "skipped"
-                record.reason = ("run interrupted" if interrupted
+                record.reason = (f"run cancelled: {error}" if interrupted
                                  else f"not run: node {failed!r} failed" if failed
                                  else f"not run: {type(error).__name__}")
                 self.emit(NodeFinished(self.run, record))

@@ -29,6 +29,7 @@ from lazyflow.errors import CycleError, DefinitionError, MissingInputError, Unkn
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
+    from lazyflow.cancel import CancelToken
     from lazyflow.events import EventBus
     from lazyflow.run import Explanation, Run
 
@@ -245,11 +246,16 @@ class Flow:
             return run[targets]
         return {t: run[t] for t in run.targets}
 
-    def run(self, targets: str | Iterable[str], /, **inputs: Any) -> Run:
-        """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records."""
+    def run(self, targets: str | Iterable[str], /, *, cancel: CancelToken | None = None,
+            **inputs: Any) -> Run:
+        """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records.
+
+        ``cancel`` takes a :class:`~lazyflow.CancelToken` that stops the run at
+        the next node boundary when set from another thread.
+        """
         from lazyflow.engine import execute
 
-        return execute(self, self.plan(targets, inputs))
+        return execute(self, self.plan(targets, inputs), cancel=cancel)
 
     def explain(self, targets: str | Iterable[str], /, **inputs: Any) -> Explanation:
         """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing."""

@@ -249,3 +249,24 @@ def test_cache_false_nodes_always_run(flow, calls):
     flow.get("now")
     flow.get("now")
     assert calls["now"] == 2
+
+
+def test_a_cancel_token_stops_the_run_at_the_next_node_and_keeps_finished_nodes(flow, calls):
+    token = lf.CancelToken()
+
+    @flow.node
+    def first():
+        calls["first"] += 1
+        token.cancel("enough")
+        return 1
+
+    @flow.node
+    def second(first):
+        calls["second"] += 1
+        return first + 1
+
+    with pytest.raises(lf.CancelledError, match="enough"):
+        flow.run("second", cancel=token)
+    assert flow.last_run.nodes["second"].status == "cancelled"
+    assert flow.get("second") == 2
+    assert calls == {"first": 1, "second": 1}
