@@ -22,6 +22,7 @@ from lazyflow.errors import (
     LazyflowWarning,
     MissingInputError,
     NodeTimeout,
+    OutputError,
     UnknownNodeError,
 )
 from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
@@ -52,6 +53,7 @@ __all__ = [
     "NodeRecord",
     "NodeStarted",
     "NodeTimeout",
+    "OutputError",
     "Run",
     "RunFinished",
     "RunStarted",

@@ -21,6 +21,7 @@ __all__ = [
     "LazyflowWarning",
     "MissingInputError",
     "NodeTimeout",
+    "OutputError",
     "UnknownNodeError",
 ]
 
@@ -98,6 +99,10 @@ class HashingError(LazyflowError, TypeError):
     def located(self, node: str, parameter: str | None) -> HashingError:
         """Return a copy of this error that names the node and parameter."""
         return HashingError(self.type_name, self.reason, node=node, parameter=parameter)
+
+
+class OutputError(LazyflowError, TypeError):
+    """A node declared with ``outputs=`` returned something that does not fit them."""
 
 
 class NodeTimeout(LazyflowError, TimeoutError):

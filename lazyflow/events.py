@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import LazyflowWarning
 
@@ -58,7 +58,7 @@ class RunFinished:
     run: Run
 
 
-Event = Union[RunStarted, NodeStarted, NodeFinished, RunFinished]
+Event = RunStarted | NodeStarted | NodeFinished | RunFinished
 Subscriber = Callable[[Event], Any]
 
 

@@ -31,6 +31,7 @@ nothing of caches or graphs.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import importlib.metadata
 import inspect
@@ -99,10 +100,8 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
         h.update(b"\0")
     result = Fingerprint(h.hexdigest(), components, volatile)
     if not volatile:
-        try:
+        with contextlib.suppress(TypeError):
             _MEMO[func] = (extra, result, tuple(checks))
-        except TypeError:
-            pass
     return result
 
 

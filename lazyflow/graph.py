@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lazyflow.errors import CycleError, DefinitionError, MissingInputError, UnknownNodeError
+from lazyflow.outputs import selector, validate_outputs
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
@@ -39,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EMPTY: Any = inspect.Parameter.empty
 """Marks a parameter without a default."""
 
-NODE_OPTIONS: dict[str, Any] = {}
+NODE_OPTIONS: dict[str, Any] = {"outputs": None}
 """Extra ``@flow.node`` options and their defaults, registered by other modules."""
 
 
@@ -164,6 +165,7 @@ class Flow:
         self.cache: Cache = Cache() if cache == "default" else (cache or Cache(disk=None))
         self.events: EventBus = EventBus()
         self._nodes: dict[str, Node] = {}
+        self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes
         self.last_run: Run | None = None
 
     # ----------------------------------------------------------------- definition
@@ -183,6 +185,9 @@ class Flow:
 
         Returns the function unchanged, so it stays plain and testable. A node
         defined again under the same name replaces the old one.
+
+        ``outputs=("train", "test")`` makes each element of the returned tuple
+        (or dict) a node of its own, cached separately.
         """
 
         def register(f: F) -> F:
@@ -193,14 +198,24 @@ class Flow:
         return register(func) if func is not None else register
 
     def add(self, node: Node) -> Node:
-        """Add (or replace) a built :class:`Node`."""
+        """Add (or replace) a built :class:`Node`, with the selector nodes of its outputs."""
+        for stale in self._derived.pop(node.name, ()):
+            self._nodes.pop(stale, None)
         self._nodes[node.name] = node
+        if node.options["outputs"] is not None:
+            names = validate_outputs(node.name, node.options["outputs"])
+            for index, output in enumerate(names):
+                self._nodes[output] = Node(selector(node.name, names, index), name=output,
+                                           inputs={"value": node.name})
+            self._derived[node.name] = names
         return node
 
     def remove(self, name: str) -> None:
-        """Remove a node by name."""
+        """Remove a node (and the selector nodes of its outputs) by name."""
         self[name]
         del self._nodes[name]
+        for derived in self._derived.pop(name, ()):
+            self._nodes.pop(derived, None)
 
     def __getitem__(self, name: str) -> Node:
         try:

@@ -379,7 +379,7 @@ def _register_pandas() -> None:
     import numpy as np
     import pandas as pd
 
-    hash_ndarray = _HASHERS[np.ndarray] if np.ndarray in _HASHERS else None
+    hash_ndarray = _HASHERS.get(np.ndarray)
     if hash_ndarray is None:
         _register_numpy()
         hash_ndarray = _HASHERS[np.ndarray]

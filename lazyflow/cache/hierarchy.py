@@ -17,6 +17,7 @@ Besides value entries the hierarchy keeps *records*: metadata-only entries
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections import Counter
@@ -147,7 +148,7 @@ class Cache:
         """Entries and hits per tier, plus misses (requests no tier could serve)."""
         report: dict[str, dict[str, int]] = {}
         for tier in self.tiers:
-            report[tier.name] = {"entries": sum(1 for _ in tier.keys()),
+            report[tier.name] = {"entries": sum(1 for _ in tier),
                                  "hits": self._hits[tier.name]}
             nbytes = getattr(tier, "nbytes", None)
             if isinstance(nbytes, int):
@@ -193,10 +194,9 @@ class Cache:
         warnings.warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "
                       f"({type(error).__name__}: {error}); it will be recomputed",
                       CacheWarning, stacklevel=4)
-        try:
+        # a tier that cannot delete must still not serve the entry: the caller moves on
+        with contextlib.suppress(Exception):
             tier.delete(key)
-        except Exception:  # a tier that cannot delete still must not serve the entry
-            pass
 
 
 def _build_lower_tiers(disk: str | None, remote: str | None,
