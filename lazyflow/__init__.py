@@ -28,6 +28,7 @@ from lazyflow.errors import (
 from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.graph import Flow, Node, default_flow, node
+from lazyflow.handle import RunHandle
 from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.run import Explanation, NodeRecord, Run
 
@@ -55,6 +56,7 @@ __all__ = [
     "NodeTimeout",
     "OutputError",
     "Run",
+    "RunHandle",
     "RunFinished",
     "RunStarted",
     "UnknownNodeError",

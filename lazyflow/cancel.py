@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 __all__ = ["CancelToken"]
 
@@ -21,13 +22,19 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
         self.reason = ""
+        self.future: Future[str] = Future()
+        """Resolves (to the reason) when cancelled: schedulers wait on it with their tasks."""
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Request cancellation (idempotent; the first reason is kept)."""
-        if not self._event.is_set():
+        with self._lock:
+            if self._event.is_set():
+                return
             self.reason = reason
             self._event.set()
+        self.future.set_result(reason)
 
     @property
     def cancelled(self) -> bool:

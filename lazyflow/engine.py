@@ -33,23 +33,32 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lazyflow import keys
 from lazyflow.cache.base import Meta
 from lazyflow.cancel import CancelToken
-from lazyflow.errors import CacheWarning, CancelledError, HashingError, LazyflowWarning
-from lazyflow.events import GLOBAL, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.errors import (
+    CacheWarning,
+    CancelledError,
+    HashingError,
+    LazyflowWarning,
+    NodeTimeout,
+)
+from lazyflow.events import GLOBAL, NodeFinished, NodeStarted, RunFinished, RunStarted, Subscriber
+from lazyflow.executors import Executor, Outcome, Task, ThreadExecutor, resolve_executor
 from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.hashing import hash_value
+from lazyflow.policies import policy_for
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run
 
 if TYPE_CHECKING:
     from lazyflow.graph import Flow, Plan
 
-__all__ = ["execute", "explain"]
+__all__ = ["RunOptions", "execute", "explain"]
 
 _VERSION = "0.1.0"
 
@@ -129,33 +138,51 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared]
 # --------------------------------------------------------------------------- execute
 
 
-def execute(flow: Flow, plan: Plan, *, cancel: CancelToken | None = None) -> Run:
-    """Answer ``plan`` with ``flow``'s cache and the synchronous executor; return the run.
+@dataclass
+class RunOptions:
+    """How to execute a request (everything ``flow.run`` takes besides targets and inputs)."""
 
-    ``cancel`` is checked before each node starts; when set, the run stops
-    with :class:`CancelledError` and unstarted nodes are marked cancelled.
+    executor: Any = None
+    max_workers: int | None = None
+    cancel: CancelToken | None = None
+    overrides: Mapping[str, Mapping[str, Any]] | None = None
+    observers: Sequence[Subscriber] = ()
+
+
+def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
+    """Answer ``plan`` with ``flow``'s cache; return the run.
+
+    ``options.cancel`` is checked before each node starts and woken on while
+    waiting; when set, the run stops with :class:`CancelledError`, running
+    nodes are stopped where the executor can, and unstarted nodes are marked
+    cancelled. Finished nodes stay cached in every case.
     """
+    options = options or RunOptions()
     prepared = _prepare(plan)
     hits, needed = _resolve(flow, plan, prepared)
     touched = hits.keys() | set(needed)
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
+    executor, owned = resolve_executor(options.executor, options.max_workers)
     run = Run(flow.name, plan.targets, records,
               inputs={p: d for n in plan.order for p, d in prepared[n].params.items()},
-              _loader=lambda key: flow.cache.load(key)[0])
-    state = _State(flow, plan, prepared, run, hits, needed, cancel)
-    state.emit(RunStarted(run))
-    for name, hit in hits.items():
-        state.mark_cached(name, hit)
+              executor=executor.name, _loader=lambda key: flow.cache.load(key)[0])
+    state = _State(flow, plan, prepared, run, hits, needed, options, executor)
     try:
+        state.emit(RunStarted(run))
+        for name, hit in hits.items():
+            state.mark_cached(name, hit)
         state.loop()
     except BaseException as e:
         state.abort(e)
         raise
     finally:
+        if owned:
+            executor.shutdown()
+        state.shutdown()
         run.ended = time.time()
         flow.last_run = run
         if run.status == "running":
-            run.status = "completed"
+            run.status = "failed" if run.failed or run.skipped else "completed"
         state.emit(RunFinished(run))
     return run
 
@@ -164,14 +191,16 @@ class _State:
     """The mutable state of one run, and the steps that move it forward."""
 
     def __init__(self, flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared], run: Run,
-                 hits: Mapping[str, _Hit], needed: list[str],
-                 cancel: CancelToken | None) -> None:
+                 hits: Mapping[str, _Hit], needed: list[str], options: RunOptions,
+                 executor: Executor) -> None:
         self.flow = flow
-        self.cancel = cancel
         self.cache = flow.cache
         self.plan = plan
         self.prepared = prepared
         self.run = run
+        self.options = options
+        self.executor = executor
+        self.timed: Executor | None = None  # a thread for sync nodes with a timeout
         self.hits = dict(hits)
         self.needed = needed
         self.digests: dict[str, str] = {n: h.meta["digest"] for n, h in hits.items()}
@@ -184,36 +213,73 @@ class _State:
                           for n in needed}
         self.consumers = {n: sum(1 for d in plan.downstream[n] if d in needed_set)
                           for n in plan.order}
-        self.observed = bool(flow.events) or bool(GLOBAL)
+        self.running: dict[Future[Outcome], str] = {}
+        self.deadlines: dict[Future[Outcome], float] = {}
+        self.fatal: BaseException | None = None
+        # values that stand in for a failure (fallbacks) and everything computed from them:
+        # never linked by trace key, so the next request retries the failed node
+        self.untraced: set[str] = set()
+        self.policies = {n: policy_for(n, plan.nodes[n].options, options.overrides)
+                         for n in needed}
+        self.buses = [bus for bus in (flow.events, GLOBAL) if bus]
+        self.observers = tuple(options.observers)
 
     def emit(self, event: Any) -> None:
-        if self.observed:
-            self.flow.events.emit(event)
-            GLOBAL.emit(event)
+        for bus in self.buses:
+            bus.emit(event)
+        for observer in self.observers:
+            observer(event)
 
     # ----------------------------------------------------------------- the loop
 
     def loop(self) -> None:
+        """Start ready nodes while workers are free; settle them as they finish."""
         ready = deque(n for n in self.needed if self.remaining[n] == 0)
-        while ready:
-            if self.cancel is not None and self.cancel.cancelled:
-                raise CancelledError(f"run of {list(self.plan.targets)} cancelled "
-                                     f"({self.cancel.reason}); finished nodes stay cached")
-            name = ready.popleft()
-            self.step(name)
-            for d in self.plan.downstream[name]:
-                if d in self.remaining:
-                    self.remaining[d] -= 1
-                    if self.remaining[d] == 0:
-                        ready.append(d)
+        running = self.running
+        cancel = self.options.cancel
+        while (ready and self.fatal is None) or running:
+            self._check_cancel()
+            while ready and self.fatal is None and len(running) < self.executor.max_workers:
+                self._check_cancel()
+                name = ready.popleft()
+                future = self.start(name)
+                if future is None:
+                    self._settled(name, ready)
+                elif future.done():
+                    self._complete(name, future, ready)
+                else:
+                    running[future] = name
+            if not running:
+                continue
+            waiting: set[Future[Any]] = set(running)
+            if cancel is not None:
+                waiting.add(cancel.future)
+            timeout = (max(0.0, min(self.deadlines.values()) - time.monotonic())
+                       if self.deadlines else None)
+            done, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in running:
+                    self._complete(running.pop(future), future, ready)
+            self._expire_deadlines(ready)
+        if self.fatal is not None:
+            raise self.fatal
 
-    def step(self, name: str) -> None:
-        """Settle one needed node whose upstream nodes are all settled."""
+    def start(self, name: str) -> Future[Outcome] | None:
+        """Settle ``name`` from the cache, skip it, or submit it; return its future if submitted."""
         prep = self.prepared[name]
         upstream = self.plan.upstream[name]
+        record = self.run.nodes[name]
+        blocked = next((up for up in upstream.values()
+                        if self.run.nodes[up].status in ("failed", "skipped")
+                        and up not in self.digests), None)
+        if blocked is not None:
+            record.status = "skipped"
+            record.reason = f"upstream {blocked!r} {self.run.nodes[blocked].status}"
+            self._release_inputs(name)
+            self.emit(NodeFinished(self.run, record))
+            return None
         inputs = {p: self.digests[up] for p, up in upstream.items()}
         key = keys.content_key(prep.fp.digest, prep.params, inputs)
-        record = self.run.nodes[name]
         record.key = key
         if prep.cacheable:
             found = self.cache.lookup(key)
@@ -221,7 +287,7 @@ class _State:
                 self.mark_cached(name, _Hit(key, found[0], found[1]))
                 self._link_trace(name, key, found[0]["digest"])
                 self._release_inputs(name)
-                return
+                return None
         kwargs = dict(self.plan.params[name])
         for param, up in upstream.items():
             kwargs[param] = self._value_of(up)
@@ -230,28 +296,62 @@ class _State:
         record.status = "running"
         record.started = time.time()
         self.emit(NodeStarted(self.run, name))
-        t0 = time.perf_counter()
-        record.attempts += 1
-        try:
-            value = self.plan.nodes[name].func(**kwargs)
-        except BaseException as e:
-            record.duration = time.perf_counter() - t0
-            record.ended = time.time()
-            record.status = "failed"
-            record.error = e
-            self._note(e, name)
-            self.emit(NodeFinished(self.run, record))
-            raise
-        duration = time.perf_counter() - t0
-        self.finish(name, value, duration, inputs)
+        node = self.plan.nodes[name]
+        policy = self.policies[name]
+        executor = self.executor
+        if policy.timeout is not None and executor.name == "sync":
+            if self.timed is None:
+                self.timed = ThreadExecutor(max_workers=1)
+            executor = self.timed
+        future = executor.submit(Task(name, node.func, kwargs, policy))
+        if policy.timeout is not None:
+            self.deadlines[future] = time.monotonic() + policy.timeout
+        return future
 
-    def finish(self, name: str, value: Any, duration: float, inputs: Mapping[str, str]) -> None:
+    def _complete(self, name: str, future: Future[Outcome], ready: deque[str]) -> None:
+        self.deadlines.pop(future, None)
+        try:
+            outcome = future.result()
+        except BaseException as e:  # the executor itself failed (a dead worker, say)
+            outcome = Outcome(error=e, attempts=1, started=time.time(), ended=time.time())
+        self.settle(name, outcome)
+        self._settled(name, ready)
+
+    def settle(self, name: str, outcome: Outcome) -> None:
+        """Record a finished task: store its value, or apply the node's error policy."""
+        record = self.run.nodes[name]
+        record.attempts = outcome.attempts
+        record.duration = outcome.duration
+        if outcome.started:
+            record.started = outcome.started
+        record.ended = outcome.ended or time.time()
+        if outcome.error is None:
+            self.finish(name, outcome.value, outcome.duration, outcome.digest)
+            return
+        error = outcome.error
+        self._note(error, name)
+        policy = self.policies[name]
+        record.error = error
+        if policy.on_error == "fallback":
+            self.untraced.add(name)
+            self.finish(name, policy.fallback, outcome.duration, None, store=False)
+            record.reason = f"fallback after {type(error).__name__}: {error}"
+            return
+        record.status = "failed"
+        record.reason = f"{type(error).__name__}: {error}"
+        self.emit(NodeFinished(self.run, record))
+        if policy.on_error == "raise" and self.fatal is None:
+            self.fatal = error
+
+    def finish(self, name: str, value: Any, duration: float, digest: str | None,
+               *, store: bool = True) -> None:
         """Record a computed value: digest, store, trace, events."""
         prep = self.prepared[name]
         record = self.run.nodes[name]
-        digest = self._digest_of_result(name, value)
+        if digest is None:
+            digest = self._digest_of_result(name, value, cacheable=prep.cacheable and store)
         record.duration = duration
-        record.ended = time.time()
+        record.ended = record.ended or time.time()
         record.digest = digest
         record.status = "completed"
         self.digests[name] = digest
@@ -265,14 +365,15 @@ class _State:
             self.values[name] = value
         if name in self.plan.targets:
             self.run.values[name] = value
-        if prep.cacheable:
+        if prep.cacheable and store:
+            inputs = {p: self.digests[up] for p, up in self.plan.upstream[name].items()}
             meta: Meta = {
                 "digest": digest, "node": name, "flow": self.flow.name,
                 "created": record.ended, "duration": duration, "cost": cost,
                 "lazyflow": _VERSION,
                 "params": prep.params, "inputs": {p: self.keys[up] for p, up in
                                                   self.plan.upstream[name].items()},
-                "input_digests": dict(inputs), "fingerprint": dict(prep.fp.components),
+                "input_digests": inputs, "fingerprint": dict(prep.fp.components),
                 "pid": os.getpid(),
             }
             self.cache.store(key, value, meta)
@@ -281,7 +382,7 @@ class _State:
             self._link_trace(name, key, digest)
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,
-                               "inputs": dict(inputs), "fingerprint": dict(prep.fp.components)})
+                               "inputs": inputs, "fingerprint": dict(prep.fp.components)})
         self.emit(NodeFinished(self.run, record))
 
     def mark_cached(self, name: str, hit: _Hit) -> None:
@@ -302,10 +403,12 @@ class _State:
         self.emit(NodeFinished(self.run, record))
 
     def abort(self, error: BaseException) -> None:
-        """Stop: nodes not yet settled become skipped (or cancelled on interrupt)."""
+        """Stop: running nodes are stopped where possible; unsettled ones are marked."""
         interrupted = isinstance(error, (KeyboardInterrupt, CancelledError))
         self.run.status = "cancelled" if interrupted else "failed"
         self.run.error = error
+        for future in self.running:
+            self.executor.abandon(future)
         failed = next((n for n, r in self.run.nodes.items() if r.status == "failed"), None)
         for record in self.run.nodes.values():
             if not record.done:
@@ -315,7 +418,47 @@ class _State:
                                  else f"not run: {type(error).__name__}")
                 self.emit(NodeFinished(self.run, record))
 
+    def shutdown(self) -> None:
+        """Release the helper thread used for timed nodes on the sync executor."""
+        if self.timed is not None:
+            self.timed.shutdown()
+
     # ----------------------------------------------------------------- helpers
+
+    def _check_cancel(self) -> None:
+        cancel = self.options.cancel
+        if cancel is not None and cancel.cancelled:
+            raise CancelledError(f"run of {list(self.plan.targets)} cancelled "
+                                 f"({cancel.reason}); finished nodes stay cached")
+
+    def _settled(self, name: str, ready: deque[str]) -> None:
+        for d in self.plan.downstream[name]:
+            if d in self.remaining:
+                self.remaining[d] -= 1
+                if self.remaining[d] == 0:
+                    ready.append(d)
+
+    def _expire_deadlines(self, ready: deque[str]) -> None:
+        now = time.monotonic()
+        for future, deadline in list(self.deadlines.items()):
+            if deadline > now or future.done():
+                continue
+            name = self.running.pop(future)
+            del self.deadlines[future]
+            executor = self.timed if self.timed is not None and self.executor.name == "sync" \
+                else self.executor
+            stopped = executor.abandon(future)
+            policy = self.policies[name]
+            detail = "" if stopped else \
+                f" (its {executor.name} worker cannot be stopped and may still be running)"
+            assert policy.timeout is not None
+            started = self.run.nodes[name].started or time.time()
+            self.settle(name, Outcome(error=NodeTimeout(name, policy.timeout, detail),
+                                      attempts=1, started=started, ended=time.time(),
+                                      duration=policy.timeout))
+            self._settled(name, ready)
+            if not stopped:
+                warnings.warn(f"node {name!r} timed out{detail}", LazyflowWarning, stacklevel=2)
 
     def _value_of(self, name: str) -> Any:
         if name in self.values:
@@ -347,6 +490,9 @@ class _State:
 
     def _link_trace(self, name: str, key: str, digest: str) -> None:
         trace = self.prepared[name].trace
+        if any(up in self.untraced for up in self.plan.upstream[name].values()):
+            self.untraced.add(name)
+            return
         if trace is not None:
             self.cache.record(trace, {"key": key, "digest": digest, "node": name})
 
@@ -359,11 +505,11 @@ class _State:
         previous = self.cache.find_record(keys.latest_key(self.flow.name, name))
         return "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
 
-    def _digest_of_result(self, name: str, value: Any) -> str:
+    def _digest_of_result(self, name: str, value: Any, *, cacheable: bool) -> str:
         try:
             return hash_value(value)
         except HashingError as e:
-            if self.prepared[name].cacheable:
+            if cacheable:
                 raise HashingError(e.type_name, f"node {name!r} returned it: {e.reason}",
                                    node=name) from e
             warnings.warn(f"node {name!r} returned a {e.type_name} that cannot be hashed; "
@@ -374,7 +520,7 @@ class _State:
     def _note(self, error: BaseException, name: str) -> None:
         path = " <- ".join(self.plan.path_to_target(name))
         note = f"lazyflow: raised in node {name!r} of flow {self.flow.name!r} (requested via {path})"
-        if hasattr(error, "add_note"):
+        if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
             error.add_note(note)
 
 

@@ -21,17 +21,26 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from lazyflow.errors import CycleError, DefinitionError, MissingInputError, UnknownNodeError
+from lazyflow.errors import (
+    CycleError,
+    DefinitionError,
+    LazyflowWarning,
+    MissingInputError,
+    UnknownNodeError,
+)
 from lazyflow.outputs import selector, validate_outputs
+from lazyflow.policies import validate_policy_options
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.cancel import CancelToken
     from lazyflow.events import EventBus
+    from lazyflow.handle import RunHandle
     from lazyflow.run import Explanation, Run
 
 __all__ = ["EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
@@ -40,7 +49,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EMPTY: Any = inspect.Parameter.empty
 """Marks a parameter without a default."""
 
-NODE_OPTIONS: dict[str, Any] = {"outputs": None}
+NODE_OPTIONS: dict[str, Any] = {"outputs": None, "retries": 0, "retry_delay": 0.1,
+                                "retry_on": (Exception,), "timeout": None, "on_error": "raise",
+                                "fallback": None}
 """Extra ``@flow.node`` options and their defaults, registered by other modules."""
 
 
@@ -95,6 +106,7 @@ class Node:
             raise DefinitionError(
                 f"node {node_name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
                 f"valid: name, version, cache, inputs{''.join(', ' + o for o in NODE_OPTIONS)}")
+        validate_policy_options(node_name, options or {})
         fields = {"func": func, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),
@@ -249,34 +261,72 @@ class Flow:
 
     # ----------------------------------------------------------------- requests
 
-    def get(self, targets: str | Iterable[str], /, **inputs: Any) -> Any:
+    def get(self, targets: str | Iterable[str], /, *, strict: bool = False, **options: Any
+            ) -> Any:
         """Compute (or fetch) one target's value, or a dict of several.
 
         Runs only the needed nodes whose results are not cached. Flow inputs are
         keyword arguments; a parameter neither passed nor defaulted raises
-        :class:`MissingInputError`.
+        :class:`MissingInputError`. Takes the options of :meth:`run` too. A
+        target that was skipped or failed under ``on_error="skip"`` gives
+        ``None`` with a warning, or raises when ``strict=True``.
         """
-        run = self.run(targets, **inputs)
-        if isinstance(targets, str):
-            return run[targets]
-        return {t: run[t] for t in run.targets}
+        run = self.run(targets, **options)
+        values = {t: self._value_or_none(run, t, strict) for t in run.targets}
+        return values[targets] if isinstance(targets, str) else values
 
-    def run(self, targets: str | Iterable[str], /, *, cancel: CancelToken | None = None,
-            **inputs: Any) -> Run:
+    def run(self, targets: str | Iterable[str], /, *, executor: Any = None,
+            max_workers: int | None = None, cancel: CancelToken | None = None,
+            overrides: Mapping[str, Mapping[str, Any]] | None = None,
+            observers: Iterable[Callable[[Any], Any]] = (),
+            inputs: Mapping[str, Any] | None = None, **kw_inputs: Any) -> Run:
         """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records.
 
-        ``cancel`` takes a :class:`~lazyflow.CancelToken` that stops the run at
-        the next node boundary when set from another thread.
-        """
-        from lazyflow.engine import execute
+        Options (keyword-only; pass a flow input whose name clashes with one of
+        them through ``inputs={...}``):
 
-        return execute(self, self.plan(targets, inputs), cancel=cancel)
+        - ``executor``: ``"sync"`` (default), ``"threads"``, ``"processes"``, an
+          executor object or a ``distributed.Client``; ``max_workers`` bounds it.
+        - ``cancel``: a :class:`~lazyflow.CancelToken`; setting it from another
+          thread stops the run at the next node boundary.
+        - ``overrides``: per-node policy overrides for this run,
+          ``{"fit": {"timeout": 60}, "*": {"retries": 1}}``.
+        - ``observers``: callables receiving this run's events.
+        """
+        from lazyflow.engine import RunOptions, execute
+
+        values = {**(inputs or {}), **kw_inputs}
+        options = RunOptions(executor=executor, max_workers=max_workers, cancel=cancel,
+                             overrides=overrides, observers=tuple(observers))
+        return execute(self, self.plan(targets, values), options)
+
+    def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
+        """Start :meth:`run` in a background thread; return a handle to watch or cancel it.
+
+        >>> handle = flow.submit("report", executor="threads")   # doctest: +SKIP
+        >>> handle.cancel(); handle.result()                      # doctest: +SKIP
+        """
+        from lazyflow.handle import RunHandle
+
+        return RunHandle(self, targets, options)
 
     def explain(self, targets: str | Iterable[str], /, **inputs: Any) -> Explanation:
         """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing."""
         from lazyflow.engine import explain
 
         return explain(self, self.plan(targets, inputs))
+
+    @staticmethod
+    def _value_or_none(run: Run, target: str, strict: bool) -> Any:
+        record = run.nodes[target]
+        if record.status in ("completed", "cached"):
+            return run[target]
+        message = f"target {target!r} has no value: {record.status} ({record.reason})"
+        if strict:
+            raise record.error if record.error is not None else LookupError(message)
+        warnings.warn(message + "; returning None (pass strict=True to raise)",
+                      LazyflowWarning, stacklevel=3)
+        return None
 
     # ----------------------------------------------------------------- planning
 

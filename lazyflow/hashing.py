@@ -16,6 +16,10 @@ back to cloudpickle bytes (joblib's approach), which is slower and, for
 objects whose pickle depends on hash seeds, not stable across processes:
 register a hasher for such types.
 
+Synchronisation objects (locks, events, barriers, queues) hash by type alone:
+they steer a computation, they are not its data, and a node reading one must
+not be invalidated by its state.
+
 Arrays are hashed through their buffer without a copy when C-contiguous (xxh3
 runs at ~14 GB/s here, against ~0.5 GB/s for md5 or joblib.hash). This module
 knows nothing of graphs or caches.
@@ -29,7 +33,9 @@ import decimal
 import enum
 import fractions
 import pathlib
+import queue
 import struct
+import threading
 import types
 import uuid
 from collections.abc import Callable
@@ -319,6 +325,17 @@ def _hash_module(h: Hasher, obj: types.ModuleType) -> None:
 
     h.tag(b"M")
     h.chunk(module_token(obj).encode())
+
+
+def _hash_control(h: Hasher, obj: Any) -> None:
+    """Synchronisation objects are control, not data: they hash by type alone."""
+    h.tag(b"K")
+    h.chunk(_type_name(obj).encode())
+
+
+for _control in (threading.Event, threading.Barrier, threading.Condition, threading.Semaphore,
+                 type(threading.Lock()), type(threading.RLock()), queue.Queue):
+    _HASHERS[_control] = _hash_control
 
 
 def _hash_dataclass(h: Hasher, obj: Any) -> None:

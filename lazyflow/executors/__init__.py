@@ -1,0 +1,51 @@
+"""Executors: where node functions run (see ``base.py`` for the protocol).
+
+``executor=`` accepts a name (``"sync"``, ``"threads"``, ``"processes"``,
+``"dask"``), an executor object, or a ``distributed.Client``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from lazyflow.executors.base import Executor, Outcome, Task
+from lazyflow.executors.sync import SyncExecutor
+from lazyflow.executors.threads import ThreadExecutor
+
+__all__ = ["Executor", "Outcome", "SyncExecutor", "Task", "ThreadExecutor", "executors",
+           "register_executor", "resolve_executor"]
+
+_FACTORIES: dict[str, Callable[[int | None], Executor]] = {
+    "sync": lambda max_workers: SyncExecutor(),
+    "threads": lambda max_workers: ThreadExecutor(max_workers),
+}
+
+
+def register_executor(name: str, factory: Callable[[int | None], Executor]) -> None:
+    """Make ``executor=name`` build an executor with ``factory(max_workers)``."""
+    if name in _FACTORIES:
+        raise ValueError(f"an executor named {name!r} is already registered")
+    _FACTORIES[name] = factory
+
+
+def executors() -> MappingProxyType[str, Callable[[int | None], Executor]]:
+    """The registered executor names (read-only)."""
+    return MappingProxyType(_FACTORIES)
+
+
+def resolve_executor(spec: Any, max_workers: int | None = None) -> tuple[Executor, bool]:
+    """Turn ``executor=`` into an executor; the flag says whether we own (must shut) it."""
+    if spec is None:
+        spec = "sync"
+    if isinstance(spec, str):
+        factory = _FACTORIES.get(spec)
+        if factory is None:
+            raise ValueError(f"unknown executor {spec!r}; use one of "
+                             f"{', '.join(map(repr, _FACTORIES))} or an executor object")
+        return factory(max_workers), True
+    if isinstance(spec, Executor):
+        return spec, False
+    raise TypeError(f"executor= takes a name ({', '.join(map(repr, _FACTORIES))}), an executor "
+                    f"object or a distributed.Client, got {spec!r}")

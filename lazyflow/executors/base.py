@@ -1,0 +1,100 @@
+"""What executors run (``Task``), what they return (``Outcome``), and their protocol.
+
+Design note
+-----------
+An executor only *calls*: it receives a picklable :class:`Task` (the node's
+function, its keyword arguments and its retry policy) and returns a future
+of an :class:`Outcome`. Retrying, timing and hashing the result happen inside
+the task, on the worker, so results are hashed in parallel and a remote
+worker returns a digest alongside the value. Deciding hits, storing entries
+and recording happen in the engine, identically for every executor (the
+synchronous executor is the reference path, as dask's ``get_sync``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from lazyflow.errors import HashingError
+from lazyflow.hashing import hash_value
+from lazyflow.policies import DEFAULTS, Policy
+
+__all__ = ["Executor", "Outcome", "Task"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of running a task: a value and its digest, or the final error."""
+
+    value: Any = None
+    digest: str | None = None
+    error: BaseException | None = None
+    attempts: int = 0
+    started: float = 0.0
+    ended: float = 0.0
+    duration: float = 0.0
+
+
+@dataclass(slots=True)
+class Task:
+    """One node call with its retry policy; calling it returns an :class:`Outcome`."""
+
+    node: str
+    func: Callable[..., Any]
+    kwargs: dict[str, Any]
+    policy: Policy = field(default=DEFAULTS)
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self) -> Outcome:
+        outcome = Outcome(started=time.time())
+        t0 = time.perf_counter()
+        policy = self.policy
+        while True:
+            outcome.attempts += 1
+            try:
+                outcome.value = self.func(**self.kwargs)
+                outcome.error = None
+                break
+            except (KeyboardInterrupt, SystemExit):
+                raise  # an interrupt cancels the run; it is not the node's failure
+            except policy.retry_on as e:
+                outcome.error = e
+                if outcome.attempts > policy.retries:
+                    break
+                time.sleep(random.uniform(0, policy.retry_delay * 2 ** (outcome.attempts - 1)))
+            except BaseException as e:
+                outcome.error = e
+                break
+        outcome.duration = time.perf_counter() - t0
+        outcome.ended = time.time()
+        if outcome.error is None:
+            try:
+                outcome.digest = hash_value(outcome.value)
+            except HashingError:
+                outcome.digest = None  # the engine decides: error, or a volatile digest
+        return outcome
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs tasks; ``max_workers`` bounds how many the engine keeps in flight."""
+
+    name: str
+    max_workers: int
+
+    def submit(self, task: Task) -> Future[Outcome]:
+        """Start ``task``; the future resolves to its :class:`Outcome`."""
+        ...
+
+    def abandon(self, future: Future[Outcome]) -> bool:
+        """Stop a running task if the executor can (return True), else leave it running."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release workers the executor created itself."""
+        ...
