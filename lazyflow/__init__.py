@@ -26,6 +26,7 @@ from lazyflow.errors import (
     UnknownNodeError,
 )
 from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.files import Dir, File
 from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.graph import Flow, Node, default_flow, node
 from lazyflow.handle import RunHandle
@@ -41,8 +42,10 @@ __all__ = [
     "CancelledError",
     "CycleError",
     "DefinitionError",
+    "Dir",
     "EventBus",
     "Explanation",
+    "File",
     "Fingerprint",
     "Flow",
     "HashingError",

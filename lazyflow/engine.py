@@ -38,7 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lazyflow import keys
+from lazyflow import files, keys
 from lazyflow.cache.base import Meta
 from lazyflow.cancel import CancelToken
 from lazyflow.errors import (
@@ -56,6 +56,7 @@ from lazyflow.policies import policy_for
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run
 
 if TYPE_CHECKING:
+    from lazyflow.cache.hierarchy import Cache
     from lazyflow.graph import Flow, Plan
 
 __all__ = ["RunOptions", "execute", "explain"]
@@ -138,6 +139,13 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared]
 # --------------------------------------------------------------------------- execute
 
 
+def _load(cache: Cache, key: str) -> Any:
+    """A stored value, with the output files it names put back if deleted (``files.py``)."""
+    value, _ = cache.load(key)
+    files.restore(value, cache)
+    return value
+
+
 @dataclass
 class RunOptions:
     """How to execute a request (everything ``flow.run`` takes besides targets and inputs)."""
@@ -165,7 +173,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     executor, owned = resolve_executor(options.executor, options.max_workers)
     run = Run(flow.name, plan.targets, records,
               inputs={p: d for n in plan.order for p, d in prepared[n].params.items()},
-              executor=executor.name, _loader=lambda key: flow.cache.load(key)[0])
+              executor=executor.name, _loader=lambda key: _load(flow.cache, key))
     state = _State(flow, plan, prepared, run, hits, needed, options, executor)
     try:
         state.emit(RunStarted(run))
@@ -376,6 +384,7 @@ class _State:
                 "input_digests": inputs, "fingerprint": dict(prep.fp.components),
                 "pid": os.getpid(),
             }
+            files.capture(value, self.cache)
             self.cache.store(key, value, meta)
             stored = self.cache.lookup(key)
             record.size = stored[0].get("size") if stored else None
@@ -465,7 +474,7 @@ class _State:
             return self.values[name]
         hit = self.hits[name]
         try:
-            value, _ = self.cache.load(hit.key)
+            value = _load(self.cache, hit.key)
         except KeyError:
             value = self._recompute(name)
         if self.consumers[name] > 1 or name in self.plan.targets:

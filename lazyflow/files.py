@@ -1,0 +1,251 @@
+"""File inputs and outputs: ``lf.File`` and ``lf.Dir``, keyed by content.
+
+Design note
+-----------
+Policy. A ``File`` is a path whose *digest is its content*: as a flow input,
+a default or a global a node reads, it enters keys through the hasher
+registered here, so editing the file invalidates its dependents and touching
+it (new mtime, same bytes) invalidates nothing. A ``Dir`` digests the sorted
+(relative path, content digest) pairs of every file below it.
+
+State. A process-wide *stat cache*: absolute path -> (mtime_ns, size, inode,
+digest, when hashed). A file whose stat is unchanged is not read again (the
+fast path that keeps warm requests cheap on big inputs). Following git's
+"racy clean" rule, an entry is trusted only when the file's mtime is older
+than the moment it was hashed by more than the coarsest timestamp
+granularity (2 s): a write landing in the same mtime tick as our read, with
+the same size, would otherwise go unseen. Rejected alternative: trusting
+mtime+size alone (make's rule), which returns stale results after quick
+successive edits — a wrong cached value, which we never allow.
+
+Output files. A node may return a ``File`` (alone, or as a member of a
+tuple, list or dict). When such a result is stored, :func:`capture` stores
+the file's bytes as an entry of their own (keyed by content digest) and pins
+the digest on the returned ``File``; when a cached result is loaded,
+:func:`restore` rewrites the file (atomically: temporary name, then rename)
+if it was deleted or no longer holds those bytes. Restoring happens only when
+the value is loaded, so a request that never needs the file never touches
+it. Directories returned by a node are keyed by content but not restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from lazyflow.hashing import hash_value, register_hasher
+
+if TYPE_CHECKING:
+    from lazyflow.cache.hierarchy import Cache
+
+__all__ = ["Dir", "File", "capture", "content_digest", "paths_in", "restore"]
+
+_RACY_NS = 2_000_000_000
+_BLOCK = 1 << 20
+_MISSING_DIGEST = "missing"
+
+
+class File(os.PathLike):  # type: ignore[type-arg]
+    """A file whose content, not its name or mtime, is what keys depend on.
+
+    Use it as a flow input, a parameter default, or a node's return value:
+
+    >>> data = File("data.csv")                    # doctest: +SKIP
+    >>> flow.get("clean", path=data)               # doctest: +SKIP
+
+    It is path-like (``open(f)``, ``pd.read_csv(f)`` work) and compares by
+    path. A node that returns a ``File`` gets the file restored from the cache
+    when it is later deleted.
+    """
+
+    __slots__ = ("_digest", "path")
+    path: pathlib.Path
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = pathlib.Path(path)
+        self._digest: str | None = None  # content pinned when stored as a node's output
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.path))
+
+    def __getstate__(self) -> tuple[pathlib.Path, str | None]:
+        return self.path, self._digest
+
+    def __setstate__(self, state: tuple[pathlib.Path, str | None]) -> None:
+        self.path, self._digest = state
+
+    @property
+    def digest(self) -> str:
+        """The content digest now (``"missing"`` when the path does not exist)."""
+        return content_digest(self.path)
+
+    def exists(self) -> bool:
+        """Whether the path exists."""
+        return self.path.exists()
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes."""
+        return self.path.read_bytes()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        """The file's text."""
+        return self.path.read_text(encoding=encoding)
+
+
+class Dir(File):
+    """A directory keyed by the names and contents of every file below it.
+
+    >>> images = Dir("images/")                    # doctest: +SKIP
+
+    Adding, removing, renaming or editing a file below it changes its digest;
+    touching files does not.
+    """
+
+    __slots__ = ()
+
+    @property
+    def digest(self) -> str:
+        """The digest of every (relative path, content digest) pair below the directory."""
+        return dir_digest(self.path)
+
+    def files(self) -> list[pathlib.Path]:
+        """Every file below the directory, sorted."""
+        return sorted(p for p in self.path.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- content digests
+
+_STAT: dict[str, tuple[int, int, int, str, int]] = {}
+_STAT_LOCK = threading.Lock()
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """xxh3-128 of a file's bytes; reuses the last digest while the file's stat is unchanged."""
+    absolute = os.path.abspath(path)
+    try:
+        st = os.stat(absolute)
+    except FileNotFoundError:
+        return _MISSING_DIGEST
+    with _STAT_LOCK:
+        known = _STAT.get(absolute)
+    if known is not None and known[:3] == (st.st_mtime_ns, st.st_size, st.st_ino) \
+            and st.st_mtime_ns < known[4] - _RACY_NS:
+        return known[3]
+    hashed_at = time.time_ns()
+    digest = _read_digest(absolute)
+    with _STAT_LOCK:
+        _STAT[absolute] = (st.st_mtime_ns, st.st_size, st.st_ino, digest, hashed_at)
+    return digest
+
+
+def _read_digest(path: str) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dir_digest(path: str | os.PathLike[str]) -> str:
+    """Digest of a directory tree: sorted relative paths with their content digests."""
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        return _MISSING_DIGEST
+    entries = [(p.relative_to(root).as_posix(), content_digest(p))
+               for p in sorted(root.rglob("*")) if p.is_file()]
+    return hash_value(entries)
+
+
+register_hasher(File, lambda f: (f.path.as_posix(), content_digest(f.path)))
+register_hasher(Dir, lambda d: (d.path.as_posix(), dir_digest(d.path)))
+
+
+# --------------------------------------------------------------------------- output files
+
+
+def paths_in(value: Any) -> Iterator[File]:
+    """The ``File`` objects of a value: itself, or direct members of a tuple, list or dict.
+
+    Deeper nesting is not searched, so storing a large list costs one type
+    test per element at most.
+    """
+    if isinstance(value, File):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        yield from (v for v in value if isinstance(v, File))
+    elif isinstance(value, Mapping):
+        yield from (v for v in value.values() if isinstance(v, File))
+
+
+def _blob_key(digest: str) -> str:
+    return xxhash.xxh3_128_hexdigest(f"lazyflow-file-1\0{digest}".encode())
+
+
+def capture(value: Any, cache: Cache) -> None:
+    """Store the bytes of every output file in ``value`` and pin their digests.
+
+    Directories are not captured. A missing output file is an error: the
+    node promised a file it did not write.
+    """
+    for f in paths_in(value):
+        if type(f) is not File:
+            continue
+        try:
+            data = f.path.read_bytes()
+        except FileNotFoundError as e:
+            from lazyflow.errors import OutputError
+
+            raise OutputError(f"a node returned {f!r} but the file does not exist; write it "
+                              "before returning it") from e
+        digest = xxhash.xxh3_128_hexdigest(data)
+        key = _blob_key(digest)
+        if cache.lookup(key) is None:
+            cache.store(key, data, {"digest": hash_value(data), "file": f.path.as_posix(),
+                                    "size": len(data)})
+        f._digest = digest
+
+
+def restore(value: Any, cache: Cache) -> None:
+    """Rewrite every pinned output file in ``value`` that is missing or changed.
+
+    Raises ``KeyError`` when the file's bytes are no longer in the cache, so
+    the caller recomputes the node (never hand out a path to wrong content).
+    """
+    for f in paths_in(value):
+        if f._digest is None or content_digest(f.path) == f._digest:
+            continue
+        data, _ = cache.load(_blob_key(f._digest))
+        _write_atomic(f.path, data)
+
+
+def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,184 @@
+"""File inputs and outputs: keyed by content, fast on unchanged stats, restored when deleted."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import xxhash
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lazyflow as lf
+from lazyflow import files
+
+OLD = 1_600_000_000  # an mtime far in the past: outside the racy window
+
+
+@pytest.fixture
+def csv(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,2\n")
+    return path
+
+
+@pytest.fixture
+def counted(flow, calls):
+    @flow.node
+    def raw(path: lf.File):
+        calls["raw"] += 1
+        return path.read_text()
+
+    @flow.node
+    def lines(raw):
+        calls["lines"] += 1
+        return raw.splitlines()
+
+    return flow
+
+
+def test_touching_a_file_without_changing_content_recomputes_nothing(counted, calls, csv):
+    counted.get("lines", path=lf.File(csv))
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    run = counted.run("lines", path=lf.File(csv))
+    assert run.nodes["lines"].status == "cached"
+    assert calls == {"raw": 1, "lines": 1}
+
+
+def test_changing_one_byte_recomputes_its_dependents(counted, calls, csv):
+    counted.get("lines", path=lf.File(csv))
+    csv.write_text("a,b\n1,3\n")
+    assert counted.get("lines", path=lf.File(csv)) == ["a,b", "1,3"]
+    assert calls == {"raw": 2, "lines": 2}
+
+
+def test_an_unchanged_file_is_not_read_again(counted, csv, monkeypatch):
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    counted.get("lines", path=lf.File(csv))
+    reads = []
+    real = files._read_digest
+    monkeypatch.setattr(files, "_read_digest", lambda p: reads.append(p) or real(p))
+    counted.get("lines", path=lf.File(csv))
+    assert reads == []
+
+
+def test_a_same_size_edit_within_the_mtime_tick_is_still_seen(csv):
+    before = lf.File(csv).digest
+    stat = os.stat(csv)
+    csv.write_text("a,b\n9,9\n")
+    os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert lf.File(csv).digest != before
+
+
+def test_a_file_default_is_an_input_keyed_by_content(flow, calls, csv):
+    @flow.node
+    def size(path=lf.File(csv)):  # noqa: B008 - a File default is the documented use
+        calls["size"] += 1
+        return len(path.read_bytes())
+
+    flow.get("size")
+    csv.write_text("longer content\n")
+    assert flow.get("size") == 15 and calls["size"] == 2
+
+
+def test_a_missing_file_hashes_as_missing_and_appearing_invalidates(flow, calls, tmp_path):
+    path = tmp_path / "later.txt"
+
+    @flow.node
+    def present(path: lf.File):
+        calls["present"] += 1
+        return path.exists()
+
+    assert flow.get("present", path=lf.File(path)) is False
+    path.write_text("x")
+    assert flow.get("present", path=lf.File(path)) is True
+
+
+def test_a_dir_changes_when_a_file_is_added_but_not_when_touched(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    before = lf.Dir(tmp_path).digest
+    os.utime(tmp_path / "a.txt", ns=(OLD * 10**9, OLD * 10**9))
+    assert lf.Dir(tmp_path).digest == before
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("b")
+    assert lf.Dir(tmp_path).digest != before
+
+
+def test_a_dir_input_recomputes_dependents_when_a_file_inside_changes(flow, calls, tmp_path):
+    (tmp_path / "a.txt").write_text("1")
+
+    @flow.node
+    def total(folder: lf.Dir):
+        calls["total"] += 1
+        return sum(int(p.read_text()) for p in folder.files())
+
+    assert flow.get("total", folder=lf.Dir(tmp_path)) == 1
+    assert flow.get("total", folder=lf.Dir(tmp_path)) == 1
+    (tmp_path / "b.txt").write_text("2")
+    assert flow.get("total", folder=lf.Dir(tmp_path)) == 3
+    assert calls["total"] == 2
+
+
+def test_a_deleted_output_file_is_restored_from_the_cache_without_recomputing(
+        flow, calls, tmp_path):
+    out = tmp_path / "out" / "report.txt"
+
+    @flow.node
+    def report(n: int):
+        calls["report"] += 1
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(f"n={n}")
+        return lf.File(out)
+
+    flow.get("report", n=3)
+    out.unlink()
+    result = flow.get("report", n=3)
+    assert result == lf.File(out) and out.read_text() == "n=3"
+    assert calls["report"] == 1
+
+
+def test_an_overwritten_output_file_is_put_back_for_its_dependents(flow, calls, tmp_path):
+    out = tmp_path / "model.bin"
+
+    @flow.node(outputs=("model", "score"))
+    def fit(n: int):
+        calls["fit"] += 1
+        out.write_bytes(bytes(n))
+        return lf.File(out), n
+
+    @flow.node
+    def size(model, tag: str):
+        calls["size"] += 1
+        return len(model.read_bytes())
+
+    assert flow.get("size", n=4, tag="a") == 4
+    out.write_bytes(b"garbage")
+    assert flow.get("size", n=4, tag="b") == 4
+    assert calls == {"fit": 1, "size": 2}
+
+
+def test_returning_a_file_that_was_not_written_names_the_fix(flow, tmp_path):
+    @flow.node
+    def ghost():
+        return lf.File(tmp_path / "never.txt")
+
+    with pytest.raises(lf.OutputError, match="write it before returning it"):
+        flow.get("ghost")
+
+
+def test_a_file_is_path_like_and_compares_by_path(csv):
+    f = lf.File(csv)
+    with open(f) as handle:
+        assert handle.read() == "a,b\n1,2\n"
+    assert f == lf.File(str(csv)) and f != lf.Dir(str(csv))
+    assert repr(f) == f"File({str(csv)!r})"
+
+
+@given(st.binary(max_size=4096), st.binary(max_size=4096))
+def test_a_file_digest_is_the_xxh3_of_its_bytes_and_tracks_content(tmp_path_factory, a, b):
+    path = tmp_path_factory.mktemp("h") / "f.bin"
+    path.write_bytes(a)
+    first = lf.hash_value(lf.File(path))
+    assert lf.File(path).digest == xxhash.xxh3_128_hexdigest(a)
+    path.write_bytes(b)
+    assert (lf.hash_value(lf.File(path)) == first) == (a == b)
