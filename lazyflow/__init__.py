@@ -23,6 +23,8 @@ from lazyflow.errors import (
     MissingInputError,
     NodeTimeout,
     OutputError,
+    SkippedError,
+    SkippedWarning,
     UnknownNodeError,
 )
 from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
@@ -32,6 +34,7 @@ from lazyflow.graph import Flow, Node, default_flow, node
 from lazyflow.handle import RunHandle
 from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.run import Explanation, NodeRecord, Run
+from lazyflow.skip import Skip
 
 __version__ = "0.1.0"
 
@@ -62,6 +65,9 @@ __all__ = [
     "RunHandle",
     "RunFinished",
     "RunStarted",
+    "Skip",
+    "SkippedError",
+    "SkippedWarning",
     "UnknownNodeError",
     "__version__",
     "default_flow",

@@ -38,7 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lazyflow import files, keys
+from lazyflow import files, keys, skip
 from lazyflow.cache.base import Meta
 from lazyflow.cancel import CancelToken
 from lazyflow.errors import (
@@ -190,7 +190,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         run.ended = time.time()
         flow.last_run = run
         if run.status == "running":
-            run.status = "failed" if run.failed or run.skipped else "completed"
+            run.status = "failed" if run.failed else "completed"
         state.emit(RunFinished(run))
     return run
 
@@ -282,7 +282,7 @@ class _State:
                         and up not in self.digests), None)
         if blocked is not None:
             record.status = "skipped"
-            record.reason = f"upstream {blocked!r} {self.run.nodes[blocked].status}"
+            record.reason = skip.inherited_reason(blocked, self.run.nodes[blocked])
             self._release_inputs(name)
             self.emit(NodeFinished(self.run, record))
             return None
@@ -337,6 +337,11 @@ class _State:
             self.finish(name, outcome.value, outcome.duration, outcome.digest)
             return
         error = outcome.error
+        if isinstance(error, skip.Skip):
+            record.status = "skipped"
+            record.reason = error.reason
+            self.emit(NodeFinished(self.run, record))
+            return
         self._note(error, name)
         policy = self.policies[name]
         record.error = error

@@ -22,6 +22,8 @@ __all__ = [
     "MissingInputError",
     "NodeTimeout",
     "OutputError",
+    "SkippedError",
+    "SkippedWarning",
     "UnknownNodeError",
 ]
 
@@ -105,6 +107,16 @@ class OutputError(LazyflowError, TypeError):
     """A node declared with ``outputs=`` returned something that does not fit them."""
 
 
+class SkippedError(LazyflowError, LookupError):
+    """A requested target was skipped and ``strict=True`` was asked (a :class:`LookupError`)."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(f"node {node!r} was skipped ({reason}), so it has no value; "
+                         "remove the cause of the skip, or call without strict=True to get None")
+
+
 class NodeTimeout(LazyflowError, TimeoutError):
     """A node ran longer than its ``timeout=``."""
 
@@ -127,3 +139,8 @@ class LazyflowWarning(UserWarning):
 
 class CacheWarning(LazyflowWarning):
     """A cache entry was ignored or a cache write failed; the value is recomputed."""
+
+
+class SkippedWarning(LazyflowWarning):
+    """A requested target has no value (skipped, or failed under ``on_error="skip"``);
+    ``get`` returned ``None`` for it."""

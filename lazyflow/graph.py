@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from lazyflow.errors import (
     CycleError,
     DefinitionError,
-    LazyflowWarning,
     MissingInputError,
+    SkippedError,
+    SkippedWarning,
     UnknownNodeError,
 )
 from lazyflow.outputs import selector, validate_outputs
@@ -323,9 +324,9 @@ class Flow:
             return run[target]
         message = f"target {target!r} has no value: {record.status} ({record.reason})"
         if strict:
-            raise record.error if record.error is not None else LookupError(message)
+            raise record.error if record.error is not None else SkippedError(target, record.reason)
         warnings.warn(message + "; returning None (pass strict=True to raise)",
-                      LazyflowWarning, stacklevel=3)
+                      SkippedWarning, stacklevel=3)
         return None
 
     # ----------------------------------------------------------------- planning

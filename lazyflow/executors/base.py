@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 from lazyflow.errors import HashingError
 from lazyflow.hashing import hash_value
 from lazyflow.policies import DEFAULTS, Policy
+from lazyflow.skip import Skip
 
 __all__ = ["Executor", "Outcome", "Task"]
 
@@ -62,6 +63,9 @@ class Task:
                 break
             except (KeyboardInterrupt, SystemExit):
                 raise  # an interrupt cancels the run; it is not the node's failure
+            except Skip as e:  # a decision, not a failure: never retried
+                outcome.error = e
+                break
             except policy.retry_on as e:
                 outcome.error = e
                 if outcome.attempts > policy.retries:
