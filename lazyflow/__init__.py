@@ -20,6 +20,7 @@ from lazyflow.errors import (
     HashingError,
     LazyflowError,
     LazyflowWarning,
+    MapError,
     MissingInputError,
     NodeTimeout,
     OutputError,
@@ -33,6 +34,7 @@ from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.graph import Flow, Node, default_flow, node
 from lazyflow.handle import RunHandle
 from lazyflow.hashing import hash_value, register_hasher
+from lazyflow.lazy import Lazy
 from lazyflow.run import Explanation, NodeRecord, Run
 from lazyflow.skip import Skip
 
@@ -52,8 +54,10 @@ __all__ = [
     "Fingerprint",
     "Flow",
     "HashingError",
+    "Lazy",
     "LazyflowError",
     "LazyflowWarning",
+    "MapError",
     "MissingInputError",
     "Node",
     "NodeFinished",

@@ -19,7 +19,15 @@ Policy. A request is answered in three steps, all on plain data:
 
 State. ``digests`` (value digest per resolved node), ``values`` (values held
 for consumers still to run; released when the last consumer has started),
-``records`` (one ``NodeRecord`` per node touched).
+``records`` (one ``NodeRecord`` per node touched), ``remaining`` (the upstream
+nodes each needed node still waits for).
+
+Features hook in at a few points rather than in the loop: lazy inputs
+(``lazy.py``) are edges the scheduler does not wait for — a node that calls
+one it does not have is sent back to wait (``_demand``) and re-run; map nodes
+(``mapping.py``) submit one task per element that misses and gather them into
+one future; output files (``files.py``) are captured on store and restored on
+load; ``lf.Skip`` (``skip.py``) settles a node as skipped.
 
 The engine knows nothing of notebooks: it tells the world through
 ``events.py``. Executors only *call* functions; hashing, storing and
@@ -38,7 +46,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lazyflow import files, keys, skip
+from lazyflow import files, keys, lazy, mapping, skip
 from lazyflow.cache.base import Meta
 from lazyflow.cancel import CancelToken
 from lazyflow.errors import (
@@ -46,6 +54,7 @@ from lazyflow.errors import (
     CancelledError,
     HashingError,
     LazyflowWarning,
+    MapError,
     NodeTimeout,
 )
 from lazyflow.events import GLOBAL, NodeFinished, NodeStarted, RunFinished, RunStarted, Subscriber
@@ -110,13 +119,23 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
     return prepared
 
 
-def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared]
-             ) -> tuple[dict[str, _Hit], list[str]]:
-    """Walk back from the targets; return the hits found and the needed nodes in order."""
+def _eager(plan: Plan, name: str) -> dict[str, str]:
+    """The edges of ``name`` the scheduler waits for: all but its lazy inputs (``lazy.py``)."""
+    lazy_ps = lazy.lazy_params(plan.nodes[name])
+    upstream = plan.upstream[name]
+    return {p: up for p, up in upstream.items() if p not in lazy_ps} if lazy_ps else upstream
+
+
+def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
+             roots: Sequence[str] | None = None, seen: set[str] | None = None
+             ) -> tuple[dict[str, _Hit], list[str], set[str]]:
+    """Walk back from ``roots`` (the targets); return hits, needed nodes in order, and the
+    nodes behind lazy inputs that may be needed (``maybe``). Names in ``seen`` are skipped."""
     hits: dict[str, _Hit] = {}
     needed: set[str] = set()
-    seen: set[str] = set()
-    stack = list(plan.targets)
+    seen = set() if seen is None else seen
+    behind_lazy: list[str] = []
+    stack = list(plan.targets if roots is None else roots)
     cache = flow.cache
     while stack:
         name = stack.pop()
@@ -132,8 +151,16 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared]
                     hits[name] = _Hit(record["key"], found[0], found[1])
                     continue
         needed.add(name)
-        stack.extend(plan.upstream[name].values())
-    return hits, [n for n in plan.order if n in needed]
+        eager = _eager(plan, name)
+        stack.extend(eager.values())
+        behind_lazy.extend(up for p, up in plan.upstream[name].items() if p not in eager)
+    maybe: set[str] = set()
+    while behind_lazy:
+        name = behind_lazy.pop()
+        if name not in seen and name not in maybe:
+            maybe.add(name)
+            behind_lazy.extend(plan.upstream[name].values())
+    return hits, [n for n in plan.order if n in needed], maybe
 
 
 # --------------------------------------------------------------------------- execute
@@ -144,6 +171,12 @@ def _load(cache: Cache, key: str) -> Any:
     value, _ = cache.load(key)
     files.restore(value, cache)
     return value
+
+
+def _store(cache: Cache, key: str, value: Any, meta: Meta) -> None:
+    """Store a value, and the bytes of the output files it names (``files.py``)."""
+    files.capture(value, cache)
+    cache.store(key, value, meta)
 
 
 @dataclass
@@ -167,8 +200,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     """
     options = options or RunOptions()
     prepared = _prepare(plan)
-    hits, needed = _resolve(flow, plan, prepared)
-    touched = hits.keys() | set(needed)
+    hits, needed, maybe = _resolve(flow, plan, prepared)
+    touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
     executor, owned = resolve_executor(options.executor, options.max_workers)
     run = Run(flow.name, plan.targets, records,
@@ -180,6 +213,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         for name, hit in hits.items():
             state.mark_cached(name, hit)
         state.loop()
+        state.mark_unneeded()
     except BaseException as e:
         state.abort(e)
         raise
@@ -217,10 +251,19 @@ class _State:
         # compute seconds that produced each value, its ancestry included ("time saved")
         self.costs: dict[str, float] = {}
         needed_set = set(needed)
-        self.remaining = {n: sum(1 for up in set(plan.upstream[n].values()) if up in needed_set)
+        # upstream nodes each needed node still waits for (eager edges, plus lazy inputs
+        # it demanded); a node is ready when its set is empty
+        self.remaining = {n: {up for up in _eager(plan, n).values() if up in needed_set}
                           for n in needed}
-        self.consumers = {n: sum(1 for d in plan.downstream[n] if d in needed_set)
-                          for n in plan.order}
+        self.consumers = {n: 0 for n in plan.order}
+        for n in needed:
+            for up in set(_eager(plan, n).values()):
+                self.consumers[up] += 1
+        self.lazy = {n: lazy.lazy_params(plan.nodes[n]) for n in plan.order}
+        self.demanded: dict[str, set[str]] = {n: set() for n in plan.order if self.lazy[n]}
+        self.used: dict[str, list[str]] = {}  # lazy inputs each lazy node called, in order
+        self.maps: dict[str, mapping.MapRun] = {}
+        self.ready: deque[str] = deque()
         self.running: dict[Future[Outcome], str] = {}
         self.deadlines: dict[Future[Outcome], float] = {}
         self.fatal: BaseException | None = None
@@ -242,7 +285,8 @@ class _State:
 
     def loop(self) -> None:
         """Start ready nodes while workers are free; settle them as they finish."""
-        ready = deque(n for n in self.needed if self.remaining[n] == 0)
+        ready = self.ready
+        ready.extend(n for n in self.needed if not self.remaining[n])
         running = self.running
         cancel = self.options.cancel
         while (ready and self.fatal is None) or running:
@@ -275,7 +319,7 @@ class _State:
     def start(self, name: str) -> Future[Outcome] | None:
         """Settle ``name`` from the cache, skip it, or submit it; return its future if submitted."""
         prep = self.prepared[name]
-        upstream = self.plan.upstream[name]
+        upstream = self._counted(name)
         record = self.run.nodes[name]
         blocked = next((up for up in upstream.values()
                         if self.run.nodes[up].status in ("failed", "skipped")
@@ -289,17 +333,25 @@ class _State:
         inputs = {p: self.digests[up] for p, up in upstream.items()}
         key = keys.content_key(prep.fp.digest, prep.params, inputs)
         record.key = key
-        if prep.cacheable:
-            found = self.cache.lookup(key)
+        lookup: str | None = key
+        if self.lazy[name] and prep.cacheable:
+            waiting, lookup = self._replay(name)
+            if waiting:
+                return None
+        if prep.cacheable and lookup is not None:
+            found = self.cache.lookup(lookup)
             if found is not None:
+                key = record.key = lookup
                 self.mark_cached(name, _Hit(key, found[0], found[1]))
                 self._link_trace(name, key, found[0]["digest"])
                 self._release_inputs(name)
                 return None
         kwargs = dict(self.plan.params[name])
-        for param, up in upstream.items():
-            kwargs[param] = self._value_of(up)
-        self._release_inputs(name)
+        for param, up in self.plan.upstream[name].items():
+            kwargs[param] = self._thunk(name, param, up) if param in self.lazy[name] \
+                else self._value_of(up)
+        if not self.lazy[name]:
+            self._release_inputs(name)  # lazy nodes may be called again: release when settled
         record.reason = self._why(name, inputs)
         record.status = "running"
         record.started = time.time()
@@ -311,7 +363,11 @@ class _State:
             if self.timed is None:
                 self.timed = ThreadExecutor(max_workers=1)
             executor = self.timed
-        future = executor.submit(Task(name, node.func, kwargs, policy))
+        if node.options["map"] is not None:
+            future = self._submit_map(name, inputs, kwargs, executor)
+        else:
+            func = lazy.Call(node.func, self.lazy[name]) if self.lazy[name] else node.func
+            future = executor.submit(Task(name, func, kwargs, policy))
         if policy.timeout is not None:
             self.deadlines[future] = time.monotonic() + policy.timeout
         return future
@@ -328,6 +384,18 @@ class _State:
     def settle(self, name: str, outcome: Outcome) -> None:
         """Record a finished task: store its value, or apply the node's error policy."""
         record = self.run.nodes[name]
+        if isinstance(outcome.error, lazy.Demand):  # called a lazy input not computed yet
+            record.status = "pending"
+            self._demand(name, outcome.error.param)
+            return
+        if name in self.maps:
+            elements = self.maps.pop(name)
+            outcome = mapping.collect(elements, outcome, name, lambda i, v, d: self._store_element(
+                name, elements.keys[i], i, v, d))
+        if self.lazy[name]:
+            self._release_inputs(name)
+            if isinstance(outcome.value, lazy.Traced):
+                outcome = self._traced(name, outcome)
         record.attempts = outcome.attempts
         record.duration = outcome.duration
         if outcome.started:
@@ -371,26 +439,25 @@ class _State:
         key = record.key
         assert key is not None
         self.keys[name] = key
-        cost = duration + sum(self.costs.get(up, 0.0)
-                              for up in set(self.plan.upstream[name].values()))
+        upstream = self._counted(name, keyed=True)
+        cost = duration + sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
         self.costs[name] = cost
         if self.consumers[name] or name in self.plan.targets:
             self.values[name] = value
         if name in self.plan.targets:
             self.run.values[name] = value
         if prep.cacheable and store:
-            inputs = {p: self.digests[up] for p, up in self.plan.upstream[name].items()}
+            inputs = {p: self.digests[up] for p, up in upstream.items()}
             meta: Meta = {
                 "digest": digest, "node": name, "flow": self.flow.name,
                 "created": record.ended, "duration": duration, "cost": cost,
                 "lazyflow": _VERSION,
                 "params": prep.params, "inputs": {p: self.keys[up] for p, up in
-                                                  self.plan.upstream[name].items()},
+                                                  upstream.items()},
                 "input_digests": inputs, "fingerprint": dict(prep.fp.components),
                 "pid": os.getpid(),
             }
-            files.capture(value, self.cache)
-            self.cache.store(key, value, meta)
+            _store(self.cache, key, value, meta)
             stored = self.cache.lookup(key)
             record.size = stored[0].get("size") if stored else None
             self._link_trace(name, key, digest)
@@ -415,6 +482,14 @@ class _State:
         if name in self.plan.targets:
             self.run.values[name] = self._value_of(name)
         self.emit(NodeFinished(self.run, record))
+
+    def mark_unneeded(self) -> None:
+        """Nodes behind lazy inputs that no node called end skipped, "not needed"."""
+        for record in self.run.nodes.values():
+            if record.status == "pending":
+                record.status = "skipped"
+                record.reason = "not needed"
+                self.emit(NodeFinished(self.run, record))
 
     def abort(self, error: BaseException) -> None:
         """Stop: running nodes are stopped where possible; unsettled ones are marked."""
@@ -446,10 +521,13 @@ class _State:
                                  f"({cancel.reason}); finished nodes stay cached")
 
     def _settled(self, name: str, ready: deque[str]) -> None:
-        for d in self.plan.downstream[name]:
-            if d in self.remaining:
-                self.remaining[d] -= 1
-                if self.remaining[d] == 0:
+        if not self.run.nodes[name].done:
+            return  # sent back to wait for a lazy input it demanded
+        for d in dict.fromkeys(self.plan.downstream[name]):
+            waiting = self.remaining.get(d)
+            if waiting and name in waiting:
+                waiting.discard(name)
+                if not waiting:
                     ready.append(d)
 
     def _expire_deadlines(self, ready: deque[str]) -> None:
@@ -477,9 +555,8 @@ class _State:
     def _value_of(self, name: str) -> Any:
         if name in self.values:
             return self.values[name]
-        hit = self.hits[name]
         try:
-            value = _load(self.cache, hit.key)
+            value = _load(self.cache, self.keys[name])
         except KeyError:
             value = self._recompute(name)
         if self.consumers[name] > 1 or name in self.plan.targets:
@@ -497,10 +574,135 @@ class _State:
         return {p: v for params in self.plan.params.values() for p, v in params.items()}
 
     def _release_inputs(self, name: str) -> None:
-        for up in set(self.plan.upstream[name].values()):
+        for up in set(self._counted(name).values()):
             self.consumers[up] -= 1
             if self.consumers[up] <= 0 and up not in self.plan.targets:
                 self.values.pop(up, None)
+
+    # ----------------------------------------------------------------- lazy inputs and map
+
+    def _counted(self, name: str, *, keyed: bool = False) -> dict[str, str]:
+        """The edges a node waits for and holds values of: eager ones plus the lazy inputs it
+        demanded; with ``keyed``, plus the lazy inputs it used instead (what its key covers)."""
+        if not self.lazy[name]:
+            return self.plan.upstream[name]
+        upstream = self.plan.upstream[name]
+        called = self.used[name] if keyed and name in self.used else self.demanded[name]
+        return {p: up for p, up in upstream.items() if p not in self.lazy[name] or p in called}
+
+    def _replay(self, name: str) -> tuple[bool, str | None]:
+        """Replay a lazy node's recorded traces: ``(True, None)`` when it must wait for an
+        input a trace names, else ``(False, key)`` with the content key a trace still vouches
+        for, or ``None`` when none holds."""
+        prep = self.prepared[name]
+        eager = {p: self.digests[up] for p, up in _eager(self.plan, name).items()}
+        record = self.cache.find_record(
+            lazy.trace_record_key(keys.content_key(prep.fp.digest, prep.params, eager)))
+        upstream = self.plan.upstream[name]
+        verdict, found = lazy.replay(record["traces"] if record else (),
+                                     lambda p: self.digests.get(upstream[p]))
+        if verdict == "need":
+            self._demand(name, found)
+            return True, None
+        if verdict == "hit":
+            return False, keys.content_key(prep.fp.digest, prep.params, {**eager, **found})
+        return False, None
+
+    def _thunk(self, name: str, param: str, up: str) -> lazy.Thunk:
+        if up in self.values or param in self.demanded[name]:
+            return lazy.Thunk(param, value=self._value_of(up))
+        if up in self.digests:  # settled (a hit): read it only if called
+            key, cache = self.keys[up], self.cache
+            return lazy.Thunk(param, has_value=False, loader=lambda: _load(cache, key))
+        return lazy.Thunk(param, has_value=False)
+
+    def _demand(self, name: str, param: str) -> None:
+        """``name`` needs lazy input ``param``: resolve it, schedule it, make ``name`` wait."""
+        up = self.plan.upstream[name][param]
+        if param not in self.demanded[name]:
+            self.demanded[name].add(param)
+            self.consumers[up] += 1
+        record = self.run.nodes[up]
+        if record.status == "pending" and up not in self.remaining:  # undecided: resolve it
+            decided = set(self.hits) | set(self.remaining)
+            hits, needed, _ = _resolve(self.flow, self.plan, self.prepared, [up], decided)
+            for new in (*hits, *needed):
+                self.run.nodes.setdefault(new, NodeRecord(new))
+            for hit_name, hit in hits.items():
+                self.mark_cached(hit_name, hit)
+            for m in needed:
+                eager = _eager(self.plan, m)
+                self.remaining[m] = {u for u in eager.values()
+                                     if u not in self.digests and not self.run.nodes[u].done}
+                for u in set(eager.values()):
+                    self.consumers[u] += 1
+                self.policies[m] = policy_for(m, self.plan.nodes[m].options,
+                                              self.options.overrides)
+                if not self.remaining[m]:
+                    self.ready.append(m)
+        if self.run.nodes[up].done:
+            self.ready.append(name)
+        else:
+            self.remaining[name] = {up}
+
+    def _traced(self, name: str, outcome: Outcome) -> Outcome:
+        """Unwrap a lazy node's result; key it by the inputs it used; record its trace."""
+        traced: lazy.Traced = outcome.value
+        prep = self.prepared[name]
+        self.used[name] = traced.used
+        eager = {p: self.digests[up] for p, up in _eager(self.plan, name).items()}
+        trace = [[p, self.digests[self.plan.upstream[name][p]]] for p in traced.used]
+        record = self.run.nodes[name]
+        if prep.cacheable:
+            base = keys.content_key(prep.fp.digest, prep.params, eager)
+            where = lazy.trace_record_key(base)
+            old = self.cache.find_record(where)
+            traces = lazy.with_trace(old["traces"] if old else None, trace)
+            self.cache.record(where, {"traces": traces})
+        used = {p: d for p, d in trace}
+        record.key = keys.content_key(prep.fp.digest, prep.params, {**eager, **used})
+        outcome.value, outcome.digest = traced.value, None  # the worker hashed the wrapper
+        return outcome
+
+    def _submit_map(self, name: str, inputs: Mapping[str, str], kwargs: dict[str, Any],
+                    executor: Executor) -> Future[Outcome]:
+        """Look every element up; submit one task per element that misses."""
+        node, prep = self.plan.nodes[name], self.prepared[name]
+        param = node.options["map"]
+        key = keys.content_key(prep.fp.digest, {p: d for p, d in prep.params.items() if p != param},
+                               {p: d for p, d in inputs.items() if p != param})
+        try:
+            items = mapping.elements(kwargs[param], name, param)
+            digests = [hash_value(item) for item in items]
+        except (MapError, HashingError) as e:  # the node fails, as if its function had raised
+            failed: Future[Outcome] = Future()
+            error = e.located(name, param) if isinstance(e, HashingError) else e
+            failed.set_result(Outcome(error=error, attempts=1, started=time.time(),
+                                      ended=time.time()))
+            return failed
+        run = mapping.MapRun([mapping.element_key(key, param, d) for d in digests],
+                             [None] * len(items), [])
+        for index, element_key in enumerate(run.keys):
+            try:
+                if not prep.cacheable:
+                    raise KeyError(element_key)
+                run.values[index] = _load(self.cache, element_key)
+            except KeyError:
+                run.missing.append(index)
+        self.maps[name] = run
+        self.run.nodes[name].reason += f"; {len(run.missing)} of {len(items)} elements to compute"
+        policy = self.policies[name]
+        return mapping.gather([executor.submit(Task(f"{name}[{i}]", node.func,
+                                                    {**kwargs, param: items[i]}, policy))
+                               for i in run.missing])
+
+    def _store_element(self, name: str, key: str, index: int, value: Any,
+                       digest: str | None) -> None:
+        if not self.prepared[name].cacheable or digest is None:
+            return
+        _store(self.cache, key, value,
+               {"digest": digest, "node": name, "element": index, "flow": self.flow.name,
+                "created": time.time(), "lazyflow": _VERSION})
 
     def _link_trace(self, name: str, key: str, digest: str) -> None:
         trace = self.prepared[name].trace
@@ -544,18 +746,20 @@ class _State:
 def explain(flow: Flow, plan: Plan) -> Explanation:
     """A dry run of ``plan``: which needed nodes would hit (and where) or run, and why."""
     prepared = _prepare(plan)
-    hits, needed = _resolve(flow, plan, prepared)
+    hits, needed, _ = _resolve(flow, plan, prepared)
     digests: dict[str, str | None] = {n: h.meta["digest"] for n, h in hits.items()}
     rows: dict[str, ExplanationRow] = {
         n: ExplanationRow(n, "hit", h.tier, "cached", h.key, h.meta.get("size"))
         for n, h in hits.items()}
     for name in needed:
         prep = prepared[name]
-        inputs = {p: digests.get(up) for p, up in plan.upstream[name].items()}
+        inputs = {p: digests.get(up) for p, up in _eager(plan, name).items()}
         key = None
         if None not in inputs.values():
             key = keys.content_key(prep.fp.digest, prep.params, inputs)  # type: ignore[arg-type]
-            found = flow.cache.lookup(key) if prep.cacheable else None
+            if lazy.lazy_params(plan.nodes[name]):  # replay its traces with what is known
+                key = _explain_lazy(flow, plan, prepared, name, key, digests)
+            found = flow.cache.lookup(key) if prep.cacheable and key else None
             if found is not None:
                 digests[name] = found[0]["digest"]
                 rows[name] = ExplanationRow(name, "hit", found[1], "cached (same inputs by value)",
@@ -571,3 +775,25 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
             why = "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
         rows[name] = ExplanationRow(name, "run", None, why, key)
     return Explanation(flow.name, plan.targets, tuple(rows[n] for n in plan.order if n in rows))
+
+
+def _explain_lazy(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared], name: str,
+                  base: str, digests: Mapping[str, str | None]) -> str | None:
+    """The key a lazy node's recorded trace vouches for, from digests known without running
+    anything (a lazy input counts when its own trace record is a hit); ``None`` otherwise."""
+    prep = prepared[name]
+    record = flow.cache.find_record(lazy.trace_record_key(base))
+    upstream = plan.upstream[name]
+
+    def digest_of(param: str) -> str | None:
+        up, trace = upstream[param], prepared[upstream[param]].trace
+        if digests.get(up) is None and trace is not None:
+            linked = flow.cache.find_record(trace)
+            return linked["digest"] if linked else None
+        return digests.get(up)
+
+    verdict, used = lazy.replay(record["traces"] if record else (), digest_of)
+    if verdict != "hit":
+        return None
+    eager = {p: digests[up] or "" for p, up in _eager(plan, name).items()}
+    return keys.content_key(prep.fp.digest, prep.params, {**eager, **used})

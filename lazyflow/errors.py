@@ -19,6 +19,7 @@ __all__ = [
     "HashingError",
     "LazyflowError",
     "LazyflowWarning",
+    "MapError",
     "MissingInputError",
     "NodeTimeout",
     "OutputError",
@@ -105,6 +106,10 @@ class HashingError(LazyflowError, TypeError):
 
 class OutputError(LazyflowError, TypeError):
     """A node declared with ``outputs=`` returned something that does not fit them."""
+
+
+class MapError(LazyflowError, TypeError):
+    """A map node's mapped input is not a list (or another iterable) of elements."""
 
 
 class SkippedError(LazyflowError, LookupError):

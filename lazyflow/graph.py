@@ -34,6 +34,8 @@ from lazyflow.errors import (
     SkippedWarning,
     UnknownNodeError,
 )
+from lazyflow.lazy import annotated_lazy, validate_lazy
+from lazyflow.mapping import validate_map
 from lazyflow.outputs import selector, validate_outputs
 from lazyflow.policies import validate_policy_options
 
@@ -52,7 +54,7 @@ EMPTY: Any = inspect.Parameter.empty
 
 NODE_OPTIONS: dict[str, Any] = {"outputs": None, "retries": 0, "retry_delay": 0.1,
                                 "retry_on": (Exception,), "timeout": None, "on_error": "raise",
-                                "fallback": None}
+                                "fallback": None, "lazy": (), "map": None}
 """Extra ``@flow.node`` options and their defaults, registered by other modules."""
 
 
@@ -108,6 +110,9 @@ class Node:
                 f"node {node_name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
                 f"valid: name, version, cache, inputs{''.join(', ' + o for o in NODE_OPTIONS)}")
         validate_policy_options(node_name, options or {})
+        validate_lazy(node_name, params, (options or {}).get("lazy"))
+        validate_map(node_name, params, (options or {}).get("map"),
+                     (options or {}).get("lazy") or annotated_lazy(func))
         fields = {"func": func, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),

@@ -1,0 +1,165 @@
+"""Lazy inputs: only the branch a node calls is computed; keys cover the inputs it used."""
+
+from __future__ import annotations
+
+import pytest
+
+import lazyflow as lf
+
+
+@pytest.fixture
+def branches(flow, calls):
+    @flow.node
+    def a(n: int):
+        calls["a"] += 1
+        return n + 1
+
+    @flow.node
+    def b_raw(m: int = 0):
+        calls["b_raw"] += 1
+        return m
+
+    @flow.node
+    def b(b_raw, n: int):
+        calls["b"] += 1
+        return (b_raw + n) * 10
+
+    @flow.node
+    def pick(flag: bool, a: lf.Lazy[int], b: lf.Lazy[int]):
+        calls["pick"] += 1
+        return a() if flag else b()
+
+    return flow
+
+
+def test_the_untaken_branch_never_executes(branches, calls):
+    assert branches.get("pick", flag=True, n=1) == 2
+    assert calls["a"] == 1 and calls["b"] == 0 and calls["b_raw"] == 0
+
+
+def test_the_untaken_branch_and_its_ancestors_are_skipped_as_not_needed(branches):
+    run = branches.run("pick", flag=True, n=1)
+    assert {n: (r.status, r.reason) for n, r in run.nodes.items() if n != "pick"} == {
+        "a": ("completed", "never computed"),
+        "b_raw": ("skipped", "not needed"),
+        "b": ("skipped", "not needed"),
+    }
+    assert run.status == "completed"
+
+
+def test_flipping_the_condition_runs_the_other_branch_once_then_caches(branches, calls):
+    branches.get("pick", flag=True, n=1)
+    assert branches.get("pick", flag=False, n=1) == 10
+    assert branches.get("pick", flag=False, n=1) == 10
+    assert branches.get("pick", flag=True, n=1) == 2
+    assert calls["a"] == 1 and calls["b"] == 1 and calls["b_raw"] == 1
+
+
+def test_a_change_to_an_input_the_node_did_not_use_leaves_it_cached(branches, calls):
+    branches.get("pick", flag=True, n=1)
+    run = branches.run("pick", flag=True, n=1, m=5)  # only the untaken branch changes
+    assert run.nodes["pick"].status == "cached"
+    assert run.nodes["b"].status == "skipped"
+    assert calls["pick"] == 2 and calls["b"] == 0  # 2: the first run's restart (see below)
+
+
+def test_a_change_to_an_input_the_node_used_recomputes_it_once(branches, calls):
+    branches.get("pick", flag=True, n=1)
+    before = calls["pick"]
+    assert branches.get("pick", flag=True, n=2) == 3
+    assert calls["pick"] == before + 1  # the recorded trace computed 'a' before the call
+
+
+def test_a_node_is_called_again_when_it_first_asks_for_an_uncomputed_input(branches, calls):
+    run = branches.run("pick", flag=True, n=1)
+    assert calls["pick"] == 2 and run.nodes["pick"].status == "completed"
+
+
+def test_an_input_already_computed_for_another_target_costs_no_restart(branches, calls):
+    branches.get(["a", "pick"], flag=True, n=1)
+    assert calls["pick"] == 1 and calls["a"] == 1
+
+
+def test_a_failing_branch_that_is_not_taken_does_not_fail_the_run(flow, calls):
+    @flow.node
+    def broken():
+        raise RuntimeError("never called")
+
+    @flow.node
+    def fine():
+        return 1
+
+    @flow.node(lazy=("broken", "fine"))
+    def choose(broken, fine):
+        return fine()
+
+    run = flow.run("choose")
+    assert run["choose"] == 1 and run.nodes["broken"].status == "skipped"
+
+
+def test_a_failing_branch_that_is_taken_raises_its_own_error(flow):
+    @flow.node
+    def broken():
+        raise RuntimeError("boom")
+
+    @flow.node(lazy=("broken",))
+    def choose(broken):
+        return broken()
+
+    with pytest.raises(RuntimeError, match="boom"):
+        flow.get("choose")
+
+
+def test_a_thunk_cannot_be_swallowed_by_except_exception(branches, calls):
+    @branches.node
+    def careful(a: lf.Lazy[int]):
+        try:
+            return a()
+        except Exception:
+            return -1
+
+    assert branches.get("careful", n=1) == 2
+
+
+def test_the_lazy_option_works_like_the_annotation(flow, calls):
+    @flow.node
+    def expensive():
+        calls["expensive"] += 1
+        return 1
+
+    @flow.node(lazy=("expensive",))
+    def maybe(expensive, use: bool = False):
+        return expensive() if use else 0
+
+    assert flow.get("maybe") == 0 and calls["expensive"] == 0
+    assert flow.get("maybe", use=True) == 1 and calls["expensive"] == 1
+
+
+def test_the_threads_executor_gives_the_same_records(branches):
+    sync = branches.run("pick", flag=False, n=3)
+    branches.cache.clear()
+    threaded = branches.run("pick", flag=False, n=3, executor="threads")
+    assert {n: r.status for n, r in sync.nodes.items()} == \
+        {n: r.status for n, r in threaded.nodes.items()}
+    assert threaded["pick"] == sync["pick"] == 30
+
+
+def test_lazy_names_a_parameter_the_function_takes(flow):
+    with pytest.raises(lf.DefinitionError, match="lazy= names 'x'"):
+        flow.node(lambda a: a, name="f", lazy=("x",))
+
+
+def test_a_lazy_node_downstream_of_a_lazy_node_stays_lazy(branches, calls):
+    @branches.node
+    def outer(go: bool, pick: lf.Lazy[int]):
+        return pick() if go else None
+
+    assert branches.get("outer", go=False, flag=True, n=1) is None
+    assert calls["pick"] == 0 and calls["a"] == 0
+    assert branches.get("outer", go=True, flag=True, n=1) == 2
+
+
+def test_explain_confirms_a_lazy_hit_from_the_inputs_it_used(branches, calls):
+    branches.get("pick", flag=True, n=1)
+    branches.get("a", n=1)
+    assert branches.explain("pick", flag=True, n=1, m=9)["pick"].action == "hit"
