@@ -82,8 +82,10 @@ class Node:
         if not callable(func):
             raise DefinitionError(f"@node needs a function, got {func!r}")
         node_name = name if name is not None else getattr(func, "__name__", None)
-        if not isinstance(node_name, str) or not node_name.isidentifier():
-            raise DefinitionError(f"node name {node_name!r} is not a valid identifier; "
+        if not isinstance(node_name, str) \
+                or not all(part.isidentifier() for part in node_name.split(".")):
+            raise DefinitionError(f"node name {node_name!r} is not a valid identifier (dotted "
+                                  "names like 'prep.clean' name included nodes); "
                                   "pass name='...' to @flow.node")
         params: list[str] = []
         defaults: dict[str, Any] = {}
@@ -227,6 +229,33 @@ class Flow:
                                            inputs={"value": node.name})
             self._derived[node.name] = names
         return node
+
+    def include(self, inner: Flow, *, prefix: str,
+                inputs: Mapping[str, str] | None = None) -> list[str]:
+        """Copy ``inner``'s nodes into this flow as ``prefix.name``; return their names.
+
+        Included nodes keep their keys, so results ``inner`` computed with the same
+        cache are hits here. ``inputs={"path": "raw_path"}`` wires inner flow
+        inputs to nodes of this flow. Including again under a prefix replaces it.
+
+        >>> outer.include(prep_flow, prefix="prep")        # doctest: +SKIP
+        >>> outer.get("prep.clean", path="a.csv")          # doctest: +SKIP
+        """
+        from lazyflow.subflow import include
+
+        return include(self, inner, prefix, inputs)
+
+    def as_node(self, target: str, *, name: str | None = None) -> Node:
+        """One node computing this flow's ``target``, to add to another flow.
+
+        Its parameters are this flow's inputs for ``target``; its key follows every
+        function upstream of ``target``.
+
+        >>> outer.add(prep_flow.as_node("clean", name="prep"))   # doctest: +SKIP
+        """
+        from lazyflow.subflow import as_node
+
+        return as_node(self, target, name=name)
 
     def remove(self, name: str) -> None:
         """Remove a node (and the selector nodes of its outputs) by name."""

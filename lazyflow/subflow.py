@@ -1,0 +1,165 @@
+"""Sub-flows: one flow used inside another, by inclusion or as a single node.
+
+Design note
+-----------
+Two ways, for two needs:
+
+* ``outer.include(inner, prefix="prep")`` copies inner's nodes into outer
+  under dotted names (``prep.clean``), with inner's edges rewired to the
+  copies. They are ordinary nodes of outer: they run, cache and show up
+  one by one, and a widget can nest them by their prefix (:func:`groups`).
+  Content and trace keys do not contain node names, so an included node has
+  the same keys as in inner: with a shared cache, what inner computed is a hit
+  in outer. Inner's flow inputs stay flow inputs (``inputs=`` wires them to
+  outer nodes instead). The copy is a snapshot: including again under the
+  same prefix replaces every node of that prefix.
+* ``inner.as_node("report", name="prep")`` makes *one* node whose value is
+  inner's target, computed by inner with inner's own cache. Its parameters are
+  inner's flow inputs for that target. Its key covers a structural digest of
+  the target's subgraph in inner (every node's name, code fingerprint,
+  version and wiring), so editing any function upstream of the target in
+  inner invalidates it.
+
+Rejected alternative: a live link that re-reads inner on every request from
+outer. It makes outer's graph change when another object is edited, which a
+plan (plain data, built once per request) cannot show or explain.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from lazyflow.errors import DefinitionError
+from lazyflow.fingerprint import fingerprint
+from lazyflow.hashing import hash_value, register_hasher
+
+if TYPE_CHECKING:
+    from lazyflow.graph import Flow, Node
+
+__all__ = ["INNER_DEFAULT", "SubflowTarget", "as_node", "groups", "include"]
+
+
+def include(outer: Flow, inner: Flow, prefix: str,
+            inputs: Mapping[str, str] | None = None) -> list[str]:
+    """Copy ``inner``'s nodes into ``outer`` as ``prefix.name``; return the new names."""
+    from lazyflow.graph import Node
+
+    if not isinstance(prefix, str) or not all(p.isidentifier() for p in prefix.split(".")):
+        raise DefinitionError(f"include prefix {prefix!r} must be an identifier (or dotted "
+                              "identifiers), like prefix='prep'")
+    if inner is outer:
+        raise DefinitionError(f"flow {outer.name!r} cannot include itself")
+    inputs = dict(inputs or {})
+    for stale in [n for n in outer if n.startswith(prefix + ".")]:
+        outer._nodes.pop(stale, None)
+    added: list[str] = []
+    for node in inner.nodes.values():
+        wiring = {p: f"{prefix}.{up}" for p, up in inner._wiring(node).items()}
+        wiring.update({p: up for p, up in inputs.items() if p in node.params and p not in wiring})
+        options = {k: v for k, v in node.options.items() if k != "outputs"}
+        copy = Node(node.func, name=f"{prefix}.{node.name}", version=node.version or None,
+                    cache=node.cache, inputs=wiring, options=options)
+        outer._nodes[copy.name] = copy  # outputs' selector nodes are copied as nodes of their own
+        added.append(copy.name)
+    return added
+
+
+def groups(flow: Flow) -> dict[str, list[str]]:
+    """Node names by include prefix (``{"prep": ["prep.raw", "prep.clean"]}``), for nesting."""
+    out: dict[str, list[str]] = {}
+    for name in flow:
+        prefix, dot, _ = name.rpartition(".")
+        if dot:
+            out.setdefault(prefix, []).append(name)
+    return out
+
+
+class SubflowTarget:
+    """A target of another flow, as an as_node node's function reads it.
+
+    Hashes to the structure of the target's subgraph, so a node reading it is
+    invalidated when any function upstream of the target changes.
+    """
+
+    __slots__ = ("flow", "target")
+
+    def __init__(self, flow: Flow, target: str) -> None:
+        self.flow = flow
+        self.target = target
+
+    def structure(self) -> list[tuple[str, str, str, bool, dict[str, str]]]:
+        """(name, fingerprint, version, cache, wiring) of every node the target needs."""
+        seen: set[str] = set()
+        stack = [self.target]
+        rows = []
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self.flow[name]
+            wiring = self.flow._wiring(node)
+            rows.append((name, fingerprint(node.func, extra=node.version).digest, node.version,
+                         node.cache, wiring))
+            stack.extend(wiring.values())
+        return sorted(rows, key=lambda row: row[0])
+
+    def __repr__(self) -> str:
+        return f"<SubflowTarget {self.flow.name}:{self.target}>"
+
+
+register_hasher(SubflowTarget, lambda ref: hash_value(ref.structure()))
+
+
+def as_node(inner: Flow, target: str, *, name: str | None = None) -> Node:
+    """One node computing ``inner``'s ``target``; its parameters are inner's flow inputs."""
+    from lazyflow.graph import Node
+
+    inner[target]
+    ref = SubflowTarget(inner, target)
+    params = _flow_inputs(inner, target)
+
+    def run_subflow(**kwargs: Any) -> Any:
+        given = {k: v for k, v in kwargs.items() if v is not INNER_DEFAULT}
+        return ref.flow.get(ref.target, inputs=given, strict=True)
+
+    run_subflow.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run_subflow.__name__ = run_subflow.__qualname__ = name or target
+    run_subflow.__lazyflow_subflow__ = ref  # type: ignore[attr-defined]  # for nested views
+    return Node(run_subflow, name=name or target)
+
+
+class _InnerDefault:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<inner default>"
+
+
+INNER_DEFAULT: Any = _InnerDefault()
+"""Default of an as_node parameter that every inner node using it defaults: not passed on,
+so each inner node keeps its own default (inner defaults are part of inner fingerprints)."""
+register_hasher(_InnerDefault, lambda _: "inner default")
+
+
+def _flow_inputs(flow: Flow, target: str) -> list[inspect.Parameter]:
+    """The flow inputs ``target`` needs in ``flow``; optional when every user defaults it."""
+    required: dict[str, bool] = {}
+    seen: set[str] = set()
+    stack = [target]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = flow[name]
+        wiring = flow._wiring(node)
+        stack.extend(wiring.values())
+        for p in node.params:
+            if p not in wiring:
+                required[p] = required.get(p, False) or p not in node.defaults
+    return [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY,
+                              default=inspect.Parameter.empty if required[p] else INNER_DEFAULT)
+            for p in sorted(required)]
