@@ -351,6 +351,23 @@ class Flow:
 
         return explain(self, self.plan(targets, inputs))
 
+    def watch(self, target: str, /, *, interval: float = 0.5, poll: bool = False,
+              cancel: CancelToken | None = None, on_run: Callable[[Run], Any] | None = None,
+              max_runs: int | None = None, **inputs: Any) -> Run | None:
+        """Run ``target``, then run it again whenever an ``lf.File``/``lf.Dir`` input changes.
+
+        Uses watchdog (the ``watch`` extra) or polls every ``interval`` seconds
+        (``poll=True``). A touch or an unchanged save does not re-run; a failing
+        run is reported and watching goes on. Stops on Ctrl-C, when ``cancel``
+        is set, or after ``max_runs`` runs; returns the last run.
+
+        >>> flow.watch("report", data=lf.File("data.csv"))   # doctest: +SKIP
+        """
+        from lazyflow.watch import watch
+
+        return watch(self, target, inputs, interval=interval, poll=poll, cancel=cancel,
+                     on_run=on_run, max_runs=max_runs)
+
     @staticmethod
     def _value_or_none(run: Run, target: str, strict: bool) -> Any:
         record = run.nodes[target]
