@@ -64,3 +64,24 @@ def test_redefining_without_outputs_removes_the_output_nodes(flow):
 def test_outputs_must_be_a_tuple_of_names(flow):
     with pytest.raises(lf.DefinitionError, match="outputs= takes a tuple of names"):
         flow.node(lambda: 1, name="x", outputs="ab")
+
+
+def test_the_function_runs_once_for_all_its_outputs(flow, calls):
+    @flow.node(outputs=("train", "test"))
+    def split(n: int = 4):
+        calls["split"] += 1
+        return [0] * n, [1] * n
+
+    assert flow.get(["train", "test"]) == {"train": [0] * 4, "test": [1] * 4}
+    assert flow.get("test") == [1] * 4
+    assert calls["split"] == 1
+
+
+def test_outputs_are_cached_separately(flow):
+    @flow.node(outputs=("train", "test"))
+    def split():
+        return [0], [1]
+
+    run = flow.run(["train", "test"])
+    assert run.nodes["train"].key != run.nodes["test"].key
+    assert flow.run("test").nodes["test"].status == "cached"
