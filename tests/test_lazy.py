@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import lazyflow as lf
+from lazyflow.lazy import replay
 
 
 @pytest.fixture
@@ -163,3 +166,47 @@ def test_explain_confirms_a_lazy_hit_from_the_inputs_it_used(branches, calls):
     branches.get("pick", flag=True, n=1)
     branches.get("a", n=1)
     assert branches.explain("pick", flag=True, n=1, m=9)["pick"].action == "hit"
+
+
+traces = st.lists(st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from(["1", "2"])),
+                           max_size=4, unique_by=lambda step: step[0]), max_size=5)
+
+
+def deterministic(recorded):
+    """Whether the traces could come from one deterministic function: traces that saw the same
+    digests so far called the same input next."""
+    for t in recorded:
+        for u in recorded:
+            for i in range(min(len(t), len(u))):
+                if t[i][0] != u[i][0]:
+                    return False
+                if t[i][1] != u[i][1]:
+                    break
+    return True
+
+
+@given(traces, st.data())
+def test_replay_confirms_a_recorded_trace_only_when_all_its_digests_still_hold(recorded, data):
+    current = data.draw(st.dictionaries(st.sampled_from("abcd"), st.sampled_from(["1", "2"])))
+    verdict, found = replay(recorded, current.get)
+    if verdict == "hit":
+        assert list(found.items()) in [list(map(tuple, t)) for t in recorded]
+        assert all(current[p] == d for p, d in found.items())
+    elif verdict == "need":
+        assert found not in current
+    elif deterministic(recorded):  # a miss: no trace holds (inconsistent traces may just miss)
+        assert not any(all(current.get(p) == d for p, d in t) for t in recorded)
+
+
+@given(traces)
+def test_replay_only_asks_for_the_next_input_of_a_trace_that_still_holds(recorded):
+    asked = []
+
+    def digest_of(param):
+        asked.append(param)
+        return "1"
+
+    replay(recorded, digest_of)
+    for k, param in enumerate(asked):
+        assert any(len(t) > k and t[k][0] == param
+                   and all(t[i] == (asked[i], "1") for i in range(k)) for t in recorded)
