@@ -210,3 +210,18 @@ def test_replay_only_asks_for_the_next_input_of_a_trace_that_still_holds(recorde
     for k, param in enumerate(asked):
         assert any(len(t) > k and t[k][0] == param
                    and all(t[i] == (asked[i], "1") for i in range(k)) for t in recorded)
+
+
+def test_calling_a_lazy_input_that_skips_skips_the_caller(flow):
+    @flow.node
+    def empty():
+        raise lf.Skip("nothing new")
+
+    @flow.node
+    def either(use: bool, empty: lf.Lazy[int]):
+        return empty() if use else 0
+
+    assert flow.get("either", use=False) == 0
+    run = flow.run("either", use=True)
+    assert run.nodes["either"].status == "skipped"
+    assert run.nodes["either"].reason == "upstream 'empty' skipped: nothing new"

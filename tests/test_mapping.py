@@ -150,3 +150,16 @@ def test_a_map_node_cannot_take_lazy_inputs(flow):
 
     with pytest.raises(lf.DefinitionError, match="cannot take lazy inputs"):
         flow.node(f, map="xs")
+
+
+def test_a_failing_element_is_reported_the_same_under_the_threads_executor(flow):
+    @flow.node(map="xs")
+    def check(xs: list):
+        if xs == 3:
+            raise ValueError("three")
+        return xs
+
+    with pytest.raises(ValueError, match="three") as info:
+        flow.get("check", xs=[1, 2, 3], executor="threads")
+    assert any("element 2 of 3" in note for note in info.value.__notes__)
+    assert flow.last_run.nodes["check"].status == "failed"
