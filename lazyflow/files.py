@@ -83,7 +83,7 @@ class File(os.PathLike):  # type: ignore[type-arg]
         return f"{type(self).__name__}({str(self.path)!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.path == self.path  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.path == self.path
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.path))

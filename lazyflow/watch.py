@@ -146,7 +146,7 @@ def _observer(watcher: Watcher, wake: threading.Event, poll: bool
         yield lambda: None
         return
 
-    class _Wake(FileSystemEventHandler):  # type: ignore[misc]
+    class _Wake(FileSystemEventHandler):
         def on_any_event(self, event: Any) -> None:
             wake.set()
 
