@@ -251,7 +251,6 @@ def replay(traces: Sequence[Sequence[Sequence[str]]], digest_of: Callable[[str],
 def with_trace(traces: Sequence[Sequence[Sequence[str]]] | None,
                trace: Sequence[Sequence[str]]) -> list[list[list[str]]]:
     """``traces`` with ``trace`` added last (kept once; the oldest dropped past a bound)."""
-    kept = [[list(step) for step in t] for t in traces or () if [list(s) for s in t] != [
-        list(s) for s in trace]]
-    kept.append([list(step) for step in trace])
-    return kept[-_MAX_TRACES:]
+    new = [list(step) for step in trace]
+    kept = [old for old in ([list(step) for step in t] for t in traces or ()) if old != new]
+    return [*kept, new][-_MAX_TRACES:]

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyflow as lf
-from lazyflow.lazy import replay
+from lazyflow.lazy import replay, with_trace
 
 
 @pytest.fixture
@@ -225,3 +225,11 @@ def test_calling_a_lazy_input_that_skips_skips_the_caller(flow):
     run = flow.run("either", use=True)
     assert run.nodes["either"].status == "skipped"
     assert run.nodes["either"].reason == "upstream 'empty' skipped: nothing new"
+
+
+def test_a_recorded_trace_is_kept_once_and_the_oldest_go_past_the_bound():
+    traces = None
+    for i in range(20):
+        traces = with_trace(traces, [["a", str(i % 18)]])
+    assert len(traces) == 16 and traces[-1] == [["a", "1"]]
+    assert traces.count([["a", "1"]]) == 1
