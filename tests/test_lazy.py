@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cloudpickle
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyflow as lf
-from lazyflow.lazy import replay, with_trace
+from lazyflow.lazy import Demand, Thunk, replay, with_trace
 
 
 @pytest.fixture
@@ -233,3 +234,17 @@ def test_a_recorded_trace_is_kept_once_and_the_oldest_go_past_the_bound():
         traces = with_trace(traces, [["a", str(i % 18)]])
     assert len(traces) == 16 and traces[-1] == [["a", "1"]]
     assert traces.count([["a", "1"]]) == 1
+
+
+def test_a_thunk_sent_across_a_process_boundary_asks_the_engine_instead_of_the_cache():
+    thunk = Thunk("a", has_value=False, loader=lambda: 1)
+    with pytest.raises(Demand):
+        cloudpickle.loads(cloudpickle.dumps(thunk))()
+    assert cloudpickle.loads(cloudpickle.dumps(Thunk("a", value=2)))() == 2
+
+
+def test_lazy_inputs_work_when_tasks_cross_a_process_boundary(branches, pickling_executor):
+    branches.get("a", n=1)  # 'a' is a hit: in-process its thunk would read the cache
+    run = branches.run("pick", flag=True, n=1, executor=pickling_executor)
+    assert run["pick"] == 2
+    assert run.nodes["a"].status == "cached" and run.nodes["b"].status == "skipped"

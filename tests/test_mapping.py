@@ -163,3 +163,8 @@ def test_a_failing_element_is_reported_the_same_under_the_threads_executor(flow)
         flow.get("check", xs=[1, 2, 3], executor="threads")
     assert any("element 2 of 3" in note for note in info.value.__notes__)
     assert flow.last_run.nodes["check"].status == "failed"
+
+
+def test_map_elements_work_when_tasks_cross_a_process_boundary(squares, pickling_executor):
+    squares.get("squared", n=10)
+    assert squares.get("squared", n=10, changed=3, executor=pickling_executor)[3] == 1003**2
