@@ -221,6 +221,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         if owned:
             executor.shutdown()
         state.shutdown()
+        flow.cache.flush()  # background (remote) writes land before the run returns
         run.ended = time.time()
         flow.last_run = run
         if run.status == "running":

@@ -182,7 +182,7 @@ class Flow:
         from lazyflow.events import EventBus
 
         self.name = name
-        self.cache: Cache = Cache() if cache == "default" else (cache or Cache(disk=None))
+        self.cache: Cache = Cache() if cache == "default" else (cache or Cache(disk=None, remote=None))
         self.events: EventBus = EventBus()
         self._nodes: dict[str, Node] = {}
         self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
 
 import cloudpickle
@@ -52,3 +53,67 @@ class PicklingExecutor:
 def pickling_executor() -> PicklingExecutor:
     """An executor that pickles every task before calling it (process semantics, inline)."""
     return PicklingExecutor()
+
+
+# --------------------------------------------------------------------------- cache isolation
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache_settings(tmp_path_factory: pytest.TempPathFactory,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's default cache lives in a fresh temporary directory, with no remote.
+
+    ``lf.Flow(...)`` with the default cache writes to ``./.lazyflow`` otherwise:
+    tests must neither litter the repository nor share entries.
+    """
+    monkeypatch.setenv("LAZYFLOW_CACHE_DIR", str(tmp_path_factory.mktemp("lazyflow-cache")))
+    for variable in ("LAZYFLOW_REMOTE", "LAZYFLOW_REMOTE_OPTIONS", "LAZYFLOW_MEMORY",
+                     "LAZYFLOW_DISK_LIMIT"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+# --------------------------------------------------------------------------- real S3 (moto)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real moto S3 server on 127.0.0.1 (free port); yields its endpoint URL.
+
+    Credentials are dummy values in the environment, inherited by subprocesses.
+    """
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    with pytest.MonkeyPatch.context() as mp:
+        for variable, value in (("AWS_ACCESS_KEY_ID", "testing"),
+                                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                                ("AWS_DEFAULT_REGION", "us-east-1")):
+            mp.setenv(variable, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_options(s3_server: str) -> dict[str, object]:
+    """``remote_options`` for s3fs pointing at the moto server."""
+    return {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
+
+
+@pytest.fixture
+def s3_url(s3_options: dict[str, object]) -> str:
+    """A fresh, empty bucket on the moto server, as ``s3://<bucket>/lazyflow``."""
+    import uuid
+
+    import s3fs
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(**s3_options).mkdir(bucket)
+    return f"s3://{bucket}/lazyflow"

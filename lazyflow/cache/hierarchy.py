@@ -13,17 +13,28 @@ data).
 
 Besides value entries the hierarchy keeps *records*: metadata-only entries
 (the trace index of ``keys.py``: request key -> content key and digest).
+They live on every tier, so a fresh process or a colleague resolves a cached
+target from them without computing anything.
+
+Settings not passed explicitly come from ``config.py`` (environment, then
+``lazyflow.toml`` / ``[tool.lazyflow]``, then defaults). Management
+(``stats``, ``clear``, ``prune``) is built on the same primitives, so every
+tier, present or future, supports it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import re
 import threading
+import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from lazyflow.cache import config
 from lazyflow.cache.base import NO_VALUE, Meta, Tier
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
@@ -45,35 +56,37 @@ def default_memory_budget() -> int:
 class Cache:
     """Where results live: memory, then local disk, then a remote URL.
 
-    >>> cache = Cache(memory="500MB", disk=None)
+    >>> cache = Cache(memory="500MB", disk=None, remote=None)
     >>> [tier.name for tier in cache.tiers]
     ['memory']
 
     ``memory`` is a byte budget ("2GB", bytes, or ``None`` for no memory tier);
-    ``disk`` a directory (``None`` for none); ``remote`` an fsspec URL such as
-    ``s3://bucket/prefix`` with ``remote_options`` passed to the filesystem.
+    ``disk`` a directory (``None`` for none) holding at most ``disk_limit``
+    bytes; ``remote`` an fsspec URL such as ``s3://bucket/prefix`` with
+    ``remote_options`` passed to the filesystem. A setting not given comes
+    from the environment (``LAZYFLOW_CACHE_DIR``, ``LAZYFLOW_REMOTE``,
+    ``LAZYFLOW_REMOTE_OPTIONS``...), then ``lazyflow.toml`` or
+    ``[tool.lazyflow]``, then the defaults: a quarter of RAM, ``./.lazyflow``
+    with 20 GB, no remote.
     """
 
     def __init__(
         self,
-        memory: int | str | None = "default",
-        disk: str | None = None,
-        remote: str | None = None,
-        remote_options: dict[str, Any] | None = None,
+        memory: int | str | None = config.DEFAULT,
+        disk: str | None = config.DEFAULT,
+        remote: str | None = config.DEFAULT,
+        remote_options: dict[str, Any] | None = config.DEFAULT,
         *,
+        disk_limit: int | str = config.DEFAULT,
         tiers: Sequence[Tier] | None = None,
     ) -> None:
         if tiers is None:
-            built: list[Tier] = []
-            if memory is not None:
-                budget = (default_memory_budget() if memory == "default"
-                          else parse_size(memory, what="memory"))
-                built.append(MemoryTier(budget))
-            built.extend(_build_lower_tiers(disk, remote, remote_options or {}))
-            tiers = built
+            tiers = _build_tiers(config.resolve(memory=memory, disk=disk, disk_limit=disk_limit,
+                                                remote=remote, remote_options=remote_options))
         self.tiers: list[Tier] = list(tiers)
         self._lock = threading.Lock()
         self._hits: Counter[str] = Counter()
+        self._tier_misses: Counter[str] = Counter()
         self._misses = 0
 
     # ----------------------------------------------------------------- values
@@ -94,10 +107,14 @@ class Cache:
         for index, tier in enumerate(self.tiers):
             meta = tier.meta(key)
             if meta is None:
+                with self._lock:
+                    self._tier_misses[tier.name] += 1
                 continue
             try:
                 value = tier.get(key)
             except KeyError:
+                with self._lock:
+                    self._tier_misses[tier.name] += 1
                 continue
             except Exception as e:  # a tier that cannot decode its entry drops it
                 self._drop_corrupt(tier, key, e)
@@ -140,20 +157,55 @@ class Cache:
             tier.delete(key)
 
     def clear(self, tier: str | None = None) -> None:
-        """Remove every entry, from one tier (by name) or from all."""
+        """Remove every entry, from one tier (by name) or from all.
+
+        >>> cache = Cache(memory="1MB", disk=None, remote=None)
+        >>> cache.clear("memory")
+        """
         for t in self._select(tier):
             t.clear()
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Entries and hits per tier, plus misses (requests no tier could serve)."""
+        """Per tier: entries, bytes, hits (values served) and misses (loads it could not serve).
+
+        ``total`` adds the requests no tier could serve. Counts are this
+        process's since the cache was built; entries and bytes are what the
+        tier holds now (shared with other processes for disk and remote).
+        """
+        self.flush()
         report: dict[str, dict[str, int]] = {}
         for tier in self.tiers:
-            report[tier.name] = {"entries": sum(1 for _ in tier),
-                                 "hits": self._hits[tier.name]}
+            report[tier.name] = {"entries": len(list(tier.keys())),
+                                 "hits": self._hits[tier.name],
+                                 "misses": self._tier_misses[tier.name]}
             nbytes = getattr(tier, "nbytes", None)
             if isinstance(nbytes, int):
                 report[tier.name]["bytes"] = nbytes
         report["total"] = {"hits": sum(self._hits.values()), "misses": self._misses}
+        return report
+
+    def prune(self, max_size: int | str | None = None,
+              older_than: float | str | _dt.timedelta | None = None,
+              tier: str | None = None) -> dict[str, dict[str, int]]:
+        """Shrink the disk and remote tiers (or the one named); return what went per tier.
+
+        ``older_than`` ("30d", "12h", seconds or a timedelta) removes entries
+        stored longer ago than that; ``max_size`` ("10GB" or bytes) then removes
+        the oldest until the tier's values fit. The memory tier bounds itself.
+
+        >>> Cache(memory="1MB", disk=None, remote=None).prune(older_than="30d")
+        {}
+        """
+        if max_size is None and older_than is None:
+            raise ValueError("prune needs max_size= (e.g. '10GB') or older_than= (e.g. '30d')")
+        limit = None if max_size is None else parse_size(max_size, what="max_size")
+        cutoff = None if older_than is None else time.time() - _seconds(older_than)
+        chosen = self._select(tier) if tier is not None else \
+            [t for t in self.tiers if t.name != "memory"]
+        report: dict[str, dict[str, int]] = {}
+        for t in chosen:
+            self.flush()
+            report[t.name] = _prune_tier(t, limit, cutoff)
         return report
 
     def flush(self) -> None:
@@ -194,13 +246,62 @@ class Cache:
         warnings.warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "
                       f"({type(error).__name__}: {error}); it will be recomputed",
                       CacheWarning, stacklevel=4)
-        # a tier that cannot delete must still not serve the entry: the caller moves on
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # an undeletable entry still is not served
             tier.delete(key)
 
 
-def _build_lower_tiers(disk: str | None, remote: str | None,
-                       remote_options: dict[str, Any]) -> list[Tier]:
-    if disk is None and remote is None:
-        return []
-    raise NotImplementedError("disk and remote tiers arrive with the cache-hierarchy issue")
+def _build_tiers(settings: config.Settings) -> list[Tier]:
+    from lazyflow.cache.disk import DiskTier  # diskcache and fsspec load only when used
+    from lazyflow.cache.remote import RemoteTier
+
+    tiers: list[Tier] = []
+    if settings.memory is not None:
+        budget = (default_memory_budget() if settings.memory is config.DEFAULT
+                  else parse_size(settings.memory, what="memory"))
+        tiers.append(MemoryTier(budget))
+    if settings.disk is not None:
+        tiers.append(DiskTier(settings.disk,
+                              size_limit=parse_size(settings.disk_limit, what="disk_limit")))
+    if settings.remote is not None:
+        tiers.append(RemoteTier(settings.remote, settings.remote_options))
+    return tiers
+
+
+def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str, int]:
+    entries = []
+    stored_keys = list(tier.keys())
+    for key in stored_keys:
+        meta = tier.meta(key)
+        if meta is not None:
+            entries.append((float(meta.get("stored", meta.get("created", 0.0))),
+                            int(meta.get("size") or 0), key))
+    entries.sort()
+    removed = freed = 0
+    total = sum(size for _, size, _ in entries)
+    for stored, size, key in entries:
+        if (cutoff is None or stored >= cutoff) and (limit is None or total <= limit):
+            continue
+        tier.delete(key)
+        removed += 1
+        freed += size
+        total -= size
+    sweep = getattr(tier, "remove_orphans", None)  # remote: objects left by racing writers
+    if callable(sweep):
+        removed += int(sweep())
+    return {"removed": removed, "freed": freed, "bytes": total}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _seconds(age: float | str | _dt.timedelta) -> float:
+    if isinstance(age, _dt.timedelta):
+        return age.total_seconds()
+    if isinstance(age, (int, float)) and not isinstance(age, bool):
+        return float(age)
+    match = _DURATION.match(str(age))
+    if match is None:
+        raise ValueError(f"older_than={age!r} is not an age: use seconds, a timedelta or a "
+                         "number with s, m, h, d or w (e.g. '30d')")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

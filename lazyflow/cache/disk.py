@@ -1,0 +1,200 @@
+"""The disk tier: entries in a local directory, indexed and evicted by diskcache.
+
+Design note
+-----------
+Policy. Each key is one diskcache row. The row's value is a small blob: the
+entry's metadata as JSON, then, for entries under ``min_file_size``, the
+encoded value itself (inline in SQLite). Larger values are written by
+:class:`_EntryDisk` as a file of frames (``serialize.py``) straight from the
+value's buffers, and the row points at the file. Reading metadata is one
+SQLite select that never opens the value file, which keeps lookups lazy.
+diskcache does the rest we need: its size limit and eviction (which removes
+files with their rows), and a transaction around every index update.
+
+Atomicity. The value file gets a fresh random name and is complete before
+the row that points at it is committed; an interrupted write leaves an
+orphan file, never an entry. A concurrent writer of the same key replaces the
+row and diskcache deletes the older file, so one valid entry remains. No
+fsync: the checksum in the metadata is verified on every read, so a torn write
+after a power cut is detected and recomputed instead of being served
+(``read_encoded`` raises, the hierarchy drops the entry).
+
+Rejected: diskcache's own pickled store (it writes large values in hundreds
+of thousands of small pieces, ~0.25 GB/s here) and a sidecar metadata entry
+per key (two rows that eviction could separate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import diskcache
+
+from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.serialize import (
+    Encoded,
+    decode,
+    decode_bytes,
+    dump_meta,
+    encode,
+    read_encoded,
+    stamp,
+)
+from lazyflow.cache.sizes import format_size
+from lazyflow.errors import CacheWarning
+
+__all__ = ["DiskTier"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the tier hands diskcache to store: metadata JSON and the encoded value."""
+
+    meta: bytes
+    encoded: Encoded | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """What diskcache hands back: the row blob, and the value file's path if any."""
+
+    blob: bytes
+    path: str | None
+
+
+class _EntryDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's storage hook: writes frames to files itself, fetches rows lazily."""
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN
+              ) -> tuple[int, int, str | None, Any]:
+        if not isinstance(value, _Entry):  # diskcache's own use (e.g. its settings)
+            return super().store(value, read, key)  # type: ignore[no-any-return]
+        encoded = value.encoded
+        if encoded is None or encoded.nbytes < self.min_file_size:
+            inline = encoded.tobytes() if encoded is not None else b""
+            return 0, diskcache.core.MODE_BINARY, None, sqlite3.Binary(value.meta + b"\n" + inline)
+        filename, full_path = self.filename(key, value)
+        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        with open(full_path, "xb") as f:
+            for chunk in encoded.chunks():
+                f.write(chunk)
+        return encoded.nbytes, diskcache.core.MODE_BINARY, filename, sqlite3.Binary(value.meta)
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode != diskcache.core.MODE_BINARY:
+            return super().fetch(mode, filename, value, read)
+        path = None if filename is None else os.path.join(self._directory, filename)
+        return _Row(bytes(value), path)
+
+
+class DiskTier:
+    """Entries under a local directory; size-limited, shared safely by threads and processes.
+
+    >>> import tempfile
+    >>> tier = DiskTier(tempfile.mkdtemp(), size_limit=10**9)
+    >>> tier.put("k", {"a": 1}, {"digest": "d"})
+    >>> tier.get("k"), tier.meta("k")["serializer"]
+    ({'a': 1}, 'cloudpickle')
+    """
+
+    name = "disk"
+
+    def __init__(self, directory: str | os.PathLike[str], *, size_limit: int,
+                 min_file_size: int = 2**16) -> None:
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.size_limit = int(size_limit)
+        self._cache = diskcache.Cache(self.directory, size_limit=self.size_limit,
+                                      disk=_EntryDisk, disk_min_file_size=min_file_size,
+                                      eviction_policy="least-recently-stored")
+
+    def contains(self, key: str) -> bool:
+        """Whether a row exists for ``key``."""
+        return key in self._cache
+
+    def meta(self, key: str) -> Meta | None:
+        """The entry's metadata from its row; the value file is not opened."""
+        row = self._cache.get(key, retry=True)
+        if not isinstance(row, _Row):
+            return None
+        return self._parse(key, row)[0]
+
+    def get(self, key: str) -> Any:
+        """Read, verify and decode the value; ``KeyError`` if it is gone."""
+        row = self._cache.get(key, retry=True)
+        if not isinstance(row, _Row):
+            raise KeyError(key)
+        meta, inline = self._parse(key, row)
+        if meta is None:
+            raise KeyError(key)
+        if "checksum" not in meta:
+            return NO_VALUE
+        if row.path is None:
+            return decode(decode_bytes(inline, meta["serializer"], meta["checksum"]))
+        try:
+            with open(row.path, "rb") as f:
+                encoded = read_encoded(f, meta["serializer"], meta["checksum"])
+        except FileNotFoundError:
+            self._forget_if_unchanged(key, row)  # else evicted or replaced since read: fine
+            raise KeyError(key) from None
+        return decode(encoded)
+
+    def put(self, key: str, value: Any, meta: Meta) -> None:
+        """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``."""
+        encoded = None if value is NO_VALUE else encode(value)
+        entry = _Entry(dump_meta(stamp(meta, encoded)), encoded)
+        self._cache.set(key, entry, retry=True)
+        if encoded is not None and encoded.nbytes > self.size_limit:
+            warnings.warn(f"a {format_size(encoded.nbytes)} value of node {meta.get('node')!r} "
+                          f"exceeds the disk tier's limit of {format_size(self.size_limit)} and "
+                          "was evicted at once; raise disk_limit= (or LAZYFLOW_DISK_LIMIT)",
+                          CacheWarning, stacklevel=4)
+
+    def delete(self, key: str) -> None:
+        """Remove the row and its file."""
+        self._cache.delete(key, retry=True)
+
+    def keys(self) -> Iterator[str]:
+        """A snapshot of the keys stored."""
+        return iter(list(self._cache.iterkeys()))
+
+    def clear(self) -> None:
+        """Remove every entry and file."""
+        self._cache.clear(retry=True)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes used: the SQLite index plus every value file."""
+        return int(self._cache.volume())
+
+    def close(self) -> None:
+        """Close the index's connections (reopened on next use)."""
+        self._cache.close()
+
+    def __repr__(self) -> str:
+        return f"DiskTier({self.directory!r}, size_limit={format_size(self.size_limit)})"
+
+    def _forget_if_unchanged(self, key: str, row: _Row) -> None:
+        """Drop a row whose value file was deleted behind diskcache's back."""
+        with self._cache.transact(retry=True):
+            current = self._cache.get(key, retry=True)
+            if isinstance(current, _Row) and current.path == row.path:
+                self._cache.delete(key, retry=True)
+
+    def _parse(self, key: str, row: _Row) -> tuple[Meta | None, bytes]:
+        head, _, inline = row.blob.partition(b"\n")
+        try:
+            meta = json.loads(head)
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not a JSON object")
+        except ValueError as e:
+            warnings.warn(f"dropped disk cache entry {key[:12]}… with unreadable metadata "
+                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
+            self.delete(key)
+            return None, b""
+        return meta, inline

@@ -1,0 +1,270 @@
+"""The remote tier: entries under any fsspec URL (``s3://``, ``gcs://``, ``file://``, ``memory://``).
+
+Design note
+-----------
+Layout. Content-addressed and sharded by the key's first two hex digits::
+
+    <root>/ab/cdef….json            the entry's metadata (small; decides a hit)
+    <root>/ab/cdef….<checksum16>    the encoded value (``serialize.py`` frames)
+
+The metadata object is written *last* and names the value object it
+describes, so it is the commit point: a reader that finds it also finds a
+complete value object. Value objects are named by their checksum, so two
+processes racing on one key never overwrite each other's bytes; the metadata
+written last wins and always matches its object (the loser's object is an
+orphan that ``clear`` or ``prune`` removes). Object stores make each put
+atomic; on a local filesystem every object is written under a temporary name
+and renamed. Reads stream a value in chunks into the buffers the decoded
+arrays then own, and verify its checksum before unpickling.
+
+State. Writes go through one background thread (one, so that successive
+records of one key land in order); ``pending`` maps keys being written to
+their metadata and frames, so this process sees its own writes at once.
+``flush`` waits for them and turns failures into a :class:`CacheWarning`:
+a remote that is down never fails a run. Rejected: a write-through remote,
+which would make every computed node wait for the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.serialize import (
+    Encoded,
+    decode,
+    dump_meta,
+    encode,
+    read_encoded,
+    stamp,
+)
+from lazyflow.errors import CacheWarning, LazyflowError
+
+__all__ = ["RemoteTier", "RemoteUnavailableError"]
+
+_INSTALL_HINTS = {"s3": "lazyflow[s3]", "s3a": "lazyflow[s3]", "gcs": "gcsfs", "gs": "gcsfs",
+                  "az": "adlfs", "abfs": "adlfs"}
+
+
+class RemoteUnavailableError(LazyflowError, ImportError):
+    """The filesystem for a remote cache URL is not installed."""
+
+
+class RemoteTier:
+    """Entries under an fsspec URL, written in the background.
+
+    >>> tier = RemoteTier("memory://lazyflow-doc", background=False)
+    >>> tier.put("ab" * 16, [1, 2], {"digest": "d"})
+    >>> tier.get("ab" * 16)
+    [1, 2]
+    """
+
+    name = "remote"
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None, *,
+                 background: bool = True, chunk_size: int = 64 * 2**20) -> None:
+        import fsspec
+
+        self.url = url
+        self.options = dict(options or {})
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **self.options)
+        except ImportError as e:
+            protocol = url.partition("://")[0]
+            hint = _INSTALL_HINTS.get(protocol, f"the fsspec backend for {protocol}://")
+            raise RemoteUnavailableError(
+                f"cannot open remote cache {url!r}: {e}; install {hint} to use "
+                f"{protocol}:// caches") from e
+        self.root = root.rstrip("/")
+        self.chunk_size = chunk_size
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self._local = "file" in protocols or "local" in protocols
+        self._pending: dict[str, tuple[Meta, Encoded | None]] = {}
+        self._futures: list[Future[None]] = []
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._executor = (ThreadPoolExecutor(1, thread_name_prefix="lazyflow-remote")
+                          if background else None)
+
+    # ----------------------------------------------------------------- Tier
+
+    def contains(self, key: str) -> bool:
+        """Whether the metadata object of ``key`` exists."""
+        return self.meta(key) is not None
+
+    def meta(self, key: str) -> Meta | None:
+        """Fetch the small metadata object only; the value object is not touched."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending[0]
+        stored = self._read_meta(key)
+        return None if stored is None else stored["meta"]
+
+    def get(self, key: str) -> Any:
+        """Stream the value object, verify its checksum, decode; ``KeyError`` if absent."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return NO_VALUE if pending[1] is None else decode(pending[1])
+        stored = self._read_meta(key)
+        if stored is None:
+            raise KeyError(key)
+        meta = stored["meta"]
+        if stored.get("object") is None:
+            return NO_VALUE
+        try:
+            with self.fs.open(self._path(key, stored["object"]), "rb",
+                              block_size=self.chunk_size, cache_type="none") as f:
+                encoded = read_encoded(f, meta["serializer"], meta["checksum"],
+                                       chunk=self.chunk_size)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        return decode(encoded)
+
+    def put(self, key: str, value: Any, meta: Meta) -> None:
+        """Encode now, upload in the background (or at once without a background thread)."""
+        encoded = None if value is NO_VALUE else encode(value)
+        stamped = stamp(meta, encoded)
+        if self._executor is None:
+            self._write(key, stamped, encoded)
+            return
+        with self._lock:
+            self._pending[key] = (stamped, encoded)
+            self._futures.append(self._executor.submit(self._upload, key, stamped, encoded))
+
+    def delete(self, key: str) -> None:
+        """Remove the metadata object (first: no reader then sees a hit), then the value."""
+        self.flush()
+        stored = self._read_meta(key)
+        self.fs.rm_file(self._path(key, "json"))
+        if stored is not None and stored.get("object"):
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._path(key, stored["object"]))
+
+    def keys(self) -> Iterator[str]:
+        """Every key with a metadata object (pending writes included)."""
+        found = {self._key_of(path) for path in self._listing() if path.endswith(".json")}
+        return iter(sorted(found | set(self._pending)))
+
+    def clear(self) -> None:
+        """Remove everything under the root."""
+        self.flush()
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        self.fs.invalidate_cache(self.root)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored under the root (metadata, values and orphans)."""
+        return sum(int(info.get("size") or 0) for info in self._listing(detail=True).values())
+
+    # ----------------------------------------------------------------- background writes
+
+    def flush(self) -> None:
+        """Wait for pending uploads; each failed one becomes a :class:`CacheWarning`."""
+        while True:
+            with self._lock:
+                futures, self._futures = self._futures, []
+            if not futures:
+                break
+            for future in futures:
+                future.exception()
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3
+                                              else "")
+            warnings.warn(f"{len(errors)} write(s) to the remote cache {self.url} failed "
+                          f"({shown}); those results stay local and will be uploaded when "
+                          "recomputed", CacheWarning, stacklevel=3)
+
+    def remove_orphans(self) -> int:
+        """Delete value objects no metadata object points at (left by racing writers)."""
+        self.flush()
+        listing = self._listing()
+        wanted = set()
+        for path in listing:
+            if path.endswith(".json"):
+                stored = self._read_meta(self._key_of(path))
+                if stored is not None and stored.get("object"):
+                    wanted.add(self._path(self._key_of(path), stored["object"]))
+        orphans = [p for p in listing if not p.endswith(".json") and p not in wanted
+                   and ".tmp-" not in p]
+        for path in orphans:
+            self.fs.rm_file(path)
+        return len(orphans)
+
+    def __repr__(self) -> str:
+        return f"RemoteTier({self.url!r})"
+
+    # ----------------------------------------------------------------- internals
+
+    def _upload(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
+        try:
+            self._write(key, meta, encoded)
+        except Exception as e:
+            with self._lock:
+                self._errors.append(f"{key[:12]}… of node {meta.get('node')!r}: "
+                                    f"{type(e).__name__}: {e}")
+        finally:
+            with self._lock:
+                if self._pending.get(key, (None,))[0] is meta:
+                    del self._pending[key]
+
+    def _write(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
+        stored: dict[str, Any] = {"meta": meta, "object": None}
+        if encoded is not None:
+            stored["object"] = meta["checksum"][:16]
+            self._put_object(self._path(key, stored["object"]), encoded.chunks())
+        self._put_object(self._path(key, "json"), iter([memoryview(dump_meta(stored))]))
+
+    def _put_object(self, path: str, chunks: Iterator[memoryview]) -> None:
+        if not self._local:  # object stores: one put is atomic
+            self.fs.pipe_file(path, b"".join(chunks))
+            return
+        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with self.fs.open(temporary, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+            self.fs.mv(temporary, path)
+        finally:
+            if self.fs.exists(temporary):
+                self.fs.rm_file(temporary)
+
+    def _read_meta(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = self.fs.cat_file(self._path(key, "json"))
+        except FileNotFoundError:
+            return None
+        try:
+            stored = json.loads(raw)
+            if not isinstance(stored, dict) or not isinstance(stored.get("meta"), dict):
+                raise ValueError("not a lazyflow metadata object")
+        except ValueError as e:
+            warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
+                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
+            self.fs.rm_file(self._path(key, "json"))
+            return None
+        return stored
+
+    def _path(self, key: str, suffix: str) -> str:
+        return f"{self.root}/{key[:2]}/{key[2:]}.{suffix}"
+
+    def _key_of(self, path: str) -> str:
+        shard, name = path.rstrip("/").split("/")[-2:]
+        return shard + name.partition(".")[0]
+
+    def _listing(self, detail: bool = False) -> Any:
+        self.fs.invalidate_cache(self.root)
+        if not self.fs.exists(self.root):
+            return {} if detail else []
+        return self.fs.find(self.root, detail=detail)

@@ -1,0 +1,110 @@
+"""The Tier contract, checked on every tier that serialises: disk and the remote backends."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from lazyflow.cache import NO_VALUE
+from lazyflow.cache.disk import DiskTier
+from lazyflow.cache.remote import RemoteTier
+
+KEY = "ab" * 16
+OTHER = "cd" * 16
+
+
+class TierConformance:
+    """Behaviour every tier must have; subclasses provide the ``tier`` fixture."""
+
+    def test_a_stored_value_reads_back_equal(self, tier):
+        tier.put(KEY, {"a": [1, 2, 3]}, {"digest": "d1"})
+        assert tier.get(KEY) == {"a": [1, 2, 3]}
+
+    def test_a_large_array_reads_back_equal(self, tier):
+        array = np.random.default_rng(1).random(300_000)
+        tier.put(KEY, array, {"digest": "d1"})
+        np.testing.assert_array_equal(tier.get(KEY), array)
+
+    def test_metadata_keeps_the_callers_fields_and_describes_the_entry(self, tier):
+        tier.put(KEY, np.arange(10), {"digest": "d1", "node": "clean", "params": {"p": "x"}})
+        meta = tier.meta(KEY)
+        assert meta["digest"] == "d1" and meta["node"] == "clean"
+        assert meta["params"] == {"p": "x"}
+        assert meta["serializer"] == "pickle"
+        assert meta["size"] > 80 and len(meta["checksum"]) == 32
+        assert {"created", "stored", "lazyflow"} <= set(meta)
+
+    def test_a_record_carries_metadata_and_no_value(self, tier):
+        tier.put(KEY, NO_VALUE, {"digest": "d1", "key": OTHER})
+        assert tier.meta(KEY)["key"] == OTHER
+        assert tier.get(KEY) is NO_VALUE
+
+    def test_a_missing_key_has_no_metadata_and_no_value(self, tier):
+        assert tier.meta(KEY) is None
+        assert not tier.contains(KEY)
+        with pytest.raises(KeyError):
+            tier.get(KEY)
+
+    def test_putting_again_replaces_the_entry(self, tier):
+        tier.put(KEY, "old", {"digest": "d1"})
+        tier.put(KEY, "new", {"digest": "d2"})
+        assert tier.get(KEY) == "new"
+        assert tier.meta(KEY)["digest"] == "d2"
+
+    def test_delete_removes_one_entry(self, tier):
+        tier.put(KEY, 1, {"digest": "d1"})
+        tier.put(OTHER, 2, {"digest": "d2"})
+        tier.delete(KEY)
+        assert not tier.contains(KEY)
+        assert sorted(tier.keys()) == [OTHER]
+
+    def test_clear_removes_every_entry(self, tier):
+        tier.put(KEY, 1, {"digest": "d1"})
+        tier.put(OTHER, NO_VALUE, {"digest": "d2"})
+        tier.clear()
+        assert list(tier.keys()) == []
+
+    def test_an_interrupted_write_leaves_no_entry(self, tier, monkeypatch):
+        from lazyflow.cache import serialize
+
+        def broken_chunks(self):
+            yield memoryview(self.header)
+            raise OSError("disk full")
+
+        monkeypatch.setattr(serialize.Encoded, "chunks", broken_chunks)
+        with pytest.raises(OSError, match="disk full"):
+            tier.put(KEY, np.arange(100_000), {"digest": "d1"})
+            getattr(tier, "flush", lambda: None)()
+        assert tier.meta(KEY) is None
+
+
+@pytest.fixture
+def disk_tier(tmp_path):
+    return DiskTier(tmp_path / "disk", size_limit=10**9, min_file_size=4096)
+
+
+class TestDiskTier(TierConformance):
+    @pytest.fixture
+    def tier(self, disk_tier):
+        return disk_tier
+
+
+class TestLocalFolderRemote(TierConformance):
+    @pytest.fixture
+    def tier(self, tmp_path):
+        return RemoteTier(f"file://{tmp_path}/remote", background=False)
+
+
+class TestMemoryFilesystemRemote(TierConformance):
+    @pytest.fixture
+    def tier(self):
+        return RemoteTier(f"memory://lazyflow-{uuid.uuid4().hex}", background=False)
+
+
+@pytest.mark.s3
+class TestS3Remote(TierConformance):
+    @pytest.fixture
+    def tier(self, s3_url, s3_options):
+        return RemoteTier(s3_url, s3_options, background=False)
