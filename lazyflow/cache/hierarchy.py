@@ -94,7 +94,7 @@ class Cache:
     def lookup(self, key: str) -> tuple[Meta, str] | None:
         """Metadata and tier name of the first tier holding ``key``; never loads the value."""
         for tier in self.tiers:
-            meta = tier.meta(key)
+            meta = self._meta(tier, key)
             if meta is not None:
                 return meta, tier.name
         return None
@@ -105,7 +105,7 @@ class Cache:
         Raises ``KeyError`` when no tier holds a readable entry.
         """
         for index, tier in enumerate(self.tiers):
-            meta = tier.meta(key)
+            meta = self._meta(tier, key)
             if meta is None:
                 with self._lock:
                     self._tier_misses[tier.name] += 1
@@ -142,7 +142,7 @@ class Cache:
     def find_record(self, key: str) -> Meta | None:
         """The record under ``key`` from the fastest tier holding it (promoted upwards)."""
         for index, tier in enumerate(self.tiers):
-            meta = tier.meta(key)
+            meta = self._meta(tier, key)
             if meta is not None:
                 for upper in self.tiers[:index]:
                     self._put_quietly(upper, key, NO_VALUE, meta)
@@ -230,6 +230,18 @@ class Cache:
 
     def _select(self, name: str | None) -> list[Tier]:
         return list(self.tiers) if name is None else [self.tier(name)]
+
+    def _meta(self, tier: Tier, key: str) -> Meta | None:
+        """A tier's metadata; a tier that cannot answer (remote down) counts as a miss."""
+        if tier.name == "memory":
+            return tier.meta(key)
+        try:
+            return tier.meta(key)
+        except Exception as e:
+            warnings.warn(f"the {tier.name} cache tier could not be read "
+                          f"({type(e).__name__}: {e}); treating it as a miss", CacheWarning,
+                          stacklevel=4)
+            return None
 
     def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta) -> None:
         if tier.name == "memory":

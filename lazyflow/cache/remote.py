@@ -38,6 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.config import ConfigError
 from lazyflow.cache.serialize import (
     Encoded,
     decode,
@@ -83,6 +84,9 @@ class RemoteTier:
             raise RemoteUnavailableError(
                 f"cannot open remote cache {url!r}: {e}; install {hint} to use "
                 f"{protocol}:// caches") from e
+        except ValueError as e:
+            raise ConfigError(f"remote cache URL {url!r} cannot be used: {e}; give an fsspec "
+                              "URL such as s3://bucket/prefix or file:///shared/folder") from e
         self.root = root.rstrip("/")
         self.chunk_size = chunk_size
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)

@@ -1,0 +1,108 @@
+"""The hierarchy over real tiers: promotion, records, stats, clear and prune."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+import lazyflow as lf
+from lazyflow.cache import NO_VALUE
+from lazyflow.cache.remote import RemoteTier
+
+KEY = "ab" * 16
+
+
+@pytest.fixture
+def cache(tmp_path):
+    """Memory, disk and a local-folder remote (written at once, no background thread)."""
+    built = lf.Cache(memory="100MB", disk=str(tmp_path / "disk"), remote=None)
+    built.tiers.append(RemoteTier(f"file://{tmp_path}/remote", background=False))
+    return built
+
+
+def test_a_computed_value_is_written_to_every_tier(cache):
+    cache.store(KEY, np.arange(10), {"digest": "d"})
+    assert all(t.meta(KEY)["digest"] == "d" for t in cache.tiers)
+
+
+def test_a_remote_hit_is_promoted_to_disk_and_memory(cache):
+    cache.tier("remote").put(KEY, np.arange(10), {"digest": "d"})
+    value, tier = cache.load(KEY)
+    assert tier == "remote"
+    np.testing.assert_array_equal(value, np.arange(10))
+    assert cache.lookup(KEY)[1] == "memory"
+    assert cache.tier("disk").meta(KEY)["digest"] == "d"
+
+
+def test_records_live_on_every_tier_and_are_promoted(cache):
+    cache.record(KEY, {"key": "cd" * 16, "digest": "d"})
+    cache.tier("memory").clear()
+    cache.tier("disk").clear()
+    assert cache.find_record(KEY)["key"] == "cd" * 16
+    assert cache.tier("disk").get(KEY) is NO_VALUE
+
+
+def test_stats_count_entries_bytes_hits_and_misses_per_tier(cache):
+    cache.store(KEY, np.zeros(1000), {"digest": "d"})
+    cache.load(KEY)
+    with pytest.raises(KeyError):
+        cache.load("ef" * 16)
+    stats = cache.stats()
+    assert stats["memory"] == {"entries": 1, "hits": 1, "misses": 1, "bytes": 8000}
+    assert stats["disk"]["entries"] == 1 and stats["disk"]["misses"] == 1
+    assert stats["remote"]["bytes"] > 8000
+    assert stats["total"] == {"hits": 1, "misses": 1}
+
+
+def test_clear_of_one_tier_leaves_the_others(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    cache.clear("disk")
+    assert cache.tier("disk").meta(KEY) is None
+    assert cache.tier("remote").meta(KEY) is not None
+
+
+def test_clear_names_the_configured_tiers_when_given_an_unknown_one(cache):
+    with pytest.raises(KeyError, match="configured: memory, disk, remote"):
+        cache.clear("tape")
+
+
+def test_prune_older_than_removes_old_entries_from_disk_and_remote(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    report = cache.prune(older_than=dt.timedelta(0))
+    assert report["disk"]["removed"] == report["remote"]["removed"] == 1
+    assert cache.tier("memory").meta(KEY) is not None  # memory bounds itself
+
+
+def test_prune_keeps_young_entries(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    assert cache.prune(older_than="7d")["disk"]["removed"] == 0
+
+
+def test_prune_to_a_size_removes_the_oldest_first(cache):
+    keys = [f"{i:032x}" for i in range(4)]
+    for key in keys:
+        cache.store(key, np.zeros(100_000), {"digest": key})
+    cache.prune(max_size="2MB", tier="disk")
+    assert sorted(cache.tier("disk").keys()) == keys[2:]
+
+
+def test_prune_needs_a_criterion(cache):
+    with pytest.raises(ValueError, match="max_size=.*older_than="):
+        cache.prune()
+
+
+def test_an_age_that_is_not_one_says_how_to_write_it(cache):
+    with pytest.raises(ValueError, match="'30d'"):
+        cache.prune(older_than="a month")
+
+
+def test_a_failing_tier_write_warns_and_the_others_still_get_the_value(cache, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(cache.tier("disk"), "put", broken)
+    with pytest.warns(lf.CacheWarning, match="read-only file system"):
+        cache.store(KEY, 1, {"digest": "d"})
+    assert cache.tier("remote").get(KEY) == 1

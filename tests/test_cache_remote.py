@@ -1,0 +1,166 @@
+"""The remote tier under a flow, against a real moto S3 server on loopback."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import s3fs
+
+import lazyflow as lf
+from lazyflow.cache.config import ConfigError
+from lazyflow.cache.remote import RemoteTier, RemoteUnavailableError
+
+pytestmark = pytest.mark.s3
+
+
+def _remote_flow(s3_url, s3_options, tmp_path, *, disk: bool = False, name: str = "remote"
+                 ) -> lf.Flow:
+    cache = lf.Cache(memory=None, disk=str(tmp_path / "disk") if disk else None,
+                     remote=s3_url, remote_options=s3_options)
+    return lf.Flow(name, cache=cache)
+
+
+def _define(flow: lf.Flow, calls) -> lf.Flow:
+    @flow.node
+    def raw(n: int):
+        calls["raw"] += 1
+        return np.arange(n, dtype=np.float64)
+
+    @flow.node
+    def total(raw):
+        calls["total"] += 1
+        return float(raw.sum())
+
+    return flow
+
+
+def _objects(s3_url, s3_options) -> list[str]:
+    fs = s3fs.S3FileSystem(**s3_options)
+    fs.invalidate_cache()
+    return fs.find(s3_url)
+
+
+def _warned(caught, text: str) -> bool:
+    return any(text in str(w.message) for w in caught)
+
+
+def test_the_layout_is_content_addressed_with_a_metadata_object(s3_url, s3_options, tmp_path,
+                                                                calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    key = flow.run("raw", n=1000).nodes["raw"].key
+    names = [o.split("/lazyflow/", 1)[1] for o in _objects(s3_url, s3_options)]
+    assert f"{key[:2]}/{key[2:]}.json" in names
+    assert any(n.startswith(f"{key[:2]}/{key[2:]}.") and not n.endswith(".json") for n in names)
+
+
+def test_background_writes_have_landed_when_the_run_returns(s3_url, s3_options, tmp_path, calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    key = flow.run("total", n=1000).nodes["total"].key
+    other_process_view = RemoteTier(s3_url, s3_options, background=False)
+    assert other_process_view.get(key) == float(np.arange(1000).sum())
+
+
+def test_a_remote_hit_is_served_and_promoted_to_disk(s3_url, s3_options, tmp_path, calls):
+    _define(_remote_flow(s3_url, s3_options, tmp_path), calls).get("total", n=1000)
+    fresh = _define(_remote_flow(s3_url, s3_options, tmp_path, disk=True), calls)
+    first = fresh.run("total", n=1000)
+    second = fresh.run("total", n=1000)
+    assert (first.nodes["total"].status, first.nodes["total"].tier) == ("cached", "remote")
+    assert second.nodes["total"].tier == "disk"
+    assert calls == {"raw": 1, "total": 1}
+
+
+def test_a_hit_is_decided_without_downloading_the_value(s3_url, s3_options, tmp_path, calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    key = flow.run("raw", n=1000).nodes["raw"].key
+    fs = s3fs.S3FileSystem(**s3_options)
+    for path in _objects(s3_url, s3_options):
+        if not path.endswith(".json"):
+            fs.pipe_file(path, b"garbage")
+    assert flow.cache.lookup(key)[1] == "remote"  # silent: a warning would be an error here
+
+
+def test_a_corrupted_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    expected = flow.get("raw", n=100_000)
+    fs = s3fs.S3FileSystem(**s3_options)
+    (value_object,) = [p for p in _objects(s3_url, s3_options) if not p.endswith(".json")]
+    data = bytearray(fs.cat_file(value_object))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(value_object, bytes(data))
+    with pytest.warns(lf.CacheWarning) as caught:
+        value = flow.get("raw", n=100_000)
+    assert _warned(caught, "checksum")
+    np.testing.assert_array_equal(value, expected)
+    assert calls["raw"] == 2
+
+
+def test_a_truncated_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow.get("raw", n=100_000)
+    fs = s3fs.S3FileSystem(**s3_options)
+    (value_object,) = [p for p in _objects(s3_url, s3_options) if not p.endswith(".json")]
+    fs.pipe_file(value_object, fs.cat_file(value_object)[:1000])
+    with pytest.warns(lf.CacheWarning) as caught:
+        flow.get("raw", n=100_000)
+    assert _warned(caught, "truncated")
+    assert calls["raw"] == 2
+
+
+def test_corrupted_metadata_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow.get("raw", n=1000)
+    fs = s3fs.S3FileSystem(**s3_options)
+    for path in _objects(s3_url, s3_options):
+        if path.endswith(".json"):
+            fs.pipe_file(path, b"{not json")
+    with pytest.warns(lf.CacheWarning) as caught:
+        flow.get("raw", n=1000)
+    assert _warned(caught, "unreadable metadata")
+    assert calls["raw"] == 2
+
+
+def test_an_unreachable_remote_warns_and_the_run_succeeds(tmp_path, calls):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "k", "secret": "s",
+               "retries": 1, "config_kwargs": {"retries": {"max_attempts": 1}}}
+    cache = lf.Cache(memory=None, disk=str(tmp_path / "disk"), remote="s3://nowhere/lf",
+                     remote_options=options)
+    flow = _define(lf.Flow("offline", cache=cache), calls)
+    with pytest.warns(lf.CacheWarning) as caught:
+        run = flow.run("total", n=100)
+    assert run.status == "completed" and run["total"] == 4950.0
+    assert _warned(caught, "could not be read")
+    assert _warned(caught, "remote cache s3://nowhere/lf failed")
+    assert flow.run("total", n=100).nodes["total"].tier == "disk"
+
+
+def test_a_missing_filesystem_names_the_package_to_install():
+    with pytest.raises(RemoteUnavailableError, match="install gcsfs to use gcs:// caches"):
+        RemoteTier("gcs://bucket/prefix")  # a known protocol whose package is not installed
+
+
+def test_an_unknown_protocol_is_a_configuration_error():
+    with pytest.raises(ConfigError, match="s3://bucket/prefix"):
+        RemoteTier("nosuchprotocol://bucket/prefix")
+
+
+def test_prune_removes_old_remote_entries(s3_url, s3_options, tmp_path, calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow.get("total", n=1000)
+    assert flow.cache.prune(older_than=0)["remote"]["removed"] >= 2
+    assert _objects(s3_url, s3_options) == []
+
+
+def test_prune_removes_objects_orphaned_by_racing_writers(s3_url, s3_options):
+    tier = RemoteTier(s3_url, s3_options, background=False)
+    tier.put("ab" * 16, np.zeros(10), {"digest": "d"})
+    tier.put("ab" * 16, np.ones(10), {"digest": "d"})  # a second writer's bytes win
+    assert len(_objects(s3_url, s3_options)) == 3
+    lf.Cache(memory=None, disk=None, remote=None, tiers=[tier]).prune(older_than="1d")
+    assert len(_objects(s3_url, s3_options)) == 2
+    np.testing.assert_array_equal(tier.get("ab" * 16), np.ones(10))
