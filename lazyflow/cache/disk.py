@@ -45,6 +45,7 @@ from lazyflow.cache.serialize import (
     encode,
     read_encoded,
     stamp,
+    write_encoded,
 )
 from lazyflow.cache.sizes import format_size
 from lazyflow.errors import CacheWarning
@@ -54,9 +55,9 @@ __all__ = ["DiskTier"]
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """What the tier hands diskcache to store: metadata JSON and the encoded value."""
+    """What the tier hands diskcache to store: metadata (checksum to come) and the value."""
 
-    meta: bytes
+    meta: Meta
     encoded: Encoded | None
 
 
@@ -75,16 +76,19 @@ class _EntryDisk(diskcache.Disk):  # type: ignore[misc]
               ) -> tuple[int, int, str | None, Any]:
         if not isinstance(value, _Entry):  # diskcache's own use (e.g. its settings)
             return super().store(value, read, key)  # type: ignore[no-any-return]
-        encoded = value.encoded
+        encoded, meta = value.encoded, value.meta
         if encoded is None or encoded.nbytes < self.min_file_size:
-            inline = encoded.tobytes() if encoded is not None else b""
-            return 0, diskcache.core.MODE_BINARY, None, sqlite3.Binary(value.meta + b"\n" + inline)
+            inline = b""
+            if encoded is not None:
+                meta = {**meta, "checksum": encoded.checksum()}
+                inline = encoded.tobytes()
+            return 0, diskcache.core.MODE_BINARY, None, sqlite3.Binary(dump_meta(meta) + b"\n" + inline)
         filename, full_path = self.filename(key, value)
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
         with open(full_path, "xb") as f:
-            for chunk in encoded.chunks():
-                f.write(chunk)
-        return encoded.nbytes, diskcache.core.MODE_BINARY, filename, sqlite3.Binary(value.meta)
+            checksum = write_encoded(encoded, f.write)
+        blob = dump_meta({**meta, "checksum": checksum}) + b"\n"
+        return encoded.nbytes, diskcache.core.MODE_BINARY, filename, sqlite3.Binary(blob)
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode != diskcache.core.MODE_BINARY:
@@ -147,7 +151,7 @@ class DiskTier:
     def put(self, key: str, value: Any, meta: Meta) -> None:
         """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``."""
         encoded = None if value is NO_VALUE else encode(value)
-        entry = _Entry(dump_meta(stamp(meta, encoded)), encoded)
+        entry = _Entry(stamp(meta, encoded, checksum=False), encoded)
         self._cache.set(key, entry, retry=True)
         if encoded is not None and encoded.nbytes > self.size_limit:
             warnings.warn(f"a {format_size(encoded.nbytes)} value of node {meta.get('node')!r} "

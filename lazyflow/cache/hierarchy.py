@@ -285,7 +285,7 @@ def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str
     for key in stored_keys:
         meta = tier.meta(key)
         if meta is not None:
-            entries.append((float(meta.get("stored", meta.get("created", 0.0))),
+            entries.append((float(meta.get("stored") or meta.get("created") or 0.0),
                             int(meta.get("size") or 0), key))
     entries.sort()
     removed = freed = 0

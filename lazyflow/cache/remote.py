@@ -124,8 +124,9 @@ class RemoteTier:
         if stored.get("object") is None:
             return NO_VALUE
         try:
+            # readahead: the small header reads come out of the first block fetched
             with self.fs.open(self._path(key, stored["object"]), "rb",
-                              block_size=self.chunk_size, cache_type="none") as f:
+                              block_size=self.chunk_size, cache_type="readahead") as f:
                 encoded = read_encoded(f, meta["serializer"], meta["checksum"],
                                        chunk=self.chunk_size)
         except FileNotFoundError:

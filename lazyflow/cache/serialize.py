@@ -35,7 +35,9 @@ import io
 import json
 import mmap
 import pickle
+import queue
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,13 +50,14 @@ from lazyflow.cache.base import Meta
 from lazyflow.errors import LazyflowError
 
 __all__ = ["CorruptEntryError", "Encoded", "decode", "decode_bytes", "dump_meta", "encode",
-           "read_encoded", "stamp"]
+           "read_encoded", "stamp", "write_encoded"]
 
 MAGIC = b"LFv1"
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
 _MAX_FRAMES = 1 << 20
 _MAP_THRESHOLD = 1 << 20
+_OVERLAP_THRESHOLD = 4 << 20
 _PLAIN_ROOTS = frozenset({"numpy", "pandas"})
 
 
@@ -133,35 +136,43 @@ class _Readable(Protocol):
 
 
 def read_encoded(stream: _Readable, serializer: str, checksum: str, *,
-                 chunk: int = 64 * 2**20) -> Encoded:
+                 chunk: int = 16 * 2**20) -> Encoded:
     """Read an entry written by :meth:`Encoded.chunks` and verify its checksum.
 
     Each frame is read into its own fresh, writable buffer, ``chunk`` bytes
-    at a time (so a remote read streams instead of holding the object twice).
+    at a time (so a remote read streams instead of holding the object twice),
+    and each chunk is hashed on a helper thread while the next one is read.
     Raises :class:`CorruptEntryError` on a bad header, a short read or a
     checksum mismatch.
     """
-    h = xxhash.xxh3_128()
-    head = _read_exactly(stream, len(MAGIC) + _COUNT.size, chunk)
-    if bytes(head[:len(MAGIC)]) != MAGIC:
-        raise CorruptEntryError("entry does not start with the lazyflow magic bytes")
-    (count,) = _COUNT.unpack(head[len(MAGIC):])
-    if not 0 < count <= _MAX_FRAMES:
-        raise CorruptEntryError(f"entry header claims {count} frames")
-    lengths_raw = _read_exactly(stream, count * _LENGTH.size, chunk)
-    h.update(head)
-    h.update(lengths_raw)
-    frames = []
-    for (length,) in _LENGTH.iter_unpack(lengths_raw):
-        frame = _read_exactly(stream, length, chunk)
-        h.update(frame)
-        frames.append(frame)
-    if stream.read(1):
-        raise CorruptEntryError("entry has trailing bytes after its last frame")
-    if h.hexdigest() != checksum:
-        raise CorruptEntryError(f"entry checksum {h.hexdigest()} does not match the "
-                                f"recorded {checksum}")
-    return Encoded(serializer, tuple(frames))
+    with _Digest() as digest:
+        head = _read_exactly(stream, len(MAGIC) + _COUNT.size, chunk, digest)
+        if bytes(head[:len(MAGIC)]) != MAGIC:
+            raise CorruptEntryError("entry does not start with the lazyflow magic bytes")
+        (count,) = _COUNT.unpack(head[len(MAGIC):])
+        if not 0 < count <= _MAX_FRAMES:
+            raise CorruptEntryError(f"entry header claims {count} frames")
+        lengths = _read_exactly(stream, count * _LENGTH.size, chunk, digest)
+        frames = tuple(_read_exactly(stream, length, chunk, digest)
+                       for (length,) in _LENGTH.iter_unpack(lengths))
+        if stream.read(1):
+            raise CorruptEntryError("entry has trailing bytes after its last frame")
+        found = digest.hexdigest()
+    if found != checksum:
+        raise CorruptEntryError(f"entry checksum {found} does not match the recorded {checksum}")
+    return Encoded(serializer, frames)
+
+
+def write_encoded(encoded: Encoded, write: Callable[[memoryview], object], *,
+                  chunk: int = 16 * 2**20) -> str:
+    """Write the entry's bytes through ``write``, hashing alongside; return the checksum."""
+    with _Digest() as digest:
+        for piece in encoded.chunks():
+            for start in range(0, max(piece.nbytes, 1), chunk):
+                view = piece[start:start + chunk]
+                write(view)
+                digest.update(view)
+        return digest.hexdigest()
 
 
 def decode_bytes(data: bytes | memoryview, serializer: str, checksum: str) -> Encoded:
@@ -169,11 +180,12 @@ def decode_bytes(data: bytes | memoryview, serializer: str, checksum: str) -> En
     return read_encoded(io.BytesIO(data), serializer, checksum)
 
 
-def stamp(meta: Meta, encoded: Encoded | None) -> Meta:
+def stamp(meta: Meta, encoded: Encoded | None, *, checksum: bool = True) -> Meta:
     """The metadata a tier stores: the caller's, plus size, serializer, checksum, version.
 
     ``created`` is when the value was first computed (kept through promotion);
     ``stored`` is when this tier wrote it, which is what ``prune`` ages by.
+    ``checksum=False`` leaves the checksum to :func:`write_encoded`.
     """
     from lazyflow import __version__
 
@@ -183,8 +195,9 @@ def stamp(meta: Meta, encoded: Encoded | None) -> Meta:
     stamped["stored"] = now
     stamped["lazyflow"] = __version__
     if encoded is not None:
-        stamped.update(size=encoded.nbytes, serializer=encoded.serializer,
-                       checksum=encoded.checksum())
+        stamped.update(size=encoded.nbytes, serializer=encoded.serializer)
+        if checksum:
+            stamped["checksum"] = encoded.checksum()
     return stamped
 
 
@@ -193,7 +206,7 @@ def dump_meta(meta: Meta) -> bytes:
     return json.dumps(meta, separators=(",", ":"), default=repr).encode()
 
 
-def _read_exactly(stream: _Readable, length: int, chunk: int) -> memoryview:
+def _read_exactly(stream: _Readable, length: int, chunk: int, digest: _Digest) -> memoryview:
     view = memoryview(_allocate(length))
     readinto = getattr(stream, "readinto", None)
     filled = 0
@@ -208,8 +221,54 @@ def _read_exactly(stream: _Readable, length: int, chunk: int) -> memoryview:
         if not got:
             raise CorruptEntryError(f"entry is truncated: expected {length} more bytes, "
                                     f"got {filled}")
+        digest.update(view[filled:filled + got])
         filled += got
     return view
+
+
+class _Digest:
+    """xxh3-128 that hashes large pieces on a helper thread, overlapping the I/O feeding it.
+
+    Hashing costs a fifth of a warm-cache read here (xxh3 ~25 GB/s, reads ~4
+    GB/s); the read syscalls release the GIL, so the two overlap on a second
+    core. Small pieces are hashed inline until the first large one arrives;
+    from then on everything goes through the queue, in order.
+    """
+
+    def __init__(self) -> None:
+        self._h = xxhash.xxh3_128()
+        self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def update(self, data: memoryview) -> None:
+        if self._thread is None and data.nbytes < _OVERLAP_THRESHOLD:
+            self._h.update(data)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lazyflow-checksum",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> _Digest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._h.update(data)
 
 
 def _allocate(length: int) -> Any:
@@ -235,7 +294,8 @@ def _pickle(value: Any, callback: Callable[[pickle.PickleBuffer], Any]) -> bytes
 
 
 def _cloudpickle(value: Any, callback: Callable[[pickle.PickleBuffer], Any]) -> bytes:
-    return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+    stream: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+    return stream
 
 
 _PICKLERS: dict[str, Callable[[Any, Callable[[pickle.PickleBuffer], Any]], bytes]] = {
