@@ -106,3 +106,22 @@ def test_a_failing_tier_write_warns_and_the_others_still_get_the_value(cache, mo
     with pytest.warns(lf.CacheWarning, match="read-only file system"):
         cache.store(KEY, 1, {"digest": "d"})
     assert cache.tier("remote").get(KEY) == 1
+
+
+def test_an_unreachable_entry_is_skipped_with_a_warning_but_kept(cache, tmp_path):
+    cache.tier("remote").put(KEY, np.arange(10), {"digest": "d"})
+    (value_object,) = [p for p in (tmp_path / "remote").rglob("*") if p.is_file()
+                       and p.suffix != ".json"]
+    value_object.unlink()
+    value_object.mkdir()  # reading it now fails with an OSError, not a checksum mismatch
+    with pytest.warns(lf.CacheWarning, match="could not be read"), pytest.raises(KeyError):
+        cache.load(KEY)
+    assert cache.tier("remote").meta(KEY) is not None
+
+
+def test_a_remote_tier_pickles_as_its_settings(cache):
+    import pickle
+
+    cache.tier("remote").put(KEY, [1, 2], {"digest": "d"})
+    copy = pickle.loads(pickle.dumps(cache.tier("remote")))
+    assert copy.get(KEY) == [1, 2]

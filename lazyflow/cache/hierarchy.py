@@ -6,10 +6,13 @@ Tiers are ordered fastest first (memory, disk, remote). Reads walk down and
 stop at the first tier that holds the key; a hit below the top is *promoted*
 (copied into every faster tier) so the next read is fast. Writes go to every
 tier. ``lookup`` answers from metadata alone, so deciding a hit never loads
-or unpickles a value; ``load`` then fetches the value and, on tiers that
-serialise, re-hashes it against the stored digest (a corrupted or truncated
-entry is dropped with a warning and reported as a miss: never return wrong
-data).
+or unpickles a value; ``load`` then fetches the value, which tiers that
+serialise verify against the checksum in its metadata. An entry verified
+wrong (:class:`CorruptEntryError`: corrupted, truncated, undecodable) is
+dropped with a warning and reported as a miss: never return wrong data. A
+tier that cannot be reached at all (network, permissions) is skipped with a
+warning but its entries are kept: a transient outage must not empty a shared
+remote.
 
 Besides value entries the hierarchy keeps *records*: metadata-only entries
 (the trace index of ``keys.py``: request key -> content key and digest).
@@ -37,6 +40,7 @@ from typing import Any
 from lazyflow.cache import config
 from lazyflow.cache.base import NO_VALUE, Meta, Tier
 from lazyflow.cache.memory import MemoryTier
+from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.cache.sizes import parse_size
 from lazyflow.errors import CacheWarning
 
@@ -116,8 +120,11 @@ class Cache:
                 with self._lock:
                     self._tier_misses[tier.name] += 1
                 continue
-            except Exception as e:  # a tier that cannot decode its entry drops it
+            except CorruptEntryError as e:  # verified wrong: drop it, recompute
                 self._drop_corrupt(tier, key, e)
+                continue
+            except Exception as e:  # unreachable (network, permissions): skip, keep the entry
+                self._warn_unreadable(tier, e)
                 continue
             with self._lock:
                 self._hits[tier.name] += 1
@@ -238,10 +245,13 @@ class Cache:
         try:
             return tier.meta(key)
         except Exception as e:
-            warnings.warn(f"the {tier.name} cache tier could not be read "
-                          f"({type(e).__name__}: {e}); treating it as a miss", CacheWarning,
-                          stacklevel=4)
+            self._warn_unreadable(tier, e)
             return None
+
+    def _warn_unreadable(self, tier: Tier, error: BaseException) -> None:
+        warnings.warn(f"the {tier.name} cache tier could not be read "
+                      f"({type(error).__name__}: {error}); treating it as a miss",
+                      CacheWarning, stacklevel=5)
 
     def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta) -> None:
         if tier.name == "memory":

@@ -209,6 +209,11 @@ class RemoteTier:
     def __repr__(self) -> str:
         return f"RemoteTier({self.url!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as its settings (a worker process opens its own connection and thread)."""
+        self.flush()
+        return (_reopen, (self.url, self.options, self._executor is not None, self.chunk_size))
+
     # ----------------------------------------------------------------- internals
 
     def _upload(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
@@ -273,3 +278,7 @@ class RemoteTier:
         if not self.fs.exists(self.root):
             return {} if detail else []
         return self.fs.find(self.root, detail=detail)
+
+
+def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int) -> RemoteTier:
+    return RemoteTier(url, options, background=background, chunk_size=chunk_size)
