@@ -109,6 +109,20 @@ def test_a_truncated_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp
     assert calls["raw"] == 2
 
 
+def test_a_deleted_s3_value_object_is_dropped_and_recomputed(s3_url, s3_options, tmp_path,
+                                                             calls):
+    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow.get("raw", n=1000)
+    fs = s3fs.S3FileSystem(**s3_options)
+    for path in _objects(s3_url, s3_options):
+        if not path.endswith(".json"):
+            fs.rm_file(path)
+    with pytest.warns(lf.CacheWarning) as caught:
+        flow.get("raw", n=1000)
+    assert _warned(caught, "missing")
+    assert calls["raw"] == 2
+
+
 def test_corrupted_metadata_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
     flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("raw", n=1000)

@@ -26,6 +26,7 @@ per key (two rows that eviction could separate).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -89,6 +90,18 @@ class _EntryDisk(diskcache.Disk):  # type: ignore[misc]
             checksum = write_encoded(encoded, f.write)
         blob = dump_meta({**meta, "checksum": checksum}) + b"\n"
         return encoded.nbytes, diskcache.core.MODE_BINARY, filename, sqlite3.Binary(blob)
+
+    def filename(self, key: Any = diskcache.core.UNKNOWN, value: Any = diskcache.core.UNKNOWN
+                 ) -> tuple[str, str]:
+        # One level of 256 shards by key, kept forever: diskcache's default (two random
+        # levels, removed when empty) costs a mkdir and two rmdirs per replaced entry.
+        shard = key[:2] if isinstance(key, str) and len(key) >= 2 else "__"
+        filename = os.path.join(shard, os.urandom(16).hex() + ".val")
+        return filename, os.path.join(self._directory, filename)
+
+    def remove(self, file_path: str) -> None:
+        with contextlib.suppress(OSError):  # another process may have removed it first
+            os.remove(os.path.join(self._directory, file_path))
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode != diskcache.core.MODE_BINARY:

@@ -40,6 +40,7 @@ from typing import Any
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.serialize import (
+    CorruptEntryError,
     Encoded,
     decode,
     dump_meta,
@@ -130,7 +131,11 @@ class RemoteTier:
                 encoded = read_encoded(f, meta["serializer"], meta["checksum"],
                                        chunk=self.chunk_size)
         except FileNotFoundError:
-            raise KeyError(key) from None
+            current = self._read_meta(key)
+            if current is not None and current.get("object") == stored["object"]:
+                raise CorruptEntryError(f"value object {stored['object']} of the entry is "
+                                        "missing") from None
+            raise KeyError(key) from None  # replaced or deleted meanwhile
         return decode(encoded)
 
     def put(self, key: str, value: Any, meta: Meta) -> None:
