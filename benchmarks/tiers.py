@@ -216,7 +216,9 @@ _WARM = {
 def bench_warm_request(n: int, reps: int) -> list[dict]:
     """Each measurement is a new process; only the request itself is timed (not imports)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="lf-bench-"))
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    # as installed: bytecode cached (this machine's shells set PYTHONDONTWRITEBYTECODE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(HERE.parent)
     paths = {"cache": workdir / "cache", "npy": workdir / "value.npy"}
     try:
         subprocess.run([sys.executable, "-c", _REQUEST, str(paths["cache"]), str(n), "-"],

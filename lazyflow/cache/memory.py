@@ -60,7 +60,11 @@ class MemoryTier:
 
     def put(self, key: str, value: Any, meta: Meta) -> None:
         """Hold ``value``; evict least recently used entries to stay in budget."""
-        size = 64 if value is NO_VALUE else meta.get("size") or sizeof(value)
+        if value is NO_VALUE:
+            size = 64
+        else:  # sized once, and reported (explain, run records) like the other tiers do
+            size = meta.get("size") or sizeof(value)
+            meta = {**meta, "size": size}
         if size > self.max_bytes:
             self.delete(key)
             return
