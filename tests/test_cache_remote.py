@@ -178,3 +178,14 @@ def test_prune_removes_objects_orphaned_by_racing_writers(s3_url, s3_options):
     lf.Cache(memory=None, disk=None, remote=None, tiers=[tier]).prune(older_than="1d")
     assert len(_objects(s3_url, s3_options)) == 2
     np.testing.assert_array_equal(tier.get("ab" * 16), np.ones(10))
+
+
+def test_background_writes_of_one_key_land_in_order(s3_url, s3_options):
+    tier = RemoteTier(s3_url, s3_options, lanes=4)
+    for version in range(20):
+        tier.put("ab" * 16, lf.cache.NO_VALUE, {"digest": str(version)})
+        tier.put(f"{version:032x}", version, {"digest": str(version)})
+    tier.flush()
+    reader = RemoteTier(s3_url, s3_options, background=False)
+    assert reader.meta("ab" * 16)["digest"] == "19"
+    assert [reader.get(f"{v:032x}") for v in range(20)] == list(range(20))

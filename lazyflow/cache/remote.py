@@ -17,12 +17,15 @@ atomic; on a local filesystem every object is written under a temporary name
 and renamed. Reads stream a value in chunks into the buffers the decoded
 arrays then own, and verify its checksum before unpickling.
 
-State. Writes go through one background thread (one, so that successive
-records of one key land in order); ``pending`` maps keys being written to
-their metadata and frames, so this process sees its own writes at once.
-``flush`` waits for them and turns failures into a :class:`CacheWarning`:
-a remote that is down never fails a run. Rejected: a write-through remote,
-which would make every computed node wait for the network.
+State. Writes go through background *lanes*: single-thread executors, a key
+always on the same lane, so successive records of one key land in order
+while different keys upload in parallel (a run writes three small objects
+per node, and an object store answers each after tens of milliseconds).
+``pending`` maps keys being written to their metadata and frames, so this
+process sees its own writes at once. ``flush`` waits for them and turns
+failures into a :class:`CacheWarning`: a remote that is down never fails a
+run. Rejected: a write-through remote, which would make every computed node
+wait for the network.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class RemoteTier:
     name = "remote"
 
     def __init__(self, url: str, options: dict[str, Any] | None = None, *,
-                 background: bool = True, chunk_size: int = 64 * 2**20) -> None:
+                 background: bool = True, chunk_size: int = 64 * 2**20, lanes: int = 8) -> None:
         import fsspec
 
         self.url = url
@@ -96,8 +99,8 @@ class RemoteTier:
         self._futures: list[Future[None]] = []
         self._errors: list[str] = []
         self._lock = threading.Lock()
-        self._executor = (ThreadPoolExecutor(1, thread_name_prefix="lazyflow-remote")
-                          if background else None)
+        self._lanes = ([ThreadPoolExecutor(1, thread_name_prefix=f"lazyflow-remote-{i}")
+                        for i in range(lanes)] if background else [])
 
     # ----------------------------------------------------------------- Tier
 
@@ -142,12 +145,13 @@ class RemoteTier:
         """Encode now, upload in the background (or at once without a background thread)."""
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
-        if self._executor is None:
+        if not self._lanes:
             self._write(key, stamped, encoded)
             return
         with self._lock:
             self._pending[key] = (stamped, encoded)
-            self._futures.append(self._executor.submit(self._upload, key, stamped, encoded))
+            lane = self._lanes[hash(key) % len(self._lanes)]
+            self._futures.append(lane.submit(self._upload, key, stamped, encoded))
 
     def delete(self, key: str) -> None:
         """Remove the metadata object (first: no reader then sees a hit), then the value."""
@@ -217,7 +221,8 @@ class RemoteTier:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as its settings (a worker process opens its own connection and thread)."""
         self.flush()
-        return (_reopen, (self.url, self.options, self._executor is not None, self.chunk_size))
+        return (_reopen, (self.url, self.options, bool(self._lanes), self.chunk_size,
+                          max(1, len(self._lanes))))
 
     # ----------------------------------------------------------------- internals
 
@@ -285,5 +290,6 @@ class RemoteTier:
         return self.fs.find(self.root, detail=detail)
 
 
-def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int) -> RemoteTier:
-    return RemoteTier(url, options, background=background, chunk_size=chunk_size)
+def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,
+            lanes: int) -> RemoteTier:
+    return RemoteTier(url, options, background=background, chunk_size=chunk_size, lanes=lanes)
