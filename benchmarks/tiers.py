@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -46,30 +47,45 @@ MB = 10**6
 GB = 10**9
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[..., object], *args: object) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - start
 
 
-def interleaved(competitors: dict[str, tuple[Callable, Callable]], reps: int
+@dataclass
+class Competitor:
+    """How one contender stores, loads and (untimed) drops repetition ``i``'s copy.
+
+    Every repetition stores under a new name, as a content-addressed cache
+    does (it never overwrites), and the previous copy is deleted outside the
+    timings, so no contender pays for freeing the last one.
+    """
+
+    store: Callable[[int], object]
+    load: Callable[[int], object]
+    drop: Callable[[int], object] = lambda i: None
+
+
+def interleaved(competitors: dict[str, Competitor], reps: int
                 ) -> dict[tuple[str, str], list[float]]:
     """Store then load with each competitor in turn; the turn order rotates every repetition."""
     names = list(competitors)
     times: dict[tuple[str, str], list[float]] = {}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            store, load = competitors[name]
-            times.setdefault((name, "store"), []).append(timed(store))
-            times.setdefault((name, "load"), []).append(timed(load))
+            c = competitors[name]
+            times.setdefault((name, "store"), []).append(timed(c.store, rep))
+            times.setdefault((name, "load"), []).append(timed(c.load, rep))
+            c.drop(rep)
     return times
 
 
 # --------------------------------------------------------------------------- disk
 
 
-def disk_competitors(workdir: pathlib.Path, value: object) -> dict[str, tuple[Callable, Callable]]:
-    """name -> (store, load) closures over one value; each store replaces the last one.
+def disk_competitors(workdir: pathlib.Path, value: object) -> dict[str, Competitor]:
+    """The disk contenders for one value.
 
     joblib.Memory runs two ways. "result only": a function of a small token
     returns the value, so only storing and loading it is timed. "value as
@@ -81,9 +97,7 @@ def disk_competitors(workdir: pathlib.Path, value: object) -> dict[str, tuple[Ca
     import joblib
 
     tier = DiskTier(workdir / "lazyflow", size_limit=100 * GB)
-    npy, pkl = workdir / "value.npy", workdir / "value.pkl"
     memory = joblib.Memory(workdir / "joblib", verbose=0)
-    token = {"n": 0}
 
     def produce(n: int) -> object:
         return value
@@ -93,23 +107,29 @@ def disk_competitors(workdir: pathlib.Path, value: object) -> dict[str, tuple[Ca
 
     by_token, by_value = memory.cache(produce), memory.cache(identity)
 
-    def joblib_token_store() -> None:
-        token["n"] += 1
-        by_token(token["n"])
-
-    def joblib_value_store() -> None:
-        by_value.clear(warn=False)
-        by_value(value)
+    def path(suffix: str, i: int) -> pathlib.Path:
+        return workdir / f"value-{i}.{suffix}"
 
     competitors = {
-        "lazyflow disk tier": (lambda: tier.put("ab" * 16, value, {"digest": "bench"}),
-                               lambda: tier.get("ab" * 16)),
-        "pickle protocol 5 file": (lambda: _pickle_dump(pkl, value), lambda: _pickle_load(pkl)),
-        "joblib.Memory, result only": (joblib_token_store, lambda: by_token(token["n"])),
-        "joblib.Memory, value as argument": (joblib_value_store, lambda: by_value(value)),
+        "lazyflow disk tier": Competitor(
+            lambda i: tier.put(f"{i:032x}", value, {"digest": "bench"}),
+            lambda i: tier.get(f"{i:032x}"),
+            lambda i: tier.delete(f"{i:032x}")),
+        "pickle protocol 5 file": Competitor(
+            lambda i: _pickle_dump(path("pkl", i), value),
+            lambda i: _pickle_load(path("pkl", i)),
+            lambda i: path("pkl", i).unlink()),
+        "joblib.Memory, result only": Competitor(
+            by_token, by_token, lambda i: by_token.clear(warn=False)),
+        "joblib.Memory, value as argument": Competitor(
+            lambda i: by_value(value), lambda i: by_value(value),
+            lambda i: by_value.clear(warn=False)),
     }
     if isinstance(value, np.ndarray):
-        competitors["np.save / np.load"] = (lambda: np.save(npy, value), lambda: np.load(npy))
+        competitors["np.save / np.load"] = Competitor(
+            lambda i: np.save(path("npy", i), value),
+            lambda i: np.load(path("npy", i)),
+            lambda i: path("npy", i).unlink())
     return competitors
 
 
@@ -165,10 +185,14 @@ def bench_remote(value: np.ndarray, reps: int) -> list[dict]:
         tier = RemoteTier("s3://bench/lazyflow", options, background=False)
         raw = value.tobytes()  # raw s3fs moves bytes: give it bytes ready-made
         competitors = {
-            "lazyflow remote tier": (lambda: tier.put("ab" * 16, value, {"digest": "bench"}),
-                                     lambda: tier.get("ab" * 16)),
-            "raw s3fs pipe / cat": (lambda: fs.pipe_file("bench/raw/value", raw),
-                                    lambda: fs.cat_file("bench/raw/value")),
+            "lazyflow remote tier": Competitor(
+                lambda i: tier.put(f"{i:032x}", value, {"digest": "bench"}),
+                lambda i: tier.get(f"{i:032x}"),
+                lambda i: tier.delete(f"{i:032x}")),
+            "raw s3fs pipe / cat": Competitor(
+                lambda i: fs.pipe_file(f"bench/raw/{i}", raw),
+                lambda i: fs.cat_file(f"bench/raw/{i}"),
+                lambda i: fs.rm_file(f"bench/raw/{i}")),
         }
         times = interleaved(competitors, reps)
         return [{"value": f"{value.nbytes // MB} MB array", "who": name, "op": op,

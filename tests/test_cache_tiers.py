@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import uuid
 
 import numpy as np
@@ -89,6 +90,10 @@ class TestDiskTier(TierConformance):
     @pytest.fixture
     def tier(self, disk_tier):
         return disk_tier
+
+    def test_an_interrupted_write_leaves_no_file_either(self, tier, monkeypatch):
+        self.test_an_interrupted_write_leaves_no_entry(tier, monkeypatch)
+        assert list(pathlib.Path(tier.directory).rglob("*.val")) == []
 
 
 class TestLocalFolderRemote(TierConformance):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
 import re
 import threading
 import time
@@ -50,8 +51,6 @@ __all__ = ["Cache", "default_memory_budget"]
 def default_memory_budget() -> int:
     """A quarter of physical RAM (1 GiB when that cannot be read)."""
     try:
-        import os
-
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
     except (ValueError, OSError, AttributeError):
         return 2**30
@@ -77,7 +76,7 @@ class Cache:
     def __init__(
         self,
         memory: int | str | None = config.DEFAULT,
-        disk: str | None = config.DEFAULT,
+        disk: str | os.PathLike[str] | None = config.DEFAULT,
         remote: str | None = config.DEFAULT,
         remote_options: dict[str, Any] | None = config.DEFAULT,
         *,
