@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lazyflow as lf
-from lazyflow.cache import NO_VALUE
+from lazyflow.cache import NO_VALUE, MemoryTier
 from lazyflow.cache.remote import RemoteTier
 
 KEY = "ab" * 16
@@ -125,3 +125,21 @@ def test_a_remote_tier_pickles_as_its_settings(cache):
     cache.tier("remote").put(KEY, [1, 2], {"digest": "d"})
     copy = pickle.loads(pickle.dumps(cache.tier("remote")))
     assert copy.get(KEY) == [1, 2]
+
+
+class _ListedButEmpty(MemoryTier):
+    """A tier whose index lists an entry whose value cannot be found (a broken store)."""
+
+    name = "disk"
+
+    def get(self, key):
+        raise KeyError(key)
+
+
+def test_an_entry_listed_without_a_value_is_dropped_not_served_forever():
+    broken = _ListedButEmpty(10**6)
+    broken.put(KEY, 1, {"digest": "d"})
+    cache = lf.Cache(tiers=[broken])
+    with pytest.warns(lf.CacheWarning, match="value is missing"), pytest.raises(KeyError):
+        cache.load(KEY)
+    assert cache.lookup(KEY) is None

@@ -116,6 +116,9 @@ class Cache:
             try:
                 value = tier.get(key)
             except KeyError:
+                if self._meta(tier, key) is not None:  # still listed: broken, not just gone;
+                    # dropping it keeps callers that recompute on a miss from looping
+                    self._drop_corrupt(tier, key, KeyError("listed, but its value is missing"))
                 with self._lock:
                     self._tier_misses[tier.name] += 1
                 continue
