@@ -206,6 +206,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     executor, owned = resolve_executor(options.executor, options.max_workers)
     run = Run(flow.name, plan.targets, records,
               inputs={p: d for n in plan.order for p, d in prepared[n].params.items()},
+              code={n: prepared[n].fp.components for n in records}, cache=flow.cache,
               executor=executor.name, _loader=lambda key: _load(flow.cache, key))
     state = _State(flow, plan, prepared, run, hits, needed, options, executor)
     try:

@@ -11,14 +11,15 @@ through ``run[name]``, so a run never pins intermediates in memory.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lazyflow.cache.sizes import format_size
 
-__all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run"]
+__all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run", "new_run_id"]
 
 Status = Literal["pending", "running", "completed", "cached", "failed", "skipped", "cancelled"]
 
@@ -59,6 +60,10 @@ class NodeRecord:
 class Run:
     """One request's results: values of the targets and a record per node.
 
+    ``id`` names the run in the history (``lazyflow show ID``); ``code`` holds
+    each touched node's code-fingerprint components and ``cache`` the cache
+    that served the run, so observers (history) need nothing else.
+
     >>> run = flow.run(["model"], path="a.csv")      # doctest: +SKIP
     >>> run["model"], run.nodes["clean"].status       # doctest: +SKIP
     """
@@ -71,6 +76,9 @@ class Run:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     executor: str = "sync"
+    id: str = field(default_factory=lambda: new_run_id())
+    code: dict[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
+    cache: Any = field(default=None, repr=False)
     values: dict[str, Any] = field(default_factory=dict, repr=False)
     error: BaseException | None = field(default=None, repr=False)
     _loader: Callable[[str], Any] | None = field(default=None, repr=False)
@@ -195,6 +203,11 @@ class Explanation:
 
     def __repr__(self) -> str:
         return str(self)
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time: ``20261125-165012-3f9a1c``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
 
 
 def _seconds(s: float) -> str:
