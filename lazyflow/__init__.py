@@ -23,10 +23,12 @@ from lazyflow.errors import (
     MapError,
     MissingInputError,
     NodeTimeout,
+    NotCachedError,
     OutputError,
     SkippedError,
     SkippedWarning,
     UnknownNodeError,
+    UnknownRunError,
 )
 from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.files import Dir, File
@@ -34,6 +36,7 @@ from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.graph import Flow, Node, default_flow, node
 from lazyflow.handle import RunHandle
 from lazyflow.hashing import hash_value, register_hasher
+from lazyflow.history import history
 from lazyflow.lazy import Lazy
 from lazyflow.run import Explanation, NodeRecord, Run
 from lazyflow.skip import Skip
@@ -64,6 +67,7 @@ __all__ = [
     "NodeRecord",
     "NodeStarted",
     "NodeTimeout",
+    "NotCachedError",
     "OutputError",
     "Run",
     "RunHandle",
@@ -73,10 +77,12 @@ __all__ = [
     "SkippedError",
     "SkippedWarning",
     "UnknownNodeError",
+    "UnknownRunError",
     "__version__",
     "default_flow",
     "fingerprint",
     "hash_value",
+    "history",
     "node",
     "register_hasher",
 ]

@@ -22,10 +22,12 @@ __all__ = [
     "MapError",
     "MissingInputError",
     "NodeTimeout",
+    "NotCachedError",
     "OutputError",
     "SkippedError",
     "SkippedWarning",
     "UnknownNodeError",
+    "UnknownRunError",
 ]
 
 
@@ -136,6 +138,17 @@ class NodeTimeout(LazyflowError, TimeoutError):
 
 class CancelledError(LazyflowError):
     """The run was cancelled before the requested nodes finished."""
+
+
+class UnknownRunError(LazyflowError, KeyError):
+    """No recorded run (or more than one) matches the id asked for (a :class:`KeyError`)."""
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message
+        return str(self.args[0])
+
+
+class NotCachedError(LazyflowError, LookupError):
+    """A value that was asked about (lineage, verify) is not in the cache."""
 
 
 class LazyflowWarning(UserWarning):

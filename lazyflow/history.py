@@ -1,0 +1,659 @@
+"""Run history: every run and every node it touched, in SQLite beside the disk cache.
+
+Design note
+-----------
+Policy. A :class:`Recorder` subscribes to :data:`lazyflow.events.GLOBAL`, so
+every flow's runs are recorded without the engine knowing (it never prints or
+writes history itself). The run thread does almost nothing: each event appends
+a reference to a deque (a node record is final once its ``NodeFinished`` is
+emitted, so it needs no copy). One background writer thread drains the deque
+and commits a whole batch in one SQLite transaction every
+:data:`BATCH_SECONDS`, on :func:`flush` and at interpreter exit. So a run
+pays a few deque appends, never a disk write; a process killed loses at most
+the last quarter second of events (a run killed sooner than that after it
+started may be missing; a longer one is there, marked interrupted).
+
+State. One SQLite file per cache directory (``<disk dir>/history.sqlite``),
+in WAL mode so readers (``lazyflow runs``, another kernel) never block
+writers and two processes can record concurrently (``busy_timeout`` makes
+them queue). Table ``runs``: one row per run, written ``running`` when it
+starts and updated when it ends; table ``nodes``: one row per (run, node).
+A flow without a disk tier keeps its history in an in-memory database for
+the life of the process: nothing is written to disk that was not asked for,
+yet ``lf.history()`` still lists its runs. ``LAZYFLOW_HISTORY`` names another
+file, or ``off`` disables recording.
+
+A run whose process died (SIGKILL, power cut) stays ``running`` in the file;
+every transaction is atomic, so the record is consistent up to the last
+commit. Readers report such a run as ``interrupted`` (and rewrite it so) once
+its process is gone: same host, and no live process with that pid and start
+time (pids are reused).
+
+Rejected: writing synchronously from the run thread (a commit costs more than
+a whole warm request, 20 µs here) and one file per run (``lazyflow runs``
+would have to open thousands of files).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import platform
+import re
+import socket
+import sqlite3
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.run import NodeRecord, Run, _seconds, _table
+
+if TYPE_CHECKING:
+    from lazyflow.graph import Flow
+
+__all__ = ["BATCH_SECONDS", "FILENAME", "NodeEntry", "RunEntry", "Runs", "default_cache_dir",
+           "find", "flush", "history", "location", "open_store"]
+
+FILENAME = "history.sqlite"
+"""The history file's name inside a cache directory."""
+BATCH_SECONDS = 0.25
+"""Longest time an event waits in memory before the writer commits it."""
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, flow TEXT NOT NULL, targets TEXT NOT NULL, inputs TEXT NOT NULL,
+    status TEXT NOT NULL, started REAL NOT NULL, ended REAL, executor TEXT,
+    host TEXT, pid INTEGER, pid_start TEXT, environment TEXT,
+    error_type TEXT, error_message TEXT);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started);
+CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
+CREATE TABLE IF NOT EXISTS nodes (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
+    tier TEXT, key TEXT, digest TEXT, duration REAL, size INTEGER, saved REAL,
+    started REAL, ended REAL, reason TEXT, error_type TEXT, error_message TEXT,
+    PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+"""
+_RUN_COLUMNS = ("id", "flow", "targets", "inputs", "status", "started", "ended", "executor",
+                "host", "pid", "pid_start", "environment", "error_type", "error_message")
+_NODE_COLUMNS = ("run_id", "seq", "name", "status", "tier", "key", "digest", "duration", "size",
+                 "saved", "started", "ended", "reason", "error_type", "error_message")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    """One node of a recorded run (the stored form of a :class:`~lazyflow.NodeRecord`).
+
+    ``status`` is the record's final status, or ``"interrupted"`` when the run's
+    process died before the node finished.
+    """
+
+    name: str
+    status: str
+    tier: str | None = None
+    key: str | None = None
+    digest: str | None = None
+    duration: float = 0.0
+    size: int | None = None
+    saved: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    reason: str = ""
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One recorded run: what was asked, how it ended, where, and every node it touched.
+
+    ``inputs`` maps each flow input to its value digest; ``environment`` holds
+    the Python version, platform, lazyflow version and the versions of the
+    packages the nodes' code uses.
+    """
+
+    id: str
+    flow: str
+    targets: tuple[str, ...]
+    inputs: dict[str, str]
+    status: str
+    started: float
+    ended: float | None
+    executor: str | None
+    host: str | None
+    pid: int | None
+    environment: dict[str, Any]
+    error_type: str | None = None
+    error_message: str | None = None
+    nodes: tuple[NodeEntry, ...] = ()
+    path: str = field(default="", compare=False)
+
+    @property
+    def duration(self) -> float | None:
+        """Wall-clock seconds, or ``None`` when the run never ended."""
+        return None if self.ended is None else self.ended - self.started
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes ended in each status."""
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            out[node.status] = out.get(node.status, 0) + 1
+        return out
+
+    def node(self, name: str) -> NodeEntry:
+        """The entry of node ``name``; ``KeyError`` listing the recorded ones otherwise."""
+        for entry in self.nodes:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"run {self.id} recorded no node {name!r}; it has "
+                       f"{', '.join(n.name for n in self.nodes) or 'none'}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (what ``lazyflow show --json`` prints)."""
+        out = asdict(self)
+        out["targets"] = list(self.targets)
+        out["duration"] = self.duration
+        return out
+
+    def summary(self) -> str:
+        """A readable report: the run's facts, then one row per node."""
+        when = _timestamp(self.started)
+        took = "-" if self.duration is None else _seconds(self.duration)
+        lines = [f"run {self.id}  flow {self.flow!r}  targets {', '.join(self.targets)}",
+                 f"status {self.status}  started {when}  took {took}  "
+                 f"executor {self.executor or '-'}  host {self.host}  pid {self.pid}"]
+        if self.error_type:
+            lines.append(f"error {self.error_type}: {self.error_message}")
+        if self.inputs:
+            lines.append("inputs " + ", ".join(f"{k}={v[:12]}" for k, v in self.inputs.items()))
+        env = self.environment
+        if env:
+            packages = ", ".join(f"{k}=={v}" for k, v in env.get("packages", {}).items())
+            lines.append(f"python {env.get('python')}  {env.get('platform')}  "
+                         f"lazyflow {env.get('lazyflow')}" + (f"  {packages}" if packages else ""))
+        rows = [("node", "status", "tier", "time", "key", "why")]
+        for n in self.nodes:
+            rows.append((n.name, n.status, n.tier or "-",
+                         _seconds(n.duration) if n.status in ("completed", "failed") else "-",
+                         (n.key or "")[:12],
+                         n.reason if not n.error_type else f"{n.error_type}: {n.error_message}"))
+        return "\n".join(lines) + "\n" + _table(rows)
+
+
+class Runs(list[RunEntry]):
+    """The list :func:`history` returns: newest first, with a table view."""
+
+    def to_frame(self) -> Any:
+        """One row per run as a pandas ``DataFrame`` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("Runs.to_frame() needs pandas: pip install pandas") from e
+        rows = [{"id": r.id, "flow": r.flow, "targets": ",".join(r.targets),
+                 "status": r.status, "started": pd.Timestamp(r.started, unit="s"),
+                 "duration": r.duration, "executor": r.executor,
+                 **{f"n_{s}": c for s, c in r.counts().items()}} for r in self]
+        frame = pd.DataFrame(rows)
+        count_columns = [c for c in frame.columns if c.startswith("n_")]
+        frame[count_columns] = frame[count_columns].fillna(0).astype(int)
+        return frame
+
+    def __str__(self) -> str:
+        rows = [("id", "flow", "targets", "status", "started", "took", "nodes")]
+        for r in self:
+            rows.append((r.id, r.flow, ",".join(r.targets), r.status, _timestamp(r.started),
+                         "-" if r.duration is None else _seconds(r.duration),
+                         ", ".join(f"{c} {s}" for s, c in r.counts().items())))
+        return _table(rows)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """One history database: schema, batched writes, queries.
+
+    Safe to share between threads of a process (one connection behind a lock);
+    several processes share a file through SQLite's own locking.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != MEMORY:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False,
+                                     isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            if path != MEMORY:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    def write(self, runs: Iterable[tuple[Any, ...]], nodes: Iterable[tuple[Any, ...]],
+              ended: Iterable[tuple[Any, ...]]) -> None:
+        """Commit started runs, node rows and run endings in one transaction."""
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO runs ({', '.join(_RUN_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", runs)
+            self._conn.executemany(
+                f"INSERT OR REPLACE INTO nodes ({', '.join(_NODE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_NODE_COLUMNS))})", nodes)
+            self._conn.executemany(
+                "UPDATE runs SET status = ?, ended = ?, error_type = ?, error_message = ? "
+                "WHERE id = ?", ended)
+
+    def runs(self, *, flow: str | None = None, limit: int | None = 20,
+             run_id: str | None = None) -> list[RunEntry]:
+        """Recorded runs, newest first; ``run_id`` may be a unique prefix."""
+        self._settle_dead()
+        where, args = [], []
+        if flow is not None:
+            where.append("flow = ?")
+            args.append(flow)
+        if run_id is not None:
+            where.append("id LIKE ? ESCAPE '\\'")
+            args.append(run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                        + "%")
+        sql = (f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY started DESC, id DESC"
+               + (" LIMIT ?" if limit is not None else ""))
+        if limit is not None:
+            args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+            ids = [row[0] for row in rows]
+            nodes: dict[str, list[NodeEntry]] = {i: [] for i in ids}
+            for chunk in _chunks(ids, 500):
+                for row in self._conn.execute(
+                        f"SELECT {', '.join(_NODE_COLUMNS)} FROM nodes WHERE run_id IN "
+                        f"({', '.join('?' * len(chunk))}) ORDER BY seq", chunk):
+                    nodes[row[0]].append(NodeEntry(*row[2:3], *row[3:]))
+        return [_run_entry(row, tuple(nodes[row[0]]), self.path) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        with self._lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _settle_dead(self) -> None:
+        """Rewrite runs left ``running`` by a process that is gone as ``interrupted``."""
+        host = socket.gethostname()
+        with self._lock:
+            running = self._conn.execute(
+                "SELECT id, pid, pid_start FROM runs WHERE status = 'running' AND host = ?",
+                (host,)).fetchall()
+        dead = [run_id for run_id, pid, start in running if not _alive(pid, start)]
+        if not dead:
+            return
+        with self._lock, self._transaction():
+            for run_id in dead:
+                self._conn.execute(
+                    "UPDATE runs SET status = 'interrupted', error_type = 'Interrupted', "
+                    "error_message = 'the process recording this run ended without finishing "
+                    "it (killed or crashed)' WHERE id = ? AND status = 'running'", (run_id,))
+                self._conn.execute(
+                    "UPDATE nodes SET status = 'interrupted', reason = 'the run was interrupted' "
+                    "WHERE run_id = ? AND status IN ('pending', 'running')", (run_id,))
+
+
+def _run_entry(row: tuple[Any, ...], nodes: tuple[NodeEntry, ...], path: str) -> RunEntry:
+    (run_id, flow, targets, inputs, status, started, ended, executor, host, pid, _start,
+     environment, error_type, error_message) = row
+    return RunEntry(run_id, flow, tuple(json.loads(targets)), json.loads(inputs), status,
+                    started, ended, executor, host, pid, json.loads(environment or "{}"),
+                    error_type, error_message, nodes, path)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# --------------------------------------------------------------------------- the recorder
+
+
+class Recorder:
+    """Turns the events of every flow into history rows, written in the background."""
+
+    def __init__(self) -> None:
+        self._stores: dict[str, Store] = {}
+        self._stores_lock = threading.Lock()
+        self._reset()
+        self._unsubscribe = GLOBAL.subscribe(self._on_event)
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        """Start empty (also in a forked child: SQLite connections must not cross a fork)."""
+        self._pending: deque[tuple[str, Any]] = deque()
+        self._stores = {}
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- run thread side
+
+    def _on_event(self, event: Event) -> None:
+        kind = type(event)
+        if kind is NodeFinished:
+            self._pending.append(("node", (event.run, event.record)))
+        elif kind is RunStarted:
+            self._pending.append(("start", event.run))
+            if self._thread is None:
+                self._start()
+        elif kind is RunFinished:
+            self._pending.append(("end", event.run))
+        elif kind is NodeStarted:
+            self._pending.append(("node", (event.run, event.run.nodes[event.name])))
+
+    def _start(self) -> None:
+        with self._drain_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="lazyflow-history",
+                                                daemon=True)
+                self._thread.start()
+
+    # ----------------------------------------------------------------- writer side
+
+    def flush(self) -> None:
+        """Block until every event emitted so far is committed."""
+        if self._thread is None or not self._thread.is_alive():
+            self._drain()
+            return
+        done = threading.Event()
+        self._pending.append(("flush", done))
+        self._wake.set()
+        done.wait()
+
+    def store(self, path: str) -> Store:
+        """The store for ``path``, opened once per process."""
+        with self._stores_lock:
+            store = self._stores.get(path)
+            if store is None:
+                store = self._stores[path] = Store(path)
+            return store
+
+    def known_paths(self) -> list[str]:
+        """Every history this process has written to or read."""
+        with self._stores_lock:
+            return list(self._stores)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(timeout=BATCH_SECONDS)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            batch: list[tuple[str, Any]] = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if not batch:
+                return
+            try:
+                self._write([item for item in batch if item[0] != "flush"])
+            except Exception as e:  # history must never break a run or the interpreter
+                _warn(f"could not write run history ({type(e).__name__}: {e})")
+            finally:
+                for kind, item in batch:
+                    if kind == "flush":
+                        item.set()
+
+    def _write(self, batch: list[tuple[str, Any]]) -> None:
+        per_store: dict[str, tuple[list[Any], dict[tuple[str, str], Any], list[Any]]] = {}
+        # per run: its store's rows and the node order, looked up once per batch
+        seen: dict[str, tuple[Any, dict[str, int]] | None] = {}
+        for kind, item in batch:
+            run = item[0] if kind == "node" else item
+            if run.id not in seen:
+                path = location(run.cache)
+                seen[run.id] = None if path is None else (
+                    per_store.setdefault(path, ([], {}, [])),
+                    {name: i for i, name in enumerate(run.nodes)})
+            found = seen[run.id]
+            if found is None:
+                continue
+            (runs, nodes, ended), seqs = found
+            if kind == "node":
+                record: NodeRecord = item[1]
+                nodes[(run.id, record.name)] = _node_row(run.id, seqs[record.name], record)
+            elif kind == "start":
+                runs.append(_run_row(run))
+                for name, seq in seqs.items():
+                    nodes[(run.id, name)] = (run.id, seq, name, "pending", None, None, None,
+                                              0.0, None, 0.0, None, None, "", None, None)
+            else:
+                ended.append(_end_row(run))
+        for path, (runs, nodes, ended) in per_store.items():
+            self.store(path).write(runs, nodes.values(), ended)
+
+
+_RECORDER: Recorder | None = None
+
+
+def _recorder() -> Recorder:
+    global _RECORDER
+    if _RECORDER is None:
+        _RECORDER = Recorder()
+        atexit.register(_RECORDER.flush)
+    return _RECORDER
+
+
+def flush() -> None:
+    """Wait until every run event emitted so far in this process is in the history."""
+    _recorder().flush()
+
+
+def open_store(path: str) -> Store:
+    """The :class:`Store` of a history file or of a cache directory holding one."""
+    if path != MEMORY and os.path.isdir(path):
+        path = os.path.join(path, FILENAME)
+    return _recorder().store(path)
+
+
+# --------------------------------------------------------------------------- where and what
+
+
+def location(cache: Any) -> str | None:
+    """Where the history of runs served by ``cache`` lives.
+
+    ``<disk dir>/history.sqlite`` beside the disk tier; for a cache with no disk
+    tier, an in-memory database (this process only). ``LAZYFLOW_HISTORY``
+    overrides both with a file path, or ``off`` to record nothing.
+    """
+    forced = os.environ.get("LAZYFLOW_HISTORY")
+    if forced:
+        return None if forced.lower() in ("off", "0", "false", "no") else forced
+    for tier in getattr(cache, "tiers", ()):
+        if tier.name == "disk":
+            directory = next((getattr(tier, a) for a in ("directory", "path", "root")
+                              if isinstance(getattr(tier, a, None), (str, os.PathLike))), None)
+            if directory is not None:
+                return os.path.join(os.fspath(directory), FILENAME)
+    return MEMORY
+
+
+def history(flow: Flow | str | None = None, limit: int | None = 20, *,
+            path: str | None = None) -> Runs:
+    """The most recent runs, newest first, each with its nodes.
+
+    >>> lf.history(flow, limit=5)                 # doctest: +SKIP
+    >>> lf.history().to_frame()                   # doctest: +SKIP
+
+    ``flow`` is a :class:`~lazyflow.Flow` (read beside its cache, its runs
+    only), a flow name, or ``None`` for every flow. Without a flow object the
+    histories this process has used are read, plus the one in the default
+    cache directory (``LAZYFLOW_CACHE_DIR`` or ``./.lazyflow``); ``path`` names
+    a history file or cache directory instead.
+    """
+    recorder = _recorder()
+    recorder.flush()
+    name = flow if isinstance(flow, str) or flow is None else flow.name
+    if path is not None:
+        stores = [open_store(path)]
+    elif flow is not None and not isinstance(flow, str):
+        where = location(flow.cache)
+        stores = [recorder.store(where)] if where else []
+    else:
+        stores = [recorder.store(p) for p in _default_paths()]
+    found = [r for s in stores for r in s.runs(flow=name, limit=limit)]
+    found.sort(key=lambda r: (r.started, r.id), reverse=True)
+    return Runs(found[:limit] if limit is not None else found)
+
+
+def find(run_id: str, *, path: str | None = None) -> RunEntry:
+    """The run whose id is ``run_id`` or starts with it, from the histories :func:`history` reads.
+
+    Raises :class:`~lazyflow.errors.UnknownRunError` (a ``KeyError``) when no run or
+    more than one run matches.
+    """
+    from lazyflow.errors import UnknownRunError
+
+    _recorder().flush()
+    paths = [path] if path is not None else _default_paths()
+    found = {r.id: r for p in paths for r in open_store(p).runs(run_id=run_id, limit=None)}
+    if len(found) == 1:
+        return next(iter(found.values()))
+    where = ", ".join(paths) or "no history file"
+    if not found:
+        raise UnknownRunError(f"no recorded run has id {run_id!r} (searched {where}); "
+                              "list runs with `lazyflow runs` or lf.history()")
+    raise UnknownRunError(f"run id {run_id!r} is ambiguous: it starts "
+                          f"{', '.join(sorted(found))}; give more characters")
+
+
+def _default_paths() -> list[str]:
+    paths = _recorder().known_paths()
+    default = os.path.join(default_cache_dir(), FILENAME)
+    if os.path.exists(default) and default not in paths:
+        paths.append(default)
+    forced = location(None)
+    if forced and forced != MEMORY and forced not in paths:
+        paths.append(forced)
+    return paths
+
+
+def default_cache_dir() -> str:
+    """``LAZYFLOW_CACHE_DIR``, else ``./.lazyflow`` (where the default disk tier lives)."""
+    return os.environ.get("LAZYFLOW_CACHE_DIR") or os.path.join(os.getcwd(), ".lazyflow")
+
+
+_ENVIRONMENT: dict[str, Any] = {}
+_PACKAGE = re.compile(r"^([A-Za-z_][\w.]*)==([^\s=]+)$")
+
+
+def environment(code: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """Python, platform, lazyflow, and ``package: version`` for packages the code uses."""
+    if not _ENVIRONMENT:
+        from lazyflow import __version__
+
+        _ENVIRONMENT.update(python=platform.python_version(), platform=platform.platform(),
+                            implementation=sys.implementation.name, lazyflow=__version__)
+    packages: dict[str, str] = {}
+    for components in code.values():
+        packages.update(_packages(components))
+    return {**_ENVIRONMENT, "packages": dict(sorted(packages.items()))}
+
+
+_PACKAGES_SEEN: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
+
+
+def _packages(components: Mapping[str, str]) -> dict[str, str]:
+    """Packages named in one fingerprint's components (memoised: fingerprints are reused)."""
+    seen = _PACKAGES_SEEN.get(id(components))
+    if seen is not None and seen[0] is components:
+        return seen[1]
+    found: dict[str, str] = {}
+    for token in components.values():
+        match = _PACKAGE.match(token) if "==" in token else None
+        if match and not match.group(2).startswith("py"):
+            found[match.group(1).partition(".")[0]] = match.group(2)
+    if len(_PACKAGES_SEEN) > 4096:
+        _PACKAGES_SEEN.clear()
+    _PACKAGES_SEEN[id(components)] = (components, found)
+    return found
+
+
+def _run_row(run: Run) -> tuple[Any, ...]:
+    return (run.id, run.flow, json.dumps(list(run.targets)), json.dumps(run.inputs), "running",
+            run.started, None, run.executor, socket.gethostname(), os.getpid(),
+            _process_start(os.getpid()), json.dumps(environment(run.code)), None, None)
+
+
+def _end_row(run: Run) -> tuple[Any, ...]:
+    error = run.error
+    return (run.status, run.ended, None if error is None else type(error).__name__,
+            None if error is None else str(error), run.id)
+
+
+def _node_row(run_id: str, seq: int, r: NodeRecord) -> tuple[Any, ...]:
+    error = r.error
+    return (run_id, seq, r.name, r.status, r.tier, r.key, r.digest, r.duration, r.size, r.saved,
+            r.started, r.ended, r.reason, None if error is None else type(error).__name__,
+            None if error is None else str(error))
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    if fields and fields[0] in ("Z", "X"):  # a zombie has finished running
+        return "dead"
+    return fields[19] if len(fields) > 19 else None
+
+
+def _alive(pid: int | None, start: str | None) -> bool:
+    if pid is None:
+        return True  # cannot tell: leave it running
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now = _process_start(pid)
+    return now != "dead" and (start is None or now is None or now == start)
+
+
+def _timestamp(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    from lazyflow.errors import LazyflowWarning
+
+    warnings.warn(message, LazyflowWarning, stacklevel=2)
+
+
+if location(None) is not None:  # LAZYFLOW_HISTORY=off records nothing and costs nothing
+    _recorder()

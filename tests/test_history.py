@@ -1,0 +1,283 @@
+"""Run history: what is recorded, where it lives, killed runs, concurrent writers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lazyflow as lf
+from lazyflow.cache.base import Meta
+from lazyflow.history import FILENAME, find, location
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FolderTier:
+    """A minimal tier named "disk" with a directory, standing in where only the layout matters."""
+
+    name = "disk"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = str(directory)
+        self._entries: dict[str, tuple[Any, Meta]] = {}
+
+    def contains(self, key: str) -> bool:
+        return key in self._entries
+
+    def meta(self, key: str) -> Meta | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def get(self, key: str) -> Any:
+        return self._entries[key][0]
+
+    def put(self, key: str, value: Any, meta: Meta) -> None:
+        self._entries[key] = (value, meta)
+
+    def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def keys(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _chain(flow: lf.Flow) -> None:
+    @flow.node
+    def raw(n: int):
+        return list(range(n))
+
+    @flow.node
+    def total(raw):
+        return sum(raw)
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "script.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _env(history_file: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LAZYFLOW_HISTORY": str(history_file)}
+
+
+def test_each_run_is_recorded_with_a_row_per_node(flow):
+    _chain(flow)
+    first = flow.run("total", n=4)
+    second = flow.run("total", n=4)
+    runs = lf.history(flow, limit=2)
+    assert [r.id for r in runs] == [second.id, first.id]
+    assert runs[1].status == "completed"
+    assert [(n.name, n.status) for n in runs[1].nodes] == [("raw", "completed"),
+                                                           ("total", "completed")]
+    assert [(n.name, n.status, n.tier) for n in runs[0].nodes] == [("total", "cached", "memory")]
+    assert runs[1].node("total").key == first.nodes["total"].key
+    assert runs[1].targets == ("total",)
+    assert set(runs[1].inputs) == {"n"}
+
+
+def test_a_failed_node_records_its_error_type_and_message(flow):
+    @flow.node
+    def broken():
+        raise ValueError("bad data in row 3")
+
+    with pytest.raises(ValueError):
+        flow.run("broken")
+    run = lf.history(flow, limit=1)[0]
+    assert run.status == "failed"
+    assert run.error_type == "ValueError"
+    node = run.node("broken")
+    assert (node.status, node.error_type, node.error_message) == ("failed", "ValueError",
+                                                                  "bad data in row 3")
+
+
+def test_the_environment_names_python_lazyflow_and_the_packages_the_code_uses(flow):
+    import numpy as np
+
+    @flow.node
+    def arr(n: int):
+        return np.arange(n)
+
+    flow.run("arr", n=3)
+    env = lf.history(flow, limit=1)[0].environment
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert env["lazyflow"] == lf.__version__
+    assert env["packages"] == {"numpy": np.__version__}
+
+
+def test_history_lives_beside_the_disk_tier(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
+    flow = lf.Flow("beside", cache=lf.Cache(tiers=[FolderTier(tmp_path)]))
+    _chain(flow)
+    run = flow.run("total", n=3)
+    assert location(flow.cache) == str(tmp_path / FILENAME)
+    assert lf.history(flow)[0].id == run.id
+    stored = sqlite3.connect(tmp_path / FILENAME).execute("SELECT id FROM runs").fetchall()
+    assert stored == [(run.id,)]
+
+
+def test_a_flow_without_a_disk_tier_keeps_its_history_in_memory(flow, monkeypatch):
+    monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
+    assert location(flow.cache) == ":memory:"
+
+
+def test_lazyflow_history_names_a_file_or_turns_recording_off(flow, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    assert location(flow.cache) == str(tmp_path / "h.sqlite")
+    monkeypatch.setenv("LAZYFLOW_HISTORY", "off")
+    assert location(flow.cache) is None
+
+
+def test_history_filters_by_flow_name_and_limits(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    a, b = lf.Flow("a", cache=lf.Cache(disk=None)), lf.Flow("b", cache=lf.Cache(disk=None))
+    _chain(a)
+    _chain(b)
+    for n in range(3):
+        a.run("total", n=n)
+        b.run("total", n=n)
+    assert [r.flow for r in lf.history("a", limit=None, path=str(tmp_path / "h.sqlite"))] \
+        == ["a"] * 3
+    assert len(lf.history(None, limit=4, path=str(tmp_path / "h.sqlite"))) == 4
+
+
+def test_a_run_can_be_found_by_a_prefix_of_its_id(flow):
+    _chain(flow)
+    run = flow.run("total", n=2)
+    assert find(run.id[:-3], path=location(flow.cache)).id == run.id
+
+
+def test_an_unknown_run_id_says_where_it_looked(flow):
+    with pytest.raises(lf.UnknownRunError, match="no recorded run has id 'nope'"):
+        find("nope", path=location(flow.cache))
+
+
+def test_to_frame_gives_one_row_per_run_with_status_counts(flow):
+    _chain(flow)
+    flow.run("total", n=5)
+    flow.run("total", n=5)
+    frame = lf.history(flow, limit=2).to_frame()
+    assert list(frame["status"]) == ["completed", "completed"]
+    assert list(frame["n_cached"]) == [1, 0]
+    assert list(frame["n_completed"]) == [0, 2]
+
+
+def test_a_run_killed_with_sigkill_is_recorded_as_interrupted(tmp_path):
+    history_file = tmp_path / "h.sqlite"
+    script = _script(tmp_path, """
+        import sys
+        import lazyflow as lf
+        from lazyflow.history import flush
+
+        flow = lf.Flow("killed", cache=lf.Cache(disk=None))
+
+        @flow.node
+        def first():
+            return 1
+
+        @flow.node
+        def second(first):
+            flush()                 # what the run recorded so far is committed
+            print("ready", flush=True)
+            sys.stdin.readline()    # never answered: the parent kills us here
+            return 2
+
+        flow.get("second")
+    """)
+    proc = subprocess.Popen([sys.executable, str(script)], env=_env(history_file),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    conn = sqlite3.connect(history_file)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    run = lf.history("killed", path=str(history_file))[0]
+    assert run.status == "interrupted"
+    assert run.ended is None
+    assert [(n.name, n.status) for n in run.nodes] == [("first", "completed"),
+                                                       ("second", "interrupted")]
+    # the rewrite is stored, not just reported
+    assert conn.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+
+
+def test_a_run_of_a_live_process_is_not_called_interrupted(tmp_path):
+    history_file = tmp_path / "h.sqlite"
+    script = _script(tmp_path, """
+        import sys
+        import lazyflow as lf
+        from lazyflow.history import flush
+
+        flow = lf.Flow("alive", cache=lf.Cache(disk=None))
+
+        @flow.node
+        def slow():
+            flush()
+            print("ready", flush=True)
+            sys.stdin.readline()
+            return 1
+
+        flow.get("slow")
+    """)
+    proc = subprocess.Popen([sys.executable, str(script)], env=_env(history_file),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert lf.history("alive", path=str(history_file))[0].status == "running"
+        proc.stdin.write("go\n")
+        proc.stdin.close()
+    finally:
+        proc.wait()
+    assert proc.returncode == 0
+    assert lf.history("alive", path=str(history_file))[0].status == "completed"
+
+
+def test_two_processes_recording_at_once_lose_no_run(tmp_path):
+    history_file = tmp_path / "h.sqlite"
+    script = _script(tmp_path, """
+        import sys
+        import lazyflow as lf
+        from lazyflow.history import flush
+
+        flow = lf.Flow(sys.argv[1], cache=lf.Cache(disk=None))
+
+        @flow.node
+        def square(x: int):
+            return x * x
+
+        print("ready", flush=True)
+        sys.stdin.readline()        # both start writing together
+        for x in range(40):
+            flow.get("square", x=x)
+            flush()                 # one commit per run: as much contention as possible
+    """)
+    procs = [subprocess.Popen([sys.executable, str(script), name], env=_env(history_file),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for name in ("left", "right")]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        proc.stdin.close()
+        assert proc.wait() == 0
+    runs = lf.history(None, limit=None, path=str(history_file))
+    assert sorted((r.flow, r.status) for r in runs) == \
+        [("left", "completed")] * 40 + [("right", "completed")] * 40
+    assert all(len(r.nodes) == 1 for r in runs)
+    assert sqlite3.connect(history_file).execute("PRAGMA journal_mode").fetchone() == ("wal",)
