@@ -43,6 +43,7 @@ import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,10 @@ __all__ = ["RunOptions", "execute", "explain"]
 
 _VERSION = "0.1.0"
 
+REUSE_NONDETERMINISTIC: ContextVar[bool] = ContextVar("lazyflow_reuse_nondeterministic",
+                                                      default=False)
+"""When true, ``deterministic=False`` nodes may be served from the cache (see provenance.py)."""
+
 
 @dataclass(slots=True)
 class _Prepared:
@@ -80,7 +85,8 @@ class _Prepared:
     fp: Fingerprint
     params: dict[str, str]
     trace: str | None
-    cacheable: bool
+    cacheable: bool  # its result is stored
+    reusable: bool  # a stored result may be served (false for deterministic=False nodes)
 
 
 @dataclass(slots=True)
@@ -110,12 +116,14 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
                 input_digests[id(value)] = digest
             params[param] = digest
         cacheable = node.cache and not fp.volatile
+        reusable = cacheable and (node.options.get("deterministic", True)
+                                  or REUSE_NONDETERMINISTIC.get())
         trace: str | None = None
-        if cacheable:
+        if reusable:
             upstream = {p: prepared[up].trace for p, up in plan.upstream[name].items()}
             if None not in upstream.values():
                 trace = keys.trace_key(fp.digest, params, upstream)  # type: ignore[arg-type]
-        prepared[name] = _Prepared(fp, params, trace, cacheable)
+        prepared[name] = _Prepared(fp, params, trace, cacheable, reusable)
     return prepared
 
 
@@ -336,11 +344,11 @@ class _State:
         key = keys.content_key(prep.fp.digest, prep.params, inputs)
         record.key = key
         lookup: str | None = key
-        if self.lazy[name] and prep.cacheable:
+        if self.lazy[name] and prep.reusable:
             waiting, lookup = self._replay(name)
             if waiting:
                 return None
-        if prep.cacheable and lookup is not None:
+        if prep.reusable and lookup is not None:
             found = self.cache.lookup(lookup)
             if found is not None:
                 key = record.key = lookup
@@ -720,6 +728,8 @@ class _State:
             return "cache=False"
         if prep.fp.volatile:
             return "code reads a value that cannot be hashed"
+        if not prep.reusable:
+            return "deterministic=False"
         previous = self.cache.find_record(keys.latest_key(self.flow.name, name))
         return "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
 
@@ -761,7 +771,7 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
             key = keys.content_key(prep.fp.digest, prep.params, inputs)  # type: ignore[arg-type]
             if lazy.lazy_params(plan.nodes[name]):  # replay its traces with what is known
                 key = _explain_lazy(flow, plan, prepared, name, key, digests)
-            found = flow.cache.lookup(key) if prep.cacheable and key else None
+            found = flow.cache.lookup(key) if prep.reusable and key else None
             if found is not None:
                 digests[name] = found[0]["digest"]
                 rows[name] = ExplanationRow(name, "hit", found[1], "cached (same inputs by value)",
@@ -772,6 +782,8 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
             why = "cache=False"
         elif prep.fp.volatile:
             why = "code reads a value that cannot be hashed"
+        elif not prep.reusable:
+            why = "deterministic=False"
         else:
             previous = flow.cache.find_record(keys.latest_key(flow.name, name))
             why = "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
