@@ -38,6 +38,7 @@ from lazyflow.handle import RunHandle
 from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.history import history
 from lazyflow.lazy import Lazy
+from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
 from lazyflow.run import Explanation, NodeRecord, Run
 from lazyflow.skip import Skip
 
@@ -60,6 +61,7 @@ __all__ = [
     "Lazy",
     "LazyflowError",
     "LazyflowWarning",
+    "Lineage",
     "MapError",
     "MissingInputError",
     "Node",
@@ -78,6 +80,7 @@ __all__ = [
     "SkippedWarning",
     "UnknownNodeError",
     "UnknownRunError",
+    "Verification",
     "__version__",
     "default_flow",
     "fingerprint",
@@ -85,4 +88,5 @@ __all__ = [
     "history",
     "node",
     "register_hasher",
+    "reuse_nondeterministic",
 ]

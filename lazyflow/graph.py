@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from lazyflow.cancel import CancelToken
     from lazyflow.events import EventBus
     from lazyflow.handle import RunHandle
+    from lazyflow.provenance import Lineage, Verification
     from lazyflow.run import Explanation, Run
 
 __all__ = ["EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
@@ -379,6 +380,25 @@ class Flow:
         warnings.warn(message + "; returning None (pass strict=True to raise)",
                       SkippedWarning, stacklevel=3)
         return None
+
+    def lineage(self, target: str, /, **inputs: Any) -> Lineage:
+        """The tree that produced ``target``'s cached value: keys, code, parameters, inputs.
+
+        Reads cache metadata only (also a colleague's, through a remote tier);
+        raises :class:`~lazyflow.NotCachedError` if the value is not cached.
+        """
+        from lazyflow.provenance import lineage
+
+        return lineage(self, target, **inputs)
+
+    def verify(self, target: str, /, **inputs: Any) -> Verification:
+        """Recompute ``target``'s ancestry without the cache; report nodes whose values differ.
+
+        Nodes declared ``deterministic=False`` are skipped (their stored value is used).
+        """
+        from lazyflow.provenance import verify
+
+        return verify(self, target, **inputs)
 
     # ----------------------------------------------------------------- planning
 

@@ -8,49 +8,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _tiers import DictTier
 
 import lazyflow as lf
-from lazyflow.cache.base import Meta
 from lazyflow.history import FILENAME, find, location
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class FolderTier:
-    """A minimal tier named "disk" with a directory, standing in where only the layout matters."""
-
-    name = "disk"
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = str(directory)
-        self._entries: dict[str, tuple[Any, Meta]] = {}
-
-    def contains(self, key: str) -> bool:
-        return key in self._entries
-
-    def meta(self, key: str) -> Meta | None:
-        entry = self._entries.get(key)
-        return None if entry is None else entry[1]
-
-    def get(self, key: str) -> Any:
-        return self._entries[key][0]
-
-    def put(self, key: str, value: Any, meta: Meta) -> None:
-        self._entries[key] = (value, meta)
-
-    def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self._entries))
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 def _chain(flow: lf.Flow) -> None:
@@ -119,7 +85,7 @@ def test_the_environment_names_python_lazyflow_and_the_packages_the_code_uses(fl
 
 def test_history_lives_beside_the_disk_tier(tmp_path, monkeypatch):
     monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
-    flow = lf.Flow("beside", cache=lf.Cache(tiers=[FolderTier(tmp_path)]))
+    flow = lf.Flow("beside", cache=lf.Cache(tiers=[DictTier("disk", str(tmp_path))]))
     _chain(flow)
     run = flow.run("total", n=3)
     assert location(flow.cache) == str(tmp_path / FILENAME)

@@ -1,0 +1,214 @@
+"""Lineage of cached values, verify by recomputation, and deterministic=False nodes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from _tiers import DictTier
+
+import lazyflow as lf
+from lazyflow.provenance import verify_cache
+
+
+def _analysis(flow: lf.Flow, calls) -> None:
+    @flow.node
+    def raw(n: int):
+        calls["raw"] += 1
+        return list(range(n))
+
+    @flow.node
+    def scaled(raw, factor: int = 3):
+        calls["scaled"] += 1
+        return [x * factor for x in raw]
+
+    @flow.node
+    def total(raw, scaled):
+        calls["total"] += 1
+        return sum(raw) + sum(scaled)
+
+
+def _noisy(flow: lf.Flow, calls, **options) -> None:
+    @flow.node
+    def raw(n: int):
+        calls["raw"] += 1
+        return list(range(n))
+
+    @flow.node(**options)
+    def sample(raw):
+        calls["sample"] += 1
+        return [x + random.random() for x in raw]   # unseeded: differs on every call
+
+    @flow.node
+    def mean(sample):
+        calls["mean"] += 1
+        return sum(sample) / len(sample)
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def test_lineage_is_the_tree_of_keys_that_produced_a_value(flow, calls):
+    _analysis(flow, calls)
+    run = flow.run("total", n=4)
+    tree = flow.lineage("total", n=4)
+    assert tree.node == "total"
+    assert tree.key == run.nodes["total"].key
+    assert {p: up.node for p, up in tree.inputs.items()} == {"raw": "raw", "scaled": "scaled"}
+    assert tree.inputs["scaled"].inputs["raw"] is tree.inputs["raw"]
+    assert {item.node: item.key for item in tree.walk()} == \
+        {name: record.key for name, record in run.nodes.items()}
+
+
+def test_lineage_records_code_components_and_parameter_digests(flow, calls):
+    _analysis(flow, calls)
+    flow.get("total", n=4)
+    scaled = flow.lineage("total", n=4)["scaled"]
+    assert set(scaled.params) == {"factor"}
+    assert scaled.params["factor"] == lf.hash_value(3)
+    assert "code:scaled" in scaled.fingerprint
+    assert scaled.digest == lf.hash_value([0, 3, 6, 9])
+    assert "scaled [" in str(scaled) and "(factor=3)" in str(scaled)
+
+
+def test_lineage_computes_nothing(flow, calls):
+    _analysis(flow, calls)
+    flow.get("total", n=4)
+    flow.lineage("total", n=4)
+    assert calls == {"raw": 1, "scaled": 1, "total": 1}
+
+
+def test_lineage_of_a_value_not_cached_says_how_to_compute_it(flow, calls):
+    _analysis(flow, calls)
+    with pytest.raises(lf.NotCachedError, match=r"node 'total' .* flow.get\('total'"):
+        flow.lineage("total", n=4)
+    assert calls == {}
+
+
+def test_lineage_keeps_the_digest_of_an_input_whose_entry_was_evicted(flow, calls):
+    _analysis(flow, calls)
+    run = flow.run("total", n=4)
+    flow.cache.tier("memory").delete(run.nodes["raw"].key)
+    raw = flow.lineage("total", n=4)["raw"]
+    assert not raw.found
+    assert raw.digest == lf.hash_value([0, 1, 2, 3])
+    assert "no longer cached" in str(raw)
+
+
+def test_lineage_of_a_value_from_a_colleagues_remote_cache(calls):
+    shared = DictTier("remote")
+    colleague = lf.Flow("analysis", cache=lf.Cache(tiers=[lf.cache.MemoryTier(10**8), shared]))
+    _analysis(colleague, calls)
+    computed = colleague.run("total", n=4)
+    mine = lf.Flow("analysis", cache=lf.Cache(tiers=[lf.cache.MemoryTier(10**8), shared]))
+    _analysis(mine, calls)
+    tree = mine.lineage("total", n=4)
+    assert [(item.node, item.tier) for item in tree.walk()] == \
+        [("total", "remote"), ("raw", "remote"), ("scaled", "remote")]
+    assert tree.key == computed.nodes["total"].key
+    assert tree["raw"].created == pytest.approx(computed.nodes["raw"].ended)
+    assert calls == {"raw": 1, "scaled": 1, "total": 1}
+
+
+def test_lineage_follows_a_chain_of_a_thousand_nodes(flow):
+    flow.node(lambda x: x, name="n0")
+    for i in range(1, 1000):
+        flow.add(lf.Node(lambda prev: prev + 1, name=f"n{i}", inputs={"prev": f"n{i - 1}"}))
+    flow.get("n999", x=0)
+    assert sum(1 for _ in flow.lineage("n999", x=0).walk()) == 1000
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_flags_a_node_with_unseeded_randomness(flow, calls):
+    _noisy(flow, calls)
+    flow.get("mean", n=5)
+    result = flow.verify("mean", n=5)
+    assert not result.ok
+    assert result.nondeterministic == ["sample"]
+    assert result.first_divergence == "sample"
+    assert [(c.node, c.status) for c in result.checks] == \
+        [("raw", "same"), ("sample", "differs"), ("mean", "inputs differ")]
+    assert "first divergence at 'sample'" in str(result)
+
+
+def test_verify_passes_a_deterministic_flow(flow, calls):
+    _analysis(flow, calls)
+    flow.get("total", n=5)
+    result = flow.verify("total", n=5)
+    assert result.ok
+    assert {c.status for c in result.checks} == {"same"}
+    assert result.to_dict()["nondeterministic"] == []
+
+
+def test_verify_recomputes_every_ancestor_without_reading_the_cache(flow, calls):
+    _analysis(flow, calls)
+    flow.get("total", n=5)
+    flow.verify("total", n=5)
+    assert calls == {"raw": 2, "scaled": 2, "total": 2}
+
+
+def test_verify_of_a_value_never_computed_computes_the_reference_first(flow, calls):
+    _analysis(flow, calls)
+    result = flow.verify("total", n=5)
+    assert result.ok and result.reference_computed
+    assert calls == {"raw": 2, "scaled": 2, "total": 2}
+
+
+# --------------------------------------------------------------------------- deterministic=False
+
+
+def test_a_nondeterministic_node_is_recomputed_on_every_request(flow, calls):
+    _noisy(flow, calls, deterministic=False)
+    first = flow.run("mean", n=5)
+    second = flow.run("mean", n=5)
+    assert calls == {"raw": 1, "sample": 2, "mean": 2}
+    assert second.nodes["raw"].status == "cached"
+    assert second.nodes["sample"].status == "completed"
+    assert second.nodes["sample"].reason == "deterministic=False"
+    assert first["mean"] != second["mean"]
+
+
+def test_explain_says_a_nondeterministic_node_will_run(flow, calls):
+    _noisy(flow, calls, deterministic=False)
+    flow.get("mean", n=5)
+    explanation = flow.explain("mean", n=5)
+    assert explanation["sample"].action == "run"
+    assert explanation["sample"].reason == "deterministic=False"
+
+
+def test_a_nondeterministic_node_is_served_from_the_cache_when_asked(flow, calls):
+    _noisy(flow, calls, deterministic=False)
+    value = flow.get("mean", n=5)
+    with lf.reuse_nondeterministic():
+        run = flow.run("mean", n=5)
+    assert run["mean"] == value
+    assert run.nodes["mean"].status == "cached"
+    assert calls == {"raw": 1, "sample": 1, "mean": 1}
+
+
+def test_verify_skips_a_nondeterministic_node_and_checks_what_it_feeds(flow, calls):
+    _noisy(flow, calls, deterministic=False)
+    flow.get("mean", n=5)
+    result = flow.verify("mean", n=5)
+    assert result.ok
+    assert [(c.node, c.status) for c in result.checks] == \
+        [("raw", "same"), ("sample", "skipped"), ("mean", "same")]
+
+
+# --------------------------------------------------------------------------- cache audit
+
+
+def test_verify_cache_drops_an_entry_whose_value_no_longer_matches_its_digest(calls):
+    disk = DictTier("disk")
+    flow = lf.Flow("audit", cache=lf.Cache(tiers=[disk]))
+    _analysis(flow, calls)
+    run = flow.run("total", n=3)
+    bad = run.nodes["scaled"].key
+    disk.entries[bad] = ([666], disk.entries[bad][1])
+    report = verify_cache(flow.cache)
+    assert report["disk"]["dropped"] == [bad]
+    assert report["disk"]["checked"] == 3
+    assert not disk.contains(bad)
+    assert disk.contains(run.nodes["raw"].key)
