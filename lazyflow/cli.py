@@ -1,0 +1,501 @@
+"""The ``lazyflow`` command: run, explain, lineage, verify, runs, show, cache, notebook.
+
+Design note
+-----------
+A thin layer over the public API: each command parses its arguments, loads
+what it needs, calls one library function and prints either a readable table
+or, with ``--json``, one JSON document on stdout. Nothing here computes
+anything the library cannot.
+
+Exit codes: 0 success; 1 the work itself failed (a node raised, verify found
+a divergence, a notebook's outputs changed); 2 the command was wrong — bad
+``MODULE:FLOW`` path, unknown target, malformed ``-p`` parameter, missing
+input — always with one clear message on stderr, never a traceback.
+
+Flows are named ``MODULE:FLOW`` where MODULE is a dotted module name
+(importable from the current directory) or a path to a ``.py`` file, and
+FLOW the name of a :class:`~lazyflow.Flow` in it (optional when the module
+holds exactly one). ``--cache-dir`` and ``--remote`` are exported as
+``LAZYFLOW_CACHE_DIR`` / ``LAZYFLOW_REMOTE`` before the module is imported,
+so flows built with the default cache pick them up; a flow built with an
+explicit cache is given ``lf.Cache(disk=..., remote=...)`` instead.
+
+Rejected: click. argparse is in the standard library and gives ``--help``
+on every subcommand; the CLI adds no dependency to ``import lazyflow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lazyflow.errors import LazyflowError, MissingInputError, UnknownNodeError, UnknownRunError
+
+__all__ = ["main"]
+
+
+class UsageError(LazyflowError, ValueError):
+    """The command line was wrong: exit code 2 with the message."""
+
+
+# --------------------------------------------------------------------------- argument helpers
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``name=value`` -> (name, value); the value is a Python literal if it parses as one.
+
+    >>> parse_param("n=10"), parse_param("path=a.csv"), parse_param("ks=[1, 2]")
+    (('n', 10), ('path', 'a.csv'), ('ks', [1, 2]))
+    """
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise UsageError(f"malformed parameter {text!r}: write -p name=value "
+                         "(e.g. -p n=10 or -p path=data.csv)")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = raw
+    return name, value
+
+
+def parse_age(text: str) -> float:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"`` or plain seconds -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if match is None:
+        raise UsageError(f"malformed age {text!r}: use a number with s, m, h, d or w "
+                         "(e.g. 30d)")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+    return float(match.group(1)) * unit
+
+
+def load_flow(spec: str) -> Any:
+    """Import ``MODULE[:FLOW]`` and return the flow; :class:`UsageError` says what is wrong."""
+    from lazyflow.graph import Flow
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise UsageError(f"bad flow {spec!r}: write MODULE:FLOW, e.g. analysis:flow "
+                         "or path/to/analysis.py:flow")
+    module = _import(module_name)
+    if attr:
+        flow = getattr(module, attr, None)
+        if not isinstance(flow, Flow):
+            found = [n for n, v in vars(module).items() if isinstance(v, Flow)]
+            raise UsageError(f"{module_name} has no flow named {attr!r}; flows there: "
+                             f"{', '.join(found) or 'none'}")
+        return flow
+    flows = {n: v for n, v in vars(module).items() if isinstance(v, Flow)}
+    if len(flows) != 1:
+        raise UsageError(f"{module_name} holds {len(flows)} flows"
+                         f"{' (' + ', '.join(flows) + ')' if flows else ''}; "
+                         "name one as MODULE:FLOW")
+    return next(iter(flows.values()))
+
+
+def _import(name: str) -> Any:
+    if name.endswith(".py") or os.sep in name or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"no such file {name!r}: give a path to a .py file or a dotted "
+                             "module name importable from the current directory")
+        sys.path.insert(0, str(path.resolve().parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+            raise UsageError(f"no module named {name!r} (looked in {os.getcwd()} and on "
+                             "sys.path); give a dotted module name or a path to a .py file"
+                             ) from None
+        raise
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _flow_and_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    inputs = dict(parse_param(p) for p in args.param)
+    _export_cache_options(args)
+    flow = load_flow(args.flow)
+    if args.cache_dir or args.remote:
+        flow.cache = _cache(args, memory="default")
+    for target in getattr(args, "targets", None) or [args.target]:
+        flow[target]  # unknown targets fail before anything runs
+    return flow, inputs
+
+
+def _export_cache_options(args: argparse.Namespace) -> None:
+    if getattr(args, "cache_dir", None):
+        os.environ["LAZYFLOW_CACHE_DIR"] = os.path.abspath(args.cache_dir)
+    if getattr(args, "remote", None):
+        os.environ["LAZYFLOW_REMOTE"] = args.remote
+
+
+def _cache(args: argparse.Namespace, *, memory: Any = None) -> Any:
+    from lazyflow.cache.hierarchy import Cache
+    from lazyflow.history import default_cache_dir
+
+    try:
+        return Cache(memory=memory, disk=os.path.abspath(args.cache_dir or default_cache_dir()),
+                     remote=args.remote)
+    except NotImplementedError as e:
+        raise UsageError(f"this lazyflow cannot open that cache yet: {e}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    flow, inputs = _flow_and_inputs(args)
+    options: dict[str, Any] = {}
+    if args.executor not in (None, "sync"):
+        import inspect
+
+        if "executor" not in inspect.signature(flow.run).parameters:
+            raise UsageError(f"--executor {args.executor}: this lazyflow has only the "
+                             "synchronous executor")
+        options["executor"] = args.executor
+    unsubscribe = (_progress(flow) if not args.json and not args.no_progress
+                   else (lambda: None))
+    try:
+        run = flow.run(args.targets, **options, **inputs)
+    except (UnknownNodeError, MissingInputError):
+        raise
+    except Exception as e:
+        unsubscribe()
+        run = flow.last_run
+        if run is None:
+            raise
+        _print_run(run, args, error=e)
+        return 1
+    unsubscribe()
+    _print_run(run, args)
+    return 0
+
+
+def _print_run(run: Any, args: argparse.Namespace, error: BaseException | None = None) -> None:
+    from lazyflow.history import flush
+
+    flush()
+    if args.json:
+        _dump({"id": run.id, "flow": run.flow, "targets": list(run.targets),
+               "status": run.status, "duration": run.duration, "time_saved": run.time_saved,
+               "counts": run.counts(),
+               "values": {t: _short(run.values[t]) for t in run.targets if t in run.values},
+               "error": None if error is None else f"{type(error).__name__}: {error}",
+               "nodes": [{"node": r.name, "status": r.status, "tier": r.tier,
+                          "duration": r.duration, "key": r.key, "reason": r.reason}
+                         for r in run.nodes.values()]})
+        return
+    for target in run.targets:
+        if target in run.values:
+            print(f"{target} = {_short(run.values[target])}")
+    print(run.summary())
+    print(f"run id {run.id}")
+    if error is not None:
+        print(f"lazyflow: {type(error).__name__}: {error}", file=sys.stderr)
+
+
+def _progress(flow: Any) -> Callable[[], None]:
+    """Draw a progress bar on stderr from the flow's events; returns the unsubscribe."""
+    from lazyflow.events import NodeFinished, RunFinished, RunStarted
+
+    state: dict[str, Any] = {}
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, RunStarted):
+            state["bar"] = _bar(len(event.run.nodes))
+        elif isinstance(event, NodeFinished) and "bar" in state:
+            state["bar"](f"{event.record.name} {event.record.status}")
+        elif isinstance(event, RunFinished) and "bar" in state:
+            state.pop("bar")(None)
+
+    return flow.events.subscribe(on_event)
+
+
+def _bar(total: int) -> Callable[[str | None], None]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        done = [0]
+
+        def plain(label: str | None) -> None:
+            if label is not None:
+                done[0] += 1
+                print(f"[{done[0]}/{total}] {label}", file=sys.stderr)
+
+        return plain
+    bar = tqdm(total=total, unit="node", file=sys.stderr)
+
+    def fancy(label: str | None) -> None:
+        if label is None:
+            bar.close()
+        else:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+    return fancy
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    flow, inputs = _flow_and_inputs(args)
+    explanation = flow.explain(args.target, **inputs)
+    if args.json:
+        _dump({"flow": explanation.flow, "targets": list(explanation.targets),
+               "nodes": [{"node": r.node, "action": r.action, "tier": r.tier,
+                          "reason": r.reason, "key": r.key, "size": r.size}
+                         for r in explanation.rows]})
+    else:
+        print(explanation)
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    flow, inputs = _flow_and_inputs(args)
+    tree = flow.lineage(args.target, **inputs)
+    if args.json:
+        _dump(tree.to_dict())
+    else:
+        print(tree)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    flow, inputs = _flow_and_inputs(args)
+    result = flow.verify(args.target, **inputs)
+    if args.json:
+        _dump(result.to_dict())
+    else:
+        print(result)
+    return 0 if result.ok else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from lazyflow.history import history
+
+    runs = history(args.flow, limit=args.limit, path=_history_path(args))
+    if args.json:
+        _dump([r.to_dict() for r in runs])
+    elif not runs:
+        print(f"no runs recorded in {_history_path(args)}")
+    else:
+        print(runs)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lazyflow.history import find
+
+    run = find(args.run_id, path=_history_path(args))
+    if args.json:
+        _dump(run.to_dict())
+    else:
+        print(run.summary())
+    return 0
+
+
+def _history_path(args: argparse.Namespace) -> str:
+    from lazyflow.history import FILENAME, default_cache_dir, location
+
+    forced = location(None)
+    if not args.cache_dir and forced not in (None, ":memory:"):
+        return str(forced)
+    return os.path.join(os.path.abspath(args.cache_dir or default_cache_dir()), FILENAME)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from lazyflow.cache.sizes import format_size, parse_size
+
+    cache = _cache(args)
+    if args.action == "stats":
+        report: Any = cache.stats()
+        text = "\n".join(f"{tier:<8} " + "  ".join(
+            f"{k} {format_size(v) if k == 'bytes' else v}" for k, v in facts.items())
+            for tier, facts in report.items())
+    elif args.action == "prune":
+        if args.max_size is None and args.older_than is None:
+            raise UsageError("cache prune needs --max-size and/or --older-than")
+        try:
+            max_size = None if args.max_size is None else parse_size(args.max_size,
+                                                                      what="--max-size")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        older = None if args.older_than is None else parse_age(args.older_than)
+        report = cache.prune(max_size=max_size, older_than=older)
+        text = f"pruned: {report}"
+    elif args.action == "clear":
+        try:
+            cache.clear(tier=args.tier)
+        except KeyError as e:
+            raise UsageError(str(e.args[0])) from None
+        report = {"cleared": args.tier or "all"}
+        text = f"cleared {args.tier or 'every'} tier"
+    else:
+        from lazyflow.provenance import verify_cache
+
+        report = verify_cache(cache, tier=args.tier)
+        text = "\n".join(f"{tier:<8} checked {r['checked']}, dropped {len(r['dropped'])}"
+                         for tier, r in report.items())
+    if args.json:
+        _dump(report)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from lazyflow.headless import run_notebook
+
+    _export_cache_options(args)
+    path = Path(args.notebook)
+    if not path.is_file():
+        raise UsageError(f"no such notebook {args.notebook!r}")
+    report = run_notebook(path, check=args.check, output=args.output, timeout=args.timeout)
+    if args.json:
+        _dump(report.to_dict())
+    else:
+        print(report)
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render ``--help``)."""
+    from lazyflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lazyflow", description="Run, explain, trace and verify lazyflow flows; "
+        "inspect run history and the cache; rerun notebooks headless.")
+    parser.add_argument("--version", action="version", version=f"lazyflow {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def flow_command(name: str, help: str, *, many: bool = False) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=help)
+        p.add_argument("flow", metavar="MODULE:FLOW",
+                       help="module (dotted name or path/to/file.py) and flow variable")
+        if many:
+            p.add_argument("targets", metavar="TARGET", nargs="+", help="nodes to compute")
+        else:
+            p.add_argument("target", metavar="TARGET", help="the node")
+        p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a flow input (repeatable); VALUE is a Python literal or a string")
+        _cache_options(p)
+        p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+        return p
+
+    run = flow_command("run", "compute targets (cached nodes are not recomputed)", many=True)
+    run.add_argument("--executor", default=None, help="sync (default), threads, processes")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+    flow_command("explain", "dry run: what would hit, what would run, and why"
+                 ).set_defaults(handler=cmd_explain)
+    flow_command("lineage", "the tree of inputs, code and parameters behind a cached value"
+                 ).set_defaults(handler=cmd_lineage)
+    flow_command("verify", "recompute a value's ancestry without the cache and compare "
+                 "(exit 1 if it does not reproduce)").set_defaults(handler=cmd_verify)
+
+    runs = commands.add_parser("runs", help="list recorded runs, newest first",
+                               description="list recorded runs, newest first")
+    runs.add_argument("--flow", default=None, help="only runs of this flow")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    _cache_options(runs, remote=False)
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(handler=cmd_runs)
+
+    show = commands.add_parser("show", help="one recorded run with its nodes",
+                               description="one recorded run with its nodes")
+    show.add_argument("run_id", metavar="RUN_ID", help="a run id or a unique prefix of one")
+    _cache_options(show, remote=False)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=cmd_show)
+
+    cache = commands.add_parser("cache", help="cache stats, prune, clear, verify",
+                                description="inspect and manage the cache")
+    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, help in (("stats", "entries, bytes and hits per tier"),
+                       ("prune", "evict entries by size and age"),
+                       ("clear", "remove every entry (of one tier)"),
+                       ("verify", "re-hash stored values; drop corrupt ones")):
+        p = actions.add_parser(name, help=help, description=help)
+        _cache_options(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "prune":
+            p.add_argument("--max-size", default=None, help="e.g. 10GB")
+            p.add_argument("--older-than", default=None, help="e.g. 30d, 12h")
+        if name in ("clear", "verify"):
+            p.add_argument("--tier", default=None, help="memory, disk or remote")
+        p.set_defaults(handler=cmd_cache)
+
+    notebook = commands.add_parser("notebook", help="run a notebook headless",
+                                   description="run notebooks headless")
+    nb_actions = notebook.add_subparsers(dest="action", metavar="ACTION", required=True)
+    nb_run = nb_actions.add_parser(
+        "run", help="execute a notebook in a fresh kernel; report per cell and node",
+        description="execute a notebook in a fresh kernel and report, per cell and node, "
+        "what was cached or run, the time taken and the time saved")
+    nb_run.add_argument("notebook", metavar="NOTEBOOK.ipynb")
+    nb_run.add_argument("--check", action="store_true",
+                        help="exit 1 if any output differs from the one stored in the file")
+    nb_run.add_argument("--output", default=None,
+                        help="write the executed notebook here (may be the same file)")
+    nb_run.add_argument("--timeout", type=float, default=600, help="seconds per cell")
+    _cache_options(nb_run)
+    nb_run.add_argument("--json", action="store_true", help="print JSON")
+    nb_run.set_defaults(handler=cmd_notebook)
+    return parser
+
+
+def _cache_options(p: argparse.ArgumentParser, *, remote: bool = True) -> None:
+    p.add_argument("--cache-dir", default=None,
+                   help="disk cache directory (default: $LAZYFLOW_CACHE_DIR or ./.lazyflow)")
+    if remote:
+        p.add_argument("--remote", default=None, help="remote cache URL, e.g. s3://bucket/lf")
+    else:
+        p.set_defaults(remote=None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lazyflow`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (UsageError, UnknownNodeError, MissingInputError, UnknownRunError) as e:
+        _fail(str(e))
+    except LazyflowError as e:
+        print(f"lazyflow: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"lazyflow: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""The `lazyflow` console script, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+SCRIPT = shutil.which("lazyflow", path=os.path.dirname(sys.executable))
+
+FLOW_MODULE = f"""
+import os
+import random
+import sys
+
+sys.path.insert(0, {str(TESTS)!r})
+import lazyflow as lf
+from _tiers import FolderTier
+
+# a tier that persists between the CLI's processes, in $LAZYFLOW_CACHE_DIR
+flow = lf.Flow("analysis", cache=lf.Cache(tiers=[lf.cache.MemoryTier(10**8),
+                                                 FolderTier(os.environ["LAZYFLOW_CACHE_DIR"])]))
+
+@flow.node
+def raw(n: int):
+    return list(range(n))
+
+@flow.node
+def total(raw):
+    return sum(raw)
+
+@flow.node
+def noisy(raw):
+    return sum(raw) + random.random()
+
+@flow.node
+def broken(raw):
+    raise ValueError("row 3 is malformed")
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A folder with a flow module ``analysis.py``; the CLI runs there."""
+    (tmp_path / "analysis.py").write_text(FLOW_MODULE)
+    return tmp_path
+
+
+def lazyflow(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert SCRIPT is not None, "the lazyflow console script is not installed in this venv"
+    env = {k: v for k, v in os.environ.items() if k != "LAZYFLOW_HISTORY"}
+    env.update(PYTHONPATH=str(ROOT), LAZYFLOW_CACHE_DIR=str(project / "cache"))
+    return subprocess.run([SCRIPT, *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# --------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", [
+    [], ["run"], ["explain"], ["lineage"], ["verify"], ["runs"], ["show"], ["cache"],
+    ["cache", "stats"], ["cache", "prune"], ["cache", "clear"], ["cache", "verify"],
+    ["notebook"], ["notebook", "run"]])
+def test_every_command_has_help(project, command):
+    result = lazyflow(project, *command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: lazyflow")
+
+
+def test_the_top_level_help_lists_the_commands(project):
+    out = lazyflow(project, "--help").stdout
+    for command in ("run", "explain", "lineage", "verify", "runs", "show", "cache", "notebook"):
+        assert f"    {command} " in out
+
+
+# --------------------------------------------------------------------------- run
+
+
+def test_run_prints_the_values_and_a_summary(project):
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=10")
+    assert result.returncode == 0, result.stderr
+    assert "total = 45" in result.stdout
+    assert "analysis: 2 completed" in result.stdout
+
+
+def test_run_draws_a_progress_bar_on_stderr(project):
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=10")
+    assert "2/2" in result.stderr
+
+
+def test_a_second_run_in_a_new_process_is_served_from_the_cache(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=10")
+    report = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=10", "--json"))
+    assert report["status"] == "completed"
+    assert report["counts"] == {"cached": 1}
+    assert report["values"] == {"total": "45"}
+
+
+def test_a_flow_can_be_named_by_file_path(project):
+    result = lazyflow(project, "run", "./analysis.py:flow", "raw", "-p", "n=3", "--json")
+    assert json_of(result)["values"] == {"raw": "[0, 1, 2]"}
+
+
+def test_a_failing_node_exits_1_and_names_the_error(project):
+    result = lazyflow(project, "run", "analysis:flow", "broken", "-p", "n=3")
+    assert result.returncode == 1
+    assert "ValueError: row 3 is malformed" in result.stderr
+    assert "failed" in result.stdout
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nosuchmodule:flow", "total"], "no module named 'nosuchmodule'"),
+    (["run", "missing/file.py:flow", "total"], "no such file 'missing/file.py'"),
+    (["run", "analysis:flw", "total"], "analysis has no flow named 'flw'; flows there: flow"),
+    (["run", "analysis:flow", "totl", "-p", "n=1"], "has no node 'totl'; did you mean 'total'"),
+    (["run", "analysis:flow", "total", "-p", "n"], "malformed parameter 'n'"),
+    (["run", "analysis:flow", "total", "-p", "1x=3"], "malformed parameter '1x=3'"),
+    (["run", "analysis:flow", "total"], "node 'raw' needs input 'n'"),
+    (["explain", "analysis:flow", "nope"], "has no node 'nope'"),
+    (["show", "20000101-000000-abcdef"], "no recorded run has id"),
+])
+def test_usage_errors_exit_2_with_one_clear_line(project, args, message):
+    result = lazyflow(project, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("lazyflow: error: ")
+
+
+# --------------------------------------------------------------------------- explain, lineage, verify
+
+
+def test_explain_says_what_would_run_and_why(project):
+    lazyflow(project, "run", "analysis:flow", "raw", "-p", "n=4")
+    report = json_of(lazyflow(project, "explain", "analysis:flow", "total", "-p", "n=4",
+                              "--json"))
+    assert [(r["node"], r["action"], r["tier"]) for r in report["nodes"]] == \
+        [("raw", "hit", "disk"), ("total", "run", None)]
+
+
+def test_lineage_reads_the_tree_from_the_cache_of_an_earlier_process(project):
+    run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--json"))
+    tree = json_of(lazyflow(project, "lineage", "analysis:flow", "total", "-p", "n=4",
+                            "--json"))
+    keys = {n["node"]: n["key"] for n in run["nodes"]}
+    assert tree["key"] == keys["total"]
+    assert tree["inputs"]["raw"]["key"] == keys["raw"]
+    assert tree["tier"] == "disk"
+    text = lazyflow(project, "lineage", "analysis:flow", "total", "-p", "n=4").stdout
+    assert "└─ raw [" in text and "(n=4)" in text
+
+
+def test_lineage_of_a_value_never_computed_exits_1(project):
+    result = lazyflow(project, "lineage", "analysis:flow", "total", "-p", "n=4")
+    assert result.returncode == 1
+    assert "NotCachedError" in result.stderr
+
+
+def test_verify_exits_1_and_names_the_nondeterministic_node(project):
+    lazyflow(project, "run", "analysis:flow", "noisy", "-p", "n=4")
+    result = lazyflow(project, "verify", "analysis:flow", "noisy", "-p", "n=4")
+    assert result.returncode == 1
+    assert "first divergence at 'noisy'" in result.stdout
+
+
+def test_verify_exits_0_when_the_value_reproduces(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4")
+    report = json_of(lazyflow(project, "verify", "analysis:flow", "total", "-p", "n=4",
+                              "--json"))
+    assert report["ok"] is True
+    assert [c["status"] for c in report["checks"]] == ["same", "same"]
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_runs_and_show_read_the_history_beside_the_cache(project):
+    first = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=5", "--json"))
+    second = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=5", "--json"))
+    runs = json_of(lazyflow(project, "runs", "--cache-dir", "cache", "--json"))
+    assert [r["id"] for r in runs] == [second["id"], first["id"]]
+    table = lazyflow(project, "runs", "--flow", "analysis", "--limit", "1", "--cache-dir", "cache")
+    assert second["id"] in table.stdout and first["id"] not in table.stdout
+    shown = lazyflow(project, "show", first["id"][:-2], "--cache-dir", "cache")
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {first['id']}" in shown.stdout
+    assert "raw    completed" in shown.stdout
+
+
+def test_runs_records_a_failed_run_with_its_error(project):
+    lazyflow(project, "run", "analysis:flow", "broken", "-p", "n=2")
+    run = json_of(lazyflow(project, "runs", "--cache-dir", "cache", "--json"))[0]
+    assert run["status"] == "failed"
+    broken = next(n for n in run["nodes"] if n["name"] == "broken")
+    assert (broken["error_type"], broken["error_message"]) == ("ValueError",
+                                                               "row 3 is malformed")
+
+
+# --------------------------------------------------------------------------- notebook
+
+
+def _notebook(project: Path) -> Path:
+    cells = [
+        textwrap.dedent(f"""\
+            import os, sys
+            sys.path.insert(0, {str(TESTS)!r})
+            import lazyflow as lf
+            from _tiers import FolderTier
+            flow = lf.Flow("nb", cache=lf.Cache(tiers=[
+                lf.cache.MemoryTier(10**8), FolderTier(os.environ["LAZYFLOW_CACHE_DIR"])]))"""),
+        textwrap.dedent("""\
+            @flow.node
+            def raw(n: int):
+                return list(range(n))
+
+            @flow.node
+            def total(raw):
+                return sum(raw)"""),
+        "flow.get('total', n=100)",
+        "print('first five:', flow.get('raw', n=5))",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path = project / "analysis.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_notebook_rerun_in_a_fresh_kernel_is_all_cache_hits_with_identical_outputs(project):
+    nb = _notebook(project)
+    first = json_of(lazyflow(project, "notebook", "run", nb.name, "--output", nb.name,
+                             "--json"))
+    assert (first["computed"], first["cached"]) == (3, 0)
+    again = lazyflow(project, "notebook", "run", nb.name, "--check", "--json")
+    report = json_of(again)
+    assert report["hit_rate"] == 1.0
+    assert (report["computed"], report["cached"]) == (0, 2)
+    assert report["changed"] == []
+    assert [[(n["node"], n["status"], n["tier"]) for n in c["nodes"]]
+            for c in report["cells"]] == [[], [], [("total", "cached", "disk")],
+                                          [("raw", "cached", "disk")]]
+    text = lazyflow(project, "notebook", "run", nb.name, "--check").stdout
+    assert "(100% cache hits)" in text and "outputs identical to the stored ones" in text
+
+
+@pytest.mark.slow
+def test_notebook_check_exits_1_when_an_output_differs_from_the_stored_one(project):
+    nb = _notebook(project)
+    lazyflow(project, "notebook", "run", nb.name, "--output", nb.name)
+    stored = nbformat.read(nb, as_version=4)
+    stored.cells[2].outputs[0]["data"]["text/plain"] = "4951"
+    nbformat.write(stored, nb)
+    result = lazyflow(project, "notebook", "run", nb.name, "--check")
+    assert result.returncode == 1
+    assert "outputs differ in cells 2" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_cell_stops_the_run_and_exits_1(project):
+    nb = _notebook(project)
+    broken = nbformat.read(nb, as_version=4)
+    broken.cells[3].source = "1 / 0"
+    nbformat.write(broken, nb)
+    result = lazyflow(project, "notebook", "run", nb.name)
+    assert result.returncode == 1
+    assert "ZeroDivisionError" in result.stdout
