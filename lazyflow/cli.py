@@ -161,30 +161,25 @@ def _cache(args: argparse.Namespace, *, memory: Any = None) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     flow, inputs = _flow_and_inputs(args)
-    options: dict[str, Any] = {}
-    if args.executor not in (None, "sync"):
-        import inspect
-
-        if "executor" not in inspect.signature(flow.run).parameters:
-            raise UsageError(f"--executor {args.executor}: this lazyflow has only the "
-                             "synchronous executor")
+    options: dict[str, Any] = {"inputs": inputs}
+    if args.executor is not None:
         options["executor"] = args.executor
     unsubscribe = (_progress(flow) if not args.json and not args.no_progress
                    else (lambda: None))
     try:
-        run = flow.run(args.targets, **options, **inputs)
+        run = flow.run(args.targets, **options)
     except (UnknownNodeError, MissingInputError):
         raise
     except Exception as e:
-        unsubscribe()
         run = flow.last_run
-        if run is None:
-            raise
+        if run is None or not run.nodes:
+            raise UsageError(f"{type(e).__name__}: {e}") from None
         _print_run(run, args, error=e)
         return 1
-    unsubscribe()
-    _print_run(run, args)
-    return 0
+    finally:
+        unsubscribe()
+    _print_run(run, args, error=run.error)
+    return 0 if run.status == "completed" else 1
 
 
 def _print_run(run: Any, args: argparse.Namespace, error: BaseException | None = None) -> None:

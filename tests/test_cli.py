@@ -283,3 +283,17 @@ def test_a_failing_notebook_cell_stops_the_run_and_exits_1(project):
     result = lazyflow(project, "notebook", "run", nb.name)
     assert result.returncode == 1
     assert "ZeroDivisionError" in result.stdout
+
+
+def test_run_with_the_threads_executor_is_recorded_as_such(project):
+    run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6",
+                           "--executor", "threads", "--json"))
+    assert run["values"] == {"total": "15"}
+    shown = json_of(lazyflow(project, "show", run["id"], "--cache-dir", "cache", "--json"))
+    assert shown["executor"] == "threads"
+
+
+def test_an_unknown_executor_exits_2(project):
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6", "--executor", "nope")
+    assert result.returncode == 2
+    assert "unknown executor 'nope'" in result.stderr
