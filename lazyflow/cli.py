@@ -135,10 +135,16 @@ def _flow_and_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     _export_cache_options(args)
     flow = load_flow(args.flow)
     if args.cache_dir or args.remote:
-        flow.cache = _cache(args, memory="default")
+        flow.cache = _cache(args, memory=_memory_setting(flow.cache))
     for target in getattr(args, "targets", None) or [args.target]:
         flow[target]  # unknown targets fail before anything runs
     return flow, inputs
+
+
+def _memory_setting(cache: Any) -> Any:
+    """Keep the flow's memory budget when its cache is rebuilt for --cache-dir / --remote."""
+    memory = next((t for t in cache.tiers if t.name == "memory"), None)
+    return None if memory is None else getattr(memory, "max_bytes", None)
 
 
 def _export_cache_options(args: argparse.Namespace) -> None:
@@ -149,12 +155,13 @@ def _export_cache_options(args: argparse.Namespace) -> None:
 
 
 def _cache(args: argparse.Namespace, *, memory: Any = None) -> Any:
+    """The cache the options name; settings not given come from the usual sources."""
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.history import default_cache_dir
 
     try:
         return Cache(memory=memory, disk=os.path.abspath(args.cache_dir or default_cache_dir()),
-                     remote=args.remote)
+                     **({"remote": args.remote} if args.remote else {}))
     except NotImplementedError as e:
         raise UsageError(f"this lazyflow cannot open that cache yet: {e}") from None
 

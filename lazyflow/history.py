@@ -17,7 +17,11 @@ State. One SQLite file per cache directory (``<disk dir>/history.sqlite``),
 in WAL mode so readers (``lazyflow runs``, another kernel) never block
 writers and two processes can record concurrently (``busy_timeout`` makes
 them queue). Table ``runs``: one row per run, written ``running`` when it
-starts and updated when it ends; table ``nodes``: one row per (run, node).
+starts and updated when it ends; its ``nodes`` column holds the run's node
+rows as one JSON array, rewritten at each commit while the run goes, and the
+view ``nodes`` shows them as one SQL row per (run, node). One JSON write per
+run per commit costs a sixth of a row insert per node (measured: 1.6 µs
+against 5-10 µs per node), which is what keeps a warm run cheap.
 A flow without a disk tier keeps its history in an in-memory database for
 the life of the process: nothing is written to disk that was not asked for,
 yet ``lf.history()`` still lists its runs. ``LAZYFLOW_HISTORY`` names another
@@ -66,24 +70,23 @@ BATCH_SECONDS = 0.25
 """Longest time an event waits in memory before the writer commits it."""
 MEMORY = ":memory:"
 
+_NODE_FIELDS = ("name", "status", "tier", "key", "digest", "duration", "size", "saved",
+                "started", "ended", "reason", "error_type", "error_message")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, flow TEXT NOT NULL, targets TEXT NOT NULL, inputs TEXT NOT NULL,
     status TEXT NOT NULL, started REAL NOT NULL, ended REAL, executor TEXT,
     host TEXT, pid INTEGER, pid_start TEXT, environment TEXT,
-    error_type TEXT, error_message TEXT);
+    error_type TEXT, error_message TEXT, nodes TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started);
 CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
-CREATE TABLE IF NOT EXISTS nodes (
-    run_id TEXT NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
-    tier TEXT, key TEXT, digest TEXT, duration REAL, size INTEGER, saved REAL,
-    started REAL, ended REAL, reason TEXT, error_type TEXT, error_message TEXT,
-    PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS nodes AS
+    SELECT runs.id AS run_id, CAST(node.key AS INTEGER) AS seq, """ + ", ".join(
+    f"json_extract(node.value, '$[{i}]') AS {name}" for i, name in enumerate(_NODE_FIELDS)) + """
+    FROM runs, json_each(runs.nodes) AS node;
 """
 _RUN_COLUMNS = ("id", "flow", "targets", "inputs", "status", "started", "ended", "executor",
-                "host", "pid", "pid_start", "environment", "error_type", "error_message")
-_NODE_COLUMNS = ("run_id", "seq", "name", "status", "tier", "key", "digest", "duration", "size",
-                 "saved", "started", "ended", "reason", "error_type", "error_message")
+                "host", "pid", "pid_start", "environment", "error_type", "error_message", "nodes")
 
 
 # --------------------------------------------------------------------------- records
@@ -240,16 +243,15 @@ class Store:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.executescript(_SCHEMA)
 
-    def write(self, runs: Iterable[tuple[Any, ...]], nodes: Iterable[tuple[Any, ...]],
+    def write(self, started: Iterable[tuple[Any, ...]], progress: Iterable[tuple[str, str]],
               ended: Iterable[tuple[Any, ...]]) -> None:
-        """Commit started runs, node rows and run endings in one transaction."""
+        """Commit new runs, node progress (run id, nodes JSON) and endings in one transaction."""
         with self._lock, self._transaction():
             self._conn.executemany(
                 f"INSERT OR IGNORE INTO runs ({', '.join(_RUN_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", runs)
-            self._conn.executemany(
-                f"INSERT OR REPLACE INTO nodes ({', '.join(_NODE_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_NODE_COLUMNS))})", nodes)
+                f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", started)
+            self._conn.executemany("UPDATE runs SET nodes = ? WHERE id = ?",
+                                   ((nodes, run_id) for run_id, nodes in progress))
             self._conn.executemany(
                 "UPDATE runs SET status = ?, ended = ?, error_type = ?, error_message = ? "
                 "WHERE id = ?", ended)
@@ -274,14 +276,7 @@ class Store:
             args.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-            ids = [row[0] for row in rows]
-            nodes: dict[str, list[NodeEntry]] = {i: [] for i in ids}
-            for chunk in _chunks(ids, 500):
-                for row in self._conn.execute(
-                        f"SELECT {', '.join(_NODE_COLUMNS)} FROM nodes WHERE run_id IN "
-                        f"({', '.join('?' * len(chunk))}) ORDER BY seq", chunk):
-                    nodes[row[0]].append(NodeEntry(*row[2:3], *row[3:]))
-        return [_run_entry(row, tuple(nodes[row[0]]), self.path) for row in rows]
+        return [_run_entry(row, self.path) for row in rows]
 
     def close(self) -> None:
         """Close the connection (the file stays)."""
@@ -303,33 +298,32 @@ class Store:
         host = socket.gethostname()
         with self._lock:
             running = self._conn.execute(
-                "SELECT id, pid, pid_start FROM runs WHERE status = 'running' AND host = ?",
+                "SELECT id, pid, pid_start, nodes FROM runs WHERE status = 'running' AND host = ?",
                 (host,)).fetchall()
-        dead = [run_id for run_id, pid, start in running if not _alive(pid, start)]
+        dead = [(run_id, nodes) for run_id, pid, start, nodes in running
+                if not _alive(pid, start)]
         if not dead:
             return
         with self._lock, self._transaction():
-            for run_id in dead:
+            for run_id, nodes in dead:
+                rows = json.loads(nodes)
+                for row in rows:
+                    if row[1] in ("pending", "running"):
+                        row[1], row[10] = "interrupted", "the run was interrupted"
                 self._conn.execute(
                     "UPDATE runs SET status = 'interrupted', error_type = 'Interrupted', "
                     "error_message = 'the process recording this run ended without finishing "
-                    "it (killed or crashed)' WHERE id = ? AND status = 'running'", (run_id,))
-                self._conn.execute(
-                    "UPDATE nodes SET status = 'interrupted', reason = 'the run was interrupted' "
-                    "WHERE run_id = ? AND status IN ('pending', 'running')", (run_id,))
+                    "it (killed or crashed)', nodes = ? WHERE id = ? AND status = 'running'",
+                    (json.dumps(rows), run_id))
 
 
-def _run_entry(row: tuple[Any, ...], nodes: tuple[NodeEntry, ...], path: str) -> RunEntry:
+def _run_entry(row: tuple[Any, ...], path: str) -> RunEntry:
     (run_id, flow, targets, inputs, status, started, ended, executor, host, pid, _start,
-     environment, error_type, error_message) = row
+     environment, error_type, error_message, nodes) = row
     return RunEntry(run_id, flow, tuple(json.loads(targets)), json.loads(inputs), status,
                     started, ended, executor, host, pid, json.loads(environment or "{}"),
-                    error_type, error_message, nodes, path)
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+                    error_type, error_message,
+                    tuple(NodeEntry(*n) for n in json.loads(nodes)), path)
 
 
 # --------------------------------------------------------------------------- the recorder
@@ -352,6 +346,7 @@ class Recorder:
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._live: dict[str, tuple[str, dict[str, int], list[list[Any]]]] = {}
 
     # ----------------------------------------------------------------- run thread side
 
@@ -423,32 +418,33 @@ class Recorder:
                         item.set()
 
     def _write(self, batch: list[tuple[str, Any]]) -> None:
-        per_store: dict[str, tuple[list[Any], dict[tuple[str, str], Any], list[Any]]] = {}
-        # per run: its store's rows and the node order, looked up once per batch
-        seen: dict[str, tuple[Any, dict[str, int]] | None] = {}
+        per_store: dict[str, tuple[list[Any], set[str], list[Any]]] = {}
         for kind, item in batch:
             run = item[0] if kind == "node" else item
-            if run.id not in seen:
+            live = self._live.get(run.id)
+            if live is None:
                 path = location(run.cache)
-                seen[run.id] = None if path is None else (
-                    per_store.setdefault(path, ([], {}, [])),
-                    {name: i for i, name in enumerate(run.nodes)})
-            found = seen[run.id]
-            if found is None:
-                continue
-            (runs, nodes, ended), seqs = found
+                if path is None:
+                    continue
+                # the node rows of a run in progress: pending until its events say otherwise
+                live = self._live[run.id] = (path, {name: i for i, name in enumerate(run.nodes)},
+                                             [_pending_row(name) for name in run.nodes])
+            path, seqs, rows = live
+            started, touched, ended = per_store.setdefault(path, ([], set(), []))
             if kind == "node":
                 record: NodeRecord = item[1]
-                nodes[(run.id, record.name)] = _node_row(run.id, seqs[record.name], record)
+                rows[seqs[record.name]] = _node_row(record)
+                touched.add(run.id)
             elif kind == "start":
-                runs.append(_run_row(run))
-                for name, seq in seqs.items():
-                    nodes[(run.id, name)] = (run.id, seq, name, "pending", None, None, None,
-                                              0.0, None, 0.0, None, None, "", None, None)
+                started.append(_run_row(run, rows))
             else:
+                touched.add(run.id)
                 ended.append(_end_row(run))
-        for path, (runs, nodes, ended) in per_store.items():
-            self.store(path).write(runs, nodes.values(), ended)
+        for path, (started, touched, ended) in per_store.items():
+            progress = [(run_id, json.dumps(self._live[run_id][2])) for run_id in touched]
+            self.store(path).write(started, progress, ended)
+        for row in (r for _, (_, _, ended) in per_store.items() for r in ended):
+            self._live.pop(row[-1], None)
 
 
 _RECORDER: Recorder | None = None
@@ -557,8 +553,8 @@ def _default_paths() -> list[str]:
 
 
 def default_cache_dir() -> str:
-    """``LAZYFLOW_CACHE_DIR``, else ``./.lazyflow`` (where the default disk tier lives)."""
-    return os.environ.get("LAZYFLOW_CACHE_DIR") or os.path.join(os.getcwd(), ".lazyflow")
+    """Where the default disk tier lives: ``LAZYFLOW_CACHE_DIR``, else ``./.lazyflow``."""
+    return os.path.abspath(os.environ.get("LAZYFLOW_CACHE_DIR") or ".lazyflow")
 
 
 _ENVIRONMENT: dict[str, Any] = {}
@@ -597,10 +593,23 @@ def _packages(components: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _run_row(run: Run) -> tuple[Any, ...]:
+def _run_row(run: Run, nodes: list[list[Any]]) -> tuple[Any, ...]:
+    host, pid, start = _this_process()
     return (run.id, run.flow, json.dumps(list(run.targets)), json.dumps(run.inputs), "running",
-            run.started, None, run.executor, socket.gethostname(), os.getpid(),
-            _process_start(os.getpid()), json.dumps(environment(run.code)), None, None)
+            run.started, None, run.executor, host, pid, start,
+            json.dumps(environment(run.code)), None, None, json.dumps(nodes))
+
+
+_PROCESS: dict[int, tuple[str, int, str | None]] = {}
+
+
+def _this_process() -> tuple[str, int, str | None]:
+    """(host, pid, start time) of this process, read once: /proc reads take the mmap lock."""
+    pid = os.getpid()
+    found = _PROCESS.get(pid)
+    if found is None:
+        found = _PROCESS[pid] = (socket.gethostname(), pid, _process_start(pid))
+    return found
 
 
 def _end_row(run: Run) -> tuple[Any, ...]:
@@ -609,11 +618,15 @@ def _end_row(run: Run) -> tuple[Any, ...]:
             None if error is None else str(error), run.id)
 
 
-def _node_row(run_id: str, seq: int, r: NodeRecord) -> tuple[Any, ...]:
+def _node_row(r: NodeRecord) -> list[Any]:
     error = r.error
-    return (run_id, seq, r.name, r.status, r.tier, r.key, r.digest, r.duration, r.size, r.saved,
-            r.started, r.ended, r.reason, None if error is None else type(error).__name__,
-            None if error is None else str(error))
+    return [r.name, r.status, r.tier, r.key, r.digest, r.duration, r.size, r.saved, r.started,
+            r.ended, r.reason, None if error is None else type(error).__name__,
+            None if error is None else str(error)]
+
+
+def _pending_row(name: str) -> list[Any]:
+    return [name, "pending", None, None, None, 0.0, None, 0.0, None, None, "", None, None]
 
 
 def _process_start(pid: int) -> str | None:

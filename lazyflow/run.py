@@ -11,7 +11,7 @@ through ``run[name]``, so a run never pins intermediates in memory.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -206,8 +206,12 @@ class Explanation:
 
 
 def new_run_id() -> str:
-    """A run id that sorts by start time: ``20261125-165012-3f9a1c``."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
+    """A run id that sorts by start time: ``20261125-165012-3f9a1c``.
+
+    The suffix comes from ``random`` (reseeded after fork), not ``os.urandom``:
+    a getrandom call can cost most of a millisecond on a VM, more than a warm run.
+    """
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{random.getrandbits(24):06x}"
 
 
 def _seconds(s: float) -> str:

@@ -94,6 +94,19 @@ def test_history_lives_beside_the_disk_tier(tmp_path, monkeypatch):
     assert stored == [(run.id,)]
 
 
+def test_the_nodes_view_gives_one_sql_row_per_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    flow = lf.Flow("view", cache=lf.Cache(disk=None))
+    _chain(flow)
+    run = flow.run("total", n=3)
+    lf.history(flow)  # flushes
+    rows = sqlite3.connect(tmp_path / "h.sqlite").execute(
+        "SELECT seq, name, status, key FROM nodes WHERE run_id = ? ORDER BY seq",
+        (run.id,)).fetchall()
+    assert rows == [(0, "raw", "completed", run.nodes["raw"].key),
+                    (1, "total", "completed", run.nodes["total"].key)]
+
+
 def test_a_flow_without_a_disk_tier_keeps_its_history_in_memory(flow, monkeypatch):
     monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
     assert location(flow.cache) == ":memory:"
