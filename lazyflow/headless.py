@@ -135,7 +135,7 @@ class NotebookReport:
                            "changed": c.changed, "error": c.error} for c in self.cells]}
 
     def __str__(self) -> str:
-        rows = [("cell", "time", "node", "result", "tier", "node time", "saved")]
+        rows: list[tuple[str, ...]] = [("cell", "time", "node", "result", "tier", "node time", "saved")]
         for c in self.cells:
             mark = " *changed*" if c.changed else ""
             if not c.nodes:

@@ -183,7 +183,7 @@ class RunEntry:
             packages = ", ".join(f"{k}=={v}" for k, v in env.get("packages", {}).items())
             lines.append(f"python {env.get('python')}  {env.get('platform')}  "
                          f"lazyflow {env.get('lazyflow')}" + (f"  {packages}" if packages else ""))
-        rows = [("node", "status", "tier", "time", "key", "why")]
+        rows: list[tuple[str, ...]] = [("node", "status", "tier", "time", "key", "why")]
         for n in self.nodes:
             rows.append((n.name, n.status, n.tier or "-",
                          _seconds(n.duration) if n.status in ("completed", "failed") else "-",
@@ -211,7 +211,7 @@ class Runs(list[RunEntry]):
         return frame
 
     def __str__(self) -> str:
-        rows = [("id", "flow", "targets", "status", "started", "took", "nodes")]
+        rows: list[tuple[str, ...]] = [("id", "flow", "targets", "status", "started", "took", "nodes")]
         for r in self:
             rows.append((r.id, r.flow, ",".join(r.targets), r.status, _timestamp(r.started),
                          "-" if r.duration is None else _seconds(r.duration),
@@ -260,7 +260,8 @@ class Store:
              run_id: str | None = None) -> list[RunEntry]:
         """Recorded runs, newest first; ``run_id`` may be a unique prefix."""
         self._settle_dead()
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if flow is not None:
             where.append("flow = ?")
             args.append(flow)
@@ -353,7 +354,7 @@ class Recorder:
     def _on_event(self, event: Event) -> None:
         kind = type(event)
         if kind is NodeFinished:
-            self._pending.append(("node", (event.run, event.record)))
+            self._pending.append(("node", (event.run, event.record)))  # type: ignore[union-attr]
         elif kind is RunStarted:
             self._pending.append(("start", event.run))
             if self._thread is None:
@@ -361,7 +362,8 @@ class Recorder:
         elif kind is RunFinished:
             self._pending.append(("end", event.run))
         elif kind is NodeStarted:
-            self._pending.append(("node", (event.run, event.run.nodes[event.name])))
+            self._pending.append(
+                ("node", (event.run, event.run.nodes[event.name])))  # type: ignore[union-attr]
 
     def _start(self) -> None:
         with self._drain_lock:

@@ -279,7 +279,7 @@ class Verification:
                             "actual": c.actual, "duration": c.duration} for c in self.checks]}
 
     def __str__(self) -> str:
-        rows = [("node", "result", "expected", "recomputed", "time")]
+        rows: list[tuple[str, ...]] = [("node", "result", "expected", "recomputed", "time")]
         for c in self.checks:
             rows.append((c.node, c.status, (c.expected or "-")[:12], (c.actual or "-")[:12],
                          _seconds(c.duration)))
