@@ -477,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except BrokenPipeError:  # `lazyflow runs | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, UnknownNodeError, MissingInputError, UnknownRunError) as e:
         _fail(str(e))
     except LazyflowError as e:
