@@ -5,7 +5,7 @@ with a no-op subscriber (the engine's own cost of building events), so drift
 hits all three equally; prints medians and ratios. Shapes: one cached target
 of a 100-node chain (1 node touched), all 100 nodes (100 hits), a cold
 20-node chain, and the two warm shapes again served from the disk tier alone
-(a restarted kernel), when this lazyflow has one.
+(a restarted kernel).
 """
 
 from __future__ import annotations
@@ -77,11 +77,7 @@ def main() -> None:
         cold = _chain(20)
         counter = iter(range(10**9))
         measure("cold: 20-node chain, new input", lambda: cold.get("n19", x=next(counter)), 30)
-        try:
-            on_disk = _chain(100, lf.Cache(memory=None, disk=tmp, remote=None))
-        except NotImplementedError:
-            print("warm from disk: skipped, this lazyflow has no disk tier")
-            return
+        on_disk = _chain(100, lf.Cache(memory=None, disk=tmp, remote=None))
         on_disk.get(names, x=1)
         measure("warm from disk: 1 cached target", lambda: on_disk.get("n99", x=1), 50)
         measure("warm from disk: 100 targets", lambda: on_disk.get(names, x=1), 5)

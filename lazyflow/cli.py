@@ -159,11 +159,8 @@ def _cache(args: argparse.Namespace, *, memory: Any = None) -> Any:
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.history import default_cache_dir
 
-    try:
-        return Cache(memory=memory, disk=os.path.abspath(args.cache_dir or default_cache_dir()),
-                     **({"remote": args.remote} if args.remote else {}))
-    except NotImplementedError as e:
-        raise UsageError(f"this lazyflow cannot open that cache yet: {e}") from None
+    return Cache(memory=memory, disk=os.path.abspath(args.cache_dir or default_cache_dir()),
+                 **({"remote": args.remote} if args.remote else {}))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

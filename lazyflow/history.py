@@ -555,8 +555,10 @@ def _default_paths() -> list[str]:
 
 
 def default_cache_dir() -> str:
-    """Where the default disk tier lives: ``LAZYFLOW_CACHE_DIR``, else ``./.lazyflow``."""
-    return os.path.abspath(os.environ.get("LAZYFLOW_CACHE_DIR") or ".lazyflow")
+    """Where the default disk tier lives (``LAZYFLOW_CACHE_DIR``, project file, ``./.lazyflow``)."""
+    from lazyflow.cache import config
+
+    return config.resolve(memory=None, remote=None).disk or os.path.abspath(config.DEFAULT_DISK)
 
 
 _ENVIRONMENT: dict[str, Any] = {}

@@ -14,21 +14,14 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 SCRIPT = shutil.which("lazyflow", path=os.path.dirname(sys.executable))
 
-FLOW_MODULE = f"""
-import os
+FLOW_MODULE = """
 import random
-import sys
 
-sys.path.insert(0, {str(TESTS)!r})
 import lazyflow as lf
-from _tiers import FolderTier
 
-# a tier that persists between the CLI's processes, in $LAZYFLOW_CACHE_DIR
-flow = lf.Flow("analysis", cache=lf.Cache(tiers=[lf.cache.MemoryTier(10**8),
-                                                 FolderTier(os.environ["LAZYFLOW_CACHE_DIR"])]))
+flow = lf.Flow("analysis")   # the default cache: memory, and disk in $LAZYFLOW_CACHE_DIR
 
 @flow.node
 def raw(n: int):
@@ -213,18 +206,77 @@ def test_runs_records_a_failed_run_with_its_error(project):
                                                                "row 3 is malformed")
 
 
+# --------------------------------------------------------------------------- cache
+
+
+def _corrupt(project: Path, key: str) -> None:
+    """Overwrite a disk entry's value, keeping its metadata (and so its digest)."""
+    code = textwrap.dedent(f"""
+        import lazyflow as lf
+        disk = lf.Cache(memory=None, remote=None).tier("disk")
+        disk.put({key!r}, [666], disk.meta({key!r}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAZYFLOW_CACHE_DIR": str(project / "cache")}
+    subprocess.run([sys.executable, "-c", code], cwd=project, env=env, check=True)
+
+
+def test_cache_stats_counts_the_disk_entries(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4")
+    stats = json_of(lazyflow(project, "cache", "stats", "--cache-dir", "cache", "--json"))
+    assert stats["disk"]["entries"] >= 2
+    assert stats["disk"]["bytes"] > 0
+
+
+def test_cache_verify_drops_a_value_that_no_longer_matches_its_digest(project):
+    run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--json"))
+    bad = next(n["key"] for n in run["nodes"] if n["node"] == "raw")
+    _corrupt(project, bad)
+    report = json_of(lazyflow(project, "cache", "verify", "--cache-dir", "cache", "--json"))
+    assert report["disk"]["dropped"] == [bad]
+    again = json_of(lazyflow(project, "cache", "verify", "--cache-dir", "cache", "--json"))
+    assert again["disk"]["dropped"] == []
+
+
+def test_cache_clear_empties_the_disk_tier_and_keeps_the_history(project):
+    first = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--json"))
+    assert lazyflow(project, "cache", "clear", "--tier", "disk", "--cache-dir", "cache"
+                    ).returncode == 0
+    stats = json_of(lazyflow(project, "cache", "stats", "--cache-dir", "cache", "--json"))
+    assert stats["disk"]["entries"] == 0
+    assert json_of(lazyflow(project, "runs", "--cache-dir", "cache", "--json"))[0]["id"] \
+        == first["id"]
+    rerun = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--json"))
+    assert rerun["counts"] == {"completed": 2}
+
+
+def test_cache_prune_by_age_removes_old_entries(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4")
+    assert lazyflow(project, "cache", "prune", "--older-than", "0s", "--cache-dir", "cache"
+                    ).returncode == 0
+    rerun = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--json"))
+    assert rerun["counts"] == {"completed": 2}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cache", "prune"], "needs --max-size and/or --older-than"),
+    (["cache", "prune", "--older-than", "soon"], "malformed age 'soon'"),
+    (["cache", "prune", "--max-size", "big"], "--max-size 'big' is not a size"),
+    (["cache", "clear", "--tier", "tape"], "no 'tape' tier"),
+])
+def test_malformed_cache_commands_exit_2(project, args, message):
+    result = lazyflow(project, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
 # --------------------------------------------------------------------------- notebook
 
 
 def _notebook(project: Path) -> Path:
     cells = [
-        textwrap.dedent(f"""\
-            import os, sys
-            sys.path.insert(0, {str(TESTS)!r})
+        textwrap.dedent("""\
             import lazyflow as lf
-            from _tiers import FolderTier
-            flow = lf.Flow("nb", cache=lf.Cache(tiers=[
-                lf.cache.MemoryTier(10**8), FolderTier(os.environ["LAZYFLOW_CACHE_DIR"])]))"""),
+            flow = lf.Flow("nb")"""),
         textwrap.dedent("""\
             @flow.node
             def raw(n: int):

@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _tiers import DictTier
 
 import lazyflow as lf
 from lazyflow.history import FILENAME, find, location
@@ -85,7 +84,7 @@ def test_the_environment_names_python_lazyflow_and_the_packages_the_code_uses(fl
 
 def test_history_lives_beside_the_disk_tier(tmp_path, monkeypatch):
     monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
-    flow = lf.Flow("beside", cache=lf.Cache(tiers=[DictTier("disk", str(tmp_path))]))
+    flow = lf.Flow("beside", cache=lf.Cache(memory=None, disk=str(tmp_path), remote=None))
     _chain(flow)
     run = flow.run("total", n=3)
     assert location(flow.cache) == str(tmp_path / FILENAME)
