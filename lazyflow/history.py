@@ -438,13 +438,17 @@ class Recorder:
                 rows[seqs[record.name]] = _node_row(record)
                 touched.add(run.id)
             elif kind == "start":
-                started.append(_run_row(run, rows))
+                started.append(run)
             else:
                 touched.add(run.id)
                 ended.append(_end_row(run))
         for path, (started, touched, ended) in per_store.items():
-            progress = [(run_id, json.dumps(self._live[run_id][2])) for run_id in touched]
-            self.store(path).write(started, progress, ended)
+            # a run started in this batch is inserted with its rows as they are now
+            new = {run.id for run in started}
+            progress = [(run_id, json.dumps(self._live[run_id][2])) for run_id in touched
+                        if run_id not in new]
+            self.store(path).write([_run_row(run, self._live[run.id][2]) for run in started],
+                                   progress, ended)
         for row in (r for _, (_, _, ended) in per_store.items() for r in ended):
             self._live.pop(row[-1], None)
 
