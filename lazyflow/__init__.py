@@ -44,6 +44,14 @@ from lazyflow.skip import Skip
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext lazyflow``: register ``%%flow`` and ``%flow`` (imports IPython only now)."""
+    from lazyflow.notebook.magics import load
+
+    load(ipython)
+
+
 __all__ = [
     "Cache",
     "CacheWarning",
@@ -86,6 +94,7 @@ __all__ = [
     "fingerprint",
     "hash_value",
     "history",
+    "load_ipython_extension",
     "node",
     "register_hasher",
     "reuse_nondeterministic",

@@ -314,7 +314,7 @@ class Flow:
     def run(self, targets: str | Iterable[str], /, *, executor: Any = None,
             max_workers: int | None = None, cancel: CancelToken | None = None,
             overrides: Mapping[str, Mapping[str, Any]] | None = None,
-            observers: Iterable[Callable[[Any], Any]] = (),
+            observers: Iterable[Callable[[Any], Any]] = (), progress: bool = False,
             inputs: Mapping[str, Any] | None = None, **kw_inputs: Any) -> Run:
         """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records.
 
@@ -328,13 +328,27 @@ class Flow:
         - ``overrides``: per-node policy overrides for this run,
           ``{"fit": {"timeout": 60}, "*": {"retries": 1}}``.
         - ``observers``: callables receiving this run's events.
+        - ``progress``: show the live DAG widget in a notebook, a text bar elsewhere.
         """
         from lazyflow.engine import RunOptions, execute
 
         values = {**(inputs or {}), **kw_inputs}
         options = RunOptions(executor=executor, max_workers=max_workers, cancel=cancel,
                              overrides=overrides, observers=tuple(observers))
-        return execute(self, self.plan(targets, values), options)
+        plan = self.plan(targets, values)
+        before = self.last_run
+        try:
+            if not progress:
+                return execute(self, plan, options)
+            from lazyflow.notebook.progress import show_progress
+
+            with show_progress(self):
+                return execute(self, plan, options)
+        finally:  # the run's own edges, for drawing it (the engine keeps none)
+            if self.last_run is not None and self.last_run is not before:
+                self.last_run.edges = [(up, n) for n in plan.order if n in self.last_run.nodes
+                                       for up in dict.fromkeys(plan.upstream[n].values())
+                                       if up in self.last_run.nodes]
 
     def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
         """Start :meth:`run` in a background thread; return a handle to watch or cancel it.
@@ -345,6 +359,27 @@ class Flow:
         from lazyflow.handle import RunHandle
 
         return RunHandle(self, targets, options)
+
+    def widget(self, *, interval: float = 0.1) -> Any:
+        """The live DAG widget of this flow (needs ipywidgets: ``lazyflow[notebook]``).
+
+        It follows every run of the flow from now on, redrawn at most once per
+        ``interval`` seconds; ``widget.submit(...)`` runs in the background with
+        a working Cancel button.
+        """
+        from lazyflow.notebook.widget import FlowWidget
+
+        return FlowWidget(self, interval=interval)
+
+    def _repr_html_(self) -> str:
+        from lazyflow.notebook.display import flow_html
+
+        return flow_html(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from lazyflow.notebook.display import flow_mimebundle
+
+        return flow_mimebundle(self)
 
     def explain(self, targets: str | Iterable[str], /, **inputs: Any) -> Explanation:
         """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing."""

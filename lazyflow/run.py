@@ -66,6 +66,9 @@ class Run:
 
     >>> run = flow.run(["model"], path="a.csv")      # doctest: +SKIP
     >>> run["model"], run.nodes["clean"].status       # doctest: +SKIP
+
+    ``edges`` lists the (upstream, downstream) pairs among the run's nodes, for
+    drawing it; in a notebook a run shows as its DAG and a results table.
     """
 
     flow: str
@@ -81,6 +84,7 @@ class Run:
     cache: Any = field(default=None, repr=False)
     values: dict[str, Any] = field(default_factory=dict, repr=False)
     error: BaseException | None = field(default=None, repr=False)
+    edges: list[tuple[str, str]] = field(default_factory=list, repr=False)
     _loader: Callable[[str], Any] | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> Any:
@@ -157,6 +161,14 @@ class Run:
         footer = (f"{self.flow}: {counts} in {_seconds(self.duration)}"
                   f"; cache saved {_seconds(self.time_saved)}")
         return _table(rows) + "\n" + footer
+
+    def _repr_html_(self) -> str:
+        from lazyflow.notebook.display import run_html
+
+        return run_html(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"text/plain": self.summary(), "text/html": self._repr_html_()}
 
     def __repr__(self) -> str:
         return (f"<Run {self.flow!r} {list(self.targets)} {self.status}: "

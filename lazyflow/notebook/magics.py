@@ -1,0 +1,207 @@
+"""The IPython extension: ``%%flow`` cells as cached nodes, and the ``%flow`` line magic.
+
+Design note
+-----------
+``%%flow`` turns the cell into a node of the notebook's flow (``cells.py``
+says how reads and writes are found), adds it (replacing the cell's previous
+definition, as re-running a cell does) and requests it. On a miss the cell
+runs and prints as usual, and its stdout is kept in a cache *record* next to
+the entry (so it lives in the same tiers, survives a restart with the disk
+tier, and is never part of the value or the DAG). On a hit nothing runs: the
+outputs are copied into the user namespace, one line says which tier served
+them and how much compute that saved, and the recorded stdout is replayed.
+
+The cell is requested by its own node, not its output selectors: one load
+restores every output, and the cell's record (tier, key) is in the run.
+``import``/``def``/``class`` statements of the cell are re-executed in the
+user namespace either way, since modules and functions are code, not data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shlex
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import xxhash
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from lazyflow.fingerprint import fingerprint
+from lazyflow.graph import Flow, Node, default_flow
+from lazyflow.hashing import hash_value
+from lazyflow.notebook.cells import CellAnalysis, CellFunction, analyse
+from lazyflow.notebook.svg import seconds
+
+__all__ = ["FlowMagics", "cell_node", "load"]
+
+_STDOUT_DOMAIN = "lazyflow-stdout-1\0"
+_LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
+               "cache stats | cache clear   [--flow VAR]")
+
+
+def load(shell: Any) -> None:
+    """Register the magics with an IPython shell (what ``%load_ext lazyflow`` calls)."""
+    shell.register_magics(FlowMagics)
+
+
+def cell_node(name: str, source: str, analysis: CellAnalysis, namespace: Mapping[str, Any],
+              hidden: Mapping[str, Any], flow: Flow, outputs: tuple[str, ...],
+              cache: bool = True) -> Node:
+    """The node of a cell: edges for names that are nodes, inputs for values, code by version."""
+    params: dict[str, str] = {}
+    defaults: dict[str, Any] = {}
+    code_refs: list[str] = []
+    for var in analysis.reads:
+        if var in flow and var not in outputs:
+            params[var] = var
+            continue
+        if var not in namespace or (var in hidden and namespace[var] is hidden[var]):
+            continue  # a builtin, or unbound: the cell itself will say NameError
+        value = namespace[var]
+        if isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                              type)):
+            code_refs.append(f"{var}={fingerprint(_referring_to(value)).digest}")
+            continue
+        # a name the cell also assigns must not wire to the cell's own output node
+        param = f"{var}__prev" if var in outputs else var
+        params[param] = var
+        defaults[param] = value
+    func = CellFunction(name, source, namespace, params, defaults, outputs)
+    version = "|".join([analysis.digest, *sorted(code_refs)])
+    options = {"outputs": outputs} if outputs else None
+    return Node(func, name=name, version=version, cache=cache, options=options)
+
+
+def _referring_to(value: Any) -> Any:
+    """A function whose fingerprint is that of ``value`` (module, helper, class) as a global."""
+    return lambda: value
+
+
+def _cell_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="%%flow", add_help=False, exit_on_error=False)
+    parser.add_argument("--name")
+    parser.add_argument("--out")
+    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--flow")
+    return parser
+
+
+@magics_class
+class FlowMagics(Magics):
+    """``%%flow [--name NAME] [--out a,b] [--no-cache] [--flow VAR]`` and ``%flow ...``."""
+
+    @line_cell_magic
+    def flow(self, line: str, cell: str | None = None) -> Any:
+        """Make this cell a cached node (``%%flow``), or inspect the flow (``%flow``)."""
+        if cell is None:
+            return self._line(line)
+        return self._cell(line, cell)
+
+    # ----------------------------------------------------------------- %%flow
+
+    def _cell(self, line: str, source: str) -> None:
+        try:
+            args, extra = _cell_parser().parse_known_args(shlex.split(line))
+        except (argparse.ArgumentError, ValueError) as e:
+            raise UsageError(f"%%flow: {e}") from None
+        if extra:
+            raise UsageError(f"%%flow: unknown option(s) {' '.join(extra)}; "
+                             "use --name NAME, --out a,b, --no-cache, --flow VAR")
+        flow = self._flow(args.flow)
+        analysis = analyse(source)
+        ns = self.shell.user_ns
+        outputs = tuple(o.strip() for o in args.out.split(",") if o.strip()) if args.out \
+            else tuple(w for w in analysis.writes if not w.startswith("_"))
+        name = args.name or (f"cell_{outputs[0]}" if outputs else f"cell_{analysis.digest[:8]}")
+        node = cell_node(name, source, analysis, ns, self.shell.user_ns_hidden, flow, outputs,
+                         cache=not args.no_cache)
+        flow.add(node)
+        run = flow.run(name)
+        record = run.nodes[name]
+        value = run[name]
+        stdout_key = xxhash.xxh3_128_hexdigest(f"{_STDOUT_DOMAIN}{record.key}".encode())
+        if record.status == "completed":
+            text = node.func.stdout
+            if node.cache and text:
+                flow.cache.record(stdout_key, {"digest": hash_value(text), "stdout": text})
+        else:
+            what = ", ".join(outputs) or "cell"
+            print(f"lazyflow: {what} restored from the {record.tier} cache "
+                  f"({name}; saved {seconds(record.saved)} of compute)")
+            replay = flow.cache.find_record(stdout_key)
+            if replay:
+                print(replay["stdout"], end="")
+        if isinstance(value, dict):
+            ns.update(value)
+        self._define_code(analysis)
+
+    def _define_code(self, analysis: CellAnalysis) -> None:
+        statements = [s for s in analysis.tree.body
+                      if isinstance(s, (ast.Import, ast.ImportFrom, ast.FunctionDef,
+                                        ast.AsyncFunctionDef, ast.ClassDef))]
+        if statements:
+            module = ast.Module(body=statements, type_ignores=[])
+            exec(compile(module, "<lazyflow cell code>", "exec"), self.shell.user_ns)
+
+    # ----------------------------------------------------------------- %flow
+
+    def _line(self, line: str) -> Any:
+        words = shlex.split(line)
+        flow_var = None
+        if "--flow" in words:
+            at = words.index("--flow")
+            if at + 1 >= len(words):
+                raise UsageError("%flow: --flow needs a variable name")
+            flow_var = words[at + 1]
+            del words[at:at + 2]
+        flow = self._flow(flow_var)
+        command, rest = (words[0], words[1:]) if words else ("", [])
+        if command == "show" and not rest:
+            from IPython.display import display
+
+            display(flow.widget())
+            return None
+        if command in ("explain", "get") and rest:
+            inputs = self._inputs(rest[1:])
+            if command == "explain":
+                print(flow.explain(rest[0], **inputs))
+                return None
+            return flow.get(rest[0], **inputs)
+        if command == "cache" and rest == ["stats"]:
+            print(_stats_table(flow.cache.stats()))
+            return None
+        if command == "cache" and rest == ["clear"]:
+            flow.cache.clear()
+            print(f"lazyflow: cleared every cache tier of flow {flow.name!r}")
+            return None
+        raise UsageError(_LINE_USAGE)
+
+    def _inputs(self, pairs: list[str]) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for pair in pairs:
+            key, eq, expr = pair.partition("=")
+            if not eq or not key.isidentifier():
+                raise UsageError(f"%flow: expected k=v, got {pair!r} ({_LINE_USAGE})")
+            inputs[key] = self.shell.ev(expr)
+        return inputs
+
+    def _flow(self, var: str | None) -> Flow:
+        if var is None:
+            return default_flow()
+        value = self.shell.user_ns.get(var)
+        if not isinstance(value, Flow):
+            raise UsageError(f"--flow {var}: {var!r} is not a lazyflow Flow in this notebook "
+                             f"(got {type(value).__name__}); create it with lf.Flow(...)")
+        return value
+
+
+def _stats_table(stats: Mapping[str, Mapping[str, int]]) -> str:
+    columns = sorted({c for row in stats.values() for c in row})
+    lines = ["tier      " + "".join(f"{c:>10}" for c in columns)]
+    for tier, row in stats.items():
+        lines.append(f"{tier:<10}" + "".join(f"{row.get(c, ''):>10}" for c in columns))
+    return "\n".join(lines)

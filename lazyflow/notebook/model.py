@@ -1,0 +1,133 @@
+"""The view model of a flow: per-node state of the current run, fed by engine events.
+
+Design note
+-----------
+State flows one way: engine events -> :class:`FlowModel` -> views. The model
+subscribes to ``flow.events`` and turns each event into :class:`NodeView`
+values under a lock (events may come from a worker thread); views register a
+listener and read a consistent :meth:`snapshot` when they redraw. The model
+never calls the engine. Handling an event is a few dict writes, so an observed
+run pays microseconds per node; drawing is the view's business (throttled).
+
+The layout is recomputed only when the flow's nodes or edges change (a
+notebook redefines nodes all the time; a run does not).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lazyflow.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.notebook.layout import Layout, layout
+from lazyflow.notebook.svg import NodeView
+
+if TYPE_CHECKING:
+    from lazyflow.graph import Flow
+    from lazyflow.run import NodeRecord, Run
+
+__all__ = ["FlowModel", "Progress", "view_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Counts of the current run, for a progress bar."""
+
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    cached: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    elapsed: float = 0.0
+    saved: float = 0.0
+    status: str = "idle"
+
+    @property
+    def settled(self) -> int:
+        """Nodes that reached a final status."""
+        return self.total - self.pending - self.running
+
+
+def view_of(record: NodeRecord) -> NodeView:
+    """The picture's view of a node record."""
+    error = f"{type(record.error).__name__}: {record.error}" if record.error is not None else ""
+    duration = record.duration if record.status in ("completed", "failed") else None
+    return NodeView(record.status, record.tier, duration, record.key, record.size, error,
+                    record.reason)
+
+
+class FlowModel:
+    """Per-node state of ``flow``'s latest run, kept current by its events."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.run: Run | None = None
+        self._views: dict[str, NodeView] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[Event], Any]] = []
+        self._layout: tuple[Any, Layout] | None = None
+        if flow.last_run is not None:
+            self._adopt(flow.last_run)
+        self._unsubscribe = flow.events.subscribe(self._on_event)
+
+    def listen(self, fn: Callable[[Event], Any]) -> None:
+        """Call ``fn(event)`` after each event has been applied."""
+        self._listeners.append(fn)
+
+    def close(self) -> None:
+        """Stop following the flow's events."""
+        self._unsubscribe()
+
+    def layout(self) -> Layout:
+        """The flow's current DAG, laid out (cached until nodes or edges change)."""
+        names = tuple(self.flow)
+        edges = tuple(self.flow.edges())
+        if self._layout is None or self._layout[0] != (names, edges):
+            self._layout = ((names, edges), layout(names, edges))
+        return self._layout[1]
+
+    def snapshot(self) -> tuple[dict[str, NodeView], Progress]:
+        """A consistent copy of the node views and the run's counts."""
+        with self._lock:
+            views = dict(self._views)
+            run = self.run
+        counts: dict[str, int] = {}
+        for view in views.values():
+            counts[view.state] = counts.get(view.state, 0) + 1
+        if run is None:
+            return views, Progress()
+        saved = sum(r.saved for r in run.nodes.values() if r.status == "cached")
+        progress = Progress(len(views), counts.get("pending", 0), counts.get("running", 0),
+                            counts.get("completed", 0), counts.get("cached", 0),
+                            counts.get("failed", 0), counts.get("skipped", 0),
+                            counts.get("cancelled", 0),
+                            (run.ended or time.time()) - run.started, saved, run.status)
+        return views, progress
+
+    # ----------------------------------------------------------------- events
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, RunStarted):
+                self.run = event.run
+                self._views = {name: NodeView("pending") for name in event.run.nodes}
+            elif event.run is not self.run:
+                return  # a straggler from an older run
+            elif isinstance(event, NodeStarted):
+                self._views[event.name] = NodeView("running")
+            elif isinstance(event, NodeFinished):
+                self._views[event.record.name] = view_of(event.record)
+            elif isinstance(event, RunFinished):
+                self._views = {name: view_of(r) for name, r in event.run.nodes.items()}
+        for fn in self._listeners:
+            fn(event)
+
+    def _adopt(self, run: Run) -> None:
+        self.run = run
+        self._views = {name: view_of(r) for name, r in run.nodes.items()}

@@ -1,0 +1,130 @@
+"""The live DAG widget: an ipywidgets view over a :class:`FlowModel`.
+
+Design note
+-----------
+A thin view: the model follows the engine's events; the widget redraws the
+SVG, the progress bar and the details table from a model snapshot, at most
+once per ``interval`` (0.1 s: ~10 redraws/s) through :class:`Throttle`, plus
+once at the start and end of each run. A redraw costs one SVG string build,
+so even a run of hundreds of tiny nodes is slowed by a few percent at most
+(``benchmarks/widget_overhead.py``).
+
+The only way back to the engine is cancellation. A run started with
+:meth:`FlowWidget.submit` (``flow.submit``) happens in a background thread, so the kernel stays
+free to receive the Cancel click, which sets the run's
+:class:`~lazyflow.CancelToken`; the run stops at the next node boundary and
+finished nodes stay cached. A run started synchronously in a cell
+(``flow.run``) is still drawn live, but the kernel cannot hear the button
+until the cell ends; the button then stays disabled and says to interrupt
+the kernel instead (which the engine records as a cancellation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from lazyflow.events import Event, RunFinished, RunStarted
+from lazyflow.notebook.display import run_table_html
+from lazyflow.notebook.model import FlowModel, Progress
+from lazyflow.notebook.svg import render_svg, seconds
+from lazyflow.notebook.throttle import Throttle
+
+if TYPE_CHECKING:
+    from lazyflow.graph import Flow
+    from lazyflow.handle import RunHandle
+
+__all__ = ["FlowWidget"]
+
+
+class FlowWidget(widgets.VBox):
+    """The flow's DAG, live: node states, timings, tiers, progress, and a Cancel button.
+
+    >>> w = flow.widget()                       # doctest: +SKIP
+    >>> w                                       # shows it; then in another cell:
+    >>> flow.run("model", path="a.csv")         # drawn live   # doctest: +SKIP
+    >>> job = w.submit("model", path="a.csv")   # in the background: Cancel works
+    """
+
+    def __init__(self, flow: Flow, *, interval: float = 0.1) -> None:
+        self.model = FlowModel(flow)
+        self._svg = widgets.HTML(layout=widgets.Layout(overflow="auto", max_height="640px"))
+        self._bar = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
+                                        layout=widgets.Layout(width="40%"))
+        self._status = widgets.HTML()
+        self._cancel = widgets.Button(description="Cancel", icon="stop", disabled=True,
+                                      button_style="danger",
+                                      tooltip="stops runs started with widget.submit(...)")
+        self._cancel.on_click(lambda _: self.cancel())
+        self._table = widgets.HTML()
+        details = widgets.Accordion([self._table], titles=("details",), selected_index=None)
+        self.submission: RunHandle | None = None
+        self.throttle = Throttle(self.redraw, interval)
+        self.model.listen(self._changed)
+        super().__init__([self._svg, widgets.HBox([self._bar, self._status, self._cancel]),
+                          details])
+        self.add_class("lazyflow-widget")
+        self.redraw()
+
+    def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
+        """``flow.submit(...)``: run in a background thread, drawn live, cancellable here."""
+        self.submission = self.model.flow.submit(targets, **options)
+        return self.submission
+
+    def cancel(self) -> None:
+        """Cancel the run started with :meth:`submit` (at the next node boundary)."""
+        if self.submission is not None:
+            self.submission.cancel("Cancel pressed")
+
+    def close(self) -> None:
+        """Stop following the flow and close the view."""
+        self.model.close()
+        super().close()
+
+    def _changed(self, event: Event) -> None:
+        if isinstance(event, (RunStarted, RunFinished)):
+            self.throttle.now()
+        else:
+            self.throttle()
+
+    def redraw(self) -> None:
+        """Draw the model's current state (called through the throttle)."""
+        views, progress = self.model.snapshot()
+        self._svg.value = render_svg(self.model.layout(), views)
+        self._bar.max = max(progress.total, 1)
+        self._bar.value = progress.settled
+        self._bar.bar_style = _bar_style(progress)
+        self._status.value = _status_line(progress)
+        run = self.model.run
+        self._table.value = run_table_html(run) if run is not None else ""
+        live = self.submission is not None and not self.submission.done() \
+            and progress.status == "running"
+        self._cancel.disabled = not live
+        self._cancel.tooltip = ("stop at the next node boundary" if live else
+                                "runs started with widget.submit(...) can be cancelled here; "
+                                "interrupt the kernel to stop a run started in a cell")
+
+
+def _bar_style(p: Progress) -> str:
+    if p.failed:
+        return "danger"
+    if p.status == "cancelled":
+        return "warning"
+    return "success" if p.status == "completed" else "info"
+
+
+def _status_line(p: Progress) -> str:
+    if p.status == "idle":
+        return "<span class='lf-status'>not run yet</span>"
+    parts = [f"{p.completed} done", f"{p.cached} cached", f"{p.running} running",
+             f"{p.pending} to run"]
+    for state in ("failed", "skipped", "cancelled"):
+        n = getattr(p, state)
+        if n:
+            parts.append(f"{n} {state}")
+    text = (" · ".join(parts) + f" · {seconds(p.elapsed)} elapsed"
+            + f" · saved {seconds(p.saved)} · {p.status}")
+    return f"<span class='lf-status' data-status='{p.status}'>{escape(text)}</span>"
