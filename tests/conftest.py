@@ -117,3 +117,15 @@ def s3_url(s3_options: dict[str, object]) -> str:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(**s3_options).mkdir(bucket)
     return f"s3://{bucket}/lazyflow"
+
+
+@pytest.fixture
+def shell():
+    """A real IPython ``InteractiveShell`` with ``%load_ext lazyflow`` and a fresh namespace."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("lazyflow")
+    yield ip
+    ip.reset(new_session=False)

@@ -8,7 +8,8 @@ the values it reads. Reads are found statically: a name loaded before the cell
 binds it (free names of functions, lambdas and comprehensions in the cell
 count too, conservatively: an extra read only adds a key component, a missed
 one could return a wrong value). Writes are the names the cell assigns at top
-level; names bound by ``import``, ``def`` and ``class`` are code, not data:
+level (``with ... as f`` and ``except ... as e`` bind resources and
+transient errors, not outputs); names bound by ``import``, ``def`` and ``class`` are code, not data:
 they are replayed in the user namespace rather than cached.
 
 A read becomes, at definition time (see ``magics.py``): an *edge* when a node
@@ -114,8 +115,9 @@ class _Scan:
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 self.expr(item.context_expr)
-                if item.optional_vars is not None:
-                    self.expr(item.optional_vars)
+                if item.optional_vars is not None:  # a resource (file, lock): not an output
+                    for name, _ in _names(item.optional_vars):
+                        self.bound.add(name)
             for child in node.body:
                 self.statement(child)
         elif isinstance(node, ast.Try):
@@ -124,8 +126,8 @@ class _Scan:
             for handler in node.handlers:
                 if handler.type is not None:
                     self.expr(handler.type)
-                if handler.name:
-                    self._bind(handler.name)
+                if handler.name:  # Python unbinds it after the handler
+                    self.bound.add(handler.name)
                 for child in handler.body:
                     self.statement(child)
             for child in (*node.orelse, *node.finalbody):

@@ -72,6 +72,7 @@ class FlowWidget(widgets.VBox):
     def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
         """``flow.submit(...)``: run in a background thread, drawn live, cancellable here."""
         self.submission = self.model.flow.submit(targets, **options)
+        self.throttle.now()  # the run may have started before the handle was known
         return self.submission
 
     def cancel(self) -> None:
@@ -128,3 +129,13 @@ def _status_line(p: Progress) -> str:
     text = (" · ".join(parts) + f" · {seconds(p.elapsed)} elapsed"
             + f" · saved {seconds(p.saved)} · {p.status}")
     return f"<span class='lf-status' data-status='{p.status}'>{escape(text)}</span>"
+
+
+def _register() -> None:
+    from lazyflow.hashing import register_hasher
+
+    # a widget is a view, not data: a node that reads one must not be invalidated by it
+    register_hasher(FlowWidget, lambda widget: "FlowWidget")
+
+
+_register()

@@ -1,0 +1,75 @@
+"""Static analysis of cells: reads before writes, outputs, code names, normalized digest."""
+
+from __future__ import annotations
+
+import pytest
+
+from lazyflow.errors import OutputError
+from lazyflow.notebook.cells import CellFunction, analyse
+
+
+def test_a_name_read_before_it_is_assigned_is_an_input():
+    assert analyse("y = x + 1").reads == ("x",)
+
+
+def test_a_name_assigned_before_it_is_read_is_not_an_input():
+    assert analyse("x = 1\ny = x + 1").reads == ()
+
+
+def test_augmented_assignment_reads_the_name_first():
+    a = analyse("total += 1")
+    assert a.reads == ("total",) and a.writes == ("total",)
+
+
+def test_free_names_of_lambdas_comprehensions_and_functions_are_reads():
+    a = analyse("f = lambda q: q + w\nys = [i * k for i in range(n)]\n"
+                "def g(a, b=d):\n    return a + e + g(a)\n")
+    assert set(a.reads) == {"w", "k", "range", "n", "d", "e"}
+
+
+def test_imports_definitions_and_classes_are_code_not_outputs():
+    a = analyse("import numpy as np\nfrom os import path\nimport xml.dom\n"
+                "def f(): pass\nclass C: pass\nz = 1")
+    assert a.code_names == ("np", "path", "xml", "f", "C") and a.writes == ("z",)
+
+
+def test_with_targets_and_exception_names_are_not_outputs():
+    a = analyse("with open(p) as fh:\n    text = fh.read()\n"
+                "try:\n    v = int(text)\nexcept ValueError as err:\n    v = 0\n")
+    assert a.writes == ("text", "v")
+
+
+def test_loop_and_walrus_targets_are_outputs():
+    a = analyse("for i in range(3):\n    pass\nif (m := 2) > 1:\n    pass\n")
+    assert a.writes == ("i", "m")
+
+
+def test_a_deleted_name_is_not_an_output():
+    assert analyse("tmp = 1\nkeep = tmp\ndel tmp").writes == ("keep",)
+
+
+def test_formatting_and_comments_leave_the_digest_unchanged():
+    assert analyse("x = 1  # one\n\n\ny=x+2").digest == analyse("x = 1\ny = x + 2").digest
+
+
+def test_any_change_of_code_changes_the_digest():
+    assert analyse("y = x + 1").digest != analyse("y = x + 2").digest
+
+
+def test_a_cell_function_runs_in_a_copy_of_the_namespace():
+    ns = {"x": 1}
+    run = CellFunction("c", "y = x + 1\nx = 99\n", ns, {"x": "x"}, {}, ("y",))
+    assert run(x=5) == {"y": 6}
+    assert ns == {"x": 1}
+
+
+def test_a_cell_function_records_what_it_printed(capsys):
+    run = CellFunction("c", "print('hi')\n", {}, {}, {}, ())
+    assert run() is None
+    assert run.stdout == "hi\n" and capsys.readouterr().out == "hi\n"
+
+
+def test_an_output_left_unassigned_is_an_output_error_naming_it():
+    run = CellFunction("c", "if False:\n    y = 1\n", {}, {}, {}, ("y",))
+    with pytest.raises(OutputError, match="did not assign y"):
+        run()

@@ -1,0 +1,229 @@
+"""``%%flow`` cells and the ``%flow`` line magic, in a real IPython shell.
+
+Executions are counted through a side effect on disk: each cell appends its
+name to a log file, so a restored cell leaves no trace there.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import lazyflow as lf
+import lazyflow.graph
+
+
+@pytest.fixture
+def nb(shell, tmp_path):
+    """The shell with a flow ``nb`` (memory cache) and a log path ``log`` in its namespace."""
+    shell.user_ns["nb"] = lf.Flow("nb", cache=lf.Cache(disk=None))
+    shell.user_ns["log"] = str(tmp_path / "log")
+    return shell
+
+
+def cell(shell, source: str, options: str = "--flow nb") -> None:
+    """Run ``source`` as a ``%%flow`` cell; fail the test on any error."""
+    shell.run_cell(f"%%flow {options}\n{source}").raise_error()
+
+
+def executions(shell) -> list[str]:
+    path = Path(shell.user_ns["log"])
+    return path.read_text().split() if path.exists() else []
+
+
+COUNT = "with open(log, 'a') as f: f.write('{name}\\n')\n"
+A = COUNT.format(name="a") + "a = 10 * base\n"
+B = COUNT.format(name="b") + "b = a + 1\n"
+C = COUNT.format(name="c") + "c = 'unrelated'\n"
+
+
+def test_a_cell_runs_once_and_its_rerun_is_restored_without_executing(nb):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    assert nb.user_ns["a"] == 20
+    del nb.user_ns["a"]
+    cell(nb, A)
+    assert nb.user_ns["a"] == 20
+    assert executions(nb) == ["a"]
+
+
+def test_a_hit_prints_one_line_naming_the_tier_and_the_time_saved(nb, capsys):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    capsys.readouterr()
+    cell(nb, A)
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"lazyflow: a restored from the memory cache "
+                        r"\(cell_a; saved \d+ms of compute\)\n", out)
+
+
+def test_stdout_of_the_first_run_is_replayed_on_a_hit(nb, capsys):
+    source = COUNT.format(name="p") + "p = 1\nprint('loaded', p, 'rows')\n"
+    cell(nb, source)
+    assert capsys.readouterr().out == "loaded 1 rows\n"
+    cell(nb, source)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:] == ["loaded 1 rows"] and lines[0].startswith("lazyflow: p restored")
+    assert executions(nb) == ["p"]
+
+
+def test_changing_an_upstream_value_reruns_only_the_cells_that_read_it(nb):
+    nb.user_ns["base"] = 2
+    for source in (A, B, C):
+        cell(nb, source)
+    nb.user_ns["base"] = 3
+    for source in (A, B, C):
+        cell(nb, source)
+    assert executions(nb) == ["a", "b", "c", "a", "b"]
+    assert nb.user_ns["b"] == 31
+
+
+def test_an_upstream_cell_returning_an_equal_value_leaves_its_readers_cached(nb):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    cell(nb, B)
+    # new code for cell a, same value of a
+    cell(nb, COUNT.format(name="a") + "a = 20 * base // 2\n", "--flow nb --name cell_a")
+    cell(nb, B)
+    assert executions(nb) == ["a", "b", "a"]
+
+
+def test_comments_and_blank_lines_do_not_change_a_cells_key(nb):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    cell(nb, "# the same cell, reformatted\n\n" + A.replace("=", " = ") + "\n\n")
+    assert executions(nb) == ["a"]
+
+
+def test_editing_a_cells_code_reruns_it(nb):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    cell(nb, A.replace("10 *", "100 *"), "--flow nb --name cell_a")
+    assert nb.user_ns["a"] == 200
+    assert executions(nb) == ["a", "a"]
+
+
+def test_editing_a_helper_function_the_cell_calls_reruns_it(nb):
+    nb.run_cell("def scale(x):\n    return 10 * x\n").raise_error()
+    source = COUNT.format(name="s") + "s = scale(3)\n"
+    cell(nb, source)
+    cell(nb, source)
+    nb.run_cell("def scale(x):\n    return 100 * x\n").raise_error()
+    cell(nb, source)
+    assert nb.user_ns["s"] == 300
+    assert executions(nb) == ["s", "s"]
+
+
+def test_node_functions_consume_cell_outputs_by_name_and_cells_consume_nodes(nb):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    nb.run_cell("@nb.node\ndef tripled(a):\n    return 3 * a\n").raise_error()
+    cell(nb, COUNT.format(name="t") + "t = tripled + 1\n")
+    assert nb.user_ns["t"] == 61
+    flow = nb.user_ns["nb"]
+    assert ("a", "tripled") in flow.edges() and ("tripled", "cell_t") in flow.edges()
+    assert flow.get("tripled") == 60
+    assert executions(nb) == ["a", "t"]
+
+
+def test_imports_inside_a_restored_cell_are_available_afterwards(nb):
+    source = "import statistics as st\nm = st.mean([1, 2, 3])\n"
+    cell(nb, source)
+    nb.run_cell("del st").raise_error()
+    cell(nb, source)
+    assert nb.user_ns["st"].mean([4]) == 4
+
+
+def test_a_cell_that_rebinds_a_name_it_reads_is_keyed_by_the_value_it_read(nb):
+    nb.user_ns["x"] = 1
+    source = COUNT.format(name="x") + "x = x + 1\n"
+    cell(nb, source)
+    assert nb.user_ns["x"] == 2
+    cell(nb, source)  # reads x == 2 now: a different input
+    assert nb.user_ns["x"] == 3
+    nb.user_ns["x"] = 1
+    cell(nb, source)
+    assert nb.user_ns["x"] == 2
+    assert executions(nb) == ["x", "x"]
+
+
+def test_out_limits_the_outputs_to_the_names_given(nb):
+    cell(nb, "tmp = [1, 2]\nkept = sum(tmp)\n", "--flow nb --out kept --name summing")
+    flow = nb.user_ns["nb"]
+    assert "kept" in flow and "tmp" not in flow and "summing" in flow
+
+
+def test_no_cache_runs_the_cell_every_time(nb):
+    for _ in range(2):
+        cell(nb, COUNT.format(name="n") + "n = 1\n", "--flow nb --no-cache")
+    assert executions(nb) == ["n", "n"]
+
+
+def test_an_unknown_option_is_a_usage_error(nb, capsys):
+    result = nb.run_cell("%%flow --flow nb --bogus\nx = 1\n")
+    assert result.error_in_exec is not None and "--bogus" in str(result.error_in_exec)
+
+
+def test_flow_must_name_a_flow(nb):
+    result = nb.run_cell("%%flow --flow log\nx = 1\n")
+    assert "is not a lazyflow Flow" in str(result.error_in_exec)
+
+
+def test_an_error_in_a_cell_propagates_and_caches_nothing(nb):
+    result = nb.run_cell("%%flow --flow nb\n" + COUNT.format(name="e") + "e = 1 / 0\n")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    nb.run_cell("%%flow --flow nb\n" + COUNT.format(name="e") + "e = 1 / 0\n")
+    assert executions(nb) == ["e", "e"]
+
+
+def test_cells_without_flow_option_join_the_default_flow(shell, tmp_path, monkeypatch):
+    monkeypatch.setattr(lazyflow.graph, "_DEFAULT_FLOW", lf.Flow("default", cache=None))
+    shell.user_ns["log"] = str(tmp_path / "log")
+    cell(shell, A.replace("base", "2"), "")
+    cell(shell, A.replace("base", "2"), "")
+    assert "cell_a" in lf.default_flow() and executions(shell) == ["a"]
+
+
+def test_line_magic_get_computes_a_node_with_inputs(nb):
+    nb.run_cell("@nb.node\ndef power(k: int = 2, e: int = 2):\n    return k ** e\n")
+    nb.user_ns["three"] = 3
+    assert nb.run_cell("%flow get power k=three e=3 --flow nb").result == 27
+
+
+def test_line_magic_explain_says_what_would_run(nb, capsys):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    capsys.readouterr()
+    nb.run_cell("%flow explain cell_a --flow nb").raise_error()
+    out = capsys.readouterr().out
+    assert re.search(r"cell_a\s+hit\s+memory", out)
+
+
+def test_line_magic_cache_clear_forgets_every_cell(nb, capsys):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    nb.run_cell("%flow cache clear --flow nb").raise_error()
+    cell(nb, A)
+    assert executions(nb) == ["a", "a"]
+
+
+def test_line_magic_cache_stats_prints_a_row_per_tier(nb, capsys):
+    nb.user_ns["base"] = 2
+    cell(nb, A)
+    nb.run_cell("%flow cache stats --flow nb").raise_error()
+    out = capsys.readouterr().out
+    assert re.search(r"^memory\s+\d", out, re.M) and "misses" in out
+
+
+def test_line_magic_show_displays_the_widget(nb):
+    shown: list[object] = []
+    nb.display_pub.publish = lambda data, **kw: shown.append(data)
+    nb.run_cell("%flow show --flow nb").raise_error()
+    assert any("application/vnd.jupyter.widget-view+json" in d for d in shown)
+
+
+def test_a_bad_line_magic_prints_its_usage(nb):
+    result = nb.run_cell("%flow dance")
+    assert "usage: %flow show" in str(result.error_in_exec)

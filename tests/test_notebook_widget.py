@@ -1,0 +1,213 @@
+"""The live DAG widget, the static reprs and progress=True, driven by real runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import lazyflow as lf
+from lazyflow.notebook.throttle import Throttle
+
+
+def _diamond(flow: lf.Flow, calls) -> None:
+    @flow.node
+    def raw(n: int = 4):
+        calls["raw"] += 1
+        return list(range(n))
+
+    @flow.node
+    def doubled(raw):
+        return [2 * x for x in raw]
+
+    @flow.node
+    def squared(raw):
+        return [x * x for x in raw]
+
+    @flow.node
+    def report(doubled, squared):
+        return sum(doubled) + sum(squared)
+
+
+def _states(svg: str) -> dict[str, str]:
+    return dict(re.findall(r'data-node="(\w+)" data-state="(\w+)"', svg))
+
+
+def test_the_widget_draws_every_node_of_the_flow_before_any_run(flow, calls):
+    _diamond(flow, calls)
+    w = flow.widget()
+    assert _states(w._svg.value) == dict.fromkeys(["raw", "doubled", "squared", "report"],
+                                                  "idle")
+    assert "not run yet" in w._status.value
+
+
+def test_the_widget_shows_completed_nodes_with_their_timings_after_a_run(flow, calls):
+    _diamond(flow, calls)
+    w = flow.widget()
+    flow.run("report")
+    assert set(_states(w._svg.value).values()) == {"completed"}
+    assert len(re.findall(r'class="lf-caption"[^>]*>\d+ms<', w._svg.value)) == 4
+    assert w._bar.value == w._bar.max == 4
+    assert "4 done" in w._status.value
+
+
+def test_the_widget_redraws_while_the_run_goes_on(flow, calls):
+    seen: list[dict[str, str]] = []
+    w = flow.widget(interval=0)  # no throttling: every event draws
+
+    @flow.node
+    def first():
+        return 1
+
+    @flow.node
+    def second(first):
+        seen.append(_states(w._svg.value))
+        return first + 1
+
+    flow.run("second")
+    assert seen == [{"first": "completed", "second": "running"}]
+
+
+def test_redraws_are_throttled_during_a_burst_of_events(calls):
+    flow = lf.Flow("burst", cache=lf.Cache(disk=None))
+    for i in range(200):
+        flow.node(name=f"n{i}")(lambda i=i: i)
+    w = flow.widget(interval=3600)
+    flow.run([f"n{i}" for i in range(200)])
+    # one immediate draw at the start and one at the end; the trailing one was dropped
+    assert w.throttle.calls == 2
+    assert set(_states(w._svg.value).values()) == {"completed"}
+
+
+def test_a_throttled_call_is_made_once_the_interval_has_passed():
+    drawn = threading.Event()
+    throttle = Throttle(drawn.set, interval=0.05)
+    throttle()
+    drawn.clear()
+    for _ in range(100):
+        throttle()
+    assert drawn.wait(timeout=10)
+    assert throttle.calls == 2
+
+
+def test_a_failed_node_is_drawn_red_with_its_error(flow):
+    w = flow.widget()
+
+    @flow.node
+    def good():
+        return 1
+
+    @flow.node
+    def bad(good):
+        raise ValueError("sensor offline")
+
+    @flow.node
+    def after(bad):
+        return bad
+
+    with pytest.raises(ValueError):
+        flow.run("after")
+    states = _states(w._svg.value)
+    assert states == {"good": "completed", "bad": "failed", "after": "skipped"}
+    node = re.search(r'<g class="lf-node" data-node="bad".*?</g>', w._svg.value, re.S).group(0)
+    assert "#ef5350" in node and "ValueError: sensor offline" in node
+    assert "ValueError: sensor offline" in w._table.value
+    assert w._bar.bar_style == "danger"
+
+
+def test_a_cached_run_marks_every_node_with_its_tier(flow, calls):
+    _diamond(flow, calls)
+    flow.run("report")
+    w = flow.widget()
+    flow.run(["raw", "doubled", "squared", "report"])
+    assert set(_states(w._svg.value).values()) == {"cached"}
+    assert w._svg.value.count('data-tier="memory"') == 4
+    assert w._svg.value.count("cached · memory") == 4
+
+
+def test_the_cancel_button_stops_a_submitted_run_at_the_next_node_boundary(flow, calls):
+    started, release = threading.Event(), threading.Event()
+
+    @flow.node
+    def slow():
+        started.set()
+        release.wait(timeout=30)
+        calls["slow"] += 1
+        return 1
+
+    @flow.node
+    def later(slow):
+        calls["later"] += 1
+        return slow + 1
+
+    w = flow.widget()
+    job = w.submit("later")
+    assert started.wait(timeout=30)
+    w.throttle.now()
+    assert not w._cancel.disabled
+    w._cancel.click()
+    release.set()
+    with pytest.raises(lf.CancelledError):
+        job.result(timeout=30)
+    assert calls == {"slow": 1}
+    assert _states(w._svg.value) == {"slow": "completed", "later": "cancelled"}
+    assert w._cancel.disabled
+    assert flow.run("slow").nodes["slow"].status == "cached"
+
+
+def test_the_cancel_button_is_disabled_for_a_run_started_in_the_cell(flow, calls):
+    _diamond(flow, calls)
+    w = flow.widget()
+    flow.run("report")
+    assert w._cancel.disabled and "interrupt the kernel" in w._cancel.tooltip
+
+
+def test_a_closed_widget_stops_following_the_flow(flow, calls):
+    _diamond(flow, calls)
+    w = flow.widget()
+    w.close()
+    flow.run("report")
+    assert set(_states(w._svg.value).values()) == {"idle"}
+
+
+def test_a_run_shows_as_its_dag_and_a_results_table(flow, calls):
+    _diamond(flow, calls)
+    run = flow.run("report")
+    bundle = run._repr_mimebundle_()
+    html = bundle["text/html"]
+    assert set(_states(html).values()) == {"completed"}
+    assert html.count('class="lf-edge"') == 4
+    assert html.count("<tr data-node=") == 4
+    assert "report" in bundle["text/plain"]
+
+
+def test_a_flow_shows_as_its_dag_coloured_by_the_last_run(flow, calls):
+    _diamond(flow, calls)
+    flow.run("doubled")
+    html = flow._repr_html_()
+    assert _states(html) == {"raw": "completed", "doubled": "completed", "squared": "idle",
+                             "report": "idle"}
+    bundle = flow._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" not in bundle  # no kernel here
+
+
+def test_progress_outside_a_notebook_draws_a_text_bar(flow, calls, capsys):
+    _diamond(flow, calls)
+    assert flow.get("report", progress=True) == 12 + 14
+    err = capsys.readouterr().err
+    assert "4/4" in err and "test" in err
+
+
+def test_import_lazyflow_needs_neither_ipython_nor_ipywidgets():
+    code = ("import sys\n"
+            "for m in ('IPython', 'ipywidgets', 'tqdm'): sys.modules[m] = None\n"
+            "import lazyflow as lf\n"
+            "flow = lf.Flow('x', cache=lf.Cache(disk=None))\n"
+            "flow.node(name='a')(lambda: 1)\n"
+            "flow.run('a')\n"
+            "assert 'data-node=\"a\"' in flow._repr_html_()\n"
+            "assert 'text/html' in flow._repr_mimebundle_()\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
