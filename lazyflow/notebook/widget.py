@@ -85,6 +85,10 @@ class FlowWidget(widgets.VBox):
         self.model.close()
         super().close()
 
+    def __repr__(self) -> str:
+        flow = self.model.flow
+        return f"<FlowWidget of flow {flow.name!r}: {len(flow)} nodes>"
+
     def _changed(self, event: Event) -> None:
         if isinstance(event, (RunStarted, RunFinished)):
             self.throttle.now()
