@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint browser-deps clean
+.PHONY: demo test test-fast bench lint browser-deps screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/hashing.py
+	$(PY) benchmarks/widget_overhead.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lazyflow tests
@@ -36,6 +37,10 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "could not install chromium: browser tests will say why they skip"; }
+
+# Refresh the widget screenshots of docs/notebooks.md from the real-browser test.
+screenshots: $(STAMP) browser-deps
+	LAZYFLOW_SCREENSHOT_DIR=docs/img $(PY) -m pytest -q -m browser tests/test_notebook_browser.py
 
 clean:
 	rm -rf $(VENV) .lazyflow .pytest_cache

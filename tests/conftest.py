@@ -129,3 +129,50 @@ def shell():
     ip.extension_manager.load_extension("lazyflow")
     yield ip
     ip.reset(new_session=False)
+
+
+@pytest.fixture
+def jupyterlab(tmp_path):
+    """A real JupyterLab server on 127.0.0.1 (free port, no token) serving ``tmp_path/lab``.
+
+    Yields ``(base_url, root_dir)``; the server and its kernels stop afterwards.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+         "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+         f"--ServerApp.root_dir={root}", "--IdentityProvider.token=",
+         "--ServerApp.password=", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+         "jupyterlab.NeverCheckForUpdate", f"--LabApp.workspaces_dir={tmp_path / 'ws'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "lab.log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # poll readiness: the server says nothing machine-readable before this
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("JupyterLab did not start: "
+                                   + (tmp_path / "lab.log").read_text()[-2000:]) from None
+            time.sleep(0.2)
+    yield url, root
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()

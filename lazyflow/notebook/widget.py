@@ -53,7 +53,7 @@ class FlowWidget(widgets.VBox):
         self.model = FlowModel(flow)
         self._svg = widgets.HTML(layout=widgets.Layout(overflow="auto", max_height="640px"))
         self._bar = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
-                                        layout=widgets.Layout(width="40%"))
+                                        layout=widgets.Layout(width="30%"))
         self._status = widgets.HTML()
         self._cancel = widgets.Button(description="Cancel", icon="stop", disabled=True,
                                       button_style="danger",

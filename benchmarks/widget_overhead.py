@@ -1,0 +1,66 @@
+"""What the live widget costs a run: the same flow run bare, watched (throttled), watched (unthrottled).
+
+A chain-and-fan flow of 200 nodes, each doing about 1 ms of arithmetic, is run
+with fresh inputs (so every node computes) in three set-ups, interleaved
+round by round so machine drift hits all alike; medians and ratios printed.
+The widget has no front end here (ipywidgets without a kernel), so this
+measures the model updates, SVG builds and widget state serialisation that a
+notebook run pays, not the browser's drawing.
+
+    python benchmarks/widget_overhead.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import lazyflow as lf
+
+NODES = 200
+ROUNDS = 7
+
+
+def _work(x: int, k: int) -> int:
+    total = 0
+    for i in range(20_000):  # ~1 ms
+        total += (x * i) % 7
+    return (x * 3 + k + (total & 1)) % 2**61  # distinct per input: no early cutoff
+
+
+def build() -> lf.Flow:
+    flow = lf.Flow("bench", cache=lf.Cache(disk=None))
+    flow.node(name="n0")(lambda seed: _work(seed, 0))
+    for i in range(1, NODES):
+        up = f"n{max(0, i - 1 - (i % 3))}"
+        flow.node(name=f"n{i}", inputs={"x": up})(lambda x, k=i: _work(x, k))
+    return flow
+
+
+def timed(flow: lf.Flow, seed: int) -> float:
+    t0 = time.perf_counter()
+    run = flow.run([f"n{i}" for i in range(NODES)], seed=seed)
+    assert len(run.completed) == NODES
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    setups = {"bare": build(), "widget (0.1 s throttle)": build(),
+              "widget (no throttle)": build()}
+    widgets = {"widget (0.1 s throttle)": setups["widget (0.1 s throttle)"].widget(),
+               "widget (no throttle)": setups["widget (no throttle)"].widget(interval=0)}
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for r in range(ROUNDS):
+        for name, flow in setups.items():
+            times[name].append(timed(flow, seed=1000 + r))
+    base = statistics.median(times["bare"])
+    print(f"{NODES} nodes x ~1 ms, median of {ROUNDS} rounds")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        draws = widgets[name].throttle.calls if name in widgets else 0
+        print(f"{name:<26} {med * 1e3:8.1f} ms   x{med / base:.3f}   redraws/run "
+              f"{draws / ROUNDS:.0f}")
+
+
+if __name__ == "__main__":
+    main()
