@@ -21,6 +21,7 @@ the kernel instead (which the engine records as a cancellation).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,7 @@ class FlowWidget(widgets.VBox):
         self._table = widgets.HTML()
         details = widgets.Accordion([self._table], titles=("details",), selected_index=None)
         self.submission: RunHandle | None = None
+        self._drawing = threading.Lock()  # the throttle's timer thread draws too
         self.throttle = Throttle(self.redraw, interval)
         self.model.listen(self._changed)
         super().__init__([self._svg, widgets.HBox([self._bar, self._status, self._cancel]),
@@ -97,6 +99,10 @@ class FlowWidget(widgets.VBox):
 
     def redraw(self) -> None:
         """Draw the model's current state (called through the throttle)."""
+        with self._drawing:
+            self._draw()
+
+    def _draw(self) -> None:
         views, progress = self.model.snapshot()
         self._svg.value = render_svg(self.model.layout(), views)
         self._bar.max = max(progress.total, 1)
