@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lazyflow.errors import OutputError
 from lazyflow.notebook.cells import CellFunction, analyse
@@ -73,3 +78,35 @@ def test_an_output_left_unassigned_is_an_output_error_naming_it():
     run = CellFunction("c", "if False:\n    y = 1\n", {}, {}, {}, ("y",))
     with pytest.raises(OutputError, match="did not assign y"):
         run()
+
+
+_names = st.sampled_from(["a", "b", "c", "x"])
+_exprs = st.recursive(
+    st.one_of(_names, st.integers(0, 99).map(str)),
+    lambda inner: st.tuples(inner, st.sampled_from(["+", "*", "-"]), inner)
+    .map(lambda t: f"({t[0]} {t[1]} {t[2]})"), max_leaves=6)
+_programs = st.lists(st.tuples(_names, _exprs), min_size=1, max_size=6)
+
+
+def _source(program: list[tuple[str, str]]) -> str:
+    return "\n".join(f"{target} = {expr}" for target, expr in program)
+
+
+@given(_programs)
+def test_reformatting_a_cell_never_changes_its_digest(program):
+    source = _source(program)
+    noisy = "# a comment\n\n" + "\n\n".join(f"{line}   # note" for line in source.splitlines())
+    canonical = ast.unparse(ast.parse(source))
+    assert analyse(noisy).digest == analyse(source).digest == analyse(canonical).digest
+
+
+@given(_programs)
+def test_reads_are_the_names_loaded_before_the_cell_assigns_them(program):
+    bound: set[str] = set()
+    expected: list[str] = []
+    for target, expr in program:
+        expected += [n for n in re.findall(r"[a-z]+", expr) if n not in bound]
+        bound.add(target)
+    a = analyse(_source(program))
+    assert a.reads == tuple(dict.fromkeys(expected))
+    assert a.writes == tuple(dict.fromkeys(t for t, _ in program))

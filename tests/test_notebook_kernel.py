@@ -30,10 +30,15 @@ def _notebook(disk: Path, log: Path) -> nbformat.NotebookNode:
                                 "language": "python"}})
 
 
-def _run_all(nb: nbformat.NotebookNode, cwd: Path) -> list[str]:
-    """Execute every cell in a fresh kernel; return each code cell's stdout."""
+def _execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute()
+    return nb
+
+
+def _run_all(nb: nbformat.NotebookNode, cwd: Path) -> list[str]:
+    """Execute every cell in a fresh kernel; return each code cell's stdout."""
+    _execute(nb, cwd)
     return ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream")
             for c in nb.cells]
 
@@ -54,3 +59,24 @@ def test_restart_and_run_all_restores_every_cell_and_node_from_disk(tmp_path):
     assert second[1].endswith("a is 20\n")  # stdout of the first run, replayed
     assert second[2].startswith("lazyflow: b restored from the disk cache")
     assert second[3] == "c is 42\n"
+
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def test_display_flow_progress_and_flow_show_put_the_widget_in_the_output(tmp_path):
+    nb = _execute(new_notebook(cells=[
+        new_code_cell("import lazyflow as lf\nflow = lf.Flow('k', cache=lf.Cache(disk=None))\n"
+                      "flow.node(name='a')(lambda: 41)\nflow.node(name='b')(lambda a: a + 1)"),
+        new_code_cell("flow"),
+        new_code_cell("flow.get('b', progress=True)"),
+        new_code_cell("%load_ext lazyflow\n%flow show --flow flow"),
+    ]), tmp_path)
+    shown = [[o for o in c.outputs if o.output_type in ("execute_result", "display_data")]
+             for c in nb.cells]
+    flow_out, = shown[1]
+    assert WIDGET in flow_out.data and 'data-node="b"' in flow_out.data["text/html"]
+    progress, value = shown[2]
+    assert WIDGET in progress.data and value.data["text/plain"] == "42"
+    show, = shown[3]
+    assert WIDGET in show.data and show.data["text/plain"] == "<FlowWidget of flow 'k': 2 nodes>"

@@ -227,3 +227,13 @@ def test_line_magic_show_displays_the_widget(nb):
 def test_a_bad_line_magic_prints_its_usage(nb):
     result = nb.run_cell("%flow dance")
     assert "usage: %flow show" in str(result.error_in_exec)
+
+
+def test_an_output_that_cannot_be_hashed_names_the_cell_and_the_way_out(nb):
+    result = nb.run_cell("%%flow --flow nb\nnumbers = (i for i in range(3))\n")
+    error = result.error_in_exec
+    assert isinstance(error, lf.HashingError) and "cell_numbers" in str(error)
+    assert "--out" in "".join(error.__notes__)
+    with pytest.warns(lf.LazyflowWarning, match="cannot be hashed"):
+        cell(nb, "numbers = (i for i in range(3))\n", "--flow nb --no-cache")
+    assert list(nb.user_ns["numbers"]) == [0, 1, 2]

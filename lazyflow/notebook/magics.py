@@ -30,6 +30,7 @@ import xxhash
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from lazyflow.errors import HashingError
 from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
@@ -94,6 +95,11 @@ def _cell_parser() -> argparse.ArgumentParser:
 class FlowMagics(Magics):
     """``%%flow [--name NAME] [--out a,b] [--no-cache] [--flow VAR]`` and ``%flow ...``."""
 
+    @property
+    def _shell(self) -> Any:
+        assert self.shell is not None, "FlowMagics is registered with a shell"
+        return self.shell
+
     @line_cell_magic
     def flow(self, line: str, cell: str | None = None) -> Any:
         """Make this cell a cached node (``%%flow``), or inspect the flow (``%flow``)."""
@@ -113,18 +119,25 @@ class FlowMagics(Magics):
                              "use --name NAME, --out a,b, --no-cache, --flow VAR")
         flow = self._flow(args.flow)
         analysis = analyse(source)
-        ns = self.shell.user_ns
+        ns = self._shell.user_ns
         outputs = tuple(o.strip() for o in args.out.split(",") if o.strip()) if args.out \
             else tuple(w for w in analysis.writes if not w.startswith("_"))
         name = args.name or (f"cell_{outputs[0]}" if outputs else f"cell_{analysis.digest[:8]}")
-        node = cell_node(name, source, analysis, ns, self.shell.user_ns_hidden, flow, outputs,
+        node = cell_node(name, source, analysis, ns, self._shell.user_ns_hidden, flow, outputs,
                          cache=not args.no_cache)
         flow.add(node)
-        run = flow.run(name)
+        try:
+            run = flow.run(name)
+        except HashingError as e:
+            if e.node == name:
+                e.add_note("in a %%flow cell: leave that name out of the outputs with "
+                           "--out a,b, or run the cell with --no-cache")
+            raise
         record = run.nodes[name]
         value = run[name]
         stdout_key = xxhash.xxh3_128_hexdigest(f"{_STDOUT_DOMAIN}{record.key}".encode())
         if record.status == "completed":
+            assert isinstance(node.func, CellFunction)
             text = node.func.stdout
             if node.cache and text:
                 flow.cache.record(stdout_key, {"digest": hash_value(text), "stdout": text})
@@ -140,12 +153,12 @@ class FlowMagics(Magics):
         self._define_code(analysis)
 
     def _define_code(self, analysis: CellAnalysis) -> None:
-        statements = [s for s in analysis.tree.body
+        statements: list[ast.stmt] = [s for s in analysis.tree.body
                       if isinstance(s, (ast.Import, ast.ImportFrom, ast.FunctionDef,
                                         ast.AsyncFunctionDef, ast.ClassDef))]
         if statements:
             module = ast.Module(body=statements, type_ignores=[])
-            exec(compile(module, "<lazyflow cell code>", "exec"), self.shell.user_ns)
+            exec(compile(module, "<lazyflow cell code>", "exec"), self._shell.user_ns)
 
     # ----------------------------------------------------------------- %flow
 
@@ -186,13 +199,13 @@ class FlowMagics(Magics):
             key, eq, expr = pair.partition("=")
             if not eq or not key.isidentifier():
                 raise UsageError(f"%flow: expected k=v, got {pair!r} ({_LINE_USAGE})")
-            inputs[key] = self.shell.ev(expr)
+            inputs[key] = self._shell.ev(expr)
         return inputs
 
     def _flow(self, var: str | None) -> Flow:
         if var is None:
             return default_flow()
-        value = self.shell.user_ns.get(var)
+        value = self._shell.user_ns.get(var)
         if not isinstance(value, Flow):
             raise UsageError(f"--flow {var}: {var!r} is not a lazyflow Flow in this notebook "
                              f"(got {type(value).__name__}); create it with lf.Flow(...)")
