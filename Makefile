@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/hashing.py
 	$(PY) benchmarks/widget_overhead.py
+	$(PY) benchmarks/layout.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lazyflow tests
