@@ -211,3 +211,16 @@ def test_import_lazyflow_needs_neither_ipython_nor_ipywidgets():
             "assert 'data-node=\"a\"' in flow._repr_html_()\n"
             "assert 'text/html' in flow._repr_mimebundle_()\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_late_trailing_call_is_not_doubled_by_a_direct_one():
+    now = [0.0]
+    throttle = Throttle(lambda: None, interval=100, clock=lambda: now[0])
+    throttle()  # draws at once
+    now[0] = 1.0
+    throttle()  # arms the trailing call (due in 99 s)
+    now[0] = 150.0  # the interval is over but the timer thread has not run yet
+    throttle()
+    assert throttle.calls == 1
+    throttle.now()
+    assert throttle.calls == 2 and throttle._timer is None

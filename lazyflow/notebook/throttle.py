@@ -23,9 +23,11 @@ __all__ = ["Throttle"]
 class Throttle:
     """Call ``fn`` at most once per ``interval`` seconds, never dropping the last call."""
 
-    def __init__(self, fn: Callable[[], Any], interval: float = 0.1) -> None:
+    def __init__(self, fn: Callable[[], Any], interval: float = 0.1, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.fn = fn
         self.interval = interval
+        self.clock = clock
         self.calls = 0
         self._last = float("-inf")
         self._timer: threading.Timer | None = None
@@ -34,14 +36,15 @@ class Throttle:
     def __call__(self) -> None:
         """Ask for a call: run now if the interval has passed, else once it has."""
         with self._lock:
-            wait = self._last + self.interval - time.monotonic()
+            if self._timer is not None:
+                return  # a trailing call is armed: it will draw the latest state
+            wait = self._last + self.interval - self.clock()
             if wait > 0:
-                if self._timer is None:
-                    self._timer = threading.Timer(wait, self._fire)
-                    self._timer.daemon = True
-                    self._timer.start()
+                self._timer = threading.Timer(wait, self._fire)
+                self._timer.daemon = True
+                self._timer.start()
                 return
-            self._last = time.monotonic()
+            self._last = self.clock()
         self._call()
 
     def now(self) -> None:
@@ -50,13 +53,13 @@ class Throttle:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._last = time.monotonic()
+            self._last = self.clock()
         self._call()
 
     def _fire(self) -> None:
         with self._lock:
             self._timer = None
-            self._last = time.monotonic()
+            self._last = self.clock()
         self._call()
 
     def _call(self) -> None:
