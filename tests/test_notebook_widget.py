@@ -224,3 +224,17 @@ def test_a_late_trailing_call_is_not_doubled_by_a_direct_one():
     assert throttle.calls == 1
     throttle.now()
     assert throttle.calls == 2 and throttle._timer is None
+
+
+def test_progress_in_a_notebook_shows_a_widget_that_keeps_its_requests_final_state(
+        flow, calls, monkeypatch):
+    shown: list[object] = []
+    monkeypatch.setattr("lazyflow.notebook.display.in_kernel", lambda: True)
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    _diamond(flow, calls)
+    flow.run("report", progress=True)
+    (w,) = shown
+    flow.run("raw", n=5)  # a later request does not redraw it
+    assert _states(w._svg.value) == dict.fromkeys(["raw", "doubled", "squared", "report"],
+                                                  "completed")
+    w.close()

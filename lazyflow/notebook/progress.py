@@ -3,8 +3,9 @@
 Design note
 -----------
 Both are plain event subscribers for the duration of one request, so the
-engine needs no notion of progress. In a kernel the widget is displayed in
-the cell's output and stays there with the final state; elsewhere a tqdm bar
+engine needs no notion of progress. In a kernel a widget is displayed in
+the cell's output and stops following the flow when the request ends, so it
+keeps showing that request's final state; elsewhere a tqdm bar
 counts settled nodes on stderr. Rejected: a progress callback argument
 threaded through the engine — the events already say everything.
 """
@@ -33,8 +34,12 @@ def show_progress(flow: Flow) -> Iterator[None]:
 
         from lazyflow.notebook.widget import FlowWidget
 
-        display(FlowWidget(flow))
-        yield
+        widget = FlowWidget(flow)
+        display(widget)
+        try:
+            yield
+        finally:
+            widget.model.close()  # it keeps showing this request, not the next ones
         return
     with _text_bar(flow):
         yield
