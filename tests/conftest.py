@@ -149,13 +149,17 @@ def jupyterlab(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)  # no "get Jupyter news?" pop-up over the screenshots
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
          "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
          f"--ServerApp.root_dir={root}", "--IdentityProvider.token=",
-         "--ServerApp.password=", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
+         "--ServerApp.password=", "--LabApp.check_for_updates_class="
          "jupyterlab.NeverCheckForUpdate", f"--LabApp.workspaces_dir={tmp_path / 'ws'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "lab.log").open("w"))
     url = f"http://127.0.0.1:{port}"

@@ -9,6 +9,7 @@ when set, which is how ``make screenshots`` refreshes the docs' pictures).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -25,15 +26,39 @@ NODES = ["load", "clean", "features", "stats", "model", "report"]
 WIDGET_NODE = ".lazyflow-widget svg g.lf-node"
 
 
-def _first_run_only(dest: Path) -> None:
-    """The tutorial up to its first run, outputs cleared: the browser makes them."""
+def _tutorial_until(dest: Path, marker: str, extra: str | None = None) -> None:
+    """The tutorial up to the cell containing ``marker`` (then ``extra``), outputs cleared."""
     nb = nbformat.read(TUTORIAL, as_version=4)
-    end = next(i for i, c in enumerate(nb.cells) if "flow.run(\"report\")" in c.source)
+    end = next(i for i, c in enumerate(nb.cells) if marker in c.source)
     nb.cells = nb.cells[:end + 1]
+    if extra is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(extra))
     for c in nb.cells:
         if c.cell_type == "code":
             c.outputs, c.execution_count = [], None
     nbformat.write(nb, dest)
+
+
+@contextlib.contextmanager
+def _run_all_in_jupyterlab(url: str, notebook: str):
+    """A Chromium page with ``notebook`` open in JupyterLab, all its cells started."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: Debian's chromium could not be installed "
+                    "(make browser-deps runs apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{url}/lab/tree/{notebook}")
+            expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
+            yield page
+        finally:
+            browser.close()
 
 
 def _save(page, tmp_path: Path, name: str) -> None:
@@ -46,22 +71,11 @@ def _save(page, tmp_path: Path, name: str) -> None:
 
 
 def test_the_widget_shows_every_node_and_its_states_live_in_jupyterlab(jupyterlab, tmp_path):
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: Debian's chromium could not be installed "
-                    "(make browser-deps runs apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, root = jupyterlab
-    _first_run_only(root / "widget.ipynb")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"{url}/lab/tree/widget.ipynb")
-        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name=re.compile("^Run All Cells")).click()
-
+    _tutorial_until(root / "widget.ipynb", 'flow.run("report")')
+    with _run_all_in_jupyterlab(url, "widget.ipynb") as page:
         # every node is drawn as soon as the widget shows
         nodes = page.locator(WIDGET_NODE)
         expect(nodes).to_have_count(len(NODES), timeout=60_000)
@@ -83,4 +97,25 @@ def test_the_widget_shows_every_node_and_its_states_live_in_jupyterlab(jupyterla
         assert all(re.fullmatch(r"\d+ms|\d+\.\d\ds", c) for c in captions), captions
         expect(page.locator(".lazyflow-widget .lf-status")).to_contain_text("6 done")
         _save(page, tmp_path, "widget-after-run.png")
-        browser.close()
+
+
+def test_the_cancel_button_stops_a_submitted_run_in_jupyterlab(jupyterlab, tmp_path):
+    from playwright.sync_api import expect
+
+    url, root = jupyterlab
+    _tutorial_until(root / "cancel.ipynb", "w = flow.widget()", 'job = w.submit("report")')
+    with _run_all_in_jupyterlab(url, "cancel.ipynb") as page:
+        page.locator(f'{WIDGET_NODE}[data-state="running"]').first.wait_for(
+            state="attached", timeout=60_000)
+        cancel = page.locator(".lazyflow-widget button", has_text="Cancel")
+        expect(cancel).to_be_enabled()
+        cancel.click()
+        status = page.locator(".lazyflow-widget .lf-status")
+        expect(status).to_have_attribute("data-status", "cancelled", timeout=60_000)
+        states = page.locator(WIDGET_NODE).evaluate_all(
+            "els => els.map(e => e.dataset.state)")
+        assert "cancelled" in states and "failed" not in states
+        assert page.locator(f'{WIDGET_NODE}[data-node="report"]').get_attribute(
+            "data-state") == "cancelled"
+        expect(cancel).to_be_disabled()
+        _save(page, tmp_path, "widget-cancelled.png")

@@ -54,8 +54,8 @@ class FlowWidget(widgets.VBox):
         self.model = FlowModel(flow)
         self._svg = widgets.HTML(layout=widgets.Layout(overflow="auto", max_height="640px"))
         self._bar = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
-                                        layout=widgets.Layout(width="30%"))
-        self._status = widgets.HTML()
+                                        layout=widgets.Layout(width="22%"))
+        self._status = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", margin="0 8px"))
         self._cancel = widgets.Button(description="Cancel", icon="stop", disabled=True,
                                       button_style="danger",
                                       tooltip="stops runs started with widget.submit(...)")
@@ -136,8 +136,7 @@ def _status_line(p: Progress) -> str:
         n = getattr(p, state)
         if n:
             parts.append(f"{n} {state}")
-    text = (" · ".join(parts) + f" · {seconds(p.elapsed)} elapsed"
-            + f" · saved {seconds(p.saved)} · {p.status}")
+    text = " · ".join([*parts, f"{seconds(p.elapsed)} elapsed", f"saved {seconds(p.saved)}"])
     return f"<span class='lf-status' data-status='{p.status}'>{escape(text)}</span>"
 
 
