@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from lazyflow.cache.sizes import format_size
 
-__all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run", "new_run_id"]
+__all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run", "format_duration",
+           "new_run_id"]
 
 Status = Literal["pending", "running", "completed", "cached", "failed", "skipped", "cancelled"]
 
@@ -232,6 +233,10 @@ def _seconds(s: float) -> str:
     if s < 1:
         return f"{s * 1e3:.1f}ms"
     return f"{s:.2f}s"
+
+
+format_duration = _seconds
+"""A duration for people: ``'64µs'``, ``'12.5ms'``, ``'1.50s'`` (for the notebook layer)."""
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

@@ -94,7 +94,7 @@ def test_the_widget_shows_every_node_and_its_states_live_in_jupyterlab(jupyterla
         done = page.locator(f'{WIDGET_NODE}[data-state="completed"]')
         expect(done).to_have_count(len(NODES), timeout=60_000)
         captions = page.locator(f"{WIDGET_NODE} .lf-caption").all_text_contents()
-        assert all(re.fullmatch(r"\d+ms|\d+\.\d\ds", c) for c in captions), captions
+        assert all(re.fullmatch(r"\d+µs|\d+\.\dms|\d+\.\d\ds", c) for c in captions), captions
         expect(page.locator(".lazyflow-widget .lf-status")).to_contain_text("6 done")
         _save(page, tmp_path, "widget-after-run.png")
 

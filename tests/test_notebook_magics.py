@@ -56,7 +56,7 @@ def test_a_hit_prints_one_line_naming_the_tier_and_the_time_saved(nb, capsys):
     cell(nb, A)
     out = capsys.readouterr().out
     assert re.fullmatch(r"lazyflow: a restored from the memory cache "
-                        r"\(cell_a; saved \d+ms of compute\)\n", out)
+                        r"\(cell_a; saved [\d.]+(µs|ms|s) of compute\)\n", out)
 
 
 def test_stdout_of_the_first_run_is_replayed_on_a_hit(nb, capsys):

@@ -49,7 +49,7 @@ def test_the_widget_shows_completed_nodes_with_their_timings_after_a_run(flow, c
     w = flow.widget()
     flow.run("report")
     assert set(_states(w._svg.value).values()) == {"completed"}
-    assert len(re.findall(r'class="lf-caption"[^>]*>\d+ms<', w._svg.value)) == 4
+    assert len(re.findall(r'class="lf-caption"[^>]*>[\d.]+(µs|ms|s)<', w._svg.value)) == 4
     assert w._bar.value == w._bar.max == 4
     assert "4 done" in w._status.value
 

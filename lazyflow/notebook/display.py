@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from lazyflow.cache.sizes import format_size
 from lazyflow.notebook.layout import layout
 from lazyflow.notebook.model import view_of
-from lazyflow.notebook.svg import render_svg, seconds
+from lazyflow.notebook.svg import render_svg
+from lazyflow.run import format_duration
 
 if TYPE_CHECKING:
     from lazyflow.graph import Flow
@@ -33,14 +34,14 @@ def run_table_html(run: Run) -> str:
         rows.append(
             f'<tr data-node="{escape(r.name)}"><td>{escape(r.name)}</td><td>{r.status}</td>'
             f'<td>{r.tier or "-"}</td>'
-            f'<td>{seconds(r.duration) if r.status in ("completed", "failed") else "-"}</td>'
+            f'<td>{format_duration(r.duration) if r.status in ("completed", "failed") else "-"}</td>'
             f'<td>{format_size(r.size) if r.size is not None else "-"}</td>'
             f'<td><code>{(r.key or "")[:12]}</code></td><td>{escape(why)}</td></tr>')
     counts = ", ".join(f"{n} {s}" for s, n in run.counts().items())
     return ('<table class="lazyflow-run"><thead><tr><th>node</th><th>status</th><th>tier</th>'
             '<th>time</th><th>size</th><th>key</th><th>why</th></tr></thead><tbody>'
             + "".join(rows) + f'</tbody></table><p class="lazyflow-footer">{escape(run.flow)}: '
-            f'{run.status}; {counts}; cache saved {seconds(run.time_saved)}</p>')
+            f'{run.status}; {counts}; cache saved {format_duration(run.time_saved)}</p>')
 
 
 def run_html(run: Run) -> str:

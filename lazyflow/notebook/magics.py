@@ -35,7 +35,7 @@ from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, analyse
-from lazyflow.notebook.svg import seconds
+from lazyflow.run import format_duration
 
 __all__ = ["FlowMagics", "cell_node", "load"]
 
@@ -144,7 +144,7 @@ class FlowMagics(Magics):
         else:
             what = ", ".join(outputs) or "cell"
             print(f"lazyflow: {what} restored from the {record.tier} cache "
-                  f"({name}; saved {seconds(record.saved)} of compute)")
+                  f"({name}; saved {format_duration(record.saved)} of compute)")
             replay = flow.cache.find_record(stdout_key)
             if replay:
                 print(replay["stdout"], end="")

@@ -19,8 +19,9 @@ from html import escape
 
 from lazyflow.cache.sizes import format_size
 from lazyflow.notebook.layout import Layout
+from lazyflow.run import format_duration
 
-__all__ = ["COLOURS", "NodeView", "render_svg", "seconds"]
+__all__ = ["COLOURS", "NodeView", "render_svg"]
 
 COLOURS: dict[str, str] = {
     "idle": "#ffffff",        # not part of the run
@@ -62,7 +63,7 @@ class NodeView:
         if self.state == "cached":
             return f"cached · {self.tier or '?'}"
         if self.state == "completed" and self.duration is not None:
-            return f"{seconds(self.duration)}"
+            return f"{format_duration(self.duration)}"
         if self.state in ("idle", "pending"):
             return ""
         return self.state
@@ -72,7 +73,7 @@ class NodeView:
         """The tooltip text: state, key, size, duration, error."""
         lines = [self.state + (f" ({self.tier})" if self.tier else "")]
         if self.duration is not None and self.state in ("completed", "failed"):
-            lines.append(f"duration {seconds(self.duration)}")
+            lines.append(f"duration {format_duration(self.duration)}")
         if self.key:
             lines.append(f"key {self.key[:16]}")
         if self.size is not None:
@@ -113,15 +114,6 @@ def render_svg(lay: Layout, views: Mapping[str, NodeView]) -> str:
             f'font-size="11" fill="#37474f">{escape(view.caption)}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def seconds(s: float) -> str:
-    """A duration for people: ``'12ms'``, ``'1.50s'``, ``'2m05s'``."""
-    if s < 1:
-        return f"{s * 1e3:.0f}ms"
-    if s < 60:
-        return f"{s:.2f}s"
-    return f"{int(s // 60)}m{int(s % 60):02d}s"
 
 
 def _curve(points: list[tuple[float, float]]) -> str:

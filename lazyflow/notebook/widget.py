@@ -31,8 +31,9 @@ import ipywidgets as widgets
 from lazyflow.events import Event, RunFinished, RunStarted
 from lazyflow.notebook.display import run_table_html
 from lazyflow.notebook.model import FlowModel, Progress
-from lazyflow.notebook.svg import render_svg, seconds
+from lazyflow.notebook.svg import render_svg
 from lazyflow.notebook.throttle import Throttle
+from lazyflow.run import format_duration
 
 if TYPE_CHECKING:
     from lazyflow.graph import Flow
@@ -136,7 +137,8 @@ def _status_line(p: Progress) -> str:
         n = getattr(p, state)
         if n:
             parts.append(f"{n} {state}")
-    text = " · ".join([*parts, f"{seconds(p.elapsed)} elapsed", f"saved {seconds(p.saved)}"])
+    text = " · ".join([*parts, f"{format_duration(p.elapsed)} elapsed",
+                       f"saved {format_duration(p.saved)}"])
     return f"<span class='lf-status' data-status='{p.status}'>{escape(text)}</span>"
 
 
