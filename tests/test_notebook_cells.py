@@ -32,6 +32,21 @@ def test_free_names_of_lambdas_comprehensions_and_functions_are_reads():
     assert set(a.reads) == {"w", "k", "range", "n", "d", "e"}
 
 
+def test_a_method_reading_a_name_its_class_body_assigns_still_reads_the_global():
+    a = analyse("class A:\n    z = 1\n    def m(self):\n        return z\nr = A().m()")
+    assert "z" in a.reads
+
+
+def test_a_name_a_function_declares_global_is_a_read():
+    a = analyse("def bump():\n    global counter\n    counter = counter + 1\nbump()")
+    assert "counter" in a.reads
+
+
+def test_calls_that_read_names_by_string_are_flagged_dynamic():
+    assert analyse("y = eval('x + 1')").dynamic == ["eval"]
+    assert analyse("y = x + 1").dynamic == []
+
+
 def test_imports_definitions_and_classes_are_code_not_outputs():
     a = analyse("import numpy as np\nfrom os import path\nimport xml.dom\n"
                 "def f(): pass\nclass C: pass\nz = 1")

@@ -237,3 +237,12 @@ def test_an_output_that_cannot_be_hashed_names_the_cell_and_the_way_out(nb):
     with pytest.warns(lf.LazyflowWarning, match="cannot be hashed"):
         cell(nb, "numbers = (i for i in range(3))\n", "--flow nb --no-cache")
     assert list(nb.user_ns["numbers"]) == [0, 1, 2]
+
+
+def test_a_cell_reading_names_through_eval_runs_uncached_with_a_warning(nb):
+    nb.user_ns["x"] = 1
+    source = COUNT.format(name="v") + "v = eval('x + 1')\n"
+    for _ in range(2):
+        with pytest.warns(lf.CacheWarning, match="eval"):
+            cell(nb, source)
+    assert nb.user_ns["v"] == 2 and executions(nb) == ["v", "v"]

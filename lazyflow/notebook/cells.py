@@ -43,8 +43,12 @@ import xxhash
 
 from lazyflow.errors import OutputError
 
-__all__ = ["CellAnalysis", "CellFunction", "analyse"]
+__all__ = ["DYNAMIC", "CellAnalysis", "CellFunction", "analyse"]
 
+
+
+DYNAMIC = frozenset({"eval", "exec", "globals", "vars"})
+"""Builtins through which a cell can read names no static analysis sees."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class CellAnalysis:
     code_names: tuple[str, ...]
     digest: str
     tree: ast.Module
+
+    @property
+    def dynamic(self) -> list[str]:
+        """Builtins the cell calls that read names by string (its reads are then unknown)."""
+        return [name for name in self.reads if name in DYNAMIC]
 
 
 def analyse(source: str) -> CellAnalysis:
@@ -189,6 +198,7 @@ def _names(node: ast.AST) -> Iterator[tuple[str, ast.expr_context]]:
 def _free_names(scope: ast.AST) -> list[str]:
     """Names a function, lambda, class or comprehension loads but does not bind itself."""
     local: set[str] = set()
+    declared: set[str] = set()
     loads: list[str] = []
     outside: list[ast.AST] = []  # evaluated in the enclosing scope
     inside: list[ast.AST] = []
@@ -224,6 +234,15 @@ def _free_names(scope: ast.AST) -> list[str]:
                 body_loads.append(name)
             else:
                 local.add(name)
+    for part in inside:  # names declared global or nonlocal are not the scope's own
+        for node in ast.walk(part):
+            if isinstance(node, (ast.Global, ast.Nonlocal)):
+                body_loads.extend(node.names)
+                declared.update(node.names)
+    local -= declared
+    if isinstance(scope, ast.ClassDef):
+        # a class body's names are invisible to its methods: keep every load (safe side)
+        return loads + body_loads
     for part in inside:  # names a nested def or class binds are local too
         if isinstance(part, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             local.add(part.name)

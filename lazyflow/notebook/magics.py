@@ -23,6 +23,7 @@ import argparse
 import ast
 import shlex
 import types
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ import xxhash
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from lazyflow.errors import HashingError
+from lazyflow.errors import CacheWarning, HashingError
 from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
@@ -123,8 +124,16 @@ class FlowMagics(Magics):
         outputs = tuple(o.strip() for o in args.out.split(",") if o.strip()) if args.out \
             else tuple(w for w in analysis.writes if not w.startswith("_"))
         name = args.name or (f"cell_{outputs[0]}" if outputs else f"cell_{analysis.digest[:8]}")
+        cache = not args.no_cache
+        dynamic = [n for n in analysis.dynamic if n not in ns]  # not shadowed by the user
+        if cache and dynamic:
+            warnings.warn(f"cell {name!r} calls {', '.join(dynamic)}, which can read names that "
+                          "static analysis cannot see, so it is run without caching; "
+                          "pass the values as plain names to cache it", CacheWarning,
+                          stacklevel=2)
+            cache = False
         node = cell_node(name, source, analysis, ns, self._shell.user_ns_hidden, flow, outputs,
-                         cache=not args.no_cache)
+                         cache=cache)
         flow.add(node)
         try:
             run = flow.run(name)
