@@ -21,7 +21,7 @@ from pathlib import Path
 import lazyflow as lf
 
 NODES = 200
-ROUNDS = 7
+ROUNDS = 11
 
 
 def _work(x: int, k: int) -> int:

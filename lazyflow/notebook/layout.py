@@ -39,14 +39,15 @@ ROW = 58.0
 SWEEPS = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layout:
     """Positions of nodes and the routes of edges.
 
     ``layers`` lists each layer's members in drawing order, dummy points
     included (as ``(up, down, i)`` tuples); ``positions`` maps every real node
     to the centre ``(x, y)`` of its box; ``routes`` maps each edge to the
-    points it passes through, endpoints first and last.
+    points it passes through, endpoints first and last. Compared (and hashed)
+    by identity, so drawings can be remembered per layout.
     """
 
     layers: list[list[object]]

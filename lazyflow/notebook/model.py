@@ -72,6 +72,7 @@ class FlowModel:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Event], Any]] = []
         self._layout: tuple[Any, Layout] | None = None
+        self._checked: Run | None = None  # the run whose start the layout was checked at
         if flow.last_run is not None:
             self._adopt(flow.last_run)
         self._unsubscribe = flow.events.subscribe(self._on_event)
@@ -85,11 +86,19 @@ class FlowModel:
         self._unsubscribe()
 
     def layout(self) -> Layout:
-        """The flow's current DAG, laid out (cached until nodes or edges change)."""
+        """The flow's current DAG, laid out (cached until nodes or edges change).
+
+        While a run goes on the flow is checked for changes once, at its start:
+        redraws mid-run then cost no walk over the flow's wiring.
+        """
+        running = self.run is not None and self.run.status == "running"
+        if self._layout is not None and running and self._checked is self.run:
+            return self._layout[1]
         names = tuple(self.flow)
         edges = tuple(self.flow.edges())
         if self._layout is None or self._layout[0] != (names, edges):
             self._layout = ((names, edges), layout(names, edges))
+        self._checked = self.run
         return self._layout[1]
 
     def snapshot(self) -> tuple[dict[str, NodeView], Progress]:

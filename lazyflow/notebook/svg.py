@@ -13,6 +13,8 @@ duration and error (the hover text). Rejected: a JavaScript front end
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
@@ -86,25 +88,46 @@ class NodeView:
 
 
 def render_svg(lay: Layout, views: Mapping[str, NodeView]) -> str:
-    """The SVG picture of ``lay`` with each node drawn as ``views[name]`` says (idle if absent)."""
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lazyflow-dag" '
-             f'viewBox="0 0 {lay.width:.0f} {lay.height:.0f}" width="{lay.width:.0f}" '
-             f'style="max-width:100%;height:auto;font-family:sans-serif">',
-             '<defs><marker id="lf-arrow" viewBox="0 0 10 10" refX="10" refY="5" '
-             'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
-             '<path d="M0,0L10,5L0,10z" fill="#78909c"/></marker></defs>']
-    for (up, down), points in lay.routes.items():
-        parts.append(f'<path class="lf-edge" data-edge="{escape(up)}->{escape(down)}" '
-                     f'd="{_curve(points)}" fill="none" stroke="#90a4ae" stroke-width="1.5" '
-                     'marker-end="url(#lf-arrow)"/>')
+    """The SVG picture of ``lay`` with each node drawn as ``views[name]`` says (idle if absent).
+
+    The edges of a layout and each (node, view) pair are drawn once and
+    remembered, so a redraw during a run only formats the nodes that changed.
+    """
     idle = NodeView()
-    for name, (x, y) in lay.positions.items():
-        view = views.get(name, idle)
-        stroke = "#c62828" if view.state == "failed" else "#546e7a"
-        dash = ' stroke-dasharray="4 3"' if view.state in ("idle", "skipped", "cancelled") else ""
-        label = name if len(name) <= 20 else name[:19] + "…"
-        parts.append(
-            f'<g class="lf-node" data-node="{escape(name)}" data-state="{view.state}" '
+    parts = [_frame(lay)]
+    parts.extend(_node(name, x, y, views.get(name, idle))
+                 for name, (x, y) in lay.positions.items())
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_FRAMES: weakref.WeakKeyDictionary[Layout, str] = weakref.WeakKeyDictionary()
+
+
+def _frame(lay: Layout) -> str:
+    """The opening tag, the arrow marker and every edge of ``lay``."""
+    frame = _FRAMES.get(lay)
+    if frame is None:
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lazyflow-dag" '
+                 f'viewBox="0 0 {lay.width:.0f} {lay.height:.0f}" width="{lay.width:.0f}" '
+                 f'style="max-width:100%;height:auto;font-family:sans-serif">',
+                 '<defs><marker id="lf-arrow" viewBox="0 0 10 10" refX="10" refY="5" '
+                 'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+                 '<path d="M0,0L10,5L0,10z" fill="#78909c"/></marker></defs>']
+        for (up, down), points in lay.routes.items():
+            parts.append(f'<path class="lf-edge" data-edge="{escape(up)}->{escape(down)}" '
+                         f'd="{_curve(points)}" fill="none" stroke="#90a4ae" '
+                         'stroke-width="1.5" marker-end="url(#lf-arrow)"/>')
+        frame = _FRAMES[lay] = "".join(parts)
+    return frame
+
+
+@functools.lru_cache(maxsize=8192)
+def _node(name: str, x: float, y: float, view: NodeView) -> str:
+    stroke = "#c62828" if view.state == "failed" else "#546e7a"
+    dash = ' stroke-dasharray="4 3"' if view.state in ("idle", "skipped", "cancelled") else ""
+    label = name if len(name) <= 20 else name[:19] + "…"
+    return (f'<g class="lf-node" data-node="{escape(name)}" data-state="{view.state}" '
             f'data-tier="{view.tier or ""}"><title>{escape(name)}: {escape(view.hover)}</title>'
             f'<rect x="{x - BOX_W / 2:.1f}" y="{y - BOX_H / 2:.1f}" width="{BOX_W:.0f}" '
             f'height="{BOX_H:.0f}" rx="6" fill="{view.colour}" stroke="{stroke}"{dash}/>'
@@ -112,8 +135,6 @@ def render_svg(lay: Layout, views: Mapping[str, NodeView]) -> str:
             f'{escape(label)}</text>'
             f'<text class="lf-caption" x="{x:.1f}" y="{y + 13:.1f}" text-anchor="middle" '
             f'font-size="11" fill="#37474f">{escape(view.caption)}</text></g>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _curve(points: list[tuple[float, float]]) -> str:

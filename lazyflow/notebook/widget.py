@@ -62,13 +62,15 @@ class FlowWidget(widgets.VBox):
                                       tooltip="stops runs started with widget.submit(...)")
         self._cancel.on_click(lambda _: self.cancel())
         self._table = widgets.HTML()
-        details = widgets.Accordion([self._table], titles=("details",), selected_index=None)
+        self._details = widgets.Accordion([self._table], titles=("details",),
+                                          selected_index=None)
+        self._details.observe(lambda _: self.throttle.now(), "selected_index")
         self.submission: RunHandle | None = None
         self._drawing = threading.Lock()  # the throttle's timer thread draws too
         self.throttle = Throttle(self.redraw, interval)
         self.model.listen(self._changed)
         super().__init__([self._svg, widgets.HBox([self._bar, self._status, self._cancel]),
-                          details])
+                          self._details])
         self.add_class("lazyflow-widget")
         self.redraw()
 
@@ -111,7 +113,9 @@ class FlowWidget(widgets.VBox):
         self._bar.bar_style = _bar_style(progress)
         self._status.value = _status_line(progress)
         run = self.model.run
-        self._table.value = run_table_html(run) if run is not None else ""
+        # the table is the costliest part: kept current mid-run only while it is open
+        if run is None or progress.status != "running" or self._details.selected_index == 0:
+            self._table.value = run_table_html(run) if run is not None else ""
         live = self.submission is not None and not self.submission.done() \
             and progress.status == "running"
         self._cancel.disabled = not live
