@@ -1,12 +1,14 @@
 """``%%flow`` cells in a real kernel: "restart kernel and Run All" restores from disk.
 
 The same notebook is executed twice by nbclient, each time in a fresh kernel
-(a restart), with a flow whose cache has a disk tier. Executions are counted
+(a restart), with a flow whose cache has a disk tier: one given with
+``--flow``, and the notebook's default flow (disk tier from the defaults). Executions are counted
 by lines appended to a log file: the second Run All must add none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -15,17 +17,17 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 
-def _notebook(disk: Path, log: Path) -> nbformat.NotebookNode:
+def _notebook(setup: str, log: Path, magic: str, decorator: str, flow: str
+              ) -> nbformat.NotebookNode:
     count = "with open(log, 'a') as fh:\n    fh.write('{}\\n')\n"
     return new_notebook(cells=[
-        new_code_cell("%load_ext lazyflow\nimport lazyflow as lf\n"
-                      f"nb = lf.Flow('restart', cache=lf.Cache(disk={str(disk)!r}))\n"
+        new_code_cell(f"%load_ext lazyflow\nimport lazyflow as lf\n{setup}\n"
                       f"log = {str(log)!r}\nbase = 2"),
-        new_code_cell("%%flow --flow nb\n" + count.format("a") + "a = 10 * base\nprint('a is', a)"),
-        new_code_cell("%%flow --flow nb\n" + count.format("b") + "b = a + 1"),
-        new_code_cell("@nb.node\ndef c(b):\n    with open(log, 'a') as fh:\n"
+        new_code_cell(f"{magic}\n" + count.format("a") + "a = 10 * base\nprint('a is', a)"),
+        new_code_cell(f"{magic}\n" + count.format("b") + "b = a + 1"),
+        new_code_cell(f"{decorator}\ndef c(b):\n    with open(log, 'a') as fh:\n"
                       "        fh.write('c\\n')\n    return 2 * b\n\n"
-                      "print('c is', nb.get('c'))"),
+                      f"print('c is', {flow}.get('c'))"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                 "language": "python"}})
 
@@ -43,22 +45,36 @@ def _run_all(nb: nbformat.NotebookNode, cwd: Path) -> list[str]:
             for c in nb.cells]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(raises=Exception, strict=True,
-                   reason="needs the disk tier (branch cache): Cache(disk=...) raises "
-                          "NotImplementedError on main until it lands; remove this mark then")
-def test_restart_and_run_all_restores_every_cell_and_node_from_disk(tmp_path):
-    disk, log = tmp_path / "cache", tmp_path / "log"
-    first = _run_all(_notebook(disk, log), tmp_path)
+def _restart_and_run_all_twice(make: Callable[[], nbformat.NotebookNode], log: Path,
+                               cwd: Path) -> None:
+    first = _run_all(make(), cwd)
     assert log.read_text().split() == ["a", "b", "c"]
     assert first[1] == "a is 20\n" and first[3] == "c is 42\n"
 
-    second = _run_all(_notebook(disk, log), tmp_path)
+    second = _run_all(make(), cwd)
     assert log.read_text().split() == ["a", "b", "c"]  # nothing ran again
     assert second[1].startswith("lazyflow: a restored from the disk cache")
     assert second[1].endswith("a is 20\n")  # stdout of the first run, replayed
     assert second[2].startswith("lazyflow: b restored from the disk cache")
     assert second[3] == "c is 42\n"
+
+
+@pytest.mark.slow
+def test_restart_and_run_all_restores_every_cell_and_node_from_disk(tmp_path):
+    disk, log = tmp_path / "cache", tmp_path / "log"
+    setup = f"nb = lf.Flow('restart', cache=lf.Cache(disk={str(disk)!r}))"
+    _restart_and_run_all_twice(
+        lambda: _notebook(setup, log, "%%flow --flow nb", "@nb.node", "nb"), log, tmp_path)
+
+
+@pytest.mark.slow
+def test_restart_and_run_all_restores_the_notebooks_default_flow_from_disk(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_CACHE_DIR", str(tmp_path / "cache"))  # the kernels inherit it
+    log = tmp_path / "log"
+    _restart_and_run_all_twice(
+        lambda: _notebook("", log, "%%flow", "@lf.node", "lf.default_flow()"), log, tmp_path)
+    assert any((tmp_path / "cache").iterdir())
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
