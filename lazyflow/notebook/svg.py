@@ -124,16 +124,18 @@ def _frame(lay: Layout) -> str:
 
 @functools.lru_cache(maxsize=8192)
 def _node(name: str, x: float, y: float, view: NodeView) -> str:
+    # plain <rect>/<text> with inline colours: notebook sanitizers (DOMPurify) drop <use>
+    # and <style>, and a saved notebook's static repr must still show its states
     stroke = "#c62828" if view.state == "failed" else "#546e7a"
     dash = ' stroke-dasharray="4 3"' if view.state in ("idle", "skipped", "cancelled") else ""
     label = name if len(name) <= 20 else name[:19] + "…"
     return (f'<g class="lf-node" data-node="{escape(name)}" data-state="{view.state}" '
             f'data-tier="{view.tier or ""}"><title>{escape(name)}: {escape(view.hover)}</title>'
-            f'<rect x="{x - BOX_W / 2:.1f}" y="{y - BOX_H / 2:.1f}" width="{BOX_W:.0f}" '
+            f'<rect x="{x - BOX_W / 2:.0f}" y="{y - BOX_H / 2:.0f}" width="{BOX_W:.0f}" '
             f'height="{BOX_H:.0f}" rx="6" fill="{view.colour}" stroke="{stroke}"{dash}/>'
-            f'<text x="{x:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="13">'
+            f'<text x="{x:.0f}" y="{y - 3:.0f}" text-anchor="middle" font-size="13">'
             f'{escape(label)}</text>'
-            f'<text class="lf-caption" x="{x:.1f}" y="{y + 13:.1f}" text-anchor="middle" '
+            f'<text class="lf-caption" x="{x:.0f}" y="{y + 13:.0f}" text-anchor="middle" '
             f'font-size="11" fill="#37474f">{escape(view.caption)}</text></g>')
 
 
