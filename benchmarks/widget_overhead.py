@@ -9,6 +9,7 @@ notebook run pays, not the browser's drawing.
 
     python benchmarks/widget_overhead.py            # in this process
     python benchmarks/widget_overhead.py --kernel   # inside a real ipykernel (messages sent)
+    python benchmarks/widget_overhead.py --slow-nodes   # ~10 ms nodes, 5 rounds
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ NODES = 200
 ROUNDS = 11
 
 
+LOOP = 20_000  # ~1 ms per node; --slow-nodes makes it ~10 ms
+
+
 def _work(x: int, k: int) -> int:
     total = 0
-    for i in range(20_000):  # ~1 ms
+    for i in range(LOOP):
         total += (x * i) % 7
     return (x * 3 + k + (total & 1)) % 2**61  # distinct per input: no early cutoff
 
@@ -61,12 +65,35 @@ def main() -> None:
             wall[name].append(w)
             cpu[name].append(c)
     base_wall, base_cpu = statistics.median(wall["bare"]), statistics.median(cpu["bare"])
-    print(f"{NODES} nodes x ~1 ms, median of {ROUNDS} rounds (CPU time counts every thread)")
+    print(f"{NODES} nodes x ~{LOOP // 20_000} ms, median of {ROUNDS} rounds "
+          "(CPU time counts every thread)")
     for name in setups:
         mw, mc = statistics.median(wall[name]), statistics.median(cpu[name])
         draws = widgets[name].throttle.calls / ROUNDS if name in widgets else 0
         print(f"{name:<26} wall {mw * 1e3:7.1f} ms x{mw / base_wall:.3f}   "
               f"cpu {mc * 1e3:7.1f} ms x{mc / base_cpu:.3f}   redraws/run {draws:.0f}")
+
+
+def unit_costs() -> None:
+    """CPU per event and per redraw, measured directly (robust where run timings are noisy)."""
+    from lazyflow.events import NodeFinished, NodeStarted
+
+    flow = build()
+    widget = flow.widget(interval=3600)
+    run = flow.run([f"n{i}" for i in range(NODES)], seed=1)
+    records = list(run.nodes.values())
+    c0 = time.process_time()
+    for record in records * 5:
+        flow.events.emit(NodeStarted(run, record.name))
+        flow.events.emit(NodeFinished(run, record))
+    per_event = (time.process_time() - c0) / (len(records) * 10)
+    c0 = time.process_time()
+    for i in range(100):  # one node changes state between redraws, as mid-run
+        flow.events.emit(NodeStarted(run, records[i].name))
+        widget.redraw()
+    per_redraw = (time.process_time() - c0) / 100
+    print(f"per event {per_event * 1e6:.1f} µs, per redraw {per_redraw * 1e3:.2f} ms "
+          f"(at 10 redraws/s: {per_redraw * 10 * 100:.1f}% of one core)")
 
 
 def in_kernel() -> None:
@@ -76,9 +103,14 @@ def in_kernel() -> None:
 
     nb = new_notebook(cells=[new_code_cell(f"%run {Path(__file__).resolve()}")])
     NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    # %run executes this file as __main__ in the kernel: main() and unit_costs() both run
     print("in a kernel:", "".join(o.get("text", "") for o in nb.cells[0].outputs
                                   if o.get("name") == "stdout"))
 
 
 if __name__ == "__main__":
+    if "--slow-nodes" in sys.argv:
+        LOOP, ROUNDS = LOOP * 10, 5
     in_kernel() if "--kernel" in sys.argv else main()
+    if "--kernel" not in sys.argv:
+        unit_costs()
