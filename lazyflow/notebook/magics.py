@@ -36,7 +36,7 @@ from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, analyse
-from lazyflow.run import format_duration
+from lazyflow.run import NodeRecord, format_duration
 
 __all__ = ["FlowMagics", "cell_node", "load"]
 
@@ -138,33 +138,19 @@ class FlowMagics(Magics):
         try:
             run = flow.run(name)
         except HashingError as e:
-            if e.node == name:
+            if e.node == name and hasattr(e, "add_note"):  # Python 3.11+
                 e.add_note("in a %%flow cell: leave that name out of the outputs with "
                            "--out a,b, or run the cell with --no-cache")
             raise
-        record = run.nodes[name]
         value = run[name]
-        stdout_key = xxhash.xxh3_128_hexdigest(f"{_STDOUT_DOMAIN}{record.key}".encode())
-        if record.status == "completed":
-            assert isinstance(node.func, CellFunction)
-            text = node.func.stdout
-            if node.cache and text:
-                flow.cache.record(stdout_key, {"digest": hash_value(text), "stdout": text})
-        else:
-            what = ", ".join(outputs) or "cell"
-            print(f"lazyflow: {what} restored from the {record.tier} cache "
-                  f"({name}; saved {format_duration(record.saved)} of compute)")
-            replay = flow.cache.find_record(stdout_key)
-            if replay:
-                print(replay["stdout"], end="")
+        _keep_or_replay_stdout(flow, node, run.nodes[name], outputs)
         if isinstance(value, dict):
             ns.update(value)
         self._define_code(analysis)
 
     def _define_code(self, analysis: CellAnalysis) -> None:
-        statements: list[ast.stmt] = [s for s in analysis.tree.body
-                      if isinstance(s, (ast.Import, ast.ImportFrom, ast.FunctionDef,
-                                        ast.AsyncFunctionDef, ast.ClassDef))]
+        code = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        statements: list[ast.stmt] = [s for s in analysis.tree.body if isinstance(s, code)]
         if statements:
             module = ast.Module(body=statements, type_ignores=[])
             exec(compile(module, "<lazyflow cell code>", "exec"), self._shell.user_ns)
@@ -219,6 +205,23 @@ class FlowMagics(Magics):
             raise UsageError(f"--flow {var}: {var!r} is not a lazyflow Flow in this notebook "
                              f"(got {type(value).__name__}); create it with lf.Flow(...)")
         return value
+
+
+def _keep_or_replay_stdout(flow: Flow, node: Node, record: NodeRecord,
+                           outputs: tuple[str, ...]) -> None:
+    """After a miss, keep what the cell printed; after a hit, say so and print it again."""
+    stdout_key = xxhash.xxh3_128_hexdigest(f"{_STDOUT_DOMAIN}{record.key}".encode())
+    if record.status == "completed":
+        assert isinstance(node.func, CellFunction)
+        text = node.func.stdout
+        if node.cache and text:
+            flow.cache.record(stdout_key, {"digest": hash_value(text), "stdout": text})
+        return
+    print(f"lazyflow: {', '.join(outputs) or 'cell'} restored from the {record.tier} cache "
+          f"({node.name}; saved {format_duration(record.saved)} of compute)")
+    replay = flow.cache.find_record(stdout_key)
+    if replay:
+        print(replay["stdout"], end="")
 
 
 def _stats_table(stats: Mapping[str, Mapping[str, int]]) -> str:

@@ -53,6 +53,8 @@ class FlowWidget(widgets.VBox):
 
     def __init__(self, flow: Flow, *, interval: float = 0.1) -> None:
         self.model = FlowModel(flow)
+        self._drawing = threading.Lock()  # the throttle's timer thread draws too
+        self.throttle = Throttle(self.redraw, interval)
         self._svg = widgets.HTML(layout=widgets.Layout(overflow="auto", max_height="640px"))
         self._bar = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
                                         layout=widgets.Layout(width="22%"))
@@ -66,8 +68,6 @@ class FlowWidget(widgets.VBox):
                                           selected_index=None)
         self._details.observe(lambda _: self.throttle.now(), "selected_index")
         self.submission: RunHandle | None = None
-        self._drawing = threading.Lock()  # the throttle's timer thread draws too
-        self.throttle = Throttle(self.redraw, interval)
         self.model.listen(self._changed)
         super().__init__([self._svg, widgets.HBox([self._bar, self._status, self._cancel]),
                           self._details])
