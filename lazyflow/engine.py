@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["RunOptions", "execute", "explain"]
 
 _VERSION = "0.1.0"
+_START_POLL = 0.05  # seconds between checks whether a timed task has started running
 
 REUSE_NONDETERMINISTIC: ContextVar[bool] = ContextVar("lazyflow_reuse_nondeterministic",
                                                       default=False)
@@ -276,6 +277,7 @@ class _State:
         self.ready: deque[str] = deque()
         self.running: dict[Future[Outcome], str] = {}
         self.deadlines: dict[Future[Outcome], float] = {}
+        self.unstarted: set[Future[Outcome]] = set()  # timed, but not running yet
         self.fatal: BaseException | None = None
         # values that stand in for a failure (fallbacks) and everything computed from them:
         # never linked by trace key, so the next request retries the failed node
@@ -380,10 +382,14 @@ class _State:
             future = executor.submit(Task(name, func, kwargs, policy))
         if policy.timeout is not None:
             self.deadlines[future] = time.monotonic() + policy.timeout
+            if not future.running():  # queued, or its worker still starting: not timed yet
+                self.unstarted.add(future)
+                self.deadlines[future] = time.monotonic() + min(policy.timeout, _START_POLL)
         return future
 
     def _complete(self, name: str, future: Future[Outcome], ready: deque[str]) -> None:
         self.deadlines.pop(future, None)
+        self.unstarted.discard(future)
         try:
             outcome = future.result()
         except BaseException as e:  # the executor itself failed (a dead worker, say)
@@ -544,6 +550,14 @@ class _State:
         now = time.monotonic()
         for future, deadline in list(self.deadlines.items()):
             if deadline > now or future.done():
+                continue
+            timeout = self.policies[self.running[future]].timeout
+            assert timeout is not None
+            if future in self.unstarted:  # its clock starts when it is first seen running
+                if future.running():
+                    self.unstarted.discard(future)
+                self.deadlines[future] = now + (timeout if future.running()
+                                                else min(timeout, _START_POLL))
                 continue
             name = self.running.pop(future)
             del self.deadlines[future]
