@@ -1,7 +1,8 @@
-"""Shared fixtures: flows with isolated caches, and a call counter that keys ignore."""
+"""Shared fixtures: flows with isolated caches, call counters that keys ignore, rendezvous."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -180,3 +181,49 @@ def jupyterlab(tmp_path):
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@pytest.fixture
+def meeting(tmp_path):
+    """A two-party rendezvous that works across threads and processes, without sleeps.
+
+    ``meet("left")`` and ``meet("right")`` each return only once the other side
+    has arrived (both ends of a named pipe must be open), so two nodes that
+    both call it prove they were running at the same time.
+    """
+    path = str(tmp_path / "meeting")
+    os.mkfifo(path)
+
+    def meet(side: str) -> None:
+        with open(path, "w" if side == "left" else "r"):
+            pass
+
+    return meet
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    """A call log that works across processes: ``ledger.path`` is appended to by nodes."""
+    return Ledger(str(tmp_path / "ledger"))
+
+
+class Ledger:
+    """Lines appended by nodes (one per call); ``count(name)`` reads them back."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def note(self, name: str) -> None:
+        """Record one call of ``name`` (call it from inside a node, in any process)."""
+        with open(self.path, "a") as f:
+            f.write(name + "\n")
+
+    def count(self, name: str) -> int:
+        """How many times ``note(name)`` was called."""
+        if not os.path.exists(self.path):
+            return 0
+        with open(self.path) as f:
+            return sum(1 for line in f if line.rstrip("\n") == name)
+
+
+lf.register_hasher(Ledger, lambda ledger: "ledger")

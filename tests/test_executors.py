@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
 import threading
+import weakref
 
+import numpy as np
 import pytest
 
 import lazyflow as lf
@@ -31,7 +34,7 @@ def _diamond(flow: lf.Flow, barrier: threading.Barrier | None = None) -> None:
         return left + right
 
 
-@pytest.mark.parametrize("executor", ["sync", "threads"])
+@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
 def test_every_executor_gives_the_reference_results_and_statuses(executor):
     reference, other = lf.Flow("ref", cache=lf.Cache(disk=None)), \
         lf.Flow("other", cache=lf.Cache(disk=None))
@@ -95,3 +98,96 @@ def test_a_submitted_run_returns_its_run(flow):
     handle = flow.submit("joined", executor="threads")
     assert handle.result(10)["joined"] == 9
     assert handle.done()
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
+def test_on_error_skip_gives_partial_results_under_every_executor(flow, executor):
+    @flow.node(on_error="skip")
+    def bad():
+        raise RuntimeError("no data")
+
+    @flow.node
+    def after(bad):
+        return bad
+
+    @flow.node
+    def good():
+        return 1
+
+    run = flow.run(["after", "good"], executor=executor)
+    assert (run.failed, run.skipped, run["good"]) == (["bad"], ["after"], 1)
+    assert run.nodes["after"].reason == "upstream 'bad' failed"
+
+
+def test_a_keyboard_interrupt_in_a_sync_node_cancels_the_run(flow, calls):
+    @flow.node
+    def first():
+        calls["first"] += 1
+        return 1
+
+    @flow.node
+    def interrupted(first):
+        raise KeyboardInterrupt
+
+    @flow.node
+    def last(interrupted):
+        return interrupted
+
+    with pytest.raises(KeyboardInterrupt):
+        flow.run("last")
+    run = flow.last_run
+    assert run.status == "cancelled"
+    assert {n: r.status for n, r in run.nodes.items()} == \
+        {"first": "completed", "interrupted": "cancelled", "last": "cancelled"}
+    flow.run("first")
+    assert calls["first"] == 1
+
+
+def test_a_kernel_interrupt_during_a_threads_run_cancels_it(flow):
+    release = threading.Event()
+
+    @flow.node
+    def stuck():
+        _thread.interrupt_main()  # what a kernel interrupt does: KeyboardInterrupt in the main thread
+        release.wait(30)
+        return 1
+
+    @flow.node
+    def after(stuck):
+        return stuck
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            flow.run("after", executor="threads")
+    finally:
+        release.set()
+    assert flow.last_run.status == "cancelled"
+    assert {r.status for r in flow.last_run.nodes.values()} == {"cancelled"}
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads"])
+def test_a_long_chain_of_large_arrays_holds_only_the_live_ones(executor):
+    flow = lf.Flow("chain", cache=lf.Cache(memory=None, disk=None))
+    alive: set[int] = set()
+    most = []
+
+    def make(i: int):
+        def step(previous):
+            most.append(len(alive))
+            array = previous + 1
+            alive.add(i)
+            weakref.finalize(array, alive.discard, i)
+            return array
+        return step
+
+    @flow.node
+    def step0():
+        array = np.zeros(1_000_000)
+        alive.add(0)
+        weakref.finalize(array, alive.discard, 0)
+        return array
+
+    for i in range(1, 20):
+        flow.node(name=f"step{i}", inputs={"previous": f"step{i - 1}"})(make(i))
+    assert flow.get("step19", executor=executor)[0] == 19
+    assert max(most) <= 2  # the input being read, and at most one value not yet released

@@ -20,7 +20,14 @@ __all__ = ["Executor", "Outcome", "SyncExecutor", "Task", "ThreadExecutor", "exe
 _FACTORIES: dict[str, Callable[[int | None], Executor]] = {
     "sync": lambda max_workers: SyncExecutor(),
     "threads": lambda max_workers: ThreadExecutor(max_workers),
+    "processes": lambda max_workers: _processes().leased(max_workers),
 }
+
+
+def _processes() -> Any:
+    from lazyflow.executors import processes  # multiprocessing only when asked for
+
+    return processes
 
 
 def register_executor(name: str, factory: Callable[[int | None], Executor]) -> None:

@@ -50,6 +50,8 @@ class Task:
     kwargs: dict[str, Any]
     policy: Policy = field(default=DEFAULTS)
     resources: dict[str, float] = field(default_factory=dict)
+    hash_result: bool = True
+    """False where this process cannot hash like the engine (see ``processes.py``)."""
 
     def __call__(self) -> Outcome:
         outcome = Outcome(started=time.time())
@@ -76,7 +78,7 @@ class Task:
                 break
         outcome.duration = time.perf_counter() - t0
         outcome.ended = time.time()
-        if outcome.error is None:
+        if outcome.error is None and self.hash_result:
             try:
                 outcome.digest = hash_value(outcome.value)
             except HashingError:

@@ -1,0 +1,331 @@
+"""The process executor: nodes run in worker processes that can really be stopped.
+
+Design note
+-----------
+Policy. A small pool of our own: ``max_workers`` *slots*, each one worker
+process plus one thread in this process that feeds it tasks from a shared
+queue and reads its outcomes (``wire.py``: cloudpickle, protocol 5, large
+buffers out of band). A task past its timeout, or running when a run is
+cancelled or interrupted, is stopped by killing its worker; the slot starts a
+fresh one for its next task. Rejected: ``concurrent.futures.ProcessPoolExecutor``,
+which cannot cancel a running task and breaks the whole pool when one worker
+dies; loky, a dependency for the same forty lines.
+
+Workers are fresh interpreters (``python -c`` with a socket pair), not
+``multiprocessing`` children: ``fork`` would copy whatever threads and locks
+this process holds (the engine's, a kernel's, a remote tier's uploader) into
+a child that can deadlock on them, and ``spawn``/``forkserver`` re-run the
+user's ``__main__`` script in every worker, which a function shipped by value
+never needs (and which runs an unguarded script's top level again). A worker
+starts in about 0.2 s (interpreter plus ``import lazyflow``; see
+benchmarks/README.md), paid once per session per slot. Workers ignore
+SIGINT: a kernel interrupt reaches the whole process group, and the engine,
+not each worker, decides what stops (it kills the running ones).
+
+State. ``"processes"`` by name leases a pool kept for the session (one per
+``max_workers``), so repeated runs in a notebook pay the start-up once; each
+run's lease stops only its own tasks when the run ends. Hashers registered
+with ``lf.register_hasher`` are sent to a worker before its first task and
+whenever they change, so a worker hashes results exactly as this process
+would; when they cannot be pickled, results are hashed here instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from concurrent.futures import CancelledError as FutureCancelled
+from concurrent.futures import Future
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+
+from lazyflow.errors import LazyflowError
+from lazyflow.executors import wire
+from lazyflow.executors.base import Outcome, Task
+from lazyflow.hashing import register_hasher, registered_hashers
+
+__all__ = ["ProcessExecutor", "WorkerLostError", "shared_pool"]
+
+
+class WorkerLostError(LazyflowError, RuntimeError):
+    """A worker process died while running a node (killed, out of memory, a crash)."""
+
+    def __init__(self, node: str, exitcode: int | None) -> None:
+        self.node = node
+        self.exitcode = exitcode
+        how = f"exit code {exitcode}" if exitcode is not None else "its pipe closed"
+        super().__init__(
+            f"the worker process running node {node!r} died ({how}); the node may have run "
+            "out of memory or crashed the interpreter: run it with executor='sync' to see why, "
+            "or give it retries=")
+
+
+class ProcessExecutor:
+    """Run tasks in ``max_workers`` worker processes (default: the number of CPUs).
+
+    >>> with ProcessExecutor(2) as pool:                      # doctest: +SKIP
+    ...     flow.run("report", executor=pool)
+    """
+
+    name = "processes"
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self._queue: queue.SimpleQueue[tuple[Task, Future[Outcome]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: dict[Future[Outcome], _Slot] = {}
+        self._slots = [_Slot(self, index) for index in range(self.max_workers)]
+        self._closed = False
+
+    def submit(self, task: Task) -> Future[Outcome]:
+        """Queue ``task`` for the next free worker."""
+        if self._closed:
+            raise RuntimeError("this process executor was shut down; make a new one")
+        future: Future[Outcome] = Future()
+        self._queue.put((task, future))
+        return future
+
+    def abandon(self, future: Future[Outcome]) -> bool:
+        """Stop the task: drop it if queued, kill its worker if running. True once stopped."""
+        if future.cancel():
+            return True
+        with self._lock:
+            slot = self._running.get(future)
+        if slot is None:
+            return future.done()
+        slot.kill(future)
+        return True
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        return [pid for slot in self._slots if (pid := slot.pid) is not None]
+
+    def shutdown(self) -> None:
+        """Stop every worker; queued tasks are cancelled, running ones killed."""
+        self._closed = True
+        for _ in self._slots:
+            self._queue.put(None)
+        with self._lock:
+            running = list(self._running.items())
+        for future, slot in running:
+            slot.kill(future)
+        for slot in self._slots:
+            slot.stop()
+
+    def __enter__(self) -> ProcessExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class _Slot:
+    """One worker process and the thread that feeds it, one task at a time."""
+
+    def __init__(self, pool: ProcessExecutor, index: int) -> None:
+        self.pool = pool
+        self.process: Any = None
+        self.conn: Connection | None = None
+        self.hashers: tuple[tuple[type, Any], ...] | None = None  # as last sent to the worker
+        self.hash_here = True
+        self._thread = threading.Thread(target=self._feed, name=f"lazyflow-process-{index}",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        process = self.process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def _feed(self) -> None:
+        pool = self.pool
+        while True:
+            item = pool._queue.get()
+            if item is None:
+                return
+            task, future = item
+            try:
+                conn = None if future.cancelled() else self._ensure_worker()
+            except OSError as e:  # cannot start a process (out of memory, descriptors...)
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(e)
+                continue
+            # running (and timed by the engine) only once a worker is up
+            if conn is None or not future.set_running_or_notify_cancel():
+                continue
+            with pool._lock:
+                pool._running[future] = self
+            try:
+                outcome: Outcome | None = self._call(conn, task)
+                error: BaseException | None = None
+            except BaseException as e:  # a dead worker, or a task that cannot be pickled
+                outcome, error = None, e
+            lost = outcome is None and isinstance(error, (EOFError, OSError))
+            exitcode = self._reap() if lost else None
+            with pool._lock:
+                pool._running.pop(future, None)
+                if future.done():  # abandoned: kill() resolved it first
+                    continue
+                if outcome is not None:
+                    future.set_result(outcome)
+                elif lost:
+                    future.set_exception(WorkerLostError(task.node, exitcode))
+                else:
+                    future.set_exception(error)  # type: ignore[arg-type]
+
+    def _call(self, conn: Connection, task: Task) -> Outcome:
+        current = tuple(registered_hashers().items())
+        if current != self.hashers:
+            try:
+                blob = cloudpickle.dumps([(cls, cls.__qualname__, fn) for cls, fn in current])
+                self.hash_here = False
+            except Exception:  # a hasher that cannot travel: hash results in this process
+                blob, self.hash_here = None, True
+            if blob is not None:
+                wire.send(conn, ("hashers", blob))
+            self.hashers = current
+        if self.hash_here:
+            task = replace(task, hash_result=False)
+        try:
+            wire.send(conn, ("task", task))  # pickles fully before writing a byte
+        except (EOFError, OSError):
+            raise
+        except Exception as e:
+            raise TypeError(f"node {task.node!r} cannot be sent to a worker process: {e}; "
+                            "use executor='threads' for nodes that take or close over "
+                            "unpicklable objects (locks, open files, connections)") from e
+        return wire.receive(conn)  # type: ignore[no-any-return]
+
+    def _ensure_worker(self) -> Connection:
+        if self.process is not None and self.process.poll() is None and self.conn is not None:
+            return self.conn
+        self._reap()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno()), json.dumps(sys.path)],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        # the child holds the only other end now: its death reads as EOF here
+        self.conn, self.hashers = Connection(ours.detach()), None
+        return self.conn
+
+    def _reap(self) -> int | None:
+        process, conn = self.process, self.conn
+        self.process = self.conn = None
+        if conn is not None:
+            conn.close()
+        return None if process is None else process.wait()
+
+    def kill(self, future: Future[Outcome]) -> None:
+        """Resolve ``future`` as cancelled, then kill the worker running it."""
+        with self.pool._lock:
+            if not future.done():  # first, so the feeding thread sees an abandoned task
+                future.set_exception(FutureCancelled("stopped: its worker process was killed"))
+        process = self.process
+        if process is not None:
+            process.kill()
+            process.wait()  # reaped: its pid is gone when abandon() returns
+
+    def stop(self) -> None:
+        """Kill the worker (idle or not) and release the pipe."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+_BOOTSTRAP = ("import json, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+              "sys.path[:] = json.loads(sys.argv[2]); "
+              "from lazyflow.executors.processes import serve; serve(int(sys.argv[1]))")
+
+
+def serve(fd: int) -> None:
+    """A worker's main loop on socket ``fd``: receive a task, run it, send its outcome back."""
+    conn = Connection(fd)
+    while True:
+        try:
+            kind, message = wire.receive(conn)
+        except EOFError:
+            return
+        if kind == "hashers":
+            for cls, qualname, fn in cloudpickle.loads(message):
+                cls.__qualname__ = qualname  # cloudpickle rebuilds local classes without it
+                register_hasher(cls, fn)
+            continue
+        outcome = message()
+        if outcome.error is not None:
+            _note_traceback(outcome.error)
+        try:
+            wire.send(conn, outcome)
+        except Exception as e:  # the value or the error cannot be pickled
+            wire.send(conn, Outcome(
+                error=TypeError(f"node {message.node!r} returned a value that cannot be sent "
+                                f"back from a worker process: {e}; use executor='threads'"),
+                attempts=outcome.attempts, started=outcome.started, ended=outcome.ended,
+                duration=outcome.duration))
+
+
+def _note_traceback(error: BaseException) -> None:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    if hasattr(error, "add_note"):
+        error.add_note(f"traceback in worker process {os.getpid()}:\n{text}")
+
+
+# --------------------------------------------------------------------------- shared pools
+
+_SHARED: dict[int, ProcessExecutor] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pool(max_workers: int | None = None) -> ProcessExecutor:
+    """The session's pool for ``max_workers`` (made on first use, shut at exit)."""
+    workers = max_workers or os.cpu_count() or 1
+    with _SHARED_LOCK:
+        pool = _SHARED.get(workers)
+        if pool is None or pool._closed:
+            pool = _SHARED[workers] = ProcessExecutor(workers)
+        return pool
+
+
+class _Lease:
+    """One run's use of a shared pool: shutting it stops only this run's tasks."""
+
+    name = "processes"
+
+    def __init__(self, pool: ProcessExecutor) -> None:
+        self.pool = pool
+        self.max_workers = pool.max_workers
+        self._mine: set[Future[Outcome]] = set()
+
+    def submit(self, task: Task) -> Future[Outcome]:
+        future = self.pool.submit(task)
+        self._mine.add(future)
+        future.add_done_callback(self._mine.discard)
+        return future
+
+    def abandon(self, future: Future[Outcome]) -> bool:
+        return self.pool.abandon(future)
+
+    def shutdown(self) -> None:
+        for future in list(self._mine):
+            self.pool.abandon(future)
+
+
+def leased(max_workers: int | None = None) -> _Lease:
+    """The factory behind ``executor="processes"``: a lease on the shared pool."""
+    return _Lease(shared_pool(max_workers))
+
+
+@atexit.register
+def _shutdown_shared() -> None:
+    for pool in list(_SHARED.values()):
+        pool.shutdown()

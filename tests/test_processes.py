@@ -1,0 +1,244 @@
+"""The process executor: functions travel by value, work really stops, results arrive once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import psutil
+import pytest
+
+import lazyflow as lf
+from lazyflow.executors.processes import ProcessExecutor, WorkerLostError
+
+
+@pytest.fixture
+def pool():
+    """A private pool of two workers, shut down after the test."""
+    with ProcessExecutor(2) as executor:
+        yield executor
+
+
+def test_closures_and_locally_defined_functions_run_in_worker_processes(flow, pool):
+    offset = 10
+
+    @flow.node
+    def where():
+        return os.getpid()
+
+    @flow.node
+    def shifted(where):
+        return where + offset
+
+    run = flow.run("shifted", executor=pool)
+    assert run["shifted"] - offset != os.getpid()
+    assert run["shifted"] - offset in pool.pids()
+
+
+def test_independent_branches_overlap_under_processes(flow, pool, meeting):
+    @flow.node
+    def left():
+        meeting("left")
+        return os.getpid()
+
+    @flow.node
+    def right():
+        meeting("right")
+        return os.getpid()
+
+    @flow.node
+    def both(left, right):
+        return {left, right}
+
+    run = flow.run("both", executor=pool)
+    a, b = run.nodes["left"], run.nodes["right"]
+    assert a.started < b.ended and b.started < a.ended
+    assert len(run["both"]) == 2
+
+
+def test_a_node_past_its_timeout_has_its_worker_process_killed(flow, pool, tmp_path):
+    pid_file = tmp_path / "pid"
+
+    @flow.node(timeout=0.5)
+    def stuck():
+        pid_file.write_text(str(os.getpid()))
+        signal.pause()
+
+    with pytest.raises(lf.NodeTimeout, match="node 'stuck' did not finish") as caught:
+        flow.get("stuck", executor=pool)
+    assert "may still be running" not in str(caught.value)
+    assert not psutil.pid_exists(int(pid_file.read_text()))
+
+
+def test_a_worker_replaces_a_killed_one_for_the_next_node(flow, pool, tmp_path):
+    @flow.node(timeout=0.5)
+    def stuck():
+        signal.pause()
+
+    @flow.node
+    def fine():
+        return os.getpid()
+
+    with pytest.raises(lf.NodeTimeout):
+        flow.get("stuck", executor=pool)
+    assert flow.get("fine", executor=pool) in pool.pids()
+
+
+def test_retries_happen_in_the_worker_and_are_counted(flow, pool, ledger):
+    @flow.node(retries=3, retry_delay=0)
+    def flaky():
+        ledger.note("flaky")
+        if ledger.count("flaky") < 3:
+            raise ConnectionError("glitch")
+        return "ok"
+
+    run = flow.run("flaky", executor=pool)
+    assert run["flaky"] == "ok"
+    assert run.nodes["flaky"].attempts == ledger.count("flaky") == 3
+
+
+def test_a_node_error_keeps_its_type_and_carries_the_worker_traceback(flow, pool):
+    @flow.node
+    def broken():
+        raise LookupError("no such row")
+
+    with pytest.raises(LookupError, match="no such row") as caught:
+        flow.get("broken", executor=pool)
+    notes = "\n".join(caught.value.__notes__)
+    assert "traceback in worker process" in notes and "node 'broken'" in notes
+
+
+def test_a_worker_that_dies_fails_its_node_with_worker_lost_error(flow, pool):
+    @flow.node
+    def crash():
+        os._exit(3)
+
+    with pytest.raises(WorkerLostError, match="node 'crash'.*exit code 3"):
+        flow.get("crash", executor=pool)
+
+
+def test_a_large_array_result_arrives_intact_and_writable(flow, pool):
+    @flow.node
+    def big():
+        return np.arange(2_000_000, dtype=np.float64)
+
+    value = flow.get("big", executor=pool)
+    assert value.flags.writeable and value[-1] == 1_999_999
+    assert flow.last_run.nodes["big"].digest == lf.hash_value(np.arange(2_000_000, dtype=float))
+
+
+def test_registered_hashers_are_used_in_the_workers(flow, pool):
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    lf.register_hasher(Point, lambda p: p.x)
+
+    @flow.node
+    def point():
+        return Point(1)
+
+    assert flow.run("point", executor=pool).nodes["point"].digest == lf.hash_value(Point(1))
+
+
+def test_a_node_that_cannot_be_pickled_says_to_use_threads(flow, pool):
+    import threading
+
+    lock = threading.Lock()
+
+    @flow.node(cache=False)
+    def locked():
+        with lock:
+            return 1
+
+    with pytest.raises(TypeError, match="node 'locked' cannot be sent to a worker process"):
+        flow.get("locked", executor=pool)
+
+
+def test_the_processes_name_reuses_one_pool_across_runs(flow):
+    @flow.node(cache=False)
+    def where():
+        return os.getpid()
+
+    first = flow.get("where", executor="processes", max_workers=1)
+    assert flow.get("where", executor="processes", max_workers=1) == first
+
+
+def test_cancelling_a_run_kills_its_running_worker_and_resume_recomputes_nothing_done(
+        flow, pool, ledger, tmp_path):
+    fifo, release = str(tmp_path / "started"), tmp_path / "release"
+    os.mkfifo(fifo)
+
+    @flow.node
+    def first():
+        ledger.note("first")
+        return 1
+
+    @flow.node
+    def slow(first):
+        ledger.note("slow")
+        if not release.exists():
+            with open(fifo, "w") as f:
+                f.write(str(os.getpid()))
+            signal.pause()
+        return first + 1
+
+    handle = flow.submit("slow", executor=pool)
+    with open(fifo) as f:  # returns once 'slow' is running in its worker
+        pid = int(f.read())
+    handle.cancel("user pressed Cancel")
+    with pytest.raises(lf.CancelledError):
+        handle.result(30)
+    assert not psutil.pid_exists(pid)
+    assert handle.run.nodes["first"].status == "completed"
+    assert handle.run.nodes["slow"].status == "cancelled"
+    release.touch()
+    assert flow.get("slow", executor=pool) == 2
+    assert ledger.count("first") == 1 and ledger.count("slow") == 2
+
+
+_INTERRUPTED_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    import lazyflow as lf
+
+    flow = lf.Flow("interrupted", cache=lf.Cache(disk=None))
+
+    @flow.node
+    def first():
+        return 1
+
+    @flow.node
+    def stuck(first):
+        print(os.getpid(), flush=True)      # the test reads this, then interrupts us
+        signal.pause()
+
+    if __name__ == "__main__":
+        try:
+            flow.run("stuck", executor="processes", max_workers=1)
+        except KeyboardInterrupt:
+            run = flow.last_run
+            print(json.dumps({"run": run.status,
+                              "nodes": {n: r.status for n, r in run.nodes.items()}}),
+                  flush=True)
+""")
+
+
+def test_a_keyboard_interrupt_of_the_main_process_cancels_and_kills_running_workers(tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(_INTERRUPTED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                          env=env) as main:
+        worker = int(main.stdout.readline())
+        main.send_signal(signal.SIGINT)  # what a kernel interrupt does to the kernel process
+        report = main.stdout.readline()
+        assert main.wait(60) == 0
+    import json
+
+    assert json.loads(report) == {"run": "cancelled",
+                                  "nodes": {"first": "completed", "stuck": "cancelled"}}
+    assert not psutil.pid_exists(worker)
