@@ -39,6 +39,7 @@ from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.history import history
 from lazyflow.lazy import Lazy
 from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
+from lazyflow.resources import ResourceError, Resources
 from lazyflow.run import Explanation, NodeRecord, Run
 from lazyflow.skip import Skip
 
@@ -79,6 +80,8 @@ __all__ = [
     "NodeTimeout",
     "NotCachedError",
     "OutputError",
+    "ResourceError",
+    "Resources",
     "Run",
     "RunHandle",
     "RunFinished",

@@ -12,16 +12,19 @@ Retries happen *inside* the task (see ``executors/base.py``), so every
 executor — threads, processes, a Dask worker — retries the same way, with
 exponential backoff and full jitter: attempt ``k`` waits a random time in
 ``[0, retry_delay * 2**k]``. A timeout bounds the node's whole time, retries
-included, and is never retried.
+included, and is never retried; its clock starts when the task starts running
+(not while it waits for a free worker). ``resources=`` says what the node
+needs while it runs (``resources.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lazyflow.errors import DefinitionError
+from lazyflow.resources import parse_needs
 
 __all__ = ["Policy", "policy_for", "validate_policy_options"]
 
@@ -38,10 +41,13 @@ class Policy:
     timeout: float | None = None
     on_error: str = "raise"
     fallback: Any = None
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """What the node needs while it runs (memory in bytes): see ``resources.py``."""
 
 
 DEFAULTS = Policy()
-OPTION_NAMES = ("retries", "retry_delay", "retry_on", "timeout", "on_error", "fallback")
+OPTION_NAMES = ("retries", "retry_delay", "retry_on", "timeout", "on_error", "fallback",
+                "resources")
 
 
 def validate_policy_options(node: str, options: Mapping[str, Any]) -> None:
@@ -66,12 +72,15 @@ def validate_policy_options(node: str, options: Mapping[str, Any]) -> None:
     if on_error not in _ON_ERROR:
         raise DefinitionError(f"node {node!r}: on_error= must be one of "
                               f"{', '.join(map(repr, _ON_ERROR))}, got {on_error!r}")
+    parse_needs(node, options.get("resources"))
 
 
 def policy_for(node: str, options: Mapping[str, Any],
                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Policy:
     """The policy of ``node``: its declared options, then run overrides (``"*"`` first)."""
     merged = {k: options[k] for k in OPTION_NAMES if k in options}
+    if not merged.get("resources"):  # None (the option's default) and {} both mean "none"
+        merged.pop("resources", None)
     if overrides:
         for scope in ("*", node):
             merged.update(overrides.get(scope, {}))
@@ -86,4 +95,5 @@ def policy_for(node: str, options: Mapping[str, Any],
         timeout=merged.get("timeout"),
         on_error=merged.get("on_error", "raise"),
         fallback=merged.get("fallback"),
+        resources=parse_needs(node, merged.get("resources")),
     )

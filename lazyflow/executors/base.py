@@ -49,7 +49,6 @@ class Task:
     func: Callable[..., Any]
     kwargs: dict[str, Any]
     policy: Policy = field(default=DEFAULTS)
-    resources: dict[str, float] = field(default_factory=dict)
     hash_result: bool = True
     """False where this process cannot hash like the engine (see ``processes.py``)."""
 

@@ -1,0 +1,136 @@
+"""Resources: what a node needs (``resources=``) and what a run may use (``lf.Resources``).
+
+Design note
+-----------
+Policy. A node declares what it needs while it runs,
+``@flow.node(resources={"cpus": 2, "memory": "4GB", "gpus": 1})``; a run has
+totals, ``flow.run(..., resources=lf.Resources(cpus=8, memory="32GB"))``,
+defaulting to this machine's cores and RAM and no GPUs. Local executors never
+start a node whose needs do not fit in what the running nodes leave free
+(the scheduler takes the first *ready* node that fits, so a big node waiting
+for room does not hold back small ones behind it). A node that needs more
+than the run's totals could never start: the run refuses it up front rather
+than wait forever. Any other name (``{"licenses": 1}``) is a custom resource
+whose total is 0 unless ``lf.Resources(licenses=2)`` gives one.
+
+Executors that place work themselves (Dask, whose workers declare their own
+resources) get the needs as worker resources instead, and no local gate.
+
+State. :class:`Gate` keeps ``free`` amounts and ``held`` needs per running
+node; ``take`` and ``release`` are the scheduler's only calls. Rejected:
+counting resources in the executors, which would let each one drift from the
+others and could not see the run's ready queue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from lazyflow.cache.sizes import format_size, parse_size
+from lazyflow.errors import DefinitionError, LazyflowError
+
+__all__ = ["Gate", "ResourceError", "Resources", "parse_needs"]
+
+
+class ResourceError(LazyflowError, ValueError):
+    """A node needs more of a resource than the whole run has."""
+
+
+def _machine_memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1  # unknown: memory is not what limits this run
+
+
+class Resources:
+    """Totals a run may use at once; each omitted total is this machine's.
+
+    >>> Resources(cpus=4, memory="16GB").totals["memory"]
+    16000000000
+    >>> Resources(licenses=2).totals["licenses"]
+    2.0
+    """
+
+    def __init__(self, cpus: float | None = None, memory: int | str | None = None,
+                 gpus: float = 0, **custom: float) -> None:
+        totals = {"cpus": float(cpus if cpus is not None else os.cpu_count() or 1),
+                  "memory": _machine_memory() if memory is None
+                  else parse_size(memory, what="Resources(memory=...)"),
+                  "gpus": float(gpus)}
+        for name, amount in custom.items():
+            totals[name] = float(amount)
+        for name, amount in totals.items():
+            if amount < 0:
+                raise ValueError(f"Resources({name}=...) must be >= 0, got {amount!r}")
+        self.totals: dict[str, float] = totals
+
+    def __repr__(self) -> str:
+        shown = {k: format_size(v) if k == "memory" else f"{v:g}" for k, v in self.totals.items()}
+        return f"Resources({', '.join(f'{k}={v}' for k, v in shown.items())})"
+
+
+def parse_needs(node: str, needs: Any) -> dict[str, float]:
+    """Validate a node's ``resources=`` and return amounts (memory in bytes)."""
+    if needs is None:
+        return {}
+    if not isinstance(needs, Mapping):
+        raise DefinitionError(f"node {node!r}: resources= takes a dict such as "
+                              f"{{'cpus': 2, 'memory': '4GB'}}, got {needs!r}")
+    parsed: dict[str, float] = {}
+    for name, amount in needs.items():
+        if not isinstance(name, str):
+            raise DefinitionError(f"node {node!r}: resources= keys are names, got {name!r}")
+        try:
+            if name == "memory":
+                parsed[name] = float(parse_size(amount, what="memory"))
+            elif isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise ValueError(f"must be a number >= 0, got {amount!r}")
+            else:
+                parsed[name] = float(amount)
+        except ValueError as e:
+            raise DefinitionError(f"node {node!r}: resources[{name!r}] {e}") from e
+    return parsed
+
+
+class Gate:
+    """The scheduler's resource accounting for one run."""
+
+    def __init__(self, totals: Resources | None, needs: Mapping[str, Mapping[str, float]]) -> None:
+        self.totals = (totals or Resources()).totals
+        self.needs = {name: dict(n) for name, n in needs.items() if n}
+        self.free = dict(self.totals)
+        self.held: dict[str, dict[str, float]] = {}
+        for name, need in self.needs.items():
+            for resource, amount in need.items():
+                total = self.totals.get(resource, 0.0)
+                if amount > total:
+                    have = format_size(total) if resource == "memory" else f"{total:g}"
+                    want = format_size(amount) if resource == "memory" else f"{amount:g}"
+                    raise ResourceError(
+                        f"node {name!r} needs {resource}={want} but the run has {resource}="
+                        f"{have} in all; lower its resources= or pass "
+                        f"resources=lf.Resources({resource}=...) to flow.run")
+
+    def take(self, ready: deque[str]) -> str | None:
+        """Remove and return the first ready node whose needs fit; ``None`` if none fits."""
+        if not self.needs:
+            return ready.popleft()
+        for index, name in enumerate(ready):
+            need = self.needs.get(name)
+            if need is None or all(self.free.get(r, 0.0) >= a for r, a in need.items()):
+                del ready[index]
+                if need is not None:
+                    for resource, amount in need.items():
+                        self.free[resource] -= amount
+                    self.held[name] = need
+                return name
+        return None
+
+    def release(self, name: str) -> None:
+        """Give back what ``name`` held (no-op if it held nothing)."""
+        for resource, amount in self.held.pop(name, {}).items():
+            self.free[resource] += amount
