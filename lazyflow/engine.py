@@ -63,6 +63,7 @@ from lazyflow.executors import Executor, Outcome, Task, ThreadExecutor, resolve_
 from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.hashing import hash_value
 from lazyflow.policies import policy_for
+from lazyflow.resources import Gate, Resources
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ class RunOptions:
     cancel: CancelToken | None = None
     overrides: Mapping[str, Mapping[str, Any]] | None = None
     observers: Sequence[Subscriber] = ()
+    resources: Resources | None = None
 
 
 def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
@@ -284,6 +286,9 @@ class _State:
         self.untraced: set[str] = set()
         self.policies = {n: policy_for(n, plan.nodes[n].options, options.overrides)
                          for n in needed}
+        # executors that place work themselves (Dask) get needs as worker resources instead
+        self.gate = Gate(options.resources, {} if getattr(executor, "places_work", False)
+                         else {n: p.resources for n, p in self.policies.items()})
         self.buses = [bus for bus in (flow.events, GLOBAL) if bus]
         self.observers = tuple(options.observers)
 
@@ -305,7 +310,9 @@ class _State:
             self._check_cancel()
             while ready and self.fatal is None and len(running) < self.executor.max_workers:
                 self._check_cancel()
-                name = ready.popleft()
+                name = self.gate.take(ready)  # the first ready node whose resources are free
+                if name is None:
+                    break
                 future = self.start(name)
                 if future is None:
                     self._settled(name, ready)
@@ -537,6 +544,7 @@ class _State:
                                  f"({cancel.reason}); finished nodes stay cached")
 
     def _settled(self, name: str, ready: deque[str]) -> None:
+        self.gate.release(name)  # a node sent back to wait is taken (and gated) again
         if not self.run.nodes[name].done:
             return  # sent back to wait for a lazy input it demanded
         for d in dict.fromkeys(self.plan.downstream[name]):

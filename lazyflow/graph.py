@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from lazyflow.events import EventBus
     from lazyflow.handle import RunHandle
     from lazyflow.provenance import Lineage, Verification
+    from lazyflow.resources import Resources
     from lazyflow.run import Explanation, Run
 
 __all__ = ["EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
@@ -55,7 +56,7 @@ EMPTY: Any = inspect.Parameter.empty
 
 NODE_OPTIONS: dict[str, Any] = {"outputs": None, "retries": 0, "retry_delay": 0.1,
                                 "retry_on": (Exception,), "timeout": None, "on_error": "raise",
-                                "fallback": None, "lazy": (), "map": None}
+                                "fallback": None, "lazy": (), "map": None, "resources": None}
 """Extra ``@flow.node`` options and their defaults, registered by other modules."""
 
 
@@ -315,6 +316,7 @@ class Flow:
             max_workers: int | None = None, cancel: CancelToken | None = None,
             overrides: Mapping[str, Mapping[str, Any]] | None = None,
             observers: Iterable[Callable[[Any], Any]] = (), progress: bool = False,
+            resources: Resources | None = None,
             inputs: Mapping[str, Any] | None = None, **kw_inputs: Any) -> Run:
         """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records.
 
@@ -329,12 +331,16 @@ class Flow:
           ``{"fit": {"timeout": 60}, "*": {"retries": 1}}``.
         - ``observers``: callables receiving this run's events.
         - ``progress``: show the live DAG widget in a notebook, a text bar elsewhere.
+        - ``resources``: an :class:`~lazyflow.Resources` with the totals local
+          executors may hand to nodes declaring ``resources=`` (default: this
+          machine's cores and RAM).
         """
         from lazyflow.engine import RunOptions, execute
 
         values = {**(inputs or {}), **kw_inputs}
         options = RunOptions(executor=executor, max_workers=max_workers, cancel=cancel,
-                             overrides=overrides, observers=tuple(observers))
+                             overrides=overrides, observers=tuple(observers),
+                             resources=resources)
         plan = self.plan(targets, values)
         before = self.last_run
         try:
