@@ -1,0 +1,97 @@
+"""Resources: local executors never start a node whose declared needs are not free."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import lazyflow as lf
+
+
+def _pair(flow: lf.Flow, needs: dict, barrier: threading.Barrier) -> None:
+    def meet():
+        try:
+            barrier.wait(timeout=1)
+            return "together"
+        except threading.BrokenBarrierError:
+            return "alone"
+
+    flow.node(name="a", resources=needs)(meet)
+    flow.node(name="b", resources=needs)(lambda: meet())
+
+
+def test_two_nodes_that_each_need_all_cpus_never_run_together(flow):
+    _pair(flow, {"cpus": 2}, threading.Barrier(2))
+    got = flow.get(["a", "b"], executor="threads", max_workers=4, resources=lf.Resources(cpus=2))
+    assert got == {"a": "alone", "b": "alone"}
+
+
+def test_nodes_whose_needs_fit_together_do_run_together(flow):
+    _pair(flow, {"cpus": 1, "memory": "1GB"}, threading.Barrier(2))
+    got = flow.get(["a", "b"], executor="threads", max_workers=4,
+                   resources=lf.Resources(cpus=2, memory="2GB"))
+    assert got == {"a": "together", "b": "together"}
+
+
+def test_a_custom_resource_is_shared_out_like_cpus(flow):
+    _pair(flow, {"licenses": 1}, threading.Barrier(2))
+    got = flow.get(["a", "b"], executor="threads", max_workers=4,
+                   resources=lf.Resources(licenses=1))
+    assert got == {"a": "alone", "b": "alone"}
+
+
+def test_a_node_needing_more_than_the_run_has_is_refused_before_anything_runs(flow, calls):
+    @flow.node
+    def small():
+        calls["small"] += 1
+        return 1
+
+    @flow.node(resources={"memory": "8GB"})
+    def big(small):
+        return small
+
+    with pytest.raises(lf.ResourceError, match=r"node 'big' needs memory=8.0 GB but the run "
+                                               r"has memory=4.0 GB"):
+        flow.get("big", resources=lf.Resources(memory="4GB"))
+    assert calls["small"] == 0
+
+
+def test_gpus_default_to_none_so_a_gpu_node_says_how_to_declare_them(flow):
+    @flow.node(resources={"gpus": 1})
+    def train():
+        return 1
+
+    with pytest.raises(lf.ResourceError, match=r"lf.Resources\(gpus=...\)"):
+        flow.get("train")
+    assert flow.get("train", resources=lf.Resources(gpus=1)) == 1
+
+
+def test_run_overrides_change_a_nodes_resources(flow):
+    @flow.node
+    def fit():
+        return 1
+
+    with pytest.raises(lf.ResourceError, match="node 'fit' needs cpus=64"):
+        flow.get("fit", overrides={"fit": {"resources": {"cpus": 64}}})
+
+
+@pytest.mark.parametrize("needs, message", [
+    ({"cpus": -1}, r"resources\['cpus'\] must be a number >= 0"),
+    ({"memory": "lots"}, r"resources\['memory'\] memory 'lots' is not a size"),
+    ("cpus=2", r"resources= takes a dict"),
+])
+def test_bad_resources_fail_at_definition_naming_the_node(flow, needs, message):
+    with pytest.raises(lf.DefinitionError, match=rf"node 'f': {message}"):
+        @flow.node(resources=needs)
+        def f():
+            return 1
+
+
+def test_default_totals_are_this_machines_cores_and_memory():
+    import os
+
+    totals = lf.Resources().totals
+    assert totals["cpus"] == os.cpu_count()
+    assert totals["memory"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert totals["gpus"] == 0
