@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import _thread
+import os
+import subprocess
+import sys
 import threading
 import weakref
 
@@ -191,3 +194,15 @@ def test_a_long_chain_of_large_arrays_holds_only_the_live_ones(executor):
         flow.node(name=f"step{i}", inputs={"previous": f"step{i - 1}"})(make(i))
     assert flow.get("step19", executor=executor)[0] == 19
     assert max(most) <= 2  # the input being read, and at most one value not yet released
+
+
+def test_importing_and_running_lazyflow_imports_neither_dask_nor_a_process_pool():
+    code = ("import sys, lazyflow as lf\n"
+            "flow = lf.Flow('f', cache=lf.Cache(disk=None))\n"
+            "flow.node(lambda: 1, name='one')\n"
+            "flow.get('one', executor='threads')\n"
+            "print(sorted(m for m in ('dask', 'distributed', 'lazyflow.executors.processes')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "[]"

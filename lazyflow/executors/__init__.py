@@ -21,13 +21,21 @@ _FACTORIES: dict[str, Callable[[int | None], Executor]] = {
     "sync": lambda max_workers: SyncExecutor(),
     "threads": lambda max_workers: ThreadExecutor(max_workers),
     "processes": lambda max_workers: _processes().leased(max_workers),
+    "dask": lambda max_workers: _dask().DaskExecutor(_dask().client_from_environment(),
+                                                     max_workers),
 }
 
 
 def _processes() -> Any:
-    from lazyflow.executors import processes  # multiprocessing only when asked for
+    from lazyflow.executors import processes  # worker processes only when asked for
 
     return processes
+
+
+def _dask() -> Any:
+    from lazyflow.executors import dask  # imports distributed only when asked for
+
+    return dask
 
 
 def register_executor(name: str, factory: Callable[[int | None], Executor]) -> None:
@@ -52,7 +60,15 @@ def resolve_executor(spec: Any, max_workers: int | None = None) -> tuple[Executo
             raise ValueError(f"unknown executor {spec!r}; use one of "
                              f"{', '.join(map(repr, _FACTORIES))} or an executor object")
         return factory(max_workers), True
+    if _is_client(spec):
+        return _dask().DaskExecutor(spec, max_workers), True  # owns the tasks, not the client
     if isinstance(spec, Executor):
         return spec, False
     raise TypeError(f"executor= takes a name ({', '.join(map(repr, _FACTORIES))}), an executor "
                     f"object or a distributed.Client, got {spec!r}")
+
+
+def _is_client(obj: Any) -> bool:
+    """Whether ``obj`` is a ``distributed.Client``, without importing distributed."""
+    return any(cls.__name__ == "Client" and cls.__module__.startswith("distributed")
+               for cls in type(obj).__mro__)

@@ -20,12 +20,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import cloudpickle
+
 from lazyflow.errors import HashingError
-from lazyflow.hashing import hash_value
+from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.policies import DEFAULTS, Policy
 from lazyflow.skip import Skip
 
-__all__ = ["Executor", "Outcome", "Task"]
+__all__ = ["Executor", "Outcome", "Task", "install_hashers", "pack_hashers"]
 
 
 @dataclass(slots=True)
@@ -103,3 +105,22 @@ class Executor(Protocol):
     def shutdown(self) -> None:
         """Release workers the executor created itself."""
         ...
+
+
+def pack_hashers(hashers: tuple[tuple[type, Callable[[Any], Any]], ...]) -> bytes | None:
+    """The registered hashers as bytes for a worker, or ``None`` if they cannot be pickled.
+
+    A worker that installs them hashes results exactly as this process does;
+    otherwise the engine hashes results itself (``Task.hash_result=False``).
+    """
+    try:
+        return cloudpickle.dumps([(cls, cls.__qualname__, fn) for cls, fn in hashers])
+    except Exception:
+        return None
+
+
+def install_hashers(blob: bytes) -> None:
+    """Register, in a worker, the hashers packed by :func:`pack_hashers`."""
+    for cls, qualname, fn in cloudpickle.loads(blob):
+        cls.__qualname__ = qualname  # cloudpickle rebuilds local classes without it
+        register_hasher(cls, fn)

@@ -47,12 +47,10 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle
-
 from lazyflow.errors import LazyflowError
 from lazyflow.executors import wire
-from lazyflow.executors.base import Outcome, Task
-from lazyflow.hashing import register_hasher, registered_hashers
+from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
+from lazyflow.hashing import registered_hashers
 
 __all__ = ["ProcessExecutor", "WorkerLostError", "shared_pool"]
 
@@ -97,13 +95,11 @@ class ProcessExecutor:
 
     def abandon(self, future: Future[Outcome]) -> bool:
         """Stop the task: drop it if queued, kill its worker if running. True once stopped."""
-        if future.cancel():
-            return True
-        with self._lock:
+        with self._lock:  # the feeding thread claims a task under the same lock
             slot = self._running.get(future)
-        if slot is None:
-            return future.done()
-        slot.kill(future)
+            if slot is None:
+                return future.cancel() or future.done()
+        slot.kill(future)  # returns once the worker is dead and reaped
         return True
 
     def pids(self) -> list[int]:
@@ -149,32 +145,21 @@ class _Slot:
 
     def _feed(self) -> None:
         pool = self.pool
-        while True:
-            item = pool._queue.get()
-            if item is None:
-                return
+        while (item := pool._queue.get()) is not None:
             task, future = item
-            try:
-                conn = None if future.cancelled() else self._ensure_worker()
-            except OSError as e:  # cannot start a process (out of memory, descriptors...)
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(e)
-                continue
-            # running (and timed by the engine) only once a worker is up
-            if conn is None or not future.set_running_or_notify_cancel():
-                continue
             with pool._lock:
+                if future.cancelled():
+                    continue
                 pool._running[future] = self
             try:
-                outcome: Outcome | None = self._call(conn, task)
-                error: BaseException | None = None
+                outcome, error = self._call(task, future), None
             except BaseException as e:  # a dead worker, or a task that cannot be pickled
                 outcome, error = None, e
-            lost = outcome is None and isinstance(error, (EOFError, OSError))
+            lost = isinstance(error, (EOFError, OSError))
             exitcode = self._reap() if lost else None
             with pool._lock:
                 pool._running.pop(future, None)
-                if future.done():  # abandoned: kill() resolved it first
+                if future.done():  # abandoned: kill() or cancel() resolved it first
                     continue
                 if outcome is not None:
                     future.set_result(outcome)
@@ -183,14 +168,12 @@ class _Slot:
                 else:
                     future.set_exception(error)  # type: ignore[arg-type]
 
-    def _call(self, conn: Connection, task: Task) -> Outcome:
+    def _call(self, task: Task, future: Future[Outcome]) -> Outcome | None:
+        conn = self._ensure_worker()
         current = tuple(registered_hashers().items())
         if current != self.hashers:
-            try:
-                blob = cloudpickle.dumps([(cls, cls.__qualname__, fn) for cls, fn in current])
-                self.hash_here = False
-            except Exception:  # a hasher that cannot travel: hash results in this process
-                blob, self.hash_here = None, True
+            blob = pack_hashers(current)
+            self.hash_here = blob is None
             if blob is not None:
                 wire.send(conn, ("hashers", blob))
             self.hashers = current
@@ -204,6 +187,12 @@ class _Slot:
             raise TypeError(f"node {task.node!r} cannot be sent to a worker process: {e}; "
                             "use executor='threads' for nodes that take or close over "
                             "unpicklable objects (locks, open files, connections)") from e
+        conn.recv_bytes()  # the worker has unpickled the task and calls it now
+        with self.pool._lock:  # running, and timed by the engine, from here on
+            started = not future.done() and future.set_running_or_notify_cancel()
+        if not started:  # cancelled while it was being sent: stop the work
+            self.stop()
+            return None
         return wire.receive(conn)  # type: ignore[no-any-return]
 
     def _ensure_worker(self) -> Connection:
@@ -257,10 +246,9 @@ def serve(fd: int) -> None:
         except EOFError:
             return
         if kind == "hashers":
-            for cls, qualname, fn in cloudpickle.loads(message):
-                cls.__qualname__ = qualname  # cloudpickle rebuilds local classes without it
-                register_hasher(cls, fn)
+            install_hashers(message)
             continue
+        conn.send_bytes(b"")  # started
         outcome = message()
         if outcome.error is not None:
             _note_traceback(outcome.error)
