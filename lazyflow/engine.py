@@ -251,6 +251,7 @@ class _State:
         self.flow = flow
         self.cache = flow.cache
         self.plan = plan
+        self.targets = frozenset(plan.targets)  # plan.targets is a tuple: O(n) membership
         self.prepared = prepared
         self.run = run
         self.options = options
@@ -465,9 +466,9 @@ class _State:
         upstream = self._counted(name, keyed=True)
         cost = duration + sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
         self.costs[name] = cost
-        if self.consumers[name] or name in self.plan.targets:
+        if self.consumers[name] or name in self.targets:
             self.values[name] = value
-        if name in self.plan.targets:
+        if name in self.targets:
             self.run.values[name] = value
         if prep.cacheable and store:
             inputs = {p: self.digests[up] for p, up in upstream.items()}
@@ -502,7 +503,7 @@ class _State:
         self.digests[name] = hit.meta["digest"]
         self.keys[name] = hit.key
         self.hits[name] = hit
-        if name in self.plan.targets:
+        if name in self.targets:
             self.run.values[name] = self._value_of(name)
         self.emit(NodeFinished(self.run, record))
 
@@ -591,7 +592,7 @@ class _State:
             value = _load(self.cache, self.keys[name])
         except KeyError:
             value = self._recompute(name)
-        if self.consumers[name] > 1 or name in self.plan.targets:
+        if self.consumers[name] > 1 or name in self.targets:
             self.values[name] = value
         return value
 
@@ -608,7 +609,7 @@ class _State:
     def _release_inputs(self, name: str) -> None:
         for up in set(self._counted(name).values()):
             self.consumers[up] -= 1
-            if self.consumers[up] <= 0 and up not in self.plan.targets:
+            if self.consumers[up] <= 0 and up not in self.targets:
                 self.values.pop(up, None)
 
     # ----------------------------------------------------------------- lazy inputs and map
