@@ -47,6 +47,7 @@ from lazyflow.resources import ResourceError
 
 __all__ = ["DaskExecutor", "DaskUnavailableError", "NoClientError", "client_from_environment"]
 
+_IN_FLIGHT = 1000  # tasks handed to the scheduler at once unless max_workers= says otherwise
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
 
@@ -85,8 +86,8 @@ class DaskExecutor:
 
     def __init__(self, client: Any, max_workers: int | None = None) -> None:
         self.client = client
-        threads = sum(client.nthreads().values()) or 1
-        self.max_workers = max_workers or threads
+        # the scheduler queues and places tasks itself: keep it fed rather than one per thread
+        self.max_workers = max_workers or _IN_FLIGHT
         self._tasks: dict[Future[Outcome], Any] = {}
         self._lock = threading.Lock()
         self._hashers: tuple[tuple[type, Any], ...] | None = None
