@@ -41,6 +41,8 @@ class Outcome:
     started: float = 0.0
     ended: float = 0.0
     duration: float = 0.0
+    stored: bool = False
+    """True when the worker wrote the value to the shared cache tier and sent back none."""
 
 
 @dataclass(slots=True)

@@ -83,6 +83,7 @@ class DaskExecutor:
 
     name = "dask"
     places_work = True
+    shares_cache = True  # with a remote tier, workers read inputs and write results there
 
     def __init__(self, client: Any, max_workers: int | None = None) -> None:
         self.client = client
