@@ -60,6 +60,7 @@ from lazyflow.errors import (
 )
 from lazyflow.events import GLOBAL, NodeFinished, NodeStarted, RunFinished, RunStarted, Subscriber
 from lazyflow.executors import Executor, Outcome, Task, ThreadExecutor, resolve_executor
+from lazyflow.executors.shared import Sharing
 from lazyflow.fingerprint import Fingerprint, fingerprint
 from lazyflow.hashing import hash_value
 from lazyflow.policies import policy_for
@@ -288,6 +289,7 @@ class _State:
         self.policies = {n: policy_for(n, plan.nodes[n].options, options.overrides)
                          for n in needed}
         # executors that place work themselves (Dask) get needs as worker resources instead
+        self.sharing = Sharing.for_run(executor, flow.cache.tiers)  # workers use the cache
         self.gate = Gate(options.resources, {} if getattr(executor, "places_work", False)
                          else {n: p.resources for n, p in self.policies.items()})
         self.buses = [bus for bus in (flow.events, GLOBAL) if bus]
@@ -366,10 +368,16 @@ class _State:
                 self._link_trace(name, key, found[0]["digest"])
                 self._release_inputs(name)
                 return None
+        # inputs by key from the shared tier (not for lazy or mapped nodes: they run here)
+        shared = self.sharing.inputs(upstream, self.keys) \
+            if self.sharing is not None and prep.cacheable and not self.lazy[name] \
+            and self.plan.nodes[name].options["map"] is None else None
         kwargs = dict(self.plan.params[name])
         for param, up in self.plan.upstream[name].items():
-            kwargs[param] = self._thunk(name, param, up) if param in self.lazy[name] \
-                else self._value_of(up)
+            if param in self.lazy[name]:
+                kwargs[param] = self._thunk(name, param, up)
+            elif shared is None or param not in shared:
+                kwargs[param] = self._value_of(up)
         if not self.lazy[name]:
             self._release_inputs(name)  # lazy nodes may be called again: release when settled
         record.reason = self._why(name, inputs)
@@ -387,7 +395,13 @@ class _State:
             future = self._submit_map(name, inputs, kwargs, executor)
         else:
             func = lazy.Call(node.func, self.lazy[name]) if self.lazy[name] else node.func
-            future = executor.submit(Task(name, func, kwargs, policy))
+            task = Task(name, func, kwargs, policy)
+            if shared is not None:
+                assert self.sharing is not None
+                base = sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
+                task = self.sharing.task(task, shared, key,
+                                         self._meta(name, upstream, "", 0.0, base, 0.0))
+            future = executor.submit(task)
         if policy.timeout is not None:
             self.deadlines[future] = time.monotonic() + policy.timeout
             if not future.running():  # queued, or its worker still starting: not timed yet
@@ -426,7 +440,8 @@ class _State:
             record.started = outcome.started
         record.ended = outcome.ended or time.time()
         if outcome.error is None:
-            self.finish(name, outcome.value, outcome.duration, outcome.digest)
+            self.finish(name, outcome.value, outcome.duration, outcome.digest,
+                        stored=outcome.stored)
             return
         error = outcome.error
         if isinstance(error, skip.Skip):
@@ -449,8 +464,12 @@ class _State:
             self.fatal = error
 
     def finish(self, name: str, value: Any, duration: float, digest: str | None,
-               *, store: bool = True) -> None:
-        """Record a computed value: digest, store, trace, events."""
+               *, store: bool = True, stored: bool = False) -> None:
+        """Record a computed value: digest, store, trace, events.
+
+        ``stored``: a worker already wrote the value to the shared tier and
+        sent none back; it is loaded from the cache if anyone here needs it.
+        """
         prep = self.prepared[name]
         record = self.run.nodes[name]
         if digest is None:
@@ -466,29 +485,35 @@ class _State:
         upstream = self._counted(name, keyed=True)
         cost = duration + sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
         self.costs[name] = cost
-        if self.consumers[name] or name in self.targets:
+        if (self.consumers[name] or name in self.targets) and not stored:
             self.values[name] = value
-        if name in self.targets:
+        if name in self.targets and not stored:
             self.run.values[name] = value
         if prep.cacheable and store:
             inputs = {p: self.digests[up] for p, up in upstream.items()}
-            meta: Meta = {
-                "digest": digest, "node": name, "flow": self.flow.name,
-                "created": record.ended, "duration": duration, "cost": cost,
-                "lazyflow": _VERSION,
-                "params": prep.params, "inputs": {p: self.keys[up] for p, up in
-                                                  upstream.items()},
-                "input_digests": inputs, "fingerprint": dict(prep.fp.components),
-                "pid": os.getpid(),
-            }
-            _store(self.cache, key, value, meta)
-            stored = self.cache.lookup(key)
-            record.size = stored[0].get("size") if stored else None
+            if not stored:
+                _store(self.cache, key, value, self._meta(name, upstream, digest, duration,
+                                                          cost, record.ended))
+            found = self.cache.lookup(key)
+            record.size = found[0].get("size") if found else None
+            if stored and found is not None:
+                assert self.sharing is not None
+                self.sharing.stored(key)
+                self.hits[name] = _Hit(key, found[0], found[1])  # _value_of loads it
             self._link_trace(name, key, digest)
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,
                                "inputs": inputs, "fingerprint": dict(prep.fp.components)})
         self.emit(NodeFinished(self.run, record))
+
+    def _meta(self, name: str, upstream: Mapping[str, str], digest: str, duration: float,
+              cost: float, created: float) -> Meta:
+        prep = self.prepared[name]
+        return {"digest": digest, "node": name, "flow": self.flow.name, "created": created,
+                "duration": duration, "cost": cost, "lazyflow": _VERSION,
+                "params": prep.params, "inputs": {p: self.keys[up] for p, up in upstream.items()},
+                "input_digests": {p: self.digests[up] for p, up in upstream.items()},
+                "fingerprint": dict(prep.fp.components), "pid": os.getpid()}
 
     def mark_cached(self, name: str, hit: _Hit) -> None:
         record = self.run.nodes[name]
