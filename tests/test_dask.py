@@ -2,15 +2,87 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import pickle
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
 
 import lazyflow as lf
+from lazyflow.cache.base import NO_VALUE
+from lazyflow.cache.memory import MemoryTier
 
 pytestmark = pytest.mark.cluster
+
+
+class DirTier:
+    """A stand-in for the remote tier: a directory every worker can open by itself."""
+
+    name = "remote"
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def opener(self):
+        return functools.partial(DirTier, str(self.root))
+
+    def _write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def contains(self, key):
+        return self.meta(key) is not None
+
+    def meta(self, key):
+        path = self.root / f"{key}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def get(self, key):
+        if not (self.root / f"{key}.json").exists():
+            raise KeyError(key)
+        value = self.root / f"{key}.pickle"
+        return pickle.loads(value.read_bytes()) if value.exists() else NO_VALUE
+
+    def put(self, key, value, meta):
+        if value is not NO_VALUE:
+            self._write(self.root / f"{key}.pickle", pickle.dumps(value, protocol=5))
+        self._write(self.root / f"{key}.json", json.dumps(meta, default=str).encode())
+
+    def delete(self, key):
+        for suffix in ("json", "pickle"):
+            (self.root / f"{key}.{suffix}").unlink(missing_ok=True)
+
+    def keys(self):
+        return iter(p.stem for p in self.root.glob("*.json"))
+
+    def clear(self):
+        for key in list(self.keys()):
+            self.delete(key)
+
+
+class Tracked:
+    """A value that notes, in a ledger, every process that unpickles it."""
+
+    def __init__(self, payload: bytes, ledger: str) -> None:
+        self.payload, self.ledger = payload, ledger
+
+    def __reduce__(self):
+        return _unpickled, (self.payload, self.ledger)
+
+
+def _unpickled(payload: bytes, ledger: str) -> Tracked:
+    with open(ledger, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return Tracked(payload, ledger)
+
+
+lf.register_hasher(Tracked, lambda t: t.payload)
 
 
 def _diamond(flow: lf.Flow) -> None:
@@ -181,3 +253,44 @@ def test_without_a_client_the_dask_name_says_how_to_make_one(flow, monkeypatch):
 
     with pytest.raises(lf.LazyflowError, match="no running distributed.Client"):
         flow.get("f", executor="dask")
+
+
+def test_with_a_shared_tier_large_values_go_worker_to_worker_not_through_the_client(
+        dask_client, tmp_path):
+    shared = DirTier(str(tmp_path / "shared"))
+    flow = lf.Flow("shared", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
+    ledger = str(tmp_path / "unpickled")
+
+    @flow.node
+    def produce():
+        return Tracked(b"x" * 10_000_000, ledger)
+
+    @flow.node
+    def consume(produce):
+        return len(produce.payload)
+
+    run = flow.run("consume", executor=dask_client)
+    assert run["consume"] == 10_000_000
+    pids = {int(line) for line in Path(ledger).read_text().split()}
+    assert os.getpid() not in pids  # the client never held the large value
+    key = run.nodes["produce"].key
+    assert shared.meta(key)["node"] == "produce"
+    assert shared.meta(key)["pid"] in dask_client.run(os.getpid).values()  # written by a worker
+    assert not flow.cache.tier("memory").contains(key)
+
+
+def test_a_shared_run_gives_the_reference_records_and_a_hit_next_time(dask_client, tmp_path):
+    shared = DirTier(str(tmp_path / "shared"))
+    flow = lf.Flow("shared", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
+    reference = lf.Flow("shared", cache=lf.Cache(disk=None))
+    _diamond(flow)
+    _diamond(reference)
+    got, expected = flow.run("joined", executor=dask_client), reference.run("joined")
+    assert {n: (r.status, r.key, r.digest) for n, r in got.nodes.items()} == \
+        {n: (r.status, r.key, r.digest) for n, r in expected.nodes.items()}
+    assert got["joined"] == 9
+    again = lf.Flow("shared", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
+    _diamond(again)
+    run = again.run("joined")
+    assert run.nodes["joined"].status == "cached" and run.nodes["joined"].tier == "remote"
+    assert run["joined"] == 9
