@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/hashing.py
 	$(PY) benchmarks/widget_overhead.py
 	$(PY) benchmarks/layout.py
+	$(PY) benchmarks/parallel.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lazyflow tests

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import _thread
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -147,11 +147,11 @@ def test_a_keyboard_interrupt_in_a_sync_node_cancels_the_run(flow, calls):
 
 
 def test_a_kernel_interrupt_during_a_threads_run_cancels_it(flow):
-    release = threading.Event()
+    release, main = threading.Event(), threading.main_thread().ident
 
     @flow.node
     def stuck():
-        _thread.interrupt_main()  # what a kernel interrupt does: KeyboardInterrupt in the main thread
+        signal.pthread_kill(main, signal.SIGINT)  # a kernel interrupt: SIGINT to the main thread
         release.wait(30)
         return 1
 

@@ -242,3 +242,28 @@ def test_a_keyboard_interrupt_of_the_main_process_cancels_and_kills_running_work
     assert json.loads(report) == {"run": "cancelled",
                                   "nodes": {"first": "completed", "stuck": "cancelled"}}
     assert not psutil.pid_exists(worker)
+
+
+def test_shutting_a_pool_down_kills_the_running_task_and_cancels_the_queued_ones(tmp_path):
+    from concurrent.futures import CancelledError
+
+    from lazyflow.executors.base import Task
+
+    fifo = str(tmp_path / "started")
+    os.mkfifo(fifo)
+
+    def stuck():
+        with open(fifo, "w") as f:
+            f.write(str(os.getpid()))
+        signal.pause()
+
+    pool = ProcessExecutor(1)
+    running = pool.submit(Task("stuck", stuck, {}))
+    queued = pool.submit(Task("queued", int, {}))
+    with open(fifo) as f:
+        pid = int(f.read())
+    pool.shutdown()
+    assert queued.cancelled()
+    with pytest.raises(CancelledError):
+        running.result(10)
+    assert not psutil.pid_exists(pid)

@@ -52,7 +52,7 @@ from lazyflow.executors import wire
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
 from lazyflow.hashing import registered_hashers
 
-__all__ = ["ProcessExecutor", "WorkerLostError", "shared_pool"]
+__all__ = ["ProcessExecutor", "WorkerLostError", "leased", "serve", "shared_pool"]
 
 
 class WorkerLostError(LazyflowError, RuntimeError):
@@ -109,6 +109,13 @@ class ProcessExecutor:
     def shutdown(self) -> None:
         """Stop every worker; queued tasks are cancelled, running ones killed."""
         self._closed = True
+        while True:  # queued tasks first, so the sentinels below are what the slots see next
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].cancel()
         for _ in self._slots:
             self._queue.put(None)
         with self._lock:
