@@ -267,3 +267,30 @@ def test_shutting_a_pool_down_kills_the_running_task_and_cancels_the_queued_ones
     with pytest.raises(CancelledError):
         running.result(10)
     assert not psutil.pid_exists(pid)
+
+
+def test_lazy_inputs_and_mapped_elements_run_in_worker_processes(flow, pool):
+    @flow.node
+    def a():
+        return os.getpid()
+
+    @flow.node
+    def b():
+        raise AssertionError("not needed: never runs")
+
+    @flow.node
+    def pick(a: lf.Lazy[int], b: lf.Lazy[int]):
+        return a()
+
+    @flow.node
+    def items():
+        return [1, 2, 3]
+
+    @flow.node(map="items")
+    def tagged(items):
+        return (items, os.getpid())
+
+    run = flow.run(["pick", "tagged"], executor=pool)
+    assert run["pick"] in pool.pids() and run.nodes["b"].status != "failed"
+    assert [x for x, _ in run["tagged"]] == [1, 2, 3]
+    assert {pid for _, pid in run["tagged"]} <= set(pool.pids())
