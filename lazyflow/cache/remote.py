@@ -31,12 +31,13 @@ wait for the network.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -217,6 +218,11 @@ class RemoteTier:
 
     def __repr__(self) -> str:
         return f"RemoteTier({self.url!r})"
+
+    def opener(self) -> Callable[[], RemoteTier]:
+        """How a worker opens this tier itself (``executors/shared.py``): same settings,
+        writes synchronous, so an entry is committed when the worker's task returns."""
+        return functools.partial(_reopen, self.url, self.options, False, self.chunk_size, 1)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as its settings (a worker process opens its own connection and thread)."""
