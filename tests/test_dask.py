@@ -294,3 +294,31 @@ def test_a_shared_run_gives_the_reference_records_and_a_hit_next_time(dask_clien
     run = again.run("joined")
     assert run.nodes["joined"].status == "cached" and run.nodes["joined"].tier == "remote"
     assert run["joined"] == 9
+
+
+@pytest.mark.s3
+def test_with_an_s3_remote_tier_workers_exchange_values_through_it(dask_client, s3_url,
+                                                                    s3_options, tmp_path):
+    flow = lf.Flow("s3", cache=lf.Cache(memory="1GB", disk=None, remote=s3_url,
+                                        remote_options=s3_options))
+    ledger = str(tmp_path / "unpickled")
+
+    @flow.node
+    def produce():
+        return Tracked(b"y" * 5_000_000, ledger)
+
+    @flow.node
+    def consume(produce):
+        return len(produce.payload)
+
+    run = flow.run("consume", executor=dask_client)
+    assert run["consume"] == 5_000_000
+    assert os.getpid() not in {int(line) for line in Path(ledger).read_text().split()}
+    remote = flow.cache.tier("remote")
+    assert remote.meta(run.nodes["produce"].key)["node"] == "produce"
+    again = lf.Flow("s3", cache=lf.Cache(memory="1GB", disk=None, remote=s3_url,
+                                         remote_options=s3_options))
+    again.node(produce)
+    again.node(consume)
+    hit = again.run("consume")
+    assert hit.nodes["consume"].status == "cached" and hit.nodes["consume"].tier == "remote"
