@@ -496,10 +496,9 @@ class _State:
                                                           cost, record.ended))
             found = self.cache.lookup(key)
             record.size = found[0].get("size") if found else None
-            if stored and found is not None:
+            if stored and found is not None:  # consumers here load it from the cache
                 assert self.sharing is not None
                 self.sharing.stored(key)
-                self.hits[name] = _Hit(key, found[0], found[1])  # _value_of loads it
             self._link_trace(name, key, digest)
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,

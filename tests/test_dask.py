@@ -66,6 +66,18 @@ class DirTier:
             self.delete(key)
 
 
+class UnwritableOnWorkers(DirTier):
+    """A shared tier that workers can read but not write (a read-only mount, say)."""
+
+    def opener(self):
+        return functools.partial(_ReadOnlyDirTier, str(self.root))
+
+
+class _ReadOnlyDirTier(DirTier):
+    def put(self, key, value, meta):
+        raise PermissionError("read-only")
+
+
 class Tracked:
     """A value that notes, in a ledger, every process that unpickles it."""
 
@@ -322,3 +334,12 @@ def test_with_an_s3_remote_tier_workers_exchange_values_through_it(dask_client, 
     again.node(consume)
     hit = again.run("consume")
     assert hit.nodes["consume"].status == "cached" and hit.nodes["consume"].tier == "remote"
+
+
+def test_a_worker_that_cannot_write_the_shared_tier_sends_its_value_back(dask_client, tmp_path):
+    shared = UnwritableOnWorkers(str(tmp_path / "shared"))
+    flow = lf.Flow("readonly", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
+    _diamond(flow)
+    run = flow.run("joined", executor=dask_client)
+    assert run["joined"] == 9 and run.status == "completed"
+    assert shared.meta(run.nodes["joined"].key)["node"] == "joined"  # stored by the client

@@ -64,10 +64,13 @@ class SharedTask(Task):
         outcome = Task.__call__(self)
         self.kwargs.clear()  # inputs are not needed any more
         if outcome.error is None and outcome.digest is not None:
-            tier.put(self.key, outcome.value, {
-                **self.meta, "digest": outcome.digest, "created": outcome.ended,
-                "duration": outcome.duration, "cost": self.meta.get("cost", 0.0)
-                + outcome.duration, "pid": os.getpid()})
+            try:
+                tier.put(self.key, outcome.value, {
+                    **self.meta, "digest": outcome.digest, "created": outcome.ended,
+                    "duration": outcome.duration, "cost": self.meta.get("cost", 0.0)
+                    + outcome.duration, "pid": os.getpid()})
+            except Exception:  # the tier is unreachable from here: send the value back
+                return outcome
             outcome.value, outcome.stored = None, True
         return outcome
 
