@@ -206,7 +206,7 @@ def test_a_node_past_its_timeout_is_stopped_by_restarting_its_worker(flow, dask_
                                                                       tmp_path):
     pid_file = tmp_path / "pid"
 
-    @flow.node(timeout=1)
+    @flow.node(timeout=3)  # on Dask the clock starts at submission: room to start
     def stuck():
         pid_file.write_text(str(os.getpid()))
         signal.pause()
