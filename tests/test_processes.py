@@ -63,7 +63,7 @@ def test_independent_branches_overlap_under_processes(flow, pool, meeting):
 def test_a_node_past_its_timeout_has_its_worker_process_killed(flow, pool, tmp_path):
     pid_file = tmp_path / "pid"
 
-    @flow.node(timeout=0.5)
+    @flow.node(timeout=1)
     def stuck():
         pid_file.write_text(str(os.getpid()))
         signal.pause()
