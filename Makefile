@@ -30,6 +30,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/widget_overhead.py
 	$(PY) benchmarks/layout.py
 	$(PY) benchmarks/parallel.py
+	$(PY) benchmarks/tiers.py
+	$(PY) benchmarks/control.py
+	$(PY) benchmarks/history.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lazyflow tests
