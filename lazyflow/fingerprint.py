@@ -31,7 +31,6 @@ nothing of caches or graphs.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
 import importlib.metadata
 import inspect
@@ -85,30 +84,33 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
         memo = _MEMO.get(func)
     except TypeError:  # not weak-referenceable (a builtin): no memo
         memo = None
-    if memo is not None and memo[0] == extra and _still_valid(memo[2]):
+    if memo is not None and memo[2] is getattr(func, "__code__", None) and memo[0] == extra \
+            and (not memo[3] or _still_valid(memo[3])):
         return memo[1]
     components: dict[str, str] = {}
     checks: list[_Check] = []
     volatile = _collect(func, "code", components, set(), checks)
     if extra:
         components["version"] = extra
-    h = xxhash.xxh3_128()
-    for name in sorted(components):
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(components[name].encode())
-        h.update(b"\0")
-    result = Fingerprint(h.hexdigest(), components, volatile)
+    # one string, hashed once: the same bytes as feeding name, NUL, value, NUL per component
+    folded = "".join([f"{name}\0{components[name]}\0" for name in sorted(components)])
+    result = Fingerprint(xxhash.xxh3_128_hexdigest(folded.encode()), components, volatile)
     if not volatile:
-        with contextlib.suppress(TypeError):
-            _MEMO[func] = (extra, result, tuple(checks))
+        rest = tuple(checks)
+        if type(func) is types.FunctionType and not hasattr(func, "__wrapped__"):
+            rest = rest[1:]  # checks[0] is the function's own code: the memo checks it first
+        try:
+            _MEMO[func] = (extra, result, getattr(func, "__code__", None), rest)
+        except TypeError:  # not weak-referenceable: fingerprinted afresh each time
+            return result
     return result
 
 
 # (holder, attribute or key, the object read, its digest when the object is mutable)
 _Check = tuple[Any, str, Any, "str | None"]
 _MISSING = object()
-_MEMO: weakref.WeakKeyDictionary[Any, tuple[str, Fingerprint, tuple[_Check, ...]]] = \
+# function -> (extra, fingerprint, its code object, the other checks)
+_MEMO: weakref.WeakKeyDictionary[Any, tuple[str, Fingerprint, Any, tuple[_Check, ...]]] = \
     weakref.WeakKeyDictionary()
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), type, types.ModuleType,
               types.FunctionType, types.BuiltinFunctionType, range)
@@ -125,12 +127,6 @@ def _still_valid(checks: tuple[_Check, ...]) -> bool:
     return True
 
 
-def _check(checks: list[_Check], holder: Any, name: str, value: Any, digest: str | None) -> None:
-    immutable = isinstance(value, _IMMUTABLE) or (
-        type(value) is tuple and all(isinstance(v, _IMMUTABLE) for v in value))
-    checks.append((holder, name, value, None if immutable else digest))
-
-
 def module_token(module: types.ModuleType) -> str:
     """A module's identity: ``package==version`` for installed ones, else its name."""
     name = module.__name__
@@ -141,17 +137,15 @@ def module_token(module: types.ModuleType) -> str:
 # --------------------------------------------------------------------------- static part
 
 
-@dataclass(frozen=True)
-class _CodeInfo:
-    digest: str
-    globals_read: tuple[str, ...]
+# (digest, global names read): a plain tuple of strings, which the cyclic GC stops tracking
+_CodeInfo = tuple[str, tuple[str, ...]]
 
 
 _CODE_INFO: weakref.WeakKeyDictionary[types.CodeType, _CodeInfo] | dict[types.CodeType, _CodeInfo]
 try:
     _CODE_INFO = weakref.WeakKeyDictionary()
     _probe = (lambda: None).__code__
-    _CODE_INFO[_probe] = _CodeInfo("", ())
+    _CODE_INFO[_probe] = ("", ())
     _CODE_INFO.clear()
 except TypeError:  # code objects are not weak-referenceable on this Python
     _CODE_INFO = {}
@@ -163,7 +157,7 @@ def _code_info(code: types.CodeType) -> _CodeInfo:
         h = xxhash.xxh3_128()
         names: list[str] = []
         _walk_code(code, h, names)
-        info = _CodeInfo(h.hexdigest(), tuple(dict.fromkeys(names)))
+        info = (h.hexdigest(), tuple(dict.fromkeys(names)))
         _CODE_INFO[code] = info
     return info
 
@@ -200,7 +194,7 @@ _SIMPLE_CONSTS = frozenset({int, float, str, bool, type(None), bytes, complex, t
 def _collect(obj: Any, role: str, out: dict[str, str], seen: set[int],
              checks: list[_Check]) -> bool:
     """Add ``obj``'s components to ``out``; return whether any part was unhashable."""
-    func = inspect.unwrap(obj) if callable(obj) else obj
+    func = inspect.unwrap(obj) if hasattr(obj, "__wrapped__") else obj
     if isinstance(func, types.MethodType):
         func = func.__func__
     if id(func) in seen:
@@ -211,29 +205,31 @@ def _collect(obj: Any, role: str, out: dict[str, str], seen: set[int],
     if not isinstance(code, types.CodeType):
         out[label] = _object_token(func)
         return False
-    out[label] = _code_info(code).digest
+    digest, globals_read = _code_info(code)
+    out[label] = digest
     checks.append((func, "__code__", code, None))
     volatile = False
     for attr in ("__defaults__", "__kwdefaults__"):
         value = getattr(func, attr)
         if value:
-            volatile |= _add_value(out, f"{label}:{attr.strip('_')}", value)
-            _check(checks, func, attr, value, out[f"{label}:{attr.strip('_')}"])
-    for name, cell in zip(code.co_freevars, func.__closure__ or (), strict=False):
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell: the closure is not yet bound
-            continue
-        volatile |= _add_reference(out, f"{label}:closure:{name}", value, seen, checks)
-        _check(checks, cell, "cell_contents", value, out.get(f"{label}:closure:{name}"))
+            volatile |= _add_value(out, f"{label}:{attr.strip('_')}", value, checks, func, attr)
+    if func.__closure__:
+        for name, cell in zip(code.co_freevars, func.__closure__, strict=False):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell: the closure is not yet bound
+                continue
+            volatile |= _add_reference(out, f"{label}:closure:{name}", value, seen, checks,
+                                       cell, "cell_contents")
     namespace = func.__globals__
-    for name in _code_info(code).globals_read:
+    for name in globals_read:
         value = namespace.get(name, _MISSING)
-        checks.append((namespace, name, value, None))
         if value is not _MISSING:
-            volatile |= _add_reference(out, f"global:{name}", value, seen, checks)
-            _check(checks, namespace, name, value, out.get(f"global:{name}"))
-        elif name not in _BUILTINS:
+            volatile |= _add_reference(out, f"global:{name}", value, seen, checks,
+                                       namespace, name)
+            continue
+        checks.append((namespace, name, _MISSING, None))  # defining it later must invalidate
+        if name not in _BUILTINS:
             out[f"global:{name}"] = "<unbound>"
     return volatile
 
@@ -244,22 +240,27 @@ def _display_name(func: Any, *, qualified: bool) -> str:
 
 
 def _add_reference(out: dict[str, str], label: str, value: Any, seen: set[int],
-                   checks: list[_Check]) -> bool:
+                   checks: list[_Check], holder: Any, name: str) -> bool:
+    """Add the component for ``value`` read as ``holder[name]``, and the check that re-reads it."""
     if isinstance(value, types.ModuleType):
         out[label] = module_token(value)
-        return False
-    if isinstance(value, (types.FunctionType, types.MethodType)) and is_user_code(value):
+    elif isinstance(value, (types.FunctionType, types.MethodType)) and is_user_code(value):
+        checks.append((holder, name, value, None))
         return _collect(value, "helper", out, seen, checks)
-    if isinstance(value, type) and is_user_code(value):
+    elif isinstance(value, type) and is_user_code(value):
+        checks.append((holder, name, value, None))
         return _collect_class(value, out, seen, checks)
-    if callable(value) and not is_user_code(value) and _owner_module(value):
-        out[label] = _object_token(value)
-        return False
-    return _add_value(out, label, value)
+    elif callable(value) and not is_user_code(value) and _owner_module(value):
+        out[label] = _object_token(value)  # installed code: package==version, never walked
+    else:
+        return _add_value(out, label, value, checks, holder, name)
+    checks.append((holder, name, value, None))
+    return False
 
 
 def _collect_class(cls: type, out: dict[str, str], seen: set[int],
                    checks: list[_Check]) -> bool:
+    """A user class: its MRO, its methods' code and its data attributes (class constants)."""
     if id(cls) in seen:
         return False
     seen.add(id(cls))
@@ -269,18 +270,31 @@ def _collect_class(cls: type, out: dict[str, str], seen: set[int],
         target = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
         if isinstance(target, property):
             target = target.fget
+        elif isinstance(target, functools.cached_property):
+            target = target.func
         if isinstance(target, types.FunctionType):
             volatile |= _collect(target, f"method:{cls.__qualname__}.{attr}", out, seen, checks)
+        elif not _is_internal_attribute(attr, target):
+            volatile |= _add_value(out, f"class:{cls.__qualname__}.{attr}", member, checks,
+                                   cls, attr)
     return volatile
+
+
+def _is_internal_attribute(attr: str, member: Any) -> bool:
+    """Dunders, enum's ``_sunder_`` names, ABC state and slot descriptors: not user data."""
+    return (attr.startswith("_") and attr.endswith("_")) or attr == "_abc_impl" \
+        or member is None or isinstance(member, (types.MemberDescriptorType,
+                                                 types.GetSetDescriptorType))
 
 
 _warned_unhashable: set[str] = set()
 
 
-def _add_value(out: dict[str, str], label: str, value: Any) -> bool:
+def _add_value(out: dict[str, str], label: str, value: Any, checks: list[_Check],
+               holder: Any, name: str) -> bool:
+    """Add ``hash_value(value)``; on failure a random token and a warning (volatile)."""
     try:
-        out[label] = hash_value(value)
-        return False
+        digest = out[label] = hash_value(value)
     except HashingError as e:
         out[label] = f"<unhashable {e.type_name}: {os.urandom(8).hex()}>"
         if label not in _warned_unhashable:
@@ -290,6 +304,11 @@ def _add_value(out: dict[str, str], label: str, value: Any) -> bool:
                 "recomputed on every request; register a hasher with lf.register_hasher",
                 CacheWarning, stacklevel=4)
         return True
+    immutable = isinstance(value, _IMMUTABLE) or (
+        type(value) is tuple and all(isinstance(v, _IMMUTABLE) for v in value))
+    # a mutable value can change in place: the check re-hashes it on every request
+    checks.append((holder, name, value, None if immutable else digest))
+    return False
 
 
 def _object_token(obj: Any) -> str:
