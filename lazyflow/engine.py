@@ -103,7 +103,16 @@ class _Hit:
 
 
 def _prepare(plan: Plan) -> dict[str, _Prepared]:
+    """Fingerprint, parameter digests and trace key of every node of ``plan``.
+
+    The previous request's results live in ``plan.memo``; a node whose
+    fingerprint is the very same (still valid) object, whose parameter
+    digests are equal and none of whose ancestors changed keeps its entry,
+    so a repeated request pays one fingerprint validation per node.
+    """
+    previous: dict[str, _Prepared] = plan.memo.get("prepared") or {}
     prepared: dict[str, _Prepared] = {}
+    changed: set[str] = set()
     input_digests: dict[int, str] = {}
     for name in plan.order:
         node = plan.nodes[name]
@@ -118,23 +127,40 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
                     raise e.located(name, param) from e
                 input_digests[id(value)] = digest
             params[param] = digest
+        edges = plan.upstream[name]
         cacheable = node.cache and not fp.volatile
         reusable = cacheable and (node.options.get("deterministic", True)
                                   or REUSE_NONDETERMINISTIC.get())
+        old = previous.get(name)
+        if old is not None and old.fp is fp and old.params == params \
+                and old.reusable == reusable \
+                and (not changed or changed.isdisjoint(edges.values())):
+            prepared[name] = old
+            continue
+        changed.add(name)
         trace: str | None = None
         if reusable:
-            upstream = {p: prepared[up].trace for p, up in plan.upstream[name].items()}
+            upstream = {p: prepared[up].trace for p, up in edges.items()}
             if None not in upstream.values():
                 trace = keys.trace_key(fp.digest, params, upstream)  # type: ignore[arg-type]
         prepared[name] = _Prepared(fp, params, trace, cacheable, reusable)
+    plan.memo["prepared"] = prepared
     return prepared
 
 
 def _eager(plan: Plan, name: str) -> dict[str, str]:
     """The edges of ``name`` the scheduler waits for: all but its lazy inputs (``lazy.py``)."""
-    lazy_ps = lazy.lazy_params(plan.nodes[name])
+    lazy_ps = _lazy_params(plan)[name]
     upstream = plan.upstream[name]
     return {p: up for p, up in upstream.items() if p not in lazy_ps} if lazy_ps else upstream
+
+
+def _lazy_params(plan: Plan) -> dict[str, frozenset[str]]:
+    """Each node's lazy parameters; they depend on the nodes alone, so once per plan structure."""
+    found: dict[str, frozenset[str]] | None = plan.memo.get("lazy")
+    if found is None:
+        found = plan.memo["lazy"] = {n: lazy.lazy_params(plan.nodes[n]) for n in plan.order}
+    return found
 
 
 def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
@@ -270,12 +296,12 @@ class _State:
         # it demanded); a node is ready when its set is empty
         self.remaining = {n: {up for up in _eager(plan, n).values() if up in needed_set}
                           for n in needed}
-        self.consumers = {n: 0 for n in plan.order}
+        self.consumers = dict.fromkeys(plan.order, 0)
         for n in needed:
             for up in set(_eager(plan, n).values()):
                 self.consumers[up] += 1
-        self.lazy = {n: lazy.lazy_params(plan.nodes[n]) for n in plan.order}
-        self.demanded: dict[str, set[str]] = {n: set() for n in plan.order if self.lazy[n]}
+        self.lazy = _lazy_params(plan)
+        self.demanded: dict[str, set[str]] = {n: set() for n, ps in self.lazy.items() if ps}
         self.used: dict[str, list[str]] = {}  # lazy inputs each lazy node called, in order
         self.maps: dict[str, mapping.MapRun] = {}
         self.ready: deque[str] = deque()
@@ -502,7 +528,7 @@ class _State:
             self._link_trace(name, key, digest)
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,
-                               "inputs": inputs, "fingerprint": dict(prep.fp.components)})
+                               "inputs": inputs, "fingerprint": prep.fp.components})
         self.emit(NodeFinished(self.run, record))
 
     def _meta(self, name: str, upstream: Mapping[str, str], digest: str, duration: float,
