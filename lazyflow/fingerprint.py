@@ -54,6 +54,10 @@ __all__ = ["Fingerprint", "fingerprint", "is_user_code", "module_token"]
 _BUILTINS = frozenset(dir(builtins))
 
 
+# (holder, attribute or key, the object read, its digest when the object is mutable)
+_Check = tuple[Any, str, Any, "str | None"]
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     """A function's code identity: one digest plus the named parts it is made of.
@@ -65,6 +69,10 @@ class Fingerprint:
     digest: str
     components: Mapping[str, str] = field(default_factory=dict)
     volatile: bool = False
+    # what the memo re-checks: the version token, the function's code, the values read
+    _extra: str = field(default="", repr=False, compare=False)
+    _code: Any = field(default=None, repr=False, compare=False)
+    _checks: tuple[_Check, ...] = field(default=(), repr=False, compare=False)
 
 
 def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
@@ -80,13 +88,10 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
     >>> fingerprint(f).digest == fingerprint(f).digest
     True
     """
-    try:
-        memo = _MEMO.get(func)
-    except TypeError:  # not weak-referenceable (a builtin): no memo
-        memo = None
-    if memo is not None and memo[2] is getattr(func, "__code__", None) and memo[0] == extra \
-            and (not memo[3] or _still_valid(memo[3])):
-        return memo[1]
+    memo: Fingerprint | None = _MEMO.get(func)
+    if memo is not None and memo._code is getattr(func, "__code__", None) \
+            and memo._extra == extra and (not memo._checks or _still_valid(memo._checks)):
+        return memo
     components: dict[str, str] = {}
     checks: list[_Check] = []
     volatile = _collect(func, "code", components, set(), checks)
@@ -94,24 +99,64 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
         components["version"] = extra
     # one string, hashed once: the same bytes as feeding name, NUL, value, NUL per component
     folded = "".join([f"{name}\0{components[name]}\0" for name in sorted(components)])
-    result = Fingerprint(xxhash.xxh3_128_hexdigest(folded.encode()), components, volatile)
-    if not volatile:
-        rest = tuple(checks)
-        if type(func) is types.FunctionType and not hasattr(func, "__wrapped__"):
-            rest = rest[1:]  # checks[0] is the function's own code: the memo checks it first
-        try:
-            _MEMO[func] = (extra, result, getattr(func, "__code__", None), rest)
-        except TypeError:  # not weak-referenceable: fingerprinted afresh each time
-            return result
+    digest = xxhash.xxh3_128_hexdigest(folded.encode())
+    if volatile:
+        return Fingerprint(digest, components, volatile)
+    rest = tuple(checks)
+    if type(func) is types.FunctionType and not hasattr(func, "__wrapped__"):
+        rest = rest[1:]  # checks[0] is the function's own code: the memo checks it first
+    result = Fingerprint(digest, components, volatile, extra, getattr(func, "__code__", None),
+                         rest)
+    _MEMO.set(func, result)
     return result
 
 
-# (holder, attribute or key, the object read, its digest when the object is mutable)
-_Check = tuple[Any, str, Any, "str | None"]
 _MISSING = object()
-# function -> (extra, fingerprint, its code object, the other checks)
-_MEMO: weakref.WeakKeyDictionary[Any, tuple[str, Fingerprint, Any, tuple[_Check, ...]]] = \
-    weakref.WeakKeyDictionary()
+
+
+class _Entry(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a memoised object that carries its memo key and value."""
+
+    __slots__ = ("key", "value")
+
+
+class _WeakMemo:
+    """A memo keyed by object identity that forgets an entry when its object dies.
+
+    ``weakref.WeakKeyDictionary`` builds a weak reference on every lookup, which
+    cost more than the rest of a warm fingerprint check; here a lookup is one
+    dict access and an identity test, and an entry is one object (a weak
+    reference carrying key and value, as ``WeakValueDictionary``'s ``KeyedRef``),
+    which matters because every object added is one more for the cyclic GC to
+    walk. Objects that cannot be weakly referenced are simply not memoised.
+    """
+
+    __slots__ = ("_entries", "_forget")
+
+    def __init__(self) -> None:
+        entries: dict[int, _Entry] = {}
+
+        def forget(entry: _Entry) -> None:
+            if entries.get(entry.key) is entry:
+                del entries[entry.key]
+
+        self._entries = entries
+        self._forget = forget
+
+    def get(self, obj: Any) -> Any:
+        entry = self._entries.get(id(obj))
+        return entry.value if entry is not None and entry() is obj else None
+
+    def set(self, obj: Any, value: Any) -> None:
+        try:
+            entry = _Entry(obj, self._forget)
+        except TypeError:  # not weak-referenceable (a builtin): computed afresh each time
+            return
+        entry.key, entry.value = id(obj), value
+        self._entries[entry.key] = entry
+
+
+_MEMO = _WeakMemo()  # function -> its Fingerprint
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), type, types.ModuleType,
               types.FunctionType, types.BuiltinFunctionType, range)
 
@@ -141,24 +186,23 @@ def module_token(module: types.ModuleType) -> str:
 _CodeInfo = tuple[str, tuple[str, ...]]
 
 
-_CODE_INFO: weakref.WeakKeyDictionary[types.CodeType, _CodeInfo] | dict[types.CodeType, _CodeInfo]
-try:
-    _CODE_INFO = weakref.WeakKeyDictionary()
-    _probe = (lambda: None).__code__
-    _CODE_INFO[_probe] = ("", ())
-    _CODE_INFO.clear()
-except TypeError:  # code objects are not weak-referenceable on this Python
-    _CODE_INFO = {}
+_CODE_INFO = _WeakMemo()  # code object -> _CodeInfo
 
 
-def _code_info(code: types.CodeType) -> _CodeInfo:
+def _code_info(code: types.CodeType, *, memo: bool) -> _CodeInfo:
+    """Digest and global names of ``code``; memoised for helpers, which many functions call.
+
+    A node's own code is walked once per fingerprint, and fingerprints are
+    memoised: remembering it twice would only add objects for the GC to walk.
+    """
     info = _CODE_INFO.get(code)
     if info is None:
         h = xxhash.xxh3_128()
         names: list[str] = []
         _walk_code(code, h, names)
         info = (h.hexdigest(), tuple(dict.fromkeys(names)))
-        _CODE_INFO[code] = info
+        if memo:
+            _CODE_INFO.set(code, info)
     return info
 
 
@@ -171,9 +215,10 @@ def _walk_code(code: types.CodeType, h: xxhash.xxh3_128, names: list[str]) -> No
     a component; it never hides a change.
     """
     h.update(code.co_code)
-    h.update(repr((code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount,
-                   code.co_flags, code.co_names, code.co_varnames, code.co_freevars,
-                   code.co_cellvars)).encode())
+    nul, soh = "\0", "\1"  # identifiers contain neither: the layout is unambiguous
+    h.update(f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},"
+             f"{code.co_flags}{soh}{nul.join(code.co_names)}{soh}{nul.join(code.co_varnames)}"
+             f"{soh}{nul.join(code.co_freevars)}{soh}{nul.join(code.co_cellvars)}".encode())
     names.extend(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
@@ -205,7 +250,7 @@ def _collect(obj: Any, role: str, out: dict[str, str], seen: set[int],
     if not isinstance(code, types.CodeType):
         out[label] = _object_token(func)
         return False
-    digest, globals_read = _code_info(code)
+    digest, globals_read = _code_info(code, memo=role != "code")
     out[label] = digest
     checks.append((func, "__code__", code, None))
     volatile = False

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from lazyflow.resources import Resources
     from lazyflow.run import Explanation, Run
 
-__all__ = ["EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
+__all__ = ["DEFAULT_OPTIONS", "EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMPTY: Any = inspect.Parameter.empty
@@ -68,7 +68,8 @@ NODE_OPTIONS: dict[str, Any] = {"outputs": None, "retries": 0, "retry_delay": 0.
                                 "fallback": None, "lazy": (), "map": None, "resources": None}
 """Extra ``@flow.node`` options and their defaults, registered by other modules."""
 
-_DEFAULT_OPTIONS: Mapping[str, Any] = types.MappingProxyType(NODE_OPTIONS)  # shared, read-only
+DEFAULT_OPTIONS: Mapping[str, Any] = types.MappingProxyType(NODE_OPTIONS)
+"""The options of every node declared without any (one shared, read-only view)."""
 _NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 _PLAN_MEMO_SIZE = 64
 _CO_VARARGS = inspect.CO_VARARGS
@@ -167,7 +168,7 @@ class Node:
         fields = {"func": func, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),
-                  "options": {**NODE_OPTIONS, **options} if options else _DEFAULT_OPTIONS}
+                  "options": {**NODE_OPTIONS, **options} if options else DEFAULT_OPTIONS}
         for attr, value in fields.items():
             object.__setattr__(self, attr, value)
 
@@ -194,7 +195,7 @@ class Plan:
     order: list[str]
     nodes: dict[str, Node]
     upstream: dict[str, dict[str, str]]
-    downstream: dict[str, list[str]]
+    downstream: dict[str, tuple[str, ...]]
     params: dict[str, Mapping[str, Any]]
     memo: dict[str, Any] = field(default_factory=dict)
 
@@ -546,10 +547,12 @@ class Flow:
                     raise CycleError([*path[path.index(child):], child])
                 elif child not in state:
                     self._enter(child, stack, state, upstream)
-        downstream: dict[str, list[str]] = {n: [] for n in order}
+        consumers: dict[str, list[str]] = {n: [] for n in order}
         for name in order:
             for up in upstream[name].values():
-                downstream[up].append(name)
+                consumers[up].append(name)
+        # tuples of strings: the cyclic GC stops tracking them, lists it walks forever
+        downstream = {n: tuple(c) if c else () for n, c in consumers.items()}
         nodes = {n: self._nodes[n] for n in order}
         inputs = []
         for name in order:
@@ -586,7 +589,7 @@ class _Shape:
     order: list[str]
     nodes: dict[str, Node]
     upstream: dict[str, dict[str, str]]
-    downstream: dict[str, list[str]]
+    downstream: dict[str, tuple[str, ...]]
     inputs: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (node, ((param, default),))
     memo: dict[str, Any] = field(default_factory=dict)
 

@@ -22,6 +22,7 @@ for it, so ``explain`` and run records can say *what* changed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import xxhash
@@ -54,6 +55,7 @@ def trace_key(fingerprint: str, params: Mapping[str, str], upstream: Mapping[str
     return _fold("lazyflow-trace-1\0", fingerprint, params, upstream)
 
 
+@functools.lru_cache(maxsize=65536)  # asked twice per computed node
 def latest_key(flow: str, node: str) -> str:
     """Where the components of a node's most recent computation are recorded."""
     return xxhash.xxh3_128_hexdigest(f"lazyflow-latest-1\0{len(flow)}:{flow}\0{node}".encode())
