@@ -59,11 +59,19 @@ from lazyflow.errors import (
     NodeTimeout,
 )
 from lazyflow.events import GLOBAL, NodeFinished, NodeStarted, RunFinished, RunStarted, Subscriber
-from lazyflow.executors import Executor, Outcome, Task, ThreadExecutor, resolve_executor
+from lazyflow.executors import (
+    Executor,
+    Outcome,
+    SyncExecutor,
+    Task,
+    ThreadExecutor,
+    resolve_executor,
+)
 from lazyflow.executors.shared import Sharing
 from lazyflow.fingerprint import Fingerprint, fingerprint
+from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
-from lazyflow.policies import policy_for
+from lazyflow.policies import DEFAULTS, policy_for
 from lazyflow.resources import Gate, Resources
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run
 
@@ -79,6 +87,8 @@ _START_POLL = 0.05  # seconds between checks whether a timed task has started ru
 REUSE_NONDETERMINISTIC: ContextVar[bool] = ContextVar("lazyflow_reuse_nondeterministic",
                                                       default=False)
 """When true, ``deterministic=False`` nodes may be served from the cache (see provenance.py)."""
+_PID = [os.getpid()]  # os.getpid() is a system call: it cost ~1 µs per stored node
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 @dataclass(slots=True)
@@ -312,14 +322,17 @@ class _State:
         # values that stand in for a failure (fallbacks) and everything computed from them:
         # never linked by trace key, so the next request retries the failed node
         self.untraced: set[str] = set()
-        self.policies = {n: policy_for(n, plan.nodes[n].options, options.overrides)
-                         for n in needed}
+        overrides = options.overrides
+        # a node declared without options has the default policy (policy_for would agree)
+        self.policies = {n: DEFAULTS if not overrides and plan.nodes[n].options is DEFAULT_OPTIONS
+                         else policy_for(n, plan.nodes[n].options, overrides) for n in needed}
         # executors that place work themselves (Dask) get needs as worker resources instead
         self.sharing = Sharing.for_run(executor, flow.cache.tiers)  # workers use the cache
         self.gate = Gate(options.resources, {} if getattr(executor, "places_work", False)
                          else {n: p.resources for n, p in self.policies.items()})
         self.buses = [bus for bus in (flow.events, GLOBAL) if bus]
         self.observers = tuple(options.observers)
+        self.observed = bool(self.buses or self.observers)  # else skip building events
 
     def emit(self, event: Any) -> None:
         for bus in self.buses:
@@ -409,7 +422,8 @@ class _State:
         record.reason = self._why(name, inputs)
         record.status = "running"
         record.started = time.time()
-        self.emit(NodeStarted(self.run, name))
+        if self.observed:
+            self.emit(NodeStarted(self.run, name))
         node = self.plan.nodes[name]
         policy = self.policies[name]
         executor = self.executor
@@ -427,6 +441,9 @@ class _State:
                 base = sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
                 task = self.sharing.task(task, shared, key,
                                          self._meta(name, upstream, "", 0.0, base, 0.0))
+            if type(executor) is SyncExecutor:  # what its submit does, minus a future per node
+                self.settle(name, task())
+                return None
             future = executor.submit(task)
         if policy.timeout is not None:
             self.deadlines[future] = time.monotonic() + policy.timeout
@@ -529,7 +546,8 @@ class _State:
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,
                                "inputs": inputs, "fingerprint": prep.fp.components})
-        self.emit(NodeFinished(self.run, record))
+        if self.observed:
+            self.emit(NodeFinished(self.run, record))
 
     def _meta(self, name: str, upstream: Mapping[str, str], digest: str, duration: float,
               cost: float, created: float) -> Meta:
@@ -538,7 +556,7 @@ class _State:
                 "duration": duration, "cost": cost, "lazyflow": _VERSION,
                 "params": prep.params, "inputs": {p: self.keys[up] for p, up in upstream.items()},
                 "input_digests": {p: self.digests[up] for p, up in upstream.items()},
-                "fingerprint": dict(prep.fp.components), "pid": os.getpid()}
+                "fingerprint": prep.fp.components, "pid": _PID[0]}
 
     def mark_cached(self, name: str, hit: _Hit) -> None:
         record = self.run.nodes[name]
