@@ -382,6 +382,29 @@ def _hash_pickled(h: Hasher, obj: Any) -> None:
     h.chunk(data)
 
 
+def _hash_strings(h: Hasher, items: list[Any]) -> bool:
+    """Write a list of ``str`` at C speed; return False (writing nothing) if one is not a str.
+
+    Hashing element by element costs ~0.3 µs a string. Instead the strings are
+    joined with NUL and hashed once (~15 ns a string). Joining alone is
+    ambiguous (``['a-b', 'c']`` against ``['a', 'b-c']`` with '-'), so the
+    join is trusted only when it holds exactly one NUL per gap, i.e. no string
+    contains NUL; otherwise every string's length is written first.
+    """
+    try:
+        joined = "\0".join(items)
+    except TypeError:  # not all strings (None, NaN, numbers...)
+        return False
+    if joined.count("\0") == len(items) - 1:
+        h.tag(b"J")
+        h._h.update(_LEN.pack(len(items)))
+    else:
+        h.tag(b"K")
+        h.chunk(b"".join(_LEN.pack(len(item)) for item in items))
+    h.chunk(joined.encode("utf-8", "surrogatepass"))
+    return True
+
+
 # --------------------------------------------------------------------------- numpy
 
 
@@ -392,7 +415,9 @@ def _register_numpy() -> None:
         h.tag(b"A")
         h.chunk(f"{arr.dtype.str}|{arr.shape}".encode())
         if arr.dtype.hasobject:
-            h.value(arr.ravel().tolist())
+            items = arr.ravel().tolist()
+            if not _hash_strings(h, items):
+                h.value(items)
             return
         if arr.dtype.kind in "mM":  # datetime64 cannot export a buffer: view as int64
             arr = arr.view(np.int64)
@@ -429,7 +454,8 @@ def _register_pandas() -> None:
         h.chunk(str(dtype).encode())
         if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
             hash_ndarray(h, col.to_numpy())  # no copy for numpy-backed columns
-        else:
+        elif not (col.dtype == object or isinstance(dtype, pd.StringDtype)) \
+                or not _hash_strings(h, col.to_numpy(dtype=object).tolist()):
             # pandas hashes each element on its own (fixed key): no joined-string collisions
             hashed = pd.util.hash_pandas_object(col, index=False, categorize=False)
             hash_ndarray(h, np.asarray(hashed))
