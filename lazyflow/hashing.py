@@ -32,6 +32,7 @@ import datetime as _dt
 import decimal
 import enum
 import fractions
+import functools
 import pathlib
 import queue
 import struct
@@ -133,11 +134,10 @@ def register_hasher(cls: type, fn: Callable[[Any], Any]) -> None:
     if not callable(fn):
         raise TypeError(f"register_hasher needs a callable hasher for {cls.__qualname__}, got {fn!r}")
     _USER_HASHERS[cls] = fn
-    name = f"{cls.__module__}.{cls.__qualname__}".encode()
 
     def _user(h: Hasher, obj: Any) -> None:
         h.tag(b"U")
-        h.chunk(name)
+        h.chunk(_qualified_name(type(obj)))  # a subclass hashed by its base's hasher still differs
         h.value(fn(obj))
 
     _HASHERS[cls] = _user
@@ -181,6 +181,11 @@ def _resolve(cls: type) -> HasherFn:
     if issubclass(cls, enum.Enum):
         return _hash_enum
     return _hash_pickled
+
+
+@functools.lru_cache(maxsize=1024)
+def _qualified_name(cls: type) -> bytes:
+    return f"{cls.__module__}.{cls.__qualname__}".encode()
 
 
 def _type_name(obj: Any) -> str:
