@@ -64,24 +64,27 @@ def mixed_frame(target_bytes: int) -> pd.DataFrame:
     })
 
 
+def array_rates(arr: np.ndarray, runs: int) -> dict[str, float]:
+    """GB/s of each hasher on one array."""
+    return {
+        "raw": throughput(lambda: raw_xxh3(arr), arr.nbytes, runs),
+        "lazyflow": throughput(lambda: lf.hash_value(arr), arr.nbytes, runs),
+        "joblib": throughput(lambda: joblib.hash(arr), arr.nbytes, max(1, runs // 3)),
+        "dask": throughput(lambda: tokenize(arr), arr.nbytes, runs),
+    }
+
+
 def array_table(sizes_mb: list[int]) -> str:
     rows = ["| array (float64) | raw xxh3-128 | lazyflow hash_value | joblib.hash | dask tokenize "
             "| hash_value / raw |",
             "|---|---:|---:|---:|---:|---:|"]
     for mb in sizes_mb:
-        arr = np.random.default_rng(mb).random(mb * 10**6 // 8)
-        runs = 9 if mb <= 100 else 3
-        results = {
-            "raw": throughput(lambda: raw_xxh3(arr), arr.nbytes, runs),
-            "lazyflow": throughput(lambda: lf.hash_value(arr), arr.nbytes, runs),
-            "joblib": throughput(lambda: joblib.hash(arr), arr.nbytes, max(1, runs // 3)),
-            "dask": throughput(lambda: tokenize(arr), arr.nbytes, runs),
-        }
+        results = array_rates(np.random.default_rng(mb).random(mb * 10**6 // 8),
+                              runs=9 if mb <= 100 else 3)
         rows.append(f"| {mb:,} MB | {results['raw']:.2f} GB/s | {results['lazyflow']:.2f} GB/s | "
                     f"{results['joblib']:.2f} GB/s | {results['dask']:.2f} GB/s | "
                     f"{results['lazyflow'] / results['raw']:.0%} |")
         print(rows[-1], flush=True)
-        del arr
     return "\n".join(rows)
 
 
