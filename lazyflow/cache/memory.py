@@ -112,8 +112,13 @@ class MemoryTier:
         return self._bytes
 
 
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
 def sizeof(value: Any, _depth: int = 0) -> int:
     """Estimate the bytes ``value`` holds: exact for buffers, shallow-ish for containers."""
+    if type(value) in _ATOMS:
+        return sys.getsizeof(value)
     nbytes = getattr(value, "nbytes", None)
     if isinstance(nbytes, int):
         return nbytes
