@@ -807,7 +807,7 @@ class _State:
 
     def _link_trace(self, name: str, key: str, digest: str) -> None:
         trace = self.prepared[name].trace
-        if any(up in self.untraced for up in self.plan.upstream[name].values()):
+        if self.untraced and any(up in self.untraced for up in self.plan.upstream[name].values()):
             self.untraced.add(name)
             return
         if trace is not None:
