@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
+import logging
+import pathlib
 import statistics
 import sys
 import tempfile
 import time
-import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,7 +74,7 @@ class Graph:
 
     shape: str
     size: int
-    module: types.ModuleType
+    module: Any
     order: list[str]  # topological: dependencies first
     deps: dict[str, list[str]]
     target: str
@@ -82,6 +84,7 @@ class Graph:
 
 
 _counter = 0
+_SOURCES = tempfile.TemporaryDirectory(prefix="lazyflow-bench-")
 
 
 def make_graph(shape: str, size: int) -> Graph:
@@ -105,9 +108,15 @@ def make_graph(shape: str, size: int) -> Graph:
         body = " + ".join(params) + (" + 1" if len(params) == 1 else "")
         lines.append(f"def {name}({', '.join(p + ': int' for p in params)}) -> int:\n"
                      f"    return {body}\n")
-    module = types.ModuleType(f"bench_{shape}_{size}_{_counter}")
-    exec(compile("".join(lines), module.__name__, "exec"), module.__dict__)
-    sys.modules[module.__name__] = module  # Hamilton and joblib look functions up by module
+    # a real file: Hamilton and joblib read functions' source, and find them by module
+    name = f"bench_{shape}_{size}_{_counter}"
+    path = pathlib.Path(_SOURCES.name) / f"{name}.py"
+    path.write_text("".join(lines))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     return Graph(shape, size, module, order, deps, target)
 
 
@@ -313,6 +322,7 @@ def main() -> None:
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     warnings.filterwarnings("ignore")  # peers warn about untyped or unhashable things
+    logging.disable(logging.WARNING)
     frameworks = args.frameworks.split(",")
     if "lazyflow" not in frameworks:
         frameworks.insert(0, "lazyflow")
