@@ -4,8 +4,9 @@ Side by side in one process, on contiguous float64 arrays of 1 MB, 10 MB,
 100 MB and 1 GB, and on a ~100 MB mixed DataFrame (float and int columns and a
 column of short strings, pandas' default string dtype). Throughput is GB/s of
 the value's memory (``nbytes`` for arrays; ``memory_usage(deep=True)`` for the
-frame, which counts each string object, as a user's RAM does). Each
-measurement is the median of several runs after one untimed warm-up run;
+frame, which counts each string object, as a user's RAM does). Each figure
+is the median of several rounds after one untimed round, the hashers taking
+turns within a round;
 ratios are against raw xxh3-128 over the same buffer (arrays) or against
 lazyflow (the frame).
 
@@ -33,16 +34,21 @@ from dask.base import tokenize
 import lazyflow as lf
 
 
-def throughput(fn: Callable[[], Any], nbytes: int, runs: int) -> float:
-    """Median GB/s of ``fn`` over ``runs`` timed calls (after one untimed call)."""
-    fn()
-    times = []
-    for _ in range(runs):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return nbytes / statistics.median(times) / 1e9
+def rates(hashers: dict[str, Callable[[], Any]], nbytes: int, runs: int) -> dict[str, float]:
+    """Median GB/s of each hasher over ``runs`` rounds (after one untimed round).
+
+    The hashers take turns within each round, so a slow spell of the machine
+    falls on all of them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in hashers}
+    for round_ in range(runs + 1):
+        for name, fn in hashers.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - t0)
+    return {name: nbytes / statistics.median(t) / 1e9 for name, t in times.items()}
 
 
 def raw_xxh3(arr: np.ndarray) -> str:
@@ -65,13 +71,11 @@ def mixed_frame(target_bytes: int) -> pd.DataFrame:
 
 
 def array_rates(arr: np.ndarray, runs: int) -> dict[str, float]:
-    """GB/s of each hasher on one array."""
-    return {
-        "raw": throughput(lambda: raw_xxh3(arr), arr.nbytes, runs),
-        "lazyflow": throughput(lambda: lf.hash_value(arr), arr.nbytes, runs),
-        "joblib": throughput(lambda: joblib.hash(arr), arr.nbytes, max(1, runs // 3)),
-        "dask": throughput(lambda: tokenize(arr), arr.nbytes, runs),
-    }
+    """GB/s of each hasher on one array (joblib, ~30x slower, on fewer rounds)."""
+    results = rates({"raw": lambda: raw_xxh3(arr), "lazyflow": lambda: lf.hash_value(arr),
+                     "dask": lambda: tokenize(arr)}, arr.nbytes, runs)
+    results.update(rates({"joblib": lambda: joblib.hash(arr)}, arr.nbytes, max(1, runs // 3)))
+    return results
 
 
 def array_table(sizes_mb: list[int]) -> str:
@@ -80,7 +84,7 @@ def array_table(sizes_mb: list[int]) -> str:
             "|---|---:|---:|---:|---:|---:|"]
     for mb in sizes_mb:
         results = array_rates(np.random.default_rng(mb).random(mb * 10**6 // 8),
-                              runs=9 if mb <= 100 else 3)
+                              runs=9 if mb <= 100 else 5)
         rows.append(f"| {mb:,} MB | {results['raw']:.2f} GB/s | {results['lazyflow']:.2f} GB/s | "
                     f"{results['joblib']:.2f} GB/s | {results['dask']:.2f} GB/s | "
                     f"{results['lazyflow'] / results['raw']:.0%} |")
@@ -91,11 +95,9 @@ def array_table(sizes_mb: list[int]) -> str:
 def frame_table(target_mb: int) -> str:
     df = mixed_frame(target_mb * 10**6)
     nbytes = int(df.memory_usage(deep=True).sum())
-    results = {
-        "lazyflow": throughput(lambda: lf.hash_value(df), nbytes, 9),
-        "dask": throughput(lambda: tokenize(df), nbytes, 9),
-        "joblib": throughput(lambda: joblib.hash(df), nbytes, 1),
-    }
+    results = rates({"lazyflow": lambda: lf.hash_value(df), "dask": lambda: tokenize(df)},
+                    nbytes, 9)
+    results.update(rates({"joblib": lambda: joblib.hash(df)}, nbytes, 1))
     header = (f"mixed DataFrame: {len(df):,} rows x {df.shape[1]} columns "
               f"({', '.join(f'{c}:{t}' for c, t in df.dtypes.astype(str).items())}), "
               f"{nbytes / 1e6:,.0f} MB deep")
