@@ -118,6 +118,8 @@ class _Entry(weakref.ref):  # type: ignore[type-arg]
     """A weak reference to a memoised object that carries its memo key and value."""
 
     __slots__ = ("key", "value")
+    key: int
+    value: Any
 
 
 class _WeakMemo:
@@ -195,7 +197,7 @@ def _code_info(code: types.CodeType, *, memo: bool) -> _CodeInfo:
     A node's own code is walked once per fingerprint, and fingerprints are
     memoised: remembering it twice would only add objects for the GC to walk.
     """
-    info = _CODE_INFO.get(code)
+    info: _CodeInfo | None = _CODE_INFO.get(code)
     if info is None:
         h = xxhash.xxh3_128()
         names: list[str] = []
@@ -389,7 +391,7 @@ def _module_is_installed(module_name: str) -> bool:
     path = getattr(module, "__file__", None)
     if path is None:
         return module is not None and module_name.partition(".")[0] in sys.stdlib_module_names
-    real = os.path.realpath(path)
+    real = os.path.realpath(str(path))
     if real.startswith(os.path.dirname(os.path.realpath(__file__)) + os.sep):
         return True  # lazyflow itself, even from an editable install
     return real.startswith(_installed_roots())

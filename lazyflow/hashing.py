@@ -32,7 +32,6 @@ import datetime as _dt
 import decimal
 import enum
 import fractions
-import functools
 import pathlib
 import queue
 import struct
@@ -137,7 +136,8 @@ def register_hasher(cls: type, fn: Callable[[Any], Any]) -> None:
 
     def _user(h: Hasher, obj: Any) -> None:
         h.tag(b"U")
-        h.chunk(_qualified_name(type(obj)))  # a subclass hashed by its base's hasher still differs
+        cls = type(obj)  # a subclass hashed by its base's hasher still differs from the base
+        h.chunk(f"{cls.__module__}.{cls.__qualname__}".encode())
         h.value(fn(obj))
 
     _HASHERS[cls] = _user
@@ -181,11 +181,6 @@ def _resolve(cls: type) -> HasherFn:
     if issubclass(cls, enum.Enum):
         return _hash_enum
     return _hash_pickled
-
-
-@functools.lru_cache(maxsize=1024)
-def _qualified_name(cls: type) -> bytes:
-    return f"{cls.__module__}.{cls.__qualname__}".encode()
 
 
 def _type_name(obj: Any) -> str:
