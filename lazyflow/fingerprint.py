@@ -405,15 +405,25 @@ def is_user_code(obj: Any) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _package_version(module_name: str) -> str:
+    """``version`` of the distribution that installs ``module_name``'s top-level package.
+
+    Tried cheapest first: the stdlib, then a distribution named like the
+    package (numpy, pandas...: one directory lookup), and only then the map
+    of every installed distribution's top-level names, which costs 0.1–0.7 s
+    to build and would otherwise land on the first request of every process.
+    """
     root = module_name.partition(".")[0]
-    dists = _top_level_distributions().get(root, [])
-    for dist in dists:
+    if root in sys.stdlib_module_names or root in sys.builtin_module_names:
+        return f"py{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        return importlib.metadata.version(root)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        pass
+    for dist in _top_level_distributions().get(root, []):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    if root in sys.stdlib_module_names:
-        return f"py{sys.version_info.major}.{sys.version_info.minor}"
     return ""
 
 
