@@ -565,7 +565,7 @@ class _State:
         record.key = hit.key
         record.digest = hit.meta["digest"]
         record.size = hit.meta.get("size")
-        record.saved = float(hit.meta.get("cost", hit.meta.get("duration", 0.0)))
+        record.saved = float(hit.meta.get("cost") or hit.meta.get("duration") or 0.0)
         self.costs[name] = record.saved
         record.started = record.ended = time.time()
         self.digests[name] = hit.meta["digest"]

@@ -236,7 +236,11 @@ class Flow:
         from lazyflow.events import EventBus
 
         self.name = name
-        self.cache: Cache = Cache() if cache == "default" else (cache or Cache(disk=None, remote=None))
+        if isinstance(cache, str) and cache != "default":
+            raise TypeError(f"cache= takes an lf.Cache, None (memory only) or 'default', "
+                            f"got {cache!r}")
+        self.cache: Cache = Cache() if isinstance(cache, str) \
+            else (cache or Cache(disk=None, remote=None))
         self.events: EventBus = EventBus()
         self._nodes: dict[str, Node] = {}
         self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes
