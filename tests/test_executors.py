@@ -159,10 +159,14 @@ def test_a_kernel_interrupt_during_a_threads_run_cancels_it(flow):
     def after(stuck):
         return stuck
 
+    # a kernel turns SIGINT into KeyboardInterrupt; a process started in the background
+    # (CI) may have inherited SIGINT ignored, so install what a kernel has
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             flow.run("after", executor="threads")
     finally:
+        signal.signal(signal.SIGINT, previous)
         release.set()
     assert flow.last_run.status == "cancelled"
     assert {r.status for r in flow.last_run.nodes.values()} == {"cancelled"}

@@ -205,7 +205,8 @@ _INTERRUPTED_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import lazyflow as lf
 
-    flow = lf.Flow("interrupted", cache=lf.Cache(disk=None))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel has, even if started
+    flow = lf.Flow("interrupted", cache=lf.Cache(disk=None))     # in the background (SIG_IGN)
 
     @flow.node
     def first():
