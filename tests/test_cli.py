@@ -337,12 +337,14 @@ def test_a_failing_notebook_cell_stops_the_run_and_exits_1(project):
     assert "ZeroDivisionError" in result.stdout
 
 
-def test_run_with_the_threads_executor_is_recorded_as_such(project):
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_run_with_another_executor_is_recorded_as_such(project, executor):
     run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6",
-                           "--executor", "threads", "--json"))
+                           "--executor", executor, "--json"))
     assert run["values"] == {"total": "15"}
+    assert run["counts"] == {"completed": 2}
     shown = json_of(lazyflow(project, "show", run["id"], "--cache-dir", "cache", "--json"))
-    assert shown["executor"] == "threads"
+    assert shown["executor"] == executor
 
 
 def test_an_unknown_executor_exits_2(project):
