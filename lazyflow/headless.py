@@ -11,7 +11,9 @@ hidden cell hands over (as one JSON line) the node events of that cell.
 Hidden cells do not count as executions, so execution counts match a normal
 run. With ``check``, each cell's new outputs are compared with the outputs
 stored in the file, ignoring what legitimately varies (execution counts,
-metadata, how a stream was split into chunks).
+metadata, how a stream was split into chunks, and the line a ``%%flow`` cell
+prints when it is restored from the cache instead of run: the cell's own
+stdout is replayed after it, so what the cell printed is still compared).
 
 State. The kernel-side collector is a module-level list in this module;
 :class:`NotebookReport` holds the outcome.
@@ -225,6 +227,8 @@ def _probe(probe: Any) -> list[dict[str, Any]]:
 
 def _normalise(outputs: list[Any]) -> list[tuple[Any, ...]]:
     """Outputs reduced to what must reproduce: streams merged, no counts, no metadata."""
+    from lazyflow.notebook.magics import RESTORED_NOTICE  # IPython: only with nbclient here
+
     out: list[tuple[Any, ...]] = []
     for o in outputs:
         kind = o.get("output_type")
@@ -239,4 +243,6 @@ def _normalise(outputs: list[Any]) -> list[tuple[Any, ...]]:
                                              for k, v in data.items()))))
         elif kind == "error":
             out.append(("error", o.get("ename"), o.get("evalue")))
-    return out
+    streams = [(o[0], o[1], RESTORED_NOTICE.sub("", o[2])) if o[0] == "stream" else o
+               for o in out]
+    return [o for o in streams if o[0] != "stream" or o[2]]

@@ -272,22 +272,47 @@ def test_malformed_cache_commands_exit_2(project, args, message):
 # --------------------------------------------------------------------------- notebook
 
 
-def _notebook(project: Path) -> Path:
-    cells = [
-        textwrap.dedent("""\
-            import lazyflow as lf
-            flow = lf.Flow("nb")"""),
-        textwrap.dedent("""\
-            @flow.node
-            def raw(n: int):
-                return list(range(n))
+PLAIN_CELLS = [
+    textwrap.dedent("""\
+        import lazyflow as lf
+        flow = lf.Flow("nb")"""),
+    textwrap.dedent("""\
+        @flow.node
+        def raw(n: int):
+            return list(range(n))
 
-            @flow.node
-            def total(raw):
-                return sum(raw)"""),
-        "flow.get('total', n=100)",
-        "print('first five:', flow.get('raw', n=5))",
-    ]
+        @flow.node
+        def total(raw):
+            return sum(raw)"""),
+    "flow.get('total', n=100)",
+    "print('first five:', flow.get('raw', n=5))",
+]
+
+# every cell body and node appends its name to ran.log: the count of executions, on disk
+MAGIC_CELLS = [
+    "%load_ext lazyflow\nimport lazyflow as lf",
+    textwrap.dedent("""\
+        %%flow
+        with open("ran.log", "a") as log:
+            log.write("raw\\n")
+        raw = list(range(10))"""),
+    textwrap.dedent("""\
+        %%flow
+        with open("ran.log", "a") as log:
+            log.write("total\\n")
+        total = sum(raw)
+        print("total is", total)"""),
+    textwrap.dedent("""\
+        @lf.node
+        def doubled(total):
+            with open("ran.log", "a") as log:
+                log.write("doubled\\n")
+            return 2 * total"""),
+    "lf.default_flow().get('doubled')",
+]
+
+
+def _notebook(project: Path, cells: list[str] = PLAIN_CELLS) -> Path:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -312,6 +337,25 @@ def test_a_notebook_rerun_in_a_fresh_kernel_is_all_cache_hits_with_identical_out
                                           [("raw", "cached", "disk")]]
     text = lazyflow(project, "notebook", "run", nb.name, "--check").stdout
     assert "(100% cache hits)" in text and "outputs identical to the stored ones" in text
+
+
+@pytest.mark.slow
+def test_a_notebook_of_flow_cells_reruns_in_a_fresh_kernel_without_running_any_cell(project):
+    nb = _notebook(project, MAGIC_CELLS)
+    first = json_of(lazyflow(project, "notebook", "run", nb.name, "--output", nb.name,
+                             "--json"))
+    assert first["cached"] < first["computed"]
+    assert (project / "ran.log").read_text().split() == ["raw", "total", "doubled"]
+    report = json_of(lazyflow(project, "notebook", "run", nb.name, "--check", "--json"))
+    assert (project / "ran.log").read_text().split() == ["raw", "total", "doubled"]
+    assert report["hit_rate"] == 1.0
+    assert (report["computed"], report["cached"]) == (0, 3)
+    assert [[(n["node"], n["status"], n["tier"]) for n in c["nodes"]]
+            for c in report["cells"]] == [[], [("cell_raw", "cached", "disk")],
+                                          [("cell_total", "cached", "disk")], [],
+                                          [("doubled", "cached", "disk")]]
+    assert all(n["saved"] > 0 for c in report["cells"] for n in c["nodes"])
+    assert report["changed"] == [] and report["ok"] is True
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import shlex
 import types
 import warnings
@@ -38,9 +39,12 @@ from lazyflow.hashing import hash_value
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, analyse
 from lazyflow.run import NodeRecord, format_duration
 
-__all__ = ["FlowMagics", "cell_node", "load"]
+__all__ = ["RESTORED_NOTICE", "FlowMagics", "cell_node", "load"]
 
 _STDOUT_DOMAIN = "lazyflow-stdout-1\0"
+RESTORED_NOTICE = re.compile(
+    r"^lazyflow: .* restored from the \w+ cache \(.*; saved .* of compute\)\n", re.MULTILINE)
+"""The line a hit prints before replaying the cell's stdout (a rerun's check ignores it)."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
                "cache stats | cache clear   [--flow VAR]")
 
