@@ -8,6 +8,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from chains import define_array_chain
 
 import lazyflow as lf
 from lazyflow.cache.disk import DiskTier
@@ -15,20 +16,6 @@ from lazyflow.cache.disk import DiskTier
 
 def _disk_flow(path, name: str = "disk", **cache_options) -> lf.Flow:
     return lf.Flow(name, cache=lf.Cache(disk=str(path), remote=None, **cache_options))
-
-
-def _define(flow: lf.Flow, calls) -> lf.Flow:
-    @flow.node
-    def raw(n: int):
-        calls["raw"] += 1
-        return np.arange(n, dtype=np.float64)
-
-    @flow.node
-    def total(raw):
-        calls["total"] += 1
-        return float(raw.sum())
-
-    return flow
 
 
 def _warned(caught, text: str) -> bool:
@@ -40,8 +27,8 @@ def _value_files(path) -> list[pathlib.Path]:
 
 
 def test_a_new_cache_on_the_same_directory_hits_disk(tmp_path, calls):
-    _define(_disk_flow(tmp_path), calls).get("total", n=100_000)
-    fresh = _define(_disk_flow(tmp_path), calls)
+    define_array_chain(_disk_flow(tmp_path), calls).get("total", n=100_000)
+    fresh = define_array_chain(_disk_flow(tmp_path), calls)
     run = fresh.run("total", n=100_000)
     assert run["total"] == float(np.arange(100_000).sum())
     assert (run.nodes["total"].status, run.nodes["total"].tier) == ("cached", "disk")
@@ -49,15 +36,15 @@ def test_a_new_cache_on_the_same_directory_hits_disk(tmp_path, calls):
 
 
 def test_a_disk_hit_is_promoted_to_memory(tmp_path, calls):
-    _define(_disk_flow(tmp_path), calls).get("total", n=10)
-    fresh = _define(_disk_flow(tmp_path), calls)
+    define_array_chain(_disk_flow(tmp_path), calls).get("total", n=10)
+    fresh = define_array_chain(_disk_flow(tmp_path), calls)
     assert fresh.run("total", n=10).nodes["total"].tier == "disk"
     assert fresh.run("total", n=10).nodes["total"].tier == "memory"
 
 
 def test_a_hit_is_decided_without_opening_the_value_file(tmp_path, calls):
     flow = _disk_flow(tmp_path, memory=None)
-    _define(flow, calls)
+    define_array_chain(flow, calls)
     flow.get("raw", n=100_000)
     for path in _value_files(tmp_path):
         path.write_bytes(b"not an entry")
@@ -69,7 +56,7 @@ def test_a_hit_is_decided_without_opening_the_value_file(tmp_path, calls):
 
 def test_a_corrupted_value_file_is_dropped_and_recomputed(tmp_path, calls):
     flow = _disk_flow(tmp_path, memory=None)
-    _define(flow, calls)
+    define_array_chain(flow, calls)
     expected = flow.get("raw", n=100_000)
     (path,) = _value_files(tmp_path)
     data = bytearray(path.read_bytes())
@@ -85,7 +72,7 @@ def test_a_corrupted_value_file_is_dropped_and_recomputed(tmp_path, calls):
 
 def test_a_truncated_value_file_is_dropped_and_recomputed(tmp_path, calls):
     flow = _disk_flow(tmp_path, memory=None)
-    _define(flow, calls)
+    define_array_chain(flow, calls)
     flow.get("raw", n=100_000)
     (path,) = _value_files(tmp_path)
     with open(path, "r+b") as f:
@@ -99,7 +86,7 @@ def test_a_truncated_value_file_is_dropped_and_recomputed(tmp_path, calls):
 
 def test_a_value_file_deleted_behind_our_back_is_a_miss(tmp_path, calls):
     flow = _disk_flow(tmp_path, memory=None)
-    _define(flow, calls)
+    define_array_chain(flow, calls)
     flow.get("raw", n=100_000)
     for path in _value_files(tmp_path):
         path.unlink()
@@ -153,8 +140,8 @@ def test_unreadable_metadata_is_dropped_with_a_warning(tmp_path):
 
 
 def test_records_persist_so_a_fresh_process_resolves_without_computing(tmp_path, calls):
-    _define(_disk_flow(tmp_path), calls).get("total", n=10)
-    fresh = _define(_disk_flow(tmp_path), calls)
+    define_array_chain(_disk_flow(tmp_path), calls).get("total", n=10)
+    fresh = define_array_chain(_disk_flow(tmp_path), calls)
     explanation = fresh.explain("total", n=10)
     assert [(row.node, row.action, row.tier) for row in explanation.rows] == \
         [("total", "hit", "disk")]

@@ -7,6 +7,7 @@ import socket
 import numpy as np
 import pytest
 import s3fs
+from chains import define_array_chain
 
 import lazyflow as lf
 from lazyflow.cache.config import ConfigError
@@ -22,20 +23,6 @@ def _remote_flow(s3_url, s3_options, tmp_path, *, disk: bool = False, name: str 
     return lf.Flow(name, cache=cache)
 
 
-def _define(flow: lf.Flow, calls) -> lf.Flow:
-    @flow.node
-    def raw(n: int):
-        calls["raw"] += 1
-        return np.arange(n, dtype=np.float64)
-
-    @flow.node
-    def total(raw):
-        calls["total"] += 1
-        return float(raw.sum())
-
-    return flow
-
-
 def _objects(s3_url, s3_options) -> list[str]:
     fs = s3fs.S3FileSystem(**s3_options)
     fs.invalidate_cache()
@@ -48,7 +35,7 @@ def _warned(caught, text: str) -> bool:
 
 def test_the_layout_is_content_addressed_with_a_metadata_object(s3_url, s3_options, tmp_path,
                                                                 calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     key = flow.run("raw", n=1000).nodes["raw"].key
     names = [o.split("/lazyflow/", 1)[1] for o in _objects(s3_url, s3_options)]
     assert f"{key[:2]}/{key[2:]}.json" in names
@@ -56,15 +43,15 @@ def test_the_layout_is_content_addressed_with_a_metadata_object(s3_url, s3_optio
 
 
 def test_background_writes_have_landed_when_the_run_returns(s3_url, s3_options, tmp_path, calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     key = flow.run("total", n=1000).nodes["total"].key
     other_process_view = RemoteTier(s3_url, s3_options, background=False)
     assert other_process_view.get(key) == float(np.arange(1000).sum())
 
 
 def test_a_remote_hit_is_served_and_promoted_to_disk(s3_url, s3_options, tmp_path, calls):
-    _define(_remote_flow(s3_url, s3_options, tmp_path), calls).get("total", n=1000)
-    fresh = _define(_remote_flow(s3_url, s3_options, tmp_path, disk=True), calls)
+    define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls).get("total", n=1000)
+    fresh = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path, disk=True), calls)
     first = fresh.run("total", n=1000)
     second = fresh.run("total", n=1000)
     assert (first.nodes["total"].status, first.nodes["total"].tier) == ("cached", "remote")
@@ -73,7 +60,7 @@ def test_a_remote_hit_is_served_and_promoted_to_disk(s3_url, s3_options, tmp_pat
 
 
 def test_a_hit_is_decided_without_downloading_the_value(s3_url, s3_options, tmp_path, calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     key = flow.run("raw", n=1000).nodes["raw"].key
     fs = s3fs.S3FileSystem(**s3_options)
     for path in _objects(s3_url, s3_options):
@@ -83,7 +70,7 @@ def test_a_hit_is_decided_without_downloading_the_value(s3_url, s3_options, tmp_
 
 
 def test_a_corrupted_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     expected = flow.get("raw", n=100_000)
     fs = s3fs.S3FileSystem(**s3_options)
     (value_object,) = [p for p in _objects(s3_url, s3_options) if not p.endswith(".json")]
@@ -98,7 +85,7 @@ def test_a_corrupted_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp
 
 
 def test_a_truncated_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("raw", n=100_000)
     fs = s3fs.S3FileSystem(**s3_options)
     (value_object,) = [p for p in _objects(s3_url, s3_options) if not p.endswith(".json")]
@@ -111,7 +98,7 @@ def test_a_truncated_s3_object_is_dropped_and_recomputed(s3_url, s3_options, tmp
 
 def test_a_deleted_s3_value_object_is_dropped_and_recomputed(s3_url, s3_options, tmp_path,
                                                              calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("raw", n=1000)
     fs = s3fs.S3FileSystem(**s3_options)
     for path in _objects(s3_url, s3_options):
@@ -124,7 +111,7 @@ def test_a_deleted_s3_value_object_is_dropped_and_recomputed(s3_url, s3_options,
 
 
 def test_corrupted_metadata_is_dropped_and_recomputed(s3_url, s3_options, tmp_path, calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("raw", n=1000)
     fs = s3fs.S3FileSystem(**s3_options)
     for path in _objects(s3_url, s3_options):
@@ -144,7 +131,7 @@ def test_an_unreachable_remote_warns_and_the_run_succeeds(tmp_path, calls):
                "retries": 1, "config_kwargs": {"retries": {"max_attempts": 1}}}
     cache = lf.Cache(memory=None, disk=str(tmp_path / "disk"), remote="s3://nowhere/lf",
                      remote_options=options)
-    flow = _define(lf.Flow("offline", cache=cache), calls)
+    flow = define_array_chain(lf.Flow("offline", cache=cache), calls)
     with pytest.warns(lf.CacheWarning) as caught:
         run = flow.run("total", n=100)
     assert run.status == "completed" and run["total"] == 4950.0
@@ -164,7 +151,7 @@ def test_an_unknown_protocol_is_a_configuration_error():
 
 
 def test_prune_removes_old_remote_entries(s3_url, s3_options, tmp_path, calls):
-    flow = _define(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("total", n=1000)
     assert flow.cache.prune(older_than=0)["remote"]["removed"] >= 2
     assert _objects(s3_url, s3_options) == []
