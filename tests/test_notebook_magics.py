@@ -246,3 +246,31 @@ def test_a_cell_reading_names_through_eval_runs_uncached_with_a_warning(nb):
         with pytest.warns(lf.CacheWarning, match="eval"):
             cell(nb, source)
     assert nb.user_ns["v"] == 2 and executions(nb) == ["v", "v"]
+
+
+def test_line_magic_watch_reruns_the_target_when_a_watched_file_changes(nb, tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("1 2 3")
+    nb.user_ns["data_path"] = str(data)
+    nb.run_cell("import lazyflow as lf\n@nb.node\ndef total(data: lf.File):\n"
+                "    return sum(int(x) for x in data.read_text().split())\n").raise_error()
+    flow = nb.user_ns["nb"]
+    totals: list[int] = []
+
+    def edit_after_first_run(event):
+        # the edit lands while the watch is live, right when its first run finishes
+        if isinstance(event, lf.RunFinished):
+            totals.append(event.run["total"])
+            if len(totals) == 1:
+                data.write_text("10 20 30")  # another size too: no mtime tie
+
+    flow.events.subscribe(edit_after_first_run)
+    result = nb.run_cell("%flow watch total data=lf.File(data_path) max_runs=2 --flow nb")
+    result.raise_error()
+    assert totals == [6, 60]
+    assert result.result["total"] == 60
+
+
+def test_line_magic_watch_without_a_target_prints_its_usage(nb):
+    result = nb.run_cell("%flow watch --flow nb")
+    assert "watch NAME [k=v ...]" in str(result.error_in_exec)

@@ -46,7 +46,7 @@ RESTORED_NOTICE = re.compile(
     r"^lazyflow: .* restored from the \w+ cache \(.*; saved .* of compute\)\n", re.MULTILINE)
 """The line a hit prints before replaying the cell's stdout (a rerun's check ignores it)."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
-               "cache stats | cache clear   [--flow VAR]")
+               "watch NAME [k=v ...] | cache stats | cache clear   [--flow VAR]")
 
 
 def load(shell: Any) -> None:
@@ -177,11 +177,15 @@ class FlowMagics(Magics):
 
             display(flow.widget())
             return None
-        if command in ("explain", "get") and rest:
+        if command in ("explain", "get", "watch") and rest:
             inputs = self._inputs(rest[1:])
             if command == "explain":
                 print(flow.explain(rest[0], **inputs))
                 return None
+            if command == "watch":
+                # k=v also reaches watch's own options (max_runs=, poll=, interval=);
+                # Ctrl-C (Jupyter's interrupt) ends it and the last run is the cell's result
+                return flow.watch(rest[0], **inputs)
             return flow.get(rest[0], **inputs)
         if command == "cache" and rest == ["stats"]:
             print(_stats_table(flow.cache.stats()))
