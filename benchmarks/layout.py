@@ -2,7 +2,9 @@
 
 Three shapes per size: a chain, a layered random DAG (edges to the previous
 20 nodes) and an unconstrained random DAG (long edges: the worst case for
-dummy points and crossing sweeps). Medians of 9 runs.
+dummy points and crossing sweeps), the last also with three sub-flow group
+boxes of n/6 nodes each (bands and a second, constrained crossing pass).
+Medians of 9 runs.
 
     python benchmarks/layout.py
 """
@@ -32,20 +34,23 @@ def shapes(n: int) -> dict[str, list[tuple[str, str]]]:
 
 
 def main() -> None:
-    print(f"{'nodes':>5}  {'shape':<20} {'layout':>10} {'layout+svg':>11}")
+    print(f"{'nodes':>5}  {'shape':<26} {'layout':>10} {'layout+svg':>11}")
     for n in (1, 10, 50, 200):
         names = [f"n{i}" for i in range(n)]
-        for shape, edges in shapes(n).items():
+        boxes = {f"g{k}": names[k * n // 3:k * n // 3 + n // 6] for k in range(3)}
+        cases = [(shape, edges, None) for shape, edges in shapes(n).items()]
+        cases.append(("random, 3 sub-flow boxes", shapes(n)["random (long edges)"], boxes))
+        for shape, edges, groups in cases:
             lay_t, all_t = [], []
             for _ in range(RUNS):
                 t0 = time.perf_counter()
-                lay = layout(names, edges)
+                lay = layout(names, edges, groups)
                 t1 = time.perf_counter()
                 render_svg(lay, {})
                 t2 = time.perf_counter()
                 lay_t.append(t1 - t0)
                 all_t.append(t2 - t0)
-            print(f"{n:>5}  {shape:<20} {statistics.median(lay_t) * 1e3:8.1f}ms "
+            print(f"{n:>5}  {shape:<26} {statistics.median(lay_t) * 1e3:8.1f}ms "
                   f"{statistics.median(all_t) * 1e3:9.1f}ms")
 
 

@@ -28,7 +28,7 @@ plan (plain data, built once per request) cannot show or explain.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
@@ -66,8 +66,11 @@ def include(outer: Flow, inner: Flow, prefix: str,
     return added
 
 
-def groups(flow: Flow) -> dict[str, list[str]]:
-    """Node names by include prefix (``{"prep": ["prep.raw", "prep.clean"]}``), for nesting."""
+def groups(flow: Iterable[str]) -> dict[str, list[str]]:
+    """Node names by include prefix (``{"prep": ["prep.raw", "prep.clean"]}``), for nesting.
+
+    ``flow`` is a flow or any names of nodes (a run's, say).
+    """
     out: dict[str, list[str]] = {}
     for name in flow:
         prefix, dot, _ = name.rpartition(".")

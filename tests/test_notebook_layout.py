@@ -84,3 +84,55 @@ def test_edges_to_unknown_nodes_and_self_loops_are_ignored():
 def test_an_empty_flow_lays_out_to_an_empty_drawing():
     lay = layout([], [])
     assert lay.positions == {} and lay.routes == {}
+
+
+def _inside(box, point) -> bool:
+    x, y, w, h = box
+    return x < point[0] < x + w and y < point[1] < y + h
+
+
+def _grouped_dag(n: int, seed: int) -> tuple[list[str], list[tuple[str, str]], dict]:
+    """A random DAG whose nodes 1/3 and 2/3 of the way along form groups "a" and "b"."""
+    names, edges = _random_dag(n, seed)
+    rename = {m: f"a.{m}" for m in names[n // 3:n // 3 + n // 10]}
+    rename |= {m: f"b.{m}" for m in names[2 * n // 3:2 * n // 3 + n // 10]}
+    names = [rename.get(m, m) for m in names]
+    edges = [(rename.get(u, u), rename.get(d, d)) for u, d in edges]
+    groups = {g: [m for m in names if m.startswith(g + ".")] for g in ("a", "b")}
+    return names, edges, groups
+
+
+def test_a_group_box_holds_exactly_its_members():
+    names, edges, groups = _grouped_dag(120, seed=5)
+    lay = layout(names, edges, groups)
+    assert set(lay.boxes) == {"a", "b"}
+    for label, box in lay.boxes.items():
+        assert {m for m, xy in lay.positions.items() if _inside(box, xy)} == set(groups[label])
+
+
+def test_group_boxes_do_not_overlap_and_fit_in_the_drawing():
+    names, edges, groups = _grouped_dag(120, seed=6)
+    lay = layout(names, edges, groups)
+    (ax, ay, aw, ah), (bx, by, bw, bh) = lay.boxes["a"], lay.boxes["b"]
+    assert ay + ah <= by or by + bh <= ay or ax + aw <= bx or bx + bw <= ax
+    assert all(x >= 0 and x + w <= lay.width and y >= 0 and y + h <= lay.height
+               for x, y, w, h in lay.boxes.values())
+    assert len(set(lay.positions.values())) == len(names)
+
+
+def test_groups_keep_the_layers_of_the_ungrouped_layout():
+    names, edges, groups = _grouped_dag(120, seed=7)
+    assert layout(names, edges, groups).layer_of == layout(names, edges).layer_of
+
+
+def test_crossing_reduction_still_untangles_chains_inside_groups():
+    names = ["a.x1", "b.y1", "b.y2", "a.x2", "a.x3", "b.y3"]
+    edges = [("a.x1", "a.x2"), ("a.x2", "a.x3"), ("b.y1", "b.y2"), ("b.y2", "b.y3")]
+    groups = {"a": ["a.x1", "a.x2", "a.x3"], "b": ["b.y1", "b.y2", "b.y3"]}
+    lay = layout(names, edges, groups)
+    assert crossings(lay.layers, edges) == 0
+
+
+def test_without_groups_there_are_no_boxes():
+    names, edges = _random_dag(30, seed=8)
+    assert layout(names, edges).boxes == {}

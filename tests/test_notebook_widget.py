@@ -238,3 +238,65 @@ def test_progress_in_a_notebook_shows_a_widget_that_keeps_its_requests_final_sta
     assert _states(w._svg.value) == dict.fromkeys(["raw", "doubled", "squared", "report"],
                                                   "completed")
     w.close()
+
+
+def _boxes(svg: str) -> dict[str, tuple[float, float, float, float]]:
+    found = re.findall(r'data-group="([^"]+)"><rect x="([\d.-]+)" y="([\d.-]+)" '
+                       r'width="([\d.]+)" height="([\d.]+)"', svg)
+    return {label: tuple(float(v) for v in xywh) for label, *xywh in found}
+
+
+def _centres(svg: str) -> dict[str, tuple[float, float]]:
+    found = re.findall(r'data-node="([^"]+)"[^>]*><title>.*?</title><rect x="([\d.-]+)" '
+                       r'y="([\d.-]+)" width="([\d.]+)" height="([\d.]+)"', svg, re.S)
+    return {name: (float(x) + float(w) / 2, float(y) + float(h) / 2)
+            for name, x, y, w, h in found}
+
+
+def _members(svg: str, label: str) -> set[str]:
+    x, y, w, h = _boxes(svg)[label]
+    return {n for n, (cx, cy) in _centres(svg).items() if x < cx < x + w and y < cy < y + h}
+
+
+def _with_subflow(flow: lf.Flow) -> None:
+    prep = lf.Flow("prep", cache=None)
+
+    @prep.node
+    def raw(n: int = 3):
+        return list(range(n))
+
+    @prep.node
+    def clean(raw):
+        return [x for x in raw if x]
+
+    @flow.node
+    def source():
+        return 5
+
+    flow.include(prep, prefix="prep", inputs={"n": "source"})
+
+    @flow.node(inputs={"data": "prep.clean"})
+    def report(data, source):
+        return sum(data) + source
+
+    flow.add(prep.as_node("clean", name="whole_prep"))
+
+
+def test_the_static_repr_draws_included_nodes_inside_a_box_labelled_by_the_prefix(flow):
+    _with_subflow(flow)
+    html = flow._repr_html_()
+    assert ">prep</text>" in html
+    assert _members(html, "prep") == {"prep.raw", "prep.clean"}
+
+
+def test_an_as_node_subflow_is_boxed_with_the_flow_and_target_it_runs(flow):
+    _with_subflow(flow)
+    assert _members(flow._repr_html_(), "prep ▸ clean") == {"whole_prep"}
+
+
+def test_the_widget_and_a_runs_repr_draw_the_same_subflow_box(flow):
+    _with_subflow(flow)
+    w = flow.widget()
+    run = flow.run("report")
+    assert _members(w._svg.value, "prep") == {"prep.raw", "prep.clean"}
+    assert _members(run._repr_html_(), "prep") == {"prep.raw", "prep.clean"}

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.sizes import format_size
 from lazyflow.notebook.layout import layout
-from lazyflow.notebook.model import view_of
+from lazyflow.notebook.model import nesting, view_of
 from lazyflow.notebook.svg import render_svg
 from lazyflow.run import format_duration
+from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
     from lazyflow.graph import Flow
@@ -46,7 +47,7 @@ def run_table_html(run: Run) -> str:
 
 def run_html(run: Run) -> str:
     """The run's DAG coloured by final state, then its results table."""
-    lay = layout(list(run.nodes), run.edges)
+    lay = layout(list(run.nodes), run.edges, groups(run.nodes))  # a run has no node functions
     views = {name: view_of(r) for name, r in run.nodes.items()}
     return f"<div>{render_svg(lay, views)}{run_table_html(run)}</div>"
 
@@ -55,7 +56,7 @@ def flow_html(flow: Flow) -> str:
     """The flow's DAG, coloured by its last run if it had one, and that run's table."""
     run = flow.last_run
     views = {name: view_of(r) for name, r in run.nodes.items()} if run else {}
-    svg = render_svg(layout(list(flow), flow.edges()), views)
+    svg = render_svg(layout(list(flow), flow.edges(), nesting(flow)), views)
     return f"<div>{svg}{run_table_html(run) if run else ''}</div>"
 
 

@@ -12,6 +12,17 @@ the ordering with the fewest crossings seen is kept; (4) coordinates are
 layer index times a column width and in-layer index times a row height,
 each layer centred. Flows read left to right, so layers are columns.
 
+Groups (nodes included from a sub-flow) are drawn as boxes, so a box must
+hold its members and nothing else. Each group owns a horizontal *band* of
+rows (plus a header row for its label) that no other point uses; the rest of
+the graph shares one band. Points of a band stay together in every layer:
+bands are ranked once by where an unconstrained sweep put their members, and
+the barycenter sweeps then order within each band (ties and crossings are
+counted as before). A dummy point belongs to a group's band only when both
+ends of its edge are members. Without groups there is one band and the
+drawing is as before. Rejected: boxes around wherever members landed, which
+overlap other nodes as soon as a layer mixes members and non-members.
+
 State: none. :func:`layout` is a pure function of the node list and edges,
 deterministic for the same input (ties keep the order nodes were given in).
 
@@ -27,7 +38,7 @@ one extra layer and the back edges are drawn as they are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Layout", "crossings", "layout"]
@@ -37,6 +48,10 @@ COLUMN = 190.0
 ROW = 58.0
 """Vertical distance between nodes of a layer, in SVG units."""
 SWEEPS = 8
+HEADER = 22.0
+"""Height of a group box's label row, in SVG units."""
+INSET = 6.0
+"""Gap between a group box and the cells of the rows and columns it spans."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +61,10 @@ class Layout:
     ``layers`` lists each layer's members in drawing order, dummy points
     included (as ``(up, down, i)`` tuples); ``positions`` maps every real node
     to the centre ``(x, y)`` of its box; ``routes`` maps each edge to the
-    points it passes through, endpoints first and last. Compared (and hashed)
-    by identity, so drawings can be remembered per layout.
+    points it passes through, endpoints first and last. ``boxes`` maps each
+    group's label to its box ``(x, y, width, height)``, which holds the
+    group's members and no other node. Compared (and hashed) by identity, so
+    drawings can be remembered per layout.
     """
 
     layers: list[list[object]]
@@ -56,10 +73,14 @@ class Layout:
     width: float
     height: float
     layer_of: dict[str, int] = field(default_factory=dict)
+    boxes: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
-def layout(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> Layout:
+def layout(nodes: Sequence[str], edges: Iterable[tuple[str, str]],
+           groups: Mapping[str, Sequence[str]] | None = None) -> Layout:
     """Lay out a DAG of ``nodes`` with ``edges`` as (upstream, downstream) pairs.
+
+    ``groups`` maps a label to member nodes (disjoint), each drawn in a box.
 
     >>> lay = layout(["raw", "clean", "model"], [("raw", "clean"), ("clean", "model")])
     >>> [lay.layer_of[n] for n in ("raw", "clean", "model")]
@@ -69,8 +90,14 @@ def layout(nodes: Sequence[str], edges: Iterable[tuple[str, str]]) -> Layout:
     edge_list = [(u, d) for u, d in dict.fromkeys(edges) if u in known and d in known and u != d]
     layer_of = _layers(list(known), edge_list)
     layers, chains = _with_dummies(list(known), edge_list, layer_of)
-    layers = _reduce_crossings(layers, _neighbours(chains))
-    return _coordinates(layers, chains, edge_list, layer_of)
+    segments = _neighbours(chains)
+    layers = _reduce_crossings(layers, segments)
+    group_of = {n: g for g, members in (groups or {}).items() for n in members if n in known}
+    band = _bands(layers, chains, group_of)
+    if band:
+        layers = _reduce_crossings([sorted(layer, key=band.__getitem__) for layer in layers],
+                                   segments, band)
+    return _coordinates(layers, chains, edge_list, layer_of, band, group_of)
 
 
 def crossings(layers: Sequence[Sequence[object]], edges: Iterable[tuple[object, object]]) -> int:
@@ -149,9 +176,32 @@ def _neighbours(chains: dict[tuple[str, str], list[Point]]) -> list[tuple[Point,
     return [(a, b) for chain in chains.values() for a, b in zip(chain, chain[1:], strict=False)]
 
 
-def _reduce_crossings(layers: list[list[Point]], segments: list[tuple[Point, Point]]
-                      ) -> list[list[Point]]:
-    """Barycenter sweeps down and up; keep the ordering with the fewest crossings."""
+def _bands(layers: list[list[Point]], chains: dict[tuple[str, str], list[Point]],
+           group_of: dict[str, str]) -> dict[Point, int]:
+    """Band rank of every point (0 for no group), bands ranked by their mean place; {} if
+    there are no groups."""
+    if not group_of:
+        return {}
+    key: dict[Point, str | None] = {v: group_of.get(v) for layer in layers for v in layer
+                                    if isinstance(v, str)}
+    for (u, d), chain in chains.items():
+        inside = group_of.get(u) if group_of.get(u) == group_of.get(d) else None
+        key.update(dict.fromkeys(chain[1:-1], inside))
+    places: dict[str | None, list[float]] = {}
+    for layer in layers:
+        for i, v in enumerate(layer):
+            places.setdefault(key[v], []).append((i + 0.5) / len(layer))
+    order = sorted(places, key=lambda g: (sum(places[g]) / len(places[g]), g or ""))
+    rank = {g: r for r, g in enumerate(order)}
+    return {v: rank[g] for v, g in key.items()}
+
+
+def _reduce_crossings(layers: list[list[Point]], segments: list[tuple[Point, Point]],
+                      band: Mapping[Point, int] | None = None) -> list[list[Point]]:
+    """Barycenter sweeps down and up; keep the ordering with the fewest crossings.
+
+    With ``band``, points are ordered by band first, so each band stays contiguous.
+    """
     left: dict[Point, list[Point]] = {}
     right: dict[Point, list[Point]] = {}
     layer_index = {v: li for li, layer in enumerate(layers) for v in layer}
@@ -172,7 +222,7 @@ def _reduce_crossings(layers: list[list[Point]], segments: list[tuple[Point, Poi
             fixed = current[li - 1] if forward else current[li + 1]
             where = {v: i for i, v in enumerate(fixed)}
             links = left if forward else right
-            current[li] = _by_barycenter(current[li], links, where)
+            current[li] = _by_barycenter(current[li], links, where, band or {})
         count = crossings(current, segments)
         if count < best_count:
             best, best_count = [list(layer) for layer in current], count
@@ -180,26 +230,51 @@ def _reduce_crossings(layers: list[list[Point]], segments: list[tuple[Point, Poi
 
 
 def _by_barycenter(layer: list[Point], links: dict[Point, list[Point]],
-                   where: dict[Point, int]) -> list[Point]:
+                   where: dict[Point, int], band: Mapping[Point, int]) -> list[Point]:
     keyed = []
     for i, v in enumerate(layer):
         positions = [where[n] for n in links.get(v, ()) if n in where]
         # a node without neighbours on that side keeps its place
-        keyed.append((sum(positions) / len(positions) if positions else float(i), i, v))
-    keyed.sort(key=lambda t: (t[0], t[1]))
-    return [v for _, _, v in keyed]
+        keyed.append((band.get(v, 0), sum(positions) / len(positions) if positions
+                      else float(i), i, v))
+    keyed.sort(key=lambda t: (t[0], t[1], t[2]))
+    return [t[3] for t in keyed]
 
 
 def _coordinates(layers: list[list[Point]], chains: dict[tuple[str, str], list[Point]],
-                 edges: list[tuple[str, str]], layer_of: dict[str, int]) -> Layout:
-    tallest = max((len(layer) for layer in layers), default=0)
-    height = max(tallest, 1) * ROW
+                 edges: list[tuple[str, str]], layer_of: dict[str, int],
+                 band: Mapping[Point, int], group_of: dict[str, str]) -> Layout:
+    """Columns by layer; each band a stack of rows (a group's with a header), each layer's
+    points centred within their band."""
+    count: dict[tuple[int, int], int] = {}
+    for li, layer in enumerate(layers):
+        for v in layer:
+            count[(band.get(v, 0), li)] = count.get((band.get(v, 0), li), 0) + 1
+    labels = {band[n]: g for n, g in group_of.items()}
+    tops: dict[int, float] = {}
+    spans: dict[int, float] = {}
+    height = 0.0
+    for b in sorted({b for b, _ in count} or {0}):
+        tops[b] = height
+        tallest = max((c for (bb, _), c in count.items() if bb == b), default=1)
+        spans[b] = (HEADER if b in labels else 0.0) + tallest * ROW
+        height += spans[b]
     at: dict[Point, tuple[float, float]] = {}
     for li, layer in enumerate(layers):
-        top = (height - len(layer) * ROW) / 2
-        for i, v in enumerate(layer):
+        row: dict[int, int] = {}  # next row of each band in this layer
+        for v in layer:
+            b = band.get(v, 0)
+            i = row[b] = row.get(b, -1) + 1
+            header = HEADER if b in labels else 0.0
+            top = tops[b] + header + (spans[b] - header - count[(b, li)] * ROW) / 2
             at[v] = (COLUMN / 2 + li * COLUMN, top + ROW / 2 + i * ROW)
     positions = {v: xy for v, xy in at.items() if isinstance(v, str)}
     routes = {edge: [at[p] for p in chains[edge]] for edge in edges}
-    return Layout(layers, positions, routes, max(len(layers), 1) * COLUMN, height,
-                  dict(layer_of))
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    for b, g in sorted(labels.items()):
+        cols = [layer_of[n] for n, gg in group_of.items() if gg == g]
+        x = min(cols) * COLUMN + INSET
+        boxes[g] = (x, tops[b] + INSET, (max(cols) + 1) * COLUMN - INSET - x,
+                    spans[b] - 2 * INSET)
+    return Layout(layers, positions, routes, max(len(layers), 1) * COLUMN,
+                  max(height, ROW), dict(layer_of), boxes)

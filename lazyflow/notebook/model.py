@@ -9,8 +9,8 @@ listener and read a consistent :meth:`snapshot` when they redraw. The model
 never calls the engine. Handling an event is a few dict writes, so an observed
 run pays microseconds per node; drawing is the view's business (throttled).
 
-The layout is recomputed only when the flow's nodes or edges change (a
-notebook redefines nodes all the time; a run does not).
+The layout is recomputed only when the flow's nodes, edges or sub-flow
+groups change (a notebook redefines nodes all the time; a run does not).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from lazyflow.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.notebook.layout import Layout, layout
 from lazyflow.notebook.svg import NodeView
+from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
     from lazyflow.graph import Flow
     from lazyflow.run import NodeRecord, Run
 
-__all__ = ["FlowModel", "Progress", "view_of"]
+__all__ = ["FlowModel", "Progress", "nesting", "view_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,18 @@ def view_of(record: NodeRecord) -> NodeView:
     duration = record.duration if record.status in ("completed", "failed") else None
     return NodeView(record.status, record.tier, duration, record.key, record.size, error,
                     record.reason)
+
+
+def nesting(flow: Flow) -> dict[str, list[str]]:
+    """The groups drawn as boxes: included sub-flows by prefix, and each ``as_node`` node
+    (not already in one) labelled ``inner ▸ target`` by the flow and target it runs."""
+    boxes = groups(flow)
+    grouped = {n for members in boxes.values() for n in members}
+    for name, node in flow.nodes.items():
+        ref = getattr(node.func, "__lazyflow_subflow__", None)
+        if ref is not None and name not in grouped:
+            boxes.setdefault(f"{ref.flow.name} ▸ {ref.target}", []).append(name)
+    return boxes
 
 
 class FlowModel:
@@ -96,8 +109,9 @@ class FlowModel:
             return self._layout[1]
         names = tuple(self.flow)
         edges = tuple(self.flow.edges())
-        if self._layout is None or self._layout[0] != (names, edges):
-            self._layout = ((names, edges), layout(names, edges))
+        boxes = nesting(self.flow)
+        if self._layout is None or self._layout[0] != (names, edges, boxes):
+            self._layout = ((names, edges, boxes), layout(names, edges, boxes))
         self._checked = self.run
         return self._layout[1]
 

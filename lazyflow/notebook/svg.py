@@ -7,7 +7,9 @@ live widget and the static reprs of ``Flow`` and ``Run``, so a notebook saved
 without widget state still shows the same picture. Every node is a ``<g>``
 carrying ``data-node``, ``data-state`` and ``data-tier`` attributes (what the
 browser test and any stylesheet read) and a ``<title>`` with key, size,
-duration and error (the hover text). Rejected: a JavaScript front end
+duration and error (the hover text). Each group of the layout (a sub-flow)
+is a ``<g class="lf-group" data-group=...>`` box with its label, drawn first,
+behind edges and nodes. Rejected: a JavaScript front end
 (anywidget/d3) — a bundle to build and ship for what static SVG already does.
 """
 
@@ -105,7 +107,7 @@ _FRAMES: weakref.WeakKeyDictionary[Layout, str] = weakref.WeakKeyDictionary()
 
 
 def _frame(lay: Layout) -> str:
-    """The opening tag, the arrow marker and every edge of ``lay``."""
+    """The opening tag, the arrow marker, the group boxes and every edge of ``lay``."""
     frame = _FRAMES.get(lay)
     if frame is None:
         parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lazyflow-dag" '
@@ -114,6 +116,12 @@ def _frame(lay: Layout) -> str:
                  '<defs><marker id="lf-arrow" viewBox="0 0 10 10" refX="10" refY="5" '
                  'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
                  '<path d="M0,0L10,5L0,10z" fill="#78909c"/></marker></defs>']
+        for label, (x, y, w, h) in lay.boxes.items():
+            parts.append(f'<g class="lf-group" data-group="{escape(label)}">'
+                         f'<rect x="{x:.0f}" y="{y:.0f}" width="{w:.0f}" height="{h:.0f}" '
+                         'rx="8" fill="#f5f7f8" stroke="#90a4ae" stroke-dasharray="6 3"/>'
+                         f'<text x="{x + 8:.0f}" y="{y + 15:.0f}" font-size="12" '
+                         f'fill="#455a64">{escape(label)}</text></g>')
         for (up, down), points in lay.routes.items():
             parts.append(f'<path class="lf-edge" data-edge="{escape(up)}->{escape(down)}" '
                          f'd="{_curve(points)}" fill="none" stroke="#90a4ae" '
