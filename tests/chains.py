@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import numpy as np
@@ -21,5 +22,34 @@ def define_array_chain(flow: lf.Flow, calls: Counter[str]) -> lf.Flow:
     def total(raw):
         calls["total"] += 1
         return float(raw.sum())
+
+    return flow
+
+
+def define_diamond(flow: lf.Flow, barrier: threading.Barrier | None = None) -> lf.Flow:
+    """``source`` -> ``left``, ``right`` -> ``joined`` (9 for the default ``n=4``).
+
+    With a ``barrier``, ``left`` and ``right`` pass only if they run at the same time.
+    """
+
+    @flow.node
+    def source(n: int = 4):
+        return list(range(n))
+
+    @flow.node
+    def left(source):
+        if barrier is not None:
+            barrier.wait(timeout=10)
+        return sum(source)
+
+    @flow.node
+    def right(source):
+        if barrier is not None:
+            barrier.wait(timeout=10)
+        return max(source)
+
+    @flow.node
+    def joined(left, right):
+        return left + right
 
     return flow

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from chains import define_diamond
 
 import lazyflow as lf
 from lazyflow.cache.base import NO_VALUE
@@ -97,29 +98,11 @@ def _unpickled(payload: bytes, ledger: str) -> Tracked:
 lf.register_hasher(Tracked, lambda t: t.payload)
 
 
-def _diamond(flow: lf.Flow) -> None:
-    @flow.node
-    def source(n: int = 4):
-        return list(range(n))
-
-    @flow.node
-    def left(source):
-        return sum(source)
-
-    @flow.node
-    def right(source):
-        return max(source)
-
-    @flow.node
-    def joined(left, right):
-        return left + right
-
-
 def test_a_client_gives_the_reference_results_and_statuses(dask_client):
     reference, other = lf.Flow("ref", cache=lf.Cache(disk=None)), \
         lf.Flow("other", cache=lf.Cache(disk=None))
-    _diamond(reference)
-    _diamond(other)
+    define_diamond(reference)
+    define_diamond(other)
     expected = reference.run("joined")
     got = other.run("joined", executor=dask_client)
     assert got.executor == "dask"
@@ -295,14 +278,14 @@ def test_a_shared_run_gives_the_reference_records_and_a_hit_next_time(dask_clien
     shared = DirTier(str(tmp_path / "shared"))
     flow = lf.Flow("shared", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
     reference = lf.Flow("shared", cache=lf.Cache(disk=None))
-    _diamond(flow)
-    _diamond(reference)
+    define_diamond(flow)
+    define_diamond(reference)
     got, expected = flow.run("joined", executor=dask_client), reference.run("joined")
     assert {n: (r.status, r.key, r.digest) for n, r in got.nodes.items()} == \
         {n: (r.status, r.key, r.digest) for n, r in expected.nodes.items()}
     assert got["joined"] == 9
     again = lf.Flow("shared", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
-    _diamond(again)
+    define_diamond(again)
     run = again.run("joined")
     assert run.nodes["joined"].status == "cached" and run.nodes["joined"].tier == "remote"
     assert run["joined"] == 9
@@ -339,7 +322,7 @@ def test_with_an_s3_remote_tier_workers_exchange_values_through_it(dask_client, 
 def test_a_worker_that_cannot_write_the_shared_tier_sends_its_value_back(dask_client, tmp_path):
     shared = UnwritableOnWorkers(str(tmp_path / "shared"))
     flow = lf.Flow("readonly", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
-    _diamond(flow)
+    define_diamond(flow)
     run = flow.run("joined", executor=dask_client)
     assert run["joined"] == 9 and run.status == "completed"
     assert shared.meta(run.nodes["joined"].key)["node"] == "joined"  # stored by the client

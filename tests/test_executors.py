@@ -11,38 +11,17 @@ import weakref
 
 import numpy as np
 import pytest
+from chains import define_diamond
 
 import lazyflow as lf
-
-
-def _diamond(flow: lf.Flow, barrier: threading.Barrier | None = None) -> None:
-    @flow.node
-    def source(n: int = 4):
-        return list(range(n))
-
-    @flow.node
-    def left(source):
-        if barrier is not None:
-            barrier.wait(timeout=10)  # passes only if 'right' runs at the same time
-        return sum(source)
-
-    @flow.node
-    def right(source):
-        if barrier is not None:
-            barrier.wait(timeout=10)
-        return max(source)
-
-    @flow.node
-    def joined(left, right):
-        return left + right
 
 
 @pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
 def test_every_executor_gives_the_reference_results_and_statuses(executor):
     reference, other = lf.Flow("ref", cache=lf.Cache(disk=None)), \
         lf.Flow("other", cache=lf.Cache(disk=None))
-    _diamond(reference)
-    _diamond(other)
+    define_diamond(reference)
+    define_diamond(other)
     expected = reference.run("joined")
     got = other.run("joined", executor=executor)
     assert got["joined"] == expected["joined"] == 9
@@ -51,20 +30,20 @@ def test_every_executor_gives_the_reference_results_and_statuses(executor):
 
 
 def test_independent_branches_overlap_under_threads(flow):
-    _diamond(flow, threading.Barrier(2))
+    define_diamond(flow, threading.Barrier(2))
     run = flow.run("joined", executor="threads", max_workers=2)
     left, right = run.nodes["left"], run.nodes["right"]
     assert left.started < right.ended and right.started < left.ended
 
 
 def test_a_node_starts_only_after_its_inputs_finish(flow):
-    _diamond(flow)
+    define_diamond(flow)
     run = flow.run("joined", executor="threads")
     assert run.nodes["joined"].started >= max(run.nodes["left"].ended, run.nodes["right"].ended)
 
 
 def test_an_unknown_executor_name_lists_the_valid_ones(flow):
-    _diamond(flow)
+    define_diamond(flow)
     with pytest.raises(ValueError, match="unknown executor 'gpu'.*'threads'"):
         flow.run("joined", executor="gpu")
 
@@ -97,7 +76,7 @@ def test_a_submitted_run_can_be_cancelled_and_resumed_without_recomputing(flow, 
 
 
 def test_a_submitted_run_returns_its_run(flow):
-    _diamond(flow)
+    define_diamond(flow)
     handle = flow.submit("joined", executor="threads")
     assert handle.result(10)["joined"] == 9
     assert handle.done()
