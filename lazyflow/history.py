@@ -50,8 +50,9 @@ import socket
 import sqlite3
 import sys
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,13 +62,15 @@ from lazyflow.run import NodeRecord, Run, _seconds, _table
 if TYPE_CHECKING:
     from lazyflow.graph import Flow
 
-__all__ = ["BATCH_SECONDS", "FILENAME", "NodeEntry", "RunEntry", "Runs", "default_cache_dir",
+__all__ = ["BATCH_SECONDS", "BUSY_SECONDS", "FILENAME", "NodeEntry", "RunEntry", "Runs", "default_cache_dir",
            "find", "flush", "history", "location", "open_store"]
 
 FILENAME = "history.sqlite"
 """The history file's name inside a cache directory."""
 BATCH_SECONDS = 0.25
 """Longest time an event waits in memory before the writer commits it."""
+BUSY_SECONDS = 30.0
+"""Longest time a write waits for another process's lock on the history file."""
 MEMORY = ":memory:"
 
 _NODE_FIELDS = ("name", "status", "tier", "key", "digest", "duration", "size", "saved",
@@ -233,15 +236,19 @@ class Store:
         self.path = path
         if path != MEMORY:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False,
+        self._conn = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False,
                                      isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
-            self._conn.execute("PRAGMA busy_timeout = 30000")
-            if path != MEMORY:
+            _when_unlocked(self._set_up)
+
+    def _set_up(self) -> None:
+        """WAL mode and the schema (both no-ops on a file another process set up)."""
+        if self.path != MEMORY:
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.executescript(_SCHEMA)
 
     def write(self, started: Iterable[tuple[Any, ...]], progress: Iterable[tuple[str, str]],
               ended: Iterable[tuple[Any, ...]]) -> None:
@@ -316,6 +323,27 @@ class Store:
                     "error_message = 'the process recording this run ended without finishing "
                     "it (killed or crashed)', nodes = ? WHERE id = ? AND status = 'running'",
                     (json.dumps(rows), run_id))
+
+
+def _when_unlocked(step: Callable[[], None]) -> None:
+    """Run ``step``, again while another process holds a lock SQLite will not wait for.
+
+    SQLite answers "database is locked" at once, without its busy handler, when
+    two connections switch a new file to WAL mode or create its schema at the
+    same moment; the loser succeeds as soon as the winner is done.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as e:
+            contended = "locked" in str(e) or "busy" in str(e)
+            if not contended or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # no event to wait on: the lock is another process's
+        pause = min(pause * 2, 0.05)
 
 
 def _run_entry(row: tuple[Any, ...], path: str) -> RunEntry:
@@ -663,8 +691,6 @@ def _alive(pid: int | None, start: str | None) -> bool:
 
 
 def _timestamp(t: float) -> str:
-    import time
-
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 

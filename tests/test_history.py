@@ -224,6 +224,39 @@ def test_a_run_of_a_live_process_is_not_called_interrupted(tmp_path):
     assert lf.history("alive", path=str(history_file))[0].status == "completed"
 
 
+def _race(script: Path, args: list[str], env: dict[str, str]) -> None:
+    """Start one process per argument, release them together, and check each ends cleanly."""
+    procs = [subprocess.Popen([sys.executable, str(script), arg], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for arg in args]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert "could not write run history" not in err
+
+
+def test_processes_opening_new_history_files_at_once_all_set_them_up(tmp_path):
+    script = _script(tmp_path, """
+        import sys
+        from lazyflow.history import open_store
+
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(20):         # each file is new: its WAL switch and schema are contended
+            open_store(f"{sys.argv[1]}/h{i}.sqlite").runs()
+    """)
+    _race(script, [str(tmp_path)] * 4, _env(tmp_path / "unused.sqlite"))
+    for i in range(20):
+        with sqlite3.connect(tmp_path / f"h{i}.sqlite") as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
 def test_two_processes_recording_at_once_lose_no_run(tmp_path):
     history_file = tmp_path / "h.sqlite"
     script = _script(tmp_path, """
@@ -243,17 +276,7 @@ def test_two_processes_recording_at_once_lose_no_run(tmp_path):
             flow.get("square", x=x)
             flush()                 # one commit per run: as much contention as possible
     """)
-    procs = [subprocess.Popen([sys.executable, str(script), name], env=_env(history_file),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for name in ("left", "right")]
-    for proc in procs:
-        assert proc.stdout.readline().strip() == "ready"
-    for proc in procs:
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    for proc in procs:
-        proc.stdin.close()
-        assert proc.wait() == 0
+    _race(script, ["left", "right"], _env(history_file))
     runs = lf.history(None, limit=None, path=str(history_file))
     assert sorted((r.flow, r.status) for r in runs) == \
         [("left", "completed")] * 40 + [("right", "completed")] * 40
