@@ -5,7 +5,8 @@ Side by side in one process, on contiguous float64 arrays of 1 MB, 10 MB,
 column of short strings, pandas' default string dtype). Throughput is GB/s of
 the value's memory (``nbytes`` for arrays; ``memory_usage(deep=True)`` for the
 frame, which counts each string object, as a user's RAM does). Each figure
-is the median of several rounds after one untimed round, the hashers taking
+is the median of several rounds (51 up to 10 MB, where one call is short and
+noisy; 9 at 100 MB; 5 at 1 GB) after one untimed round, the hashers taking
 turns within a round;
 ratios are against raw xxh3-128 over the same buffer (arrays) or against
 lazyflow (the frame).
@@ -84,7 +85,7 @@ def array_table(sizes_mb: list[int]) -> str:
             "|---|---:|---:|---:|---:|---:|"]
     for mb in sizes_mb:
         results = array_rates(np.random.default_rng(mb).random(mb * 10**6 // 8),
-                              runs=9 if mb <= 100 else 5)
+                              runs=51 if mb <= 10 else 9 if mb <= 100 else 5)
         rows.append(f"| {mb:,} MB | {results['raw']:.2f} GB/s | {results['lazyflow']:.2f} GB/s | "
                     f"{results['joblib']:.2f} GB/s | {results['dask']:.2f} GB/s | "
                     f"{results['lazyflow'] / results['raw']:.0%} |")

@@ -99,6 +99,11 @@ def hash_value(obj: Any) -> str:
     scalar = _SCALARS.get(type(obj))
     if scalar is not None:  # the whole stream of a scalar in one call: 3x faster
         return xxhash.xxh3_128_hexdigest(scalar(obj))
+    one_call = _ONE_CALL.get(type(obj))
+    if one_call is not None:
+        digest = one_call(obj)
+        if digest is not None:
+            return digest
     hasher = Hasher()
     try:
         hasher.value(obj)
@@ -111,7 +116,7 @@ def hash_value(obj: Any) -> str:
 
 _HASHERS: dict[type, HasherFn] = {}
 _USER_HASHERS: dict[type, Callable[[Any], Any]] = {}
-_LAZY: dict[str, Callable[[], None]] = {}
+_LAZY: dict[str, Callable[[], object]] = {}
 _DISPATCH_CACHE: dict[type, HasherFn] = {}
 
 
@@ -142,6 +147,7 @@ def register_hasher(cls: type, fn: Callable[[Any], Any]) -> None:
 
     _HASHERS[cls] = _user
     _SCALARS.pop(cls, None)
+    _ONE_CALL.pop(cls, None)
     _DISPATCH_CACHE.clear()
 
 
@@ -238,6 +244,8 @@ def _stream(tag: bytes, data: bytes) -> bytes:
 
 # exact scalar types -> their whole stream, for hash_value's one-call fast path; each must
 # give the very bytes its hasher above writes (tests check both paths agree)
+_ONE_CALL: dict[type, Callable[[Any], str | None]] = {}
+"""Types with a whole-digest shortcut for their common case (``None``: take the stream)."""
 _SCALARS: dict[type, Callable[[Any], bytes]] = {
     type(None): lambda obj: b"N",
     bool: lambda obj: b"T" if obj else b"F",
@@ -408,12 +416,46 @@ def _hash_strings(h: Hasher, items: list[Any]) -> bool:
 # --------------------------------------------------------------------------- numpy
 
 
-def _register_numpy() -> None:
+_ARRAY_HEADERS: dict[tuple[int, tuple[int, ...]], tuple[Any, bytes]] = {}
+_DIGEST_PREFIX = _LEN.pack(16)  # the length prefix of a chunk holding a 16-byte digest
+
+
+def _array_header(arr: Any) -> bytes:
+    """The stream an array's digest starts with: tag, then dtype and shape as a chunk.
+
+    Memoised for numeric dtypes by the dtype object's identity and the shape:
+    formatting them costs more than hashing a small array, and hashing a dtype
+    to look it up costs almost as much.
+    """
+    dtype = arr.dtype
+    key = (id(dtype), arr.shape)
+    found = _ARRAY_HEADERS.get(key)
+    if found is not None and found[0] is dtype:
+        return found[1]
+    text = f"{dtype.str}|{arr.shape}".encode()
+    header = b"A" + _LEN.pack(len(text)) + text
+    if dtype.kind in "biufc":
+        if len(_ARRAY_HEADERS) >= 4096:
+            _ARRAY_HEADERS.clear()
+        _ARRAY_HEADERS[key] = (dtype, header)  # holding the dtype keeps its id unique
+    return header
+
+
+def _install(cls: type, fn: HasherFn) -> bool:
+    """Make ``fn`` the built-in hasher of ``cls``, unless a user registered one first."""
+    if cls in _USER_HASHERS:
+        return False
+    _HASHERS[cls] = fn
+    _DISPATCH_CACHE.clear()
+    return True
+
+
+def _register_numpy() -> HasherFn:
+    """Install the numpy hashers; return the array hasher (pandas hashes columns with it)."""
     import numpy as np
 
     def _hash_ndarray(h: Hasher, arr: Any) -> None:
-        h.tag(b"A")
-        h.chunk(f"{arr.dtype.str}|{arr.shape}".encode())
+        h._h.update(_array_header(arr))
         if arr.dtype.hasobject:
             items = arr.ravel().tolist()
             if not _hash_strings(h, items):
@@ -426,27 +468,43 @@ def _register_numpy() -> None:
         if arr.dtype.fields is not None or arr.dtype.kind in "SUV":
             h.chunk(arr.tobytes())
         else:  # the buffer's own one-shot digest: as fast as raw xxh3, stream or not
-            h.chunk(xxhash.xxh3_128_digest(memoryview(arr).cast("B")))
+            h.chunk(xxhash.xxh3_128_digest(arr))
+
+    def _numeric_hexdigest(arr: Any) -> str | None:
+        """:func:`hash_value` of a contiguous numeric array in one call (the hot case)."""
+        dtype = arr.dtype
+        found = _ARRAY_HEADERS.get((id(dtype), arr.shape))  # a hit means a numeric dtype
+        if found is not None and found[0] is dtype:
+            header = found[1]
+        elif dtype.kind in "biufc":
+            header = _array_header(arr)
+        else:
+            return None
+        try:
+            content = xxhash.xxh3_128_digest(arr)
+        except ValueError:  # not C-contiguous: the stream makes a contiguous copy
+            return None
+        return xxhash.xxh3_128_hexdigest(header + _DIGEST_PREFIX + content)
 
     def _hash_generic(h: Hasher, obj: Any) -> None:
         _hash_ndarray(h, np.asarray(obj))
 
-    _HASHERS[np.ndarray] = _hash_ndarray
-    _HASHERS[np.generic] = _hash_generic
-    _DISPATCH_CACHE.clear()
+    if _install(np.ndarray, _hash_ndarray):
+        _ONE_CALL[np.ndarray] = _numeric_hexdigest
+    _install(np.generic, _hash_generic)
+    return _hash_ndarray
 
 
 # --------------------------------------------------------------------------- pandas
 
 
 def _register_pandas() -> None:
+    """Install the pandas hashers (and numpy's, which they use)."""
     import numpy as np
     import pandas as pd
 
-    hash_ndarray = _HASHERS.get(np.ndarray)
-    if hash_ndarray is None:
-        _register_numpy()
-        hash_ndarray = _HASHERS[np.ndarray]
+    _LAZY.pop("numpy", None)
+    hash_ndarray = _register_numpy()
 
     def _column(h: Hasher, col: Any) -> None:
         """One column (a Series or an Index): raw buffers for numbers, pandas' hashing else."""
@@ -484,10 +542,9 @@ def _register_pandas() -> None:
         for i in range(df.shape[1]):
             _column(h, df.iloc[:, i])
 
-    _HASHERS[pd.Series] = _hash_series
-    _HASHERS[pd.DataFrame] = _hash_frame
-    _HASHERS[pd.Index] = _index
-    _DISPATCH_CACHE.clear()
+    _install(pd.Series, _hash_series)
+    _install(pd.DataFrame, _hash_frame)
+    _install(pd.Index, _index)
 
 
 _LAZY["numpy"] = _register_numpy

@@ -13,6 +13,7 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import textwrap
 import uuid
 
 import numpy as np
@@ -241,6 +242,34 @@ def test_arrays_hash_by_dtype_shape_and_content(arr):
 def test_array_digests_do_not_depend_on_memory_layout(arr):
     assert lf.hash_value(arr.T) == lf.hash_value(np.ascontiguousarray(arr.T))
     assert lf.hash_value(arr[::2, 1:]) == lf.hash_value(arr[::2, 1:].copy())
+
+
+@given(hnp.arrays(hnp.scalar_dtypes(), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0,
+                                                         max_side=4)))
+def test_the_array_fast_path_gives_the_streamed_digest(arr):
+    hasher = Hasher()
+    hasher.value(arr)
+    assert lf.hash_value(arr) == hasher.hexdigest()
+
+
+def test_empty_arrays_hash_by_dtype_and_shape():
+    assert lf.hash_value(np.zeros((2, 0, 3))) == lf.hash_value(np.zeros((2, 0, 3)))
+    assert lf.hash_value(np.zeros((2, 0, 3))) != lf.hash_value(np.zeros((3, 0, 2)))
+    assert lf.hash_value(np.zeros((2, 0, 3))) != lf.hash_value(np.zeros((2, 0, 3), np.float32))
+
+
+def test_a_hasher_registered_for_arrays_before_numpy_is_first_hashed_still_wins():
+    script = textwrap.dedent("""
+        import numpy as np, pandas as pd
+        import lazyflow as lf
+        lf.register_hasher(np.ndarray, lambda arr: "every array alike")
+        lf.hash_value(np.float64(1.0))           # installs the built-in numpy hashers
+        lf.hash_value(pd.Series([1.0]))          # and the pandas ones
+        print(lf.hash_value(np.arange(3)) == lf.hash_value(np.zeros(5)))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == "True"
 
 
 def test_dtype_and_shape_are_part_of_an_array_digest():
