@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 
 __all__ = ["CancelToken"]
@@ -26,6 +28,8 @@ class CancelToken:
         self.reason = ""
         self.future: Future[str] = Future()
         """Resolves (to the reason) when cancelled: schedulers wait on it with their tasks."""
+        self._callbacks: dict[int, Callable[[], object]] = {}
+        self._ids = itertools.count()
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Request cancellation (idempotent; the first reason is kept)."""
@@ -34,7 +38,30 @@ class CancelToken:
                 return
             self.reason = reason
             self._event.set()
+            callbacks = list(self._callbacks.values())
+            self._callbacks.clear()
+        for callback in callbacks:
+            callback()
         self.future.set_result(reason)
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` once when cancelled (now, if already); return an unsubscriber.
+
+        Unlike a callback on :attr:`future`, which lives as long as the token,
+        a subscription ends when its run does: a token reused for many runs
+        holds none of them.
+        """
+        with self._lock:
+            if not self._event.is_set():
+                ident = next(self._ids)
+                self._callbacks[ident] = callback
+                return lambda: self._unsubscribe(ident)
+        callback()
+        return lambda: None
+
+    def _unsubscribe(self, ident: int) -> None:
+        with self._lock:
+            self._callbacks.pop(ident, None)
 
     @property
     def cancelled(self) -> bool:

@@ -42,9 +42,10 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from lazyflow import files, keys, lazy, mapping, skip
@@ -316,6 +317,9 @@ class _State:
         self.maps: dict[str, mapping.MapRun] = {}
         self.ready: deque[str] = deque()
         self.running: dict[Future[Outcome], str] = {}
+        # running futures land here as they finish (dask's local scheduler works alike):
+        # one queue read per wake, where concurrent.futures.wait hooks every running future
+        self.finished: SimpleQueue[Future[Outcome] | None] = SimpleQueue()
         self.deadlines: dict[Future[Outcome], float] = {}
         self.unstarted: set[Future[Outcome]] = set()  # timed, but not running yet
         self.fatal: BaseException | None = None
@@ -344,10 +348,18 @@ class _State:
 
     def loop(self) -> None:
         """Start ready nodes while workers are free; settle them as they finish."""
+        cancel = self.options.cancel
+        unsubscribe = cancel.on_cancel(lambda: self.finished.put(None)) if cancel else None
+        try:
+            self._loop()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def _loop(self) -> None:
         ready = self.ready
         ready.extend(n for n in self.needed if not self.remaining[n])
         running = self.running
-        cancel = self.options.cancel
         while (ready and self.fatal is None) or running:
             self._check_cancel()
             while ready and self.fatal is None and len(running) < self.executor.max_workers:
@@ -362,20 +374,35 @@ class _State:
                     self._complete(name, future, ready)
                 else:
                     running[future] = name
+                    future.add_done_callback(self.finished.put)
             if not running:
                 continue
-            waiting: set[Future[Any]] = set(running)
-            if cancel is not None:
-                waiting.add(cancel.future)
             timeout = (max(0.0, min(self.deadlines.values()) - time.monotonic())
                        if self.deadlines else None)
-            done, _ = wait(waiting, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future in running:
+            for future in self._finished(timeout):
+                if future in running:  # not one abandoned at its deadline
                     self._complete(running.pop(future), future, ready)
             self._expire_deadlines(ready)
         if self.fatal is not None:
             raise self.fatal
+
+    def _finished(self, timeout: float | None) -> list[Future[Outcome]]:
+        """Futures that finished: waits up to ``timeout`` for one, then takes all that are in.
+
+        A cancellation wakes the wait with no future.
+        """
+        try:
+            first = self.finished.get(timeout=timeout)
+        except Empty:
+            return []
+        found = [first] if first is not None else []
+        while True:
+            try:
+                future = self.finished.get_nowait()
+            except Empty:
+                return found
+            if future is not None:
+                found.append(future)
 
     def start(self, name: str) -> Future[Outcome] | None:
         """Settle ``name`` from the cache, skip it, or submit it; return its future if submitted."""

@@ -97,7 +97,7 @@ def watch(flow: Flow, target: str, inputs: dict[str, Any], *, interval: float = 
     watcher = Watcher(flow, target, inputs)
     cancel = cancel or CancelToken()
     wake = threading.Event()
-    cancel.future.add_done_callback(lambda _: wake.set())
+    stop_waking = cancel.on_cancel(wake.set)
     last: Run | None = None
     runs = 0
     with _observer(watcher, wake, poll) as observe:
@@ -118,6 +118,8 @@ def watch(flow: Flow, target: str, inputs: dict[str, Any], *, interval: float = 
                     wake.clear()
         except KeyboardInterrupt:
             pass
+        finally:
+            stop_waking()
     return last
 
 
