@@ -86,7 +86,7 @@ def test_a_cell_function_runs_in_a_copy_of_the_namespace():
 def test_a_cell_function_records_what_it_printed(capsys):
     run = CellFunction("c", "print('hi')\n", {}, {}, {}, ())
     assert run() is None
-    assert run.stdout == "hi\n" and capsys.readouterr().out == "hi\n"
+    assert run.shown == [{"stdout": "hi\n"}] and capsys.readouterr().out == "hi\n"
 
 
 def test_an_output_left_unassigned_is_an_output_error_naming_it():

@@ -96,3 +96,41 @@ def test_display_flow_progress_and_flow_show_put_the_widget_in_the_output(tmp_pa
     assert WIDGET in progress.data and value.data["text/plain"] == "42"
     show, = shown[3]
     assert WIDGET in show.data and show.data["text/plain"] == "<FlowWidget of flow 'k': 2 nodes>"
+
+
+def _plot_notebook(disk: Path, log: Path) -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_code_cell(f"%load_ext lazyflow\nimport lazyflow as lf\n"
+                      f"nb = lf.Flow('plots', cache=lf.Cache(disk={str(disk)!r}))\n"
+                      f"log = {str(log)!r}"),
+        new_code_cell("%%flow --flow nb\nwith open(log, 'a') as fh:\n    fh.write('plot\\n')\n"
+                      "import matplotlib.pyplot as plt\nfrom IPython.display import HTML, display\n"
+                      "squares = [1, 4, 9]\nprint('plotting', len(squares))\n"
+                      "display(HTML('<b>three points</b>'))\nplt.plot(squares)"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+
+
+def _shown(cell: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """(kind, content) of each output: stream text, or the richest mimetype of a display."""
+    out = []
+    for o in cell.outputs:
+        if o.output_type == "stream":
+            out.append(("text", o.text))
+        else:
+            mime = next(m for m in ("image/png", "text/html", "text/plain") if m in o.data)
+            out.append((mime, o.data[mime]))
+    return out
+
+
+@pytest.mark.slow
+def test_a_restored_cell_shows_its_text_tables_and_figures_again(tmp_path):
+    disk, log = tmp_path / "cache", tmp_path / "log"
+    first = _shown(_execute(_plot_notebook(disk, log), tmp_path).cells[1])
+    assert [kind for kind, _ in first] == ["text", "text/html", "image/png"]
+    second = _shown(_execute(_plot_notebook(disk, log), tmp_path).cells[1])  # a fresh kernel
+    assert log.read_text().split() == ["plot"]
+    (_, text), *displays = second  # the notice and the replayed text share one stream
+    assert text.startswith("lazyflow: squares restored from the disk cache")
+    assert text.endswith("\n" + first[0][1])
+    assert displays == first[1:]  # the same table and figure, in the same order

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from IPython.core.displaypub import DisplayPublisher
 
 import lazyflow as lf
 import lazyflow.graph
@@ -67,6 +68,26 @@ def test_stdout_of_the_first_run_is_replayed_on_a_hit(nb, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1:] == ["loaded 1 rows"] and lines[0].startswith("lazyflow: p restored")
     assert executions(nb) == ["p"]
+
+
+class _PrintingPublisher(DisplayPublisher):
+    """A display publisher that prints what it is given, so tests see displays among text."""
+
+    def publish(self, data, metadata=None, *args, **kwargs):
+        print(f"[display {data.get('text/html', data.get('text/plain'))}]")
+
+
+def test_displays_and_text_are_replayed_in_their_order_on_a_hit(nb, capsys):
+    nb.display_pub = _PrintingPublisher(shell=nb)
+    source = (COUNT.format(name="t") + "from IPython.display import HTML, display\n"
+              "t = 3\nprint('before')\ndisplay(HTML('<b>table</b>'))\nprint('after')\n")
+    cell(nb, source)
+    assert capsys.readouterr().out == "before\n[display <b>table</b>]\nafter\n"
+    cell(nb, source)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("lazyflow: t restored")
+    assert lines[1:] == ["before", "[display <b>table</b>]", "after"]
+    assert executions(nb) == ["t"]
 
 
 def test_changing_an_upstream_value_reruns_only_the_cells_that_read_it(nb):

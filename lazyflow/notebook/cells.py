@@ -21,8 +21,9 @@ node stays runnable on its own (after a restart, from another cell).
 
 :class:`CellFunction` executes the compiled cell in a *copy* of the user
 namespace with the inputs bound, so a node run on behalf of another request
-never clobbers the user's variables; the magic copies the outputs back. Stdout
-is teed: shown live and recorded for replay on later hits. Rejected: wrapping
+never clobbers the user's variables; the magic copies the outputs back. What
+the cell prints and displays is shown live and recorded for replay on later
+hits (``replay.py``). Rejected: wrapping
 the cell's source in a generated ``def`` — names the cell assigns would become
 locals, which breaks lambdas and generator expressions that read them.
 """
@@ -30,11 +31,8 @@ locals, which breaks lambdas and generator expressions that read them.
 from __future__ import annotations
 
 import ast
-import contextlib
 import inspect
-import io
 import linecache
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +40,7 @@ from typing import Any
 import xxhash
 
 from lazyflow.errors import OutputError
+from lazyflow.notebook import replay
 
 __all__ = ["DYNAMIC", "CellAnalysis", "CellFunction", "analyse"]
 
@@ -271,7 +270,7 @@ class CellFunction:
         self.namespace = namespace
         self.params = dict(params)
         self.outputs = tuple(outputs)
-        self.stdout = ""
+        self.shown: list[replay.Item] = []  # what the last run printed and displayed
         self.__signature__ = inspect.Signature([
             inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY,
                               default=defaults.get(p, inspect.Parameter.empty))
@@ -281,10 +280,9 @@ class CellFunction:
         scope = dict(self.namespace)
         for param, value in inputs.items():
             scope[self.params[param]] = value
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
+        with replay.recording() as shown:
             exec(self.code, scope)
-        self.stdout = captured.getvalue()
+        self.shown = shown
         if not self.outputs:
             return None
         missing = [o for o in self.outputs if o not in scope]
@@ -295,18 +293,3 @@ class CellFunction:
 
     def __repr__(self) -> str:
         return f"<cell {self.__name__}>"
-
-
-class _Tee(io.TextIOBase):
-    """Write to the real stdout and to a recording buffer."""
-
-    def __init__(self, stream: Any, record: io.StringIO) -> None:
-        self.stream = stream
-        self.record = record
-
-    def write(self, text: str) -> int:
-        self.record.write(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()

@@ -5,11 +5,12 @@ Design note
 ``%%flow`` turns the cell into a node of the notebook's flow (``cells.py``
 says how reads and writes are found), adds it (replacing the cell's previous
 definition, as re-running a cell does) and requests it. On a miss the cell
-runs and prints as usual, and its stdout is kept in a cache *record* next to
-the entry (so it lives in the same tiers, survives a restart with the disk
+runs and prints as usual, and what it printed and displayed (``replay.py``)
+is kept in a cache *record* next to the entry (so it lives in the same tiers, survives a restart with the disk
 tier, and is never part of the value or the DAG). On a hit nothing runs: the
 outputs are copied into the user namespace, one line says which tier served
-them and how much compute that saved, and the recorded stdout is replayed.
+them and how much compute that saved, and the recorded outputs (text,
+tables, figures) are shown again in their order.
 
 The cell is requested by its own node, not its output selectors: one load
 restores every output, and the cell's record (tier, key) is in the run.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 import shlex
 import types
@@ -36,15 +38,16 @@ from lazyflow.errors import CacheWarning, HashingError
 from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
+from lazyflow.notebook import replay
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, analyse
 from lazyflow.run import NodeRecord, format_duration
 
 __all__ = ["RESTORED_NOTICE", "FlowMagics", "cell_node", "load"]
 
-_STDOUT_DOMAIN = "lazyflow-stdout-1\0"
+_SHOWN_DOMAIN = "lazyflow-shown-1\0"  # the record of what a cell printed and displayed
 RESTORED_NOTICE = re.compile(
     r"^lazyflow: .* restored from the \w+ cache \(.*; saved .* of compute\)\n", re.MULTILINE)
-"""The line a hit prints before replaying the cell's stdout (a rerun's check ignores it)."""
+"""The line a hit prints before replaying the cell's outputs (a rerun's check ignores it)."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
                "watch NAME [k=v ...] | cache stats | cache clear   [--flow VAR]")
 
@@ -147,7 +150,7 @@ class FlowMagics(Magics):
                            "--out a,b, or run the cell with --no-cache")
             raise
         value = run[name]
-        _keep_or_replay_stdout(flow, node, run.nodes[name], outputs)
+        _keep_or_replay_outputs(flow, node, run.nodes[name], outputs)
         if isinstance(value, dict):
             ns.update(value)
         self._define_code(analysis)
@@ -215,21 +218,22 @@ class FlowMagics(Magics):
         return value
 
 
-def _keep_or_replay_stdout(flow: Flow, node: Node, record: NodeRecord,
-                           outputs: tuple[str, ...]) -> None:
-    """After a miss, keep what the cell printed; after a hit, say so and print it again."""
-    stdout_key = xxhash.xxh3_128_hexdigest(f"{_STDOUT_DOMAIN}{record.key}".encode())
+def _keep_or_replay_outputs(flow: Flow, node: Node, record: NodeRecord,
+                            outputs: tuple[str, ...]) -> None:
+    """After a miss, keep what the cell showed; after a hit, say so and show it again."""
+    shown_key = xxhash.xxh3_128_hexdigest(f"{_SHOWN_DOMAIN}{record.key}".encode())
     if record.status == "completed":
         assert isinstance(node.func, CellFunction)
-        text = node.func.stdout
-        if node.cache and text:
-            flow.cache.record(stdout_key, {"digest": hash_value(text), "stdout": text})
+        shown = node.func.shown
+        if node.cache and shown:
+            flow.cache.record(shown_key, {"digest": hash_value(json.dumps(shown)),
+                                          "shown": shown})
         return
     print(f"lazyflow: {', '.join(outputs) or 'cell'} restored from the {record.tier} cache "
           f"({node.name}; saved {format_duration(record.saved)} of compute)")
-    replay = flow.cache.find_record(stdout_key)
-    if replay:
-        print(replay["stdout"], end="")
+    found = flow.cache.find_record(shown_key)
+    if found:
+        replay.replay(found["shown"])
 
 
 def _stats_table(stats: Mapping[str, Mapping[str, int]]) -> str:
