@@ -122,7 +122,7 @@ def cluster_overhead() -> None:
         flow.node(name=f"r{i}", cache=False)(lambda i=i: i)
     names = [f"r{i}" for i in range(n)]
     with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         tasks = [dask.delayed(lambda i: i)(i, dask_key_name=f"d{i}") for i in range(n)]
         got = _median_rounds({
