@@ -41,7 +41,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -74,7 +74,7 @@ from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
 from lazyflow.policies import DEFAULTS, policy_for
 from lazyflow.resources import Gate, Resources
-from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run
+from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run, Status
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
@@ -161,9 +161,19 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
 
 def _eager(plan: Plan, name: str) -> dict[str, str]:
     """The edges of ``name`` the scheduler waits for: all but its lazy inputs (``lazy.py``)."""
-    lazy_ps = _lazy_params(plan)[name]
-    upstream = plan.upstream[name]
-    return {p: up for p, up in upstream.items() if p not in lazy_ps} if lazy_ps else upstream
+    return _eager_edges(plan)[name]
+
+
+def _eager_edges(plan: Plan) -> dict[str, dict[str, str]]:
+    """Every node's eager edges (its upstream dict itself when it has no lazy input);
+    like the lazy parameters they depend on the nodes alone: once per plan structure."""
+    found: dict[str, dict[str, str]] | None = plan.memo.get("eager")
+    if found is None:
+        lazy_of, upstream = _lazy_params(plan), plan.upstream
+        found = plan.memo["eager"] = {
+            n: {p: up for p, up in upstream[n].items() if p not in lazy_of[n]} if lazy_of[n]
+            else upstream[n] for n in plan.order}
+    return found
 
 
 def _lazy_params(plan: Plan) -> dict[str, frozenset[str]]:
@@ -185,6 +195,7 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
     behind_lazy: list[str] = []
     stack = list(plan.targets if roots is None else roots)
     cache = flow.cache
+    eager_of = _eager_edges(plan)
     while stack:
         name = stack.pop()
         if name in seen:
@@ -199,9 +210,10 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
                     hits[name] = _Hit(record["key"], found[0], found[1])
                     continue
         needed.add(name)
-        eager = _eager(plan, name)
+        eager = eager_of[name]
         stack.extend(eager.values())
-        behind_lazy.extend(up for p, up in plan.upstream[name].items() if p not in eager)
+        if eager is not plan.upstream[name]:
+            behind_lazy.extend(up for p, up in plan.upstream[name].items() if p not in eager)
     maybe: set[str] = set()
     while behind_lazy:
         name = behind_lazy.pop()
@@ -214,6 +226,17 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
 # --------------------------------------------------------------------------- execute
 
 
+_FEW = 8  # upstream nodes a node waits for, up to which a tuple holds them rather than a set
+
+
+def _waiting(upstream: Iterable[str]) -> tuple[str, ...] | set[str]:
+    """The distinct upstream nodes a node waits for: a tuple when there are few (the cyclic
+    GC stops tracking a tuple of strings, and walks a set, one per node, for the whole
+    run), a set when there are many (a tuple would be rebuilt as each one settles)."""
+    distinct = tuple(dict.fromkeys(upstream))
+    return distinct if len(distinct) <= _FEW else set(distinct)
+
+
 def _load(cache: Cache, key: str) -> Any:
     """A stored value, with the output files it names put back if deleted (``files.py``)."""
     value, _ = cache.load(key)
@@ -221,10 +244,11 @@ def _load(cache: Cache, key: str) -> Any:
     return value
 
 
-def _store(cache: Cache, key: str, value: Any, meta: Meta) -> None:
-    """Store a value, and the bytes of the output files it names (``files.py``)."""
+def _store(cache: Cache, key: str, value: Any, meta: Meta) -> Meta | None:
+    """Store a value, and the bytes of the output files it names (``files.py``); return
+    the metadata the fastest tier stored, if it says (``Cache.store``)."""
     files.capture(value, cache)
-    cache.store(key, value, meta)
+    return cache.store(key, value, meta)
 
 
 @dataclass
@@ -305,12 +329,14 @@ class _State:
         needed_set = set(needed)
         # upstream nodes each needed node still waits for (eager edges, plus lazy inputs
         # it demanded); a node is ready when its set is empty
-        self.remaining = {n: {up for up in _eager(plan, n).values() if up in needed_set}
-                          for n in needed}
-        self.consumers = dict.fromkeys(plan.order, 0)
+        eager_of = _eager_edges(plan)
+        self.remaining: dict[str, tuple[str, ...] | set[str]] = {
+            n: _waiting(up for up in eager_of[n].values() if up in needed_set) for n in needed}
+        consumers = self.consumers = dict.fromkeys(plan.order, 0)
         for n in needed:
-            for up in set(_eager(plan, n).values()):
-                self.consumers[up] += 1
+            eager = eager_of[n]
+            for up in eager.values() if len(eager) < 2 else set(eager.values()):
+                consumers[up] += 1
         self.lazy = _lazy_params(plan)
         self.demanded: dict[str, set[str]] = {n: set() for n, ps in self.lazy.items() if ps}
         self.used: dict[str, list[str]] = {}  # lazy inputs each lazy node called, in order
@@ -323,6 +349,7 @@ class _State:
         self.deadlines: dict[Future[Outcome], float] = {}
         self.unstarted: set[Future[Outcome]] = set()  # timed, but not running yet
         self.fatal: BaseException | None = None
+        self.stopped: set[str] = set()  # failed or skipped: their consumers are skipped
         # values that stand in for a failure (fallbacks) and everything computed from them:
         # never linked by trace key, so the next request retries the failed node
         self.untraced: set[str] = set()
@@ -407,22 +434,24 @@ class _State:
     def start(self, name: str) -> Future[Outcome] | None:
         """Settle ``name`` from the cache, skip it, or submit it; return its future if submitted."""
         prep = self.prepared[name]
-        upstream = self._counted(name)
+        lazy_ps = self.lazy[name]
+        upstream = self._counted(name) if lazy_ps else self.plan.upstream[name]
         record = self.run.nodes[name]
-        blocked = next((up for up in upstream.values()
-                        if self.run.nodes[up].status in ("failed", "skipped")
-                        and up not in self.digests), None)
-        if blocked is not None:
-            record.status = "skipped"
-            record.reason = skip.inherited_reason(blocked, self.run.nodes[blocked])
-            self._release_inputs(name)
-            self.emit(NodeFinished(self.run, record))
-            return None
-        inputs = {p: self.digests[up] for p, up in upstream.items()}
+        digests = self.digests
+        if self.stopped:
+            blocked = next((up for up in upstream.values()
+                            if up in self.stopped and up not in digests), None)
+            if blocked is not None:
+                self._stop(name, "skipped", skip.inherited_reason(blocked,
+                                                                  self.run.nodes[blocked]))
+                self._release_inputs(name)
+                self.emit(NodeFinished(self.run, record))
+                return None
+        inputs = {p: digests[up] for p, up in upstream.items()}
         key = keys.content_key(prep.fp.digest, prep.params, inputs)
         record.key = key
         lookup: str | None = key
-        if self.lazy[name] and prep.reusable:
+        if lazy_ps and prep.reusable:
             waiting, lookup = self._replay(name)
             if waiting:
                 return None
@@ -434,40 +463,42 @@ class _State:
                 self._link_trace(name, key, found[0]["digest"])
                 self._release_inputs(name)
                 return None
+        node = self.plan.nodes[name]
+        mapped = node.options["map"] is not None
         # inputs by key from the shared tier (not for lazy or mapped nodes: they run here)
         shared = self.sharing.inputs(upstream, self.keys) \
-            if self.sharing is not None and prep.cacheable and not self.lazy[name] \
-            and self.plan.nodes[name].options["map"] is None else None
+            if self.sharing is not None and prep.cacheable and not lazy_ps \
+            and not mapped else None
         kwargs = dict(self.plan.params[name])
+        values = self.values
         for param, up in self.plan.upstream[name].items():
-            if param in self.lazy[name]:
+            if lazy_ps and param in lazy_ps:
                 kwargs[param] = self._thunk(name, param, up)
             elif shared is None or param not in shared:
-                kwargs[param] = self._value_of(up)
-        if not self.lazy[name]:
+                kwargs[param] = values[up] if up in values else self._value_of(up)
+        if not lazy_ps:
             self._release_inputs(name)  # lazy nodes may be called again: release when settled
         record.reason = self._why(name, inputs)
         record.status = "running"
         record.started = time.time()
         if self.observed:
             self.emit(NodeStarted(self.run, name))
-        node = self.plan.nodes[name]
         policy = self.policies[name]
         executor = self.executor
         if policy.timeout is not None and executor.name == "sync":
             if self.timed is None:
                 self.timed = ThreadExecutor(max_workers=1)
             executor = self.timed
-        if node.options["map"] is not None:
+        if mapped:
             future = self._submit_map(name, inputs, kwargs, executor)
         else:
-            func = lazy.Call(node.func, self.lazy[name]) if self.lazy[name] else node.func
-            task = Task(name, func, kwargs, policy)
+            task = Task(name, lazy.Call(node.func, lazy_ps) if lazy_ps else node.func, kwargs,
+                        policy)
             if shared is not None:
                 assert self.sharing is not None
                 base = sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
                 task = self.sharing.task(task, shared, key,
-                                         self._meta(name, upstream, "", 0.0, base, 0.0))
+                                         self._meta(name, upstream, inputs, "", 0.0, base, 0.0))
             if type(executor) is SyncExecutor:  # what its submit does, minus a future per node
                 self.settle(name, task())
                 return None
@@ -515,8 +546,7 @@ class _State:
             return
         error = outcome.error
         if isinstance(error, skip.Skip):
-            record.status = "skipped"
-            record.reason = error.reason
+            self._stop(name, "skipped", error.reason)
             self.emit(NodeFinished(self.run, record))
             return
         self._note(error, name)
@@ -527,8 +557,7 @@ class _State:
             self.finish(name, policy.fallback, outcome.duration, None, store=False)
             record.reason = f"fallback after {type(error).__name__}: {error}"
             return
-        record.status = "failed"
-        record.reason = f"{type(error).__name__}: {error}"
+        self._stop(name, "failed", f"{type(error).__name__}: {error}")
         self.emit(NodeFinished(self.run, record))
         if policy.on_error == "raise" and self.fatal is None:
             self.fatal = error
@@ -552,23 +581,30 @@ class _State:
         key = record.key
         assert key is not None
         self.keys[name] = key
-        upstream = self._counted(name, keyed=True)
-        cost = duration + sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
+        upstream = self._counted(name, keyed=True) if self.lazy[name] else self.plan.upstream[name]
+        if len(upstream) == 1:  # sum() of one cost, without a set and a generator
+            cost = duration + self.costs.get(next(iter(upstream.values())), 0.0)
+        else:
+            cost = duration + sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
         self.costs[name] = cost
-        if (self.consumers[name] or name in self.targets) and not stored:
-            self.values[name] = value
-        if name in self.targets and not stored:
-            self.run.values[name] = value
+        if not stored:
+            if self.consumers[name] or name in self.targets:
+                self.values[name] = value
+            if name in self.targets:
+                self.run.values[name] = value
         if prep.cacheable and store:
             inputs = {p: self.digests[up] for p, up in upstream.items()}
-            if not stored:
-                _store(self.cache, key, value, self._meta(name, upstream, digest, duration,
-                                                          cost, record.ended))
-            found = self.cache.lookup(key)
-            record.size = found[0].get("size") if found else None
-            if stored and found is not None:  # consumers here load it from the cache
-                assert self.sharing is not None
-                self.sharing.stored(key)
+            if stored:  # by a worker: consumers here load it from the cache
+                found = self.cache.lookup(key)
+                record.size = found[0].get("size") if found else None
+                if found is not None:
+                    assert self.sharing is not None
+                    self.sharing.stored(key)
+            else:  # the size the fastest tier accounts, as a lookup would report it
+                kept = _store(self.cache, key, value, self._meta(
+                    name, upstream, inputs, digest, duration, cost, record.ended))
+                found = self.cache.lookup(key) if kept is None else (kept, "")
+                record.size = found[0].get("size") if found else None
             self._link_trace(name, key, digest)
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,
@@ -576,14 +612,15 @@ class _State:
         if self.observed:
             self.emit(NodeFinished(self.run, record))
 
-    def _meta(self, name: str, upstream: Mapping[str, str], digest: str, duration: float,
-              cost: float, created: float) -> Meta:
+    def _meta(self, name: str, upstream: Mapping[str, str], inputs: Mapping[str, str],
+              digest: str, duration: float, cost: float, created: float) -> Meta:
+        """An entry's metadata; ``inputs`` are the value digests of ``upstream``."""
         prep = self.prepared[name]
+        keys = self.keys
         return {"digest": digest, "node": name, "flow": self.flow.name, "created": created,
                 "duration": duration, "cost": cost, "lazyflow": _VERSION,
-                "params": prep.params, "inputs": {p: self.keys[up] for p, up in upstream.items()},
-                "input_digests": {p: self.digests[up] for p, up in upstream.items()},
-                "fingerprint": prep.fp.components, "pid": _PID[0]}
+                "params": prep.params, "inputs": {p: keys[up] for p, up in upstream.items()},
+                "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0]}
 
     def mark_cached(self, name: str, hit: _Hit) -> None:
         record = self.run.nodes[name]
@@ -639,6 +676,13 @@ class _State:
             raise CancelledError(f"run of {list(self.plan.targets)} cancelled "
                                  f"({cancel.reason}); finished nodes stay cached")
 
+    def _stop(self, name: str, status: Status, reason: str) -> None:
+        """Mark ``name`` failed or skipped: its consumers are then skipped in turn."""
+        record = self.run.nodes[name]
+        record.status = status
+        record.reason = reason
+        self.stopped.add(name)
+
     def _settled(self, name: str, ready: deque[str]) -> None:
         self.gate.release(name)  # a node sent back to wait is taken (and gated) again
         if not self.run.nodes[name].done:
@@ -646,7 +690,11 @@ class _State:
         for d in dict.fromkeys(self.plan.downstream[name]):
             waiting = self.remaining.get(d)
             if waiting and name in waiting:
-                waiting.discard(name)
+                if isinstance(waiting, tuple):
+                    waiting = self.remaining[d] = tuple(u for u in waiting if u != name) \
+                        if len(waiting) > 1 else ()
+                else:
+                    waiting.discard(name)
                 if not waiting:
                     ready.append(d)
 
@@ -760,8 +808,9 @@ class _State:
                 self.mark_cached(hit_name, hit)
             for m in needed:
                 eager = _eager(self.plan, m)
-                self.remaining[m] = {u for u in eager.values()
-                                     if u not in self.digests and not self.run.nodes[u].done}
+                self.remaining[m] = _waiting(u for u in eager.values()
+                                             if u not in self.digests
+                                             and not self.run.nodes[u].done)
                 for u in set(eager.values()):
                     self.consumers[u] += 1
                 self.policies[m] = policy_for(m, self.plan.nodes[m].options,
@@ -771,7 +820,7 @@ class _State:
         if self.run.nodes[up].done:
             self.ready.append(name)
         else:
-            self.remaining[name] = {up}
+            self.remaining[name] = (up,)
 
     def _traced(self, name: str, outcome: Outcome) -> Outcome:
         """Unwrap a lazy node's result; key it by the inputs it used; record its trace."""
@@ -849,6 +898,8 @@ class _State:
         if not prep.reusable:
             return "deterministic=False"
         previous = self.cache.find_record(keys.latest_key(self.flow.name, name))
+        if previous is None:  # what reasons() says then, without building a list to join
+            return "never computed"
         return "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
 
     def _digest_of_result(self, name: str, value: Any, *, cacheable: bool) -> str:

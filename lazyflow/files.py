@@ -183,6 +183,10 @@ register_hasher(Dir, lambda d: (d.path.as_posix(), dir_digest(d.path)))
 # --------------------------------------------------------------------------- output files
 
 
+_NO_FILES = frozenset({int, float, str, bytes, bool, type(None), complex})
+"""Types that never hold a ``File``: most results, stored and loaded without a walk."""
+
+
 def paths_in(value: Any) -> Iterator[File]:
     """The ``File`` objects of a value: itself, or direct members of a tuple, list or dict.
 
@@ -207,6 +211,8 @@ def capture(value: Any, cache: Cache) -> None:
     Directories are not captured. A missing output file is an error: the
     node promised a file it did not write.
     """
+    if type(value) in _NO_FILES:
+        return
     for f in paths_in(value):
         if type(f) is not File:
             continue
@@ -231,6 +237,8 @@ def restore(value: Any, cache: Cache) -> None:
     Raises ``KeyError`` when the file's bytes are no longer in the cache, so
     the caller recomputes the node (never hand out a path to wrong content).
     """
+    if type(value) in _NO_FILES:
+        return
     for f in paths_in(value):
         if f._digest is None or content_digest(f.path) == f._digest:
             continue

@@ -62,8 +62,13 @@ class Tier(Protocol):
         """The entry's value; raises ``KeyError`` when absent."""
         ...
 
-    def put(self, key: str, value: Any, meta: Meta) -> None:
-        """Store ``value`` with ``meta`` under ``key``, atomically."""
+    def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
+        """Store ``value`` with ``meta`` under ``key``, atomically.
+
+        Returns the metadata as stored (what ``meta(key)`` now answers, with
+        the ``size`` the tier accounts), or ``None`` when the tier kept
+        nothing or does not say; the hierarchy then asks ``meta``.
+        """
         ...
 
     def delete(self, key: str) -> None:

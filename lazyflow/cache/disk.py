@@ -195,8 +195,12 @@ class DiskTier:
             raise KeyError(key) from None
         return decode(encoded)
 
-    def put(self, key: str, value: Any, meta: Meta) -> None:
-        """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``."""
+    def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
+        """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``.
+
+        Returns ``None``: the checksum lands in the metadata while the row is
+        written, so the stored metadata is read back by ``meta``.
+        """
         encoded = None if value is NO_VALUE else encode(value)
         entry = _Entry(stamp(meta, encoded, checksum=False), encoded)
         self._cache.set(key, entry, retry=True)
@@ -205,6 +209,7 @@ class DiskTier:
                           f"exceeds the disk tier's limit of {format_size(self.size_limit)} and "
                           "was evicted at once; raise disk_limit= (or LAZYFLOW_DISK_LIMIT)",
                           CacheWarning, stacklevel=4)
+        return None
 
     def delete(self, key: str) -> None:
         """Remove the row and its file."""

@@ -97,7 +97,8 @@ class Cache:
     def lookup(self, key: str) -> tuple[Meta, str] | None:
         """Metadata and tier name of the first tier holding ``key``; never loads the value."""
         for tier in self.tiers:
-            meta = self._meta(tier, key)
+            # the memory tier cannot fail: asked directly (this runs for every node)
+            meta = tier.meta(key) if tier.name == "memory" else self._meta(tier, key)
             if meta is not None:
                 return meta, tier.name
         return None
@@ -137,10 +138,21 @@ class Cache:
             self._misses += 1
         raise KeyError(key)
 
-    def store(self, key: str, value: Any, meta: Meta) -> None:
-        """Write ``value`` to every tier; a failing lower tier warns, never fails the run."""
-        for tier in self.tiers:
+    def store(self, key: str, value: Any, meta: Meta) -> Meta | None:
+        """Write ``value`` to every tier; a failing lower tier warns, never fails the run.
+
+        Returns the metadata the fastest tier stored (as ``lookup`` would now
+        answer), or ``None`` when that tier kept nothing or does not say.
+        """
+        tiers = self.tiers
+        if not tiers:
+            return None
+        first = tiers[0]
+        stored = first.put(key, value, meta) if first.name == "memory" \
+            else self._put_quietly(first, key, value, meta)
+        for tier in tiers[1:]:
             self._put_quietly(tier, key, value, meta)
+        return stored
 
     # ----------------------------------------------------------------- records
 
@@ -151,7 +163,7 @@ class Cache:
     def find_record(self, key: str) -> Meta | None:
         """The record under ``key`` from the fastest tier holding it (promoted upwards)."""
         for index, tier in enumerate(self.tiers):
-            meta = self._meta(tier, key)
+            meta = tier.meta(key) if tier.name == "memory" else self._meta(tier, key)
             if meta is not None:
                 for upper in self.tiers[:index]:
                     self._put_quietly(upper, key, NO_VALUE, meta)
@@ -255,16 +267,16 @@ class Cache:
                       f"({type(error).__name__}: {error}); treating it as a miss",
                       CacheWarning, stacklevel=5)
 
-    def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta) -> None:
+    def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta) -> Meta | None:
         if tier.name == "memory":
-            tier.put(key, value, meta)
-            return
+            return tier.put(key, value, meta)
         try:
-            tier.put(key, value, meta)
+            return tier.put(key, value, meta)
         except Exception as e:
             warnings.warn(f"could not write cache entry {key[:12]}… to the {tier.name} tier "
                           f"({type(e).__name__}: {e}); the run goes on", CacheWarning,
                           stacklevel=3)
+            return None
 
     def _drop_corrupt(self, tier: Tier, key: str, error: BaseException) -> None:
         warnings.warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "

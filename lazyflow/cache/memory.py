@@ -31,7 +31,8 @@ class MemoryTier:
     """An in-process, thread-safe LRU of values bounded by ``max_bytes``.
 
     >>> tier = MemoryTier(max_bytes=1_000_000)
-    >>> tier.put("k", [1, 2, 3], {"digest": "d"})
+    >>> tier.put("k", [1, 2, 3], {"digest": "d"})["size"] > 0
+    True
     >>> tier.get("k")
     [1, 2, 3]
     """
@@ -61,8 +62,12 @@ class MemoryTier:
             self._sizes.move_to_end(key)
         return value
 
-    def put(self, key: str, value: Any, meta: Meta) -> None:
-        """Hold ``value``; evict least recently used entries to stay in budget."""
+    def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
+        """Hold ``value``; evict least recently used entries to stay in budget.
+
+        Returns the metadata held (with ``size``), or ``None`` for a value
+        larger than the whole budget, which is not kept.
+        """
         if value is NO_VALUE:
             size = 64
         else:  # sized once, and reported (explain, run records) like the other tiers do
@@ -70,7 +75,7 @@ class MemoryTier:
             meta = {**meta, "size": size}
         if size > self.max_bytes:
             self.delete(key)
-            return
+            return None
         with self._lock:
             sizes = self._sizes
             old = sizes.pop(key, None)
@@ -84,6 +89,7 @@ class MemoryTier:
                 evicted, evicted_size = sizes.popitem(last=False)
                 del self._values[evicted], self._metas[evicted]
                 self._bytes -= evicted_size
+        return meta
 
     def delete(self, key: str) -> None:
         """Forget ``key``."""

@@ -142,17 +142,19 @@ class RemoteTier:
             raise KeyError(key) from None  # replaced or deleted meanwhile
         return decode(encoded)
 
-    def put(self, key: str, value: Any, meta: Meta) -> None:
-        """Encode now, upload in the background (or at once without a background thread)."""
+    def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
+        """Encode now, upload in the background (or at once without a background thread);
+        returns the metadata stored."""
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
         if not self._lanes:
             self._write(key, stamped, encoded)
-            return
+            return stamped
         with self._lock:
             self._pending[key] = (stamped, encoded)
             lane = self._lanes[hash(key) % len(self._lanes)]
             self._futures.append(lane.submit(self._upload, key, stamped, encoded))
+        return stamped
 
     def delete(self, key: str) -> None:
         """Remove the metadata object (first: no reader then sees a hit), then the value."""
