@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunStarted
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:
@@ -370,28 +370,20 @@ class Recorder:
 
     def _reset(self) -> None:
         """Start empty (also in a forked child: SQLite connections must not cross a fork)."""
-        self._pending: deque[tuple[str, Any]] = deque()
+        self._pending: deque[Event | threading.Event] = deque()
         self._stores = {}
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._live: dict[str, tuple[str, dict[str, int], list[list[Any]]]] = {}
+        self._live: dict[str, tuple[str, dict[str, int], list[tuple[Any, ...]]]] = {}
 
     # ----------------------------------------------------------------- run thread side
 
     def _on_event(self, event: Event) -> None:
-        kind = type(event)
-        if kind is NodeFinished:
-            self._pending.append(("node", (event.run, event.record)))  # type: ignore[union-attr]
-        elif kind is RunStarted:
-            self._pending.append(("start", event.run))
-            if self._thread is None:
-                self._start()
-        elif kind is RunFinished:
-            self._pending.append(("end", event.run))
-        elif kind is NodeStarted:
-            self._pending.append(
-                ("node", (event.run, event.run.nodes[event.name])))  # type: ignore[union-attr]
+        # the event itself waits in the deque: no tuple per event for the GC to walk
+        self._pending.append(event)
+        if self._thread is None and type(event) is RunStarted:
+            self._start()
 
     def _start(self) -> None:
         with self._drain_lock:
@@ -408,7 +400,7 @@ class Recorder:
             self._drain()
             return
         done = threading.Event()
-        self._pending.append(("flush", done))
+        self._pending.append(done)
         self._wake.set()
         done.wait()
 
@@ -433,24 +425,24 @@ class Recorder:
 
     def _drain(self) -> None:
         with self._drain_lock:
-            batch: list[tuple[str, Any]] = []
+            batch: list[Event | threading.Event] = []
             while self._pending:
                 batch.append(self._pending.popleft())
             if not batch:
                 return
             try:
-                self._write([item for item in batch if item[0] != "flush"])
+                self._write([item for item in batch if not isinstance(item, threading.Event)])
             except Exception as e:  # history must never break a run or the interpreter
                 _warn(f"could not write run history ({type(e).__name__}: {e})")
             finally:
-                for kind, item in batch:
-                    if kind == "flush":
+                for item in batch:
+                    if isinstance(item, threading.Event):  # a flush waiting for this batch
                         item.set()
 
-    def _write(self, batch: list[tuple[str, Any]]) -> None:
+    def _write(self, batch: list[Event]) -> None:
         per_store: dict[str, tuple[list[Any], set[str], list[Any]]] = {}
-        for kind, item in batch:
-            run = item[0] if kind == "node" else item
+        for event in batch:
+            run = event.run
             live = self._live.get(run.id)
             if live is None:
                 path = location(run.cache)
@@ -461,11 +453,13 @@ class Recorder:
                                              [_pending_row(name) for name in run.nodes])
             path, seqs, rows = live
             started, touched, ended = per_store.setdefault(path, ([], set(), []))
-            if kind == "node":
-                record: NodeRecord = item[1]
+            if isinstance(event, (NodeFinished, NodeStarted)):
+                # read now, both give the record's latest state (final once finished)
+                record = event.record if isinstance(event, NodeFinished) \
+                    else run.nodes[event.name]
                 rows[seqs[record.name]] = _node_row(record)
                 touched.add(run.id)
-            elif kind == "start":
+            elif isinstance(event, RunStarted):
                 started.append(run)
             else:
                 touched.add(run.id)
@@ -629,7 +623,7 @@ def _packages(components: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _run_row(run: Run, nodes: list[list[Any]]) -> tuple[Any, ...]:
+def _run_row(run: Run, nodes: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     host, pid, start = _this_process()
     return (run.id, run.flow, json.dumps(list(run.targets)), json.dumps(run.inputs), "running",
             run.started, None, run.executor, host, pid, start,
@@ -654,15 +648,16 @@ def _end_row(run: Run) -> tuple[Any, ...]:
             None if error is None else str(error), run.id)
 
 
-def _node_row(r: NodeRecord) -> list[Any]:
+def _node_row(r: NodeRecord) -> tuple[Any, ...]:
+    # a tuple of plain values: the cyclic GC stops tracking it (a list it would walk)
     error = r.error
-    return [r.name, r.status, r.tier, r.key, r.digest, r.duration, r.size, r.saved, r.started,
+    return (r.name, r.status, r.tier, r.key, r.digest, r.duration, r.size, r.saved, r.started,
             r.ended, r.reason, None if error is None else type(error).__name__,
-            None if error is None else str(error)]
+            None if error is None else str(error))
 
 
-def _pending_row(name: str) -> list[Any]:
-    return [name, "pending", None, None, None, 0.0, None, 0.0, None, None, "", None, None]
+def _pending_row(name: str) -> tuple[Any, ...]:
+    return (name, "pending", None, None, None, 0.0, None, 0.0, None, None, "", None, None)
 
 
 def _process_start(pid: int) -> str | None:
