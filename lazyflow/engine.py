@@ -330,13 +330,20 @@ class _State:
         # upstream nodes each needed node still waits for (eager edges, plus lazy inputs
         # it demanded); a node is ready when its set is empty
         eager_of = _eager_edges(plan)
-        self.remaining: dict[str, tuple[str, ...] | set[str]] = {
-            n: _waiting(up for up in eager_of[n].values() if up in needed_set) for n in needed}
-        consumers = self.consumers = dict.fromkeys(plan.order, 0)
+        remaining: dict[str, tuple[str, ...] | set[str]] = {}
+        consumers = dict.fromkeys(plan.order, 0)
         for n in needed:
             eager = eager_of[n]
-            for up in eager.values() if len(eager) < 2 else set(eager.values()):
+            if len(eager) == 1:  # the usual node: no generator, no set
+                for up in eager.values():
+                    remaining[n] = (up,) if up in needed_set else ()
+                    consumers[up] += 1
+                continue
+            remaining[n] = _waiting(up for up in eager.values() if up in needed_set)
+            for up in set(eager.values()):
                 consumers[up] += 1
+        self.remaining = remaining
+        self.consumers = consumers
         self.lazy = _lazy_params(plan)
         self.demanded: dict[str, set[str]] = {n: set() for n, ps in self.lazy.items() if ps}
         self.used: dict[str, list[str]] = {}  # lazy inputs each lazy node called, in order
@@ -387,10 +394,12 @@ class _State:
         ready = self.ready
         ready.extend(n for n in self.needed if not self.remaining[n])
         running = self.running
+        cancel = self.options.cancel
         while (ready and self.fatal is None) or running:
             self._check_cancel()
             while ready and self.fatal is None and len(running) < self.executor.max_workers:
-                self._check_cancel()
+                if cancel is not None:
+                    self._check_cancel()
                 name = self.gate.take(ready)  # the first ready node whose resources are free
                 if name is None:
                     break
@@ -687,7 +696,8 @@ class _State:
         self.gate.release(name)  # a node sent back to wait is taken (and gated) again
         if not self.run.nodes[name].done:
             return  # sent back to wait for a lazy input it demanded
-        for d in dict.fromkeys(self.plan.downstream[name]):
+        downstream = self.plan.downstream[name]
+        for d in downstream if len(downstream) < 2 else dict.fromkeys(downstream):
             waiting = self.remaining.get(d)
             if waiting and name in waiting:
                 if isinstance(waiting, tuple):

@@ -98,7 +98,11 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
     if extra:
         components["version"] = extra
     # one string, hashed once: the same bytes as feeding name, NUL, value, NUL per component
-    folded = "".join([f"{name}\0{components[name]}\0" for name in sorted(components)])
+    if len(components) == 1:  # a function that reads no global: no sort, no comprehension
+        ((name, value),) = components.items()
+        folded = f"{name}\0{value}\0"
+    else:
+        folded = "".join([f"{name}\0{components[name]}\0" for name in sorted(components)])
     digest = xxhash.xxh3_128_hexdigest(folded.encode())
     if volatile:
         return Fingerprint(digest, components, volatile)
@@ -199,37 +203,43 @@ def _code_info(code: types.CodeType, *, memo: bool) -> _CodeInfo:
     """
     info: _CodeInfo | None = _CODE_INFO.get(code)
     if info is None:
-        h = xxhash.xxh3_128()
+        parts: list[bytes] = []
         names: list[str] = []
-        _walk_code(code, h, names)
-        info = (h.hexdigest(), tuple(dict.fromkeys(names)))
+        _walk_code(code, parts, names)
+        # one call over the joined parts: xxh3 gives what feeding them one by one gives
+        info = (xxhash.xxh3_128_hexdigest(b"".join(parts)),
+                tuple(dict.fromkeys(names)) if names else ())
         if memo:
             _CODE_INFO.set(code, info)
     return info
 
 
-def _walk_code(code: types.CodeType, h: xxhash.xxh3_128, names: list[str]) -> None:
+def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str]) -> None:
     """Feed everything that defines behaviour, nothing that only locates the code.
 
     The globals a code object may read are taken as its ``co_names`` (which
     also lists attribute names): a safe over-approximation that costs nothing,
     where disassembling costs ~30 µs per function. A spurious name only adds
-    a component; it never hides a change.
+    a component; it never hides a change. Text is gathered and encoded once
+    per code object (UTF-8 of a concatenation is the concatenation of UTF-8s).
     """
-    h.update(code.co_code)
+    parts.append(code.co_code)
     nul, soh = "\0", "\1"  # identifiers contain neither: the layout is unambiguous
-    h.update(f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},"
-             f"{code.co_flags}{soh}{nul.join(code.co_names)}{soh}{nul.join(code.co_varnames)}"
-             f"{soh}{nul.join(code.co_freevars)}{soh}{nul.join(code.co_cellvars)}".encode())
+    text = [f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},"
+            f"{code.co_flags}{soh}{nul.join(code.co_names)}{soh}{nul.join(code.co_varnames)}"
+            f"{soh}{nul.join(code.co_freevars)}{soh}{nul.join(code.co_cellvars)}"]
     names.extend(code.co_names)
     for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            h.update(b"<code>")
-            _walk_code(const, h, names)
-        elif type(const) in _SIMPLE_CONSTS:
-            h.update(f"{type(const).__name__}:{const!r}|".encode())
+        if type(const) in _SIMPLE_CONSTS:
+            text.append(f"{type(const).__name__}:{const!r}|")
+        elif isinstance(const, types.CodeType):
+            text.append("<code>")
+            parts.append("".join(text).encode())
+            text = []
+            _walk_code(const, parts, names)
         else:
-            h.update(hash_value(const).encode())
+            text.append(hash_value(const))
+    parts.append("".join(text).encode())
 
 
 _SIMPLE_CONSTS = frozenset({int, float, str, bool, type(None), bytes, complex, type(...)})

@@ -534,29 +534,44 @@ class Flow:
         order: list[str] = []
         upstream: dict[str, dict[str, str]] = {}
         state: dict[str, int] = {}  # 1: on the current path, 2: done
+        # the depth-first path as two flat lists (names, next child's index): no iterator
+        # and tuple per node for the cyclic GC to walk while a deep chain is on the path
+        path: list[str] = []
+        at: list[int] = []
+        kids: dict[str, tuple[str, ...]] = {}
         for target in wanted:
             if state.get(target) == 2:
                 continue
-            stack: list[tuple[str, Iterator[str]]] = []
-            self._enter(target, stack, state, upstream)
-            while stack:
-                name, children = stack[-1]
-                child = next(children, None)
-                if child is None:
-                    stack.pop()
+            self._enter(target, path, at, kids, state, upstream)
+            while path:
+                name = path[-1]
+                children, index = kids[name], at[-1]
+                if index == len(children):
+                    path.pop()
+                    at.pop()
                     state[name] = 2
                     order.append(name)
-                elif state.get(child) == 1:
-                    path = [n for n, _ in stack]
+                    continue
+                at[-1] = index + 1
+                child = children[index]  # a repeated child is done by its second turn
+                seen = state.get(child)
+                if seen == 1:
                     raise CycleError([*path[path.index(child):], child])
-                elif child not in state:
-                    self._enter(child, stack, state, upstream)
-        consumers: dict[str, list[str]] = {n: [] for n in order}
+                if seen is None:
+                    self._enter(child, path, at, kids, state, upstream)
+        # consumers in edge order, repeats kept; a list only for a node read more than once
+        consumers: dict[str, Any] = {}
         for name in order:
             for up in upstream[name].values():
-                consumers[up].append(name)
+                have = consumers.get(up)
+                if have is None:
+                    consumers[up] = (name,)
+                elif type(have) is tuple:
+                    consumers[up] = [*have, name]
+                else:
+                    have.append(name)
         # tuples of strings: the cyclic GC stops tracking them, lists it walks forever
-        downstream = {n: tuple(c) if c else () for n, c in consumers.items()}
+        downstream = {n: _as_tuple(consumers.get(n, ())) for n in order}
         nodes = {n: self._nodes[n] for n in order}
         inputs = []
         for name in order:
@@ -566,7 +581,8 @@ class Flow:
                 inputs.append((name, spec))
         return _Shape(order, nodes, upstream, downstream, tuple(inputs))
 
-    def _enter(self, name: str, stack: list[tuple[str, Iterator[str]]], state: dict[str, int],
+    def _enter(self, name: str, path: list[str], at: list[int],
+               kids: dict[str, tuple[str, ...]], state: dict[str, int],
                upstream: dict[str, dict[str, str]]) -> None:
         node = self._nodes[name]
         edges = self._wiring(node)
@@ -576,7 +592,9 @@ class Flow:
                     f"node {name!r} wires parameter {param!r} to {up!r} with inputs=")
         upstream[name] = edges
         state[name] = 1
-        stack.append((name, iter(dict.fromkeys(edges.values()))))
+        kids[name] = tuple(edges.values())
+        path.append(name)
+        at.append(0)
 
     def _wiring(self, node: Node) -> dict[str, str]:
         return {p: node.wiring.get(p, p) for p in node.params
@@ -584,6 +602,10 @@ class Flow:
 
     def _close_matches(self, name: str) -> list[str]:
         return difflib.get_close_matches(name, list(self._nodes), n=3, cutoff=0.6)
+
+
+def _as_tuple(consumers: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return consumers if type(consumers) is tuple else tuple(consumers)
 
 
 @dataclass(slots=True)

@@ -5,8 +5,10 @@ Design note
 Policy. A :class:`Recorder` subscribes to :data:`lazyflow.events.GLOBAL`, so
 every flow's runs are recorded without the engine knowing (it never prints or
 writes history itself). The run thread does almost nothing: each event appends
-a reference to a deque (a node record is final once its ``NodeFinished`` is
-emitted, so it needs no copy). One background writer thread drains the deque
+to a deque, a node event as its (run id, node name) pair — two strings, which
+the cyclic GC stops tracking at once — and the writer reads the node's record
+when it drains (a record is final once its ``NodeFinished`` is emitted, so it
+needs no copy). One background writer thread drains the deque
 and commits a whole batch in one SQLite transaction every
 :data:`BATCH_SECONDS`, on :func:`flush` and at interpreter exit. So a run
 pays a few deque appends, never a disk write; a process killed loses at most
@@ -56,7 +58,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunStarted
+from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:
@@ -370,7 +372,10 @@ class Recorder:
 
     def _reset(self) -> None:
         """Start empty (also in a forked child: SQLite connections must not cross a fork)."""
-        self._pending: deque[Event | threading.Event] = deque()
+        # node events as (run id, node name): two strings, which the cyclic GC stops tracking
+        # at once, where an event object it would walk (and promote) while it waits here
+        self._pending: deque[Event | tuple[str, str] | threading.Event] = deque()
+        self._runs: dict[str, Run] = {}  # runs started and not yet written as ended
         self._stores = {}
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()
@@ -380,10 +385,17 @@ class Recorder:
     # ----------------------------------------------------------------- run thread side
 
     def _on_event(self, event: Event) -> None:
-        # the event itself waits in the deque: no tuple per event for the GC to walk
-        self._pending.append(event)
-        if self._thread is None and type(event) is RunStarted:
-            self._start()
+        kind = type(event)
+        if kind is NodeFinished:
+            self._pending.append((event.run.id, event.record.name))  # type: ignore[union-attr]
+        elif kind is NodeStarted:
+            self._pending.append((event.run.id, event.name))  # type: ignore[union-attr]
+        else:
+            if kind is RunStarted:
+                self._runs[event.run.id] = event.run
+            self._pending.append(event)
+            if self._thread is None and kind is RunStarted:
+                self._start()
 
     def _start(self) -> None:
         with self._drain_lock:
@@ -425,7 +437,7 @@ class Recorder:
 
     def _drain(self) -> None:
         with self._drain_lock:
-            batch: list[Event | threading.Event] = []
+            batch: list[Event | tuple[str, str] | threading.Event] = []
             while self._pending:
                 batch.append(self._pending.popleft())
             if not batch:
@@ -439,10 +451,18 @@ class Recorder:
                     if isinstance(item, threading.Event):  # a flush waiting for this batch
                         item.set()
 
-    def _write(self, batch: list[Event]) -> None:
+    def _write(self, batch: list[Event | tuple[str, str]]) -> None:
         per_store: dict[str, tuple[list[Any], set[str], list[Any]]] = {}
         for event in batch:
-            run = event.run
+            if isinstance(event, tuple):  # a node started or finished
+                found = self._runs.get(event[0])
+                if found is None:  # its run started before this recorder listened
+                    continue
+                run = found
+            else:
+                run = event.run
+                if isinstance(event, RunFinished):
+                    self._runs.pop(run.id, None)
             live = self._live.get(run.id)
             if live is None:
                 path = location(run.cache)
@@ -453,11 +473,8 @@ class Recorder:
                                              [_pending_row(name) for name in run.nodes])
             path, seqs, rows = live
             started, touched, ended = per_store.setdefault(path, ([], set(), []))
-            if isinstance(event, (NodeFinished, NodeStarted)):
-                # read now, both give the record's latest state (final once finished)
-                record = event.record if isinstance(event, NodeFinished) \
-                    else run.nodes[event.name]
-                rows[seqs[record.name]] = _node_row(record)
+            if isinstance(event, tuple):  # read now: the record's latest state
+                rows[seqs[event[1]]] = _node_row(run.nodes[event[1]])
                 touched.add(run.id)
             elif isinstance(event, RunStarted):
                 started.append(run)

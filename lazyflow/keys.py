@@ -22,7 +22,6 @@ for it, so ``explain`` and run records can say *what* changed.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import xxhash
@@ -61,10 +60,26 @@ def trace_key(fingerprint: str, params: Mapping[str, str], upstream: Mapping[str
     return _fold("lazyflow-trace-1\0", fingerprint, params, upstream)
 
 
-@functools.lru_cache(maxsize=65536)  # asked twice per computed node
+_LATEST: dict[str, dict[str, str]] = {}  # flow -> node -> latest key
+_LATEST_SIZE = 65536
+
+
 def latest_key(flow: str, node: str) -> str:
     """Where the components of a node's most recent computation are recorded."""
-    return xxhash.xxh3_128_hexdigest(f"lazyflow-latest-1\0{len(flow)}:{flow}\0{node}".encode())
+    # asked twice per computed node: memoised in dicts of strings, which the cyclic GC does
+    # not track (lru_cache keeps a tracked link object per entry)
+    known = _LATEST.get(flow)
+    if known is None:
+        if len(_LATEST) >= 64:
+            _LATEST.clear()
+        known = _LATEST[flow] = {}
+    key = known.get(node)
+    if key is None:
+        if len(known) >= _LATEST_SIZE:
+            known.clear()
+        key = known[node] = xxhash.xxh3_128_hexdigest(
+            f"lazyflow-latest-1\0{len(flow)}:{flow}\0{node}".encode())
+    return key
 
 
 def reasons(previous: Mapping[str, object] | None, fingerprint: Mapping[str, str],

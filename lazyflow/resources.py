@@ -132,5 +132,7 @@ class Gate:
 
     def release(self, name: str) -> None:
         """Give back what ``name`` held (no-op if it held nothing)."""
-        for resource, amount in self.held.pop(name, {}).items():
-            self.free[resource] += amount
+        held = self.held.pop(name, None) if self.held else None
+        if held:
+            for resource, amount in held.items():
+                self.free[resource] += amount
