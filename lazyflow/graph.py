@@ -512,13 +512,14 @@ class Flow:
                 del self._shapes[next(iter(self._shapes))]
             self._shapes[wanted] = shape
         params = dict.fromkeys(shape.order, _NO_PARAMS)
-        for name, spec in shape.inputs:
+        for name, names in shape.inputs:
             values: dict[str, Any] = {}
-            for p, default in spec:
+            defaults = shape.nodes[name].defaults
+            for p in names:
                 if p in inputs:
                     values[p] = inputs[p]
-                elif default is not EMPTY:
-                    values[p] = default
+                elif p in defaults:
+                    values[p] = defaults[p]
                 else:
                     raise MissingInputError(name, p)
             params[name] = values
@@ -576,9 +577,11 @@ class Flow:
         inputs = []
         for name in order:
             node, edges = nodes[name], upstream[name]
-            spec = tuple((p, node.defaults.get(p, EMPTY)) for p in node.params if p not in edges)
-            if spec:
-                inputs.append((name, spec))
+            # names only (defaults are read off the node): a tuple of strings, untracked by
+            # the cyclic GC, where a pair holding a default (a class, say) stays tracked
+            names = tuple(p for p in node.params if p not in edges)
+            if names:
+                inputs.append((name, names))
         return _Shape(order, nodes, upstream, downstream, tuple(inputs))
 
     def _enter(self, name: str, path: list[str], at: list[int],
@@ -616,7 +619,7 @@ class _Shape:
     nodes: dict[str, Node]
     upstream: dict[str, dict[str, str]]
     downstream: dict[str, tuple[str, ...]]
-    inputs: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (node, ((param, default),))
+    inputs: tuple[tuple[str, tuple[str, ...]], ...]  # (node, its flow-input parameters)
     memo: dict[str, Any] = field(default_factory=dict)
 
 
