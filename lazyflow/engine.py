@@ -69,7 +69,7 @@ from lazyflow.executors import (
     resolve_executor,
 )
 from lazyflow.executors.shared import Sharing
-from lazyflow.fingerprint import Fingerprint, fingerprint
+from lazyflow.fingerprint import Fingerprint
 from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
 from lazyflow.policies import DEFAULTS, policy_for
@@ -127,7 +127,7 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
     input_digests: dict[int, str] = {}
     for name in plan.order:
         node = plan.nodes[name]
-        fp = fingerprint(node.func, extra=node.version)
+        fp = node.fingerprint()
         params: dict[str, str] = {}
         for param, value in plan.params[name].items():
             digest = input_digests.get(id(value))

@@ -49,7 +49,7 @@ import xxhash
 from lazyflow.errors import CacheWarning, HashingError
 from lazyflow.hashing import hash_value
 
-__all__ = ["Fingerprint", "fingerprint", "is_user_code", "module_token"]
+__all__ = ["Fingerprint", "fingerprint", "is_user_code", "module_token", "refresh"]
 
 _BUILTINS = frozenset(dir(builtins))
 
@@ -89,9 +89,34 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
     True
     """
     memo: Fingerprint | None = _MEMO.get(func)
-    if memo is not None and memo._code is getattr(func, "__code__", None) \
-            and memo._extra == extra and (not memo._checks or _still_valid(memo._checks)):
+    if memo is not None and _current(memo, func, extra):
         return memo
+    result = _compute(func, extra)
+    if not result.volatile:
+        _MEMO.set(func, result)
+    return result
+
+
+def refresh(previous: Fingerprint | None, func: Callable[..., Any], *, extra: str = ""
+            ) -> Fingerprint:
+    """``previous``, a fingerprint of ``func`` the caller keeps, if it still holds; else a
+    new one, which this module does not memoise (the caller keeps it: a graph node does,
+    which spares the process-wide memo one entry per node for the cyclic GC to walk)."""
+    if previous is not None and _current(previous, func, extra):
+        return previous
+    memo: Fingerprint | None = _MEMO.get(func)
+    if memo is not None and _current(memo, func, extra):
+        return memo
+    return _compute(func, extra)
+
+
+def _current(memo: Fingerprint, func: Callable[..., Any], extra: str) -> bool:
+    """Whether ``memo``, computed for this very ``func``, still describes it."""
+    return memo._code is getattr(func, "__code__", None) and memo._extra == extra \
+        and (not memo._checks or _still_valid(memo._checks))
+
+
+def _compute(func: Callable[..., Any], extra: str) -> Fingerprint:
     components: dict[str, str] = {}
     checks: list[_Check] = []
     volatile = _collect(func, "code", components, set(), checks)
@@ -109,10 +134,8 @@ def fingerprint(func: Callable[..., Any], *, extra: str = "") -> Fingerprint:
     rest = tuple(checks)
     if type(func) is types.FunctionType and not hasattr(func, "__wrapped__"):
         rest = rest[1:]  # checks[0] is the function's own code: the memo checks it first
-    result = Fingerprint(digest, components, volatile, extra, getattr(func, "__code__", None),
-                         rest)
-    _MEMO.set(func, result)
-    return result
+    return Fingerprint(digest, components, volatile, extra, getattr(func, "__code__", None),
+                       rest)
 
 
 _MISSING = object()

@@ -43,6 +43,7 @@ from lazyflow.errors import (
     SkippedWarning,
     UnknownNodeError,
 )
+from lazyflow.fingerprint import Fingerprint, refresh
 from lazyflow.lazy import annotated_lazy, validate_lazy
 from lazyflow.mapping import validate_map
 from lazyflow.outputs import selector, validate_outputs
@@ -116,7 +117,8 @@ class Node:
     (re-decorating replaces the whole node).
     """
 
-    __slots__ = ("cache", "defaults", "func", "name", "options", "params", "version", "wiring")
+    __slots__ = ("_fingerprint", "cache", "defaults", "func", "name", "options", "params",
+                 "version", "wiring")
     func: Callable[..., Any]
     name: str
     params: tuple[str, ...]
@@ -125,6 +127,7 @@ class Node:
     version: str
     cache: bool
     options: Mapping[str, Any]
+    _fingerprint: Fingerprint | None
 
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
                  version: str | None = None, cache: bool = True,
@@ -168,9 +171,22 @@ class Node:
         fields = {"func": func, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),
-                  "options": {**NODE_OPTIONS, **options} if options else DEFAULT_OPTIONS}
+                  "options": {**NODE_OPTIONS, **options} if options else DEFAULT_OPTIONS,
+                  "_fingerprint": None}
         for attr, value in fields.items():
             object.__setattr__(self, attr, value)
+
+    def fingerprint(self) -> Fingerprint:
+        """The code fingerprint of the node's function (with its ``version=``).
+
+        Kept on the node and re-validated on each call (globals, closures and
+        defaults it read still the same), as :func:`lazyflow.fingerprint`
+        does for any function; a cache, not state: the node stays what it was.
+        """
+        fp = refresh(self._fingerprint, self.func, extra=self.version)
+        if fp is not self._fingerprint:
+            object.__setattr__(self, "_fingerprint", fp)
+        return fp
 
     def __setattr__(self, attr: str, value: Any) -> None:
         raise AttributeError(f"node {self.name!r} is immutable; redefine it with @flow.node")
