@@ -27,6 +27,18 @@ def test_a_computed_value_is_written_to_every_tier(cache):
     assert all(t.meta(KEY)["digest"] == "d" for t in cache.tiers)
 
 
+def test_store_returns_the_metadata_a_lookup_then_answers(cache):
+    stored = cache.store(KEY, np.arange(10), {"digest": "d"})
+    meta, tier = cache.lookup(KEY)
+    assert tier == "memory" and stored == meta
+
+
+def test_store_returns_none_when_the_fastest_tier_keeps_nothing(tmp_path):
+    cache = lf.Cache(memory=100, disk=str(tmp_path / "disk"), remote=None)
+    assert cache.store(KEY, np.zeros(1000), {"digest": "d"}) is None  # over the memory budget
+    assert cache.lookup(KEY)[1] == "disk"
+
+
 def test_a_remote_hit_is_promoted_to_disk_and_memory(cache):
     cache.tier("remote").put(KEY, np.arange(10), {"digest": "d"})
     value, tier = cache.load(KEY)

@@ -37,6 +37,13 @@ class TierConformance:
         assert meta["size"] > 80 and len(meta["checksum"]) == 32
         assert {"created", "stored", "lazyflow"} <= set(meta)
 
+    def test_put_returns_nothing_or_the_metadata_it_stored(self, tier):
+        stored = tier.put(KEY, np.arange(10), {"digest": "d1", "node": "clean"})
+        getattr(tier, "flush", lambda: None)()
+        if stored is not None:  # a tier may leave it to meta(), as the disk tier does
+            assert stored["digest"] == "d1" and stored["node"] == "clean"
+            assert stored["size"] == tier.meta(KEY)["size"]
+
     def test_a_record_carries_metadata_and_no_value(self, tier):
         tier.put(KEY, NO_VALUE, {"digest": "d1", "key": OTHER})
         assert tier.meta(KEY)["key"] == OTHER

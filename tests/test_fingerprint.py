@@ -163,6 +163,24 @@ def test_a_valid_fingerprint_is_served_from_the_memo(module):
     assert lf.fingerprint(module["f"]) is lf.fingerprint(module["f"])
 
 
+def test_a_node_keeps_its_fingerprint_while_it_holds(module, flow):
+    module.run("FACTOR = 10\ndef f(x):\n    return x * FACTOR\n")
+    flow.node(module["f"])
+    node = flow["f"]
+    assert node.fingerprint() is node.fingerprint()
+    assert node.fingerprint().digest == digest(module["f"])
+
+
+def test_a_nodes_kept_fingerprint_is_renewed_when_a_global_it_reads_changes(module, flow):
+    module.run("FACTOR = 10\ndef f(x):\n    return x * FACTOR\n")
+    flow.node(module["f"])
+    first = flow["f"].fingerprint()
+    module.run("FACTOR = 11")
+    renewed = flow["f"].fingerprint()
+    assert renewed.digest != first.digest
+    assert renewed.digest == digest(module["f"])
+
+
 # --------------------------------------------------------------------------- installed packages
 
 

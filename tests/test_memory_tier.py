@@ -30,6 +30,18 @@ def test_a_stored_value_comes_back_as_the_same_object_with_its_metadata():
     assert tier.contains("k")
 
 
+def test_put_returns_the_metadata_held_with_its_size():
+    tier = MemoryTier(1000)
+    stored = tier.put("k", [1, 2, 3], {"digest": "d"})
+    assert stored == tier.meta("k") == {"digest": "d", "size": sizeof([1, 2, 3])}
+
+
+def test_put_of_a_value_over_the_budget_keeps_nothing_and_returns_none():
+    tier = MemoryTier(100)
+    assert tier.put("k", sized(1000), {"digest": "d"}) is None
+    assert not tier.contains("k")
+
+
 def test_a_missing_key_has_no_metadata_and_get_raises_key_error():
     tier = MemoryTier(1000)
     assert tier.meta("nope") is None
