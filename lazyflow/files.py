@@ -25,7 +25,9 @@ the digest on the returned ``File``; when a cached result is loaded,
 :func:`restore` rewrites the file (atomically: temporary name, then rename)
 if it was deleted or no longer holds those bytes. Restoring happens only when
 the value is loaded, so a request that never needs the file never touches
-it. Directories returned by a node are keyed by content but not restored.
+it. A returned ``Dir`` is captured file by file (a manifest of relative
+paths and content digests is pinned on it) and restored the same way; files
+added to it since are left in place with a warning, never deleted.
 """
 
 from __future__ import annotations
@@ -121,7 +123,19 @@ class Dir(File):
     touching files does not.
     """
 
-    __slots__ = ()
+    __slots__ = ("_manifest",)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        # (relative path, content digest) of each file, pinned when stored as a node's output
+        self._manifest: tuple[tuple[str, str], ...] | None = None
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.path, self._digest, self._manifest
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.path, self._digest, *manifest = state
+        self._manifest = manifest[0] if manifest else None
 
     @property
     def digest(self) -> str:
@@ -171,8 +185,12 @@ def dir_digest(path: str | os.PathLike[str]) -> str:
     root = pathlib.Path(path)
     if not root.is_dir():
         return _MISSING_DIGEST
-    entries = [(p.relative_to(root).as_posix(), content_digest(p))
-               for p in sorted(root.rglob("*")) if p.is_file()]
+    return _tree_digest([(p.relative_to(root).as_posix(), content_digest(p))
+                         for p in sorted(root.rglob("*")) if p.is_file()])
+
+
+def _tree_digest(entries: list[tuple[str, str]]) -> str:
+    """A directory's digest from its sorted (relative path, content digest) pairs."""
     return hash_value(entries)
 
 
@@ -206,44 +224,89 @@ def _blob_key(digest: str) -> str:
 
 
 def capture(value: Any, cache: Cache) -> None:
-    """Store the bytes of every output file in ``value`` and pin their digests.
+    """Store the bytes of every output file (and every file of an output directory) in ``value``.
 
-    Directories are not captured. A missing output file is an error: the
-    node promised a file it did not write.
+    Pins each file's digest (a directory's manifest of files and digests) on
+    the returned object. A missing output is an error: the node promised a
+    file or directory it did not write.
     """
     if type(value) in _NO_FILES:
         return
     for f in paths_in(value):
-        if type(f) is not File:
-            continue
-        try:
-            data = f.path.read_bytes()
-        except FileNotFoundError as e:
-            from lazyflow.errors import OutputError
+        if type(f) is File:
+            f._digest = _store_file(f.path, f, cache)
+        elif type(f) is Dir:
+            if not f.path.is_dir():
+                from lazyflow.errors import OutputError
 
-            raise OutputError(f"a node returned {f!r} but the file does not exist; write it "
-                              "before returning it") from e
-        digest = xxhash.xxh3_128_hexdigest(data)
-        key = _blob_key(digest)
-        if cache.lookup(key) is None:
-            cache.store(key, data, {"digest": hash_value(data), "file": f.path.as_posix(),
-                                    "size": len(data)})
-        f._digest = digest
+                raise OutputError(f"a node returned {f!r} but the directory does not exist; "
+                                  "create it before returning it")
+            f._manifest = tuple((p.relative_to(f.path).as_posix(), _store_file(p, f, cache))
+                                for p in f.files())
+            f._digest = _tree_digest(list(f._manifest))
+
+
+def _store_file(path: pathlib.Path, output: File, cache: Cache) -> str:
+    """Store one file's bytes under their content digest (once); return the digest."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        from lazyflow.errors import OutputError
+
+        raise OutputError(f"a node returned {output!r} but {path} does not exist; write it "
+                          "before returning it") from e
+    digest = xxhash.xxh3_128_hexdigest(data)
+    key = _blob_key(digest)
+    if cache.lookup(key) is None:
+        cache.store(key, data, {"digest": hash_value(data), "file": path.as_posix(),
+                                "size": len(data)})
+    return digest
 
 
 def restore(value: Any, cache: Cache) -> None:
-    """Rewrite every pinned output file in ``value`` that is missing or changed.
+    """Rewrite every pinned output file in ``value`` (or file of an output directory) that is
+    missing or changed.
 
-    Raises ``KeyError`` when the file's bytes are no longer in the cache, so
-    the caller recomputes the node (never hand out a path to wrong content).
+    Files added to an output directory since are left in place, with a
+    warning: lazyflow never deletes a file it did not write. Raises
+    ``KeyError`` when a file's bytes are no longer in the cache, so the caller
+    recomputes the node (never hand out a path to wrong content).
     """
     if type(value) in _NO_FILES:
         return
     for f in paths_in(value):
-        if f._digest is None or content_digest(f.path) == f._digest:
+        if f._digest is None:
             continue
-        data, _ = cache.load(_blob_key(f._digest))
-        _write_atomic(f.path, data)
+        if type(f) is Dir:
+            manifest = f._manifest
+            if manifest is None or dir_digest(f.path) == f._digest:
+                continue
+            for relative, digest in manifest:
+                _restore_file(f.path / relative, digest, cache)
+            _warn_extra(f, {relative for relative, _ in manifest})
+        else:
+            _restore_file(f.path, f._digest, cache)
+
+
+def _restore_file(path: pathlib.Path, digest: str, cache: Cache) -> None:
+    if content_digest(path) != digest:
+        data, _ = cache.load(_blob_key(digest))
+        _write_atomic(path, data)
+
+
+def _warn_extra(output: Dir, written: set[str]) -> None:
+    extra = sorted(p.relative_to(output.path).as_posix() for p in output.files()
+                   if p.relative_to(output.path).as_posix() not in written)
+    if extra:
+        import warnings
+
+        from lazyflow.errors import CacheWarning
+
+        warnings.warn(f"output directory {str(output.path)!r} holds files its node did not write "
+                      f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); they are "
+                      "left in place (lazyflow never deletes files it did not write): remove "
+                      "them if what reads the directory must not see them", CacheWarning,
+                      stacklevel=3)
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:

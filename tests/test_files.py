@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import xxhash
@@ -155,6 +156,62 @@ def test_an_overwritten_output_file_is_put_back_for_its_dependents(flow, calls, 
     out.write_bytes(b"garbage")
     assert flow.get("size", n=4, tag="b") == 4
     assert calls == {"fit": 1, "size": 2}
+
+
+def _report_dir(flow, calls, root):
+    @flow.node
+    def pages(n: int):
+        calls["pages"] += 1
+        for i in range(n):
+            (root / "sub").mkdir(parents=True, exist_ok=True)
+            (root / "sub" / f"page{i}.txt").write_text(f"page {i} of {n}")
+        (root / "index.txt").write_text(f"{n} pages")
+        return lf.Dir(root)
+
+
+def test_a_deleted_output_directory_is_restored_from_disk_without_recomputing(calls, tmp_path):
+    flow = lf.Flow("dirs", cache=lf.Cache(disk=str(tmp_path / "cache")))
+    root = tmp_path / "report"
+    _report_dir(flow, calls, root)
+    flow.get("pages", n=2)
+    shutil.rmtree(root)
+    flow.cache.clear("memory")  # as after a kernel restart: the value comes back from disk
+    assert flow.get("pages", n=2) == lf.Dir(root)
+    assert sorted(p.relative_to(root).as_posix() for p in lf.Dir(root).files()) == \
+        ["index.txt", "sub/page0.txt", "sub/page1.txt"]
+    assert (root / "sub" / "page1.txt").read_text() == "page 1 of 2"
+    assert calls["pages"] == 1
+
+
+def test_a_changed_file_of_an_output_directory_is_put_back(flow, calls, tmp_path):
+    root = tmp_path / "report"
+    _report_dir(flow, calls, root)
+    flow.get("pages", n=2)
+    (root / "index.txt").write_text("tampered")
+    flow.get("pages", n=2)
+    assert (root / "index.txt").read_text() == "2 pages" and calls["pages"] == 1
+
+
+def test_files_added_to_an_output_directory_are_left_in_place_with_a_warning(
+        flow, calls, tmp_path):
+    root = tmp_path / "report"
+    _report_dir(flow, calls, root)
+    flow.get("pages", n=1)
+    (root / "notes.txt").write_text("mine")
+    (root / "index.txt").unlink()
+    with pytest.warns(lf.CacheWarning, match=r"did not write \(notes.txt\)"):
+        flow.get("pages", n=1)
+    assert (root / "notes.txt").read_text() == "mine"
+    assert (root / "index.txt").read_text() == "1 pages" and calls["pages"] == 1
+
+
+def test_returning_a_directory_that_was_not_created_names_the_fix(flow, tmp_path):
+    @flow.node
+    def ghost():
+        return lf.Dir(tmp_path / "never")
+
+    with pytest.raises(lf.OutputError, match="create it before returning it"):
+        flow.get("ghost")
 
 
 def test_returning_a_file_that_was_not_written_names_the_fix(flow, tmp_path):
