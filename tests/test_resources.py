@@ -8,11 +8,17 @@ import pytest
 
 import lazyflow as lf
 
+# How long one node waits for the other. Meeting proves the two ran together, so
+# "together" tests wait generously (a loaded machine may start the second one late);
+# "alone" tests must give up to finish, and a scheduler that wrongly overlapped the
+# two would start the second one well within a second.
+TOGETHER, ALONE = 60, 1
 
-def _pair(flow: lf.Flow, needs: dict, barrier: threading.Barrier) -> None:
+
+def _pair(flow: lf.Flow, needs: dict, barrier: threading.Barrier, patience: float) -> None:
     def meet():
         try:
-            barrier.wait(timeout=1)
+            barrier.wait(timeout=patience)
             return "together"
         except threading.BrokenBarrierError:
             return "alone"
@@ -22,20 +28,20 @@ def _pair(flow: lf.Flow, needs: dict, barrier: threading.Barrier) -> None:
 
 
 def test_two_nodes_that_each_need_all_cpus_never_run_together(flow):
-    _pair(flow, {"cpus": 2}, threading.Barrier(2))
+    _pair(flow, {"cpus": 2}, threading.Barrier(2), ALONE)
     got = flow.get(["a", "b"], executor="threads", max_workers=4, resources=lf.Resources(cpus=2))
     assert got == {"a": "alone", "b": "alone"}
 
 
 def test_nodes_whose_needs_fit_together_do_run_together(flow):
-    _pair(flow, {"cpus": 1, "memory": "1GB"}, threading.Barrier(2))
+    _pair(flow, {"cpus": 1, "memory": "1GB"}, threading.Barrier(2), TOGETHER)
     got = flow.get(["a", "b"], executor="threads", max_workers=4,
                    resources=lf.Resources(cpus=2, memory="2GB"))
     assert got == {"a": "together", "b": "together"}
 
 
 def test_a_custom_resource_is_shared_out_like_cpus(flow):
-    _pair(flow, {"licenses": 1}, threading.Barrier(2))
+    _pair(flow, {"licenses": 1}, threading.Barrier(2), ALONE)
     got = flow.get(["a", "b"], executor="threads", max_workers=4,
                    resources=lf.Resources(licenses=1))
     assert got == {"a": "alone", "b": "alone"}
