@@ -9,8 +9,16 @@ from concurrent.futures import Future
 
 import cloudpickle
 import pytest
+from hypothesis import HealthCheck, settings
 
 import lazyflow as lf
+
+# Property tests judge results, never speed. Hypothesis's defaults fail a test whose
+# example takes over 200 ms, or whose data takes too long to generate: a loaded two-core
+# CI machine did exactly that to a correct test (one example paused for 520 ms).
+settings.register_profile("lazyflow", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lazyflow")
 
 
 class Calls(Counter):
