@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -19,6 +20,12 @@ import lazyflow as lf
 settings.register_profile("lazyflow", deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("lazyflow")
+
+# Started with stdin closed (`<&-`, as some CI runners do), Python sets sys.__stdin__ to
+# None, and pytest's captured stdin then fails every import of IPython (which asks it for
+# its encoding): give it /dev/null, as a shell's `</dev/null` would have.
+if sys.__stdin__ is None:
+    sys.__stdin__ = open(os.devnull)  # noqa: SIM115 - stdin stays open for the session
 
 
 class Calls(Counter):
