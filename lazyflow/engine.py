@@ -38,6 +38,7 @@ synchronous reference path.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 from collections import deque
@@ -84,6 +85,11 @@ __all__ = ["RunOptions", "execute", "explain"]
 
 _VERSION = "0.1.0"
 _START_POLL = 0.05  # seconds between checks whether a timed task has started running
+# Longest the main thread sleeps waiting for tasks. A SIGINT (Ctrl-C, a kernel interrupt)
+# whose C handler ran on another thread, or on the main thread just before it went to
+# sleep, does not wake it: its KeyboardInterrupt is raised only when the main thread next
+# runs Python code (CPython), so it must never sleep unboundedly while a node runs.
+_SIGNAL_POLL = 0.1
 
 REUSE_NONDETERMINISTIC: ContextVar[bool] = ContextVar("lazyflow_reuse_nondeterministic",
                                                       default=False)
@@ -395,6 +401,7 @@ class _State:
         ready.extend(n for n in self.needed if not self.remaining[n])
         running = self.running
         cancel = self.options.cancel
+        poll = _SIGNAL_POLL if threading.current_thread() is threading.main_thread() else None
         while (ready and self.fatal is None) or running:
             self._check_cancel()
             while ready and self.fatal is None and len(running) < self.executor.max_workers:
@@ -415,6 +422,8 @@ class _State:
                 continue
             timeout = (max(0.0, min(self.deadlines.values()) - time.monotonic())
                        if self.deadlines else None)
+            if poll is not None:
+                timeout = poll if timeout is None else min(timeout, poll)
             for future in self._finished(timeout):
                 if future in running:  # not one abandoned at its deadline
                     self._complete(running.pop(future), future, ready)

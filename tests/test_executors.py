@@ -151,6 +151,42 @@ def test_a_kernel_interrupt_during_a_threads_run_cancels_it(flow):
     assert {r.status for r in flow.last_run.nodes.values()} == {"cancelled"}
 
 
+def _waiting_for_the_run(thread: threading.Thread) -> bool:
+    """Whether ``thread`` sleeps (kernel state S) inside the engine's wait for tasks."""
+    frame = sys._current_frames().get(thread.ident)
+    with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+        state = f.read().rpartition(")")[2].split()[0]
+    return frame is not None and state == "S" and (
+        frame.f_code.co_filename == lf.engine.__file__ or frame.f_code.co_name == "wait")
+
+
+def test_an_interrupt_that_lands_on_another_thread_still_cancels_the_run(flow):
+    release, finished, released = threading.Event(), threading.Event(), []
+
+    @flow.node
+    def stuck():
+        for _ in range(10**6):  # bounded: were the engine to wait elsewhere, never hang
+            if _waiting_for_the_run(threading.main_thread()):
+                break
+        # the interrupt's handler is left for the main thread, which is not woken by it:
+        # as for a SIGINT that lands on the main thread just before it goes to sleep
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        released.append(release.wait(30))  # False: the run waited for this node to give up
+        finished.set()
+        return 1
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            flow.run("stuck", executor="threads")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        release.set()
+    assert finished.wait(60)
+    assert released == [True]  # the run was cancelled while the node was still running
+    assert flow.last_run.nodes["stuck"].status == "cancelled"
+
+
 @pytest.mark.parametrize("executor", ["sync", "threads"])
 def test_a_long_chain_of_large_arrays_holds_only_the_live_ones(executor):
     flow = lf.Flow("chain", cache=lf.Cache(memory=None, disk=None))

@@ -234,10 +234,13 @@ def test_a_keyboard_interrupt_of_the_main_process_cancels_and_kills_running_work
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                           env=env) as main:
-        worker = int(main.stdout.readline())
-        main.send_signal(signal.SIGINT)  # what a kernel interrupt does to the kernel process
-        report = main.stdout.readline()
-        assert main.wait(60) == 0
+        try:
+            worker = int(main.stdout.readline())
+            main.send_signal(signal.SIGINT)  # what a kernel interrupt does to the kernel process
+            report, _ = main.communicate(timeout=60)
+        finally:
+            main.kill()  # no-op once it exited; a run that ignored the interrupt fails the test
+    assert main.returncode == 0
     import json
 
     assert json.loads(report) == {"run": "cancelled",
