@@ -11,6 +11,8 @@ through ``run[name]``, so a run never pins intermediates in memory.
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -221,10 +223,25 @@ class Explanation:
 def new_run_id() -> str:
     """A run id that sorts by start time: ``20261125-165012-3f9a1c``.
 
-    The suffix comes from ``random`` (reseeded after fork), not ``os.urandom``:
-    a getrandom call can cost most of a millisecond on a VM, more than a warm run.
+    The suffix counts up from a random start drawn once per process (and again in a
+    forked child), so one process never makes the same id twice: a fresh random suffix
+    per run repeated about once per thousand runs started in the same second (warm runs
+    start ~15,000 a second), and the history kept only the first of two runs sharing an
+    id. Two processes share an id only if their counts overlap within one second. The
+    start comes from ``random``, not ``os.urandom``: a getrandom call can cost most of a
+    millisecond on a VM, more than a warm run.
     """
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{random.getrandbits(24):06x}"
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{next(_SUFFIXES) & 0xFFFFFF:06x}"
+
+
+def _new_suffixes() -> None:
+    global _SUFFIXES
+    _SUFFIXES = itertools.count(random.getrandbits(24))  # next() is atomic: thread-safe
+
+
+_SUFFIXES: itertools.count[int]
+_new_suffixes()
+os.register_at_fork(after_in_child=_new_suffixes)  # after random's own reseed (registered first)
 
 
 def _seconds(s: float) -> str:

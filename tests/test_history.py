@@ -14,6 +14,7 @@ import pytest
 
 import lazyflow as lf
 from lazyflow.history import FILENAME, find, location
+from lazyflow.run import new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,10 +132,42 @@ def test_history_filters_by_flow_name_and_limits(tmp_path, monkeypatch):
     assert len(lf.history(None, limit=4, path=str(tmp_path / "h.sqlite"))) == 4
 
 
-def test_a_run_can_be_found_by_a_prefix_of_its_id(flow):
+def test_a_run_can_be_found_by_a_prefix_of_its_id(tmp_path, monkeypatch):
+    # a history of its own: the process-wide in-memory one holds every run of the session,
+    # and runs started in the same second share their id's leading characters
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    flow = lf.Flow("found", cache=lf.Cache(disk=None))
     _chain(flow)
     run = flow.run("total", n=2)
     assert find(run.id[:-3], path=location(flow.cache)).id == run.id
+
+
+def test_a_prefix_two_runs_share_is_refused_as_ambiguous(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    flow = lf.Flow("twice", cache=lf.Cache(disk=None))
+    _chain(flow)
+    flow.run("total", n=2)
+    flow.run("total", n=2)
+    with pytest.raises(lf.UnknownRunError, match="is ambiguous"):
+        find("20", path=location(flow.cache))
+
+
+def test_run_ids_made_in_one_process_never_repeat():
+    ids = [new_run_id() for _ in range(100_000)]  # a few seconds' worth of warm runs
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_makes_other_run_ids_than_its_parent():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id, and leave without running pytest's exit
+        os.write(write, new_run_id().encode())
+        os._exit(0)
+    os.close(write)
+    assert os.waitpid(pid, 0)[1] == 0
+    with os.fdopen(read) as f:
+        child = f.read()
+    assert child[-6:] != new_run_id()[-6:]
 
 
 def test_an_unknown_run_id_says_where_it_looked(flow):
