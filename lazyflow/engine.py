@@ -621,8 +621,10 @@ class _State:
             else:  # the size the fastest tier accounts, as a lookup would report it
                 kept = _store(self.cache, key, value, self._meta(
                     name, upstream, inputs, digest, duration, cost, record.ended))
-                found = self.cache.lookup(key) if kept is None else (kept, "")
-                record.size = found[0].get("size") if found else None
+                if kept is None:  # that tier does not say: ask
+                    found = self.cache.lookup(key)
+                    kept = found[0] if found else None
+                record.size = kept.get("size") if kept else None
             self._link_trace(name, key, digest)
             self.cache.record(keys.latest_key(self.flow.name, name),
                               {"digest": digest, "key": key, "params": prep.params,
@@ -917,8 +919,6 @@ class _State:
         if not prep.reusable:
             return "deterministic=False"
         previous = self.cache.find_record(keys.latest_key(self.flow.name, name))
-        if previous is None:  # what reasons() says then, without building a list to join
-            return "never computed"
         return "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
 
     def _digest_of_result(self, name: str, value: Any, *, cacheable: bool) -> str:

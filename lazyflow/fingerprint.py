@@ -123,11 +123,7 @@ def _compute(func: Callable[..., Any], extra: str) -> Fingerprint:
     if extra:
         components["version"] = extra
     # one string, hashed once: the same bytes as feeding name, NUL, value, NUL per component
-    if len(components) == 1:  # a function that reads no global: no sort, no comprehension
-        ((name, value),) = components.items()
-        folded = f"{name}\0{value}\0"
-    else:
-        folded = "".join([f"{name}\0{components[name]}\0" for name in sorted(components)])
+    folded = "".join([f"{name}\0{components[name]}\0" for name in sorted(components)])
     digest = xxhash.xxh3_128_hexdigest(folded.encode())
     if volatile:
         return Fingerprint(digest, components, volatile)

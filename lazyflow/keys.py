@@ -32,14 +32,9 @@ __all__ = ["content_key", "latest_key", "reasons", "trace_key"]
 def _fold(domain: str, fingerprint: str, params: Mapping[str, str],
           inputs: Mapping[str, str]) -> str:
     # one string hashed once (this runs twice per node per request), spelling out the
-    # domain, the fingerprint, then per section its tag and "len:name=digest;" pairs;
-    # no section (the usual parameters) or one (the usual inputs) costs no call
-    text = f"{domain}{fingerprint}\x01{_pairs(params) if params else ''}\x02"
-    if len(inputs) == 1:
-        for name, digest in inputs.items():
-            text = f"{text}{len(name)}:{name}={digest};"
-    elif inputs:
-        text += _pairs(inputs)
+    # domain, the fingerprint, then per section its tag and "len:name=digest;" pairs
+    text = (f"{domain}{fingerprint}\x01{_pairs(params) if params else ''}"
+            f"\x02{_pairs(inputs) if inputs else ''}")
     return xxhash.xxh3_128_hexdigest(text.encode())
 
 
@@ -60,25 +55,20 @@ def trace_key(fingerprint: str, params: Mapping[str, str], upstream: Mapping[str
     return _fold("lazyflow-trace-1\0", fingerprint, params, upstream)
 
 
-_LATEST: dict[str, dict[str, str]] = {}  # flow -> node -> latest key
+_LATEST: dict[str, str] = {}  # "len:flow NUL node" -> latest key
 _LATEST_SIZE = 65536
 
 
 def latest_key(flow: str, node: str) -> str:
     """Where the components of a node's most recent computation are recorded."""
-    # asked twice per computed node: memoised in dicts of strings, which the cyclic GC does
+    # asked twice per computed node: memoised in a dict of strings, which the cyclic GC does
     # not track (lru_cache keeps a tracked link object per entry)
-    known = _LATEST.get(flow)
-    if known is None:
-        if len(_LATEST) >= 64:
-            _LATEST.clear()
-        known = _LATEST[flow] = {}
-    key = known.get(node)
+    name = f"{len(flow)}:{flow}\0{node}"
+    key = _LATEST.get(name)
     if key is None:
-        if len(known) >= _LATEST_SIZE:
-            known.clear()
-        key = known[node] = xxhash.xxh3_128_hexdigest(
-            f"lazyflow-latest-1\0{len(flow)}:{flow}\0{node}".encode())
+        if len(_LATEST) >= _LATEST_SIZE:
+            _LATEST.clear()
+        key = _LATEST[name] = xxhash.xxh3_128_hexdigest(f"lazyflow-latest-1\0{name}".encode())
     return key
 
 

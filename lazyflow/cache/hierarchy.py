@@ -97,8 +97,7 @@ class Cache:
     def lookup(self, key: str) -> tuple[Meta, str] | None:
         """Metadata and tier name of the first tier holding ``key``; never loads the value."""
         for tier in self.tiers:
-            # the memory tier cannot fail: asked directly (this runs for every node)
-            meta = tier.meta(key) if tier.name == "memory" else self._meta(tier, key)
+            meta = self._meta(tier, key)
             if meta is not None:
                 return meta, tier.name
         return None
@@ -144,30 +143,19 @@ class Cache:
         Returns the metadata the fastest tier stored (as ``lookup`` would now
         answer), or ``None`` when that tier kept nothing or does not say.
         """
-        tiers = self.tiers
-        if not tiers:
-            return None
-        first = tiers[0]
-        stored = first.put(key, value, meta) if first.name == "memory" \
-            else self._put_quietly(first, key, value, meta)
-        for tier in tiers[1:]:
-            self._put_quietly(tier, key, value, meta)
-        return stored
+        stored = [self._put_quietly(tier, key, value, meta) for tier in self.tiers]
+        return stored[0] if stored else None
 
     # ----------------------------------------------------------------- records
 
     def record(self, key: str, meta: Meta) -> None:
         """Store a metadata-only record under ``key`` in every tier."""
-        for tier in self.tiers:  # as store() does, one call less (two records per node)
-            if tier.name == "memory":
-                tier.put(key, NO_VALUE, meta)
-            else:
-                self._put_quietly(tier, key, NO_VALUE, meta)
+        self.store(key, NO_VALUE, meta)
 
     def find_record(self, key: str) -> Meta | None:
         """The record under ``key`` from the fastest tier holding it (promoted upwards)."""
         for index, tier in enumerate(self.tiers):
-            meta = tier.meta(key) if tier.name == "memory" else self._meta(tier, key)
+            meta = self._meta(tier, key)
             if meta is not None:
                 for upper in self.tiers[:index]:
                     self._put_quietly(upper, key, NO_VALUE, meta)
