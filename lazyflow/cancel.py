@@ -51,6 +51,9 @@ class CancelToken:
         a subscription ends when its run does: a token reused for many runs
         holds none of them.
         """
+        if not callable(callback):
+            raise TypeError(f"CancelToken.on_cancel needs a callable taking no arguments, "
+                            f"got {callback!r}")
         with self._lock:
             if not self._event.is_set():
                 ident = next(self._ids)

@@ -62,3 +62,8 @@ def test_cancelling_wakes_a_threads_run_while_its_node_still_runs(flow):
         assert not proceed.is_set()  # woken by the cancel, not by the node finishing
     finally:
         proceed.set()
+
+
+def test_subscribing_something_not_callable_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match="needs a callable.*'stop'"):
+        lf.CancelToken().on_cancel("stop")
