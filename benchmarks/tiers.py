@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,13 @@ class Competitor:
     store: Callable[[int], object]
     load: Callable[[int], object]
     drop: Callable[[int], object] = lambda i: None
+
+
+def _tier_competitor(tier: DiskTier | RemoteTier, value: Any) -> Competitor:
+    """A lazyflow tier as a contender: repetition ``i`` under its own key."""
+    return Competitor(lambda i: tier.put(f"{i:032x}", value, {"digest": "bench"}),
+                      lambda i: tier.get(f"{i:032x}"),
+                      lambda i: tier.delete(f"{i:032x}"))
 
 
 def interleaved(competitors: dict[str, Competitor], reps: int
@@ -111,10 +119,7 @@ def disk_competitors(workdir: pathlib.Path, value: object) -> dict[str, Competit
         return workdir / f"value-{i}.{suffix}"
 
     competitors = {
-        "lazyflow disk tier": Competitor(
-            lambda i: tier.put(f"{i:032x}", value, {"digest": "bench"}),
-            lambda i: tier.get(f"{i:032x}"),
-            lambda i: tier.delete(f"{i:032x}")),
+        "lazyflow disk tier": _tier_competitor(tier, value),
         "pickle protocol 5 file": Competitor(
             lambda i: _pickle_dump(path("pkl", i), value),
             lambda i: _pickle_load(path("pkl", i)),
@@ -185,10 +190,7 @@ def bench_remote(value: np.ndarray, reps: int) -> list[dict]:
         tier = RemoteTier("s3://bench/lazyflow", options, background=False)
         raw = value.tobytes()  # raw s3fs moves bytes: give it bytes ready-made
         competitors = {
-            "lazyflow remote tier": Competitor(
-                lambda i: tier.put(f"{i:032x}", value, {"digest": "bench"}),
-                lambda i: tier.get(f"{i:032x}"),
-                lambda i: tier.delete(f"{i:032x}")),
+            "lazyflow remote tier": _tier_competitor(tier, value),
             "raw s3fs pipe / cat": Competitor(
                 lambda i: fs.pipe_file(f"bench/raw/{i}", raw),
                 lambda i: fs.cat_file(f"bench/raw/{i}"),
