@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -138,17 +140,24 @@ def test_a_kernel_interrupt_during_a_threads_run_cancels_it(flow):
     def after(stuck):
         return stuck
 
-    # a kernel turns SIGINT into KeyboardInterrupt; a process started in the background
-    # (CI) may have inherited SIGINT ignored, so install what a kernel has
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with _kernel_interrupts(), pytest.raises(KeyboardInterrupt):
             flow.run("after", executor="threads")
     finally:
-        signal.signal(signal.SIGINT, previous)
         release.set()
     assert flow.last_run.status == "cancelled"
     assert {r.status for r in flow.last_run.nodes.values()} == {"cancelled"}
+
+
+@contextlib.contextmanager
+def _kernel_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a kernel: a process started in the background
+    (CI) may have inherited SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _waiting_for_the_run(thread: threading.Thread) -> bool:
@@ -175,12 +184,10 @@ def test_an_interrupt_that_lands_on_another_thread_still_cancels_the_run(flow):
         finished.set()
         return 1
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with _kernel_interrupts(), pytest.raises(KeyboardInterrupt):
             flow.run("stuck", executor="threads")
     finally:
-        signal.signal(signal.SIGINT, previous)
         release.set()
     assert finished.wait(60)
     assert released == [True]  # the run was cancelled while the node was still running
