@@ -915,7 +915,7 @@ class _State:
         if not self.plan.nodes[name].cache:
             return "cache=False"
         if prep.fp.volatile:
-            return "code reads a value that cannot be hashed"
+            return prep.fp.volatile_reason
         if not prep.reusable:
             return "deterministic=False"
         previous = self.cache.find_record(keys.latest_key(self.flow.name, name))
@@ -969,7 +969,7 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
         if not plan.nodes[name].cache:
             why = "cache=False"
         elif prep.fp.volatile:
-            why = "code reads a value that cannot be hashed"
+            why = prep.fp.volatile_reason
         elif not prep.reusable:
             why = "deterministic=False"
         else:

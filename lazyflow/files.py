@@ -44,6 +44,9 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from lazyflow.hashing import hash_value, register_hasher
+from lazyflow.keys import domain
+
+_DOMAIN = domain("file")
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
@@ -220,7 +223,7 @@ def paths_in(value: Any) -> Iterator[File]:
 
 
 def _blob_key(digest: str) -> str:
-    return xxhash.xxh3_128_hexdigest(f"lazyflow-file-1\0{digest}".encode())
+    return xxhash.xxh3_128_hexdigest(f"{_DOMAIN}{digest}".encode())
 
 
 def capture(value: Any, cache: Cache) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from lazyflow.errors import (
+    CacheWarning,
     CycleError,
     DefinitionError,
     MissingInputError,
@@ -185,6 +186,8 @@ class Node:
         """
         fp = refresh(self._fingerprint, self.func, extra=self.version)
         if fp is not self._fingerprint:
+            if fp.notes and (self._fingerprint is None or fp.notes != self._fingerprint.notes):
+                _warn_notes(self.name, fp)
             object.__setattr__(self, "_fingerprint", fp)
         return fp
 
@@ -193,6 +196,15 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name}({', '.join(self.params)})>"
+
+
+def _warn_notes(node: str, fp: Fingerprint) -> None:
+    """Say once per change what the node's key cannot see (and whether it is cached)."""
+    outcome = "it is not cached" if fp.volatile else "the key does not cover it"
+    for note in fp.notes:
+        warnings.warn(f"node {node!r}: {note}; {outcome}. Pass what varies as an input, or "
+                      "declare the node with cache=False or version=", CacheWarning,
+                      stacklevel=5)
 
 
 @dataclass

@@ -2,19 +2,32 @@
 
 Design note
 -----------
+The rule: two values that can behave differently never share a digest, even
+when they compare equal; two values of one type that agree in every digested
+detail share one (``docs/caching.md`` lists the details per type). So the
+*type* is always part of a digest (``1`` and ``IntEnum`` 1, a tuple and a
+namedtuple, a dict and a ``defaultdict`` differ), and so are ``-0.0``, a
+Decimal's exponent, a datetime's tz identity and fold, a dict's insertion
+order, pandas and numpy metadata.
+
 A digest is xxh3-128 over a *stream of tagged, length-prefixed chunks*. Every
 type writes a one-byte tag, then its content; containers write their length
 first, so ``['a-b', 'c']`` and ``['a', 'b-c']`` can never meet (joining strings,
-as dask's tokenize does, lets them collide). Unordered containers (dict, set)
-hash each member on its own and feed the *sorted* member digests, so order
-never matters.
+as dask's tokenize does, lets them collide). Dicts are hashed in insertion
+order (``pd.DataFrame(d)`` and ``json.dumps(d)`` follow it); sets hash each
+member on its own and feed the *sorted* member digests, so their iteration
+order (which depends on ``PYTHONHASHSEED``) never matters.
 
-Dispatch is a dict lookup on ``type(obj)``, then a walk of the MRO; numpy and
-pandas hashers are registered lazily the first time a type from those
-packages is seen, so ``import lazyflow`` imports neither. Anything else falls
-back to cloudpickle bytes (joblib's approach), which is slower and, for
-objects whose pickle depends on hash seeds, not stable across processes:
-register a hasher for such types.
+Dispatch is a dict lookup on ``type(obj)``, then a walk of the MRO; a subclass
+of a built-in type writes its own type first. numpy and pandas hashers are
+registered lazily the first time a type from those packages is seen, so
+``import lazyflow`` imports neither. Any other object is hashed by its
+``__reduce_ex__`` — its class, constructor arguments and state, recursively —
+never by pickle bytes (cloudpickle embeds per-process ids for classes defined
+in ``__main__``, so those bytes differ between processes). Code — functions,
+classes, modules — is hashed by the code hasher :mod:`lazyflow.fingerprint`
+registers, so a value that carries code (a class, an enum member, a
+``functools.partial``) changes when that code is edited.
 
 Synchronisation objects (locks, events, barriers, queues) hash by type alone:
 they steer a computation, they are not its data, and a node reading one must
@@ -27,7 +40,8 @@ knows nothing of graphs or caches.
 
 from __future__ import annotations
 
-import dataclasses
+import collections
+import copyreg
 import datetime as _dt
 import decimal
 import enum
@@ -38,15 +52,16 @@ import struct
 import threading
 import types
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
 import xxhash
 
 from lazyflow.errors import HashingError
 
-__all__ = ["Hasher", "hash_value", "register_hasher", "registered_hashers"]
+__all__ = ["Hasher", "hash_value", "register_code_hasher", "register_hasher",
+           "registered_hashers"]
 
 HasherFn = Callable[["Hasher", Any], None]
 """A type's hasher: writes the object's content into the :class:`Hasher`."""
@@ -59,10 +74,11 @@ class Hasher:
     instead and never see this class; built-in hashers write into it directly.
     """
 
-    __slots__ = ("_h",)
+    __slots__ = ("_active", "_h")
 
     def __init__(self) -> None:
         self._h = xxhash.xxh3_128()
+        self._active: list[int] = []  # ids of the objects being reduced: cycles back-reference
 
     def tag(self, tag: bytes) -> None:
         """Write a type tag."""
@@ -176,17 +192,36 @@ def _dispatch(cls: type) -> HasherFn:
 
 def _resolve(cls: type) -> HasherFn:
     for base in cls.__mro__:
-        if base in _HASHERS:
+        if base in _USER_HASHERS:
             return _HASHERS[base]
         root = base.__module__.partition(".")[0]
         if root in _LAZY:
             _LAZY.pop(root)()
             return _resolve(cls)
-    if dataclasses.is_dataclass(cls):
-        return _hash_dataclass
-    if issubclass(cls, enum.Enum):
+    if issubclass(cls, enum.Enum):  # before int or str: IntEnum 1 is not 1
         return _hash_enum
-    return _hash_pickled
+    for base in cls.__mro__:
+        if base in _HASHERS:
+            fn = _HASHERS[base]
+            return fn if base is cls else _subclass(fn, with_state=base in _PLAIN_BUILTINS)
+    return _hash_object
+
+
+_PLAIN_BUILTINS = frozenset({int, float, complex, str, bytes, tuple, list, dict, set, frozenset})
+
+
+def _subclass(base_hasher: HasherFn, *, with_state: bool) -> HasherFn:
+    """A subclass of a hashed type: its own type first (a namedtuple is not a tuple), then
+    the base's content; for subclasses of plain built-ins also the instance's attributes."""
+    def _hash_subclass(h: Hasher, obj: Any) -> None:
+        h.tag(b"<")
+        _CODE[0](h, type(obj))
+        base_hasher(h, obj)
+        if with_state:
+            state = getattr(obj, "__dict__", None)
+            h.value(dict(state) if state else None)
+
+    return _hash_subclass
 
 
 def _type_name(obj: Any) -> str:
@@ -216,13 +251,13 @@ def _hash_int(h: Hasher, obj: int) -> None:
 @_builtin(float)
 def _hash_float(h: Hasher, obj: float) -> None:
     h.tag(b"f")
-    h.chunk(_FLOAT.pack(obj + 0.0))  # + 0.0 folds -0.0 into 0.0: equal values, equal digests
+    h.chunk(_FLOAT.pack(obj))  # -0.0 keeps its sign: 1 / x tells them apart
 
 
 @_builtin(complex)
 def _hash_complex(h: Hasher, obj: complex) -> None:
     h.tag(b"c")
-    h.chunk(_FLOAT.pack(obj.real + 0.0) + _FLOAT.pack(obj.imag + 0.0))
+    h.chunk(_FLOAT.pack(obj.real) + _FLOAT.pack(obj.imag))
 
 
 @_builtin(str)
@@ -251,7 +286,7 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
     bool: lambda obj: b"T" if obj else b"F",
     int: lambda obj: _stream(b"i", obj.to_bytes((obj.bit_length() + 8) // 8, "little",
                                                  signed=True)),
-    float: lambda obj: _stream(b"f", _FLOAT.pack(obj + 0.0)),
+    float: lambda obj: _stream(b"f", _FLOAT.pack(obj)),
     str: lambda obj: _stream(b"s", obj.encode("utf-8", "surrogatepass")),
     bytes: lambda obj: _stream(b"b", obj),
 }
@@ -277,10 +312,10 @@ _HASHERS[list] = _sequence(b"L")
 _HASHERS[tuple] = _sequence(b"(")
 
 
-def _unordered(tag: bytes, members: Callable[[Any], Any]) -> HasherFn:
+def _unordered(tag: bytes) -> HasherFn:
     def _hash_unordered(h: Hasher, obj: Any) -> None:
         h.tag(tag)
-        digests = sorted(hash_value(m) for m in members(obj))
+        digests = sorted(hash_value(m) for m in obj)
         h._h.update(_LEN.pack(len(digests)))
         for d in digests:
             h._h.update(bytes.fromhex(d))
@@ -288,21 +323,60 @@ def _unordered(tag: bytes, members: Callable[[Any], Any]) -> HasherFn:
     return _hash_unordered
 
 
-_HASHERS[dict] = _unordered(b"D", lambda d: d.items())
-_HASHERS[set] = _unordered(b"S", lambda s: s)
-_HASHERS[frozenset] = _unordered(b"Z", lambda s: s)
+_HASHERS[set] = _unordered(b"S")
+_HASHERS[frozenset] = _unordered(b"Z")
 
 
-@_builtin(type)
-def _hash_type(h: Hasher, obj: type) -> None:
-    h.tag(b"t")
-    h.chunk(f"{obj.__module__}.{obj.__qualname__}".encode())
+@_builtin(dict, types.MappingProxyType)
+def _hash_dict(h: Hasher, obj: Any) -> None:
+    """In insertion order: ``pd.DataFrame(d)``, ``json.dumps(d)`` and iteration follow it."""
+    h.tag(b"D")
+    h._h.update(_LEN.pack(len(obj)))
+    for key, value in obj.items():
+        _dispatch(type(key))(h, key)
+        _dispatch(type(value))(h, value)
+
+
+@_builtin(collections.defaultdict)
+def _hash_defaultdict(h: Hasher, obj: collections.defaultdict[Any, Any]) -> None:
+    h.tag(b"y")
+    h.value(obj.default_factory)  # what a missing key reads as is behaviour
+    _hash_dict(h, obj)
+
+
+_CODE: list[HasherFn] = []
+"""The code hasher (one slot): functions, classes and modules are hashed by their code."""
+
+
+def register_code_hasher(fn: HasherFn) -> None:
+    """Install the hasher of code objects; :mod:`lazyflow.fingerprint` registers itself.
+
+    It lives above this module (fingerprints read values, values carry code):
+    registration, not an import, keeps this module at the bottom of the layers.
+    """
+    _CODE[:] = [fn]
+    _DISPATCH_CACHE.clear()
+
+
+def _hash_code(h: Hasher, obj: Any) -> None:
+    if not _CODE:
+        raise HashingError(_type_name(obj), "no code hasher is registered: import lazyflow")
+    _CODE[0](h, obj)
+
+
+for _code_type in (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                   types.ModuleType, types.CodeType, types.WrapperDescriptorType,
+                   types.MethodWrapperType, types.MethodDescriptorType,
+                   types.ClassMethodDescriptorType):
+    _HASHERS[_code_type] = _hash_code
 
 
 @_builtin(_dt.datetime, _dt.date, _dt.time)
 def _hash_datetime(h: Hasher, obj: _dt.date | _dt.time) -> None:
+    """Fields, fold and the tz *identity*: UTC and Europe/London at one offset differ."""
     h.tag(b"d")
-    h.chunk(f"{type(obj).__name__}:{obj.isoformat()}".encode())
+    h.chunk(f"{type(obj).__name__}:{obj.isoformat()}:{getattr(obj, 'fold', 0)}".encode())
+    h.value(getattr(obj, "tzinfo", None))
 
 
 @_builtin(_dt.timedelta)
@@ -313,8 +387,9 @@ def _hash_timedelta(h: Hasher, obj: _dt.timedelta) -> None:
 
 @_builtin(decimal.Decimal)
 def _hash_decimal(h: Hasher, obj: decimal.Decimal) -> None:
-    h.tag(b"m")
-    h.chunk(str(obj.normalize() if obj.is_finite() else obj).encode())
+    h.tag(b"m")  # sign, digits and exponent exactly: Decimal("1.0") prints unlike "1.00"
+    sign, digits, exponent = obj.as_tuple()
+    h.chunk(f"{sign}:{''.join(map(str, digits))}:{exponent}".encode())
 
 
 @_builtin(fractions.Fraction)
@@ -341,53 +416,63 @@ def _hash_range(h: Hasher, obj: range) -> None:
     h.value((obj.start, obj.stop, obj.step))
 
 
-@_builtin(types.FunctionType, types.MethodType, types.BuiltinFunctionType)
-def _hash_function(h: Hasher, obj: Any) -> None:
-    from lazyflow.fingerprint import fingerprint  # fingerprint builds on this module
-
-    h.tag(b"x")
-    h.chunk(fingerprint(obj).digest.encode())
-
-
-@_builtin(types.ModuleType)
-def _hash_module(h: Hasher, obj: types.ModuleType) -> None:
-    from lazyflow.fingerprint import module_token
-
-    h.tag(b"M")
-    h.chunk(module_token(obj).encode())
-
-
 def _hash_control(h: Hasher, obj: Any) -> None:
     """Synchronisation objects are control, not data: they hash by type alone."""
     h.tag(b"K")
     h.chunk(_type_name(obj).encode())
 
 
+# weak containers are caches by nature (functools.singledispatch keeps one): not data either
 for _control in (threading.Event, threading.Barrier, threading.Condition, threading.Semaphore,
-                 type(threading.Lock()), type(threading.RLock()), queue.Queue):
+                 type(threading.Lock()), type(threading.RLock()), queue.Queue,
+                 weakref.WeakKeyDictionary, weakref.WeakValueDictionary, weakref.WeakSet):
     _HASHERS[_control] = _hash_control
 
 
-def _hash_dataclass(h: Hasher, obj: Any) -> None:
-    h.tag(b"C")
-    h.chunk(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
-    for field in dataclasses.fields(obj):
-        h.chunk(field.name.encode())
-        h.value(getattr(obj, field.name))
-
-
 def _hash_enum(h: Hasher, obj: enum.Enum) -> None:
+    """Its class (by code: editing the enum counts), name and value."""
     h.tag(b"E")
-    h.chunk(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}".encode())
+    _hash_code(h, type(obj))
+    h.value(obj._name_)
+    h.value(obj._value_)
 
 
-def _hash_pickled(h: Hasher, obj: Any) -> None:
+def _hash_object(h: Hasher, obj: Any) -> None:
+    """Any other object, by what pickling would rebuild it from: ``__reduce_ex__(4)``.
+
+    The class (through the code hasher), the constructor and its arguments, the
+    state, and list or dict items, each hashed as a value: deterministic across
+    processes, and a function inside (a ``partial``'s) counts by its code. An
+    object met again while it is being hashed is written as a back-reference.
+    """
+    active = h._active
+    if id(obj) in active:
+        h.tag(b"^")
+        h._h.update(_LEN.pack(active.index(id(obj))))
+        return
+    reducer = copyreg.dispatch_table.get(type(obj))  # as pickle does: numpy's ufuncs are there
     try:
-        data = cloudpickle.dumps(obj, protocol=5)
+        reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
     except Exception as e:
-        raise HashingError(_type_name(obj), f"cloudpickle failed: {e}") from e
-    h.tag(b"P")
-    h.chunk(data)
+        raise HashingError(_type_name(obj), f"it cannot be reduced to its state ({e})") from e
+    h.tag(b"O")
+    _hash_code(h, type(obj))
+    wrapped = getattr(obj, "__dict__", {}).get("__wrapped__")
+    if wrapped is not None:  # an lru_cache (or other) wrapper pickles by name: its code counts
+        h.value(wrapped)
+    if isinstance(reduced, str):  # a module-level singleton, named
+        h.chunk(reduced.encode())
+        return
+    rebuild, args, state, items, pairs = (tuple(reduced) + (None,) * 5)[:5]
+    active.append(id(obj))
+    try:
+        h.value(rebuild)
+        h.value(args)
+        h.value(state)
+        h.value(None if items is None else list(items))
+        h.value(None if pairs is None else list(pairs))
+    finally:
+        active.pop()
 
 
 def _hash_strings(h: Hasher, items: list[Any]) -> bool:
@@ -432,7 +517,8 @@ def _array_header(arr: Any) -> bytes:
     found = _ARRAY_HEADERS.get(key)
     if found is not None and found[0] is dtype:
         return found[1]
-    text = f"{dtype.str}|{arr.shape}".encode()
+    # a structured dtype's str is only its size ('|V16'): its descr names fields and formats
+    text = f"{dtype.descr if dtype.fields is not None else dtype.str}|{arr.shape}".encode()
     header = b"A" + _LEN.pack(len(text)) + text
     if dtype.kind in "biufc":
         if len(_ARRAY_HEADERS) >= 4096:
@@ -489,9 +575,18 @@ def _register_numpy() -> HasherFn:
     def _hash_generic(h: Hasher, obj: Any) -> None:
         _hash_ndarray(h, np.asarray(obj))
 
+    def _hash_masked(h: Hasher, arr: Any) -> None:
+        """Data, mask, fill value and hardness: what a masked array computes with."""
+        h.tag(b"Q")
+        _hash_ndarray(h, np.asarray(arr.data))
+        _hash_ndarray(h, np.ma.getmaskarray(arr))
+        h.value(arr.fill_value)
+        h.value(bool(arr.hardmask))
+
     if _install(np.ndarray, _hash_ndarray):
         _ONE_CALL[np.ndarray] = _numeric_hexdigest
     _install(np.generic, _hash_generic)
+    _install(np.ma.MaskedArray, _hash_masked)
     return _hash_ndarray
 
 
@@ -507,20 +602,30 @@ def _register_pandas() -> None:
     hash_ndarray = _register_numpy()
 
     def _column(h: Hasher, col: Any) -> None:
-        """One column (a Series or an Index): raw buffers for numbers, pandas' hashing else."""
+        """One column (a Series or an Index): raw buffers for numbers, one hash per element
+        for mixed objects (``[1, None]`` and ``["1", None]`` must differ), pandas' own
+        hashing for other extension types."""
         dtype = col.dtype
         h.chunk(str(dtype).encode())
         if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
             hash_ndarray(h, col.to_numpy())  # no copy for numpy-backed columns
-        elif not (col.dtype == object or isinstance(dtype, pd.StringDtype)) \
-                or not _hash_strings(h, col.to_numpy(dtype=object).tolist()):
-            # pandas hashes each element on its own (fixed key): no joined-string collisions
+        elif isinstance(dtype, pd.CategoricalDtype):  # categories, their order, ordered
+            values = pd.Categorical(col)
+            _index(h, dtype.categories)
+            h.value(bool(dtype.ordered))
+            hash_ndarray(h, np.asarray(values.codes))
+        elif col.dtype == object or isinstance(dtype, pd.StringDtype):
+            items = col.to_numpy(dtype=object).tolist()
+            if not _hash_strings(h, items):
+                h.value(items)
+        else:  # numeric extension types (nullable, tz-aware, periods...): dtype above
             hashed = pd.util.hash_pandas_object(col, index=False, categorize=False)
             hash_ndarray(h, np.asarray(hashed))
 
     def _index(h: Hasher, index: Any) -> None:
         h.tag(b"I")
         h.value(list(index.names))
+        h.value(getattr(index, "freqstr", None))
         if isinstance(index, pd.RangeIndex):
             h.value((index.start, index.stop, index.step))
         elif isinstance(index, pd.MultiIndex):
@@ -532,19 +637,33 @@ def _register_pandas() -> None:
     def _hash_series(h: Hasher, s: Any) -> None:
         h.tag(b"R")
         h.value(s.name)
+        h.value(dict(s.attrs))
         _index(h, s.index)
         _column(h, s)
 
     def _hash_frame(h: Hasher, df: Any) -> None:
         h.tag(b"W")
-        h.value(list(df.columns))
+        _index(h, df.columns)  # labels, their dtype and the columns' name
+        h.value(dict(df.attrs))
         _index(h, df.index)
         for i in range(df.shape[1]):
             _column(h, df.iloc[:, i])
 
+    def _hash_timestamp(h: Hasher, ts: Any) -> None:
+        """Nanoseconds, unit and tz identity (a Timestamp is a datetime with more detail)."""
+        h.tag(b"n")
+        h.value((ts.value, getattr(ts, "unit", "ns"), ts.fold))
+        h.value(ts.tzinfo)
+
+    def _hash_timedelta(h: Hasher, td: Any) -> None:
+        h.tag(b"v")
+        h.value((td.value, getattr(td, "unit", "ns")))
+
     _install(pd.Series, _hash_series)
     _install(pd.DataFrame, _hash_frame)
     _install(pd.Index, _index)
+    _install(pd.Timestamp, _hash_timestamp)
+    _install(pd.Timedelta, _hash_timedelta)
 
 
 _LAZY["numpy"] = _register_numpy

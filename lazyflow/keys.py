@@ -16,6 +16,13 @@ pairs with a domain tag, so no two layouts can collide:
   key, value digest). Nodes downstream of an uncacheable node have no trace
   key: they are resolved by content after that node runs.
 
+Every key domain carries :data:`KEY_SCHEMA`, bumped whenever what a digest or
+fingerprint covers changes, so an entry keyed under older rules (on a disk
+cache, or a team's shared remote) is never served again: it simply is not
+found. Schema 2: value digests count type, sign of zero, Decimal exponent, tz
+identity, dict order and pandas/numpy metadata; fingerprints cover decorators,
+class hierarchies, local modules, bound instances and callable objects.
+
 ``reasons`` compares a node's current components with the last ones recorded
 for it, so ``explain`` and run records can say *what* changed.
 """
@@ -26,7 +33,18 @@ from collections.abc import Mapping
 
 import xxhash
 
-__all__ = ["content_key", "latest_key", "reasons", "trace_key"]
+__all__ = ["KEY_SCHEMA", "content_key", "domain", "latest_key", "reasons", "trace_key"]
+
+KEY_SCHEMA = 2
+"""The key-schema version inside every key domain (see the design note)."""
+
+
+def domain(name: str) -> str:
+    """The prefix of key domain ``name``: ``"lazyflow-content-2\0"``."""
+    return f"lazyflow-{name}-{KEY_SCHEMA}\0"
+
+
+_CONTENT, _TRACE, _LATEST_DOMAIN = domain("content"), domain("trace"), domain("latest")
 
 
 def _fold(domain: str, fingerprint: str, params: Mapping[str, str],
@@ -47,12 +65,12 @@ def _pairs(pairs: Mapping[str, str]) -> str:
 
 def content_key(fingerprint: str, params: Mapping[str, str], inputs: Mapping[str, str]) -> str:
     """The key results are stored under: code, parameter digests, input value digests."""
-    return _fold("lazyflow-content-1\0", fingerprint, params, inputs)
+    return _fold(_CONTENT, fingerprint, params, inputs)
 
 
 def trace_key(fingerprint: str, params: Mapping[str, str], upstream: Mapping[str, str]) -> str:
     """A key computable without values: code, parameter digests, upstream trace keys."""
-    return _fold("lazyflow-trace-1\0", fingerprint, params, upstream)
+    return _fold(_TRACE, fingerprint, params, upstream)
 
 
 _LATEST: dict[str, str] = {}  # "len:flow NUL node" -> latest key
@@ -68,7 +86,7 @@ def latest_key(flow: str, node: str) -> str:
     if key is None:
         if len(_LATEST) >= _LATEST_SIZE:
             _LATEST.clear()
-        key = _LATEST[name] = xxhash.xxh3_128_hexdigest(f"lazyflow-latest-1\0{name}".encode())
+        key = _LATEST[name] = xxhash.xxh3_128_hexdigest(f"{_LATEST_DOMAIN}{name}".encode())
     return key
 
 

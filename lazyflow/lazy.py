@@ -47,6 +47,9 @@ import xxhash
 
 from lazyflow.errors import DefinitionError
 from lazyflow.hashing import register_hasher
+from lazyflow.keys import domain
+
+_DOMAIN = domain("lazy-traces")
 
 if TYPE_CHECKING:
     from lazyflow.graph import Node
@@ -238,7 +241,7 @@ def validate_lazy(node: str, params: Sequence[str], option: Any) -> None:
 
 def trace_record_key(base_key: str) -> str:
     """Where the dependency traces of a lazy node's base key are recorded."""
-    return xxhash.xxh3_128_hexdigest(f"lazyflow-lazy-traces-1\0{base_key}".encode())
+    return xxhash.xxh3_128_hexdigest(f"{_DOMAIN}{base_key}".encode())
 
 
 def replay(traces: Sequence[Sequence[Sequence[str]]], digest_of: Callable[[str], str | None]

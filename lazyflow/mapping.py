@@ -36,6 +36,9 @@ import xxhash
 
 from lazyflow.errors import DefinitionError, MapError
 from lazyflow.executors.base import Outcome
+from lazyflow.keys import domain
+
+_DOMAIN = domain("element")
 
 __all__ = ["MapRun", "collect", "element_key", "elements", "gather", "validate_map"]
 
@@ -65,7 +68,7 @@ def element_key(base_key: str, param: str, digest: str) -> str:
     """Where one element's result is stored: the node's key without the mapped input, plus
     the element's digest."""
     return xxhash.xxh3_128_hexdigest(
-        f"lazyflow-element-1\0{base_key}\0{len(param)}:{param}\0{digest}".encode())
+        f"{_DOMAIN}{base_key}\0{len(param)}:{param}\0{digest}".encode())
 
 
 @dataclass(slots=True)

@@ -40,14 +40,16 @@ from typing import Any
 import xxhash
 
 from lazyflow.errors import OutputError
+from lazyflow.fingerprint import DYNAMIC_BUILTINS
 from lazyflow.notebook import replay
 
 __all__ = ["DYNAMIC", "CellAnalysis", "CellFunction", "analyse"]
 
 
 
-DYNAMIC = frozenset({"eval", "exec", "globals", "vars"})
-"""Builtins through which a cell can read names no static analysis sees."""
+DYNAMIC = DYNAMIC_BUILTINS
+"""Builtins through which a cell can read names no static analysis sees (one list for cells
+and node code: ``lazyflow.fingerprint.DYNAMIC_BUILTINS``)."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,11 @@ class CellFunction:
             raise OutputError(f"cell {self.__name__!r} did not assign {', '.join(missing)}; "
                               "assign it on every path or choose outputs with --out")
         return {o: scope[o] for o in self.outputs}
+
+    def __lazyflow_key__(self) -> str:
+        """Its fingerprint: the node's ``version=`` carries the cell's code and references;
+        the namespace it runs in is data the analysis turned into inputs."""
+        return "lazyflow cell"
 
     def __repr__(self) -> str:
         return f"<cell {self.__name__}>"

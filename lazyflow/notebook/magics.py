@@ -34,6 +34,7 @@ import xxhash
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from lazyflow import keys
 from lazyflow.errors import CacheWarning, HashingError
 from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
@@ -44,7 +45,7 @@ from lazyflow.run import NodeRecord, format_duration
 
 __all__ = ["RESTORED_NOTICE", "FlowMagics", "cell_node", "load"]
 
-_SHOWN_DOMAIN = "lazyflow-shown-1\0"  # the record of what a cell printed and displayed
+_SHOWN_DOMAIN = keys.domain("shown")  # the record of what a cell printed and displayed
 RESTORED_NOTICE = re.compile(
     r"^lazyflow: .* restored from the \w+ cache \(.*; saved .* of compute\)\n", re.MULTILINE)
 """The line a hit prints before replaying the cell's outputs (a rerun's check ignores it)."""
