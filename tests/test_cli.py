@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from damage import GARBAGE, damage, fold_wal, set_aside
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("lazyflow", path=os.path.dirname(sys.executable))
@@ -204,6 +205,23 @@ def test_runs_records_a_failed_run_with_its_error(project):
     broken = next(n for n in run["nodes"] if n["name"] == "broken")
     assert (broken["error_type"], broken["error_message"]) == ("ValueError",
                                                                "row 3 is malformed")
+
+
+def test_runs_sets_a_damaged_history_aside_and_lists_the_runs_recorded_after(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=5")
+    history = project / "cache" / "history.sqlite"
+    fold_wal(history)
+    damage(history)
+    result = lazyflow(project, "runs", "--cache-dir", "cache")
+    assert result.returncode == 0, result.stderr
+    (aside,) = set_aside(history)
+    assert aside.read_bytes().startswith(GARBAGE)
+    assert result.stderr.count("CacheWarning") == 1
+    assert str(history) in result.stderr and str(aside) in result.stderr
+    after = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6", "--json"))
+    again = lazyflow(project, "runs", "--cache-dir", "cache", "--json")
+    assert again.stderr == ""
+    assert [r["id"] for r in json_of(again)] == [after["id"]]
 
 
 # --------------------------------------------------------------------------- cache

@@ -19,6 +19,13 @@ fsync: the checksum in the metadata is verified on every read, so a torn write
 after a power cut is detected and recomputed instead of being served
 (``read_encoded`` raises, the hierarchy drops the entry).
 
+Damage. A damaged index (``cache.db`` overwritten, "file is not a database"
+or "malformed") is found when the tier opens it or when a statement first
+fails; ``quarantine.py`` moves it aside to ``cache.db.damaged-<timestamp>``,
+the tier goes on with a fresh, empty index and warns once. The value files the
+old index pointed at are orphans then: never served (no row names them) and
+removed by :meth:`DiskTier.clear`, as are those of interrupted writes.
+
 Rejected: diskcache's own pickled store (it writes large values in hundreds
 of thousands of small pieces, ~0.25 GB/s here) and a sidecar metadata entry
 per key (two rows that eviction could separate).
@@ -28,10 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import json
 import os
 import sqlite3
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +49,7 @@ from typing import Any
 import diskcache
 
 from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
 from lazyflow.cache.serialize import (
     Encoded,
     decode,
@@ -160,14 +170,26 @@ class DiskTier:
                  min_file_size: int = 2**16) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.size_limit = int(size_limit)
-        self._cache = diskcache.Cache(self.directory, size_limit=self.size_limit,
-                                      disk=_EntryDisk, disk_min_file_size=min_file_size,
-                                      eviction_policy="least-recently-stored")
+        self.min_file_size = int(min_file_size)
+        self._recovery = threading.Lock()
+        try:
+            self._cache = self._open()
+        except sqlite3.DatabaseError as e:
+            if not is_damage(e):
+                raise
+            self._replace_index(e)
 
+    @property
+    def index_path(self) -> str:
+        """The SQLite index diskcache keeps in the directory."""
+        return os.path.join(self.directory, diskcache.core.DBNAME)
+
+    @recovering("_cache")
     def contains(self, key: str) -> bool:
         """Whether a row exists for ``key``."""
         return key in self._cache
 
+    @recovering("_cache")
     def meta(self, key: str) -> Meta | None:
         """The entry's metadata from its row; the value file is not opened."""
         row = self._cache.get(key, retry=True)
@@ -175,6 +197,7 @@ class DiskTier:
             return None
         return self._parse(key, row)[0]
 
+    @recovering("_cache")
     def get(self, key: str) -> Any:
         """Read, verify and decode the value; ``KeyError`` if it is gone."""
         row = self._cache.get(key, retry=True)
@@ -195,6 +218,7 @@ class DiskTier:
             raise KeyError(key) from None
         return decode(encoded)
 
+    @recovering("_cache")
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``.
 
@@ -208,24 +232,32 @@ class DiskTier:
             warnings.warn(f"a {format_size(encoded.nbytes)} value of node {meta.get('node')!r} "
                           f"exceeds the disk tier's limit of {format_size(self.size_limit)} and "
                           "was evicted at once; raise disk_limit= (or LAZYFLOW_DISK_LIMIT)",
-                          CacheWarning, stacklevel=4)
+                          CacheWarning, stacklevel=5)
         return None
 
+    @recovering("_cache")
     def delete(self, key: str) -> None:
         """Remove the row and its file."""
         self._cache.delete(key, retry=True)
 
+    @recovering("_cache")
     def keys(self) -> Iterator[str]:
         """A snapshot of the keys stored."""
         return iter(list(self._cache.iterkeys()))
 
+    @recovering("_cache")
     def clear(self) -> None:
-        """Remove every entry and file."""
+        """Remove every entry and file, orphaned value files included."""
         self._cache.clear(retry=True)
+        self._remove_orphans()
 
     @property
     def nbytes(self) -> int:
         """Bytes used: the SQLite index plus every value file."""
+        return self._volume()
+
+    @recovering("_cache")
+    def _volume(self) -> int:
         return int(self._cache.volume())
 
     def close(self) -> None:
@@ -234,6 +266,55 @@ class DiskTier:
 
     def __repr__(self) -> str:
         return f"DiskTier({self.directory!r}, size_limit={format_size(self.size_limit)})"
+
+    def _open(self) -> diskcache.Cache:
+        # Built in two steps so that a constructor failing on a damaged index closes its
+        # connection before the file is moved aside: SQLite removes a database's -wal and
+        # -shm *by name* when its last connection closes, which after the move would be
+        # the fresh index's.
+        cache = diskcache.Cache.__new__(diskcache.Cache)
+        try:
+            cache.__init__(self.directory, size_limit=self.size_limit, disk=_EntryDisk,
+                           disk_min_file_size=self.min_file_size,
+                           eviction_policy="least-recently-stored")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cache.close()
+            raise
+        return cache
+
+    def _replace_index(self, error: sqlite3.DatabaseError) -> None:
+        """Set the damaged index aside, open a fresh one, then warn (once per damaged file)."""
+        # not damaged on a fresh connection: another process set it aside already
+        moved = set_aside(self.index_path) if is_damaged(self.index_path) else None
+        self._cache = self._open()
+        if moved is not None:
+            warnings.warn(
+                f"the disk cache index {self.index_path} is damaged ({error}); it was moved "
+                f"to {moved} and a fresh, empty index is used, so cached values will be "
+                "recomputed. The value files the old index pointed at are orphans: "
+                f"`lazyflow cache clear --tier disk --cache-dir {self.directory}` removes "
+                f"them; delete {moved} once you no longer need it", CacheWarning, stacklevel=4)
+
+    def _recover(self, broken: diskcache.Cache, error: sqlite3.DatabaseError) -> None:
+        """Called by :func:`recovering` when a statement found the index damaged."""
+        with self._recovery:
+            if self._cache is not broken:  # another thread recovered while this one failed
+                return
+            broken.close()
+            self._replace_index(error)
+
+    def _remove_orphans(self) -> None:
+        """Delete value files no row points at (a set-aside index's, interrupted writes')."""
+        kept = set()
+        for key in self._cache.iterkeys():  # rows a concurrent writer committed meanwhile
+            row = self._cache.get(key, retry=True)
+            if isinstance(row, _Row) and row.path is not None:
+                kept.add(row.path)
+        for path in glob.glob(os.path.join(glob.escape(self.directory), "*", "*.val")):
+            if path not in kept:
+                with contextlib.suppress(OSError):  # another process removed it first
+                    os.remove(path)
 
     def _forget_if_unchanged(self, key: str, row: _Row) -> None:
         """Drop a row whose value file was deleted behind diskcache's back."""
@@ -250,7 +331,7 @@ class DiskTier:
                 raise ValueError("metadata is not a JSON object")
         except ValueError as e:
             warnings.warn(f"dropped disk cache entry {key[:12]}… with unreadable metadata "
-                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
+                          f"({e}); it will be recomputed", CacheWarning, stacklevel=5)
             self.delete(key)
             return None, b""
         return meta, inline
