@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import glob
+import io
 import json
 import os
 import sqlite3
@@ -51,6 +52,7 @@ import diskcache
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
 from lazyflow.cache.serialize import (
+    CorruptEntryError,
     Encoded,
     decode,
     decode_bytes,
@@ -58,6 +60,7 @@ from lazyflow.cache.serialize import (
     encode,
     read_encoded,
     stamp,
+    verify_stream,
     write_encoded,
 )
 from lazyflow.cache.sizes import format_size
@@ -219,6 +222,29 @@ class DiskTier:
         return decode(encoded)
 
     @recovering("_cache")
+    def check(self, key: str) -> Meta | None:
+        """Compare the entry's stored bytes with their checksum; nothing is unpickled.
+
+        Returns the metadata of an intact entry, ``None`` when the key is gone
+        or holds a record (no value); raises :class:`CorruptEntryError` naming
+        what is damaged (metadata, a missing value file, the bytes). Nothing
+        is deleted: that is the caller's decision (``lazyflow cache verify``).
+        """
+        row = self._cache.get(key, retry=True)
+        if not isinstance(row, _Row):
+            return None
+        head, _, inline = row.blob.partition(b"\n")
+        meta = _load_meta(head)
+        if "checksum" not in meta:
+            return None
+        try:
+            present = self._verify_value(key, row, inline, meta)
+        except CorruptEntryError as e:
+            e.node = meta.get("node")
+            raise
+        return meta if present else None
+
+    @recovering("_cache")
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``.
 
@@ -316,6 +342,21 @@ class DiskTier:
                 with contextlib.suppress(OSError):  # another process removed it first
                     os.remove(path)
 
+    def _verify_value(self, key: str, row: _Row, inline: bytes, meta: Meta) -> bool:
+        """Check the value's bytes (inline or in its file); ``False`` if replaced meanwhile."""
+        if row.path is None:
+            verify_stream(io.BytesIO(inline), meta["checksum"], size=meta.get("size"))
+            return True
+        try:
+            with open(row.path, "rb") as f:
+                verify_stream(f, meta["checksum"], size=meta.get("size"))
+        except FileNotFoundError:
+            current = self._cache.get(key, retry=True)
+            if isinstance(current, _Row) and current.path == row.path:
+                raise CorruptEntryError(f"value file {row.path} is missing") from None
+            return False  # evicted or replaced since the row was read
+        return True
+
     def _forget_if_unchanged(self, key: str, row: _Row) -> None:
         """Drop a row whose value file was deleted behind diskcache's back."""
         with self._cache.transact(retry=True):
@@ -326,12 +367,21 @@ class DiskTier:
     def _parse(self, key: str, row: _Row) -> tuple[Meta | None, bytes]:
         head, _, inline = row.blob.partition(b"\n")
         try:
-            meta = json.loads(head)
-            if not isinstance(meta, dict):
-                raise ValueError("metadata is not a JSON object")
-        except ValueError as e:
+            meta = _load_meta(head)
+        except CorruptEntryError as e:
             warnings.warn(f"dropped disk cache entry {key[:12]}… with unreadable metadata "
                           f"({e}); it will be recomputed", CacheWarning, stacklevel=5)
             self.delete(key)
             return None, b""
         return meta, inline
+
+
+def _load_meta(head: bytes) -> Meta:
+    """A row's metadata; :class:`CorruptEntryError` when it is not a JSON object."""
+    try:
+        meta = json.loads(head)
+    except ValueError as e:
+        raise CorruptEntryError(f"metadata is not JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise CorruptEntryError("metadata is not a JSON object")
+    return meta
