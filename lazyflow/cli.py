@@ -8,7 +8,8 @@ or, with ``--json``, one JSON document on stdout. Nothing here computes
 anything the library cannot.
 
 Exit codes: 0 success; 1 the work itself failed (a node raised, verify found
-a divergence, a notebook's outputs changed); 2 the command was wrong — bad
+a divergence, ``cache verify`` found a damaged or unreadable entry, a
+notebook's outputs changed); 2 the command was wrong — bad
 ``MODULE:FLOW`` path, unknown target, malformed ``-p`` parameter, missing
 input — always with one clear message on stderr, never a traceback.
 
@@ -320,6 +321,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from lazyflow.cache.sizes import format_size, parse_size
 
     cache = _cache(args)
+    status = 0
     if args.action == "stats":
         report: Any = cache.stats()
         text = "\n".join(f"{tier:<8} " + "  ".join(
@@ -346,14 +348,48 @@ def cmd_cache(args: argparse.Namespace) -> int:
     else:
         from lazyflow.provenance import verify_cache
 
-        report = verify_cache(cache, tier=args.tier)
-        text = "\n".join(f"{tier:<8} checked {r['checked']}, dropped {len(r['dropped'])}"
-                         for tier, r in report.items())
+        if args.tier is not None:
+            try:
+                cache.tier(args.tier)
+            except KeyError as e:
+                raise UsageError(str(e.args[0])) from None
+        report = verify_cache(cache, tier=args.tier, drop=args.drop)
+        text = _verification(report)
+        if any(r["damaged"] or r["unreadable"] for r in report.values()):
+            status = 1
     if args.json:
         _dump(report)
     else:
         print(text)
-    return 0
+    return status
+
+
+def _verification(report: dict[str, dict[str, Any]]) -> str:
+    """``cache verify``'s report: a line per tier, then a line per damaged or unreadable entry."""
+    lines = []
+    for tier, r in report.items():
+        if r["skipped"]:
+            lines.append(f"{tier:<8} {r['skipped']} live objects, no stored bytes: not checked")
+            continue
+        summary = f"{tier:<8} checked {r['checked']}: {r['intact']} intact"
+        summary += f", {len(r['damaged'])} damaged"
+        if r["unreadable"]:
+            summary += f", {len(r['unreadable'])} unreadable (kept)"
+        if r["dropped"]:
+            summary += f", {len(r['dropped'])} dropped"
+        elif r["damaged"]:
+            summary += " (kept: rerun with --drop to delete them)"
+        lines.append(summary)
+        for finding in r["damaged"]:
+            lines.append(_finding_line("damaged", finding))
+        for finding in r["unreadable"]:
+            lines.append(_finding_line("unreadable", finding))
+    return "\n".join(lines)
+
+
+def _finding_line(kind: str, finding: dict[str, Any]) -> str:
+    node = f"node {finding['node']!r}: " if finding["node"] else ""
+    return f"  {kind:<10} {finding['key']}  {node}{finding['problem']}"
 
 
 def cmd_notebook(args: argparse.Namespace) -> int:
@@ -430,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help in (("stats", "entries, bytes and hits per tier"),
                        ("prune", "evict entries by size and age"),
                        ("clear", "remove every entry (of one tier)"),
-                       ("verify", "re-hash stored values; drop corrupt ones")):
-        p = actions.add_parser(name, help=help, description=help)
+                       ("verify", "check stored bytes against their checksums; report damage "
+                        "(exit 1), delete it only with --drop")):
+        p = actions.add_parser(name, help=help, description=_DESCRIPTIONS.get(name, help))
         _cache_options(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "prune":
@@ -439,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--older-than", default=None, help="e.g. 30d, 12h")
         if name in ("clear", "verify"):
             p.add_argument("--tier", default=None, help="memory, disk or remote")
+        if name == "verify":
+            p.add_argument("--drop", action="store_true",
+                           help="delete the damaged entries (never those that are only "
+                           "unreadable, e.g. for want of permissions)")
         p.set_defaults(handler=cmd_cache)
 
     notebook = commands.add_parser("notebook", help="run a notebook headless",
@@ -458,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     nb_run.add_argument("--json", action="store_true", help="print JSON")
     nb_run.set_defaults(handler=cmd_notebook)
     return parser
+
+
+_DESCRIPTIONS = {
+    "verify": "Check every stored entry's bytes against the checksum stored with it. Nothing "
+    "is unpickled, so an entry whose value is of a class this process cannot import (a "
+    "colleague's project module) is checked like any other and kept when intact. Prints a "
+    "line per tier and one per damaged entry (bytes changed, value file or object missing, "
+    "metadata unreadable); exit code 1 when any entry is damaged or could not be read. "
+    "Damaged entries are kept unless --drop is given.",
+}
 
 
 def _cache_options(p: argparse.ArgumentParser, *, remote: bool = True) -> None:

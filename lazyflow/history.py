@@ -35,6 +35,12 @@ commit. Readers report such a run as ``interrupted`` (and rewrite it so) once
 its process is gone: same host, and no live process with that pid and start
 time (pids are reused).
 
+A damaged file ("file is not a database", "malformed"), found when the store
+opens it or when a statement first fails, is moved aside to
+``history.sqlite.damaged-<timestamp>`` (``cache/quarantine.py``: never
+deleted, its rows may be recoverable) and recording goes on in a fresh file,
+with one :class:`~lazyflow.errors.CacheWarning` naming both paths.
+
 Rejected: writing synchronously from the run thread (a commit costs more than
 a whole warm request, 20 µs here) and one file per run (``lazyflow runs``
 would have to open thousands of files).
@@ -58,6 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
 from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
@@ -238,11 +245,39 @@ class Store:
         self.path = path
         if path != MEMORY:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False,
-                                     isolation_level=None)
         self._lock = threading.Lock()
         with self._lock:
-            _when_unlocked(self._set_up)
+            try:
+                self._connect()
+            except sqlite3.DatabaseError as e:
+                if not is_damage(e) or path == MEMORY:
+                    raise
+                self._replace_file(e)
+
+    def _connect(self) -> None:
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False,
+                                     isolation_level=None)
+        _when_unlocked(self._set_up)
+
+    def _replace_file(self, error: sqlite3.DatabaseError) -> None:
+        """Set the damaged file aside, start a fresh one, then warn (once per damaged file).
+
+        Called with the lock held.
+        """
+        self._conn.close()
+        # not damaged on a fresh connection: another process set it aside already
+        moved = set_aside(self.path) if is_damaged(self.path) else None
+        self._connect()
+        if moved is not None:
+            _warn_damaged(self.path, moved, error)
+
+    def _recover(self, broken: sqlite3.Connection, error: sqlite3.DatabaseError) -> None:
+        """Called by :func:`recovering` when a statement found the file damaged."""
+        if self.path == MEMORY:
+            raise error
+        with self._lock:
+            if self._conn is broken:  # else another thread recovered while this one failed
+                self._replace_file(error)
 
     def _set_up(self) -> None:
         """WAL mode and the schema (both no-ops on a file another process set up)."""
@@ -252,6 +287,7 @@ class Store:
             self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(_SCHEMA)
 
+    @recovering("_conn")
     def write(self, started: Iterable[tuple[Any, ...]], progress: Iterable[tuple[str, str]],
               ended: Iterable[tuple[Any, ...]]) -> None:
         """Commit new runs, node progress (run id, nodes JSON) and endings in one transaction."""
@@ -265,6 +301,7 @@ class Store:
                 "UPDATE runs SET status = ?, ended = ?, error_type = ?, error_message = ? "
                 "WHERE id = ?", ended)
 
+    @recovering("_conn")
     def runs(self, *, flow: str | None = None, limit: int | None = 20,
              run_id: str | None = None) -> list[RunEntry]:
         """Recorded runs, newest first; ``run_id`` may be a unique prefix."""
@@ -704,6 +741,17 @@ def _alive(pid: int | None, start: str | None) -> bool:
 
 def _timestamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _warn_damaged(path: str, moved: str, error: sqlite3.DatabaseError) -> None:
+    import warnings
+
+    from lazyflow.errors import CacheWarning
+
+    warnings.warn(f"the run history {path} is damaged ({error}); it was moved to {moved} "
+                  "and a fresh history is started, so earlier runs are not listed. Rows may "
+                  f"be recoverable with `sqlite3 {moved} .recover`; delete it once you no "
+                  "longer need it", CacheWarning, stacklevel=2)
 
 
 def _warn(message: str) -> None:

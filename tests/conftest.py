@@ -252,3 +252,44 @@ def dask_client():
                                   host="127.0.0.1", dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
+
+
+# --------------------------------------------------------------------------- a colleague's module
+
+
+class ColleagueModule:
+    """A module of a colleague's project, importable here only until :meth:`leave`.
+
+    Values of its class ``Circle`` are pickled by reference (``module.Circle``), as
+    values of any installed or project module are; after ``leave`` this process can
+    no longer unpickle them, as a CLI run outside that project cannot.
+    """
+
+    def __init__(self, folder, monkeypatch: pytest.MonkeyPatch) -> None:
+        import importlib
+        import uuid
+
+        self.name = f"colleague_{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{self.name}.py").write_text(
+            "class Circle:\n"
+            "    def __init__(self, radius):\n"
+            "        self.radius = radius\n")
+        self._monkeypatch = monkeypatch
+        monkeypatch.syspath_prepend(str(folder))
+        self.module = importlib.import_module(self.name)
+        self._folder = str(folder)
+
+    def leave(self) -> None:
+        """Make the module unimportable in this process."""
+        import importlib
+
+        sys.path.remove(self._folder)
+        sys.modules.pop(self.name, None)
+        importlib.invalidate_caches()
+
+
+@pytest.fixture
+def colleague_module(tmp_path, monkeypatch) -> ColleagueModule:
+    """A module only importable until ``.leave()``: see :class:`ColleagueModule`."""
+    return ColleagueModule(tmp_path / "colleague", monkeypatch)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import pathlib
 import sqlite3
+import warnings
 
 import numpy as np
 import pytest
 from chains import define_array_chain
+from damage import GARBAGE, damage, set_aside
 
 import lazyflow as lf
 from lazyflow.cache.disk import DiskTier
@@ -145,3 +147,71 @@ def test_records_persist_so_a_fresh_process_resolves_without_computing(tmp_path,
     explanation = fresh.explain("total", n=10)
     assert [(row.node, row.action, row.tier) for row in explanation.rows] == \
         [("total", "hit", "disk")]
+
+
+# --------------------------------------------------------------------------- a damaged index
+
+def _cache_with_a_damaged_index(path: pathlib.Path, calls, n: int = 10) -> None:
+    """A disk cache in ``path`` that holds ``raw`` and ``total``; then its index is overwritten."""
+    flow = define_array_chain(_disk_flow(path, memory=None), calls)
+    flow.get("total", n=n)
+    flow.cache.tier("disk").close()  # as when a session ends: the index is one file again
+    damage(path / "cache.db")
+
+
+def test_a_damaged_index_is_set_aside_and_the_flow_runs_on_a_fresh_one(tmp_path, calls):
+    _cache_with_a_damaged_index(tmp_path, calls)
+    with pytest.warns(lf.CacheWarning) as caught:
+        flow = define_array_chain(_disk_flow(tmp_path, memory=None), calls)
+        run = flow.run("total", n=10)
+    assert run["total"] == 45.0
+    assert calls == {"raw": 2, "total": 2}
+    (aside,) = set_aside(tmp_path / "cache.db")
+    assert aside.read_bytes().startswith(GARBAGE)  # kept as it was, for the user to inspect
+    (message,) = [str(w.message) for w in caught if "cache.db" in str(w.message)]
+    assert str(tmp_path / "cache.db") in message and str(aside) in message
+    assert "lazyflow cache clear" in message
+
+
+def test_the_fresh_index_opens_without_a_warning_and_serves_hits(tmp_path, calls):
+    _cache_with_a_damaged_index(tmp_path, calls)
+    with pytest.warns(lf.CacheWarning, match="damaged"):
+        define_array_chain(_disk_flow(tmp_path, memory=None), calls).get("total", n=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = define_array_chain(_disk_flow(tmp_path, memory=None), calls)
+        assert again.run("total", n=10).nodes["total"].tier == "disk"
+    assert len(set_aside(tmp_path / "cache.db")) == 1
+
+
+def test_an_index_with_malformed_pages_is_set_aside_too(tmp_path, calls):
+    flow = define_array_chain(_disk_flow(tmp_path, memory=None), calls)
+    flow.get("total", n=10)
+    flow.cache.tier("disk").close()
+    damage(tmp_path / "cache.db", at=4096)  # the header is intact, the pages after it not
+    with pytest.warns(lf.CacheWarning, match="malformed"):
+        run = define_array_chain(_disk_flow(tmp_path, memory=None), calls).run("total", n=10)
+    assert run.nodes["total"].status == "completed"
+    assert len(set_aside(tmp_path / "cache.db")) == 1
+
+
+def test_an_index_damaged_while_open_is_set_aside_when_a_statement_first_fails(tmp_path):
+    tier = DiskTier(tmp_path, size_limit=10**9)
+    tier.put("a" * 32, [1, 2], {"digest": "d"})
+    tier.close()  # its next statement opens a new connection, which reads the damaged file
+    damage(tmp_path / "cache.db")
+    with pytest.warns(lf.CacheWarning, match="damaged"):
+        assert tier.meta("a" * 32) is None
+    tier.put("b" * 32, [3], {"digest": "e"})
+    assert tier.get("b" * 32) == [3]
+    assert len(set_aside(tmp_path / "cache.db")) == 1
+
+
+def test_clear_removes_the_value_files_a_set_aside_index_pointed_at(tmp_path, calls):
+    _cache_with_a_damaged_index(tmp_path, calls, n=100_000)  # raw's value is a file
+    with pytest.warns(lf.CacheWarning, match="damaged"):
+        tier = DiskTier(tmp_path, size_limit=10**9)
+    assert len(_value_files(tmp_path)) == 1  # an orphan: no row of the fresh index names it
+    tier.clear()
+    assert _value_files(tmp_path) == []
+    assert len(set_aside(tmp_path / "cache.db")) == 1  # the damaged index is the user's to delete

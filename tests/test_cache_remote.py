@@ -12,6 +12,7 @@ from chains import define_array_chain
 import lazyflow as lf
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.remote import RemoteTier, RemoteUnavailableError
+from lazyflow.provenance import verify_cache
 
 pytestmark = pytest.mark.s3
 
@@ -176,3 +177,39 @@ def test_background_writes_of_one_key_land_in_order(s3_url, s3_options):
     reader = RemoteTier(s3_url, s3_options, background=False)
     assert reader.meta("ab" * 16)["digest"] == "19"
     assert [reader.get(f"{v:032x}") for v in range(20)] == list(range(20))
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_reports_a_flipped_s3_object_and_deletes_it_only_with_drop(s3_url, s3_options,
+                                                                          tmp_path, calls):
+    flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
+    key = flow.run("raw", n=1000).nodes["raw"].key
+    fs = s3fs.S3FileSystem(**s3_options)
+    (value_object,) = [p for p in _objects(s3_url, s3_options) if not p.endswith(".json")]
+    data = bytearray(fs.cat_file(value_object))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(value_object, bytes(data))
+    remote = flow.cache.tier("remote")
+    report = verify_cache(flow.cache)["remote"]
+    assert [(d["key"], d["node"]) for d in report["damaged"]] == [(key, "raw")]
+    assert remote.contains(key)
+    assert verify_cache(flow.cache, drop=True)["remote"]["dropped"] == [key]
+    assert not remote.contains(key)
+
+
+def test_verify_keeps_a_remote_entry_whose_class_this_process_cannot_import(
+        s3_url, s3_options, tmp_path, colleague_module):
+    flow = _remote_flow(s3_url, s3_options, tmp_path, name="shapes")
+    circle = colleague_module.module.Circle
+
+    @flow.node
+    def shape(radius: int):
+        return circle(radius)
+
+    key = flow.run("shape", radius=2).nodes["shape"].key
+    colleague_module.leave()  # as for a teammate's CLI outside that project
+    report = verify_cache(flow.cache, drop=True)["remote"]
+    assert (report["checked"], report["intact"], report["damaged"]) == (1, 1, [])
+    assert flow.cache.tier("remote").contains(key)

@@ -11,6 +11,7 @@ import pytest
 from lazyflow.cache import NO_VALUE
 from lazyflow.cache.disk import DiskTier
 from lazyflow.cache.remote import RemoteTier
+from lazyflow.cache.serialize import CorruptEntryError
 
 KEY = "ab" * 16
 OTHER = "cd" * 16
@@ -86,6 +87,21 @@ class TierConformance:
             tier.put(KEY, np.arange(100_000), {"digest": "d1"})
             getattr(tier, "flush", lambda: None)()
         assert tier.meta(KEY) is None
+
+    def test_check_answers_the_metadata_of_an_intact_entry_without_unpickling_it(
+            self, tier, colleague_module):
+        tier.put(KEY, colleague_module.module.Circle(2), {"digest": "d1", "node": "shape"})
+        getattr(tier, "flush", lambda: None)()
+        colleague_module.leave()  # get() cannot rebuild the value now; check() need not
+        with pytest.raises(CorruptEntryError):
+            tier.get(KEY)
+        assert tier.check(KEY)["node"] == "shape"
+
+    def test_check_answers_none_for_a_record_or_a_missing_key(self, tier):
+        tier.put(KEY, NO_VALUE, {"digest": "d1"})
+        getattr(tier, "flush", lambda: None)()
+        assert tier.check(KEY) is None
+        assert tier.check(OTHER) is None
 
 
 @pytest.fixture

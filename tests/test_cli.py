@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from damage import GARBAGE, damage, fold_wal, set_aside
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("lazyflow", path=os.path.dirname(sys.executable))
@@ -206,18 +207,24 @@ def test_runs_records_a_failed_run_with_its_error(project):
                                                                "row 3 is malformed")
 
 
+def test_runs_sets_a_damaged_history_aside_and_lists_the_runs_recorded_after(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=5")
+    history = project / "cache" / "history.sqlite"
+    fold_wal(history)
+    damage(history)
+    result = lazyflow(project, "runs", "--cache-dir", "cache")
+    assert result.returncode == 0, result.stderr
+    (aside,) = set_aside(history)
+    assert aside.read_bytes().startswith(GARBAGE)
+    assert result.stderr.count("CacheWarning") == 1
+    assert str(history) in result.stderr and str(aside) in result.stderr
+    after = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6", "--json"))
+    again = lazyflow(project, "runs", "--cache-dir", "cache", "--json")
+    assert again.stderr == ""
+    assert [r["id"] for r in json_of(again)] == [after["id"]]
+
+
 # --------------------------------------------------------------------------- cache
-
-
-def _corrupt(project: Path, key: str) -> None:
-    """Overwrite a disk entry's value, keeping its metadata (and so its digest)."""
-    code = textwrap.dedent(f"""
-        import lazyflow as lf
-        disk = lf.Cache(memory=None, remote=None).tier("disk")
-        disk.put({key!r}, [666], disk.meta({key!r}))
-    """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAZYFLOW_CACHE_DIR": str(project / "cache")}
-    subprocess.run([sys.executable, "-c", code], cwd=project, env=env, check=True)
 
 
 def test_cache_stats_counts_the_disk_entries(project):
@@ -227,14 +234,72 @@ def test_cache_stats_counts_the_disk_entries(project):
     assert stats["disk"]["bytes"] > 0
 
 
-def test_cache_verify_drops_a_value_that_no_longer_matches_its_digest(project):
-    run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--json"))
-    bad = next(n["key"] for n in run["nodes"] if n["node"] == "raw")
-    _corrupt(project, bad)
-    report = json_of(lazyflow(project, "cache", "verify", "--cache-dir", "cache", "--json"))
-    assert report["disk"]["dropped"] == [bad]
-    again = json_of(lazyflow(project, "cache", "verify", "--cache-dir", "cache", "--json"))
-    assert again["disk"]["dropped"] == []
+COLLEAGUE_FLOW = """
+import lazyflow as lf
+from shapes import Circle   # the colleague's own module, beside this file
+
+flow = lf.Flow("geometry")
+
+@flow.node
+def circle(radius: int):
+    return Circle(radius)
+"""
+
+
+def test_cache_verify_keeps_an_entry_whose_class_it_cannot_import(project):
+    colleague = project / "colleague"
+    colleague.mkdir()
+    (colleague / "shapes.py").write_text("class Circle:\n"
+                                         "    def __init__(self, radius):\n"
+                                         "        self.radius = radius\n")
+    (colleague / "geometry.py").write_text(COLLEAGUE_FLOW)
+    first = json_of(lazyflow(project, "run", "colleague/geometry.py:flow", "circle",
+                             "-p", "radius=2", "--json"))
+    result = lazyflow(project, "cache", "verify", "--drop", "--cache-dir", "cache")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("disk     checked 1: 1 intact, 0 damaged")
+    again = json_of(lazyflow(project, "run", "colleague/geometry.py:flow", "circle",
+                             "-p", "radius=2", "--json"))
+    assert again["counts"] == {"cached": 1}  # the colleague's entry is still there
+    assert again["nodes"][0]["key"] == first["nodes"][0]["key"]
+
+
+def _flip_value_file(project: Path) -> None:
+    """Flip one byte in the middle of the disk tier's only value file."""
+    (path,) = (project / "cache").rglob("*.val")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _raw_with_a_flipped_value_file(project: Path) -> str:
+    """Run ``total`` with a ``raw`` large enough for a value file, damage it; ``raw``'s key."""
+    run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=50000", "--json"))
+    _flip_value_file(project)
+    return next(n["key"] for n in run["nodes"] if n["node"] == "raw")
+
+
+def test_cache_verify_reports_flipped_bytes_exits_1_and_keeps_the_entry(project):
+    bad = _raw_with_a_flipped_value_file(project)
+    result = lazyflow(project, "cache", "verify", "--cache-dir", "cache")
+    assert result.returncode == 1
+    assert "1 damaged (kept: rerun with --drop to delete them)" in result.stdout
+    assert f"damaged    {bad}  node 'raw': entry checksum" in result.stdout
+    report = json.loads(lazyflow(project, "cache", "verify", "--cache-dir", "cache",
+                                 "--json").stdout)
+    assert [d["key"] for d in report["disk"]["damaged"]] == [bad]  # still there to report
+    assert report["disk"]["dropped"] == []
+
+
+def test_cache_verify_drop_deletes_the_damaged_entry(project):
+    bad = _raw_with_a_flipped_value_file(project)
+    result = lazyflow(project, "cache", "verify", "--drop", "--cache-dir", "cache", "--json")
+    assert result.returncode == 1  # damage was found, even though it is gone now
+    assert json.loads(result.stdout)["disk"]["dropped"] == [bad]
+    assert lazyflow(project, "cache", "verify", "--cache-dir", "cache").returncode == 0
+    rerun = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=50000",
+                             "--json"))
+    assert rerun["counts"] == {"cached": 1}  # total's entry was intact and kept
 
 
 def test_cache_clear_empties_the_disk_tier_and_keeps_the_history(project):
@@ -262,6 +327,7 @@ def test_cache_prune_by_age_removes_old_entries(project):
     (["cache", "prune", "--older-than", "soon"], "malformed age 'soon'"),
     (["cache", "prune", "--max-size", "big"], "--max-size 'big' is not a size"),
     (["cache", "clear", "--tier", "tape"], "no 'tape' tier"),
+    (["cache", "verify", "--tier", "tape"], "no 'tape' tier"),
 ])
 def test_malformed_cache_commands_exit_2(project, args, message):
     result = lazyflow(project, *args)

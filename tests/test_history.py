@@ -8,12 +8,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
+from damage import GARBAGE, damage, fold_wal, set_aside
 
 import lazyflow as lf
-from lazyflow.history import FILENAME, find, location
+from lazyflow.history import FILENAME, Store, find, location
 from lazyflow.run import new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,3 +317,65 @@ def test_two_processes_recording_at_once_lose_no_run(tmp_path):
         [("left", "completed")] * 40 + [("right", "completed")] * 40
     assert all(len(r.nodes) == 1 for r in runs)
     assert sqlite3.connect(history_file).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+# --------------------------------------------------------------------------- a damaged file
+
+def _history_of_an_earlier_session(tmp_path: Path) -> Path:
+    """``cache/history.sqlite`` as another process left it: one run, all in the main file."""
+    cache = tmp_path / "cache"
+    script = _script(tmp_path, f"""
+        import lazyflow as lf
+
+        flow = lf.Flow("earlier", cache=lf.Cache(memory=None, disk={str(cache)!r}, remote=None))
+
+        @flow.node
+        def answer():
+            return 42
+
+        flow.get("answer")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "LAZYFLOW_HISTORY"}
+    subprocess.run([sys.executable, str(script)], env={**env, "PYTHONPATH": str(ROOT)},
+                   check=True, timeout=120)
+    fold_wal(cache / FILENAME)
+    return cache / FILENAME
+
+
+def test_a_damaged_history_is_set_aside_and_recording_goes_on(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
+    path = _history_of_an_earlier_session(tmp_path)
+    damage(path)
+    flow = lf.Flow("after", cache=lf.Cache(memory=None, disk=str(path.parent), remote=None))
+    _chain(flow)
+    with pytest.warns(lf.CacheWarning) as caught:
+        run = flow.run("total", n=3)
+        recorded = lf.history(flow)
+    assert [r.id for r in recorded] == [run.id]
+    (aside,) = set_aside(path)
+    assert aside.read_bytes().startswith(GARBAGE)
+    (message,) = [str(w.message) for w in caught if FILENAME in str(w.message)]
+    assert str(path) in message and str(aside) in message and ".recover" in message
+
+
+def test_the_fresh_history_opens_without_a_warning(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
+    path = _history_of_an_earlier_session(tmp_path)
+    damage(path)
+    flow = lf.Flow("after", cache=lf.Cache(memory=None, disk=str(path.parent), remote=None))
+    _chain(flow)
+    with pytest.warns(lf.CacheWarning, match="damaged"):
+        run = flow.run("total", n=3)
+        lf.history(flow)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [r.id for r in Store(str(path)).runs()] == [run.id]
+
+
+def test_a_history_with_malformed_pages_is_set_aside_when_first_read(tmp_path):
+    path = _history_of_an_earlier_session(tmp_path)
+    damage(path, at=4096)  # the header and schema page are intact: it opens, then fails
+    store = Store(str(path))
+    with pytest.warns(lf.CacheWarning, match="malformed"):
+        assert store.runs() == []
+    assert len(set_aside(path)) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 
 import pytest
 
@@ -201,15 +203,82 @@ def test_verify_skips_a_nondeterministic_node_and_checks_what_it_feeds(flow, cal
 # --------------------------------------------------------------------------- cache audit
 
 
-def test_verify_cache_drops_an_entry_whose_value_no_longer_matches_its_digest(tmp_path, calls):
+def _audited(tmp_path, calls) -> tuple[lf.Flow, lf.Run]:
+    """A flow whose cache is on disk only, after one run of ``total``."""
     flow = lf.Flow("audit", cache=lf.Cache(memory=None, disk=str(tmp_path), remote=None))
     _analysis(flow, calls)
-    run = flow.run("total", n=3)
-    disk = flow.cache.tier("disk")
+    return flow, flow.run("total", n=3)
+
+
+def _flip_stored_byte(directory, key: str) -> None:
+    """Flip one byte of an entry kept inline in the disk tier's SQLite index."""
+    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as db, db:
+        (blob,) = db.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchone()
+        flipped = bytearray(blob)
+        flipped[-3] ^= 0xFF  # in the value's frames, after the metadata line
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(flipped), key))
+
+
+def test_verify_cache_reports_an_entry_whose_stored_bytes_changed_and_keeps_it(tmp_path, calls):
+    flow, run = _audited(tmp_path, calls)
     bad = run.nodes["scaled"].key
-    disk.put(bad, [666], disk.meta(bad))
-    report = verify_cache(flow.cache)
-    assert report["disk"]["dropped"] == [bad]
-    assert report["disk"]["checked"] == 3
+    _flip_stored_byte(tmp_path, bad)
+    report = verify_cache(flow.cache)["disk"]
+    assert [(d["key"], d["node"]) for d in report["damaged"]] == [(bad, "scaled")]
+    assert "checksum" in report["damaged"][0]["problem"]
+    assert (report["checked"], report["intact"], report["dropped"]) == (3, 2, [])
+    assert flow.cache.tier("disk").contains(bad)
+
+
+def test_verify_cache_with_drop_deletes_the_damaged_entries_only(tmp_path, calls):
+    flow, run = _audited(tmp_path, calls)
+    bad = run.nodes["scaled"].key
+    _flip_stored_byte(tmp_path, bad)
+    report = verify_cache(flow.cache, drop=True)["disk"]
+    assert report["dropped"] == [bad]
+    disk = flow.cache.tier("disk")
     assert not disk.contains(bad)
-    assert disk.contains(run.nodes["raw"].key)
+    assert disk.contains(run.nodes["raw"].key) and disk.contains(run.nodes["total"].key)
+
+
+def test_verify_cache_reports_a_value_file_that_is_gone(tmp_path, calls):
+    flow, _ = _audited(tmp_path, calls)
+    key = flow.run("raw", n=50_000).nodes["raw"].key  # large enough for a file of its own
+    (path,) = tmp_path.rglob("*.val")
+    path.unlink()
+    (damaged,) = verify_cache(flow.cache)["disk"]["damaged"]
+    assert damaged["key"] == key and "is missing" in damaged["problem"]
+
+
+def test_verify_cache_keeps_an_entry_whose_class_this_process_cannot_import(
+        tmp_path, colleague_module):
+    flow = lf.Flow("shapes", cache=lf.Cache(memory=None, disk=str(tmp_path), remote=None))
+    circle = colleague_module.module.Circle
+
+    @flow.node
+    def shape(radius: int):
+        return circle(radius)
+
+    key = flow.run("shape", radius=2).nodes["shape"].key
+    colleague_module.leave()
+    report = verify_cache(flow.cache, drop=True)["disk"]
+    assert (report["checked"], report["intact"], report["damaged"]) == (1, 1, [])
+    assert flow.cache.tier("disk").contains(key)
+
+
+def test_verify_cache_does_not_recompute_digests_so_keeps_a_value_it_cannot_rehash_alike(
+        tmp_path, calls):
+    flow, run = _audited(tmp_path, calls)
+    disk = flow.cache.tier("disk")
+    key = run.nodes["scaled"].key
+    disk.put(key, [666], disk.meta(key))  # stored bytes as written, but another digest
+    report = verify_cache(flow.cache, drop=True)["disk"]
+    assert (report["intact"], report["damaged"]) == (3, [])
+    assert disk.contains(key)
+
+
+def test_verify_cache_skips_the_memory_tier_which_holds_objects_not_bytes(flow, calls):
+    _analysis(flow, calls)
+    flow.run("total", n=3)
+    report = verify_cache(flow.cache)["memory"]
+    assert (report["checked"], report["skipped"]) == (0, 3)

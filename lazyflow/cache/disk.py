@@ -19,6 +19,13 @@ fsync: the checksum in the metadata is verified on every read, so a torn write
 after a power cut is detected and recomputed instead of being served
 (``read_encoded`` raises, the hierarchy drops the entry).
 
+Damage. A damaged index (``cache.db`` overwritten, "file is not a database"
+or "malformed") is found when the tier opens it or when a statement first
+fails; ``quarantine.py`` moves it aside to ``cache.db.damaged-<timestamp>``,
+the tier goes on with a fresh, empty index and warns once. The value files the
+old index pointed at are orphans then: never served (no row names them) and
+removed by :meth:`DiskTier.clear`, as are those of interrupted writes.
+
 Rejected: diskcache's own pickled store (it writes large values in hundreds
 of thousands of small pieces, ~0.25 GB/s here) and a sidecar metadata entry
 per key (two rows that eviction could separate).
@@ -28,10 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
+import io
 import json
 import os
 import sqlite3
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +50,9 @@ from typing import Any
 import diskcache
 
 from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
 from lazyflow.cache.serialize import (
+    CorruptEntryError,
     Encoded,
     decode,
     decode_bytes,
@@ -48,6 +60,7 @@ from lazyflow.cache.serialize import (
     encode,
     read_encoded,
     stamp,
+    verify_stream,
     write_encoded,
 )
 from lazyflow.cache.sizes import format_size
@@ -160,14 +173,26 @@ class DiskTier:
                  min_file_size: int = 2**16) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.size_limit = int(size_limit)
-        self._cache = diskcache.Cache(self.directory, size_limit=self.size_limit,
-                                      disk=_EntryDisk, disk_min_file_size=min_file_size,
-                                      eviction_policy="least-recently-stored")
+        self.min_file_size = int(min_file_size)
+        self._recovery = threading.Lock()
+        try:
+            self._cache = self._open()
+        except sqlite3.DatabaseError as e:
+            if not is_damage(e):
+                raise
+            self._replace_index(e)
 
+    @property
+    def index_path(self) -> str:
+        """The SQLite index diskcache keeps in the directory."""
+        return os.path.join(self.directory, diskcache.core.DBNAME)
+
+    @recovering("_cache")
     def contains(self, key: str) -> bool:
         """Whether a row exists for ``key``."""
         return key in self._cache
 
+    @recovering("_cache")
     def meta(self, key: str) -> Meta | None:
         """The entry's metadata from its row; the value file is not opened."""
         row = self._cache.get(key, retry=True)
@@ -175,6 +200,7 @@ class DiskTier:
             return None
         return self._parse(key, row)[0]
 
+    @recovering("_cache")
     def get(self, key: str) -> Any:
         """Read, verify and decode the value; ``KeyError`` if it is gone."""
         row = self._cache.get(key, retry=True)
@@ -195,6 +221,30 @@ class DiskTier:
             raise KeyError(key) from None
         return decode(encoded)
 
+    @recovering("_cache")
+    def check(self, key: str) -> Meta | None:
+        """Compare the entry's stored bytes with their checksum; nothing is unpickled.
+
+        Returns the metadata of an intact entry, ``None`` when the key is gone
+        or holds a record (no value); raises :class:`CorruptEntryError` naming
+        what is damaged (metadata, a missing value file, the bytes). Nothing
+        is deleted: that is the caller's decision (``lazyflow cache verify``).
+        """
+        row = self._cache.get(key, retry=True)
+        if not isinstance(row, _Row):
+            return None
+        head, _, inline = row.blob.partition(b"\n")
+        meta = _load_meta(head)
+        if "checksum" not in meta:
+            return None
+        try:
+            present = self._verify_value(key, row, inline, meta)
+        except CorruptEntryError as e:
+            e.node = meta.get("node")
+            raise
+        return meta if present else None
+
+    @recovering("_cache")
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``.
 
@@ -208,24 +258,32 @@ class DiskTier:
             warnings.warn(f"a {format_size(encoded.nbytes)} value of node {meta.get('node')!r} "
                           f"exceeds the disk tier's limit of {format_size(self.size_limit)} and "
                           "was evicted at once; raise disk_limit= (or LAZYFLOW_DISK_LIMIT)",
-                          CacheWarning, stacklevel=4)
+                          CacheWarning, stacklevel=5)
         return None
 
+    @recovering("_cache")
     def delete(self, key: str) -> None:
         """Remove the row and its file."""
         self._cache.delete(key, retry=True)
 
+    @recovering("_cache")
     def keys(self) -> Iterator[str]:
         """A snapshot of the keys stored."""
         return iter(list(self._cache.iterkeys()))
 
+    @recovering("_cache")
     def clear(self) -> None:
-        """Remove every entry and file."""
+        """Remove every entry and file, orphaned value files included."""
         self._cache.clear(retry=True)
+        self._remove_orphans()
 
     @property
     def nbytes(self) -> int:
         """Bytes used: the SQLite index plus every value file."""
+        return self._volume()
+
+    @recovering("_cache")
+    def _volume(self) -> int:
         return int(self._cache.volume())
 
     def close(self) -> None:
@@ -234,6 +292,70 @@ class DiskTier:
 
     def __repr__(self) -> str:
         return f"DiskTier({self.directory!r}, size_limit={format_size(self.size_limit)})"
+
+    def _open(self) -> diskcache.Cache:
+        # Built in two steps so that a constructor failing on a damaged index closes its
+        # connection before the file is moved aside: SQLite removes a database's -wal and
+        # -shm *by name* when its last connection closes, which after the move would be
+        # the fresh index's.
+        cache = diskcache.Cache.__new__(diskcache.Cache)
+        try:
+            cache.__init__(self.directory, size_limit=self.size_limit, disk=_EntryDisk,
+                           disk_min_file_size=self.min_file_size,
+                           eviction_policy="least-recently-stored")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cache.close()
+            raise
+        return cache
+
+    def _replace_index(self, error: sqlite3.DatabaseError) -> None:
+        """Set the damaged index aside, open a fresh one, then warn (once per damaged file)."""
+        # not damaged on a fresh connection: another process set it aside already
+        moved = set_aside(self.index_path) if is_damaged(self.index_path) else None
+        self._cache = self._open()
+        if moved is not None:
+            warnings.warn(
+                f"the disk cache index {self.index_path} is damaged ({error}); it was moved "
+                f"to {moved} and a fresh, empty index is used, so cached values will be "
+                "recomputed. The value files the old index pointed at are orphans: "
+                f"`lazyflow cache clear --tier disk --cache-dir {self.directory}` removes "
+                f"them; delete {moved} once you no longer need it", CacheWarning, stacklevel=4)
+
+    def _recover(self, broken: diskcache.Cache, error: sqlite3.DatabaseError) -> None:
+        """Called by :func:`recovering` when a statement found the index damaged."""
+        with self._recovery:
+            if self._cache is not broken:  # another thread recovered while this one failed
+                return
+            broken.close()
+            self._replace_index(error)
+
+    def _remove_orphans(self) -> None:
+        """Delete value files no row points at (a set-aside index's, interrupted writes')."""
+        kept = set()
+        for key in self._cache.iterkeys():  # rows a concurrent writer committed meanwhile
+            row = self._cache.get(key, retry=True)
+            if isinstance(row, _Row) and row.path is not None:
+                kept.add(row.path)
+        for path in glob.glob(os.path.join(glob.escape(self.directory), "*", "*.val")):
+            if path not in kept:
+                with contextlib.suppress(OSError):  # another process removed it first
+                    os.remove(path)
+
+    def _verify_value(self, key: str, row: _Row, inline: bytes, meta: Meta) -> bool:
+        """Check the value's bytes (inline or in its file); ``False`` if replaced meanwhile."""
+        if row.path is None:
+            verify_stream(io.BytesIO(inline), meta["checksum"], size=meta.get("size"))
+            return True
+        try:
+            with open(row.path, "rb") as f:
+                verify_stream(f, meta["checksum"], size=meta.get("size"))
+        except FileNotFoundError:
+            current = self._cache.get(key, retry=True)
+            if isinstance(current, _Row) and current.path == row.path:
+                raise CorruptEntryError(f"value file {row.path} is missing") from None
+            return False  # evicted or replaced since the row was read
+        return True
 
     def _forget_if_unchanged(self, key: str, row: _Row) -> None:
         """Drop a row whose value file was deleted behind diskcache's back."""
@@ -245,12 +367,21 @@ class DiskTier:
     def _parse(self, key: str, row: _Row) -> tuple[Meta | None, bytes]:
         head, _, inline = row.blob.partition(b"\n")
         try:
-            meta = json.loads(head)
-            if not isinstance(meta, dict):
-                raise ValueError("metadata is not a JSON object")
-        except ValueError as e:
+            meta = _load_meta(head)
+        except CorruptEntryError as e:
             warnings.warn(f"dropped disk cache entry {key[:12]}… with unreadable metadata "
-                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
+                          f"({e}); it will be recomputed", CacheWarning, stacklevel=5)
             self.delete(key)
             return None, b""
         return meta, inline
+
+
+def _load_meta(head: bytes) -> Meta:
+    """A row's metadata; :class:`CorruptEntryError` when it is not a JSON object."""
+    try:
+        meta = json.loads(head)
+    except ValueError as e:
+        raise CorruptEntryError(f"metadata is not JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise CorruptEntryError("metadata is not a JSON object")
+    return meta

@@ -51,6 +51,7 @@ from lazyflow.cache.serialize import (
     encode,
     read_encoded,
     stamp,
+    verify_stream,
 )
 from lazyflow.errors import CacheWarning, LazyflowError
 
@@ -141,6 +142,26 @@ class RemoteTier:
                                         "missing") from None
             raise KeyError(key) from None  # replaced or deleted meanwhile
         return decode(encoded)
+
+    def check(self, key: str) -> Meta | None:
+        """Compare the value object's bytes with their checksum; nothing is unpickled.
+
+        Returns the metadata of an intact entry, ``None`` when the key is gone
+        or holds a record (no value); raises :class:`CorruptEntryError` naming
+        what is damaged (metadata, a missing value object, the bytes). Nothing
+        is deleted: that is the caller's decision (``lazyflow cache verify``).
+        """
+        self.flush()  # pending writes are this process's own, not stored bytes yet
+        stored = self._load_meta(key)
+        if stored is None or stored.get("object") is None:
+            return None
+        meta: Meta = stored["meta"]
+        try:
+            present = self._verify_object(key, stored["object"], meta)
+        except CorruptEntryError as e:
+            e.node = meta.get("node")
+            raise
+        return meta if present else None
 
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode now, upload in the background (or at once without a background thread);
@@ -268,20 +289,41 @@ class RemoteTier:
             if self.fs.exists(temporary):
                 self.fs.rm_file(temporary)
 
+    def _verify_object(self, key: str, name: str, meta: Meta) -> bool:
+        """Stream the value object through its checksum; ``False`` if replaced meanwhile."""
+        try:
+            with self.fs.open(self._path(key, name), "rb", block_size=self.chunk_size,
+                              cache_type="readahead") as f:
+                verify_stream(f, meta["checksum"], size=meta.get("size"), chunk=self.chunk_size)
+        except FileNotFoundError:
+            current = self._load_meta(key)
+            if current is not None and current.get("object") == name:
+                raise CorruptEntryError(f"value object {name} is missing") from None
+            return False  # replaced or deleted meanwhile
+        return True
+
     def _read_meta(self, key: str) -> dict[str, Any] | None:
+        """The stored metadata object; an unreadable one is dropped with a warning."""
+        try:
+            return self._load_meta(key)
+        except CorruptEntryError as e:
+            warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
+                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
+            self.fs.rm_file(self._path(key, "json"))
+            return None
+
+    def _load_meta(self, key: str) -> dict[str, Any] | None:
+        """The stored metadata object, ``None`` if absent; :class:`CorruptEntryError` if unreadable."""
         try:
             raw = self.fs.cat_file(self._path(key, "json"))
         except FileNotFoundError:
             return None
         try:
             stored = json.loads(raw)
-            if not isinstance(stored, dict) or not isinstance(stored.get("meta"), dict):
-                raise ValueError("not a lazyflow metadata object")
         except ValueError as e:
-            warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
-                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
-            self.fs.rm_file(self._path(key, "json"))
-            return None
+            raise CorruptEntryError(f"metadata is not JSON: {e}") from e
+        if not isinstance(stored, dict) or not isinstance(stored.get("meta"), dict):
+            raise CorruptEntryError("metadata is not a lazyflow metadata object")
         return stored
 
     def _path(self, key: str, suffix: str) -> str:
