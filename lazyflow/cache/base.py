@@ -13,6 +13,10 @@ and to verify reads) and may carry anything JSON-serialisable besides
 (``node``, ``size``, ``created``, ``serializer``...). A *record* is an entry
 with no value at all (``value is NO_VALUE``): the hierarchy uses records for
 its small index of trace keys.
+
+A tier that stops answering (a remote past its deadline) raises
+:class:`TierOfflineError` from then on, at once, having warned once itself;
+the hierarchy skips it without a further word.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["NO_VALUE", "Meta", "Tier"]
+from lazyflow.errors import LazyflowError
+
+__all__ = ["NO_VALUE", "Meta", "Tier", "TierOfflineError"]
 
 Meta = dict[str, Any]
 
@@ -37,6 +43,15 @@ class _NoValue:
 
 NO_VALUE: Any = _NoValue()
 """Stands for "no value stored": records that carry metadata only."""
+
+
+class TierOfflineError(LazyflowError, OSError):
+    """A tier does not answer for now: an operation passed its deadline.
+
+    The tier warned once when it went offline; every later call fails at once
+    with this error, so the hierarchy skips the tier (keeping its entries)
+    until the tier is asked to try again.
+    """
 
 
 @runtime_checkable

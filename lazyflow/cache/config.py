@@ -15,6 +15,10 @@ Policy. Each setting is resolved on its own, first match wins:
 4. the defaults: a quarter of RAM in memory, ``./.lazyflow`` on disk with a
    20 GB limit, no remote.
 
+``remote_options`` go to the fsspec filesystem, except ``lazyflow_timeout``:
+lazyflow's own deadline for each remote operation, which ``remote.py`` reads,
+checks and takes out (so it comes from wherever ``remote_options`` come from).
+
 Environment beats the file so that a CI job or a colleague can redirect a
 project's cache without editing it. State: none; settings are read when a
 ``Cache`` is built (not at import), so a notebook can set variables first.

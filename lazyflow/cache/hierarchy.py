@@ -12,7 +12,10 @@ wrong (:class:`CorruptEntryError`: corrupted, truncated, undecodable) is
 dropped with a warning and reported as a miss: never return wrong data. A
 tier that cannot be reached at all (network, permissions) is skipped with a
 warning but its entries are kept: a transient outage must not empty a shared
-remote.
+remote. A tier that passed its deadline (:class:`TierOfflineError`) has
+warned once itself and fails fast from then on: it is skipped silently for
+the rest of the run, and ``flush``, which ends every run, lets the next run
+try it again.
 
 Besides value entries the hierarchy keeps *records*: metadata-only entries
 (the trace index of ``keys.py``: request key -> content key and digest).
@@ -39,7 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lazyflow.cache import config
-from lazyflow.cache.base import NO_VALUE, Meta, Tier
+from lazyflow.cache.base import NO_VALUE, Meta, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.cache.sizes import parse_size
@@ -124,6 +127,8 @@ class Cache:
                 continue
             except CorruptEntryError as e:  # verified wrong: drop it, recompute
                 self._drop_corrupt(tier, key, e)
+                continue
+            except TierOfflineError:  # past its deadline: it has warned, skip it
                 continue
             except Exception as e:  # unreachable (network, permissions): skip, keep the entry
                 self._warn_unreadable(tier, e)
@@ -222,11 +227,19 @@ class Cache:
         return report
 
     def flush(self) -> None:
-        """Wait for background writes of every tier that has them."""
+        """Wait for background writes of every tier that has them; then a tier that went
+        offline (past its deadline) is tried again by the next request.
+
+        The engine flushes at the end of every run, so an outage lasts one run.
+        """
         for tier in self.tiers:
             flush = getattr(tier, "flush", None)
             if callable(flush):
                 flush()
+        for tier in self.tiers:
+            reset = getattr(tier, "reset_outage", None)
+            if callable(reset):
+                reset()
 
     def tier(self, name: str) -> Tier:
         """The tier called ``name``; ``KeyError`` naming the configured ones otherwise."""
@@ -250,6 +263,8 @@ class Cache:
             return tier.meta(key)
         try:
             return tier.meta(key)
+        except TierOfflineError:  # it has warned once itself
+            return None
         except Exception as e:
             self._warn_unreadable(tier, e)
             return None
@@ -264,6 +279,8 @@ class Cache:
             return tier.put(key, value, meta)
         try:
             return tier.put(key, value, meta)
+        except TierOfflineError:  # it has warned once itself
+            return None
         except Exception as e:
             warnings.warn(f"could not write cache entry {key[:12]}… to the {tier.name} tier "
                           f"({type(e).__name__}: {e}); the run goes on", CacheWarning,

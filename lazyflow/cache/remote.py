@@ -26,6 +26,21 @@ process sees its own writes at once. ``flush`` waits for them and turns
 failures into a :class:`CacheWarning`: a remote that is down never fails a
 run. Rejected: a write-through remote, which would make every computed node
 wait for the network.
+
+Deadlines. Every filesystem call goes through ``_remote``, which waits for it
+at most ``remote_options["lazyflow_timeout"]`` seconds (default 10; the key is
+taken out before the options reach fsspec), on a worker thread
+(``deadline.py``: backends spell timeouts differently and a hung mount has
+none). The first call past its deadline takes the tier offline: one
+:class:`CacheWarning` naming the URL, the operation and the deadline (given
+by the caller's thread; for a background upload, by ``flush``), then every
+call raises :class:`TierOfflineError` at once, which the hierarchy skips, so
+the run goes on with the faster tiers. ``reset_outage`` (``Cache.flush``
+calls it at the end of every run) lets the next run try again. An abandoned
+upload never commits a wrong entry: the metadata object is written only
+after the value object's put has returned, so an upload cut off at the value
+leaves at most an orphan object (or a ``.tmp-`` file), and a metadata object
+that lands late names a value object already complete.
 """
 
 from __future__ import annotations
@@ -33,16 +48,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
-from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
 from lazyflow.cache.config import ConfigError
+from lazyflow.cache.deadline import DEFAULT_SECONDS, Deadline, Outage
 from lazyflow.cache.serialize import (
     CorruptEntryError,
     Encoded,
@@ -55,7 +72,12 @@ from lazyflow.cache.serialize import (
 )
 from lazyflow.errors import CacheWarning, LazyflowError
 
-__all__ = ["RemoteTier", "RemoteUnavailableError"]
+__all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
+
+T = TypeVar("T")
+
+TIMEOUT_OPTION = "lazyflow_timeout"
+"""The ``remote_options`` key for the deadline in seconds; lazyflow's own, never fsspec's."""
 
 _INSTALL_HINTS = {"s3": "lazyflow[s3]", "s3a": "lazyflow[s3]", "gcs": "gcsfs", "gs": "gcsfs",
                   "az": "adlfs", "abfs": "adlfs"}
@@ -67,6 +89,10 @@ class RemoteUnavailableError(LazyflowError, ImportError):
 
 class RemoteTier:
     """Entries under an fsspec URL, written in the background.
+
+    ``options`` go to the fsspec filesystem, except ``lazyflow_timeout``: the
+    seconds each remote operation may go unanswered (default 10) before the
+    tier goes offline until :meth:`reset_outage`.
 
     >>> tier = RemoteTier("memory://lazyflow-doc", background=False)
     >>> tier.put("ab" * 16, [1, 2], {"digest": "d"})
@@ -82,8 +108,11 @@ class RemoteTier:
 
         self.url = url
         self.options = dict(options or {})
+        self.timeout = _timeout(url, self.options)
+        fs_options = {k: v for k, v in self.options.items() if k != TIMEOUT_OPTION}
         try:
-            self.fs, root = fsspec.core.url_to_fs(url, **self.options)
+            # builds a client and contacts nothing (s3fs connects on the first call)
+            self.fs, root = fsspec.core.url_to_fs(url, **fs_options)
         except ImportError as e:
             protocol = url.partition("://")[0]
             hint = _INSTALL_HINTS.get(protocol, f"the fsspec backend for {protocol}://")
@@ -101,6 +130,9 @@ class RemoteTier:
         self._futures: list[Future[None]] = []
         self._errors: list[str] = []
         self._lock = threading.Lock()
+        self._deadline = Deadline(self.timeout, url)
+        self._announced: Outage | None = None
+        self._lane = threading.local()  # marks lane threads: they leave warnings to flush
         self._lanes = ([ThreadPoolExecutor(1, thread_name_prefix=f"lazyflow-remote-{i}")
                         for i in range(lanes)] if background else [])
 
@@ -130,11 +162,9 @@ class RemoteTier:
         if stored.get("object") is None:
             return NO_VALUE
         try:
-            # readahead: the small header reads come out of the first block fetched
-            with self.fs.open(self._path(key, stored["object"]), "rb",
-                              block_size=self.chunk_size, cache_type="readahead") as f:
-                encoded = read_encoded(f, meta["serializer"], meta["checksum"],
-                                       chunk=self.chunk_size)
+            encoded = self._remote("read value",
+                                   functools.partial(self._read_value, key, stored),
+                                   nbytes=int(meta.get("size") or 0))
         except FileNotFoundError:
             current = self._read_meta(key)
             if current is not None and current.get("object") == stored["object"]:
@@ -166,6 +196,8 @@ class RemoteTier:
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode now, upload in the background (or at once without a background thread);
         returns the metadata stored."""
+        with self._announcing():
+            self._deadline.check()  # offline: no upload is even queued
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
         if not self._lanes:
@@ -181,10 +213,12 @@ class RemoteTier:
         """Remove the metadata object (first: no reader then sees a hit), then the value."""
         self.flush()
         stored = self._read_meta(key)
-        self.fs.rm_file(self._path(key, "json"))
+        self._remote("delete metadata",
+                     functools.partial(self.fs.rm_file, self._path(key, "json")))
         if stored is not None and stored.get("object"):
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self._path(key, stored["object"]))
+                self._remote("delete value", functools.partial(
+                    self.fs.rm_file, self._path(key, stored["object"])))
 
     def keys(self) -> Iterator[str]:
         """Every key with a metadata object (pending writes included)."""
@@ -194,9 +228,7 @@ class RemoteTier:
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
-        if self.fs.exists(self.root):
-            self.fs.rm(self.root, recursive=True)
-        self.fs.invalidate_cache(self.root)
+        self._remote("clear", self._remove_root, whole_tree=True)
 
     @property
     def nbytes(self) -> int:
@@ -213,7 +245,8 @@ class RemoteTier:
             if not futures:
                 break
             for future in futures:
-                future.exception()
+                future.exception()  # bounded: each upload's calls have deadlines
+        self._announce_outage()
         with self._lock:
             errors, self._errors = self._errors, []
         if errors:
@@ -236,8 +269,19 @@ class RemoteTier:
         orphans = [p for p in listing if not p.endswith(".json") and p not in wanted
                    and ".tmp-" not in p]
         for path in orphans:
-            self.fs.rm_file(path)
+            self._remote("delete orphan", functools.partial(self.fs.rm_file, path))
         return len(orphans)
+
+    @property
+    def outage(self) -> Outage | None:
+        """The operation that passed its deadline and took the tier offline, if any."""
+        return self._deadline.outage
+
+    def reset_outage(self) -> None:
+        """Forget a passed deadline: the next operation contacts the remote again."""
+        with self._lock:
+            self._announced = None
+        self._deadline.reset()
 
     def __repr__(self) -> str:
         return f"RemoteTier({self.url!r})"
@@ -256,8 +300,11 @@ class RemoteTier:
     # ----------------------------------------------------------------- internals
 
     def _upload(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
+        self._lane.active = True
         try:
             self._write(key, meta, encoded)
+        except TierOfflineError:
+            pass  # the outage is announced once, by flush; not one failure per upload
         except Exception as e:
             with self._lock:
                 self._errors.append(f"{key[:12]}… of node {meta.get('node')!r}: "
@@ -271,13 +318,24 @@ class RemoteTier:
         stored: dict[str, Any] = {"meta": meta, "object": None}
         if encoded is not None:
             stored["object"] = meta["checksum"][:16]
-            self._put_object(self._path(key, stored["object"]), encoded.chunks())
-        self._put_object(self._path(key, "json"), iter([memoryview(dump_meta(stored))]))
+            # returns only once the value object is whole: then the metadata may name it
+            self._put_object("value", self._path(key, stored["object"]), encoded.chunks(),
+                             encoded.nbytes)
+        self._put_object("metadata", self._path(key, "json"),
+                         iter([memoryview(dump_meta(stored))]), 0)
 
-    def _put_object(self, path: str, chunks: Iterator[memoryview]) -> None:
+    def _put_object(self, what: str, path: str, chunks: Iterator[memoryview],
+                    nbytes: int) -> None:
         if not self._local:  # object stores: one put is atomic
-            self.fs.pipe_file(path, b"".join(chunks))
+            data = b"".join(chunks)
+            self._remote(f"upload {what}", functools.partial(self.fs.pipe_file, path, data),
+                         nbytes=nbytes)
             return
+        self._remote(f"write {what}", functools.partial(self._write_file, path, chunks),
+                     nbytes=nbytes)
+
+    def _write_file(self, path: str, chunks: Iterator[memoryview]) -> None:
+        """Write under a temporary name, then rename: a reader never sees a partial file."""
         temporary = f"{path}.tmp-{uuid.uuid4().hex}"
         self.fs.makedirs(os.path.dirname(path), exist_ok=True)
         try:
@@ -291,16 +349,26 @@ class RemoteTier:
 
     def _verify_object(self, key: str, name: str, meta: Meta) -> bool:
         """Stream the value object through its checksum; ``False`` if replaced meanwhile."""
-        try:
+        def verify() -> None:
             with self.fs.open(self._path(key, name), "rb", block_size=self.chunk_size,
                               cache_type="readahead") as f:
                 verify_stream(f, meta["checksum"], size=meta.get("size"), chunk=self.chunk_size)
+
+        try:
+            self._remote("verify value", verify, nbytes=int(meta.get("size") or 0))
         except FileNotFoundError:
             current = self._load_meta(key)
             if current is not None and current.get("object") == name:
                 raise CorruptEntryError(f"value object {name} is missing") from None
             return False  # replaced or deleted meanwhile
         return True
+
+    def _read_value(self, key: str, stored: dict[str, Any]) -> Encoded:
+        meta = stored["meta"]
+        # readahead: the small header reads come out of the first block fetched
+        with self.fs.open(self._path(key, stored["object"]), "rb",
+                          block_size=self.chunk_size, cache_type="readahead") as f:
+            return read_encoded(f, meta["serializer"], meta["checksum"], chunk=self.chunk_size)
 
     def _read_meta(self, key: str) -> dict[str, Any] | None:
         """The stored metadata object; an unreadable one is dropped with a warning."""
@@ -309,13 +377,15 @@ class RemoteTier:
         except CorruptEntryError as e:
             warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
                           f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
-            self.fs.rm_file(self._path(key, "json"))
+            self._remote("delete metadata",
+                         functools.partial(self.fs.rm_file, self._path(key, "json")))
             return None
 
     def _load_meta(self, key: str) -> dict[str, Any] | None:
         """The stored metadata object, ``None`` if absent; :class:`CorruptEntryError` if unreadable."""
+        path = self._path(key, "json")
         try:
-            raw = self.fs.cat_file(self._path(key, "json"))
+            raw = self._remote("read metadata", functools.partial(self.fs.cat_file, path))
         except FileNotFoundError:
             return None
         try:
@@ -334,10 +404,57 @@ class RemoteTier:
         return shard + name.partition(".")[0]
 
     def _listing(self, detail: bool = False) -> Any:
+        return self._remote("list", functools.partial(self._find, detail), whole_tree=True)
+
+    def _find(self, detail: bool) -> Any:
         self.fs.invalidate_cache(self.root)
         if not self.fs.exists(self.root):
             return {} if detail else []
         return self.fs.find(self.root, detail=detail)
+
+    def _remove_root(self) -> None:
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        self.fs.invalidate_cache(self.root)
+
+    # ----------------------------------------------------------------- deadlines
+
+    def _remote(self, operation: str, call: Callable[[], T], *, nbytes: int = 0,
+                whole_tree: bool = False) -> T:
+        """``call()`` within the deadline; raises :class:`TierOfflineError` past it."""
+        with self._announcing():
+            return self._deadline.call(operation, call, nbytes=nbytes, whole_tree=whole_tree)
+
+    @contextlib.contextmanager
+    def _announcing(self) -> Iterator[None]:
+        """Warn of the outage when an offline error passes through a caller's thread."""
+        try:
+            yield
+        except TierOfflineError:
+            if not getattr(self._lane, "active", False):
+                self._announce_outage()
+            raise
+
+    def _announce_outage(self) -> None:
+        """One :class:`CacheWarning` per outage, whichever thread notices it first."""
+        outage = self._deadline.outage
+        with self._lock:
+            if outage is None or outage is self._announced:
+                return
+            self._announced = outage
+        warnings.warn(f"the remote cache {outage}; it is skipped for the rest of this run, "
+                      "which goes on with the memory and disk tiers (set remote_options="
+                      f"{{{TIMEOUT_OPTION!r}: seconds}} to wait longer)", CacheWarning,
+                      stacklevel=5)
+
+
+def _timeout(url: str, options: dict[str, Any]) -> float:
+    seconds = options.get(TIMEOUT_OPTION, DEFAULT_SECONDS)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not 0 < seconds < math.inf:
+        raise ConfigError(f"remote cache {url!r}: remote_options[{TIMEOUT_OPTION!r}] must be a "
+                          f"positive number of seconds, such as 5; got {seconds!r}")
+    return float(seconds)
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import cloudpickle
 
-from lazyflow.cache.base import Meta, Tier
+from lazyflow.cache.base import Meta, Tier, TierOfflineError
 from lazyflow.executors.base import Executor, Outcome, Task
 
 __all__ = ["SharedTask", "Sharing"]
@@ -94,14 +94,21 @@ class Sharing:
                 return cls(tier, opener())
         return None
 
-    def inputs(self, upstream: Mapping[str, str], keys: Mapping[str, str]) -> dict[str, str]:
-        """Parameter -> key for the inputs that workers can read from the tier."""
+    def inputs(self, upstream: Mapping[str, str], keys: Mapping[str, str]
+               ) -> dict[str, str] | None:
+        """Parameter -> key for the inputs that workers can read from the tier; ``None``
+        once the tier is offline (past its deadline): the node then runs by value."""
+        if getattr(self.tier, "outage", None) is not None:
+            return None  # workers would wait for it too
         shared: dict[str, str] = {}
         for param, up in upstream.items():
             key = keys[up]
             if key not in self.known:
-                if self.tier.meta(key) is None:
-                    continue
+                try:
+                    if self.tier.meta(key) is None:
+                        continue
+                except TierOfflineError:  # it went offline just now
+                    return None
                 flush = getattr(self.tier, "flush", None)
                 if callable(flush):
                     flush()  # it may be a write of ours still on its way
