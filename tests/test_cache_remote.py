@@ -213,3 +213,22 @@ def test_verify_keeps_a_remote_entry_whose_class_this_process_cannot_import(
     report = verify_cache(flow.cache, drop=True)["remote"]
     assert (report["checked"], report["intact"], report["damaged"]) == (1, 1, [])
     assert flow.cache.tier("remote").contains(key)
+
+
+def test_loading_a_remote_entry_whose_class_cannot_be_imported_is_a_miss_that_keeps_it(
+        s3_url, s3_options, tmp_path, colleague_module):
+    flow = _remote_flow(s3_url, s3_options, tmp_path, name="shapes-load")
+    circle = colleague_module.module.Circle
+
+    @flow.node
+    def shape(radius: int):
+        return circle(radius)
+
+    key = flow.run("shape", radius=2).nodes["shape"].key
+    flow.cache.tier("remote").flush()
+    colleague_module.leave()
+    teammate = lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
+    with pytest.warns(lf.CacheWarning, match="cannot import.*kept"):
+        with pytest.raises(KeyError):
+            teammate.load(key)
+    assert teammate.tier("remote").contains(key)

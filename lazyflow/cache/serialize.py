@@ -47,7 +47,8 @@ import xxhash
 from lazyflow.cache.base import Meta
 from lazyflow.errors import LazyflowError
 
-__all__ = ["CorruptEntryError", "Encoded", "decode", "decode_bytes", "dump_meta", "encode",
+__all__ = ["CorruptEntryError", "Encoded", "UnloadableEntryError", "decode", "decode_bytes",
+           "dump_meta", "encode",
            "read_encoded", "stamp", "verify_stream", "write_encoded"]
 
 MAGIC = b"LFv1"
@@ -63,6 +64,11 @@ class CorruptEntryError(LazyflowError, ValueError):
 
     node: str | None = None
     """The entry's node, when its metadata is readable and the tier says (``check``)."""
+
+
+class UnloadableEntryError(LazyflowError, ImportError):
+    """An intact entry whose value needs code this process cannot import (a colleague's
+    project module): a miss here, never a reason to delete the entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,11 @@ def decode(encoded: Encoded) -> Any:
             f"does not know ({', '.join(_PICKLERS)}); upgrade lazyflow or clear the cache")
     try:
         return pickle.loads(encoded.frames[0], buffers=encoded.frames[1:])
+    except (ImportError, AttributeError) as e:  # the bytes are fine: the code is missing here
+        raise UnloadableEntryError(
+            f"the stored value needs code this process cannot import ({e}); the entry is "
+            "kept and the node is recomputed here: make that module importable to reuse it"
+        ) from e
     except Exception as e:
         raise CorruptEntryError(f"entry does not unpickle: {type(e).__name__}: {e}") from e
 
