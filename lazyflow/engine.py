@@ -154,6 +154,7 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
                 and (not changed or changed.isdisjoint(edges.values())):
             prepared[name] = old
             continue
+        files.warn_untracked_paths(node, name, plan.params[name])  # a reused node was checked
         changed.add(name)
         trace: str | None = None
         if reusable:

@@ -143,8 +143,9 @@ class Node:
     (re-decorating replaces the whole node).
     """
 
-    __slots__ = ("_fingerprint", "cache", "call", "defaults", "func", "name", "options", "params",
-                 "version", "wiring")
+    # __weakref__: per-definition facts kept elsewhere die with the node (files.py)
+    __slots__ = ("__weakref__", "_fingerprint", "cache", "call", "defaults", "func", "name",
+                 "options", "params", "version", "wiring")
     func: Callable[..., Any]
     call: Callable[..., Any]
     """The function as lazyflow calls it, with keyword arguments only: ``func`` itself, or a

@@ -1,7 +1,9 @@
 """``%%flow`` cells and the ``%flow`` line magic, in a real IPython shell.
 
 Executions are counted through a side effect on disk: each cell appends its
-name to a log file, so a restored cell leaves no trace there.
+name to a log file, so a restored cell leaves no trace there. The log's path
+is a hidden name of the shell (as IPython's own machinery is), so it is not
+an input of the cells that write to it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ import lazyflow.graph
 def nb(shell, tmp_path):
     """The shell with a flow ``nb`` (memory cache) and a log path ``log`` in its namespace."""
     shell.user_ns["nb"] = lf.Flow("nb", cache=lf.Cache(disk=None))
-    shell.user_ns["log"] = str(tmp_path / "log")
+    _log_to(shell, tmp_path / "log")
     return shell
+
+
+def _log_to(shell, path: Path) -> None:
+    """Give cells a log path ``log`` that is not one of their inputs (nor warned about as one)."""
+    shell.push({"log": str(path)}, interactive=False)
 
 
 def cell(shell, source: str, options: str = "--flow nb") -> None:
@@ -201,7 +208,7 @@ def test_an_error_in_a_cell_propagates_and_caches_nothing(nb):
 
 def test_cells_without_flow_option_join_the_default_flow(shell, tmp_path, monkeypatch):
     monkeypatch.setattr(lazyflow.graph, "_DEFAULT_FLOW", lf.Flow("default", cache=None))
-    shell.user_ns["log"] = str(tmp_path / "log")
+    _log_to(shell, tmp_path / "log")
     cell(shell, A.replace("base", "2"), "")
     cell(shell, A.replace("base", "2"), "")
     assert "cell_a" in lf.default_flow() and executions(shell) == ["a"]
@@ -394,3 +401,13 @@ def test_top_level_await_in_a_cell_is_a_clear_usage_error(nb):
     result = nb.run_cell("%%flow --flow nb\nimport asyncio\nx = await asyncio.sleep(0)\n")
     assert "await (or async for/with) outside a function" in str(result.error_in_exec)
     assert "without %%flow" in str(result.error_in_exec)
+
+
+def test_a_cell_reading_a_file_through_a_path_variable_is_warned_about(nb, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("1,2\n")
+    nb.user_ns["data_path"] = str(data)
+    with pytest.warns(lf.CacheWarning, match=r"node 'cell_text' input 'data_path' names an "
+                                             r"existing file .*pass lf\.File\("):
+        cell(nb, "with open(data_path) as fh:\n    text = fh.read()\n")
+    assert nb.user_ns["text"] == "1,2\n"
