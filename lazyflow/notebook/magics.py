@@ -271,12 +271,14 @@ def _why_not_cached(cell: str, analysis: CellAnalysis, ns: Mapping[str, Any],
 
 def _reaching_outside(magic: Magic, shell: Any) -> str:
     """How ``magic`` reaches outside the process (``"runs a shell command (!ls)"``), or ``""``."""
-    if magic.kind == "shell" or magic.name in _SHELL_MAGICS or (
+    if magic.kind == "shell":
+        return f"runs a shell command ({magic.text})"
+    if magic.kind not in ("line", "cell"):
+        return ""
+    if magic.name in _SHELL_MAGICS or (
             magic.kind == "line" and isinstance(shell.find_line_magic(magic.name), Alias)):
         return f"runs a shell command ({magic.text})"
-    if magic.kind in ("line", "cell") and magic.name in _OUTSIDE_MAGICS:
-        return f"uses {magic.text}"
-    return ""
+    return f"uses {magic.text}" if magic.name in _OUTSIDE_MAGICS else ""
 
 
 def _awaits_at_top_level(tree: ast.Module) -> bool:
