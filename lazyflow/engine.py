@@ -154,6 +154,7 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
                 and (not changed or changed.isdisjoint(edges.values())):
             prepared[name] = old
             continue
+        files.warn_untracked_paths(node, name, plan.params[name])  # a reused node was checked
         changed.add(name)
         trace: str | None = None
         if reusable:
@@ -510,7 +511,7 @@ class _State:
         if mapped:
             future = self._submit_map(name, inputs, kwargs, executor)
         else:
-            task = Task(name, lazy.Call(node.func, lazy_ps) if lazy_ps else node.func, kwargs,
+            task = Task(name, lazy.Call(node.call, lazy_ps) if lazy_ps else node.call, kwargs,
                         policy)
             if shared is not None:
                 assert self.sharing is not None
@@ -890,7 +891,7 @@ class _State:
         self.maps[name] = run
         self.run.nodes[name].reason += f"; {len(run.missing)} of {len(items)} elements to compute"
         policy = self.policies[name]
-        return mapping.gather([executor.submit(Task(f"{name}[{i}]", node.func,
+        return mapping.gather([executor.submit(Task(f"{name}[{i}]", node.call,
                                                     {**kwargs, param: items[i]}, policy))
                                for i in run.missing])
 

@@ -28,6 +28,17 @@ the value is loaded, so a request that never needs the file never touches
 it. A returned ``Dir`` is captured file by file (a manifest of relative
 paths and content digests is pinned on it) and restored the same way; files
 added to it since are left in place with a warning, never deleted.
+
+Untracked paths. A flow input that is a plain ``str`` or ``pathlib`` path is
+keyed by its text, so editing the file it names keeps serving the old
+result. :func:`warn_untracked_path` says so, once per node definition and
+parameter, when such a value names an existing file or directory. The
+engine asks only for nodes whose inputs or code changed since the previous
+request (a warm request asks nothing), and it stays cheap even then: text
+that does not look like a path (no separator, no extension) is never looked
+up, and each (node, parameter, value) is looked up once per process. Rejected: hashing such paths by content behind the
+user's back — a string is not always a file the node reads (an output path,
+a label), and the key must not change meaning with what happens to exist.
 """
 
 from __future__ import annotations
@@ -35,14 +46,19 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
+import stat
 import tempfile
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
+from lazyflow.errors import CacheWarning
 from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.keys import domain
 
@@ -51,9 +67,19 @@ _DOMAIN = domain("file")
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
 
-__all__ = ["Dir", "File", "capture", "content_digest", "paths_in", "restore"]
+__all__ = ["PATH_TYPES", "Dir", "File", "capture", "content_digest", "paths_in", "restore",
+           "warn_untracked_path", "warn_untracked_paths"]
+
+PATH_TYPES = frozenset({str, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
+                        pathlib.PureWindowsPath})
+"""Types of flow-input values that may name a file lazyflow keys by name only."""
 
 _RACY_NS = 2_000_000_000
+_PATH_MAX = 4096
+_EXTENSION = re.compile(r"\.[A-Za-z0-9_]{1,10}$")
+_CHECKED_PATHS: weakref.WeakKeyDictionary[Any, dict[str, set[Any] | None]] = \
+    weakref.WeakKeyDictionary()
+"""Node -> parameter -> values looked up so far (``None`` once warned); dies with the node."""
 _BLOCK = 1 << 20
 _MISSING_DIGEST = "missing"
 
@@ -297,14 +323,56 @@ def _restore_file(path: pathlib.Path, digest: str, cache: Cache) -> None:
         _write_atomic(path, data)
 
 
+def warn_untracked_paths(node: Any, name: str, inputs: Mapping[str, Any]) -> None:
+    """Warn about each flow input of ``node`` that is a plain path naming an existing file.
+
+    ``node`` is the node's definition (a new definition warns again), ``name``
+    its name, ``inputs`` its flow-input values. See :func:`warn_untracked_path`.
+    """
+    for param, value in inputs.items():
+        if type(value) in PATH_TYPES:
+            warn_untracked_path(node, name, param, value)
+
+
+def warn_untracked_path(node: Any, name: str, param: str,
+                        value: str | os.PathLike[str]) -> None:
+    """Warn, once per ``node`` and ``param``, if ``value`` names an existing file or directory.
+
+    The value is keyed by its text, so lazyflow cannot see the file change:
+    the warning says to pass ``lf.File``/``lf.Dir`` instead. Each (node,
+    parameter, value) is looked up once per process.
+    """
+    params = _CHECKED_PATHS.get(node)
+    if params is None:
+        params = _CHECKED_PATHS.setdefault(node, {})
+    seen = params.get(param, ())
+    if seen is None or value in seen:
+        return
+    params.setdefault(param, set()).add(value)  # type: ignore[union-attr]
+    text = os.fspath(value)
+    if type(value) is str and (len(text) > _PATH_MAX or not _looks_like_path(text)):
+        return
+    try:
+        mode = os.stat(text).st_mode
+    except (OSError, ValueError):  # missing, not a path at all, or a NUL inside
+        return
+    params[param] = None
+    what, wrapper = ("directory", "Dir") if stat.S_ISDIR(mode) else ("file", "File")
+    warnings.warn(
+        f"node {name!r} input {param!r} names an existing {what} {text!r}; lazyflow keys the "
+        f"path, not the {what}'s content: pass lf.{wrapper}({text!r}) to re-run when the "
+        f"{what} changes", CacheWarning, stacklevel=2)
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether ``text`` has a path separator or ends in an extension (``data.csv``)."""
+    return "/" in text or os.sep in text or _EXTENSION.search(text) is not None
+
+
 def _warn_extra(output: Dir, written: set[str]) -> None:
     extra = sorted(p.relative_to(output.path).as_posix() for p in output.files()
                    if p.relative_to(output.path).as_posix() not in written)
     if extra:
-        import warnings
-
-        from lazyflow.errors import CacheWarning
-
         warnings.warn(f"output directory {str(output.path)!r} holds files its node did not write "
                       f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); they are "
                       "left in place (lazyflow never deletes files it did not write): remove "

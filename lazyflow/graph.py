@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from lazyflow.resources import Resources
     from lazyflow.run import Explanation, Run
 
-__all__ = ["DEFAULT_OPTIONS", "EMPTY", "Flow", "Node", "Plan", "default_flow", "node"]
+__all__ = ["DEFAULT_OPTIONS", "EMPTY", "Flow", "Node", "Plan", "PositionalCall", "default_flow", "node"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMPTY: Any = inspect.Parameter.empty
@@ -78,8 +78,9 @@ _CO_VARARGS = inspect.CO_VARARGS
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
 
 
-def _signature(func: Callable[..., Any]) -> tuple[list[tuple[str, Any]], str | None]:
-    """``[(parameter, default or EMPTY)]`` in order, and the name of a ``*args``/``**kw``, if any.
+def _signature(func: Callable[..., Any]) -> tuple[list[tuple[str, Any]], str | None, int]:
+    """``[(parameter, default or EMPTY)]`` in order, the name of a ``*args``/``**kw`` if any, and
+    how many of the parameters are positional-only.
 
     Plain functions are read off their code object: ``inspect.signature``
     costs ~5 µs, half a node's budget. Anything else (partials, callable
@@ -95,20 +96,45 @@ def _signature(func: Callable[..., Any]) -> tuple[list[tuple[str, Any]], str | N
         flags = code.co_flags
         if flags & (_CO_VARARGS | _CO_VARKEYWORDS):
             star = "*" if flags & _CO_VARARGS else "**"
-            return [], star + names[n_named]
+            return [], star + names[n_named], 0
         defaults = func.__defaults__ or ()
         kwdefaults = func.__kwdefaults__ or {}
         first_default = positional - len(defaults)
         params = [(name, defaults[i - first_default] if i >= first_default else EMPTY)
                   for i, name in enumerate(names[:positional])]
         params.extend((name, kwdefaults.get(name, EMPTY)) for name in names[positional:n_named])
-        return params, None
+        return params, None, code.co_posonlyargcount
     params = []
+    positional_only = 0
     for p in inspect.signature(func).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            return [], ("*" if p.kind is p.VAR_POSITIONAL else "**") + p.name
+            return [], ("*" if p.kind is p.VAR_POSITIONAL else "**") + p.name, 0
+        positional_only += p.kind is p.POSITIONAL_ONLY
         params.append((p.name, p.default))
-    return params, None
+    return params, None, positional_only
+
+
+@dataclass(frozen=True, slots=True)
+class PositionalCall:
+    """A node function whose positional-only parameters (``def f(a, /)``) are passed by position.
+
+    Everything that runs nodes (the engine, every executor, map elements,
+    verification) calls ``node.call`` with keyword arguments only; for a
+    function with positional-only parameters that is this wrapper, which moves
+    them to their positions. Picklable when the function is, so it crosses to
+    worker processes and Dask workers like the function itself.
+    """
+
+    func: Callable[..., Any]
+    positional: tuple[str, ...]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        args = []
+        for param in self.positional:
+            if param not in kwargs:  # the rest keep their defaults (Python's own rule)
+                break
+            args.append(kwargs.pop(param))
+        return self.func(*args, **kwargs)
 
 
 class Node:
@@ -118,9 +144,13 @@ class Node:
     (re-decorating replaces the whole node).
     """
 
-    __slots__ = ("_fingerprint", "cache", "defaults", "func", "name", "options", "params",
-                 "version", "wiring")
+    # __weakref__: per-definition facts kept elsewhere die with the node (files.py)
+    __slots__ = ("__weakref__", "_fingerprint", "cache", "call", "defaults", "func", "name",
+                 "options", "params", "version", "wiring")
     func: Callable[..., Any]
+    call: Callable[..., Any]
+    """The function as lazyflow calls it, with keyword arguments only: ``func`` itself, or a
+    :class:`PositionalCall` when ``func`` has positional-only parameters."""
     name: str
     params: tuple[str, ...]
     defaults: dict[str, Any]
@@ -142,7 +172,7 @@ class Node:
             raise DefinitionError(f"node name {node_name!r} is not a valid identifier (dotted "
                                   "names like 'prep.clean' name included nodes); "
                                   "pass name='...' to @flow.node")
-        signature, star = _signature(func)
+        signature, star, positional_only = _signature(func)
         if star is not None:
             raise DefinitionError(
                 f"node {node_name!r} takes {star}: lazyflow wires parameters by name, "
@@ -169,7 +199,8 @@ class Node:
             if options.get("map") is not None:
                 validate_map(node_name, params, options["map"],
                              options.get("lazy") or annotated_lazy(func))
-        fields = {"func": func, "name": node_name, "params": tuple(params),
+        call = PositionalCall(func, tuple(params[:positional_only])) if positional_only else func
+        fields = {"func": func, "call": call, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),
                   "options": {**NODE_OPTIONS, **options} if options else DEFAULT_OPTIONS,

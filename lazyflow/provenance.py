@@ -339,7 +339,7 @@ def verify(flow: Flow, target: str, /, **inputs: Any) -> Verification:
                 checks.append(Check(name, "skipped", expected[name], actual[name]))
                 continue
         t0 = time.perf_counter()
-        value = node.func(**kwargs)
+        value = node.call(**kwargs)
         duration = time.perf_counter() - t0
         values[name] = value
         actual[name] = digest = hash_value(value)

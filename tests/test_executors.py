@@ -31,6 +31,23 @@ def test_every_executor_gives_the_reference_results_and_statuses(executor):
         {n: (r.status, r.key) for n, r in expected.nodes.items()}
 
 
+@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
+def test_a_node_with_positional_only_parameters_runs_under_every_executor(executor):
+    flow = lf.Flow("positional", cache=lf.Cache(disk=None))
+
+    @flow.node
+    def raw(n: int):
+        return list(range(n))
+
+    @flow.node
+    def scaled(raw, factor, /, offset=0):
+        return [x * factor + offset for x in raw]
+
+    assert flow.get("scaled", n=3, factor=2, executor=executor) == [0, 2, 4]
+    assert flow.get("scaled", n=3, factor=2, offset=1, executor=executor) == [1, 3, 5]
+    assert flow.run("scaled", n=3, factor=2, executor=executor).nodes["scaled"].status == "cached"
+
+
 def test_independent_branches_overlap_under_threads(flow):
     define_diamond(flow, threading.Barrier(2))
     run = flow.run("joined", executor="threads", max_workers=2)

@@ -239,3 +239,84 @@ def test_a_file_digest_is_the_xxh3_of_its_bytes_and_tracks_content(tmp_path_fact
     assert lf.File(path).digest == xxhash.xxh3_128_hexdigest(a)
     path.write_bytes(b)
     assert (lf.hash_value(lf.File(path)) == first) == (a == b)
+
+
+# --------------------------------------------------------------------------- untracked paths
+
+
+@pytest.fixture
+def by_name(flow, calls):
+    """A node that reads a file through a plain-text path: keyed by the path's text."""
+    @flow.node
+    def raw(path):
+        calls["raw"] += 1
+        with open(path) as f:
+            return f.read()
+
+    return flow
+
+
+def test_a_str_input_naming_an_existing_file_warns_with_the_fix(by_name, csv, monkeypatch):
+    monkeypatch.chdir(csv.parent)
+    message = ("node 'raw' input 'path' names an existing file 'data.csv'; lazyflow keys the "
+               "path, not the file's content: pass lf.File('data.csv') to re-run when the file "
+               "changes")
+    with pytest.warns(lf.CacheWarning) as caught:
+        by_name.get("raw", path="data.csv")
+    assert [str(w.message) for w in caught] == [message]
+
+
+def test_the_warning_is_given_once_per_node_and_parameter(by_name, csv, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("x\n")
+    with pytest.warns(lf.CacheWarning, match="names an existing file"):
+        by_name.get("raw", path=str(csv))
+    by_name.get("raw", path=str(csv))  # warnings are errors here: none may follow
+    by_name.get("raw", path=str(other))
+
+
+def test_a_redefined_node_is_warned_about_again(by_name, csv):
+    with pytest.warns(lf.CacheWarning, match="'raw' input 'path'"):
+        by_name.get("raw", path=str(csv))
+    by_name.node(name="raw")(lambda path: path)
+    with pytest.warns(lf.CacheWarning, match="'raw' input 'path'"):
+        by_name.get("raw", path=str(csv))
+
+
+def test_a_pathlib_path_naming_a_directory_suggests_lf_dir(flow, tmp_path):
+    flow.node(name="listing")(lambda folder: sorted(os.listdir(folder)))
+    with pytest.warns(lf.CacheWarning, match=r"input 'folder' names an existing directory .*"
+                                             r"pass lf\.Dir\(.*\) to re-run when the directory "
+                                             r"changes"):
+        flow.get("listing", folder=tmp_path)
+
+
+def test_a_default_naming_an_existing_file_warns_too(flow, csv):
+    flow.node(name="raw")(lambda path=str(csv): path)
+    with pytest.warns(lf.CacheWarning, match="'raw' input 'path' names an existing file"):
+        flow.get("raw")
+
+
+def test_the_stale_result_the_warning_is_about_and_lf_file_as_the_cure(by_name, calls, csv):
+    with pytest.warns(lf.CacheWarning):
+        assert by_name.get("raw", path=str(csv)) == "a,b\n1,2\n"
+    csv.write_text("a,b\n9,9\n")
+    assert by_name.get("raw", path=str(csv)) == "a,b\n1,2\n"  # keyed by the text: stale
+    assert by_name.get("raw", path=lf.File(csv)) == "a,b\n9,9\n"  # no warning: content keyed
+
+
+def test_text_that_does_not_look_like_a_path_is_never_looked_up(flow, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "label").write_text("an existing file named like a label")
+    flow.node(name="tag")(lambda label: label.upper())
+    assert flow.get("tag", label="label") == "LABEL"  # no separator, no extension: no warning
+
+
+def test_a_missing_path_does_not_warn_and_is_looked_up_once(by_name, tmp_path):
+    later = tmp_path / "later.csv"
+    by_name.node(name="raw")(lambda path: path)
+    by_name.get("raw", path=str(later))
+    later.write_text("now it exists\n")
+    by_name.get("raw", path="elsewhere")
+    # looked up once per node, parameter and value: asking again never stats again
+    assert by_name.get("raw", path=str(later)) == str(later)

@@ -169,6 +169,24 @@ def test_parameters_defaults_and_keyword_only_parameters_are_read(flow):
     assert node.defaults == {"b": 2, "c": 3, "e": 5}
 
 
+def test_positional_only_parameters_are_passed_by_position_and_the_rest_by_name(flow):
+    def f(a, b=2, /, c=3):
+        return (a, b, c)
+
+    node = Node(f)
+    assert node.func is f
+    assert node.call(a=1, b=5, c=6) == (1, 5, 6)
+    assert node.call(a=1, c=6) == (1, 2, 6)
+    assert Node(functools.partial(f, c=0), name="p").call(a=1, b=5) == (1, 5, 0)
+
+
+def test_a_function_without_positional_only_parameters_is_called_as_it_is(flow):
+    def f(a, *, b):
+        return a + b
+
+    assert Node(f).call is f
+
+
 def test_wrapped_functions_and_callable_objects_keep_their_real_signature(flow):
     def inner(raw, factor: int = 2):
         return raw * factor

@@ -248,3 +248,18 @@ def test_lazy_inputs_work_when_tasks_cross_a_process_boundary(branches, pickling
     run = branches.run("pick", flag=True, n=1, executor=pickling_executor)
     assert run["pick"] == 2
     assert run.nodes["a"].status == "cached" and run.nodes["b"].status == "skipped"
+
+
+def test_a_lazy_input_can_be_a_positional_only_parameter(flow, calls):
+    @flow.node
+    def expensive():
+        calls["expensive"] += 1
+        return 42
+
+    @flow.node
+    def pick(expensive: lf.Lazy[int], flag: bool, /):
+        return expensive() if flag else 0
+
+    assert flow.get("pick", flag=False) == 0
+    assert calls["expensive"] == 0
+    assert flow.get("pick", flag=True) == 42

@@ -168,3 +168,15 @@ def test_a_failing_element_is_reported_the_same_under_the_threads_executor(flow)
 def test_map_elements_work_when_tasks_cross_a_process_boundary(squares, pickling_executor):
     squares.get("squared", n=10)
     assert squares.get("squared", n=10, changed=3, executor=pickling_executor)[3] == 1003**2
+
+
+def test_a_map_over_a_positional_only_parameter_calls_the_function_per_element(flow):
+    @flow.node
+    def items():
+        return [1, 2, 3]
+
+    @flow.node(map="items")
+    def doubled(items, /):
+        return items * 2
+
+    assert flow.get("doubled") == [2, 4, 6]

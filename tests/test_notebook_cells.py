@@ -8,9 +8,13 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from IPython.core.inputtransformer2 import TransformerManager
 
 from lazyflow.errors import OutputError
-from lazyflow.notebook.cells import CellFunction, analyse
+from lazyflow.notebook.cells import CellFunction, Magic, analyse
+
+ipython = TransformerManager().transform_cell
+"""IPython's own cell transformation (what ``shell.transform_cell`` does by default)."""
 
 
 def test_a_name_read_before_it_is_assigned_is_an_input():
@@ -74,6 +78,49 @@ def test_formatting_and_comments_leave_the_digest_unchanged():
 
 def test_any_change_of_code_changes_the_digest():
     assert analyse("y = x + 1").digest != analyse("y = x + 2").digest
+
+
+def test_ipython_syntax_is_analysed_as_the_python_ipython_makes_of_it():
+    a = analyse("files = !ls {folder}\nn = len(files)\n", ipython)
+    assert a.code == "files = get_ipython().getoutput('ls {folder}')\nn = len(files)\n"
+    assert a.writes == ("files", "n")
+    assert a.magics == (Magic("shell", "", "!ls {folder}"),)
+
+
+def test_the_statement_under_percent_time_is_read_and_bound_as_part_of_the_cell():
+    a = analyse("%time x = f(y)\nz = %time g(x)\n", ipython)
+    assert a.reads == ("f", "y", "g")
+    assert a.writes == ("x", "z") and a.magics == ()
+
+
+def test_the_statement_under_percent_timeit_is_read_but_binds_nothing():
+    a = analyse("%timeit -n 3 -r1 scratch = f(y)\n", ipython)
+    assert a.reads == ("f", "y") and a.writes == () and a.magics == ()
+    b = analyse("%%timeit setup = g()\nscratch = f(setup)\n", ipython)
+    assert b.reads == ("g", "f") and b.writes == ()
+
+
+def test_a_percent_percent_time_body_is_analysed_as_the_cell():
+    a = analyse("%%time\nimport math\nx = math.sqrt(y)\n", ipython)
+    assert a.reads == ("y",) and a.writes == ("x",) and a.code_names == ("math",)
+
+
+def test_the_text_a_timing_magic_times_is_part_of_the_digest():
+    assert analyse("%time x = f()", ipython).digest != analyse("%time x = g()", ipython).digest
+
+
+def test_magics_other_than_timing_are_listed_as_the_cell_spells_them():
+    a = analyse("%cd /tmp\nx = 1\n", ipython)
+    assert a.magics == (Magic("line", "cd", "%cd /tmp"),)
+    b = analyse("%%bash -e\necho hi\n", ipython)
+    assert b.magics == (Magic("cell", "bash", "%%bash -e"),)
+    assert analyse("ip = get_ipython()", ipython).magics == \
+        (Magic("shell object", "get_ipython", "get_ipython()"),)
+
+
+def test_timeit_saving_its_result_into_the_namespace_is_opaque():
+    a = analyse("%timeit -v result f()\n", ipython)
+    assert a.magics == (Magic("line", "timeit", "%timeit -v result f()"),)
 
 
 def test_a_cell_function_runs_in_a_copy_of_the_namespace():

@@ -3,7 +3,9 @@
 The same notebook is executed twice by nbclient, each time in a fresh kernel
 (a restart), with a flow whose cache has a disk tier: one given with
 ``--flow``, and the notebook's default flow (disk tier from the defaults). Executions are counted
-by lines appended to a log file: the second Run All must add none.
+by lines appended to a log file: the second Run All must add none. The log's
+path is pushed as a hidden name, so it is the harness's, not
+an input of the cells that write to it.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 
+def _hidden_log(log: Path) -> str:
+    """Source that binds ``log`` as a hidden name of the kernel's shell."""
+    return f"get_ipython().push({{'log': {str(log)!r}}}, interactive=False)"
+
+
 def _notebook(setup: str, log: Path, magic: str, decorator: str, flow: str
               ) -> nbformat.NotebookNode:
     count = "with open(log, 'a') as fh:\n    fh.write('{}\\n')\n"
     return new_notebook(cells=[
         new_code_cell(f"%load_ext lazyflow\nimport lazyflow as lf\n{setup}\n"
-                      f"log = {str(log)!r}\nbase = 2"),
+                      f"{_hidden_log(log)}\nbase = 2"),
         new_code_cell(f"{magic}\n" + count.format("a") + "a = 10 * base\nprint('a is', a)"),
         new_code_cell(f"{magic}\n" + count.format("b") + "b = a + 1"),
         new_code_cell(f"{decorator}\ndef c(b):\n    with open(log, 'a') as fh:\n"
@@ -102,7 +109,7 @@ def _plot_notebook(disk: Path, log: Path) -> nbformat.NotebookNode:
     return new_notebook(cells=[
         new_code_cell(f"%load_ext lazyflow\nimport lazyflow as lf\n"
                       f"nb = lf.Flow('plots', cache=lf.Cache(disk={str(disk)!r}))\n"
-                      f"log = {str(log)!r}"),
+                      f"{_hidden_log(log)}"),
         new_code_cell("%%flow --flow nb\nwith open(log, 'a') as fh:\n    fh.write('plot\\n')\n"
                       "import matplotlib.pyplot as plt\nfrom IPython.display import HTML, display\n"
                       "squares = [1, 4, 9]\nprint('plotting', len(squares))\n"

@@ -1,7 +1,9 @@
 """``%%flow`` cells and the ``%flow`` line magic, in a real IPython shell.
 
 Executions are counted through a side effect on disk: each cell appends its
-name to a log file, so a restored cell leaves no trace there.
+name to a log file, so a restored cell leaves no trace there. The log's path
+is a hidden name of the shell (as IPython's own machinery is), so it is not
+an input of the cells that write to it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ import lazyflow.graph
 def nb(shell, tmp_path):
     """The shell with a flow ``nb`` (memory cache) and a log path ``log`` in its namespace."""
     shell.user_ns["nb"] = lf.Flow("nb", cache=lf.Cache(disk=None))
-    shell.user_ns["log"] = str(tmp_path / "log")
+    _log_to(shell, tmp_path / "log")
     return shell
+
+
+def _log_to(shell, path: Path) -> None:
+    """Give cells a log path ``log`` that is not one of their inputs (nor warned about as one)."""
+    shell.push({"log": str(path)}, interactive=False)
 
 
 def cell(shell, source: str, options: str = "--flow nb") -> None:
@@ -201,7 +208,7 @@ def test_an_error_in_a_cell_propagates_and_caches_nothing(nb):
 
 def test_cells_without_flow_option_join_the_default_flow(shell, tmp_path, monkeypatch):
     monkeypatch.setattr(lazyflow.graph, "_DEFAULT_FLOW", lf.Flow("default", cache=None))
-    shell.user_ns["log"] = str(tmp_path / "log")
+    _log_to(shell, tmp_path / "log")
     cell(shell, A.replace("base", "2"), "")
     cell(shell, A.replace("base", "2"), "")
     assert "cell_a" in lf.default_flow() and executions(shell) == ["a"]
@@ -295,3 +302,112 @@ def test_line_magic_watch_reruns_the_target_when_a_watched_file_changes(nb, tmp_
 def test_line_magic_watch_without_a_target_prints_its_usage(nb):
     result = nb.run_cell("%flow watch --flow nb")
     assert "watch NAME [k=v ...]" in str(result.error_in_exec)
+
+
+# --------------------------------------------------------------------------- IPython syntax
+
+def test_a_cell_timed_with_percent_time_is_cached_and_restored_on_a_rerun(nb, capsys):
+    nb.user_ns["base"] = 2
+    source = COUNT.format(name="t") + "%time t = 10 * base\n"
+    cell(nb, source)
+    assert "Wall time" in capsys.readouterr().out
+    del nb.user_ns["t"]
+    cell(nb, source)
+    assert nb.user_ns["t"] == 20 and executions(nb) == ["t"]
+    assert "restored from the memory cache" in capsys.readouterr().out
+
+
+def test_the_statement_under_percent_time_is_read_for_inputs(nb):
+    nb.user_ns["base"] = 2
+    source = COUNT.format(name="t") + "%time t = 10 * base\n"
+    cell(nb, source)
+    nb.user_ns["base"] = 3
+    cell(nb, source)
+    assert nb.user_ns["t"] == 30 and executions(nb) == ["t", "t"]
+
+
+def test_a_percent_percent_time_cell_binds_its_outputs_in_the_cell_not_behind_its_back(nb):
+    nb.user_ns["base"] = 2
+    nb.user_ns["z"] = "stale"
+    source = "%%time\n" + COUNT.format(name="z") + "z = base + 1\n"
+    cell(nb, source)
+    assert nb.user_ns["z"] == 3
+    cell(nb, source)
+    assert nb.user_ns["z"] == 3 and executions(nb) == ["z"]
+
+
+def test_percent_timeit_reads_its_statement_but_binds_no_output(nb):
+    nb.user_ns["base"] = 2
+    cell(nb, COUNT.format(name="k") + "%timeit -n1 -r1 scratch = base * 2\nkept = 1\n")
+    flow = nb.user_ns["nb"]
+    assert "kept" in flow and "scratch" not in flow
+    nb.user_ns["base"] = 5
+    cell(nb, COUNT.format(name="k") + "%timeit -n1 -r1 scratch = base * 2\nkept = 1\n")
+    assert executions(nb) == ["k", "k"]
+
+
+def test_a_shell_command_cell_warns_once_and_runs_every_time(nb):
+    source = COUNT.format(name="s") + "!echo hi\n"
+    for _ in range(2):
+        with pytest.warns(lf.CacheWarning) as caught:
+            cell(nb, source)
+        assert len(caught) == 1
+        assert re.search(r"cell 'cell_\w+' runs a shell command \(!echo hi\): its result depends "
+                         r"on the outside world, so it is not cached", str(caught[0].message))
+    assert executions(nb) == ["s", "s"]
+
+
+def test_the_output_of_a_shell_command_is_assigned_as_ipython_does(nb):
+    with pytest.warns(lf.CacheWarning, match=r"'cell_x' runs a shell command \(!echo hi\)"):
+        cell(nb, "x = !echo hi\n")
+    with pytest.warns(lf.CacheWarning, match=r"'cell_y' runs a shell command \(%sx echo yo\)"):
+        cell(nb, "y = %sx echo yo\n")
+    assert list(nb.user_ns["x"]) == ["hi"] and list(nb.user_ns["y"]) == ["yo"]
+
+
+def test_a_shell_command_under_percent_time_still_makes_the_cell_uncached(nb):
+    for _ in range(2):
+        with pytest.warns(lf.CacheWarning, match=r"runs a shell command \(!echo hi\)"):
+            cell(nb, COUNT.format(name="ts") + "%time !echo hi\n")
+    assert executions(nb) == ["ts", "ts"]
+
+
+def test_a_bash_cell_magic_runs_uncached_with_a_warning(nb, tmp_path):
+    out = tmp_path / "bash.out"
+    source = f"%%bash\necho ran >> {out}\n"
+    for _ in range(2):
+        with pytest.warns(lf.CacheWarning, match=r"runs a shell command \(%%bash\)"):
+            cell(nb, source)
+    assert out.read_text() == "ran\nran\n"
+
+
+def test_a_magic_lazyflow_cannot_see_into_runs_uncached_naming_it(nb):
+    nb.user_ns["base"] = 2
+    with pytest.warns(lf.CacheWarning, match=r"uses %who_ls, which lazyflow cannot see into, "
+                                             r"so it is not cached; move that to an ordinary cell"):
+        cell(nb, "names = %who_ls\n")
+    assert "base" in nb.user_ns["names"]
+
+
+def test_several_constructs_give_one_warning_naming_them_all(nb):
+    with pytest.warns(lf.CacheWarning) as caught:
+        cell(nb, "!echo a\nb = !echo b\n%who_ls\n")
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "(!echo a) and runs a shell command (!echo b)" in message and "%who_ls" in message
+
+
+def test_top_level_await_in_a_cell_is_a_clear_usage_error(nb):
+    result = nb.run_cell("%%flow --flow nb\nimport asyncio\nx = await asyncio.sleep(0)\n")
+    assert "await (or async for/with) outside a function" in str(result.error_in_exec)
+    assert "without %%flow" in str(result.error_in_exec)
+
+
+def test_a_cell_reading_a_file_through_a_path_variable_is_warned_about(nb, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("1,2\n")
+    nb.user_ns["data_path"] = str(data)
+    with pytest.warns(lf.CacheWarning, match=r"node 'cell_text' input 'data_path' names an "
+                                             r"existing file .*pass lf\.File\("):
+        cell(nb, "with open(data_path) as fh:\n    text = fh.read()\n")
+    assert nb.user_ns["text"] == "1,2\n"

@@ -145,6 +145,15 @@ def test_verify_passes_a_deterministic_flow(flow, calls):
     assert result.to_dict()["nondeterministic"] == []
 
 
+def test_verify_recomputes_a_node_with_positional_only_parameters(flow):
+    @flow.node
+    def total(n, /, factor=2):
+        return n * factor
+
+    flow.get("total", n=5)
+    assert flow.verify("total", n=5).ok
+
+
 def test_verify_recomputes_every_ancestor_without_reading_the_cache(flow, calls):
     _analysis(flow, calls)
     flow.get("total", n=5)

@@ -26,6 +26,17 @@ the cell prints and displays is shown live and recorded for replay on later
 hits (``replay.py``). Rejected: wrapping
 the cell's source in a generated ``def`` — names the cell assigns would become
 locals, which breaks lambdas and generator expressions that read them.
+
+IPython syntax (``%time x = f()``, ``x = !ls``, ``%%bash``) is first turned
+into Python as IPython itself does (``shell.transform_cell``); that Python is
+what is analysed and run. The timing magics (``%time``, ``%timeit`` and their
+cell forms) only time the code they are given, so that code is analysed as
+part of the cell (``%timeit`` runs it in a function of its own: its names are
+reads, never outputs). Every other IPython construct (shell commands, other
+magics, any other use of ``get_ipython()``) is listed in
+:attr:`CellAnalysis.magics`, opaque to the analysis: the magic runs such a
+cell uncached. Rejected: stripping ``%`` lines before analysis, which would
+key ``x = %sx ls`` as if ``x`` were a constant.
 """
 
 from __future__ import annotations
@@ -33,7 +44,8 @@ from __future__ import annotations
 import ast
 import inspect
 import linecache
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +55,35 @@ from lazyflow.errors import OutputError
 from lazyflow.fingerprint import DYNAMIC_BUILTINS
 from lazyflow.notebook import replay
 
-__all__ = ["DYNAMIC", "CellAnalysis", "CellFunction", "analyse"]
-
+__all__ = ["DYNAMIC", "TIMING_MAGICS", "CellAnalysis", "CellFunction", "Magic", "analyse"]
 
 
 DYNAMIC = DYNAMIC_BUILTINS
 """Builtins through which a cell can read names no static analysis sees (one list for cells
 and node code: ``lazyflow.fingerprint.DYNAMIC_BUILTINS``)."""
+
+TIMING_MAGICS = frozenset({"time", "timeit"})
+"""Magics that only time the code they are given: that code is analysed as part of the cell."""
+
+_TIMEIT_VALUED = frozenset({"-n", "-r", "-p"})  # options whose value may be the next word
+_OPTION = re.compile(r"\s*(-[\w-]+)")
+_SHOWN_CHARS = 60
+
+
+@dataclass(frozen=True)
+class Magic:
+    """An IPython construct in a cell that lazyflow cannot see into.
+
+    ``kind`` is ``"shell"`` (``!cmd``, ``x = !cmd``), ``"line"`` (``%name ...``),
+    ``"cell"`` (``%%name``) or ``"shell object"`` (any other use of ``get_ipython()``);
+    ``name`` is the magic's name (``"cd"``, ``"bash"``), the method's for a shell
+    object, empty for a shell command; ``text`` is the construct as the cell
+    spells it, shortened (``"!ls -l"``, ``"%cd /tmp"``, ``"%%bash"``).
+    """
+
+    kind: str
+    name: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -61,6 +95,11 @@ class CellAnalysis:
     code_names: tuple[str, ...]
     digest: str
     tree: ast.Module
+    """The cell as analysed: its Python, with timing magics replaced by the code they time."""
+    code: str = ""
+    """The cell as Python, as IPython runs it (``x = !ls`` -> ``x = get_ipython().getoutput('ls')``)."""
+    magics: tuple[Magic, ...] = ()
+    """IPython constructs the cell uses that lazyflow cannot see into, in order."""
 
     @property
     def dynamic(self) -> list[str]:
@@ -68,22 +107,157 @@ class CellAnalysis:
         return [name for name in self.reads if name in DYNAMIC]
 
 
-def analyse(source: str) -> CellAnalysis:
+def analyse(source: str, transform: Callable[[str], str] | None = None) -> CellAnalysis:
     """Parse a cell; list the names it reads before writing and the names it binds.
+
+    ``transform`` turns IPython syntax into Python (``shell.transform_cell``);
+    without it the cell must be plain Python.
 
     >>> a = analyse("import math\\ny = math.sqrt(x)\\nz = y + 1")
     >>> a.reads, a.writes, a.code_names
     (('x',), ('y', 'z'), ('math',))
     """
-    tree = ast.parse(source)
+    code = transform(source) if transform is not None else source
+    tree = ast.parse(code)
+    # the digest is of the code that runs: the text a timing magic times is a constant in it
+    normal = ast.dump(tree, annotate_fields=True, include_attributes=False)
+    unwrap = _Unwrap(transform)
+    tree = ast.fix_missing_locations(unwrap.visit(tree))
     scan = _Scan()
     for statement in tree.body:
         scan.statement(statement)
-    normal = ast.dump(tree, annotate_fields=True, include_attributes=False)
-    code = tuple(dict.fromkeys(scan.code_names))
-    writes = tuple(n for n in dict.fromkeys(scan.writes) if n not in code)
-    return CellAnalysis(tuple(dict.fromkeys(scan.reads)), writes, code,
-                        xxhash.xxh3_128_hexdigest(normal.encode()), tree)
+    code_names = tuple(dict.fromkeys(scan.code_names))
+    writes = tuple(n for n in dict.fromkeys(scan.writes) if n not in code_names)
+    return CellAnalysis(tuple(dict.fromkeys(scan.reads)), writes, code_names,
+                        xxhash.xxh3_128_hexdigest(normal.encode()), tree, code,
+                        tuple(dict.fromkeys(unwrap.magics)))
+
+
+class _Unwrap(ast.NodeTransformer):
+    """Put the code a timing magic times in its place; list the other IPython constructs.
+
+    ``%time S`` becomes the statements of ``S`` (or, as an expression, its
+    expression); ``%timeit S`` becomes a tuple of the names ``S`` reads, since
+    it runs ``S`` inside a function of its own.
+    """
+
+    def __init__(self, transform: Callable[[str], str] | None) -> None:
+        self.transform = transform
+        self.magics: list[Magic] = []
+
+    def visit_Expr(self, node: ast.Expr) -> Any:
+        timed = self._timed(node.value)
+        if timed is None:
+            return self.generic_visit(node)
+        magic, statements = timed
+        if magic == "timeit":
+            return ast.Expr(_reads_of(statements))
+        return statements
+
+    def visit_Call(self, node: ast.Call) -> Any:
+        call = _shell_call(node)
+        if call is None:
+            return self.generic_visit(node)
+        timed = self._timed(node)
+        if timed is not None:
+            magic, statements = timed
+            if magic == "time" and len(statements) == 1 and isinstance(statements[0], ast.Expr):
+                return statements[0].value
+            return _reads_of(statements)
+        self.magics.append(_magic(*call))
+        # the arguments are code of the cell; the get_ipython() before the call is accounted for
+        node.args = [self.visit(a) for a in node.args]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        return node
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        if node.id == "get_ipython" and isinstance(node.ctx, ast.Load):
+            self.magics.append(Magic("shell object", "get_ipython", "get_ipython()"))
+        return node
+
+    def _timed(self, node: ast.expr) -> tuple[str, list[ast.stmt]] | None:
+        """``(magic, the statements it times, unwrapped)`` if ``node`` calls a timing magic."""
+        call = _shell_call(node)
+        if call is None or call[0] not in ("run_line_magic", "run_cell_magic"):
+            return None
+        method, args = call
+        texts = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
+                 for a in args]
+        if len(texts) != (2 if method == "run_line_magic" else 3) or None in texts \
+                or texts[0] not in TIMING_MAGICS:
+            return None
+        magic = texts[0]
+        if method == "run_line_magic":
+            timed = _without_options(magic, texts[1])
+        else:  # %%timeit's line is setup code run before the cell; %%time's holds options
+            setup = _without_options(magic, texts[1]) if magic == "timeit" else ""
+            timed = None if setup is None else f"{setup}\n{texts[2]}"
+        if timed is None:
+            return None
+        try:
+            tree = ast.parse(self.transform(timed) if self.transform is not None else timed)
+        except SyntaxError:
+            return None  # the magic will say so when it runs; meanwhile it is opaque
+        statements: list[ast.stmt] = []
+        for statement in tree.body:
+            done = self.visit(statement)
+            statements.extend(done if isinstance(done, list) else [done])
+        return magic, statements
+
+
+def _shell_call(node: ast.AST) -> tuple[str, list[ast.expr]] | None:
+    """``(method, arguments)`` when ``node`` is ``get_ipython().method(...)``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return None
+    shell = node.func.value
+    if isinstance(shell, ast.Call) and isinstance(shell.func, ast.Name) \
+            and shell.func.id == "get_ipython" and not shell.args and not shell.keywords:
+        return node.func.attr, node.args
+    return None
+
+
+def _magic(method: str, args: list[ast.expr]) -> Magic:
+    """The construct a ``get_ipython().method(*args)`` call stands for, as the cell spells it."""
+    texts = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else "..."
+             for a in args]
+    if method in ("system", "getoutput") and texts:
+        return Magic("shell", "", _shortened(f"!{texts[0]}"))
+    if method == "run_line_magic" and texts:
+        return Magic("line", texts[0], _shortened(f"%{' '.join(texts[:2])}".rstrip()))
+    if method == "run_cell_magic" and texts:
+        return Magic("cell", texts[0], _shortened(f"%%{' '.join(texts[:2])}".rstrip()))
+    return Magic("shell object", method, f"get_ipython().{method}(...)")
+
+
+def _shortened(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + "..."
+
+
+def _without_options(magic: str, line: str) -> str | None:
+    """The statement of a ``%time``/``%timeit`` line, its leading options removed.
+
+    ``None`` for ``%timeit -v NAME``, which writes ``NAME`` into the
+    notebook's namespace behind the cell's back.
+    """
+    rest = line
+    while (match := _OPTION.match(rest)) is not None:
+        option = match.group(1)
+        if magic == "timeit" and option.startswith("-v"):
+            return None
+        rest = rest[match.end():]
+        if magic == "timeit" and option in _TIMEIT_VALUED:
+            rest = re.sub(r"^\s*\S+", "", rest, count=1)
+    return rest.strip()
+
+
+def _reads_of(statements: list[ast.stmt]) -> ast.Tuple:
+    """A tuple expression loading every name ``statements`` read before binding it."""
+    scan = _Scan()
+    for statement in statements:
+        scan.statement(statement)
+    names = dict.fromkeys(scan.reads)
+    return ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in names], ctx=ast.Load())
 
 
 class _Scan:
@@ -257,18 +431,22 @@ class CellFunction:
 
     ``params`` maps each parameter to the variable it binds in the cell (they
     differ for a name the cell reads and re-binds). Its signature, built from
-    ``params`` and ``defaults``, is what the node wires by name.
+    ``params`` and ``defaults``, is what the node wires by name. ``python`` is
+    the cell as Python when ``source`` has IPython syntax (``analysis.code``);
+    ``shell`` is the IPython shell its ``get_ipython()`` calls reach.
     """
 
     def __init__(self, name: str, source: str, namespace: Mapping[str, Any],
                  params: Mapping[str, str], defaults: Mapping[str, Any],
-                 outputs: Sequence[str]) -> None:
+                 outputs: Sequence[str], *, python: str | None = None,
+                 shell: Any = None) -> None:
         self.__name__ = name
         self.filename = f"<lazyflow cell {name}>"
-        # tracebacks show the cell's lines, as IPython does for ordinary cells
+        # tracebacks show the cell's lines as written, as IPython does for ordinary cells
         linecache.cache[self.filename] = (len(source), None, source.splitlines(True),
                                           self.filename)
-        self.code = compile(source, self.filename, "exec")
+        self.code = compile(source if python is None else python, self.filename, "exec")
+        self.shell = shell
         self.namespace = namespace
         self.params = dict(params)
         self.outputs = tuple(outputs)
@@ -282,6 +460,9 @@ class CellFunction:
         scope = dict(self.namespace)
         for param, value in inputs.items():
             scope[self.params[param]] = value
+        if self.shell is not None:
+            cell_shell = _CellShell(self.shell, scope)
+            scope["get_ipython"] = lambda: cell_shell
         with replay.recording() as shown:
             exec(self.code, scope)
         self.shown = shown
@@ -300,3 +481,31 @@ class CellFunction:
 
     def __repr__(self) -> str:
         return f"<cell {self.__name__}>"
+
+
+class _CellShell:
+    """``get_ipython()`` inside a running cell: the shell, with the cell's namespace for magics.
+
+    A line magic that reads its caller's names (``%time``) finds the cell's
+    namespace on the stack by itself; IPython hands a *cell* magic
+    (``%%time``) the notebook's namespace instead, where it would read and
+    bind names behind the cell's back. This gives it the cell's.
+    """
+
+    def __init__(self, shell: Any, scope: dict[str, Any]) -> None:
+        self._shell = shell
+        self._scope = scope
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._shell, attr)
+
+    def run_cell_magic(self, name: str, line: str, cell: str) -> Any:
+        """Run ``%%name line`` on ``cell``, in the cell's namespace if the magic reads one."""
+        shell = self._shell
+        magic = shell.find_cell_magic(name)
+        if magic is None or not getattr(magic, "needs_local_scope", False) or not cell:
+            return shell.run_cell_magic(name, line, cell)  # its own errors and rules
+        if not getattr(magic, "_ipython_magic_no_var_expand", False):
+            line = shell.var_expand(line, 1)  # $x and {x} as the cell sees them
+        with shell.builtin_trap:
+            return magic(line, cell, local_ns=self._scope)

@@ -16,6 +16,16 @@ The cell is requested by its own node, not its output selectors: one load
 restores every output, and the cell's record (tier, key) is in the run.
 ``import``/``def``/``class`` statements of the cell are re-executed in the
 user namespace either way, since modules and functions are code, not data.
+
+A cell with IPython syntax is analysed and run as the Python IPython makes
+of it. Shell commands (``!ls``, ``x = !ls``, ``%sx``, ``%%bash``) and magics
+that touch files, the environment or the working directory (``%run``,
+``%env``, ``%cd``, ...) make the cell's result depend on the outside world;
+any other magic but the timing ones is opaque to lazyflow. Either way the
+cell runs uncached, with one ``CacheWarning`` naming the cell and the
+construct: a hit must be what the cell would compute now, and lazyflow
+cannot tell that for those. Rejected: caching them and keying the command
+text, which would serve yesterday's ``!ls`` today.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import xxhash
+from IPython.core.alias import Alias
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
@@ -40,7 +51,7 @@ from lazyflow.fingerprint import fingerprint
 from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
 from lazyflow.notebook import replay
-from lazyflow.notebook.cells import CellAnalysis, CellFunction, analyse
+from lazyflow.notebook.cells import CellAnalysis, CellFunction, Magic, analyse
 from lazyflow.run import NodeRecord, format_duration
 
 __all__ = ["RESTORED_NOTICE", "FlowMagics", "cell_node", "load"]
@@ -49,6 +60,14 @@ _SHOWN_DOMAIN = keys.domain("shown")  # the record of what a cell printed and di
 RESTORED_NOTICE = re.compile(
     r"^lazyflow: .* restored from the \w+ cache \(.*; saved .* of compute\)\n", re.MULTILINE)
 """The line a hit prints before replaying the cell's outputs (a rerun's check ignores it)."""
+_SHELL_MAGICS = frozenset({"!", "sx", "system", "sc", "bash", "sh", "script"})
+"""Magics that run a shell command (aliases such as ``%ls`` do too)."""
+_OUTSIDE_MAGICS = frozenset({
+    "run", "env", "set_env", "cd", "pushd", "popd", "bookmark", "load", "loadpy", "save",
+    "store", "writefile", "file", "pip", "conda", "mamba", "micromamba", "uv", "python",
+    "python2", "python3", "pypy", "perl", "ruby", "killbgscripts"})
+"""Other magics that read or change files, the environment, the working directory or
+other processes."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
                "watch NAME [k=v ...] | cache stats | cache clear   [--flow VAR]")
 
@@ -60,8 +79,11 @@ def load(shell: Any) -> None:
 
 def cell_node(name: str, source: str, analysis: CellAnalysis, namespace: Mapping[str, Any],
               hidden: Mapping[str, Any], flow: Flow, outputs: tuple[str, ...],
-              cache: bool = True) -> Node:
-    """The node of a cell: edges for names that are nodes, inputs for values, code by version."""
+              cache: bool = True, shell: Any = None) -> Node:
+    """The node of a cell: edges for names that are nodes, inputs for values, code by version.
+
+    ``shell`` is the IPython shell that runs the cell's magics, if it has any.
+    """
     params: dict[str, str] = {}
     defaults: dict[str, Any] = {}
     code_refs: list[str] = []
@@ -80,7 +102,8 @@ def cell_node(name: str, source: str, analysis: CellAnalysis, namespace: Mapping
         param = f"{var}__prev" if var in outputs else var
         params[param] = var
         defaults[param] = value
-    func = CellFunction(name, source, namespace, params, defaults, outputs)
+    func = CellFunction(name, source, namespace, params, defaults, outputs,
+                        python=analysis.code or None, shell=shell)
     version = "|".join([analysis.digest, *sorted(code_refs)])
     options = {"outputs": outputs} if outputs else None
     return Node(func, name=name, version=version, cache=cache, options=options)
@@ -127,21 +150,18 @@ class FlowMagics(Magics):
             raise UsageError(f"%%flow: unknown option(s) {' '.join(extra)}; "
                              "use --name NAME, --out a,b, --no-cache, --flow VAR")
         flow = self._flow(args.flow)
-        analysis = analyse(source)
+        analysis = self._analyse(source)
         ns = self._shell.user_ns
         outputs = tuple(o.strip() for o in args.out.split(",") if o.strip()) if args.out \
             else tuple(w for w in analysis.writes if not w.startswith("_"))
         name = args.name or (f"cell_{outputs[0]}" if outputs else f"cell_{analysis.digest[:8]}")
         cache = not args.no_cache
-        dynamic = [n for n in analysis.dynamic if n not in ns]  # not shadowed by the user
-        if cache and dynamic:
-            warnings.warn(f"cell {name!r} calls {', '.join(dynamic)}, which can read names that "
-                          "static analysis cannot see, so it is run without caching; "
-                          "pass the values as plain names to cache it", CacheWarning,
-                          stacklevel=2)
+        why = _why_not_cached(name, analysis, ns, self._shell) if cache else None
+        if why is not None:
+            warnings.warn(why, CacheWarning, stacklevel=2)
             cache = False
         node = cell_node(name, source, analysis, ns, self._shell.user_ns_hidden, flow, outputs,
-                         cache=cache)
+                         cache=cache, shell=self._shell)
         flow.add(node)
         try:
             run = flow.run(name)
@@ -155,6 +175,15 @@ class FlowMagics(Magics):
         if isinstance(value, dict):
             ns.update(value)
         self._define_code(analysis)
+
+    def _analyse(self, source: str) -> CellAnalysis:
+        """The cell's analysis, its IPython syntax turned into Python as IPython does."""
+        analysis = analyse(source, self._shell.transform_cell)
+        if _awaits_at_top_level(analysis.tree):
+            raise UsageError("%%flow: this cell uses await (or async for/with) outside a "
+                             "function, which %%flow cells do not support yet; run it as an "
+                             "ordinary cell, without %%flow")
+        return analysis
 
     def _define_code(self, analysis: CellAnalysis) -> None:
         code = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -217,6 +246,53 @@ class FlowMagics(Magics):
             raise UsageError(f"--flow {var}: {var!r} is not a lazyflow Flow in this notebook "
                              f"(got {type(value).__name__}); create it with lf.Flow(...)")
         return value
+
+
+def _why_not_cached(cell: str, analysis: CellAnalysis, ns: Mapping[str, Any],
+                    shell: Any) -> str | None:
+    """Why a cell cannot be cached, as one warning naming it and the constructs; else None."""
+    reasons = []
+    dynamic = [n for n in analysis.dynamic if n not in ns]  # not shadowed by the user
+    if dynamic:
+        reasons.append(f"cell {cell!r} calls {', '.join(dynamic)}, which can read names that "
+                       "static analysis cannot see, so it is run without caching; pass the "
+                       "values as plain names to cache it")
+    outside = [(magic, _reaching_outside(magic, shell)) for magic in analysis.magics]
+    reaching = [how for _, how in outside if how]
+    if reaching:
+        reasons.append(f"cell {cell!r} {' and '.join(reaching)}: its result depends on the "
+                       "outside world, so it is not cached")
+    opaque = [magic.text for magic, how in outside if not how]
+    if opaque:
+        reasons.append(f"cell {cell!r} uses {', '.join(opaque)}, which lazyflow cannot see "
+                       "into, so it is not cached; move that to an ordinary cell (without "
+                       "%%flow) to cache this one")
+    return "; ".join(reasons) or None
+
+
+def _reaching_outside(magic: Magic, shell: Any) -> str:
+    """How ``magic`` reaches outside the process (``"runs a shell command (!ls)"``), or ``""``."""
+    if magic.kind == "shell":
+        return f"runs a shell command ({magic.text})"
+    if magic.kind not in ("line", "cell"):
+        return ""
+    if magic.name in _SHELL_MAGICS or (
+            magic.kind == "line" and isinstance(shell.find_line_magic(magic.name), Alias)):
+        return f"runs a shell command ({magic.text})"
+    return f"uses {magic.text}" if magic.name in _OUTSIDE_MAGICS else ""
+
+
+def _awaits_at_top_level(tree: ast.Module) -> bool:
+    """True if the cell awaits outside a function (IPython runs such a cell in its event loop)."""
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith)) \
+                or (isinstance(node, ast.comprehension) and node.is_async):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))  # a function's body awaits in its own time
+    return False
 
 
 def _keep_or_replay_outputs(flow: Flow, node: Node, record: NodeRecord,
