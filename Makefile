@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/hashing.py
+	$(PY) benchmarks/globals.py
 	$(PY) benchmarks/widget_overhead.py
 	$(PY) benchmarks/layout.py
 	$(PY) benchmarks/parallel.py

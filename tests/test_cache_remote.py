@@ -228,7 +228,6 @@ def test_loading_a_remote_entry_whose_class_cannot_be_imported_is_a_miss_that_ke
     flow.cache.tier("remote").flush()
     colleague_module.leave()
     teammate = lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
-    with pytest.warns(lf.CacheWarning, match="cannot import.*kept"):
-        with pytest.raises(KeyError):
-            teammate.load(key)
+    with pytest.warns(lf.CacheWarning, match="cannot import.*kept"), pytest.raises(KeyError):
+        teammate.load(key)
     assert teammate.tier("remote").contains(key)
