@@ -191,7 +191,7 @@ class _Column:
         if self.kind != "null" and arr.null_count:
             valid = arr.is_valid()
             positions = np.flatnonzero(~valid.to_numpy(zero_copy_only=False)) + self.length
-            self.nulls.update(positions.astype("<i8", copy=False))
+            self.nulls.update(positions.astype("<i8", copy=False).data)
             arr = arr.filter(valid)  # the bytes under a null slot are not values
         self.length += n
         getattr(self, f"_feed_{self.kind}")(arr)
@@ -213,11 +213,11 @@ class _Column:
         pass  # every value is null: the length says it all
 
     def _feed_bool(self, arr: pa.Array) -> None:
-        self.parts[0].update(arr.to_numpy(zero_copy_only=False))  # bit-packed: one byte each
+        self.parts[0].update(memoryview(arr.to_numpy(zero_copy_only=False)))  # bits -> bytes
 
     def _feed_fixed(self, arr: pa.Array) -> None:
         width = self.type.bit_width // 8
-        data = memoryview(arr.buffers()[1])  # type: ignore[arg-type]
+        data = memoryview(arr.buffers()[1])
         self.parts[0].update(data[arr.offset * width:(arr.offset + len(arr)) * width])
 
     def _feed_binary(self, arr: pa.Array) -> None:
@@ -225,7 +225,7 @@ class _Column:
         offset_type = np.dtype("<i8" if pa.types.is_large_binary(arr.type)
                               or pa.types.is_large_string(arr.type) else "<i4")
         offsets = np.frombuffer(buffers[1], offset_type)[arr.offset:arr.offset + len(arr) + 1]
-        self.parts[0].update(np.diff(offsets))
+        self.parts[0].update(np.diff(offsets).data)
         if buffers[2] is not None:
             self.parts[1].update(memoryview(buffers[2])[offsets[0]:offsets[-1]])
 
@@ -233,13 +233,13 @@ class _Column:
 
     def _feed_list(self, arr: pa.Array) -> None:
         offsets = arr.offsets.to_numpy()  # this slice's n + 1 offsets into the whole child
-        self.parts[0].update(np.diff(offsets))
+        self.parts[0].update(np.diff(offsets).data)
         self.children[0].feed(arr.values.slice(offsets[0], offsets[-1] - offsets[0]))
 
     def _feed_list_view(self, arr: pa.Array) -> None:
         import pyarrow.compute as pc
 
-        self.parts[0].update(pc.list_value_length(arr).to_numpy().astype("<i8", copy=False))
+        self.parts[0].update(memoryview(pc.list_value_length(arr).to_numpy()))
         self.children[0].feed(arr.flatten())
 
     def _feed_fixed_list(self, arr: pa.Array) -> None:

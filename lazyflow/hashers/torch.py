@@ -52,7 +52,7 @@ def _check_hashable(t: torch.Tensor) -> None:
 def _values_digest(t: torch.Tensor) -> bytes:
     """xxh3-128 of the values, contiguous, read through a byte view (no copy if contiguous)."""
     values = t.detach().resolve_conj().resolve_neg().contiguous()
-    return xxhash.xxh3_128_digest(values.reshape(-1).view(torch.uint8).numpy())
+    return xxhash.xxh3_128_digest(values.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def _hash_tensor(h: Hasher, t: Any) -> None:
