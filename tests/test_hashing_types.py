@@ -217,6 +217,16 @@ def test_arrow_dictionaries_count_but_their_repetition_over_chunks_does_not():
     assert H(pa.chunked_array([encoded.slice(0, 1), encoded.slice(1)])) == H(pa.chunked_array([encoded]))
 
 
+def test_arrow_chunks_with_different_dictionaries_count_where_each_dictionary_starts():
+    def chunk(dictionary: list[str], n: int) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array(dictionary))
+
+    a_a_b = pa.chunked_array([chunk(["a", "b"], 2), chunk(["b", "a"], 1)])
+    a_b_b = pa.chunked_array([chunk(["a", "b"], 1), chunk(["b", "a"], 2)])
+    assert a_a_b.to_pylist() != a_b_b.to_pylist()
+    assert H(a_a_b) != H(a_b_b)
+
+
 class _Money(pa.ExtensionType):
     def __init__(self, currency: str) -> None:
         self.currency = currency

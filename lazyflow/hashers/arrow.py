@@ -22,8 +22,9 @@ differently give equal digests (chunks are layout, not behaviour; the
 concatenation is never materialised). Nulls are taken out (``filter``) before
 a node's values are written, so whatever bytes lie under a null slot, and
 whatever a slice's offset is, never reach the digest. Dictionary-encoded
-columns hash their indices plus each distinct dictionary in order (the
-dictionary is visible behaviour, like pandas categories), so chunks carrying
+columns hash their indices plus each dictionary with the position where it
+takes over (the dictionary is visible behaviour, like pandas categories);
+consecutive chunks sharing a dictionary record it once, so chunks carrying
 *different* dictionaries digest differently from one chunk with their union:
 the one case where chunking shows. Types without a buffer layout handled here
 (unions, run-end encoded) are written element by element through
@@ -177,7 +178,7 @@ class _Column:
                    "elements": 1}.get(self.kind, 0)
         self.parts = [xxhash.xxh3_128() for _ in range(n_parts)]
         self.children = [_Column(c) for c in _child_types(self.type, self.kind)]
-        self.dictionaries: list[bytes] = []
+        self.dictionaries: list[tuple[int, bytes]] = []
 
     def feed(self, arr: pa.Array) -> None:
         """Append one chunk's values (any offset, any nulls)."""
@@ -250,9 +251,13 @@ class _Column:
             child.feed(values)
 
     def _feed_dictionary(self, arr: pa.Array) -> None:
+        if len(arr) == 0:
+            return  # only nulls: no value refers to this chunk's dictionary
         digest = _array_digest(arr.dictionary)
-        if not self.dictionaries or self.dictionaries[-1] != digest:
-            self.dictionaries.append(digest)
+        if not self.dictionaries or self.dictionaries[-1][1] != digest:
+            # where in the indices each dictionary takes over: without it, chunks
+            # (D1: [0, 0]) (D2: [0]) and (D1: [0]) (D2: [0, 0]) would write alike
+            self.dictionaries.append((self.children[0].length, digest))
         self.children[0].feed(arr.indices)
 
     def _feed_elements(self, arr: pa.Array) -> None:
