@@ -227,6 +227,27 @@ def test_arrow_chunks_with_different_dictionaries_count_where_each_dictionary_st
     assert H(a_a_b) != H(a_b_b)
 
 
+def test_a_union_counts_each_slots_type_code_and_selected_value_only():
+    def sparse(codes: list[int], ints: list[int], texts: list[str]) -> pa.Array:
+        return pa.UnionArray.from_sparse(pa.array(codes, pa.int8()), [pa.array(ints), pa.array(texts)])
+
+    assert H(sparse([0, 1], [1, 2], ["a", "b"])) == H(sparse([0, 1], [1, 99], ["zz", "b"]))
+    assert _all_differ(sparse([0, 1], [1, 2], ["a", "b"]), sparse([1, 0], [1, 2], ["a", "b"]),
+                       sparse([0, 1], [1, 2], ["a", "c"]))
+    dense = pa.UnionArray.from_dense(pa.array([1, 0], pa.int8()), pa.array([0, 1], pa.int32()),
+                                     [pa.array([7, 1]), pa.array(["b", "unused"])])
+    assert H(dense) == H(pa.UnionArray.from_dense(pa.array([1, 0], pa.int8()), pa.array([0, 0], pa.int32()),
+                                                  [pa.array([1]), pa.array(["b"])]))
+
+
+def test_a_run_end_encoded_array_counts_its_values_exactly_not_its_runs():
+    stamps = pa.array([1, 1, 2], pa.timestamp("ns"))
+    one_run = pa.RunEndEncodedArray.from_arrays(pa.array([2, 3], pa.int32()), stamps.take([0, 2]))
+    two_runs = pa.RunEndEncodedArray.from_arrays(pa.array([1, 2, 3], pa.int32()), stamps)
+    assert H(one_run) == H(two_runs)
+    assert H(pc.run_end_encode(stamps)) != H(pc.run_end_encode(pa.array([1, 1, 3], pa.timestamp("ns"))))
+
+
 class _Money(pa.ExtensionType):
     def __init__(self, currency: str) -> None:
         self.currency = currency
@@ -255,6 +276,9 @@ def _exotic_arrays() -> dict[str, pa.Array]:
         "struct": pa.array([{"x": 1, "y": "a"}, None, {"x": None, "y": "c"}]),
         "dictionary": pa.array(["x", None, "y", "x"]).dictionary_encode(),
         "sparse union": pa.UnionArray.from_sparse(pa.array([0, 1, 0], pa.int8()), union_children),
+        "dense union": pa.UnionArray.from_dense(pa.array([0, 1, 0], pa.int8()),
+                                                pa.array([0, 0, 1], pa.int32()),
+                                                [pa.array([1, None]), pa.array(["a"])]),
         "run-end encoded": pc.run_end_encode(pa.array([1, 1, None, 2, 2])),
         "extension": pa.ExtensionArray.from_storage(_Money("EUR"), pa.array([1, None, 3])),
         "month-day-nano": pa.array([(1, 2, 3), None, (4, 5, 6)], pa.month_day_nano_interval()),

@@ -26,10 +26,11 @@ columns hash their indices plus each dictionary with the position where it
 takes over (the dictionary is visible behaviour, like pandas categories);
 consecutive chunks sharing a dictionary record it once, so chunks carrying
 *different* dictionaries digest differently from one chunk with their union:
-the one case where chunking shows. Types without a buffer layout handled here
-(unions, run-end encoded) are written element by element through
-``hash_value`` of their Python values (with the union type code): slower, but
-still independent of chunking.
+the one case where chunking shows. A union writes each slot's type code, then
+per child the values its slots select; a run-end encoded array writes its
+decoded values (runs are an encoding, like chunks). A layout this module does
+not know (from a newer Arrow) is written element by element through
+``hash_value`` of its Python values: slower, and only as exact as ``as_py``.
 
 Fixed-width buffers are read in place (``memoryview`` of the Arrow buffer,
 offset applied); only nulls (``filter``), booleans (bit-packed, unpacked
@@ -45,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from lazyflow.hashing import Hasher, _install, hash_value
@@ -141,9 +143,13 @@ def _kind(t: pa.DataType) -> str:
         return "fixed_list"
     if types.is_struct(t):
         return "struct"
+    if types.is_union(t):
+        return "union"
+    if types.is_run_end_encoded(t):
+        return "run_end"
     try:
         return "fixed" if t.bit_width % 8 == 0 else "elements"
-    except ValueError:  # no fixed width: unions, run-end encoded
+    except ValueError:  # a layout this module does not know (a newer Arrow's)
         return "elements"
 
 
@@ -157,8 +163,10 @@ def _child_types(t: pa.DataType, kind: str) -> list[pa.DataType]:
         if pa.types.is_map(t):
             return [pa.struct([t.key_field, t.item_field])]
         return [t.value_type]
-    if kind == "struct":
+    if kind in ("struct", "union"):
         return [t.field(i).type for i in range(t.num_fields)]
+    if kind == "run_end":
+        return [t.value_type]
     if kind == "dictionary":
         return [t.index_type]
     return []
@@ -175,7 +183,7 @@ class _Column:
         self.length = 0
         self.nulls = xxhash.xxh3_128()
         n_parts = {"bool": 1, "fixed": 1, "binary": 2, "view": 2, "list": 1, "list_view": 1,
-                   "elements": 1}.get(self.kind, 0)
+                   "union": 1, "elements": 1}.get(self.kind, 0)
         self.parts = [xxhash.xxh3_128() for _ in range(n_parts)]
         self.children = [_Column(c) for c in _child_types(self.type, self.kind)]
         self.dictionaries: list[tuple[int, bytes]] = []
@@ -238,8 +246,6 @@ class _Column:
         self.children[0].feed(arr.values.slice(offsets[0], offsets[-1] - offsets[0]))
 
     def _feed_list_view(self, arr: pa.Array) -> None:
-        import pyarrow.compute as pc
-
         self.parts[0].update(memoryview(pc.list_value_length(arr).to_numpy()))
         self.children[0].feed(arr.flatten())
 
@@ -260,11 +266,29 @@ class _Column:
             self.dictionaries.append((self.children[0].length, digest))
         self.children[0].feed(arr.indices)
 
+    def _feed_union(self, arr: pa.Array) -> None:
+        # each slot's type code, then per child the values its slots select, in order: a
+        # sparse child's unselected slots and a dense child's unreferenced values do not count
+        buffers, start, stop = arr.buffers(), arr.offset, arr.offset + len(arr)
+        codes = np.frombuffer(buffers[1], np.int8)[start:stop]
+        self.parts[0].update(codes.data)
+        dense = self.type.mode == "dense"
+        offsets = np.frombuffer(buffers[2], _INT32)[start:stop] if dense else None
+        for i, (child, code) in enumerate(zip(self.children, self.type.type_codes, strict=True)):
+            selected = codes == code
+            values = arr.field(i)  # a sparse child comes sliced to this array already
+            if offsets is not None:
+                child.feed(values.take(pa.array(offsets[selected])))
+            else:
+                child.feed(values.filter(pa.array(selected)))
+
+    def _feed_run_end(self, arr: pa.Array) -> None:
+        # runs are an encoding, like chunks: the decoded values are what counts
+        self.children[0].feed(pc.run_end_decode(arr))
+
     def _feed_elements(self, arr: pa.Array) -> None:
-        union = pa.types.is_union(arr.type)
-        for scalar in arr:
-            item = (scalar.type_code, scalar.as_py()) if union else scalar.as_py()
-            self.parts[0].update(bytes.fromhex(hash_value(item)))
+        for scalar in arr:  # slow, and only as exact as as_py(); no Arrow layout lands here today
+            self.parts[0].update(bytes.fromhex(hash_value(scalar.as_py())))
 
 
 def _array_digest(arr: pa.Array) -> bytes:
