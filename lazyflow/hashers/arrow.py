@@ -121,8 +121,19 @@ def _metadata(address: int | None) -> tuple[tuple[bytes, bytes], ...] | None:
 # --------------------------------------------------------------------------- the content, as streams
 
 
+_KINDS: dict[int, str] = {}
+"""Type id -> kind: the layout follows from the id alone (parameters never change it)."""
+
+
 def _kind(t: pa.DataType) -> str:
     """How a type's values lie in memory, i.e. how its node writes them."""
+    kind = _KINDS.get(t.id)
+    if kind is None:
+        kind = _KINDS[t.id] = _layout_kind(t)
+    return kind
+
+
+def _layout_kind(t: pa.DataType) -> str:
     types = pa.types
     if types.is_null(t):
         return "null"
