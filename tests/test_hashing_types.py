@@ -397,6 +397,15 @@ def test_xarray_datasets_count_variables_coords_and_attrs():
                        ds.expand_dims("z"))
 
 
+@settings(max_examples=50)
+@given(hnp.arrays(np.float64, (2, 3), elements=st.floats(-5, 5)),
+       hnp.arrays(np.float64, (2, 3), elements=st.floats(-5, 5)))
+def test_xarray_data_arrays_differ_whenever_their_values_differ(a, b):
+    assume(a.tobytes() != b.tobytes())  # -0.0 and 0.0 are different bytes, and so values here
+    assert H(xr.DataArray(a, dims=("x", "y"))) != H(xr.DataArray(b, dims=("x", "y")))
+    assert H(xr.DataArray(a, dims=("x", "y"))) == H(xr.DataArray(a.copy(), dims=("x", "y")))
+
+
 def test_lazily_backed_xarray_data_hashes_by_its_values():
     da = _data_array()
     assert H(da.chunk({"x": 1})) == H(da)
