@@ -551,7 +551,7 @@ _LAZY["numpy"] = _register_numpy
 _LAZY["pandas"] = _register_pandas
 
 
-# --------------------------------------------------------------------------- more libraries (lazyflow/hashers/)
+# --------------------------------------------------------------------------- lazyflow/hashers/
 
 from lazyflow.hashers import registrar as _registrar  # noqa: E402  (imports no library)
 

@@ -56,7 +56,7 @@ __all__ = ["register", "type_value", "write_chunks"]
 _ARRAY, _CHUNKED, _BATCH, _TABLE = b"\xa1", b"\xa2", b"\xa3", b"\xa4"
 
 
-# --------------------------------------------------------------------------- the type, through the C data interface
+# --------------------------------------------------------------------------- the type
 
 
 class _CSchema(ctypes.Structure):
@@ -118,7 +118,7 @@ def _metadata(address: int | None) -> tuple[tuple[bytes, bytes], ...] | None:
     return tuple((item(), item()) for _ in range(count))
 
 
-# --------------------------------------------------------------------------- the content, as streams
+# --------------------------------------------------------------------------- the content
 
 
 _KINDS: dict[int, str] = {}
@@ -214,7 +214,8 @@ class _Column:
             self.nulls.update(positions.astype("<i8", copy=False).data)
             arr = arr.filter(valid)  # the bytes under a null slot are not values
         self.length += n
-        getattr(self, f"_feed_{self.kind}")(arr)
+        if len(arr):  # only nulls: nothing more to write (not even this chunk's dictionary)
+            getattr(self, f"_feed_{self.kind}")(arr)
 
     def write(self, h: Hasher) -> None:
         """Write the accumulated content into ``h``."""
@@ -268,8 +269,6 @@ class _Column:
             child.feed(values)
 
     def _feed_dictionary(self, arr: pa.Array) -> None:
-        if len(arr) == 0:
-            return  # only nulls: no value refers to this chunk's dictionary
         digest = _array_digest(arr.dictionary)
         if not self.dictionaries or self.dictionaries[-1][1] != digest:
             # where in the indices each dictionary takes over: without it, chunks
