@@ -11,8 +11,14 @@ turns within a round;
 ratios are against raw xxh3-128 over the same buffer (arrays) or against
 lazyflow (the frame).
 
+A third section hashes the other libraries lazyflow knows (pyarrow, polars,
+xarray, scipy.sparse, torch), each holding a ~100 MB float64 payload, against
+raw xxh3-128 over the same buffers (for a sparse matrix: data, indices and
+indptr), 9 rounds each.
+
 Run: ``python benchmarks/hashing.py`` (``--max-mb 100`` to skip the 1 GB array,
-``--markdown FILE`` to also write the tables).
+``--sections types`` to run one section, ``--markdown FILE`` to also write the
+tables).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import gc
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
@@ -110,16 +116,132 @@ def frame_table(target_mb: int) -> str:
     return "\n".join(rows)
 
 
+def library_versions() -> str:
+    import polars as pl
+    import pyarrow as pa
+    import scipy
+    import torch
+    import xarray as xr
+
+    line = (f"pyarrow {pa.__version__}, polars {pl.__version__}, xarray {xr.__version__}, "
+            f"scipy {scipy.__version__}, torch {torch.__version__}")
+    print(line, flush=True)
+    return line
+
+
+def raw_xxh3_buffers(buffers: list[np.ndarray]) -> list[str]:
+    """The floor for a value made of several buffers: xxh3-128 over each."""
+    return [raw_xxh3(b) for b in buffers]
+
+
+Payload = tuple[Callable[[], Any], list[np.ndarray]]
+"""A value maker (the same value each call, or a fresh one) and the float64 buffers it holds."""
+
+
+def type_payloads(mb: int) -> Iterator[tuple[str, Callable[[], Payload]]]:
+    """(label, build) per type, built one at a time so one ~``mb`` MB payload lives at once."""
+    import polars as pl
+    import pyarrow as pa
+    import scipy.sparse as sp
+    import torch
+    import xarray as xr
+
+    n = mb * 10**6 // 8
+
+    def floats(seed: int = 0, size: int = n) -> np.ndarray:
+        return np.random.default_rng(seed).random(size)
+
+    def same(value: Any, buffers: list[np.ndarray]) -> Payload:
+        return (lambda: value), buffers
+
+    def columns(make: Callable[[dict[str, np.ndarray]], Any]) -> Callable[[], Payload]:
+        def build() -> Payload:
+            xs = {f"c{i}": floats(i, n // 4) for i in range(4)}
+            return same(make(xs), list(xs.values()))
+        return build
+
+    def csr(fresh: bool) -> Callable[[], Payload]:
+        def build() -> Payload:
+            rows, width = 10_000, 10**6
+            data = floats()
+            indptr = np.linspace(0, n, rows + 1).astype(np.int32)
+            cols = np.sort(np.random.default_rng(1).integers(0, width, (rows, n // rows),
+                                                             dtype=np.int32), axis=1).ravel()
+
+            def make() -> Any:  # on the same buffers: cheap, and the flags are not known yet
+                return sp.csr_array((data, cols, indptr), shape=(rows, width))
+
+            return (make, [data, cols, indptr]) if fresh else same(make(), [data, cols, indptr])
+        return build
+
+    def one(make: Callable[[np.ndarray], Any]) -> Callable[[], Payload]:
+        def build() -> Payload:
+            values = floats()
+            return same(make(values), [values])
+        return build
+
+    def chunked() -> Payload:
+        chunks = [floats(i, n // 8) for i in range(8)]
+        return same(pa.chunked_array([pa.array(c) for c in chunks]), chunks)
+
+    yield from [
+        ("pyarrow Array", one(pa.array)),
+        ("pyarrow ChunkedArray (8 chunks)", chunked),
+        ("pyarrow Table (4 columns)", columns(pa.table)),
+        ("pyarrow RecordBatch (4 columns)", columns(pa.record_batch)),
+        ("polars Series", one(lambda v: pl.Series("x", v))),
+        ("polars DataFrame (4 columns)", columns(pl.DataFrame)),
+        ("xarray DataArray (2-D, 1 coordinate)",
+         one(lambda v: xr.DataArray(v.reshape(1000, -1), dims=("t", "s"),
+                                    coords={"t": np.arange(1000)}, name="v"))),
+        ("xarray Dataset (4 variables)",
+         columns(lambda xs: xr.Dataset({k: ("t", c) for k, c in xs.items()}))),
+        ("scipy.sparse csr_array (data + int32 indices)", csr(fresh=False)),
+        ("scipy.sparse csr_array, format flags not yet known", csr(fresh=True)),
+        ("torch Tensor (CPU)", one(lambda v: torch.from_numpy(v).reshape(1000, -1))),
+    ]
+
+
+def type_rates(make: Callable[[], Any], buffers: list[np.ndarray], runs: int) -> dict[str, float]:
+    """GB/s of hash_value on the value and of raw xxh3 over its buffers (values made untimed)."""
+    values = [make() for _ in range(runs + 1)]
+    return rates({"raw": lambda: raw_xxh3_buffers(buffers),
+                  "lazyflow": lambda: lf.hash_value(values.pop())},
+                 sum(b.nbytes for b in buffers), runs)
+
+
+def types_table(mb: int) -> str:
+    rows = [f"| value (~{mb} MB float64 payload) | raw xxh3-128 | lazyflow hash_value "
+            "| hash_value / raw |", "|---|---:|---:|---:|"]
+    for label, build in type_payloads(mb):
+        results = type_rates(*build(), runs=9)
+        rows.append(f"| {label} | {results['raw']:.2f} GB/s | {results['lazyflow']:.2f} GB/s "
+                    f"| {results['lazyflow'] / results['raw']:.0%} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-mb", type=int, default=1000)
     parser.add_argument("--frame-mb", type=int, default=100)
+    parser.add_argument("--types-mb", type=int, default=100)
+    parser.add_argument("--sections", default="arrays,frame,types",
+                        help="comma-separated: arrays, frame, types")
     parser.add_argument("--markdown", help="also write the result tables to this file")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, pandas {pd.__version__}, "
           f"xxhash {xxhash.VERSION}, joblib {joblib.__version__}, dask {dask.__version__}")
-    sizes = [mb for mb in (1, 10, 100, 1000) if mb <= args.max_mb]
-    report = array_table(sizes) + "\n\n" + frame_table(args.frame_mb)
+    sections = set(args.sections.split(","))
+    tables = []
+    if "arrays" in sections:
+        tables.append(array_table([mb for mb in (1, 10, 100, 1000) if mb <= args.max_mb]))
+    if "frame" in sections:
+        tables.append(frame_table(args.frame_mb))
+    if "types" in sections:
+        tables.append(library_versions())
+        tables.append(types_table(args.types_mb))
+    report = "\n\n".join(tables)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(report + "\n")

@@ -668,3 +668,14 @@ def _register_pandas() -> None:
 
 _LAZY["numpy"] = _register_numpy
 _LAZY["pandas"] = _register_pandas
+
+
+# --------------------------------------------------------------------------- lazyflow/hashers/
+
+from lazyflow.hashers import registrar as _registrar  # noqa: E402  (imports no library)
+
+_LAZY["pyarrow"] = _registrar("arrow")
+_LAZY["polars"] = _registrar("polars")
+_LAZY["xarray"] = _registrar("xarray")
+_LAZY["scipy"] = _registrar("sparse")
+_LAZY["torch"] = _registrar("torch")
