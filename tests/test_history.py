@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import lazyflow as lf
-from lazyflow.history import FILENAME, find, location
+from lazyflow.history import FILENAME, find, flush, location
 from lazyflow.run import new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,3 +315,22 @@ def test_two_processes_recording_at_once_lose_no_run(tmp_path):
         [("left", "completed")] * 40 + [("right", "completed")] * 40
     assert all(len(r.nodes) == 1 for r in runs)
     assert sqlite3.connect(history_file).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_node_that_joins_a_run_midway_gets_its_row(losing):
+    flow, tier = losing
+    _chain(flow)
+    flow.get("total", n=4)
+    tier.lose(flow.last_run.nodes["total"].key)
+    # the writer takes the run's rows at its start: only "total" is in it then
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run("total", n=4, observers=[_flush_when_started])
+    # total's entry vanished when its value was read: raw joined the run to compute it
+    assert list(run.nodes) == ["total", "raw"]
+    assert [(n.name, n.status) for n in lf.history(flow, limit=1)[0].nodes] == [
+        ("total", "completed"), ("raw", "cached")]
+
+
+def _flush_when_started(event) -> None:
+    if isinstance(event, lf.RunStarted):
+        flush()
