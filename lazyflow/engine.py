@@ -1032,8 +1032,10 @@ class _State:
             for u in set(eager.values()):
                 self.consumers[u] += 1
             if m not in self.policies:
-                self.policies[m] = policy_for(m, self.plan.nodes[m].options,
-                                              self.options.overrides)
+                policy = self.policies[m] = policy_for(m, self.plan.nodes[m].options,
+                                                       self.options.overrides)
+                if not getattr(self.executor, "places_work", False):
+                    self.gate.add(m, policy.resources)
             if not self.remaining[m]:
                 self.ready.append(m)
 
