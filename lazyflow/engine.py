@@ -20,7 +20,8 @@ Policy. A request is answered in three steps, all on plain data:
 State. ``digests`` (value digest per resolved node), ``values`` (values held
 for consumers still to run; released when the last consumer has started),
 ``records`` (one ``NodeRecord`` per node touched), ``remaining`` (the upstream
-nodes each needed node still waits for).
+nodes each needed node still waits for), ``flying`` and ``parked`` (keys led,
+nodes waiting for another request), ``vanished`` (demoted hits).
 
 Features hook in at a few points rather than in the loop: lazy inputs
 (``lazy.py``) are edges the scheduler does not wait for — a node that calls
@@ -28,6 +29,19 @@ one it does not have is sent back to wait (``_demand``) and re-run; map nodes
 (``mapping.py``) submit one task per element that misses and gather them into
 one future; output files (``files.py``) are captured on store and restored on
 load; ``lf.Skip`` (``skip.py``) settles a node as skipped.
+
+Two hooks keep a hit honest and a miss single. A hit's value is read only
+when a consumer starts (or, for a target, when the loop is done), and its
+entry may have vanished by then (evicted, deleted, damaged): ``_demote``
+turns it back into a miss of the same run, with its own parameters, its
+ancestors resolved like a lazy input's (``_need``), and its dependents keyed
+by whatever digest it now computes to. Rejected: computing it in a nested
+run, which cannot know the node's own parameters (only the union of the
+request's), reports a second run, and leaves the consumer keyed by the old
+digest. Before computing a node whose result may be served, the engine
+claims its content key (``flights.py``); a node whose key another request of
+this process is computing is *parked* (no worker held) until that one lands,
+then looked up again.
 
 The engine knows nothing of notebooks: it tells the world through
 ``events.py``. Executors only *call* functions; hashing, storing and
@@ -38,11 +52,12 @@ synchronous reference path.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -71,6 +86,7 @@ from lazyflow.executors import (
 )
 from lazyflow.executors.shared import Sharing
 from lazyflow.fingerprint import Fingerprint
+from lazyflow.flights import FLIGHTS
 from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
 from lazyflow.policies import DEFAULTS, policy_for
@@ -114,6 +130,32 @@ class _Hit:
     key: str
     meta: Meta
     tier: str
+
+
+VANISHED = "entry vanished from the cache (evicted or damaged); recomputed"
+"""The reason of a node whose hit was demoted to a miss (``_State._demote``)."""
+_CHANGED = "; the new value differs from the vanished one, so its dependents were recomputed"
+_WAITING = "waiting for another request computing the same value"
+
+
+class _Vanished(Exception):
+    """A settled node's entry could not be loaded any more (evicted, damaged, deleted)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (a Jupyter cell's thread is)."""
+    asyncio = sys.modules.get("asyncio")  # not imported: no loop can be running
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- prepare / resolve
@@ -251,6 +293,17 @@ def _load(cache: Cache, key: str) -> Any:
     return value
 
 
+def _loader(cache: Cache, key: str, param: str) -> Callable[[], Any]:
+    """Loads a lazy input's stored value when the node calls it; an entry that vanished
+    since sends the node back to the engine (``Demand``), which computes it again."""
+    def load() -> Any:
+        try:
+            return _load(cache, key)
+        except KeyError:
+            raise lazy.Demand(param) from None
+    return load
+
+
 def _store(cache: Cache, key: str, value: Any, meta: Meta) -> Meta | None:
     """Store a value, and the bytes of the output files it names (``files.py``); return
     the metadata the fastest tier stored, if it says (``Cache.store``)."""
@@ -327,7 +380,6 @@ class _State:
         self.executor = executor
         self.timed: Executor | None = None  # a thread for sync nodes with a timeout
         self.hits = dict(hits)
-        self.needed = needed
         self.digests: dict[str, str] = {n: h.meta["digest"] for n, h in hits.items()}
         self.values: dict[str, Any] = {}
         self.keys: dict[str, str] = {n: h.key for n, h in hits.items()}
@@ -355,11 +407,23 @@ class _State:
         self.demanded: dict[str, set[str]] = {n: set() for n, ps in self.lazy.items() if ps}
         self.used: dict[str, list[str]] = {}  # lazy inputs each lazy node called, in order
         self.maps: dict[str, mapping.MapRun] = {}
-        self.ready: deque[str] = deque()
+        self.ready: deque[str] = deque(n for n in needed if not remaining[n])
         self.running: dict[Future[Outcome], str] = {}
         # running futures land here as they finish (dask's local scheduler works alike):
-        # one queue read per wake, where concurrent.futures.wait hooks every running future
-        self.finished: SimpleQueue[Future[Outcome] | None] = SimpleQueue()
+        # one queue read per wake, where concurrent.futures.wait hooks every running future;
+        # so do the names of parked nodes whose key another request has finished computing
+        self.finished: SimpleQueue[Future[Outcome] | str | None] = SimpleQueue()
+        # single-flight (flights.py): the key each computing node leads, the nodes parked
+        # until another computation of their key lands; a thread running an event loop
+        # must not wait for other requests, so there nodes lead or compute, never park
+        self.flying: dict[str, str] = {}
+        self.parked: set[str] = set()
+        self.waits = not _on_event_loop()
+        # hits whose entry vanished before it was read (_demote): the digest their
+        # dependents were keyed with; and, for nodes running when an input vanished,
+        # the (digest, key) of that input they started with
+        self.vanished: dict[str, str] = {}
+        self.kept: dict[str, dict[str, tuple[str, str]]] = {}
         self.deadlines: dict[Future[Outcome], float] = {}
         self.unstarted: set[Future[Outcome]] = set()  # timed, but not running yet
         self.fatal: BaseException | None = None
@@ -388,22 +452,25 @@ class _State:
     # ----------------------------------------------------------------- the loop
 
     def loop(self) -> None:
-        """Start ready nodes while workers are free; settle them as they finish."""
+        """Start ready nodes while workers are free; settle them as they finish; then load
+        the values of cached targets (computing again any whose entry vanished meanwhile)."""
         cancel = self.options.cancel
         unsubscribe = cancel.on_cancel(lambda: self.finished.put(None)) if cancel else None
         try:
             self._loop()
+            while not self._collect():
+                self._loop()
         finally:
             if unsubscribe is not None:
                 unsubscribe()
 
     def _loop(self) -> None:
         ready = self.ready
-        ready.extend(n for n in self.needed if not self.remaining[n])
         running = self.running
+        parked = self.parked
         cancel = self.options.cancel
         poll = _SIGNAL_POLL if threading.current_thread() is threading.main_thread() else None
-        while (ready and self.fatal is None) or running:
+        while ((ready or parked) and self.fatal is None) or running:
             self._check_cancel()
             while ready and self.fatal is None and len(running) < self.executor.max_workers:
                 if cancel is not None:
@@ -419,23 +486,27 @@ class _State:
                 else:
                     running[future] = name
                     future.add_done_callback(self.finished.put)
-            if not running:
+            if not running and not (parked and self.fatal is None):
                 continue
             timeout = (max(0.0, min(self.deadlines.values()) - time.monotonic())
                        if self.deadlines else None)
             if poll is not None:
                 timeout = poll if timeout is None else min(timeout, poll)
-            for future in self._finished(timeout):
-                if future in running:  # not one abandoned at its deadline
-                    self._complete(running.pop(future), future, ready)
+            for done in self._finished(timeout):
+                if isinstance(done, str):  # a parked node whose key landed: look it up again
+                    parked.discard(done)
+                    ready.append(done)
+                elif done in running:  # not one abandoned at its deadline
+                    self._complete(running.pop(done), done, ready)
             self._expire_deadlines(ready)
         if self.fatal is not None:
             raise self.fatal
 
-    def _finished(self, timeout: float | None) -> list[Future[Outcome]]:
-        """Futures that finished: waits up to ``timeout`` for one, then takes all that are in.
+    def _finished(self, timeout: float | None) -> list[Future[Outcome] | str]:
+        """Futures that finished and parked nodes woken: waits up to ``timeout`` for one,
+        then takes all that are in.
 
-        A cancellation wakes the wait with no future.
+        A cancellation wakes the wait with neither.
         """
         try:
             first = self.finished.get(timeout=timeout)
@@ -451,7 +522,8 @@ class _State:
                 found.append(future)
 
     def start(self, name: str) -> Future[Outcome] | None:
-        """Settle ``name`` from the cache, skip it, or submit it; return its future if submitted."""
+        """Settle ``name`` from the cache, skip it, park it, or submit it; return its future
+        if submitted."""
         prep = self.prepared[name]
         lazy_ps = self.lazy[name]
         upstream = self._counted(name) if lazy_ps else self.plan.upstream[name]
@@ -466,21 +538,28 @@ class _State:
                 self._release_inputs(name)
                 self.emit(NodeFinished(self.run, record))
                 return None
-        inputs = {p: digests[up] for p, up in upstream.items()}
+        try:
+            inputs = {p: digests[up] for p, up in upstream.items()}
+        except KeyError:  # an input whose entry vanished is being computed again (_demote)
+            self._wait(name, [up for up in upstream.values() if up not in digests])
+            return None
         key = keys.content_key(prep.fp.digest, prep.params, inputs)
         record.key = key
-        lookup: str | None = key
-        if lazy_ps and prep.reusable:
-            waiting, lookup = self._replay(name)
-            if waiting:
-                return None
-        if prep.reusable and lookup is not None:
-            found = self.cache.lookup(lookup)
-            if found is not None:
-                key = record.key = lookup
-                self.mark_cached(name, _Hit(key, found[0], found[1]))
-                self._link_trace(name, key, found[0]["digest"])
-                self._release_inputs(name)
+        if prep.reusable and not (self.vanished and name in self.vanished):
+            lookup: str | None = key
+            if lazy_ps:
+                waiting, lookup = self._replay(name)
+                if waiting:
+                    return None
+            if lookup is not None:
+                found = self.cache.lookup(lookup)
+                if found is not None:
+                    key = record.key = lookup
+                    self.mark_cached(name, _Hit(key, found[0], found[1]))
+                    self._link_trace(name, key, found[0]["digest"])
+                    self._release_inputs(name)
+                    return None
+            if not self._lead(name, key):
                 return None
         node = self.plan.nodes[name]
         mapped = node.options["map"] is not None
@@ -490,14 +569,21 @@ class _State:
             and not mapped else None
         kwargs = dict(self.plan.params[name])
         values = self.values
-        for param, up in self.plan.upstream[name].items():
-            if lazy_ps and param in lazy_ps:
-                kwargs[param] = self._thunk(name, param, up)
-            elif shared is None or param not in shared:
-                kwargs[param] = values[up] if up in values else self._value_of(up)
+        try:
+            for param, up in self.plan.upstream[name].items():
+                if lazy_ps and param in lazy_ps:
+                    kwargs[param] = self._thunk(name, param, up)
+                elif shared is None or param not in shared:
+                    kwargs[param] = values[up] if up in values else self._value_of(up)
+        except _Vanished as e:  # compute that input again, in this run; then start over
+            self._land(name)
+            self._demote(e.node)
+            self._wait(name, [e.node])
+            return None
         if not lazy_ps:
             self._release_inputs(name)  # lazy nodes may be called again: release when settled
-        record.reason = self._why(name, inputs)
+        record.reason = VANISHED if self.vanished and name in self.vanished \
+            else self._why(name, inputs)
         record.status = "running"
         record.started = time.time()
         if self.observed:
@@ -540,7 +626,18 @@ class _State:
         self._settled(name, ready)
 
     def settle(self, name: str, outcome: Outcome) -> None:
-        """Record a finished task: store its value, or apply the node's error policy."""
+        """Record a finished task; then wake the requests waiting for its key, which take
+        the stored value, or compute it themselves when there is none."""
+        try:
+            self._record_outcome(name, outcome)
+        finally:
+            if self.flying:
+                self._land(name)
+            if self.kept:
+                self.kept.pop(name, None)
+
+    def _record_outcome(self, name: str, outcome: Outcome) -> None:
+        """Store a task's value, or apply the node's error policy."""
         record = self.run.nodes[name]
         if isinstance(outcome.error, lazy.Demand):  # called a lazy input not computed yet
             record.status = "pending"
@@ -596,6 +693,10 @@ class _State:
         record.ended = record.ended or time.time()
         record.digest = digest
         record.status = "completed"
+        if self.vanished and self.vanished.get(name, digest) != digest:
+            # dependents not started yet take the new digest (start keys them by digests);
+            # those running with the old value keep the key they were started with (kept)
+            record.reason += _CHANGED
         self.digests[name] = digest
         key = record.key
         assert key is not None
@@ -612,7 +713,8 @@ class _State:
             if name in self.targets:
                 self.run.values[name] = value
         if prep.cacheable and store:
-            inputs = {p: self.digests[up] for p, up in upstream.items()}
+            inputs = self._input_digests(name, upstream) if self.kept \
+                else {p: self.digests[up] for p, up in upstream.items()}
             if stored:  # by a worker: consumers here load it from the cache
                 found = self.cache.lookup(key)
                 record.size = found[0].get("size") if found else None
@@ -638,14 +740,20 @@ class _State:
         """An entry's metadata; ``inputs`` are the value digests of ``upstream``."""
         prep = self.prepared[name]
         keys = self.keys
+        kept = self.kept.get(name) if self.kept else None
         return {"digest": digest, "node": name, "flow": self.flow.name, "created": created,
                 "duration": duration, "cost": cost, "lazyflow": _VERSION,
-                "params": prep.params, "inputs": {p: keys[up] for p, up in upstream.items()},
+                "params": prep.params,
+                "inputs": {p: kept[up][1] if kept and up in kept else keys[up]
+                           for p, up in upstream.items()},
                 "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0]}
 
     def mark_cached(self, name: str, hit: _Hit) -> None:
+        """Settle ``name`` as a hit; a target's value is loaded when the run ends (``_collect``)."""
         record = self.run.nodes[name]
         record.status = "cached"
+        if record.reason is _WAITING:
+            record.reason = "computed meanwhile by another request"
         record.tier = hit.tier
         record.key = hit.key
         record.digest = hit.meta["digest"]
@@ -656,8 +764,6 @@ class _State:
         self.digests[name] = hit.meta["digest"]
         self.keys[name] = hit.key
         self.hits[name] = hit
-        if name in self.targets:
-            self.run.values[name] = self._value_of(name)
         self.emit(NodeFinished(self.run, record))
 
     def mark_unneeded(self) -> None:
@@ -675,6 +781,7 @@ class _State:
         self.run.error = error
         for future in self.running:
             self.executor.abandon(future)
+        self._land_all()  # requests waiting for a key this run computed take over
         failed = next((n for n, r in self.run.nodes.items() if r.status == "failed"), None)
         for record in self.run.nodes.values():
             if not record.done:
@@ -685,9 +792,15 @@ class _State:
                 self.emit(NodeFinished(self.run, record))
 
     def shutdown(self) -> None:
-        """Release the helper thread used for timed nodes on the sync executor."""
+        """Release the helper thread used for timed nodes on the sync executor, and every
+        key this run still claims."""
+        self._land_all()
         if self.timed is not None:
             self.timed.shutdown()
+
+    def _land_all(self) -> None:
+        for name in list(self.flying):
+            self._land(name)
 
     # ----------------------------------------------------------------- helpers
 
@@ -751,25 +864,97 @@ class _State:
                 warnings.warn(f"node {name!r} timed out{detail}", LazyflowWarning, stacklevel=2)
 
     def _value_of(self, name: str) -> Any:
+        """A settled node's value; :class:`_Vanished` when its entry cannot be read any more."""
         if name in self.values:
             return self.values[name]
         try:
             value = _load(self.cache, self.keys[name])
         except KeyError:
-            value = self._recompute(name)
+            raise _Vanished(name) from None
         if self.consumers[name] > 1 or name in self.targets:
             self.values[name] = value
         return value
 
-    def _recompute(self, name: str) -> Any:
-        """An entry vanished between lookup and load (evicted, corrupt): compute it again."""
-        warnings.warn(f"cache entry of node {name!r} vanished before it could be read; "
-                      "recomputing it", CacheWarning, stacklevel=2)
-        sub = execute(self.flow, self.flow.plan(name, self._flow_inputs()))
-        return sub[name]
+    def _collect(self) -> bool:
+        """Load the values of cached targets; False when one vanished and was scheduled again."""
+        for name in self.plan.targets:
+            if name in self.run.values or self.run.nodes[name].status != "cached":
+                continue
+            try:
+                self.run.values[name] = self._value_of(name)
+            except _Vanished:
+                self._demote(name)
+                return False
+        return True
 
-    def _flow_inputs(self) -> dict[str, Any]:
-        return {p: v for params in self.plan.params.values() for p, v in params.items()}
+    # ----------------------------------------------------------------- vanished entries
+
+    def _demote(self, name: str) -> None:
+        """``name`` was settled, but its entry vanished before its value was read (evicted
+        by a larger value, deleted, damaged): it becomes a miss of this very run.
+
+        Its ancestors are resolved (they may be hits) and it is computed with its own
+        parameters. It no longer has a digest until then, so a dependent that starts waits
+        for it and is keyed by the new digest; a dependent already running keeps the
+        digest and key it was started with.
+        """
+        warnings.warn(f"the cache entry of node {name!r} vanished before it could be read "
+                      "(evicted or damaged); computing it again in this run", CacheWarning,
+                      stacklevel=4)
+        digest, key = self.digests.pop(name), self.keys.pop(name)
+        self.vanished[name] = digest
+        for running in self.running.values():
+            if name in self.plan.upstream[running].values():
+                self.kept.setdefault(running, {})[name] = (digest, key)
+        self.hits.pop(name, None)
+        self.costs.pop(name, None)
+        if self.lazy[name]:  # it demands its lazy inputs afresh when it runs again
+            self.demanded[name].clear()
+            self.used.pop(name, None)
+        record = self.run.nodes[name]
+        record.status, record.reason, record.tier, record.key = "pending", VANISHED, None, None
+        record.digest, record.size, record.saved = None, None, 0.0
+        self._need(list(_eager(self.plan, name).values()))
+        self._schedule([name])
+
+    def _input_digests(self, name: str, upstream: Mapping[str, str]) -> dict[str, str]:
+        """The digests of ``upstream`` that ``name`` was started with."""
+        kept = self.kept.get(name) if self.kept else None
+        if not kept:
+            return {p: self.digests[up] for p, up in upstream.items()}
+        return {p: kept[up][0] if up in kept else self.digests[up] for p, up in upstream.items()}
+
+    # ----------------------------------------------------------------- single-flight
+
+    def _lead(self, name: str, key: str) -> bool:
+        """Claim ``key`` for ``name`` (``flights.py``); False when another computation of it
+        is in flight: ``name`` is parked until it lands, then looked up again.
+
+        The claim's owner is the node's record: one per node and run, so a second node of
+        this run with the same key waits for the first like any other request.
+        """
+        record = self.run.nodes[name]
+        if FLIGHTS.lead(key, record):  # the usual case: no one computes it (and no callback)
+            self.flying[name] = key
+            return True
+        if not self.waits:  # on an event loop's thread: compute it too, never wait
+            return True
+        if FLIGHTS.claim(key, record, lambda: self.finished.put(name)):  # landed meanwhile
+            self.flying[name] = key
+            return True
+        self.parked.add(name)
+        record.reason = _WAITING
+        return False
+
+    def _land(self, name: str) -> None:
+        """``name`` is done computing its key, with a stored value or not: wake its waiters."""
+        key = self.flying.pop(name, None)
+        if key is not None:
+            FLIGHTS.land(key, self.run.nodes[name])
+
+    def _wait(self, name: str, upstream: Iterable[str]) -> None:
+        """Send ``name`` back to wait for ``upstream``, which is being computed again."""
+        self.remaining[name] = _waiting(upstream)
 
     def _release_inputs(self, name: str) -> None:
         for up in set(self._counted(name).values()):
@@ -810,8 +995,8 @@ class _State:
         if up in self.values or param in self.demanded[name]:
             return lazy.Thunk(param, value=self._value_of(up))
         if up in self.digests:  # settled (a hit): read it only if called
-            key, cache = self.keys[up], self.cache
-            return lazy.Thunk(param, has_value=False, loader=lambda: _load(cache, key))
+            return lazy.Thunk(param, has_value=False,
+                              loader=_loader(self.cache, self.keys[up], param))
         return lazy.Thunk(param, has_value=False)
 
     def _demand(self, name: str, param: str) -> None:
@@ -820,37 +1005,57 @@ class _State:
         if param not in self.demanded[name]:
             self.demanded[name].add(param)
             self.consumers[up] += 1
-        record = self.run.nodes[up]
+        record = self._touch(up)
         if record.status == "pending" and up not in self.remaining:  # undecided: resolve it
-            decided = set(self.hits) | set(self.remaining)
-            hits, needed, _ = _resolve(self.flow, self.plan, self.prepared, [up], decided)
-            for new in (*hits, *needed):
-                self.run.nodes.setdefault(new, NodeRecord(new))
-            for hit_name, hit in hits.items():
-                self.mark_cached(hit_name, hit)
-            for m in needed:
-                eager = _eager(self.plan, m)
-                self.remaining[m] = _waiting(u for u in eager.values()
-                                             if u not in self.digests
-                                             and not self.run.nodes[u].done)
-                for u in set(eager.values()):
-                    self.consumers[u] += 1
-                self.policies[m] = policy_for(m, self.plan.nodes[m].options,
-                                              self.options.overrides)
-                if not self.remaining[m]:
-                    self.ready.append(m)
+            self._need([up])
         if self.run.nodes[up].done:
             self.ready.append(name)
         else:
             self.remaining[name] = (up,)
+
+    def _need(self, roots: Sequence[str]) -> None:
+        """Resolve ``roots`` and their undecided ancestors: settle hits, schedule misses."""
+        decided = set(self.hits) | set(self.remaining)
+        hits, needed, _ = _resolve(self.flow, self.plan, self.prepared, roots, decided)
+        for new in (*hits, *needed):
+            self._touch(new)
+        for hit_name, hit in hits.items():
+            self.mark_cached(hit_name, hit)
+        self._schedule(needed)
+
+    def _schedule(self, needed: Iterable[str]) -> None:
+        """Make each needed node wait for its unsettled eager inputs (ready if none)."""
+        for m in needed:
+            eager = _eager(self.plan, m)
+            self.remaining[m] = _waiting(u for u in eager.values()
+                                         if u not in self.digests
+                                         and not self.run.nodes[u].done)
+            for u in set(eager.values()):
+                self.consumers[u] += 1
+            if m not in self.policies:
+                policy = self.policies[m] = policy_for(m, self.plan.nodes[m].options,
+                                                       self.options.overrides)
+                if not getattr(self.executor, "places_work", False):
+                    self.gate.add(m, policy.resources)
+            if not self.remaining[m]:
+                self.ready.append(m)
+
+    def _touch(self, name: str) -> NodeRecord:
+        """The record of ``name``, added to the run (with its code) if the run had none."""
+        record = self.run.nodes.get(name)
+        if record is None:
+            record = self.run.nodes[name] = NodeRecord(name)
+            self.run.code[name] = self.prepared[name].fp.components
+        return record
 
     def _traced(self, name: str, outcome: Outcome) -> Outcome:
         """Unwrap a lazy node's result; key it by the inputs it used; record its trace."""
         traced: lazy.Traced = outcome.value
         prep = self.prepared[name]
         self.used[name] = traced.used
-        eager = {p: self.digests[up] for p, up in _eager(self.plan, name).items()}
-        trace = [[p, self.digests[self.plan.upstream[name][p]]] for p in traced.used]
+        eager = self._input_digests(name, _eager(self.plan, name))
+        used = self._input_digests(name, {p: self.plan.upstream[name][p] for p in traced.used})
+        trace = [[p, used[p]] for p in traced.used]
         record = self.run.nodes[name]
         if prep.cacheable:
             base = keys.content_key(prep.fp.digest, prep.params, eager)
@@ -858,7 +1063,6 @@ class _State:
             old = self.cache.find_record(where)
             traces = lazy.with_trace(old["traces"] if old else None, trace)
             self.cache.record(where, {"traces": traces})
-        used = {p: d for p, d in trace}
         record.key = keys.content_key(prep.fp.digest, prep.params, {**eager, **used})
         outcome.value, outcome.digest = traced.value, None  # the worker hashed the wrapper
         return outcome

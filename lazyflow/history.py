@@ -511,7 +511,11 @@ class Recorder:
             path, seqs, rows = live
             started, touched, ended = per_store.setdefault(path, ([], set(), []))
             if isinstance(event, tuple):  # read now: the record's latest state
-                rows[seqs[event[1]]] = _node_row(run.nodes[event[1]])
+                seq = seqs.get(event[1])
+                if seq is None:  # taken on mid-run (the ancestors of an entry that vanished)
+                    seq = seqs[event[1]] = len(rows)
+                    rows.append(_pending_row(event[1]))
+                rows[seq] = _node_row(run.nodes[event[1]])
                 touched.add(run.id)
             elif isinstance(event, RunStarted):
                 started.append(run)

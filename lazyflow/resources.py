@@ -101,19 +101,26 @@ class Gate:
 
     def __init__(self, totals: Resources | None, needs: Mapping[str, Mapping[str, float]]) -> None:
         self.totals = (totals or Resources()).totals
-        self.needs = {name: dict(n) for name, n in needs.items() if n}
+        self.needs: dict[str, dict[str, float]] = {}
         self.free = dict(self.totals)
         self.held: dict[str, dict[str, float]] = {}
-        for name, need in self.needs.items():
-            for resource, amount in need.items():
-                total = self.totals.get(resource, 0.0)
-                if amount > total:
-                    have = format_size(total) if resource == "memory" else f"{total:g}"
-                    want = format_size(amount) if resource == "memory" else f"{amount:g}"
-                    raise ResourceError(
-                        f"node {name!r} needs {resource}={want} but the run has {resource}="
-                        f"{have} in all; lower its resources= or pass "
-                        f"resources=lf.Resources({resource}=...) to flow.run")
+        for name, need in needs.items():
+            self.add(name, need)
+
+    def add(self, name: str, need: Mapping[str, float]) -> None:
+        """Account for ``name``'s needs from now on (a node the run took on midway)."""
+        if not need:
+            return
+        for resource, amount in need.items():
+            total = self.totals.get(resource, 0.0)
+            if amount > total:
+                have = format_size(total) if resource == "memory" else f"{total:g}"
+                want = format_size(amount) if resource == "memory" else f"{amount:g}"
+                raise ResourceError(
+                    f"node {name!r} needs {resource}={want} but the run has {resource}="
+                    f"{have} in all; lower its resources= or pass "
+                    f"resources=lf.Resources({resource}=...) to flow.run")
+        self.needs[name] = dict(need)
 
     def take(self, ready: deque[str]) -> str | None:
         """Remove and return the first ready node whose needs fit; ``None`` if none fits."""

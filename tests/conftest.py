@@ -1,8 +1,10 @@
-"""Shared fixtures: flows with isolated caches, call counters that keys ignore, rendezvous."""
+"""Shared fixtures: flows with isolated caches, call counters that keys ignore, rendezvous,
+a disk tier that loses entries on cue."""
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import lazyflow as lf
+from lazyflow.cache.disk import DiskTier
 
 # Property tests judge results, never speed. Hypothesis's defaults fail a test whose
 # example takes over 200 ms, or whose data takes too long to generate: a loaded two-core
@@ -242,6 +245,44 @@ class Ledger:
 
 
 lf.register_hasher(Ledger, lambda ledger: "ledger")
+
+
+class LosingTier(DiskTier):
+    """A real disk tier that loses chosen entries at the moment their value is read.
+
+    This is the race between the lookup that made a node a hit and the load of its value:
+    another process deleted the entry, the size limit evicted it, or its file got damaged.
+    Every value lives in a file (``min_file_size=0``), so it can be damaged.
+    """
+
+    def __init__(self, directory) -> None:
+        super().__init__(directory, size_limit=10**9, min_file_size=0)
+        self.doomed: dict[str, tuple[str, int]] = {}
+
+    def lose(self, key: str, how: str = "delete", *, after: int = 0) -> None:
+        """The next read of ``key`` (after ``after`` good ones) finds it deleted
+        (``"delete"``) or damaged (``"damage"``)."""
+        self.doomed[key] = (how, after)
+
+    def get(self, key: str):
+        how, after = self.doomed.pop(key, ("", 0))
+        if after:
+            self.doomed[key] = (how, after - 1)
+        elif how == "delete":
+            self.delete(key)
+        elif how == "damage":
+            path = pathlib.Path(self._cache.get(key, retry=True).path)
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+        return super().get(key)
+
+
+@pytest.fixture
+def losing(tmp_path) -> tuple[lf.Flow, LosingTier]:
+    """A flow whose only cache tier is a :class:`LosingTier` in ``tmp_path``."""
+    tier = LosingTier(tmp_path / "cache")
+    return lf.Flow("losing", cache=lf.Cache(tiers=[tier])), tier
 
 
 @pytest.fixture(scope="session")

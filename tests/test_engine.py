@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import pytest
 
 import lazyflow as lf
+from lazyflow.engine import VANISHED
 
 
 def _chain(flow: lf.Flow, calls) -> None:
@@ -270,3 +274,200 @@ def test_a_cancel_token_stops_the_run_at_the_next_node_and_keeps_finished_nodes(
     assert flow.last_run.nodes["second"].status == "cancelled"
     assert flow.get("second") == 2
     assert calls == {"first": 1, "second": 1}
+
+
+# --------------------------------------------------------------------------- entries that vanish
+
+
+def _scaled_chain(flow: lf.Flow, ledger) -> None:
+    @flow.node
+    def raw(n: int):
+        ledger.note("raw")
+        return list(range(n))
+
+    @flow.node
+    def total(raw, scale: int):
+        ledger.note("total")
+        return sum(raw) * scale
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
+def test_an_entry_lost_between_lookup_and_read_is_computed_again_in_the_same_run(
+        losing, ledger, executor):
+    flow, tier = losing
+    _scaled_chain(flow, ledger)
+    flow.get("total", n=4, scale=1)
+    tier.lose(flow.last_run.nodes["raw"].key)
+    with pytest.warns(lf.CacheWarning, match="vanished"):
+        run = flow.run("total", n=4, scale=2, executor=executor)
+    assert run["total"] == 12
+    assert (ledger.count("raw"), ledger.count("total")) == (2, 2)
+    assert flow.last_run is run
+    assert {n: (r.status, r.reason) for n, r in run.nodes.items() if n == "raw"} == {
+        "raw": ("completed", VANISHED)}
+    assert run.nodes["total"].status == "completed"
+
+
+def test_an_entry_computed_again_makes_no_run_events_or_history_of_its_own(losing, ledger):
+    flow, tier = losing
+    _scaled_chain(flow, ledger)
+    flow.get("total", n=4, scale=1)
+    tier.lose(flow.last_run.nodes["total"].key)
+    seen = []
+    flow.events.subscribe(lambda event: seen.append(type(event).__name__))
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run("total", n=4, scale=1)
+    assert seen.count("RunStarted") == seen.count("RunFinished") == 1
+    runs = lf.history(flow, limit=None)
+    assert len(runs) == 2 and runs[0].id == run.id
+    # raw joined the run when total's entry vanished: its row is there too
+    assert {n.name: n.status for n in runs[0].nodes} == {"total": "completed", "raw": "cached"}
+
+
+def test_a_damaged_entry_is_computed_again_with_its_own_parameters(losing, ledger):
+    flow, tier = losing
+
+    @flow.node
+    def base(n: int = 1):
+        return np.full(10, n)
+
+    @flow.node
+    def shifted(base, n: int = 2, k: int = 0):  # the same parameter name, another default
+        return base + n + k
+
+    flow.get("shifted")
+    tier.lose(flow.last_run.nodes["base"].key, how="damage")
+    with pytest.warns(lf.CacheWarning) as caught:
+        assert flow.get("shifted", k=1).tolist() == [4] * 10
+    assert any("checksum" in str(w.message) for w in caught)
+    assert flow.get("base").tolist() == [1] * 10  # and the entry stored for it is its own
+
+
+def test_a_lost_entry_whose_new_value_differs_makes_its_dependents_compute_again(losing,
+                                                                                 calls):
+    flow, tier = losing
+
+    @flow.node
+    def drawn():  # declared deterministic, but each call draws a new value
+        calls["drawn"] += 1
+        return calls["drawn"]
+
+    @flow.node
+    def tagged(drawn, tag: str):
+        return 0  # the same value whatever it is given: early cutoff below it
+
+    @flow.node
+    def report(drawn, tagged):
+        calls["report"] += 1
+        return drawn * 10 + tagged
+
+    assert flow.get("report", tag="a") == 10
+    tier.lose(flow.last_run.nodes["drawn"].key)
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run("report", tag="b")
+    assert run["report"] == 20  # from the value drawn now, not the entry keyed by the old one
+    assert calls == {"drawn": 2, "report": 2}
+    assert run.nodes["drawn"].reason.startswith(VANISHED)
+    assert "differs" in run.nodes["drawn"].reason
+    assert flow.cache.lookup(run.nodes["report"].key)[0]["input_digests"]["drawn"] == \
+        run.nodes["drawn"].digest
+
+
+def test_a_cached_target_whose_entry_is_lost_is_computed_again(losing, ledger):
+    flow, tier = losing
+    _scaled_chain(flow, ledger)
+    flow.get("total", n=4, scale=1)
+    tier.lose(flow.last_run.nodes["total"].key)
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run("total", n=4, scale=1)
+    assert run["total"] == 6
+    assert {n: r.status for n, r in run.nodes.items()} == {"total": "completed",
+                                                           "raw": "cached"}
+    assert (ledger.count("raw"), ledger.count("total")) == (1, 2)
+
+
+def test_a_lazy_input_whose_entry_is_lost_when_called_is_computed_again(losing, ledger):
+    flow, tier = losing
+
+    @flow.node
+    def data(n: int):
+        ledger.note("data")
+        return list(range(n))
+
+    @flow.node
+    def pick(flag: bool, data: lf.Lazy[list], tag: str = ""):
+        return data() if flag else []
+
+    flow.get(["pick", "data"], flag=True, n=3)
+    tier.lose(flow.last_run.nodes["data"].key)
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run(["pick", "data"], flag=True, n=3, tag="again")
+    assert run["pick"] == [0, 1, 2]
+    assert (run.nodes["data"].status, run.nodes["data"].reason) == ("completed", VANISHED)
+    assert ledger.count("data") == 2
+
+
+def test_a_value_evicted_from_memory_by_a_larger_one_is_computed_again_in_the_run(calls):
+    flow = lf.Flow("evicting", cache=lf.Cache(memory=1_000_000, disk=None))
+
+    @flow.node
+    def small():
+        calls["small"] += 1
+        return np.zeros(1_000)
+
+    @flow.node
+    def big(size: int):
+        return np.zeros(size)
+
+    @flow.node
+    def both(small, big):
+        return small.size + big.size
+
+    flow.get("both", size=10)
+    with pytest.warns(lf.CacheWarning):  # big's 992 kB push small's 8 kB out of the budget
+        run = flow.run("both", size=124_000)
+    assert run["both"] == 125_000
+    assert (run.nodes["small"].status, run.nodes["small"].reason) == ("completed", VANISHED)
+    assert calls["small"] == 2
+
+
+class Signal:
+    """A counter and an event shared by nodes of one test; keys ignore it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+
+lf.register_hasher(Signal, lambda signal: "signal")
+
+
+def test_a_dependent_running_when_its_input_vanishes_keeps_the_key_it_started_with(losing):
+    flow, tier = losing
+    signal = Signal()
+
+    @flow.node
+    def drawn():  # declared deterministic, but each call draws a new value
+        signal.count += 1
+        return signal.count
+
+    @flow.node
+    def slow(drawn, tag: str):
+        signal.event.wait(60)  # still running when drawn's entry vanishes
+        return drawn * 100
+
+    @flow.node
+    def quick(drawn: lf.Lazy[int], tag: str):
+        value = drawn()  # the read that finds drawn's entry gone
+        signal.event.set()
+        return value
+
+    flow.get(["slow", "quick"], tag="a")
+    signal.event.clear()
+    old = flow.last_run.nodes["drawn"].digest
+    tier.lose(flow.last_run.nodes["drawn"].key, after=1)  # slow reads it; quick does not
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run(["slow", "quick"], tag="b", executor="threads", max_workers=2)
+    assert (run["slow"], run["quick"]) == (100, 2)
+    assert run.nodes["drawn"].digest != old
+    assert flow.cache.lookup(run.nodes["slow"].key)[0]["input_digests"] == {"drawn": old}

@@ -15,7 +15,7 @@ import pytest
 from damage import GARBAGE, damage, fold_wal, set_aside
 
 import lazyflow as lf
-from lazyflow.history import FILENAME, Store, find, location
+from lazyflow.history import FILENAME, Store, find, flush, location
 from lazyflow.run import new_run_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -379,3 +379,22 @@ def test_a_history_with_malformed_pages_is_set_aside_when_first_read(tmp_path):
     with pytest.warns(lf.CacheWarning, match="malformed"):
         assert store.runs() == []
     assert len(set_aside(path)) == 1
+
+
+def test_a_node_that_joins_a_run_midway_gets_its_row(losing):
+    flow, tier = losing
+    _chain(flow)
+    flow.get("total", n=4)
+    tier.lose(flow.last_run.nodes["total"].key)
+    # the writer takes the run's rows at its start: only "total" is in it then
+    with pytest.warns(lf.CacheWarning):
+        run = flow.run("total", n=4, observers=[_flush_when_started])
+    # total's entry vanished when its value was read: raw joined the run to compute it
+    assert list(run.nodes) == ["total", "raw"]
+    assert [(n.name, n.status) for n in lf.history(flow, limit=1)[0].nodes] == [
+        ("total", "completed"), ("raw", "cached")]
+
+
+def _flush_when_started(event) -> None:
+    if isinstance(event, lf.RunStarted):
+        flush()

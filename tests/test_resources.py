@@ -101,3 +101,31 @@ def test_default_totals_are_this_machines_cores_and_memory():
     assert totals["cpus"] == os.cpu_count()
     assert totals["memory"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert totals["gpus"] == 0
+
+
+def test_a_node_whose_entry_vanished_midway_is_gated_like_the_others(losing):
+    flow, tier = losing
+    barrier = threading.Barrier(2)
+
+    def meet(tag=""):
+        try:
+            barrier.wait(timeout=ALONE)
+            return "together"
+        except threading.BrokenBarrierError:
+            return "alone"
+
+    flow.node(name="a", resources={"licenses": 1})(lambda: meet())
+    flow.node(name="b", resources={"licenses": 1})(meet)
+
+    @flow.node
+    def reader(a, tag: str):  # needs no license: starts while b holds it
+        return a
+
+    options = {"executor": "threads", "max_workers": 4, "resources": lf.Resources(licenses=1)}
+    flow.get(["reader", "b"], tag="first", **options)
+    barrier.reset()
+    tier.lose(flow.last_run.nodes["a"].key)
+    with pytest.warns(lf.CacheWarning):  # a, read by reader, is computed again next to b
+        run = flow.run(["reader", "b"], tag="second", **options)
+    assert (run["reader"], run["b"]) == ("alone", "alone")
+    assert run.nodes["a"].status == "completed"
