@@ -15,11 +15,10 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future
 
-import cloudpickle
 import pytest
 from chains import define_array_chain
+from conftest import PicklingExecutor
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import register_implementation
 
@@ -307,24 +306,12 @@ def test_a_deadline_that_is_not_a_positive_number_says_what_to_write(bad):
 # --------------------------------------------------------------------------- shared-cache executors
 
 
-class InlineSharingExecutor:
+class InlineSharingExecutor(PicklingExecutor):
     """Runs each task inline on a pickled copy, and says it shares the cache as Dask does:
     nodes become shared tasks that read inputs from and write results to the remote."""
 
     name = "inline-sharing"
-    max_workers = 1
     shares_cache = True
-
-    def submit(self, task):
-        future = Future()
-        future.set_result(cloudpickle.loads(cloudpickle.dumps(task))())
-        return future
-
-    def abandon(self, future):
-        return False
-
-    def shutdown(self):
-        pass
 
 
 @pytest.mark.timeout(120)
