@@ -4,25 +4,26 @@ Design note
 -----------
 Values are kept as the objects themselves (no serialisation), so a memory hit
 costs a dict lookup. The budget is in bytes, estimated per value by
-:func:`sizeof` (exact for arrays, frames and bytes; a shallow walk for
-containers). When a put would exceed the budget, least recently used entries
-are evicted; a value larger than the whole budget is not kept at all. One lock
-guards the bookkeeping; it is never held while sizing a value. Entries live in
-three parallel dicts (LRU order with sizes, values, metadata) rather than one
-dict of tuples: a tuple per entry is one more object for the cyclic garbage
-collector to walk, which cost a cold 10,000-node run more than the dicts do. Results are shared, not copied: treat values returned by a flow as
-read-only, as with ``functools.lru_cache``.
+:func:`sizeof` (``sizes.py``: exact for arrays, frames and bytes wherever they
+sit in the value; a bounded walk of containers and objects). When a put would
+exceed the budget, least recently used entries are evicted; a value larger than
+the whole budget is not kept at all. One lock guards the bookkeeping; it is
+never held while sizing a value. Entries live in three parallel dicts (LRU order
+with sizes, values, metadata) rather than one dict of tuples: a tuple per entry
+is one more object for the cyclic garbage collector to walk, which cost a cold
+10,000-node run more than the dicts do. Results are shared, not copied: treat
+values returned by a flow as read-only, as with ``functools.lru_cache``.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.sizes import sizeof
 
 __all__ = ["MemoryTier", "sizeof"]
 
@@ -116,30 +117,3 @@ class MemoryTier:
     def nbytes(self) -> int:
         """Bytes currently accounted for."""
         return self._bytes
-
-
-_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
-
-
-def sizeof(value: Any, _depth: int = 0) -> int:
-    """Estimate the bytes ``value`` holds: exact for buffers, shallow-ish for containers."""
-    if type(value) in _ATOMS:
-        return sys.getsizeof(value)
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    memory_usage = getattr(value, "memory_usage", None)
-    if callable(memory_usage) and type(value).__module__.startswith("pandas"):
-        usage = memory_usage(deep=False, index=True)
-        return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
-    size = sys.getsizeof(value, 64)
-    if _depth < 2 and isinstance(value, (list, tuple, set, frozenset)):
-        items = list(value)[:1000]
-        if items:
-            size += int(sum(sizeof(v, _depth + 1) for v in items) * len(value) / len(items))
-    elif _depth < 2 and isinstance(value, dict):
-        items = list(value.items())[:1000]
-        if items:
-            sample = sum(sizeof(k, _depth + 1) + sizeof(v, _depth + 1) for k, v in items)
-            size += int(sample * len(value) / len(items))
-    return size
