@@ -24,9 +24,9 @@ def test_the_memory_tier_satisfies_the_tier_protocol():
     assert isinstance(MemoryTier(100), Tier)
 
 
-def test_a_stored_value_comes_back_as_the_same_object_with_its_metadata():
+def test_an_immutable_value_comes_back_as_the_same_object_with_its_metadata():
     tier = MemoryTier(1000)
-    value = [1, 2, 3]
+    value = (1, "two", (3.0, None))
     tier.put("k", value, {"digest": "d"})
     assert tier.get("k") is value
     assert tier.meta("k") == {"digest": "d", "size": sizeof(value)}
@@ -35,8 +35,8 @@ def test_a_stored_value_comes_back_as_the_same_object_with_its_metadata():
 
 def test_put_returns_the_metadata_held_with_its_size():
     tier = MemoryTier(1000)
-    stored = tier.put("k", [1, 2, 3], {"digest": "d"})
-    assert stored == tier.meta("k") == {"digest": "d", "size": sizeof([1, 2, 3])}
+    stored = tier.put("k", (1, 2, 3), {"digest": "d"})
+    assert stored == tier.meta("k") == {"digest": "d", "size": sizeof((1, 2, 3))}
 
 
 def test_put_of_a_value_over_the_budget_keeps_nothing_and_returns_none():
