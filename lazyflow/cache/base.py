@@ -20,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["NO_VALUE", "Meta", "Tier"]
+from lazyflow.errors import LazyflowError
+
+__all__ = ["NO_VALUE", "CorruptEntryError", "Meta", "Tier"]
 
 Meta = dict[str, Any]
 
@@ -37,6 +39,11 @@ class _NoValue:
 
 NO_VALUE: Any = _NoValue()
 """Stands for "no value stored": records that carry metadata only."""
+
+
+class CorruptEntryError(LazyflowError, ValueError):
+    """A stored entry does not read back as written (truncated, torn, tampered with,
+    changed in place): ``Tier.get`` raises it, and the hierarchy drops the entry."""
 
 
 @runtime_checkable
@@ -59,7 +66,8 @@ class Tier(Protocol):
         ...
 
     def get(self, key: str) -> Any:
-        """The entry's value; raises ``KeyError`` when absent."""
+        """The entry's value; raises ``KeyError`` when absent, :class:`CorruptEntryError`
+        when it does not read back as written."""
         ...
 
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:

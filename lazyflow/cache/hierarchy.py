@@ -40,9 +40,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from lazyflow.cache import config
-from lazyflow.cache.base import NO_VALUE, Meta, Tier
+from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Tier
 from lazyflow.cache.memory import MemoryTier
-from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.cache.sizes import parse_size
 from lazyflow.errors import CacheWarning
 

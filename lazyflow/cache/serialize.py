@@ -44,8 +44,7 @@ from typing import Any, Protocol
 import cloudpickle
 import xxhash
 
-from lazyflow.cache.base import Meta
-from lazyflow.errors import LazyflowError
+from lazyflow.cache.base import CorruptEntryError, Meta
 
 __all__ = ["CorruptEntryError", "Encoded", "decode", "decode_bytes", "dump_meta", "encode",
            "read_encoded", "stamp", "write_encoded"]
@@ -56,10 +55,6 @@ _LENGTH = struct.Struct("<Q")
 _MAX_FRAMES = 1 << 20
 _MAP_THRESHOLD = 1 << 20
 _PLAIN_ROOTS = frozenset({"numpy", "pandas"})
-
-
-class CorruptEntryError(LazyflowError, ValueError):
-    """A stored entry does not read back as written (truncated, torn, tampered with)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ from typing import Any
 
 import cloudpickle
 
-from lazyflow.cache.serialize import CorruptEntryError
+from lazyflow.cache.base import CorruptEntryError
 from lazyflow.cache.sizes import sizeof
 from lazyflow.hashing import hash_value
 
