@@ -8,10 +8,9 @@ import pathlib
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future
 
-import cloudpickle
 import pytest
+from doubles import PicklingExecutor
 from hypothesis import HealthCheck, settings
 
 import lazyflow as lf
@@ -48,24 +47,6 @@ def calls() -> Calls:
 def flow() -> lf.Flow:
     """A flow whose cache lives in memory only (no disk, no remote)."""
     return lf.Flow("test", cache=lf.Cache(disk=None))
-
-
-class PicklingExecutor:
-    """Runs each task on a pickled copy: the boundary a process executor puts around a task."""
-
-    name = "pickling"
-    max_workers = 1
-
-    def submit(self, task):
-        future = Future()
-        future.set_result(cloudpickle.loads(cloudpickle.dumps(task))())
-        return future
-
-    def abandon(self, future):
-        return False
-
-    def shutdown(self):
-        pass
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ import threading
 import numpy as np
 import pytest
 
+import lazyflow as lf
 from lazyflow.cache.base import NO_VALUE, Tier
 from lazyflow.cache.memory import MemoryTier, sizeof
+
+MB = 10**6
 
 
 def sized(n: int) -> np.ndarray:
@@ -21,9 +24,9 @@ def test_the_memory_tier_satisfies_the_tier_protocol():
     assert isinstance(MemoryTier(100), Tier)
 
 
-def test_a_stored_value_comes_back_as_the_same_object_with_its_metadata():
+def test_an_immutable_value_comes_back_as_the_same_object_with_its_metadata():
     tier = MemoryTier(1000)
-    value = [1, 2, 3]
+    value = (1, "two", (3.0, None))
     tier.put("k", value, {"digest": "d"})
     assert tier.get("k") is value
     assert tier.meta("k") == {"digest": "d", "size": sizeof(value)}
@@ -32,8 +35,8 @@ def test_a_stored_value_comes_back_as_the_same_object_with_its_metadata():
 
 def test_put_returns_the_metadata_held_with_its_size():
     tier = MemoryTier(1000)
-    stored = tier.put("k", [1, 2, 3], {"digest": "d"})
-    assert stored == tier.meta("k") == {"digest": "d", "size": sizeof([1, 2, 3])}
+    stored = tier.put("k", (1, 2, 3), {"digest": "d"})
+    assert stored == tier.meta("k") == {"digest": "d", "size": sizeof((1, 2, 3))}
 
 
 def test_put_of_a_value_over_the_budget_keeps_nothing_and_returns_none():
@@ -109,13 +112,6 @@ def test_delete_and_clear_release_their_bytes():
     assert tier.nbytes == 0 and list(tier.keys()) == []
 
 
-def test_sizeof_is_exact_for_buffers_and_estimates_containers():
-    assert sizeof(sized(1234)) == 1234
-    assert sizeof(b"x" * 1000) >= 1000
-    assert sizeof([b"x" * 1000] * 10) >= 10_000
-    assert sizeof({i: "v" * 100 for i in range(10)}) >= 1000
-
-
 def test_concurrent_puts_gets_and_deletes_keep_the_books_balanced():
     tier = MemoryTier(50_000)
     threads, rounds = 8, 2000
@@ -145,3 +141,40 @@ def test_concurrent_puts_gets_and_deletes_keep_the_books_balanced():
     assert tier.nbytes == sum(tier.get(k).nbytes for k in held)
     assert tier.nbytes <= tier.max_bytes
     assert all(tier.meta(k)["digest"] == k for k in held)
+
+
+class Holder:
+    """A plain object whose attribute holds the data."""
+
+    def __init__(self, data: object) -> None:
+        self.data = data
+
+
+HOLDING = {"array": lambda a: a, "dict_of_lists": lambda a: {"a": [[a]]},
+           "instance": Holder, "list_of_instances": lambda a: [Holder([a])]}
+
+
+def holding_flow(nbytes: int) -> lf.Flow:
+    """Four nodes, each returning a value that holds an array of ``nbytes`` in its own way."""
+    flow = lf.Flow("holding", cache=lf.Cache(memory="5MB", disk=None, remote=None))
+    for name, wrap in HOLDING.items():
+        flow.node(name=name)(lambda wrap=wrap: wrap(np.ones(nbytes // 8)))
+    return flow
+
+
+def test_values_holding_an_array_larger_than_the_budget_are_not_kept():
+    flow = holding_flow(8 * MB)
+    run = flow.run(list(HOLDING))
+    memory = flow.cache.tier("memory")
+    assert not any(memory.contains(run.nodes[name].key) for name in HOLDING)
+    assert memory.nbytes < MB  # the trace records only
+
+
+def test_values_holding_arrays_are_evicted_to_keep_the_budget():
+    flow = holding_flow(2 * MB)
+    run = flow.run(list(HOLDING))
+    memory = flow.cache.tier("memory")
+    kept = [name for name in HOLDING if memory.contains(run.nodes[name].key)]
+    assert 1 <= len(kept) <= 2
+    assert memory.nbytes <= memory.max_bytes
+    assert all(memory.meta(run.nodes[name].key)["size"] >= 2 * MB for name in kept)

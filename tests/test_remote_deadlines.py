@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 from chains import define_array_chain
-from conftest import PicklingExecutor
+from doubles import PicklingExecutor
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import register_implementation
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from lazyflow.errors import LazyflowError
 
-__all__ = ["NO_VALUE", "Meta", "Tier", "TierOfflineError"]
+__all__ = ["NO_VALUE", "CorruptEntryError", "Meta", "Tier", "TierOfflineError"]
 
 Meta = dict[str, Any]
 
@@ -43,6 +43,14 @@ class _NoValue:
 
 NO_VALUE: Any = _NoValue()
 """Stands for "no value stored": records that carry metadata only."""
+
+
+class CorruptEntryError(LazyflowError, ValueError):
+    """A stored entry does not read back as written (truncated, torn, tampered with,
+    changed in place): ``Tier.get`` raises it, and the hierarchy drops the entry."""
+
+    node: str | None = None
+    """The entry's node, when its metadata is readable and the tier says (``check``)."""
 
 
 class TierOfflineError(LazyflowError, OSError):
@@ -74,7 +82,8 @@ class Tier(Protocol):
         ...
 
     def get(self, key: str) -> Any:
-        """The entry's value; raises ``KeyError`` when absent."""
+        """The entry's value; raises ``KeyError`` when absent, :class:`CorruptEntryError`
+        when it does not read back as written."""
         ...
 
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:

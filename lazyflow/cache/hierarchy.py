@@ -4,18 +4,19 @@ Design note
 -----------
 Tiers are ordered fastest first (memory, disk, remote). Reads walk down and
 stop at the first tier that holds the key; a hit below the top is *promoted*
-(copied into every faster tier) so the next read is fast. Writes go to every
-tier. ``lookup`` answers from metadata alone, so deciding a hit never loads
-or unpickles a value; ``load`` then fetches the value, which tiers that
-serialise verify against the checksum in its metadata. An entry verified
-wrong (:class:`CorruptEntryError`: corrupted, truncated, undecodable) is
-dropped with a warning and reported as a miss: never return wrong data. A
-tier that cannot be reached at all (network, permissions) is skipped with a
-warning but its entries are kept: a transient outage must not empty a shared
-remote. A tier that passed its deadline (:class:`TierOfflineError`) has
-warned once itself and fails fast from then on: it is skipped silently for
-the rest of the run, and ``flush``, which ends every run, lets the next run
-try it again.
+(copied into every faster tier) so the next read is fast; the memory tier adopts
+a promoted value (its arrays made read-only in place, not copied) since it was just
+decoded and only the caller holds it. Writes go to every tier. ``lookup`` answers
+from metadata alone, so deciding a hit never loads or unpickles a value; ``load``
+then fetches the value, which tiers that serialise verify against the checksum in
+its metadata. An entry verified wrong (:class:`CorruptEntryError`: corrupted,
+truncated, undecodable, or changed in place) is dropped with a warning and reported
+as a miss: never return wrong data. A tier that cannot be reached at all (network,
+permissions) is skipped with a warning but its entries are kept: a transient outage
+must not empty a shared remote. A
+tier that passed its deadline (:class:`TierOfflineError`) has warned once
+itself and fails fast from then on: it is skipped silently for the rest of the
+run, and ``flush``, which ends every run, lets the next run try it again.
 
 Besides value entries the hierarchy keeps *records*: metadata-only entries
 (the trace index of ``keys.py``: request key -> content key and digest).
@@ -42,9 +43,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from lazyflow.cache import config
-from lazyflow.cache.base import NO_VALUE, Meta, Tier, TierOfflineError
+from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
-from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.cache.sizes import parse_size
 from lazyflow.errors import CacheWarning
 
@@ -135,8 +135,10 @@ class Cache:
                 continue
             with self._lock:
                 self._hits[tier.name] += 1
-            for upper in self.tiers[:index]:
-                self._put_quietly(upper, key, value, meta)
+            # slower tiers first: they encode the value before the memory tier adopts it
+            # (making its arrays read-only, which their pickles would then record)
+            for upper in reversed(self.tiers[:index]):
+                self._put_quietly(upper, key, value, meta, owned=True)
             return value, tier.name
         with self._lock:
             self._misses += 1
@@ -274,7 +276,10 @@ class Cache:
                       f"({type(error).__name__}: {error}); treating it as a miss",
                       CacheWarning, stacklevel=5)
 
-    def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta) -> Meta | None:
+    def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta, *,
+                     owned: bool = False) -> Meta | None:
+        if isinstance(tier, MemoryTier):
+            return tier.put(key, value, meta, owned=owned)
         if tier.name == "memory":
             return tier.put(key, value, meta)
         try:

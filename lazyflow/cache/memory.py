@@ -2,27 +2,39 @@
 
 Design note
 -----------
-Values are kept as the objects themselves (no serialisation), so a memory hit
-costs a dict lookup. The budget is in bytes, estimated per value by
-:func:`sizeof` (exact for arrays, frames and bytes; a shallow walk for
-containers). When a put would exceed the budget, least recently used entries
-are evicted; a value larger than the whole budget is not kept at all. One lock
-guards the bookkeeping; it is never held while sizing a value. Entries live in
-three parallel dicts (LRU order with sizes, values, metadata) rather than one
-dict of tuples: a tuple per entry is one more object for the cyclic garbage
-collector to walk, which cost a cold 10,000-node run more than the dicts do. Results are shared, not copied: treat values returned by a flow as
-read-only, as with ``functools.lru_cache``.
+Values are kept as live objects (arrays, frames and immutable values without any
+serialisation), so a memory hit costs a dict lookup and, for a mutable value, a
+fresh copy or view. The tier never hands out what it keeps: ``put`` keeps a private
+snapshot and ``get`` hands out a copy or read-only view of it (``snapshot.py``:
+immutable values as they are, arrays as read-only views, pandas objects as
+copy-on-write copies, everything else unpickled afresh). So a caller changing what
+it got, or a node changing its input in place, cannot change the cached value.
+``owned=True`` (used when the hierarchy promotes a value it has just decoded) adopts
+a value nobody else holds instead of copying it.
+
+The budget is in bytes: a snapshot counts what it holds (the buffers of arrays and
+frames, the pickle stream of the rest), an immutable value is sized by
+:func:`sizeof`. When a put would exceed the budget, least recently used entries are
+evicted; a value larger than the whole budget is not kept at all (and copying it
+stops as soon as it is known not to fit). One lock guards the bookkeeping; it is
+never held while copying, sizing or handing out a value. Entries live in three
+parallel dicts (LRU order with sizes, values, metadata) rather than one dict of
+tuples: a tuple per entry is one more object for the cyclic garbage collector to
+walk, which cost a cold 10,000-node run more than the dicts do.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.sizes import sizeof
+from lazyflow.cache.snapshot import Snapshot, TooLarge, snapshot
+from lazyflow.errors import CacheWarning
 
 __all__ = ["MemoryTier", "sizeof"]
 
@@ -42,7 +54,7 @@ class MemoryTier:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
         self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
-        self._values: dict[str, Any] = {}
+        self._values: dict[str, Any] = {}  # snapshots (or immutable values themselves)
         self._metas: dict[str, Meta] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -56,33 +68,46 @@ class MemoryTier:
         return self._metas.get(key)
 
     def get(self, key: str) -> Any:
-        """The value under ``key``; marks it most recently used."""
+        """A copy or read-only view of the value under ``key``; marks it most recently used.
+
+        Immutable values come back as they are. Changing what this returns never
+        changes the value held.
+        """
         with self._lock:
-            value = self._values[key]
+            kept = self._values[key]
             self._sizes.move_to_end(key)
-        return value
+        return kept.handout() if isinstance(kept, Snapshot) else kept
 
-    def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
-        """Hold ``value``; evict least recently used entries to stay in budget.
+    def put(self, key: str, value: Any, meta: Meta, *, owned: bool = False) -> Meta | None:
+        """Keep a snapshot of ``value``; evict least recently used entries to stay in budget.
 
-        Returns the metadata held (with ``size``), or ``None`` for a value
-        larger than the whole budget, which is not kept.
+        ``owned``: nobody else holds ``value`` (it was just read from a slower tier), so
+        its arrays are made read-only in place instead of copied. Returns the metadata
+        held (with ``size``), or ``None`` for a value not kept: one larger than the whole
+        budget, or one that can be neither copied nor hashed (with a warning).
         """
         if value is NO_VALUE:
-            size = 64
-        else:  # sized once, and reported (explain, run records) like the other tiers do
-            size = meta.get("size") or sizeof(value)
-            meta = {**meta, "size": size}
-        if size > self.max_bytes:
-            self.delete(key)
-            return None
+            kept, size = NO_VALUE, 64
+        else:
+            try:
+                kept, size = self._snapshot(value, meta.get("size"), owned)
+            except TooLarge:
+                self.delete(key)
+                return None
+            except Exception as e:  # neither picklable nor hashable: it cannot be protected
+                self.delete(key)
+                warnings.warn(f"the memory tier does not keep the value of node "
+                              f"{meta.get('node', '?')!r}: it can be neither copied nor "
+                              f"hashed ({type(e).__name__}: {e})", CacheWarning, stacklevel=3)
+                return None
+            meta = {**meta, "size": size}  # reported (explain, run records) like other tiers
         with self._lock:
             sizes = self._sizes
             old = sizes.pop(key, None)
             if old is not None:
                 self._bytes -= old
             sizes[key] = size
-            self._values[key] = value
+            self._values[key] = kept
             self._metas[key] = meta
             self._bytes += size
             while self._bytes > self.max_bytes and sizes:
@@ -117,29 +142,16 @@ class MemoryTier:
         """Bytes currently accounted for."""
         return self._bytes
 
+    def _snapshot(self, value: Any, known: int | None, owned: bool) -> tuple[Any, int]:
+        """The snapshot to keep and its size; :class:`TooLarge` past the budget.
 
-_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
-
-
-def sizeof(value: Any, _depth: int = 0) -> int:
-    """Estimate the bytes ``value`` holds: exact for buffers, shallow-ish for containers."""
-    if type(value) in _ATOMS:
-        return sys.getsizeof(value)
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    memory_usage = getattr(value, "memory_usage", None)
-    if callable(memory_usage) and type(value).__module__.startswith("pandas"):
-        usage = memory_usage(deep=False, index=True)
-        return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
-    size = sys.getsizeof(value, 64)
-    if _depth < 2 and isinstance(value, (list, tuple, set, frozenset)):
-        items = list(value)[:1000]
-        if items:
-            size += int(sum(sizeof(v, _depth + 1) for v in items) * len(value) / len(items))
-    elif _depth < 2 and isinstance(value, dict):
-        items = list(value.items())[:1000]
-        if items:
-            sample = sum(sizeof(k, _depth + 1) + sizeof(v, _depth + 1) for k, v in items)
-            size += int(sample * len(value) / len(items))
-    return size
+        A size in the metadata (a slower tier's, on promotion) is trusted over a
+        measure, and checked before anything is copied.
+        """
+        if known is not None and known > self.max_bytes:
+            raise TooLarge(known)
+        kept = snapshot(value, owned=owned, max_bytes=self.max_bytes)
+        size = known or (kept.nbytes if isinstance(kept, Snapshot) else sizeof(kept))
+        if size > self.max_bytes:
+            raise TooLarge(size)
+        return kept, size

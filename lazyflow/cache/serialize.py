@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import cloudpickle
 import xxhash
 
-from lazyflow.cache.base import Meta
+from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.errors import LazyflowError
 
 __all__ = ["CorruptEntryError", "Encoded", "UnloadableEntryError", "decode", "decode_bytes",
@@ -57,13 +57,6 @@ _LENGTH = struct.Struct("<Q")
 _MAX_FRAMES = 1 << 20
 _MAP_THRESHOLD = 1 << 20
 _PLAIN_ROOTS = frozenset({"numpy", "pandas"})
-
-
-class CorruptEntryError(LazyflowError, ValueError):
-    """A stored entry does not read back as written (truncated, torn, tampered with)."""
-
-    node: str | None = None
-    """The entry's node, when its metadata is readable and the tier says (``check``)."""
 
 
 class UnloadableEntryError(LazyflowError, ImportError):
