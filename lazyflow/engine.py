@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow import files, keys, lazy, mapping, skip
 from lazyflow.cache.base import Meta
+from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.cancel import CancelToken
 from lazyflow.errors import (
     CacheWarning,
@@ -304,6 +305,19 @@ def _loader(cache: Cache, key: str, param: str) -> Callable[[], Any]:
     return load
 
 
+def _shared_inputs(plan: Plan) -> dict[int, Any]:
+    """Flow-input objects passed to more than one node that could change in place, by
+    identity, with the snapshot each such node gets its own copy from."""
+    seen: dict[int, Any] = {}
+    shared: dict[int, Any] = {}
+    for params in plan.params.values():
+        for value in params.values():
+            if id(value) in seen and id(value) not in shared and not immutable(value):
+                shared[id(value)] = shareable(value)
+            seen[id(value)] = value
+    return shared
+
+
 def _store(cache: Cache, key: str, value: Any, meta: Meta) -> Meta | None:
     """Store a value, and the bytes of the output files it names (``files.py``); return
     the metadata the fastest tier stored, if it says (``Cache.store``)."""
@@ -381,7 +395,8 @@ class _State:
         self.timed: Executor | None = None  # a thread for sync nodes with a timeout
         self.hits = dict(hits)
         self.digests: dict[str, str] = {n: h.meta["digest"] for n, h in hits.items()}
-        self.values: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}  # values (or snapshots, snapshot.py) readers take
+        self.shared_inputs: dict[int, Any] | None = None  # see _flow_inputs
         self.keys: dict[str, str] = {n: h.key for n, h in hits.items()}
         # compute seconds that produced each value, its ancestry included ("time saved")
         self.costs: dict[str, float] = {}
@@ -567,14 +582,15 @@ class _State:
         shared = self.sharing.inputs(upstream, self.keys) \
             if self.sharing is not None and prep.cacheable and not lazy_ps \
             and not mapped else None
-        kwargs = dict(self.plan.params[name])
+        kwargs = self._flow_inputs(name)
         values = self.values
         try:
             for param, up in self.plan.upstream[name].items():
                 if lazy_ps and param in lazy_ps:
                     kwargs[param] = self._thunk(name, param, up)
                 elif shared is None or param not in shared:
-                    kwargs[param] = values[up] if up in values else self._value_of(up)
+                    kwargs[param] = handout(values[up]) if up in values \
+                        else self._value_of(up)
         except _Vanished as e:  # compute that input again, in this run; then start over
             self._land(name)
             self._demote(e.node)
@@ -708,10 +724,14 @@ class _State:
             cost = duration + sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
         self.costs[name] = cost
         if not stored:
-            if self.consumers[name] or name in self.targets:
-                self.values[name] = value
+            readers = self.consumers[name] + (name in self.targets)
+            # several readers (consumers, the caller) each get their own copy: one changing
+            # its value in place must not change what another computes with (snapshot.py)
+            kept = shareable(value) if readers > 1 else value
+            if readers:
+                self.values[name] = kept
             if name in self.targets:
-                self.run.values[name] = value
+                self.run.values[name] = handout(kept)
         if prep.cacheable and store:
             inputs = self._input_digests(name, upstream) if self.kept \
                 else {p: self.digests[up] for p, up in upstream.items()}
@@ -866,14 +886,14 @@ class _State:
     def _value_of(self, name: str) -> Any:
         """A settled node's value; :class:`_Vanished` when its entry cannot be read any more."""
         if name in self.values:
-            return self.values[name]
+            return handout(self.values[name])
         try:
             value = _load(self.cache, self.keys[name])
         except KeyError:
             raise _Vanished(name) from None
         if self.consumers[name] > 1 or name in self.targets:
-            self.values[name] = value
-        return value
+            self.values[name] = shareable(value)  # later readers get copies of it
+        return value  # a fresh copy from the cache: this reader's own
 
     def _collect(self) -> bool:
         """Load the values of cached targets; False when one vanished and was scheduled again."""
@@ -955,6 +975,17 @@ class _State:
     def _wait(self, name: str, upstream: Iterable[str]) -> None:
         """Send ``name`` back to wait for ``upstream``, which is being computed again."""
         self.remaining[name] = _waiting(upstream)
+
+    def _flow_inputs(self, name: str) -> dict[str, Any]:
+        """``name``'s flow-input values; one object passed to several nodes is handed to
+        each as its own copy, so a node changing it in place cannot change another's."""
+        if self.shared_inputs is None:
+            self.shared_inputs = _shared_inputs(self.plan)
+        params = self.plan.params[name]
+        if not self.shared_inputs:
+            return dict(params)
+        shared = self.shared_inputs
+        return {p: handout(shared[id(v)]) if id(v) in shared else v for p, v in params.items()}
 
     def _release_inputs(self, name: str) -> None:
         for up in set(self._counted(name).values()):

@@ -471,3 +471,46 @@ def test_a_dependent_running_when_its_input_vanishes_keeps_the_key_it_started_wi
     assert (run["slow"], run["quick"]) == (100, 2)
     assert run.nodes["drawn"].digest != old
     assert flow.cache.lookup(run.nodes["slow"].key)[0]["input_digests"] == {"drawn": old}
+
+
+# --------------------------------------------------------------------------- readers' own copies
+
+
+def _mutating_siblings(flow):
+    @flow.node
+    def a():
+        return [1, 2, 3]
+
+    @flow.node
+    def b(a):
+        a.append(100)  # changes its input in place
+        return len(a)
+
+    @flow.node
+    def c(a):
+        return len(a)
+
+
+def test_a_node_changing_its_input_in_place_cannot_change_what_a_sibling_computes(flow):
+    _mutating_siblings(flow)
+    assert flow.get(["a", "b", "c"]) == {"a": [1, 2, 3], "b": 4, "c": 3}
+    assert flow.get("c") == 3  # the cached c is what c computes from a alone
+
+
+def test_a_sibling_served_from_the_cache_also_gets_its_own_copy(flow):
+    _mutating_siblings(flow)
+    flow.get("a")
+    assert flow.get(["b", "c"]) == {"b": 4, "c": 3}
+
+
+def test_a_flow_input_passed_to_two_nodes_reaches_each_unchanged_by_the_other(flow):
+    @flow.node
+    def grows(items):
+        items.append(0)
+        return len(items)
+
+    @flow.node
+    def counts(items):
+        return len(items)
+
+    assert flow.get(["grows", "counts"], items=[1, 2]) == {"grows": 3, "counts": 2}

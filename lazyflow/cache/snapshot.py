@@ -119,6 +119,19 @@ def snapshot(value: Any, *, owned: bool = False, max_bytes: int | None = None) -
         return _Watched(value)
 
 
+def shareable(value: Any) -> Any:
+    """What to keep of a value several readers take, each by :func:`handout`: a snapshot,
+    so no reader's change in place reaches another; the value itself when it cannot be
+    copied (the engine shares those as they are, as before)."""
+    if immutable(value):
+        return value
+    try:
+        kept = snapshot(value)
+    except Exception:  # a snapshot would need a digest it cannot take (unhashable values)
+        return value
+    return value if isinstance(kept, _Watched) else kept
+
+
 def immutable(value: Any) -> bool:
     """Whether nothing reachable from ``value`` can change (tuples looked into, up to a point)."""
     pending = [value]
