@@ -56,6 +56,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -64,7 +65,7 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from lazyflow import files, keys, lazy, mapping, skip
+from lazyflow import environment, files, keys, lazy, mapping, skip
 from lazyflow.cache.base import Meta
 from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.cancel import CancelToken
@@ -120,6 +121,7 @@ class _Prepared:
     """Per-node facts of one request that need no cache."""
 
     fp: Fingerprint
+    code: str  # what keys take for the code: the fingerprint, scoped to the environment or not
     params: dict[str, str]
     trace: str | None
     cacheable: bool  # its result is stored
@@ -162,8 +164,11 @@ def _on_event_loop() -> bool:
 # --------------------------------------------------------------------------- prepare / resolve
 
 
-def _prepare(plan: Plan) -> dict[str, _Prepared]:
+def _prepare(plan: Plan, environment: str = "") -> dict[str, _Prepared]:
     """Fingerprint, parameter digests and trace key of every node of ``plan``.
+
+    ``environment``: the environment digest keys are scoped to
+    (``lf.Cache(scope="environment")``), or ``""`` when they are not.
 
     The previous request's results live in ``plan.memo``; a node whose
     fingerprint is the very same (still valid) object, whose parameter
@@ -191,8 +196,9 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
         cacheable = node.cache and not fp.volatile
         reusable = cacheable and (node.options.get("deterministic", True)
                                   or REUSE_NONDETERMINISTIC.get())
+        code = keys.scoped(fp.digest, environment) if environment else fp.digest
         old = previous.get(name)
-        if old is not None and old.fp is fp and old.params == params \
+        if old is not None and old.fp is fp and old.code == code and old.params == params \
                 and old.reusable == reusable \
                 and (not changed or changed.isdisjoint(edges.values())):
             prepared[name] = old
@@ -203,10 +209,15 @@ def _prepare(plan: Plan) -> dict[str, _Prepared]:
         if reusable:
             upstream = {p: prepared[up].trace for p, up in edges.items()}
             if None not in upstream.values():
-                trace = keys.trace_key(fp.digest, params, upstream)  # type: ignore[arg-type]
-        prepared[name] = _Prepared(fp, params, trace, cacheable, reusable)
+                trace = keys.trace_key(code, params, upstream)  # type: ignore[arg-type]
+        prepared[name] = _Prepared(fp, code, params, trace, cacheable, reusable)
     plan.memo["prepared"] = prepared
     return prepared
+
+
+def _scope(cache: Cache) -> str:
+    """The environment digest keys are scoped to, or ``""`` (``lf.Cache(scope=...)``)."""
+    return environment.current().digest if cache.scope == "environment" else ""
 
 
 def _eager(plan: Plan, name: str) -> dict[str, str]:
@@ -318,6 +329,37 @@ def _shared_inputs(plan: Plan) -> dict[int, Any]:
     return shared
 
 
+_ENVIRONMENTS_RECORDED: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+def _recorded_environment(cache: Cache) -> str:
+    """This process's environment digest, its description recorded in ``cache`` once, so
+    ``explain`` can say what differs when a hit was computed elsewhere."""
+    env = environment.current()
+    if cache not in _ENVIRONMENTS_RECORDED:
+        _ENVIRONMENTS_RECORDED.add(cache)
+        cache.record(keys.environment_key(env.digest), {"environment": env.describe()})
+    return env.digest
+
+
+def environment_note(cache: Cache, meta: Meta) -> str:
+    """``"; computed in another environment (numpy 1.26.4 -> 2.1.0)"`` when the entry of
+    ``meta`` was computed in an environment other than this one; else ``""``."""
+    produced = meta.get("env")
+    here = environment.current()
+    if not produced or produced == here.digest:
+        return ""
+    record = cache.find_record(keys.environment_key(produced))
+    described = (record or {}).get("environment")
+    if not isinstance(described, dict):
+        return "; computed in another environment"
+    changes = environment.differences(described, here.describe())
+    shown = ", ".join(changes[:6]) + (f", and {len(changes) - 6} more" if len(changes) > 6
+                                      else "")
+    return f"; computed in another environment ({shown})" if changes \
+        else "; computed in another environment"
+
+
 def _store(cache: Cache, key: str, value: Any, meta: Meta) -> Meta | None:
     """Store a value, and the bytes of the output files it names (``files.py``); return
     the metadata the fastest tier stored, if it says (``Cache.store``)."""
@@ -346,7 +388,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     cancelled. Finished nodes stay cached in every case.
     """
     options = options or RunOptions()
-    prepared = _prepare(plan)
+    prepared = _prepare(plan, _scope(flow.cache))
     hits, needed, maybe = _resolve(flow, plan, prepared)
     touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
@@ -558,7 +600,7 @@ class _State:
         except KeyError:  # an input whose entry vanished is being computed again (_demote)
             self._wait(name, [up for up in upstream.values() if up not in digests])
             return None
-        key = keys.content_key(prep.fp.digest, prep.params, inputs)
+        key = keys.content_key(prep.code, prep.params, inputs)
         record.key = key
         if prep.reusable and not (self.vanished and name in self.vanished):
             lookup: str | None = key
@@ -766,7 +808,8 @@ class _State:
                 "params": prep.params,
                 "inputs": {p: kept[up][1] if kept and up in kept else keys[up]
                            for p, up in upstream.items()},
-                "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0]}
+                "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0],
+                "env": _recorded_environment(self.cache)}
 
     def mark_cached(self, name: str, hit: _Hit) -> None:
         """Settle ``name`` as a hit; a target's value is loaded when the run ends (``_collect``)."""
@@ -779,6 +822,9 @@ class _State:
         record.digest = hit.meta["digest"]
         record.size = hit.meta.get("size")
         record.saved = float(hit.meta.get("cost") or hit.meta.get("duration") or 0.0)
+        elsewhere = environment_note(self.cache, hit.meta)
+        if elsewhere:
+            record.reason = (record.reason or "cached") + elsewhere
         self.costs[name] = record.saved
         record.started = record.ended = time.time()
         self.digests[name] = hit.meta["digest"]
@@ -1011,7 +1057,7 @@ class _State:
         prep = self.prepared[name]
         eager = {p: self.digests[up] for p, up in _eager(self.plan, name).items()}
         record = self.cache.find_record(
-            lazy.trace_record_key(keys.content_key(prep.fp.digest, prep.params, eager)))
+            lazy.trace_record_key(keys.content_key(prep.code, prep.params, eager)))
         upstream = self.plan.upstream[name]
         verdict, found = lazy.replay(record["traces"] if record else (),
                                      lambda p: self.digests.get(upstream[p]))
@@ -1019,7 +1065,7 @@ class _State:
             self._demand(name, found)
             return True, None
         if verdict == "hit":
-            return False, keys.content_key(prep.fp.digest, prep.params, {**eager, **found})
+            return False, keys.content_key(prep.code, prep.params, {**eager, **found})
         return False, None
 
     def _thunk(self, name: str, param: str, up: str) -> lazy.Thunk:
@@ -1089,12 +1135,12 @@ class _State:
         trace = [[p, used[p]] for p in traced.used]
         record = self.run.nodes[name]
         if prep.cacheable:
-            base = keys.content_key(prep.fp.digest, prep.params, eager)
+            base = keys.content_key(prep.code, prep.params, eager)
             where = lazy.trace_record_key(base)
             old = self.cache.find_record(where)
             traces = lazy.with_trace(old["traces"] if old else None, trace)
             self.cache.record(where, {"traces": traces})
-        record.key = keys.content_key(prep.fp.digest, prep.params, {**eager, **used})
+        record.key = keys.content_key(prep.code, prep.params, {**eager, **used})
         outcome.value, outcome.digest = traced.value, None  # the worker hashed the wrapper
         return outcome
 
@@ -1103,7 +1149,7 @@ class _State:
         """Look every element up; submit one task per element that misses."""
         node, prep = self.plan.nodes[name], self.prepared[name]
         param = node.options["map"]
-        key = keys.content_key(prep.fp.digest, {p: d for p, d in prep.params.items() if p != param},
+        key = keys.content_key(prep.code, {p: d for p, d in prep.params.items() if p != param},
                                {p: d for p, d in inputs.items() if p != param})
         try:
             items = mapping.elements(kwargs[param], name, param)
@@ -1181,25 +1227,28 @@ class _State:
 
 def explain(flow: Flow, plan: Plan) -> Explanation:
     """A dry run of ``plan``: which needed nodes would hit (and where) or run, and why."""
-    prepared = _prepare(plan)
+    prepared = _prepare(plan, _scope(flow.cache))
     hits, needed, _ = _resolve(flow, plan, prepared)
     digests: dict[str, str | None] = {n: h.meta["digest"] for n, h in hits.items()}
     rows: dict[str, ExplanationRow] = {
-        n: ExplanationRow(n, "hit", h.tier, "cached", h.key, h.meta.get("size"))
+        n: ExplanationRow(n, "hit", h.tier, "cached" + environment_note(flow.cache, h.meta), h.key,
+                          h.meta.get("size"))
         for n, h in hits.items()}
     for name in needed:
         prep = prepared[name]
         inputs = {p: digests.get(up) for p, up in _eager(plan, name).items()}
         key = None
         if None not in inputs.values():
-            key = keys.content_key(prep.fp.digest, prep.params, inputs)  # type: ignore[arg-type]
+            key = keys.content_key(prep.code, prep.params, inputs)  # type: ignore[arg-type]
             if lazy.lazy_params(plan.nodes[name]):  # replay its traces with what is known
                 key = _explain_lazy(flow, plan, prepared, name, key, digests)
             found = flow.cache.lookup(key) if prep.reusable and key else None
             if found is not None:
                 digests[name] = found[0]["digest"]
-                rows[name] = ExplanationRow(name, "hit", found[1], "cached (same inputs by value)",
-                                            key, found[0].get("size"))
+                rows[name] = ExplanationRow(
+                    name, "hit", found[1],
+                    "cached (same inputs by value)" + environment_note(flow.cache, found[0]), key,
+                    found[0].get("size"))
                 continue
         digests[name] = None
         if not plan.nodes[name].cache:
@@ -1234,4 +1283,4 @@ def _explain_lazy(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared], nam
     if verdict != "hit":
         return None
     eager = {p: digests[up] or "" for p, up in _eager(plan, name).items()}
-    return keys.content_key(prep.fp.digest, prep.params, {**eager, **used})
+    return keys.content_key(prep.code, prep.params, {**eager, **used})

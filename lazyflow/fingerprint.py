@@ -77,6 +77,7 @@ from typing import Any
 import xxhash
 
 from lazyflow import hashing
+from lazyflow.environment import distribution_token
 from lazyflow.errors import HashingError
 from lazyflow.hashing import hash_value
 
@@ -818,7 +819,8 @@ def is_user_module(module: types.ModuleType) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _package_version(module_name: str) -> str:
-    """``version`` of the distribution that installs ``module_name``'s top-level package.
+    """``version`` of the distribution that installs ``module_name``'s top-level package,
+    with the commit (or RECORD digest) of a repository or path install (PEP 610).
 
     Tried cheapest first: the stdlib, the package's own ``__version__``, a
     distribution named like the package (a scan of site-packages, ~10 ms),
@@ -829,6 +831,9 @@ def _package_version(module_name: str) -> str:
     root = module_name.partition(".")[0]
     if root in sys.stdlib_module_names or root in sys.builtin_module_names:
         return f"py{sys.version_info.major}.{sys.version_info.minor}"
+    installed = distribution_token(root)  # with the commit of a repository or path install
+    if installed:
+        return installed
     declared = getattr(sys.modules.get(root), "__version__", None)
     if isinstance(declared, str) and declared:
         return declared
@@ -838,7 +843,7 @@ def _package_version(module_name: str) -> str:
         pass
     for dist in _top_level_distributions().get(root, []):
         try:
-            return importlib.metadata.version(dist)
+            return distribution_token(dist) or importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
     return ""

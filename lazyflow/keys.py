@@ -33,7 +33,8 @@ from collections.abc import Mapping
 
 import xxhash
 
-__all__ = ["KEY_SCHEMA", "content_key", "domain", "latest_key", "reasons", "trace_key"]
+__all__ = ["KEY_SCHEMA", "content_key", "domain", "environment_key", "latest_key", "reasons",
+           "scoped", "trace_key"]
 
 KEY_SCHEMA = 2
 """The key-schema version inside every key domain (see the design note)."""
@@ -45,6 +46,18 @@ def domain(name: str) -> str:
 
 
 _CONTENT, _TRACE, _LATEST_DOMAIN = domain("content"), domain("trace"), domain("latest")
+_SCOPED, _ENVIRONMENT = domain("scoped"), domain("environment")
+
+
+def scoped(fingerprint: str, environment: str) -> str:
+    """A code fingerprint scoped to an environment digest (``lf.Cache(scope="environment")``):
+    keys built from it never meet keys of another environment."""
+    return xxhash.xxh3_128_hexdigest(f"{_SCOPED}{fingerprint}\0{environment}".encode())
+
+
+def environment_key(digest: str) -> str:
+    """Where the description of the environment with ``digest`` is recorded."""
+    return xxhash.xxh3_128_hexdigest(f"{_ENVIRONMENT}{digest}".encode())
 
 
 def _fold(domain: str, fingerprint: str, params: Mapping[str, str],

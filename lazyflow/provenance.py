@@ -100,6 +100,9 @@ class Lineage:
     input_digests: Mapping[str, str] = field(default_factory=dict)
     inputs: dict[str, Lineage] = field(default_factory=dict)
     values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    environment: str = ""
+    """What differs from this process's environment when the entry was computed in another
+    (``"computed in another environment (numpy 1.26.4 -> 2.1.0)"``), else ``""``."""
 
     def walk(self) -> Iterator[Lineage]:
         """Every node of the tree once, the target first (depth first)."""
@@ -125,7 +128,7 @@ class Lineage:
                 "tier": self.tier, "flow": self.flow, "created": self.created,
                 "duration": self.duration, "fingerprint": dict(self.fingerprint),
                 "params": dict(self.params), "input_digests": dict(self.input_digests),
-                "inputs": {p: up.to_dict() for p, up in self.inputs.items()}}
+                "environment": self.environment, "inputs": {p: up.to_dict() for p, up in self.inputs.items()}}
 
     def __str__(self) -> str:
         lines: list[str] = []
@@ -160,6 +163,8 @@ class Lineage:
             facts.append(f"flow {self.flow!r}")
         if code:
             facts.append(f"code {code[:8]}")
+        if self.environment:
+            facts.append(self.environment)
         return head + (f"({params})" if params else "") + "  " + ", ".join(facts)
 
 
@@ -204,7 +209,8 @@ def _lineage(flow: Flow, plan: Plan, target: str) -> Lineage:
             created=meta.get("created"), duration=meta.get("duration"),
             fingerprint=meta.get("fingerprint", {}), params=meta.get("params", {}),
             input_digests=meta.get("input_digests", {}),
-            inputs={p: built[k] for p, k in meta.get("inputs", {}).items()}, values=values)
+            inputs={p: built[k] for p, k in meta.get("inputs", {}).items()}, values=values,
+            environment=engine.environment_note(cache, meta).removeprefix("; "))
     return built[row.key]
 
 

@@ -50,6 +50,8 @@ from lazyflow.errors import CacheWarning
 
 __all__ = ["Cache", "default_memory_budget"]
 
+_SCOPES = ("code", "environment")
+
 
 def default_memory_budget() -> int:
     """A quarter of physical RAM (1 GiB when that cannot be read)."""
@@ -74,6 +76,12 @@ class Cache:
     ``LAZYFLOW_REMOTE_OPTIONS``...), then ``lazyflow.toml`` or
     ``[tool.lazyflow]``, then the defaults: a quarter of RAM, ``./.lazyflow``
     with 20 GB, no remote.
+
+    ``scope="environment"`` makes Python, the platform and every installed
+    distribution's version part of every key (``lazyflow/environment.py``), so
+    results computed in different environments never meet; by default
+    (``"code"``) keys cover the code and the packages it names, and every entry
+    records its environment, which ``flow.explain`` compares.
     """
 
     def __init__(
@@ -85,7 +93,14 @@ class Cache:
         *,
         disk_limit: int | str = config.DEFAULT,
         tiers: Sequence[Tier] | None = None,
+        scope: str = "code",
     ) -> None:
+        if scope not in _SCOPES:
+            raise ValueError(f"lf.Cache(scope={scope!r}): choose 'code' (keys cover the code "
+                             "and the packages it names; every entry records its environment) "
+                             "or 'environment' (keys also cover Python, the platform and every "
+                             "installed package's version)")
+        self.scope = scope
         if tiers is None:
             tiers = _build_tiers(config.resolve(memory=memory, disk=disk, disk_limit=disk_limit,
                                                 remote=remote, remote_options=remote_options))

@@ -1,0 +1,166 @@
+"""The producing environment: recorded with every entry, compared on hits, optionally keyed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lazyflow as lf
+from lazyflow import environment, keys
+
+
+def fake_distribution(folder, name: str, version: str, direct_url: dict | None = None,
+                      record: str = "") -> None:
+    """An installed distribution as pip leaves it: a ``name-version.dist-info`` folder."""
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text(record)
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+
+
+@pytest.fixture
+def fresh_environment(monkeypatch):
+    """Read the environment afresh (it is read once per process) after changing sys.path."""
+    environment.current.cache_clear()
+    yield monkeypatch
+    environment.current.cache_clear()
+
+
+_FLOW = """
+import lazyflow as lf
+
+def make(disk, scope, memory=None):
+    flow = lf.Flow("envs", cache=lf.Cache(memory=memory, disk=disk, scope=scope))
+
+    @flow.node
+    def total(n: int):
+        return n * 2
+
+    return flow
+"""
+
+_SCRIPT = """
+import sys, envs_flow
+run = envs_flow.make(sys.argv[1], sys.argv[2]).run("total", n=3)
+print(run.nodes["total"].status)
+"""
+
+
+def run_elsewhere(tmp_path, scope: str = "code") -> str:
+    """Compute ``total`` in a process whose environment has one more package installed."""
+    extra = tmp_path / "site"
+    if not extra.exists():
+        fake_distribution(extra, "colleagues_tool", "1.0")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(extra), os.environ.get(
+        "PYTHONPATH", "")])}
+    (tmp_path / "envs_flow.py").write_text(_FLOW)
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    script = tmp_path / "elsewhere.py"
+    script.write_text(_SCRIPT)
+    return subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), scope],
+                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def local_flow(tmp_path, scope: str = "code") -> lf.Flow:
+    """The very flow ``run_elsewhere`` computes (one module: one code fingerprint)."""
+    import importlib
+
+    (tmp_path / "envs_flow.py").write_text(_FLOW)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        sys.modules.pop("envs_flow", None)
+        return importlib.import_module("envs_flow").make(str(tmp_path / "cache"), scope)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_every_stored_entry_names_the_environment_that_computed_it(tmp_path):
+    flow = local_flow(tmp_path)
+    run = flow.run("total", n=3)
+    meta = flow.cache.lookup(run.nodes["total"].key)[0]
+    assert meta["env"] == environment.current().digest
+    record = flow.cache.find_record(keys.environment_key(meta["env"]))
+    assert record["environment"]["python"] == environment.current().python
+    assert record["environment"]["packages"]["numpy"] == environment.current().packages["numpy"]
+
+
+def test_explain_says_what_differs_when_a_hit_was_computed_in_another_environment(tmp_path):
+    assert run_elsewhere(tmp_path) == "completed"
+    flow = local_flow(tmp_path)
+    row = flow.explain("total", n=3).rows[0]
+    assert row.action == "hit"
+    assert "computed in another environment (colleagues-tool 1.0 -> not installed)" in row.reason
+    run = flow.run("total", n=3)
+    assert run.nodes["total"].status == "cached"
+    assert "colleagues-tool 1.0 -> not installed" in run.nodes["total"].reason
+
+
+def test_lineage_says_which_entries_were_computed_in_another_environment(tmp_path):
+    run_elsewhere(tmp_path)
+    tree = local_flow(tmp_path).lineage("total", n=3)
+    assert "colleagues-tool 1.0 -> not installed" in tree.environment
+    assert "computed in another environment" in str(tree)
+
+
+def test_a_hit_from_this_environment_says_nothing_of_environments(tmp_path):
+    flow = local_flow(tmp_path)
+    flow.get("total", n=3)
+    assert flow.explain("total", n=3).rows[0].reason == "cached"
+
+
+def test_a_cache_scoped_by_environment_never_serves_another_environments_result(tmp_path):
+    assert run_elsewhere(tmp_path, scope="environment") == "completed"
+    flow = local_flow(tmp_path, scope="environment")
+    assert flow.run("total", n=3).nodes["total"].status == "completed"
+    assert run_elsewhere(tmp_path, scope="environment") == "cached"  # its own entry is kept
+
+
+def test_keys_are_not_scoped_by_environment_by_default(tmp_path):
+    run_elsewhere(tmp_path)
+    assert local_flow(tmp_path).run("total", n=3).nodes["total"].status == "cached"
+
+
+def test_an_unknown_scope_says_which_scopes_exist():
+    with pytest.raises(ValueError, match="choose 'code'.*or 'environment'"):
+        lf.Cache(disk=None, scope="machine")
+
+
+def test_a_repository_install_is_identified_by_its_commit(tmp_path, fresh_environment):
+    fake_distribution(tmp_path, "from_git", "0.1",
+                      {"url": "https://example.invalid/r.git",
+                       "vcs_info": {"vcs": "git", "commit_id": "0123456789abcdef0123"}})
+    fresh_environment.syspath_prepend(str(tmp_path))
+    assert environment.distribution_token("from-git") == "0.1+vcs.0123456789ab"
+
+
+def test_a_path_install_changes_its_token_when_its_files_change(tmp_path, fresh_environment):
+    direct = {"url": "file:///src/tool", "dir_info": {}}
+    fake_distribution(tmp_path / "a", "local_tool", "0.1", direct, record="tool.py,sha256=aaa,10\n")
+    fake_distribution(tmp_path / "b", "local_tool", "0.1", direct, record="tool.py,sha256=bbb,10\n")
+    fresh_environment.syspath_prepend(str(tmp_path / "a"))
+    first = environment.distribution_token("local-tool")
+    environment.current.cache_clear()
+    fresh_environment.syspath_prepend(str(tmp_path / "b"))
+    second = environment.distribution_token("local-tool")
+    assert first.startswith("0.1+record.") and second.startswith("0.1+record.")
+    assert first != second
+
+
+def test_the_environment_digest_is_the_same_in_a_fresh_process():
+    code = "from lazyflow import environment; print(environment.current().digest)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert out.stdout.strip() == environment.current().digest
+
+
+def test_differences_name_each_change():
+    old = {"python": "3.11.7", "platform": "linux-x86_64", "packages": {"a": "1", "b": "2"}}
+    new = {"python": "3.11.7", "platform": "linux-x86_64", "packages": {"a": "1", "b": "3"}}
+    assert environment.differences(old, new) == ["b 2 -> 3"]
+    assert environment.differences(old, old) == []
