@@ -190,7 +190,9 @@ def _hash_code(h: hashing.Hasher, obj: Any) -> None:
             h.chunk(_display_name(obj).encode())
             return
     fp = fingerprint(obj)
-    if fp.volatile:
+    # a function whose reads cannot be seen cannot be keyed; a class's instances are still
+    # values (their state is hashed beside the class), whatever its methods read at run time
+    if fp.volatile and not isinstance(obj, type):
         raise HashingError(_display_name(obj), "; ".join(fp.notes) or "its code is volatile")
     h.tag(b"x")
     h.chunk(fp.digest.encode())

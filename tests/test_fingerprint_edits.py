@@ -524,3 +524,22 @@ def test_a_node_reading_environment_variables_warns(nb):
     nb("import os\n@flow.node\ndef out():\n    return os.environ.get('HOME')\n")
     with pytest.warns(lf.CacheWarning, match="node 'out'.*environment variables"):
         nb("flow.get('out')")
+
+
+def test_an_instance_of_a_class_whose_method_reads_an_unhashable_global_is_still_a_value(nb):
+    nb("""
+        STREAM = (i for i in range(3))
+        class Reader:
+            def __init__(self, k):
+                self.k = k
+            def next(self):
+                return next(STREAM)
+    """)
+    assert lf.hash_value(nb.ns["Reader"](1)) == lf.hash_value(nb.ns["Reader"](1))
+    assert lf.hash_value(nb.ns["Reader"](1)) != lf.hash_value(nb.ns["Reader"](2))
+
+
+def test_a_function_value_whose_reads_cannot_be_seen_cannot_be_hashed(nb):
+    nb("def dyn():\n    return globals()['K']\n")
+    with pytest.raises(lf.HashingError, match="dyn.*globals"):
+        lf.hash_value(nb.ns["dyn"])
