@@ -88,7 +88,7 @@ from lazyflow.executors import (
 )
 from lazyflow.executors.shared import Sharing
 from lazyflow.fingerprint import Fingerprint
-from lazyflow.flights import FLIGHTS
+from lazyflow.flights import FLIGHTS, called_here
 from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
 from lazyflow.policies import DEFAULTS, policy_for
@@ -656,7 +656,7 @@ class _State:
             future = self._submit_map(name, inputs, kwargs, executor)
         else:
             task = Task(name, lazy.Call(node.call, lazy_ps) if lazy_ps else node.call, kwargs,
-                        policy)
+                        policy, key=self.flying.get(name))
             if shared is not None:
                 assert self.sharing is not None
                 base = sum(self.costs.get(up, 0.0) for up in set(upstream.values()))
@@ -1003,8 +1003,8 @@ class _State:
         if FLIGHTS.lead(key, record):  # the usual case: no one computes it (and no callback)
             self.flying[name] = key
             return True
-        if not self.waits:  # on an event loop's thread: compute it too, never wait
-            return True
+        if not self.waits or called_here(key):  # on an event loop's thread, or asked for
+            return True  # by the very node computing it: compute it too, never wait
         if FLIGHTS.claim(key, record, lambda: self.finished.put(name)):  # landed meanwhile
             self.flying[name] = key
             return True

@@ -36,11 +36,12 @@ computed node, although almost no claim is ever waited on).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["FLIGHTS", "Flights"]
+__all__ = ["FLIGHTS", "Flights", "called_here", "calling"]
 
 Wake = Callable[[], object]
 
@@ -115,4 +116,33 @@ class Flights:
 
 FLIGHTS = Flights()
 """The registry every run of this process claims keys in."""
+
+_CALLING = threading.local()  # .keys: the content keys whose node functions run on this thread
+
+
+@contextlib.contextmanager
+def calling(key: str | None) -> Iterator[None]:
+    """Mark ``key``'s node function as running on this thread (``Task`` does, around the call).
+
+    A request made *inside* a node function for that very key (a node that asks for
+    itself) must not wait for the claim its own caller holds, which would never land:
+    :func:`called_here` lets the engine compute instead, so the recursion ends as Python
+    recursion does, with a ``RecursionError``, rather than hanging.
+    """
+    if key is None:
+        yield
+        return
+    stack: list[str] | None = getattr(_CALLING, "keys", None)
+    if stack is None:
+        stack = _CALLING.keys = []
+    stack.append(key)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def called_here(key: str) -> bool:
+    """Whether ``key``'s node function is running further up this thread's stack."""
+    return key in getattr(_CALLING, "keys", ())
 os.register_at_fork(after_in_child=FLIGHTS._forget_all)

@@ -45,6 +45,7 @@ from lazyflow.errors import (
     UnknownNodeError,
 )
 from lazyflow.fingerprint import Fingerprint, refresh
+from lazyflow.hashing import register_hasher
 from lazyflow.lazy import annotated_lazy, validate_lazy
 from lazyflow.mapping import validate_map
 from lazyflow.outputs import selector, validate_outputs
@@ -697,3 +698,13 @@ def node(func: F | None = None, /, **options: Any) -> Any:
     """Register a function on :func:`default_flow`; bare or with the options of ``Flow.node``."""
     return default_flow().node(func, **options) if func is not None \
         else default_flow().node(**options)
+
+
+def _flow_identity(flow: Flow) -> tuple[Any, ...]:
+    """What a node that reads a flow (to call ``flow.get`` inside) is keyed by: the flow's
+    name and every node's code, version and wiring; never its cache or its listeners."""
+    return (flow.name, [(name, node.func, node.version, sorted(node.wiring.items()))
+                        for name, node in sorted(flow._nodes.items())])
+
+
+register_hasher(Flow, _flow_identity)

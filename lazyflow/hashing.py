@@ -74,11 +74,15 @@ class Hasher:
     instead and never see this class; built-in hashers write into it directly.
     """
 
-    __slots__ = ("_active", "_h")
+    __slots__ = ("_h", "_pinned", "_reduced")
 
     def __init__(self) -> None:
         self._h = xxhash.xxh3_128()
-        self._active: list[int] = []  # ids of the objects being reduced: cycles back-reference
+        # objects hashed by reduction so far, by id, in order: one met again (a cycle, or
+        # sharing) is written as a back-reference, as pickle's memo does, so a graph with
+        # much sharing costs its size, not its number of paths; pinned so no id is reused
+        self._reduced: dict[int, int] = {}
+        self._pinned: list[Any] = []
 
     def tag(self, tag: bytes) -> None:
         """Write a type tag."""
@@ -443,13 +447,16 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     The class (through the code hasher), the constructor and its arguments, the
     state, and list or dict items, each hashed as a value: deterministic across
     processes, and a function inside (a ``partial``'s) counts by its code. An
-    object met again while it is being hashed is written as a back-reference.
+    object met again (a cycle, or one shared by two parts) is written as a
+    back-reference to its first occurrence: sharing counts, as pickle keeps it.
     """
-    active = h._active
-    if id(obj) in active:
+    seen = h._reduced.get(id(obj))
+    if seen is not None:
         h.tag(b"^")
-        h._h.update(_LEN.pack(active.index(id(obj))))
+        h._h.update(_LEN.pack(seen))
         return
+    h._reduced[id(obj)] = len(h._reduced)
+    h._pinned.append(obj)
     reducer = copyreg.dispatch_table.get(type(obj))  # as pickle does: numpy's ufuncs are there
     try:
         reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
@@ -464,15 +471,11 @@ def _hash_object(h: Hasher, obj: Any) -> None:
         h.chunk(reduced.encode())
         return
     rebuild, args, state, items, pairs = (tuple(reduced) + (None,) * 5)[:5]
-    active.append(id(obj))
-    try:
-        h.value(rebuild)
-        h.value(args)
-        h.value(state)
-        h.value(None if items is None else list(items))
-        h.value(None if pairs is None else list(pairs))
-    finally:
-        active.pop()
+    h.value(rebuild)
+    h.value(args)
+    h.value(state)
+    h.value(None if items is None else list(items))
+    h.value(None if pairs is None else list(pairs))
 
 
 def _hash_strings(h: Hasher, items: list[Any]) -> bool:

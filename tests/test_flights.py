@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 import lazyflow as lf
 from lazyflow.flights import FLIGHTS, Flights
 
@@ -223,3 +225,16 @@ def test_a_landed_key_wakes_each_waiter_once():
     flights.land("k", leader)
     assert (woken, flights.waiting("k")) == (["a", "b"], 0)
     assert flights.lead("k", someone_else)  # free again: the next claim leads
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::lazyflow.errors.CacheWarning")  # the deepest levels warn
+def test_a_node_that_asks_for_itself_ends_in_a_recursion_error_not_a_hang():
+    flow = lf.Flow("self-asking", cache=lf.Cache(disk=None))
+
+    @flow.node
+    def loop():
+        return flow.get("loop")
+
+    with pytest.raises(RecursionError):
+        flow.get("loop")

@@ -541,3 +541,37 @@ def test_no_value_is_ever_digested_through_pickle_bytes(monkeypatch):
     for value in (Plain({"x"}), Point(1, [2]), pd.Timestamp("2024"), Colour.RED,
                   __import__("functools").partial(max, 1)):
         lf.hash_value(value)
+
+
+class Shared:
+    """Counts its reductions: each object of a shared graph should be reduced once."""
+
+    reductions = 0
+
+    def __init__(self, child):
+        self.left = self.right = child
+
+    def __reduce_ex__(self, protocol):
+        Shared.reductions += 1
+        return super().__reduce_ex__(protocol)
+
+
+def test_a_value_sharing_objects_is_hashed_once_per_object_not_once_per_path():
+    value = None
+    for _ in range(40):  # 2**40 paths from the top
+        value = Shared(value)
+    Shared.reductions = 0
+    lf.hash_value(value)
+    assert Shared.reductions == 40
+
+
+def test_a_flow_is_hashed_by_its_name_and_nodes_code():
+    def build(k):
+        flow = lf.Flow("f", cache=lf.Cache(disk=None))
+        namespace = {"__name__": "flows_module"}
+        exec(f"def a():\n    return {k}\n", namespace)
+        flow.node(namespace["a"])
+        return flow
+
+    assert lf.hash_value(build(1)) == lf.hash_value(build(1))
+    assert lf.hash_value(build(1)) != lf.hash_value(build(2))

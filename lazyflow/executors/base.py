@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import cloudpickle
 
 from lazyflow.errors import HashingError
+from lazyflow.flights import calling
 from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.policies import DEFAULTS, Policy
 from lazyflow.skip import Skip
@@ -55,6 +56,8 @@ class Task:
     policy: Policy = field(default=DEFAULTS)
     hash_result: bool = True
     """False where this process cannot hash like the engine (see ``processes.py``)."""
+    key: str | None = None
+    """The content key being computed (``flights.calling``), when the engine claimed one."""
 
     def __call__(self) -> Outcome:
         outcome = Outcome(started=time.time())
@@ -63,7 +66,8 @@ class Task:
         while True:
             outcome.attempts += 1
             try:
-                outcome.value = self.func(**self.kwargs)
+                with calling(self.key):
+                    outcome.value = self.func(**self.kwargs)
                 outcome.error = None
                 break
             except (KeyboardInterrupt, SystemExit):
