@@ -99,10 +99,10 @@ GATE = _Gate()
 lf.register_hasher(_Gate, lambda gate: "gate")
 
 
-def _race_flow(cache: lf.Cache) -> lf.Flow:
+def _race_flow(cache: lf.Cache, *, deterministic: bool = True) -> lf.Flow:
     flow = lf.Flow("race", cache=cache)
 
-    @flow.node
+    @flow.node(deterministic=deterministic)
     def big(n: int):
         GATE.barrier.wait(timeout=60)  # every racer is computing: all miss, all store
         return np.arange(n, dtype=np.float64)
@@ -165,7 +165,10 @@ def test_threads_computing_one_key_at_once_leave_one_valid_entry(tmp_path):
     outcomes: list[tuple[str, str, float]] = []
 
     def race() -> None:
-        run = _race_flow(cache).run("big", n=500_000)
+        # threads of one process asking for one deterministic key compute it once
+        # (single-flight, flights.py); a deterministic=False node is computed by each and
+        # stored by each under one key: the concurrent writers this test is about
+        run = _race_flow(cache, deterministic=False).run("big", n=500_000)
         outcomes.append((run.nodes["big"].status, run.nodes["big"].key, float(run["big"].sum())))
 
     threads = [threading.Thread(target=race) for _ in range(4)]

@@ -1,6 +1,6 @@
 """hash_value of pyarrow, polars, xarray, scipy.sparse and torch values: native, faithful, stable.
 
-Every test here runs with lazyflow's cloudpickle fallback forbidden, so each
+Every test here runs with lazyflow's generic fallback (hashing by ``__reduce_ex__``) forbidden, so each
 digest below comes from the library's own hasher (lazyflow/hashers/).
 """
 
@@ -30,18 +30,19 @@ from lazyflow import hashing
 H = lf.hash_value
 
 
-class _NoPickle:
-    """Stands in for cloudpickle inside lazyflow.hashing: a fallback use fails the test."""
-
-    def dumps(self, obj: object, *args: object, **kwargs: object) -> bytes:
-        raise AssertionError(f"hash_value fell back to cloudpickle for {type(obj).__qualname__}")
+def _no_fallback(h: object, obj: object) -> None:
+    """Stands in for hashing's generic fallback (objects by ``__reduce_ex__``): a type of
+    these libraries reaching it has no native hasher, and fails the test."""
+    raise AssertionError(f"hash_value fell back to reducing a {type(obj).__qualname__}")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _no_pickle_fallback() -> Iterator[None]:
+def _no_generic_fallback() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hashing, "cloudpickle", _NoPickle())
+        mp.setattr(hashing, "_hash_object", _no_fallback)
+        hashing._DISPATCH_CACHE.clear()
         yield
+    hashing._DISPATCH_CACHE.clear()
 
 
 def _all_differ(*values: object) -> bool:
@@ -556,11 +557,10 @@ import polars as pl
 import lazyflow as lf
 import lazyflow.hashing
 
-class _NoPickle:
-    def dumps(self, obj, *args, **kwargs):
-        raise AssertionError(type(obj))
+def _no_fallback(h, obj):
+    raise AssertionError(type(obj))
 
-lazyflow.hashing.cloudpickle = _NoPickle()
+lazyflow.hashing._hash_object = _no_fallback
 # Categorical codes are process-wide and first come, first served: start with other strings
 pl.Series(["zz", "v", "qq", "u"], dtype=pl.Categorical)
 for name, value in sorted(samples().items()):
