@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STRICT = ["lazyflow/hashing.py", "lazyflow/fingerprint.py", "lazyflow/keys.py",
+          "lazyflow/bytecode.py", "lazyflow/origin.py", "lazyflow/weakmemo.py",
+          "lazyflow/environment.py",
           "lazyflow/graph.py", "lazyflow/engine.py", "lazyflow/flights.py", "lazyflow/run.py",
           "lazyflow/cache", "lazyflow/hashers"]
 
