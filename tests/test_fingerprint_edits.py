@@ -8,6 +8,7 @@ Edits the key cannot see must warn and leave the node uncached.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -543,3 +544,31 @@ def test_a_function_value_whose_reads_cannot_be_seen_cannot_be_hashed(nb):
     nb("def dyn():\n    return globals()['K']\n")
     with pytest.raises(lf.HashingError, match="dyn.*globals"):
         lf.hash_value(nb.ns["dyn"])
+
+
+_FINGERPRINTS = """
+import enum, functools, operator
+import lazyflow as lf
+
+TAGS = {"alpha", "beta", "gamma", "delta"}
+class Level(enum.Enum):
+    LOW = frozenset({"x", "y", "z"})
+class Model:
+    options = {"a", "b", "c"}
+    def fit(self, x):
+        return x in TAGS or x in self.options
+scale = functools.partial(operator.mul, 2)
+def node(x):
+    return Model().fit(x), Level.LOW, scale(3), x in {"p", "q", "r"}
+print(lf.fingerprint(node).digest, lf.hash_value(Model()), lf.hash_value(Level.LOW))
+"""
+
+
+def test_fingerprints_are_equal_across_processes_and_hash_seeds(tmp_path):
+    script = tmp_path / "fingerprints.py"
+    script.write_text(_FINGERPRINTS)
+    outputs = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              check=True, env={**os.environ,
+                                               "PYTHONHASHSEED": seed}).stdout
+               for seed in ("0", "1", "4242")}
+    assert len(outputs) == 1
