@@ -36,12 +36,10 @@ computed node, although almost no claim is ever waited on).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-__all__ = ["FLIGHTS", "Flights", "called_here", "calling"]
+__all__ = ["FLIGHTS", "Flights", "called_here", "calling_keys"]
 
 Wake = Callable[[], object]
 
@@ -120,29 +118,21 @@ FLIGHTS = Flights()
 _CALLING = threading.local()  # .keys: the content keys whose node functions run on this thread
 
 
-@contextlib.contextmanager
-def calling(key: str | None) -> Iterator[None]:
-    """Mark ``key``'s node function as running on this thread (``Task`` does, around the call).
+def calling_keys() -> list[str]:
+    """This thread's stack of content keys whose node functions are running (``Task`` pushes
+    and pops around the call; a plain list, as a context manager per node cost ~1 µs).
 
     A request made *inside* a node function for that very key (a node that asks for
     itself) must not wait for the claim its own caller holds, which would never land:
     :func:`called_here` lets the engine compute instead, so the recursion ends as Python
     recursion does, with a ``RecursionError``, rather than hanging.
     """
-    if key is None:
-        yield
-        return
     stack: list[str] | None = getattr(_CALLING, "keys", None)
     if stack is None:
         stack = _CALLING.keys = []
-    stack.append(key)
-    try:
-        yield
-    finally:
-        stack.pop()
+    return stack
 
 
 def called_here(key: str) -> bool:
     """Whether ``key``'s node function is running further up this thread's stack."""
     return key in getattr(_CALLING, "keys", ())
-os.register_at_fork(after_in_child=FLIGHTS._forget_all)

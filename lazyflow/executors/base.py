@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import cloudpickle
 
 from lazyflow.errors import HashingError
-from lazyflow.flights import calling
+from lazyflow.flights import calling_keys
 from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.policies import DEFAULTS, Policy
 from lazyflow.skip import Skip
@@ -57,7 +57,7 @@ class Task:
     hash_result: bool = True
     """False where this process cannot hash like the engine (see ``processes.py``)."""
     key: str | None = None
-    """The content key being computed (``flights.calling``), when the engine claimed one."""
+    """The content key being computed (``flights.calling_keys``), when the engine claimed one."""
 
     def __call__(self) -> Outcome:
         outcome = Outcome(started=time.time())
@@ -66,8 +66,15 @@ class Task:
         while True:
             outcome.attempts += 1
             try:
-                with calling(self.key):
+                if self.key is None:
                     outcome.value = self.func(**self.kwargs)
+                else:
+                    calling = calling_keys()  # flights.py: a request inside for this key
+                    calling.append(self.key)  # computes instead of waiting for itself
+                    try:
+                        outcome.value = self.func(**self.kwargs)
+                    finally:
+                        calling.pop()
                 outcome.error = None
                 break
             except (KeyboardInterrupt, SystemExit):
