@@ -617,9 +617,20 @@ def _register_pandas() -> None:
             _index(h, dtype.categories)
             h.value(bool(dtype.ordered))
             hash_ndarray(h, np.asarray(values.codes))
+        elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+            # pandas 3's default str columns: their Arrow buffers, through the Arrow hasher
+            # (lazyflow/hashers/arrow.py), not a list of a million Python strings
+            h.value(col.array.__arrow_array__())
         elif col.dtype == object or isinstance(dtype, pd.StringDtype):
-            items = col.to_numpy(dtype=object).tolist()
-            if not _hash_strings(h, items):
+            values = col.to_numpy(dtype=object)
+            missing = pd.isna(values)  # vectorised: where, and which kind (None, nan, NA...)
+            if missing.any():
+                h.tag(b"?")
+                hash_ndarray(h, np.flatnonzero(missing))
+                h.value([type(v).__name__ for v in values[missing].tolist()])
+                values = values[~missing]
+            items = values.tolist()
+            if not _hash_strings(h, items):  # strings at C speed; anything else one by one
                 h.value(items)
         else:  # numeric extension types (nullable, tz-aware, periods...): dtype above
             hashed = pd.util.hash_pandas_object(col, index=False, categorize=False)
