@@ -139,6 +139,8 @@ VANISHED = "entry vanished from the cache (evicted or damaged); recomputed"
 """The reason of a node whose hit was demoted to a miss (``_State._demote``)."""
 _CHANGED = "; the new value differs from the vanished one, so its dependents were recomputed"
 _WAITING = "waiting for another request computing the same value"
+NOT_NEEDED = "not needed"
+"""The reason of a node behind a lazy input that no node called (``mark_unneeded``)."""
 
 
 class _Vanished(Exception):
@@ -246,16 +248,17 @@ def _lazy_params(plan: Plan) -> dict[str, frozenset[str]]:
 
 
 def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
-             roots: Sequence[str] | None = None, seen: set[str] | None = None
-             ) -> tuple[dict[str, _Hit], list[str], set[str]]:
+             roots: Sequence[str] | None = None, seen: set[str] | None = None,
+             cache: Cache | None = None) -> tuple[dict[str, _Hit], list[str], set[str]]:
     """Walk back from ``roots`` (the targets); return hits, needed nodes in order, and the
-    nodes behind lazy inputs that may be needed (``maybe``). Names in ``seen`` are skipped."""
+    nodes behind lazy inputs that may be needed (``maybe``). Names in ``seen`` are skipped;
+    ``cache`` is the one the run answers from (the flow's unless ``RunOptions.cache``)."""
     hits: dict[str, _Hit] = {}
     needed: set[str] = set()
     seen = set() if seen is None else seen
     behind_lazy: list[str] = []
     stack = list(plan.targets if roots is None else roots)
-    cache = flow.cache
+    cache = flow.cache if cache is None else cache
     eager_of = _eager_edges(plan)
     while stack:
         name = stack.pop()
@@ -377,6 +380,12 @@ class RunOptions:
     overrides: Mapping[str, Mapping[str, Any]] | None = None
     observers: Sequence[Subscriber] = ()
     resources: Resources | None = None
+    cache: Cache | None = None
+    """Answer from this cache instead of the flow's (``flow.verify`` passes a scratch one)."""
+    publish: bool = True
+    """False for a side run (``flow.verify``): its events go to ``observers`` only, not to
+    the flow's or the global bus (so no history row, no widget), and ``flow.last_run``
+    is left as it was."""
 
 
 def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
@@ -388,15 +397,16 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     cancelled. Finished nodes stay cached in every case.
     """
     options = options or RunOptions()
-    prepared = _prepare(plan, _scope(flow.cache))
-    hits, needed, maybe = _resolve(flow, plan, prepared)
+    cache = flow.cache if options.cache is None else options.cache
+    prepared = _prepare(plan, _scope(cache))
+    hits, needed, maybe = _resolve(flow, plan, prepared, cache=cache)
     touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
     executor, owned = resolve_executor(options.executor, options.max_workers)
     run = Run(flow.name, plan.targets, records,
               inputs={p: d for n in plan.order for p, d in prepared[n].params.items()},
-              code={n: prepared[n].fp.components for n in records}, cache=flow.cache,
-              executor=executor.name, _loader=lambda key: _load(flow.cache, key))
+              code={n: prepared[n].fp.components for n in records}, cache=cache,
+              executor=executor.name, _loader=lambda key: _load(cache, key))
     state = _State(flow, plan, prepared, run, hits, needed, options, executor)
     try:
         state.emit(RunStarted(run))
@@ -411,9 +421,10 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         if owned:
             executor.shutdown()
         state.shutdown()
-        flow.cache.flush()  # background (remote) writes land before the run returns
+        cache.flush()  # background (remote) writes land before the run returns
         run.ended = time.time()
-        flow.last_run = run
+        if options.publish:
+            flow.last_run = run
         if run.status == "running":
             run.status = "failed" if run.failed else "completed"
         state.emit(RunFinished(run))
@@ -427,7 +438,7 @@ class _State:
                  hits: Mapping[str, _Hit], needed: list[str], options: RunOptions,
                  executor: Executor) -> None:
         self.flow = flow
-        self.cache = flow.cache
+        self.cache = flow.cache if options.cache is None else options.cache
         self.plan = plan
         self.targets = frozenset(plan.targets)  # plan.targets is a tuple: O(n) membership
         self.prepared = prepared
@@ -493,10 +504,10 @@ class _State:
         self.policies = {n: DEFAULTS if not overrides and plan.nodes[n].options is DEFAULT_OPTIONS
                          else policy_for(n, plan.nodes[n].options, overrides) for n in needed}
         # executors that place work themselves (Dask) get needs as worker resources instead
-        self.sharing = Sharing.for_run(executor, flow.cache.tiers)  # workers use the cache
+        self.sharing = Sharing.for_run(executor, self.cache.tiers)  # workers use the cache
         self.gate = Gate(options.resources, {} if getattr(executor, "places_work", False)
                          else {n: p.resources for n, p in self.policies.items()})
-        self.buses = [bus for bus in (flow.events, GLOBAL) if bus]
+        self.buses = [bus for bus in (flow.events, GLOBAL) if bus] if options.publish else []
         self.observers = tuple(options.observers)
         self.observed = bool(self.buses or self.observers)  # else skip building events
 
@@ -837,7 +848,7 @@ class _State:
         for record in self.run.nodes.values():
             if record.status == "pending":
                 record.status = "skipped"
-                record.reason = "not needed"
+                record.reason = NOT_NEEDED
                 self.emit(NodeFinished(self.run, record))
 
     def abort(self, error: BaseException) -> None:
@@ -1093,7 +1104,8 @@ class _State:
     def _need(self, roots: Sequence[str]) -> None:
         """Resolve ``roots`` and their undecided ancestors: settle hits, schedule misses."""
         decided = set(self.hits) | set(self.remaining)
-        hits, needed, _ = _resolve(self.flow, self.plan, self.prepared, roots, decided)
+        hits, needed, _ = _resolve(self.flow, self.plan, self.prepared, roots, decided,
+                                   cache=self.cache)
         for new in (*hits, *needed):
             self._touch(new)
         for hit_name, hit in hits.items():
