@@ -554,7 +554,8 @@ class Flow:
     def verify(self, target: str, /, **inputs: Any) -> Verification:
         """Recompute ``target``'s ancestry without the cache; report nodes whose values differ.
 
-        Nodes declared ``deterministic=False`` are skipped (their stored value is used).
+        Takes the options of :meth:`run` too (``executor=``, ...). Nodes declared
+        ``deterministic=False`` are skipped (their stored value is used).
         """
         from lazyflow.provenance import verify
 

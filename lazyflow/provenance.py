@@ -10,14 +10,29 @@ would (``explain``, so it is lazy and reads metadata only), then follows the
 input keys tier by tier. Because a remote entry carries the same metadata, the
 lineage of a value a colleague computed is as complete as one's own.
 
-:func:`verify` recomputes the target's whole ancestry *without reading the
-cache* and compares each node's value digest with the digest its dependent
-was computed from (the reference). A node whose recomputed inputs equal the
-reference inputs but whose output differs is *nondeterministic*; nodes below
-it differ only because their inputs did, and are reported so rather than
-blamed. Nodes declared ``deterministic=False`` are skipped: their stored value
-is fed downstream so the rest can still be checked. If the target has never
-been computed, the reference is computed first (a normal run).
+:func:`verify` recomputes the target's ancestry through the engine
+(``engine.execute``), the path every request takes, so lazy inputs (only the
+branch taken is recomputed), map nodes, ``outputs=``, ``lf.Skip``, output files,
+policies and executors behave as in a run. The run answers from a *scratch*
+cache: memory only, with the flow cache's key scope, so nothing is served
+from the flow's cache and nothing is stored in it; and it is not published
+(``RunOptions.publish``: no history row, ``flow.last_run`` unchanged). Then
+each node's recomputed digest is compared with the digest stored in the
+flow's cache under the node's recomputed key. Keys cover code, parameters and
+input digests, so a found entry came from the very same inputs: a different
+digest means the node does not reproduce (``differs``). A node with no entry
+under its key is ``inputs differ`` when an upstream node diverged (its key
+changed with its inputs; it is not blamed), else ``unverified``. If the target
+has never been computed, the reference is computed first (a normal run).
+
+Nodes declared ``deterministic=False`` are not compared. Their stored value is
+fed downstream so the rest can still be checked: the scratch cache has a
+second, read-only tier (:class:`_Reference`) that shows the flow cache's value
+entries of those nodes only, and the run is made with
+:func:`reuse_nondeterministic`, so such a node whose recomputed inputs match
+the stored ones is a hit there. Rejected: recomputing them, which makes every
+node below a sample ``inputs differ``; and copying their entries into the
+scratch cache up front, which loads values whose inputs may not reproduce.
 
 :func:`verify_cache` audits storage, not reproducibility: each tier that
 stores bytes compares an entry's bytes with the checksum stored with it
@@ -26,8 +41,9 @@ which deleted intact entries whose classes the auditing process could not
 import, or whose digest it computed differently — on a shared remote, a
 colleague's work. Damage is reported; deleting it is the caller's choice.
 
-State. None kept: both functions build plain result objects
-(:class:`Lineage`, :class:`Verification`) with ``to_dict`` for JSON.
+State. None kept: the functions build plain result objects
+(:class:`Lineage`, :class:`Verification`) with ``to_dict`` for JSON; verify's
+scratch cache lives for one call.
 
 Rejected: storing lineage in the run history. History is local to a
 machine; cache metadata travels with the value, which is what makes a
@@ -37,21 +53,24 @@ colleague's result explainable.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from lazyflow import engine
-from lazyflow.cache.base import NO_VALUE
+from lazyflow.cache.base import NO_VALUE, Meta, Tier
+from lazyflow.cache.hierarchy import Cache, default_memory_budget
+from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
 from lazyflow.graph import NODE_OPTIONS
 from lazyflow.hashing import hash_value
-from lazyflow.run import _seconds, _table
+from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:
-    from lazyflow.cache.hierarchy import Cache
+    from lazyflow.cancel import CancelToken
     from lazyflow.graph import Flow, Plan
+    from lazyflow.resources import Resources
 
 __all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify",
            "verify_cache"]
@@ -233,16 +252,26 @@ def _known_values(plan: Plan) -> dict[str, str]:
 
 Outcome = Literal["same", "differs", "inputs differ", "skipped", "unverified"]
 
+_DIVERGED = ("differs", "inputs differ")
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
     """One node of a verification.
 
-    ``status``: ``"same"`` (recomputed value has the reference digest),
-    ``"differs"`` (same inputs, different value: the node is nondeterministic),
-    ``"inputs differ"`` (an upstream node diverged first), ``"skipped"``
-    (``deterministic=False``: its stored value was used), ``"unverified"`` (no
-    reference digest survives for it).
+    ``status``: ``"same"`` (the recomputed value has the digest stored under
+    the same key), ``"differs"`` (same key, so same code, parameters and
+    inputs, but another value: the node does not reproduce), ``"inputs
+    differ"`` (no stored entry for the recomputed key because an upstream node
+    diverged first), ``"skipped"`` (not compared: declared
+    ``deterministic=False``, or skipped by ``lf.Skip``; ``reason`` says which),
+    ``"unverified"`` (no stored entry to compare with: evicted, ``cache=False``,
+    or a node that failed under a non-raising error policy).
+
+    ``expected`` is the digest stored under the node's recomputed key,
+    ``actual`` the recomputed one; ``recomputed`` is false for a node whose
+    value verify did not compute (a ``deterministic=False`` node whose stored
+    value was used, a node skipped because its input was).
     """
 
     node: str
@@ -250,11 +279,17 @@ class Check:
     expected: str | None
     actual: str | None
     duration: float = 0.0
+    recomputed: bool = False
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class Verification:
-    """The result of :func:`verify`: one :class:`Check` per node, ancestors first."""
+    """The result of :func:`verify`: one :class:`Check` per node, ancestors first.
+
+    Nodes behind a lazy input that the recomputation did not call (an untaken
+    branch) are not checked: they are not part of the value.
+    """
 
     flow: str
     target: str
@@ -276,6 +311,11 @@ class Verification:
         """The first node (in dependency order) whose value diverged, or ``None``."""
         return next((c.node for c in self.checks if c.status == "differs"), None)
 
+    @property
+    def recomputed(self) -> list[str]:
+        """Nodes whose function verify called (in dependency order)."""
+        return [c.node for c in self.checks if c.recomputed]
+
     def __getitem__(self, node: str) -> Check:
         for check in self.checks:
             if check.node == node:
@@ -289,16 +329,22 @@ class Verification:
                 "nondeterministic": self.nondeterministic,
                 "first_divergence": self.first_divergence,
                 "reference_computed": self.reference_computed,
+                "recomputed": self.recomputed,
                 "checks": [{"node": c.node, "status": c.status, "expected": c.expected,
-                            "actual": c.actual, "duration": c.duration} for c in self.checks]}
+                            "actual": c.actual, "duration": c.duration,
+                            "recomputed": c.recomputed, "reason": c.reason}
+                           for c in self.checks]}
 
     def __str__(self) -> str:
-        rows: list[tuple[str, ...]] = [("node", "result", "expected", "recomputed", "time")]
+        rows: list[tuple[str, ...]] = [("node", "result", "expected", "recomputed", "time",
+                                        "note")]
         for c in self.checks:
             rows.append((c.node, c.status, (c.expected or "-")[:12], (c.actual or "-")[:12],
-                         _seconds(c.duration)))
+                         _seconds(c.duration) if c.recomputed else "-", c.reason))
+        count = len(self.recomputed)
         if self.ok:
-            verdict = f"{self.target}: reproduced ({len(self.checks)} nodes recomputed)"
+            verdict = (f"{self.target}: reproduced ({count} node"
+                       f"{'' if count == 1 else 's'} recomputed)")
         else:
             verdict = (f"{self.target}: NOT reproduced; first divergence at "
                        f"{self.first_divergence!r}; nondeterministic: "
@@ -309,82 +355,151 @@ class Verification:
         return str(self)
 
 
-def verify(flow: Flow, target: str, /, **inputs: Any) -> Verification:
-    """Recompute ``target``'s ancestry without the cache; compare digests node by node.
+def verify(flow: Flow, target: str, /, *, executor: Any = None, max_workers: int | None = None,
+           cancel: CancelToken | None = None,
+           overrides: Mapping[str, Mapping[str, Any]] | None = None,
+           observers: Iterable[Callable[[Any], Any]] = (), resources: Resources | None = None,
+           inputs: Mapping[str, Any] | None = None, **kw_inputs: Any) -> Verification:
+    """Recompute ``target``'s ancestry through the engine, on a scratch cache; compare digests.
+
+    Takes ``flow.run``'s options (``executor``, ``max_workers``, ...). Each
+    recomputed node's digest is compared with the digest stored in the flow's
+    cache under the same key. Nothing is read from the flow's cache but
+    those digests and the stored values of ``deterministic=False`` nodes, and
+    nothing is written to it; the recomputation is not a run of the flow (no
+    history row, ``flow.last_run`` unchanged). If the target was never
+    computed, it is computed first by a normal run (the reference).
 
     >>> result = flow.verify("model", path="a.csv")   # doctest: +SKIP
     >>> result.ok, result.nondeterministic             # doctest: +SKIP
     """
-    import time
+    values = {**(inputs or {}), **kw_inputs}
+    plan = flow.plan(target, values)
+    run_options: dict[str, Any] = {
+        "executor": executor, "max_workers": max_workers, "cancel": cancel,
+        "overrides": overrides, "observers": tuple(observers), "resources": resources}
+    computed = not _has_reference(flow, plan, target)
+    if computed:
+        flow.run(target, inputs=values, **run_options)
+    declared = frozenset(n for n in plan.order
+                         if not plan.nodes[n].options.get("deterministic", True))
+    options = engine.RunOptions(**run_options, cache=_scratch(flow.cache, declared),
+                                publish=False)
+    with reuse_nondeterministic():  # served by the scratch cache's _Reference tier
+        run = engine.execute(flow, plan, options)
+    return Verification(flow.name, target, _checks(plan, run, flow.cache), computed)
 
-    plan = flow.plan(target, inputs)
-    computed = False
-    try:
-        tree = _lineage(flow, plan, target)
-    except NotCachedError:
-        flow.run(target, **inputs)
-        tree, computed = _lineage(flow, plan, target), True
-    expected, stored_keys = _reference(plan, target, tree)
-    consumers = {n: len(plan.downstream[n]) for n in plan.order}
-    values: dict[str, Any] = {}
-    actual: dict[str, str] = {}
-    checks: list[Check] = []
+
+def _has_reference(flow: Flow, plan: Plan, target: str) -> bool:
+    """Whether ``target``'s value for this plan is in the flow's cache."""
+    with reuse_nondeterministic():
+        return engine.explain(flow, plan)[target].action == "hit"
+
+
+def _scratch(cache: Cache, declared: frozenset[str]) -> Cache:
+    """A memory-only cache for verify's recomputation, with ``cache``'s key scope (so keys
+    compare) and memory budget; plus a read-only view of the stored values of the
+    ``declared`` (``deterministic=False``) nodes when there are any."""
+    budget = next((int(t.max_bytes) for t in cache.tiers if isinstance(t, MemoryTier)),
+                  default_memory_budget())
+    tiers: list[Tier] = [MemoryTier(budget)]
+    if declared:
+        tiers.append(_Reference(cache, declared))
+    return Cache(tiers=tiers, scope=cache.scope)
+
+
+class _Reference:
+    """A read-only tier over the flow's cache that holds only the value entries of the
+    ``deterministic=False`` nodes: in verify's scratch cache, it feeds their stored value
+    downstream (when their recomputed inputs match the stored ones, so the key does),
+    and the nodes they feed can still be checked.
+
+    Records (trace index, lazy traces) are not shown: a trace hit would settle a node
+    without recomputing its ancestors. Values are read straight from the flow's tiers,
+    never promoted between them: verify writes nothing to the flow's cache.
+    """
+
+    name = "stored"
+
+    def __init__(self, cache: Cache, nodes: frozenset[str]) -> None:
+        self._cache = cache
+        self._nodes = nodes
+
+    def meta(self, key: str) -> Meta | None:
+        found = self._cache.lookup(key)
+        if found is None:
+            return None
+        meta = found[0]
+        is_value = "input_digests" in meta and "element" not in meta
+        return meta if is_value and meta.get("node") in self._nodes else None
+
+    def contains(self, key: str) -> bool:
+        return self.meta(key) is not None
+
+    def get(self, key: str) -> Any:
+        if self.meta(key) is not None:
+            for tier in self._cache.tiers:
+                if tier.meta(key) is not None:
+                    return tier.get(key)
+        raise KeyError(key)
+
+    def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
+        return None  # read-only: verify's results never reach the flow's cache
+
+    def delete(self, key: str) -> None:
+        return None  # an entry the scratch cache finds damaged stays for the flow to judge
+
+    def keys(self) -> Iterator[str]:
+        return iter(())
+
+    def clear(self) -> None:
+        return None
+
+
+def _checks(plan: Plan, run: Run, cache: Cache) -> tuple[Check, ...]:
+    """One check per node the recomputation settled, in dependency order."""
+    checks: dict[str, Check] = {}
     for name in plan.order:
-        node = plan.nodes[name]
-        upstream = plan.upstream[name]
-        kwargs = dict(plan.params[name])
-        kwargs.update({p: values[up] for p, up in upstream.items()})
-        for up in set(upstream.values()):
-            consumers[up] -= 1
-            if consumers[up] == 0:
-                del values[up]
-        if not node.options.get("deterministic", True) and name in stored_keys:
-            with contextlib.suppress(KeyError):
-                values[name], _ = flow.cache.load(stored_keys[name])
-                actual[name] = expected[name] or hash_value(values[name])
-                checks.append(Check(name, "skipped", expected[name], actual[name]))
-                continue
-        t0 = time.perf_counter()
-        value = node.call(**kwargs)
-        duration = time.perf_counter() - t0
-        values[name] = value
-        actual[name] = digest = hash_value(value)
-        reference = expected.get(name)
-        if not node.options.get("deterministic", True):
-            status: Outcome = "skipped"
-        elif reference is None:
-            status = "unverified"
-        elif digest == reference:
-            status = "same"
-        elif all(actual[up] == expected.get(up) for up in upstream.values()):
-            status = "differs"
-        else:
-            status = "inputs differ"
-        checks.append(Check(name, status, reference, digest, duration))
-    return Verification(flow.name, target, tuple(checks), computed)
-
-
-def _reference(plan: Plan, target: str, tree: Lineage
-               ) -> tuple[dict[str, str | None], dict[str, str]]:
-    """Per plan node: the digest its dependents were computed from, and its stored key."""
-    expected: dict[str, str | None] = {target: tree.digest}
-    keys: dict[str, str] = {target: tree.key}
-    at: dict[str, Lineage] = {target: tree}
-    for name in reversed(plan.order):
-        item = at.get(name)
-        if item is None:
+        record = run.nodes.get(name)
+        if record is None or (record.status == "skipped" and record.reason == engine.NOT_NEEDED):
             continue
-        for param, up in plan.upstream[name].items():
-            if up in at:
-                continue
-            child = item.inputs.get(param)
-            expected[up] = item.input_digests.get(param) or (child.digest if child else None)
-            if child is not None:
-                at[up] = child
-                keys[up] = child.key
-    for name in plan.order:
-        expected.setdefault(name, None)
-    return expected, keys
+        diverged = any(checks[up].status in _DIVERGED
+                       for up in set(plan.upstream[name].values()) if up in checks)
+        declared = not plan.nodes[name].options.get("deterministic", True)
+        checks[name] = _check(record, cache, diverged=diverged, declared=declared)
+    return tuple(checks.values())
+
+
+def _check(record: NodeRecord, cache: Cache, *, diverged: bool, declared: bool) -> Check:
+    """Compare one node's recomputed digest with the one stored under its key."""
+    name, duration = record.name, record.duration
+    recomputed = record.status == "completed" or record.attempts > 0
+    if record.status == "cached" and record.tier == _Reference.name:
+        return Check(name, "skipped", record.digest, record.digest, 0.0, False,
+                     "deterministic=False: its stored value was used")
+    found = cache.lookup(record.key) if record.key is not None else None
+    expected: str | None = found[0].get("digest") if found is not None else None
+    has_value = record.status in ("completed", "cached")
+    actual = record.digest if has_value else None
+    status: Outcome
+    reason = ""
+    if not has_value:  # skipped (lf.Skip, or an input was) or failed (a non-raising policy)
+        reason = f"{record.status}: {record.reason}"
+        if expected is not None:  # the stored value came from these very inputs
+            status = "differs"
+        elif diverged:
+            status = "inputs differ"
+        else:
+            status = "skipped" if record.status == "skipped" else "unverified"
+    elif declared:
+        status, reason = "skipped", "deterministic=False: recomputed, not compared"
+    elif expected is None:
+        status = "inputs differ" if diverged else "unverified"
+        if not diverged:
+            reason = "no stored entry under its key"
+    else:
+        status = "same" if expected == actual else "differs"
+    return Check(name, status, expected, actual, duration, recomputed, reason)
 
 
 # --------------------------------------------------------------------------- cache audit

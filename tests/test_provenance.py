@@ -168,6 +168,147 @@ def test_verify_of_a_value_never_computed_computes_the_reference_first(flow, cal
     assert calls == {"raw": 2, "scaled": 2, "total": 2}
 
 
+def test_verify_recomputes_only_the_branch_a_lazy_input_took(flow, calls):
+    @flow.node
+    def taken(n: int):
+        calls["taken"] += 1
+        return n + 1
+
+    @flow.node
+    def untaken(n: int):
+        calls["untaken"] += 1
+        return n * 10
+
+    @flow.node
+    def pick(flag: bool, taken: lf.Lazy[int], untaken: lf.Lazy[int]):
+        calls["pick"] += 1
+        return taken() if flag else untaken()
+
+    flow.get("pick", flag=True, n=1)
+    result = flow.verify("pick", flag=True, n=1)
+    assert result.ok
+    assert [(c.node, c.status) for c in result.checks] == [("taken", "same"), ("pick", "same")]
+    assert calls["taken"] == 2 and calls["untaken"] == 0
+
+
+def test_verify_recomputes_every_element_of_a_map_node(flow, calls):
+    @flow.node(map="xs")
+    def squared(xs: int):
+        calls["squared"] += 1
+        return xs * xs
+
+    @flow.node
+    def total(squared):
+        return sum(squared)
+
+    flow.get("total", xs=[1, 2, 3])
+    result = flow.verify("total", xs=[1, 2, 3])
+    assert [(c.node, c.status) for c in result.checks] == [("squared", "same"),
+                                                           ("total", "same")]
+    assert calls["squared"] == 6
+
+
+def test_verify_checks_each_output_of_a_node_with_several(flow, calls):
+    @flow.node(outputs=("train", "test"))
+    def split(n: int):
+        calls["split"] += 1
+        return list(range(n)), list(range(n, 2 * n))
+
+    @flow.node
+    def score(test):
+        return sum(test)
+
+    flow.get("score", n=4)
+    result = flow.verify("score", n=4)
+    assert [(c.node, c.status) for c in result.checks] == \
+        [("split", "same"), ("test", "same"), ("score", "same")]
+    assert calls["split"] == 2
+
+
+def test_verify_counts_exactly_the_nodes_it_recomputed(flow, calls):
+    _noisy(flow, calls, deterministic=False)
+    flow.get("mean", n=5)
+    result = flow.verify("mean", n=5)
+    assert result.recomputed == ["raw", "mean"]
+    assert "(2 nodes recomputed)" in str(result)
+    assert calls == {"raw": 2, "sample": 1, "mean": 2}
+
+
+def test_verify_compares_a_recomputed_digest_with_the_one_stored_under_the_same_key(
+        flow, calls):
+    _noisy(flow, calls)
+    stored = flow.run("mean", n=5).nodes["sample"]
+    check = flow.verify("mean", n=5)["sample"]
+    assert check.status == "differs"
+    assert check.expected == stored.digest
+    assert check.actual not in (None, stored.digest)
+
+
+def test_verify_says_a_node_whose_entry_is_gone_could_not_be_compared(flow, calls):
+    _analysis(flow, calls)
+    run = flow.run("total", n=4)
+    flow.cache.tier("memory").delete(run.nodes["scaled"].key)
+    result = flow.verify("total", n=4)
+    assert result.ok
+    assert result["scaled"].status == "unverified"
+    assert (result["scaled"].expected, result["scaled"].actual) == \
+        (None, run.nodes["scaled"].digest)
+
+
+def test_verify_reports_a_node_that_skipped_itself_as_skipped_not_failed(flow, calls):
+    _analysis(flow, calls)
+
+    @flow.node
+    def report(total):
+        raise lf.Skip("nothing to report")
+
+    flow.run("report", n=4)
+    result = flow.verify("report", n=4)
+    assert result.ok
+    assert (result["report"].status, result["report"].reason) == \
+        ("skipped", "skipped: nothing to report")
+
+
+def test_verify_checks_a_node_that_returns_an_output_file(flow, tmp_path):
+    out = tmp_path / "report.txt"
+
+    @flow.node
+    def report(n: int):
+        out.write_text("x" * n)
+        return lf.File(out)
+
+    flow.get("report", n=3)
+    result = flow.verify("report", n=3)
+    assert [(c.node, c.status) for c in result.checks] == [("report", "same")]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["deterministic=False", "undeclared"])
+def test_verify_stores_nothing_in_the_flows_cache(tmp_path, calls, declared):
+    flow = lf.Flow("stored", cache=lf.Cache(disk=str(tmp_path), remote=None))
+    _noisy(flow, calls, **({"deterministic": False} if declared else {}))
+    flow.get("mean", n=5)
+    before = {tier.name: set(tier.keys()) for tier in flow.cache.tiers}
+    assert flow.verify("mean", n=5).ok is declared  # undeclared: new values, new keys
+    assert {tier.name: set(tier.keys()) for tier in flow.cache.tiers} == before
+
+
+def test_verify_records_no_run_in_the_history_and_leaves_last_run(flow, calls):
+    _analysis(flow, calls)
+    run = flow.run("total", n=4)
+    recorded = {r.id for r in lf.history(flow, limit=None)}
+    flow.verify("total", n=4)
+    assert {r.id for r in lf.history(flow, limit=None)} == recorded
+    assert flow.last_run is run
+
+
+def test_verify_recomputes_on_the_executor_it_is_given(flow, calls):
+    _analysis(flow, calls)
+    flow.get("total", n=4)
+    result = flow.verify("total", n=4, executor="processes", max_workers=1)
+    assert result.ok and result.recomputed == ["raw", "scaled", "total"]
+    assert calls == {"raw": 1, "scaled": 1, "total": 1}  # counted in the workers' copies
+
+
 # --------------------------------------------------------------------------- deterministic=False
 
 
