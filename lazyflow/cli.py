@@ -276,7 +276,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     flow, inputs = _flow_and_inputs(args)
-    result = flow.verify(args.target, **inputs)
+    result = flow.verify(args.target, executor=args.executor, inputs=inputs)
     if args.json:
         _dump(result.to_dict())
     else:
@@ -442,8 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
                  ).set_defaults(handler=cmd_explain)
     flow_command("lineage", "the tree of inputs, code and parameters behind a cached value"
                  ).set_defaults(handler=cmd_lineage)
-    flow_command("verify", "recompute a value's ancestry without the cache and compare "
-                 "(exit 1 if it does not reproduce)").set_defaults(handler=cmd_verify)
+    verify = flow_command("verify", "recompute a value's ancestry without the cache and "
+                          "compare (exit 1 if it does not reproduce)")
+    verify.add_argument("--executor", default=None, help="sync (default), threads, processes")
+    verify.set_defaults(handler=cmd_verify)
 
     runs = commands.add_parser("runs", help="list recorded runs, newest first",
                                description="list recorded runs, newest first")

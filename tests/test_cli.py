@@ -182,6 +182,15 @@ def test_verify_exits_0_when_the_value_reproduces(project):
     assert [c["status"] for c in report["checks"]] == ["same", "same"]
 
 
+def test_verify_takes_an_executor_and_records_no_run_in_the_history(project):
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4")
+    report = json_of(lazyflow(project, "verify", "analysis:flow", "total", "-p", "n=4",
+                              "--executor", "threads", "--json"))
+    assert report["ok"] is True and report["recomputed"] == ["raw", "total"]
+    runs = json_of(lazyflow(project, "runs", "--cache-dir", "cache", "--json"))
+    assert [r["targets"] for r in runs] == [["total"]]
+
+
 # --------------------------------------------------------------------------- history
 
 
