@@ -60,9 +60,9 @@ import xxhash
 
 from lazyflow.errors import CacheWarning
 from lazyflow.hashing import hash_value, register_hasher
-from lazyflow.keys import domain
+from lazyflow.keys import Domain, domain
 
-_DOMAIN = domain("file")
+_DOMAIN = domain(Domain.FILE)
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
