@@ -26,6 +26,11 @@ the tier goes on with a fresh, empty index and warns once. The value files the
 old index pointed at are orphans then: never served (no row names them) and
 removed by :meth:`DiskTier.clear`, as are those of interrupted writes.
 
+Versions. A row whose metadata names an encoding this lazyflow does not read
+(``serialize.readable``: a newer lazyflow shares the directory) is a miss:
+``meta`` answers ``None`` and remembers the key, and ``put`` leaves that key's
+row alone while it still holds such an entry.
+
 Rejected: diskcache's own pickled store (it writes large values in hundreds
 of thousands of small pieces, ~0.25 GB/s here) and a sidecar metadata entry
 per key (two rows that eviction could separate).

@@ -17,6 +17,11 @@ atomic; on a local filesystem every object is written under a temporary name
 and renamed. Reads stream a value in chunks into the buffers the decoded
 arrays then own, and verify its checksum before unpickling.
 
+Versions. A metadata object naming an encoding this lazyflow does not read
+(``serialize.readable``: a colleague's newer lazyflow wrote it) is a miss:
+``meta`` answers ``None`` and remembers the key, and ``put`` does not upload
+over it while it is there; ``remove_orphans`` keeps the value object it names.
+
 State. Writes go through background *lanes*: single-thread executors, a key
 always on the same lane, so successive records of one key land in order
 while different keys upload in parallel (a run writes three small objects
