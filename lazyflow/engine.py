@@ -63,7 +63,7 @@ from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from lazyflow import environment, files, keys, lazy, mapping, skip
 from lazyflow.cache.base import Meta
@@ -272,11 +272,11 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
         seen.add(name)
         trace = prepared[name].trace
         if trace is not None:
-            record = cast("TraceRecord | None", cache.find_record(trace))
+            record: TraceRecord | None = cache.find_record(trace)
             if record is not None:
                 found = cache.lookup(record["key"])
                 if found is not None:
-                    hits[name] = _Hit(record["key"], cast(EntryMeta, found[0]), found[1])
+                    hits[name] = _Hit(record["key"], found[0], found[1])
                     continue
         needed.add(name)
         eager = eager_of[name]
@@ -358,7 +358,7 @@ def environment_note(cache: Cache, meta: Meta) -> str:
     here = environment.current()
     if not produced or produced == here.digest:
         return ""
-    record = cast("EnvironmentRecord | None", cache.find_record(keys.environment_key(produced)))
+    record: EnvironmentRecord | None = cache.find_record(keys.environment_key(produced))
     described = record.get("environment") if record else None
     if not isinstance(described, dict):
         return "; computed in another environment"
@@ -621,7 +621,7 @@ class _State:
                 found = self.cache.lookup(lookup)
                 if found is not None:
                     key = record.key = lookup
-                    self.mark_cached(name, _Hit(key, cast(EntryMeta, found[0]), found[1]))
+                    self.mark_cached(name, _Hit(key, found[0], found[1]))
                     self._link_trace(name, key, found[0]["digest"])
                     self._release_inputs(name)
                     return None
@@ -1065,8 +1065,8 @@ class _State:
         for, or ``None`` when none holds."""
         prep = self.prepared[name]
         eager = {p: self.digests[up] for p, up in _eager(self.plan, name).items()}
-        record = cast("LazyTraceRecord | None", self.cache.find_record(
-            lazy.trace_record_key(keys.content_key(prep.code, prep.params, eager))))
+        record: LazyTraceRecord | None = self.cache.find_record(
+            lazy.trace_record_key(keys.content_key(prep.code, prep.params, eager)))
         upstream = self.plan.upstream[name]
         verdict, found = lazy.replay(record["traces"] if record else (),
                                      lambda p: self.digests.get(upstream[p]))
@@ -1146,7 +1146,7 @@ class _State:
         if prep.cacheable:
             base = keys.content_key(prep.code, prep.params, eager)
             where = lazy.trace_record_key(base)
-            old = cast("LazyTraceRecord | None", self.cache.find_record(where))
+            old: LazyTraceRecord | None = self.cache.find_record(where)
             traced_record: LazyTraceRecord = {
                 "traces": lazy.with_trace(old["traces"] if old else None, trace)}
             self.cache.record(where, traced_record)
@@ -1212,8 +1212,8 @@ class _State:
             return prep.fp.volatile_reason
         if not prep.reusable:
             return "deterministic=False"
-        previous = cast("LatestRecord | None",
-                        self.cache.find_record(keys.latest_key(self.flow.name, name), local=True))
+        previous: LatestRecord | None = self.cache.find_record(
+            keys.latest_key(self.flow.name, name), local=True)
         return "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
 
     def _digest_of_result(self, name: str, value: Any, *, cacheable: bool) -> str:
@@ -1271,8 +1271,8 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
         elif not prep.reusable:
             why = "deterministic=False"
         else:
-            previous = cast("LatestRecord | None",
-                            flow.cache.find_record(keys.latest_key(flow.name, name), local=True))
+            previous: LatestRecord | None = flow.cache.find_record(
+                keys.latest_key(flow.name, name), local=True)
             why = "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
         rows[name] = ExplanationRow(name, "run", None, why, key)
     return Explanation(flow.name, plan.targets, tuple(rows[n] for n in plan.order if n in rows))
@@ -1283,13 +1283,13 @@ def _explain_lazy(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared], nam
     """The key a lazy node's recorded trace vouches for, from digests known without running
     anything (a lazy input counts when its own trace record is a hit); ``None`` otherwise."""
     prep = prepared[name]
-    record = cast("LazyTraceRecord | None", flow.cache.find_record(lazy.trace_record_key(base)))
+    record: LazyTraceRecord | None = flow.cache.find_record(lazy.trace_record_key(base))
     upstream = plan.upstream[name]
 
     def digest_of(param: str) -> str | None:
         up, trace = upstream[param], prepared[upstream[param]].trace
         if digests.get(up) is None and trace is not None:
-            linked = cast("TraceRecord | None", flow.cache.find_record(trace))
+            linked: TraceRecord | None = flow.cache.find_record(trace)
             return linked["digest"] if linked else None
         return digests.get(up)
 

@@ -98,3 +98,12 @@ def test_the_version_has_one_source():
         import tomli as tomllib
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert lf.__version__ == engine._VERSION == declared
+
+
+def test_a_latest_record_written_by_lazyflow_0_1_0_still_says_which_input_changed():
+    code = {"code:total": A}
+    old_style = {"digest": A, "key": B, "params": {}, "fingerprint": code, "inputs": {"raw": A}}
+    new_style = {"digest": A, "key": B, "params": {}, "fingerprint": code,
+                 "input_digests": {"raw": A}}
+    for record in (old_style, new_style):
+        assert keys.reasons(record, code, {}, {"raw": B}) == ["input changed (raw)"]

@@ -27,10 +27,19 @@ from typing import Any, Protocol, runtime_checkable
 
 from lazyflow.errors import LazyflowError
 
-__all__ = ["NO_VALUE", "CorruptEntryError", "Meta", "Tier", "TierOfflineError"]
+__all__ = ["NO_VALUE", "CorruptEntryError", "Meta", "Stored", "Tier", "TierOfflineError"]
 
 Meta = Mapping[str, Any]
 """An entry's metadata: a record type of ``lazyflow/records.py``, read-only once stored."""
+
+Stored = Any
+"""Metadata as the hierarchy hands it back (``Cache.lookup``, ``Cache.find_record``).
+
+It is one of the record types of ``lazyflow/records.py``, which the key's domain
+decides, typed like the result of ``json.loads`` so that a reader annotates it
+with that type at no cost (a ``typing.cast`` is a call, on the path of every
+warm request): ``record: TraceRecord | None = cache.find_record(trace)``.
+"""
 
 
 class _NoValue:

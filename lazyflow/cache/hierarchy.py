@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lazyflow.cache import config
-from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Tier, TierOfflineError
+from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
 from lazyflow.errors import CacheWarning
@@ -118,7 +118,7 @@ class Cache:
 
     # ----------------------------------------------------------------- values
 
-    def lookup(self, key: str) -> tuple[Meta, str] | None:
+    def lookup(self, key: str) -> tuple[Stored, str] | None:
         """Metadata and tier name of the first tier holding ``key``; never loads the value."""
         for tier in self.tiers:
             meta = self._meta(tier, key)
@@ -183,7 +183,7 @@ class Cache:
             if not (local and tier.name in _SHARED):
                 self._put_quietly(tier, key, NO_VALUE, meta)
 
-    def find_record(self, key: str, *, local: bool = False) -> Meta | None:
+    def find_record(self, key: str, *, local: bool = False) -> Stored | None:
         """The record under ``key`` from the fastest tier holding it (promoted upwards);
         ``local``: looked up in the memory and disk tiers only."""
         for index, tier in enumerate(self.tiers):

@@ -38,7 +38,7 @@ import shlex
 import types
 import warnings
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import xxhash
 from IPython.core.alias import Alias
@@ -313,8 +313,8 @@ def _keep_or_replay_outputs(flow: Flow, node: Node, record: NodeRecord,
         return
     print(f"lazyflow: {', '.join(outputs) or 'cell'} restored from the {record.tier} cache "
           f"({node.name}; saved {format_duration(record.saved)} of compute)")
-    found = None if record.key is None else \
-        cast("ShownRecord | None", flow.cache.find_record(shown_key(record.key)))
+    found: ShownRecord | None = None if record.key is None else \
+        flow.cache.find_record(shown_key(record.key))
     if found:
         replay.replay(found["shown"])
 
