@@ -163,7 +163,7 @@ def reasons(previous: LatestRecord | None, fingerprint: Mapping[str, str],
     changed = sorted(k for k in set(old_params) | set(params) if old_params.get(k) != params.get(k))
     if changed:
         out.append("parameter changed (" + ", ".join(changed) + ")")
-    # records written up to lazyflow 0.1.0 call the digests "inputs" (records.LatestRecord)
+    # records written before the encoding was stamped call them "inputs" (records.LatestRecord)
     old_inputs = previous.get("input_digests") or previous.get("inputs") or {}
     pending = sorted(k for k, v in inputs.items() if v is None)
     changed = sorted(k for k, v in inputs.items() if v is not None and old_inputs.get(k) != v)

@@ -30,10 +30,10 @@ what a field *means* needs a new key schema (``keys.KEY_SCHEMA``) or a new name.
 One name, one meaning. ``inputs`` in :class:`EntryMeta` maps a parameter to
 the upstream entry's *content key* (what lineage walks); the upstream *value
 digests* are ``input_digests``, in every type that has them. The latest
-record called its digests ``inputs`` up to lazyflow 0.1.0 (key schema 2,
-encoding 1); it is written as ``input_digests`` now and the old name is still
-read (``keys.reasons``), which is cheaper than bumping the key schema and
-orphaning every entry. Elsewhere in lazyflow, ``inputs`` of a ``Run`` (and of
+record called its digests ``inputs`` before the encoding version was stamped
+(such records carry no ``encoding``); it is written as ``input_digests`` now
+and the old name is still read (``keys.reasons``), which is cheaper than
+bumping the key schema and orphaning every entry. Elsewhere in lazyflow, ``inputs`` of a ``Run`` (and of
 a run-history row) are the *flow inputs'* digests, which entries call
 ``params``; those records are not part of the cache.
 
@@ -164,8 +164,8 @@ class LatestRecord(_LatestRequired, Stamp, total=False):
     input_digests: Mapping[str, str]
     """Upstream parameter -> value digest."""
     inputs: Mapping[str, str]
-    """The same as ``input_digests``, in records written up to lazyflow 0.1.0: read, never
-    written."""
+    """The same as ``input_digests``, in records written before the encoding version was
+    stamped: read, never written."""
 
 
 class LazyTraceRecord(Stamp):

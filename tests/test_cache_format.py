@@ -16,6 +16,7 @@ import cache_fixture_flow as fixture
 import numpy as np
 import pytest
 import s3fs
+from doubles import PicklingExecutor
 
 import lazyflow as lf
 from lazyflow import engine, environment, keys, lazy, mapping
@@ -143,6 +144,31 @@ def test_a_newer_encoding_on_s3_is_a_miss_with_one_warning_and_is_kept(
     assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
     objects = s3fs.S3FileSystem(**s3_options).find(s3_url)
     assert len([o for o in objects if not o.endswith(".json")]) == 2  # raw's and total's values
+
+
+class InlineSharingExecutor(PicklingExecutor):
+    """Runs each task inline on a pickled copy and shares the cache as Dask does: a node
+    becomes a task whose worker opens the remote itself and writes its result there."""
+
+    name = "inline-sharing"
+    shares_cache = True
+
+
+@pytest.mark.s3
+def test_workers_writing_to_the_shared_remote_leave_a_newer_entry_in_place(
+        s3_url, s3_options, monkeypatch, fresh_warnings):
+    def remote() -> lf.Cache:
+        return lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
+
+    with newer_lazyflow(monkeypatch):
+        _flow(remote()).get("total", n=5)
+    tier = RemoteTier(s3_url, s3_options, background=False)
+    written = _encodings(tier, monkeypatch)
+    with pytest.warns(lf.CacheWarning, match="encoding version 2"):
+        run = _flow(remote()).run("total", n=5, executor=InlineSharingExecutor())
+    assert (run.nodes["total"].status, run["total"]) == ("completed", 10)
+    now = _encodings(tier, monkeypatch)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
 
 
 def test_the_newer_lazyflow_still_hits_its_entries_after_an_older_one_ran(

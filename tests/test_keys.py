@@ -100,7 +100,7 @@ def test_the_version_has_one_source():
     assert lf.__version__ == engine._VERSION == declared
 
 
-def test_a_latest_record_written_by_lazyflow_0_1_0_still_says_which_input_changed():
+def test_a_latest_record_of_the_old_layout_still_says_which_input_changed():
     code = {"code:total": A}
     old_style = {"digest": A, "key": B, "params": {}, "fingerprint": code, "inputs": {"raw": A}}
     new_style = {"digest": A, "key": B, "params": {}, "fingerprint": code,

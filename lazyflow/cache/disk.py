@@ -218,6 +218,11 @@ class DiskTier:
             return None
         return meta
 
+    def foreign(self, key: str) -> bool:
+        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
+        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
+        return key in self._foreign
+
     @recovering("_cache")
     def get(self, key: str) -> Any:
         """Read, verify and decode the value; ``KeyError`` if it is gone."""

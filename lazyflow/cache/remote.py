@@ -170,6 +170,11 @@ class RemoteTier:
             return None
         return meta
 
+    def foreign(self, key: str) -> bool:
+        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
+        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
+        return key in self._foreign
+
     def get(self, key: str) -> Any:
         """Stream the value object, verify its checksum, decode; ``KeyError`` if absent."""
         pending = self._pending.get(key)
