@@ -42,8 +42,7 @@ from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
 from lazyflow.resources import ResourceError, Resources
 from lazyflow.run import Explanation, NodeRecord, Run
 from lazyflow.skip import Skip
-
-__version__ = "0.1.0"
+from lazyflow.version import __version__
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -92,8 +92,17 @@ from lazyflow.flights import FLIGHTS, called_here
 from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
 from lazyflow.policies import DEFAULTS, policy_for
+from lazyflow.records import (
+    ElementMeta,
+    EntryMeta,
+    EnvironmentRecord,
+    LatestRecord,
+    LazyTraceRecord,
+    TraceRecord,
+)
 from lazyflow.resources import Gate, Resources
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run, Status
+from lazyflow.version import __version__ as _VERSION
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
@@ -101,7 +110,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RunOptions", "execute", "explain"]
 
-_VERSION = "0.1.0"
 _START_POLL = 0.05  # seconds between checks whether a timed task has started running
 # Longest the main thread sleeps waiting for tasks. A SIGINT (Ctrl-C, a kernel interrupt)
 # whose C handler ran on another thread, or on the main thread just before it went to
@@ -131,7 +139,7 @@ class _Prepared:
 @dataclass(slots=True)
 class _Hit:
     key: str
-    meta: Meta
+    meta: EntryMeta
     tier: str
 
 
@@ -267,7 +275,7 @@ def _resolve(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared],
         seen.add(name)
         trace = prepared[name].trace
         if trace is not None:
-            record = cache.find_record(trace)
+            record: TraceRecord | None = cache.find_record(trace)
             if record is not None:
                 found = cache.lookup(record["key"])
                 if found is not None:
@@ -341,7 +349,8 @@ def _recorded_environment(cache: Cache) -> str:
     env = environment.current()
     if cache not in _ENVIRONMENTS_RECORDED:
         _ENVIRONMENTS_RECORDED.add(cache)
-        cache.record(keys.environment_key(env.digest), {"environment": env.describe()})
+        described: EnvironmentRecord = {"environment": env.describe()}
+        cache.record(keys.environment_key(env.digest), described)
     return env.digest
 
 
@@ -352,8 +361,8 @@ def environment_note(cache: Cache, meta: Meta) -> str:
     here = environment.current()
     if not produced or produced == here.digest:
         return ""
-    record = cache.find_record(keys.environment_key(produced))
-    described = (record or {}).get("environment")
+    record: EnvironmentRecord | None = cache.find_record(keys.environment_key(produced))
+    described = record.get("environment") if record else None
     if not isinstance(described, dict):
         return "; computed in another environment"
     changes = environment.differences(described, here.describe())
@@ -802,14 +811,14 @@ class _State:
                     kept = found[0] if found else None
                 record.size = kept.get("size") if kept else None
             self._link_trace(name, key, digest)
-            self.cache.record(keys.latest_key(self.flow.name, name),
-                              {"digest": digest, "key": key, "params": prep.params,
-                               "inputs": inputs, "fingerprint": prep.fp.components})
+            latest: LatestRecord = {"digest": digest, "key": key, "params": prep.params,
+                                    "input_digests": inputs, "fingerprint": prep.fp.components}
+            self.cache.record(keys.latest_key(self.flow.name, name), latest, local=True)
         if self.observed:
             self.emit(NodeFinished(self.run, record))
 
     def _meta(self, name: str, upstream: Mapping[str, str], inputs: Mapping[str, str],
-              digest: str, duration: float, cost: float, created: float) -> Meta:
+              digest: str, duration: float, cost: float, created: float) -> EntryMeta:
         """An entry's metadata; ``inputs`` are the value digests of ``upstream``."""
         prep = self.prepared[name]
         keys = self.keys
@@ -1067,7 +1076,7 @@ class _State:
         for, or ``None`` when none holds."""
         prep = self.prepared[name]
         eager = {p: self.digests[up] for p, up in _eager(self.plan, name).items()}
-        record = self.cache.find_record(
+        record: LazyTraceRecord | None = self.cache.find_record(
             lazy.trace_record_key(keys.content_key(prep.code, prep.params, eager)))
         upstream = self.plan.upstream[name]
         verdict, found = lazy.replay(record["traces"] if record else (),
@@ -1149,9 +1158,10 @@ class _State:
         if prep.cacheable:
             base = keys.content_key(prep.code, prep.params, eager)
             where = lazy.trace_record_key(base)
-            old = self.cache.find_record(where)
-            traces = lazy.with_trace(old["traces"] if old else None, trace)
-            self.cache.record(where, {"traces": traces})
+            old: LazyTraceRecord | None = self.cache.find_record(where)
+            traced_record: LazyTraceRecord = {
+                "traces": lazy.with_trace(old["traces"] if old else None, trace)}
+            self.cache.record(where, traced_record)
         record.key = keys.content_key(prep.code, prep.params, {**eager, **used})
         outcome.value, outcome.digest = traced.value, None  # the worker hashed the wrapper
         return outcome
@@ -1192,9 +1202,10 @@ class _State:
                        digest: str | None) -> None:
         if not self.prepared[name].cacheable or digest is None:
             return
-        _store(self.cache, key, value,
-               {"digest": digest, "node": name, "element": index, "flow": self.flow.name,
-                "created": time.time(), "lazyflow": _VERSION})
+        meta: ElementMeta = {"digest": digest, "node": name, "element": index,
+                             "flow": self.flow.name, "created": time.time(),
+                             "lazyflow": _VERSION}
+        _store(self.cache, key, value, meta)
 
     def _link_trace(self, name: str, key: str, digest: str) -> None:
         trace = self.prepared[name].trace
@@ -1202,7 +1213,8 @@ class _State:
             self.untraced.add(name)
             return
         if trace is not None:
-            self.cache.record(trace, {"key": key, "digest": digest, "node": name})
+            record: TraceRecord = {"key": key, "digest": digest, "node": name}
+            self.cache.record(trace, record)
 
     def _why(self, name: str, inputs: Mapping[str, str]) -> str:
         prep = self.prepared[name]
@@ -1212,7 +1224,8 @@ class _State:
             return prep.fp.volatile_reason
         if not prep.reusable:
             return "deterministic=False"
-        previous = self.cache.find_record(keys.latest_key(self.flow.name, name))
+        previous: LatestRecord | None = self.cache.find_record(
+            keys.latest_key(self.flow.name, name), local=True)
         return "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
 
     def _digest_of_result(self, name: str, value: Any, *, cacheable: bool) -> str:
@@ -1270,7 +1283,8 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
         elif not prep.reusable:
             why = "deterministic=False"
         else:
-            previous = flow.cache.find_record(keys.latest_key(flow.name, name))
+            previous: LatestRecord | None = flow.cache.find_record(
+                keys.latest_key(flow.name, name), local=True)
             why = "; ".join(keys.reasons(previous, prep.fp.components, prep.params, inputs))
         rows[name] = ExplanationRow(name, "run", None, why, key)
     return Explanation(flow.name, plan.targets, tuple(rows[n] for n in plan.order if n in rows))
@@ -1281,13 +1295,13 @@ def _explain_lazy(flow: Flow, plan: Plan, prepared: Mapping[str, _Prepared], nam
     """The key a lazy node's recorded trace vouches for, from digests known without running
     anything (a lazy input counts when its own trace record is a hit); ``None`` otherwise."""
     prep = prepared[name]
-    record = flow.cache.find_record(lazy.trace_record_key(base))
+    record: LazyTraceRecord | None = flow.cache.find_record(lazy.trace_record_key(base))
     upstream = plan.upstream[name]
 
     def digest_of(param: str) -> str | None:
         up, trace = upstream[param], prepared[upstream[param]].trace
         if digests.get(up) is None and trace is not None:
-            linked = flow.cache.find_record(trace)
+            linked: TraceRecord | None = flow.cache.find_record(trace)
             return linked["digest"] if linked else None
         return digests.get(up)
 

@@ -39,6 +39,8 @@ from typing import Any
 
 import xxhash
 
+from lazyflow.records import EnvironmentDescription
+
 __all__ = ["Environment", "current", "differences", "distribution_token"]
 
 
@@ -52,7 +54,7 @@ class Environment:
     packages: Mapping[str, str] = field(default_factory=dict)
     digest: str = ""
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> EnvironmentDescription:
         """A JSON-able description (what the cache stores once per environment)."""
         return {"python": self.python, "implementation": self.implementation,
                 "platform": self.platform, "packages": dict(self.packages)}

@@ -60,9 +60,10 @@ import xxhash
 
 from lazyflow.errors import CacheWarning
 from lazyflow.hashing import hash_value, register_hasher
-from lazyflow.keys import domain
+from lazyflow.keys import Domain, domain
+from lazyflow.records import FileMeta
 
-_DOMAIN = domain("file")
+_DOMAIN = domain(Domain.FILE)
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
@@ -287,8 +288,8 @@ def _store_file(path: pathlib.Path, output: File, cache: Cache) -> str:
     digest = xxhash.xxh3_128_hexdigest(data)
     key = _blob_key(digest)
     if cache.lookup(key) is None:
-        cache.store(key, data, {"digest": hash_value(data), "file": path.as_posix(),
-                                "size": len(data)})
+        meta: FileMeta = {"digest": hash_value(data), "file": path.as_posix(), "size": len(data)}
+        cache.store(key, data, meta)
     return digest
 
 

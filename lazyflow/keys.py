@@ -23,30 +23,72 @@ found. Schema 2: value digests count type, sign of zero, Decimal exponent, tz
 identity, dict order and pandas/numpy metadata; fingerprints cover decorators,
 class hierarchies, local modules, bound instances and callable objects.
 
+Every domain is a member of :class:`Domain`: a module that builds a key takes
+its prefix from :func:`domain` and never spells the string itself, so the key
+space is listed in one place (``docs/cache-format.md`` says, per domain, what
+goes into the key and which record type is stored under it). The strings are
+part of the cache format: changing one orphans every entry of its domain, as
+bumping :data:`KEY_SCHEMA` does, and ``tests/test_keys.py`` pins known keys.
+
 ``reasons`` compares a node's current components with the last ones recorded
 for it, so ``explain`` and run records can say *what* changed.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import xxhash
 
-__all__ = ["KEY_SCHEMA", "content_key", "domain", "environment_key", "latest_key", "reasons",
-           "scoped", "trace_key"]
+if TYPE_CHECKING:
+    from lazyflow.records import LatestRecord
+
+__all__ = ["KEY_SCHEMA", "Domain", "content_key", "domain", "environment_key", "latest_key",
+           "reasons", "scoped", "trace_key"]
 
 KEY_SCHEMA = 2
 """The key-schema version inside every key domain (see the design note)."""
 
 
-def domain(name: str) -> str:
-    """The prefix of key domain ``name``: ``"lazyflow-content-2\0"``."""
-    return f"lazyflow-{name}-{KEY_SCHEMA}\0"
+class Domain(enum.Enum):
+    """Every key domain of the cache; the value is the name spelled inside the prefix."""
+
+    CONTENT = "content"
+    """A node's value entry (:func:`content_key`)."""
+    TRACE = "trace"
+    """A trace record: request key -> content key (:func:`trace_key`)."""
+    LATEST = "latest"
+    """What a flow's node was last computed from, for ``explain`` (:func:`latest_key`)."""
+    SCOPED = "scoped"
+    """Not a storage key: a code fingerprint scoped to an environment (:func:`scoped`)."""
+    ENVIRONMENT = "environment"
+    """The description of an environment digest (:func:`environment_key`)."""
+    ELEMENT = "element"
+    """One element's value entry of a ``map=`` node (``mapping.py``)."""
+    LAZY_TRACES = "lazy-traces"
+    """The dependency traces of a lazy node's base key (``lazy.py``)."""
+    FILE = "file"
+    """The bytes of an output file, by content digest (``files.py``)."""
+    SHOWN = "shown"
+    """What a ``%%flow`` cell printed and displayed (``notebook/magics.py``)."""
 
 
-_CONTENT, _TRACE, _LATEST_DOMAIN = domain("content"), domain("trace"), domain("latest")
-_SCOPED, _ENVIRONMENT = domain("scoped"), domain("environment")
+def domain(name: Domain) -> str:
+    """The prefix of key domain ``name``.
+
+    >>> domain(Domain.CONTENT)
+    'lazyflow-content-2\\x00'
+    """
+    return f"lazyflow-{name.value}-{KEY_SCHEMA}\0"
+
+
+_CONTENT = domain(Domain.CONTENT)
+_TRACE = domain(Domain.TRACE)
+_LATEST_DOMAIN = domain(Domain.LATEST)
+_SCOPED = domain(Domain.SCOPED)
+_ENVIRONMENT = domain(Domain.ENVIRONMENT)
 
 
 def scoped(fingerprint: str, environment: str) -> str:
@@ -103,9 +145,9 @@ def latest_key(flow: str, node: str) -> str:
     return key
 
 
-def reasons(previous: Mapping[str, object] | None, fingerprint: Mapping[str, str],
+def reasons(previous: LatestRecord | None, fingerprint: Mapping[str, str],
             params: Mapping[str, str], inputs: Mapping[str, str | None]) -> list[str]:
-    """Say why a node's key differs from its last recorded computation.
+    """Say why a node's key differs from its last recorded computation (its latest record).
 
     ``inputs`` maps parameter to value digest, or ``None`` when the upstream
     node has still to run. Returns human phrases, most specific first.
@@ -114,17 +156,15 @@ def reasons(previous: Mapping[str, object] | None, fingerprint: Mapping[str, str
         return ["never computed"]
     out: list[str] = []
     old_fp = previous.get("fingerprint") or {}
-    assert isinstance(old_fp, Mapping)
     changed = sorted(k for k in set(old_fp) | set(fingerprint) if old_fp.get(k) != fingerprint.get(k))
     if changed:
         out.append("code changed (" + ", ".join(_label(k) for k in changed) + ")")
     old_params = previous.get("params") or {}
-    assert isinstance(old_params, Mapping)
     changed = sorted(k for k in set(old_params) | set(params) if old_params.get(k) != params.get(k))
     if changed:
         out.append("parameter changed (" + ", ".join(changed) + ")")
-    old_inputs = previous.get("inputs") or {}
-    assert isinstance(old_inputs, Mapping)
+    # records written before the encoding was stamped call them "inputs" (records.LatestRecord)
+    old_inputs = previous.get("input_digests") or previous.get("inputs") or {}
     pending = sorted(k for k, v in inputs.items() if v is None)
     changed = sorted(k for k, v in inputs.items() if v is not None and old_inputs.get(k) != v)
     if changed:

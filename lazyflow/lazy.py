@@ -47,9 +47,9 @@ import xxhash
 
 from lazyflow.errors import DefinitionError
 from lazyflow.hashing import register_hasher
-from lazyflow.keys import domain
+from lazyflow.keys import Domain, domain
 
-_DOMAIN = domain("lazy-traces")
+_DOMAIN = domain(Domain.LAZY_TRACES)
 
 if TYPE_CHECKING:
     from lazyflow.graph import Node

@@ -36,9 +36,9 @@ import xxhash
 
 from lazyflow.errors import DefinitionError, MapError
 from lazyflow.executors.base import Outcome
-from lazyflow.keys import domain
+from lazyflow.keys import Domain, domain
 
-_DOMAIN = domain("element")
+_DOMAIN = domain(Domain.ELEMENT)
 
 __all__ = ["MapRun", "collect", "element_key", "elements", "gather", "validate_map"]
 

@@ -8,11 +8,12 @@ on them in ``hierarchy.py``. A tier stores an *entry* under a key: a value and
 a small metadata dict. ``meta`` must answer without loading or unpickling the
 value, which is what keeps requests lazy on every tier.
 
-Metadata always carries ``digest`` (the value digest, used to key dependents
-and to verify reads) and may carry anything JSON-serialisable besides
-(``node``, ``size``, ``created``, ``serializer``...). A *record* is an entry
-with no value at all (``value is NO_VALUE``): the hierarchy uses records for
-its small index of trace keys.
+Metadata is a JSON-serialisable mapping, one of the record types of
+``lazyflow/records.py`` (which type, the key's domain says); tiers store it
+without interpreting it, besides the fields they stamp themselves
+(``serialize.stamp``: ``size``, ``stored``, ``serializer``, ``checksum``,
+``encoding``...). A *record* is an entry with no value at all (``value is
+NO_VALUE``): the hierarchy uses records for its small index of trace keys.
 
 A tier that stops answering (a remote past its deadline) raises
 :class:`TierOfflineError` from then on, at once, having warned once itself;
@@ -21,14 +22,24 @@ the hierarchy skips it without a further word.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from lazyflow.errors import LazyflowError
 
-__all__ = ["NO_VALUE", "CorruptEntryError", "Meta", "Tier", "TierOfflineError"]
+__all__ = ["NO_VALUE", "CorruptEntryError", "Meta", "Stored", "Tier", "TierOfflineError"]
 
-Meta = dict[str, Any]
+Meta = Mapping[str, Any]
+"""An entry's metadata: a record type of ``lazyflow/records.py``, read-only once stored."""
+
+Stored = Any
+"""Metadata as the hierarchy hands it back (``Cache.lookup``, ``Cache.find_record``).
+
+It is one of the record types of ``lazyflow/records.py``, which the key's domain
+decides, typed like the result of ``json.loads`` so that a reader annotates it
+with that type at no cost (a ``typing.cast`` is a call, on the path of every
+warm request): ``record: TraceRecord | None = cache.find_record(trace)``.
+"""
 
 
 class _NoValue:

@@ -26,6 +26,11 @@ the tier goes on with a fresh, empty index and warns once. The value files the
 old index pointed at are orphans then: never served (no row names them) and
 removed by :meth:`DiskTier.clear`, as are those of interrupted writes.
 
+Versions. A row whose metadata names an encoding this lazyflow does not read
+(``serialize.readable``: a newer lazyflow shares the directory) is a miss:
+``meta`` answers ``None`` and remembers the key, and ``put`` leaves that key's
+row alone while it still holds such an entry.
+
 Rejected: diskcache's own pickled store (it writes large values in hundreds
 of thousands of small pieces, ~0.25 GB/s here) and a sidecar metadata entry
 per key (two rows that eviction could separate).
@@ -52,14 +57,18 @@ import diskcache
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
 from lazyflow.cache.serialize import (
+    KNOWN_ENCODINGS,
     CorruptEntryError,
     Encoded,
     decode,
     decode_bytes,
     dump_meta,
     encode,
+    encoding_of,
     read_encoded,
+    readable,
     stamp,
+    unknown_encoding,
     verify_stream,
     write_encoded,
 )
@@ -175,6 +184,7 @@ class DiskTier:
         self.size_limit = int(size_limit)
         self.min_file_size = int(min_file_size)
         self._recovery = threading.Lock()
+        self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         try:
             self._cache = self._open()
         except sqlite3.DatabaseError as e:
@@ -194,11 +204,24 @@ class DiskTier:
 
     @recovering("_cache")
     def meta(self, key: str) -> Meta | None:
-        """The entry's metadata from its row; the value file is not opened."""
+        """The entry's metadata from its row; the value file is not opened.
+
+        ``None`` also for an entry of an encoding this lazyflow does not read
+        (``serialize.readable``): a miss, and ``put`` will not replace it.
+        """
         row = self._cache.get(key, retry=True)
         if not isinstance(row, _Row):
             return None
-        return self._parse(key, row)[0]
+        meta = self._parse(key, row)[0]
+        if meta is not None and not readable(meta, f"disk cache {self.directory}"):
+            self._foreign.add(key)
+            return None
+        return meta
+
+    def foreign(self, key: str) -> bool:
+        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
+        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
+        return key in self._foreign
 
     @recovering("_cache")
     def get(self, key: str) -> Any:
@@ -209,6 +232,8 @@ class DiskTier:
         meta, inline = self._parse(key, row)
         if meta is None:
             raise KeyError(key)
+        if not readable(meta, f"disk cache {self.directory}"):
+            raise unknown_encoding(meta, key)
         if "checksum" not in meta:
             return NO_VALUE
         if row.path is None:
@@ -227,7 +252,8 @@ class DiskTier:
 
         Returns the metadata of an intact entry, ``None`` when the key is gone
         or holds a record (no value); raises :class:`CorruptEntryError` naming
-        what is damaged (metadata, a missing value file, the bytes). Nothing
+        what is damaged (metadata, a missing value file, the bytes), and
+        :class:`UnknownEncodingError` for an entry it cannot judge. Nothing
         is deleted: that is the caller's decision (``lazyflow cache verify``).
         """
         row = self._cache.get(key, retry=True)
@@ -235,6 +261,8 @@ class DiskTier:
             return None
         head, _, inline = row.blob.partition(b"\n")
         meta = _load_meta(head)
+        if encoding_of(meta) not in KNOWN_ENCODINGS:
+            raise unknown_encoding(meta, key)
         if "checksum" not in meta:
             return None
         try:
@@ -249,8 +277,11 @@ class DiskTier:
         """Encode ``value`` and store it with its metadata; a record when ``value is NO_VALUE``.
 
         Returns ``None``: the checksum lands in the metadata while the row is
-        written, so the stored metadata is read back by ``meta``.
+        written, so the stored metadata is read back by ``meta``. An entry of an
+        encoding this lazyflow does not read, met by ``meta``, is left in place.
         """
+        if self._foreign and key in self._foreign and self._holds_foreign(key):
+            return None
         encoded = None if value is NO_VALUE else encode(value)
         entry = _Entry(stamp(meta, encoded, checksum=False), encoded)
         self._cache.set(key, entry, retry=True)
@@ -356,6 +387,16 @@ class DiskTier:
                 raise CorruptEntryError(f"value file {row.path} is missing") from None
             return False  # evicted or replaced since the row was read
         return True
+
+    def _holds_foreign(self, key: str) -> bool:
+        """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
+        row = self._cache.get(key, retry=True)
+        if isinstance(row, _Row):
+            meta = self._parse(key, row)[0]
+            if meta is not None and encoding_of(meta) not in KNOWN_ENCODINGS:
+                return True
+        self._foreign.discard(key)
+        return False
 
     def _forget_if_unchanged(self, key: str, row: _Row) -> None:
         """Drop a row whose value file was deleted behind diskcache's back."""

@@ -21,7 +21,11 @@ run, and ``flush``, which ends every run, lets the next run try it again.
 Besides value entries the hierarchy keeps *records*: metadata-only entries
 (the trace index of ``keys.py``: request key -> content key and digest).
 They live on every tier, so a fresh process or a colleague resolves a cached
-target from them without computing anything.
+target from them without computing anything. A *local* record lives on the
+memory and disk tiers only, never on a shared remote: the latest record of a
+node says what was last computed *here*, which differs per colleague (and
+would cost an upload per computed node). ``docs/cache-format.md`` lists
+every record type and where it lives.
 
 Settings not passed explicitly come from ``config.py`` (environment, then
 ``lazyflow.toml`` / ``[tool.lazyflow]``, then defaults). Management
@@ -43,7 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lazyflow.cache import config
-from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Tier, TierOfflineError
+from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
 from lazyflow.errors import CacheWarning
@@ -51,6 +55,8 @@ from lazyflow.errors import CacheWarning
 __all__ = ["Cache", "default_memory_budget"]
 
 _SCOPES = ("code", "environment")
+_SHARED = frozenset({"remote"})
+"""Tiers other people's processes read: local records (``record(local=True)``) skip them."""
 
 
 def default_memory_budget() -> int:
@@ -112,7 +118,7 @@ class Cache:
 
     # ----------------------------------------------------------------- values
 
-    def lookup(self, key: str) -> tuple[Meta, str] | None:
+    def lookup(self, key: str) -> tuple[Stored, str] | None:
         """Metadata and tier name of the first tier holding ``key``; never loads the value."""
         for tier in self.tiers:
             meta = self._meta(tier, key)
@@ -170,13 +176,19 @@ class Cache:
 
     # ----------------------------------------------------------------- records
 
-    def record(self, key: str, meta: Meta) -> None:
-        """Store a metadata-only record under ``key`` in every tier."""
-        self.store(key, NO_VALUE, meta)
+    def record(self, key: str, meta: Meta, *, local: bool = False) -> None:
+        """Store a metadata-only record under ``key`` in every tier; ``local``: in the
+        memory and disk tiers only, not on a shared remote."""
+        for tier in self.tiers:
+            if not (local and tier.name in _SHARED):
+                self._put_quietly(tier, key, NO_VALUE, meta)
 
-    def find_record(self, key: str) -> Meta | None:
-        """The record under ``key`` from the fastest tier holding it (promoted upwards)."""
+    def find_record(self, key: str, *, local: bool = False) -> Stored | None:
+        """The record under ``key`` from the fastest tier holding it (promoted upwards);
+        ``local``: looked up in the memory and disk tiers only."""
         for index, tier in enumerate(self.tiers):
+            if local and tier.name in _SHARED:
+                continue
             meta = self._meta(tier, key)
             if meta is not None:
                 for upper in self.tiers[:index]:

@@ -17,6 +17,11 @@ atomic; on a local filesystem every object is written under a temporary name
 and renamed. Reads stream a value in chunks into the buffers the decoded
 arrays then own, and verify its checksum before unpickling.
 
+Versions. A metadata object naming an encoding this lazyflow does not read
+(``serialize.readable``: a colleague's newer lazyflow wrote it) is a miss:
+``meta`` answers ``None`` and remembers the key, and ``put`` does not upload
+over it while it is there; ``remove_orphans`` keeps the value object it names.
+
 State. Writes go through background *lanes*: single-thread executors, a key
 always on the same lane, so successive records of one key land in order
 while different keys upload in parallel (a run writes three small objects
@@ -61,13 +66,17 @@ from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.deadline import DEFAULT_SECONDS, Deadline, Outage
 from lazyflow.cache.serialize import (
+    KNOWN_ENCODINGS,
     CorruptEntryError,
     Encoded,
     decode,
     dump_meta,
     encode,
+    encoding_of,
     read_encoded,
+    readable,
     stamp,
+    unknown_encoding,
     verify_stream,
 )
 from lazyflow.errors import CacheWarning, LazyflowError
@@ -127,6 +136,7 @@ class RemoteTier:
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self._local = "file" in protocols or "local" in protocols
         self._pending: dict[str, tuple[Meta, Encoded | None]] = {}
+        self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._futures: list[Future[None]] = []
         self._errors: list[str] = []
         self._lock = threading.Lock()
@@ -139,16 +149,31 @@ class RemoteTier:
     # ----------------------------------------------------------------- Tier
 
     def contains(self, key: str) -> bool:
-        """Whether the metadata object of ``key`` exists."""
-        return self.meta(key) is not None
+        """Whether the metadata object of ``key`` exists (whatever its encoding)."""
+        return key in self._pending or self._read_meta(key) is not None
 
     def meta(self, key: str) -> Meta | None:
-        """Fetch the small metadata object only; the value object is not touched."""
+        """Fetch the small metadata object only; the value object is not touched.
+
+        ``None`` also for an entry of an encoding this lazyflow does not read
+        (``serialize.readable``): a miss, and ``put`` will not replace it.
+        """
         pending = self._pending.get(key)
         if pending is not None:
             return pending[0]
         stored = self._read_meta(key)
-        return None if stored is None else stored["meta"]
+        if stored is None:
+            return None
+        meta: Meta = stored["meta"]
+        if not readable(meta, f"remote cache {self.url}"):
+            self._foreign.add(key)
+            return None
+        return meta
+
+    def foreign(self, key: str) -> bool:
+        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
+        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
+        return key in self._foreign
 
     def get(self, key: str) -> Any:
         """Stream the value object, verify its checksum, decode; ``KeyError`` if absent."""
@@ -159,6 +184,8 @@ class RemoteTier:
         if stored is None:
             raise KeyError(key)
         meta = stored["meta"]
+        if not readable(meta, f"remote cache {self.url}"):
+            raise unknown_encoding(meta, key)
         if stored.get("object") is None:
             return NO_VALUE
         try:
@@ -178,14 +205,19 @@ class RemoteTier:
 
         Returns the metadata of an intact entry, ``None`` when the key is gone
         or holds a record (no value); raises :class:`CorruptEntryError` naming
-        what is damaged (metadata, a missing value object, the bytes). Nothing
+        what is damaged (metadata, a missing value object, the bytes), and
+        :class:`UnknownEncodingError` for an entry it cannot judge. Nothing
         is deleted: that is the caller's decision (``lazyflow cache verify``).
         """
         self.flush()  # pending writes are this process's own, not stored bytes yet
         stored = self._load_meta(key)
-        if stored is None or stored.get("object") is None:
+        if stored is None:
             return None
         meta: Meta = stored["meta"]
+        if encoding_of(meta) not in KNOWN_ENCODINGS:
+            raise unknown_encoding(meta, key)
+        if stored.get("object") is None:
+            return None
         try:
             present = self._verify_object(key, stored["object"], meta)
         except CorruptEntryError as e:
@@ -198,6 +230,8 @@ class RemoteTier:
         returns the metadata stored."""
         with self._announcing():
             self._deadline.check()  # offline: no upload is even queued
+        if self._foreign and key in self._foreign and self._holds_foreign(key):
+            return None  # a newer lazyflow's entry, met by ``meta``: left in place
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
         if not self._lanes:
@@ -369,6 +403,14 @@ class RemoteTier:
         with self.fs.open(self._path(key, stored["object"]), "rb",
                           block_size=self.chunk_size, cache_type="readahead") as f:
             return read_encoded(f, meta["serializer"], meta["checksum"], chunk=self.chunk_size)
+
+    def _holds_foreign(self, key: str) -> bool:
+        """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
+        stored = self._read_meta(key)
+        if stored is not None and encoding_of(stored["meta"]) not in KNOWN_ENCODINGS:
+            return True
+        self._foreign.discard(key)
+        return False
 
     def _read_meta(self, key: str) -> dict[str, Any] | None:
         """The stored metadata object; an unreadable one is dropped with a warning."""

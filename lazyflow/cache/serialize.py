@@ -18,6 +18,9 @@ blobs and remote objects)::
 
     b"LFv1" | u32 frame count | u64 length per frame | frame 0 | frame 1 ...
 
+(little-endian counts). Frame 0 is the pickle stream, decoded by the
+metadata's ``serializer``; the other frames are its out-of-band buffers.
+
 The xxh3-128 *checksum* of exactly those bytes is kept in the entry's
 metadata and verified on every read: a truncated, torn or corrupted entry
 raises :class:`CorruptEntryError` and is never decoded into a wrong value.
@@ -27,6 +30,19 @@ bytes, and it does not depend on the value's hasher being stable across
 processes (the cloudpickle fallback of ``hashing.py`` is not, for some
 objects). Rejected: ``np.save`` files for arrays, which cover arrays only and
 would need a second format for DataFrames.
+
+Encoding version. :data:`ENCODING` names all of the above (the frame layout
+and magic, the checksum, the serializers and what the tiers' metadata
+envelopes look like) and is stamped in every stored entry's metadata as
+``"encoding"``. A change to any of it is a new encoding version, read by the
+new lazyflow beside the old ones. An older lazyflow meeting an entry of an
+encoding it does not know (:func:`readable`) treats it as a miss, says so
+once per process with the fix (upgrade), and never reads, overwrites or
+deletes it: on a shared remote it is a newer colleague's entry. So whatever
+changes, every encoding keeps the envelope old readers rely on: metadata is a
+JSON object carrying ``"encoding"`` (disk: the first line of the row;
+remote: ``{"meta": {...}, "object": ...}``). Entries written before the
+version was stamped carry none and are encoding 1.
 """
 
 from __future__ import annotations
@@ -36,7 +52,9 @@ import json
 import mmap
 import pickle
 import struct
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,12 +63,18 @@ import cloudpickle
 import xxhash
 
 from lazyflow.cache.base import CorruptEntryError, Meta
-from lazyflow.errors import LazyflowError
+from lazyflow.errors import CacheWarning, LazyflowError
+from lazyflow.version import __version__
 
-__all__ = ["CorruptEntryError", "Encoded", "UnloadableEntryError", "decode", "decode_bytes",
-           "dump_meta", "encode",
-           "read_encoded", "stamp", "verify_stream", "write_encoded"]
+__all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded",
+           "UnknownEncodingError", "UnloadableEntryError", "decode", "decode_bytes", "dump_meta",
+           "encode", "encoding_of", "read_encoded", "readable", "stamp", "unknown_encoding",
+           "verify_stream", "write_encoded"]
 
+ENCODING = 1
+"""The encoding version this lazyflow writes (see the design note); ``MAGIC`` spells it."""
+KNOWN_ENCODINGS = frozenset({1})
+"""The encoding versions this lazyflow reads."""
 MAGIC = b"LFv1"
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
@@ -62,6 +86,53 @@ _PLAIN_ROOTS = frozenset({"numpy", "pandas"})
 class UnloadableEntryError(LazyflowError, ImportError):
     """An intact entry whose value needs code this process cannot import (a colleague's
     project module): a miss here, never a reason to delete the entry."""
+
+
+class UnknownEncodingError(LazyflowError, KeyError):
+    """An entry of an encoding version this lazyflow does not read (a newer lazyflow wrote
+    it): a miss (hence a ``KeyError``), never a reason to read, replace or delete it."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument
+        return str(self.args[0]) if self.args else ""
+
+
+def encoding_of(meta: Meta) -> object:
+    """The encoding version stamped in ``meta`` (1 when none is: written before stamping)."""
+    return meta.get("encoding", 1)
+
+
+_WARNED: set[object] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def readable(meta: Meta, where: str) -> bool:
+    """Whether this lazyflow reads entries of ``meta``'s encoding version.
+
+    An unknown version gives one :class:`CacheWarning` per process and version,
+    naming the version, ``where`` it was met (a tier) and the fix.
+    """
+    version = encoding_of(meta)
+    if version in KNOWN_ENCODINGS:
+        return True
+    with _WARNED_LOCK:
+        first = version not in _WARNED
+        _WARNED.add(version)
+    if first:
+        warnings.warn(
+            f"the {where} holds cache entries of encoding version {version!r}, written by a "
+            f"newer lazyflow; lazyflow {__version__} reads encoding "
+            f"{', '.join(map(str, sorted(KNOWN_ENCODINGS)))} only, so it recomputes those "
+            "values here and leaves the entries as they are (never replaced or deleted): "
+            "upgrade lazyflow (pip install -U lazyflow) to use them", CacheWarning,
+            stacklevel=4)
+    return False
+
+
+def unknown_encoding(meta: Meta, key: str) -> UnknownEncodingError:
+    """The error a tier raises when asked for the value of an entry it cannot read."""
+    return UnknownEncodingError(
+        f"cache entry {key[:12]}… has encoding version {encoding_of(meta)!r}, which this "
+        f"lazyflow {__version__} does not read; upgrade lazyflow to read it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,20 +286,20 @@ def decode_bytes(data: bytes | memoryview, serializer: str, checksum: str) -> En
     return read_encoded(io.BytesIO(data), serializer, checksum)
 
 
-def stamp(meta: Meta, encoded: Encoded | None, *, checksum: bool = True) -> Meta:
-    """The metadata a tier stores: the caller's, plus size, serializer, checksum, version.
+def stamp(meta: Meta, encoded: Encoded | None, *, checksum: bool = True) -> dict[str, Any]:
+    """The metadata a tier stores: the caller's, plus size, serializer, checksum, versions
+    (``records.Stamp``).
 
     ``created`` is when the value was first computed (kept through promotion);
     ``stored`` is when this tier wrote it, which is what ``prune`` ages by.
     ``checksum=False`` leaves the checksum to :func:`write_encoded`.
     """
-    from lazyflow import __version__
-
     stamped = dict(meta)
     now = time.time()
     stamped.setdefault("created", now)
     stamped["stored"] = now
     stamped["lazyflow"] = __version__
+    stamped["encoding"] = ENCODING
     if encoded is not None:
         stamped.update(size=encoded.nbytes, serializer=encoded.serializer)
         if checksum:

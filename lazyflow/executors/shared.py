@@ -120,8 +120,13 @@ class Sharing:
         """A worker wrote ``key`` to the tier: its consumers may read it there."""
         self.known.add(key)
 
-    def task(self, task: Task, inputs: dict[str, str], key: str, meta: Meta) -> SharedTask:
-        """``task`` as a shared task storing its result under ``key``."""
+    def task(self, task: Task, inputs: dict[str, str], key: str, meta: Meta) -> Task:
+        """``task`` as a shared task storing its result under ``key``; ``task`` itself when
+        the tier holds an entry of a newer encoding there, which a worker's fresh tier
+        would write over (its result comes back by value, as when a node cannot run shared)."""
+        foreign = getattr(self.tier, "foreign", None)
+        if callable(foreign) and foreign(key):
+            return task
         return SharedTask(task.node, task.func, task.kwargs, task.policy, task.hash_result,
                           opener=self.opener, inputs=inputs, key=key, meta=meta)
 

@@ -52,11 +52,12 @@ from lazyflow.graph import Flow, Node, default_flow
 from lazyflow.hashing import hash_value
 from lazyflow.notebook import replay
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, Magic, analyse
+from lazyflow.records import ShownRecord
 from lazyflow.run import NodeRecord, format_duration
 
-__all__ = ["RESTORED_NOTICE", "FlowMagics", "cell_node", "load"]
+__all__ = ["RESTORED_NOTICE", "FlowMagics", "cell_node", "load", "shown_key"]
 
-_SHOWN_DOMAIN = keys.domain("shown")  # the record of what a cell printed and displayed
+_SHOWN_DOMAIN = keys.domain(keys.Domain.SHOWN)  # the record of what a cell printed and displayed
 RESTORED_NOTICE = re.compile(
     r"^lazyflow: .* restored from the \w+ cache \(.*; saved .* of compute\)\n", re.MULTILINE)
 """The line a hit prints before replaying the cell's outputs (a rerun's check ignores it)."""
@@ -295,20 +296,25 @@ def _awaits_at_top_level(tree: ast.Module) -> bool:
     return False
 
 
+def shown_key(content_key: str) -> str:
+    """Where the outputs a cell showed are recorded: beside the entry under ``content_key``."""
+    return xxhash.xxh3_128_hexdigest(f"{_SHOWN_DOMAIN}{content_key}".encode())
+
+
 def _keep_or_replay_outputs(flow: Flow, node: Node, record: NodeRecord,
                             outputs: tuple[str, ...]) -> None:
     """After a miss, keep what the cell showed; after a hit, say so and show it again."""
-    shown_key = xxhash.xxh3_128_hexdigest(f"{_SHOWN_DOMAIN}{record.key}".encode())
     if record.status == "completed":
         assert isinstance(node.func, CellFunction)
         shown = node.func.shown
-        if node.cache and shown:
-            flow.cache.record(shown_key, {"digest": hash_value(json.dumps(shown)),
-                                          "shown": shown})
+        if node.cache and shown and record.key is not None:
+            kept: ShownRecord = {"digest": hash_value(json.dumps(shown)), "shown": shown}
+            flow.cache.record(shown_key(record.key), kept)
         return
     print(f"lazyflow: {', '.join(outputs) or 'cell'} restored from the {record.tier} cache "
           f"({node.name}; saved {format_duration(record.saved)} of compute)")
-    found = flow.cache.find_record(shown_key)
+    found: ShownRecord | None = None if record.key is None else \
+        flow.cache.find_record(shown_key(record.key))
     if found:
         replay.replay(found["shown"])
 

@@ -1,0 +1,343 @@
+"""The cache format (docs/cache-format.md): what is stored where, the encoding version, and
+a committed cache fixture that every later version must still read."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import cache_fixture_flow as fixture
+import numpy as np
+import pytest
+import s3fs
+from doubles import PicklingExecutor
+
+import lazyflow as lf
+from lazyflow import engine, environment, keys, lazy, mapping
+from lazyflow.cache import serialize
+from lazyflow.cache.disk import DiskTier
+from lazyflow.cache.remote import RemoteTier
+from lazyflow.provenance import verify_cache
+from lazyflow.records import (
+    ElementMeta,
+    EntryMeta,
+    EnvironmentRecord,
+    LatestRecord,
+    LazyTraceRecord,
+    TraceRecord,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "cache-v2"
+MANIFEST = json.loads(FIXTURE.with_suffix(".json").read_text())
+_VALUE_ONLY = {"size", "serializer", "checksum"}  # Stamp fields of entries holding a value
+_LEGACY = {LatestRecord: {"inputs"}}  # documented to be read, no longer written
+
+
+def _flow(cache: lf.Cache) -> lf.Flow:
+    flow = lf.Flow("format", cache=cache)
+
+    @flow.node
+    def raw(n: int):
+        return list(range(n))
+
+    @flow.node
+    def total(raw):
+        return sum(raw)
+
+    return flow
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget which unknown encodings this process has warned about already."""
+    monkeypatch.setattr(serialize, "_WARNED", set())
+
+
+@contextlib.contextmanager
+def newer_lazyflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Write and read as a newer lazyflow would: encoding 2 (its frames under magic
+    ``LFv2``, so this version could not decode them), lazyflow 0.2.0 in its environment."""
+    here = environment.current()
+    newer = dataclasses.replace(here, packages={**here.packages, "lazyflow": "0.2.0"},
+                                digest="0" * 32)
+    with monkeypatch.context() as m:
+        m.setattr(serialize, "ENCODING", 2)
+        m.setattr(serialize, "KNOWN_ENCODINGS", frozenset({1, 2}))
+        m.setattr(serialize, "MAGIC", b"LFv2")
+        m.setattr(serialize, "__version__", "0.2.0")
+        m.setattr(engine, "_VERSION", "0.2.0")
+        m.setattr(environment, "current", lambda: newer)
+        yield
+
+
+def _encodings(tier: DiskTier | RemoteTier, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Each stored key's encoding version, read as the newer lazyflow reads it."""
+    with newer_lazyflow(monkeypatch):
+        return {key: tier.meta(key)["encoding"] for key in sorted(tier.keys())}
+
+
+def _cache_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, lf.CacheWarning)]
+
+
+# --------------------------------------------------------------------------- encoding version
+
+
+def test_every_stored_entry_and_record_is_stamped_with_the_encoding_version(tmp_path):
+    _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
+    tier = DiskTier(tmp_path, size_limit=2**30)
+    assert {tier.meta(key)["encoding"] for key in sorted(tier.keys())} == {serialize.ENCODING}
+
+
+def test_an_entry_without_an_encoding_version_reads_as_encoding_1():
+    assert serialize.encoding_of({"digest": "d"}) == 1
+    assert serialize.readable({"digest": "d"}, "disk cache")
+
+
+def test_a_newer_encoding_on_disk_is_a_miss_with_one_warning_and_is_kept(
+        tmp_path, monkeypatch, fresh_warnings):
+    with newer_lazyflow(monkeypatch):
+        _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
+    tier = DiskTier(tmp_path, size_limit=2**30)
+    written = _encodings(tier, monkeypatch)
+    older = _flow(lf.Cache(memory=None, disk=tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = older.run("total", n=5)
+        second = older.run("total", n=5)
+    (message,) = _cache_warnings(caught)
+    assert "encoding version 2" in message and "upgrade lazyflow" in message
+    assert str(tmp_path) in message
+    assert [first["total"], second["total"]] == [10, 10]
+    assert {r.status for r in [*first.nodes.values(), *second.nodes.values()]} == {"completed"}
+    now = _encodings(tier, monkeypatch)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
+
+
+@pytest.mark.s3
+def test_a_newer_encoding_on_s3_is_a_miss_with_one_warning_and_is_kept(
+        s3_url, s3_options, monkeypatch, fresh_warnings):
+    def remote() -> lf.Cache:
+        return lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
+
+    with newer_lazyflow(monkeypatch):
+        _flow(remote()).get("total", n=5)
+    tier = RemoteTier(s3_url, s3_options, background=False)
+    written = _encodings(tier, monkeypatch)
+    older = _flow(remote())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = older.run("total", n=5)
+        second = older.run("total", n=5)
+    (message,) = _cache_warnings(caught)
+    assert "encoding version 2" in message and "upgrade lazyflow" in message
+    assert s3_url in message
+    assert [first["total"], second["total"]] == [10, 10]
+    assert {r.status for r in [*first.nodes.values(), *second.nodes.values()]} == {"completed"}
+    now = _encodings(tier, monkeypatch)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
+    objects = s3fs.S3FileSystem(**s3_options).find(s3_url)
+    assert len([o for o in objects if not o.endswith(".json")]) == 2  # raw's and total's values
+
+
+class InlineSharingExecutor(PicklingExecutor):
+    """Runs each task inline on a pickled copy and shares the cache as Dask does: a node
+    becomes a task whose worker opens the remote itself and writes its result there."""
+
+    name = "inline-sharing"
+    shares_cache = True
+
+
+@pytest.mark.s3
+def test_workers_writing_to_the_shared_remote_leave_a_newer_entry_in_place(
+        s3_url, s3_options, monkeypatch, fresh_warnings):
+    def remote() -> lf.Cache:
+        return lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
+
+    with newer_lazyflow(monkeypatch):
+        _flow(remote()).get("total", n=5)
+    tier = RemoteTier(s3_url, s3_options, background=False)
+    written = _encodings(tier, monkeypatch)
+    with pytest.warns(lf.CacheWarning, match="encoding version 2"):
+        run = _flow(remote()).run("total", n=5, executor=InlineSharingExecutor())
+    assert (run.nodes["total"].status, run["total"]) == ("completed", 10)
+    now = _encodings(tier, monkeypatch)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
+
+
+def test_the_newer_lazyflow_still_hits_its_entries_after_an_older_one_ran(
+        tmp_path, monkeypatch, fresh_warnings):
+    with newer_lazyflow(monkeypatch):
+        _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
+    with pytest.warns(lf.CacheWarning, match="encoding version 2"):
+        _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
+    with newer_lazyflow(monkeypatch):
+        run = _flow(lf.Cache(memory=None, disk=tmp_path)).run("total", n=5)
+    assert (run.nodes["total"].status, run.nodes["total"].tier, run["total"]) == \
+        ("cached", "disk", 10)
+
+
+def test_reading_a_newer_entrys_value_is_a_miss_that_keeps_it(tmp_path, monkeypatch,
+                                                              fresh_warnings):
+    with newer_lazyflow(monkeypatch):
+        key = _flow(lf.Cache(memory=None, disk=tmp_path)).run("total", n=5).nodes["total"].key
+    tier = DiskTier(tmp_path, size_limit=2**30)
+    with pytest.warns(lf.CacheWarning, match="encoding version 2"), \
+            pytest.raises(serialize.UnknownEncodingError, match="upgrade lazyflow"):
+        tier.get(key)
+    assert tier.contains(key)
+
+
+def test_verify_reports_a_newer_entry_as_unreadable_and_never_drops_it(
+        tmp_path, monkeypatch, fresh_warnings):
+    with newer_lazyflow(monkeypatch):
+        key = _flow(lf.Cache(memory=None, disk=tmp_path)).run("total", n=5).nodes["total"].key
+    report = verify_cache(lf.Cache(memory=None, disk=tmp_path), drop=True)["disk"]
+    assert key in {finding["key"] for finding in report["unreadable"]}
+    assert (report["damaged"], report["dropped"]) == ([], [])
+    assert DiskTier(tmp_path, size_limit=2**30).contains(key)
+
+
+# --------------------------------------------------------------------------- where records live
+
+
+@pytest.mark.s3
+def test_latest_records_stay_on_the_local_tiers(s3_url, s3_options, tmp_path):
+    flow = _flow(lf.Cache(memory=None, disk=tmp_path, remote=s3_url, remote_options=s3_options))
+    run = flow.run("total", n=5)
+    latest = keys.latest_key(flow.name, "total")
+    assert flow.cache.tier("disk").meta(latest)["key"] == run.nodes["total"].key
+    assert not flow.cache.tier("remote").contains(latest)
+    assert flow.cache.tier("remote").meta(run.nodes["total"].key)["node"] == "total"
+
+
+# --------------------------------------------------------------------------- keys and fields
+
+
+def _fields(kind: type) -> set[str]:
+    return set(kind.__required_keys__ | kind.__optional_keys__) - _LEGACY.get(kind, set())
+
+
+def _documented(kind: type, value: bool) -> set[str]:
+    """The fields records.py documents for ``kind``, as a disk tier stores them."""
+    return _fields(kind) if value else _fields(kind) - _VALUE_ONLY
+
+
+_VALUES = (EntryMeta, ElementMeta)
+
+
+def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: str) -> dict:
+    """Every key the fixture request stores and its record type, derived from code
+    fingerprints, parameters and value digests as docs/cache-format.md says."""
+    plan = flow.plan(list(fixture.TARGETS), inputs)
+    kinds: dict[str, type] = {keys.environment_key(env): EnvironmentRecord}
+    traces: dict[str, str] = {}
+    code: dict[str, str] = {}
+    params: dict[str, dict[str, str]] = {}
+    for name in plan.order:
+        code[name] = plan.nodes[name].fingerprint().digest
+        params[name] = {p: lf.hash_value(v) for p, v in plan.params[name].items()}
+        upstream = plan.upstream[name]
+        traces[name] = keys.trace_key(code[name], params[name],
+                                      {p: traces[up] for p, up in upstream.items()})
+        kinds[traces[name]] = TraceRecord
+        kinds[keys.content_key(code[name], params[name],
+                               {p: digests[up] for p, up in upstream.items()})] = EntryMeta
+        kinds[keys.latest_key(flow.name, name)] = LatestRecord
+    eager = keys.content_key(code["pick"], params["pick"], {"raw": digests["raw"]})
+    kinds[lazy.trace_record_key(eager)] = LazyTraceRecord
+    base = keys.content_key(code["square"], {}, {})  # without the mapped input
+    for item in inputs["items"]:
+        kinds[mapping.element_key(base, "items", lf.hash_value(item))] = ElementMeta
+    return kinds
+
+
+def test_a_request_stores_exactly_the_keys_and_fields_the_format_documents(tmp_path):
+    tier = DiskTier(tmp_path, size_limit=2**30)
+    flow = fixture.build(lf.Cache(tiers=[tier]))
+    inputs = fixture.inputs()
+    run = flow.run(list(fixture.TARGETS), **inputs)
+    digests = {name: record.digest for name, record in run.nodes.items()}
+    kinds = _derived_kinds(flow, inputs, digests, environment.current().digest)
+    assert set(tier.keys()) == set(kinds)
+    for key, kind in kinds.items():
+        assert set(tier.meta(key)) == _documented(kind, kind in _VALUES), kind.__name__
+
+
+# --------------------------------------------------------------------------- the committed fixture
+
+
+@pytest.fixture
+def fixture_copy(tmp_path) -> Path:
+    """A copy of the committed fixture: tests open it, never the repository's folder."""
+    return Path(shutil.copytree(FIXTURE, tmp_path / "cache"))
+
+
+def _same_python() -> None:
+    written = ".".join(MANIFEST["python"].split(".")[:2])
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if written != here:
+        pytest.skip(f"the fixture's keys cover code digested by Python {written}; bytecode, "
+                    f"and so every key, differs on Python {here}")
+
+
+def _expected_values() -> dict[str, object]:
+    inputs = fixture.inputs()
+    squares = fixture.raw(inputs["n"])
+    return {"raw": squares, "total": fixture.total(squares),
+            "scaled": fixture.scaled(inputs["data"]),
+            "square": [fixture.square(i) for i in inputs["items"]],
+            "pick": fixture.total(squares)}
+
+
+def test_the_committed_fixture_stays_small():
+    assert sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file()) < 64 * 1024
+
+
+def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy):
+    tier = DiskTier(fixture_copy, size_limit=2**30)
+    nodes, expected = MANIFEST["nodes"], _expected_values()
+    for name, written in nodes.items():
+        meta = tier.meta(written["key"])
+        assert (meta["node"], meta["flow"], meta["digest"]) == \
+            (name, MANIFEST["flow"], written["digest"])
+        assert serialize.encoding_of(meta) == MANIFEST["encoding"]
+        value = tier.get(written["key"])
+        assert lf.hash_value(value) == written["digest"]
+        np.testing.assert_equal(value, expected[name])
+        upstream = {"total": ["raw"], "pick": ["raw", "total"]}.get(name, [])
+        assert meta["inputs"] == {up: nodes[up]["key"] for up in upstream}
+        assert meta["input_digests"] == {up: nodes[up]["digest"] for up in upstream}
+    assert tier.meta(nodes["scaled"]["key"])["serializer"] == "pickle"  # numpy: frames
+
+
+def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture_copy):
+    _same_python()
+    flow = fixture.build(lf.Cache(memory=None, disk=fixture_copy))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    expected = _expected_values()
+    for name in fixture.TARGETS:
+        record = run.nodes[name]
+        assert (record.status, record.tier, record.key) == \
+            ("cached", "disk", MANIFEST["nodes"][name]["key"]), name
+        np.testing.assert_equal(run[name], expected[name])
+
+
+def test_the_committed_fixture_holds_every_record_type_with_documented_fields(fixture_copy):
+    _same_python()
+    tier = DiskTier(fixture_copy, size_limit=2**30)
+    flow = fixture.build(lf.Cache(memory=None, disk=None))
+    digests = {name: node["digest"] for name, node in MANIFEST["nodes"].items()}
+    env = tier.meta(MANIFEST["nodes"]["raw"]["key"])["env"]
+    kinds = _derived_kinds(flow, fixture.inputs(), digests, env)
+    assert set(tier.keys()) == set(kinds)
+    for key, kind in kinds.items():
+        stored = set(tier.meta(key))
+        assert stored <= _fields(kind), (kind.__name__, stored - _fields(kind))
+        assert kind.__required_keys__ <= stored, kind.__name__
