@@ -65,7 +65,13 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from lazyflow import environment, files, keys, lazy, mapping, skip
+import lazyflow.environment as environment
+import lazyflow.files as files
+import lazyflow.keys as keys
+import lazyflow.lazy as lazy
+import lazyflow.mapping as mapping
+import lazyflow.skip as skip
+from lazyflow._version import __version__
 from lazyflow.cache.base import Meta
 from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.cancel import CancelToken
@@ -96,12 +102,12 @@ from lazyflow.resources import Gate, Resources
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run, Status
 
 if TYPE_CHECKING:
+    from lazyflow.api import Flow
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.graph import Flow, Plan
+    from lazyflow.graph import Plan
 
 __all__ = ["RunOptions", "execute", "explain"]
 
-_VERSION = "0.1.0"
 _START_POLL = 0.05  # seconds between checks whether a timed task has started running
 # Longest the main thread sleeps waiting for tasks. A SIGINT (Ctrl-C, a kernel interrupt)
 # whose C handler ran on another thread, or on the main thread just before it went to
@@ -804,7 +810,7 @@ class _State:
         keys = self.keys
         kept = self.kept.get(name) if self.kept else None
         return {"digest": digest, "node": name, "flow": self.flow.name, "created": created,
-                "duration": duration, "cost": cost, "lazyflow": _VERSION,
+                "duration": duration, "cost": cost, "lazyflow": __version__,
                 "params": prep.params,
                 "inputs": {p: kept[up][1] if kept and up in kept else keys[up]
                            for p, up in upstream.items()},
@@ -1182,7 +1188,7 @@ class _State:
             return
         _store(self.cache, key, value,
                {"digest": digest, "node": name, "element": index, "flow": self.flow.name,
-                "created": time.time(), "lazyflow": _VERSION})
+                "created": time.time(), "lazyflow": __version__})
 
     def _link_trace(self, name: str, key: str, digest: str) -> None:
         trace = self.prepared[name].trace

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from lazyflow import engine
+import lazyflow.engine as engine
 from lazyflow.cache.base import NO_VALUE
 from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
@@ -50,8 +50,9 @@ from lazyflow.hashing import hash_value
 from lazyflow.run import _seconds, _table
 
 if TYPE_CHECKING:
+    from lazyflow.api import Flow
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.graph import Flow, Plan
+    from lazyflow.graph import Plan
 
 __all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify",
            "verify_cache"]

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import cloudpickle
 import xxhash
 
+from lazyflow._version import __version__
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.errors import LazyflowError
 
@@ -222,8 +223,6 @@ def stamp(meta: Meta, encoded: Encoded | None, *, checksum: bool = True) -> Meta
     ``stored`` is when this tier wrote it, which is what ``prune`` ages by.
     ``checksum=False`` leaves the checksum to :func:`write_encoded`.
     """
-    from lazyflow import __version__
-
     stamped = dict(meta)
     now = time.time()
     stamped.setdefault("created", now)
