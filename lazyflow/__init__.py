@@ -14,7 +14,7 @@ this file and nothing else, and ``lf.Flow`` imports the module that defines
 ``Flow`` the first time it is read. So ``import lazyflow.hashing`` in a worker
 process loads the hashing layer only, and importing the package starts no
 thread and subscribes nothing to the event bus. Type checkers and IDEs read
-the ``TYPE_CHECKING`` imports below, which name the same modules as
+the ``TYPE_CHECKING`` imports below, which give the same objects as
 :data:`_EXPORTS` (tests/test_architecture.py checks that they agree).
 """
 
@@ -77,7 +77,10 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Fingerprint", "fingerprint"], "lazyflow.fingerprint"),
     "Node": "lazyflow.graph",
     "RunHandle": "lazyflow.handle",
-    **dict.fromkeys(["hash_value", "register_hasher"], "lazyflow.hashing"),
+    # hash_value from the module that completes it: fingerprint.py registers the code
+    # hasher (functions, classes) with hashing.py, which sits below it and cannot import it
+    "hash_value": "lazyflow.fingerprint",
+    "register_hasher": "lazyflow.hashing",
     "history": "lazyflow.history",
     "Lazy": "lazyflow.lazy",
     **dict.fromkeys(["Lineage", "Verification", "reuse_nondeterministic"],

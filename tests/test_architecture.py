@@ -187,10 +187,10 @@ def _exports_typed() -> dict[str, str]:
 
 
 def test_the_lazy_exports_type_checking_imports_and_all_name_the_same_things():
-    exports = lazyflow._EXPORTS
-    assert exports == _exports_typed()
-    assert set(lazyflow.__all__) == {*exports, "load_ipython_extension"}
-    for name, module in exports.items():
+    typed = _exports_typed()
+    assert set(lazyflow._EXPORTS) == set(typed)
+    assert set(lazyflow.__all__) == {*typed, "load_ipython_extension"}
+    for name, module in typed.items():
         assert getattr(lazyflow, name) is getattr(importlib.import_module(module), name), name
 
 
@@ -278,6 +278,27 @@ def test_history_and_fingerprint_stay_functions_once_their_modules_are_imported(
               lf.fingerprint is sys.modules["lazyflow.fingerprint"].fingerprint)
         """)
     assert out.split() == ["True", "True"]
+
+
+def test_lf_hash_value_hashes_functions_and_classes_in_a_fresh_process():
+    out = _python("""
+        import collections
+        import lazyflow as lf
+        Point = collections.namedtuple("Point", "x y")
+        print(len(lf.hash_value(len)), len(lf.hash_value(Point(1, 2))))
+        """)
+    assert out.split() == ["32", "32"]
+
+
+def test_a_worker_importing_only_its_executor_hashes_functions_and_classes():
+    out = _python("""
+        import collections
+        import lazyflow.executors.processes
+        from lazyflow.hashing import hash_value
+        Point = collections.namedtuple("Point", "x y")
+        print(len(hash_value(len)), len(hash_value(Point(1, 2))))
+        """)
+    assert out.split() == ["32", "32"]
 
 
 def test_the_version_is_the_installed_distributions():
