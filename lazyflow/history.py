@@ -538,13 +538,18 @@ class Recorder:
 
 
 _RECORDER: Recorder | None = None
+# first runs may start on several threads at once (flow.submit): one recorder, subscribed once
+_RECORDER_LOCK = threading.Lock()
 
 
 def _recorder() -> Recorder:
     global _RECORDER
     if _RECORDER is None:
-        _RECORDER = Recorder()
-        atexit.register(_RECORDER.flush)
+        with _RECORDER_LOCK:
+            if _RECORDER is None:
+                recorder = Recorder()
+                atexit.register(recorder.flush)
+                _RECORDER = recorder
     return _RECORDER
 
 
@@ -560,9 +565,9 @@ def start_recording() -> None:
     global _DECIDED
     if _DECIDED:
         return
-    _DECIDED = True
     if location(None) is not None:
-        _recorder()
+        _recorder()  # subscribed before any thread's run can pass the flag test above
+    _DECIDED = True
 
 
 def flush() -> None:
