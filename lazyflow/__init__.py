@@ -8,41 +8,102 @@
 ... def total(raw): return sum(raw)
 >>> flow.get("total", n=10)
 45
+
+The public names are re-exported lazily (PEP 562): ``import lazyflow`` runs
+this file and nothing else, and ``lf.Flow`` imports the module that defines
+``Flow`` the first time it is read. So ``import lazyflow.hashing`` in a worker
+process loads the hashing layer only, and importing the package starts no
+thread and subscribes nothing to the event bus. Type checkers and IDEs read
+the ``TYPE_CHECKING`` imports below, which give the same objects as
+:data:`_EXPORTS` (tests/test_architecture.py checks that they agree).
 """
 
-from lazyflow.cache.hierarchy import Cache
-from lazyflow.cancel import CancelToken
-from lazyflow.errors import (
-    CacheWarning,
-    CancelledError,
-    CycleError,
-    DefinitionError,
-    HashingError,
-    LazyflowError,
-    LazyflowWarning,
-    MapError,
-    MissingInputError,
-    NodeTimeout,
-    NotCachedError,
-    OutputError,
-    SkippedError,
-    SkippedWarning,
-    UnknownNodeError,
-    UnknownRunError,
-)
-from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
-from lazyflow.files import Dir, File
-from lazyflow.fingerprint import Fingerprint, fingerprint
-from lazyflow.graph import Flow, Node, default_flow, node
-from lazyflow.handle import RunHandle
-from lazyflow.hashing import hash_value, register_hasher
-from lazyflow.history import history
-from lazyflow.lazy import Lazy
-from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
-from lazyflow.resources import ResourceError, Resources
-from lazyflow.run import Explanation, NodeRecord, Run
-from lazyflow.skip import Skip
-from lazyflow.version import __version__
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lazyflow._version import __version__
+    from lazyflow.api import Flow, default_flow, node
+    from lazyflow.cache.hierarchy import Cache
+    from lazyflow.cancel import CancelToken
+    from lazyflow.errors import (
+        CacheWarning,
+        CancelledError,
+        CycleError,
+        DefinitionError,
+        HashingError,
+        LazyflowError,
+        LazyflowWarning,
+        MapError,
+        MissingInputError,
+        NodeTimeout,
+        NotCachedError,
+        OutputError,
+        SkippedError,
+        SkippedWarning,
+        UnknownNodeError,
+        UnknownRunError,
+    )
+    from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
+    from lazyflow.files import Dir, File
+    from lazyflow.fingerprint import Fingerprint, fingerprint
+    from lazyflow.graph import Node
+    from lazyflow.handle import RunHandle
+    from lazyflow.hashing import hash_value, register_hasher
+    from lazyflow.history import history
+    from lazyflow.lazy import Lazy
+    from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
+    from lazyflow.resources import ResourceError, Resources
+    from lazyflow.run import Explanation, NodeRecord, Run
+    from lazyflow.skip import Skip
+
+_EXPORTS: dict[str, str] = {
+    "__version__": "lazyflow._version",
+    **dict.fromkeys(["Flow", "default_flow", "node"], "lazyflow.api"),
+    "Cache": "lazyflow.cache.hierarchy",
+    "CancelToken": "lazyflow.cancel",
+    **dict.fromkeys(["CacheWarning", "CancelledError", "CycleError", "DefinitionError",
+                     "HashingError", "LazyflowError", "LazyflowWarning", "MapError",
+                     "MissingInputError", "NodeTimeout", "NotCachedError", "OutputError",
+                     "SkippedError", "SkippedWarning", "UnknownNodeError", "UnknownRunError"],
+                    "lazyflow.errors"),
+    **dict.fromkeys(["EventBus", "NodeFinished", "NodeStarted", "RunFinished", "RunStarted"],
+                    "lazyflow.events"),
+    **dict.fromkeys(["Dir", "File"], "lazyflow.files"),
+    **dict.fromkeys(["Fingerprint", "fingerprint"], "lazyflow.fingerprint"),
+    "Node": "lazyflow.graph",
+    "RunHandle": "lazyflow.handle",
+    # hash_value from the module that completes it: fingerprint.py registers the code
+    # hasher (functions, classes) with hashing.py, which sits below it and cannot import it
+    "hash_value": "lazyflow.fingerprint",
+    "register_hasher": "lazyflow.hashing",
+    "history": "lazyflow.history",
+    "Lazy": "lazyflow.lazy",
+    **dict.fromkeys(["Lineage", "Verification", "reuse_nondeterministic"],
+                    "lazyflow.provenance"),
+    **dict.fromkeys(["ResourceError", "Resources"], "lazyflow.resources"),
+    **dict.fromkeys(["Explanation", "NodeRecord", "Run"], "lazyflow.run"),
+    "Skip": "lazyflow.skip",
+}
+"""Each public name and the module that defines it, imported on first access."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining a public name on first access, then keep the name here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lazyflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later reads are plain attribute lookups
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: object) -> None:
@@ -51,6 +112,25 @@ def load_ipython_extension(ipython: object) -> None:
 
     load(ipython)
 
+
+class _Package(types.ModuleType):
+    """The package's module type: keeps ``lf.history`` and ``lf.fingerprint`` the functions.
+
+    Importing a submodule binds it on its package (``lazyflow.history`` the
+    module), which would hide the function of the same name that this package
+    exports. The eager ``__init__`` rebound the functions after its imports;
+    with lazy exports a submodule can be imported at any time, so that
+    binding is refused for these names instead (the module stays reachable
+    through ``sys.modules`` and ``from lazyflow.history import ...``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("history", "fingerprint") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Cache",

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from lazyflow._version import __version__
 from lazyflow.errors import LazyflowError, MissingInputError, UnknownNodeError, UnknownRunError
 
 __all__ = ["main"]
@@ -81,7 +82,7 @@ def parse_age(text: str) -> float:
 
 def load_flow(spec: str) -> Any:
     """Import ``MODULE[:FLOW]`` and return the flow; :class:`UsageError` says what is wrong."""
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
 
     module_name, _, attr = spec.partition(":")
     if not module_name:
@@ -412,8 +413,6 @@ def cmd_notebook(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render ``--help``)."""
-    from lazyflow import __version__
-
     parser = argparse.ArgumentParser(
         prog="lazyflow", description="Run, explain, trace and verify lazyflow flows; "
         "inspect run history and the cache; rerun notebooks headless.")

@@ -65,7 +65,13 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from lazyflow import environment, files, keys, lazy, mapping, skip
+import lazyflow.environment as environment
+import lazyflow.files as files
+import lazyflow.keys as keys
+import lazyflow.lazy as lazy
+import lazyflow.mapping as mapping
+import lazyflow.skip as skip
+from lazyflow._version import __version__
 from lazyflow.cache.base import Meta
 from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.cancel import CancelToken
@@ -102,11 +108,11 @@ from lazyflow.records import (
 )
 from lazyflow.resources import Gate, Resources
 from lazyflow.run import Explanation, ExplanationRow, NodeRecord, Run, Status
-from lazyflow.version import __version__ as _VERSION
 
 if TYPE_CHECKING:
+    from lazyflow.api import Flow
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.graph import Flow, Plan
+    from lazyflow.graph import Plan
 
 __all__ = ["RunOptions", "execute", "explain"]
 
@@ -824,7 +830,7 @@ class _State:
         keys = self.keys
         kept = self.kept.get(name) if self.kept else None
         return {"digest": digest, "node": name, "flow": self.flow.name, "created": created,
-                "duration": duration, "cost": cost, "lazyflow": _VERSION,
+                "duration": duration, "cost": cost, "lazyflow": __version__,
                 "params": prep.params,
                 "inputs": {p: kept[up][1] if kept and up in kept else keys[up]
                            for p, up in upstream.items()},
@@ -1204,7 +1210,7 @@ class _State:
             return
         meta: ElementMeta = {"digest": digest, "node": name, "element": index,
                              "flow": self.flow.name, "created": time.time(),
-                             "lazyflow": _VERSION}
+                             "lazyflow": __version__}
         _store(self.cache, key, value, meta)
 
     def _link_trace(self, name: str, key: str, digest: str) -> None:

@@ -1,4 +1,4 @@
-"""Nodes and flows: definition, wiring by parameter name, validation, the plan.
+"""Nodes and graphs: definition, wiring by parameter name, validation, the plan.
 
 Design note
 -----------
@@ -14,7 +14,9 @@ and downstream maps, resolved flow inputs) computed by an *iterative* walk
 backwards from the targets, linear in the size of the subgraph (Hamilton and
 pipefunc recurse and hit the recursion limit at 1,000 nodes; pipefunc and
 dask.delayed build quadratically). The engine runs plans; this module never
-touches a cache.
+touches a cache: :class:`Graph` is a flow's definition and planning, and
+``api.py`` builds :class:`~lazyflow.Flow` on top of it with a cache, events
+and the requests the engine answers (so this module imports no engine).
 
 The request-independent part of a plan (order, wiring, which parameters are
 flow inputs) is memoised per target tuple and cleared whenever a node is
@@ -33,15 +35,13 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from lazyflow.errors import (
     CacheWarning,
     CycleError,
     DefinitionError,
     MissingInputError,
-    SkippedError,
-    SkippedWarning,
     UnknownNodeError,
 )
 from lazyflow.fingerprint import Fingerprint, refresh
@@ -51,16 +51,7 @@ from lazyflow.mapping import validate_map
 from lazyflow.outputs import selector, validate_outputs
 from lazyflow.policies import validate_policy_options
 
-if TYPE_CHECKING:
-    from lazyflow.cache.hierarchy import Cache
-    from lazyflow.cancel import CancelToken
-    from lazyflow.events import EventBus
-    from lazyflow.handle import RunHandle
-    from lazyflow.provenance import Lineage, Verification
-    from lazyflow.resources import Resources
-    from lazyflow.run import Explanation, Run
-
-__all__ = ["DEFAULT_OPTIONS", "EMPTY", "Flow", "Node", "Plan", "PositionalCall", "default_flow", "node"]
+__all__ = ["DEFAULT_OPTIONS", "EMPTY", "Graph", "Node", "Plan", "PositionalCall"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMPTY: Any = inspect.Parameter.empty
@@ -279,33 +270,27 @@ class Plan:
         return [name]
 
 
-class Flow:
-    """A named graph of nodes with a cache.
+class Graph:
+    """A named set of nodes, wired by parameter name: definition and planning.
 
-    >>> flow = Flow("demo", cache=None)
-    >>> @flow.node
+    What a :class:`~lazyflow.Flow` is without its cache and its requests (those
+    live in ``api.py``, on top of the engine): ``node``/``add``/``remove`` define,
+    ``plan`` resolves a request's subgraph. Plain enough to plan without a cache.
+
+    >>> g = Graph("demo")
+    >>> @g.node
     ... def raw(n: int): return list(range(n))
-    >>> @flow.node
+    >>> @g.node
     ... def total(raw): return sum(raw)
-    >>> flow.get("total", n=10)
-    45
+    >>> g.plan("total", {"n": 3}).order
+    ['raw', 'total']
     """
 
-    def __init__(self, name: str = "flow", cache: Cache | None | str = "default") -> None:
-        from lazyflow.cache.hierarchy import Cache
-        from lazyflow.events import EventBus
-
+    def __init__(self, name: str = "flow") -> None:
         self.name = name
-        if isinstance(cache, str) and cache != "default":
-            raise TypeError(f"cache= takes an lf.Cache, None (memory only) or 'default', "
-                            f"got {cache!r}")
-        self.cache: Cache = Cache() if isinstance(cache, str) \
-            else (cache or Cache(disk=None, remote=None))
-        self.events: EventBus = EventBus()
         self._nodes: dict[str, Node] = {}
         self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes
         self._shapes: dict[tuple[str, ...], _Shape] = {}
-        self.last_run: Run | None = None
 
     # ----------------------------------------------------------------- definition
 
@@ -350,33 +335,6 @@ class Flow:
         self._shapes.clear()  # wiring is by name: any definition may rewire any plan
         return node
 
-    def include(self, inner: Flow, *, prefix: str,
-                inputs: Mapping[str, str] | None = None) -> list[str]:
-        """Copy ``inner``'s nodes into this flow as ``prefix.name``; return their names.
-
-        Included nodes keep their keys, so results ``inner`` computed with the same
-        cache are hits here. ``inputs={"path": "raw_path"}`` wires inner flow
-        inputs to nodes of this flow. Including again under a prefix replaces it.
-
-        >>> outer.include(prep_flow, prefix="prep")        # doctest: +SKIP
-        >>> outer.get("prep.clean", path="a.csv")          # doctest: +SKIP
-        """
-        from lazyflow.subflow import include
-
-        return include(self, inner, prefix, inputs)
-
-    def as_node(self, target: str, *, name: str | None = None) -> Node:
-        """One node computing this flow's ``target``, to add to another flow.
-
-        Its parameters are this flow's inputs for ``target``; its key follows every
-        function upstream of ``target``.
-
-        >>> outer.add(prep_flow.as_node("clean", name="prep"))   # doctest: +SKIP
-        """
-        from lazyflow.subflow import as_node
-
-        return as_node(self, target, name=name)
-
     def remove(self, name: str) -> None:
         """Remove a node (and the selector nodes of its outputs) by name."""
         self[name]
@@ -413,153 +371,7 @@ class Flow:
                 for up in self._wiring(n).values()]
 
     def __repr__(self) -> str:
-        return f"<Flow {self.name!r}: {len(self._nodes)} nodes>"
-
-    # ----------------------------------------------------------------- requests
-
-    def get(self, targets: str | Iterable[str], /, *, strict: bool = False, **options: Any
-            ) -> Any:
-        """Compute (or fetch) one target's value, or a dict of several.
-
-        Runs only the needed nodes whose results are not cached. Flow inputs are
-        keyword arguments; a parameter neither passed nor defaulted raises
-        :class:`MissingInputError`. Takes the options of :meth:`run` too. A
-        target that was skipped or failed under ``on_error="skip"`` gives
-        ``None`` with a warning, or raises when ``strict=True``.
-        """
-        run = self.run(targets, **options)
-        values = {t: self._value_or_none(run, t, strict) for t in run.targets}
-        return values[targets] if isinstance(targets, str) else values
-
-    def run(self, targets: str | Iterable[str], /, *, executor: Any = None,
-            max_workers: int | None = None, cancel: CancelToken | None = None,
-            overrides: Mapping[str, Mapping[str, Any]] | None = None,
-            observers: Iterable[Callable[[Any], Any]] = (), progress: bool = False,
-            resources: Resources | None = None,
-            inputs: Mapping[str, Any] | None = None, **kw_inputs: Any) -> Run:
-        """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records.
-
-        Options (keyword-only; pass a flow input whose name clashes with one of
-        them through ``inputs={...}``):
-
-        - ``executor``: ``"sync"`` (default), ``"threads"``, ``"processes"``, an
-          executor object or a ``distributed.Client``; ``max_workers`` bounds it.
-        - ``cancel``: a :class:`~lazyflow.CancelToken`; setting it from another
-          thread stops the run at the next node boundary.
-        - ``overrides``: per-node policy overrides for this run,
-          ``{"fit": {"timeout": 60}, "*": {"retries": 1}}``.
-        - ``observers``: callables receiving this run's events.
-        - ``progress``: show the live DAG widget in a notebook, a text bar elsewhere.
-        - ``resources``: an :class:`~lazyflow.Resources` with the totals local
-          executors may hand to nodes declaring ``resources=`` (default: this
-          machine's cores and RAM).
-        """
-        from lazyflow.engine import RunOptions, execute
-
-        values = {**(inputs or {}), **kw_inputs}
-        options = RunOptions(executor=executor, max_workers=max_workers, cancel=cancel,
-                             overrides=overrides, observers=tuple(observers),
-                             resources=resources)
-        plan = self.plan(targets, values)
-        before = self.last_run
-        try:
-            if not progress:
-                return execute(self, plan, options)
-            from lazyflow.notebook.progress import show_progress
-
-            with show_progress(self):
-                return execute(self, plan, options)
-        finally:  # the run's own edges, for drawing it (the engine keeps none)
-            if self.last_run is not None and self.last_run is not before:
-                self.last_run.edges = [(up, n) for n in plan.order if n in self.last_run.nodes
-                                       for up in dict.fromkeys(plan.upstream[n].values())
-                                       if up in self.last_run.nodes]
-
-    def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
-        """Start :meth:`run` in a background thread; return a handle to watch or cancel it.
-
-        >>> handle = flow.submit("report", executor="threads")   # doctest: +SKIP
-        >>> handle.cancel(); handle.result()                      # doctest: +SKIP
-        """
-        from lazyflow.handle import RunHandle
-
-        return RunHandle(self, targets, options)
-
-    def widget(self, *, interval: float = 0.1) -> Any:
-        """The live DAG widget of this flow (needs ipywidgets: ``lazyflow[notebook]``).
-
-        It follows every run of the flow from now on, redrawn at most once per
-        ``interval`` seconds; ``widget.submit(...)`` runs in the background with
-        a working Cancel button.
-        """
-        from lazyflow.notebook.widget import FlowWidget
-
-        return FlowWidget(self, interval=interval)
-
-    def _repr_html_(self) -> str:
-        from lazyflow.notebook.display import flow_html
-
-        return flow_html(self)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from lazyflow.notebook.display import flow_mimebundle
-
-        return flow_mimebundle(self)
-
-    def explain(self, targets: str | Iterable[str], /, **inputs: Any) -> Explanation:
-        """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing."""
-        from lazyflow.engine import explain
-
-        return explain(self, self.plan(targets, inputs))
-
-    def watch(self, target: str, /, *, interval: float = 0.5, poll: bool = False,
-              cancel: CancelToken | None = None, on_run: Callable[[Run], Any] | None = None,
-              max_runs: int | None = None, **inputs: Any) -> Run | None:
-        """Run ``target``, then run it again whenever an ``lf.File``/``lf.Dir`` input changes.
-
-        Uses watchdog (the ``watch`` extra) or polls every ``interval`` seconds
-        (``poll=True``). A touch or an unchanged save does not re-run; a failing
-        run is reported and watching goes on. Stops on Ctrl-C, when ``cancel``
-        is set, or after ``max_runs`` runs; returns the last run.
-
-        >>> flow.watch("report", data=lf.File("data.csv"))   # doctest: +SKIP
-        """
-        from lazyflow.watch import watch
-
-        return watch(self, target, inputs, interval=interval, poll=poll, cancel=cancel,
-                     on_run=on_run, max_runs=max_runs)
-
-    @staticmethod
-    def _value_or_none(run: Run, target: str, strict: bool) -> Any:
-        record = run.nodes[target]
-        if record.status in ("completed", "cached"):
-            return run[target]
-        message = f"target {target!r} has no value: {record.status} ({record.reason})"
-        if strict:
-            raise record.error if record.error is not None else SkippedError(target, record.reason)
-        warnings.warn(message + "; returning None (pass strict=True to raise)",
-                      SkippedWarning, stacklevel=3)
-        return None
-
-    def lineage(self, target: str, /, **inputs: Any) -> Lineage:
-        """The tree that produced ``target``'s cached value: keys, code, parameters, inputs.
-
-        Reads cache metadata only (also a colleague's, through a remote tier);
-        raises :class:`~lazyflow.NotCachedError` if the value is not cached.
-        """
-        from lazyflow.provenance import lineage
-
-        return lineage(self, target, **inputs)
-
-    def verify(self, target: str, /, **inputs: Any) -> Verification:
-        """Recompute ``target``'s ancestry without the cache; report nodes whose values differ.
-
-        Takes the options of :meth:`run` too (``executor=``, ...). Nodes declared
-        ``deterministic=False`` are skipped (their stored value is used).
-        """
-        from lazyflow.provenance import verify
-
-        return verify(self, target, **inputs)
+        return f"<{type(self).__name__} {self.name!r}: {len(self._nodes)} nodes>"
 
     # ----------------------------------------------------------------- planning
 
@@ -684,28 +496,11 @@ class _Shape:
     memo: dict[str, Any] = field(default_factory=dict)
 
 
-_DEFAULT_FLOW: Flow | None = None
-
-
-def default_flow() -> Flow:
-    """The process's own flow (the notebook's), used by ``@lf.node`` and ``%%flow``."""
-    global _DEFAULT_FLOW
-    if _DEFAULT_FLOW is None:
-        _DEFAULT_FLOW = Flow("default")
-    return _DEFAULT_FLOW
-
-
-def node(func: F | None = None, /, **options: Any) -> Any:
-    """Register a function on :func:`default_flow`; bare or with the options of ``Flow.node``."""
-    return default_flow().node(func, **options) if func is not None \
-        else default_flow().node(**options)
-
-
-def _flow_identity(flow: Flow) -> tuple[Any, ...]:
+def _flow_identity(flow: Graph) -> tuple[Any, ...]:
     """What a node that reads a flow (to call ``flow.get`` inside) is keyed by: the flow's
     name and every node's code, version and wiring; never its cache or its listeners."""
     return (flow.name, [(name, node.func, node.version, sorted(node.wiring.items()))
                         for name, node in sorted(flow._nodes.items())])
 
 
-register_hasher(Flow, _flow_identity)
+register_hasher(Graph, _flow_identity)

@@ -11,7 +11,7 @@ from lazyflow.cancel import CancelToken
 from lazyflow.events import Event, RunStarted
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
     from lazyflow.run import Run
 
 __all__ = ["RunHandle"]

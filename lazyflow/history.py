@@ -4,7 +4,10 @@ Design note
 -----------
 Policy. A :class:`Recorder` subscribes to :data:`lazyflow.events.GLOBAL`, so
 every flow's runs are recorded without the engine knowing (it never prints or
-writes history itself). The run thread does almost nothing: each event appends
+writes history itself). It subscribes on the process's first run
+(``Flow.run`` calls :func:`start_recording`), not at import: importing
+lazyflow starts no thread and leaves the bus empty, so a process that never
+runs a flow builds no event objects for it. The run thread does almost nothing: each event appends
 to a deque, a node event as its (run id, node name) pair — two strings, which
 the cyclic GC stops tracking at once — and the writer reads the node's record
 when it drains (a record is final once its ``NodeFinished`` is emitted, so it
@@ -64,15 +67,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lazyflow._version import __version__
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
 from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
 
 __all__ = ["BATCH_SECONDS", "BUSY_SECONDS", "FILENAME", "NodeEntry", "RunEntry", "Runs", "default_cache_dir",
-           "find", "flush", "history", "location", "open_store"]
+           "find", "flush", "history", "location", "open_store", "start_recording"]
 
 FILENAME = "history.sqlite"
 """The history file's name inside a cache directory."""
@@ -534,14 +538,36 @@ class Recorder:
 
 
 _RECORDER: Recorder | None = None
+# first runs may start on several threads at once (flow.submit): one recorder, subscribed once
+_RECORDER_LOCK = threading.Lock()
 
 
 def _recorder() -> Recorder:
     global _RECORDER
     if _RECORDER is None:
-        _RECORDER = Recorder()
-        atexit.register(_RECORDER.flush)
+        with _RECORDER_LOCK:
+            if _RECORDER is None:
+                recorder = Recorder()
+                atexit.register(recorder.flush)
+                _RECORDER = recorder
     return _RECORDER
+
+
+_DECIDED = False  # whether this process's first run has decided to record
+
+
+def start_recording() -> None:
+    """Subscribe the recorder before the process's first run (later calls cost a flag test).
+
+    Decided once, on that first run: ``LAZYFLOW_HISTORY=off`` then records
+    nothing and costs nothing (reading the history still works).
+    """
+    global _DECIDED
+    if _DECIDED:
+        return
+    if location(None) is not None:
+        _recorder()  # subscribed before any thread's run can pass the flag test above
+    _DECIDED = True
 
 
 def flush() -> None:
@@ -640,7 +666,7 @@ def _default_paths() -> list[str]:
 
 def default_cache_dir() -> str:
     """Where the default disk tier lives (``LAZYFLOW_CACHE_DIR``, project file, ``./.lazyflow``)."""
-    from lazyflow.cache import config
+    import lazyflow.cache.config as config
 
     return config.resolve(memory=None, remote=None).disk or os.path.abspath(config.DEFAULT_DISK)
 
@@ -652,8 +678,6 @@ _PACKAGE = re.compile(r"^([A-Za-z_][\w.]*)==([^\s=]+)$")
 def environment(code: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
     """Python, platform, lazyflow, and ``package: version`` for packages the code uses."""
     if not _ENVIRONMENT:
-        from lazyflow import __version__
-
         _ENVIRONMENT.update(python=platform.python_version(), platform=platform.platform(),
                             implementation=sys.implementation.name, lazyflow=__version__)
     packages: dict[str, str] = {}
@@ -765,6 +789,3 @@ def _warn(message: str) -> None:
 
     warnings.warn(message, LazyflowWarning, stacklevel=2)
 
-
-if location(None) is not None:  # LAZYFLOW_HISTORY=off records nothing and costs nothing
-    _recorder()

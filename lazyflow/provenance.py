@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from lazyflow import engine
+import lazyflow.engine as engine
 from lazyflow.cache.base import NO_VALUE, Meta, Tier
 from lazyflow.cache.hierarchy import Cache, default_memory_budget
 from lazyflow.cache.memory import MemoryTier
@@ -68,8 +68,9 @@ from lazyflow.hashing import hash_value
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:
+    from lazyflow.api import Flow
     from lazyflow.cancel import CancelToken
-    from lazyflow.graph import Flow, Plan
+    from lazyflow.graph import Plan
     from lazyflow.resources import Resources
 
 __all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify",

@@ -63,7 +63,7 @@ class Stamp(TypedDict, total=False):
     stored: float
     """When this tier wrote the entry: what ``prune(older_than=...)`` ages by."""
     lazyflow: str
-    """The version of lazyflow that wrote it (``lazyflow.version``)."""
+    """The version of lazyflow that wrote it (``lazyflow._version``)."""
     encoding: int
     """The encoding version of the stored bytes and metadata (``serialize.ENCODING``);
     absent in entries written before it was stamped, which read as encoding 1."""

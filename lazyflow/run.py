@@ -7,6 +7,11 @@ nodes finish, and everything a user or a view wants (values, statuses,
 timings, time saved, a summary table) is read off them. Values of targets are
 held by the run; any other node's value is fetched from the cache on demand
 through ``run[name]``, so a run never pins intermediates in memory.
+
+A run's rich HTML (its DAG and table) is drawn by the notebook layer, which
+sits above this module: ``notebook/display.py`` registers its renderer with
+:func:`register_html` when imported (the ``Flow`` façade imports it), and a
+run drawn before that shows its summary as preformatted text.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any, Literal
 
 from lazyflow.cache.sizes import format_size
 
 __all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run", "format_duration",
-           "new_run_id"]
+           "new_run_id", "register_html"]
 
 Status = Literal["pending", "running", "completed", "cached", "failed", "skipped", "cancelled"]
 
@@ -166,9 +172,8 @@ class Run:
         return _table(rows) + "\n" + footer
 
     def _repr_html_(self) -> str:
-        from lazyflow.notebook.display import run_html
-
-        return run_html(self)
+        render = _HTML.get("run")
+        return render(self) if render is not None else f"<pre>{escape(self.summary())}</pre>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return {"text/plain": self.summary(), "text/html": self._repr_html_()}
@@ -218,6 +223,14 @@ class Explanation:
 
     def __repr__(self) -> str:
         return str(self)
+
+
+_HTML: dict[str, Callable[[Run], str]] = {}  # "run": the notebook layer's renderer
+
+
+def register_html(render: Callable[[Run], str]) -> None:
+    """Draw every :class:`Run` as ``render(run)`` in rich displays (``notebook/display.py``)."""
+    _HTML["run"] = render
 
 
 def new_run_id() -> str:

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
 from lazyflow.fingerprint import fingerprint
+from lazyflow.graph import Node
 from lazyflow.hashing import hash_value, register_hasher
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow, Node
+    from lazyflow.api import Flow
 
 __all__ = ["INNER_DEFAULT", "SubflowTarget", "as_node", "groups", "include"]
 
@@ -44,8 +45,6 @@ __all__ = ["INNER_DEFAULT", "SubflowTarget", "as_node", "groups", "include"]
 def include(outer: Flow, inner: Flow, prefix: str,
             inputs: Mapping[str, str] | None = None) -> list[str]:
     """Copy ``inner``'s nodes into ``outer`` as ``prefix.name``; return the new names."""
-    from lazyflow.graph import Node
-
     if not isinstance(prefix, str) or not all(p.isidentifier() for p in prefix.split(".")):
         raise DefinitionError(f"include prefix {prefix!r} must be an identifier (or dotted "
                               "identifiers), like prefix='prep'")
@@ -118,8 +117,6 @@ register_hasher(SubflowTarget, lambda ref: hash_value(ref.structure()))
 
 def as_node(inner: Flow, target: str, *, name: str | None = None) -> Node:
     """One node computing ``inner``'s ``target``; its parameters are inner's flow inputs."""
-    from lazyflow.graph import Node
-
     inner[target]
     ref = SubflowTarget(inner, target)
     params = _flow_inputs(inner, target)

@@ -38,7 +38,7 @@ from lazyflow.cancel import CancelToken
 from lazyflow.files import Dir, File, dir_digest
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
     from lazyflow.run import Run
 
 __all__ = ["Watcher", "watch"]

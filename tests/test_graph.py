@@ -7,6 +7,7 @@ import functools
 import pytest
 
 import lazyflow as lf
+import lazyflow.api
 from lazyflow.graph import Node
 
 
@@ -135,7 +136,7 @@ def test_node_options_are_recorded(flow):
 
 
 def test_lf_node_registers_on_the_default_flow_bare_and_with_options(monkeypatch):
-    monkeypatch.setattr(lf.graph, "_DEFAULT_FLOW", None)
+    monkeypatch.setattr(lazyflow.api, "_DEFAULT_FLOW", None)
 
     @lf.node
     def bare():

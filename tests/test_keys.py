@@ -97,7 +97,7 @@ def test_the_version_has_one_source():
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert lf.__version__ == engine._VERSION == declared
+    assert lf.__version__ == engine.__version__ == declared
 
 
 def test_a_latest_record_of_the_old_layout_still_says_which_input_changed():

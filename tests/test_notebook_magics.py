@@ -15,7 +15,7 @@ import pytest
 from IPython.core.displaypub import DisplayPublisher
 
 import lazyflow as lf
-import lazyflow.graph
+import lazyflow.api
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_an_error_in_a_cell_propagates_and_caches_nothing(nb):
 
 
 def test_cells_without_flow_option_join_the_default_flow(shell, tmp_path, monkeypatch):
-    monkeypatch.setattr(lazyflow.graph, "_DEFAULT_FLOW", lf.Flow("default", cache=None))
+    monkeypatch.setattr(lazyflow.api, "_DEFAULT_FLOW", lf.Flow("default", cache=None))
     _log_to(shell, tmp_path / "log")
     cell(shell, A.replace("base", "2"), "")
     cell(shell, A.replace("base", "2"), "")

@@ -8,6 +8,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import lazyflow as lf
+import lazyflow.api
 
 
 class Notebook:
@@ -175,7 +176,7 @@ def test_a_failing_cell_fixed_and_re_run_resumes_where_it_stopped(nb):
 
 
 def test_lf_node_registers_on_the_notebooks_default_flow(nb, monkeypatch):
-    monkeypatch.setattr(lf.graph, "_DEFAULT_FLOW", lf.Flow("default", cache=lf.Cache(disk=None)))
+    monkeypatch.setattr(lazyflow.api, "_DEFAULT_FLOW", lf.Flow("default", cache=lf.Cache(disk=None)))
     nb.cell("""
         @lf.node
         def greeting(name: str = "world"):

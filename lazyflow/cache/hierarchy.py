@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from lazyflow.cache import config
+import lazyflow.cache.config as config
 from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size

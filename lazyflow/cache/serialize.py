@@ -62,9 +62,9 @@ from typing import Any, Protocol
 import cloudpickle
 import xxhash
 
+from lazyflow._version import __version__
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.errors import CacheWarning, LazyflowError
-from lazyflow.version import __version__
 
 __all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded",
            "UnknownEncodingError", "UnloadableEntryError", "decode", "decode_bytes", "dump_meta",

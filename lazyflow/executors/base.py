@@ -22,6 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import cloudpickle
 
+# hash_value hashes functions and classes with the code hasher fingerprint.py registers
+# when imported (hashing.py sits below it); a worker process imports only this side of
+# lazyflow, so this import is what lets it hash results in parallel as the design says
+import lazyflow.fingerprint  # noqa: F401
 from lazyflow.errors import HashingError
 from lazyflow.flights import calling_keys
 from lazyflow.hashing import hash_value, register_hasher

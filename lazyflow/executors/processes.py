@@ -47,8 +47,8 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+import lazyflow.executors.wire as wire
 from lazyflow.errors import LazyflowError
-from lazyflow.executors import wire
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
 from lazyflow.hashing import registered_hashers
 

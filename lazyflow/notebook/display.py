@@ -17,11 +17,11 @@ from lazyflow.cache.sizes import format_size
 from lazyflow.notebook.layout import layout
 from lazyflow.notebook.model import nesting, view_of
 from lazyflow.notebook.svg import render_svg
-from lazyflow.run import format_duration
+from lazyflow.run import format_duration, register_html
 from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
     from lazyflow.run import Run
 
 __all__ = ["flow_html", "flow_mimebundle", "in_kernel", "run_html", "run_table_html"]
@@ -50,6 +50,9 @@ def run_html(run: Run) -> str:
     lay = layout(list(run.nodes), run.edges, groups(run.nodes))  # a run has no node functions
     views = {name: view_of(r) for name, r in run.nodes.items()}
     return f"<div>{render_svg(lay, views)}{run_table_html(run)}</div>"
+
+
+register_html(run_html)  # run.py sits below this layer: it draws runs through this hook
 
 
 def flow_html(flow: Flow) -> str:

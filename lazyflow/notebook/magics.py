@@ -45,10 +45,11 @@ from IPython.core.alias import Alias
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from lazyflow import keys
+import lazyflow.keys as keys
+from lazyflow.api import Flow, default_flow
 from lazyflow.errors import CacheWarning, HashingError
 from lazyflow.fingerprint import fingerprint
-from lazyflow.graph import Flow, Node, default_flow
+from lazyflow.graph import Node
 from lazyflow.hashing import hash_value
 from lazyflow.notebook import replay
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, Magic, analyse

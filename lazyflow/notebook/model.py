@@ -27,7 +27,7 @@ from lazyflow.notebook.svg import NodeView
 from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
     from lazyflow.run import NodeRecord, Run
 
 __all__ = ["FlowModel", "Progress", "nesting", "view_of"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lazyflow.events import Event, NodeFinished, RunFinished, RunStarted
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
 
 __all__ = ["show_progress"]
 

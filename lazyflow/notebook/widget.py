@@ -36,7 +36,7 @@ from lazyflow.notebook.throttle import Throttle
 from lazyflow.run import format_duration
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Flow
+    from lazyflow.api import Flow
     from lazyflow.handle import RunHandle
 
 __all__ = ["FlowWidget"]
