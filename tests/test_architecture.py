@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lazyflow"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("lazyflow._version", "lazyflow.errors")),
+    ("base", ("lazyflow._version", "lazyflow.errors", "lazyflow.records")),
     ("keys", ("lazyflow.hashing", "lazyflow.hashers", "lazyflow.bytecode", "lazyflow.origin",
               "lazyflow.weakmemo", "lazyflow.environment", "lazyflow.fingerprint",
               "lazyflow.keys")),

@@ -71,7 +71,7 @@ def newer_lazyflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         m.setattr(serialize, "KNOWN_ENCODINGS", frozenset({1, 2}))
         m.setattr(serialize, "MAGIC", b"LFv2")
         m.setattr(serialize, "__version__", "0.2.0")
-        m.setattr(engine, "_VERSION", "0.2.0")
+        m.setattr(engine, "__version__", "0.2.0")
         m.setattr(environment, "current", lambda: newer)
         yield
 
