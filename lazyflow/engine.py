@@ -95,8 +95,8 @@ from lazyflow.executors import (
 from lazyflow.executors.shared import Sharing
 from lazyflow.fingerprint import Fingerprint
 from lazyflow.flights import FLIGHTS, called_here
-from lazyflow.graph import DEFAULT_OPTIONS
 from lazyflow.hashing import hash_value
+from lazyflow.options import DEFAULT as DEFAULT_NODE_OPTIONS
 from lazyflow.policies import DEFAULTS, policy_for
 from lazyflow.records import (
     ElementMeta,
@@ -210,7 +210,7 @@ def _prepare(plan: Plan, environment: str = "") -> dict[str, _Prepared]:
             params[param] = digest
         edges = plan.upstream[name]
         cacheable = node.cache and not fp.volatile
-        reusable = cacheable and (node.options.get("deterministic", True)
+        reusable = cacheable and (node.options.deterministic
                                   or REUSE_NONDETERMINISTIC.get())
         code = keys.scoped(fp.digest, environment) if environment else fp.digest
         old = previous.get(name)
@@ -516,7 +516,8 @@ class _State:
         self.untraced: set[str] = set()
         overrides = options.overrides
         # a node declared without options has the default policy (policy_for would agree)
-        self.policies = {n: DEFAULTS if not overrides and plan.nodes[n].options is DEFAULT_OPTIONS
+        self.policies = {n: DEFAULTS if not overrides
+                         and plan.nodes[n].options is DEFAULT_NODE_OPTIONS
                          else policy_for(n, plan.nodes[n].options, overrides) for n in needed}
         # executors that place work themselves (Dask) get needs as worker resources instead
         self.sharing = Sharing.for_run(executor, self.cache.tiers)  # workers use the cache
@@ -645,7 +646,7 @@ class _State:
             if not self._lead(name, key):
                 return None
         node = self.plan.nodes[name]
-        mapped = node.options["map"] is not None
+        mapped = node.options.map is not None
         # inputs by key from the shared tier (not for lazy or mapped nodes: they run here)
         shared = self.sharing.inputs(upstream, self.keys) \
             if self.sharing is not None and prep.cacheable and not lazy_ps \
@@ -1176,7 +1177,8 @@ class _State:
                     executor: Executor) -> Future[Outcome]:
         """Look every element up; submit one task per element that misses."""
         node, prep = self.plan.nodes[name], self.prepared[name]
-        param = node.options["map"]
+        param = node.options.map
+        assert param is not None  # only map nodes come here
         key = keys.content_key(prep.code, {p: d for p, d in prep.params.items() if p != param},
                                {p: d for p, d in inputs.items() if p != param})
         try:

@@ -48,22 +48,15 @@ from lazyflow.fingerprint import Fingerprint, refresh
 from lazyflow.hashing import register_hasher
 from lazyflow.lazy import annotated_lazy, validate_lazy
 from lazyflow.mapping import validate_map
+from lazyflow.options import DEFAULT, NodeOptions
 from lazyflow.outputs import selector, validate_outputs
-from lazyflow.policies import validate_policy_options
 
-__all__ = ["DEFAULT_OPTIONS", "EMPTY", "Graph", "Node", "Plan", "PositionalCall"]
+__all__ = ["EMPTY", "Graph", "Node", "Plan", "PositionalCall"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EMPTY: Any = inspect.Parameter.empty
 """Marks a parameter without a default."""
 
-NODE_OPTIONS: dict[str, Any] = {"outputs": None, "retries": 0, "retry_delay": 0.1,
-                                "retry_on": (Exception,), "timeout": None, "on_error": "raise",
-                                "fallback": None, "lazy": (), "map": None, "resources": None}
-"""Extra ``@flow.node`` options and their defaults, registered by other modules."""
-
-DEFAULT_OPTIONS: Mapping[str, Any] = types.MappingProxyType(NODE_OPTIONS)
-"""The options of every node declared without any (one shared, read-only view)."""
 _NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 _PLAN_MEMO_SIZE = 64
 _CO_VARARGS = inspect.CO_VARARGS
@@ -149,7 +142,7 @@ class Node:
     wiring: dict[str, str]
     version: str
     cache: bool
-    options: Mapping[str, Any]
+    options: NodeOptions
     _fingerprint: Fingerprint | None
 
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
@@ -180,22 +173,17 @@ class Node:
             if not isinstance(upstream, str):
                 raise DefinitionError(f"node {node_name!r}: inputs[{param!r}] must be a node "
                                       f"name, got {upstream!r}")
-        unknown = set(options).difference(NODE_OPTIONS) if options else ()
-        if unknown:
-            raise DefinitionError(
-                f"node {node_name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                f"valid: name, version, cache, inputs{''.join(', ' + o for o in NODE_OPTIONS)}")
-        if options:  # the defaults are valid: skip validating them (~3 µs per plain node)
-            validate_policy_options(node_name, options)
-            validate_lazy(node_name, params, options.get("lazy"))
-            if options.get("map") is not None:
-                validate_map(node_name, params, options["map"],
-                             options.get("lazy") or annotated_lazy(func))
+        declared = NodeOptions.of(node_name, options or {})
+        if declared is not DEFAULT:  # the defaults are valid: skip checking them (~3 µs)
+            validate_lazy(node_name, params, declared.lazy)
+            if declared.map is not None:
+                validate_map(node_name, params, declared.map,
+                             declared.lazy or annotated_lazy(func))
         call = PositionalCall(func, tuple(params[:positional_only])) if positional_only else func
         fields = {"func": func, "call": call, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),
-                  "options": {**NODE_OPTIONS, **options} if options else DEFAULT_OPTIONS,
+                  "options": declared,
                   "_fingerprint": None}
         for attr, value in fields.items():
             object.__setattr__(self, attr, value)
@@ -326,8 +314,8 @@ class Graph:
         for stale in self._derived.pop(node.name, ()):
             self._nodes.pop(stale, None)
         self._nodes[node.name] = node
-        if node.options["outputs"] is not None:
-            names = validate_outputs(node.name, node.options["outputs"])
+        if node.options.outputs is not None:
+            names = validate_outputs(node.name, node.options.outputs)
             for index, output in enumerate(names):
                 self._nodes[output] = Node(selector(node.name, names, index), name=output,
                                            inputs={"value": node.name})

@@ -176,7 +176,7 @@ _LAZY_TEXT = re.compile(r"^(?:[\w.]+\.)?Lazy\[")
 
 def lazy_params(node: Node) -> frozenset[str]:
     """The lazy parameters of ``node``: its ``lazy=`` option plus those annotated ``Lazy[...]``."""
-    declared = node.options.get("lazy")
+    declared = node.options.lazy
     annotated = annotated_lazy(node.func)
     # the shared empty set for the usual node: one object less per node for the GC to walk
     return frozenset(declared) | annotated if declared else annotated

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
 from lazyflow.resources import parse_needs
+
+if TYPE_CHECKING:
+    from lazyflow.options import NodeOptions
 
 __all__ = ["Policy", "policy_for", "validate_policy_options"]
 
@@ -75,10 +78,10 @@ def validate_policy_options(node: str, options: Mapping[str, Any]) -> None:
     parse_needs(node, options.get("resources"))
 
 
-def policy_for(node: str, options: Mapping[str, Any],
+def policy_for(node: str, options: NodeOptions,
                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Policy:
     """The policy of ``node``: its declared options, then run overrides (``"*"`` first)."""
-    merged = {k: options[k] for k in OPTION_NAMES if k in options}
+    merged = {k: getattr(options, k) for k in OPTION_NAMES}
     if not merged.get("resources"):  # None (the option's default) and {} both mean "none"
         merged.pop("resources", None)
     if overrides:

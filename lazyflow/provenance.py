@@ -63,7 +63,6 @@ from lazyflow.cache.hierarchy import Cache, default_memory_budget
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
-from lazyflow.graph import NODE_OPTIONS
 from lazyflow.hashing import hash_value
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
@@ -75,8 +74,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify",
            "verify_cache"]
-
-NODE_OPTIONS["deterministic"] = True
 
 
 @contextlib.contextmanager
@@ -383,7 +380,7 @@ def verify(flow: Flow, target: str, /, *, executor: Any = None, max_workers: int
     if computed:
         flow.run(target, inputs=values, **run_options)
     declared = frozenset(n for n in plan.order
-                         if not plan.nodes[n].options.get("deterministic", True))
+                         if not plan.nodes[n].options.deterministic)
     options = engine.RunOptions(**run_options, cache=_scratch(flow.cache, declared),
                                 publish=False)
     with reuse_nondeterministic():  # served by the scratch cache's _Reference tier
@@ -466,7 +463,7 @@ def _checks(plan: Plan, run: Run, cache: Cache) -> tuple[Check, ...]:
             continue
         diverged = any(checks[up].status in _DIVERGED
                        for up in set(plan.upstream[name].values()) if up in checks)
-        declared = not plan.nodes[name].options.get("deterministic", True)
+        declared = not plan.nodes[name].options.deterministic
         checks[name] = _check(record, cache, diverged=diverged, declared=declared)
     return tuple(checks.values())
 

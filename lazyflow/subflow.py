@@ -57,7 +57,7 @@ def include(outer: Flow, inner: Flow, prefix: str,
     for node in inner.nodes.values():
         wiring = {p: f"{prefix}.{up}" for p, up in inner._wiring(node).items()}
         wiring.update({p: up for p, up in inputs.items() if p in node.params and p not in wiring})
-        options = {k: v for k, v in node.options.items() if k != "outputs"}
+        options = {k: v for k, v in node.options.declared().items() if k != "outputs"}
         copy = Node(node.func, name=f"{prefix}.{node.name}", version=node.version or None,
                     cache=node.cache, inputs=wiring, options=options)
         outer._nodes[copy.name] = copy  # outputs' selector nodes are copied as nodes of their own

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "lazyflow.weakmemo", "lazyflow.environment", "lazyflow.fingerprint",
               "lazyflow.keys")),
     ("cache", ("lazyflow.cache",)),
-    ("node options", ("lazyflow.outputs", "lazyflow.policies", "lazyflow.skip",
+    ("node options", ("lazyflow.options", "lazyflow.outputs", "lazyflow.policies", "lazyflow.skip",
                       "lazyflow.resources")),
     # executors only call functions (under a node's policy): they know no graph, run or
     # engine, and map nodes (mapping.py) gather their outcomes. Below the model, also

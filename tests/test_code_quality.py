@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STRICT = ["lazyflow/hashing.py", "lazyflow/fingerprint.py", "lazyflow/keys.py",
+STRICT = ["lazyflow/hashing.py", "lazyflow/options.py", "lazyflow/fingerprint.py", "lazyflow/keys.py",
           "lazyflow/bytecode.py", "lazyflow/origin.py", "lazyflow/weakmemo.py",
           "lazyflow/environment.py", "lazyflow/_version.py", "lazyflow/__init__.py",
           "lazyflow/graph.py", "lazyflow/api.py", "lazyflow/engine.py", "lazyflow/flights.py",

@@ -1,0 +1,92 @@
+"""Node options: every ``@flow.node`` option, its default and its validation, in one place.
+
+Design note
+-----------
+A node's options are a frozen, slotted record, :class:`NodeOptions`, built once
+when the node is declared and read by attribute everywhere after
+(``node.options.map``, ``node.options.deterministic``): no module reads an
+option by a string key, and none registers options of its own at import time,
+so the valid set never depends on import order. Options that need the
+function's parameters to be checked (``lazy=``, ``map=``, ``outputs=``) are
+checked by the graph when the node is built; the rest here. A node declared
+without options shares :data:`DEFAULT`, which lets the engine skip work for
+it by identity.
+
+Rejected: a ``Mapping[str, Any]`` with defaults merged in (the valid set and
+the defaults were written in four places, and one module added an option by
+mutating the shared dict at import).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lazyflow.errors import DefinitionError
+from lazyflow.policies import validate_policy_options
+
+__all__ = ["DEFAULT", "NAMES", "NodeOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """The options of one node (besides ``name``, ``version``, ``cache`` and ``inputs``).
+
+    >>> NodeOptions.of("fit", {"retries": 2}).retries
+    2
+    >>> NodeOptions.of("fit", {"retires": 2})
+    Traceback (most recent call last):
+    ...
+    lazyflow.errors.DefinitionError: node 'fit': unknown option(s) retires; ...
+    """
+
+    outputs: Any = None
+    """Names of the node's outputs (``outputs.py``), or ``None`` for one value."""
+    retries: int = 0
+    retry_delay: float = 0.1
+    retry_on: Any = (Exception,)
+    """An exception class or a tuple of them (``policies.py``)."""
+    timeout: float | None = None
+    on_error: str = "raise"
+    fallback: Any = None
+    lazy: Any = ()
+    """Parameters taken as ``lf.Lazy`` inputs (``lazy.py``)."""
+    map: str | None = None
+    """The parameter mapped over (``mapping.py``)."""
+    resources: Mapping[str, Any] | None = None
+    deterministic: bool = True
+    """False: the node gives a different value on every call (``provenance.py``)."""
+
+    @classmethod
+    def of(cls, node: str, options: Mapping[str, Any]) -> NodeOptions:
+        """The options of ``node`` declared as keyword arguments, validated.
+
+        Raises :class:`DefinitionError` naming the node, the option and what is valid.
+        """
+        if not options:
+            return DEFAULT
+        unknown = sorted(set(options).difference(NAMES))
+        if unknown:
+            raise DefinitionError(
+                f"node {node!r}: unknown option(s) {', '.join(unknown)}; valid: name, version, "
+                f"cache, inputs, {', '.join(NAMES)}")
+        validate_policy_options(node, options)
+        deterministic = options.get("deterministic", True)
+        if not isinstance(deterministic, bool):
+            raise DefinitionError(f"node {node!r}: deterministic= must be True or False, "
+                                  f"got {deterministic!r}")
+        return cls(**options)
+
+    def declared(self) -> dict[str, Any]:
+        """The options that differ from their defaults, as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(DEFAULT, f.name)}
+
+
+DEFAULT = NodeOptions()
+"""The options of every node declared without any (one shared instance)."""
+
+NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(NodeOptions))
+"""Every option's name, in declaration order."""
