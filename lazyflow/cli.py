@@ -225,7 +225,8 @@ def _progress(flow: Any) -> Callable[[], None]:
         elif isinstance(event, RunFinished) and "bar" in state:
             state.pop("bar")(None)
 
-    return flow.events.subscribe(on_event)
+    unsubscribe: Callable[[], None] = flow.events.subscribe(on_event)
+    return unsubscribe
 
 
 def _bar(total: int) -> Callable[[str | None], None]:

@@ -110,7 +110,8 @@ class NotebookReport:
     @property
     def saved(self) -> float:
         """Compute seconds the cache hits avoided."""
-        return sum(n["saved"] for c in self.cells for n in c.nodes if n["status"] == "cached")
+        return float(sum(n["saved"] for c in self.cells for n in c.nodes
+                         if n["status"] == "cached"))
 
     @property
     def changed(self) -> list[int]:

@@ -124,11 +124,13 @@ def shell():
     """A real IPython ``InteractiveShell`` with ``%load_ext lazyflow`` and a fresh namespace."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    ip = InteractiveShell.instance()
+    main = sys.modules["__main__"]  # IPython swaps in its own, which has no __spec__:
+    ip = InteractiveShell.instance()  # multiprocessing's spawn (later tests) needs the real one
     ip.reset(new_session=False)
     ip.extension_manager.load_extension("lazyflow")
     yield ip
     ip.reset(new_session=False)
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture

@@ -131,7 +131,8 @@ def pack_hashers(hashers: tuple[tuple[type, Callable[[Any], Any]], ...]) -> byte
     otherwise the engine hashes results itself (``Task.hash_result=False``).
     """
     try:
-        return cloudpickle.dumps([(cls, cls.__qualname__, fn) for cls, fn in hashers])
+        blob: bytes = cloudpickle.dumps([(cls, cls.__qualname__, fn) for cls, fn in hashers])
+        return blob
     except Exception:
         return None
 

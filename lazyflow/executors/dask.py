@@ -187,14 +187,14 @@ class DaskExecutor:
 def _processing_on(dask_scheduler: Any, key: str) -> str | None:
     state = dask_scheduler.tasks.get(key)
     worker = getattr(state, "processing_on", None)
-    return None if worker is None else worker.address  # type: ignore[no-any-return]
+    return None if worker is None else worker.address
 
 
 def _hashers_plugin(blob: bytes) -> Any:
     """A worker plugin installing the client's hashers on every worker, present and future."""
     from distributed import WorkerPlugin
 
-    class Hashers(WorkerPlugin):  # type: ignore[misc]
+    class Hashers(WorkerPlugin):
         idempotent = False
 
         def setup(self, worker: Any) -> None:

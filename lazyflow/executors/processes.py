@@ -173,7 +173,7 @@ class _Slot:
                 elif lost:
                     future.set_exception(WorkerLostError(task.node, exitcode))
                 else:
-                    future.set_exception(error)  # type: ignore[arg-type]
+                    future.set_exception(error)
 
     def _call(self, task: Task, future: Future[Outcome]) -> Outcome | None:
         conn = self._ensure_worker()

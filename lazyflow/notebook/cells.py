@@ -186,11 +186,12 @@ class _Unwrap(ast.NodeTransformer):
         if len(texts) != (2 if method == "run_line_magic" else 3) or None in texts \
                 or texts[0] not in TIMING_MAGICS:
             return None
-        magic = texts[0]
+        magic, line = texts[0], texts[1]
+        assert line is not None  # None in texts returned above
         if method == "run_line_magic":
-            timed = _without_options(magic, texts[1])
+            timed = _without_options(magic, line)
         else:  # %%timeit's line is setup code run before the cell; %%time's holds options
-            setup = _without_options(magic, texts[1]) if magic == "timeit" else ""
+            setup = _without_options(magic, line) if magic == "timeit" else ""
             timed = None if setup is None else f"{setup}\n{texts[2]}"
         if timed is None:
             return None

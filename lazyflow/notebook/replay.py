@@ -137,7 +137,7 @@ class _Tee(io.TextIOBase):
             self.items[-1]["stdout"] += text
         else:
             self.items.append({"stdout": text})
-        return self.stream.write(text)
+        return int(self.stream.write(text))
 
     def flush(self) -> None:
         self.stream.flush()
