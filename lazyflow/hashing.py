@@ -109,11 +109,16 @@ _FLOAT = struct.Struct("<d")
 def hash_value(obj: Any) -> str:
     """Return the content digest of ``obj`` as 32 hex characters.
 
-    Deterministic across processes and ``PYTHONHASHSEED``; equal values of the
-    same type give equal digests, ``list`` and ``tuple`` differ, ``dict`` and
-    ``set`` ignore order.
+    Deterministic across processes and ``PYTHONHASHSEED``. Values that can
+    behave differently never share a digest, even when they compare equal: the
+    type counts (``list`` and ``tuple`` differ), and so does a ``dict``'s
+    insertion order (its iteration order); a ``set`` has no order to count.
 
+    >>> hash_value([1, 2]) == hash_value((1, 2))
+    False
     >>> hash_value({"a": 1, "b": 2}) == hash_value({"b": 2, "a": 1})
+    False
+    >>> hash_value({1, 2}) == hash_value({2, 1})
     True
     """
     scalar = _SCALARS.get(type(obj))

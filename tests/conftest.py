@@ -16,6 +16,10 @@ from hypothesis import HealthCheck, settings
 import lazyflow as lf
 from lazyflow.cache.disk import DiskTier
 
+# The conformance suites are inherited by test modules, not collected themselves: pytest
+# rewrites their asserts too, so a failure shows the values compared.
+pytest.register_assert_rewrite("executor_conformance")
+
 # Property tests judge results, never speed. Hypothesis's defaults fail a test whose
 # example takes over 200 ms, or whose data takes too long to generate: a loaded two-core
 # CI machine did exactly that to a correct test (one example paused for 520 ms).

@@ -1,4 +1,5 @@
-"""The Dask executor on a real LocalCluster: nodes run on workers, lost workers are survived."""
+"""The Dask executor on a real LocalCluster conforms to the reference path; lost workers are
+survived, shared tiers carry values between workers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pickle
 import signal
 from pathlib import Path
 
-import psutil
 import pytest
 from chains import define_diamond
+from executor_conformance import ExecutorConformance
 
 import lazyflow as lf
 from lazyflow.cache.base import NO_VALUE
@@ -98,71 +99,25 @@ def _unpickled(payload: bytes, ledger: str) -> Tracked:
 lf.register_hasher(Tracked, lambda t: t.payload)
 
 
-def test_a_client_gives_the_reference_results_and_statuses(dask_client):
-    reference, other = lf.Flow("ref", cache=lf.Cache(disk=None)), \
-        lf.Flow("other", cache=lf.Cache(disk=None))
-    define_diamond(reference)
-    define_diamond(other)
-    expected = reference.run("joined")
-    got = other.run("joined", executor=dask_client)
-    assert got.executor == "dask"
-    assert got["joined"] == expected["joined"] == 9
-    assert {n: (r.status, r.key, r.digest) for n, r in got.nodes.items()} == \
-        {n: (r.status, r.key, r.digest) for n, r in expected.nodes.items()}
+class TestDaskExecutor(ExecutorConformance):
+    """``executor="dask"``: the environment's client, on a real LocalCluster of two worker
+    processes; a running node is stopped by restarting its worker through its nanny."""
+
+    executor = "dask"
+    stops_running_nodes = True
+    timeout = 3.0  # on Dask the clock starts at submission: room to start
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, dask_client):
+        """The session's cluster as the default client; both workers back afterwards."""
+        yield
+        dask_client.wait_for_workers(2)
 
 
-def test_nodes_run_on_the_workers_not_the_client(flow, dask_client):
-    @flow.node
-    def where():
-        return os.getpid()
-
-    workers = {w for w in dask_client.run(os.getpid).values()}
-    assert flow.get("where", executor=dask_client) in workers
-
-
-def test_the_dask_name_uses_the_client_of_the_environment(flow, dask_client):
-    @flow.node
-    def where():
-        return os.getpid()
-
-    assert flow.get("where", executor="dask") != os.getpid()
-
-
-def test_independent_branches_overlap_on_the_cluster(flow, dask_client, meeting):
-    @flow.node
-    def left():
-        meeting("left")
-        return 1
-
-    @flow.node
-    def right():
-        meeting("right")
-        return 2
-
-    run = flow.run(["left", "right"], executor=dask_client)
-    a, b = run.nodes["left"], run.nodes["right"]
-    assert a.started < b.ended and b.started < a.ended
-
-
-def test_retries_and_skip_behave_as_on_the_reference_path(flow, dask_client, ledger):
-    @flow.node(retries=2, retry_delay=0)
-    def flaky():
-        ledger.note("flaky")
-        if ledger.count("flaky") < 2:
-            raise ConnectionError("glitch")
-        return 1
-
-    @flow.node(on_error="skip")
-    def bad():
-        raise RuntimeError("no data")
-
-    @flow.node
-    def after(bad):
-        return bad
-
-    run = flow.run(["flaky", "after"], executor=dask_client)
-    assert run["flaky"] == 1 and run.nodes["flaky"].attempts == ledger.count("flaky") == 2
-    assert (run.failed, run.skipped) == (["bad"], ["after"])
+def test_a_client_object_runs_the_flow_on_its_cluster(dask_client):
+    flow = define_diamond(lf.Flow("diamond", cache=lf.Cache(disk=None)))
+    run = flow.run("joined", executor=dask_client)
+    assert (run.executor, run["joined"], run.status) == ("dask", 9, "completed")
 
 
 def test_a_worker_killed_mid_task_is_survived_by_retrying_on_another(flow, dask_client, tmp_path):
@@ -185,22 +140,6 @@ def test_a_worker_killed_mid_task_is_survived_by_retrying_on_another(flow, dask_
     dask_client.wait_for_workers(2)
 
 
-def test_a_node_past_its_timeout_is_stopped_by_restarting_its_worker(flow, dask_client,
-                                                                      tmp_path):
-    pid_file = tmp_path / "pid"
-
-    @flow.node(timeout=3)  # on Dask the clock starts at submission: room to start
-    def stuck():
-        pid_file.write_text(str(os.getpid()))
-        signal.pause()
-
-    with pytest.raises(lf.NodeTimeout, match="node 'stuck'") as caught:
-        flow.get("stuck", executor=dask_client)
-    assert "may still be running" not in str(caught.value)
-    assert not psutil.pid_exists(int(pid_file.read_text()))
-    dask_client.wait_for_workers(2)
-
-
 def test_a_resource_no_worker_declares_is_refused_naming_the_node(flow, dask_client):
     @flow.node(resources={"gpus": 1})
     def train():
@@ -217,21 +156,6 @@ def test_cpus_and_memory_needs_are_left_to_dask_when_workers_do_not_declare_them
         return 1
 
     assert flow.get("big", executor=dask_client) == 1
-
-
-def test_registered_hashers_are_installed_on_the_workers(flow, dask_client):
-    class Point:
-        def __init__(self, x):
-            self.x = x
-
-    lf.register_hasher(Point, lambda p: p.x)
-
-    @flow.node
-    def point():
-        return Point(1)
-
-    assert flow.run("point", executor=dask_client).nodes["point"].digest == \
-        lf.hash_value(Point(1))
 
 
 def test_without_a_client_the_dask_name_says_how_to_make_one(flow, monkeypatch):

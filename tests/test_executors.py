@@ -1,4 +1,5 @@
-"""Executors give the same results and records as the synchronous reference path."""
+"""The in-process executors (sync, threads) conform to the reference path; interrupts and
+executor names."""
 
 from __future__ import annotations
 
@@ -8,116 +9,35 @@ import signal
 import subprocess
 import sys
 import threading
-import weakref
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 from chains import define_diamond
+from executor_conformance import ExecutorConformance
 
 import lazyflow as lf
 
 
-@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
-def test_every_executor_gives_the_reference_results_and_statuses(executor):
-    reference, other = lf.Flow("ref", cache=lf.Cache(disk=None)), \
-        lf.Flow("other", cache=lf.Cache(disk=None))
-    define_diamond(reference)
-    define_diamond(other)
-    expected = reference.run("joined")
-    got = other.run("joined", executor=executor)
-    assert got["joined"] == expected["joined"] == 9
-    assert {n: (r.status, r.key) for n, r in got.nodes.items()} == \
-        {n: (r.status, r.key) for n, r in expected.nodes.items()}
+class TestSyncExecutor(ExecutorConformance):
+    """The reference path: one node at a time, inline in the run's thread."""
+
+    executor = "sync"
+    concurrent = False
+    in_process = True
+    inline = True
 
 
-@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
-def test_a_node_with_positional_only_parameters_runs_under_every_executor(executor):
-    flow = lf.Flow("positional", cache=lf.Cache(disk=None))
+class TestThreadExecutor(ExecutorConformance):
+    """Threads of this process: a running node cannot be stopped, only abandoned."""
 
-    @flow.node
-    def raw(n: int):
-        return list(range(n))
-
-    @flow.node
-    def scaled(raw, factor, /, offset=0):
-        return [x * factor + offset for x in raw]
-
-    assert flow.get("scaled", n=3, factor=2, executor=executor) == [0, 2, 4]
-    assert flow.get("scaled", n=3, factor=2, offset=1, executor=executor) == [1, 3, 5]
-    assert flow.run("scaled", n=3, factor=2, executor=executor).nodes["scaled"].status == "cached"
-
-
-def test_independent_branches_overlap_under_threads(flow):
-    define_diamond(flow, threading.Barrier(2))
-    run = flow.run("joined", executor="threads", max_workers=2)
-    left, right = run.nodes["left"], run.nodes["right"]
-    assert left.started < right.ended and right.started < left.ended
-
-
-def test_a_node_starts_only_after_its_inputs_finish(flow):
-    define_diamond(flow)
-    run = flow.run("joined", executor="threads")
-    assert run.nodes["joined"].started >= max(run.nodes["left"].ended, run.nodes["right"].ended)
+    executor = "threads"
+    in_process = True
 
 
 def test_an_unknown_executor_name_lists_the_valid_ones(flow):
     define_diamond(flow)
     with pytest.raises(ValueError, match="unknown executor 'gpu'.*'threads'"):
         flow.run("joined", executor="gpu")
-
-
-def test_a_submitted_run_can_be_cancelled_and_resumed_without_recomputing(flow, calls):
-    started, proceed = threading.Event(), threading.Event()
-
-    @flow.node
-    def slow():
-        calls["slow"] += 1
-        started.set()
-        proceed.wait(10)
-        return 1
-
-    @flow.node
-    def after(slow):
-        calls["after"] += 1
-        return slow + 1
-
-    handle = flow.submit("after")
-    assert started.wait(10)
-    handle.cancel("changed my mind")
-    proceed.set()
-    with pytest.raises(lf.CancelledError, match="changed my mind"):
-        handle.result(10)
-    assert handle.run.nodes["slow"].status == "completed"
-    assert handle.run.nodes["after"].status == "cancelled"
-    assert flow.get("after") == 2
-    assert calls == {"slow": 1, "after": 1}
-
-
-def test_a_submitted_run_returns_its_run(flow):
-    define_diamond(flow)
-    handle = flow.submit("joined", executor="threads")
-    assert handle.result(10)["joined"] == 9
-    assert handle.done()
-
-
-@pytest.mark.parametrize("executor", ["sync", "threads", "processes"])
-def test_on_error_skip_gives_partial_results_under_every_executor(flow, executor):
-    @flow.node(on_error="skip")
-    def bad():
-        raise RuntimeError("no data")
-
-    @flow.node
-    def after(bad):
-        return bad
-
-    @flow.node
-    def good():
-        return 1
-
-    run = flow.run(["after", "good"], executor=executor)
-    assert (run.failed, run.skipped, run["good"]) == (["bad"], ["after"], 1)
-    assert run.nodes["after"].reason == "upstream 'bad' failed"
 
 
 def test_a_keyboard_interrupt_in_a_sync_node_cancels_the_run(flow, calls):
@@ -209,34 +129,6 @@ def test_an_interrupt_that_lands_on_another_thread_still_cancels_the_run(flow):
     assert finished.wait(60)
     assert released == [True]  # the run was cancelled while the node was still running
     assert flow.last_run.nodes["stuck"].status == "cancelled"
-
-
-@pytest.mark.parametrize("executor", ["sync", "threads"])
-def test_a_long_chain_of_large_arrays_holds_only_the_live_ones(executor):
-    flow = lf.Flow("chain", cache=lf.Cache(memory=None, disk=None))
-    alive: set[int] = set()
-    most = []
-
-    def make(i: int):
-        def step(previous):
-            most.append(len(alive))
-            array = previous + 1
-            alive.add(i)
-            weakref.finalize(array, alive.discard, i)
-            return array
-        return step
-
-    @flow.node
-    def step0():
-        array = np.zeros(1_000_000)
-        alive.add(0)
-        weakref.finalize(array, alive.discard, 0)
-        return array
-
-    for i in range(1, 20):
-        flow.node(name=f"step{i}", inputs={"previous": f"step{i - 1}"})(make(i))
-    assert flow.get("step19", executor=executor)[0] == 19
-    assert max(most) <= 2  # the input being read, and at most one value not yet released
 
 
 def test_importing_and_running_lazyflow_imports_neither_dask_nor_a_process_pool():

@@ -104,9 +104,9 @@ class RemoteTier:
     tier goes offline until :meth:`reset_outage`.
 
     >>> tier = RemoteTier("memory://lazyflow-doc", background=False)
-    >>> tier.put("ab" * 16, [1, 2], {"digest": "d"})
-    >>> tier.get("ab" * 16)
-    [1, 2]
+    >>> stored = tier.put("ab" * 16, [1, 2], {"digest": "d"})   # the metadata, stamped
+    >>> tier.get("ab" * 16), tier.meta("ab" * 16)["digest"]
+    ([1, 2], 'd')
     """
 
     name = "remote"

@@ -35,6 +35,7 @@ be pickled, results are hashed on the client instead.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from dataclasses import replace
@@ -120,6 +121,7 @@ class DaskExecutor:
         remote.cancel()
         stopped = True
         if worker is not None:
+            _await_release(self.client, remote.key)
             try:
                 self.client.restart_workers([worker], raise_for_error=True)
             except Exception:  # no nanny: the work cannot be stopped from here
@@ -188,6 +190,23 @@ def _processing_on(dask_scheduler: Any, key: str) -> str | None:
     state = dask_scheduler.tasks.get(key)
     worker = getattr(state, "processing_on", None)
     return None if worker is None else worker.address
+
+
+def _released(dask_scheduler: Any, key: str) -> bool:
+    return key not in dask_scheduler.tasks
+
+
+def _await_release(client: Any, key: str, patience: float = 10.0) -> None:
+    """Return once the scheduler has dropped the cancelled ``key`` (or after ``patience``).
+
+    The cancel travels on the client's batched stream, the worker restart that follows
+    by RPC: a restart that overtakes it has the scheduler hand the still-wanted task to
+    another worker, and a cancelled node runs again. Each check is a round trip to the
+    scheduler, so this waits without sleeping.
+    """
+    deadline = time.monotonic() + patience
+    while not client.run_on_scheduler(_released, key=key) and time.monotonic() < deadline:
+        pass
 
 
 def _hashers_plugin(blob: bytes) -> Any:

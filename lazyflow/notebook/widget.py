@@ -45,10 +45,17 @@ __all__ = ["FlowWidget"]
 class FlowWidget(widgets.VBox):
     """The flow's DAG, live: node states, timings, tiers, progress, and a Cancel button.
 
-    >>> w = flow.widget()                       # doctest: +SKIP
-    >>> w                                       # shows it; then in another cell:
-    >>> flow.run("model", path="a.csv")         # drawn live   # doctest: +SKIP
-    >>> job = w.submit("model", path="a.csv")   # in the background: Cancel works
+    >>> import lazyflow as lf
+    >>> flow = lf.Flow("doc", cache=lf.Cache(disk=None))
+    >>> @flow.node
+    ... def model(path: str):
+    ...     return path.upper()
+    >>> w = flow.widget()       # shows the DAG when it ends a cell; then, in another cell:
+    >>> flow.run("model", path="a.csv").status              # drawn live
+    'completed'
+    >>> job = w.submit("model", path="b.csv")               # in the background: Cancel works
+    >>> job.result(10)["model"]
+    'B.CSV'
     """
 
     def __init__(self, flow: Flow, *, interval: float = 0.1) -> None:
