@@ -1,5 +1,14 @@
 """Executors: where node functions run (see ``base.py`` for the protocol).
 
+Design note
+-----------
+An executor only *calls*: it takes a :class:`Task` (a function, its keyword
+arguments and its retry policy) and returns a future of an :class:`Outcome`.
+Hashing, storing and recording stay in the engine, so every executor gives the
+records of the synchronous reference path (``tests/executor_conformance.py``
+holds them all to it). Executors are registered by name, and the optional ones
+(processes, Dask) are imported only when asked for.
+
 ``executor=`` accepts a name (``"sync"``, ``"threads"``, ``"processes"``,
 ``"dask"``), an executor object, or a ``distributed.Client``.
 """
