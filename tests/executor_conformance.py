@@ -7,8 +7,10 @@ by every scheduler's tests)::
     class TestThreadExecutor(ExecutorConformance):
         executor = "threads"
 
-A capability an executor lacks is declared on its class (``concurrent =
-False``), never special-cased by executor name in a test. Nodes keep their
+A capability an executor has is declared on its class (``stops_running_nodes
+= True``) or by inheriting the suite that tests it (:class:`ConcurrentConformance`,
+:class:`InProcessConformance`), never special-cased by executor name in a test,
+and no test is skipped for an executor it does not apply to. Nodes keep their
 state where every executor can reach it: call counts in the file-backed
 ``ledger``, rendezvous through named pipes and file locks (``meeting``,
 ``gates.py``), so the same test runs in threads, worker processes and on a
@@ -40,8 +42,6 @@ class ExecutorConformance:
 
     executor: ClassVar[str]
     """The name given to ``executor=``."""
-    concurrent: ClassVar[bool] = True
-    """Independent nodes run at the same time (with ``max_workers=2``)."""
     in_process: ClassVar[bool] = False
     """Nodes run in the requesting process, so they can share Python objects with it."""
     inline: ClassVar[bool] = False
@@ -102,24 +102,6 @@ class ExecutorConformance:
         assert nodes["left"].started >= nodes["source"].ended
         assert nodes["right"].started >= nodes["source"].ended
         assert nodes["joined"].started >= max(nodes["left"].ended, nodes["right"].ended)
-
-    def test_independent_branches_run_at_the_same_time(self, flow, meeting):
-        if not self.concurrent:
-            pytest.skip(f"{self.executor!r} runs one node at a time")
-
-        @flow.node
-        def left():
-            meeting("left")  # returns only once 'right' is running too
-            return 1
-
-        @flow.node
-        def right():
-            meeting("right")
-            return 2
-
-        run = flow.run(["left", "right"], executor=self.executor, max_workers=2)
-        a, b = run.nodes["left"], run.nodes["right"]
-        assert a.started < b.ended and b.started < a.ended
 
     def test_nodes_lazy_calls_and_mapped_elements_run_where_the_executor_says(self, flow):
         @flow.node
@@ -338,9 +320,30 @@ class ExecutorConformance:
 
     # ------------------------------------------------------------------ memory
 
+
+class ConcurrentConformance(ExecutorConformance):
+    """What executors that run several nodes at once add (all but ``sync``)."""
+
+    def test_independent_branches_run_at_the_same_time(self, flow, meeting):
+        @flow.node
+        def left():
+            meeting("left")  # returns only once 'right' is running too
+            return 1
+
+        @flow.node
+        def right():
+            meeting("right")
+            return 2
+
+        run = flow.run(["left", "right"], executor=self.executor, max_workers=2)
+        a, b = run.nodes["left"], run.nodes["right"]
+        assert a.started < b.ended and b.started < a.ended
+
+
+class InProcessConformance(ExecutorConformance):
+    """What executors that hold values in this process add (``sync``, ``threads``)."""
+
     def test_a_long_chain_of_large_arrays_holds_only_the_live_ones(self):
-        if not self.in_process:
-            pytest.skip(f"{self.executor!r} holds values in other processes")
         flow = lf.Flow("chain", cache=lf.Cache(memory=None, disk=None))
         alive: set[int] = set()
         most = []

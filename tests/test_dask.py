@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chains import define_diamond
-from executor_conformance import ExecutorConformance
+from executor_conformance import ConcurrentConformance
 
 import lazyflow as lf
 from lazyflow.cache.base import NO_VALUE
@@ -99,7 +99,7 @@ def _unpickled(payload: bytes, ledger: str) -> Tracked:
 lf.register_hasher(Tracked, lambda t: t.payload)
 
 
-class TestDaskExecutor(ExecutorConformance):
+class TestDaskExecutor(ConcurrentConformance):
     """``executor="dask"``: the environment's client, on a real LocalCluster of two worker
     processes; a running node is stopped by restarting its worker through its nanny."""
 

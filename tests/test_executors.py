@@ -13,21 +13,20 @@ from collections.abc import Iterator
 
 import pytest
 from chains import define_diamond
-from executor_conformance import ExecutorConformance
+from executor_conformance import ConcurrentConformance, InProcessConformance
 
 import lazyflow as lf
 
 
-class TestSyncExecutor(ExecutorConformance):
+class TestSyncExecutor(InProcessConformance):
     """The reference path: one node at a time, inline in the run's thread."""
 
     executor = "sync"
-    concurrent = False
     in_process = True
     inline = True
 
 
-class TestThreadExecutor(ExecutorConformance):
+class TestThreadExecutor(ConcurrentConformance, InProcessConformance):
     """Threads of this process: a running node cannot be stopped, only abandoned."""
 
     executor = "threads"

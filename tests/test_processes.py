@@ -12,13 +12,13 @@ import textwrap
 import numpy as np
 import psutil
 import pytest
-from executor_conformance import ExecutorConformance
+from executor_conformance import ConcurrentConformance
 
 import lazyflow as lf
 from lazyflow.executors.processes import ProcessExecutor, WorkerLostError
 
 
-class TestProcessExecutor(ExecutorConformance):
+class TestProcessExecutor(ConcurrentConformance):
     """Worker processes of the session's shared pool: a running node is stopped by
     killing its worker."""
 
