@@ -60,6 +60,7 @@ from lazyflow.cache.serialize import (
     KNOWN_ENCODINGS,
     CorruptEntryError,
     Encoded,
+    ForeignEntries,
     decode,
     decode_bytes,
     dump_meta,
@@ -166,7 +167,7 @@ class _EntryDisk(diskcache.Disk):  # type: ignore[misc]
         return _Row(bytes(value), path)
 
 
-class DiskTier:
+class DiskTier(ForeignEntries):
     """Entries under a local directory; size-limited, shared safely by threads and processes.
 
     >>> import tempfile
@@ -212,16 +213,7 @@ class DiskTier:
         row = self._cache.get(key, retry=True)
         if not isinstance(row, _Row):
             return None
-        meta = self._parse(key, row)[0]
-        if meta is not None and not readable(meta, f"disk cache {self.directory}"):
-            self._foreign.add(key)
-            return None
-        return meta
-
-    def foreign(self, key: str) -> bool:
-        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
-        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
-        return key in self._foreign
+        return self._screened(key, self._parse(key, row)[0], f"disk cache {self.directory}")
 
     @recovering("_cache")
     def get(self, key: str) -> Any:

@@ -69,6 +69,7 @@ from lazyflow.cache.serialize import (
     KNOWN_ENCODINGS,
     CorruptEntryError,
     Encoded,
+    ForeignEntries,
     decode,
     dump_meta,
     encode,
@@ -96,7 +97,7 @@ class RemoteUnavailableError(LazyflowError, ImportError):
     """The filesystem for a remote cache URL is not installed."""
 
 
-class RemoteTier:
+class RemoteTier(ForeignEntries):
     """Entries under an fsspec URL, written in the background.
 
     ``options`` go to the fsspec filesystem, except ``lazyflow_timeout``: the
@@ -164,16 +165,7 @@ class RemoteTier:
         stored = self._read_meta(key)
         if stored is None:
             return None
-        meta: Meta = stored["meta"]
-        if not readable(meta, f"remote cache {self.url}"):
-            self._foreign.add(key)
-            return None
-        return meta
-
-    def foreign(self, key: str) -> bool:
-        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
-        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
-        return key in self._foreign
+        return self._screened(key, stored["meta"], f"remote cache {self.url}")
 
     def get(self, key: str) -> Any:
         """Stream the value object, verify its checksum, decode; ``KeyError`` if absent."""

@@ -66,7 +66,7 @@ from lazyflow._version import __version__
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.errors import CacheWarning, LazyflowError
 
-__all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded",
+__all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded", "ForeignEntries",
            "UnknownEncodingError", "UnloadableEntryError", "decode", "decode_bytes", "dump_meta",
            "encode", "encoding_of", "read_encoded", "readable", "stamp", "unknown_encoding",
            "verify_stream", "write_encoded"]
@@ -126,6 +126,25 @@ def readable(meta: Meta, where: str) -> bool:
             "upgrade lazyflow (pip install -U lazyflow) to use them", CacheWarning,
             stacklevel=4)
     return False
+
+
+class ForeignEntries:
+    """What a byte-storing tier remembers of entries of an encoding it does not read: it
+    answers them as misses and never replaces them (a newer colleague's work survives)."""
+
+    _foreign: set[str]
+
+    def _screened(self, key: str, meta: Meta | None, where: str) -> Meta | None:
+        """``meta``, or ``None`` (remembering ``key``) when its encoding is unknown here."""
+        if meta is not None and not readable(meta, where):
+            self._foreign.add(key)
+            return None
+        return meta
+
+    def foreign(self, key: str) -> bool:
+        """Whether ``meta`` met ``key`` holding an entry of an encoding this lazyflow does not
+        read, which ``put`` leaves in place (a worker opening its own tier must too)."""
+        return key in self._foreign
 
 
 def unknown_encoding(meta: Meta, key: str) -> UnknownEncodingError:
