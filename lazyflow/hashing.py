@@ -33,9 +33,11 @@ Synchronisation objects (locks, events, barriers, queues) hash by type alone:
 they steer a computation, they are not its data, and a node reading one must
 not be invalidated by its state.
 
-Arrays are hashed through their buffer without a copy when C-contiguous (xxh3
-runs at ~14 GB/s here, against ~0.5 GB/s for md5 or joblib.hash). This module
-knows nothing of graphs or caches.
+The hashers of data libraries live in ``lazyflow/hashers/`` (numpy, pandas,
+pyarrow, polars, xarray, scipy.sparse, torch), one module each, installed
+lazily the first time a value of their library is hashed; arrays go through
+their buffers without a copy (xxh3 runs at ~14 GB/s here, against ~0.5 GB/s
+for md5 or joblib.hash). This module knows nothing of graphs or caches.
 """
 
 from __future__ import annotations
@@ -506,33 +508,7 @@ def _hash_strings(h: Hasher, items: list[Any]) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- numpy
-
-
-_ARRAY_HEADERS: dict[tuple[int, tuple[int, ...]], tuple[Any, bytes]] = {}
-_DIGEST_PREFIX = _LEN.pack(16)  # the length prefix of a chunk holding a 16-byte digest
-
-
-def _array_header(arr: Any) -> bytes:
-    """The stream an array's digest starts with: tag, then dtype and shape as a chunk.
-
-    Memoised for numeric dtypes by the dtype object's identity and the shape:
-    formatting them costs more than hashing a small array, and hashing a dtype
-    to look it up costs almost as much.
-    """
-    dtype = arr.dtype
-    key = (id(dtype), arr.shape)
-    found = _ARRAY_HEADERS.get(key)
-    if found is not None and found[0] is dtype:
-        return found[1]
-    # a structured dtype's str is only its size ('|V16'): its descr names fields and formats
-    text = f"{dtype.descr if dtype.fields is not None else dtype.str}|{arr.shape}".encode()
-    header = b"A" + _LEN.pack(len(text)) + text
-    if dtype.kind in "biufc":
-        if len(_ARRAY_HEADERS) >= 4096:
-            _ARRAY_HEADERS.clear()
-        _ARRAY_HEADERS[key] = (dtype, header)  # holding the dtype keeps its id unique
-    return header
+# --------------------------------------------------------------------------- installing
 
 
 def _install(cls: type, fn: HasherFn) -> bool:
@@ -544,155 +520,14 @@ def _install(cls: type, fn: HasherFn) -> bool:
     return True
 
 
-def _register_numpy() -> HasherFn:
-    """Install the numpy hashers; return the array hasher (pandas hashes columns with it)."""
-    import numpy as np
-
-    def _hash_ndarray(h: Hasher, arr: Any) -> None:
-        h._h.update(_array_header(arr))
-        if arr.dtype.hasobject:
-            items = arr.ravel().tolist()
-            if not _hash_strings(h, items):
-                h.value(items)
-            return
-        if arr.dtype.kind in "mM":  # datetime64 cannot export a buffer: view as int64
-            arr = arr.view(np.int64)
-        if not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)  # layout must not change the digest
-        if arr.dtype.fields is not None or arr.dtype.kind in "SUV":
-            h.chunk(arr.tobytes())
-        else:  # the buffer's own one-shot digest: as fast as raw xxh3, stream or not
-            h.chunk(xxhash.xxh3_128_digest(arr))
-
-    def _numeric_hexdigest(arr: Any) -> str | None:
-        """:func:`hash_value` of a contiguous numeric array in one call (the hot case)."""
-        dtype = arr.dtype
-        found = _ARRAY_HEADERS.get((id(dtype), arr.shape))  # a hit means a numeric dtype
-        if found is not None and found[0] is dtype:
-            header = found[1]
-        elif dtype.kind in "biufc":
-            header = _array_header(arr)
-        else:
-            return None
-        try:
-            content = xxhash.xxh3_128_digest(arr)
-        except ValueError:  # not C-contiguous: the stream makes a contiguous copy
-            return None
-        return xxhash.xxh3_128_hexdigest(header + _DIGEST_PREFIX + content)
-
-    def _hash_generic(h: Hasher, obj: Any) -> None:
-        _hash_ndarray(h, np.asarray(obj))
-
-    def _hash_masked(h: Hasher, arr: Any) -> None:
-        """Data, mask, fill value and hardness: what a masked array computes with."""
-        h.tag(b"Q")
-        _hash_ndarray(h, np.asarray(arr.data))
-        _hash_ndarray(h, np.ma.getmaskarray(arr))
-        h.value(arr.fill_value)
-        h.value(bool(arr.hardmask))
-
-    if _install(np.ndarray, _hash_ndarray):
-        _ONE_CALL[np.ndarray] = _numeric_hexdigest
-    _install(np.generic, _hash_generic)
-    _install(np.ma.MaskedArray, _hash_masked)
-    return _hash_ndarray
-
-
-# --------------------------------------------------------------------------- pandas
-
-
-def _register_pandas() -> None:
-    """Install the pandas hashers (and numpy's, which they use)."""
-    import numpy as np
-    import pandas as pd
-
-    _LAZY.pop("numpy", None)
-    hash_ndarray = _register_numpy()
-
-    def _column(h: Hasher, col: Any) -> None:
-        """One column (a Series or an Index): raw buffers for numbers, one hash per element
-        for mixed objects (``[1, None]`` and ``["1", None]`` must differ), pandas' own
-        hashing for other extension types."""
-        dtype = col.dtype
-        h.chunk(str(dtype).encode())
-        if isinstance(dtype, np.dtype) and dtype.kind in "biufcmM":
-            hash_ndarray(h, col.to_numpy())  # no copy for numpy-backed columns
-        elif isinstance(dtype, pd.CategoricalDtype):  # categories, their order, ordered
-            values = pd.Categorical(col)
-            _index(h, dtype.categories)
-            h.value(bool(dtype.ordered))
-            hash_ndarray(h, np.asarray(values.codes))
-        elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-            # pandas 3's default str columns: their Arrow buffers, through the Arrow hasher
-            # (lazyflow/hashers/arrow.py), not a list of a million Python strings
-            h.value(col.array.__arrow_array__())
-        elif col.dtype == object or isinstance(dtype, pd.StringDtype):
-            values = col.to_numpy(dtype=object)
-            missing = pd.isna(values)  # vectorised: where, and which kind (None, nan, NA...)
-            if missing.any():
-                h.tag(b"?")
-                hash_ndarray(h, np.flatnonzero(missing))
-                h.value([type(v).__name__ for v in values[missing].tolist()])
-                values = values[~missing]
-            items = values.tolist()
-            if not _hash_strings(h, items):  # strings at C speed; anything else one by one
-                h.value(items)
-        else:  # numeric extension types (nullable, tz-aware, periods...): dtype above
-            hashed = pd.util.hash_pandas_object(col, index=False, categorize=False)
-            hash_ndarray(h, np.asarray(hashed))
-
-    def _index(h: Hasher, index: Any) -> None:
-        h.tag(b"I")
-        h.value(list(index.names))
-        h.value(getattr(index, "freqstr", None))
-        if isinstance(index, pd.RangeIndex):
-            h.value((index.start, index.stop, index.step))
-        elif isinstance(index, pd.MultiIndex):
-            for level in range(index.nlevels):
-                _column(h, index.get_level_values(level))
-        else:
-            _column(h, index)
-
-    def _hash_series(h: Hasher, s: Any) -> None:
-        h.tag(b"R")
-        h.value(s.name)
-        h.value(dict(s.attrs))
-        _index(h, s.index)
-        _column(h, s)
-
-    def _hash_frame(h: Hasher, df: Any) -> None:
-        h.tag(b"W")
-        _index(h, df.columns)  # labels, their dtype and the columns' name
-        h.value(dict(df.attrs))
-        _index(h, df.index)
-        for i in range(df.shape[1]):
-            _column(h, df.iloc[:, i])
-
-    def _hash_timestamp(h: Hasher, ts: Any) -> None:
-        """Nanoseconds, unit and tz identity (a Timestamp is a datetime with more detail)."""
-        h.tag(b"n")
-        h.value((ts.value, getattr(ts, "unit", "ns"), ts.fold))
-        h.value(ts.tzinfo)
-
-    def _hash_timedelta(h: Hasher, td: Any) -> None:
-        h.tag(b"v")
-        h.value((td.value, getattr(td, "unit", "ns")))
-
-    _install(pd.Series, _hash_series)
-    _install(pd.DataFrame, _hash_frame)
-    _install(pd.Index, _index)
-    _install(pd.Timestamp, _hash_timestamp)
-    _install(pd.Timedelta, _hash_timedelta)
-
-
-_LAZY["numpy"] = _register_numpy
-_LAZY["pandas"] = _register_pandas
 
 
 # --------------------------------------------------------------------------- lazyflow/hashers/
 
 from lazyflow.hashers import registrar as _registrar  # noqa: E402  (imports no library)
 
+_LAZY["numpy"] = _registrar("numpy")
+_LAZY["pandas"] = _registrar("pandas")
 _LAZY["pyarrow"] = _registrar("arrow")
 _LAZY["polars"] = _registrar("polars")
 _LAZY["xarray"] = _registrar("xarray")

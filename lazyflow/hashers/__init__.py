@@ -1,9 +1,10 @@
-"""Native value digests for data libraries beyond numpy and pandas.
+"""Native value digests for data libraries: numpy, pandas and beyond.
 
 Design note
 -----------
 Each module here teaches :func:`lazyflow.hash_value` one library and has one
-job: ``arrow`` (pyarrow arrays, chunked arrays, tables, record batches),
+job: ``numpy`` (arrays, masked arrays, scalars), ``pandas`` (frames, series,
+indexes, timestamps), ``arrow`` (pyarrow arrays, chunked arrays, tables, record batches),
 ``polars`` (frames and series), ``xarray`` (data arrays and datasets),
 ``sparse`` (scipy.sparse matrices and arrays) and ``torch`` (CPU tensors).
 Each exposes ``register()``, which installs its hashers with
