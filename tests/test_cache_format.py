@@ -120,16 +120,22 @@ def test_a_newer_encoding_on_disk_is_a_miss_with_one_warning_and_is_kept(
     assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
 
 
-@pytest.mark.s3
-def test_a_newer_encoding_on_s3_is_a_miss_with_one_warning_and_is_kept(
-        s3_url, s3_options, monkeypatch, fresh_warnings):
+def _newer_entries_on_s3(s3_url, s3_options, monkeypatch):
+    """A newer lazyflow computes ``total`` onto the S3 remote; return a factory of caches on
+    that remote, a tier reading it, and each stored key's encoding version."""
     def remote() -> lf.Cache:
         return lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
 
     with newer_lazyflow(monkeypatch):
         _flow(remote()).get("total", n=5)
     tier = RemoteTier(s3_url, s3_options, background=False)
-    written = _encodings(tier, monkeypatch)
+    return remote, tier, _encodings(tier, monkeypatch)
+
+
+@pytest.mark.s3
+def test_a_newer_encoding_on_s3_is_a_miss_with_one_warning_and_is_kept(
+        s3_url, s3_options, monkeypatch, fresh_warnings):
+    remote, tier, written = _newer_entries_on_s3(s3_url, s3_options, monkeypatch)
     older = _flow(remote())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -157,13 +163,7 @@ class InlineSharingExecutor(PicklingExecutor):
 @pytest.mark.s3
 def test_workers_writing_to_the_shared_remote_leave_a_newer_entry_in_place(
         s3_url, s3_options, monkeypatch, fresh_warnings):
-    def remote() -> lf.Cache:
-        return lf.Cache(memory=None, disk=None, remote=s3_url, remote_options=s3_options)
-
-    with newer_lazyflow(monkeypatch):
-        _flow(remote()).get("total", n=5)
-    tier = RemoteTier(s3_url, s3_options, background=False)
-    written = _encodings(tier, monkeypatch)
+    remote, tier, written = _newer_entries_on_s3(s3_url, s3_options, monkeypatch)
     with pytest.warns(lf.CacheWarning, match="encoding version 2"):
         run = _flow(remote()).run("total", n=5, executor=InlineSharingExecutor())
     assert (run.nodes["total"].status, run["total"]) == ("completed", 10)
