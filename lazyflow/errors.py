@@ -4,7 +4,7 @@ Each error subclasses :class:`LazyflowError` *and* the builtin it resembles, so
 ``except KeyError`` keeps working for an unknown node and ``except ValueError``
 for a cycle. Messages say what happened, to which node or parameter, and what
 to do next. Exceptions raised by user code are never wrapped: they propagate
-with their own type and a PEP 678 note naming the node (see ``engine.py``).
+with their own type and a PEP 678 note naming the node (see ``engine/settle.py``).
 """
 
 from __future__ import annotations

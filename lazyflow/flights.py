@@ -17,7 +17,7 @@ another request's failure.
 
 Nothing here blocks: a waiter is a callback, so the engine folds the wait into
 its own wait for finished tasks (and never waits at all on a thread running an
-event loop, see ``engine.py``). Claims are held only while a node computes, so
+event loop, see ``engine/flight.py``). Claims are held only while a node computes, so
 a run never waits on a claim of its own that cannot land: two nodes of one run
 with the same key are computed once, the second parked until the first lands.
 

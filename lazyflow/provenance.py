@@ -5,7 +5,7 @@ Design note
 Policy. Lineage is read, never recomputed: every stored entry's metadata
 already names the content keys of its inputs, its code fingerprint's
 components, its parameter digests and its inputs' value digests (written by
-``engine.py``). :func:`lineage` finds the target's entry the way a request
+``engine/``). :func:`lineage` finds the target's entry the way a request
 would (``explain``, so it is lazy and reads metadata only), then follows the
 input keys tier by tier. Because a remote entry carries the same metadata, the
 lineage of a value a colleague computed is as complete as one's own.

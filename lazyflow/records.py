@@ -10,13 +10,13 @@ it stores is written down here, one ``TypedDict`` per record type, and in
 ==================  ==================================  =========================
 domain              stored under it                     written by
 ==================  ==================================  =========================
-``CONTENT``         a value with :class:`EntryMeta`     ``engine.py``
-``ELEMENT``         a value with :class:`ElementMeta`   ``engine.py`` (``map=``)
+``CONTENT``         a value with :class:`EntryMeta`     ``engine/settle.py``
+``ELEMENT``         a value with :class:`ElementMeta`   ``engine/maps.py``
 ``FILE``            bytes with :class:`FileMeta`        ``files.py``
-``TRACE``           :class:`TraceRecord`                ``engine.py``
-``LATEST``          :class:`LatestRecord`               ``engine.py`` (local tiers)
-``LAZY_TRACES``     :class:`LazyTraceRecord`            ``engine.py`` (``lazy.py``)
-``ENVIRONMENT``     :class:`EnvironmentRecord`          ``engine.py``
+``TRACE``           :class:`TraceRecord`                ``engine/settle.py``
+``LATEST``          :class:`LatestRecord`               ``engine/settle.py`` (local)
+``LAZY_TRACES``     :class:`LazyTraceRecord`            ``engine/lazyinputs.py``
+``ENVIRONMENT``     :class:`EnvironmentRecord`          ``engine/why.py``
 ``SHOWN``           :class:`ShownRecord`                ``notebook/magics.py``
 ==================  ==================================  =========================
 

@@ -19,10 +19,11 @@ import s3fs
 from doubles import PicklingExecutor
 
 import lazyflow as lf
-from lazyflow import engine, environment, keys, lazy, mapping
+from lazyflow import environment, keys, lazy, mapping
 from lazyflow.cache import serialize
 from lazyflow.cache.disk import DiskTier
 from lazyflow.cache.remote import RemoteTier
+from lazyflow.engine import maps, settle
 from lazyflow.provenance import verify_cache
 from lazyflow.records import (
     ElementMeta,
@@ -71,7 +72,8 @@ def newer_lazyflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         m.setattr(serialize, "KNOWN_ENCODINGS", frozenset({1, 2}))
         m.setattr(serialize, "MAGIC", b"LFv2")
         m.setattr(serialize, "__version__", "0.2.0")
-        m.setattr(engine, "__version__", "0.2.0")
+        for stamping in (settle, maps):  # the modules that stamp entries with the version
+            m.setattr(stamping, "__version__", "0.2.0")
         m.setattr(environment, "current", lambda: newer)
         yield
 

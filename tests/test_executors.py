@@ -102,7 +102,7 @@ def _waiting_for_the_run(thread: threading.Thread) -> bool:
     with open(f"/proc/self/task/{thread.native_id}/stat") as f:
         state = f.read().rpartition(")")[2].split()[0]
     return frame is not None and state == "S" and (
-        frame.f_code.co_filename == lf.engine.__file__ or frame.f_code.co_name == "wait")
+        frame.f_code.co_filename == lf.engine.loop.__file__ or frame.f_code.co_name == "wait")
 
 
 def test_an_interrupt_that_lands_on_another_thread_still_cancels_the_run(flow):

@@ -313,7 +313,7 @@ class RemoteTier(ForeignEntries):
         return f"RemoteTier({self.url!r})"
 
     def opener(self) -> Callable[[], RemoteTier]:
-        """How a worker opens this tier itself (``executors/shared.py``): same settings,
+        """How a worker opens this tier itself (``engine/shared.py``): same settings,
         writes synchronous, so an entry is committed when the worker's task returns."""
         return functools.partial(_reopen, self.url, self.options, False, self.chunk_size, 1)
 

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
-from lazyflow.executors.base import Executor, Outcome, Task
+from lazyflow.executors.base import Capabilities, Executor, Outcome, Task
 from lazyflow.executors.sync import SyncExecutor
 from lazyflow.executors.threads import ThreadExecutor
 
-__all__ = ["Executor", "Outcome", "SyncExecutor", "Task", "ThreadExecutor", "executors",
+__all__ = ["Capabilities", "Executor", "Outcome", "SyncExecutor", "Task", "ThreadExecutor", "executors",
            "register_executor", "resolve_executor"]
 
 _FACTORIES: dict[str, Callable[[int | None], Executor]] = {

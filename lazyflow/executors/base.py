@@ -32,7 +32,7 @@ from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.policies import DEFAULTS, Policy
 from lazyflow.skip import Skip
 
-__all__ = ["Executor", "Outcome", "Task", "install_hashers", "pack_hashers"]
+__all__ = ["Capabilities", "Executor", "Outcome", "Task", "install_hashers", "pack_hashers"]
 
 
 @dataclass(slots=True)
@@ -106,7 +106,12 @@ class Task:
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs tasks; ``max_workers`` bounds how many the engine keeps in flight."""
+    """Runs tasks; ``max_workers`` bounds how many the engine keeps in flight.
+
+    An executor may also declare, as class attributes, what it can do (read
+    through :class:`Capabilities`, each false when not declared): ``inline``,
+    ``places_work`` and ``shares_cache``.
+    """
 
     name: str
     max_workers: int
@@ -122,6 +127,26 @@ class Executor(Protocol):
     def shutdown(self) -> None:
         """Release workers the executor created itself."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an executor declares it can do; the engine reads this, never the executor's name."""
+
+    inline: bool = False
+    """It calls each task in the submitting thread: the engine calls tasks directly (no
+    future), and runs a node with a ``timeout=`` on a helper thread it can abandon."""
+    places_work: bool = False
+    """It places work itself (Dask): resource needs go to it, and no local gate applies."""
+    shares_cache: bool = False
+    """Its workers can open a shared cache tier themselves (``engine/shared.py``)."""
+
+    @classmethod
+    def of(cls, executor: Executor) -> Capabilities:
+        """The capabilities ``executor`` declares."""
+        return cls(bool(getattr(executor, "inline", False)),
+                   bool(getattr(executor, "places_work", False)),
+                   bool(getattr(executor, "shares_cache", False)))
 
 
 def pack_hashers(hashers: tuple[tuple[type, Callable[[Any], Any]], ...]) -> bytes | None:

@@ -18,6 +18,7 @@ class SyncExecutor:
 
     name = "sync"
     max_workers = 1
+    inline = True
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Run ``task`` now; return an already-resolved future."""

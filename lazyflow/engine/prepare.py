@@ -1,0 +1,178 @@
+"""Prepare and resolve a plan: per-node facts that need no cache, then hits and misses.
+
+1. **Prepare** every node of the plan: its code fingerprint, the digests of
+   its flow inputs, and its *trace key* (``keys.py``) — pure CPU, no cache.
+2. **Resolve** backwards from the targets: a node whose trace record points to
+   a stored entry is a hit and its ancestors are not even looked at; any
+   other node is *needed*, and so are its upstream nodes. This is what makes
+   a request lazy: a cached target loads no ancestor value and reads no
+   ancestor entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import lazyflow.environment as environment
+import lazyflow.files as files
+import lazyflow.keys as keys
+import lazyflow.lazy as lazy
+from lazyflow.errors import HashingError
+from lazyflow.fingerprint import Fingerprint
+from lazyflow.hashing import hash_value
+from lazyflow.records import EntryMeta, TraceRecord
+
+if TYPE_CHECKING:
+    from lazyflow.cache.hierarchy import Cache
+    from lazyflow.graph import Plan
+
+__all__ = ["REUSE_NONDETERMINISTIC", "Hit", "Prepared", "eager_edges", "lazy_params", "prepare",
+           "resolve", "scope"]
+
+REUSE_NONDETERMINISTIC: ContextVar[bool] = ContextVar("lazyflow_reuse_nondeterministic",
+                                                      default=False)
+"""When true, ``deterministic=False`` nodes may be served from the cache (see provenance.py)."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Per-node facts of one request that need no cache."""
+
+    fp: Fingerprint
+    code: str  # what keys take for the code: the fingerprint, scoped to the environment or not
+    params: dict[str, str]
+    trace: str | None
+    cacheable: bool  # its result is stored
+    reusable: bool  # a stored result may be served (false for deterministic=False nodes)
+
+
+@dataclass(slots=True)
+class Hit:
+    """Where a settled node's value is stored, and the entry's metadata."""
+
+    key: str
+    meta: EntryMeta
+    tier: str
+
+
+def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
+    """Fingerprint, parameter digests and trace key of every node of ``plan``.
+
+    ``environment_digest``: the environment digest keys are scoped to
+    (``lf.Cache(scope="environment")``), or ``""`` when they are not.
+
+    The previous request's results live in ``plan.memo``; a node whose
+    fingerprint is the very same (still valid) object, whose parameter
+    digests are equal and none of whose ancestors changed keeps its entry,
+    so a repeated request pays one fingerprint validation per node.
+    """
+    previous: dict[str, Prepared] = plan.memo.get("prepared") or {}
+    prepared: dict[str, Prepared] = {}
+    changed: set[str] = set()
+    input_digests: dict[int, str] = {}
+    for name in plan.order:
+        node = plan.nodes[name]
+        fp = node.fingerprint()
+        params: dict[str, str] = {}
+        for param, value in plan.params[name].items():
+            digest = input_digests.get(id(value))
+            if digest is None:
+                try:
+                    digest = hash_value(value)
+                except HashingError as e:
+                    raise e.located(name, param) from e
+                input_digests[id(value)] = digest
+            params[param] = digest
+        edges = plan.upstream[name]
+        cacheable = node.cache and not fp.volatile
+        reusable = cacheable and (node.options.deterministic
+                                  or REUSE_NONDETERMINISTIC.get())
+        code = keys.scoped(fp.digest, environment_digest) if environment_digest else fp.digest
+        old = previous.get(name)
+        if old is not None and old.fp is fp and old.code == code and old.params == params \
+                and old.reusable == reusable \
+                and (not changed or changed.isdisjoint(edges.values())):
+            prepared[name] = old
+            continue
+        files.warn_untracked_paths(node, name, plan.params[name])  # a reused node was checked
+        changed.add(name)
+        trace: str | None = None
+        if reusable:
+            upstream = {p: prepared[up].trace for p, up in edges.items()}
+            if None not in upstream.values():
+                trace = keys.trace_key(code, params, upstream)  # type: ignore[arg-type]
+        prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable)
+    plan.memo["prepared"] = prepared
+    return prepared
+
+
+def scope(cache: Cache) -> str:
+    """The environment digest keys are scoped to, or ``""`` (``lf.Cache(scope=...)``)."""
+    return environment.current().digest if cache.scope == "environment" else ""
+
+
+def eager_edges(plan: Plan) -> dict[str, dict[str, str]]:
+    """Every node's edges the scheduler waits for: all but its lazy inputs (``lazy.py``).
+
+    A node without lazy inputs has its upstream dict itself; like the lazy
+    parameters they depend on the nodes alone: computed once per plan structure.
+    """
+    found: dict[str, dict[str, str]] | None = plan.memo.get("eager")
+    if found is None:
+        lazy_of, upstream = lazy_params(plan), plan.upstream
+        found = plan.memo["eager"] = {
+            n: {p: up for p, up in upstream[n].items() if p not in lazy_of[n]} if lazy_of[n]
+            else upstream[n] for n in plan.order}
+    return found
+
+
+def lazy_params(plan: Plan) -> dict[str, frozenset[str]]:
+    """Each node's lazy parameters; they depend on the nodes alone, so once per plan structure."""
+    found: dict[str, frozenset[str]] | None = plan.memo.get("lazy")
+    if found is None:
+        found = plan.memo["lazy"] = {n: lazy.lazy_params(plan.nodes[n]) for n in plan.order}
+    return found
+
+
+def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
+            roots: Sequence[str] | None = None, seen: set[str] | None = None,
+            ) -> tuple[dict[str, Hit], list[str], set[str]]:
+    """Walk back from ``roots`` (default: the targets) through ``cache``.
+
+    Return the hits, the needed nodes in plan order, and the nodes behind lazy
+    inputs that may be needed (``maybe``). Names in ``seen`` are skipped.
+    """
+    hits: dict[str, Hit] = {}
+    needed: set[str] = set()
+    seen = set() if seen is None else seen
+    behind_lazy: list[str] = []
+    stack = list(plan.targets if roots is None else roots)
+    eager_of = eager_edges(plan)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        trace = prepared[name].trace
+        if trace is not None:
+            record: TraceRecord | None = cache.find_record(trace)
+            if record is not None:
+                found = cache.lookup(record["key"])
+                if found is not None:
+                    hits[name] = Hit(record["key"], found[0], found[1])
+                    continue
+        needed.add(name)
+        eager = eager_of[name]
+        stack.extend(eager.values())
+        if eager is not plan.upstream[name]:
+            behind_lazy.extend(up for p, up in plan.upstream[name].items() if p not in eager)
+    maybe: set[str] = set()
+    while behind_lazy:
+        name = behind_lazy.pop()
+        if name not in seen and name not in maybe:
+            maybe.add(name)
+            behind_lazy.extend(plan.upstream[name].values())
+    return hits, [n for n in plan.order if n in needed], maybe

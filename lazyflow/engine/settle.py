@@ -1,0 +1,243 @@
+"""Settle a node: a computed value is digested, stored and traced; a hit or a failure is
+recorded; events tell the world."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import lazyflow.keys as keys
+import lazyflow.skip as skip
+from lazyflow._version import __version__
+from lazyflow.cache.snapshot import handout, shareable
+from lazyflow.engine.flight import WAITING, land
+from lazyflow.engine.state import counted, input_digests
+from lazyflow.engine.step import store
+from lazyflow.engine.why import environment_note, recorded_environment
+from lazyflow.errors import HashingError, LazyflowWarning
+from lazyflow.events import NodeFinished
+from lazyflow.executors.base import Outcome
+from lazyflow.hashing import hash_value
+from lazyflow.records import EntryMeta, LatestRecord, TraceRecord
+from lazyflow.run import Status
+
+if TYPE_CHECKING:
+    from lazyflow.engine.prepare import Hit
+    from lazyflow.engine.state import RunState
+
+__all__ = ["NOT_NEEDED", "entry_meta", "finish", "link_trace", "mark_cached", "mark_unneeded",
+           "settle", "stop"]
+
+CHANGED = "; the new value differs from the vanished one, so its dependents were recomputed"
+NOT_NEEDED = "not needed"
+"""The reason of a node behind a lazy input that no node called (``mark_unneeded``)."""
+_PID = [os.getpid()]  # os.getpid() is a system call: it cost ~1 µs per stored node
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def settle(s: RunState, name: str, outcome: Outcome) -> None:
+    """Record a finished task; then wake the requests waiting for its key, which take
+    the stored value, or compute it themselves when there is none."""
+    try:
+        features = s.features.get(name)
+        if features:
+            for feature in features:
+                changed = feature.outcome(s, name, outcome)
+                if changed is None:
+                    return  # the feature settled it (sent back to wait, say)
+                outcome = changed
+        _record_outcome(s, name, outcome)
+    finally:
+        if s.flying:
+            land(s, name)
+        if s.kept:
+            s.kept.pop(name, None)
+
+
+def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
+    """Store a task's value, or apply the node's error policy."""
+    record = s.run.nodes[name]
+    record.attempts = outcome.attempts
+    record.duration = outcome.duration
+    if outcome.started:
+        record.started = outcome.started
+    record.ended = outcome.ended or time.time()
+    if outcome.error is None:
+        finish(s, name, outcome.value, outcome.duration, outcome.digest, stored=outcome.stored)
+        return
+    error = outcome.error
+    if isinstance(error, skip.Skip):
+        stop(s, name, "skipped", error.reason)
+        s.emit(NodeFinished(s.run, record))
+        return
+    _note(s, error, name)
+    policy = s.policies[name]
+    record.error = error
+    if policy.on_error == "fallback":
+        s.untraced.add(name)
+        finish(s, name, policy.fallback, outcome.duration, None, keep=False)
+        record.reason = f"fallback after {type(error).__name__}: {error}"
+        return
+    stop(s, name, "failed", f"{type(error).__name__}: {error}")
+    s.emit(NodeFinished(s.run, record))
+    if policy.on_error == "raise" and s.fatal is None:
+        s.fatal = error
+
+
+def finish(s: RunState, name: str, value: Any, duration: float, digest: str | None,
+           *, keep: bool = True, stored: bool = False) -> None:
+    """Record a computed value: digest, store, trace, events.
+
+    ``keep=False``: a value standing in for a failure, never stored.
+    ``stored``: a worker already wrote the value to the shared tier and sent
+    none back; it is loaded from the cache if anyone here needs it.
+    """
+    prep = s.prepared[name]
+    record = s.run.nodes[name]
+    if digest is None:
+        digest = _digest_of_result(name, value, cacheable=prep.cacheable and keep)
+    record.duration = duration
+    record.ended = record.ended or time.time()
+    record.digest = digest
+    record.status = "completed"
+    if s.vanished and s.vanished.get(name, digest) != digest:
+        # dependents not started yet take the new digest (start keys them by digests);
+        # those running with the old value keep the key they were started with (kept)
+        record.reason += CHANGED
+    s.digests[name] = digest
+    key = record.key
+    assert key is not None
+    s.keys[name] = key
+    upstream = counted(s, name, keyed=True) if s.lazy[name] else s.plan.upstream[name]
+    if len(upstream) == 1:  # sum() of one cost, without a set and a generator
+        cost = duration + s.costs.get(next(iter(upstream.values())), 0.0)
+    else:
+        cost = duration + sum(s.costs.get(up, 0.0) for up in set(upstream.values()))
+    s.costs[name] = cost
+    if not stored:
+        readers = s.consumers[name] + (name in s.targets)
+        # several readers (consumers, the caller) each get their own copy: one changing
+        # its value in place must not change what another computes with (snapshot.py)
+        kept = shareable(value) if readers > 1 else value
+        if readers:
+            s.values[name] = kept
+        if name in s.targets:
+            s.run.values[name] = handout(kept)
+    if prep.cacheable and keep:
+        _store_computed(s, name, value, key, digest, upstream, cost, stored=stored)
+    if s.observed:
+        s.emit(NodeFinished(s.run, record))
+
+
+def _store_computed(s: RunState, name: str, value: Any, key: str, digest: str,
+                    upstream: Mapping[str, str], cost: float, *, stored: bool) -> None:
+    """Store a computed value (unless a worker did), link its trace, record it as latest."""
+    prep = s.prepared[name]
+    record = s.run.nodes[name]
+    inputs = input_digests(s, name, upstream) if s.kept \
+        else {p: s.digests[up] for p, up in upstream.items()}
+    if stored:  # by a worker: consumers here load it from the cache
+        found = s.cache.lookup(key)
+        record.size = found[0].get("size") if found else None
+        if found is not None:
+            assert s.sharing is not None
+            s.sharing.stored(key)
+    else:  # the size the fastest tier accounts, as a lookup would report it
+        kept = store(s.cache, key, value, entry_meta(
+            s, name, upstream, inputs, digest, record.duration, cost, record.ended or time.time()))
+        if kept is None:  # that tier does not say: ask
+            found = s.cache.lookup(key)
+            kept = found[0] if found else None
+        record.size = kept.get("size") if kept else None
+    link_trace(s, name, key, digest)
+    latest: LatestRecord = {"digest": digest, "key": key, "params": prep.params,
+                            "input_digests": inputs, "fingerprint": prep.fp.components}
+    s.cache.record(keys.latest_key(s.flow.name, name), latest, local=True)
+
+
+def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapping[str, str],
+               digest: str, duration: float, cost: float, created: float) -> EntryMeta:
+    """An entry's metadata; ``inputs`` are the value digests of ``upstream``."""
+    prep = s.prepared[name]
+    known = s.keys
+    kept = s.kept.get(name) if s.kept else None
+    return {"digest": digest, "node": name, "flow": s.flow.name, "created": created,
+            "duration": duration, "cost": cost, "lazyflow": __version__,
+            "params": prep.params,
+            "inputs": {p: kept[up][1] if kept and up in kept else known[up]
+                       for p, up in upstream.items()},
+            "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0],
+            "env": recorded_environment(s.cache)}
+
+
+def link_trace(s: RunState, name: str, key: str, digest: str) -> None:
+    """Point ``name``'s trace key at its entry, unless a fallback is in its ancestry."""
+    trace = s.prepared[name].trace
+    if s.untraced and any(up in s.untraced for up in s.plan.upstream[name].values()):
+        s.untraced.add(name)
+        return
+    if trace is not None:
+        record: TraceRecord = {"key": key, "digest": digest, "node": name}
+        s.cache.record(trace, record)
+
+
+def mark_cached(s: RunState, name: str, hit: Hit) -> None:
+    """Settle ``name`` as a hit; a target's value is loaded when the run ends."""
+    record = s.run.nodes[name]
+    record.status = "cached"
+    if record.reason is WAITING:
+        record.reason = "computed meanwhile by another request"
+    record.tier = hit.tier
+    record.key = hit.key
+    record.digest = hit.meta["digest"]
+    record.size = hit.meta.get("size")
+    record.saved = float(hit.meta.get("cost") or hit.meta.get("duration") or 0.0)
+    elsewhere = environment_note(s.cache, hit.meta)
+    if elsewhere:
+        record.reason = (record.reason or "cached") + elsewhere
+    s.costs[name] = record.saved
+    record.started = record.ended = time.time()
+    s.digests[name] = hit.meta["digest"]
+    s.keys[name] = hit.key
+    s.hits[name] = hit
+    s.emit(NodeFinished(s.run, record))
+
+
+def mark_unneeded(s: RunState) -> None:
+    """Nodes behind lazy inputs that no node called end skipped, "not needed"."""
+    for record in s.run.nodes.values():
+        if record.status == "pending":
+            record.status = "skipped"
+            record.reason = NOT_NEEDED
+            s.emit(NodeFinished(s.run, record))
+
+
+def stop(s: RunState, name: str, status: Status, reason: str) -> None:
+    """Mark ``name`` failed or skipped: its consumers are then skipped in turn."""
+    record = s.run.nodes[name]
+    record.status = status
+    record.reason = reason
+    s.stopped.add(name)
+
+
+def _digest_of_result(name: str, value: Any, *, cacheable: bool) -> str:
+    try:
+        return hash_value(value)
+    except HashingError as e:
+        if cacheable:
+            raise HashingError(e.type_name, f"node {name!r} returned it: {e.reason}",
+                               node=name) from e
+        warnings.warn(f"node {name!r} returned a {e.type_name} that cannot be hashed; "
+                      "its dependents are recomputed every time", LazyflowWarning,
+                      stacklevel=3)
+        return os.urandom(16).hex()
+
+
+def _note(s: RunState, error: BaseException, name: str) -> None:
+    path = " <- ".join(s.plan.path_to_target(name))
+    note = f"lazyflow: raised in node {name!r} of flow {s.flow.name!r} (requested via {path})"
+    if hasattr(error, "add_note") and note not in getattr(error, "__notes__", ()):
+        error.add_note(note)

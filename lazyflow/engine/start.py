@@ -1,0 +1,142 @@
+"""Start one ready node: key it, look it up, claim it, hand it its inputs, submit it."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+import lazyflow.keys as keys
+import lazyflow.skip as skip
+from lazyflow.cache.snapshot import handout
+from lazyflow.engine.features import bind
+from lazyflow.engine.flight import land, lead
+from lazyflow.engine.hooks import WAIT
+from lazyflow.engine.prepare import Hit
+from lazyflow.engine.settle import link_trace, mark_cached, settle, stop
+from lazyflow.engine.state import counted, flow_inputs, release_inputs, waiting
+from lazyflow.engine.vanished import VANISHED, Vanished, demote, value_of
+from lazyflow.engine.why import why
+from lazyflow.events import NodeFinished, NodeStarted
+from lazyflow.executors.base import Outcome, Task
+
+if TYPE_CHECKING:
+    from lazyflow.engine.state import RunState
+
+__all__ = ["start"]
+
+
+def start(s: RunState, name: str) -> Future[Outcome] | None:
+    """Settle ``name`` from the cache, skip it, park it, or submit it; return its future
+    if it is in flight."""
+    features = s.features.get(name)
+    if features is None:
+        features = s.features[name] = bind(s, name, s.policies[name])
+    upstream = counted(s, name)
+    record = s.run.nodes[name]
+    digests = s.digests
+    if s.stopped and _skipped(s, name, upstream):
+        return None
+    try:
+        inputs = {p: digests[up] for p, up in upstream.items()}
+    except KeyError:  # an input whose entry vanished is being computed again (vanished.py)
+        s.remaining[name] = waiting(up for up in upstream.values() if up not in digests)
+        return None
+    prep = s.prepared[name]
+    key = record.key = keys.content_key(prep.code, prep.params, inputs)
+    if prep.reusable and not (s.vanished and name in s.vanished):
+        if _served(s, name, key, features):
+            return None
+        if not lead(s, name, key):
+            return None
+    kwargs = flow_inputs(s, name)
+    try:
+        _take_inputs(s, name, features, upstream, kwargs)
+    except Vanished as e:  # compute that input again, in this run; then start over
+        land(s, name)
+        demote(s, e.node)
+        s.remaining[name] = (e.node,)
+        return None
+    record.reason = VANISHED if s.vanished and name in s.vanished \
+        else why(s.cache, s.flow.name, name, s.plan.nodes[name], prep, inputs)
+    record.status = "running"
+    record.started = time.time()
+    if s.observed:
+        s.emit(NodeStarted(s.run, name))
+    return _submit(s, name, features, kwargs)
+
+
+def _skipped(s: RunState, name: str, upstream: dict[str, str]) -> bool:
+    """Skip ``name`` when an input of it failed or was skipped (and has no value)."""
+    blocked = next((up for up in upstream.values()
+                    if up in s.stopped and up not in s.digests), None)
+    if blocked is None:
+        return False
+    stop(s, name, "skipped", skip.inherited_reason(blocked, s.run.nodes[blocked]))
+    release_inputs(s, name)
+    s.emit(NodeFinished(s.run, s.run.nodes[name]))
+    return True
+
+
+def _served(s: RunState, name: str, key: str, features: tuple[Any, ...]) -> bool:
+    """Settle ``name`` from the cache when its entry is there (early cutoff), or send it
+    back to wait when a feature says so; False when it must be computed."""
+    lookup: str | None = key
+    for feature in features:
+        lookup = feature.lookup(s, name, lookup)
+        if lookup is WAIT:
+            return True
+    if lookup is None:
+        return False
+    found = s.cache.lookup(lookup)
+    if found is None:
+        return False
+    s.run.nodes[name].key = lookup
+    mark_cached(s, name, Hit(lookup, found[0], found[1]))
+    link_trace(s, name, lookup, found[0]["digest"])
+    release_inputs(s, name)
+    return True
+
+
+def _take_inputs(s: RunState, name: str, features: tuple[Any, ...],
+                 upstream: dict[str, str], kwargs: dict[str, Any]) -> None:
+    """Fill ``kwargs`` with ``name``'s input values (features supply some their own way);
+    :class:`Vanished` when a hit's entry cannot be read any more."""
+    supplied: frozenset[str] = frozenset()
+    for feature in features:
+        supplied = supplied | feature.arguments(s, name, upstream, kwargs)
+    values = s.values
+    for param, up in s.plan.upstream[name].items():
+        if param not in supplied:
+            kwargs[param] = handout(values[up]) if up in values else value_of(s, up)
+    if not s.lazy[name]:
+        release_inputs(s, name)  # lazy nodes may be called again: release when settled
+
+
+def _submit(s: RunState, name: str, features: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> Future[Outcome] | None:
+    """Run ``name``'s task on its executor; an inline one settles it at once."""
+    executor = s.executor
+    task = Task(name, s.plan.nodes[name].call, kwargs, s.policies[name], key=s.flying.get(name))
+    if not features:
+        if s.caps.inline:  # what its submit does, minus a future per node
+            settle(s, name, task())
+            return None
+        return executor.submit(task)
+    for feature in features:
+        executor = feature.executor(s, name, executor)
+    for feature in features:
+        task = feature.task(s, name, task)
+    future = None
+    for feature in features:
+        future = feature.submit(s, name, task, executor)
+        if future is not None:
+            break
+    if future is None:
+        if executor is s.executor and s.caps.inline:
+            settle(s, name, task())
+            return None
+        future = executor.submit(task)
+    for feature in features:
+        feature.submitted(s, name, future)
+    return future
