@@ -16,7 +16,7 @@ import tempfile
 import time
 
 import lazyflow as lf
-from lazyflow.events import GLOBAL
+from lazyflow.engine.events import GLOBAL
 from lazyflow.history import _recorder, flush
 
 

@@ -15,8 +15,8 @@ import random
 import statistics
 import time
 
-from lazyflow.notebook.layout import layout
-from lazyflow.notebook.svg import render_svg
+from lazyflow.render.layout import layout
+from lazyflow.render.svg import render_svg
 
 RUNS = 9
 

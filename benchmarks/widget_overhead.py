@@ -76,7 +76,7 @@ def main() -> None:
 
 def unit_costs() -> None:
     """CPU per event and per redraw, measured directly (robust where run timings are noisy)."""
-    from lazyflow.events import NodeFinished, NodeStarted
+    from lazyflow.engine.events import NodeFinished, NodeStarted
 
     flow = build()
     widget = flow.widget(interval=3600)

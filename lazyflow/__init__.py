@@ -11,7 +11,7 @@
 
 The public names are re-exported lazily (PEP 562): ``import lazyflow`` runs
 this file and nothing else, and ``lf.Flow`` imports the module that defines
-``Flow`` the first time it is read. So ``import lazyflow.hashing`` in a worker
+``Flow`` the first time it is read. So ``import lazyflow.keys.hashing`` in a worker
 process loads the hashing layer only, and importing the package starts no
 thread and subscribes nothing to the event bus. Type checkers and IDEs read
 the ``TYPE_CHECKING`` imports below, which give the same objects as
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from lazyflow._version import __version__
     from lazyflow.api import Flow, default_flow, node
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.cancel import CancelToken
+    from lazyflow.engine.cancel import CancelToken
+    from lazyflow.engine.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
     from lazyflow.errors import (
         CacheWarning,
         CancelledError,
@@ -48,46 +49,45 @@ if TYPE_CHECKING:
         UnknownNodeError,
         UnknownRunError,
     )
-    from lazyflow.events import EventBus, NodeFinished, NodeStarted, RunFinished, RunStarted
-    from lazyflow.files import Dir, File
-    from lazyflow.fingerprint import Fingerprint, fingerprint
-    from lazyflow.graph import Node
     from lazyflow.handle import RunHandle
-    from lazyflow.hashing import hash_value, register_hasher
     from lazyflow.history import history
-    from lazyflow.lazy import Lazy
+    from lazyflow.keys.fingerprint import Fingerprint, fingerprint
+    from lazyflow.keys.hashing import hash_value, register_hasher
+    from lazyflow.model.files import Dir, File
+    from lazyflow.model.graph import Node
+    from lazyflow.model.lazy import Lazy
+    from lazyflow.model.resources import ResourceError, Resources
+    from lazyflow.model.skip import Skip
     from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
-    from lazyflow.resources import ResourceError, Resources
     from lazyflow.run import Explanation, NodeRecord, Run
-    from lazyflow.skip import Skip
 
 _EXPORTS: dict[str, str] = {
     "__version__": "lazyflow._version",
     **dict.fromkeys(["Flow", "default_flow", "node"], "lazyflow.api"),
     "Cache": "lazyflow.cache.hierarchy",
-    "CancelToken": "lazyflow.cancel",
+    "CancelToken": "lazyflow.engine.cancel",
     **dict.fromkeys(["CacheWarning", "CancelledError", "CycleError", "DefinitionError",
                      "HashingError", "LazyflowError", "LazyflowWarning", "MapError",
                      "MissingInputError", "NodeTimeout", "NotCachedError", "OutputError",
                      "SkippedError", "SkippedWarning", "UnknownNodeError", "UnknownRunError"],
                     "lazyflow.errors"),
     **dict.fromkeys(["EventBus", "NodeFinished", "NodeStarted", "RunFinished", "RunStarted"],
-                    "lazyflow.events"),
-    **dict.fromkeys(["Dir", "File"], "lazyflow.files"),
-    **dict.fromkeys(["Fingerprint", "fingerprint"], "lazyflow.fingerprint"),
-    "Node": "lazyflow.graph",
+                    "lazyflow.engine.events"),
+    **dict.fromkeys(["Dir", "File"], "lazyflow.model.files"),
+    **dict.fromkeys(["Fingerprint", "fingerprint"], "lazyflow.keys.fingerprint"),
+    "Node": "lazyflow.model.graph",
     "RunHandle": "lazyflow.handle",
     # hash_value from the module that completes it: fingerprint.py registers the code
     # hasher (functions, classes) with hashing.py, which sits below it and cannot import it
-    "hash_value": "lazyflow.fingerprint",
-    "register_hasher": "lazyflow.hashing",
+    "hash_value": "lazyflow.keys.fingerprint",
+    "register_hasher": "lazyflow.keys.hashing",
     "history": "lazyflow.history",
-    "Lazy": "lazyflow.lazy",
+    "Lazy": "lazyflow.model.lazy",
     **dict.fromkeys(["Lineage", "Verification", "reuse_nondeterministic"],
                     "lazyflow.provenance"),
-    **dict.fromkeys(["ResourceError", "Resources"], "lazyflow.resources"),
+    **dict.fromkeys(["ResourceError", "Resources"], "lazyflow.model.resources"),
     **dict.fromkeys(["Explanation", "NodeRecord", "Run"], "lazyflow.run"),
-    "Skip": "lazyflow.skip",
+    "Skip": "lazyflow.model.skip",
 }
 """Each public name and the module that defines it, imported on first access."""
 

@@ -7,7 +7,7 @@ engine answers plans; history, provenance, watching, sub-flows and the
 notebook views sit on the engine. :class:`Flow` is where they meet: it adds a
 cache, an event bus and the request methods (``get``, ``run``, ``explain``,
 ``submit``, ``watch``, ``lineage``, ``verify``, ``widget``) to
-:class:`~lazyflow.graph.Graph`, each a thin call into the module that does
+:class:`~lazyflow.model.graph.Graph`, each a thin call into the module that does
 the work. Being on top, it imports them all, so none of them needs to import
 it (they type it under ``TYPE_CHECKING``); only the front ends (``%%flow``,
 the CLI) and the package's lazy re-exports sit above it.
@@ -32,18 +32,18 @@ import lazyflow.provenance as provenance
 import lazyflow.subflow as subflow
 import lazyflow.watch as watch
 from lazyflow.cache.hierarchy import Cache
+from lazyflow.engine.events import EventBus
 from lazyflow.errors import SkippedError, SkippedWarning
-from lazyflow.events import EventBus
-from lazyflow.graph import Graph, Node
 from lazyflow.handle import RunHandle
 from lazyflow.history import start_recording
-from lazyflow.notebook.display import flow_html, flow_mimebundle
+from lazyflow.model.graph import Graph, Node
 from lazyflow.notebook.progress import show_progress
+from lazyflow.render.display import flow_html, flow_mimebundle
 
 if TYPE_CHECKING:
-    from lazyflow.cancel import CancelToken
+    from lazyflow.engine.cancel import CancelToken
+    from lazyflow.model.resources import Resources
     from lazyflow.provenance import Lineage, Verification
-    from lazyflow.resources import Resources
     from lazyflow.run import Explanation, Run
 
 __all__ = ["Flow", "default_flow", "node"]

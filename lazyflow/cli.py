@@ -213,7 +213,7 @@ def _print_run(run: Any, args: argparse.Namespace, error: BaseException | None =
 
 def _progress(flow: Any) -> Callable[[], None]:
     """Draw a progress bar on stderr from the flow's events; returns the unsubscribe."""
-    from lazyflow.events import NodeFinished, RunFinished, RunStarted
+    from lazyflow.engine.events import NodeFinished, RunFinished, RunStarted
 
     state: dict[str, Any] = {}
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.cancel import CancelToken
-from lazyflow.events import Event, RunStarted
+from lazyflow.engine.cancel import CancelToken
+from lazyflow.engine.events import Event, RunStarted
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow

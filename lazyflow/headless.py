@@ -6,7 +6,7 @@ Policy. ``lazyflow notebook run`` executes every code cell with nbclient,
 exactly as Jupyter would (the kernel starts in the notebook's folder, so its
 relative paths and its ``./.lazyflow`` cache are the notebook's). To learn
 what each cell did, one hidden cell first subscribes a collector to
-:data:`lazyflow.events.GLOBAL` inside the kernel, and after every user cell a
+:data:`lazyflow.engine.events.GLOBAL` inside the kernel, and after every user cell a
 hidden cell hands over (as one JSON line) the node events of that cell.
 Hidden cells do not count as executions, so execution counts match a normal
 run. With ``check``, each cell's new outputs are compared with the outputs
@@ -46,7 +46,7 @@ _SUBSCRIBED: list[Any] = []
 
 def collect() -> None:
     """(In the kernel.) Start collecting every flow's finished nodes."""
-    from lazyflow.events import GLOBAL, NodeFinished
+    from lazyflow.engine.events import GLOBAL, NodeFinished
 
     def on_event(event: Any) -> None:
         if isinstance(event, NodeFinished):

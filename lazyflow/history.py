@@ -2,7 +2,7 @@
 
 Design note
 -----------
-Policy. A :class:`Recorder` subscribes to :data:`lazyflow.events.GLOBAL`, so
+Policy. A :class:`Recorder` subscribes to :data:`lazyflow.engine.events.GLOBAL`, so
 every flow's runs are recorded without the engine knowing (it never prints or
 writes history itself). It subscribes on the process's first run
 (``Flow.run`` calls :func:`start_recording`), not at import: importing
@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow._version import __version__
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
-from lazyflow.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.engine.events import GLOBAL, Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:

@@ -63,14 +63,14 @@ from lazyflow.cache.hierarchy import Cache, default_memory_budget
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
-from lazyflow.hashing import hash_value
+from lazyflow.keys.hashing import hash_value
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow
-    from lazyflow.cancel import CancelToken
-    from lazyflow.graph import Plan
-    from lazyflow.resources import Resources
+    from lazyflow.engine.cancel import CancelToken
+    from lazyflow.model.graph import Plan
+    from lazyflow.model.resources import Resources
 
 __all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify",
            "verify_cache"]

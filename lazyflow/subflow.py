@@ -32,9 +32,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
-from lazyflow.fingerprint import fingerprint
-from lazyflow.graph import Node
-from lazyflow.hashing import hash_value, register_hasher
+from lazyflow.keys.fingerprint import fingerprint
+from lazyflow.keys.hashing import hash_value, register_hasher
+from lazyflow.model.graph import Node
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow

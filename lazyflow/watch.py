@@ -34,8 +34,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.cancel import CancelToken
-from lazyflow.files import Dir, File, dir_digest
+from lazyflow.engine.cancel import CancelToken
+from lazyflow.model.files import Dir, File, dir_digest
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow

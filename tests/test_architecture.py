@@ -27,21 +27,18 @@ PACKAGE = ROOT / "lazyflow"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("lazyflow._version", "lazyflow.errors", "lazyflow.records")),
-    ("keys", ("lazyflow.hashing", "lazyflow.hashers", "lazyflow.bytecode", "lazyflow.origin",
-              "lazyflow.weakmemo", "lazyflow.environment", "lazyflow.fingerprint",
-              "lazyflow.keys")),
+    ("keys", ("lazyflow.keys",)),
     ("cache", ("lazyflow.cache",)),
-    ("node options", ("lazyflow.options", "lazyflow.outputs", "lazyflow.policies", "lazyflow.skip",
-                      "lazyflow.resources")),
+    ("model", ("lazyflow.model",)),
     # executors only call functions (under a node's policy): they know no graph, run or
-    # engine, and map nodes (mapping.py) gather their outcomes. Below the model, also
-    # because importing executors.base runs the package's __init__ (sync, threads)
-    ("executors", ("lazyflow.flights", "lazyflow.executors")),
-    ("model", ("lazyflow.graph", "lazyflow.lazy", "lazyflow.mapping", "lazyflow.files")),
+    # engine. Below the results, also because importing executors.base runs the
+    # package's __init__ (sync, threads)
+    ("executors", ("lazyflow.executors",)),
     ("results", ("lazyflow.run",)),
-    ("engine", ("lazyflow.engine", "lazyflow.events", "lazyflow.cancel")),
+    ("engine", ("lazyflow.engine",)),
     ("services", ("lazyflow.history", "lazyflow.provenance", "lazyflow.watch",
                   "lazyflow.subflow", "lazyflow.handle")),
+    ("render", ("lazyflow.render",)),
     ("notebook views", ("lazyflow.notebook",)),
     ("facade", ("lazyflow.api",)),
     # the front ends use Flow itself: %%flow registers cells on the default flow, the CLI
@@ -227,24 +224,24 @@ def test_import_lazyflow_loads_no_submodule():
 
 
 # the static test cannot see this: importing a module runs its parent packages' __init__
-@pytest.mark.parametrize("module", ["lazyflow.errors", "lazyflow.hashing", "lazyflow.fingerprint",
+@pytest.mark.parametrize("module", ["lazyflow.errors", "lazyflow.keys.hashing", "lazyflow.keys.fingerprint",
                                     "lazyflow.cache", "lazyflow.executors.base",
-                                    "lazyflow.graph", "lazyflow.run", "lazyflow.engine"])
+                                    "lazyflow.model.graph", "lazyflow.run", "lazyflow.engine"])
 def test_importing_a_module_loads_nothing_above_its_layer(module):
     loaded = _loaded_by(module)
     assert [m for m in loaded if layer_of(m) > layer_of(module)] == []
 
 
 def test_a_worker_importing_hashing_loads_neither_the_engine_nor_the_graph():
-    loaded = _loaded_by("lazyflow.hashing")
-    assert "lazyflow.engine" not in loaded and "lazyflow.graph" not in loaded
+    loaded = _loaded_by("lazyflow.keys.hashing")
+    assert "lazyflow.engine" not in loaded and "lazyflow.model.graph" not in loaded
 
 
 def test_loading_the_whole_public_api_starts_no_thread_and_subscribes_nothing():
     out = _python("""
         import threading
         import lazyflow
-        from lazyflow.events import GLOBAL
+        from lazyflow.engine.events import GLOBAL
         for name in lazyflow.__all__:
             getattr(lazyflow, name)
         flow = lazyflow.Flow("quiet", cache=None)
@@ -256,7 +253,7 @@ def test_loading_the_whole_public_api_starts_no_thread_and_subscribes_nothing():
 def test_the_run_history_subscribes_on_the_first_run_and_records_it():
     out = _python("""
         import lazyflow as lf
-        from lazyflow.events import GLOBAL
+        from lazyflow.engine.events import GLOBAL
         flow = lf.Flow("first", cache=None)
         @flow.node
         def one():
@@ -272,10 +269,10 @@ def test_history_and_fingerprint_stay_functions_once_their_modules_are_imported(
     out = _python("""
         import sys
         import lazyflow as lf
-        import lazyflow.fingerprint
+        import lazyflow.keys.fingerprint
         import lazyflow.history
         print(lf.history is sys.modules["lazyflow.history"].history,
-              lf.fingerprint is sys.modules["lazyflow.fingerprint"].fingerprint)
+              lf.fingerprint is sys.modules["lazyflow.keys.fingerprint"].fingerprint)
         """)
     assert out.split() == ["True", "True"]
 
@@ -294,7 +291,7 @@ def test_a_worker_importing_only_its_executor_hashes_functions_and_classes():
     out = _python("""
         import collections
         import lazyflow.executors.processes
-        from lazyflow.hashing import hash_value
+        from lazyflow.keys.hashing import hash_value
         Point = collections.namedtuple("Point", "x y")
         print(len(hash_value(len)), len(hash_value(Point(1, 2))))
         """)
@@ -305,3 +302,14 @@ def test_the_version_is_the_installed_distributions():
     from importlib.metadata import version
 
     assert lazyflow.__version__ == version("lazyflow")
+
+
+def test_every_lazyflow_module_counts_as_installed_code_never_as_the_users():
+    """Nodes reading lf.File or any lazyflow object are keyed by lazyflow's version: walking
+    lazyflow's own modules as user code would key them by its private state (a module-level
+    cache), so a hit would become a miss whenever that state moved — wherever the module sits."""
+    from lazyflow.keys.origin import module_is_installed
+
+    for module in MODULES:
+        importlib.import_module(module)
+        assert module_is_installed(module), module

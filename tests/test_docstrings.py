@@ -46,5 +46,5 @@ def test_the_docstring_examples_of_each_module_run_as_written(name):
 
 
 def test_every_module_of_the_package_is_checked():
-    assert {"lazyflow", "lazyflow.hashing", "lazyflow.cache.remote",
+    assert {"lazyflow", "lazyflow.keys.hashing", "lazyflow.cache.remote",
             "lazyflow.notebook.widget", "lazyflow.executors.dask"} <= set(MODULES)

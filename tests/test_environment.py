@@ -10,7 +10,8 @@ import sys
 import pytest
 
 import lazyflow as lf
-from lazyflow import environment, keys
+from lazyflow import keys
+from lazyflow.keys import environment
 
 
 def fake_distribution(folder, name: str, version: str, direct_url: dict | None = None,
@@ -153,7 +154,7 @@ def test_a_path_install_changes_its_token_when_its_files_change(tmp_path, fresh_
 
 
 def test_the_environment_digest_is_the_same_in_a_fresh_process():
-    code = "from lazyflow import environment; print(environment.current().digest)"
+    code = "from lazyflow.keys import environment; print(environment.current().digest)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONHASHSEED": "7"})
     assert out.stdout.strip() == environment.current().digest

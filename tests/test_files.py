@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyflow as lf
-from lazyflow import files
+from lazyflow.model import files
 
 OLD = 1_600_000_000  # an mtime far in the past: outside the racy window
 

@@ -10,7 +10,7 @@ import pytest
 
 import lazyflow as lf
 
-fingerprint_module = importlib.import_module("lazyflow.fingerprint")
+fingerprint_module = importlib.import_module("lazyflow.keys.fingerprint")
 
 
 class Module:
@@ -203,7 +203,7 @@ def test_a_new_package_version_changes_the_fingerprint(module, monkeypatch):
     source = "import numpy as np\ndef f(x):\n    return np.mean(x)\n"
     module.run(source)
     first = digest(module["f"])
-    monkeypatch.setattr(importlib.import_module("lazyflow.origin"), "package_version",
+    monkeypatch.setattr(importlib.import_module("lazyflow.keys.origin"), "package_version",
                         lambda name: "999.0" if name.startswith("numpy") else "")
     module.run(source)  # a new session: the function is defined afresh
     assert digest(module["f"]) != first

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import lazyflow as lf
-from lazyflow.flights import FLIGHTS, Flights
+from lazyflow.cache.flights import FLIGHTS, Flights
 
 _PATIENCE = 60  # seconds: only a broken implementation ever waits this long
 

@@ -8,7 +8,7 @@ import pytest
 
 import lazyflow as lf
 import lazyflow.api
-from lazyflow.graph import Node
+from lazyflow.model.graph import Node
 
 
 def test_a_parameter_named_after_a_node_is_an_edge(flow):

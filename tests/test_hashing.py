@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lazyflow as lf
-from lazyflow.hashing import Hasher
+from lazyflow.keys.hashing import Hasher
 
 # --------------------------------------------------------------------------- strategies
 
@@ -188,7 +188,7 @@ def test_a_registered_hasher_decides_what_counts():
     assert lf.hash_value(Model([1], None)) != lf.hash_value(Model([2], None))
     assert lf.hash_value(Tuned([1], None)) != lf.hash_value(Model([1], None))  # type counts
     assert lf.hash_value(Tuned([1], 1)) == lf.hash_value(Tuned([1], 2))  # base's hasher
-    assert Model in lf.hashing.registered_hashers()
+    assert Model in lf.keys.hashing.registered_hashers()
 
 
 def test_register_hasher_rejects_what_is_not_a_type_or_not_callable():

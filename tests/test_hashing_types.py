@@ -1,7 +1,7 @@
 """hash_value of pyarrow, polars, xarray, scipy.sparse and torch values: native, faithful, stable.
 
 Every test here runs with lazyflow's generic fallback (hashing by ``__reduce_ex__``) forbidden, so each
-digest below comes from the library's own hasher (lazyflow/hashers/).
+digest below comes from the library's own hasher (lazyflow/keys/hashers/).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lazyflow as lf
-from lazyflow import hashing
+from lazyflow.keys import hashing
 
 H = lf.hash_value
 
@@ -74,7 +74,7 @@ def test_importing_lazyflow_imports_none_of_these_libraries():
         lf.hash_value([1, "a"])
         print(sorted(m for m in sys.modules if m.partition(".")[0] in
                      {"pyarrow", "polars", "xarray", "scipy", "torch"}
-                     or m.startswith("lazyflow.hashers.")))
+                     or m.startswith("lazyflow.keys.hashers.")))
     """)
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                          text=True, timeout=120)
@@ -555,12 +555,12 @@ def samples():
 _CROSS_PROCESS = _SAMPLES + """
 import polars as pl
 import lazyflow as lf
-import lazyflow.hashing
+import lazyflow.keys.hashing
 
 def _no_fallback(h, obj):
     raise AssertionError(type(obj))
 
-lazyflow.hashing._hash_object = _no_fallback
+lazyflow.keys.hashing._hash_object = _no_fallback
 # Categorical codes are process-wide and first come, first served: start with other strings
 pl.Series(["zz", "v", "qq", "u"], dtype=pl.Categorical)
 for name, value in sorted(samples().items()):

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 import lazyflow as lf
-from lazyflow import files, keys, lazy, mapping
+from lazyflow import keys
 from lazyflow.engine import settle
 from lazyflow.keys import Domain, domain
+from lazyflow.model import files, lazy, mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 FINGERPRINT = "0123456789abcdef" * 2

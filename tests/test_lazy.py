@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyflow as lf
-from lazyflow.lazy import Demand, Thunk, replay, with_trace
+from lazyflow.model.lazy import Demand, Thunk, replay, with_trace
 
 
 @pytest.fixture

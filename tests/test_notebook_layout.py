@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from lazyflow.notebook.layout import crossings, layout
+from lazyflow.render.layout import crossings, layout
 
 
 def _random_dag(n: int, seed: int) -> tuple[list[str], list[tuple[str, str]]]:

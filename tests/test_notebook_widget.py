@@ -232,7 +232,7 @@ def test_a_late_trailing_call_is_not_doubled_by_a_direct_one():
 def test_progress_in_a_notebook_shows_a_widget_that_keeps_its_requests_final_state(
         flow, calls, monkeypatch):
     shown: list[object] = []
-    monkeypatch.setattr("lazyflow.notebook.display.in_kernel", lambda: True)
+    monkeypatch.setattr("lazyflow.render.display.in_kernel", lambda: True)
     monkeypatch.setattr("IPython.display.display", shown.append)
     _diamond(flow, calls)
     flow.run("report", progress=True)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import lazyflow as lf
-from lazyflow.options import DEFAULT, NAMES, NodeOptions
+from lazyflow.model.options import DEFAULT, NAMES, NodeOptions
 
 
 def test_a_node_declared_without_options_shares_the_default_record(flow):
@@ -51,7 +51,7 @@ def test_declared_gives_only_what_differs_from_the_defaults():
 
 
 def test_the_valid_options_do_not_depend_on_what_was_imported():
-    code = "from lazyflow.options import NAMES; print(','.join(NAMES))"
+    code = "from lazyflow.model.options import NAMES; print(','.join(NAMES))"
     alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout.strip()
     assert alone.split(",") == list(NAMES)

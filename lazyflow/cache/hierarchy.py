@@ -84,7 +84,7 @@ class Cache:
     with 20 GB, no remote.
 
     ``scope="environment"`` makes Python, the platform and every installed
-    distribution's version part of every key (``lazyflow/environment.py``), so
+    distribution's version part of every key (``lazyflow/keys/environment.py``), so
     results computed in different environments never meet; by default
     (``"code"``) keys cover the code and the packages it names, and every entry
     records its environment, which ``flow.explain`` compares.

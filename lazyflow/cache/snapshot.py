@@ -61,7 +61,7 @@ import cloudpickle
 
 from lazyflow.cache.base import CorruptEntryError
 from lazyflow.cache.sizes import sizeof
-from lazyflow.hashing import hash_value
+from lazyflow.keys.hashing import hash_value
 
 __all__ = ["Snapshot", "TooLarge", "handout", "snapshot"]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import lazyflow.keys as keys
-import lazyflow.lazy as lazy
+import lazyflow.model.lazy as lazy
 from lazyflow.engine.prepare import Prepared, eager_edges, prepare, resolve, scope
 from lazyflow.engine.why import environment_note, why
 from lazyflow.records import LazyTraceRecord, TraceRecord
@@ -14,7 +14,7 @@ from lazyflow.run import Explanation, ExplanationRow
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow
-    from lazyflow.graph import Plan
+    from lazyflow.model.graph import Plan
 
 __all__ = ["explain"]
 

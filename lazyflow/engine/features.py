@@ -12,7 +12,7 @@ from lazyflow.engine.timeouts import TIMED
 
 if TYPE_CHECKING:
     from lazyflow.engine.state import RunState
-    from lazyflow.policies import Policy
+    from lazyflow.model.policies import Policy
 
 __all__ = ["bind"]
 

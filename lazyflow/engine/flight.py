@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lazyflow.flights import FLIGHTS, called_here
+from lazyflow.cache.flights import FLIGHTS, called_here
 
 if TYPE_CHECKING:
     from lazyflow.engine.state import RunState

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
-import lazyflow.lazy as lazy
+import lazyflow.model.lazy as lazy
 from lazyflow.engine.hooks import WAIT, Feature
 from lazyflow.engine.prepare import eager_edges
 from lazyflow.engine.schedule import need

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.cancel import CancelToken
+from lazyflow.engine.cancel import CancelToken
+from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.engine.flight import land_all
 from lazyflow.engine.prepare import (
     Hit,
@@ -39,17 +40,16 @@ from lazyflow.engine.step import load
 from lazyflow.engine.timeouts import expire_deadlines, next_deadline
 from lazyflow.engine.vanished import Vanished, demote, value_of
 from lazyflow.errors import CancelledError
-from lazyflow.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.executors import Capabilities, Executor, Outcome, resolve_executor
-from lazyflow.options import DEFAULT as DEFAULT_NODE_OPTIONS
-from lazyflow.policies import DEFAULTS, policy_for
-from lazyflow.resources import Gate, Resources
+from lazyflow.model.options import DEFAULT as DEFAULT_NODE_OPTIONS
+from lazyflow.model.policies import DEFAULTS, policy_for
+from lazyflow.model.resources import Gate, Resources
 from lazyflow.run import NodeRecord, Run
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.graph import Plan
+    from lazyflow.model.graph import Plan
 
 __all__ = ["RunOptions", "execute"]
 

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
-import lazyflow.mapping as mapping
+import lazyflow.model.mapping as mapping
 from lazyflow._version import __version__
 from lazyflow.engine.hooks import Feature
 from lazyflow.engine.step import load, store
 from lazyflow.errors import HashingError, MapError
 from lazyflow.executors.base import Executor, Outcome, Task
-from lazyflow.hashing import hash_value
+from lazyflow.keys.hashing import hash_value
 from lazyflow.records import ElementMeta
 
 if TYPE_CHECKING:
     from lazyflow.engine.state import RunState
 
-__all__ = ["MAPPED"]
+__all__ = ["MAPPED", "MapRun", "collect", "gather"]
 
 
 class Mapped(Feature):
@@ -37,7 +40,7 @@ class Mapped(Feature):
         elements = s.maps.pop(name, None)
         if elements is None:  # it failed before any element was submitted
             return outcome
-        return mapping.collect(elements, outcome, name, lambda i, v, d: _store_element(
+        return collect(elements, outcome, name, lambda i, v, d: _store_element(
             s, name, elements.keys[i], i, v, d))
 
 
@@ -61,7 +64,7 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
         failed.set_result(Outcome(error=error, attempts=1, started=time.time(),
                                   ended=time.time()))
         return failed
-    run = mapping.MapRun([mapping.element_key(key, param, d) for d in digests],
+    run = MapRun([mapping.element_key(key, param, d) for d in digests],
                          [None] * len(items), [])
     for index, element_key in enumerate(run.keys):
         try:
@@ -73,7 +76,7 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
     s.maps[name] = run
     s.run.nodes[name].reason += f"; {len(run.missing)} of {len(items)} elements to compute"
     policy = s.policies[name]
-    return mapping.gather([executor.submit(Task(f"{name}[{i}]", node.call,
+    return gather([executor.submit(Task(f"{name}[{i}]", node.call,
                                                 {**kwargs, param: items[i]}, policy))
                            for i in run.missing])
 
@@ -85,3 +88,85 @@ def _store_element(s: RunState, name: str, key: str, index: int, value: Any,
     meta: ElementMeta = {"digest": digest, "node": name, "element": index,
                          "flow": s.flow.name, "created": time.time(), "lazyflow": __version__}
     store(s.cache, key, value, meta)
+
+
+@dataclass(slots=True)
+class MapRun:
+    """One map node in flight: element keys, results found so far, elements submitted."""
+
+    keys: list[str]
+    values: list[Any]
+    missing: list[int]
+
+
+def gather(futures: Sequence[Future[Outcome]]) -> Future[Outcome]:
+    """One future that resolves, when all parts have, to an Outcome listing their Outcomes."""
+    combined = _Gathered(futures)
+    if not futures:
+        combined.set_result(Outcome(value=[]))
+        return combined
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def part_done(_: Future[Outcome]) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last and not combined.done():
+            parts = [_outcome_of(f) for f in futures]
+            combined.set_result(Outcome(
+                value=parts, attempts=max(p.attempts for p in parts),
+                started=min(p.started for p in parts), ended=max(p.ended for p in parts),
+                duration=sum(p.duration for p in parts)))
+
+    for future in futures:
+        future.add_done_callback(part_done)
+    return combined
+
+
+class _Gathered(Future):  # type: ignore[type-arg]
+    """A gathered future: cancelling it cancels the parts not yet started."""
+
+    def __init__(self, parts: Sequence[Future[Outcome]]) -> None:
+        super().__init__()
+        self._parts = parts
+
+    def cancel(self) -> bool:
+        for part in self._parts:
+            part.cancel()
+        return super().cancel()
+
+
+def _outcome_of(future: Future[Outcome]) -> Outcome:
+    try:
+        return future.result()
+    except BaseException as e:  # the executor lost the task (cancelled, dead worker)
+        return Outcome(error=e, attempts=1)
+
+
+def collect(run: MapRun, outcome: Outcome, node: str,
+            store: Callable[[int, Any, str | None], None]) -> Outcome:
+    """Fold the element outcomes into the node's outcome.
+
+    Every element that succeeded is passed to ``store(index, value, digest)``;
+    the first failing element (by index) becomes the node's error, with a note
+    naming its index. Otherwise the value is the list of results in order.
+    """
+    if outcome.error is not None:
+        return outcome
+    failure: Outcome | None = None
+    for index, part in zip(run.missing, outcome.value, strict=True):
+        if part.error is None:
+            run.values[index] = part.value
+            store(index, part.value, part.digest)
+        elif failure is None:
+            failure = part
+            if hasattr(part.error, "add_note"):
+                part.error.add_note(f"lazyflow: element {index} of {len(run.values)} of map "
+                                    f"node {node!r} failed; the other elements are cached")
+    result = Outcome(value=run.values, attempts=outcome.attempts, started=outcome.started,
+                     ended=outcome.ended, duration=outcome.duration)
+    if failure is not None:
+        result.value = None
+        result.error = failure.error
+    return result

@@ -16,18 +16,18 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import lazyflow.environment as environment
-import lazyflow.files as files
 import lazyflow.keys as keys
-import lazyflow.lazy as lazy
+import lazyflow.keys.environment as environment
+import lazyflow.model.files as files
+import lazyflow.model.lazy as lazy
 from lazyflow.errors import HashingError
-from lazyflow.fingerprint import Fingerprint
-from lazyflow.hashing import hash_value
+from lazyflow.keys.fingerprint import Fingerprint
+from lazyflow.keys.hashing import hash_value
 from lazyflow.records import EntryMeta, TraceRecord
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.graph import Plan
+    from lazyflow.model.graph import Plan
 
 __all__ = ["REUSE_NONDETERMINISTIC", "Hit", "Prepared", "eager_edges", "lazy_params", "prepare",
            "resolve", "scope"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from lazyflow.engine.prepare import eager_edges, resolve
 from lazyflow.engine.settle import mark_cached
 from lazyflow.engine.state import touch, waiting
-from lazyflow.policies import policy_for
+from lazyflow.model.policies import policy_for
 
 if TYPE_CHECKING:
     from lazyflow.engine.state import RunState

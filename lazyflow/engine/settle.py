@@ -10,17 +10,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
-import lazyflow.skip as skip
+import lazyflow.model.skip as skip
 from lazyflow._version import __version__
 from lazyflow.cache.snapshot import handout, shareable
+from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
 from lazyflow.engine.why import environment_note, recorded_environment
 from lazyflow.errors import HashingError, LazyflowWarning
-from lazyflow.events import NodeFinished
 from lazyflow.executors.base import Outcome
-from lazyflow.hashing import hash_value
+from lazyflow.keys.hashing import hash_value
 from lazyflow.records import EntryMeta, LatestRecord, TraceRecord
 from lazyflow.run import Status
 

@@ -7,8 +7,9 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
-import lazyflow.skip as skip
+import lazyflow.model.skip as skip
 from lazyflow.cache.snapshot import handout
+from lazyflow.engine.events import NodeFinished, NodeStarted
 from lazyflow.engine.features import bind
 from lazyflow.engine.flight import land, lead
 from lazyflow.engine.hooks import WAIT
@@ -17,7 +18,6 @@ from lazyflow.engine.settle import link_trace, mark_cached, settle, stop
 from lazyflow.engine.state import counted, flow_inputs, release_inputs, waiting
 from lazyflow.engine.vanished import VANISHED, Vanished, demote, value_of
 from lazyflow.engine.why import why
-from lazyflow.events import NodeFinished, NodeStarted
 from lazyflow.executors.base import Outcome, Task
 
 if TYPE_CHECKING:

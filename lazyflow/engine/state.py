@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.executors.base import Capabilities, Executor, Outcome
-from lazyflow.policies import Policy
-from lazyflow.resources import Gate
+from lazyflow.model.policies import Policy
+from lazyflow.model.resources import Gate
 from lazyflow.run import NodeRecord, Run
 
 if TYPE_CHECKING:
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.engine.hooks import Feature
     from lazyflow.engine.loop import RunOptions
+    from lazyflow.engine.maps import MapRun
     from lazyflow.engine.prepare import Hit, Prepared
     from lazyflow.engine.shared import Sharing
-    from lazyflow.graph import Plan
-    from lazyflow.mapping import MapRun
+    from lazyflow.model.graph import Plan
 
 __all__ = ["RunState", "counted", "flow_inputs", "input_digests", "release_inputs", "touch",
            "waiting"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-import lazyflow.files as files
+import lazyflow.model.files as files
 from lazyflow.cache.base import Meta, Tier
 from lazyflow.executors.base import Outcome, Task
 

@@ -6,15 +6,15 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import lazyflow.environment as environment
 import lazyflow.keys as keys
+import lazyflow.keys.environment as environment
 from lazyflow.cache.base import Meta
 from lazyflow.records import EnvironmentRecord, LatestRecord
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.engine.prepare import Prepared
-    from lazyflow.graph import Node
+    from lazyflow.model.graph import Node
 
 __all__ = ["environment_note", "recorded_environment", "why"]
 

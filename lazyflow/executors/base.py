@@ -25,12 +25,12 @@ import cloudpickle
 # hash_value hashes functions and classes with the code hasher fingerprint.py registers
 # when imported (hashing.py sits below it); a worker process imports only this side of
 # lazyflow, so this import is what lets it hash results in parallel as the design says
-import lazyflow.fingerprint  # noqa: F401
+import lazyflow.keys.fingerprint  # noqa: F401
+from lazyflow.cache.flights import calling_keys
 from lazyflow.errors import HashingError
-from lazyflow.flights import calling_keys
-from lazyflow.hashing import hash_value, register_hasher
-from lazyflow.policies import DEFAULTS, Policy
-from lazyflow.skip import Skip
+from lazyflow.keys.hashing import hash_value, register_hasher
+from lazyflow.model.policies import DEFAULTS, Policy
+from lazyflow.model.skip import Skip
 
 __all__ = ["Capabilities", "Executor", "Outcome", "Task", "install_hashers", "pack_hashers"]
 

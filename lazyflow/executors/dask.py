@@ -43,8 +43,8 @@ from typing import Any
 
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
-from lazyflow.hashing import registered_hashers
-from lazyflow.resources import ResourceError
+from lazyflow.keys.hashing import registered_hashers
+from lazyflow.model.resources import ResourceError
 
 __all__ = ["DaskExecutor", "DaskUnavailableError", "NoClientError", "client_from_environment"]
 

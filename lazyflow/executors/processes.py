@@ -50,7 +50,7 @@ from typing import Any
 import lazyflow.executors.wire as wire
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
-from lazyflow.hashing import registered_hashers
+from lazyflow.keys.hashing import registered_hashers
 
 __all__ = ["ProcessExecutor", "WorkerLostError", "leased", "serve", "shared_pool"]
 

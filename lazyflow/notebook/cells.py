@@ -51,8 +51,8 @@ from typing import Any
 
 import xxhash
 
-from lazyflow.bytecode import DYNAMIC_BUILTINS
 from lazyflow.errors import OutputError
+from lazyflow.keys.bytecode import DYNAMIC_BUILTINS
 from lazyflow.notebook import replay
 
 __all__ = ["DYNAMIC", "TIMING_MAGICS", "CellAnalysis", "CellFunction", "Magic", "analyse"]
@@ -60,7 +60,7 @@ __all__ = ["DYNAMIC", "TIMING_MAGICS", "CellAnalysis", "CellFunction", "Magic", 
 
 DYNAMIC = DYNAMIC_BUILTINS
 """Builtins through which a cell can read names no static analysis sees (one list for cells
-and node code: ``lazyflow.bytecode.DYNAMIC_BUILTINS``)."""
+and node code: ``lazyflow.keys.bytecode.DYNAMIC_BUILTINS``)."""
 
 TIMING_MAGICS = frozenset({"time", "timeit"})
 """Magics that only time the code they are given: that code is analysed as part of the cell."""

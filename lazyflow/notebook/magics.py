@@ -48,9 +48,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 import lazyflow.keys as keys
 from lazyflow.api import Flow, default_flow
 from lazyflow.errors import CacheWarning, HashingError
-from lazyflow.fingerprint import fingerprint
-from lazyflow.graph import Node
-from lazyflow.hashing import hash_value
+from lazyflow.keys.fingerprint import fingerprint
+from lazyflow.keys.hashing import hash_value
+from lazyflow.model.graph import Node
 from lazyflow.notebook import replay
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, Magic, analyse
 from lazyflow.records import ShownRecord

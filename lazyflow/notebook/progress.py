@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from lazyflow.events import Event, NodeFinished, RunFinished, RunStarted
+from lazyflow.engine.events import Event, NodeFinished, RunFinished, RunStarted
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow
@@ -27,7 +27,7 @@ __all__ = ["show_progress"]
 @contextlib.contextmanager
 def show_progress(flow: Flow) -> Iterator[None]:
     """Show the progress of the runs of ``flow`` inside the ``with`` block."""
-    from lazyflow.notebook.display import in_kernel
+    from lazyflow.render.display import in_kernel
 
     if in_kernel():
         from IPython.display import display

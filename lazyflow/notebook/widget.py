@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from lazyflow.events import Event, RunFinished, RunStarted
-from lazyflow.notebook.display import run_table_html
-from lazyflow.notebook.model import FlowModel, Progress
-from lazyflow.notebook.svg import render_svg
+from lazyflow.engine.events import Event, RunFinished, RunStarted
 from lazyflow.notebook.throttle import Throttle
+from lazyflow.render.display import run_table_html
+from lazyflow.render.model import FlowModel, Progress
+from lazyflow.render.svg import render_svg
 from lazyflow.run import format_duration
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def _status_line(p: Progress) -> str:
 
 
 def _register() -> None:
-    from lazyflow.hashing import register_hasher
+    from lazyflow.keys.hashing import register_hasher
 
     # a widget is a view, not data: a node that reads one must not be invalidated by it
     register_hasher(FlowWidget, lambda widget: "FlowWidget")

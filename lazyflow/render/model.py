@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
-from lazyflow.notebook.layout import Layout, layout
-from lazyflow.notebook.svg import NodeView
+from lazyflow.engine.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.render.layout import Layout, layout
+from lazyflow.render.svg import NodeView
 from lazyflow.subflow import groups
 
 if TYPE_CHECKING:

@@ -59,8 +59,8 @@ from typing import TYPE_CHECKING, Any
 import xxhash
 
 from lazyflow.errors import CacheWarning
-from lazyflow.hashing import hash_value, register_hasher
 from lazyflow.keys import Domain, domain
+from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.records import FileMeta
 
 _DOMAIN = domain(Domain.FILE)

@@ -45,7 +45,7 @@ __all__ = ["registrar"]
 
 
 def registrar(module: str) -> Callable[[], None]:
-    """Return a function that imports ``lazyflow.hashers.<module>`` and runs its ``register()``.
+    """Return a function that imports ``lazyflow.keys.hashers.<module>`` and runs its ``register()``.
 
     ``hashing.py`` keeps these in its lazy table, so the module (and the
     library it hashes) is imported the first time a value of that library is

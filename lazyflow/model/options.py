@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazyflow.errors import DefinitionError
-from lazyflow.policies import validate_policy_options
+from lazyflow.model.policies import validate_policy_options
 
 __all__ = ["DEFAULT", "NAMES", "NodeOptions"]
 

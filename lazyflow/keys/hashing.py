@@ -25,7 +25,7 @@ registered lazily the first time a type from those packages is seen, so
 ``__reduce_ex__`` — its class, constructor arguments and state, recursively —
 never by pickle bytes (cloudpickle embeds per-process ids for classes defined
 in ``__main__``, so those bytes differ between processes). Code — functions,
-classes, modules — is hashed by the code hasher :mod:`lazyflow.fingerprint`
+classes, modules — is hashed by the code hasher :mod:`lazyflow.keys.fingerprint`
 registers, so a value that carries code (a class, an enum member, a
 ``functools.partial``) changes when that code is edited.
 
@@ -33,7 +33,7 @@ Synchronisation objects (locks, events, barriers, queues) hash by type alone:
 they steer a computation, they are not its data, and a node reading one must
 not be invalidated by its state.
 
-The hashers of data libraries live in ``lazyflow/hashers/`` (numpy, pandas,
+The hashers of data libraries live in ``lazyflow/keys/hashers/`` (numpy, pandas,
 pyarrow, polars, xarray, scipy.sparse, torch), one module each, installed
 lazily the first time a value of their library is hashed; arrays go through
 their buffers without a copy (xxh3 runs at ~14 GB/s here, against ~0.5 GB/s
@@ -360,7 +360,7 @@ _CODE: list[HasherFn] = []
 
 
 def register_code_hasher(fn: HasherFn) -> None:
-    """Install the hasher of code objects; :mod:`lazyflow.fingerprint` registers itself.
+    """Install the hasher of code objects; :mod:`lazyflow.keys.fingerprint` registers itself.
 
     It lives above this module (fingerprints read values, values carry code):
     registration, not an import, keeps this module at the bottom of the layers.
@@ -522,9 +522,9 @@ def _install(cls: type, fn: HasherFn) -> bool:
 
 
 
-# --------------------------------------------------------------------------- lazyflow/hashers/
+# --------------------------------------------------------------------------- lazyflow/keys/hashers/
 
-from lazyflow.hashers import registrar as _registrar  # noqa: E402  (imports no library)
+from lazyflow.keys.hashers import registrar as _registrar  # noqa: E402  (imports no library)
 
 _LAZY["numpy"] = _registrar("numpy")
 _LAZY["pandas"] = _registrar("pandas")

@@ -29,7 +29,7 @@ from typing import Any
 
 import scipy.sparse as sp
 
-from lazyflow.hashing import Hasher, _install
+from lazyflow.keys.hashing import Hasher, _install
 
 __all__ = ["register"]
 

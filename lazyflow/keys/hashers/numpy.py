@@ -19,7 +19,7 @@ from typing import Any
 
 import xxhash
 
-from lazyflow.hashing import (
+from lazyflow.keys.hashing import (
     _LEN,
     _ONE_CALL,
     Hasher,

@@ -52,7 +52,7 @@ placeholder and is not memoised, so the result never depends on the order
 in which a process first met its functions.
 
 This module knows nothing of caches or graphs; it registers its code hasher
-into :mod:`lazyflow.hashing`, which values carrying code go through.
+into :mod:`lazyflow.keys.hashing`, which values carrying code go through.
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ from typing import Any
 
 import xxhash
 
-from lazyflow.bytecode import DYNAMIC_BUILTINS, code_info
 from lazyflow.errors import HashingError
-from lazyflow.hashing import Hasher, hash_value, register_code_hasher
-from lazyflow.origin import (
+from lazyflow.keys.bytecode import DYNAMIC_BUILTINS, code_info
+from lazyflow.keys.hashing import Hasher, hash_value, register_code_hasher
+from lazyflow.keys.origin import (
     display_name,
     is_installed,
     is_user_code,
@@ -81,7 +81,7 @@ from lazyflow.origin import (
     object_token,
     owner_module,
 )
-from lazyflow.weakmemo import WeakMemo
+from lazyflow.keys.weakmemo import WeakMemo
 
 __all__ = ["DYNAMIC_BUILTINS", "Fingerprint", "fingerprint", "is_user_code", "module_token",
            "refresh"]
@@ -173,7 +173,7 @@ def _in_progress() -> list[list[Any]]:
 
 
 def _hash_code(h: Hasher, obj: Any) -> None:
-    """The code hasher :mod:`lazyflow.hashing` calls for functions, classes and modules.
+    """The code hasher :mod:`lazyflow.keys.hashing` calls for functions, classes and modules.
 
     An object whose fingerprint is in progress on this thread is written as a
     back-reference, and every fingerprint above it on the stack is marked

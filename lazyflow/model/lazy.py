@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import xxhash
 
 from lazyflow.errors import DefinitionError
-from lazyflow.hashing import register_hasher
 from lazyflow.keys import Domain, domain
+from lazyflow.keys.hashing import register_hasher
 
 _DOMAIN = domain(Domain.LAZY_TRACES)
 
 if TYPE_CHECKING:
-    from lazyflow.graph import Node
+    from lazyflow.model.graph import Node
 
 __all__ = ["Call", "Demand", "Lazy", "Thunk", "Traced", "annotated_lazy", "lazy_params", "replay",
            "trace_record_key", "validate_lazy", "with_trace"]

@@ -28,7 +28,7 @@ import torch
 import xxhash
 
 from lazyflow.errors import HashingError
-from lazyflow.hashing import Hasher, _install
+from lazyflow.keys.hashing import Hasher, _install
 
 __all__ = ["register"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from html import escape
 
 from lazyflow.cache.sizes import format_size
-from lazyflow.notebook.layout import Layout
+from lazyflow.render.layout import Layout
 from lazyflow.run import format_duration
 
 __all__ = ["COLOURS", "NodeView", "render_svg"]

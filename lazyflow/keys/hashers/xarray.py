@@ -26,7 +26,7 @@ from typing import Any
 
 import xarray as xr
 
-from lazyflow.hashing import Hasher, _install
+from lazyflow.keys.hashing import Hasher, _install
 
 __all__ = ["register"]
 

@@ -14,9 +14,9 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.sizes import format_size
-from lazyflow.notebook.layout import layout
-from lazyflow.notebook.model import nesting, view_of
-from lazyflow.notebook.svg import render_svg
+from lazyflow.render.layout import layout
+from lazyflow.render.model import nesting, view_of
+from lazyflow.render.svg import render_svg
 from lazyflow.run import format_duration, register_html
 from lazyflow.subflow import groups
 

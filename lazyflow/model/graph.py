@@ -44,12 +44,12 @@ from lazyflow.errors import (
     MissingInputError,
     UnknownNodeError,
 )
-from lazyflow.fingerprint import Fingerprint, refresh
-from lazyflow.hashing import register_hasher
-from lazyflow.lazy import annotated_lazy, validate_lazy
-from lazyflow.mapping import validate_map
-from lazyflow.options import DEFAULT, NodeOptions
-from lazyflow.outputs import selector, validate_outputs
+from lazyflow.keys.fingerprint import Fingerprint, refresh
+from lazyflow.keys.hashing import register_hasher
+from lazyflow.model.lazy import annotated_lazy, validate_lazy
+from lazyflow.model.mapping import validate_map
+from lazyflow.model.options import DEFAULT, NodeOptions
+from lazyflow.model.outputs import selector, validate_outputs
 
 __all__ = ["EMPTY", "Graph", "Node", "Plan", "PositionalCall"]
 
@@ -192,7 +192,7 @@ class Node:
         """The code fingerprint of the node's function (with its ``version=``).
 
         Kept on the node and re-validated on each call (globals, closures and
-        defaults it read still the same), as :func:`lazyflow.fingerprint`
+        defaults it read still the same), as :func:`lazyflow.keys.fingerprint`
         does for any function; a cache, not state: the node stays what it was.
         """
         fp = refresh(self._fingerprint, self.func, extra=self.version)

@@ -24,8 +24,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from lazyflow.environment import distribution_token
 from lazyflow.errors import CacheWarning
+from lazyflow.keys.environment import distribution_token
 
 __all__ = ["display_name", "is_installed", "is_user_code", "is_user_module", "module_token",
            "note_stale_file", "object_token", "owner_module", "package_version"]
@@ -106,6 +106,10 @@ def note_stale_file(module: types.ModuleType) -> None:
 # --------------------------------------------------------------------------- user vs installed
 
 
+_LAZYFLOW = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+"""The lazyflow package's folder (this module is in ``lazyflow/keys/``)."""
+
+
 @functools.lru_cache(maxsize=1)
 def _installed_roots() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
@@ -125,7 +129,7 @@ def module_is_installed(module_name: str) -> bool:
     if path is None:
         return module is not None and module_name.partition(".")[0] in sys.stdlib_module_names
     real = os.path.realpath(str(path))
-    if real.startswith(os.path.dirname(os.path.realpath(__file__)) + os.sep):
+    if real.startswith(_LAZYFLOW):
         return True  # lazyflow itself, even from an editable install
     return real.startswith(_installed_roots())
 

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from lazyflow.hashing import Hasher, _install, hash_value
+from lazyflow.keys.hashing import Hasher, _install, hash_value
 
 __all__ = ["register", "type_value", "write_chunks"]
 

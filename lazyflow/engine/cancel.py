@@ -77,7 +77,7 @@ class CancelToken:
 
 
 def _register() -> None:
-    from lazyflow.hashing import register_hasher
+    from lazyflow.keys.hashing import register_hasher
 
     # a token is control, not data: reading one must never invalidate a node
     register_hasher(CancelToken, lambda token: "CancelToken")

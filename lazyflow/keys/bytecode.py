@@ -19,8 +19,8 @@ import types
 
 import xxhash
 
-from lazyflow.hashing import hash_value
-from lazyflow.weakmemo import WeakMemo
+from lazyflow.keys.hashing import hash_value
+from lazyflow.keys.weakmemo import WeakMemo
 
 __all__ = ["DYNAMIC_BUILTINS", "CodeInfo", "code_info"]
 

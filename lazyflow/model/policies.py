@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
-from lazyflow.resources import parse_needs
+from lazyflow.model.resources import parse_needs
 
 if TYPE_CHECKING:
-    from lazyflow.options import NodeOptions
+    from lazyflow.model.options import NodeOptions
 
 __all__ = ["Policy", "policy_for", "validate_policy_options"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lazyflow.hashers.numpy import register as register_numpy
-from lazyflow.hashing import _LAZY, Hasher, _hash_strings, _install
+from lazyflow.keys.hashers.numpy import register as register_numpy
+from lazyflow.keys.hashing import _LAZY, Hasher, _hash_strings, _install
 
 __all__ = ["register"]
 
@@ -47,7 +47,7 @@ def register() -> None:
             hash_ndarray(h, np.asarray(values.codes))
         elif isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
             # pandas 3's default str columns: their Arrow buffers, through the Arrow hasher
-            # (lazyflow/hashers/arrow.py), not a list of a million Python strings
+            # (lazyflow/keys/hashers/arrow.py), not a list of a million Python strings
             h.value(col.array.__arrow_array__())
         elif col.dtype == object or isinstance(dtype, pd.StringDtype):
             values = col.to_numpy(dtype=object)

@@ -10,7 +10,7 @@ namespace and physical type), nested dtypes recursively.
 
 The content goes through Arrow: each of the Series' chunks is exported with
 ``to_arrow()`` (zero-copy for numbers) and fed into the column streams of
-:mod:`lazyflow.hashers.arrow`, so nulls are positions, values under a null
+:mod:`lazyflow.keys.hashers.arrow`, so nulls are positions, values under a null
 never count, NaN is a value distinct from null, and chunking leaves no trace.
 
 Categorical and Enum columns are hashed by their *strings*. polars keeps the
@@ -35,8 +35,8 @@ from typing import Any
 
 import polars as pl
 
-from lazyflow.hashers.arrow import write_chunks
-from lazyflow.hashing import Hasher, _install
+from lazyflow.keys.hashers.arrow import write_chunks
+from lazyflow.keys.hashing import Hasher, _install
 
 __all__ = ["dtype_value", "register"]
 
