@@ -9,6 +9,17 @@
 >>> flow.get("total", n=10)
 45
 
+Design note
+-----------
+The package is layered; ``ls lazyflow/`` names the layers from the bottom:
+``errors.py``/``_version.py``/``records.py``, ``keys/`` (value digests, code
+fingerprints, key domains), ``cache/`` (tiers), ``model/`` (nodes, options,
+plans), ``executors/``, ``run.py`` (results), ``engine/``, the services
+(``history/``, ``provenance.py``, ``watch.py``, ``subflow.py``, ``handle.py``),
+``render/`` (pure SVG and HTML), ``notebook/`` (IPython and ipywidgets), the
+``Flow`` façade (``api.py``) and the front ends (``cli.py``, ``headless.py``).
+Imports point only down (``tests/test_architecture.py``).
+
 The public names are re-exported lazily (PEP 562): ``import lazyflow`` runs
 this file and nothing else, and ``lf.Flow`` imports the module that defines
 ``Flow`` the first time it is read. So ``import lazyflow.keys.hashing`` in a worker
