@@ -1,0 +1,164 @@
+"""S3 requests and objects the remote tier costs, counted by a real S3 server.
+
+A moto S3 server on loopback records every HTTP request it answers (moto's
+recorder); each scenario runs in a fresh Python process (a colleague's
+kernel has nothing in memory), between a reset and a read of the recording.
+Requests are classified by method and, for GET, object read versus listing
+(``list-type=2``). Scenarios (issue 13's targets):
+
+* **cold node** — a writer computes a 3-node chain (``raw -> total -> report``)
+  on memory + remote; requests per computed node;
+* **colleague hit, small / large** — a fresh process asks for ``report``
+  (8 bytes, then a 64 KiB value) that a writer cached;
+* **map of N small elements** — a writer's first run of ``map=`` over 200 ints;
+* **small entry** — objects and bytes one 8-byte entry leaves in the bucket;
+* **stats** and **prune** (that removes nothing) — management requests.
+
+Run: ``python benchmarks/remote_requests.py`` (``--markdown FILE`` to also
+write the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+_CHAIN = """
+import lazyflow as lf
+flow = lf.Flow("team", cache=lf.Cache(disk=None, remote=URL, remote_options=OPTIONS))
+
+@flow.node
+def raw(n: int):
+    return list(range(n))
+
+@flow.node
+def total(raw):
+    return sum(raw)
+
+@flow.node
+def report(total, size: int = 0):
+    return b"x" * size if size else total
+"""
+
+SCENARIOS: dict[str, tuple[str, str]] = {
+    # name: (set-up code run first, in its own process; measured code, in a fresh process)
+    "cold node (3-node chain)": ("", "flow.get('report', n=10)"),
+    "colleague hit, value <= 4 KiB": ("flow.get('report', n=10)", "flow.get('report', n=10)"),
+    "colleague hit, 64 KiB value": ("flow.get('report', n=10, size=65536)",
+                                    "flow.get('report', n=10, size=65536)"),
+    "map over 200 small elements, first run": (
+        "", "m = lf.Flow('maps', cache=flow.cache)\n"
+            "@m.node(map='items')\ndef double(items):\n    return items * 2\n"
+            "m.get('double', items=list(range(200)))"),
+    "stats()": ("flow.get('report', n=10)", "flow.cache.stats()"),
+    "prune(older_than='30d') removing nothing": ("flow.get('report', n=10)",
+                                                  "flow.cache.prune(older_than='30d')"),
+}
+
+TARGETS = {
+    "cold node (3-node chain)": "<= 3 per node, no LIST",
+    "colleague hit, value <= 4 KiB": "1",
+    "colleague hit, 64 KiB value": "2",
+    "map over 200 small elements, first run": "<= 3 + N/1000 writes",
+    "stats()": "<= 50 at any size",
+    "prune(older_than='30d') removing nothing": "no per-entry GET",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _post(endpoint: str, path: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(endpoint + path, method="POST")).read()
+
+
+def _classify(entry: dict[str, str]) -> str:
+    method = entry["method"]
+    if method == "GET" and ("list-type=" in entry["url"] or entry["url"].rstrip("/").count("/") <= 3
+                            and "?" in entry["url"]):
+        return "LIST"
+    return method
+
+
+def _run(code: str, url: str, options: dict[str, object]) -> None:
+    script = f"URL = {url!r}\nOPTIONS = {options!r}\n" + _CHAIN + "\n" + code + "\n" + \
+        "flow.cache.flush()\n"
+    subprocess.run([sys.executable, "-c", script], check=True, env=os.environ.copy())
+
+
+def measure(endpoint: str, recording: Path) -> list[tuple[str, Counter[str], int, int]]:
+    """Per scenario: request counts by type, objects and bytes left in the bucket."""
+    import s3fs
+
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing",
+                           secret="testing")
+    rows = []
+    for name, (setup, measured) in SCENARIOS.items():
+        bucket = f"lf-{uuid.uuid4().hex[:12]}"
+        fs.mkdir(bucket)
+        url = f"s3://{bucket}/lazyflow"
+        if setup:
+            _run(setup, url, options)
+        _post(endpoint, "/moto-api/recorder/reset-recording")
+        _post(endpoint, "/moto-api/recorder/start-recording")
+        _run(measured, url, options)
+        _post(endpoint, "/moto-api/recorder/stop-recording")
+        entries = [json.loads(line) for line in recording.read_text().splitlines() if line]
+        counts = Counter(_classify(e) for e in entries)
+        fs.invalidate_cache()
+        found = fs.find(f"{bucket}/lazyflow", detail=True)
+        rows.append((name, counts, len(found), sum(int(v["size"]) for v in found.values())))
+    return rows
+
+
+def table(rows: list[tuple[str, Counter[str], int, int]]) -> str:
+    """The result as a Markdown table."""
+    lines = ["| scenario | requests | by type | objects in bucket | bytes | target |",
+             "|---|---:|---|---:|---:|---|"]
+    for name, counts, objects, nbytes in rows:
+        by_type = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
+        lines.append(f"| {name} | {sum(counts.values())} | {by_type} | {objects} | {nbytes} | "
+                     f"{TARGETS[name]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args()
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    with tempfile.TemporaryDirectory() as folder:
+        recording = Path(folder) / "recording.jsonl"
+        os.environ.update(MOTO_RECORDER_FILEPATH=str(recording), AWS_ACCESS_KEY_ID="testing",
+                          AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        port = _free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            rows = measure(f"http://127.0.0.1:{port}", recording)
+        finally:
+            server.stop()
+    text = table(rows)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
