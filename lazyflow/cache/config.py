@@ -16,8 +16,9 @@ Policy. Each setting is resolved on its own, first match wins:
    20 GB limit, no remote.
 
 ``remote_options`` go to the fsspec filesystem, except ``lazyflow_timeout``:
-lazyflow's own deadline for each remote operation, which ``remote.py`` reads,
-checks and takes out (so it comes from wherever ``remote_options`` come from).
+lazyflow's own deadline for each remote operation, which ``remote_store.py``
+reads, checks and takes out (so it comes from wherever ``remote_options`` come
+from).
 
 Environment beats the file so that a CI job or a colleague can redirect a
 project's cache without editing it. State: none; settings are read when a

@@ -2,20 +2,11 @@
 
 Design note
 -----------
-Layout. Content-addressed and sharded by the key's first two hex digits::
-
-    <root>/ab/cdef….json            the entry's metadata (small; decides a hit)
-    <root>/ab/cdef….<checksum16>    the encoded value (``serialize.py`` frames)
-
-The metadata object is written *last* and names the value object it
-describes, so it is the commit point: a reader that finds it also finds a
-complete value object. Value objects are named by their checksum, so two
-processes racing on one key never overwrite each other's bytes; the metadata
-written last wins and always matches its object (the loser's object is an
-orphan that ``clear`` or ``prune`` removes). Object stores make each put
-atomic; on a local filesystem every object is written under a temporary name
-and renamed. Reads stream a value in chunks into the buffers the decoded
-arrays then own, and verify its checksum before unpickling.
+Two jobs, kept apart. *Where and how objects are stored* — the layout, atomic
+writes, streamed reads and the deadline around every filesystem call — is
+``remote_store.py`` (:class:`RemoteStore`, whose note explains both). This
+module is the *tier policy* on top: what a missing, replaced or foreign
+object means, and when writes happen.
 
 Versions. A metadata object naming an encoding this lazyflow does not read
 (``serialize.readable``: a colleague's newer lazyflow wrote it) is a miss:
@@ -28,73 +19,46 @@ while different keys upload in parallel (a run writes three small objects
 per node, and an object store answers each after tens of milliseconds).
 ``pending`` maps keys being written to their metadata and frames, so this
 process sees its own writes at once. ``flush`` waits for them and turns
-failures into a :class:`CacheWarning`: a remote that is down never fails a
-run. Rejected: a write-through remote, which would make every computed node
-wait for the network.
-
-Deadlines. Every filesystem call goes through ``_remote``, which waits for it
-at most ``remote_options["lazyflow_timeout"]`` seconds (default 10; the key is
-taken out before the options reach fsspec), on a worker thread
-(``deadline.py``: backends spell timeouts differently and a hung mount has
-none). The first call past its deadline takes the tier offline: one
-:class:`CacheWarning` naming the URL, the operation and the deadline (given
-by the caller's thread; for a background upload, by ``flush``), then every
-call raises :class:`TierOfflineError` at once, which the hierarchy skips, so
-the run goes on with the faster tiers. ``reset_outage`` (``Cache.flush``
-calls it at the end of every run) lets the next run try again. An abandoned
-upload never commits a wrong entry: the metadata object is written only
-after the value object's put has returned, so an upload cut off at the value
-leaves at most an orphan object (or a ``.tmp-`` file), and a metadata object
-that lands late names a value object already complete.
+failures into a :class:`CacheWarning`, and announces an outage a lane met
+(lanes never warn themselves: one warning per outage, not one per upload): a
+remote that is down never fails a run. Rejected: a write-through remote,
+which would make every computed node wait for the network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import math
-import os
 import threading
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
-from lazyflow.cache.config import ConfigError
-from lazyflow.cache.deadline import DEFAULT_SECONDS, Deadline, Outage
+from lazyflow.cache.deadline import Outage
+from lazyflow.cache.remote_store import (
+    META,
+    TIMEOUT_OPTION,
+    RemoteStore,
+    RemoteUnavailableError,
+    Stored,
+)
 from lazyflow.cache.serialize import (
     KNOWN_ENCODINGS,
     CorruptEntryError,
     Encoded,
     ForeignEntries,
     decode,
-    dump_meta,
     encode,
     encoding_of,
-    read_encoded,
     readable,
     stamp,
     unknown_encoding,
-    verify_stream,
 )
-from lazyflow.errors import CacheWarning, LazyflowError
+from lazyflow.errors import CacheWarning
 
 __all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
-
-T = TypeVar("T")
-
-TIMEOUT_OPTION = "lazyflow_timeout"
-"""The ``remote_options`` key for the deadline in seconds; lazyflow's own, never fsspec's."""
-
-_INSTALL_HINTS = {"s3": "lazyflow[s3]", "s3a": "lazyflow[s3]", "gcs": "gcsfs", "gs": "gcsfs",
-                  "az": "adlfs", "abfs": "adlfs"}
-
-
-class RemoteUnavailableError(LazyflowError, ImportError):
-    """The filesystem for a remote cache URL is not installed."""
 
 
 class RemoteTier(ForeignEntries):
@@ -114,38 +78,46 @@ class RemoteTier(ForeignEntries):
 
     def __init__(self, url: str, options: dict[str, Any] | None = None, *,
                  background: bool = True, chunk_size: int = 64 * 2**20, lanes: int = 8) -> None:
-        import fsspec
-
-        self.url = url
-        self.options = dict(options or {})
-        self.timeout = _timeout(url, self.options)
-        fs_options = {k: v for k, v in self.options.items() if k != TIMEOUT_OPTION}
-        try:
-            # builds a client and contacts nothing (s3fs connects on the first call)
-            self.fs, root = fsspec.core.url_to_fs(url, **fs_options)
-        except ImportError as e:
-            protocol = url.partition("://")[0]
-            hint = _INSTALL_HINTS.get(protocol, f"the fsspec backend for {protocol}://")
-            raise RemoteUnavailableError(
-                f"cannot open remote cache {url!r}: {e}; install {hint} to use "
-                f"{protocol}:// caches") from e
-        except ValueError as e:
-            raise ConfigError(f"remote cache URL {url!r} cannot be used: {e}; give an fsspec "
-                              "URL such as s3://bucket/prefix or file:///shared/folder") from e
-        self.root = root.rstrip("/")
-        self.chunk_size = chunk_size
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
+        self.store = RemoteStore(url, options, chunk_size=chunk_size)
         self._pending: dict[str, tuple[Meta, Encoded | None]] = {}
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._futures: list[Future[None]] = []
         self._errors: list[str] = []
         self._lock = threading.Lock()
-        self._deadline = Deadline(self.timeout, url)
-        self._announced: Outage | None = None
-        self._lane = threading.local()  # marks lane threads: they leave warnings to flush
         self._lanes = ([ThreadPoolExecutor(1, thread_name_prefix=f"lazyflow-remote-{i}")
                         for i in range(lanes)] if background else [])
+
+    # ----------------------------------------------------------------- settings (the store's)
+
+    @property
+    def url(self) -> str:
+        """The fsspec URL of the cache."""
+        return self.store.url
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The ``remote_options`` as given, ``lazyflow_timeout`` included."""
+        return self.store.options
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each remote operation may go unanswered."""
+        return self.store.timeout
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem."""
+        return self.store.fs
+
+    @property
+    def root(self) -> str:
+        """The path under which the entries live on :attr:`fs`."""
+        return self.store.root
+
+    @property
+    def chunk_size(self) -> int:
+        """Bytes read at a time from a value object."""
+        return self.store.chunk_size
 
     # ----------------------------------------------------------------- Tier
 
@@ -181,9 +153,7 @@ class RemoteTier(ForeignEntries):
         if stored.get("object") is None:
             return NO_VALUE
         try:
-            encoded = self._remote("read value",
-                                   functools.partial(self._read_value, key, stored),
-                                   nbytes=int(meta.get("size") or 0))
+            encoded = self.store.read_object(self.store.path(key, stored["object"]), meta)
         except FileNotFoundError:
             current = self._read_meta(key)
             if current is not None and current.get("object") == stored["object"]:
@@ -202,7 +172,7 @@ class RemoteTier(ForeignEntries):
         is deleted: that is the caller's decision (``lazyflow cache verify``).
         """
         self.flush()  # pending writes are this process's own, not stored bytes yet
-        stored = self._load_meta(key)
+        stored = self.store.read_meta(key)
         if stored is None:
             return None
         meta: Meta = stored["meta"]
@@ -211,7 +181,7 @@ class RemoteTier(ForeignEntries):
         if stored.get("object") is None:
             return None
         try:
-            present = self._verify_object(key, stored["object"], meta)
+            present = self._verified(key, stored["object"], meta)
         except CorruptEntryError as e:
             e.node = meta.get("node")
             raise
@@ -220,14 +190,13 @@ class RemoteTier(ForeignEntries):
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode now, upload in the background (or at once without a background thread);
         returns the metadata stored."""
-        with self._announcing():
-            self._deadline.check()  # offline: no upload is even queued
+        self.store.check_online()  # offline: no upload is even queued
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None  # a newer lazyflow's entry, met by ``meta``: left in place
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
         if not self._lanes:
-            self._write(key, stamped, encoded)
+            self.store.put_entry(key, stamped, encoded)
             return stamped
         with self._lock:
             self._pending[key] = (stamped, encoded)
@@ -239,27 +208,27 @@ class RemoteTier(ForeignEntries):
         """Remove the metadata object (first: no reader then sees a hit), then the value."""
         self.flush()
         stored = self._read_meta(key)
-        self._remote("delete metadata",
-                     functools.partial(self.fs.rm_file, self._path(key, "json")))
+        self.store.delete(self.store.path(key, META), what="delete metadata")
         if stored is not None and stored.get("object"):
             with contextlib.suppress(FileNotFoundError):
-                self._remote("delete value", functools.partial(
-                    self.fs.rm_file, self._path(key, stored["object"])))
+                self.store.delete(self.store.path(key, stored["object"]))
 
     def keys(self) -> Iterator[str]:
         """Every key with a metadata object (pending writes included)."""
-        found = {self._key_of(path) for path in self._listing() if path.endswith(".json")}
+        found = {self.store.key_of(path) for path in self.store.list_objects()
+                 if path.endswith(f".{META}")}
         return iter(sorted(found | set(self._pending)))
 
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
-        self._remote("clear", self._remove_root, whole_tree=True)
+        self.store.remove_all()
 
     @property
     def nbytes(self) -> int:
         """Bytes stored under the root (metadata, values and orphans)."""
-        return sum(int(info.get("size") or 0) for info in self._listing(detail=True).values())
+        listing = self.store.list_objects(detail=True)
+        return sum(int(info.get("size") or 0) for info in listing.values())
 
     # ----------------------------------------------------------------- background writes
 
@@ -272,7 +241,7 @@ class RemoteTier(ForeignEntries):
                 break
             for future in futures:
                 future.exception()  # bounded: each upload's calls have deadlines
-        self._announce_outage()
+        self.store.announce_outage()
         with self._lock:
             errors, self._errors = self._errors, []
         if errors:
@@ -285,29 +254,28 @@ class RemoteTier(ForeignEntries):
     def remove_orphans(self) -> int:
         """Delete value objects no metadata object points at (left by racing writers)."""
         self.flush()
-        listing = self._listing()
+        listing = self.store.list_objects()
         wanted = set()
         for path in listing:
-            if path.endswith(".json"):
-                stored = self._read_meta(self._key_of(path))
+            if path.endswith(f".{META}"):
+                key = self.store.key_of(path)
+                stored = self._read_meta(key)
                 if stored is not None and stored.get("object"):
-                    wanted.add(self._path(self._key_of(path), stored["object"]))
-        orphans = [p for p in listing if not p.endswith(".json") and p not in wanted
+                    wanted.add(self.store.path(key, stored["object"]))
+        orphans = [p for p in listing if not p.endswith(f".{META}") and p not in wanted
                    and ".tmp-" not in p]
         for path in orphans:
-            self._remote("delete orphan", functools.partial(self.fs.rm_file, path))
+            self.store.delete(path, what="delete orphan")
         return len(orphans)
 
     @property
     def outage(self) -> Outage | None:
         """The operation that passed its deadline and took the tier offline, if any."""
-        return self._deadline.outage
+        return self.store.outage
 
     def reset_outage(self) -> None:
         """Forget a passed deadline: the next operation contacts the remote again."""
-        with self._lock:
-            self._announced = None
-        self._deadline.reset()
+        self.store.reset_outage()
 
     def __repr__(self) -> str:
         return f"RemoteTier({self.url!r})"
@@ -326,11 +294,11 @@ class RemoteTier(ForeignEntries):
     # ----------------------------------------------------------------- internals
 
     def _upload(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
-        self._lane.active = True
         try:
-            self._write(key, meta, encoded)
+            with self.store.in_background():  # the outage is announced once, by flush
+                self.store.put_entry(key, meta, encoded)
         except TierOfflineError:
-            pass  # the outage is announced once, by flush; not one failure per upload
+            pass
         except Exception as e:
             with self._lock:
                 self._errors.append(f"{key[:12]}… of node {meta.get('node')!r}: "
@@ -340,61 +308,17 @@ class RemoteTier(ForeignEntries):
                 if self._pending.get(key, (None,))[0] is meta:
                     del self._pending[key]
 
-    def _write(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
-        stored: dict[str, Any] = {"meta": meta, "object": None}
-        if encoded is not None:
-            stored["object"] = meta["checksum"][:16]
-            # returns only once the value object is whole: then the metadata may name it
-            self._put_object("value", self._path(key, stored["object"]), encoded.chunks(),
-                             encoded.nbytes)
-        self._put_object("metadata", self._path(key, "json"),
-                         iter([memoryview(dump_meta(stored))]), 0)
-
-    def _put_object(self, what: str, path: str, chunks: Iterator[memoryview],
-                    nbytes: int) -> None:
-        if not self._local:  # object stores: one put is atomic
-            data = b"".join(chunks)
-            self._remote(f"upload {what}", functools.partial(self.fs.pipe_file, path, data),
-                         nbytes=nbytes)
-            return
-        self._remote(f"write {what}", functools.partial(self._write_file, path, chunks),
-                     nbytes=nbytes)
-
-    def _write_file(self, path: str, chunks: Iterator[memoryview]) -> None:
-        """Write under a temporary name, then rename: a reader never sees a partial file."""
-        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        self.fs.makedirs(os.path.dirname(path), exist_ok=True)
+    def _verified(self, key: str, name: str, meta: Meta) -> bool:
+        """Whether value object ``name`` matches its checksum; ``False`` if it was replaced
+        or deleted meanwhile, :class:`CorruptEntryError` if the metadata still names it."""
         try:
-            with self.fs.open(temporary, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-            self.fs.mv(temporary, path)
-        finally:
-            if self.fs.exists(temporary):
-                self.fs.rm_file(temporary)
-
-    def _verify_object(self, key: str, name: str, meta: Meta) -> bool:
-        """Stream the value object through its checksum; ``False`` if replaced meanwhile."""
-        def verify() -> None:
-            with self.fs.open(self._path(key, name), "rb", block_size=self.chunk_size,
-                              cache_type="readahead") as f:
-                verify_stream(f, meta["checksum"], size=meta.get("size"), chunk=self.chunk_size)
-
-        try:
-            self._remote("verify value", verify, nbytes=int(meta.get("size") or 0))
+            self.store.verify_object(self.store.path(key, name), meta)
         except FileNotFoundError:
-            current = self._load_meta(key)
+            current = self.store.read_meta(key)
             if current is not None and current.get("object") == name:
                 raise CorruptEntryError(f"value object {name} is missing") from None
-            return False  # replaced or deleted meanwhile
+            return False
         return True
-
-    def _read_value(self, key: str, stored: dict[str, Any]) -> Encoded:
-        meta = stored["meta"]
-        # readahead: the small header reads come out of the first block fetched
-        with self.fs.open(self._path(key, stored["object"]), "rb",
-                          block_size=self.chunk_size, cache_type="readahead") as f:
-            return read_encoded(f, meta["serializer"], meta["checksum"], chunk=self.chunk_size)
 
     def _holds_foreign(self, key: str) -> bool:
         """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
@@ -404,91 +328,15 @@ class RemoteTier(ForeignEntries):
         self._foreign.discard(key)
         return False
 
-    def _read_meta(self, key: str) -> dict[str, Any] | None:
+    def _read_meta(self, key: str) -> Stored | None:
         """The stored metadata object; an unreadable one is dropped with a warning."""
         try:
-            return self._load_meta(key)
+            return self.store.read_meta(key)
         except CorruptEntryError as e:
             warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
                           f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
-            self._remote("delete metadata",
-                         functools.partial(self.fs.rm_file, self._path(key, "json")))
+            self.store.delete(self.store.path(key, META), what="delete metadata")
             return None
-
-    def _load_meta(self, key: str) -> dict[str, Any] | None:
-        """The stored metadata object, ``None`` if absent; :class:`CorruptEntryError` if unreadable."""
-        path = self._path(key, "json")
-        try:
-            raw = self._remote("read metadata", functools.partial(self.fs.cat_file, path))
-        except FileNotFoundError:
-            return None
-        try:
-            stored = json.loads(raw)
-        except ValueError as e:
-            raise CorruptEntryError(f"metadata is not JSON: {e}") from e
-        if not isinstance(stored, dict) or not isinstance(stored.get("meta"), dict):
-            raise CorruptEntryError("metadata is not a lazyflow metadata object")
-        return stored
-
-    def _path(self, key: str, suffix: str) -> str:
-        return f"{self.root}/{key[:2]}/{key[2:]}.{suffix}"
-
-    def _key_of(self, path: str) -> str:
-        shard, name = path.rstrip("/").split("/")[-2:]
-        return shard + name.partition(".")[0]
-
-    def _listing(self, detail: bool = False) -> Any:
-        return self._remote("list", functools.partial(self._find, detail), whole_tree=True)
-
-    def _find(self, detail: bool) -> Any:
-        self.fs.invalidate_cache(self.root)
-        if not self.fs.exists(self.root):
-            return {} if detail else []
-        return self.fs.find(self.root, detail=detail)
-
-    def _remove_root(self) -> None:
-        if self.fs.exists(self.root):
-            self.fs.rm(self.root, recursive=True)
-        self.fs.invalidate_cache(self.root)
-
-    # ----------------------------------------------------------------- deadlines
-
-    def _remote(self, operation: str, call: Callable[[], T], *, nbytes: int = 0,
-                whole_tree: bool = False) -> T:
-        """``call()`` within the deadline; raises :class:`TierOfflineError` past it."""
-        with self._announcing():
-            return self._deadline.call(operation, call, nbytes=nbytes, whole_tree=whole_tree)
-
-    @contextlib.contextmanager
-    def _announcing(self) -> Iterator[None]:
-        """Warn of the outage when an offline error passes through a caller's thread."""
-        try:
-            yield
-        except TierOfflineError:
-            if not getattr(self._lane, "active", False):
-                self._announce_outage()
-            raise
-
-    def _announce_outage(self) -> None:
-        """One :class:`CacheWarning` per outage, whichever thread notices it first."""
-        outage = self._deadline.outage
-        with self._lock:
-            if outage is None or outage is self._announced:
-                return
-            self._announced = outage
-        warnings.warn(f"the remote cache {outage}; it is skipped for the rest of this run, "
-                      "which goes on with the memory and disk tiers (set remote_options="
-                      f"{{{TIMEOUT_OPTION!r}: seconds}} to wait longer)", CacheWarning,
-                      stacklevel=5)
-
-
-def _timeout(url: str, options: dict[str, Any]) -> float:
-    seconds = options.get(TIMEOUT_OPTION, DEFAULT_SECONDS)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not 0 < seconds < math.inf:
-        raise ConfigError(f"remote cache {url!r}: remote_options[{TIMEOUT_OPTION!r}] must be a "
-                          f"positive number of seconds, such as 5; got {seconds!r}")
-    return float(seconds)
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,
