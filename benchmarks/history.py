@@ -17,7 +17,8 @@ import time
 
 import lazyflow as lf
 from lazyflow.engine.events import GLOBAL
-from lazyflow.history import _recorder, flush
+from lazyflow.history import flush
+from lazyflow.history.recorder import process_recorder
 
 
 def _chain(n: int, cache: lf.Cache | None = None) -> lf.Flow:
@@ -39,7 +40,7 @@ def _time(fn, number: int) -> float:
 
 def measure(label: str, fn, number: int, rounds: int = 41) -> None:
     """Median seconds per call of ``fn`` under each configuration, in short rotating rounds."""
-    recorder = _recorder()
+    recorder = process_recorder()
     fn()
     times: dict[str, list[float]] = {"none": [], "events": [], "history": []}
 

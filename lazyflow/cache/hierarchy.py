@@ -39,18 +39,22 @@ import contextlib
 import datetime as _dt
 import os
 import re
+import sys
 import threading
 import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lazyflow.cache.config as config
 from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
 from lazyflow.errors import CacheWarning
+
+if TYPE_CHECKING:
+    from lazyflow.cache.disk import DiskTier
 
 __all__ = ["Cache", "default_memory_budget"]
 
@@ -277,6 +281,20 @@ class Cache:
                 return t
         raise KeyError(f"no {name!r} tier in this cache; configured: "
                        f"{', '.join(t.name for t in self.tiers) or 'none'}")
+
+    @property
+    def disk_directory(self) -> str | None:
+        """The disk tier's directory, where files that belong beside the cache go (the run
+        history); ``None`` without a disk tier.
+
+        >>> Cache(memory="1MB", disk=None, remote=None).disk_directory is None
+        True
+        """
+        disk = sys.modules.get("lazyflow.cache.disk")
+        if disk is None:  # no disk tier was ever built; importing one would load diskcache
+            return None
+        kind: type[DiskTier] = disk.DiskTier
+        return next((t.directory for t in self.tiers if isinstance(t, kind)), None)
 
     def __repr__(self) -> str:
         return f"Cache({', '.join(repr(t) for t in self.tiers)})"

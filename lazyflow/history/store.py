@@ -1,0 +1,214 @@
+"""One history database: the SQLite file, its schema, batched writes and queries.
+
+WAL mode, so readers never block the writer and several processes record into
+one file (``busy_timeout`` makes writers queue). A damaged file is set aside
+(``cache/quarantine.py``) and a fresh one started, with one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
+from lazyflow.history.entries import RunEntry
+from lazyflow.history.paths import MEMORY
+from lazyflow.history.processes import alive
+from lazyflow.history.rows import NODE_FIELDS, RUN_COLUMNS, run_entry
+
+__all__ = ["BUSY_SECONDS", "Store"]
+
+BUSY_SECONDS = 30.0
+"""Longest time a write waits for another process's lock on the history file."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, flow TEXT NOT NULL, targets TEXT NOT NULL, inputs TEXT NOT NULL,
+    status TEXT NOT NULL, started REAL NOT NULL, ended REAL, executor TEXT,
+    host TEXT, pid INTEGER, pid_start TEXT, environment TEXT,
+    error_type TEXT, error_message TEXT, nodes TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started);
+CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
+CREATE VIEW IF NOT EXISTS nodes AS
+    SELECT runs.id AS run_id, CAST(node.key AS INTEGER) AS seq, """ + ", ".join(
+    f"json_extract(node.value, '$[{i}]') AS {name}" for i, name in enumerate(NODE_FIELDS)) + """
+    FROM runs, json_each(runs.nodes) AS node;
+"""
+
+
+class Store:
+    """One history database: schema, batched writes, queries.
+
+    Safe to share between threads of a process (one connection behind a lock);
+    several processes share a file through SQLite's own locking.
+
+    >>> store = Store(":memory:")
+    >>> store.runs()
+    []
+    >>> store.close()
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != MEMORY:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._lock = threading.Lock()
+        with self._lock:
+            try:
+                self._connect()
+            except sqlite3.DatabaseError as e:
+                if not is_damage(e) or path == MEMORY:
+                    raise
+                self._replace_file(e)
+
+    @recovering("_conn")
+    def write(self, started: Iterable[tuple[Any, ...]], progress: Iterable[tuple[str, str]],
+              ended: Iterable[tuple[Any, ...]]) -> None:
+        """Commit new runs, node progress (run id, nodes JSON) and endings in one transaction."""
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", started)
+            self._conn.executemany("UPDATE runs SET nodes = ? WHERE id = ?",
+                                   ((nodes, run_id) for run_id, nodes in progress))
+            self._conn.executemany(
+                "UPDATE runs SET status = ?, ended = ?, error_type = ?, error_message = ? "
+                "WHERE id = ?", ended)
+
+    @recovering("_conn")
+    def runs(self, *, flow: str | None = None, limit: int | None = 20,
+             run_id: str | None = None) -> list[RunEntry]:
+        """Recorded runs, newest first; ``run_id`` may be a unique prefix."""
+        self._settle_dead()
+        where: list[str] = []
+        args: list[Any] = []
+        if flow is not None:
+            where.append("flow = ?")
+            args.append(flow)
+        if run_id is not None:
+            where.append("id LIKE ? ESCAPE '\\'")
+            args.append(run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                        + "%")
+        sql = (f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY started DESC, id DESC"
+               + (" LIMIT ?" if limit is not None else ""))
+        if limit is not None:
+            args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [run_entry(row, self.path) for row in rows]
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        with self._lock:
+            self._conn.close()
+
+    # ----------------------------------------------------------------- opening
+
+    def _connect(self) -> None:
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False,
+                                     isolation_level=None)
+        _when_unlocked(self._set_up)
+
+    def _set_up(self) -> None:
+        """WAL mode and the schema (both no-ops on a file another process set up)."""
+        if self.path != MEMORY:
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def _replace_file(self, error: sqlite3.DatabaseError) -> None:
+        """Set the damaged file aside, start a fresh one, then warn (once per damaged file).
+
+        Called with the lock held.
+        """
+        self._conn.close()
+        # not damaged on a fresh connection: another process set it aside already
+        moved = set_aside(self.path) if is_damaged(self.path) else None
+        self._connect()
+        if moved is not None:
+            _warn_damaged(self.path, moved, error)
+
+    def _recover(self, broken: sqlite3.Connection, error: sqlite3.DatabaseError) -> None:
+        """Called by :func:`recovering` when a statement found the file damaged."""
+        if self.path == MEMORY:
+            raise error
+        with self._lock:
+            if self._conn is broken:  # else another thread recovered while this one failed
+                self._replace_file(error)
+
+    # ----------------------------------------------------------------- internals
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _settle_dead(self) -> None:
+        """Rewrite runs left ``running`` by a process that is gone as ``interrupted``."""
+        host = socket.gethostname()
+        with self._lock:
+            running = self._conn.execute(
+                "SELECT id, pid, pid_start, nodes FROM runs WHERE status = 'running' AND host = ?",
+                (host,)).fetchall()
+        dead = [(run_id, nodes) for run_id, pid, start, nodes in running
+                if not alive(pid, start)]
+        if not dead:
+            return
+        with self._lock, self._transaction():
+            for run_id, nodes in dead:
+                rows = json.loads(nodes)
+                for row in rows:
+                    if row[1] in ("pending", "running"):
+                        row[1], row[10] = "interrupted", "the run was interrupted"
+                self._conn.execute(
+                    "UPDATE runs SET status = 'interrupted', error_type = 'Interrupted', "
+                    "error_message = 'the process recording this run ended without finishing "
+                    "it (killed or crashed)', nodes = ? WHERE id = ? AND status = 'running'",
+                    (json.dumps(rows), run_id))
+
+
+def _when_unlocked(step: Callable[[], None]) -> None:
+    """Run ``step``, again while another process holds a lock SQLite will not wait for.
+
+    SQLite answers "database is locked" at once, without its busy handler, when
+    two connections switch a new file to WAL mode or create its schema at the
+    same moment; the loser succeeds as soon as the winner is done.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as e:
+            contended = "locked" in str(e) or "busy" in str(e)
+            if not contended or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)  # no event to wait on: the lock is another process's
+        pause = min(pause * 2, 0.05)
+
+
+def _warn_damaged(path: str, moved: str, error: sqlite3.DatabaseError) -> None:
+    import warnings
+
+    from lazyflow.errors import CacheWarning
+
+    warnings.warn(f"the run history {path} is damaged ({error}); it was moved to {moved} "
+                  "and a fresh history is started, so earlier runs are not listed. Rows may "
+                  f"be recoverable with `sqlite3 {moved} .recover`; delete it once you no "
+                  "longer need it", CacheWarning, stacklevel=2)
