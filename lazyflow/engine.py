@@ -576,6 +576,7 @@ class _State:
                        if self.deadlines else None)
             if poll is not None:
                 timeout = poll if timeout is None else min(timeout, poll)
+            self.cache.commit()  # buffered writes (disk tier) land while this waits
             for done in self._finished(timeout):
                 if isinstance(done, str):  # a parked node whose key landed: look it up again
                     parked.discard(done)
