@@ -106,10 +106,11 @@ class Batch(Generic[Row]):
 
     def add(self, key: str, row: Row) -> None:
         """Buffer ``row`` under ``key``; it is committed within ``delay`` seconds."""
+        now = time.monotonic()
         with self.wake:
             pending = self.pending
             if not pending:
-                self.opened = time.monotonic()
+                self.opened = now
                 if self.writer is None:
                     self.writer = threading.Thread(target=self._run, daemon=True,
                                                    name="lazyflow-disk-writer")
@@ -117,7 +118,7 @@ class Batch(Generic[Row]):
                 else:
                     self.wake.notify()  # a writer waiting idle starts its clock
             pending[key] = row
-            due = time.monotonic() - self.opened >= self.delay
+            due = now - self.opened >= self.delay
         if due:
             self._commit()
 

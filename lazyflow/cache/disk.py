@@ -78,7 +78,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +218,66 @@ class _EntryDisk(diskcache.Disk):  # type: ignore[misc]
         return _Row(bytes(value), path)
 
 
+class _Connections:
+    """Each thread's own connection to the index, opened on first use with diskcache's
+    per-connection settings (``pragmas``): an SQLite connection must not be used by two
+    threads at once, nor cross a fork."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pragmas: dict[str, int] = {}
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []  # every thread's, to close them all
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped when connections must reopen (close, fork, new index)
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection, not kept (for a one-off statement)."""
+        # the settings diskcache uses: synchronous=NORMAL (no fsync per commit), its page
+        # cache and memory map
+        con = sqlite3.connect(self.path, timeout=_TIMEOUT, isolation_level=None,
+                              check_same_thread=False)
+        for pragma, value in self.pragmas.items():
+            con.execute(f"PRAGMA {pragma} = {value}")
+        return con
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            opened = self.connect()
+            with self._lock:
+                self._opened.append(opened)
+            local.con, local.generation = opened, self._generation
+        con: sqlite3.Connection = local.con
+        return con
+
+    def release(self) -> None:
+        """Close this thread's connection (its thread ends)."""
+        con = getattr(self._local, "con", None)
+        self._local.generation = None
+        if con is not None:
+            with self._lock:
+                if con in self._opened:
+                    self._opened.remove(con)
+            con.close()
+
+    def close(self) -> None:
+        """Close every thread's connection; each opens a new one on its next use."""
+        with self._lock:
+            self._generation += 1
+            opened, self._opened = self._opened, []
+        for con in opened:
+            with contextlib.suppress(sqlite3.Error):
+                con.close()
+
+    def forked(self) -> None:
+        """In a forked child: forget the parent's connections (never used here again)."""
+        self._generation += 1
+        self._opened = []
+        self._lock = threading.Lock()
+
+
 class DiskTier(ForeignEntries):
     """Entries under a local directory; size-limited, shared safely by threads and processes.
 
@@ -242,13 +302,9 @@ class DiskTier(ForeignEntries):
         self.min_file_size = int(min_file_size)
         self._recovery = threading.Lock()
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
-        self._local = threading.local()  # this thread's connection to the index
-        self._connections: list[sqlite3.Connection] = []  # every thread's, to close them all
-        self._connecting = threading.Lock()
-        self._generation = 0  # bumped when connections must reopen (close, a fresh index)
-        self._pragmas: dict[str, int] = {}
+        self._connections = _Connections(self.index_path)
         self._page_size = 4096
-        self._batch: Batch[_Pending] = Batch(self._write, release=self._release)
+        self._batch: Batch[_Pending] = Batch(self._write, release=self._connections.release)
         _TIERS.add(self)
         try:
             self._cache = self._open()
@@ -375,14 +431,14 @@ class DiskTier(ForeignEntries):
         """Remove the row and its file."""
         if self._batch.get(key) is not None:
             self._batch.flush()  # else its buffered row would land after the delete
-        self._db().execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
+        self._connections.get().execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
         self._cache.delete(key, retry=True)
 
     @recovering("_cache")
     def keys(self) -> Iterator[str]:
         """A snapshot of the keys stored (buffered writes committed first)."""
         self.flush()
-        rows = self._db().execute(
+        rows = self._connections.get().execute(
             f"SELECT key FROM {TABLE} UNION SELECT key FROM Cache WHERE raw = 1").fetchall()
         return iter([key for (key,) in rows if isinstance(key, str)])
 
@@ -390,7 +446,7 @@ class DiskTier(ForeignEntries):
     def clear(self) -> None:
         """Remove every entry and file, buffered ones and orphaned value files included."""
         self._batch.drop()
-        self._db().execute(f"DELETE FROM {TABLE}")
+        self._connections.get().execute(f"DELETE FROM {TABLE}")
         self._cache.clear(retry=True)
         self._remove_orphans()
 
@@ -402,13 +458,13 @@ class DiskTier(ForeignEntries):
 
     @recovering("_cache")
     def _volume(self) -> int:
-        return _volume_of(self._db(), self._page_size)
+        return _volume_of(self._connections.get(), self._page_size)
 
     def close(self) -> None:
         """Commit what is buffered, then close the index's connections (reopened on next use)."""
         self.flush()
         with self._batch.commit_lock:  # no commit is using a connection meanwhile
-            self._close_connections()
+            self._connections.close()
         self._cache.close()
 
     def __repr__(self) -> str:
@@ -426,9 +482,9 @@ class DiskTier(ForeignEntries):
             cache.__init__(self.directory, size_limit=self.size_limit, disk=_EntryDisk,
                            disk_min_file_size=self.min_file_size,
                            eviction_policy="least-recently-stored")
-            self._pragmas = {"synchronous": int(cache.sqlite_synchronous),
-                             "cache_size": int(cache.sqlite_cache_size),
-                             "mmap_size": int(cache.sqlite_mmap_size)}
+            self._connections.pragmas = {"synchronous": int(cache.sqlite_synchronous),
+                                         "cache_size": int(cache.sqlite_cache_size),
+                                         "mmap_size": int(cache.sqlite_mmap_size)}
             self._page_size = int(cache._page_size)
             self._create_table()
         except BaseException:
@@ -439,7 +495,7 @@ class DiskTier(ForeignEntries):
 
     def _create_table(self) -> None:
         """Create lazyflow's table if missing; check diskcache's columns this tier reads."""
-        with contextlib.closing(self._connect()) as con:
+        with contextlib.closing(self._connections.connect()) as con:
             missing = _CACHE_COLUMNS - {row[1] for row in con.execute("PRAGMA table_info(Cache)")}
             if missing:
                 raise RuntimeError(
@@ -450,58 +506,17 @@ class DiskTier(ForeignEntries):
             for statement in _SCHEMA:
                 con.execute(statement)
 
-    def _connect(self) -> sqlite3.Connection:
-        # the per-connection settings diskcache uses: synchronous=NORMAL (no fsync per
-        # commit), its page cache and memory map
-        con = sqlite3.connect(self.index_path, timeout=_TIMEOUT, isolation_level=None,
-                              check_same_thread=False)
-        for pragma, value in self._pragmas.items():
-            con.execute(f"PRAGMA {pragma} = {value}")
-        return con
-
-    def _db(self) -> sqlite3.Connection:
-        """This thread's connection to the index, opened on first use (and after a fork,
-        ``close`` or a fresh index: each bumps ``_generation``)."""
-        local = self._local
-        if getattr(local, "generation", None) != self._generation:
-            opened = self._connect()
-            with self._connecting:
-                self._connections.append(opened)
-            local.con, local.generation = opened, self._generation
-        con: sqlite3.Connection = local.con
-        return con
-
     def _forked(self) -> None:
-        """In a forked child: connections must not cross a fork; open new ones."""
-        self._generation += 1
-        self._connections = []
-        self._connecting = threading.Lock()
+        """In a forked child: new connections and locks (see ``_forget_connections``)."""
+        self._connections.forked()
         self._recovery = threading.Lock()
-
-    def _release(self) -> None:
-        """The writer thread ends: close its connection."""
-        con = getattr(self._local, "con", None)
-        self._local.generation = None
-        if con is not None:
-            with self._connecting:
-                if con in self._connections:
-                    self._connections.remove(con)
-            con.close()
-
-    def _close_connections(self) -> None:
-        with self._connecting:
-            self._generation += 1
-            connections, self._connections = self._connections, []
-        for con in connections:
-            with contextlib.suppress(sqlite3.Error):
-                con.close()
 
     def _row(self, key: str) -> _Row | None:
         """The row under ``key``: buffered, else from either table (the newer if both)."""
         pending = self._batch.get(key)
         if pending is not None:
             return _Row(pending[0], None)
-        rows = self._db().execute(_FIND, (key,)).fetchall()
+        rows = self._connections.get().execute(_FIND, (key,)).fetchall()
         if not rows:
             return None
         blob, filename, _ = rows[0] if len(rows) == 1 else max(rows, key=lambda r: r[2] or 0.0)
@@ -513,21 +528,21 @@ class DiskTier(ForeignEntries):
     @recovering("_cache")
     def _write(self, rows: dict[str, _Pending]) -> None:
         """Commit a batch of rows in one transaction (``Batch`` calls it)."""
-        con = self._db()
+        con = self._connections.get()
         with _transaction(con):
             replaced = _rows_in_cache(con, list(rows))  # a key's row moves to our table
             if replaced:
                 con.executemany("DELETE FROM Cache WHERE rowid = ?",
                                 [(rowid,) for rowid, _ in replaced])
             con.executemany(_INSERT, [(key, stored, blob) for key, (blob, stored) in rows.items()])
-        self._remove_files(filename for _, filename in replaced)
+        _remove_files(self.directory, (filename for _, filename in replaced))
         self._cull(con)
 
     def _put_file(self, key: str, encoded: Encoded, meta: Meta) -> None:
         """Write a large value to its file and commit its row in diskcache's table."""
         if self._batch.get(key) is not None:
             self._batch.flush()  # else its buffered row would land after this one
-        con = self._db()
+        con = self._connections.get()
         if con.execute(f"SELECT 1 FROM {TABLE} WHERE key = ?", (key,)).fetchone():
             con.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
         self._cull(con, room=encoded.nbytes)
@@ -539,28 +554,8 @@ class DiskTier(ForeignEntries):
                           CacheWarning, stacklevel=6)
 
     def _cull(self, con: sqlite3.Connection, room: int = 0) -> None:
-        """Evict the oldest stored entries of either table until ``room`` more bytes fit."""
-        for _ in range(_EVICT_STEPS):
-            if _volume_of(con, self._page_size) + room <= self.size_limit:
-                return
-            oldest = con.execute(f"SELECT stored FROM {TABLE} ORDER BY rowid LIMIT 1").fetchone()
-            file = con.execute("SELECT rowid, filename, store_time FROM Cache "
-                               "ORDER BY store_time LIMIT 1").fetchone()
-            if oldest is None and file is None:
-                return
-            if file is None or (oldest is not None and oldest[0] <= file[2]):
-                bound = float("inf") if file is None else file[2]
-                con.execute(f"DELETE FROM {TABLE} WHERE rowid IN (SELECT rowid FROM {TABLE} "
-                            f"WHERE stored <= ? ORDER BY rowid LIMIT {_EVICT})", (bound,))
-            else:  # diskcache's triggers account for the row; the file goes with it
-                con.execute("DELETE FROM Cache WHERE rowid = ?", (file[0],))
-                self._remove_files([file[1]])
-
-    def _remove_files(self, filenames: Any) -> None:
-        for filename in filenames:
-            if filename is not None:
-                with contextlib.suppress(OSError):  # another process removed it first
-                    os.remove(os.path.join(self.directory, filename))
+        """Evict the oldest stored entries until ``room`` more bytes fit in the limit."""
+        _evict(con, self.directory, limit=self.size_limit - room, page_size=self._page_size)
 
     def _report_failure(self) -> None:
         failure = self._batch.failed()
@@ -574,7 +569,7 @@ class DiskTier(ForeignEntries):
 
     def _replace_index(self, error: sqlite3.DatabaseError) -> None:
         """Set the damaged index aside, open a fresh one, then warn (once per damaged file)."""
-        self._close_connections()  # before the move: see _open
+        self._connections.close()  # before the move: see _open
         # not damaged on a fresh connection: another process set it aside already
         moved = set_aside(self.index_path) if is_damaged(self.index_path) else None
         self._cache = self._open()
@@ -596,7 +591,7 @@ class DiskTier(ForeignEntries):
 
     def _remove_orphans(self) -> None:
         """Delete value files no row points at (a set-aside index's, interrupted writes')."""
-        kept = {os.path.join(self.directory, filename) for (filename,) in self._db().execute(
+        kept = {os.path.join(self.directory, filename) for (filename,) in self._connections.get().execute(
             "SELECT filename FROM Cache WHERE filename IS NOT NULL")}  # concurrent writers' too
         for path in _value_files(self.directory):
             if path not in kept:
@@ -685,6 +680,33 @@ def _rows_in_cache(con: sqlite3.Connection, keys: list[str]) -> list[tuple[int, 
         found += con.execute("SELECT rowid, filename FROM Cache WHERE raw = 1 AND key IN "
                              f"({','.join('?' * len(chunk))})", chunk).fetchall()
     return found
+
+
+def _evict(con: sqlite3.Connection, directory: str, *, limit: int, page_size: int) -> None:
+    """Delete the oldest stored rows of either table (value files with theirs) until the
+    index and the files take ``limit`` bytes at most."""
+    for _ in range(_EVICT_STEPS):
+        if _volume_of(con, page_size) <= limit:
+            return
+        oldest = con.execute(f"SELECT stored FROM {TABLE} ORDER BY rowid LIMIT 1").fetchone()
+        file = con.execute("SELECT rowid, filename, store_time FROM Cache "
+                           "ORDER BY store_time LIMIT 1").fetchone()
+        if oldest is None and file is None:
+            return
+        if file is None or (oldest is not None and oldest[0] <= file[2]):
+            bound = float("inf") if file is None else file[2]
+            con.execute(f"DELETE FROM {TABLE} WHERE rowid IN (SELECT rowid FROM {TABLE} "
+                        f"WHERE stored <= ? ORDER BY rowid LIMIT {_EVICT})", (bound,))
+        else:  # diskcache's triggers account for the row; the file goes with it
+            con.execute("DELETE FROM Cache WHERE rowid = ?", (file[0],))
+            _remove_files(directory, [file[1]])
+
+
+def _remove_files(directory: str, filenames: Iterable[str | None]) -> None:
+    for filename in filenames:
+        if filename is not None:
+            with contextlib.suppress(OSError):  # another process removed it first
+                os.remove(os.path.join(directory, filename))
 
 
 def _size(encoded: Encoded) -> int:
