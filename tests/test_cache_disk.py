@@ -134,8 +134,10 @@ def test_a_value_larger_than_the_limit_warns_with_the_fix(tmp_path):
 def test_unreadable_metadata_is_dropped_with_a_warning(tmp_path):
     tier = DiskTier(tmp_path, size_limit=10**9)
     tier.put("a" * 32, [1, 2], {"digest": "d"})
+    tier.flush()
     with sqlite3.connect(tmp_path / "cache.db") as db:
-        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (b"{broken json\n", "a" * 32))
+        db.execute("UPDATE LazyflowEntries SET blob = ? WHERE key = ?",
+                   (b"{broken json\n", "a" * 32))
     with pytest.warns(lf.CacheWarning, match="unreadable metadata"):
         assert tier.meta("a" * 32) is None
     assert not tier.contains("a" * 32)

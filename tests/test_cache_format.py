@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import sqlite3
 import sys
 import warnings
 from collections.abc import Iterator
@@ -36,8 +37,10 @@ from lazyflow.records import (
     TraceRecord,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "cache-v2"
-MANIFEST = json.loads(FIXTURE.with_suffix(".json").read_text())
+FIXTURES = Path(__file__).parent / "fixtures"
+LAYOUTS = {"cache-v2": "disk layout 1: every row in diskcache's Cache table",
+           "cache-v2-disk2": "disk layout 2: small entries and records in LazyflowEntries"}
+"""The committed fixtures (docs/cache-format.md): key schema 2, encoding 1, both disk layouts."""
 _VALUE_ONLY = {"size", "serializer", "checksum"}  # Stamp fields of entries holding a value
 _LEGACY = {LatestRecord: {"inputs"}}  # documented to be read, no longer written
 
@@ -277,14 +280,26 @@ def test_a_request_stores_exactly_the_keys_and_fields_the_format_documents(tmp_p
 # --------------------------------------------------------------------------- the committed fixture
 
 
+@pytest.fixture(params=sorted(LAYOUTS))
+def committed(request) -> str:
+    """The name of a committed fixture folder (each test runs on every one)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def fixture_copy(tmp_path) -> Path:
+def fixture_copy(tmp_path, committed) -> Path:
     """A copy of the committed fixture: tests open it, never the repository's folder."""
-    return Path(shutil.copytree(FIXTURE, tmp_path / "cache"))
+    return Path(shutil.copytree(FIXTURES / committed, tmp_path / "cache"))
 
 
-def _same_python() -> None:
-    written = ".".join(MANIFEST["python"].split(".")[:2])
+@pytest.fixture
+def manifest(committed) -> dict:
+    """What wrote the fixture (``<folder>.json``): versions, and each node's key and digest."""
+    return json.loads((FIXTURES / f"{committed}.json").read_text())
+
+
+def _same_python(manifest: dict) -> None:
+    written = ".".join(manifest["python"].split(".")[:2])
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if written != here:
         pytest.skip(f"the fixture's keys cover code digested by Python {written}; bytecode, "
@@ -300,18 +315,28 @@ def _expected_values() -> dict[str, object]:
             "pick": fixture.total(squares)}
 
 
-def test_the_committed_fixture_stays_small():
-    assert sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file()) < 64 * 1024
+def test_the_committed_fixture_stays_small(committed):
+    folder = FIXTURES / committed
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 64 * 1024
 
 
-def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy):
+def test_the_committed_fixtures_hold_the_disk_layouts_they_are_named_for():
+    with contextlib.closing(sqlite3.connect(FIXTURES / "cache-v2" / "cache.db")) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        assert "LazyflowEntries" not in tables
+    with contextlib.closing(sqlite3.connect(FIXTURES / "cache-v2-disk2" / "cache.db")) as db:
+        assert db.execute("SELECT count(*) FROM LazyflowEntries").fetchone()[0] > 0
+        assert db.execute("SELECT count(*) FROM Cache").fetchone()[0] == 1  # the value file
+
+
+def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy, manifest):
     tier = DiskTier(fixture_copy, size_limit=2**30)
-    nodes, expected = MANIFEST["nodes"], _expected_values()
+    nodes, expected = manifest["nodes"], _expected_values()
     for name, written in nodes.items():
         meta = tier.meta(written["key"])
         assert (meta["node"], meta["flow"], meta["digest"]) == \
-            (name, MANIFEST["flow"], written["digest"])
-        assert serialize.encoding_of(meta) == MANIFEST["encoding"]
+            (name, manifest["flow"], written["digest"])
+        assert serialize.encoding_of(meta) == manifest["encoding"]
         value = tier.get(written["key"])
         assert lf.hash_value(value) == written["digest"]
         np.testing.assert_equal(value, expected[name])
@@ -321,24 +346,26 @@ def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy):
     assert tier.meta(nodes["scaled"]["key"])["serializer"] == "pickle"  # numpy: frames
 
 
-def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture_copy):
-    _same_python()
+def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture_copy,
+                                                                          manifest):
+    _same_python(manifest)
     flow = fixture.build(lf.Cache(memory=None, disk=fixture_copy))
     run = flow.run(list(fixture.TARGETS), **fixture.inputs())
     expected = _expected_values()
     for name in fixture.TARGETS:
         record = run.nodes[name]
         assert (record.status, record.tier, record.key) == \
-            ("cached", "disk", MANIFEST["nodes"][name]["key"]), name
+            ("cached", "disk", manifest["nodes"][name]["key"]), name
         np.testing.assert_equal(run[name], expected[name])
 
 
-def test_the_committed_fixture_holds_every_record_type_with_documented_fields(fixture_copy):
-    _same_python()
+def test_the_committed_fixture_holds_every_record_type_with_documented_fields(fixture_copy,
+                                                                             manifest):
+    _same_python(manifest)
     tier = DiskTier(fixture_copy, size_limit=2**30)
     flow = fixture.build(lf.Cache(memory=None, disk=None))
-    digests = {name: node["digest"] for name, node in MANIFEST["nodes"].items()}
-    env = tier.meta(MANIFEST["nodes"]["raw"]["key"])["env"]
+    digests = {name: node["digest"] for name, node in manifest["nodes"].items()}
+    env = tier.meta(manifest["nodes"]["raw"]["key"])["env"]
     kinds = _derived_kinds(flow, fixture.inputs(), digests, env)
     assert set(tier.keys()) == set(kinds)
     for key, kind in kinds.items():

@@ -363,10 +363,11 @@ def _audited(tmp_path, calls) -> tuple[lf.Flow, lf.Run]:
 def _flip_stored_byte(directory, key: str) -> None:
     """Flip one byte of an entry kept inline in the disk tier's SQLite index."""
     with contextlib.closing(sqlite3.connect(directory / "cache.db")) as db, db:
-        (blob,) = db.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchone()
+        (blob,) = db.execute("SELECT blob FROM LazyflowEntries WHERE key = ?",
+                             (key,)).fetchone()
         flipped = bytearray(blob)
         flipped[-3] ^= 0xFF  # in the value's frames, after the metadata line
-        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(flipped), key))
+        db.execute("UPDATE LazyflowEntries SET blob = ? WHERE key = ?", (bytes(flipped), key))
 
 
 def test_verify_cache_reports_an_entry_whose_stored_bytes_changed_and_keeps_it(tmp_path, calls):

@@ -202,6 +202,7 @@ def _loop(s: RunState) -> None:
         timeout = next_deadline(s)
         if poll is not None:
             timeout = poll if timeout is None else min(timeout, poll)
+        s.cache.commit()  # buffered writes (disk tier) land while this waits
         for done in _finished(s, timeout):
             if isinstance(done, str):  # a parked node whose key landed: look it up again
                 parked.discard(done)
