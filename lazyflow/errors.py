@@ -14,6 +14,7 @@ from collections.abc import Sequence
 __all__ = [
     "CacheWarning",
     "CancelledError",
+    "CheckError",
     "CycleError",
     "DefinitionError",
     "HashingError",
@@ -149,6 +150,19 @@ class UnknownRunError(LazyflowError, KeyError):
 
 class NotCachedError(LazyflowError, LookupError):
     """A value that was asked about (lineage, verify) is not in the cache."""
+
+
+class CheckError(LazyflowError, ValueError):
+    """A node's result failed one of its ``check=`` callables (returned falsy or raised).
+
+    ``node`` names the node and ``check`` the check; the result is never cached.
+    """
+
+    def __init__(self, node: str, check: str, detail: str) -> None:
+        super().__init__(f"node {node!r}: check {check} failed: {detail}; the result is not "
+                         "cached")
+        self.node = node
+        self.check = check
 
 
 class LazyflowWarning(UserWarning):

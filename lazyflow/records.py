@@ -17,6 +17,7 @@ domain              stored under it                     written by
 ``LATEST``          :class:`LatestRecord`               ``engine/settle.py`` (local)
 ``LAZY_TRACES``     :class:`LazyTraceRecord`            ``engine/lazyinputs.py``
 ``ENVIRONMENT``     :class:`EnvironmentRecord`          ``engine/why.py``
+``CHECKED``         :class:`CheckedRecord`              ``engine/checks.py``
 ``SHOWN``           :class:`ShownRecord`                ``notebook/magics.py``
 ==================  ==================================  =========================
 
@@ -107,6 +108,19 @@ class EntryMeta(_Digest, Stamp, total=False):
     """The process that computed it."""
     env: str
     """The digest of the environment that computed it (see :class:`EnvironmentRecord`)."""
+    checks: str
+    """The digest of the node's ``check=`` callables the value passed when it was stored
+    (absent: the node had none); see :class:`CheckedRecord`."""
+
+
+class CheckedRecord(Stamp):
+    """A stored value passed a node's changed ``check=`` callables (domain ``CHECKED``),
+    so a later hit does not run them again."""
+
+    key: str
+    """The content key of the entry checked."""
+    checks: str
+    """The digest of the checks it passed."""
 
 
 class ElementMeta(_Digest, Stamp, total=False):

@@ -232,8 +232,14 @@ def _fields(kind: type) -> set[str]:
 
 
 def _documented(kind: type, value: bool) -> set[str]:
-    """The fields records.py documents for ``kind``, as a disk tier stores them."""
-    return _fields(kind) if value else _fields(kind) - _VALUE_ONLY
+    """The fields records.py documents for ``kind``, as a disk tier stores them for nodes
+    declared without options (the fixture's)."""
+    fields = _fields(kind) - _WITH_OPTIONS_ONLY
+    return fields if value else fields - _VALUE_ONLY
+
+
+_WITH_OPTIONS_ONLY = {"checks"}
+"""Fields an entry has only when its node declares the option (``check=``)."""
 
 
 _VALUES = (EntryMeta, ElementMeta)

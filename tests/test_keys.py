@@ -35,6 +35,7 @@ def test_every_key_domain_keeps_its_prefix():
         Domain.LAZY_TRACES: "lazyflow-lazy-traces-2\0",
         Domain.FILE: "lazyflow-file-2\0",
         Domain.SHOWN: "lazyflow-shown-2\0",
+        Domain.CHECKED: "lazyflow-checked-2\0",
     }
 
 
@@ -53,6 +54,7 @@ def test_known_keys_never_change():
         "lazy traces": lazy.trace_record_key(A),
         "file": files._blob_key(A),
         "shown": shown_key(A),
+        "checked": keys.checked_key(A, B),
     } == {
         "content": "fca9ceb1dc83b1a8ec996f5164b2ddfe",
         "content, two parameters": "c7ffe1b18857baa9942d07971b9edb01",
@@ -65,6 +67,7 @@ def test_known_keys_never_change():
         "lazy traces": "b8fc6748bd5af10359716f578576d752",
         "file": "6a12d1bc0e6fd8a347ac7a5ba494710d",
         "shown": "43e0d85b8c27ece8aec2a25bb126fbd5",
+        "checked": "fc63e7e3d6c62051349c711600934a83",
     }
 
 

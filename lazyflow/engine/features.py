@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lazyflow.engine.checks import CHECKED
 from lazyflow.engine.hooks import Feature
 from lazyflow.engine.lazyinputs import LAZY_INPUTS
 from lazyflow.engine.maps import MAPPED
@@ -20,16 +21,21 @@ __all__ = ["bind"]
 def bind(s: RunState, name: str, policy: Policy) -> tuple[Feature, ...]:
     """The features of needed node ``name`` in this run, in hook order; ``()`` for most."""
     lazy_ps = s.lazy[name]
-    mapped = s.plan.nodes[name].options.map is not None
-    if not (lazy_ps or mapped or s.sharing is not None or policy.timeout is not None):
+    options = s.plan.nodes[name].options
+    mapped = options.map is not None
+    if not (lazy_ps or mapped or s.sharing is not None or policy.timeout is not None
+            or options.check):
         return ()
     features: list[Feature] = []
     if lazy_ps:
         features.append(LAZY_INPUTS)
     if mapped:
         features.append(MAPPED)
-    if s.sharing is not None and s.prepared[name].cacheable and not lazy_ps and not mapped:
-        features.append(SHARED)  # lazy and mapped nodes run here
+    if s.sharing is not None and s.prepared[name].cacheable and not lazy_ps and not mapped \
+            and not options.check:
+        features.append(SHARED)  # lazy, mapped and checked nodes run here
     if policy.timeout is not None:
         features.append(TIMED)
+    if options.check:
+        features.append(CHECKED)  # after a map's gathering and a lazy node's unwrapping
     return tuple(features)

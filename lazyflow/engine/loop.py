@@ -20,6 +20,7 @@ from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.engine.cancel import CancelToken
+from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.engine.flight import land_all
 from lazyflow.engine.prepare import (
@@ -32,7 +33,7 @@ from lazyflow.engine.prepare import (
     scope,
 )
 from lazyflow.engine.schedule import settled
-from lazyflow.engine.settle import mark_cached, mark_unneeded, settle
+from lazyflow.engine.settle import mark_unneeded, settle
 from lazyflow.engine.shared import Sharing
 from lazyflow.engine.start import start
 from lazyflow.engine.state import RunState, waiting
@@ -101,7 +102,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     try:
         s.emit(RunStarted(run))
         for name, hit in hits.items():
-            mark_cached(s, name, hit)
+            settle_hit(s, name, hit)
         _loop_until_collected(s)
         mark_unneeded(s)
     except BaseException as e:

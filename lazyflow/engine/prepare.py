@@ -47,6 +47,7 @@ class Prepared:
     trace: str | None
     cacheable: bool  # its result is stored
     reusable: bool  # a stored result may be served (false for deterministic=False nodes)
+    checks: str | None = None  # the digest of its check= callables (``checks.py``), if any
 
 
 @dataclass(slots=True)
@@ -91,9 +92,10 @@ def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
         reusable = cacheable and (node.options.deterministic
                                   or REUSE_NONDETERMINISTIC.get())
         code = keys.scoped(fp.digest, environment_digest) if environment_digest else fp.digest
+        checks = hash_value(node.options.check) if node.options.check else None
         old = previous.get(name)
         if old is not None and old.fp is fp and old.code == code and old.params == params \
-                and old.reusable == reusable \
+                and old.reusable == reusable and old.checks == checks \
                 and (not changed or changed.isdisjoint(edges.values())):
             prepared[name] = old
             continue
@@ -104,7 +106,7 @@ def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
             upstream = {p: prepared[up].trace for p, up in edges.items()}
             if None not in upstream.values():
                 trace = keys.trace_key(code, params, upstream)  # type: ignore[arg-type]
-        prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable)
+        prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable, checks)
     plan.memo["prepared"] = prepared
     return prepared
 

@@ -6,8 +6,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.prepare import eager_edges, resolve
-from lazyflow.engine.settle import mark_cached
 from lazyflow.engine.state import touch, waiting
 from lazyflow.model.policies import policy_for
 
@@ -24,7 +24,7 @@ def need(s: RunState, roots: Sequence[str]) -> None:
     for new in (*hits, *needed):
         touch(s, new)
     for hit_name, hit in hits.items():
-        mark_cached(s, hit_name, hit)
+        settle_hit(s, hit_name, hit)
     schedule(s, needed)
 
 

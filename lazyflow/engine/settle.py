@@ -164,13 +164,16 @@ def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapp
     prep = s.prepared[name]
     known = s.keys
     kept = s.kept.get(name) if s.kept else None
-    return {"digest": digest, "node": name, "flow": s.flow.name, "created": created,
-            "duration": duration, "cost": cost, "lazyflow": __version__,
-            "params": prep.params,
-            "inputs": {p: kept[up][1] if kept and up in kept else known[up]
-                       for p, up in upstream.items()},
-            "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0],
-            "env": recorded_environment(s.cache)}
+    meta: EntryMeta = {
+        "digest": digest, "node": name, "flow": s.flow.name, "created": created,
+        "duration": duration, "cost": cost, "lazyflow": __version__, "params": prep.params,
+        "inputs": {p: kept[up][1] if kept and up in kept else known[up]
+                   for p, up in upstream.items()},
+        "input_digests": inputs, "fingerprint": prep.fp.components, "pid": _PID[0],
+        "env": recorded_environment(s.cache)}
+    if prep.checks is not None:
+        meta["checks"] = prep.checks
+    return meta
 
 
 def link_trace(s: RunState, name: str, key: str, digest: str) -> None:

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 import lazyflow.keys as keys
 import lazyflow.model.skip as skip
 from lazyflow.cache.snapshot import handout
+from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import NodeFinished, NodeStarted
 from lazyflow.engine.features import bind
 from lazyflow.engine.flight import land, lead
 from lazyflow.engine.hooks import WAIT
 from lazyflow.engine.prepare import Hit
-from lazyflow.engine.settle import link_trace, mark_cached, settle, stop
+from lazyflow.engine.settle import link_trace, settle, stop
 from lazyflow.engine.state import counted, flow_inputs, release_inputs, waiting
 from lazyflow.engine.vanished import VANISHED, Vanished, demote, value_of
 from lazyflow.engine.why import why
@@ -92,7 +93,7 @@ def _served(s: RunState, name: str, key: str, features: tuple[Any, ...]) -> bool
     if found is None:
         return False
     s.run.nodes[name].key = lookup
-    mark_cached(s, name, Hit(lookup, found[0], found[1]))
+    settle_hit(s, name, Hit(lookup, found[0], found[1]))
     link_trace(s, name, lookup, found[0]["digest"])
     release_inputs(s, name)
     return True

@@ -26,6 +26,7 @@ broken by registration: ``fingerprint`` registers its code hasher into
 from lazyflow.keys.domains import (
     KEY_SCHEMA,
     Domain,
+    checked_key,
     content_key,
     domain,
     environment_key,
@@ -35,5 +36,5 @@ from lazyflow.keys.domains import (
     trace_key,
 )
 
-__all__ = ["KEY_SCHEMA", "Domain", "content_key", "domain", "environment_key", "latest_key",
+__all__ = ["KEY_SCHEMA", "Domain", "checked_key", "content_key", "domain", "environment_key", "latest_key",
            "reasons", "scoped", "trace_key"]

@@ -45,8 +45,8 @@ import xxhash
 if TYPE_CHECKING:
     from lazyflow.records import LatestRecord
 
-__all__ = ["KEY_SCHEMA", "Domain", "content_key", "domain", "environment_key", "latest_key",
-           "reasons", "scoped", "trace_key"]
+__all__ = ["KEY_SCHEMA", "Domain", "checked_key", "content_key", "domain", "environment_key",
+           "latest_key", "reasons", "scoped", "trace_key"]
 
 KEY_SCHEMA = 2
 """The key-schema version inside every key domain (see the design note)."""
@@ -71,6 +71,8 @@ class Domain(enum.Enum):
     """The dependency traces of a lazy node's base key (``lazy.py``)."""
     FILE = "file"
     """The bytes of an output file, by content digest (``files.py``)."""
+    CHECKED = "checked"
+    """A value entry that passed a node's changed checks (``engine/checks.py``)."""
     SHOWN = "shown"
     """What a ``%%flow`` cell printed and displayed (``notebook/magics.py``)."""
 
@@ -89,12 +91,18 @@ _TRACE = domain(Domain.TRACE)
 _LATEST_DOMAIN = domain(Domain.LATEST)
 _SCOPED = domain(Domain.SCOPED)
 _ENVIRONMENT = domain(Domain.ENVIRONMENT)
+_CHECKED = domain(Domain.CHECKED)
 
 
 def scoped(fingerprint: str, environment: str) -> str:
     """A code fingerprint scoped to an environment digest (``lf.Cache(scope="environment")``):
     keys built from it never meet keys of another environment."""
     return xxhash.xxh3_128_hexdigest(f"{_SCOPED}{fingerprint}\0{environment}".encode())
+
+
+def checked_key(key: str, checks: str) -> str:
+    """Where it is recorded that the entry under ``key`` passed the checks digested ``checks``."""
+    return xxhash.xxh3_128_hexdigest(f"{_CHECKED}{key}\0{checks}".encode())
 
 
 def environment_key(digest: str) -> str:

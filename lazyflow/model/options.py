@@ -20,7 +20,7 @@ mutating the shared dict at import).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,8 @@ class NodeOptions:
     resources: Mapping[str, Any] | None = None
     deterministic: bool = True
     """False: the node gives a different value on every call (``provenance.py``)."""
+    check: tuple[Callable[[Any], Any], ...] = ()
+    """Callables the result must pass before it is stored (``engine/checks.py``)."""
 
     @classmethod
     def of(cls, node: str, options: Mapping[str, Any]) -> NodeOptions:
@@ -77,12 +79,25 @@ class NodeOptions:
         if not isinstance(deterministic, bool):
             raise DefinitionError(f"node {node!r}: deterministic= must be True or False, "
                                   f"got {deterministic!r}")
-        return cls(**options)
+        return cls(**{**options, **_normalized_check(node, options)})
 
     def declared(self) -> dict[str, Any]:
         """The options that differ from their defaults, as keyword arguments."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != getattr(DEFAULT, f.name)}
+
+
+def _normalized_check(node: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``check=`` as a tuple of callables: one callable, or a tuple or list of them."""
+    if "check" not in options:
+        return {}
+    check = options["check"]
+    checks = tuple(check) if isinstance(check, (tuple, list)) else (check,)
+    if not all(callable(c) for c in checks):
+        raise DefinitionError(f"node {node!r}: check= takes a callable or a tuple of callables "
+                              f"that receive the result and return true when it is good; got "
+                              f"{check!r}")
+    return {"check": checks}
 
 
 DEFAULT = NodeOptions()
