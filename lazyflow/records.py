@@ -147,16 +147,22 @@ class FileMeta(_Digest, Stamp, total=False):
     the path the loaded value names)."""
 
 
-class TraceRecord(Stamp):
-    """Request key -> content key (domain ``TRACE``): resolves a cached node from code and
-    flow inputs alone, without touching its ancestors."""
-
+class _TraceRequired(Stamp):
     key: str
     """The content key of the entry computed last for this trace key."""
     digest: str
     """That entry's value digest."""
     node: str
     """The node's name (information only)."""
+
+
+class TraceRecord(_TraceRequired, total=False):
+    """Request key -> content key (domain ``TRACE``): resolves a cached node from code and
+    flow inputs alone, without touching its ancestors."""
+
+    expires: float
+    """The earliest time (Unix seconds) a ``max_age=`` in the value's ancestry makes it stale,
+    itself included; absent when none has one (``engine/freshness.py``)."""
 
 
 class _LatestRequired(TypedDict):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import lazyflow.keys as keys
 import lazyflow.model.lazy as lazy
+from lazyflow.engine.freshness import expired, has_max_age
 from lazyflow.engine.prepare import Prepared, eager_edges, prepare, resolve, scope
 from lazyflow.engine.why import environment_note, why
 from lazyflow.records import LazyTraceRecord, TraceRecord
@@ -23,7 +24,8 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
     """A dry run of ``plan``: which needed nodes would hit (and where) or run, and why."""
     cache = flow.cache
     prepared = prepare(plan, scope(cache))
-    hits, needed, _ = resolve(plan, prepared, cache)
+    stale: dict[str, str] | None = {} if has_max_age(plan) else None
+    hits, needed, _ = resolve(plan, prepared, cache, stale=stale)
     digests: dict[str, str | None] = {n: h.meta["digest"] for n, h in hits.items()}
     rows: dict[str, ExplanationRow] = {
         n: ExplanationRow(n, "hit", h.tier, "cached" + environment_note(cache, h.meta), h.key,
@@ -39,6 +41,10 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
             if lazy.lazy_params(plan.nodes[name]):  # replay its traces with what is known
                 key = _explain_lazy(flow, plan, prepared, name, key, digests)
             found = cache.lookup(key) if prep.reusable and key else None
+            if found is not None and stale is not None:
+                why_stale = expired(found[0], plan.nodes[name].options.max_age)
+                if why_stale is not None:
+                    stale[name], found = why_stale, None
             if found is not None:
                 digests[name] = found[0]["digest"]
                 rows[name] = ExplanationRow(
@@ -47,9 +53,9 @@ def explain(flow: Flow, plan: Plan) -> Explanation:
                     found[0].get("size"))
                 continue
         digests[name] = None
-        rows[name] = ExplanationRow(name, "run", None,
-                                    why(cache, flow.name, name, plan.nodes[name], prep, inputs),
-                                    key)
+        reason = (stale and stale.get(name)) \
+            or why(cache, flow.name, name, plan.nodes[name], prep, inputs)
+        rows[name] = ExplanationRow(name, "run", None, reason, key)
     return Explanation(flow.name, plan.targets, tuple(rows[n] for n in plan.order if n in rows))
 
 

@@ -23,6 +23,7 @@ from lazyflow.engine.cancel import CancelToken
 from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.engine.flight import land_all
+from lazyflow.engine.freshness import has_max_age
 from lazyflow.engine.prepare import (
     Hit,
     Prepared,
@@ -90,7 +91,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     options = options or RunOptions()
     cache = flow.cache if options.cache is None else options.cache
     prepared = prepare(plan, scope(cache))
-    hits, needed, maybe = resolve(plan, prepared, cache)
+    stale: dict[str, str] | None = {} if has_max_age(plan) else None
+    hits, needed, maybe = resolve(plan, prepared, cache, stale=stale)
     touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
     executor, owned = resolve_executor(options.executor, options.max_workers)
@@ -99,6 +101,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
               code={n: prepared[n].fp.components for n in records}, cache=cache,
               executor=executor.name, _loader=lambda key: load(cache, key))
     s = _begin(flow, cache, plan, prepared, run, hits, needed, options, executor)
+    if stale is not None:
+        s.fresh, s.expired = True, stale
     try:
         s.emit(RunStarted(run))
         for name, hit in hits.items():

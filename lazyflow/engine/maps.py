@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import lazyflow.keys as keys
 import lazyflow.model.mapping as mapping
 from lazyflow._version import __version__
+from lazyflow.engine.freshness import expired
 from lazyflow.engine.hooks import Feature
 from lazyflow.engine.step import load, store
 from lazyflow.errors import HashingError, MapError
@@ -66,9 +67,10 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
         return failed
     run = MapRun([mapping.element_key(key, param, d) for d in digests],
                          [None] * len(items), [])
+    max_age = node.options.max_age
     for index, element_key in enumerate(run.keys):
         try:
-            if not prep.cacheable:
+            if not prep.cacheable or (max_age is not None and _stale(s, element_key, max_age)):
                 raise KeyError(element_key)
             run.values[index] = load(s.cache, element_key)
         except KeyError:
@@ -79,6 +81,12 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
     return gather([executor.submit(Task(f"{name}[{i}]", node.call,
                                                 {**kwargs, param: items[i]}, policy))
                            for i in run.missing])
+
+
+def _stale(s: RunState, key: str, max_age: float) -> bool:
+    """Whether the element stored under ``key`` is older than its node's ``max_age``."""
+    found = s.cache.lookup(key)
+    return found is not None and expired(found[0], max_age) is not None
 
 
 def _store_element(s: RunState, name: str, key: str, index: int, value: Any,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import lazyflow.keys as keys
 import lazyflow.keys.environment as environment
 import lazyflow.model.files as files
 import lazyflow.model.lazy as lazy
+from lazyflow.engine.freshness import expired
 from lazyflow.errors import HashingError
 from lazyflow.keys.fingerprint import Fingerprint
 from lazyflow.keys.hashing import hash_value
@@ -57,6 +59,7 @@ class Hit:
     key: str
     meta: EntryMeta
     tier: str
+    expires: float | None = None  # the earliest max_age expiry in its ancestry (freshness.py)
 
 
 def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
@@ -141,12 +144,16 @@ def lazy_params(plan: Plan) -> dict[str, frozenset[str]]:
 
 def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
             roots: Sequence[str] | None = None, seen: set[str] | None = None,
+            stale: dict[str, str] | None = None,
             ) -> tuple[dict[str, Hit], list[str], set[str]]:
     """Walk back from ``roots`` (default: the targets) through ``cache``.
 
     Return the hits, the needed nodes in plan order, and the nodes behind lazy
-    inputs that may be needed (``maybe``). Names in ``seen`` are skipped.
+    inputs that may be needed (``maybe``). Names in ``seen`` are skipped. When
+    ``stale`` is given (the plan has ``max_age`` nodes), an expired entry is no hit
+    and ``stale`` says why (``freshness.py``).
     """
+    now = time.time() if stale is not None else 0.0
     hits: dict[str, Hit] = {}
     needed: set[str] = set()
     seen = set() if seen is None else seen
@@ -163,9 +170,13 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
             record: TraceRecord | None = cache.find_record(trace)
             if record is not None:
                 found = cache.lookup(record["key"])
-                if found is not None:
-                    hits[name] = Hit(record["key"], found[0], found[1])
+                why_stale = None if found is None or stale is None else expired(
+                    found[0], plan.nodes[name].options.max_age, record.get("expires"), now)
+                if found is not None and why_stale is None:
+                    hits[name] = Hit(record["key"], found[0], found[1], record.get("expires"))
                     continue
+                if why_stale is not None and stale is not None:
+                    stale[name] = why_stale
         needed.add(name)
         eager = eager_of[name]
         stack.extend(eager.values())

@@ -15,6 +15,7 @@ from lazyflow._version import __version__
 from lazyflow.cache.snapshot import handout, shareable
 from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
+from lazyflow.engine.freshness import ancestry_expiry
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
 from lazyflow.engine.why import environment_note, recorded_environment
@@ -117,6 +118,10 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
     else:
         cost = duration + sum(s.costs.get(up, 0.0) for up in set(upstream.values()))
     s.costs[name] = cost
+    if s.fresh:
+        expires = ancestry_expiry(s, name, record.ended, upstream.values())
+        if expires is not None:
+            s.expires[name] = expires
     if not stored:
         readers = s.consumers[name] + (name in s.targets)
         # several readers (consumers, the caller) each get their own copy: one changing
@@ -184,6 +189,8 @@ def link_trace(s: RunState, name: str, key: str, digest: str) -> None:
         return
     if trace is not None:
         record: TraceRecord = {"key": key, "digest": digest, "node": name}
+        if s.fresh and name in s.expires:
+            record["expires"] = s.expires[name]
         s.cache.record(trace, record)
 
 
@@ -202,6 +209,8 @@ def mark_cached(s: RunState, name: str, hit: Hit) -> None:
     if elsewhere:
         record.reason = (record.reason or "cached") + elsewhere
     s.costs[name] = record.saved
+    if s.fresh and hit.expires is not None:
+        s.expires[name] = hit.expires
     record.started = record.ended = time.time()
     s.digests[name] = hit.meta["digest"]
     s.keys[name] = hit.key

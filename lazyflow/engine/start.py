@@ -13,6 +13,7 @@ from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import NodeFinished, NodeStarted
 from lazyflow.engine.features import bind
 from lazyflow.engine.flight import land, lead
+from lazyflow.engine.freshness import ancestry_expiry, expired
 from lazyflow.engine.hooks import WAIT
 from lazyflow.engine.prepare import Hit
 from lazyflow.engine.settle import link_trace, settle, stop
@@ -59,7 +60,8 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
         s.remaining[name] = (e.node,)
         return None
     record.reason = VANISHED if s.vanished and name in s.vanished \
-        else why(s.cache, s.flow.name, name, s.plan.nodes[name], prep, inputs)
+        else (s.expired and s.expired.get(name)) \
+        or why(s.cache, s.flow.name, name, s.plan.nodes[name], prep, inputs)
     record.status = "running"
     record.started = time.time()
     if s.observed:
@@ -92,8 +94,17 @@ def _served(s: RunState, name: str, key: str, features: tuple[Any, ...]) -> bool
     found = s.cache.lookup(lookup)
     if found is None:
         return False
+    expires = None
+    if s.fresh:  # an entry older than the node's max_age is computed again
+        stale = expired(found[0], s.plan.nodes[name].options.max_age)
+        if stale is not None:
+            s.expired[name] = stale
+            return False
+        created = found[0].get("created")
+        when = float(created) if isinstance(created, (int, float)) else time.time()
+        expires = ancestry_expiry(s, name, when, counted(s, name).values())
     s.run.nodes[name].key = lookup
-    settle_hit(s, name, Hit(lookup, found[0], found[1]))
+    settle_hit(s, name, Hit(lookup, found[0], found[1], expires))
     link_trace(s, name, lookup, found[0]["digest"])
     release_inputs(s, name)
     return True

@@ -76,6 +76,11 @@ class RunState:
     buses: list[Any]
     observers: tuple[Any, ...]
     observed: bool  # anyone listens: else no event objects are built
+    fresh: bool = False  # some node of the plan has max_age= (``freshness.py``)
+    expires: dict[str, float] = field(default_factory=dict)
+    """The earliest max_age expiry in each settled value's ancestry, where there is one."""
+    expired: dict[str, str] = field(default_factory=dict)
+    """Why each node whose stored value was too old is computed again."""
     values: dict[str, Any] = field(default_factory=dict)
     """Values (or snapshots, ``snapshot.py``) readers still to start take."""
     shared_inputs: dict[int, Any] | None = None  # see ``flow_inputs``

@@ -20,6 +20,8 @@ mutating the shared dict at import).
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,8 @@ class NodeOptions:
     """False: the node gives a different value on every call (``provenance.py``)."""
     check: tuple[Callable[[Any], Any], ...] = ()
     """Callables the result must pass before it is stored (``engine/checks.py``)."""
+    max_age: float | None = None
+    """Seconds after which a stored value is a miss (``engine/freshness.py``)."""
 
     @classmethod
     def of(cls, node: str, options: Mapping[str, Any]) -> NodeOptions:
@@ -79,7 +83,8 @@ class NodeOptions:
         if not isinstance(deterministic, bool):
             raise DefinitionError(f"node {node!r}: deterministic= must be True or False, "
                                   f"got {deterministic!r}")
-        return cls(**{**options, **_normalized_check(node, options)})
+        return cls(**{**options, **_normalized_check(node, options),
+                      **_normalized_max_age(node, options)})
 
     def declared(self) -> dict[str, Any]:
         """The options that differ from their defaults, as keyword arguments."""
@@ -98,6 +103,33 @@ def _normalized_check(node: str, options: Mapping[str, Any]) -> dict[str, Any]:
                               f"that receive the result and return true when it is good; got "
                               f"{check!r}")
     return {"check": checks}
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _normalized_max_age(node: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``max_age=`` as seconds: a number, ``"30m"``/``"1h"``/``"2d"``/``"45s"``, a timedelta."""
+    if "max_age" not in options or options["max_age"] is None:
+        return {}
+    value = options["max_age"]
+    seconds: float | None = None
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS \
+                else float(text)
+        except ValueError:
+            seconds = None
+    if seconds is None or not 0 < seconds < math.inf:
+        raise DefinitionError(f"node {node!r}: max_age= takes a positive number of seconds, a "
+                              f"string such as '30m', '1h' or '2d', or a timedelta; got "
+                              f"{value!r}")
+    return {"max_age": seconds}
 
 
 DEFAULT = NodeOptions()
