@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from lazyflow.model.files import Dir, File
     from lazyflow.model.graph import Node
     from lazyflow.model.lazy import Lazy
+    from lazyflow.model.failed import Failed
     from lazyflow.model.resources import ResourceError, Resources
     from lazyflow.model.skip import Skip
     from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
@@ -86,6 +87,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["EventBus", "NodeFinished", "NodeStarted", "RunFinished", "RunStarted"],
                     "lazyflow.engine.events"),
     **dict.fromkeys(["Dir", "File"], "lazyflow.model.files"),
+    "Failed": "lazyflow.model.failed",
     **dict.fromkeys(["Fingerprint", "fingerprint"], "lazyflow.keys.fingerprint"),
     "Node": "lazyflow.model.graph",
     "RunHandle": "lazyflow.handle",
@@ -155,6 +157,7 @@ __all__ = [
     "Dir",
     "EventBus",
     "Explanation",
+    "Failed",
     "File",
     "Fingerprint",
     "Flow",

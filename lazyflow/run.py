@@ -58,6 +58,8 @@ class NodeRecord:
     reason: str = ""
     error: BaseException | None = None
     attempts: int = 0
+    caught: bool = False
+    """It failed, and every consumer in the request caught the failure (``catch=``)."""
 
     @property
     def done(self) -> bool:

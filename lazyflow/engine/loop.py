@@ -122,8 +122,9 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         run.ended = time.time()
         if options.publish:
             flow.last_run = run
-        if run.status == "running":
-            run.status = "failed" if run.failed else "completed"
+        if run.status == "running":  # a failure every consumer caught fails no run
+            run.status = "failed" if any(not run.nodes[n].caught for n in run.failed) \
+                else "completed"
         s.emit(RunFinished(run))
     return run
 

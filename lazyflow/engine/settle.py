@@ -13,6 +13,7 @@ import lazyflow.keys as keys
 import lazyflow.model.skip as skip
 from lazyflow._version import __version__
 from lazyflow.cache.snapshot import handout, shareable
+from lazyflow.engine.catching import caught_by_all, record_failure
 from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
 from lazyflow.engine.freshness import ancestry_expiry
@@ -67,7 +68,11 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
         record.started = outcome.started
     record.ended = outcome.ended or time.time()
     if outcome.error is None:
-        finish(s, name, outcome.value, outcome.duration, outcome.digest, stored=outcome.stored)
+        tainted = bool(s.tainted) and name in s.tainted
+        if tainted:
+            record.reason += "; not cached: computed from a caught failure"
+        finish(s, name, outcome.value, outcome.duration, outcome.digest, keep=not tainted,
+               stored=outcome.stored)
         return
     error = outcome.error
     if isinstance(error, skip.Skip):
@@ -83,8 +88,13 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
         record.reason = f"fallback after {type(error).__name__}: {error}"
         return
     stop(s, name, "failed", f"{type(error).__name__}: {error}")
+    record_failure(s, name, error)
+    record.caught = caught_by_all(s, name)
+    if record.caught:
+        record.reason += "; caught by " + ", ".join(
+            repr(d) for d in dict.fromkeys(s.plan.downstream[name]))
     s.emit(NodeFinished(s.run, record))
-    if policy.on_error == "raise" and s.fatal is None:
+    if policy.on_error == "raise" and s.fatal is None and not record.caught:
         s.fatal = error
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import lazyflow.keys as keys
 import lazyflow.model.skip as skip
 from lazyflow.cache.snapshot import handout
+from lazyflow.engine.catching import catches, failed_digests, record_failure, taints
 from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import NodeFinished, NodeStarted
 from lazyflow.engine.features import bind
@@ -39,14 +40,14 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
     digests = s.digests
     if s.stopped and _skipped(s, name, upstream):
         return None
-    try:
-        inputs = {p: digests[up] for p, up in upstream.items()}
-    except KeyError:  # an input whose entry vanished is being computed again (vanished.py)
+    inputs = _input_digests(s, name, upstream)
+    if inputs is None:  # an input whose entry vanished is being computed again (vanished.py)
         s.remaining[name] = waiting(up for up in upstream.values() if up not in digests)
         return None
     prep = s.prepared[name]
     key = record.key = keys.content_key(prep.code, prep.params, inputs)
-    if prep.reusable and not (s.vanished and name in s.vanished):
+    tainted = bool(s.failures) and taints(s, name, upstream)  # never stored nor looked up
+    if prep.reusable and not tainted and not (s.vanished and name in s.vanished):
         if _served(s, name, key, features):
             return None
         if not lead(s, name, key):
@@ -69,12 +70,29 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
     return _submit(s, name, features, kwargs)
 
 
+def _input_digests(s: RunState, name: str, upstream: dict[str, str]) -> dict[str, str] | None:
+    """The value digests ``name`` is keyed by (a caught failure's stands for it), or
+    ``None`` when an input has none yet."""
+    try:
+        return {p: s.digests[up] for p, up in upstream.items()}
+    except KeyError:
+        if s.failures:
+            try:
+                return failed_digests(s, name, upstream)
+            except KeyError:
+                pass
+        return None
+
+
 def _skipped(s: RunState, name: str, upstream: dict[str, str]) -> bool:
-    """Skip ``name`` when an input of it failed or was skipped (and has no value)."""
-    blocked = next((up for up in upstream.values()
-                    if up in s.stopped and up not in s.digests), None)
+    """Skip ``name`` when an input of it failed or was skipped (and has no value), unless
+    it catches that input's failure."""
+    blocked = next((up for up in upstream.values() if up in s.stopped and up not in s.digests
+                    and not (s.failures and catches(s, name, up))), None)
     if blocked is None:
         return False
+    if blocked in s.failures:  # a consumer that catches receives the failure above it
+        record_failure(s, name, s.failures[blocked].error, because=blocked)
     stop(s, name, "skipped", skip.inherited_reason(blocked, s.run.nodes[blocked]))
     release_inputs(s, name)
     s.emit(NodeFinished(s.run, s.run.nodes[name]))
@@ -119,8 +137,14 @@ def _take_inputs(s: RunState, name: str, features: tuple[Any, ...],
         supplied = supplied | feature.arguments(s, name, upstream, kwargs)
     values = s.values
     for param, up in s.plan.upstream[name].items():
-        if param not in supplied:
-            kwargs[param] = handout(values[up]) if up in values else value_of(s, up)
+        if param in supplied:
+            continue
+        if up in values:
+            kwargs[param] = handout(values[up])
+        elif s.failures and catches(s, name, up):
+            kwargs[param] = s.failures[up]
+        else:
+            kwargs[param] = value_of(s, up)
     if not s.lazy[name]:
         release_inputs(s, name)  # lazy nodes may be called again: release when settled
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lazyflow.engine.maps import MapRun
     from lazyflow.engine.prepare import Hit, Prepared
     from lazyflow.engine.shared import Sharing
+    from lazyflow.model.failed import Failed
     from lazyflow.model.graph import Plan
 
 __all__ = ["RunState", "counted", "flow_inputs", "input_digests", "release_inputs", "touch",
@@ -103,6 +104,11 @@ class RunState:
     """Values standing in for a failure (fallbacks) and everything computed from them:
     never linked by trace key, so the next request retries the failed node."""
     fatal: BaseException | None = None
+    failures: dict[str, Failed] = field(default_factory=dict)
+    """Each failed node, and each node skipped because of a failure above it: what a
+    catching consumer receives (``catching.py``)."""
+    tainted: set[str] = field(default_factory=set)
+    """Nodes computed from a caught failure, or from such a node: never stored."""
     # features' own state
     demanded: dict[str, set[str]] = field(default_factory=dict)  # lazy inputs asked for
     used: dict[str, list[str]] = field(default_factory=dict)  # lazy inputs called, in order

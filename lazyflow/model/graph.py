@@ -46,6 +46,7 @@ from lazyflow.errors import (
 )
 from lazyflow.keys.fingerprint import Fingerprint, refresh
 from lazyflow.keys.hashing import register_hasher
+from lazyflow.model.failed import validate_catch
 from lazyflow.model.lazy import annotated_lazy, validate_lazy
 from lazyflow.model.mapping import validate_map
 from lazyflow.model.options import DEFAULT, NodeOptions
@@ -454,6 +455,8 @@ class Graph:
             if up not in self._nodes:
                 raise UnknownNodeError(up, self.name, self._close_matches(up)) from DefinitionError(
                     f"node {name!r} wires parameter {param!r} to {up!r} with inputs=")
+        if node.options.catch:
+            validate_catch(name, node.options.catch, list(edges.values()))
         upstream[name] = edges
         state[name] = 1
         kids[name] = tuple(edges.values())

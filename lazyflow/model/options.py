@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazyflow.errors import DefinitionError
+from lazyflow.model.failed import normalized_catch
 from lazyflow.model.policies import validate_policy_options
 
 __all__ = ["DEFAULT", "NAMES", "NodeOptions"]
@@ -64,6 +65,8 @@ class NodeOptions:
     """Callables the result must pass before it is stored (``engine/checks.py``)."""
     max_age: float | None = None
     """Seconds after which a stored value is a miss (``engine/freshness.py``)."""
+    catch: tuple[str, ...] = ()
+    """Input nodes whose failure this node receives as ``lf.Failed`` (``failed.py``)."""
 
     @classmethod
     def of(cls, node: str, options: Mapping[str, Any]) -> NodeOptions:
@@ -83,8 +86,10 @@ class NodeOptions:
         if not isinstance(deterministic, bool):
             raise DefinitionError(f"node {node!r}: deterministic= must be True or False, "
                                   f"got {deterministic!r}")
-        return cls(**{**options, **_normalized_check(node, options),
-                      **_normalized_max_age(node, options)})
+        normalized = {**_normalized_check(node, options), **_normalized_max_age(node, options)}
+        if "catch" in options:
+            normalized["catch"] = normalized_catch(node, options["catch"])
+        return cls(**{**options, **normalized})
 
     def declared(self) -> dict[str, Any]:
         """The options that differ from their defaults, as keyword arguments."""
