@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         NodeTimeout,
         NotCachedError,
         OutputError,
+        ReportError,
         SkippedError,
         SkippedWarning,
         UnknownNodeError,
@@ -65,10 +66,11 @@ if TYPE_CHECKING:
     from lazyflow.history import history
     from lazyflow.keys.fingerprint import Fingerprint, fingerprint
     from lazyflow.keys.hashing import hash_value, register_hasher
+    from lazyflow.model.failed import Failed
     from lazyflow.model.files import Dir, File
     from lazyflow.model.graph import Node
     from lazyflow.model.lazy import Lazy
-    from lazyflow.model.failed import Failed
+    from lazyflow.model.metrics import report
     from lazyflow.model.resources import ResourceError, Resources
     from lazyflow.model.skip import Skip
     from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
@@ -81,13 +83,14 @@ _EXPORTS: dict[str, str] = {
     "CancelToken": "lazyflow.engine.cancel",
     **dict.fromkeys(["CacheWarning", "CancelledError", "CheckError", "CycleError",
                      "DefinitionError", "HashingError", "LazyflowError", "LazyflowWarning", "MapError",
-                     "MissingInputError", "NodeTimeout", "NotCachedError", "OutputError",
+                     "MissingInputError", "NodeTimeout", "NotCachedError", "OutputError", "ReportError",
                      "SkippedError", "SkippedWarning", "UnknownNodeError", "UnknownRunError"],
                     "lazyflow.errors"),
     **dict.fromkeys(["EventBus", "NodeFinished", "NodeStarted", "RunFinished", "RunStarted"],
                     "lazyflow.engine.events"),
     **dict.fromkeys(["Dir", "File"], "lazyflow.model.files"),
     "Failed": "lazyflow.model.failed",
+    "report": "lazyflow.model.metrics",
     **dict.fromkeys(["Fingerprint", "fingerprint"], "lazyflow.keys.fingerprint"),
     "Node": "lazyflow.model.graph",
     "RunHandle": "lazyflow.handle",
@@ -143,6 +146,12 @@ class _Package(types.ModuleType):
             return
         super().__setattr__(name, value)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled by name, as any module is: a node function sent to a worker process
+        # that reads ``lf.report`` carries the package as a global (cloudpickle dispatches
+        # modules on their exact type, which this subclass is not)
+        return importlib.import_module, (self.__name__,)
+
 
 sys.modules[__name__].__class__ = _Package
 
@@ -175,6 +184,7 @@ __all__ = [
     "NodeTimeout",
     "NotCachedError",
     "OutputError",
+    "ReportError",
     "ResourceError",
     "Resources",
     "Run",
@@ -195,5 +205,6 @@ __all__ = [
     "load_ipython_extension",
     "node",
     "register_hasher",
+    "report",
     "reuse_nondeterministic",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "NodeTimeout",
     "NotCachedError",
     "OutputError",
+    "ReportError",
     "SkippedError",
     "SkippedWarning",
     "UnknownNodeError",
@@ -163,6 +164,10 @@ class CheckError(LazyflowError, ValueError):
                          "cached")
         self.node = node
         self.check = check
+
+
+class ReportError(LazyflowError, ValueError):
+    """``lf.report`` was called outside a running node, or with a value that is not a number."""
 
 
 class LazyflowWarning(UserWarning):

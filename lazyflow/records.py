@@ -111,6 +111,10 @@ class EntryMeta(_Digest, Stamp, total=False):
     checks: str
     """The digest of the node's ``check=`` callables the value passed when it was stored
     (absent: the node had none); see :class:`CheckedRecord`."""
+    metrics: Mapping[str, float]
+    """What the call reported with ``lf.report`` (absent: nothing)."""
+    metrics_cost: Mapping[str, float]
+    """Those figures with the ancestors' added, as ``cost`` adds seconds (absent: none)."""
 
 
 class CheckedRecord(Stamp):

@@ -20,7 +20,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Literal
@@ -60,6 +60,10 @@ class NodeRecord:
     attempts: int = 0
     caught: bool = False
     """It failed, and every consumer in the request caught the failure (``catch=``)."""
+    metrics: dict[str, float] | None = None
+    """What its call reported with ``lf.report`` (for a hit: when it was computed)."""
+    saved_metrics: dict[str, float] | None = None
+    """For a hit: the ``lf.report`` figures its value cost, its ancestors' included."""
 
     @property
     def done(self) -> bool:
@@ -130,6 +134,15 @@ class Run:
         cached = [r for r in self.nodes.values() if r.status == "cached"]
         return sum(r.saved for r in cached)
 
+    def metrics(self) -> dict[str, float]:
+        """The ``lf.report`` figures of the calls made in this run, summed per name."""
+        return _summed(r.metrics for r in self.nodes.values() if r.status != "cached")
+
+    def saved_metrics(self) -> dict[str, float]:
+        """The ``lf.report`` figures cache hits saved (as recorded when they were computed;
+        like :attr:`time_saved`, an upper bound when hits share ancestry)."""
+        return _summed(r.saved_metrics for r in self.nodes.values() if r.status == "cached")
+
     def by_status(self, status: str) -> list[str]:
         """Names of the nodes with ``status``, in run order."""
         return [name for name, r in self.nodes.items() if r.status == status]
@@ -171,6 +184,11 @@ class Run:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         footer = (f"{self.flow}: {counts} in {_seconds(self.duration)}"
                   f"; cache saved {_seconds(self.time_saved)}")
+        spent, saved = self.metrics(), self.saved_metrics()
+        if spent:
+            footer += f"\nreported: {_figures(spent)}"
+        if saved:
+            footer += f"\nsaved: {_figures(saved)}"
         return _table(rows) + "\n" + footer
 
     def _repr_html_(self) -> str:
@@ -278,3 +296,15 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
+
+def _summed(parts: Iterable[dict[str, float] | None]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for part in parts:
+        for name, value in (part or {}).items():
+            total[name] = total.get(name, 0) + value
+    return total
+
+
+def _figures(metrics: dict[str, float]) -> str:
+    """``812 tokens, 0.013 cost``: figures as a sentence names them."""
+    return ", ".join(f"{value:g} {name}" for name, value in metrics.items())

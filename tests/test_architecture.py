@@ -313,3 +313,11 @@ def test_every_lazyflow_module_counts_as_installed_code_never_as_the_users():
     for module in MODULES:
         importlib.import_module(module)
         assert module_is_installed(module), module
+
+
+def test_the_package_pickles_by_name_so_nodes_reading_lf_reach_worker_processes():
+    import pickle
+
+    import cloudpickle
+
+    assert pickle.loads(cloudpickle.dumps(lazyflow)) is lazyflow

@@ -238,8 +238,9 @@ def _documented(kind: type, value: bool) -> set[str]:
     return fields if value else fields - _VALUE_ONLY
 
 
-_WITH_OPTIONS_ONLY = {"checks"}
-"""Fields an entry has only when its node declares the option (``check=``)."""
+_WITH_OPTIONS_ONLY = {"checks", "metrics", "metrics_cost", "expires"}
+"""Fields a record has only when its node declares the option (``check=``, ``max_age=``
+in its ancestry) or reports figures (``lf.report``)."""
 
 
 _VALUES = (EntryMeta, ElementMeta)

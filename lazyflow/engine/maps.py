@@ -125,11 +125,20 @@ def gather(futures: Sequence[Future[Outcome]]) -> Future[Outcome]:
             combined.set_result(Outcome(
                 value=parts, attempts=max(p.attempts for p in parts),
                 started=min(p.started for p in parts), ended=max(p.ended for p in parts),
-                duration=sum(p.duration for p in parts)))
+                duration=sum(p.duration for p in parts), metrics=_summed(parts)))
 
     for future in futures:
         future.add_done_callback(part_done)
     return combined
+
+
+def _summed(parts: Sequence[Outcome]) -> dict[str, float] | None:
+    """The elements' ``lf.report`` figures added up, or ``None`` when none reported any."""
+    total: dict[str, float] = {}
+    for part in parts:
+        for metric, value in (part.metrics or {}).items():
+            total[metric] = total.get(metric, 0) + value
+    return total or None
 
 
 class _Gathered(Future):  # type: ignore[type-arg]
@@ -173,7 +182,7 @@ def collect(run: MapRun, outcome: Outcome, node: str,
                 part.error.add_note(f"lazyflow: element {index} of {len(run.values)} of map "
                                     f"node {node!r} failed; the other elements are cached")
     result = Outcome(value=run.values, attempts=outcome.attempts, started=outcome.started,
-                     ended=outcome.ended, duration=outcome.duration)
+                     ended=outcome.ended, duration=outcome.duration, metrics=outcome.metrics)
     if failure is not None:
         result.value = None
         result.error = failure.error

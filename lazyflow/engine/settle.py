@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
@@ -64,6 +64,8 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     record = s.run.nodes[name]
     record.attempts = outcome.attempts
     record.duration = outcome.duration
+    if outcome.metrics:
+        record.metrics = outcome.metrics
     if outcome.started:
         record.started = outcome.started
     record.ended = outcome.ended or time.time()
@@ -128,6 +130,8 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
     else:
         cost = duration + sum(s.costs.get(up, 0.0) for up in set(upstream.values()))
     s.costs[name] = cost
+    if record.metrics or s.metric_costs:  # lf.report figures, ancestry included (as cost)
+        _sum_metric_costs(s, name, record.metrics, upstream.values())
     if s.fresh:
         expires = ancestry_expiry(s, name, record.ended, upstream.values())
         if expires is not None:
@@ -173,6 +177,16 @@ def _store_computed(s: RunState, name: str, value: Any, key: str, digest: str,
     s.cache.record(keys.latest_key(s.flow.name, name), latest, local=True)
 
 
+def _sum_metric_costs(s: RunState, name: str, own: dict[str, float] | None,
+                      upstream: Iterable[str]) -> None:
+    total = dict(own or {})
+    for up in set(upstream):
+        for metric, value in s.metric_costs.get(up, {}).items():
+            total[metric] = total.get(metric, 0) + value
+    if total:
+        s.metric_costs[name] = total
+
+
 def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapping[str, str],
                digest: str, duration: float, cost: float, created: float) -> EntryMeta:
     """An entry's metadata; ``inputs`` are the value digests of ``upstream``."""
@@ -188,6 +202,11 @@ def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapp
         "env": recorded_environment(s.cache)}
     if prep.checks is not None:
         meta["checks"] = prep.checks
+    record = s.run.nodes[name]
+    if record.metrics:
+        meta["metrics"] = record.metrics
+    if name in s.metric_costs:
+        meta["metrics_cost"] = s.metric_costs[name]
     return meta
 
 
@@ -219,6 +238,13 @@ def mark_cached(s: RunState, name: str, hit: Hit) -> None:
     if elsewhere:
         record.reason = (record.reason or "cached") + elsewhere
     s.costs[name] = record.saved
+    metrics = hit.meta.get("metrics")
+    if metrics:
+        record.metrics = dict(metrics)
+    saved_metrics = hit.meta.get("metrics_cost") or metrics
+    if saved_metrics:
+        record.saved_metrics = dict(saved_metrics)
+        s.metric_costs[name] = record.saved_metrics
     if s.fresh and hit.expires is not None:
         s.expires[name] = hit.expires
     record.started = record.ended = time.time()

@@ -29,6 +29,7 @@ import lazyflow.keys.fingerprint  # noqa: F401
 from lazyflow.cache.flights import calling_keys
 from lazyflow.errors import HashingError
 from lazyflow.keys.hashing import hash_value, register_hasher
+from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.model.policies import DEFAULTS, Policy
 from lazyflow.model.skip import Skip
 
@@ -48,6 +49,8 @@ class Outcome:
     duration: float = 0.0
     stored: bool = False
     """True when the worker wrote the value to the shared cache tier and sent back none."""
+    metrics: dict[str, float] | None = None
+    """What the call reported with ``lf.report`` (every attempt's), or ``None``."""
 
 
 @dataclass(slots=True)
@@ -67,6 +70,22 @@ class Task:
         outcome = Outcome(started=time.time())
         t0 = time.perf_counter()
         policy = self.policy
+        collecting = start_collecting()
+        try:
+            self._attempts(outcome, policy)
+        finally:
+            outcome.metrics = collected(collecting)
+        outcome.duration = time.perf_counter() - t0
+        outcome.ended = time.time()
+        if outcome.error is None and self.hash_result:
+            try:
+                outcome.digest = hash_value(outcome.value)
+            except HashingError:
+                outcome.digest = None  # the engine decides: error, or a volatile digest
+        return outcome
+
+    def _attempts(self, outcome: Outcome, policy: Policy) -> None:
+        """Call the function until it succeeds or the policy gives up (retries)."""
         while True:
             outcome.attempts += 1
             try:
@@ -94,14 +113,6 @@ class Task:
             except BaseException as e:
                 outcome.error = e
                 break
-        outcome.duration = time.perf_counter() - t0
-        outcome.ended = time.time()
-        if outcome.error is None and self.hash_result:
-            try:
-                outcome.digest = hash_value(outcome.value)
-            except HashingError:
-                outcome.digest = None  # the engine decides: error, or a volatile digest
-        return outcome
 
 
 @runtime_checkable
