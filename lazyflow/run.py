@@ -62,6 +62,11 @@ class NodeRecord:
     """It failed, and every consumer in the request caught the failure (``catch=``)."""
     metrics: dict[str, float] | None = None
     """What its call reported with ``lf.report`` (for a hit: when it was computed)."""
+    cpu: float | None = None
+    """CPU seconds of the thread that ran its call (computed nodes)."""
+    peak_memory: int | None = None
+    """Peak bytes during its call, where measured: always in a worker process of the
+    processes executor, with ``profile_memory=True`` elsewhere."""
     saved_metrics: dict[str, float] | None = None
     """For a hit: the ``lf.report`` figures its value cost, its ancestors' included."""
 

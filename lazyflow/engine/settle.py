@@ -66,6 +66,7 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     record.duration = outcome.duration
     if outcome.metrics:
         record.metrics = outcome.metrics
+    record.cpu, record.peak_memory = outcome.cpu, outcome.peak_memory
     if outcome.started:
         record.started = outcome.started
     record.ended = outcome.ended or time.time()

@@ -28,6 +28,7 @@ import cloudpickle
 import lazyflow.keys.fingerprint  # noqa: F401
 from lazyflow.cache.flights import calling_keys
 from lazyflow.errors import HashingError
+from lazyflow.executors.profile import Measure
 from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.model.policies import DEFAULTS, Policy
@@ -51,6 +52,10 @@ class Outcome:
     """True when the worker wrote the value to the shared cache tier and sent back none."""
     metrics: dict[str, float] | None = None
     """What the call reported with ``lf.report`` (every attempt's), or ``None``."""
+    cpu: float | None = None
+    """CPU seconds of the thread that ran the call (``profile.py``)."""
+    peak_memory: int | None = None
+    """Peak bytes during the call, where measured (``profile.py``)."""
 
 
 @dataclass(slots=True)
@@ -71,10 +76,12 @@ class Task:
         t0 = time.perf_counter()
         policy = self.policy
         collecting = start_collecting()
+        measure = Measure(policy.profile_memory)
         try:
             self._attempts(outcome, policy)
         finally:
             outcome.metrics = collected(collecting)
+            outcome.cpu, outcome.peak_memory = measure.stop()
         outcome.duration = time.perf_counter() - t0
         outcome.ended = time.time()
         if outcome.error is None and self.hash_result:

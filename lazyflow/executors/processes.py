@@ -50,6 +50,7 @@ from typing import Any
 import lazyflow.executors.wire as wire
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
+from lazyflow.executors.profile import dedicate_process
 from lazyflow.keys.hashing import registered_hashers
 
 __all__ = ["ProcessExecutor", "WorkerLostError", "leased", "serve", "shared_pool"]
@@ -247,6 +248,7 @@ _BOOTSTRAP = ("import json, signal, sys; signal.signal(signal.SIGINT, signal.SIG
 def serve(fd: int) -> None:
     """A worker's main loop on socket ``fd``: receive a task, run it, send its outcome back."""
     conn = Connection(fd)
+    dedicate_process()  # one call at a time here: peak memory is measured exactly
     while True:
         try:
             kind, message = wire.receive(conn)

@@ -65,6 +65,8 @@ class NodeOptions:
     """Callables the result must pass before it is stored (``engine/checks.py``)."""
     max_age: float | None = None
     """Seconds after which a stored value is a miss (``engine/freshness.py``)."""
+    profile_memory: bool = False
+    """Measure each call's peak memory with tracemalloc (costly; ``executors/profile.py``)."""
     catch: tuple[str, ...] = ()
     """Input nodes whose failure this node receives as ``lf.Failed`` (``failed.py``)."""
 

@@ -46,11 +46,13 @@ class Policy:
     fallback: Any = None
     resources: Mapping[str, float] = field(default_factory=dict)
     """What the node needs while it runs (memory in bytes): see ``resources.py``."""
+    profile_memory: bool = False
+    """Measure the call's peak memory with tracemalloc (``executors/profile.py``)."""
 
 
 DEFAULTS = Policy()
 OPTION_NAMES = ("retries", "retry_delay", "retry_on", "timeout", "on_error", "fallback",
-                "resources")
+                "resources", "profile_memory")
 
 
 def validate_policy_options(node: str, options: Mapping[str, Any]) -> None:
@@ -76,6 +78,9 @@ def validate_policy_options(node: str, options: Mapping[str, Any]) -> None:
         raise DefinitionError(f"node {node!r}: on_error= must be one of "
                               f"{', '.join(map(repr, _ON_ERROR))}, got {on_error!r}")
     parse_needs(node, options.get("resources"))
+    if not isinstance(options.get("profile_memory", False), bool):
+        raise DefinitionError(f"node {node!r}: profile_memory= must be True or False, got "
+                              f"{options['profile_memory']!r}")
 
 
 def policy_for(node: str, options: NodeOptions,
@@ -99,4 +104,5 @@ def policy_for(node: str, options: NodeOptions,
         on_error=merged.get("on_error", "raise"),
         fallback=merged.get("fallback"),
         resources=parse_needs(node, merged.get("resources")),
+        profile_memory=bool(merged.get("profile_memory", False)),
     )
