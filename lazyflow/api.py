@@ -23,6 +23,8 @@ importing what is built on it).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +34,7 @@ import lazyflow.provenance as provenance
 import lazyflow.subflow as subflow
 import lazyflow.watch as watch
 from lazyflow.cache.hierarchy import Cache
+from lazyflow.engine.cancel import CancelToken
 from lazyflow.engine.events import EventBus
 from lazyflow.errors import SkippedError, SkippedWarning
 from lazyflow.handle import RunHandle
@@ -41,7 +44,6 @@ from lazyflow.notebook.progress import show_progress
 from lazyflow.render.display import flow_html, flow_mimebundle
 
 if TYPE_CHECKING:
-    from lazyflow.engine.cancel import CancelToken
     from lazyflow.model.resources import Resources
     from lazyflow.provenance import Lineage, Verification
     from lazyflow.run import Explanation, Run
@@ -154,6 +156,27 @@ class Flow(Graph):
                 self.last_run.edges = [(up, n) for n in plan.order if n in self.last_run.nodes
                                        for up in dict.fromkeys(plan.upstream[n].values())
                                        if up in self.last_run.nodes]
+
+    async def aget(self, targets: str | Iterable[str], /, **options: Any) -> Any:
+        """:meth:`get` for ``await``: the request runs on a thread, so a notebook awaiting
+        it keeps its event loop (and kernel) responsive; cancelling the await cancels
+        the run (finished nodes stay cached)."""
+        return await self._awaited(self.get, targets, options)
+
+    async def arun(self, targets: str | Iterable[str], /, **options: Any) -> Run:
+        """:meth:`run` for ``await`` (see :meth:`aget`)."""
+        result: Run = await self._awaited(self.run, targets, options)
+        return result
+
+    async def _awaited(self, request: Callable[..., Any], targets: str | Iterable[str],
+                       options: dict[str, Any]) -> Any:
+        cancel = options.setdefault("cancel", CancelToken())
+        call = functools.partial(request, targets, **options)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, call)
+        except asyncio.CancelledError:
+            cancel.cancel("the awaiting task was cancelled")
+            raise
 
     def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
         """Start :meth:`run` in a background thread; return a handle to watch or cancel it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lazyflow.engine.awaited import AWAITED, async_nodes
 from lazyflow.engine.checks import CHECKED
 from lazyflow.engine.hooks import Feature
 from lazyflow.engine.lazyinputs import LAZY_INPUTS
@@ -23,10 +24,13 @@ def bind(s: RunState, name: str, policy: Policy) -> tuple[Feature, ...]:
     lazy_ps = s.lazy[name]
     options = s.plan.nodes[name].options
     mapped = options.map is not None
+    awaited = s.caps.in_process and name in async_nodes(s.plan)
     if not (lazy_ps or mapped or s.sharing is not None or policy.timeout is not None
-            or options.check):
+            or options.check or awaited):
         return ()
     features: list[Feature] = []
+    if awaited:
+        features.append(AWAITED)  # first: the executor hooks after it see the lane
     if lazy_ps:
         features.append(LAZY_INPUTS)
     if mapped:

@@ -39,7 +39,7 @@ from lazyflow.engine.shared import Sharing
 from lazyflow.engine.start import start
 from lazyflow.engine.state import RunState, waiting
 from lazyflow.engine.step import load
-from lazyflow.engine.timeouts import expire_deadlines, next_deadline
+from lazyflow.engine.timeouts import executor_of, expire_deadlines, next_deadline
 from lazyflow.engine.vanished import Vanished, demote, value_of
 from lazyflow.errors import CancelledError
 from lazyflow.executors import Capabilities, Executor, Outcome, resolve_executor
@@ -189,7 +189,8 @@ def _loop(s: RunState) -> None:
     poll = _SIGNAL_POLL if threading.current_thread() is threading.main_thread() else None
     while ((ready or parked) and s.fatal is None) or running:
         _check_cancel(s)
-        while ready and s.fatal is None and len(running) < s.executor.max_workers:
+        while ready and s.fatal is None \
+                and len(running) - len(s.lane) < s.executor.max_workers:
             if s.options.cancel is not None:
                 _check_cancel(s)
             name = s.gate.take(ready)  # the first ready node whose resources are free
@@ -239,6 +240,7 @@ def _finished(s: RunState, timeout: float | None) -> list[Future[Outcome] | str]
 
 
 def _complete(s: RunState, name: str, future: Future[Outcome], ready: deque[str]) -> None:
+    s.lane.discard(future)
     s.deadlines.pop(future, None)
     s.unstarted.discard(future)
     try:
@@ -274,8 +276,8 @@ def _abort(s: RunState, error: BaseException) -> None:
     interrupted = isinstance(error, (KeyboardInterrupt, CancelledError))
     s.run.status = "cancelled" if interrupted else "failed"
     s.run.error = error
-    for future in s.running:
-        s.executor.abandon(future)
+    for future in list(s.running):
+        executor_of(s, future).abandon(future)
     land_all(s)  # requests waiting for a key this run computed take over
     failed = next((n for n, r in s.run.nodes.items() if r.status == "failed"), None)
     for record in s.run.nodes.values():

@@ -116,6 +116,8 @@ class RunState:
     used: dict[str, list[str]] = field(default_factory=dict)  # lazy inputs called, in order
     maps: dict[str, MapRun] = field(default_factory=dict)  # map nodes in flight
     shared_of: dict[str, dict[str, str]] = field(default_factory=dict)  # inputs read by key
+    lane: set[Future[Outcome]] = field(default_factory=set)
+    """Running async nodes' futures on the async lane: not counted against the workers."""
     deadlines: dict[Future[Outcome], float] = field(default_factory=dict)
     unstarted: set[Future[Outcome]] = field(default_factory=set)  # timed, not running yet
     timed: Executor | None = None  # a thread for inline executors' nodes with a timeout

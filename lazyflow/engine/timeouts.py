@@ -20,6 +20,7 @@ from lazyflow.engine.schedule import settled
 from lazyflow.engine.settle import settle
 from lazyflow.errors import LazyflowWarning, NodeTimeout
 from lazyflow.executors import Executor, Outcome, ThreadExecutor
+from lazyflow.executors.lane import LANE
 
 if TYPE_CHECKING:
     from lazyflow.engine.state import RunState
@@ -36,7 +37,7 @@ class Timed(Feature):
 
     def executor(self, s: RunState, name: str, executor: Executor) -> Executor:
         """A helper thread instead of an inline executor, which cannot be interrupted."""
-        if not s.caps.inline:
+        if not s.caps.inline or executor is not s.executor:  # another feature chose it
             return executor
         if s.timed is None:
             s.timed = ThreadExecutor(max_workers=1)
@@ -47,12 +48,22 @@ class Timed(Feature):
         timeout = s.policies[name].timeout
         assert timeout is not None
         s.deadlines[future] = time.monotonic() + timeout
-        if not future.running():  # queued, or its worker still starting: not timed yet
+        # queued, or its worker still starting: not timed yet (a coroutine on the async
+        # lane starts at once, though its future never says "running")
+        if not future.running() and future not in s.lane:
             s.unstarted.add(future)
             s.deadlines[future] = time.monotonic() + min(timeout, _START_POLL)
 
 
 TIMED = Timed()
+
+
+def executor_of(s: RunState, future: Future[Outcome]) -> Executor:
+    """The executor running ``future``: the async lane, the timed helper thread, or the run's."""
+    if future in s.lane:
+        s.lane.discard(future)
+        return LANE
+    return s.timed if s.timed is not None and s.caps.inline else s.executor
 
 
 def next_deadline(s: RunState) -> float | None:
@@ -78,7 +89,7 @@ def expire_deadlines(s: RunState, ready: deque[str]) -> None:
             continue
         name = s.running.pop(future)
         del s.deadlines[future]
-        executor = s.timed if s.timed is not None and s.caps.inline else s.executor
+        executor = executor_of(s, future)
         stopped = executor.abandon(future)
         detail = "" if stopped else \
             f" (its {executor.name} worker cannot be stopped and may still be running)"

@@ -13,7 +13,10 @@ synchronous executor is the reference path, as dask's ``get_sync``).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -34,7 +37,8 @@ from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.model.policies import DEFAULTS, Policy
 from lazyflow.model.skip import Skip
 
-__all__ = ["Capabilities", "Executor", "Outcome", "Task", "install_hashers", "pack_hashers"]
+__all__ = ["Capabilities", "Executor", "Outcome", "Task", "after_failure", "install_hashers",
+           "pack_hashers", "run_to_completion"]
 
 
 @dataclass(slots=True)
@@ -74,14 +78,42 @@ class Task:
     def __call__(self) -> Outcome:
         outcome = Outcome(started=time.time())
         t0 = time.perf_counter()
-        policy = self.policy
         collecting = start_collecting()
-        measure = Measure(policy.profile_memory)
+        measure = Measure(self.policy.profile_memory)
         try:
-            self._attempts(outcome, policy)
+            while True:
+                outcome.attempts += 1
+                try:
+                    outcome.value, outcome.error = self._call(), None
+                    break
+                except (KeyboardInterrupt, SystemExit):
+                    raise  # an interrupt cancels the run; it is not the node's failure
+                except BaseException as e:
+                    delay = after_failure(outcome, self.policy, e)
+                    if delay is None:
+                        break
+                    time.sleep(delay)
         finally:
             outcome.metrics = collected(collecting)
             outcome.cpu, outcome.peak_memory = measure.stop()
+        return self.finished(outcome, t0)
+
+    def _call(self) -> Any:
+        """One attempt: call the function (an ``async def`` one runs to completion on this
+        thread's own event loop, as in a worker process or a Dask worker)."""
+        if self.key is None:
+            value = self.func(**self.kwargs)
+        else:
+            calling = calling_keys()  # flights.py: a request inside for this key
+            calling.append(self.key)  # computes instead of waiting for itself
+            try:
+                value = self.func(**self.kwargs)
+            finally:
+                calling.pop()
+        return run_to_completion(value) if inspect.iscoroutine(value) else value
+
+    def finished(self, outcome: Outcome, t0: float) -> Outcome:
+        """Time and (when it can) hash a finished call's outcome."""
         outcome.duration = time.perf_counter() - t0
         outcome.ended = time.time()
         if outcome.error is None and self.hash_result:
@@ -91,35 +123,30 @@ class Task:
                 outcome.digest = None  # the engine decides: error, or a volatile digest
         return outcome
 
-    def _attempts(self, outcome: Outcome, policy: Policy) -> None:
-        """Call the function until it succeeds or the policy gives up (retries)."""
-        while True:
-            outcome.attempts += 1
-            try:
-                if self.key is None:
-                    outcome.value = self.func(**self.kwargs)
-                else:
-                    calling = calling_keys()  # flights.py: a request inside for this key
-                    calling.append(self.key)  # computes instead of waiting for itself
-                    try:
-                        outcome.value = self.func(**self.kwargs)
-                    finally:
-                        calling.pop()
-                outcome.error = None
-                break
-            except (KeyboardInterrupt, SystemExit):
-                raise  # an interrupt cancels the run; it is not the node's failure
-            except Skip as e:  # a decision, not a failure: never retried
-                outcome.error = e
-                break
-            except policy.retry_on as e:
-                outcome.error = e
-                if outcome.attempts > policy.retries:
-                    break
-                time.sleep(random.uniform(0, policy.retry_delay * 2 ** (outcome.attempts - 1)))
-            except BaseException as e:
-                outcome.error = e
-                break
+
+def after_failure(outcome: Outcome, policy: Policy, error: BaseException) -> float | None:
+    """Record a failed attempt; the seconds to wait before retrying, or ``None`` to stop.
+
+    A :class:`Skip` is a decision, never retried; other errors are retried while
+    ``policy`` allows, with exponential backoff and full jitter.
+    """
+    outcome.error = error
+    if isinstance(error, Skip) or not isinstance(error, policy.retry_on) \
+            or outcome.attempts > policy.retries:
+        return None
+    return random.uniform(0, policy.retry_delay * 2 ** (outcome.attempts - 1))
+
+
+_LOOPS = threading.local()
+
+
+def run_to_completion(coroutine: Any) -> Any:
+    """Run an ``async def`` node's coroutine on this thread's own event loop (one per
+    worker thread, kept: a worker runs many calls)."""
+    loop = getattr(_LOOPS, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _LOOPS.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(coroutine)
 
 
 @runtime_checkable
@@ -128,7 +155,7 @@ class Executor(Protocol):
 
     An executor may also declare, as class attributes, what it can do (read
     through :class:`Capabilities`, each false when not declared): ``inline``,
-    ``places_work`` and ``shares_cache``.
+    ``places_work``, ``shares_cache`` and ``in_process``.
     """
 
     name: str
@@ -158,13 +185,17 @@ class Capabilities:
     """It places work itself (Dask): resource needs go to it, and no local gate applies."""
     shares_cache: bool = False
     """Its workers can open a shared cache tier themselves (``engine/shared.py``)."""
+    in_process: bool = False
+    """It calls tasks in this process: ``async def`` nodes go to the async lane
+    (``lane.py``) instead, where they wait concurrently."""
 
     @classmethod
     def of(cls, executor: Executor) -> Capabilities:
         """The capabilities ``executor`` declares."""
         return cls(bool(getattr(executor, "inline", False)),
                    bool(getattr(executor, "places_work", False)),
-                   bool(getattr(executor, "shares_cache", False)))
+                   bool(getattr(executor, "shares_cache", False)),
+                   bool(getattr(executor, "in_process", False)))
 
 
 def pack_hashers(hashers: tuple[tuple[type, Callable[[Any], Any]], ...]) -> bytes | None:

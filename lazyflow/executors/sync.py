@@ -19,6 +19,7 @@ class SyncExecutor:
     name = "sync"
     max_workers = 1
     inline = True
+    in_process = True
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Run ``task`` now; return an already-resolved future."""

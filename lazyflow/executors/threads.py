@@ -19,6 +19,7 @@ class ThreadExecutor:
     """Run tasks on ``max_workers`` threads (default: the number of CPUs)."""
 
     name = "threads"
+    in_process = True
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
