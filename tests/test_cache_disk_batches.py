@@ -257,6 +257,7 @@ WRITER = textwrap.dedent('''
     import numpy as np
     import lazyflow.cache.batch as batch
     import lazyflow.cache.disk as disk
+    import lazyflow.cache.disk_index as disk_index
     from lazyflow.cache.base import NO_VALUE
 
     batch.DELAY = 3600.0  # only flush commits
@@ -278,7 +279,7 @@ WRITER = textwrap.dedent('''
     for i in range(committed, committed + buffered):
         store(i)
 
-    opened = disk._transaction
+    opened = disk_index._transaction
 
     @contextlib.contextmanager
     def stalled(con):
@@ -287,7 +288,7 @@ WRITER = textwrap.dedent('''
             print("inside the transaction", flush=True)
             sys.stdin.read()  # until killed
 
-    disk._transaction = stalled
+    disk_index._transaction = stalled
     tier.flush()
 ''')
 
