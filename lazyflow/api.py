@@ -209,18 +209,20 @@ class Flow(Graph):
 
     def watch(self, target: str, /, *, interval: float = 0.5, poll: bool = False,
               cancel: CancelToken | None = None, on_run: Callable[[Run], Any] | None = None,
-              max_runs: int | None = None, **inputs: Any) -> Run | None:
+              max_runs: int | None = None, every: Any = None, **inputs: Any) -> Run | None:
         """Run ``target``, then run it again whenever an ``lf.File``/``lf.Dir`` input changes.
 
         Uses watchdog (the ``watch`` extra) or polls every ``interval`` seconds
         (``poll=True``). A touch or an unchanged save does not re-run; a failing
-        run is reported and watching goes on. Stops on Ctrl-C, when ``cancel``
+        run is reported and watching goes on. ``every="10m"`` (seconds, a string or
+        a timedelta) also re-requests on a timer — with ``max_age=`` on the node that
+        pulls the data, each tick re-pulls it once it is older than that. Stops on Ctrl-C, when ``cancel``
         is set, or after ``max_runs`` runs; returns the last run.
 
         >>> flow.watch("report", data=lf.File("data.csv"))   # doctest: +SKIP
         """
         return watch.watch(self, target, inputs, interval=interval, poll=poll, cancel=cancel,
-                     on_run=on_run, max_runs=max_runs)
+                     on_run=on_run, max_runs=max_runs, every=every)
 
     @staticmethod
     def _value_or_none(run: Run, target: str, strict: bool) -> Any:

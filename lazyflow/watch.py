@@ -1,4 +1,5 @@
-"""``flow.watch``: re-run a target whenever one of its input files changes content.
+"""``flow.watch``: re-run a target whenever one of its input files changes content, or on a
+timer (``every=``) for inputs no file tells about (an API, a database).
 
 Design note
 -----------
@@ -30,11 +31,13 @@ import contextlib
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.engine.cancel import CancelToken
+from lazyflow.model.durations import seconds
 from lazyflow.model.files import Dir, File, dir_digest
 
 if TYPE_CHECKING:
@@ -89,11 +92,17 @@ class Watcher:
 
 def watch(flow: Flow, target: str, inputs: dict[str, Any], *, interval: float = 0.5,
           poll: bool = False, cancel: CancelToken | None = None,
-          on_run: Callable[[Run], Any] | None = None, max_runs: int | None = None) -> Run | None:
-    """Run ``target`` now and again whenever a watched input file changes content.
+          on_run: Callable[[Run], Any] | None = None, max_runs: int | None = None,
+          every: Any = None) -> Run | None:
+    """Run ``target`` now and again whenever a watched input file changes content, and
+    every ``every`` (seconds, ``"10m"``, a timedelta) when given.
 
     Returns the last run when stopped (Ctrl-C, ``cancel``, or ``max_runs``).
     """
+    period = seconds(every) if every is not None else None
+    if every is not None and period is None:
+        raise ValueError(f"watch(every=...) takes a positive number of seconds, a string such "
+                         f"as '10m' or '1h', or a timedelta; got {every!r}")
     watcher = Watcher(flow, target, inputs)
     cancel = cancel or CancelToken()
     wake = threading.Event()
@@ -113,8 +122,12 @@ def watch(flow: Flow, target: str, inputs: dict[str, Any], *, interval: float = 
                 runs += 1
                 if max_runs is not None and runs >= max_runs:
                     break
+                due = None if period is None else time.monotonic() + period
                 while not cancel.cancelled and not watcher.changed():
-                    wake.wait(interval)
+                    if due is not None and time.monotonic() >= due:
+                        break  # the timer: re-request (a hit if nothing changed upstream)
+                    wake.wait(interval if due is None
+                              else max(0.0, min(interval, due - time.monotonic())))
                     wake.clear()
         except KeyboardInterrupt:
             pass

@@ -19,7 +19,7 @@ import lazyflow.model.lazy as lazy
 from lazyflow.engine.hooks import WAIT, Feature
 from lazyflow.engine.prepare import eager_edges
 from lazyflow.engine.schedule import need
-from lazyflow.engine.state import input_digests, release_inputs, touch
+from lazyflow.engine.state import input_digests, make_ready, release_inputs, touch
 from lazyflow.engine.step import load
 from lazyflow.engine.vanished import value_of
 from lazyflow.executors.base import Outcome, Task
@@ -98,7 +98,7 @@ def demand(s: RunState, name: str, param: str) -> None:
     if record.status == "pending" and up not in s.remaining:  # undecided: resolve it
         need(s, [up])
     if s.run.nodes[up].done:
-        s.ready.append(name)
+        make_ready(s, name)
     else:
         s.remaining[name] = (up,)
 

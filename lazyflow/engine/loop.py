@@ -37,7 +37,7 @@ from lazyflow.engine.schedule import settled
 from lazyflow.engine.settle import mark_unneeded, settle
 from lazyflow.engine.shared import Sharing
 from lazyflow.engine.start import start
-from lazyflow.engine.state import RunState, waiting
+from lazyflow.engine.state import RunState, make_ready, waiting
 from lazyflow.engine.step import load
 from lazyflow.engine.timeouts import executor_of, expire_deadlines, next_deadline
 from lazyflow.engine.vanished import Vanished, demote, value_of
@@ -152,6 +152,7 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
     policies = {n: DEFAULTS if not overrides and plan.nodes[n].options is DEFAULT_NODE_OPTIONS
                 else policy_for(n, plan.nodes[n].options, overrides) for n in needed}
     caps = Capabilities.of(executor)
+    prioritized = any(p.priority for p in policies.values())
     lazy = lazy_params(plan)
     buses = [bus for bus in (flow.events, GLOBAL) if bus] if options.publish else []
     observers = tuple(options.observers)
@@ -160,7 +161,10 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
         executor=executor, caps=caps, targets=frozenset(plan.targets), lazy=lazy,
         hits=dict(hits), digests={n: h.meta["digest"] for n, h in hits.items()},
         keys={n: h.key for n, h in hits.items()}, remaining=remaining, consumers=consumers,
-        ready=deque(n for n in needed if not remaining[n]), policies=policies, features={},
+        ready=deque(sorted((n for n in needed if not remaining[n]),
+                           key=lambda n: -policies[n].priority) if prioritized
+                    else (n for n in needed if not remaining[n])),
+        policies=policies, features={}, prioritized=prioritized,
         # executors that place work themselves (Dask) get needs as worker resources instead
         gate=Gate(options.resources, {} if caps.places_work
                   else {n: p.resources for n, p in policies.items()}),
@@ -198,9 +202,9 @@ def _loop(s: RunState) -> None:
                 break
             future = start(s, name)
             if future is None:
-                settled(s, name, ready)
+                settled(s, name)
             elif future.done():
-                _complete(s, name, future, ready)
+                _complete(s, name, future)
             else:
                 running[future] = name
                 future.add_done_callback(s.finished.put)
@@ -213,11 +217,11 @@ def _loop(s: RunState) -> None:
         for done in _finished(s, timeout):
             if isinstance(done, str):  # a parked node whose key landed: look it up again
                 parked.discard(done)
-                ready.append(done)
+                make_ready(s, done)
             elif done in running:  # not one abandoned at its deadline
-                _complete(s, running.pop(done), done, ready)
+                _complete(s, running.pop(done), done)
         if s.deadlines:
-            expire_deadlines(s, ready)
+            expire_deadlines(s)
     if s.fatal is not None:
         raise s.fatal
 
@@ -239,7 +243,7 @@ def _finished(s: RunState, timeout: float | None) -> list[Future[Outcome] | str]
             found.append(future)
 
 
-def _complete(s: RunState, name: str, future: Future[Outcome], ready: deque[str]) -> None:
+def _complete(s: RunState, name: str, future: Future[Outcome]) -> None:
     s.lane.discard(future)
     s.deadlines.pop(future, None)
     s.unstarted.discard(future)
@@ -248,7 +252,7 @@ def _complete(s: RunState, name: str, future: Future[Outcome], ready: deque[str]
     except BaseException as e:  # the executor itself failed (a dead worker, say)
         outcome = Outcome(error=e, attempts=1, started=time.time(), ended=time.time())
     settle(s, name, outcome)
-    settled(s, name, ready)
+    settled(s, name)
 
 
 def _collect(s: RunState) -> bool:

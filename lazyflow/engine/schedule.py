@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.prepare import eager_edges, resolve
-from lazyflow.engine.state import touch, waiting
+from lazyflow.engine.state import make_ready, touch, waiting
 from lazyflow.model.policies import policy_for
 
 if TYPE_CHECKING:
@@ -43,11 +42,13 @@ def schedule(s: RunState, needed: Iterable[str]) -> None:
                                                 s.options.overrides)
             if not s.caps.places_work:
                 s.gate.add(m, policy.resources)
+            if policy.priority:
+                s.prioritized = True
         if not s.remaining[m]:
-            s.ready.append(m)
+            make_ready(s, m)
 
 
-def settled(s: RunState, name: str, ready: deque[str]) -> None:
+def settled(s: RunState, name: str) -> None:
     """``name`` left the running set: free its resources and wake the consumers it was the
     last input of (unless it was sent back to wait for a lazy input it demanded)."""
     s.gate.release(name)  # a node sent back to wait is taken (and gated) again
@@ -63,4 +64,4 @@ def settled(s: RunState, name: str, ready: deque[str]) -> None:
             else:
                 waits_for.discard(name)
             if not waits_for:
-                ready.append(d)
+                make_ready(s, d)

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from lazyflow.model.failed import Failed
     from lazyflow.model.graph import Plan
 
-__all__ = ["RunState", "counted", "flow_inputs", "input_digests", "release_inputs", "touch",
-           "waiting"]
+__all__ = ["RunState", "counted", "flow_inputs", "input_digests", "make_ready", "release_inputs",
+           "touch", "waiting"]
 
 _FEW = 8  # upstream nodes a node waits for, up to which a tuple holds them rather than a set
 
@@ -77,6 +77,7 @@ class RunState:
     buses: list[Any]
     observers: tuple[Any, ...]
     observed: bool  # anyone listens: else no event objects are built
+    prioritized: bool = False  # some needed node has a priority=: ``ready`` is kept sorted
     fresh: bool = False  # some node of the plan has max_age= (``freshness.py``)
     expires: dict[str, float] = field(default_factory=dict)
     """The earliest max_age expiry in each settled value's ancestry, where there is one."""
@@ -128,6 +129,21 @@ class RunState:
             bus.emit(event)
         for observer in self.observers:
             observer(event)
+
+
+def make_ready(s: RunState, name: str) -> None:
+    """Queue ``name`` to start: after the ready nodes of its priority or higher (FIFO among
+    equals), so the loop takes the highest priority first (``priority=``)."""
+    ready = s.ready
+    if not s.prioritized:
+        ready.append(name)
+        return
+    priority = s.policies[name].priority
+    policies = s.policies
+    at = len(ready)
+    while at and policies[ready[at - 1]].priority < priority:
+        at -= 1
+    ready.insert(at, name)
 
 
 def counted(s: RunState, name: str, *, keyed: bool = False) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -73,7 +72,7 @@ def next_deadline(s: RunState) -> float | None:
     return max(0.0, min(s.deadlines.values()) - time.monotonic())
 
 
-def expire_deadlines(s: RunState, ready: deque[str]) -> None:
+def expire_deadlines(s: RunState) -> None:
     """Settle every running node past its deadline as timed out."""
     now = time.monotonic()
     for future, deadline in list(s.deadlines.items()):
@@ -96,6 +95,6 @@ def expire_deadlines(s: RunState, ready: deque[str]) -> None:
         started = s.run.nodes[name].started or time.time()
         settle(s, name, Outcome(error=NodeTimeout(name, timeout, detail), attempts=1,
                                 started=started, ended=time.time(), duration=timeout))
-        settled(s, name, ready)
+        settled(s, name)
         if not stopped:
             warnings.warn(f"node {name!r} timed out{detail}", LazyflowWarning, stacklevel=2)

@@ -20,13 +20,12 @@ mutating the shared dict at import).
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lazyflow.errors import DefinitionError
+from lazyflow.model.durations import seconds
 from lazyflow.model.failed import normalized_catch
 from lazyflow.model.policies import validate_policy_options
 
@@ -67,6 +66,8 @@ class NodeOptions:
     """Seconds after which a stored value is a miss (``engine/freshness.py``)."""
     profile_memory: bool = False
     """Measure each call's peak memory with tracemalloc (costly; ``executors/profile.py``)."""
+    priority: int = 0
+    """Among ready nodes, higher starts first (and is Dask's task priority)."""
     catch: tuple[str, ...] = ()
     """Input nodes whose failure this node receives as ``lf.Failed`` (``failed.py``)."""
 
@@ -88,6 +89,7 @@ class NodeOptions:
         if not isinstance(deterministic, bool):
             raise DefinitionError(f"node {node!r}: deterministic= must be True or False, "
                                   f"got {deterministic!r}")
+        _check_priority(node, options)
         normalized = {**_normalized_check(node, options), **_normalized_max_age(node, options)}
         if "catch" in options:
             normalized["catch"] = normalized_catch(node, options["catch"])
@@ -112,31 +114,23 @@ def _normalized_check(node: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return {"check": checks}
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def _normalized_max_age(node: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``max_age=`` as seconds: a number, ``"30m"``/``"1h"``/``"2d"``/``"45s"``, a timedelta."""
+    """``max_age=`` as seconds (``durations.py``)."""
     if "max_age" not in options or options["max_age"] is None:
         return {}
-    value = options["max_age"]
-    seconds: float | None = None
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = float(text[:-1]) * _UNITS[text[-1]] if text[-1:] in _UNITS \
-                else float(text)
-        except ValueError:
-            seconds = None
-    if seconds is None or not 0 < seconds < math.inf:
+    found = seconds(options["max_age"])
+    if found is None:
         raise DefinitionError(f"node {node!r}: max_age= takes a positive number of seconds, a "
                               f"string such as '30m', '1h' or '2d', or a timedelta; got "
-                              f"{value!r}")
-    return {"max_age": seconds}
+                              f"{options['max_age']!r}")
+    return {"max_age": found}
+
+
+def _check_priority(node: str, options: Mapping[str, Any]) -> None:
+    priority = options.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise DefinitionError(f"node {node!r}: priority= is an integer (higher starts first "
+                              f"among ready nodes); got {priority!r}")
 
 
 DEFAULT = NodeOptions()

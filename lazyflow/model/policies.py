@@ -48,11 +48,13 @@ class Policy:
     """What the node needs while it runs (memory in bytes): see ``resources.py``."""
     profile_memory: bool = False
     """Measure the call's peak memory with tracemalloc (``executors/profile.py``)."""
+    priority: int = 0
+    """Among ready nodes, higher starts first; Dask gets it as the task's priority."""
 
 
 DEFAULTS = Policy()
 OPTION_NAMES = ("retries", "retry_delay", "retry_on", "timeout", "on_error", "fallback",
-                "resources", "profile_memory")
+                "resources", "profile_memory", "priority")
 
 
 def validate_policy_options(node: str, options: Mapping[str, Any]) -> None:
@@ -105,4 +107,5 @@ def policy_for(node: str, options: NodeOptions,
         fallback=merged.get("fallback"),
         resources=parse_needs(node, merged.get("resources")),
         profile_memory=bool(merged.get("profile_memory", False)),
+        priority=int(merged.get("priority", 0)),
     )
