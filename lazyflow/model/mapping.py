@@ -3,40 +3,89 @@
 Design note
 -----------
 Policy. A map node is one node of the graph whose value is the list of its
-function's results, one per element of the mapped input, in order. Each
-element is also cached on its own, under an *element key*: the node's code,
-parameters and other inputs, plus that element's value digest. When the
-node's key misses (some element changed), the engine looks every element up
-and calls the function only for the elements that miss — change one element
-of 1,000 and one call runs. A map over a map's output is element-wise for the
-same reason: the changed element is the only one whose digest changed.
+function's results, one per element of the mapped input, in order. When the
+node's own key misses (some element changed), the engine calls the function
+only for the elements it has no result for — change one element of 1,000
+and one call runs. A map over a map's output is element-wise for the same
+reason: the changed element is the only one whose result changed.
 
-Elements are submitted to the run's executor as separate tasks (parallel
-under threads or processes), each with the node's retry policy; their
-futures are gathered into one future (``engine/maps.py``), so the scheduler
-sees one node in flight. A failing element fails the node with its own exception plus a note
-naming its index; the elements that succeeded are stored, so the next
-request computes only the ones that failed.
+Where earlier results are found: the map's *manifest*. It belongs to the
+node's *base key* — its content key without the mapped input, so code,
+parameters and other inputs — and holds, for every element computed under
+it, the element's *id* and its result. It is split into *chunks* of
+:data:`CHUNK` elements, each one cache entry under its own key (the base key,
+the mapped parameter and the chunk's index: :func:`chunk_key`), so appending
+one element rewrites one chunk, not the whole list, and a chunk is written
+whole or not at all. Chunk ``i`` holds the elements at positions ``i *
+CHUNK`` onwards of the list it was written for; the results are looked up by
+*id*, though, so a reordered list, a list with an element inserted, or
+duplicates find every result they can (:func:`recall`: chunk by chunk at
+memcmp speed where the positions still agree, then by id wherever they do
+not). An element's id (:func:`element_ids`) is 16 bytes: its exact value for
+an int or a float, else its ``lf.hash_value`` digest (``keys/flat.py``: a
+list of ints or floats gets its ids at buffer speed, without hashing each).
 
-Rejected alternative: expanding a map into one graph node per element at
-planning time. It makes the plan's size depend on data (a 1,000,000-element
-list would be a 1,000,000-node graph before anything is known to have
-changed) and needs the data before planning, which breaks lazy requests.
+Why this is never wrong. Every chunk under a base key pairs ids with results
+the node's function gives *for that code, those parameters and those other
+inputs* — the base key covers them all — so any chunk, whoever wrote it and
+for whichever list, is correct for the ids it holds. Two processes writing one
+map at once can leave chunks from either: fewer hits at worst, never a wrong
+value. A chunk that is missing, damaged (its checksum fails: the tier drops
+it) or not shaped as this version writes it is a miss for its elements,
+which are computed again.
+
+Elements to compute are submitted to the run's executor in a few batches
+(``engine/maps.py``), each element called as its own task with the node's
+retry policy; their futures are gathered into one future, so the scheduler
+sees one node in flight. A failing element fails the node with its own
+exception plus a note naming its index; the results that succeeded are
+written to the manifest, so the next request computes only the failures.
+
+Rejected alternatives: one cache entry per element (what earlier versions
+did, under the ``element`` key domain): 20,000 elements cost 20,000 lookups
+and 20,000 writes, more than storing the values with plain ``diskcache``.
+Expanding a map into one graph node per element at planning time makes the
+plan's size depend on data (a 1,000,000-element list would be a
+1,000,000-node graph before anything is known to have changed) and needs the
+data before planning, which breaks lazy requests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any, Final
 
 import xxhash
 
+import lazyflow.model.files as files
 from lazyflow.errors import DefinitionError, MapError
-from lazyflow.keys import Domain, domain
+from lazyflow.keys import Domain, domain, flat
+from lazyflow.keys.hashing import hash_value
 
-_DOMAIN = domain(Domain.ELEMENT)
+__all__ = ["CHUNK", "ID_SIZE", "MISSING", "Chunk", "Recalled", "build_chunk", "chunk_count",
+           "chunk_ids", "chunk_key", "element_ids", "element_key", "elements", "recall", "validate_map"]
 
-__all__ = ["element_key", "elements", "validate_map"]
+CHUNK: Final = 2048
+"""Elements per manifest chunk: appending one rewrites at most one chunk of this many."""
+ID_SIZE: Final = 16
+"""Bytes of one element id."""
+_CHUNK_DOMAIN = domain(Domain.MAP_CHUNK)
+_ELEMENT_DOMAIN = domain(Domain.ELEMENT)
+_SCAN = 32  # ids looked up by scanning the chunks, up to which a dict of every id is not built
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})  # name no output file
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final[Any] = _Missing()
+"""Stands for an element's result that is not known (yet)."""
 
 
 def validate_map(node: str, params: Sequence[str], option: Any, lazy: Any) -> None:
@@ -57,11 +106,215 @@ def elements(value: Any, node: str, param: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise MapError(f"node {node!r} maps over {param!r}, which must be a list or another "
                        f"iterable of elements, got a {type(value).__name__}")
-    return list(value)
+    return value if type(value) is list else list(value)
+
+
+def element_ids(items: list[Any]) -> bytes:
+    """Every element's id, :data:`ID_SIZE` bytes each, in order (see the design note).
+
+    Equal ids mean equal ``lf.hash_value`` digests: ``1``, ``True`` and ``1.0`` differ.
+    Raises :class:`~lazyflow.errors.HashingError` for an element that cannot be hashed.
+    """
+    fast = flat.scalar_ids(items)
+    if fast is not None:
+        return fast
+    return b"".join([flat.scalar_id(item) or bytes.fromhex(hash_value(item))
+                     for item in items])
 
 
 def element_key(base_key: str, param: str, digest: str) -> str:
-    """Where one element's result is stored: the node's key without the mapped input, plus
-    the element's digest."""
+    """Where versions before the manifest stored one element's result (domain ``element``):
+    the base key, the mapped parameter and the element's digest. Neither written nor read
+    now; kept so the format of the caches they wrote stays described, and tested."""
     return xxhash.xxh3_128_hexdigest(
-        f"{_DOMAIN}{base_key}\0{len(param)}:{param}\0{digest}".encode())
+        f"{_ELEMENT_DOMAIN}{base_key}\0{len(param)}:{param}\0{digest}".encode())
+
+
+def chunk_key(base_key: str, param: str, index: int) -> str:
+    """Where chunk ``index`` of a map's manifest is stored: the node's key without the mapped
+    input (``base_key``), the mapped parameter, and the chunk's index."""
+    return xxhash.xxh3_128_hexdigest(
+        f"{_CHUNK_DOMAIN}{base_key}\0{len(param)}:{param}\0{index}".encode())
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One manifest chunk: element ids (``ID_SIZE`` bytes each) and their results, in
+    order; ``files`` lists the results (by offset) that name output files to restore."""
+
+    ids: bytes
+    values: tuple[Any, ...]
+    files: tuple[int, ...] = ()
+
+    def stored(self) -> tuple[bytes, tuple[Any, ...], tuple[int, ...]]:
+        """What the cache stores: a plain tuple (immutable results stay unpickled in memory)."""
+        return (self.ids, self.values, self.files)
+
+    @classmethod
+    def read(cls, stored: Any) -> Chunk | None:
+        """The chunk a stored value holds, or ``None`` if it is not shaped as one."""
+        if type(stored) is not tuple or len(stored) != 3:
+            return None
+        ids, values, named = stored
+        if (type(ids) is not bytes or type(values) is not tuple or type(named) is not tuple
+                or len(ids) != ID_SIZE * len(values)
+                or not all(type(i) is int and 0 <= i < len(values) for i in named)):
+            return None
+        return cls(ids, values, named)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def chunk_ids(ids: bytes, length: int, index: int, unknown: AbstractSet[int]) -> bytes:
+    """The ids chunk ``index`` of a list of ``length`` elements holds: those whose result is
+    known (all but the ``unknown`` positions: elements that failed)."""
+    lo, hi = index * CHUNK, min(length, (index + 1) * CHUNK)
+    if not unknown or not any(p in unknown for p in range(lo, hi)):
+        return ids[lo * ID_SIZE:hi * ID_SIZE]
+    return b"".join([ids[p * ID_SIZE:(p + 1) * ID_SIZE] for p in range(lo, hi)
+                     if p not in unknown])
+
+
+def build_chunk(ids: bytes, values: Sequence[Any], index: int,
+                unknown: AbstractSet[int]) -> Chunk:
+    """Chunk ``index`` of a list with these ids and results, the ``unknown`` ones left out."""
+    lo, hi = index * CHUNK, min(len(values), (index + 1) * CHUNK)
+    known = tuple(values[lo:hi]) if not unknown else \
+        tuple(values[p] for p in range(lo, hi) if p not in unknown)
+    named = () if set(map(type, known)) <= _PLAIN else \
+        tuple(i for i, v in enumerate(known) if any(True for _ in files.paths_in(v)))
+    return Chunk(chunk_ids(ids, len(values), index, unknown), known, named)
+
+
+def chunk_count(length: int) -> int:
+    """How many chunks the manifest of a list of ``length`` elements has."""
+    return -(-length // CHUNK)
+
+
+# --------------------------------------------------------------------------- recall
+
+
+@dataclass(slots=True)
+class Recalled:
+    """What a manifest knows of a list: every element's result (``MISSING`` if unknown), the
+    positions to compute (one per distinct id), where the duplicates of those are, and
+    which results were found by id rather than in place."""
+
+    values: list[Any]
+    missing: list[int]
+    copies: dict[int, int]  # position -> the missing position whose result it takes
+    shared: list[int]  # positions whose result was found by id (another may hold it too)
+
+
+def recall(chunks: Sequence[Chunk | None], ids: bytes, *, dedupe: bool = True) -> Recalled:
+    """Look every element (by its id) up in the manifest chunks read.
+
+    Chunk by chunk, the positions where the list still agrees with the chunk of
+    the same index are taken at memcmp speed; every other element is looked up by
+    id in all the chunks. ``dedupe``: an id missing at several positions is
+    computed once.
+    """
+    length = len(ids) // ID_SIZE
+    values: list[Any] = []
+    unmatched: list[int] = []
+    for index in range(chunk_count(length)):
+        lo = index * CHUNK
+        part = ids[lo * ID_SIZE:(lo + CHUNK) * ID_SIZE]
+        old = chunks[index] if index < len(chunks) else None
+        if old is not None and old.ids == part:  # the usual case: the chunk is unchanged
+            values.extend(old.values)
+            continue
+        values.extend(_aligned(old, part, lo, unmatched))
+    found = _Index([c for c in chunks if c is not None], len(unmatched))
+    missing: list[int] = []
+    copies: dict[int, int] = {}
+    shared: list[int] = []
+    first: dict[bytes, int] = {}
+    for position in unmatched:
+        element = ids[position * ID_SIZE:(position + 1) * ID_SIZE]
+        value = found.get(element)
+        if value is not MISSING:
+            values[position] = value
+            shared.append(position)
+        elif dedupe and element in first:
+            copies[position] = first[element]
+        else:
+            first[element] = position
+            missing.append(position)
+    return Recalled(values, missing, copies, shared)
+
+
+def _aligned(old: Chunk | None, part: bytes, lo: int, unmatched: list[int]) -> list[Any]:
+    """Results of ``part`` (the ids at ``lo`` onwards) taken from ``old`` where the two agree
+    position by position; the other positions go to ``unmatched``."""
+    count = len(part) // ID_SIZE
+    if old is None:
+        unmatched.extend(range(lo, lo + count))
+        return [MISSING] * count
+    head = _shared_prefix(old.ids, part)  # an element appended or changed leaves the
+    tail = _shared_suffix(old.ids, part, head) if len(old.ids) == len(part) else 0  # rest
+    out = list(old.values[:head]) + [MISSING] * (count - head - tail) + \
+        list(old.values[len(old) - tail:] if tail else [])
+    for offset in range(head, count - tail):
+        start = offset * ID_SIZE
+        if offset < len(old) and old.ids[start:start + ID_SIZE] == part[start:start + ID_SIZE]:
+            out[offset] = old.values[offset]
+        else:
+            unmatched.append(lo + offset)
+    return out
+
+
+def _shared_prefix(a: bytes, b: bytes) -> int:
+    """How many leading ids ``a`` and ``b`` share (a binary search of memcmp's)."""
+    lo, hi = 0, min(len(a), len(b)) // ID_SIZE
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid * ID_SIZE] == b[:mid * ID_SIZE]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _shared_suffix(a: bytes, b: bytes, head: int) -> int:
+    """How many trailing ids ``a`` and ``b`` (of equal length) share, past ``head``."""
+    lo, hi = 0, len(a) // ID_SIZE - head
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid * ID_SIZE:] == b[len(b) - mid * ID_SIZE:]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class _Index:
+    """Results by id across chunks: a scan for a few ids, a dict for many."""
+
+    __slots__ = ("_chunks", "_table")
+
+    def __init__(self, chunks: Sequence[Chunk], lookups: int) -> None:
+        self._chunks = chunks
+        self._table: dict[bytes, Any] | None = None
+        if lookups > _SCAN and chunks:
+            self._table = {}
+            for chunk in chunks:
+                self._table.update(zip(_split(chunk.ids), chunk.values, strict=True))
+
+    def get(self, element: bytes) -> Any:
+        """The result stored for the id ``element``, or ``MISSING``."""
+        if self._table is not None:
+            return self._table.get(element, MISSING)
+        for chunk in self._chunks:
+            at = flat.find_id(chunk.ids, element)
+            if at != -1:
+                return chunk.values[at]
+        return MISSING
+
+
+def _split(ids: bytes) -> Iterable[bytes]:
+    return (ids[at:at + ID_SIZE] for at in range(0, len(ids), ID_SIZE))
