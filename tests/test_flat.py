@@ -87,3 +87,14 @@ def test_an_id_is_found_at_its_index_and_an_absent_one_is_not(items, data):
     index = data.draw(st.integers(0, len(items) - 1))
     assert items.index(items[index]) == flat.find_id(ids, ids[16 * index:16 * index + 16])
     assert flat.find_id(ids, flat.scalar_id(0.5)) == -1
+
+
+@given(st.lists(ints | any_float, min_size=flat.MIN_LENGTH, max_size=flat.MIN_LENGTH * 2))
+def test_ids_said_to_be_distinct_are_distinct(items):
+    ids = element_ids(items)
+    if flat.all_distinct(ids):
+        assert len({ids[at:at + 16] for at in range(0, len(ids), 16)}) == len(items)
+
+
+def test_a_repeated_id_is_never_said_to_be_distinct():
+    assert not flat.all_distinct(element_ids([*range(flat.MIN_LENGTH), 5]))

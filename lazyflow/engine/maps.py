@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["MAPPED", "ElementBatch", "MapRun", "collect", "gather"]
 
 _BATCHES_PER_WORKER = 4  # enough to balance uneven elements, few enough to cost nothing
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})  # name no file
 
 
 class Mapped(Feature):
@@ -212,6 +213,8 @@ class ElementBatch(Task):
     items: list[Any] = field(default_factory=list)
 
     def __call__(self) -> Outcome:
+        if self.policy.retries == 0:
+            return self._once()
         started = time.time()
         kwargs = dict(self.kwargs)
         results: list[Any] = []
@@ -229,6 +232,26 @@ class ElementBatch(Task):
                 failures[offset] = part
         return Outcome(value=(results, failures), attempts=attempts, started=started,
                        ended=time.time(), duration=duration)
+
+    def _once(self) -> Outcome:
+        """What ``Task.__call__`` does for each element without retries, minus an Outcome
+        and four clock reads an element (~1.5 µs: 1.5 s of a million-element map)."""
+        started, t0 = time.time(), time.perf_counter()
+        func, kwargs, param = self.func, dict(self.kwargs), self.param
+        results: list[Any] = []
+        failures: dict[int, Outcome] = {}
+        for offset, item in enumerate(self.items):
+            kwargs[param] = item
+            try:
+                results.append(func(**kwargs))
+            except (KeyboardInterrupt, SystemExit):
+                raise  # an interrupt cancels the run; it is not the element's failure
+            except BaseException as e:  # Skip included: the element's outcome, as Task's
+                results.append(None)
+                now = time.time()
+                failures[offset] = Outcome(error=e, attempts=1, started=now, ended=now)
+        return Outcome(value=(results, failures), attempts=1, started=started,
+                       ended=time.time(), duration=time.perf_counter() - t0)
 
 
 def gather(futures: Sequence[Future[Outcome]]) -> Future[Outcome]:
@@ -289,11 +312,13 @@ def collect(run: MapRun, outcome: Outcome, node: str, computed: Any) -> Outcome:
     failure: tuple[int, Outcome] | None = None
     for batch, part in zip(run.batches, outcome.value, strict=True):
         results, failures = part.value if part.error is None else ([], {})
+        plain = set(map(type, results)) <= _PLAIN  # no result names an output file
         for offset, position in enumerate(batch):
             lost = part if part.error is not None else failures.get(offset)
             if lost is None:
                 run.values[position] = results[offset]
-                computed(results[offset])
+                if not plain:
+                    computed(results[offset])
                 continue
             run.unknown.add(position)
             if failure is None:
