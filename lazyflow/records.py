@@ -126,9 +126,11 @@ class ElementMeta(_Digest, Stamp, total=False):
 class MapChunkMeta(Stamp, total=False):
     """One chunk of a ``map=`` node's manifest (domain ``MAP_CHUNK``, ``model/mapping.py``).
 
-    The value is a tuple ``(ids, results, files)``: the ids of the elements the chunk
-    holds (16 bytes each, concatenated), their results in the same order, and the offsets
-    of the results that name output files. It has no value digest: nothing is keyed by it.
+    The value is a tuple ``(ids, results, files, aligned)``: the ids of the elements the
+    chunk holds (16 bytes each, concatenated), their results in the same order, the
+    offsets of the results that name output files, and how many of the first ids are the
+    elements at the chunk's positions (the rest were carried over from the chunk it
+    replaced). It has no value digest: nothing is keyed by it.
     """
 
     node: str
@@ -136,10 +138,9 @@ class MapChunkMeta(Stamp, total=False):
     flow: str
     """The flow's name."""
     chunk: int
-    """The chunk's index: it was written for the elements from ``chunk * 4096`` on."""
+    """The chunk's index: it was written for the elements from ``chunk * 2048`` on."""
     elements: int
-    """How many elements it holds (fewer than 4096 in the last chunk, or where an element
-    failed)."""
+    """How many results it holds, carried-over ones included."""
 
 
 class FileMeta(_Digest, Stamp, total=False):

@@ -13,9 +13,10 @@ the I/O around it, in the node's two hook points:
   not 20,000 futures — each element called as its own :class:`Task` with the
   node's retry policy;
 - ``outcome``: the batches' results folded into the node's (:func:`collect`),
-  then the manifest written back: only the chunks whose ids changed (one, when
-  an element was appended), each as one whole entry; chunks past the list's
-  end that were read are deleted.
+  then the manifest written back: only the chunks whose elements changed (one,
+  when an element was appended), each as one whole entry that carries over the
+  results the chunk it replaces held for other elements. Nothing is deleted:
+  after a sample of ten elements, the whole list again computes nothing.
 
 A node whose results may not be served (``deterministic=False``) reads no
 manifest and computes every element; one that is not cached writes none.
@@ -178,24 +179,21 @@ def _read_chunk(cache: Cache, key: str) -> Chunk | None:
 
 
 def _write_manifest(s: RunState, name: str, run: MapRun) -> None:
-    """Write the chunks whose ids changed; delete chunks read past the list's end."""
+    """Write each chunk whose elements changed, carrying over the results it held for
+    other elements; chunks past the list's end stay (a longer list may come back)."""
     length = len(run.values)
-    count = mapping.chunk_count(length)
-    for index in range(count):
+    for index in range(mapping.chunk_count(length)):
         old = run.chunks[index] if index < len(run.chunks) else None
-        if old is not None and old.ids == mapping.chunk_ids(run.ids, length, index,
-                                                            run.unknown):
+        if old is not None and old.matches(mapping.chunk_ids(run.ids, length, index,
+                                                             run.unknown)):
             continue  # the same elements: their results are the ones stored
-        chunk = mapping.build_chunk(run.ids, run.values, index, run.unknown)
+        chunk = mapping.build_chunk(run.ids, run.values, index, run.unknown, old)
         if not len(chunk):
-            continue  # every element of it failed: nothing to remember
+            continue  # every element of it failed, and it replaces nothing
         meta: MapChunkMeta = {"node": name, "flow": s.flow.name, "chunk": index,
                               "elements": len(chunk), "created": time.time(),
                               "lazyflow": __version__}
         s.cache.store(mapping.chunk_key(run.base, run.param, index), chunk.stored(), meta)
-    for index in range(count, len(run.chunks)):
-        if run.chunks[index] is not None:
-            s.cache.delete(mapping.chunk_key(run.base, run.param, index))
 
 
 # --------------------------------------------------------------------------- elements

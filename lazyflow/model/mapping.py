@@ -16,12 +16,14 @@ it, the element's *id* and its result. It is split into *chunks* of
 :data:`CHUNK` elements, each one cache entry under its own key (the base key,
 the mapped parameter and the chunk's index: :func:`chunk_key`), so appending
 one element rewrites one chunk, not the whole list, and a chunk is written
-whole or not at all. Chunk ``i`` holds the elements at positions ``i *
-CHUNK`` onwards of the list it was written for; the results are looked up by
-*id*, though, so a reordered list, a list with an element inserted, or
-duplicates find every result they can (:func:`recall`: chunk by chunk at
-memcmp speed where the positions still agree, then by id wherever they do
-not). An element's id (:func:`element_ids`) is 16 bytes: its exact value for
+whole or not at all. Chunk ``i`` holds first the elements at positions ``i *
+CHUNK`` onwards of the list it was written for, then up to ``CHUNK`` results
+*carried over* from the chunk it replaced, for elements that list lacks: a
+request on a sample of the list, then on the whole list again, computes
+nothing the second time. Results are looked up by *id*, so a reordered list,
+a list with an element inserted, or duplicates find every result they can
+(:func:`recall`: chunk by chunk at memcmp speed where the positions still
+agree, then by id in the chunk, then in all the chunks read). An element's id (:func:`element_ids`) is 16 bytes: its exact value for
 an int or a float, else its ``lf.hash_value`` digest (``keys/flat.py``: a
 list of ints or floats gets its ids at buffer speed, without hashing each).
 
@@ -147,36 +149,47 @@ def chunk_key(base_key: str, param: str, index: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One manifest chunk: element ids (``ID_SIZE`` bytes each) and their results, in
-    order; ``files`` lists the results (by offset) that name output files to restore."""
+    """One manifest chunk: element ids (``ID_SIZE`` bytes each) and their results, in order.
+
+    The first ``aligned`` are the elements at the chunk's positions of the list it was
+    written for; the rest were *carried* over from the chunk it replaced (results of
+    an earlier list, kept so that going back to it computes nothing). ``files`` lists
+    the results (by offset) that name output files to restore.
+    """
 
     ids: bytes
     values: tuple[Any, ...]
-    files: tuple[int, ...] = ()
+    files: tuple[int, ...]
+    aligned: int
 
-    def stored(self) -> tuple[bytes, tuple[Any, ...], tuple[int, ...]]:
+    def stored(self) -> tuple[bytes, tuple[Any, ...], tuple[int, ...], int]:
         """What the cache stores: a plain tuple (immutable results stay unpickled in memory)."""
-        return (self.ids, self.values, self.files)
+        return (self.ids, self.values, self.files, self.aligned)
 
     @classmethod
     def read(cls, stored: Any) -> Chunk | None:
         """The chunk a stored value holds, or ``None`` if it is not shaped as one."""
-        if type(stored) is not tuple or len(stored) != 3:
+        if type(stored) is not tuple or len(stored) != 4:
             return None
-        ids, values, named = stored
+        ids, values, named, aligned = stored
         if (type(ids) is not bytes or type(values) is not tuple or type(named) is not tuple
+                or type(aligned) is not int or not 0 <= aligned <= len(values)
                 or len(ids) != ID_SIZE * len(values)
                 or not all(type(i) is int and 0 <= i < len(values) for i in named)):
             return None
-        return cls(ids, values, named)
+        return cls(ids, values, named, aligned)
 
     def __len__(self) -> int:
         return len(self.values)
 
+    def matches(self, part: bytes) -> bool:
+        """Whether this chunk was written for exactly the ids ``part`` (carried ones aside)."""
+        return self.aligned * ID_SIZE == len(part) and self.ids.startswith(part)
+
 
 def chunk_ids(ids: bytes, length: int, index: int, unknown: AbstractSet[int]) -> bytes:
-    """The ids chunk ``index`` of a list of ``length`` elements holds: those whose result is
-    known (all but the ``unknown`` positions: elements that failed)."""
+    """The ids at chunk ``index``'s positions of a list of ``length`` elements whose result
+    is known (all but the ``unknown`` positions: elements that failed)."""
     lo, hi = index * CHUNK, min(length, (index + 1) * CHUNK)
     if not unknown or not any(p in unknown for p in range(lo, hi)):
         return ids[lo * ID_SIZE:hi * ID_SIZE]
@@ -184,15 +197,38 @@ def chunk_ids(ids: bytes, length: int, index: int, unknown: AbstractSet[int]) ->
                      if p not in unknown])
 
 
-def build_chunk(ids: bytes, values: Sequence[Any], index: int,
-                unknown: AbstractSet[int]) -> Chunk:
-    """Chunk ``index`` of a list with these ids and results, the ``unknown`` ones left out."""
+def build_chunk(ids: bytes, values: Sequence[Any], index: int, unknown: AbstractSet[int],
+                old: Chunk | None) -> Chunk:
+    """Chunk ``index`` of a list with these ids and results (the ``unknown`` ones left out),
+    carrying over the results of ``old`` (the chunk it replaces) for other ids, up to
+    :data:`CHUNK` of them."""
     lo, hi = index * CHUNK, min(len(values), (index + 1) * CHUNK)
-    known = tuple(values[lo:hi]) if not unknown else \
-        tuple(values[p] for p in range(lo, hi) if p not in unknown)
-    named = () if set(map(type, known)) <= _PLAIN else \
-        tuple(i for i, v in enumerate(known) if any(True for _ in files.paths_in(v)))
-    return Chunk(chunk_ids(ids, len(values), index, unknown), known, named)
+    known = list(values[lo:hi]) if not unknown else \
+        [values[p] for p in range(lo, hi) if p not in unknown]
+    aligned = chunk_ids(ids, len(values), index, unknown)
+    carried_ids, carried = _carried(old, aligned) if old is not None else (b"", [])
+    kept = tuple(known + carried)
+    named = () if set(map(type, kept)) <= _PLAIN else \
+        tuple(i for i, v in enumerate(kept) if any(True for _ in files.paths_in(v)))
+    return Chunk(aligned + carried_ids, kept, named, len(known))
+
+
+def _carried(old: Chunk, aligned: bytes) -> tuple[bytes, list[Any]]:
+    """The ids and results of ``old`` that ``aligned`` lacks, at most :data:`CHUNK` of them
+    (its own aligned ones first: the most recent)."""
+    if aligned.startswith(old.ids):  # an element appended: nothing of old is lacking
+        return b"", []
+    present = set(_split(aligned))
+    ids: list[bytes] = []
+    carried: list[Any] = []
+    for element, value in zip(_split(old.ids), old.values, strict=True):
+        if element not in present:
+            present.add(element)
+            ids.append(element)
+            carried.append(value)
+            if len(carried) == CHUNK:
+                break
+    return b"".join(ids), carried
 
 
 def chunk_count(length: int) -> int:
@@ -219,27 +255,40 @@ def recall(chunks: Sequence[Chunk | None], ids: bytes, *, dedupe: bool = True) -
     """Look every element (by its id) up in the manifest chunks read.
 
     Chunk by chunk, the positions where the list still agrees with the chunk of
-    the same index are taken at memcmp speed; every other element is looked up by
-    id in all the chunks. ``dedupe``: an id missing at several positions is
-    computed once.
+    the same index are taken at memcmp speed, and the others are looked up by id
+    in that chunk (its carried results included); what is still missing is then
+    looked up in all the chunks. ``dedupe``: an id missing at several positions
+    is computed once.
     """
     length = len(ids) // ID_SIZE
     if not any(chunks):  # nothing to recall (a first run): the ids only tell duplicates
         return _first(ids, length, dedupe=dedupe)
     values: list[Any] = []
     unmatched: list[int] = []
+    shared: list[int] = []
     for index in range(chunk_count(length)):
         lo = index * CHUNK
         part = ids[lo * ID_SIZE:(lo + CHUNK) * ID_SIZE]
         old = chunks[index] if index < len(chunks) else None
-        if old is not None and old.ids == part:  # the usual case: the chunk is unchanged
-            values.extend(old.values)
+        if old is not None and old.matches(part):  # the usual case: the chunk is unchanged
+            values.extend(old.values[:old.aligned])
             continue
-        values.extend(_aligned(old, part, lo, unmatched))
+        pending: list[int] = []
+        values.extend(_aligned(old, part, lo, pending))
+        if old is None or len(old) == 0:
+            unmatched.extend(pending)
+            continue
+        own = _Index([old], len(pending))  # moved within the chunk, or carried over
+        for position in pending:
+            value = own.get(ids[position * ID_SIZE:(position + 1) * ID_SIZE])
+            if value is MISSING:
+                unmatched.append(position)
+            else:
+                values[position] = value
+                shared.append(position)
     found = _Index([c for c in chunks if c is not None], len(unmatched))
     missing: list[int] = []
     copies: dict[int, int] = {}
-    shared: list[int] = []
     first: dict[bytes, int] = {}
     for position in unmatched:
         element = ids[position * ID_SIZE:(position + 1) * ID_SIZE]
@@ -259,32 +308,33 @@ def _first(ids: bytes, length: int, *, dedupe: bool) -> Recalled:
     """Every element missing, each distinct id computed once when ``dedupe``."""
     if not dedupe or flat.all_distinct(ids):  # a sort of 8-byte halves: 0.35 s of a dict
         return Recalled([MISSING] * length, list(range(length)), {}, [])  # less at 1M
-    split = [ids[at:at + ID_SIZE] for at in range(0, len(ids), ID_SIZE)]
+    split = list(_split(ids))
     # built from the end, so each id keeps its first position (a C loop, no Python one)
     first = dict(zip(reversed(split), range(length - 1, -1, -1), strict=True))
-    if len(first) == length:  # no duplicates: the usual case
+    if len(first) == length:  # no duplicates after all
         return Recalled([MISSING] * length, list(range(length)), {}, [])
     copies = {p: first[element] for p, element in enumerate(split) if first[element] != p}
     return Recalled([MISSING] * length, sorted(first.values()), copies, [])
 
 
-def _aligned(old: Chunk | None, part: bytes, lo: int, unmatched: list[int]) -> list[Any]:
-    """Results of ``part`` (the ids at ``lo`` onwards) taken from ``old`` where the two agree
-    position by position; the other positions go to ``unmatched``."""
+def _aligned(old: Chunk | None, part: bytes, lo: int, pending: list[int]) -> list[Any]:
+    """Results of ``part`` (the ids at ``lo`` onwards) taken from ``old``'s aligned ones
+    where the two agree position by position; the other positions go to ``pending``."""
     count = len(part) // ID_SIZE
     if old is None:
-        unmatched.extend(range(lo, lo + count))
+        pending.extend(range(lo, lo + count))
         return [MISSING] * count
-    head = _shared_prefix(old.ids, part)  # an element appended or changed leaves the
-    tail = _shared_suffix(old.ids, part, head) if len(old.ids) == len(part) else 0  # rest
+    before = old.ids[:old.aligned * ID_SIZE]
+    head = _shared_prefix(before, part)  # an element appended or changed leaves the rest
+    tail = _shared_suffix(before, part, head) if len(before) == len(part) else 0
     out = list(old.values[:head]) + [MISSING] * (count - head - tail) + \
-        list(old.values[len(old) - tail:] if tail else [])
+        list(old.values[old.aligned - tail:old.aligned] if tail else [])
     for offset in range(head, count - tail):
         start = offset * ID_SIZE
-        if offset < len(old) and old.ids[start:start + ID_SIZE] == part[start:start + ID_SIZE]:
+        if offset < old.aligned and before[start:start + ID_SIZE] == part[start:start + ID_SIZE]:
             out[offset] = old.values[offset]
         else:
-            unmatched.append(lo + offset)
+            pending.append(lo + offset)
     return out
 
 
