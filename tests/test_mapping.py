@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -334,6 +335,27 @@ def test_chunks_written_for_different_lists_give_only_correct_results(doubling, 
     items = [*range(N), -1]
     assert doubling.get("doubled", xs=items) == [2 * x for x in items]
     assert calls["doubled"] == N + 1 - CHUNK  # chunk 1's results were found
+
+
+def test_two_requests_writing_one_map_at_once_leave_only_correct_results(cache, calls):
+    flow = lf.Flow("maps", cache=cache)
+    both = threading.Barrier(2, timeout=60)
+
+    @flow.node(map="xs")
+    def doubled(xs: list, meeting: threading.Barrier = both):
+        if xs == -1:
+            meeting.wait()  # passes only while both requests are computing this map
+        calls["doubled"] += 1
+        return xs * 2
+
+    first, second = [-1, *range(N)], [-1, *range(N // 2, N + N // 2)]
+    with ThreadPoolExecutor(2) as pool:
+        requests = [pool.submit(flow.get, "doubled", xs=xs) for xs in (first, second)]
+        assert [r.result(60) for r in requests] == [[2 * x for x in first],
+                                                   [2 * x for x in second]]
+    for xs in (first, second):
+        grown = [*xs, -2]
+        assert flow.get("doubled", xs=grown) == [2 * x for x in grown]
 
 
 def _chunk_file(folder: Path, key: str) -> Path:
