@@ -387,7 +387,9 @@ def test_a_damaged_chunk_recomputes_only_its_elements(tmp_path, calls):
     assert calls["doubled"] == N + CHUNK + 1
 
 
-def test_a_result_naming_a_file_is_restored_with_its_chunk(cache, tmp_path, calls):
+@pytest.fixture
+def writing(cache, tmp_path, calls) -> lf.Flow:
+    """A flow whose map node writes one file per element into ``out`` and returns it."""
     flow = lf.Flow("maps", cache=cache)
     out = tmp_path / "out"
     out.mkdir()
@@ -399,10 +401,35 @@ def test_a_result_naming_a_file_is_restored_with_its_chunk(cache, tmp_path, call
         path.write_text(f"element {xs}")
         return lf.File(path)
 
-    flow.get("written", xs=[1, 2])
-    (out / "1.txt").unlink()
-    flow.get("written", xs=[1, 2, 3])
-    assert (out / "1.txt").read_text() == "element 1" and calls["written"] == 3
+    return flow
+
+
+def test_a_recalled_result_naming_a_file_puts_the_file_back(writing, tmp_path, calls):
+    writing.get("written", xs=[1, 2])
+    (tmp_path / "out" / "1.txt").unlink()
+    writing.get("written", xs=[1, 2, 3])
+    assert (tmp_path / "out" / "1.txt").read_text() == "element 1" and calls["written"] == 3
+
+
+def test_a_carried_result_of_an_element_no_longer_listed_writes_no_file(writing, tmp_path):
+    writing.get("written", xs=[1, 2])
+    writing.get("written", xs=[1, 3])  # 2's result is carried over in the chunk
+    (tmp_path / "out" / "2.txt").unlink()
+    writing.get("written", xs=[1, 3, 4])
+    assert not (tmp_path / "out" / "2.txt").exists()
+
+
+def test_a_recalled_result_whose_file_bytes_are_gone_is_computed_again(writing, tmp_path,
+                                                                       calls):
+    writing.get("written", xs=[1, 2])
+    for tier in writing.cache.tiers:  # the files' bytes go; the manifest stays
+        for key in list(tier.keys()):
+            if "file" in (tier.meta(key) or {}):
+                tier.delete(key)
+    (tmp_path / "out" / "1.txt").unlink()
+    writing.get("written", xs=[1, 2, 3])
+    assert (tmp_path / "out" / "1.txt").read_text() == "element 1"
+    assert calls["written"] == 2 + 2  # 1 (its bytes were gone) and 3
 
 
 _SCRIPT = """

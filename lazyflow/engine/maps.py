@@ -10,8 +10,8 @@ the I/O around it, in the node's two hook points:
   until one is missing), :func:`mapping.recall` for every element, and the
   elements still missing submitted in a few :class:`ElementBatch` tasks — one
   for an inline executor, a few per worker otherwise, so 20,000 elements are
-  not 20,000 futures — each element called as its own :class:`Task` with the
-  node's retry policy;
+  not 20,000 futures — each element called on its own with the node's retry
+  policy;
 - ``outcome``: the batches' results folded into the node's (:func:`collect`),
   then the manifest written back: only the chunks whose elements changed (one,
   when an element was appended), each as one whole entry that carries over the
@@ -41,7 +41,7 @@ from lazyflow.cache.snapshot import handout, immutable, snapshot
 from lazyflow.engine.hooks import Feature
 from lazyflow.errors import HashingError, MapError
 from lazyflow.executors.base import Executor, Outcome, Task
-from lazyflow.model.mapping import Chunk
+from lazyflow.model.mapping import MISSING, Chunk
 from lazyflow.records import MapChunkMeta
 
 if TYPE_CHECKING:
@@ -109,12 +109,13 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
         return _failed(error)
     chunks = _read_manifest(s.cache, base, param, len(items)) if prep.reusable else []
     recalled = mapping.recall(chunks, ids, dedupe=prep.reusable)
+    for position in recalled.shared:  # found by id: may be another position's object too
+        recalled.values[position] = _own(recalled.values[position])
+    _restore_files(s.cache, recalled)
     batches = _batches(recalled.missing, executor)
     s.maps[name] = MapRun(base, param, ids, recalled.values, batches, recalled.copies, chunks)
     s.run.nodes[name].reason += (f"; {len(recalled.missing)} of {len(items)} elements "
                                  "to compute")
-    for position in recalled.shared:  # found by id: may be another position's object too
-        recalled.values[position] = _own(recalled.values[position])
     policy = s.policies[name]
     others = {p: v for p, v in kwargs.items() if p != param}  # each batch takes its items
     return gather([executor.submit(ElementBatch(
@@ -126,7 +127,7 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
 def _own(value: Any) -> Any:
     """``value`` itself if immutable, else a copy: two positions of the result never share
     a mutable object (computed apart, they would not)."""
-    return value if immutable(value) else handout(snapshot(value))
+    return value if type(value) in _PLAIN or immutable(value) else handout(snapshot(value))
 
 
 def _failed(error: BaseException) -> Future[Outcome]:
@@ -167,15 +168,26 @@ def _read_chunk(cache: Cache, key: str) -> Chunk | None:
         stored, _ = cache.load(key)  # a damaged entry is dropped, with a warning: a miss
     except KeyError:
         return None
-    chunk = Chunk.read(stored)
-    if chunk is None:
-        return None
-    try:
-        for offset in chunk.files:  # output files a result names: put back if deleted
-            files.restore(chunk.values[offset], cache)
-    except KeyError:  # their bytes are gone: compute those elements again
-        return None
-    return chunk
+    return Chunk.read(stored)  # None if not shaped as a chunk: a miss
+
+
+def _restore_files(cache: Cache, recalled: mapping.Recalled) -> None:
+    """Put back the output files the recalled results name (``files.py``), those results
+    only (not what chunks carry for other lists); a result whose files' bytes are gone
+    is computed again."""
+    values = recalled.values
+    if set(map(type, values)) - {type(MISSING)} <= _PLAIN:  # the usual case, at C speed
+        return
+    lost = []
+    for position, value in enumerate(values):
+        if type(value) not in _PLAIN and value is not MISSING:
+            try:
+                files.restore(value, cache)
+            except KeyError:
+                values[position] = MISSING
+                lost.append(position)
+    if lost:
+        recalled.missing = sorted([*recalled.missing, *lost])
 
 
 def _write_manifest(s: RunState, name: str, run: MapRun) -> None:

@@ -61,7 +61,6 @@ from typing import Any, Final
 
 import xxhash
 
-import lazyflow.model.files as files
 from lazyflow.errors import DefinitionError, MapError
 from lazyflow.keys import Domain, domain, flat
 from lazyflow.keys.hashing import hash_value
@@ -81,7 +80,6 @@ ID_SIZE: Final = 16
 _CHUNK_DOMAIN = domain(Domain.MAP_CHUNK)
 _ELEMENT_DOMAIN = domain(Domain.ELEMENT)
 _SCAN = 32  # ids looked up by scanning the chunks, up to which a dict of every id is not built
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})  # name no output file
 
 
 class _Missing:
@@ -153,31 +151,27 @@ class Chunk:
 
     The first ``aligned`` are the elements at the chunk's positions of the list it was
     written for; the rest were *carried* over from the chunk it replaced (results of
-    an earlier list, kept so that going back to it computes nothing). ``files`` lists
-    the results (by offset) that name output files to restore.
+    an earlier list, kept so that going back to it computes nothing).
     """
 
     ids: bytes
     values: tuple[Any, ...]
-    files: tuple[int, ...]
     aligned: int
 
-    def stored(self) -> tuple[bytes, tuple[Any, ...], tuple[int, ...], int]:
+    def stored(self) -> tuple[bytes, tuple[Any, ...], int]:
         """What the cache stores: a plain tuple (immutable results stay unpickled in memory)."""
-        return (self.ids, self.values, self.files, self.aligned)
+        return (self.ids, self.values, self.aligned)
 
     @classmethod
     def read(cls, stored: Any) -> Chunk | None:
         """The chunk a stored value holds, or ``None`` if it is not shaped as one."""
-        if type(stored) is not tuple or len(stored) != 4:
+        if type(stored) is not tuple or len(stored) != 3:
             return None
-        ids, values, named, aligned = stored
-        if (type(ids) is not bytes or type(values) is not tuple or type(named) is not tuple
-                or type(aligned) is not int or not 0 <= aligned <= len(values)
-                or len(ids) != ID_SIZE * len(values)
-                or not all(type(i) is int and 0 <= i < len(values) for i in named)):
+        ids, values, aligned = stored
+        if (type(ids) is not bytes or type(values) is not tuple or type(aligned) is not int
+                or not 0 <= aligned <= len(values) or len(ids) != ID_SIZE * len(values)):
             return None
-        return cls(ids, values, named, aligned)
+        return cls(ids, values, aligned)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -207,10 +201,7 @@ def build_chunk(ids: bytes, values: Sequence[Any], index: int, unknown: Abstract
         [values[p] for p in range(lo, hi) if p not in unknown]
     aligned = chunk_ids(ids, len(values), index, unknown)
     carried_ids, carried = _carried(old, aligned) if old is not None else (b"", [])
-    kept = tuple(known + carried)
-    named = () if set(map(type, kept)) <= _PLAIN else \
-        tuple(i for i, v in enumerate(kept) if any(True for _ in files.paths_in(v)))
-    return Chunk(aligned + carried_ids, kept, named, len(known))
+    return Chunk(aligned + carried_ids, tuple(known + carried), len(known))
 
 
 def _carried(old: Chunk, aligned: bytes) -> tuple[bytes, list[Any]]:
