@@ -194,7 +194,8 @@ def million(n: int) -> None:
                              check=True, capture_output=True, text=True,
                              env={**os.environ, "PYTHONHASHSEED": "0"})
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        cells = [f"{row[p]['s']:.3f} s ({row[p]['calls']:,} calls)"
+        cells = [f"{row[p]['s']:.3f} s ({row[p]['calls']:,} call"
+                 f"{'' if row[p]['calls'] == 1 else 's'})"
                  for p in ("first", "warm", "one appended", "one changed")]
         print(f"| {tier} | {' | '.join(cells)} | {row['one changed']['peak_mb']:,.0f} MB | "
               f"{row['before_mb']:,.0f} MB |")
