@@ -199,7 +199,7 @@ N = 2 * CHUNK + CHUNK // 2  # three chunks, the last one half full
 
 
 @pytest.fixture(params=["memory", "disk"])
-def cache(request, tmp_path) -> lf.Cache:
+def tiered(request, tmp_path) -> lf.Cache:
     """The memory tier alone, or the disk tier alone."""
     if request.param == "memory":
         return lf.Cache(disk=None)
@@ -207,9 +207,9 @@ def cache(request, tmp_path) -> lf.Cache:
 
 
 @pytest.fixture
-def doubling(cache, calls) -> lf.Flow:
+def doubling(tiered, calls) -> lf.Flow:
     """A flow whose map node doubles each element of the flow input ``xs``."""
-    flow = lf.Flow("maps", cache=cache)
+    flow = lf.Flow("maps", cache=tiered)
 
     @flow.node(map="xs")
     def doubled(xs: list):
@@ -274,8 +274,8 @@ def test_a_repeated_element_is_computed_once(doubling, calls):
     assert calls["doubled"] == 2
 
 
-def test_repeated_elements_never_share_one_mutable_result(cache):
-    flow = lf.Flow("maps", cache=cache)
+def test_repeated_elements_never_share_one_mutable_result(tiered):
+    flow = lf.Flow("maps", cache=tiered)
 
     @flow.node(map="xs")
     def boxed(xs: list):
@@ -287,8 +287,8 @@ def test_repeated_elements_never_share_one_mutable_result(cache):
     assert recalled == [[2], [1], [1]] and recalled[1] is not recalled[2]
 
 
-def test_equal_int_bool_and_float_elements_are_computed_apart(cache, calls):
-    flow = lf.Flow("maps", cache=cache)
+def test_equal_int_bool_and_float_elements_are_computed_apart(tiered, calls):
+    flow = lf.Flow("maps", cache=tiered)
 
     @flow.node(map="xs")
     def kind(xs: list):
@@ -301,8 +301,8 @@ def test_equal_int_bool_and_float_elements_are_computed_apart(cache, calls):
     assert calls["kind"] == 7  # the four of the first list, then True, False and -0.0
 
 
-def test_a_nondeterministic_map_computes_every_element_every_time(cache, calls):
-    flow = lf.Flow("maps", cache=cache)
+def test_a_nondeterministic_map_computes_every_element_every_time(tiered, calls):
+    flow = lf.Flow("maps", cache=tiered)
 
     @flow.node(map="xs", deterministic=False)
     def drawn(xs: list):
@@ -337,8 +337,8 @@ def test_chunks_written_for_different_lists_give_only_correct_results(doubling, 
     assert calls["doubled"] == N + 1 - CHUNK  # chunk 1's results were found
 
 
-def test_two_requests_writing_one_map_at_once_leave_only_correct_results(cache, calls):
-    flow = lf.Flow("maps", cache=cache)
+def test_two_requests_writing_one_map_at_once_leave_only_correct_results(tiered, calls):
+    flow = lf.Flow("maps", cache=tiered)
     both = threading.Barrier(2, timeout=60)
 
     @flow.node(map="xs")
@@ -388,9 +388,9 @@ def test_a_damaged_chunk_recomputes_only_its_elements(tmp_path, calls):
 
 
 @pytest.fixture
-def writing(cache, tmp_path, calls) -> lf.Flow:
+def writing(tiered, tmp_path, calls) -> lf.Flow:
     """A flow whose map node writes one file per element into ``out`` and returns it."""
-    flow = lf.Flow("maps", cache=cache)
+    flow = lf.Flow("maps", cache=tiered)
     out = tmp_path / "out"
     out.mkdir()
 
