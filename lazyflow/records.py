@@ -11,7 +11,8 @@ it stores is written down here, one ``TypedDict`` per record type, and in
 domain              stored under it                     written by
 ==================  ==================================  =========================
 ``CONTENT``         a value with :class:`EntryMeta`     ``engine/settle.py``
-``ELEMENT``         a value with :class:`ElementMeta`   ``engine/maps.py``
+``MAP_CHUNK``       a value with :class:`MapChunkMeta`  ``engine/maps.py``
+``ELEMENT``         a value with :class:`ElementMeta`   (versions before the manifest)
 ``FILE``            bytes with :class:`FileMeta`        ``files.py``
 ``TRACE``           :class:`TraceRecord`                ``engine/settle.py``
 ``LATEST``          :class:`LatestRecord`               ``engine/settle.py`` (local)
@@ -50,7 +51,8 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 __all__ = ["ElementMeta", "EntryMeta", "EnvironmentDescription", "EnvironmentRecord", "FileMeta",
-           "LatestRecord", "LazyTraceRecord", "ShownRecord", "Stamp", "TraceRecord"]
+           "LatestRecord", "LazyTraceRecord", "MapChunkMeta", "ShownRecord", "Stamp",
+           "TraceRecord"]
 
 
 class Stamp(TypedDict, total=False):
@@ -128,7 +130,8 @@ class CheckedRecord(Stamp):
 
 
 class ElementMeta(_Digest, Stamp, total=False):
-    """One element's value entry of a ``map=`` node (domain ``ELEMENT``)."""
+    """One element's value entry of a ``map=`` node (domain ``ELEMENT``), as versions before
+    the map manifest wrote them (:class:`MapChunkMeta` replaced it); not read now."""
 
     node: str
     """The map node's name."""
@@ -136,6 +139,25 @@ class ElementMeta(_Digest, Stamp, total=False):
     """The element's index in the mapped input when it was computed."""
     flow: str
     """The flow's name."""
+
+
+class MapChunkMeta(Stamp, total=False):
+    """One chunk of a ``map=`` node's manifest (domain ``MAP_CHUNK``, ``model/mapping.py``).
+
+    The value is a tuple ``(ids, results, aligned)``: the ids of the elements the chunk
+    holds (16 bytes each, concatenated), their results in the same order, and how many
+    of the first ids are the elements at the chunk's positions (the rest were carried
+    over from the chunk it replaced). It has no value digest: nothing is keyed by it.
+    """
+
+    node: str
+    """The map node's name."""
+    flow: str
+    """The flow's name."""
+    chunk: int
+    """The chunk's index: it was written for the elements from ``chunk * 2048`` on."""
+    elements: int
+    """How many results it holds, carried-over ones included."""
 
 
 class FileMeta(_Digest, Stamp, total=False):

@@ -121,3 +121,9 @@ def test_classes_functions_and_modules_are_not_walked_into():
 def test_sizes_parse_and_format_for_people():
     assert parse_size("1.5GiB") == int(1.5 * 2**30)
     assert format_size(2_500_000) == "2.5 MB"
+
+
+@pytest.mark.parametrize("value", [(), ((),), [[]], {"a": ()}, (b"ids", (1, 2), ())],
+                         ids=repr)
+def test_an_empty_container_inside_a_value_is_sized_by_its_own_bytes(value):
+    assert sizeof(value) >= sys.getsizeof(value)

@@ -145,6 +145,8 @@ def sizeof(value: Any, *, limit: int = LIMIT) -> int:
         if not elements:
             continue
         number = sum(len(e) for e in elements)
+        if not number:  # an empty container: its own bytes are all it holds
+            continue
         if budget <= 1:  # no share left to look inside: the mean leaf stands for each element
             walk.total += weight * number * walk.mean_leaf()
             continue

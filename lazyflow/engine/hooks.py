@@ -21,7 +21,7 @@ The points, in the order of a node's step:
 - ``task``: transform the task (a lazy call is wrapped to trace; a shared
   node becomes a :class:`~lazyflow.engine.step.WorkerStep`);
 - ``submit``: submit it in its own way, or ``None`` to let the engine do it
-  (a map submits one task per element that misses);
+  (a map submits the elements its manifest lacks, in a few batches);
 - ``submitted``: the future is in flight (timeouts start a clock);
 - ``outcome``: rewrite the outcome before it is settled, or ``None`` when
   the feature settled it itself (a lazy node sent back to wait; a map

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -98,6 +97,31 @@ class Task:
             outcome.cpu, outcome.peak_memory = measure.stop()
         return self.finished(outcome, t0)
 
+    async def acall(self) -> Outcome:
+        """The coroutine twin of calling the task: each attempt's value is awaited when it
+        is awaitable, and backoff waits with ``asyncio.sleep`` (the async lane, ``lane.py``)."""
+        outcome = Outcome(started=time.time())
+        t0 = time.perf_counter()
+        collecting = start_collecting()
+        try:
+            while True:
+                outcome.attempts += 1
+                try:
+                    value = self.func(**self.kwargs)
+                    outcome.value = await value if inspect.isawaitable(value) else value
+                    outcome.error = None
+                    break
+                except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+                    raise
+                except BaseException as e:
+                    delay = after_failure(outcome, self.policy, e)
+                    if delay is None:
+                        break
+                    await asyncio.sleep(delay)
+        finally:
+            outcome.metrics = collected(collecting)
+        return self.finished(outcome, t0)
+
     def _call(self) -> Any:
         """One attempt: call the function (an ``async def`` one runs to completion on this
         thread's own event loop, as in a worker process or a Dask worker)."""
@@ -137,16 +161,10 @@ def after_failure(outcome: Outcome, policy: Policy, error: BaseException) -> flo
     return random.uniform(0, policy.retry_delay * 2 ** (outcome.attempts - 1))
 
 
-_LOOPS = threading.local()
-
-
 def run_to_completion(coroutine: Any) -> Any:
-    """Run an ``async def`` node's coroutine on this thread's own event loop (one per
-    worker thread, kept: a worker runs many calls)."""
-    loop = getattr(_LOOPS, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _LOOPS.loop = asyncio.new_event_loop()
-    return loop.run_until_complete(coroutine)
+    """Run an ``async def`` node's coroutine to its end on an event loop of this worker
+    thread's own (a worker process or a Dask worker thread runs no loop of its own)."""
+    return asyncio.run(coroutine)
 
 
 @runtime_checkable

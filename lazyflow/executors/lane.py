@@ -10,8 +10,9 @@ request wait concurrently — twenty nodes each awaiting 0.2 s take 0.2 s, not
 because the thread asking may already run one that cannot be re-entered (a
 Jupyter kernel's); a thread, so that loop runs while the engine waits.
 
-Retries, backoff (``asyncio.sleep``), ``lf.report`` and hashing work as in
-:class:`~lazyflow.executors.base.Task`; a timeout or a cancellation cancels
+A task is awaited through ``Task.acall``, the coroutine twin of calling it:
+retries, backoff (``asyncio.sleep``), ``lf.report`` and hashing work as in a
+call; a timeout or a cancellation cancels
 the coroutine (``abandon``). Executors with workers elsewhere (processes,
 Dask) run the coroutine to completion on the worker's own loop instead
 (``run_to_completion``).
@@ -20,16 +21,13 @@ Dask) run the coroutine to completion on the worker's own loop instead
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import threading
-import time
 from concurrent.futures import Future
 
-from lazyflow.executors.base import Outcome, Task, after_failure
-from lazyflow.model.metrics import collected, start_collecting
+from lazyflow.executors.base import Outcome, Task
 
-__all__ = ["LANE", "AsyncLane", "call_async"]
+__all__ = ["LANE", "AsyncLane"]
 
 
 class AsyncLane:
@@ -45,7 +43,7 @@ class AsyncLane:
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Start awaiting ``task`` on the lane's loop."""
-        return asyncio.run_coroutine_threadsafe(call_async(task), self._running_loop())
+        return asyncio.run_coroutine_threadsafe(task.acall(), self._running_loop())
 
     def abandon(self, future: Future[Outcome]) -> bool:
         """Cancel the coroutine (a timeout, a cancelled run): it stops at its next await."""
@@ -69,28 +67,3 @@ class AsyncLane:
 
 LANE = AsyncLane()
 """The process's async lane."""
-
-
-async def call_async(task: Task) -> Outcome:
-    """``task``'s call awaited, with its retry policy: the coroutine twin of ``Task()``."""
-    outcome = Outcome(started=time.time())
-    t0 = time.perf_counter()
-    collecting = start_collecting()
-    try:
-        while True:
-            outcome.attempts += 1
-            try:
-                value = task.func(**task.kwargs)
-                outcome.value = await value if inspect.isawaitable(value) else value
-                outcome.error = None
-                break
-            except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
-                raise
-            except BaseException as e:
-                delay = after_failure(outcome, task.policy, e)
-                if delay is None:
-                    break
-                await asyncio.sleep(delay)
-    finally:
-        outcome.metrics = collected(collecting)
-    return task.finished(outcome, t0)

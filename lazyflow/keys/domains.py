@@ -66,7 +66,10 @@ class Domain(enum.Enum):
     ENVIRONMENT = "environment"
     """The description of an environment digest (:func:`environment_key`)."""
     ELEMENT = "element"
-    """One element's value entry of a ``map=`` node (``mapping.py``)."""
+    """One element's value entry of a ``map=`` node, as versions before the map manifest
+    wrote them; no longer written nor read (the string stays reserved)."""
+    MAP_CHUNK = "map-chunk"
+    """One chunk of a ``map=`` node's manifest: element ids and results (``mapping.py``)."""
     LAZY_TRACES = "lazy-traces"
     """The dependency traces of a lazy node's base key (``lazy.py``)."""
     FILE = "file"

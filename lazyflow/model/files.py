@@ -244,7 +244,10 @@ def paths_in(value: Any) -> Iterator[File]:
     if isinstance(value, File):
         yield value
     elif isinstance(value, (tuple, list)):
-        yield from (v for v in value if isinstance(v, File))
+        # isinstance against File (an ABC, through os.PathLike) costs ~0.3 µs: a list of
+        # 20,000 numbers is ruled out by the set of its types at C speed instead
+        if not set(map(type, value)).issubset(_NO_FILES):
+            yield from (v for v in value if isinstance(v, File))
     elif isinstance(value, Mapping):
         yield from (v for v in value.values() if isinstance(v, File))
 
