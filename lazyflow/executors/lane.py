@@ -21,6 +21,7 @@ Dask) run the coroutine to completion on the worker's own loop instead
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from concurrent.futures import Future
@@ -56,8 +57,10 @@ class AsyncLane:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="lazyflow-async",
-                                 daemon=True).start()
+                thread = threading.Thread(target=loop.run_forever, name="lazyflow-async",
+                                          daemon=True)
+                thread.start()
+                atexit.register(_close, loop, thread)
                 self._loop = loop
             return self._loop
 
@@ -67,3 +70,11 @@ class AsyncLane:
 
 LANE = AsyncLane()
 """The process's async lane."""
+
+
+def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Stop and close the lane's loop when the interpreter exits."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5)
+    if not loop.is_running():
+        loop.close()
