@@ -52,7 +52,8 @@ def collect() -> None:
         if isinstance(event, NodeFinished):
             r = event.record
             _EVENTS.append({"flow": event.run.flow, "node": r.name, "status": r.status,
-                            "tier": r.tier, "duration": r.duration, "saved": r.saved})
+                            "tier": r.tier, "duration": r.duration, "saved": r.saved,
+                            "saved_from": r.saved_from})
 
     if not _SUBSCRIBED:
         _SUBSCRIBED.append(GLOBAL.subscribe(on_event))
@@ -109,9 +110,22 @@ class NotebookReport:
 
     @property
     def saved(self) -> float:
-        """Compute seconds the cache hits avoided."""
-        return float(sum(n["saved"] for c in self.cells for n in c.nodes
-                         if n["status"] == "cached"))
+        """Compute seconds the cache hits avoided, each node's counted once over the whole
+        notebook (cells share ancestors) and not at all when a cell computed it."""
+        union: dict[tuple[str, str], float] = {}
+        extra = 0.0
+        nodes = [(c, n) for c in self.cells for n in c.nodes]
+        for _, n in nodes:
+            if n["status"] == "cached":
+                if n.get("saved_from") is None:
+                    extra += n["saved"]
+                else:
+                    union.update({(n["flow"], node): cost[0]
+                                  for node, cost in n["saved_from"].items()})
+        for _, n in nodes:
+            if n["status"] == "completed":
+                union.pop((n["flow"], n["node"]), None)
+        return float(extra + sum(union.values()))
 
     @property
     def changed(self) -> list[int]:

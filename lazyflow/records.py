@@ -115,8 +115,10 @@ class EntryMeta(_Digest, Stamp, total=False):
     (absent: the node had none); see :class:`CheckedRecord`."""
     metrics: Mapping[str, float]
     """What the call reported with ``lf.report`` (absent: nothing)."""
-    metrics_cost: Mapping[str, float]
-    """Those figures with the ancestors' added, as ``cost`` adds seconds (absent: none)."""
+    ancestry: Mapping[str, list[Any]]
+    """What the value cost node by node, itself and every ancestor: node name ->
+    ``[seconds]`` or ``[seconds, {metric: value}]``; absent past 128 nodes
+    (``engine/ancestry.py``). A request counts each node's cost once with it."""
 
 
 class CheckedRecord(Stamp):

@@ -67,8 +67,9 @@ class NodeRecord:
     peak_memory: int | None = None
     """Peak bytes during its call, where measured: always in a worker process of the
     processes executor, with ``profile_memory=True`` elsewhere."""
-    saved_metrics: dict[str, float] | None = None
-    """For a hit: the ``lf.report`` figures its value cost, its ancestors' included."""
+    saved_from: dict[str, list[Any]] | None = None
+    """For a hit: what its value cost node by node, itself and its ancestors (node ->
+    ``[seconds]`` or ``[seconds, {metric: value}]``); ``None`` when not recorded."""
 
     @property
     def done(self) -> bool:
@@ -132,21 +133,39 @@ class Run:
     def time_saved(self) -> float:
         """Compute seconds avoided by cache hits (as recorded when they were computed).
 
-        A hit saves its own compute time and that of its ancestors; ancestors
-        counted under two hits are counted once per hit, so this is an upper
-        bound when cached nodes share ancestry.
+        A hit saves its own compute time and that of its ancestors. Each node is
+        counted once, however many hits share it, and not at all when this run
+        computed it. (A hit recorded without its ancestry — over 128 nodes, or
+        written by an older lazyflow — counts its per-path total.)
         """
-        cached = [r for r in self.nodes.values() if r.status == "cached"]
-        return sum(r.saved for r in cached)
+        union, extra = self._saved()
+        return extra + sum(float(cost[0]) for cost in union.values())
+
+    def saved_metrics(self) -> dict[str, float]:
+        """The ``lf.report`` figures cache hits saved, each node's counted once (as
+        :attr:`time_saved` counts seconds)."""
+        union, _ = self._saved()
+        return _summed(cost[1] if len(cost) > 1 else None for cost in union.values())
+
+    def _saved(self) -> tuple[dict[str, list[Any]], float]:
+        """The union of the hits' ancestries, less the nodes computed now; and the seconds
+        of hits recorded without one."""
+        union: dict[str, list[Any]] = {}
+        extra = 0.0
+        for record in self.nodes.values():
+            if record.status == "cached":
+                if record.saved_from is None:
+                    extra += record.saved
+                else:
+                    union.update(record.saved_from)
+        for name, record in self.nodes.items():
+            if record.status == "completed":
+                union.pop(name, None)
+        return union, extra
 
     def metrics(self) -> dict[str, float]:
         """The ``lf.report`` figures of the calls made in this run, summed per name."""
         return _summed(r.metrics for r in self.nodes.values() if r.status != "cached")
-
-    def saved_metrics(self) -> dict[str, float]:
-        """The ``lf.report`` figures cache hits saved (as recorded when they were computed;
-        like :attr:`time_saved`, an upper bound when hits share ancestry)."""
-        return _summed(r.saved_metrics for r in self.nodes.values() if r.status == "cached")
 
     def by_status(self, status: str) -> list[str]:
         """Names of the nodes with ``status``, in run order."""

@@ -239,7 +239,7 @@ def _documented(kind: type, value: bool) -> set[str]:
     return fields if value else fields - _VALUE_ONLY
 
 
-_WITH_OPTIONS_ONLY = {"checks", "metrics", "metrics_cost", "expires"}
+_WITH_OPTIONS_ONLY = {"checks", "metrics", "expires"}
 """Fields a record has only when its node declares the option (``check=``, ``max_age=``
 in its ancestry) or reports figures (``lf.report``)."""
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
 import lazyflow.model.skip as skip
 from lazyflow._version import __version__
 from lazyflow.cache.snapshot import handout, shareable
+from lazyflow.engine.ancestry import computed
 from lazyflow.engine.catching import caught_by_all, record_failure
 from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
@@ -131,8 +132,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
     else:
         cost = duration + sum(s.costs.get(up, 0.0) for up in set(upstream.values()))
     s.costs[name] = cost
-    if record.metrics or s.metric_costs:  # lf.report figures, ancestry included (as cost)
-        _sum_metric_costs(s, name, record.metrics, upstream.values())
+    s.ancestry[name] = computed(s, name, duration, record.metrics, set(upstream.values()))
     if s.fresh:
         expires = ancestry_expiry(s, name, record.ended, upstream.values())
         if expires is not None:
@@ -178,16 +178,6 @@ def _store_computed(s: RunState, name: str, value: Any, key: str, digest: str,
     s.cache.record(keys.latest_key(s.flow.name, name), latest, local=True)
 
 
-def _sum_metric_costs(s: RunState, name: str, own: dict[str, float] | None,
-                      upstream: Iterable[str]) -> None:
-    total = dict(own or {})
-    for up in set(upstream):
-        for metric, value in s.metric_costs.get(up, {}).items():
-            total[metric] = total.get(metric, 0) + value
-    if total:
-        s.metric_costs[name] = total
-
-
 def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapping[str, str],
                digest: str, duration: float, cost: float, created: float) -> EntryMeta:
     """An entry's metadata; ``inputs`` are the value digests of ``upstream``."""
@@ -206,8 +196,9 @@ def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapp
     record = s.run.nodes[name]
     if record.metrics:
         meta["metrics"] = record.metrics
-    if name in s.metric_costs:
-        meta["metrics_cost"] = s.metric_costs[name]
+    ancestry = s.ancestry.get(name)
+    if ancestry is not None:
+        meta["ancestry"] = ancestry
     return meta
 
 
@@ -238,14 +229,14 @@ def mark_cached(s: RunState, name: str, hit: Hit) -> None:
     elsewhere = environment_note(s.cache, hit.meta)
     if elsewhere:
         record.reason = (record.reason or "cached") + elsewhere
-    s.costs[name] = record.saved
     metrics = hit.meta.get("metrics")
     if metrics:
         record.metrics = dict(metrics)
-    saved_metrics = hit.meta.get("metrics_cost") or metrics
-    if saved_metrics:
-        record.saved_metrics = dict(saved_metrics)
-        s.metric_costs[name] = record.saved_metrics
+    ancestry = hit.meta.get("ancestry")
+    s.ancestry[name] = record.saved_from = ancestry if isinstance(ancestry, dict) else None
+    if record.saved_from is not None:  # each node of its ancestry once (ancestry.py)
+        record.saved = sum(float(cost[0]) for cost in record.saved_from.values())
+    s.costs[name] = record.saved
     if s.fresh and hit.expires is not None:
         s.expires[name] = hit.expires
     record.started = record.ended = time.time()

@@ -88,8 +88,8 @@ class RunState:
     shared_inputs: dict[int, Any] | None = None  # see ``flow_inputs``
     costs: dict[str, float] = field(default_factory=dict)
     """Compute seconds that produced each value, its ancestry included ("time saved")."""
-    metric_costs: dict[str, dict[str, float]] = field(default_factory=dict)
-    """``lf.report`` figures that produced each value, its ancestry included."""
+    ancestry: dict[str, dict[str, list[Any]] | None] = field(default_factory=dict)
+    """What each settled value cost node by node (``ancestry.py``); ``None`` past the cap."""
     running: dict[Future[Outcome], str] = field(default_factory=dict)
     finished: SimpleQueue[Future[Outcome] | str | None] = field(default_factory=SimpleQueue)
     """Running futures land here as they finish (dask's local scheduler works alike): one

@@ -125,7 +125,7 @@ class FlowModel:
             counts[view.state] = counts.get(view.state, 0) + 1
         if run is None:
             return views, Progress()
-        saved = sum(r.saved for r in run.nodes.values() if r.status == "cached")
+        saved = run.time_saved  # each cached node's cost once (engine/ancestry.py)
         progress = Progress(len(views), counts.get("pending", 0), counts.get("running", 0),
                             counts.get("completed", 0), counts.get("cached", 0),
                             counts.get("failed", 0), counts.get("skipped", 0),

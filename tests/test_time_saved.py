@@ -1,0 +1,91 @@
+"""Honest "saved" figures: every cached node's cost counted once per request."""
+
+from __future__ import annotations
+
+import pytest
+
+import lazyflow as lf
+from lazyflow.engine.ancestry import CAP
+from lazyflow.run import _seconds
+
+
+@pytest.fixture
+def diamond(flow):
+    @flow.node
+    def a():
+        lf.report(tokens=100)
+        return sum(range(20_000))
+
+    @flow.node
+    def b(a):
+        return a + 1
+
+    @flow.node
+    def c(a):
+        return a + 2
+
+    @flow.node
+    def d(b, c):
+        lf.report(tokens=1)
+        return b + c
+
+    return flow
+
+
+def _durations(run):
+    return {name: record.duration for name, record in run.nodes.items()}
+
+
+def test_a_hit_over_a_diamond_counts_the_shared_root_once(diamond):
+    first = _durations(diamond.run("d"))
+    run = diamond.run("d")
+    assert run.nodes["d"].status == "cached"
+    assert run.time_saved == pytest.approx(sum(first.values()))
+    assert run.nodes["d"].saved == pytest.approx(sum(first.values()))
+
+
+def test_two_hits_sharing_an_ancestor_count_it_once(diamond):
+    first = _durations(diamond.run("d"))
+    run = diamond.run(["b", "c"])
+    assert run.cached == ["b", "c"]
+    assert run.time_saved == pytest.approx(first["a"] + first["b"] + first["c"])
+
+
+def test_an_ancestor_the_request_computed_is_not_counted_as_saved(diamond):
+    first = _durations(diamond.run("d"))
+
+    @diamond.node(name="c")
+    def c_again(a):  # c's code changed: computed now, its input a still cached
+        return a + 3
+
+    run = diamond.run("d")
+    assert run.nodes["c"].status == "completed" and run.nodes["b"].status == "cached"
+    assert run.time_saved == pytest.approx(first["a"] + first["b"])
+
+
+def test_saved_metrics_count_a_shared_ancestors_figures_once(diamond):
+    diamond.get("d")
+    assert diamond.run(["b", "c"]).saved_metrics() == {"tokens": 100}
+    assert diamond.run("d").saved_metrics() == {"tokens": 101}
+
+
+def test_the_summary_shows_the_deduplicated_figure(diamond):
+    diamond.get("d")
+    run = diamond.run("d")
+    footer = run.summary().splitlines()
+    assert f"cache saved {_seconds(run.time_saved)}" in footer[-2]
+    assert footer[-1] == "saved: 101 tokens"
+
+
+def test_an_ancestry_past_the_cap_falls_back_to_the_per_path_total(flow):
+    namespace: dict = {}
+    exec("def n0():\n    return 0\n" + "".join(
+        f"def n{i}(n{i - 1}):\n    return n{i - 1} + 1\n" for i in range(1, CAP + 2)),
+        namespace)
+    for i in range(CAP + 2):
+        flow.node(namespace[f"n{i}"])
+    last = f"n{CAP + 1}"
+    first = flow.run(last)
+    run = flow.run(last)
+    assert run.nodes[last].saved_from is None
+    assert run.time_saved == pytest.approx(sum(r.duration for r in first.nodes.values()))
