@@ -57,8 +57,10 @@ if TYPE_CHECKING:
         OutputError,
         SkippedError,
         SkippedWarning,
+        UnknownInputError,
         UnknownNodeError,
         UnknownRunError,
+        WiringWarning,
     )
     from lazyflow.handle import RunHandle
     from lazyflow.history import history
@@ -80,7 +82,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["CacheWarning", "CancelledError", "CycleError", "DefinitionError",
                      "HashingError", "LazyflowError", "LazyflowWarning", "MapError",
                      "MissingInputError", "NodeTimeout", "NotCachedError", "OutputError",
-                     "SkippedError", "SkippedWarning", "UnknownNodeError", "UnknownRunError"],
+                     "SkippedError", "SkippedWarning", "UnknownInputError", "UnknownNodeError",
+                     "UnknownRunError", "WiringWarning"],
                     "lazyflow.errors"),
     **dict.fromkeys(["EventBus", "NodeFinished", "NodeStarted", "RunFinished", "RunStarted"],
                     "lazyflow.engine.events"),
@@ -179,9 +182,11 @@ __all__ = [
     "Skip",
     "SkippedError",
     "SkippedWarning",
+    "UnknownInputError",
     "UnknownNodeError",
     "UnknownRunError",
     "Verification",
+    "WiringWarning",
     "__version__",
     "default_flow",
     "fingerprint",
