@@ -92,7 +92,10 @@ class Setting:
 def _size(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError
-    parse_size(value)  # raises ValueError for "lots"; the tier parses it again when built
+    try:
+        parse_size(value)  # the tier parses it again when built
+    except ValueError:
+        raise ValueError from None  # the message says what a size is
     return value
 
 
