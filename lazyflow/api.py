@@ -52,6 +52,12 @@ __all__ = ["Flow", "default_flow", "node"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+RUN_OPTIONS = ("executor", "max_workers", "cancel", "overrides", "observers", "progress",
+               "resources")
+"""The options of :meth:`Flow.run` (keyword-only): every other keyword is a flow input."""
+REQUEST_OPTIONS = (*RUN_OPTIONS, "strict", "inputs")
+"""What a request takes besides flow inputs: ``explain`` and ``submit`` accept these too."""
+
 
 class Flow(Graph):
     """A named graph of nodes with a cache.
@@ -64,6 +70,8 @@ class Flow(Graph):
     >>> flow.get("total", n=10)
     45
     """
+
+    request_options = REQUEST_OPTIONS  # suggested for a misspelt keyword of a request
 
     def __init__(self, name: str = "flow", cache: Cache | None | str = "default") -> None:
         if isinstance(cache, str) and cache != "default":
@@ -107,8 +115,10 @@ class Flow(Graph):
         """Compute (or fetch) one target's value, or a dict of several.
 
         Runs only the needed nodes whose results are not cached. Flow inputs are
-        keyword arguments; a parameter neither passed nor defaulted raises
-        :class:`MissingInputError`. Takes the options of :meth:`run` too. A
+        keyword arguments; a keyword that no node of the flow takes raises
+        :class:`~lazyflow.UnknownInputError` before anything runs, then a
+        parameter neither passed nor defaulted raises
+        :class:`~lazyflow.MissingInputError`. Takes the options of :meth:`run` too. A
         target that was skipped or failed under ``on_error="skip"`` gives
         ``None`` with a warning, or raises when ``strict=True``.
         """
@@ -125,7 +135,7 @@ class Flow(Graph):
         """Like :meth:`get` but returns the :class:`~lazyflow.run.Run` with per-node records.
 
         Options (keyword-only; pass a flow input whose name clashes with one of
-        them through ``inputs={...}``):
+        them through ``inputs={...}``, which is checked like keywords are):
 
         - ``executor``: ``"sync"`` (default), ``"threads"``, ``"processes"``, an
           executor object or a ``distributed.Client``; ``max_workers`` bounds it.
@@ -181,9 +191,14 @@ class Flow(Graph):
     def submit(self, targets: str | Iterable[str], /, **options: Any) -> RunHandle:
         """Start :meth:`run` in a background thread; return a handle to watch or cancel it.
 
+        Unknown targets and keywords raise here, before the thread starts; the
+        run's own errors (a missing input, a failing node) come from ``result()``.
+
         >>> handle = flow.submit("report", executor="threads")   # doctest: +SKIP
         >>> handle.cancel(); handle.result()                      # doctest: +SKIP
         """
+        targets = targets if isinstance(targets, str) else list(targets)
+        self.check_inputs(targets, _inputs_of(options))
         return RunHandle(self, targets, options)
 
     def widget(self, *, interval: float = 0.1) -> Any:
@@ -203,9 +218,14 @@ class Flow(Graph):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return flow_mimebundle(self)
 
-    def explain(self, targets: str | Iterable[str], /, **inputs: Any) -> Explanation:
-        """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing."""
-        return engine.explain(self, self.plan(targets, inputs))
+    def explain(self, targets: str | Iterable[str], /, **options: Any) -> Explanation:
+        """Dry run: per needed node, would it hit (which tier) or run, and why. Computes nothing.
+
+        Takes the keywords of :meth:`get`: flow inputs (also as ``inputs={...}``),
+        checked the same way, and its options, which change nothing here (so one
+        set of keywords serves both).
+        """
+        return engine.explain(self, self.plan(targets, _inputs_of(options)))
 
     def watch(self, target: str, /, *, interval: float = 0.5, poll: bool = False,
               cancel: CancelToken | None = None, on_run: Callable[[Run], Any] | None = None,
@@ -251,6 +271,13 @@ class Flow(Graph):
         ``deterministic=False`` are skipped (their stored value is used).
         """
         return provenance.verify(self, target, **inputs)
+
+
+def _inputs_of(keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """The flow inputs among a request's keywords: ``inputs={...}`` and all but the options."""
+    inputs = keywords.get("inputs")
+    return {**(inputs or {}),
+            **{k: v for k, v in keywords.items() if k not in REQUEST_OPTIONS}}
 
 
 _DEFAULT_FLOW: Flow | None = None

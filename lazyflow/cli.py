@@ -10,8 +10,17 @@ anything the library cannot.
 Exit codes: 0 success; 1 the work itself failed (a node raised, verify found
 a divergence, ``cache verify`` found a damaged or unreadable entry, a
 notebook's outputs changed); 2 the command was wrong — bad
-``MODULE:FLOW`` path, unknown target, malformed ``-p`` parameter, missing
-input — always with one clear message on stderr, never a traceback.
+``MODULE:FLOW`` path, unknown target, malformed ``-p`` parameter, a ``-p``
+that no node takes or whose value does not convert, missing input, a bad
+``lazyflow.toml`` — always with one clear message on stderr, never a
+traceback. Messages about inputs are spelled for the command line
+(``pass -p path=...``), not for Python.
+
+``-p name=value`` values are text until the flow is loaded: then each is
+checked against the request (an unknown name exits 2 before anything runs)
+and converted by :func:`lazyflow.model.convert.convert` following the
+annotation of the first planned node taking it (``n: int``, ``verbose:
+bool``, ``mode: Literal["fast", "slow"]``, an ``Enum`` by name...).
 
 Flows are named ``MODULE:FLOW`` where MODULE is a dotted module name
 (importable from the current directory) or a path to a ``.py`` file, and
@@ -28,9 +37,9 @@ on every subcommand; the CLI adds no dependency to ``import lazyflow``.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -40,7 +49,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lazyflow._version import __version__
-from lazyflow.errors import LazyflowError, MissingInputError, UnknownNodeError, UnknownRunError
+from lazyflow.cache.config import ConfigError
+from lazyflow.errors import (
+    LazyflowError,
+    MissingInputError,
+    UnknownInputError,
+    UnknownNodeError,
+    UnknownRunError,
+)
+from lazyflow.model.convert import ConversionError, annotation_of, convert
 
 __all__ = ["main"]
 
@@ -52,22 +69,22 @@ class UsageError(LazyflowError, ValueError):
 # --------------------------------------------------------------------------- argument helpers
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """``name=value`` -> (name, value); the value is a Python literal if it parses as one.
+CLI_SPELLING = "-p {name}=..."
+"""How messages about inputs tell a command-line user to pass one."""
 
-    >>> parse_param("n=10"), parse_param("path=a.csv"), parse_param("ks=[1, 2]")
-    (('n', 10), ('path', 'a.csv'), ('ks', [1, 2]))
+
+def parse_param(text: str) -> tuple[str, str]:
+    """``name=value`` -> (name, value text); the value is converted once the flow is known.
+
+    >>> parse_param("n=10"), parse_param("path=a=b.csv")
+    (('n', '10'), ('path', 'a=b.csv'))
     """
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
         raise UsageError(f"malformed parameter {text!r}: write -p name=value "
                          "(e.g. -p n=10 or -p path=data.csv)")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        value = raw
-    return name, value
+    return name, raw
 
 
 def parse_age(text: str) -> float:
@@ -133,14 +150,44 @@ def _import(name: str) -> Any:
 
 
 def _flow_and_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    inputs = dict(parse_param(p) for p in args.param)
+    texts = dict(parse_param(p) for p in args.param)
     _export_cache_options(args)
     flow = load_flow(args.flow)
     if args.cache_dir or args.remote:
         flow.cache = _cache(args, memory=_memory_setting(flow.cache))
-    for target in getattr(args, "targets", None) or [args.target]:
+    targets = getattr(args, "targets", None) or [args.target]
+    for target in targets:
         flow[target]  # unknown targets fail before anything runs
-    return flow, inputs
+    flow.check_inputs(targets, texts)  # so do unknown -p names, before values are judged
+    return flow, _converted(flow, targets, texts)
+
+
+def _converted(flow: Any, targets: Sequence[str], texts: dict[str, str]) -> dict[str, Any]:
+    """Each ``-p`` text converted by the annotation of the first planned node taking it
+    (of any node of the flow, for an input this request does not need)."""
+    planned = flow.flow_inputs(targets)
+    values = {}
+    for name, text in texts.items():
+        node, annotation = _annotation(flow, planned.get(name) or flow.flow_inputs()[name], name)
+        try:
+            values[name] = convert(text, annotation)
+        except ConversionError as e:
+            raise UsageError(f"bad value for -p {name}: {text!r} is not {e.expected} "
+                             f"(parameter {name!r} of node {node!r})") from None
+    return values
+
+
+def _annotation(flow: Any, owners: Sequence[str], name: str) -> tuple[str, Any]:
+    """The first of ``owners`` (nodes taking ``name``) that annotates it, with the annotation;
+    else the first owner and no annotation."""
+    for owner in owners:
+        annotation = annotation_of(flow[owner].func, name)
+        if annotation is not _EMPTY:
+            return owner, annotation
+    return owners[0], _EMPTY
+
+
+_EMPTY = inspect.Parameter.empty
 
 
 def _memory_setting(cache: Any) -> Any:
@@ -174,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    else (lambda: None))
     try:
         run = flow.run(args.targets, **options)
-    except (UnknownNodeError, MissingInputError):
+    except (UnknownNodeError, MissingInputError, UnknownInputError):
         raise
     except Exception as e:
         run = flow.last_run
@@ -429,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("target", metavar="TARGET", help="the node")
         p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                       help="a flow input (repeatable); VALUE is a Python literal or a string")
+                       help="a flow input (repeatable); VALUE is converted to the parameter's "
+                       "annotated type (int, float, bool, Path, Literal, Enum by name...), "
+                       "else read as a Python literal or a string")
         _cache_options(p)
         p.add_argument("--json", action="store_true", help="print JSON instead of tables")
         return p
@@ -530,7 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `lazyflow runs | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (UsageError, UnknownNodeError, MissingInputError, UnknownRunError) as e:
+    except MissingInputError as e:
+        _fail(str(e.respelled(CLI_SPELLING)))
+    except UnknownInputError as e:  # the command line takes no run option through -p
+        _fail(str(e.respelled(CLI_SPELLING, options=False)))
+    except (UsageError, UnknownNodeError, UnknownRunError, ConfigError) as e:
         _fail(str(e))
     except LazyflowError as e:
         print(f"lazyflow: {type(e).__name__}: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ __all__ = [
     "CacheWarning",
     "CancelledError",
     "CheckError",
+    "ConfigError",
     "CycleError",
     "DefinitionError",
     "HashingError",
@@ -28,13 +29,23 @@ __all__ = [
     "ReportError",
     "SkippedError",
     "SkippedWarning",
+    "UnknownInputError",
     "UnknownNodeError",
     "UnknownRunError",
+    "WiringWarning",
 ]
+
+PYTHON_SPELLING = "flow.get(..., {name}=...)"
+"""How a message tells a Python user to pass an input (``MissingInputError``, ...)."""
 
 
 class LazyflowError(Exception):
     """Base class of every error lazyflow raises itself."""
+
+
+class ConfigError(LazyflowError, ValueError):
+    """A setting in the environment or the project file (``lazyflow.toml``) cannot be used:
+    an unknown key, a value of the wrong type, a file that is not TOML."""
 
 
 class DefinitionError(LazyflowError, ValueError):
@@ -74,15 +85,96 @@ class UnknownNodeError(LazyflowError, KeyError):
 
 
 class MissingInputError(LazyflowError, TypeError):
-    """A node needs a flow input that was neither passed nor defaulted."""
+    """A node needs a flow input that was neither passed nor defaulted.
 
-    def __init__(self, node: str, parameter: str) -> None:
+    ``spelling`` says how the message tells the user to pass an input: a
+    template with ``{name}``, ``flow.get(..., {name}=...)`` in Python; the
+    command line re-spells it as ``-p {name}=...`` (:meth:`respelled`).
+    """
+
+    def __init__(self, node: str, parameter: str, *, spelling: str = PYTHON_SPELLING) -> None:
         self.node = node
         self.parameter = parameter
+        self.spelling = spelling
         super().__init__(
-            f"node {node!r} needs input {parameter!r}: pass flow.get(..., {parameter}=...) "
+            f"node {node!r} needs input {parameter!r}: pass {spelling.format(name=parameter)} "
             "or give the parameter a default"
         )
+
+    def respelled(self, spelling: str) -> MissingInputError:
+        """This error with the fix spelled for another front end (``"-p {name}=..."``)."""
+        return MissingInputError(self.node, self.parameter, spelling=spelling)
+
+
+class UnknownInputError(LazyflowError, TypeError):
+    """A keyword given to a request is neither a flow input nor an option of the request.
+
+    Raised by ``get``/``run``/``explain``/``submit`` (and the command line's
+    ``-p``) before anything runs. ``name`` is the keyword, ``suggestions`` its
+    close matches among the flow's inputs and ``options`` among the request's
+    options; ``unplanned`` names the nodes that take it when none of them is
+    needed by the request (only the planned nodes' inputs count). When the keyword stands for a node (``node`` is set: it names
+    the node, or a parameter wired to it), the message says so and names the
+    inputs that node is computed from (``sources``).
+    """
+
+    def __init__(self, name: str, flow: str, *, suggestions: Sequence[str] = (),
+                 options: Sequence[str] = (), inputs: Sequence[str] = (),
+                 node: str | None = None, wired_in: str | None = None,
+                 sources: Sequence[str] = (), unplanned: Sequence[str] = (),
+                 spelling: str = PYTHON_SPELLING) -> None:
+        self.name = name
+        self.unplanned = list(unplanned)
+        self.flow = flow
+        self.suggestions = list(suggestions)
+        self.options = list(options)
+        self.inputs = list(inputs)
+        self.node = node
+        self.wired_in = wired_in
+        self.sources = list(sources)
+        self.spelling = spelling
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        if self.node is not None:
+            return self._node_message()
+        if self.unplanned:
+            taken = ", ".join(repr(n) for n in self.unplanned)
+            head = (f"{self.name!r} is not an input of this request: only node(s) {taken} "
+                    f"take it, and the request does not need them")
+        else:
+            head = (f"{self.name!r} is not an input of flow {self.flow!r}: "
+                    f"no node takes a parameter {self.name!r}")
+        guesses = [self._spell(s) for s in self.suggestions]
+        guesses += [f"the option {o!r}" for o in self.options]
+        if guesses:
+            return f"{head}; did you mean {' or '.join(guesses)}?"
+        if not self.inputs:
+            return f"{head}; this request takes no inputs"
+        shown = ", ".join(self.inputs[:8]) + (", ..." if len(self.inputs) > 8 else "")
+        return f"{head}; the inputs of this request are: {shown}"
+
+    def _node_message(self) -> str:
+        if self.wired_in is None:
+            head = f"{self.name!r} names a node of flow {self.flow!r}, not an input"
+        else:
+            head = (f"{self.name!r} is a parameter of node {self.wired_in!r} wired to node "
+                    f"{self.node!r} (inputs=), not an input of flow {self.flow!r}")
+        fix = (f"pass the inputs it is computed from ({', '.join(self.sources)}) instead, "
+               f"or redefine node {self.node!r}" if self.sources
+               else f"redefine node {self.node!r} to change its value")
+        return f"{head}; a node's value cannot be given as an input — {fix}"
+
+    def _spell(self, name: str) -> str:
+        return repr(name) if self.spelling == PYTHON_SPELLING else self.spelling.format(name=name)
+
+    def respelled(self, spelling: str, *, options: bool = True) -> UnknownInputError:
+        """This error spelled for another front end; ``options=False`` drops the suggestions
+        of request options (the command line takes none through ``-p``)."""
+        return UnknownInputError(self.name, self.flow, suggestions=self.suggestions,
+                                 options=self.options if options else (), inputs=self.inputs,
+                                 node=self.node, wired_in=self.wired_in, sources=self.sources,
+                                 spelling=spelling)
 
 
 class HashingError(LazyflowError, TypeError):
@@ -176,6 +268,11 @@ class LazyflowWarning(UserWarning):
 
 class CacheWarning(LazyflowWarning):
     """A cache entry was ignored or a cache write failed; the value is recomputed."""
+
+
+class WiringWarning(LazyflowWarning):
+    """A parameter is probably misspelled: it matches no node but is one edit away from one,
+    so it became a flow input instead of an edge (warned once per node definition)."""
 
 
 class SkippedWarning(LazyflowWarning):

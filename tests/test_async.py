@@ -227,10 +227,10 @@ def test_the_documented_http_example_fetches_quotes_from_a_local_server(flow):
     try:
         @flow.node(map="symbols", retries=2)
         async def quotes(symbols, base: str = base):
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{base}/{symbols}") as response:
-                    response.raise_for_status()
-                    return (await response.json())["price"]
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{base}/{symbols}") as response:
+                response.raise_for_status()
+                return (await response.json())["price"]
 
         assert flow.get("quotes", symbols=["AAPL", "MSFT", "NVDA"]) == [100, 100, 100]
     finally:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import pytest
 
 import lazyflow as lf
-from lazyflow.cache.config import ConfigError, resolve
+from lazyflow.cache.config import SCHEMA, ConfigError, resolve, setting
 
 
 @pytest.fixture
@@ -65,8 +68,7 @@ def test_lazyflow_toml_sets_the_cache(project):
 
 
 def test_pyproject_tool_table_is_found_from_a_subdirectory(project, monkeypatch):
-    (project / "pyproject.toml").write_text('[tool.lazyflow]\ndisk = ".cache/lf"\n'
-                                            'executor = "threads"\n')
+    (project / "pyproject.toml").write_text('[tool.lazyflow]\ndisk = ".cache/lf"\n')
     (project / "notebooks").mkdir()
     monkeypatch.chdir(project / "notebooks")
     assert resolve().disk == str(project / ".cache" / "lf")
@@ -101,3 +103,70 @@ def test_invalid_toml_names_the_file(project):
 def test_a_memory_only_flow_ignores_a_configured_remote(project, monkeypatch):
     monkeypatch.setenv("LAZYFLOW_REMOTE", "memory://team/lf")
     assert [t.name for t in lf.Flow("m", cache=None).cache.tiers] == ["memory"]
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+def test_an_unknown_key_in_lazyflow_toml_is_an_error_naming_it_and_its_close_match(project):
+    (project / "lazyflow.toml").write_text('memroy = "2GB"\n')
+    with pytest.raises(ConfigError, match=r"lazyflow.toml: unknown key 'memroy' "
+                       r"\(did you mean 'memory'\?\)"):
+        lf.Cache()
+
+
+def test_an_unknown_key_is_named_unknown_to_this_lazyflow_version(project):
+    (project / "lazyflow.toml").write_text('executor = "threads"\n')
+    release = ".".join(lf.__version__.split(".")[:2])
+    with pytest.raises(ConfigError, match=f"unknown key 'executor': it is unknown to "
+                       f"lazyflow {re.escape(release)}; .* upgrade lazyflow"):
+        resolve()
+
+
+def test_an_unknown_key_in_the_pyproject_table_is_an_error_too(project):
+    (project / "pyproject.toml").write_text('[tool.lazyflow]\ndisk_limt = "5GB"\n')
+    with pytest.raises(ConfigError, match=r"pyproject.toml \[tool.lazyflow\]: unknown key "
+                       r"'disk_limt' \(did you mean 'disk_limit'\?\)"):
+        resolve()
+
+
+def test_other_tools_tables_in_pyproject_are_not_lazyflows_business(project):
+    (project / "pyproject.toml").write_text('[tool.ruff]\nline-length = 100\n'
+                                            '[tool.lazyflow]\ndisk_limit = "5GB"\n')
+    assert resolve().disk_limit == "5GB"
+
+
+def test_keys_inside_remote_options_go_to_fsspec_unchecked(project):
+    (project / "lazyflow.toml").write_text('[remote_options]\nanything_fsspec_takes = 1\n')
+    assert resolve().remote_options == {"anything_fsspec_takes": 1}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("memory = [1]", r"memory must be a size: bytes or a string such as \"4GB\", got \[1\]"),
+    ('memory = "lots"', r"memory must be a size: .*, got 'lots'"),
+    ("disk = 3", "disk must be a directory, or false for no disk tier, got 3"),
+    ("remote = true", "remote must be a URL such as .*, or false for no remote tier, got True"),
+    ('remote_options = "fast"', "remote_options must be a table of fsspec options, got 'fast'"),
+])
+def test_a_value_of_the_wrong_type_names_the_file_the_key_and_what_it_takes(project, line,
+                                                                            message):
+    (project / "lazyflow.toml").write_text(line + "\n")
+    with pytest.raises(ConfigError, match="lazyflow.toml: " + message):
+        resolve()
+
+
+def test_a_variable_that_is_not_a_size_names_the_variable(project, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_MEMORY", "lots")
+    with pytest.raises(ConfigError, match="LAZYFLOW_MEMORY must be a size: .*, got 'lots'"):
+        lf.Cache()
+
+
+def test_every_cache_setting_resolve_takes_is_declared_in_the_schema():
+    taken = set(inspect.signature(resolve).parameters) - {"start"}
+    assert {name for name, s in SCHEMA.items() if s.part == "cache"} == taken
+    assert all(s.env.startswith("LAZYFLOW_") for s in SCHEMA.values())
+
+
+def test_a_part_reads_one_setting_from_the_project_file_through_the_schema(project):
+    (project / "lazyflow.toml").write_text('disk_limit = "7GB"\n')
+    assert setting("disk_limit") == "7GB"

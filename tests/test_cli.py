@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -127,6 +128,14 @@ def test_a_failing_node_exits_1_and_names_the_error(project):
     (["run", "analysis:flow", "total", "-p", "n"], "malformed parameter 'n'"),
     (["run", "analysis:flow", "total", "-p", "1x=3"], "malformed parameter '1x=3'"),
     (["run", "analysis:flow", "total"], "node 'raw' needs input 'n'"),
+    (["run", "analysis:flow", "total", "-p", "nn=3"],
+     "'nn' is not an input of flow 'analysis': no node takes a parameter 'nn'; "
+     "did you mean -p n=...?"),
+    (["explain", "analysis:flow", "total", "-p", "nn=3"], "did you mean -p n=...?"),
+    (["run", "analysis:flow", "total", "-p", "n=3", "-p", "raw=[1]"],
+     "'raw' names a node of flow 'analysis', not an input"),
+    (["run", "analysis:flow", "total", "-p", "n=ten"],
+     "bad value for -p n: 'ten' is not an int (parameter 'n' of node 'raw')"),
     (["explain", "analysis:flow", "nope"], "has no node 'nope'"),
     (["show", "20000101-000000-abcdef"], "no recorded run has id"),
 ])
@@ -136,6 +145,98 @@ def test_usage_errors_exit_2_with_one_clear_line(project, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("lazyflow: error: ")
+
+
+def test_the_missing_input_hint_is_spelled_for_the_command_line(project):
+    result = lazyflow(project, "run", "analysis:flow", "total")
+    assert result.stderr == ("lazyflow: error: node 'raw' needs input 'n': pass -p n=... "
+                             "or give the parameter a default\n")
+
+
+def test_an_unknown_p_name_exits_2_before_anything_runs(project):
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=3", "-p", "nn=3")
+    assert result.returncode == 2
+    assert json_of(lazyflow(project, "runs", "--cache-dir", "cache", "--json")) == []
+
+
+def test_unknown_p_names_are_reported_before_values_are_converted(project):
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=ten", "-p", "nn=3")
+    assert result.returncode == 2
+    assert "'nn' is not an input" in result.stderr
+
+
+def test_an_unknown_key_in_lazyflow_toml_exits_2_naming_it_and_its_close_match(project):
+    (project / "lazyflow.toml").write_text('memroy = "2GB"\n')
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=3")
+    assert result.returncode == 2
+    assert result.stderr.startswith("lazyflow: error: ")
+    assert "unknown key 'memroy' (did you mean 'memory'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- -p conversion
+
+TYPED_MODULE = """
+import enum
+from pathlib import Path
+from typing import Literal
+
+import lazyflow as lf
+
+class Mode(enum.Enum):
+    FAST = 1
+    SLOW = 2
+
+flow = lf.Flow("typed", cache=None)
+
+@flow.node
+def settings(verbose: bool = True, mode: Mode = Mode.FAST,
+             speed: Literal["low", "high"] = "low", label: str = "x",
+             limit: int | None = 10, where: Path = Path("."), quiet=True):
+    return {"verbose": verbose, "mode": mode.name, "speed": speed, "label": label,
+            "limit": limit, "where": type(where).__name__, "quiet": quiet}
+"""
+
+
+def settings_of(project: Path, *params: str) -> dict:
+    """The value of ``typed:flow``'s ``settings`` node, run with these ``-p`` options."""
+    (project / "typed.py").write_text(TYPED_MODULE)
+    args = [arg for param in params for arg in ("-p", param)]
+    report = json_of(lazyflow(project, "run", "typed:flow", "settings", *args, "--json"))
+    return ast.literal_eval(report["values"]["settings"])
+
+
+def test_a_bool_parameter_given_false_on_the_command_line_is_false(project):
+    assert settings_of(project, "verbose=false")["verbose"] is False
+
+
+def test_an_unannotated_parameter_with_a_bool_default_reads_no_as_false(project):
+    assert settings_of(project, "quiet=no")["quiet"] is False
+
+
+def test_an_enum_parameter_is_given_by_its_member_name(project):
+    assert settings_of(project, "mode=SLOW")["mode"] == "SLOW"
+
+
+def test_a_str_parameter_keeps_digits_as_text(project):
+    assert settings_of(project, "label=10")["label"] == "10"
+
+
+def test_an_optional_parameter_takes_none_and_numbers(project):
+    assert settings_of(project, "limit=None")["limit"] is None
+    assert settings_of(project, "limit=5")["limit"] == 5
+
+
+def test_a_path_parameter_gets_a_path(project):
+    assert settings_of(project, "where=data")["where"] in ("PosixPath", "WindowsPath")
+
+
+def test_a_value_outside_a_literal_exits_2_naming_the_parameter_value_and_values(project):
+    (project / "typed.py").write_text(TYPED_MODULE)
+    result = lazyflow(project, "run", "typed:flow", "settings", "-p", "speed=medium")
+    assert result.returncode == 2
+    assert result.stderr == ("lazyflow: error: bad value for -p speed: 'medium' is not one of "
+                             "'low', 'high' (parameter 'speed' of node 'settings')\n")
 
 
 # --------------------------------------------------------------------------- explain, lineage, verify

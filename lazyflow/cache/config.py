@@ -1,4 +1,4 @@
-"""Where cache settings come from: arguments, environment, ``lazyflow.toml``, defaults.
+"""Where settings come from: arguments, environment, ``lazyflow.toml``, defaults.
 
 Design note
 -----------
@@ -15,10 +15,21 @@ Policy. Each setting is resolved on its own, first match wins:
 4. the defaults: a quarter of RAM in memory, ``./.lazyflow`` on disk with a
    20 GB limit, no remote.
 
+The project file is read through one typed schema, :data:`SCHEMA`: every key
+any part of lazyflow reads from it is declared there as a :class:`Setting`
+(the part that reads it, the values it takes, its environment variable), and
+a part adding a key adds its line there. A key the schema does not declare is
+an error naming the key, its close match and the lazyflow version that does
+not know it (a teammate's newer lazyflow may), so ``memroy = "2GB"`` cannot be
+ignored silently; so is a value of the wrong type, naming the file and key.
+Variables are checked by the same schema. Rejected: each part registering its
+keys from its own module; imports are lazy, so the file is often read before
+the module owning a key is imported, and its check would refuse valid keys.
+
 ``remote_options`` go to the fsspec filesystem, except ``lazyflow_timeout``:
 lazyflow's own deadline for each remote operation, which ``remote_store.py``
 reads, checks and takes out (so it comes from wherever ``remote_options`` come
-from).
+from); the schema checks that they form a table, not what is in it.
 
 Environment beats the file so that a CI job or a colleague can redirect a
 project's cache without editing it. State: none; settings are read when a
@@ -27,23 +38,25 @@ project's cache without editing it. State: none; settings are read when a
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import sys
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lazyflow.errors import LazyflowError
+from lazyflow._version import __version__
+from lazyflow.cache.sizes import parse_size
+from lazyflow.errors import ConfigError
 
-__all__ = ["DEFAULT", "ConfigError", "Settings", "resolve"]
+__all__ = ["DEFAULT", "SCHEMA", "ConfigError", "Setting", "Settings", "resolve", "setting"]
 
 DEFAULT_DISK = ".lazyflow"
 DEFAULT_DISK_LIMIT = "20GB"
-
-_ENV = {"memory": "LAZYFLOW_MEMORY", "disk": "LAZYFLOW_CACHE_DIR",
-        "disk_limit": "LAZYFLOW_DISK_LIMIT", "remote": "LAZYFLOW_REMOTE",
-        "remote_options": "LAZYFLOW_REMOTE_OPTIONS"}
 
 
 class _Default:
@@ -57,8 +70,76 @@ DEFAULT: Any = _Default()
 """Stands for "not given": take the setting from the environment, file or defaults."""
 
 
-class ConfigError(LazyflowError, ValueError):
-    """A cache setting in the environment or a project file cannot be used."""
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One key of the project file: who reads it, what it takes, where else it comes from.
+
+    ``check`` returns the value to use for a value read from the file (or raises
+    ``ValueError``); ``parse`` does the same for the text of ``env``, the
+    environment variable. ``expected`` (``env_expected`` for the variable, when
+    it is written differently) says what is valid, for messages.
+    """
+
+    name: str
+    part: str
+    expected: str
+    check: Callable[[Any], Any]
+    env: str
+    parse: Callable[[str], Any]
+    env_expected: str = ""
+
+
+def _size(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError
+    try:
+        parse_size(value)  # the tier parses it again when built
+    except ValueError:
+        raise ValueError from None  # the message says what a size is
+    return value
+
+
+def _text_or_off(value: Any) -> Any:
+    if value is False:  # TOML has no null: `disk = false` turns a tier off
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return value
+
+
+def _env_text_or_off(text: str) -> Any:
+    return None if text.lower() in ("none", "off") else text
+
+
+def _table(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError
+    return dict(value)
+
+
+def _json_table(text: str) -> Any:
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"({e})") from e
+    return _table(options)
+
+
+_SIZE = 'a size: bytes or a string such as "4GB"'
+_JSON = 'a JSON object such as {"endpoint_url": "http://127.0.0.1:9000"}'
+
+SCHEMA: Mapping[str, Setting] = types.MappingProxyType({s.name: s for s in (
+    # the cache: cache/hierarchy.py builds its tiers from these
+    Setting("memory", "cache", _SIZE, _size, "LAZYFLOW_MEMORY", _size),
+    Setting("disk", "cache", "a directory, or false for no disk tier", _text_or_off,
+            "LAZYFLOW_CACHE_DIR", _env_text_or_off),
+    Setting("disk_limit", "cache", _SIZE, _size, "LAZYFLOW_DISK_LIMIT", _size),
+    Setting("remote", "cache", 'a URL such as "s3://bucket/lf", or false for no remote tier',
+            _text_or_off, "LAZYFLOW_REMOTE", _env_text_or_off),
+    Setting("remote_options", "cache", "a table of fsspec options", _table,
+            "LAZYFLOW_REMOTE_OPTIONS", _json_table, env_expected=_JSON),
+)})
+"""Every key of ``lazyflow.toml`` / ``[tool.lazyflow]``, by name (read-only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +154,15 @@ class Settings:
     disk_limit: int | str
     remote: str | None
     remote_options: dict[str, Any]
+
+
+def setting(name: str, *, start: str | os.PathLike[str] | None = None) -> Any:
+    """One setting from the environment, else the project file (searched from ``start``,
+    the working directory by default), else ``DEFAULT``; checked by :data:`SCHEMA`."""
+    value = _from_env(name)
+    if value is DEFAULT:
+        value = _from_file(Path(start or os.getcwd())).get(name, DEFAULT)
+    return value
 
 
 def resolve(*, memory: Any = DEFAULT, disk: Any = DEFAULT, disk_limit: Any = DEFAULT,
@@ -109,47 +199,58 @@ def resolve(*, memory: Any = DEFAULT, disk: Any = DEFAULT, disk_limit: Any = DEF
 
 
 def _from_env(name: str) -> Any:
-    variable = _ENV[name]
-    raw = os.environ.get(variable)
+    entry = SCHEMA[name]
+    raw = os.environ.get(entry.env)
     if raw is None or raw == "":
         return DEFAULT
-    if name == "remote_options":
-        try:
-            options = json.loads(raw)
-        except ValueError as e:
-            raise ConfigError(f"{variable} must be a JSON object such as "
-                              f'{{"endpoint_url": "http://127.0.0.1:9000"}}, got {raw!r} ({e})') from e
-        if not isinstance(options, dict):
-            raise ConfigError(f"{variable} must be a JSON object, got {raw!r}")
-        return options
-    if name in ("disk", "remote") and raw.lower() in ("none", "off"):
-        return None
-    return raw
+    try:
+        return entry.parse(raw)
+    except ValueError as e:
+        detail = f" {e}" if str(e) else ""
+        raise ConfigError(f"{entry.env} must be {entry.env_expected or entry.expected}, "
+                          f"got {raw!r}{detail}") from None
 
 
 def _from_file(start: Path) -> dict[str, Any]:
     for directory in (start, *start.parents):
         own, pyproject = directory / "lazyflow.toml", directory / "pyproject.toml"
         if own.is_file():
-            return _validated(_load_toml(own), own)
+            return _validated(_load_toml(own), own, str(own))
         if pyproject.is_file():
             table = _load_toml(pyproject).get("tool", {}).get("lazyflow", {})
-            return _validated(table, pyproject)
+            return _validated(table, pyproject, f"{pyproject} [tool.lazyflow]")
     return {}
 
 
-def _validated(table: dict[str, Any], path: Path) -> dict[str, Any]:
-    # other keys belong to other parts of lazyflow (the command line, executors)
-    values = {name: value for name, value in table.items() if name in _ENV}
-    for name in ("disk", "remote"):
-        if values.get(name) is False:  # TOML has no null: `disk = false` turns a tier off
-            values[name] = None
+def _validated(table: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
+    """The file's values checked against :data:`SCHEMA`; relative ``disk`` made absolute."""
+    values = {}
+    for name, value in table.items():
+        entry = SCHEMA.get(name)
+        if entry is None:
+            raise ConfigError(_unknown_key(name, where))
+        try:
+            values[name] = entry.check(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {name} must be {entry.expected}, "
+                              f"got {value!r}") from None
     if isinstance(values.get("disk"), str):
         values["disk"] = str((path.parent / values["disk"]).resolve())
-    if "remote_options" in values and not isinstance(values["remote_options"], dict):
-        raise ConfigError(f"{path}: remote_options must be a table, "
-                          f"got {values['remote_options']!r}")
     return values
+
+
+def _unknown_key(name: str, where: str) -> str:
+    close = difflib.get_close_matches(name, list(SCHEMA), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"{where}: unknown key {name!r}{hint}: it is unknown to lazyflow {_release()}; "
+            "correct or remove it, or upgrade lazyflow if a newer version uses it "
+            f"(keys known here: {', '.join(sorted(SCHEMA))})")
+
+
+def _release() -> str:
+    """``X.Y`` of the installed version (teammates may run a newer one)."""
+    match = re.match(r"\d+(\.\d+)?", __version__)
+    return match.group(0) if match else __version__
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

@@ -25,6 +25,22 @@ Plans built from one memo share that structure and a ``memo`` dict where the
 engine keeps per-node facts between requests; both are read-only to
 everyone else. (Rebuilding per request was the rejected alternative: it cost
 ~3 µs per node on every warm request of a 10,000-node chain.)
+
+Requests are checked here, before anything runs and before a missing input
+is reported: a keyword that is no flow input of any node of the flow raises
+:class:`~lazyflow.UnknownInputError` (a keyword naming a node says so). An
+input of a node this request does not need is accepted silently, so one
+dict of inputs serves every request of a notebook (rejected: pipefunc's rule,
+refusing every keyword the planned nodes do not take; it makes that dict
+fail on every request but the widest). The check costs a set lookup per
+keyword against the plan's inputs; the flow-wide set is built only for a
+keyword outside them, and kept until the definition changes.
+
+Wiring by name has one silent failure: a misspelt parameter (``raww`` for the
+node ``raw``) becomes a flow input. When a plan is first built, a flow-input
+parameter of four or more characters one edit away from a node's name gets a
+:class:`~lazyflow.WiringWarning` pointing at the function's definition, once
+per node definition (shorter names are too often one edit from each other).
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import difflib
 import inspect
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -41,8 +58,11 @@ from lazyflow.errors import (
     CacheWarning,
     CycleError,
     DefinitionError,
+    LazyflowError,
     MissingInputError,
+    UnknownInputError,
     UnknownNodeError,
+    WiringWarning,
 )
 from lazyflow.keys.fingerprint import Fingerprint, refresh
 from lazyflow.keys.hashing import register_hasher
@@ -60,6 +80,9 @@ EMPTY: Any = inspect.Parameter.empty
 
 _NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 _PLAN_MEMO_SIZE = 64
+_NEAR_MISS_LENGTH = 4  # shorter parameters (x, n, df, key) are one edit from too much
+_WARNED: weakref.WeakKeyDictionary[Node, set[str]] = weakref.WeakKeyDictionary()
+"""Per node definition, the parameters already warned about as near misses of a node name."""
 _CO_VARARGS = inspect.CO_VARARGS
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
 
@@ -275,11 +298,19 @@ class Graph:
     ['raw', 'total']
     """
 
+    request_options: tuple[str, ...] = ()
+    """Keywords a request takes besides flow inputs (the ``Flow`` façade's run options);
+    suggested when a keyword is misspelt."""
+
     def __init__(self, name: str = "flow") -> None:
         self.name = name
         self._nodes: dict[str, Node] = {}
         self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes
         self._shapes: dict[tuple[str, ...], _Shape] = {}
+        # derived from the whole definition, dropped with the plan memo when it changes
+        self._inputs: dict[str, tuple[str, ...]] | None = None  # every flow input -> its nodes
+        self._near: dict[str, str | None] = {}  # parameter -> a node one edit away, or None
+        self._letters: str | None = None  # the characters of the node names
 
     # ----------------------------------------------------------------- definition
 
@@ -321,7 +352,7 @@ class Graph:
                 self._nodes[output] = Node(selector(node.name, names, index), name=output,
                                            inputs={"value": node.name})
             self._derived[node.name] = names
-        self._shapes.clear()  # wiring is by name: any definition may rewire any plan
+        self._changed()
         return node
 
     def remove(self, name: str) -> None:
@@ -330,7 +361,15 @@ class Graph:
         del self._nodes[name]
         for derived in self._derived.pop(name, ()):
             self._nodes.pop(derived, None)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget what was derived from the definition: wiring is by name, so any
+        definition may rewire any plan."""
         self._shapes.clear()
+        self._inputs = None
+        self._near.clear()
+        self._letters = None
 
     def __getitem__(self, name: str) -> Node:
         try:
@@ -365,14 +404,12 @@ class Graph:
     # ----------------------------------------------------------------- planning
 
     def plan(self, targets: str | Iterable[str], inputs: Mapping[str, Any]) -> Plan:
-        """Resolve the subgraph a request needs; raises on unknown nodes, cycles, missing inputs."""
+        """Resolve the subgraph a request needs; raises on unknown nodes, cycles, unknown
+        keywords (:class:`~lazyflow.UnknownInputError`) and, after those, missing inputs."""
         wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
-        shape = self._shapes.get(wanted)
-        if shape is None:
-            shape = self._shape(wanted)
-            if len(self._shapes) >= _PLAN_MEMO_SIZE:
-                del self._shapes[next(iter(self._shapes))]
-            self._shapes[wanted] = shape
+        shape = self._shape_of(wanted)
+        if inputs:
+            self._check_keywords(shape, inputs)
         params = dict.fromkeys(shape.order, _NO_PARAMS)
         for name, names in shape.inputs:
             values: dict[str, Any] = {}
@@ -387,6 +424,97 @@ class Graph:
             params[name] = values
         return Plan(wanted, shape.order, shape.nodes, shape.upstream, shape.downstream, params,
                     shape.memo)
+
+    def check_inputs(self, targets: str | Iterable[str], names: Iterable[str]) -> None:
+        """Raise :class:`~lazyflow.UnknownInputError` for the first of ``names`` that is no
+        flow input of any node of the flow; check nothing else (``plan`` does the rest).
+
+        >>> g = Graph("demo")
+        >>> @g.node
+        ... def raw(n: int): return list(range(n))
+        >>> g.check_inputs("raw", ["nn"])
+        Traceback (most recent call last):
+        lazyflow.errors.UnknownInputError: 'nn' is not an input of flow 'demo': no node takes \
+a parameter 'nn'; did you mean 'n'?
+        """
+        wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
+        self._check_keywords(self._shape_of(wanted), names)
+
+    def flow_inputs(self, targets: str | Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
+        """The flow inputs of a request (of the whole flow without ``targets``), each with the
+        nodes that take it, in plan order: parameters wired to no node.
+
+        >>> g = Graph("demo")
+        >>> @g.node
+        ... def raw(n: int): return list(range(n))
+        >>> @g.node
+        ... def total(raw, scale=1): return scale * sum(raw)
+        >>> g.flow_inputs("total")
+        {'n': ('raw',), 'scale': ('total',)}
+        """
+        if targets is None:
+            return dict(self._all_inputs())
+        wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
+        found: dict[str, tuple[str, ...]] = {}
+        for name, names in self._shape_of(wanted).inputs:
+            for param in names:
+                found[param] = (*found.get(param, ()), name)
+        return found
+
+    def _shape_of(self, wanted: tuple[str, ...]) -> _Shape:
+        shape = self._shapes.get(wanted)
+        if shape is None:
+            shape = self._shape(wanted)
+            if len(self._shapes) >= _PLAN_MEMO_SIZE:
+                del self._shapes[next(iter(self._shapes))]
+            self._shapes[wanted] = shape
+        return shape
+
+    def _check_keywords(self, shape: _Shape, names: Iterable[str]) -> None:
+        known = shape.input_names  # the planned nodes' inputs (shared/API.md)
+        for name in names:
+            if name not in known:
+                raise self._unknown_input(name, shape)
+
+    def _all_inputs(self) -> dict[str, tuple[str, ...]]:
+        """Every flow input of any node of the flow, with the nodes taking it."""
+        if self._inputs is None:
+            found: dict[str, tuple[str, ...]] = {}
+            for node in self._nodes.values():
+                edges = self._wiring(node)
+                for param in node.params:
+                    if param not in edges:
+                        found[param] = (*found.get(param, ()), node.name)
+            self._inputs = found
+        return self._inputs
+
+    def _unknown_input(self, name: str, shape: _Shape) -> UnknownInputError:
+        """The error for a keyword that no node takes as a flow input, with what it may be."""
+        node, wired_in = (name, None) if name in self._nodes else self._wired(name, shape)
+        if node is not None:
+            return UnknownInputError(name, self.name, node=node, wired_in=wired_in,
+                                     sources=self._sources(node))
+        options = [o for o in difflib.get_close_matches(name, self.request_options, n=1)
+                   if o != name]
+        return UnknownInputError(
+            name, self.name, options=options, inputs=sorted(shape.input_names),
+            unplanned=self._all_inputs().get(name, ()),
+            suggestions=difflib.get_close_matches(name, sorted(shape.input_names), n=3))
+
+    def _wired(self, param: str, shape: _Shape) -> tuple[str | None, str | None]:
+        """``(upstream node, node)`` for a parameter some node wires to a node with
+        ``inputs=``, the planned nodes first; ``(None, None)`` when none does."""
+        for node in (*shape.nodes.values(), *self._nodes.values()):
+            if param in node.wiring and node.wiring[param] in self._nodes:
+                return node.wiring[param], node.name
+        return None, None
+
+    def _sources(self, node: str) -> list[str]:
+        """The flow inputs ``node`` is computed from (none if it cannot be planned)."""
+        try:
+            return sorted(self._shape_of((node,)).input_names)
+        except LazyflowError:  # a cycle or a missing node: the request itself will say so
+            return []
 
     def _shape(self, wanted: tuple[str, ...]) -> _Shape:
         """The request-independent part of a plan: walk back from ``wanted`` iteratively."""
@@ -444,7 +572,32 @@ class Graph:
             names = tuple(p for p in node.params if p not in edges)
             if names:
                 inputs.append((name, names))
-        return _Shape(order, nodes, upstream, downstream, tuple(inputs))
+        self._warn_near_misses(nodes, inputs)
+        return _Shape(order, nodes, upstream, downstream, tuple(inputs),
+                      frozenset(p for _, names in inputs for p in names))
+
+    def _warn_near_misses(self, nodes: dict[str, Node],
+                          inputs: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Warn about flow-input parameters one edit away from a node's name (probably typos)."""
+        for name, params in inputs:
+            for param in params:
+                if len(param) >= _NEAR_MISS_LENGTH:
+                    near = self._near_node(param)
+                    if near is not None:
+                        _warn_near_miss(nodes[name], param, near)
+
+    def _near_node(self, param: str) -> str | None:
+        """The first node (by name) one edit away from ``param``, else None; memoised.
+
+        Generates ``param``'s one-edit variants over the letters of the node names and
+        looks each up: linear in the parameter's length, not in the number of nodes.
+        """
+        if param not in self._near:
+            if self._letters is None:
+                self._letters = "".join(sorted(set("".join(self._nodes))))
+            self._near[param] = min((v for v in _one_edit(param, self._letters)
+                                     if v in self._nodes), default=None)
+        return self._near[param]
 
     def _enter(self, name: str, path: list[str], at: list[int],
                kids: dict[str, tuple[str, ...]], state: dict[str, int],
@@ -471,6 +624,40 @@ class Graph:
         return difflib.get_close_matches(name, list(self._nodes), n=3, cutoff=0.6)
 
 
+def _one_edit(word: str, letters: str) -> Iterator[str]:
+    """Every string one deletion, adjacent transposition, substitution or insertion away."""
+    for i in range(len(word) + 1):
+        head, tail = word[:i], word[i:]
+        if tail:
+            yield head + tail[1:]
+            if len(tail) > 1:
+                yield head + tail[1] + tail[0] + tail[2:]
+            for c in letters:
+                if c != tail[0]:
+                    yield head + c + tail[1:]
+        for c in letters:
+            yield head + c + tail
+
+
+def _warn_near_miss(node: Node, param: str, near: str) -> None:
+    """Warn once per node definition, at the line defining the node's function."""
+    warned = _WARNED.setdefault(node, set())
+    if param in warned:
+        return
+    warned.add(param)
+    message = (f"parameter {param!r} of node {node.name!r} matches no node; did you mean node "
+               f"{near!r}? As written it is a flow input: rename the parameter to {near!r} to "
+               "read that node's value")
+    try:
+        code = inspect.unwrap(node.func).__code__
+    except (AttributeError, ValueError):  # a callable object, a partial: no line to point at
+        warnings.warn(message, WiringWarning, stacklevel=2)
+        return
+    warnings.warn_explicit(message, WiringWarning, code.co_filename, code.co_firstlineno,
+                           module=getattr(node.func, "__module__", None),
+                           module_globals=getattr(node.func, "__globals__", None))
+
+
 def _as_tuple(consumers: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return consumers if type(consumers) is tuple else tuple(consumers)
 
@@ -484,6 +671,7 @@ class _Shape:
     upstream: dict[str, dict[str, str]]
     downstream: dict[str, tuple[str, ...]]
     inputs: tuple[tuple[str, tuple[str, ...]], ...]  # (node, its flow-input parameters)
+    input_names: frozenset[str]  # every flow-input parameter of the plan
     memo: dict[str, Any] = field(default_factory=dict)
 
 
