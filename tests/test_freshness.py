@@ -198,3 +198,13 @@ def test_a_max_age_that_is_not_a_positive_duration_is_refused(flow, given):
         @flow.node(max_age=given)
         def quotes():
             return 1
+
+
+def test_explain_spells_an_age_precisely_enough_to_read_as_over_the_limit(flow, clock):
+    @flow.node(max_age=1.5)
+    def quotes():
+        return 1
+
+    flow.get("quotes")
+    clock.advance(1.6)
+    assert flow.explain("quotes").rows[0].reason == "expired (age 1.6s > max_age 1.5s)"

@@ -68,7 +68,8 @@ def expired(meta: Meta, max_age: float | None, expires: float | None = None,
                     "machine's clock; see clock skew in docs/checks-and-freshness.md)")
         age = now - created
         if age > max_age:
-            return f"expired (age {_span(age)} > max_age {_span(max_age)})"
+            shown_age, shown_max = _apart(age, max_age)
+            return f"expired (age {shown_age} > max_age {shown_max})"
     if expires is not None and expires <= now:
         return f"expired (an input's max_age ran out {_span(now - expires)} ago)"
     return None
@@ -86,11 +87,22 @@ def ancestry_expiry(s: RunState, name: str, created: float,
     return found
 
 
-def _span(seconds: float) -> str:
-    """``"45s"``, ``"12m"``, ``"3h"``, ``"2.5d"``: a duration as a reader says it."""
+def _apart(larger: float, smaller: float) -> tuple[str, str]:
+    """Two durations spelled precisely enough that they read as different."""
+    for digits in (0, 1, 2, 3):
+        shown = _span(larger, digits), _span(smaller, digits)
+        if shown[0] != shown[1]:
+            return shown
+    return shown
+
+
+def _span(seconds: float, digits: int = 0) -> str:
+    """``"45s"``, ``"12m"``, ``"3h"``, ``"2.5d"``: a duration as a reader says it, with at
+    least ``digits`` decimals."""
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
         if seconds >= size:
             amount = seconds / size
-            return f"{amount:.0f}{unit}" if amount >= 10 or amount == int(amount) \
-                else f"{amount:.1f}{unit}"
-    return f"{seconds:.0f}s"
+            if not digits and (amount >= 10 or amount == int(amount)):
+                return f"{amount:.0f}{unit}"
+            return f"{amount:.{max(digits, 1)}f}{unit}"
+    return f"{seconds:.{digits}f}s"

@@ -10,7 +10,8 @@ executor, since every executor runs a call on one thread.
 Peak memory has no per-thread measure. Where the call has its process to
 itself (a worker of the processes executor), the kernel's high-water mark
 is reset before the call and read after it (Linux: ``/proc/self/clear_refs``
-and ``VmHWM``): exact, and nearly free. Elsewhere it is opt-in with
+and ``VmHWM``), less what the worker held when the call began: exact, and
+nearly free. Both measures report what the call added at its peak. Elsewhere it is opt-in with
 ``profile_memory=True`` on the node, through ``tracemalloc``, which slows
 allocation-heavy code 2-4x and counts every thread's Python allocations
 during the call (exact when nothing else runs: the sync executor); the peak
@@ -38,13 +39,15 @@ def dedicate_process() -> None:
 class Measure:
     """CPU time and, where asked or exact, peak memory of one call."""
 
-    __slots__ = ("_cpu", "_mode", "_started_tracing")
+    __slots__ = ("_base", "_cpu", "_mode", "_started_tracing")
 
     def __init__(self, memory: bool) -> None:
         self._mode = "process" if _OWN_PROCESS[0] else "tracemalloc" if memory else ""
         self._started_tracing = False
+        self._base = 0
         if self._mode == "process":
             _reset_peak()
+            self._base = _status("VmRSS:") or 0  # what the worker held before the call
         elif self._mode == "tracemalloc":
             if tracemalloc.is_tracing():
                 tracemalloc.reset_peak()
@@ -57,7 +60,8 @@ class Measure:
         """``(cpu seconds, peak bytes or None)`` since the measure started."""
         cpu = time.thread_time() - self._cpu
         if self._mode == "process":
-            return cpu, _peak()
+            peak = _status("VmHWM:")
+            return cpu, None if peak is None else max(0, peak - self._base)
         if self._mode == "tracemalloc":
             peak = tracemalloc.get_traced_memory()[1]
             if self._started_tracing:
@@ -69,7 +73,7 @@ class Measure:
 def _can_reset_peak() -> bool:
     try:
         _reset_peak()
-        return _peak() is not None
+        return _status("VmHWM:") is not None
     except OSError:
         return False
 
@@ -79,9 +83,10 @@ def _reset_peak() -> None:
         f.write("5")  # resets the peak resident set size (VmHWM) to the current one
 
 
-def _peak() -> int | None:
+def _status(field: str) -> int | None:
+    """A memory figure of this process from ``/proc/self/status``, in bytes."""
     with open(_STATUS) as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     return None
