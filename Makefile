@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint browser-deps screenshots clean
+.PHONY: demo test test-fast bench lint docs browser-deps screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lazyflow tests
 
+# The documentation site, docs/ plus the API reference from the docstrings, into site/;
+# strict: a broken link or an unresolved reference fails the build.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
+
 # The browser test drives Debian's Chromium; install it once if missing (we are root in CI).
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -49,4 +54,4 @@ screenshots: $(STAMP) browser-deps
 	LAZYFLOW_SCREENSHOT_DIR=docs/img $(PY) -m pytest -q -m browser tests/test_notebook_browser.py
 
 clean:
-	rm -rf $(VENV) .lazyflow .pytest_cache
+	rm -rf $(VENV) .lazyflow .pytest_cache site
