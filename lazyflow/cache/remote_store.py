@@ -134,17 +134,11 @@ class RemoteStore:
 
     def key_of(self, path: str) -> str | None:
         """The key of an entry object's path; ``None`` for any other object."""
-        parts = path.rstrip("/").split("/")
-        if len(parts) < 3 or parts[-3] != ENTRIES or not parts[-1].endswith(".json"):
-            return None
-        return parts[-1][:-len(".json")]
+        return _named(path, ENTRIES, ".json")
 
     def checksum_of(self, path: str) -> str | None:
         """The checksum a content object's path names; ``None`` for any other object."""
-        parts = path.rstrip("/").split("/")
-        if len(parts) < 3 or parts[-3] != CONTENT or ".tmp-" in parts[-1]:
-            return None
-        return parts[-1]
+        return _named(path, CONTENT, "")
 
     # ----------------------------------------------------------------- reads
 
@@ -305,6 +299,21 @@ class RemoteStore:
         if self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
         self.fs.invalidate_cache(self.root)
+
+
+def _named(path: str, folder: str, suffix: str) -> str | None:
+    """The 32-hex name of ``<folder>/<ab>/<name><suffix>`` at the end of ``path``, else
+    ``None`` (a layout-1 object, a ``.tmp-`` file, anything else)."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-3] != folder or not parts[-1].endswith(suffix):
+        return None
+    name = parts[-1][:len(parts[-1]) - len(suffix)]
+    if len(name) != 32 or name[:2] != parts[-2] or not all(c in _HEX for c in name):
+        return None
+    return name
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def _timeout(url: str, options: dict[str, Any]) -> float:
