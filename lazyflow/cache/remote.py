@@ -171,8 +171,16 @@ class RemoteTier(ForeignEntries):
     # ----------------------------------------------------------------- Tier
 
     def contains(self, key: str) -> bool:
-        """Whether an entry object of ``key`` exists (whatever its encoding)."""
-        return key in self._pending or self._read(key) is not None or key in self._foreign
+        """Whether an entry object of ``key`` exists (whatever its encoding or layout)."""
+        if key in self._pending or self._memo.get(key) is not None:
+            return True
+        try:
+            return self._fetch(key) is not None
+        except UnknownLayoutError:
+            return True
+        except CorruptEntryError as e:
+            self._drop_unreadable(key, e)
+            return False
 
     def meta(self, key: str) -> Meta | None:
         """The entry's metadata, from one GET of its entry object (or remembered from this
@@ -406,11 +414,15 @@ class RemoteTier(ForeignEntries):
             readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
             return None
         except CorruptEntryError as e:
-            warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
-                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
-            with contextlib.suppress(FileNotFoundError):
-                self.store.delete(self.store.entry_path(key), what="delete metadata")
+            self._drop_unreadable(key, e)
             return None
+
+    def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
+        """An entry object that is not one can never be read: drop it, with a warning."""
+        warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
+                      f"({error}); it will be recomputed", CacheWarning, stacklevel=5)
+        with contextlib.suppress(FileNotFoundError):
+            self.store.delete(self.store.entry_path(key), what="delete metadata")
 
     def _fetch(self, key: str) -> Read | None:
         """The entry of ``key`` read afresh (one GET), remembered with what it carries."""
@@ -555,6 +567,9 @@ class RemoteTier(ForeignEntries):
             version = None
         with self._lock:
             self._versions.put(key, Version(version, True))
+            # ours is as valid as theirs, its content in place: a record naming the key
+            # may carry it (a worker's synchronous tier has no pending write to take it from)
+            self._memo.put(key, Read(entry, version))
 
     def _write_record(self, key: str, entry: EntryObject) -> None:
         """Compare-and-swap against what this process knew of the record

@@ -151,6 +151,8 @@ def write_record(write: Callable[..., str | None],
     """
     if base is not None and base.exists and base.said == said(entry):
         return base  # it says this already
+    if base is not None and base.exists and base.version is None:
+        base = None  # present, version unknown: nothing to compare and swap against
     for _ in range(ATTEMPTS):
         try:
             if base is None or not base.exists:
