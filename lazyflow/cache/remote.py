@@ -5,24 +5,19 @@ Design note
 Jobs, kept apart. *Where and how objects are stored* — the layout (entries
 in ``ac/``, content in ``cas/``), conditional writes and the deadline around
 every call — is ``remote_store.py`` over ``remote_objects.py``; the entry
-object's format is ``remote_entries.py``; how records are updated without
-losing a colleague's update is ``remote_records.py``; the old layout is
-``remote_legacy.py``. This module is the *tier policy*: what a missing,
-replaced, damaged or foreign entry means, what is remembered, and when
-writes happen.
+object's format is ``remote_entries.py``; what reads remember and how they
+check bytes is ``remote_reads.py``; how values and records are written is
+``remote_writes.py`` (records merged by ``remote_records.py``); the old
+layout is ``remote_legacy.py``. This module is the *tier policy*: the Tier
+primitives on top, what an unreadable, foreign or newer entry means, when
+writes happen, and management.
 
 Requests. A hit costs one GET of the entry object (a small value is inline)
 plus one of its content object when it is not; a miss costs one GET answered
-"not found". What the tier read is remembered for the rest of the run
-(``_memo``, emptied by :meth:`flush`, which ends every run): the hierarchy
-asks ``meta`` then ``get`` of the same key, and a trace record read carries
-its target's entry (``remote_entries.py``), so a colleague resolving a
-cached target reads one object. Misses are *not* remembered: a worker of the
-same run (Dask) may write a key this process just missed, and its client
-then looks for it. Writes are create-only (values: the first writer's entry
-stays, a colleague's is equally valid) or compare-and-swap (records).
-Content is uploaded only when no entry holds the key: known from this
-process's miss on it (``_versions``), else checked with one GET.
+"not found"; nothing a request does lists. What a run read is remembered
+until :meth:`~RemoteTier.flush` ends it, so the hierarchy's ``meta`` then
+``get`` of one key cost one GET, and a trace record read carries its
+target's entry, so a colleague resolving a cached target reads one object.
 
 Versions. An entry naming an encoding this lazyflow does not read
 (``serialize.readable``), or an entry object of a newer layout, is a miss:
@@ -44,63 +39,33 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from lazyflow.cache import remote_legacy as legacy
 from lazyflow.cache import serialize
 from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
 from lazyflow.cache.deadline import Outage
-from lazyflow.cache.remote_entries import EntryObject, UnknownLayoutError
-from lazyflow.cache.remote_objects import PreconditionFailed
-from lazyflow.cache.remote_records import Recent, Version, said, write_record
+from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_reads import Read, Reads
 from lazyflow.cache.remote_store import TIMEOUT_OPTION, RemoteStore, RemoteUnavailableError
+from lazyflow.cache.remote_writes import Pending, Writes
 from lazyflow.cache.serialize import (
     CorruptEntryError,
-    Encoded,
     ForeignEntries,
     decode,
-    decode_bytes,
     encode,
     encoding_of,
     readable,
     stamp,
     unknown_encoding,
-    verify_stream,
 )
 from lazyflow.errors import CacheWarning
 
 __all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
-
-MEMO_SIZE = 4096
-"""Entries remembered within a run (inline values are at most 4 KiB each)."""
-VERSIONS_SIZE = 65536
-"""Keys whose presence (and record version) the tier remembers as compare-and-swap bases."""
-
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    """An entry as this process read it: the object, its version, and the record that
-    carried it (``None``: read from its own object), or the layout-1 value path."""
-
-    entry: EntryObject
-    version: str | None = None
-    carrier: str | None = None
-    legacy_value: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A write on its way: what ``meta`` and ``get`` answer meanwhile."""
-
-    meta: Meta
-    encoded: Encoded | None
-    entry: EntryObject
 
 
 class RemoteTier(ForeignEntries):
@@ -121,14 +86,9 @@ class RemoteTier(ForeignEntries):
     def __init__(self, url: str, options: dict[str, Any] | None = None, *,
                  background: bool = True, chunk_size: int = 64 * 2**20, lanes: int = 8) -> None:
         self.store = RemoteStore(url, options, chunk_size=chunk_size)
+        self._reads = Reads(self.store)
+        self._writes = Writes(self._reads)
         self._pending: dict[str, Pending] = {}
-        self._memo: Recent[str, Read] = Recent(MEMO_SIZE)
-        self._versions: Recent[str, Version] = Recent(VERSIONS_SIZE)
-        self._inflight: dict[str, Future[None]] = {}
-        self._uploaded: set[str] = set()  # checksums whose content this process saw land
-        self._damaged: set[str] = set()  # checksums whose content failed verification
-        self._stale_carriers: dict[str, str] = {}  # key -> record carrying a bad copy of it
-        self._legacy: set[str] = set()  # keys a listing found in layout 1
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._futures: list[Future[None]] = []
         self._errors: list[str] = []
@@ -172,10 +132,10 @@ class RemoteTier(ForeignEntries):
 
     def contains(self, key: str) -> bool:
         """Whether an entry object of ``key`` exists (whatever its encoding or layout)."""
-        if key in self._pending or self._memo.get(key) is not None:
+        if key in self._pending or self._reads.memo.get(key) is not None:
             return True
         try:
-            return self._fetch(key) is not None
+            return self._reads.fetch(key) is not None
         except UnknownLayoutError:
             return True
         except CorruptEntryError as e:
@@ -208,7 +168,7 @@ class RemoteTier(ForeignEntries):
             raise KeyError(key)
         if not readable(read.entry.meta, f"remote cache {self.url}"):
             raise unknown_encoding(read.entry.meta, key)
-        encoded = self._encoded(key, read)
+        encoded = self._reads.encoded(key, read)
         return NO_VALUE if encoded is None else decode(encoded)
 
     def check(self, key: str) -> Meta | None:
@@ -222,7 +182,7 @@ class RemoteTier(ForeignEntries):
         decision (``lazyflow cache verify``).
         """
         self.flush()  # pending writes are this process's own, not stored bytes yet
-        read = self._fetch(key)
+        read = self._reads.fetch(key)
         if read is None:
             return None
         meta = read.entry.meta
@@ -231,10 +191,10 @@ class RemoteTier(ForeignEntries):
         try:
             carried = read.entry.carried
             if carried is not None and carried.data is not None:  # content: its owner's check
-                self._verified(key, Read(carried, carrier=key))
+                self._reads.verified(key, Read(carried, carrier=key))
             if read.entry.is_record and read.legacy_value is None:
                 return None
-            return meta if self._verified(key, read) else None
+            return meta if self._reads.verified(key, read) else None
         except CorruptEntryError as e:
             e.node = meta.get("node")
             raise
@@ -247,60 +207,60 @@ class RemoteTier(ForeignEntries):
             return None  # a newer lazyflow's entry, met by ``meta``: left in place
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
-        entry = EntryObject(stamped, carried=self._carriable(stamped.get("key"))) \
-            if encoded is None else EntryObject.for_value(stamped, encoded)
-        pending = Pending(stamped, encoded, entry)
+        pending = self._writes.pending(stamped, encoded, self._pending)
         if not self._lanes:
-            self._write(key, pending)
+            self._writes.write(key, pending)
             return stamped
         with self._lock:
             self._pending[key] = pending
             lane = self._lanes[hash(key) % len(self._lanes)]
             future = lane.submit(self._upload, key, pending)
             self._futures.append(future)
-            self._inflight[key] = future
+            self._writes.inflight[key] = future
         return stamped
 
     def delete(self, key: str) -> None:
         """Remove the entry object (content may be shared: ``remove_orphans`` sweeps what no
         entry names), and content or a carrying record found damaged."""
         self.flush()
+        reads = self._reads
         try:
-            read = self._fetch(key)
+            read = reads.fetch(key)
         except (CorruptEntryError, UnknownLayoutError):
             read = None
         with contextlib.suppress(FileNotFoundError):
             self.store.delete(self.store.entry_path(key), what="delete metadata")
-        if read is not None and read.entry.cas in self._damaged:
+        if read is not None and read.entry.cas in reads.damaged:
             with contextlib.suppress(FileNotFoundError):
                 self.store.delete(self.store.content_path(read.entry.cas))
-            self._damaged.discard(read.entry.cas)
-        carrier = self._stale_carriers.pop(key, None)
+            reads.damaged.discard(read.entry.cas)
+        carrier = reads.stale_carriers.pop(key, None)
         if carrier is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.store.delete(self.store.entry_path(carrier), what="delete metadata")
-            self._forget(carrier)
-        if key in self._legacy:
+            reads.forget(carrier)
+        if key in reads.legacy:
             legacy.delete(self.store, key, _quietly(legacy.read, self.store, key))
-            self._legacy.discard(key)
-        self._forget(key)
+            reads.legacy.discard(key)
+        reads.forget(key)
 
     def keys(self) -> Iterator[str]:
         """Every key with an entry object (layout-1 entries and pending writes included)."""
         listing = self.store.list_objects()
         found = {key for key in map(self.store.key_of, listing) if key is not None}
         with self._lock:
-            self._legacy = legacy.keys_in(self.store, listing) - found
-            self._memo.clear()  # a listing starts a fresh view
-        return iter(sorted(found | self._legacy | set(self._pending)))
+            old = legacy.keys_in(self.store, listing) - found
+            self._reads.legacy = old
+            self._reads.memo.clear()  # a listing starts a fresh view
+        return iter(sorted(found | old | set(self._pending)))
 
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
         self.store.remove_all()
         with self._lock:
-            self._versions.clear()
-            self._legacy.clear()
+            self._reads.versions.clear()
+            self._reads.legacy.clear()
 
     @property
     def nbytes(self) -> int:
@@ -318,12 +278,11 @@ class RemoteTier(ForeignEntries):
         to run while others use the cache: every write is create-only.
         """
         self.flush()
-        listing = self.store.list_objects()
-        found = {key for key in map(self.store.key_of, listing) if key is not None}
-        old = legacy.keys_in(self.store, listing)
-        done = legacy.migrate(self.store, old, remove=remove)
-        self._legacy = set() if remove else old - found - set(done.damaged)
-        self._memo.clear()
+        done = legacy.migrate(self.store, legacy.keys_in(self.store, self.store.list_objects()),
+                              remove=remove)
+        with self._lock:
+            self._reads.legacy.clear()  # the next listing says which keys stay in layout 1 only
+            self._reads.memo.clear()
         return done.as_dict()
 
     # ----------------------------------------------------------------- background writes
@@ -339,8 +298,8 @@ class RemoteTier(ForeignEntries):
             for future in futures:
                 future.exception()  # bounded: each upload's calls have deadlines
         with self._lock:
-            self._memo.clear()
-            self._inflight.clear()
+            self._reads.memo.clear()
+            self._writes.inflight.clear()
         self.store.announce_outage()
         with self._lock:
             errors, self._errors = self._errors, []
@@ -359,7 +318,7 @@ class RemoteTier(ForeignEntries):
         wanted: set[str | None] = set()
         for key in filter(None, map(self.store.key_of, listing)):
             try:
-                read = self._fetch(key)
+                read = self._reads.fetch(key)
             except UnknownLayoutError:  # a newer layout's references are unknown: sweep no content
                 wanted = set(filter(None, map(self.store.checksum_of, listing)))
                 break
@@ -404,11 +363,11 @@ class RemoteTier(ForeignEntries):
     def _read(self, key: str) -> Read | None:
         """The entry of ``key``: remembered from this run, else one GET; an unreadable entry
         object is dropped with a warning."""
-        read = self._memo.get(key)
+        read = self._reads.memo.get(key)
         if read is not None:
             return read
         try:
-            return self._fetch(key)
+            return self._reads.fetch(key)
         except UnknownLayoutError as e:
             self._foreign.add(key)
             readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
@@ -424,114 +383,12 @@ class RemoteTier(ForeignEntries):
         with contextlib.suppress(FileNotFoundError):
             self.store.delete(self.store.entry_path(key), what="delete metadata")
 
-    def _fetch(self, key: str) -> Read | None:
-        """The entry of ``key`` read afresh (one GET), remembered with what it carries."""
-        if key in self._legacy:
-            return self._fetch_legacy(key)
-        found = self.store.read_entry(key)
-        with self._lock:
-            if found is None:
-                self._memo.pop(key)
-                self._versions.put(key, Version(None, False))
-                return None
-            entry, version = found
-            read = Read(entry, version)
-            self._memo.put(key, read)
-            self._versions.put(key, Version(version, True, _said(entry)))
-            target = entry.carried_key()
-            if target is not None and entry.carried is not None:
-                known = self._memo.get(target)
-                if known is None or known.carrier is not None:
-                    self._memo.put(target, Read(entry.carried, carrier=key))
-        return read
-
-    def _fetch_legacy(self, key: str) -> Read | None:
-        found = legacy.read(self.store, key)
-        if found is None:
-            self._legacy.discard(key)
-            return None
-        meta = found.meta
-        entry = EntryObject(meta, cas=None)
-        return Read(entry, legacy_value=found.value)
-
-    def _encoded(self, key: str, read: Read) -> Encoded | None:
-        """The value's verified bytes (``None``: a record); a copy carried by a record that
-        reads wrong marks that record for deletion with the entry."""
-        try:
-            return self._bytes(key, read)
-        except CorruptEntryError:
-            if read.carrier is not None:
-                self._stale_carriers[key] = read.carrier
-            raise
-
-    def _bytes(self, key: str, read: Read) -> Encoded | None:
-        entry, meta = read.entry, read.entry.meta
-        if read.legacy_value is not None:
-            return self.store.read_stream(read.legacy_value, meta)
-        if entry.data is not None:
-            return decode_bytes(entry.data, meta["serializer"], meta["checksum"])
-        if entry.cas is None:
-            return None
-        try:
-            return self.store.read_content(entry.cas, meta)
-        except CorruptEntryError:
-            self._damaged.add(entry.cas)
-            raise
-        except FileNotFoundError:
-            current = self._fetch(key)
-            if current is None:
-                raise KeyError(key) from None  # deleted meanwhile
-            if current.entry.cas != entry.cas:  # replaced meanwhile: read the new one
-                return self._bytes(key, current)
-            raise CorruptEntryError(f"content object {entry.cas[:16]}… of the entry is "
-                                    "missing") from None
-
-    def _verified(self, key: str, read: Read) -> bool:
-        """Whether the value's bytes match their checksum; ``False`` if the entry was
-        replaced or deleted meanwhile, :class:`CorruptEntryError` if they do not."""
-        entry, meta = read.entry, read.entry.meta
-        if entry.data is not None:
-            verify_stream(io.BytesIO(entry.data), meta["checksum"], size=meta.get("size"))
-            return True
-        path = read.legacy_value if read.legacy_value is not None else \
-            self.store.content_path(entry.cas) if entry.cas is not None else None
-        if path is None:
-            return True
-        try:
-            self.store.verify_stream(path, meta)
-        except CorruptEntryError:
-            if entry.cas is not None:
-                self._damaged.add(entry.cas)
-            raise
-        except FileNotFoundError:
-            if read.carrier is None and read.legacy_value is None:
-                current = self._fetch(key)
-                if current is None or current.entry.cas != entry.cas:
-                    return False
-            raise CorruptEntryError(f"content object {(entry.cas or path)[:16]}… is "
-                                    "missing") from None
-        return True
-
-    # ----------------------------------------------------------------- writes
-
-    def _carriable(self, target: object) -> EntryObject | None:
-        """The entry of ``target`` a record naming it may carry: one written or read here,
-        holding a value this lazyflow reads."""
-        if not isinstance(target, str):
-            return None
-        pending = self._pending.get(target)
-        read = self._memo.get(target)
-        entry = pending.entry if pending is not None else read.entry if read is not None \
-            and read.legacy_value is None else None
-        if entry is None or entry.is_record or \
-                encoding_of(entry.meta) not in serialize.KNOWN_ENCODINGS:
-            return None
-        return entry
+    # ----------------------------------------------------------------- internals
 
     def _upload(self, key: str, pending: Pending) -> None:
         try:
             with self.store.in_background():  # the outage is announced once, by flush
-                self._write(key, pending)
+                self._writes.write(key, pending)
         except TierOfflineError:
             pass
         except Exception as e:
@@ -543,74 +400,10 @@ class RemoteTier(ForeignEntries):
                 if self._pending.get(key) is pending:
                     del self._pending[key]
 
-    def _write(self, key: str, pending: Pending) -> None:
-        entry = pending.entry
-        if entry.is_record:
-            self._write_record(key, entry)
-        else:
-            self._write_value(key, entry, pending.encoded)
-
-    def _write_value(self, key: str, entry: EntryObject, encoded: Encoded | None) -> None:
-        """Content first (only if no entry holds the key), then the entry, both create-only."""
-        known = self._versions.get(key)
-        if known is not None and known.exists:
-            return  # an entry is there (a colleague's, or ours): it stays
-        if entry.cas is not None and encoded is not None:
-            if known is None and self._fetch(key) is not None:
-                return  # checked with one GET: never upload content an entry will not name
-            self.store.write_content(entry.cas, encoded)
-            with self._lock:
-                self._uploaded.add(entry.cas)
-        try:
-            version = self.store.write_entry(key, entry, create=True)
-        except PreconditionFailed:  # a colleague's entry came first: theirs stays
-            version = None
-        with self._lock:
-            self._versions.put(key, Version(version, True))
-            # ours is as valid as theirs, its content in place: a record naming the key
-            # may carry it (a worker's synchronous tier has no pending write to take it from)
-            self._memo.put(key, Read(entry, version))
-
-    def _write_record(self, key: str, entry: EntryObject) -> None:
-        """Compare-and-swap against what this process knew of the record
-        (``remote_records.py``); a carried entry goes only once its content is in place."""
-        entry = self._settled(entry)
-        with self._lock:
-            base = self._versions.get(key)
-        now = write_record(functools.partial(self.store.write_entry, key),
-                           lambda: self.store.read_entry(key), entry, base)
-        with self._lock:
-            if now is None:
-                self._versions.pop(key)
-            else:
-                self._versions.put(key, now)
-            self._memo.pop(key)
-
-    def _settled(self, record: EntryObject) -> EntryObject:
-        """``record`` carrying its entry only if that entry's content is known to be stored."""
-        carried = record.carried
-        if carried is None or carried.cas is None:
-            return record
-        target = record.meta.get("key")
-        future = self._inflight.get(target) if isinstance(target, str) else None
-        if future is not None:
-            future.exception()  # the entry's own upload, on its lane, before this record's
-        if carried.cas in self._uploaded or (future is None and self._pending.get(
-                str(target)) is None):
-            return record
-        return EntryObject(record.meta)
-
-    # ----------------------------------------------------------------- internals
-
-    def _forget(self, key: str) -> None:
-        with self._lock:
-            self._memo.pop(key)
-            self._versions.put(key, Version(None, False))
-
     def _holds_foreign(self, key: str) -> bool:
         """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
         try:
-            read = self._fetch(key)
+            read = self._reads.fetch(key)
         except UnknownLayoutError:
             return True
         except CorruptEntryError:
@@ -619,10 +412,6 @@ class RemoteTier(ForeignEntries):
             return True
         self._foreign.discard(key)
         return False
-
-
-def _said(entry: EntryObject) -> Any:
-    return said(entry) if entry.is_record else None
 
 
 def _quietly(read: Callable[..., Any], *args: Any) -> Any:
