@@ -275,6 +275,17 @@ def test_twenty_processes_writing_one_key_leave_one_content_object_and_no_orphan
                 s3_options).strip() == "remote"
 
 
+def test_a_process_putting_a_key_twice_keeps_its_first_entry_even_before_it_lands(
+        s3_url, s3_options):
+    tier = RemoteTier(s3_url, s3_options, lanes=2)
+    tier.put(KEY, BIG, {"digest": "first"})
+    tier.put(KEY, BIG + 1, {"digest": "second"})
+    assert tier.meta(KEY)["digest"] == "first"
+    tier.flush()
+    assert _tier(s3_url, s3_options).meta(KEY)["digest"] == "first"
+    assert len([n for n in _objects(s3_url, s3_options) if n.startswith("cas/")]) == 1
+
+
 def test_a_second_writer_of_a_key_keeps_the_first_entry_on_a_shared_folder(tmp_path):
     url = f"file://{tmp_path / 'mount'}"
     _tier(url).put(KEY, BIG, {"digest": "d"})

@@ -201,10 +201,18 @@ class RemoteTier(ForeignEntries):
 
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode now, write in the background (or at once without a background thread);
-        returns the metadata stored."""
+        returns the metadata stored.
+
+        A value's entry is written create-only: when one holds the key already
+        (a colleague's, or this process's), it stays, as valid as this one. A
+        record replaces the version this process read (``remote_records.py``).
+        """
         self.store.check_online()  # offline: no upload is even queued
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None  # a newer lazyflow's entry, met by ``meta``: left in place
+        queued = self._pending.get(key)
+        if value is not NO_VALUE and queued is not None and queued.encoded is not None:
+            return queued.meta  # the first entry of a key stays, here as on the remote
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
         pending = self._writes.pending(stamped, encoded, self._pending)
