@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -293,6 +294,21 @@ def test_a_second_writer_of_a_key_keeps_the_first_entry_on_a_shared_folder(tmp_p
     np.testing.assert_array_equal(_tier(url).get(KEY), BIG)
     assert sorted(p.parent.parent.name for p in (tmp_path / "mount").rglob("*") if p.is_file()) \
         == ["ac", "cas"]
+
+
+def test_a_folder_without_hard_links_still_keeps_the_first_entry(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "hard links not supported", target)
+
+    monkeypatch.setattr(os, "link", no_links)  # as on some SMB mounts
+    url = f"file://{tmp_path / 'mount'}"
+    first, second = _tier(url), _tier(url)
+    assert second.meta(KEY) is None  # a miss: it computes, while the first writes
+    first.put(KEY, BIG, {"digest": "first"})
+    second.put(KEY, BIG + 1, {"digest": "second"})
+    assert _tier(url).meta(KEY)["digest"] == "first"
+    np.testing.assert_array_equal(_tier(url).get(KEY), BIG)
+    assert _tier(url).remove_orphans() == 1  # the second's content, uploaded after its miss
 
 
 # --------------------------------------------------------------------------- records

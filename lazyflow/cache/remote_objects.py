@@ -28,7 +28,9 @@ Three implementations, chosen by filesystem (:func:`objects_for`):
   goes through ``pipe_file(mode="create")``, which puts the condition on the
   completing request.
 * **Local** (``file://``, a shared mount): a create-only write is a hard
-  link of a finished temporary file (``link`` fails when the name exists);
+  link of a finished temporary file (``link`` fails when the name exists;
+  where a mount has no hard links, a check and rename under the folder's
+  lock);
   a compare-and-swap renames the temporary file over the object while
   holding an ``flock`` on its folder, after checking the object's version
   (inode, modification time and size: every write is a new file, so a
@@ -43,6 +45,7 @@ Three implementations, chosen by filesystem (:func:`objects_for`):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import os
@@ -138,10 +141,7 @@ class LocalObjects(Objects):
                     f.write(chunk)
             version = _file_version(os.stat(temporary))
             if create:
-                try:
-                    os.link(temporary, path)  # atomic, and fails if the name exists
-                except FileExistsError:
-                    raise PreconditionFailed(f"{path}: exists") from None
+                _create(temporary, path)
             elif match is not None:
                 with _locked(folder):
                     try:
@@ -257,6 +257,21 @@ def objects_for(fs: Any) -> Objects:
     if ("s3" in protocols or "s3a" in protocols) and hasattr(fs, "_call_s3"):
         return S3Objects(fs)
     return Objects(fs)
+
+
+def _create(temporary: str, path: str) -> None:
+    """Give the finished file ``temporary`` the name ``path`` only if no file has it."""
+    try:
+        os.link(temporary, path)  # atomic, and fails if the name exists
+    except FileExistsError:
+        raise PreconditionFailed(f"{path}: exists") from None
+    except OSError as e:  # no hard links here (some SMB or FAT mounts): check, then rename
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        with _locked(os.path.dirname(path)):  # exact among lazyflows; not atomic otherwise
+            if os.path.exists(path):
+                raise PreconditionFailed(f"{path}: exists") from None
+            os.replace(temporary, path)
 
 
 def _file_version(stat: os.stat_result) -> str:
