@@ -7,11 +7,12 @@ Values. A value's entry is written create-only, after its content (when the
 value is not inline): the first writer's entry stays and a colleague's equal
 answer costs nothing more. Content is uploaded only when no entry holds the
 key — known from this process's own read of it (its miss, the lookup before
-computing it), else checked with one GET — so writers racing on a key leave
-no content object that no entry names (Nix checks likewise before uploading
-a NAR). Rejected: the entry's create-only put as the only check, after the
-content, which uploads large values for nothing and leaves an orphan
-whenever two writers' bytes differ.
+computing it), else checked with one GET (Nix checks likewise before
+uploading a NAR). Writers of one key with equal bytes share one content
+object; a second writer whose bytes differ and whose miss came before the
+first writer's entry leaves its content unnamed, for ``prune``. Rejected:
+the entry's create-only put as the only check, after the content, which
+uploads large values for nothing and leaves such an orphan at every race.
 
 Records. Written by ``remote_records.write_record`` against what the reads
 remember of them (:attr:`Reads.versions`).
