@@ -15,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cache_fixture_flow as fixture
 import numpy as np
@@ -22,7 +23,7 @@ import pytest
 import s3fs
 
 import lazyflow as lf
-from lazyflow.cache import NO_VALUE
+from lazyflow.cache import NO_VALUE, serialize
 from lazyflow.cache.remote import RemoteTier
 from lazyflow.cache.remote_records import merge
 
@@ -66,7 +67,8 @@ class Requests:
 
     @contextlib.contextmanager
     def counted(self, url: str) -> Iterator[Counter[str]]:
-        """Count, on leaving, the requests made within about the bucket of ``url``."""
+        """Count, on leaving, the requests made within about ``url``'s bucket (any path or
+        query in it: objects, listings)."""
         bucket = url.removeprefix("s3://").split("/")[0]
         counts: Counter[str] = Counter()
         self.recorder.reset_recording()
@@ -77,7 +79,7 @@ class Requests:
             self.recorder.stop_recording()
         for line in self.path.read_text().splitlines():
             entry = json.loads(line)
-            if f"/{bucket}/" in entry["url"] or entry["url"].endswith(f"/{bucket}"):
+            if urlsplit(entry["url"]).path.split("/")[1] == bucket:
                 counts[_kind(entry)] += 1
 
 
@@ -88,7 +90,7 @@ def _kind(entry: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def requests(s3_server, tmp_path, monkeypatch) -> Requests:
+def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
     """Counts of what the moto server answers (its recorder, writing to a temporary file)."""
     from moto.moto_api import recorder
 
@@ -127,43 +129,51 @@ def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
 # --------------------------------------------------------------------------- requests
 
 
-def test_a_colleagues_hit_on_a_small_value_is_one_get(s3_url, s3_options, requests):
+def test_a_colleagues_hit_on_a_small_value_is_one_get(s3_url, s3_options, s3_requests):
     _run("flow.get('report', n=10)", s3_url, s3_options)
-    with requests.counted(s3_url) as counts:
+    with s3_requests.counted(s3_url) as counts:
         assert _run("print(flow.run('report', n=10).nodes['report'].tier)", s3_url,
                     s3_options).strip() == "remote"
     assert counts == {"GET": 1}
 
 
-def test_a_colleagues_hit_on_a_64_KiB_value_is_two_gets(s3_url, s3_options, requests):
+def test_a_colleagues_hit_on_a_64_KiB_value_is_two_gets(s3_url, s3_options, s3_requests):
     _run("flow.get('report', n=10, size=65536)", s3_url, s3_options)
-    with requests.counted(s3_url) as counts:
+    with s3_requests.counted(s3_url) as counts:
         assert _run("print(flow.get('report', n=10, size=65536) == b'x' * 65536)", s3_url,
                     s3_options).strip() == "True"
     assert counts == {"GET": 2}
 
 
 def test_a_cold_chain_never_lists_or_heads_and_costs_two_gets_and_two_puts_per_node(
-        s3_url, s3_options, requests):
-    with requests.counted(s3_url) as counts:
+        s3_url, s3_options, s3_requests):
+    with s3_requests.counted(s3_url) as counts:
         _run("flow.get('report', n=10)", s3_url, s3_options)
     # per node: its trace record and its entry missed (GET 404), then written (PUT);
     # plus the environment record, once per run
     assert counts == {"GET": 2 * 3, "PUT": 2 * 3 + 1}
 
 
-def test_a_miss_is_one_get_answered_not_found(s3_url, s3_options, requests):
+def test_only_management_lists_the_bucket(s3_url, s3_options, s3_requests):
     tier = _tier(s3_url, s3_options)
-    with requests.counted(s3_url) as counts:
+    tier.put(KEY, SMALL, {"digest": "d"})
+    with s3_requests.counted(s3_url) as counts:
+        assert list(tier.keys()) == [KEY]
+    assert counts["LIST"] >= 1
+
+
+def test_a_miss_is_one_get_answered_not_found(s3_url, s3_options, s3_requests):
+    tier = _tier(s3_url, s3_options)
+    with s3_requests.counted(s3_url) as counts:
         assert tier.meta(KEY) is None
     assert counts == {"GET": 1}
 
 
 @pytest.mark.parametrize(("value", "gets"), [(SMALL, 1), (BIG, 2)])
-def test_loading_a_remote_hit_reads_its_entry_once(s3_url, s3_options, requests, value, gets):
+def test_loading_a_remote_hit_reads_its_entry_once(s3_url, s3_options, s3_requests, value, gets):
     _tier(s3_url, s3_options).put(KEY, value, {"digest": "d"})
     cache = lf.Cache(tiers=[_tier(s3_url, s3_options)])
-    with requests.counted(s3_url) as counts:
+    with s3_requests.counted(s3_url) as counts:
         assert cache.lookup(KEY)[1] == "remote"
         np.testing.assert_array_equal(cache.load(KEY)[0], value)
     assert counts == {"GET": gets}
@@ -359,10 +369,10 @@ def test_a_record_never_read_here_is_created_or_left_as_a_colleague_wrote_it(rem
     assert _tier(url, options).meta(KEY)["environment"] == {"python": "3.11"}
 
 
-def test_a_record_saying_what_is_there_already_is_not_written(s3_url, s3_options, requests):
+def test_a_record_saying_what_is_there_already_is_not_written(s3_url, s3_options, s3_requests):
     _tier(s3_url, s3_options).put(KEY, NO_VALUE, {"traces": [["a", "1"]]})
     tier = _tier(s3_url, s3_options)
-    with requests.counted(s3_url) as counts:
+    with s3_requests.counted(s3_url) as counts:
         tier.put(KEY, NO_VALUE, dict(tier.meta(KEY)))
     assert counts == {"GET": 1}
 
@@ -376,7 +386,9 @@ def test_merging_keeps_what_each_writer_changed():
 # --------------------------------------------------------------------------- versions
 
 
-def test_an_entry_of_a_newer_layout_is_a_miss_that_is_never_replaced(s3_url, s3_options):
+def test_an_entry_of_a_newer_layout_is_a_miss_that_is_never_replaced(s3_url, s3_options,
+                                                                      monkeypatch):
+    monkeypatch.setattr(serialize, "_WARNED", set())  # warned once per process and version
     fs = s3fs.S3FileSystem(**s3_options)
     path = f"{s3_url}/ac/{KEY[:2]}/{KEY}.json"
     fs.pipe_file(path, b'{"v": 3, "meta": {"digest": "d"}, "blob": "..."}')
