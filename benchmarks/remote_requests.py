@@ -60,6 +60,9 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "", "m = lf.Flow('maps', cache=flow.cache)\n"
             "@m.node(map='items')\ndef double(items):\n    return items * 2\n"
             "m.get('double', items=list(range(200)))"),
+    "a small (8-byte) entry": (  # as a map element's entry, its metadata included
+        "", "flow.cache.tier('remote').put('ab' * 16, 2**40, {'digest': 'd' * 32, "
+            "'node': 'double', 'flow': 'maps', 'element': 7})"),
     "stats()": ("flow.get('report', n=10)", "flow.cache.stats()"),
     "prune(older_than='30d') removing nothing": ("flow.get('report', n=10)",
                                                   "flow.cache.prune(older_than='30d')"),
@@ -70,6 +73,7 @@ TARGETS = {
     "colleague hit, value <= 4 KiB": "1",
     "colleague hit, 64 KiB value": "2",
     "map over 200 small elements, first run": "<= 3 + N/1000 writes",
+    "a small (8-byte) entry": "1 object <= 200 B",
     "stats()": "<= 50 at any size",
     "prune(older_than='30d') removing nothing": "no per-entry GET",
 }

@@ -121,7 +121,7 @@ def test_a_failing_tier_write_warns_and_the_others_still_get_the_value(cache, mo
 
 
 def test_an_unreachable_entry_is_skipped_with_a_warning_but_kept(cache, tmp_path):
-    cache.tier("remote").put(KEY, np.arange(10), {"digest": "d"})
+    cache.tier("remote").put(KEY, np.arange(1000), {"digest": "d"})  # > 4 KiB: not inline
     (value_object,) = [p for p in (tmp_path / "remote").rglob("*") if p.is_file()
                        and p.suffix != ".json"]
     value_object.unlink()

@@ -2,27 +2,37 @@
 
 Design note
 -----------
-Two jobs, kept apart. *Where and how objects are stored* — the layout, atomic
-writes, streamed reads and the deadline around every filesystem call — is
-``remote_store.py`` (:class:`RemoteStore`, whose note explains both). This
-module is the *tier policy* on top: what a missing, replaced or foreign
-object means, and when writes happen.
+Jobs, kept apart. *Where and how objects are stored* — the layout (entries
+in ``ac/``, content in ``cas/``), conditional writes and the deadline around
+every call — is ``remote_store.py`` over ``remote_objects.py``; the entry
+object's format is ``remote_entries.py``; what reads remember and how they
+check bytes is ``remote_reads.py``; how values and records are written is
+``remote_writes.py`` (records merged by ``remote_records.py``); the old
+layout is ``remote_legacy.py``. This module is the *tier policy*: the Tier
+primitives on top, what an unreadable, foreign or newer entry means, when
+writes happen, and management.
 
-Versions. A metadata object naming an encoding this lazyflow does not read
-(``serialize.readable``: a colleague's newer lazyflow wrote it) is a miss:
-``meta`` answers ``None`` and remembers the key, and ``put`` does not upload
-over it while it is there; ``remove_orphans`` keeps the value object it names.
+Requests. A hit costs one GET of the entry object (a small value is inline)
+plus one of its content object when it is not; a miss costs one GET answered
+"not found"; nothing a request does lists. What a run read is remembered
+until :meth:`~RemoteTier.flush` ends it, so the hierarchy's ``meta`` then
+``get`` of one key cost one GET, and a trace record read carries its
+target's entry, so a colleague resolving a cached target reads one object.
+
+Versions. An entry naming an encoding this lazyflow does not read
+(``serialize.readable``), or an entry object of a newer layout, is a miss:
+``meta`` answers ``None`` and remembers the key, and ``put`` does not write
+over it while it is there (create-only writes would not anyway).
 
 State. Writes go through background *lanes*: single-thread executors, a key
 always on the same lane, so successive records of one key land in order
-while different keys upload in parallel (a run writes three small objects
-per node, and an object store answers each after tens of milliseconds).
-``pending`` maps keys being written to their metadata and frames, so this
-process sees its own writes at once. ``flush`` waits for them and turns
-failures into a :class:`CacheWarning`, and announces an outage a lane met
-(lanes never warn themselves: one warning per outage, not one per upload): a
-remote that is down never fails a run. Rejected: a write-through remote,
-which would make every computed node wait for the network.
+while different keys upload in parallel. ``pending`` maps keys being written
+to their entry, so this process sees its own writes at once. ``flush`` waits
+for them and turns failures into a :class:`CacheWarning`, and announces an
+outage a lane met (lanes never warn themselves: one warning per outage, not
+one per upload): a remote that is down never fails a run. Rejected: a
+write-through remote, which would make every computed node wait for the
+network.
 """
 
 from __future__ import annotations
@@ -35,19 +45,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from lazyflow.cache import remote_legacy as legacy
+from lazyflow.cache import serialize
 from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
 from lazyflow.cache.deadline import Outage
-from lazyflow.cache.remote_store import (
-    META,
-    TIMEOUT_OPTION,
-    RemoteStore,
-    RemoteUnavailableError,
-    Stored,
-)
+from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_reads import Read, Reads
+from lazyflow.cache.remote_store import TIMEOUT_OPTION, RemoteStore, RemoteUnavailableError
+from lazyflow.cache.remote_writes import Pending, Writes
 from lazyflow.cache.serialize import (
-    KNOWN_ENCODINGS,
     CorruptEntryError,
-    Encoded,
     ForeignEntries,
     decode,
     encode,
@@ -79,11 +86,13 @@ class RemoteTier(ForeignEntries):
     def __init__(self, url: str, options: dict[str, Any] | None = None, *,
                  background: bool = True, chunk_size: int = 64 * 2**20, lanes: int = 8) -> None:
         self.store = RemoteStore(url, options, chunk_size=chunk_size)
-        self._pending: dict[str, tuple[Meta, Encoded | None]] = {}
+        self._reads = Reads(self.store)
+        self._writes = Writes(self._reads)
+        self._pending: dict[str, Pending] = {}
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._futures: list[Future[None]] = []
         self._errors: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._lanes = ([ThreadPoolExecutor(1, thread_name_prefix=f"lazyflow-remote-{i}")
                         for i in range(lanes)] if background else [])
 
@@ -116,124 +125,179 @@ class RemoteTier(ForeignEntries):
 
     @property
     def chunk_size(self) -> int:
-        """Bytes read at a time from a value object."""
+        """Bytes read at a time from a content object."""
         return self.store.chunk_size
 
     # ----------------------------------------------------------------- Tier
 
     def contains(self, key: str) -> bool:
-        """Whether the metadata object of ``key`` exists (whatever its encoding)."""
-        return key in self._pending or self._read_meta(key) is not None
+        """Whether an entry object of ``key`` exists (whatever its encoding or layout)."""
+        if key in self._pending or self._reads.memo.get(key) is not None:
+            return True
+        try:
+            return self._reads.fetch(key) is not None
+        except UnknownLayoutError:
+            return True
+        except CorruptEntryError as e:
+            self._drop_unreadable(key, e)
+            return False
 
     def meta(self, key: str) -> Meta | None:
-        """Fetch the small metadata object only; the value object is not touched.
+        """The entry's metadata, from one GET of its entry object (or remembered from this
+        run); content is not touched.
 
         ``None`` also for an entry of an encoding this lazyflow does not read
         (``serialize.readable``): a miss, and ``put`` will not replace it.
         """
         pending = self._pending.get(key)
         if pending is not None:
-            return pending[0]
-        stored = self._read_meta(key)
-        if stored is None:
+            return pending.meta
+        read = self._read(key)
+        if read is None:
             return None
-        return self._screened(key, stored["meta"], f"remote cache {self.url}")
+        return self._screened(key, read.entry.meta, f"remote cache {self.url}")
 
     def get(self, key: str) -> Any:
-        """Stream the value object, verify its checksum, decode; ``KeyError`` if absent."""
+        """The value: inline in the entry, or its content object streamed; checksum verified
+        before decoding; ``KeyError`` if absent."""
         pending = self._pending.get(key)
         if pending is not None:
-            return NO_VALUE if pending[1] is None else decode(pending[1])
-        stored = self._read_meta(key)
-        if stored is None:
+            return NO_VALUE if pending.encoded is None else decode(pending.encoded)
+        read = self._read(key)
+        if read is None:
             raise KeyError(key)
-        meta = stored["meta"]
-        if not readable(meta, f"remote cache {self.url}"):
-            raise unknown_encoding(meta, key)
-        if stored.get("object") is None:
-            return NO_VALUE
-        try:
-            encoded = self.store.read_object(self.store.path(key, stored["object"]), meta)
-        except FileNotFoundError:
-            current = self._read_meta(key)
-            if current is not None and current.get("object") == stored["object"]:
-                raise CorruptEntryError(f"value object {stored['object']} of the entry is "
-                                        "missing") from None
-            raise KeyError(key) from None  # replaced or deleted meanwhile
-        return decode(encoded)
+        if not readable(read.entry.meta, f"remote cache {self.url}"):
+            raise unknown_encoding(read.entry.meta, key)
+        encoded = self._reads.encoded(key, read)
+        return NO_VALUE if encoded is None else decode(encoded)
 
     def check(self, key: str) -> Meta | None:
-        """Compare the value object's bytes with their checksum; nothing is unpickled.
+        """Compare the value's bytes with their checksum; nothing is unpickled.
 
         Returns the metadata of an intact entry, ``None`` when the key is gone
         or holds a record (no value); raises :class:`CorruptEntryError` naming
-        what is damaged (metadata, a missing value object, the bytes), and
-        :class:`UnknownEncodingError` for an entry it cannot judge. Nothing
-        is deleted: that is the caller's decision (``lazyflow cache verify``).
+        what is damaged (metadata, missing content, the bytes, or the inline
+        bytes of an entry a record carries), and :class:`UnknownEncodingError` for an
+        entry it cannot judge. Nothing is deleted: that is the caller's
+        decision (``lazyflow cache verify``).
         """
         self.flush()  # pending writes are this process's own, not stored bytes yet
-        stored = self.store.read_meta(key)
-        if stored is None:
+        read = self._reads.fetch(key)
+        if read is None:
             return None
-        meta: Meta = stored["meta"]
-        if encoding_of(meta) not in KNOWN_ENCODINGS:
+        meta = read.entry.meta
+        if encoding_of(meta) not in serialize.KNOWN_ENCODINGS:
             raise unknown_encoding(meta, key)
-        if stored.get("object") is None:
-            return None
         try:
-            present = self._verified(key, stored["object"], meta)
+            carried = read.entry.carried
+            if carried is not None and carried.data is not None:  # content: its owner's check
+                self._reads.verified(key, Read(carried, carrier=key))
+            if read.entry.is_record and read.legacy_value is None:
+                return None
+            return meta if self._reads.verified(key, read) else None
         except CorruptEntryError as e:
             e.node = meta.get("node")
             raise
-        return meta if present else None
 
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
-        """Encode now, upload in the background (or at once without a background thread);
-        returns the metadata stored."""
+        """Encode now, write in the background (or at once without a background thread);
+        returns the metadata stored.
+
+        A value's entry is written create-only: when one holds the key already
+        (a colleague's, or this process's), it stays, as valid as this one. A
+        record replaces the version this process read (``remote_records.py``).
+        """
         self.store.check_online()  # offline: no upload is even queued
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None  # a newer lazyflow's entry, met by ``meta``: left in place
+        queued = self._pending.get(key)
+        if value is not NO_VALUE and queued is not None and queued.encoded is not None:
+            return queued.meta  # the first entry of a key stays, here as on the remote
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
+        pending = self._writes.pending(stamped, encoded, self._pending)
         if not self._lanes:
-            self.store.put_entry(key, stamped, encoded)
+            self._writes.write(key, pending)
             return stamped
         with self._lock:
-            self._pending[key] = (stamped, encoded)
+            self._pending[key] = pending
             lane = self._lanes[hash(key) % len(self._lanes)]
-            self._futures.append(lane.submit(self._upload, key, stamped, encoded))
+            future = lane.submit(self._upload, key, pending)
+            self._futures.append(future)
+            self._writes.inflight[key] = future
         return stamped
 
     def delete(self, key: str) -> None:
-        """Remove the metadata object (first: no reader then sees a hit), then the value."""
+        """Remove the entry object (content may be shared: ``remove_orphans`` sweeps what no
+        entry names), and content or a carrying record found damaged."""
         self.flush()
-        stored = self._read_meta(key)
-        self.store.delete(self.store.path(key, META), what="delete metadata")
-        if stored is not None and stored.get("object"):
+        reads = self._reads
+        try:
+            read = reads.fetch(key)
+        except (CorruptEntryError, UnknownLayoutError):
+            read = None
+        with contextlib.suppress(FileNotFoundError):
+            self.store.delete(self.store.entry_path(key), what="delete metadata")
+        if read is not None and read.entry.cas in reads.damaged:
             with contextlib.suppress(FileNotFoundError):
-                self.store.delete(self.store.path(key, stored["object"]))
+                self.store.delete(self.store.content_path(read.entry.cas))
+            reads.damaged.discard(read.entry.cas)
+        carrier = reads.stale_carriers.pop(key, None)
+        if carrier is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.store.delete(self.store.entry_path(carrier), what="delete metadata")
+            reads.forget(carrier)
+        if key in reads.legacy:
+            legacy.delete(self.store, key, _quietly(legacy.read, self.store, key))
+            reads.legacy.discard(key)
+        reads.forget(key)
 
     def keys(self) -> Iterator[str]:
-        """Every key with a metadata object (pending writes included)."""
-        found = {self.store.key_of(path) for path in self.store.list_objects()
-                 if path.endswith(f".{META}")}
-        return iter(sorted(found | set(self._pending)))
+        """Every key with an entry object (layout-1 entries and pending writes included)."""
+        listing = self.store.list_objects()
+        found = {key for key in map(self.store.key_of, listing) if key is not None}
+        with self._lock:
+            old = legacy.keys_in(self.store, listing) - found
+            self._reads.legacy = old
+            self._reads.memo.clear()  # a listing starts a fresh view
+        return iter(sorted(found | old | set(self._pending)))
 
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
         self.store.remove_all()
+        with self._lock:
+            self._reads.versions.clear()
+            self._reads.legacy.clear()
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored under the root (metadata, values and orphans)."""
+        """Bytes stored under the root (entries, content, layout 1 and orphans)."""
         listing = self.store.list_objects(detail=True)
         return sum(int(info.get("size") or 0) for info in listing.values())
+
+    def migrate(self, *, remove: bool = False) -> dict[str, Any]:
+        """Copy every entry of remote layout 1 (lazyflow before layout 2) into layout 2, once
+        after upgrading, so requests find them; returns what it did.
+
+        Each value's checksum is verified on the way (``damaged`` lists those
+        that fail; they are not copied). The old objects stay for colleagues
+        still on an older lazyflow, unless ``remove=True``. Safe to repeat and
+        to run while others use the cache: every write is create-only.
+        """
+        self.flush()
+        done = legacy.migrate(self.store, legacy.keys_in(self.store, self.store.list_objects()),
+                              remove=remove)
+        with self._lock:
+            self._reads.legacy.clear()  # the next listing says which keys stay in layout 1 only
+            self._reads.memo.clear()
+        return done.as_dict()
 
     # ----------------------------------------------------------------- background writes
 
     def flush(self) -> None:
-        """Wait for pending uploads; each failed one becomes a :class:`CacheWarning`."""
+        """Wait for pending uploads, each failed one a :class:`CacheWarning`; then forget
+        what this run read (the next run reads the remote afresh)."""
         while True:
             with self._lock:
                 futures, self._futures = self._futures, []
@@ -241,6 +305,9 @@ class RemoteTier(ForeignEntries):
                 break
             for future in futures:
                 future.exception()  # bounded: each upload's calls have deadlines
+        with self._lock:
+            self._reads.memo.clear()
+            self._writes.inflight.clear()
         self.store.announce_outage()
         with self._lock:
             errors, self._errors = self._errors, []
@@ -252,20 +319,28 @@ class RemoteTier(ForeignEntries):
                           "recomputed", CacheWarning, stacklevel=3)
 
     def remove_orphans(self) -> int:
-        """Delete value objects no metadata object points at (left by racing writers)."""
+        """Delete content objects no entry names (left by writers cut off, or by entries
+        deleted), and layout-1 value objects no layout-1 entry names."""
         self.flush()
         listing = self.store.list_objects()
-        wanted = set()
-        for path in listing:
-            if path.endswith(f".{META}"):
-                key = self.store.key_of(path)
-                stored = self._read_meta(key)
-                if stored is not None and stored.get("object"):
-                    wanted.add(self.store.path(key, stored["object"]))
-        orphans = [p for p in listing if not p.endswith(f".{META}") and p not in wanted
-                   and ".tmp-" not in p]
+        wanted: set[str | None] = set()
+        for key in filter(None, map(self.store.key_of, listing)):
+            try:
+                read = self._reads.fetch(key)
+            except UnknownLayoutError:  # a newer layout's references are unknown: sweep no content
+                wanted = set(filter(None, map(self.store.checksum_of, listing)))
+                break
+            except CorruptEntryError:
+                continue
+            if read is not None:
+                carried = read.entry.carried
+                wanted.update((read.entry.cas, carried.cas if carried else None))
+        orphans = [p for p in listing
+                   if self.store.checksum_of(p) not in (None, *wanted)]
+        orphans += legacy.orphans(self.store, listing, legacy.keys_in(self.store, listing))
         for path in orphans:
-            self.store.delete(path, what="delete orphan")
+            with contextlib.suppress(FileNotFoundError):
+                self.store.delete(path, what="delete orphan")
         return len(orphans)
 
     @property
@@ -291,52 +366,67 @@ class RemoteTier(ForeignEntries):
         return (_reopen, (self.url, self.options, bool(self._lanes), self.chunk_size,
                           max(1, len(self._lanes))))
 
+    # ----------------------------------------------------------------- reads
+
+    def _read(self, key: str) -> Read | None:
+        """The entry of ``key``: remembered from this run, else one GET; an unreadable entry
+        object is dropped with a warning."""
+        read = self._reads.memo.get(key)
+        if read is not None:
+            return read
+        try:
+            return self._reads.fetch(key)
+        except UnknownLayoutError as e:
+            self._foreign.add(key)
+            readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
+            return None
+        except CorruptEntryError as e:
+            self._drop_unreadable(key, e)
+            return None
+
+    def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
+        """An entry object that is not one can never be read: drop it, with a warning."""
+        warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
+                      f"({error}); it will be recomputed", CacheWarning, stacklevel=5)
+        with contextlib.suppress(FileNotFoundError):
+            self.store.delete(self.store.entry_path(key), what="delete metadata")
+
     # ----------------------------------------------------------------- internals
 
-    def _upload(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
+    def _upload(self, key: str, pending: Pending) -> None:
         try:
             with self.store.in_background():  # the outage is announced once, by flush
-                self.store.put_entry(key, meta, encoded)
+                self._writes.write(key, pending)
         except TierOfflineError:
             pass
         except Exception as e:
             with self._lock:
-                self._errors.append(f"{key[:12]}… of node {meta.get('node')!r}: "
+                self._errors.append(f"{key[:12]}… of node {pending.meta.get('node')!r}: "
                                     f"{type(e).__name__}: {e}")
         finally:
             with self._lock:
-                if self._pending.get(key, (None,))[0] is meta:
+                if self._pending.get(key) is pending:
                     del self._pending[key]
-
-    def _verified(self, key: str, name: str, meta: Meta) -> bool:
-        """Whether value object ``name`` matches its checksum; ``False`` if it was replaced
-        or deleted meanwhile, :class:`CorruptEntryError` if the metadata still names it."""
-        try:
-            self.store.verify_object(self.store.path(key, name), meta)
-        except FileNotFoundError:
-            current = self.store.read_meta(key)
-            if current is not None and current.get("object") == name:
-                raise CorruptEntryError(f"value object {name} is missing") from None
-            return False
-        return True
 
     def _holds_foreign(self, key: str) -> bool:
         """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
-        stored = self._read_meta(key)
-        if stored is not None and encoding_of(stored["meta"]) not in KNOWN_ENCODINGS:
+        try:
+            read = self._reads.fetch(key)
+        except UnknownLayoutError:
+            return True
+        except CorruptEntryError:
+            read = None
+        if read is not None and encoding_of(read.entry.meta) not in serialize.KNOWN_ENCODINGS:
             return True
         self._foreign.discard(key)
         return False
 
-    def _read_meta(self, key: str) -> Stored | None:
-        """The stored metadata object; an unreadable one is dropped with a warning."""
-        try:
-            return self.store.read_meta(key)
-        except CorruptEntryError as e:
-            warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
-                          f"({e}); it will be recomputed", CacheWarning, stacklevel=4)
-            self.store.delete(self.store.path(key, META), what="delete metadata")
-            return None
+
+def _quietly(read: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return read(*args)
+    except CorruptEntryError:
+        return None
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,

@@ -2,20 +2,24 @@
 
 Design note
 -----------
-Layout. Content-addressed and sharded by the key's first two hex digits::
+Layout (remote layout 2; ``docs/cache-format.md``). Entries apart from content::
 
-    <root>/ab/cdef….json            the entry's metadata (small; decides a hit)
-    <root>/ab/cdef….<checksum16>    the encoded value (``serialize.py`` frames)
+    <root>/ac/ab/<key>.json          the entry object: metadata, and a small value inline
+                                     or the checksum of its content (``remote_entries.py``)
+    <root>/cas/ab/<checksum>         a content object: an encoded value (``serialize.py``
+                                     frames), named by the xxh3-128 of its bytes
 
-The metadata object is written *last* and names the value object it
-describes, so it is the commit point: a reader that finds it also finds a
-complete value object. Value objects are named by their checksum, so two
-processes racing on one key never overwrite each other's bytes; the metadata
-written last wins and always matches its object (the loser's object is an
-orphan that ``clear`` or ``prune`` removes). Object stores make each put
-atomic; on a local filesystem every object is written under a temporary name
-and renamed. Reads stream a value in chunks into the buffers the decoded
-arrays then own, and verify its checksum before unpickling.
+both sharded by the first two hex digits. A content object is shared by
+every entry whose value has the same bytes (deduplication), and is written
+*first*; the entry object is written *last*, so it is the commit point: a
+reader that finds an entry also finds complete content. Both are written
+create-only (``remote_objects.py``): content that exists already has the
+same bytes (its name is their checksum), and an entry that exists already
+is a colleague's equally valid answer for the same key, which stays. No
+read or write lists anything: a hit is one GET of the entry (plus one of its
+content when it is not inline), a miss is one GET answered "not found".
+Layout 1 (``<root>/ab/<rest>.json`` beside its value object) is read by
+``remote_legacy.py``, which migrates it.
 
 Deadlines. Every filesystem call goes through ``_call``, which waits for it
 at most ``remote_options["lazyflow_timeout"]`` seconds (default 10; the key is
@@ -28,61 +32,57 @@ by whoever calls :meth:`~RemoteStore.announce_outage`: the tier's ``flush``),
 then every call raises :class:`TierOfflineError` at once, which the
 hierarchy skips, so the run goes on with the faster tiers. ``reset_outage``
 (``Cache.flush`` calls it at the end of every run) lets the next run try
-again. An abandoned upload never commits a wrong entry: the metadata object
-is written only after the value object's put has returned, so an upload cut
-off at the value leaves at most an orphan object (or a ``.tmp-`` file), and a
-metadata object that lands late names a value object already complete.
+again. An abandoned upload never commits a wrong entry: the entry object is
+written only after the content's put has returned, so an upload cut off at
+the content leaves at most an unreferenced content object (or a ``.tmp-``
+file), and an entry object that lands late names content already complete.
 
 Interface. The tier (``remote.py``) reaches the remote only through a few
-methods, each one step under its deadline: :meth:`~RemoteStore.put_entry`
-and :meth:`~RemoteStore.put_object` write, :meth:`~RemoteStore.read_meta`,
-:meth:`~RemoteStore.read_object` and :meth:`~RemoteStore.verify_object`
-read, :meth:`~RemoteStore.delete`, :meth:`~RemoteStore.list_objects` and
-:meth:`~RemoteStore.remove_all` manage. Objects are addressed by path, built
-with :meth:`~RemoteStore.path` (fsspec's own vocabulary); what a missing or
-replaced object *means* is the tier's decision, not the store's. Kept small
-because this is where conditional writes belong (a create-only put, a delete
-only of an unchanged object) when colleagues share one cache.
+methods, each one step under its deadline: :meth:`~RemoteStore.read_entry`,
+:meth:`~RemoteStore.read_content` and :meth:`~RemoteStore.verify_content`
+read, :meth:`~RemoteStore.write_entry` and :meth:`~RemoteStore.write_content`
+write (conditionally), :meth:`~RemoteStore.delete`,
+:meth:`~RemoteStore.list_objects` and :meth:`~RemoteStore.remove_all`
+manage. What a missing, replaced or foreign object *means* is the tier's
+decision, not the store's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
-import os
 import threading
-import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from lazyflow.cache.base import Meta, TierOfflineError
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.deadline import DEFAULT_SECONDS, Deadline, Outage
-from lazyflow.cache.serialize import (
-    CorruptEntryError,
-    Encoded,
-    dump_meta,
-    read_encoded,
-    verify_stream,
+from lazyflow.cache.remote_entries import EntryObject
+from lazyflow.cache.remote_objects import (
+    Buffer,
+    Fetched,
+    Objects,
+    PreconditionFailed,
+    objects_for,
 )
+from lazyflow.cache.serialize import Encoded, read_encoded, verify_stream
 from lazyflow.errors import CacheWarning, LazyflowError
 
-__all__ = ["META", "TIMEOUT_OPTION", "RemoteStore", "RemoteUnavailableError", "Stored"]
+__all__ = ["ENTRIES", "CONTENT", "TIMEOUT_OPTION", "PreconditionFailed", "RemoteStore",
+           "RemoteUnavailableError"]
 
 T = TypeVar("T")
 
 TIMEOUT_OPTION = "lazyflow_timeout"
 """The ``remote_options`` key for the deadline in seconds; lazyflow's own, never fsspec's."""
 
-META = "json"
-"""The name of an entry's metadata object; a value object is named by its checksum."""
-
-Stored = dict[str, Any]
-"""A metadata object as stored: ``{"meta": the entry's Meta, "object": the value object's
-name, or None for a record without a value}``."""
+ENTRIES = "ac"
+"""The folder of entry objects (the "action cache" of Bazel's remote protocol)."""
+CONTENT = "cas"
+"""The folder of content objects (content-addressed storage)."""
 
 _INSTALL_HINTS = {"s3": "lazyflow[s3]", "s3a": "lazyflow[s3]", "gcs": "gcsfs", "gs": "gcsfs",
                   "az": "adlfs", "abfs": "adlfs"}
@@ -93,14 +93,15 @@ class RemoteUnavailableError(LazyflowError, ImportError):
 
 
 class RemoteStore:
-    """The objects under an fsspec URL: their layout, atomic writes, streamed reads, each
-    filesystem call waited for at most its deadline (``options["lazyflow_timeout"]``).
+    """The objects under an fsspec URL: their layout, conditional writes, single-request
+    reads, each filesystem call waited for at most its deadline
+    (``options["lazyflow_timeout"]``).
 
     >>> store = RemoteStore("memory://lazyflow-store-doc")
-    >>> store.put_entry("ab" * 16, {"digest": "d"}, None)   # a record: metadata only
-    >>> store.read_meta("ab" * 16)
-    {'meta': {'digest': 'd'}, 'object': None}
-    >>> store.key_of(store.path("ab" * 16, META)) == "ab" * 16
+    >>> version = store.write_entry("ab" * 16, EntryObject({"digest": "d"}), create=True)
+    >>> store.read_entry("ab" * 16)[0].meta
+    {'digest': 'd'}
+    >>> store.key_of(store.entry_path("ab" * 16)) == "ab" * 16
     True
     """
 
@@ -112,8 +113,7 @@ class RemoteStore:
         self.fs, root = _filesystem(url, self.options)
         self.root = root.rstrip("/")
         self.chunk_size = chunk_size
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
+        self.objects: Objects = objects_for(self.fs)
         self._deadline = Deadline(self.timeout, url)
         self._announced: Outage | None = None
         self._lock = threading.Lock()
@@ -124,90 +124,103 @@ class RemoteStore:
 
     # ----------------------------------------------------------------- layout
 
-    def path(self, key: str, name: str) -> str:
-        """Where object ``name`` of ``key`` lives: :data:`META` or a value object's name."""
-        return f"{self.root}/{key[:2]}/{key[2:]}.{name}"
+    def entry_path(self, key: str) -> str:
+        """Where the entry object of ``key`` lives."""
+        return f"{self.root}/{ENTRIES}/{key[:2]}/{key}.json"
 
-    @staticmethod
-    def key_of(path: str) -> str:
-        """The key an object's path belongs to."""
-        shard, name = path.rstrip("/").split("/")[-2:]
-        return shard + name.partition(".")[0]
+    def content_path(self, checksum: str) -> str:
+        """Where the content object of bytes with ``checksum`` lives."""
+        return f"{self.root}/{CONTENT}/{checksum[:2]}/{checksum}"
 
-    # ----------------------------------------------------------------- writes
+    def key_of(self, path: str) -> str | None:
+        """The key of an entry object's path; ``None`` for any other object."""
+        return _named(path, ENTRIES, ".json")
 
-    def put_entry(self, key: str, meta: Meta, encoded: Encoded | None) -> None:
-        """Write an entry: its value object (named by its checksum), then the metadata
-        object naming it, the commit point; ``encoded=None`` writes a record (no value)."""
-        stored: Stored = {"meta": meta, "object": None}
-        if encoded is not None:
-            stored["object"] = meta["checksum"][:16]
-            # returns only once the value object is whole: then the metadata may name it
-            self.put_object(self.path(key, stored["object"]), encoded.chunks(),
-                            nbytes=encoded.nbytes, what="value")
-        self.put_object(self.path(key, META), [memoryview(dump_meta(stored))], what="metadata")
-
-    def put_object(self, path: str, chunks: Iterable[memoryview], *, nbytes: int = 0,
-                   what: str = "value") -> None:
-        """Write one object whole or not at all; a reader never sees part of it.
-
-        ``nbytes`` (the size, if large) lengthens the deadline; ``what`` names
-        the object in an outage warning.
-        """
-        if not self._local:  # object stores: one put is atomic
-            data = b"".join(chunks)
-            self._call(f"upload {what}", functools.partial(self.fs.pipe_file, path, data),
-                       nbytes=nbytes)
-            return
-        self._call(f"write {what}", functools.partial(self._write_file, path, chunks),
-                   nbytes=nbytes)
+    def checksum_of(self, path: str) -> str | None:
+        """The checksum a content object's path names; ``None`` for any other object."""
+        return _named(path, CONTENT, "")
 
     # ----------------------------------------------------------------- reads
 
-    def read_meta(self, key: str) -> Stored | None:
-        """The metadata object of ``key``, ``None`` if absent; :class:`CorruptEntryError` if
-        unreadable."""
-        path = self.path(key, META)
+    def read_entry(self, key: str) -> tuple[EntryObject, str | None] | None:
+        """The entry object of ``key`` and its version, in one request; ``None`` when there
+        is none; :class:`CorruptEntryError` when it is not one."""
         try:
-            raw = self._call("read metadata", functools.partial(self.fs.cat_file, path))
+            fetched = self.fetch(self.entry_path(key), what="read metadata")
         except FileNotFoundError:
             return None
-        try:
-            stored = json.loads(raw)
-        except ValueError as e:
-            raise CorruptEntryError(f"metadata is not JSON: {e}") from e
-        if not isinstance(stored, dict) or not isinstance(stored.get("meta"), dict):
-            raise CorruptEntryError("metadata is not a lazyflow metadata object")
-        return stored
+        return EntryObject.from_json(fetched.data), fetched.version
 
-    def read_object(self, path: str, meta: Meta) -> Encoded:
-        """Stream the value object at ``path`` into fresh buffers, its checksum verified
+    def fetch(self, path: str, *, what: str = "read metadata") -> Fetched:
+        """One whole (small) object and its version; ``FileNotFoundError`` when absent."""
+        return self._call(what, functools.partial(self.objects.get, path))
+
+    def read_content(self, checksum: str, meta: Meta) -> Encoded:
+        """Stream the content object into fresh buffers, its checksum verified
         (:class:`CorruptEntryError` if wrong); ``FileNotFoundError`` if it is gone."""
+        return self.read_stream(self.content_path(checksum), meta)
+
+    def read_stream(self, path: str, meta: Meta) -> Encoded:
+        """Stream the encoded value at ``path`` (``meta`` gives its size and checksum)."""
+        size = int(meta.get("size") or 0)
+
         def read() -> Encoded:
             # readahead: the small header reads come out of the first block fetched
-            with self.fs.open(path, "rb", block_size=self.chunk_size,
-                              cache_type="readahead") as f:
+            with self.objects.open(path, size, self.chunk_size) as f:
                 return read_encoded(f, meta["serializer"], meta["checksum"],
                                     chunk=self.chunk_size)
 
-        return self._call("read value", read, nbytes=int(meta.get("size") or 0))
+        return self._call("read value", read, nbytes=size)
 
-    def verify_object(self, path: str, meta: Meta) -> None:
-        """Stream the value object at ``path`` through its checksum, decoding nothing:
+    def verify_content(self, checksum: str, meta: Meta) -> None:
+        """Stream the content object through its checksum, decoding nothing:
         :class:`CorruptEntryError` if the bytes are wrong, ``FileNotFoundError`` if gone."""
+        self.verify_stream(self.content_path(checksum), meta)
+
+    def verify_stream(self, path: str, meta: Meta) -> None:
+        """:meth:`verify_content` of the object at ``path``."""
+        size = int(meta.get("size") or 0)
+
         def verify() -> None:
-            with self.fs.open(path, "rb", block_size=self.chunk_size,
-                              cache_type="readahead") as f:
+            with self.objects.open(path, size, self.chunk_size) as f:
                 verify_stream(f, meta["checksum"], size=meta.get("size"), chunk=self.chunk_size)
 
-        self._call("verify value", verify, nbytes=int(meta.get("size") or 0))
+        self._call("verify value", verify, nbytes=size)
+
+    # ----------------------------------------------------------------- writes
+
+    def write_entry(self, key: str, entry: EntryObject, *, create: bool = False,
+                    match: str | None = None) -> str | None:
+        """Write the entry object of ``key`` (create-only, or over version ``match``); returns
+        its version. :class:`PreconditionFailed` when the condition does not hold."""
+        data = entry.to_json()
+        return self.put(self.entry_path(key), [data], create=create, match=match,
+                        what="upload metadata")
+
+    def write_content(self, checksum: str, encoded: Encoded) -> bool:
+        """Write a content object create-only; ``False`` when it existed (same name, same
+        bytes: nothing to do). Returns only once the object is whole."""
+        try:
+            self.put(self.content_path(checksum), encoded.chunks(), nbytes=encoded.nbytes,
+                     create=True, what="upload value")
+        except PreconditionFailed:
+            return False
+        return True
+
+    def put(self, path: str, chunks: Any, *, nbytes: int = 0, create: bool = False,
+            match: str | None = None, what: str = "upload value") -> str | None:
+        """Write one object whole or not at all (a reader never sees part of it), under its
+        deadline; ``nbytes`` (the size, if large) lengthens the deadline."""
+        pieces: list[Buffer] = list(chunks)
+        return self._call(what, functools.partial(self.objects.put, path, pieces,
+                                                  create=create, match=match), nbytes=nbytes)
 
     # ----------------------------------------------------------------- management
 
     def delete(self, path: str, *, what: str = "delete value") -> None:
         """Remove one object; ``FileNotFoundError`` if it is absent. ``what`` names the
         operation in an outage warning."""
-        self._call(what, functools.partial(self.fs.rm_file, path))
+        self._call(what, functools.partial(self.objects.delete, path))
 
     def list_objects(self, *, detail: bool = False) -> Any:
         """Every object's path under the root (with ``detail``: a dict of path to fsspec
@@ -276,19 +289,6 @@ class RemoteStore:
                 self.announce_outage()
             raise
 
-    def _write_file(self, path: str, chunks: Iterable[memoryview]) -> None:
-        """Write under a temporary name, then rename: a reader never sees a partial file."""
-        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-        self.fs.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            with self.fs.open(temporary, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-            self.fs.mv(temporary, path)
-        finally:
-            if self.fs.exists(temporary):
-                self.fs.rm_file(temporary)
-
     def _find(self, detail: bool) -> Any:
         self.fs.invalidate_cache(self.root)
         if not self.fs.exists(self.root):
@@ -299,6 +299,21 @@ class RemoteStore:
         if self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
         self.fs.invalidate_cache(self.root)
+
+
+def _named(path: str, folder: str, suffix: str) -> str | None:
+    """The 32-hex name of ``<folder>/<ab>/<name><suffix>`` at the end of ``path``, else
+    ``None`` (a layout-1 object, a ``.tmp-`` file, anything else)."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-3] != folder or not parts[-1].endswith(suffix):
+        return None
+    name = parts[-1][:len(parts[-1]) - len(suffix)]
+    if len(name) != 32 or name[:2] != parts[-2] or not all(c in _HEX for c in name):
+        return None
+    return name
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def _timeout(url: str, options: dict[str, Any]) -> float:

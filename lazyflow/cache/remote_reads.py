@@ -1,0 +1,177 @@
+"""What the remote tier reads: entry objects remembered for a run, values checked, damage noted.
+
+Design note
+-----------
+Policy. An entry object is read with one GET (``RemoteStore.read_entry``)
+and remembered until the run ends (:attr:`Reads.memo`, which the tier
+empties in ``flush``): the hierarchy asks for an entry's metadata, then its
+value, and both are answered by that one read. A record that carries a copy
+of its target's entry (``remote_entries.py``) makes that copy the target's
+remembered entry, unless the target's own object was read. Misses are not
+remembered (a Dask worker of the same run may write the key next).
+
+Every read also records what this process now knows of the key
+(:attr:`Reads.versions`: absent, or present at a version): the writes use
+it as the base of a record's compare-and-swap, and to skip uploading content
+for a key an entry already holds. Unlike the memo it outlives the run, so a
+record read in one run can be updated in the next; it is bounded.
+
+Damage. Bytes are checked against their checksum before anything decodes
+them (inline bytes, or a content object streamed). A content object that
+reads wrong is noted (:attr:`Reads.damaged`) so that deleting the entry
+deletes it too — otherwise the value's next writer, finding the name taken,
+would keep the damaged bytes. A copy carried by a record that reads wrong
+notes that record (:attr:`Reads.stale_carriers`), deleted with the entry.
+Content that is missing is re-checked against the entry read afresh: gone
+meanwhile is a miss, replaced meanwhile is read anew, still named is damage.
+
+Layout 1. Keys a listing found only in layout 1 (:attr:`Reads.legacy`) are
+read through ``remote_legacy.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+
+from lazyflow.cache import remote_legacy as legacy
+from lazyflow.cache.remote_entries import EntryObject
+from lazyflow.cache.remote_records import Recent, Version, said
+from lazyflow.cache.remote_store import RemoteStore
+from lazyflow.cache.serialize import CorruptEntryError, Encoded, decode_bytes, verify_stream
+
+__all__ = ["MEMO_SIZE", "VERSIONS_SIZE", "Read", "Reads"]
+
+MEMO_SIZE = 4096
+"""Entries remembered within a run (inline values are at most 4 KiB each)."""
+VERSIONS_SIZE = 65536
+"""Keys whose presence (and record version) is remembered as compare-and-swap bases."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """An entry as this process read it: the object, its version, and the record that
+    carried it (``None``: read from its own object), or its layout-1 value path."""
+
+    entry: EntryObject
+    version: str | None = None
+    carrier: str | None = None
+    legacy_value: str | None = None
+
+
+class Reads:
+    """The remote tier's reads over one :class:`RemoteStore`, and what they remember."""
+
+    def __init__(self, store: RemoteStore) -> None:
+        self.store = store
+        self.memo: Recent[str, Read] = Recent(MEMO_SIZE)
+        self.versions: Recent[str, Version] = Recent(VERSIONS_SIZE)
+        self.damaged: set[str] = set()
+        self.stale_carriers: dict[str, str] = {}
+        self.legacy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def fetch(self, key: str) -> Read | None:
+        """The entry of ``key`` read afresh (one GET), remembered with the copy it carries;
+        :class:`CorruptEntryError` or ``UnknownLayoutError`` when it cannot be read."""
+        if key in self.legacy:
+            return self._fetch_legacy(key)
+        found = self.store.read_entry(key)
+        with self._lock:
+            if found is None:
+                self.memo.pop(key)
+                self.versions.put(key, Version(None, False))
+                return None
+            entry, version = found
+            read = Read(entry, version)
+            self.memo.put(key, read)
+            self.versions.put(key, Version(version, True, said(entry) if entry.is_record
+                                           else None))
+            target = entry.carried_key()
+            if target is not None and entry.carried is not None:
+                known = self.memo.get(target)
+                if known is None or known.carrier is not None:
+                    self.memo.put(target, Read(entry.carried, carrier=key))
+        return read
+
+    def wrote(self, key: str, entry: EntryObject, version: str | None) -> None:
+        """This process wrote ``entry`` (or found a colleague's, as valid) under ``key``."""
+        with self._lock:
+            self.versions.put(key, Version(version, True))
+            self.memo.put(key, Read(entry, version))
+
+    def forget(self, key: str) -> None:
+        """``key`` was deleted here: nothing remembered of it holds."""
+        with self._lock:
+            self.memo.pop(key)
+            self.versions.put(key, Version(None, False))
+
+    def encoded(self, key: str, read: Read) -> Encoded | None:
+        """The value's verified bytes (``None``: a record); a copy carried by a record that
+        reads wrong marks that record for deletion with the entry."""
+        try:
+            return self._bytes(key, read)
+        except CorruptEntryError:
+            if read.carrier is not None:
+                self.stale_carriers[key] = read.carrier
+            raise
+
+    def verified(self, key: str, read: Read) -> bool:
+        """Whether the value's bytes match their checksum; ``False`` if the entry was
+        replaced or deleted meanwhile, :class:`CorruptEntryError` if they do not."""
+        entry, meta = read.entry, read.entry.meta
+        if entry.data is not None:
+            verify_stream(io.BytesIO(entry.data), meta["checksum"], size=meta.get("size"))
+            return True
+        path = read.legacy_value if read.legacy_value is not None else \
+            self.store.content_path(entry.cas) if entry.cas is not None else None
+        if path is None:
+            return True
+        try:
+            self.store.verify_stream(path, meta)
+        except CorruptEntryError:
+            self._note_damaged(entry)
+            raise
+        except FileNotFoundError:
+            if read.carrier is None and read.legacy_value is None:
+                current = self.fetch(key)
+                if current is None or current.entry.cas != entry.cas:
+                    return False
+            raise CorruptEntryError(f"content object {(entry.cas or path)[:16]}… is "
+                                    "missing") from None
+        return True
+
+    def _bytes(self, key: str, read: Read) -> Encoded | None:
+        entry, meta = read.entry, read.entry.meta
+        if read.legacy_value is not None:
+            return self.store.read_stream(read.legacy_value, meta)
+        if entry.data is not None:
+            return decode_bytes(entry.data, meta["serializer"], meta["checksum"])
+        if entry.cas is None:
+            return None
+        try:
+            return self.store.read_content(entry.cas, meta)
+        except CorruptEntryError:
+            self._note_damaged(entry)
+            raise
+        except FileNotFoundError:
+            current = self.fetch(key)
+            if current is None:
+                raise KeyError(key) from None  # deleted meanwhile
+            if current.entry.cas != entry.cas:  # replaced meanwhile: read the new one
+                return self._bytes(key, current)
+            raise CorruptEntryError(f"content object {entry.cas[:16]}… of the entry is "
+                                    "missing") from None
+
+    def _note_damaged(self, entry: EntryObject) -> None:
+        if entry.cas is not None:
+            self.damaged.add(entry.cas)
+
+    def _fetch_legacy(self, key: str) -> Read | None:
+        found = legacy.read(self.store, key)
+        if found is None:
+            self.legacy.discard(key)
+            return None
+        return Read(EntryObject(found.meta), legacy_value=found.value)
+

@@ -1,0 +1,487 @@
+"""Remote layout 2 (docs/cache-format.md): entries apart from content, few requests,
+conditional writes, and layout 1 migrated — against a real moto S3 server, requests counted
+by the server itself (moto's recorder), colleagues as fresh processes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cache_fixture_flow as fixture
+import numpy as np
+import pytest
+import s3fs
+
+import lazyflow as lf
+from lazyflow.cache import NO_VALUE, serialize
+from lazyflow.cache.remote import RemoteTier
+from lazyflow.cache.remote_records import merge
+
+pytestmark = pytest.mark.s3
+
+FIXTURE = Path(__file__).parent / "fixtures" / "remote-v1"
+MANIFEST = json.loads(FIXTURE.with_suffix(".json").read_text())
+KEY, OTHER = "ab" * 16, "cd" * 16
+BIG = np.arange(2000, dtype=np.float64)  # 16 KB: a content object
+SMALL = [1, 2, 3]  # inline in its entry
+
+_CHAIN = """
+import lazyflow as lf
+flow = lf.Flow("team", cache=lf.Cache(disk=None, remote=URL, remote_options=OPTIONS))
+
+@flow.node
+def raw(n: int):
+    return list(range(n))
+
+@flow.node
+def total(raw):
+    return sum(raw)
+
+@flow.node
+def report(total, size: int = 0):
+    return b"x" * size if size else total
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Requests:
+    """Requests the moto server answered for one bucket, by kind (GET, PUT, HEAD, LIST...)."""
+
+    def __init__(self, path: Path) -> None:
+        from moto.moto_api import recorder
+
+        self.recorder = recorder
+        self.path = path
+
+    @contextlib.contextmanager
+    def counted(self, url: str) -> Iterator[Counter[str]]:
+        """Count, on leaving, the requests made within about ``url``'s bucket (any path or
+        query in it: objects, listings)."""
+        bucket = url.removeprefix("s3://").split("/")[0]
+        counts: Counter[str] = Counter()
+        self.recorder.reset_recording()
+        self.recorder.start_recording()
+        try:
+            yield counts
+        finally:
+            self.recorder.stop_recording()
+        for line in self.path.read_text().splitlines():
+            entry = json.loads(line)
+            if urlsplit(entry["url"]).path.split("/")[1] == bucket:
+                counts[_kind(entry)] += 1
+
+
+def _kind(entry: dict[str, str]) -> str:
+    if entry["method"] == "GET" and "list-type=" in entry["url"]:
+        return "LIST"
+    return entry["method"]
+
+
+@pytest.fixture
+def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
+    """Counts of what the moto server answers (its recorder, writing to a temporary file)."""
+    from moto.moto_api import recorder
+
+    path = tmp_path / "requests.jsonl"
+    monkeypatch.setattr(recorder, "_location", str(path))  # moto reads it from the environment
+    return Requests(path)                                  # once, when first imported
+
+
+def _run(code: str, url: str, options: dict[str, object]) -> str:
+    """Run ``code`` after the chain's definition in a fresh Python process (a colleague)."""
+    script = f"URL = {url!r}\nOPTIONS = {options!r}\n{_CHAIN}\n{code}\nflow.cache.flush()\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "LAZYFLOW_HISTORY": "off"}, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _objects(url: str, options: dict[str, object]) -> list[str]:
+    fs = s3fs.S3FileSystem(**options)
+    fs.invalidate_cache()
+    return sorted(o.split("/lazyflow/", 1)[1] for o in fs.find(url))
+
+
+def _tier(url: str, options: dict[str, object] | None = None) -> RemoteTier:
+    return RemoteTier(url, options, background=False)
+
+
+@pytest.fixture(params=["s3", "file"])
+def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
+    """A fresh remote on the moto S3 server, then on a local folder (a shared mount)."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'mount'}", {}
+    return request.getfixturevalue("s3_url"), request.getfixturevalue("s3_options")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def test_a_colleagues_hit_on_a_small_value_is_one_get(s3_url, s3_options, s3_requests):
+    _run("flow.get('report', n=10)", s3_url, s3_options)
+    with s3_requests.counted(s3_url) as counts:
+        assert _run("print(flow.run('report', n=10).nodes['report'].tier)", s3_url,
+                    s3_options).strip() == "remote"
+    assert counts == {"GET": 1}
+
+
+def test_a_colleagues_hit_on_a_64_KiB_value_is_two_gets(s3_url, s3_options, s3_requests):
+    _run("flow.get('report', n=10, size=65536)", s3_url, s3_options)
+    with s3_requests.counted(s3_url) as counts:
+        assert _run("print(flow.get('report', n=10, size=65536) == b'x' * 65536)", s3_url,
+                    s3_options).strip() == "True"
+    assert counts == {"GET": 2}
+
+
+def test_a_cold_chain_never_lists_or_heads_and_costs_two_gets_and_two_puts_per_node(
+        s3_url, s3_options, s3_requests):
+    with s3_requests.counted(s3_url) as counts:
+        _run("flow.get('report', n=10)", s3_url, s3_options)
+    # per node: its trace record and its entry missed (GET 404), then written (PUT);
+    # plus the environment record, once per run
+    assert counts == {"GET": 2 * 3, "PUT": 2 * 3 + 1}
+
+
+def test_only_management_lists_the_bucket(s3_url, s3_options, s3_requests):
+    tier = _tier(s3_url, s3_options)
+    tier.put(KEY, SMALL, {"digest": "d"})
+    with s3_requests.counted(s3_url) as counts:
+        assert list(tier.keys()) == [KEY]
+    assert counts["LIST"] >= 1
+
+
+def test_a_miss_is_one_get_answered_not_found(s3_url, s3_options, s3_requests):
+    tier = _tier(s3_url, s3_options)
+    with s3_requests.counted(s3_url) as counts:
+        assert tier.meta(KEY) is None
+    assert counts == {"GET": 1}
+
+
+@pytest.mark.parametrize(("value", "gets"), [(SMALL, 1), (BIG, 2)])
+def test_loading_a_remote_hit_reads_its_entry_once(s3_url, s3_options, s3_requests, value, gets):
+    _tier(s3_url, s3_options).put(KEY, value, {"digest": "d"})
+    cache = lf.Cache(tiers=[_tier(s3_url, s3_options)])
+    with s3_requests.counted(s3_url) as counts:
+        assert cache.lookup(KEY)[1] == "remote"
+        np.testing.assert_array_equal(cache.load(KEY)[0], value)
+    assert counts == {"GET": gets}
+
+
+def test_a_small_value_is_one_object_holding_it_inline(s3_url, s3_options):
+    _tier(s3_url, s3_options).put(KEY, 12345678, {"digest": "d"})
+    (name,) = _objects(s3_url, s3_options)
+    assert name == f"ac/{KEY[:2]}/{KEY}.json"
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_a_second_key_with_equal_bytes_writes_no_second_content_object(s3_url, s3_options):
+    _tier(s3_url, s3_options).put(KEY, BIG, {"digest": "d"})
+    _tier(s3_url, s3_options).put(OTHER, BIG.copy(), {"digest": "d"})  # a colleague's process
+    names = _objects(s3_url, s3_options)
+    assert [n.split("/")[0] for n in names] == ["ac", "ac", "cas"]
+    reader = _tier(s3_url, s3_options)
+    np.testing.assert_array_equal(reader.get(OTHER), BIG)
+    assert reader.remove_orphans() == 0
+
+
+def test_a_damaged_content_object_is_a_miss_for_every_entry_naming_it(s3_url, s3_options):
+    writer = _tier(s3_url, s3_options)
+    writer.put(KEY, BIG, {"digest": "d"})
+    writer.put(OTHER, BIG, {"digest": "d"})
+    fs = s3fs.S3FileSystem(**s3_options)
+    (content,) = [o for o in fs.find(s3_url) if "/cas/" in o]
+    data = bytearray(fs.cat_file(content))
+    data[-1] ^= 0xFF
+    fs.pipe_file(content, bytes(data))
+    cache = lf.Cache(tiers=[_tier(s3_url, s3_options)])
+    for key in (KEY, OTHER):
+        with pytest.warns(lf.CacheWarning, match="checksum|missing"), pytest.raises(KeyError):
+            cache.load(key)
+    cache.store(KEY, BIG, {"digest": "d"})  # recomputed: the damaged bytes were removed
+    np.testing.assert_array_equal(_tier(s3_url, s3_options).get(KEY), BIG)
+
+
+def test_damaged_inline_bytes_are_a_miss_and_the_entry_is_dropped(s3_url, s3_options):
+    _tier(s3_url, s3_options).put(KEY, SMALL, {"digest": "d"})
+    fs = s3fs.S3FileSystem(**s3_options)
+    path = f"{s3_url}/ac/{KEY[:2]}/{KEY}.json"
+    stored = json.loads(fs.cat_file(path))
+    data = bytearray(base64.b64decode(stored["data"]))
+    data[-2] ^= 0x01  # still a valid entry object: only the checksum can tell
+    stored["data"] = base64.b64encode(bytes(data)).decode()
+    fs.pipe_file(path, json.dumps(stored).encode())
+    cache = lf.Cache(tiers=[_tier(s3_url, s3_options)])
+    with pytest.warns(lf.CacheWarning, match="checksum"), pytest.raises(KeyError):
+        cache.load(KEY)
+    assert _objects(s3_url, s3_options) == []
+
+
+def test_a_record_carrying_a_damaged_copy_is_dropped_with_the_entry_and_rewritten(
+        s3_url, s3_options):
+    _run("flow.get('report', n=10)", s3_url, s3_options)
+    fs = s3fs.S3FileSystem(**s3_options)
+    for path in fs.find(s3_url):
+        stored = json.loads(fs.cat_file(path))
+        carried = stored.get("entry", {})
+        if "data" in carried:  # a trace record carrying its target's entry: damage the copy
+            data = bytearray(base64.b64decode(carried["data"]))
+            data[-2] ^= 0x01
+            carried["data"] = base64.b64encode(bytes(data)).decode()
+            fs.pipe_file(path, json.dumps(stored).encode())
+    code = "import warnings\nwarnings.simplefilter('ignore')\n" \
+           "run = flow.run('report', n=10)\nprint(run['report'], run.nodes['report'].status)"
+    assert _run(code, s3_url, s3_options).split() == ["45", "completed"]
+    assert _run(code, s3_url, s3_options).split() == ["45", "cached"]
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+
+_ONE_KEY = """
+import sys
+gate = open(sys.argv[1], "rb")  # returns once the test holds the other end
+print("ready", flush=True)
+gate.read()                     # returns for every writer at once, when the test lets go
+print(flow.get("report", n=3, size=65536) == b"x" * 65536)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_twenty_processes_writing_one_key_leave_one_content_object_and_no_orphans(
+        s3_url, s3_options, tmp_path):
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    held = os.open(gate, os.O_RDWR)  # a writer end, so the processes' opens return
+    script = f"URL = {s3_url!r}\nOPTIONS = {s3_options!r}\n{_CHAIN}\n{_ONE_KEY}"
+    env = {**os.environ, "LAZYFLOW_HISTORY": "off"}
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(gate)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(20)]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+    finally:
+        os.close(held)  # every writer computes and writes now
+    outcomes = [writer.communicate() for writer in writers]
+    assert [out.strip() for out, _ in outcomes] == ["True"] * 20, [e for _, e in outcomes]
+    names = _objects(s3_url, s3_options)
+    assert len([n for n in names if n.startswith("cas/")]) == 1  # report's 64 KiB
+    reader = _tier(s3_url, s3_options)
+    assert reader.remove_orphans() == 0
+    assert _run("print(flow.run('report', n=3, size=65536).nodes['report'].tier)", s3_url,
+                s3_options).strip() == "remote"
+
+
+def test_a_process_putting_a_key_twice_keeps_its_first_entry_even_before_it_lands(
+        s3_url, s3_options):
+    tier = RemoteTier(s3_url, s3_options, lanes=2)
+    tier.put(KEY, BIG, {"digest": "first"})
+    tier.put(KEY, BIG + 1, {"digest": "second"})
+    assert tier.meta(KEY)["digest"] == "first"
+    tier.flush()
+    assert _tier(s3_url, s3_options).meta(KEY)["digest"] == "first"
+    assert len([n for n in _objects(s3_url, s3_options) if n.startswith("cas/")]) == 1
+
+
+def test_a_second_writer_of_a_key_keeps_the_first_entry_on_a_shared_folder(tmp_path):
+    url = f"file://{tmp_path / 'mount'}"
+    _tier(url).put(KEY, BIG, {"digest": "d"})
+    _tier(url).put(KEY, BIG + 1, {"digest": "d"})  # another process, other bytes
+    np.testing.assert_array_equal(_tier(url).get(KEY), BIG)
+    assert sorted(p.parent.parent.name for p in (tmp_path / "mount").rglob("*") if p.is_file()) \
+        == ["ac", "cas"]
+
+
+def test_a_folder_without_hard_links_still_keeps_the_first_entry(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(errno.EPERM, "hard links not supported", target)
+
+    monkeypatch.setattr(os, "link", no_links)  # as on some SMB mounts
+    url = f"file://{tmp_path / 'mount'}"
+    first, second = _tier(url), _tier(url)
+    assert second.meta(KEY) is None  # a miss: it computes, while the first writes
+    first.put(KEY, BIG, {"digest": "first"})
+    second.put(KEY, BIG + 1, {"digest": "second"})
+    assert _tier(url).meta(KEY)["digest"] == "first"
+    np.testing.assert_array_equal(_tier(url).get(KEY), BIG)
+    assert _tier(url).remove_orphans() == 1  # the second's content, uploaded after its miss
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_two_writers_extending_one_record_at_once_keep_both_extensions(remote):
+    url, options = remote
+    _tier(url, options).put(KEY, NO_VALUE, {"traces": [["a", "1"]]})
+    first, second = _tier(url, options), _tier(url, options)
+    read_first, read_second = first.meta(KEY), second.meta(KEY)  # both read it...
+    first.put(KEY, NO_VALUE, {"traces": [*read_first["traces"], ["b", "2"]]})
+    second.put(KEY, NO_VALUE, {"traces": [*read_second["traces"], ["c", "3"]]})  # ...then write
+    assert _tier(url, options).meta(KEY)["traces"] == [["a", "1"], ["b", "2"], ["c", "3"]]
+
+
+def test_two_writers_creating_one_record_at_once_keep_both(remote):
+    url, options = remote
+    first, second = _tier(url, options), _tier(url, options)
+    assert first.meta(KEY) is None and second.meta(KEY) is None
+    first.put(KEY, NO_VALUE, {"traces": [["b", "2"]]})
+    second.put(KEY, NO_VALUE, {"traces": [["c", "3"]]})
+    assert _tier(url, options).meta(KEY)["traces"] == [["b", "2"], ["c", "3"]]
+
+
+def test_a_record_read_here_is_replaced_over_the_version_read(remote):
+    url, options = remote
+    _tier(url, options).put(KEY, NO_VALUE, {"key": "1" * 32, "digest": "d1"})
+    tier = _tier(url, options)
+    assert tier.meta(KEY)["key"] == "1" * 32  # a trace record naming an entry now gone
+    tier.put(KEY, NO_VALUE, {"key": "2" * 32, "digest": "d2"})
+    assert _tier(url, options).meta(KEY)["key"] == "2" * 32
+
+
+def test_a_colleagues_change_to_a_record_read_here_is_kept(remote):
+    url, options = remote
+    _tier(url, options).put(KEY, NO_VALUE, {"key": "1" * 32, "digest": "d1"})
+    mine, colleague = _tier(url, options), _tier(url, options)
+    mine.meta(KEY), colleague.meta(KEY)
+    colleague.put(KEY, NO_VALUE, {"key": "3" * 32, "digest": "d3"})
+    mine.put(KEY, NO_VALUE, {"key": "2" * 32, "digest": "d2"})  # conflicts: theirs is as valid
+    assert _tier(url, options).meta(KEY)["key"] == "3" * 32
+
+
+def test_a_record_never_read_here_is_created_or_left_as_a_colleague_wrote_it(remote):
+    url, options = remote
+    _tier(url, options).put(KEY, NO_VALUE, {"environment": {"python": "3.11"}})
+    _tier(url, options).put(KEY, NO_VALUE, {"environment": {"python": "3.12"}})
+    assert _tier(url, options).meta(KEY)["environment"] == {"python": "3.11"}
+
+
+def test_a_record_saying_what_is_there_already_is_not_written(s3_url, s3_options, s3_requests):
+    _tier(s3_url, s3_options).put(KEY, NO_VALUE, {"traces": [["a", "1"]]})
+    tier = _tier(s3_url, s3_options)
+    with s3_requests.counted(s3_url) as counts:
+        tier.put(KEY, NO_VALUE, dict(tier.meta(KEY)))
+    assert counts == {"GET": 1}
+
+
+def test_merging_keeps_what_each_writer_changed():
+    assert merge({"a": 1, "b": 1}, {"a": 2, "b": 1}, {"a": 1, "b": 3}) == {"a": 2, "b": 3}
+    assert merge(None, {"traces": [1]}, {"traces": [2]}) == {"traces": [2, 1]}
+    assert merge({"key": "k"}, {"key": "m"}, {"key": "n"}) is None
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def test_an_entry_of_a_newer_layout_is_a_miss_that_is_never_replaced(s3_url, s3_options,
+                                                                      monkeypatch):
+    monkeypatch.setattr(serialize, "_WARNED", set())  # warned once per process and version
+    fs = s3fs.S3FileSystem(**s3_options)
+    path = f"{s3_url}/ac/{KEY[:2]}/{KEY}.json"
+    fs.pipe_file(path, b'{"v": 3, "meta": {"digest": "d"}, "blob": "..."}')
+    tier = _tier(s3_url, s3_options)
+    with pytest.warns(lf.CacheWarning, match="layout 3"):
+        assert tier.meta(KEY) is None
+    tier.put(KEY, SMALL, {"digest": "d"})
+    assert json.loads(fs.cat_file(path))["v"] == 3
+
+
+# --------------------------------------------------------------------------- layout 1
+
+
+@pytest.fixture
+def old_layout(tmp_path) -> str:
+    """A copy of the committed remote written in layout 1, as a ``file://`` URL."""
+    return f"file://{shutil.copytree(FIXTURE, tmp_path / 'remote')}"
+
+
+def _same_python() -> None:
+    written = ".".join(MANIFEST["python"].split(".")[:2])
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if written != here:
+        pytest.skip(f"the fixture's keys cover code digested by Python {written}")
+
+
+def _old_entries(url: str) -> list[Path]:
+    """The layout-1 objects under a ``file://`` remote: everything outside ac/ and cas/."""
+    folder = Path(url.removeprefix("file://"))
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).parts[0] not in ("ac", "cas"))
+
+
+def test_old_layout_entries_read_back_after_migrating(old_layout):
+    old = [p for p in _old_entries(old_layout) if p.suffix == ".json"]
+    report = RemoteTier(old_layout).migrate()
+    assert (report["migrated"], report["damaged"], report["skipped"]) == (len(old), [], 0)
+    tier = _tier(old_layout)
+    for written in MANIFEST["nodes"].values():
+        assert lf.hash_value(tier.get(written["key"])) == written["digest"]
+
+
+def test_a_flow_defined_identically_hits_old_layout_entries_after_migrating(old_layout):
+    _same_python()
+    RemoteTier(old_layout).migrate()
+    flow = fixture.build(lf.Cache(memory=None, disk=None, remote=old_layout))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    assert {(r.status, r.tier) for r in run.nodes.values()} == {("cached", "remote")}
+
+
+def test_old_layout_entries_are_misses_until_migrated_never_wrong_values(old_layout):
+    _same_python()
+    flow = fixture.build(lf.Cache(memory=None, disk=None, remote=old_layout))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    assert {r.status for r in run.nodes.values()} == {"completed"}
+
+
+def test_migrating_keeps_the_old_objects_for_older_lazyflows_unless_asked(old_layout):
+    old = _old_entries(old_layout)
+    RemoteTier(old_layout).migrate()
+    assert _old_entries(old_layout) == old
+    assert RemoteTier(old_layout).migrate(remove=True)["removed"] == len(
+        [p for p in old if p.suffix == ".json"])
+    assert _old_entries(old_layout) == []
+    key = MANIFEST["nodes"]["scaled"]["key"]
+    assert lf.hash_value(_tier(old_layout).get(key)) == MANIFEST["nodes"]["scaled"]["digest"]
+
+
+def test_migrating_an_s3_remote_copies_its_old_entries(s3_url, s3_options):
+    fs = s3fs.S3FileSystem(**s3_options)
+    fs.put(str(FIXTURE) + "/", s3_url.removeprefix("s3://") + "/", recursive=True)
+    report = RemoteTier(s3_url, s3_options).migrate()
+    assert report["migrated"] == len(list(FIXTURE.rglob("*.json")))
+    tier = _tier(s3_url, s3_options)
+    for written in MANIFEST["nodes"].values():
+        assert lf.hash_value(tier.get(written["key"])) == written["digest"]
+
+
+def test_migrating_leaves_a_damaged_old_entry_behind_and_names_it(old_layout):
+    key = MANIFEST["nodes"]["scaled"]["key"]
+    (value,) = [p for p in Path(old_layout.removeprefix("file://"), key[:2]).glob(f"{key[2:]}.*")
+                if p.suffix != ".json"]
+    data = bytearray(value.read_bytes())
+    data[-1] ^= 0xFF
+    value.write_bytes(bytes(data))
+    report = RemoteTier(old_layout).migrate()
+    assert report["damaged"] == [key]
+    assert _tier(old_layout).store.read_entry(key) is None
+
+
+def test_prune_ages_out_old_layout_entries_too(old_layout):
+    cache = lf.Cache(memory=None, disk=None, remote=old_layout)
+    assert cache.stats()["remote"]["entries"] == len(
+        [p for p in _old_entries(old_layout) if p.suffix == ".json"])
+    cache.prune(older_than=0)
+    assert [p for p in Path(old_layout.removeprefix("file://")).rglob("*") if p.is_file()] == []
