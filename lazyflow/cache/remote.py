@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from lazyflow.cache import remote_legacy as legacy
-from lazyflow.cache import serialize
+import lazyflow.cache.remote_legacy as legacy
+import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError

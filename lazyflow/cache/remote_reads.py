@@ -35,7 +35,7 @@ import io
 import threading
 from dataclasses import dataclass
 
-from lazyflow.cache import remote_legacy as legacy
+import lazyflow.cache.remote_legacy as legacy
 from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.remote_records import Recent, Version, said
 from lazyflow.cache.remote_store import RemoteStore

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from lazyflow.cache import serialize
+import lazyflow.cache.serialize as serialize
 from lazyflow.cache.remote_entries import STAMPS, EntryObject, payload
 from lazyflow.cache.remote_objects import PreconditionFailed
 from lazyflow.cache.serialize import encoding_of

@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from lazyflow.cache import serialize
+import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import Meta
 from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.remote_objects import PreconditionFailed
