@@ -7,10 +7,13 @@ in ``ac/``, content in ``cas/``), conditional writes and the deadline around
 every call — is ``remote_store.py`` over ``remote_objects.py``; the entry
 object's format is ``remote_entries.py``; what reads remember and how they
 check bytes is ``remote_reads.py``; how values and records are written is
-``remote_writes.py`` (records merged by ``remote_records.py``); the old
-layout is ``remote_legacy.py``. This module is the *tier policy*: the Tier
-primitives on top, what an unreadable, foreign or newer entry means, when
-writes happen, and management.
+``remote_writes.py`` (records merged by ``remote_records.py``), and the
+background lanes that write them ``remote_lanes.py``; management from the
+listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
+``remote_manage.py``; the old layout is ``remote_legacy.py``. This module is
+the *tier policy*: the Tier primitives on top, what an unreadable, foreign
+or newer entry means, when writes happen, and the management methods, which
+wait for this process's writes and delegate.
 
 Requests. A hit costs one GET of the entry object (a small value is inline)
 plus one of its content object when it is not; a miss costs one GET answered
@@ -24,8 +27,8 @@ Versions. An entry naming an encoding this lazyflow does not read
 ``meta`` answers ``None`` and remembers the key, and ``put`` does not write
 over it while it is there (create-only writes would not anyway).
 
-State. Writes go through background *lanes*: single-thread executors, a key
-always on the same lane, so successive records of one key land in order
+State. Writes go through background *lanes* (``remote_lanes.py``), a key
+always on the same one, so successive records of one key land in order
 while different keys upload in parallel. ``pending`` maps keys being written
 to their entry, so this process sees its own writes at once. ``flush`` waits
 for them and turns failures into a :class:`CacheWarning`, and announces an
@@ -42,14 +45,14 @@ import functools
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import lazyflow.cache.remote_legacy as legacy
 import lazyflow.cache.serialize as serialize
-from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
+from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_lanes import Lanes
+from lazyflow.cache.remote_manage import Maintenance
 from lazyflow.cache.remote_reads import Read, Reads
 from lazyflow.cache.remote_store import TIMEOUT_OPTION, RemoteStore, RemoteUnavailableError
 from lazyflow.cache.remote_writes import Pending, Writes
@@ -88,13 +91,11 @@ class RemoteTier(ForeignEntries):
         self.store = RemoteStore(url, options, chunk_size=chunk_size)
         self._reads = Reads(self.store)
         self._writes = Writes(self._reads)
+        self._lock = threading.RLock()
+        self._manage = Maintenance(self._reads, self._lock)  # listing, deleting, verifying
         self._pending: dict[str, Pending] = {}
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
-        self._futures: list[Future[None]] = []
-        self._errors: list[str] = []
-        self._lock = threading.RLock()
-        self._lanes = ([ThreadPoolExecutor(1, thread_name_prefix=f"lazyflow-remote-{i}")
-                        for i in range(lanes)] if background else [])
+        self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
 
     # ----------------------------------------------------------------- settings (the store's)
 
@@ -171,34 +172,6 @@ class RemoteTier(ForeignEntries):
         encoded = self._reads.encoded(key, read)
         return NO_VALUE if encoded is None else decode(encoded)
 
-    def check(self, key: str) -> Meta | None:
-        """Compare the value's bytes with their checksum; nothing is unpickled.
-
-        Returns the metadata of an intact entry, ``None`` when the key is gone
-        or holds a record (no value); raises :class:`CorruptEntryError` naming
-        what is damaged (metadata, missing content, the bytes, or the inline
-        bytes of an entry a record carries), and :class:`UnknownEncodingError` for an
-        entry it cannot judge. Nothing is deleted: that is the caller's
-        decision (``lazyflow cache verify``).
-        """
-        self.flush()  # pending writes are this process's own, not stored bytes yet
-        read = self._reads.fetch(key)
-        if read is None:
-            return None
-        meta = read.entry.meta
-        if encoding_of(meta) not in serialize.KNOWN_ENCODINGS:
-            raise unknown_encoding(meta, key)
-        try:
-            carried = read.entry.carried
-            if carried is not None and carried.data is not None:  # content: its owner's check
-                self._reads.verified(key, Read(carried, carrier=key))
-            if read.entry.is_record and read.legacy_value is None:
-                return None
-            return meta if self._reads.verified(key, read) else None
-        except CorruptEntryError as e:
-            e.node = meta.get("node")
-            raise
-
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
         """Encode now, write in the background (or at once without a background thread);
         returns the metadata stored.
@@ -219,62 +192,43 @@ class RemoteTier(ForeignEntries):
         if not self._lanes:
             self._writes.write(key, pending)
             return stamped
-        with self._lock:
-            self._pending[key] = pending
-            lane = self._lanes[hash(key) % len(self._lanes)]
-            future = lane.submit(self._upload, key, pending)
-            self._futures.append(future)
-            self._writes.inflight[key] = future
+        self._lanes.submit(key, pending)
         return stamped
 
     def delete(self, key: str) -> None:
         """Remove the entry object (content may be shared: ``remove_orphans`` sweeps what no
         entry names), and content or a carrying record found damaged."""
         self.flush()
-        reads = self._reads
-        try:
-            read = reads.fetch(key)
-        except (CorruptEntryError, UnknownLayoutError):
-            read = None
-        with contextlib.suppress(FileNotFoundError):
-            self.store.delete(self.store.entry_path(key), what="delete metadata")
-        if read is not None and read.entry.cas in reads.damaged:
-            with contextlib.suppress(FileNotFoundError):
-                self.store.delete(self.store.content_path(read.entry.cas))
-            reads.damaged.discard(read.entry.cas)
-        carrier = reads.stale_carriers.pop(key, None)
-        if carrier is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.store.delete(self.store.entry_path(carrier), what="delete metadata")
-            reads.forget(carrier)
-        if key in reads.legacy:
-            legacy.delete(self.store, key, _quietly(legacy.read, self.store, key))
-            reads.legacy.discard(key)
-        reads.forget(key)
+        self._manage.delete(key)
 
     def keys(self) -> Iterator[str]:
         """Every key with an entry object (layout-1 entries and pending writes included)."""
-        listing = self.store.list_objects()
-        found = {key for key in map(self.store.key_of, listing) if key is not None}
-        with self._lock:
-            old = legacy.keys_in(self.store, listing) - found
-            self._reads.legacy = old
-            self._reads.memo.clear()  # a listing starts a fresh view
-        return iter(sorted(found | old | set(self._pending)))
+        return iter(self._manage.keys(self._pending))
 
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
-        self.store.remove_all()
-        with self._lock:
-            self._reads.versions.clear()
-            self._reads.legacy.clear()
+        self._manage.clear()
+
+    # ----------------------------------------------------------------- management
+
+    def check(self, key: str) -> Meta | None:
+        """Compare the value's bytes with their checksum; nothing is unpickled.
+
+        Returns the metadata of an intact entry, ``None`` when the key is gone
+        or holds a record (no value); raises :class:`CorruptEntryError` naming
+        what is damaged (metadata, missing content, the bytes, or the inline
+        bytes of an entry a record carries), and :class:`UnknownEncodingError` for an
+        entry it cannot judge. Nothing is deleted: that is the caller's
+        decision (``lazyflow cache verify``).
+        """
+        self.flush()  # pending writes are this process's own, not stored bytes yet
+        return self._manage.check(key)
 
     @property
     def nbytes(self) -> int:
         """Bytes stored under the root (entries, content, layout 1 and orphans)."""
-        listing = self.store.list_objects(detail=True)
-        return sum(int(info.get("size") or 0) for info in listing.values())
+        return self._manage.nbytes()
 
     def migrate(self, *, remove: bool = False) -> dict[str, Any]:
         """Copy every entry of remote layout 1 (lazyflow before layout 2) into layout 2, once
@@ -286,62 +240,31 @@ class RemoteTier(ForeignEntries):
         to run while others use the cache: every write is create-only.
         """
         self.flush()
-        done = legacy.migrate(self.store, legacy.keys_in(self.store, self.store.list_objects()),
-                              remove=remove)
-        with self._lock:
-            self._reads.legacy.clear()  # the next listing says which keys stay in layout 1 only
-            self._reads.memo.clear()
-        return done.as_dict()
+        return self._manage.migrate(remove=remove)
+
+    def remove_orphans(self) -> int:
+        """Delete content objects no entry names (left by writers cut off, or by entries
+        deleted), and layout-1 value objects no layout-1 entry names."""
+        self.flush()
+        return self._manage.remove_orphans()
 
     # ----------------------------------------------------------------- background writes
 
     def flush(self) -> None:
         """Wait for pending uploads, each failed one a :class:`CacheWarning`; then forget
         what this run read (the next run reads the remote afresh)."""
-        while True:
-            with self._lock:
-                futures, self._futures = self._futures, []
-            if not futures:
-                break
-            for future in futures:
-                future.exception()  # bounded: each upload's calls have deadlines
+        self._lanes.wait()
         with self._lock:
             self._reads.memo.clear()
             self._writes.inflight.clear()
         self.store.announce_outage()
-        with self._lock:
-            errors, self._errors = self._errors, []
+        errors = self._lanes.failures()
         if errors:
             shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3
                                               else "")
             warnings.warn(f"{len(errors)} write(s) to the remote cache {self.url} failed "
                           f"({shown}); those results stay local and will be uploaded when "
                           "recomputed", CacheWarning, stacklevel=3)
-
-    def remove_orphans(self) -> int:
-        """Delete content objects no entry names (left by writers cut off, or by entries
-        deleted), and layout-1 value objects no layout-1 entry names."""
-        self.flush()
-        listing = self.store.list_objects()
-        wanted: set[str | None] = set()
-        for key in filter(None, map(self.store.key_of, listing)):
-            try:
-                read = self._reads.fetch(key)
-            except UnknownLayoutError:  # a newer layout's references are unknown: sweep no content
-                wanted = set(filter(None, map(self.store.checksum_of, listing)))
-                break
-            except CorruptEntryError:
-                continue
-            if read is not None:
-                carried = read.entry.carried
-                wanted.update((read.entry.cas, carried.cas if carried else None))
-        orphans = [p for p in listing
-                   if self.store.checksum_of(p) not in (None, *wanted)]
-        orphans += legacy.orphans(self.store, listing, legacy.keys_in(self.store, listing))
-        for path in orphans:
-            with contextlib.suppress(FileNotFoundError):
-                self.store.delete(path, what="delete orphan")
-        return len(orphans)
 
     @property
     def outage(self) -> Outage | None:
@@ -393,21 +316,6 @@ class RemoteTier(ForeignEntries):
 
     # ----------------------------------------------------------------- internals
 
-    def _upload(self, key: str, pending: Pending) -> None:
-        try:
-            with self.store.in_background():  # the outage is announced once, by flush
-                self._writes.write(key, pending)
-        except TierOfflineError:
-            pass
-        except Exception as e:
-            with self._lock:
-                self._errors.append(f"{key[:12]}… of node {pending.meta.get('node')!r}: "
-                                    f"{type(e).__name__}: {e}")
-        finally:
-            with self._lock:
-                if self._pending.get(key) is pending:
-                    del self._pending[key]
-
     def _holds_foreign(self, key: str) -> bool:
         """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
         try:
@@ -420,13 +328,6 @@ class RemoteTier(ForeignEntries):
             return True
         self._foreign.discard(key)
         return False
-
-
-def _quietly(read: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return read(*args)
-    except CorruptEntryError:
-        return None
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,

@@ -4,7 +4,10 @@ Design note
 -----------
 ``graph.py`` holds :class:`Node` (a function with its options, wired by
 parameter names) and :class:`Plan` (the nodes a request needs, in
-dependency order, with their inputs); ``options.py`` the typed, frozen
+dependency order, with their inputs); ``signature.py`` reads a node
+function's parameters, and ``requests.py`` checks a request's keywords
+against its plan (unknown inputs, keywords naming nodes, near-miss
+parameter names); ``options.py`` the typed, frozen
 ``NodeOptions`` with every default and check in one place, and
 ``policies.py`` / ``resources.py`` / ``outputs.py`` / ``skip.py`` what
 those options mean at run time. ``lazy.py`` and ``mapping.py`` declare lazy

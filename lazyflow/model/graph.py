@@ -3,11 +3,11 @@
 Design note
 -----------
 A :class:`Node` is a small immutable object built once per definition: the
-function, its parameters and its options. Wiring is *resolved at request
-time*, not at definition time, because in a notebook nodes are defined in any
-order and redefined all the time: a parameter is an edge when ``inputs=``
-says so or when a node of that name exists when the request is made;
-otherwise it is a flow input.
+function, its parameters (read by ``signature.py``) and its options. Wiring
+is *resolved at request time*, not at definition time, because in a notebook
+nodes are defined in any order and redefined all the time: a parameter is an
+edge when ``inputs=`` says so or when a node of that name exists when the
+request is made; otherwise it is a flow input.
 
 A request becomes a :class:`Plan`: plain data (topological order, upstream
 and downstream maps, resolved flow inputs) computed by an *iterative* walk
@@ -26,30 +26,17 @@ engine keeps per-node facts between requests; both are read-only to
 everyone else. (Rebuilding per request was the rejected alternative: it cost
 ~3 µs per node on every warm request of a 10,000-node chain.)
 
-Requests are checked here, before anything runs and before a missing input
-is reported: a keyword that is no flow input of any node of the flow raises
-:class:`~lazyflow.UnknownInputError` (a keyword naming a node says so). An
-input of a node this request does not need is accepted silently, so one
-dict of inputs serves every request of a notebook (rejected: pipefunc's rule,
-refusing every keyword the planned nodes do not take; it makes that dict
-fail on every request but the widest). The check costs a set lookup per
-keyword against the plan's inputs; the flow-wide set is built only for a
-keyword outside them, and kept until the definition changes.
-
-Wiring by name has one silent failure: a misspelt parameter (``raww`` for the
-node ``raw``) becomes a flow input. When a plan is first built, a flow-input
-parameter of four or more characters one edit away from a node's name gets a
-:class:`~lazyflow.WiringWarning` pointing at the function's definition, once
-per node definition (shorter names are too often one edit from each other).
+Requests are checked when planned, before anything runs: unknown keywords,
+keywords naming nodes and parameters one edit from a node's name are
+``requests.py``'s job (:class:`~lazyflow.model.requests.RequestChecks`,
+which keeps what it derives from the definition until it changes).
 """
 
 from __future__ import annotations
 
 import difflib
-import inspect
 import types
 import warnings
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -58,11 +45,8 @@ from lazyflow.errors import (
     CacheWarning,
     CycleError,
     DefinitionError,
-    LazyflowError,
     MissingInputError,
-    UnknownInputError,
     UnknownNodeError,
-    WiringWarning,
 )
 from lazyflow.keys.fingerprint import Fingerprint, refresh
 from lazyflow.keys.hashing import register_hasher
@@ -71,79 +55,15 @@ from lazyflow.model.lazy import annotated_lazy, validate_lazy
 from lazyflow.model.mapping import validate_map
 from lazyflow.model.options import DEFAULT, NodeOptions
 from lazyflow.model.outputs import selector, validate_outputs
+from lazyflow.model.requests import RequestChecks
+from lazyflow.model.signature import EMPTY, PositionalCall, read_signature
 
 __all__ = ["EMPTY", "Graph", "Node", "Plan", "PositionalCall"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-EMPTY: Any = inspect.Parameter.empty
-"""Marks a parameter without a default."""
 
 _NO_PARAMS: Mapping[str, Any] = types.MappingProxyType({})
 _PLAN_MEMO_SIZE = 64
-_NEAR_MISS_LENGTH = 4  # shorter parameters (x, n, df, key) are one edit from too much
-_WARNED: weakref.WeakKeyDictionary[Node, set[str]] = weakref.WeakKeyDictionary()
-"""Per node definition, the parameters already warned about as near misses of a node name."""
-_CO_VARARGS = inspect.CO_VARARGS
-_CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
-
-
-def _signature(func: Callable[..., Any]) -> tuple[list[tuple[str, Any]], str | None, int]:
-    """``[(parameter, default or EMPTY)]`` in order, the name of a ``*args``/``**kw`` if any, and
-    how many of the parameters are positional-only.
-
-    Plain functions are read off their code object: ``inspect.signature``
-    costs ~5 µs, half a node's budget. Anything else (partials, callable
-    objects, ``functools.wraps`` wrappers, ``__signature__``) goes through
-    ``inspect``, which knows all their rules.
-    """
-    if type(func) is types.FunctionType and not hasattr(func, "__wrapped__") \
-            and "__signature__" not in func.__dict__:
-        code = func.__code__
-        positional = code.co_argcount
-        n_named = positional + code.co_kwonlyargcount
-        names = code.co_varnames
-        flags = code.co_flags
-        if flags & (_CO_VARARGS | _CO_VARKEYWORDS):
-            star = "*" if flags & _CO_VARARGS else "**"
-            return [], star + names[n_named], 0
-        defaults = func.__defaults__ or ()
-        kwdefaults = func.__kwdefaults__ or {}
-        first_default = positional - len(defaults)
-        params = [(name, defaults[i - first_default] if i >= first_default else EMPTY)
-                  for i, name in enumerate(names[:positional])]
-        params.extend((name, kwdefaults.get(name, EMPTY)) for name in names[positional:n_named])
-        return params, None, code.co_posonlyargcount
-    params = []
-    positional_only = 0
-    for p in inspect.signature(func).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            return [], ("*" if p.kind is p.VAR_POSITIONAL else "**") + p.name, 0
-        positional_only += p.kind is p.POSITIONAL_ONLY
-        params.append((p.name, p.default))
-    return params, None, positional_only
-
-
-@dataclass(frozen=True, slots=True)
-class PositionalCall:
-    """A node function whose positional-only parameters (``def f(a, /)``) are passed by position.
-
-    Everything that runs nodes (the engine, every executor, map elements,
-    verification) calls ``node.call`` with keyword arguments only; for a
-    function with positional-only parameters that is this wrapper, which moves
-    them to their positions. Picklable when the function is, so it crosses to
-    worker processes and Dask workers like the function itself.
-    """
-
-    func: Callable[..., Any]
-    positional: tuple[str, ...]
-
-    def __call__(self, **kwargs: Any) -> Any:
-        args = []
-        for param in self.positional:
-            if param not in kwargs:  # the rest keep their defaults (Python's own rule)
-                break
-            args.append(kwargs.pop(param))
-        return self.func(*args, **kwargs)
 
 
 class Node:
@@ -181,7 +101,7 @@ class Node:
             raise DefinitionError(f"node name {node_name!r} is not a valid identifier (dotted "
                                   "names like 'prep.clean' name included nodes); "
                                   "pass name='...' to @flow.node")
-        signature, star, positional_only = _signature(func)
+        signature, star, positional_only = read_signature(func)
         if star is not None:
             raise DefinitionError(
                 f"node {node_name!r} takes {star}: lazyflow wires parameters by name, "
@@ -307,10 +227,7 @@ class Graph:
         self._nodes: dict[str, Node] = {}
         self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes
         self._shapes: dict[tuple[str, ...], _Shape] = {}
-        # derived from the whole definition, dropped with the plan memo when it changes
-        self._inputs: dict[str, tuple[str, ...]] | None = None  # every flow input -> its nodes
-        self._near: dict[str, str | None] = {}  # parameter -> a node one edit away, or None
-        self._letters: str | None = None  # the characters of the node names
+        self._checks = RequestChecks(self)  # cleared with the plan memo
 
     # ----------------------------------------------------------------- definition
 
@@ -367,9 +284,7 @@ class Graph:
         """Forget what was derived from the definition: wiring is by name, so any
         definition may rewire any plan."""
         self._shapes.clear()
-        self._inputs = None
-        self._near.clear()
-        self._letters = None
+        self._checks.clear()
 
     def __getitem__(self, name: str) -> Node:
         try:
@@ -389,9 +304,7 @@ class Graph:
     @property
     def nodes(self) -> Mapping[str, Node]:
         """The nodes by name (read-only view)."""
-        from types import MappingProxyType
-
-        return MappingProxyType(self._nodes)
+        return types.MappingProxyType(self._nodes)
 
     def edges(self) -> list[tuple[str, str]]:
         """Every (upstream, downstream) pair as wired right now."""
@@ -409,7 +322,7 @@ class Graph:
         wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
         shape = self._shape_of(wanted)
         if inputs:
-            self._check_keywords(shape, inputs)
+            self._checks.check_keywords(shape, inputs)
         params = dict.fromkeys(shape.order, _NO_PARAMS)
         for name, names in shape.inputs:
             values: dict[str, Any] = {}
@@ -438,7 +351,7 @@ class Graph:
 a parameter 'nn'; did you mean 'n'?
         """
         wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
-        self._check_keywords(self._shape_of(wanted), names)
+        self._checks.check_keywords(self._shape_of(wanted), names)
 
     def flow_inputs(self, targets: str | Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
         """The flow inputs of a request (of the whole flow without ``targets``), each with the
@@ -453,7 +366,7 @@ a parameter 'nn'; did you mean 'n'?
         {'n': ('raw',), 'scale': ('total',)}
         """
         if targets is None:
-            return dict(self._all_inputs())
+            return dict(self._checks.all_inputs())
         wanted = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
         found: dict[str, tuple[str, ...]] = {}
         for name, names in self._shape_of(wanted).inputs:
@@ -469,52 +382,6 @@ a parameter 'nn'; did you mean 'n'?
                 del self._shapes[next(iter(self._shapes))]
             self._shapes[wanted] = shape
         return shape
-
-    def _check_keywords(self, shape: _Shape, names: Iterable[str]) -> None:
-        known = shape.input_names  # the planned nodes' inputs (shared/API.md)
-        for name in names:
-            if name not in known:
-                raise self._unknown_input(name, shape)
-
-    def _all_inputs(self) -> dict[str, tuple[str, ...]]:
-        """Every flow input of any node of the flow, with the nodes taking it."""
-        if self._inputs is None:
-            found: dict[str, tuple[str, ...]] = {}
-            for node in self._nodes.values():
-                edges = self._wiring(node)
-                for param in node.params:
-                    if param not in edges:
-                        found[param] = (*found.get(param, ()), node.name)
-            self._inputs = found
-        return self._inputs
-
-    def _unknown_input(self, name: str, shape: _Shape) -> UnknownInputError:
-        """The error for a keyword that no node takes as a flow input, with what it may be."""
-        node, wired_in = (name, None) if name in self._nodes else self._wired(name, shape)
-        if node is not None:
-            return UnknownInputError(name, self.name, node=node, wired_in=wired_in,
-                                     sources=self._sources(node))
-        options = [o for o in difflib.get_close_matches(name, self.request_options, n=1)
-                   if o != name]
-        return UnknownInputError(
-            name, self.name, options=options, inputs=sorted(shape.input_names),
-            unplanned=self._all_inputs().get(name, ()),
-            suggestions=difflib.get_close_matches(name, sorted(shape.input_names), n=3))
-
-    def _wired(self, param: str, shape: _Shape) -> tuple[str | None, str | None]:
-        """``(upstream node, node)`` for a parameter some node wires to a node with
-        ``inputs=``, the planned nodes first; ``(None, None)`` when none does."""
-        for node in (*shape.nodes.values(), *self._nodes.values()):
-            if param in node.wiring and node.wiring[param] in self._nodes:
-                return node.wiring[param], node.name
-        return None, None
-
-    def _sources(self, node: str) -> list[str]:
-        """The flow inputs ``node`` is computed from (none if it cannot be planned)."""
-        try:
-            return sorted(self._shape_of((node,)).input_names)
-        except LazyflowError:  # a cycle or a missing node: the request itself will say so
-            return []
 
     def _shape(self, wanted: tuple[str, ...]) -> _Shape:
         """The request-independent part of a plan: walk back from ``wanted`` iteratively."""
@@ -550,54 +417,11 @@ a parameter 'nn'; did you mean 'n'?
                     raise CycleError([*path[path.index(child):], child])
                 if seen is None:
                     self._enter(child, path, at, kids, state, upstream)
-        # consumers in edge order, repeats kept; a list only for a node read more than once
-        consumers: dict[str, Any] = {}
-        for name in order:
-            for up in upstream[name].values():
-                have = consumers.get(up)
-                if have is None:
-                    consumers[up] = (name,)
-                elif type(have) is tuple:
-                    consumers[up] = [*have, name]
-                else:
-                    have.append(name)
-        # tuples of strings: the cyclic GC stops tracking them, lists it walks forever
-        downstream = {n: _as_tuple(consumers.get(n, ())) for n in order}
         nodes = {n: self._nodes[n] for n in order}
-        inputs = []
-        for name in order:
-            node, edges = nodes[name], upstream[name]
-            # names only (defaults are read off the node): a tuple of strings, untracked by
-            # the cyclic GC, where a pair holding a default (a class, say) stays tracked
-            names = tuple(p for p in node.params if p not in edges)
-            if names:
-                inputs.append((name, names))
-        self._warn_near_misses(nodes, inputs)
-        return _Shape(order, nodes, upstream, downstream, tuple(inputs),
+        inputs = _flow_inputs(order, nodes, upstream)
+        self._checks.warn_near_misses(nodes, inputs)
+        return _Shape(order, nodes, upstream, _downstream(order, upstream), tuple(inputs),
                       frozenset(p for _, names in inputs for p in names))
-
-    def _warn_near_misses(self, nodes: dict[str, Node],
-                          inputs: list[tuple[str, tuple[str, ...]]]) -> None:
-        """Warn about flow-input parameters one edit away from a node's name (probably typos)."""
-        for name, params in inputs:
-            for param in params:
-                if len(param) >= _NEAR_MISS_LENGTH:
-                    near = self._near_node(param)
-                    if near is not None:
-                        _warn_near_miss(nodes[name], param, near)
-
-    def _near_node(self, param: str) -> str | None:
-        """The first node (by name) one edit away from ``param``, else None; memoised.
-
-        Generates ``param``'s one-edit variants over the letters of the node names and
-        looks each up: linear in the parameter's length, not in the number of nodes.
-        """
-        if param not in self._near:
-            if self._letters is None:
-                self._letters = "".join(sorted(set("".join(self._nodes))))
-            self._near[param] = min((v for v in _one_edit(param, self._letters)
-                                     if v in self._nodes), default=None)
-        return self._near[param]
 
     def _enter(self, name: str, path: list[str], at: list[int],
                kids: dict[str, tuple[str, ...]], state: dict[str, int],
@@ -624,42 +448,40 @@ a parameter 'nn'; did you mean 'n'?
         return difflib.get_close_matches(name, list(self._nodes), n=3, cutoff=0.6)
 
 
-def _one_edit(word: str, letters: str) -> Iterator[str]:
-    """Every string one deletion, adjacent transposition, substitution or insertion away."""
-    for i in range(len(word) + 1):
-        head, tail = word[:i], word[i:]
-        if tail:
-            yield head + tail[1:]
-            if len(tail) > 1:
-                yield head + tail[1] + tail[0] + tail[2:]
-            for c in letters:
-                if c != tail[0]:
-                    yield head + c + tail[1:]
-        for c in letters:
-            yield head + c + tail
-
-
-def _warn_near_miss(node: Node, param: str, near: str) -> None:
-    """Warn once per node definition, at the line defining the node's function."""
-    warned = _WARNED.setdefault(node, set())
-    if param in warned:
-        return
-    warned.add(param)
-    message = (f"parameter {param!r} of node {node.name!r} matches no node; did you mean node "
-               f"{near!r}? As written it is a flow input: rename the parameter to {near!r} to "
-               "read that node's value")
-    try:
-        code = inspect.unwrap(node.func).__code__
-    except (AttributeError, ValueError):  # a callable object, a partial: no line to point at
-        warnings.warn(message, WiringWarning, stacklevel=2)
-        return
-    warnings.warn_explicit(message, WiringWarning, code.co_filename, code.co_firstlineno,
-                           module=getattr(node.func, "__module__", None),
-                           module_globals=getattr(node.func, "__globals__", None))
+def _downstream(order: list[str],
+                upstream: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
+    """Each planned node's consumers, in edge order with repeats kept."""
+    # a list only for a node read more than once
+    consumers: dict[str, Any] = {}
+    for name in order:
+        for up in upstream[name].values():
+            have = consumers.get(up)
+            if have is None:
+                consumers[up] = (name,)
+            elif type(have) is tuple:
+                consumers[up] = [*have, name]
+            else:
+                have.append(name)
+    # tuples of strings: the cyclic GC stops tracking them, lists it walks forever
+    return {n: _as_tuple(consumers.get(n, ())) for n in order}
 
 
 def _as_tuple(consumers: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return consumers if type(consumers) is tuple else tuple(consumers)
+
+
+def _flow_inputs(order: list[str], nodes: dict[str, Node],
+                 upstream: dict[str, dict[str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+    """``(node, its flow-input parameters)`` for each planned node that has any, in order."""
+    inputs = []
+    for name in order:
+        edges = upstream[name]
+        # names only (defaults are read off the node): a tuple of strings, untracked by
+        # the cyclic GC, where a pair holding a default (a class, say) stays tracked
+        names = tuple(p for p in nodes[name].params if p not in edges)
+        if names:
+            inputs.append((name, names))
+    return inputs
 
 
 @dataclass(slots=True)
