@@ -154,7 +154,7 @@ def test_an_unknown_protocol_is_a_configuration_error():
 def test_prune_removes_old_remote_entries(s3_url, s3_options, tmp_path, calls):
     flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("total", n=1000)
-    assert flow.cache.prune(older_than=0)["remote"]["removed"] >= 2
+    assert flow.cache.prune(older_than=0, confirm=True)["remote"]["removed"] >= 2
     assert _objects(s3_url, s3_options) == []
 
 
@@ -163,7 +163,8 @@ def test_prune_removes_objects_orphaned_by_racing_writers(s3_url, s3_options):
     tier.put("ab" * 16, np.zeros(10), {"digest": "d"})
     tier.put("ab" * 16, np.ones(10), {"digest": "d"})  # a second writer's bytes win
     assert len(_objects(s3_url, s3_options)) == 3
-    lf.Cache(memory=None, disk=None, remote=None, tiers=[tier]).prune(older_than="1d")
+    lf.Cache(memory=None, disk=None, remote=None, tiers=[tier]).prune(older_than="1d",
+                                                                 confirm=True)
     assert len(_objects(s3_url, s3_options)) == 2
     np.testing.assert_array_equal(tier.get("ab" * 16), np.ones(10))
 
