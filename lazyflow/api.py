@@ -12,6 +12,11 @@ the work. Being on top, it imports them all, so none of them needs to import
 it (they type it under ``TYPE_CHECKING``); only the front ends (``%%flow``,
 the CLI) and the package's lazy re-exports sit above it.
 
+Defining a node again replaces it; :meth:`Flow.add` also remembers where
+each node was defined (``notebook/sites.py``) and warns when a replacement
+comes from another place (another cell, file or line), which is more often
+two things given one name than an edit.
+
 The run history starts listening on the process's first run
 (:func:`~lazyflow.history.start_recording`), not when a module is imported:
 ``import lazyflow`` starts no thread and subscribes nothing.

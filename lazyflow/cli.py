@@ -565,7 +565,7 @@ def _readable_notebook(name: str) -> Path:
     if not path.is_file():
         raise UsageError(f"no such notebook {name!r}")
     try:
-        nbformat.validate(nbformat.read(path, as_version=4))
+        nbformat.validate(nbformat.read(path, as_version=4))  # type: ignore[no-untyped-call]
     # nbformat raises NotJSONError, jsonschema's ValidationError, and AttributeError or
     # KeyError for JSON of another shape; reading may fail with OSError or UnicodeError
     except Exception as e:

@@ -63,6 +63,7 @@ from lazyflow.errors import (
     UnknownInputError,
     UnknownNodeError,
     WiringWarning,
+    warn,
 )
 from lazyflow.keys.fingerprint import Fingerprint, refresh
 from lazyflow.keys.hashing import register_hasher
@@ -237,9 +238,8 @@ def _warn_notes(node: str, fp: Fingerprint) -> None:
     """Say once per change what the node's key cannot see (and whether it is cached)."""
     outcome = "it is not cached" if fp.volatile else "the key does not cover it"
     for note in fp.notes:
-        warnings.warn(f"node {node!r}: {note}; {outcome}. Pass what varies as an input, or "
-                      "declare the node with cache=False or version=", CacheWarning,
-                      stacklevel=5)
+        warn(f"node {node!r}: {note}; {outcome}. Pass what varies as an input, or declare "
+             "the node with cache=False or version=", CacheWarning)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Design note
 -----------
 ``%%flow`` turns the cell into a node of the notebook's flow (``cells.py``
 says how reads and writes are found), adds it (replacing the cell's previous
-definition, as re-running a cell does) and requests it. On a miss the cell
+definition, as re-running a cell does; a node another cell defined is
+replaced with a warning naming both cells, ``sites.py``) and requests it. On a miss the cell
 runs and prints as usual, and what it printed and displayed (``replay.py``)
 is kept in a cache *record* next to the entry (so it lives in the same tiers, survives a restart with the disk
 tier, and is never part of the value or the DAG). On a hit nothing runs: the
@@ -26,6 +27,9 @@ cell runs uncached, with one ``CacheWarning`` naming the cell and the
 construct: a hit must be what the cell would compute now, and lazyflow
 cannot tell that for those. Rejected: caching them and keying the command
 text, which would serve yesterday's ``!ls`` today.
+
+``%flow cache clear`` deletes from a remote tier only with ``--yes``
+(``Cache.clear(confirm=...)`` decides, as for Python and the CLI).
 """
 
 from __future__ import annotations
