@@ -714,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingInputError as e:
         _fail(str(e.respelled(CLI_SPELLING)))
     except ConfirmationError as e:
-        _fail(str(e.respelled(f"lazyflow cache {args.action}", "--yes", "--tier disk")))
+        _fail(str(e.respelled(f"lazyflow cache {args.action}", "--yes", "--tier {tier}")))
     except UnknownInputError as e:  # the command line takes no run option through -p
         _fail(str(e.respelled(CLI_SPELLING, options=False)))
     except (UsageError, UnknownNodeError, UnknownRunError, ConfigError) as e:

@@ -244,26 +244,28 @@ class ConfirmationError(LazyflowError, PermissionError):
     Raised before anything is deleted, on any tier: ``Cache.clear``/``Cache.prune``
     delete from a remote tier (shared with everyone who points at it) only with
     ``confirm=True``. ``action`` names the call, ``remotes`` the URLs it would
-    delete from; :meth:`respelled` spells the fix for another front end (the
-    command line's ``--yes``).
+    delete from, ``local_tier`` a tier of this machine's to delete from instead
+    (``None`` when the cache has none); :meth:`respelled` spells the fixes for
+    another front end (the command line's ``--yes`` and ``--tier disk``).
     """
 
-    def __init__(self, action: str, remotes: Sequence[str], *, confirm: str = "confirm=True",
-                 local: str = "tier='disk'") -> None:
+    def __init__(self, action: str, remotes: Sequence[str], *, local_tier: str | None = None,
+                 confirm: str = "confirm=True", local: str = "tier={tier!r}") -> None:
         self.action = action
         self.remotes = list(remotes)
-        self.confirm = confirm
-        self.local = local
-        where = ", ".join(self.remotes)
+        self.local_tier = local_tier
+        instead = "" if local_tier is None else \
+            f", or {local.format(tier=local_tier)} to touch only this machine's cache"
         super().__init__(
-            f"{action} would delete entries of the remote cache {where}, which everyone "
-            f"using it shares; nothing was deleted. Pass {confirm} to delete them, or "
-            f"{local} to touch only this machine's cache")
+            f"{action} would delete entries of the remote cache {', '.join(self.remotes)}, "
+            f"which everyone using it shares; nothing was deleted. Pass {confirm} to delete "
+            f"them{instead}")
 
     def respelled(self, action: str, confirm: str, local: str) -> ConfirmationError:
         """This error spelled for another front end: ``action`` as it calls the delete
-        (``"lazyflow cache clear"``) and the fixes (``"--yes"``, ``"--tier disk"``)."""
-        return ConfirmationError(action, self.remotes, confirm=confirm, local=local)
+        (``"lazyflow cache clear"``) and the fixes (``"--yes"``, ``"--tier {tier}"``)."""
+        return ConfirmationError(action, self.remotes, local_tier=self.local_tier,
+                                 confirm=confirm, local=local)
 
 
 class CancelledError(LazyflowError):

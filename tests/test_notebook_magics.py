@@ -254,7 +254,7 @@ def test_line_magic_cache_clear_of_a_remote_needs_yes_and_deletes_nothing_withou
     assert str(result.error_in_exec) == (
         f"%flow cache clear would delete entries of the remote cache file://{team}, which "
         "everyone using it shares; nothing was deleted. Pass --yes to delete them, or --tier "
-        "disk to touch only this machine's cache")
+        "memory to touch only this machine's cache")  # this flow has no disk tier
     assert sorted(team.rglob("*")) == stored
     cell(nb, A, "--flow team")  # still a hit: the memory tier was not cleared either
     assert executions(nb) == ["a"]

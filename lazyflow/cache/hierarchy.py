@@ -221,7 +221,8 @@ class Cache:
         >>> cache.clear("memory")
         """
         chosen = self._select(tier)
-        _confirmed(chosen, confirm, "cache.clear()" if tier is None else f"cache.clear({tier!r})")
+        _confirmed(self.tiers, chosen, confirm,
+                   "cache.clear()" if tier is None else f"cache.clear({tier!r})")
         for t in chosen:
             t.clear()
 
@@ -263,7 +264,7 @@ class Cache:
         cutoff = None if older_than is None else time.time() - _seconds(older_than)
         chosen = self._select(tier) if tier is not None else \
             [t for t in self.tiers if t.name != "memory"]
-        _confirmed(chosen, confirm,
+        _confirmed(self.tiers, chosen, confirm,
                    "cache.prune()" if tier is None else f"cache.prune(tier={tier!r})")
         report: dict[str, dict[str, int]] = {}
         for t in chosen:
@@ -390,13 +391,16 @@ def _build_tiers(settings: config.Settings) -> list[Tier]:
     return tiers
 
 
-def _confirmed(chosen: Sequence[Tier], confirm: bool, action: str) -> None:
-    """Refuse (before anything is deleted) to delete from a shared tier unconfirmed."""
+def _confirmed(tiers: Sequence[Tier], chosen: Sequence[Tier], confirm: bool,
+               action: str) -> None:
+    """Refuse (before anything is deleted) to delete from a shared tier unconfirmed,
+    suggesting the slowest local tier of ``tiers`` (the disk) to delete from instead."""
     if confirm:
         return
     shared = [_where(t) for t in chosen if t.name in _SHARED]
     if shared:
-        raise ConfirmationError(action, shared)
+        local = [t.name for t in tiers if t.name not in _SHARED]
+        raise ConfirmationError(action, shared, local_tier=local[-1] if local else None)
 
 
 def _where(tier: Tier) -> str:

@@ -267,7 +267,8 @@ def _clear(flow: Flow, options: list[str]) -> None:
     try:
         flow.cache.clear(tier, confirm=yes)
     except ConfirmationError as e:
-        raise UsageError(str(e.respelled("%flow cache clear", "--yes", "--tier disk"))) from None
+        raise UsageError(str(e.respelled("%flow cache clear", "--yes", "--tier {tier}"))
+                         ) from None
     except KeyError as e:
         raise UsageError(f"%flow cache clear: {e.args[0]}") from None
     print(f"lazyflow: cleared {'every cache tier' if tier is None else f'the {tier} tier'} "
