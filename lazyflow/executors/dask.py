@@ -77,7 +77,7 @@ def client_from_environment() -> Any:
                                    "install lazyflow[dask]") from e
     address = os.environ.get(SCHEDULER_VARIABLE) or None
     try:
-        return distributed.get_client(address)
+        return distributed.get_client() if address is None else distributed.get_client(address)
     except (OSError, ValueError) as e:
         if address is not None:  # a bad address, or nothing answers there
             raise NoClientError(f"executor='dask' could not reach the Dask scheduler at "
