@@ -12,6 +12,11 @@ the work. Being on top, it imports them all, so none of them needs to import
 it (they type it under ``TYPE_CHECKING``); only the front ends (``%%flow``,
 the CLI) and the package's lazy re-exports sit above it.
 
+Defining a node again replaces it; :meth:`Flow.add` also remembers where
+each node was defined (``notebook/sites.py``) and warns when a replacement
+comes from another place (another cell, file or line), which is more often
+two things given one name than an edit.
+
 The run history starts listening on the process's first run
 (:func:`~lazyflow.history.start_recording`), not when a module is imported:
 ``import lazyflow`` starts no thread and subscribes nothing.
@@ -36,11 +41,12 @@ import lazyflow.watch as watch
 from lazyflow.cache.hierarchy import Cache
 from lazyflow.engine.cancel import CancelToken
 from lazyflow.engine.events import EventBus
-from lazyflow.errors import SkippedError, SkippedWarning
+from lazyflow.errors import DefinitionWarning, SkippedError, SkippedWarning, warn
 from lazyflow.handle import RunHandle
 from lazyflow.history import start_recording
 from lazyflow.model.graph import Graph, Node
 from lazyflow.notebook.progress import show_progress
+from lazyflow.notebook.sites import Site, definition_site, notebook_name
 from lazyflow.render.display import flow_html, flow_mimebundle
 
 if TYPE_CHECKING:
@@ -82,6 +88,27 @@ class Flow(Graph):
             else (cache or Cache(disk=None, remote=None))
         self.events: EventBus = EventBus()
         self.last_run: Run | None = None
+        self._sites: dict[str, Site | None] = {}  # node -> where it was defined
+
+    # ----------------------------------------------------------------- definition
+
+    def add(self, node: Node, *, site: Site | None = None) -> Node:
+        """Add (or replace) a built :class:`Node`; ``site`` says where it is defined
+        (default: its function's file and line, or the notebook cell running now).
+
+        A node replacing one of its name that was defined somewhere else (another
+        cell, file or line) warns with :class:`~lazyflow.DefinitionWarning` naming
+        both places; running the same definition again does not.
+        """
+        site = site or definition_site(node.func)
+        previous = self._sites.get(node.name) if node.name in self else None
+        if site is not None and previous is not None and site.identity != previous.identity:
+            warn(f"node {node.name!r} defined in {site.label} replaces node {node.name!r} "
+                 f"defined in {previous.label}; if both are meant to exist, give one "
+                 "another name (@flow.node(name=...), or %%flow --name NAME)",
+                 DefinitionWarning)
+        self._sites[node.name] = site
+        return super().add(node)
 
     # ----------------------------------------------------------------- sub-flows
 
@@ -122,6 +149,7 @@ class Flow(Graph):
         target that was skipped or failed under ``on_error="skip"`` gives
         ``None`` with a warning, or raises when ``strict=True``.
         """
+        __tracebackhide__ = True  # IPython leaves lazyflow's frames out of a node's traceback
         run = self.run(targets, **options)
         values = {t: self._value_or_none(run, t, strict) for t in run.targets}
         return values[targets] if isinstance(targets, str) else values
@@ -149,6 +177,7 @@ class Flow(Graph):
           executors may hand to nodes declaring ``resources=`` (default: this
           machine's cores and RAM).
         """
+        __tracebackhide__ = True
         values = {**(inputs or {}), **kw_inputs}
         options = engine.RunOptions(executor=executor, max_workers=max_workers, cancel=cancel,
                                     overrides=overrides, observers=tuple(observers),
@@ -284,10 +313,15 @@ _DEFAULT_FLOW: Flow | None = None
 
 
 def default_flow() -> Flow:
-    """The process's own flow (the notebook's), used by ``@lf.node`` and ``%%flow``."""
+    """The process's own flow (the notebook's), used by ``@lf.node`` and ``%%flow``.
+
+    Named after the notebook (``analysis`` for ``analysis.ipynb``) when the front end
+    tells the kernel its path, so notebooks keep their runs apart in the history;
+    ``"default"`` otherwise.
+    """
     global _DEFAULT_FLOW
     if _DEFAULT_FLOW is None:
-        _DEFAULT_FLOW = Flow("default")
+        _DEFAULT_FLOW = Flow(notebook_name() or "default")
     return _DEFAULT_FLOW
 
 

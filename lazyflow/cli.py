@@ -9,12 +9,26 @@ anything the library cannot.
 
 Exit codes: 0 success; 1 the work itself failed (a node raised, verify found
 a divergence, ``cache verify`` found a damaged or unreadable entry, a
-notebook's outputs changed); 2 the command was wrong — bad
-``MODULE:FLOW`` path, unknown target, malformed ``-p`` parameter, a ``-p``
-that no node takes or whose value does not convert, missing input, a bad
-``lazyflow.toml`` — always with one clear message on stderr, never a
-traceback. Messages about inputs are spelled for the command line
-(``pass -p path=...``), not for Python.
+notebook's outputs changed); 2 the command was wrong — a bad argument, a bad
+``MODULE:FLOW`` path or a module that does not import, unknown target,
+malformed ``-p`` parameter, a ``-p`` that no node takes or whose value does
+not convert, missing input, a bad ``lazyflow.toml``, a file that is no
+notebook, a Dask scheduler that does not answer, a delete of a remote cache
+without ``--yes`` — always with one line on stderr (``lazyflow: error:
+...``), never a traceback, argparse's own errors included. Messages about
+inputs are spelled for the command line (``pass -p path=...``), not for
+Python.
+
+Deleting (``cache clear``, ``cache prune``) from a remote cache, however it
+is configured (``--remote``, ``LAZYFLOW_REMOTE``, ``lazyflow.toml``), needs
+``--yes``; without it the command names the remote and exits 2 having
+deleted nothing, not even the local tiers (``Cache.clear(confirm=...)``
+decides, so Python and ``%flow cache clear`` follow the same rule).
+
+Output is plain text: what lazyflow prints carries no ANSI colour or cursor
+codes unless the stream is a terminal (a kernel's coloured traceback in a
+notebook report is stripped when piped), and the progress bar is tqdm's only
+on a terminal, one line per node otherwise.
 
 ``-p name=value`` values are text until the flow is loaded: then each is
 checked against the request (an unknown name exits 2 before anything runs)
@@ -29,6 +43,8 @@ holds exactly one). ``--cache-dir`` and ``--remote`` are exported as
 ``LAZYFLOW_CACHE_DIR`` / ``LAZYFLOW_REMOTE`` before the module is imported,
 so flows built with the default cache pick them up; a flow built with an
 explicit cache is given ``lf.Cache(disk=..., remote=...)`` instead.
+``--scheduler tcp://host:8786`` is exported as ``LAZYFLOW_DASK_SCHEDULER``
+(and implies ``--executor dask``): the Dask executor connects there.
 
 Rejected: click. argparse is in the standard library and gives ``--help``
 on every subcommand; the CLI adds no dependency to ``import lazyflow``.
@@ -44,13 +60,15 @@ import json
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from lazyflow._version import __version__
 from lazyflow.cache.config import ConfigError
 from lazyflow.errors import (
+    ConfirmationError,
     LazyflowError,
     MissingInputError,
     UnknownInputError,
@@ -64,6 +82,14 @@ __all__ = ["main"]
 
 class UsageError(LazyflowError, ValueError):
     """The command line was wrong: exit code 2 with the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose own errors (an unknown option, a missing argument) are one line on
+    stderr with exit code 2, like every other usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see {self.prog} --help)")
 
 
 # --------------------------------------------------------------------------- argument helpers
@@ -132,7 +158,10 @@ def _import(name: str) -> Any:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # the user's module failed: one line, where and why
+            raise UsageError(_import_failure(name, e)) from None
         return module
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -143,7 +172,18 @@ def _import(name: str) -> Any:
             raise UsageError(f"no module named {name!r} (looked in {os.getcwd()} and on "
                              "sys.path); give a dotted module name or a path to a .py file"
                              ) from None
-        raise
+        raise UsageError(_import_failure(name, e)) from None
+    except Exception as e:
+        raise UsageError(_import_failure(name, e)) from None
+
+
+def _import_failure(name: str, error: Exception) -> str:
+    """One line saying why importing the flow's module failed, and where."""
+    if isinstance(error, SyntaxError):
+        return (f"cannot import {name}: {error.msg} ({error.filename}, line {error.lineno})")
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"importing {name} failed: {type(error).__name__}: {error}{where}"
 
 
 # --------------------------------------------------------------------------- commands
@@ -197,10 +237,45 @@ def _memory_setting(cache: Any) -> Any:
 
 
 def _export_cache_options(args: argparse.Namespace) -> None:
-    if getattr(args, "cache_dir", None):
-        os.environ["LAZYFLOW_CACHE_DIR"] = os.path.abspath(args.cache_dir)
+    cache_dir = getattr(args, "cache_dir", None)
+    if cache_dir:
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            raise UsageError(f"--cache-dir {cache_dir!r} is a file, not a directory")
+        os.environ["LAZYFLOW_CACHE_DIR"] = os.path.abspath(cache_dir)
     if getattr(args, "remote", None):
         os.environ["LAZYFLOW_REMOTE"] = args.remote
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """``--executor`` as ``flow.run`` takes it; for Dask, a client connected to the scheduler
+    ``--scheduler`` (or ``LAZYFLOW_DASK_SCHEDULER``) names, connected before anything runs."""
+    from lazyflow.executors.dask import (
+        SCHEDULER_VARIABLE,
+        DaskUnavailableError,
+        NoClientError,
+        client_from_environment,
+    )
+
+    if args.scheduler and args.executor not in (None, "dask"):
+        raise UsageError(f"--scheduler is for --executor dask, not --executor {args.executor}")
+    if args.scheduler:
+        os.environ[SCHEDULER_VARIABLE] = args.scheduler
+    elif args.executor != "dask":
+        return args.executor
+    if not os.environ.get(SCHEDULER_VARIABLE):
+        raise UsageError("--executor dask needs a scheduler: pass --scheduler "
+                         f"tcp://HOST:8786 or set {SCHEDULER_VARIABLE}")
+    try:
+        return client_from_environment()
+    except (DaskUnavailableError, NoClientError) as e:
+        raise UsageError(str(e).replace("executor='dask'", "--executor dask")) from None
+
+
+def _release(executor: Any) -> None:
+    """Close the Dask client :func:`_executor` opened (a name needs nothing)."""
+    close = getattr(executor, "close", None)
+    if callable(close):
+        close()
 
 
 def _cache(args: argparse.Namespace, *, memory: Any = None) -> Any:
@@ -215,8 +290,9 @@ def _cache(args: argparse.Namespace, *, memory: Any = None) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     flow, inputs = _flow_and_inputs(args)
     options: dict[str, Any] = {"inputs": inputs}
-    if args.executor is not None:
-        options["executor"] = args.executor
+    executor = _executor(args)
+    if executor is not None:
+        options["executor"] = executor
     unsubscribe = (_progress(flow) if not args.json and not args.no_progress
                    else (lambda: None))
     try:
@@ -231,6 +307,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     finally:
         unsubscribe()
+        _release(executor)
     _print_run(run, args, error=run.error)
     return 0 if run.status == "completed" else 1
 
@@ -251,11 +328,11 @@ def _print_run(run: Any, args: argparse.Namespace, error: BaseException | None =
         return
     for target in run.targets:
         if target in run.values:
-            print(f"{target} = {_short(run.values[target])}")
-    print(run.summary())
-    print(f"run id {run.id}")
+            _say(f"{target} = {_short(run.values[target])}")
+    _say(run.summary())
+    _say(f"run id {run.id}")
     if error is not None:
-        print(f"lazyflow: {type(error).__name__}: {error}", file=sys.stderr)
+        _say(f"lazyflow: {type(error).__name__}: {error}", stream=sys.stderr)
 
 
 def _progress(flow: Any) -> Callable[[], None]:
@@ -277,9 +354,12 @@ def _progress(flow: Any) -> Callable[[], None]:
 
 
 def _bar(total: int) -> Callable[[str | None], None]:
+    """tqdm's bar on a terminal; elsewhere (a pipe, a log file) one plain line per node."""
     try:
         from tqdm import tqdm
     except ImportError:
+        tqdm = None
+    if tqdm is None or not _is_terminal(sys.stderr):
         done = [0]
 
         def plain(label: str | None) -> None:
@@ -309,7 +389,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                           "reason": r.reason, "key": r.key, "size": r.size}
                          for r in explanation.rows]})
     else:
-        print(explanation)
+        _say(str(explanation))
     return 0
 
 
@@ -319,17 +399,21 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     if args.json:
         _dump(tree.to_dict())
     else:
-        print(tree)
+        _say(str(tree))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     flow, inputs = _flow_and_inputs(args)
-    result = flow.verify(args.target, executor=args.executor, inputs=inputs)
+    executor = _executor(args)
+    try:
+        result = flow.verify(args.target, executor=executor, inputs=inputs)
+    finally:
+        _release(executor)
     if args.json:
         _dump(result.to_dict())
     else:
-        print(result)
+        _say(str(result))
     return 0 if result.ok else 1
 
 
@@ -340,9 +424,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         _dump([r.to_dict() for r in runs])
     elif not runs:
-        print(f"no runs recorded in {_history_path(args)}")
+        _say(f"no runs recorded in {_history_path(args)}")
     else:
-        print(runs)
+        _say(str(runs))
     return 0
 
 
@@ -353,7 +437,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _dump(run.to_dict())
     else:
-        print(run.summary())
+        _say(run.summary())
     return 0
 
 
@@ -370,6 +454,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from lazyflow.cache.sizes import format_size, parse_size
 
     cache = _cache(args)
+    chosen = _tiers(cache, args)
     status = 0
     if args.action == "stats":
         report: Any = cache.stats()
@@ -385,23 +470,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
         older = None if args.older_than is None else parse_age(args.older_than)
-        report = cache.prune(max_size=max_size, older_than=older)
+        report = cache.prune(max_size=max_size, older_than=older, tier=args.tier,
+                             confirm=args.yes)
         text = f"pruned: {report}"
     elif args.action == "clear":
-        try:
-            cache.clear(tier=args.tier)
-        except KeyError as e:
-            raise UsageError(str(e.args[0])) from None
+        cache.clear(tier=args.tier, confirm=args.yes)
         report = {"cleared": args.tier or "all"}
-        text = f"cleared {args.tier or 'every'} tier"
+        text = f"cleared {args.tier or 'every'} tier: {', '.join(map(_named, chosen))}"
     else:
         from lazyflow.provenance import verify_cache
 
-        if args.tier is not None:
-            try:
-                cache.tier(args.tier)
-            except KeyError as e:
-                raise UsageError(str(e.args[0])) from None
         report = verify_cache(cache, tier=args.tier, drop=args.drop)
         text = _verification(report)
         if any(r["damaged"] or r["unreadable"] for r in report.values()):
@@ -409,8 +487,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.json:
         _dump(report)
     else:
-        print(text)
+        _say(text)
     return status
+
+
+def _tiers(cache: Any, args: argparse.Namespace) -> list[Any]:
+    """The tiers ``--tier`` names (all without it); a tier the cache lacks is a usage error."""
+    name = getattr(args, "tier", None)
+    try:
+        return list(cache.tiers) if name is None else [cache.tier(name)]
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+
+
+def _named(tier: Any) -> str:
+    """A tier as ``cache clear`` reports it: the remote with its URL, the disk with its path."""
+    where = getattr(tier, "url", None) or getattr(tier, "directory", None)
+    return f"{tier.name} ({where})" if where else str(tier.name)
 
 
 def _verification(report: dict[str, dict[str, Any]]) -> str:
@@ -445,15 +538,41 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     from lazyflow.headless import run_notebook
 
     _export_cache_options(args)
-    path = Path(args.notebook)
-    if not path.is_file():
-        raise UsageError(f"no such notebook {args.notebook!r}")
-    report = run_notebook(path, check=args.check, output=args.output, timeout=args.timeout)
+    path = _readable_notebook(args.notebook)
+    if args.output is not None and not Path(args.output).resolve().parent.is_dir():
+        raise UsageError(f"--output {args.output!r}: no such directory "
+                         f"{str(Path(args.output).parent)!r}")
+    try:
+        report = run_notebook(path, check=args.check, output=args.output, timeout=args.timeout)
+    except Exception as e:
+        if type(e).__name__ != "NoSuchKernel":  # the notebook names a kernel not installed
+            raise
+        raise UsageError(f"{args.notebook}: {e}; install that kernel or change the notebook's "
+                         "kernelspec") from None
     if args.json:
         _dump(report.to_dict())
     else:
-        print(report)
+        _say(str(report))
     return 0 if report.ok else 1
+
+
+def _readable_notebook(name: str) -> Path:
+    """The notebook file ``name``, read and validated once: :class:`UsageError` in one line
+    if it is missing or not a valid notebook (no jsonschema traceback)."""
+    import nbformat
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"no such notebook {name!r}")
+    try:
+        nbformat.validate(nbformat.read(path, as_version=4))  # type: ignore[no-untyped-call]
+    # nbformat raises NotJSONError, jsonschema's ValidationError, and AttributeError or
+    # KeyError for JSON of another shape; reading may fail with OSError or UnicodeError
+    except Exception as e:
+        message = getattr(e, "message", None) or str(e) or type(e).__name__
+        raise UsageError(f"{name} is not a valid notebook: {message.strip().splitlines()[0]}"
+                         ) from None
+    return path
 
 
 # --------------------------------------------------------------------------- parser
@@ -461,7 +580,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render ``--help``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lazyflow", description="Run, explain, trace and verify lazyflow flows; "
         "inspect run history and the cache; rerun notebooks headless.")
     parser.add_argument("--version", action="version", version=f"lazyflow {__version__}")
@@ -484,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = flow_command("run", "compute targets (cached nodes are not recomputed)", many=True)
-    run.add_argument("--executor", default=None, help="sync (default), threads, processes")
+    _executor_options(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=cmd_run)
     flow_command("explain", "dry run: what would hit, what would run, and why"
@@ -493,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
                  ).set_defaults(handler=cmd_lineage)
     verify = flow_command("verify", "recompute a value's ancestry without the cache and "
                           "compare (exit 1 if it does not reproduce)")
-    verify.add_argument("--executor", default=None, help="sync (default), threads, processes")
+    _executor_options(verify)
     verify.set_defaults(handler=cmd_verify)
 
     runs = commands.add_parser("runs", help="list recorded runs, newest first",
@@ -525,7 +644,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prune":
             p.add_argument("--max-size", default=None, help="e.g. 10GB")
             p.add_argument("--older-than", default=None, help="e.g. 30d, 12h")
-        if name in ("clear", "verify"):
+        if name in ("prune", "clear"):
+            p.add_argument("--yes", action="store_true",
+                           help="confirm deleting from the remote cache (shared with everyone "
+                           "who uses it); without it a remote is never touched and the command "
+                           "exits 2 having deleted nothing")
+        if name in ("prune", "clear", "verify"):
             p.add_argument("--tier", default=None, help="memory, disk or remote")
         if name == "verify":
             p.add_argument("--drop", action="store_true",
@@ -562,6 +686,14 @@ _DESCRIPTIONS = {
 }
 
 
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", default=None,
+                   help="sync (default), threads, processes or dask")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="the Dask scheduler to run on, e.g. tcp://host:8786 (implies --executor "
+                   "dask; default: $LAZYFLOW_DASK_SCHEDULER)")
+
+
 def _cache_options(p: argparse.ArgumentParser, *, remote: bool = True) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="disk cache directory (default: $LAZYFLOW_CACHE_DIR or ./.lazyflow)")
@@ -581,23 +713,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except MissingInputError as e:
         _fail(str(e.respelled(CLI_SPELLING)))
+    except ConfirmationError as e:
+        _fail(str(e.respelled(f"lazyflow cache {args.action}", "--yes", "--tier {tier}")))
     except UnknownInputError as e:  # the command line takes no run option through -p
         _fail(str(e.respelled(CLI_SPELLING, options=False)))
     except (UsageError, UnknownNodeError, UnknownRunError, ConfigError) as e:
         _fail(str(e))
     except LazyflowError as e:
-        print(f"lazyflow: {type(e).__name__}: {e}", file=sys.stderr)
+        _say(f"lazyflow: {type(e).__name__}: {e}", stream=sys.stderr)
         return 1
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"lazyflow: error: {message}", file=sys.stderr)
+    _say(f"lazyflow: error: {' '.join(message.split())}", stream=sys.stderr)
     raise SystemExit(2)
 
 
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+"""An ANSI escape sequence: colours, bold, cursor moves (``ESC [ params final``)."""
+_ANSI_IN_JSON = re.compile(r"\\u001b\[[0-?]*[ -/]*[@-~]")
+
+
+def _say(text: str, *, stream: TextIO | None = None) -> None:
+    """Print ``text`` (on stdout unless ``stream``), without ANSI codes unless the stream
+    is a terminal: piped output and log files get plain text."""
+    out = sys.stdout if stream is None else stream
+    print(text if _is_terminal(out) else _ANSI.sub("", text), file=out)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
 def _dump(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    """One JSON document on stdout; data never carries colour codes (a kernel's traceback)."""
+    sys.stdout.write(_ANSI_IN_JSON.sub("", json.dumps(data, indent=2, default=str)) + "\n")
 
 
 def _short(value: Any) -> str:

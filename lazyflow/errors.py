@@ -9,6 +9,10 @@ with their own type and a PEP 678 note naming the node (see ``engine/settle.py``
 
 from __future__ import annotations
 
+import os
+import sys
+import types
+import warnings
 from collections.abc import Sequence
 
 __all__ = [
@@ -16,8 +20,10 @@ __all__ = [
     "CancelledError",
     "CheckError",
     "ConfigError",
+    "ConfirmationError",
     "CycleError",
     "DefinitionError",
+    "DefinitionWarning",
     "HashingError",
     "LazyflowError",
     "LazyflowWarning",
@@ -27,12 +33,14 @@ __all__ = [
     "NotCachedError",
     "OutputError",
     "ReportError",
+    "ResourcesWarning",
     "SkippedError",
     "SkippedWarning",
     "UnknownInputError",
     "UnknownNodeError",
     "UnknownRunError",
     "WiringWarning",
+    "warn",
 ]
 
 PYTHON_SPELLING = "flow.get(..., {name}=...)"
@@ -230,6 +238,36 @@ class NodeTimeout(LazyflowError, TimeoutError):
         )
 
 
+class ConfirmationError(LazyflowError, PermissionError):
+    """A delete that reaches a remote cache was asked for without confirmation.
+
+    Raised before anything is deleted, on any tier: ``Cache.clear``/``Cache.prune``
+    delete from a remote tier (shared with everyone who points at it) only with
+    ``confirm=True``. ``action`` names the call, ``remotes`` the URLs it would
+    delete from, ``local_tier`` a tier of this machine's to delete from instead
+    (``None`` when the cache has none); :meth:`respelled` spells the fixes for
+    another front end (the command line's ``--yes`` and ``--tier disk``).
+    """
+
+    def __init__(self, action: str, remotes: Sequence[str], *, local_tier: str | None = None,
+                 confirm: str = "confirm=True", local: str = "tier={tier!r}") -> None:
+        self.action = action
+        self.remotes = list(remotes)
+        self.local_tier = local_tier
+        instead = "" if local_tier is None else \
+            f", or {local.format(tier=local_tier)} to touch only this machine's cache"
+        super().__init__(
+            f"{action} would delete entries of the remote cache {', '.join(self.remotes)}, "
+            f"which everyone using it shares; nothing was deleted. Pass {confirm} to delete "
+            f"them{instead}")
+
+    def respelled(self, action: str, confirm: str, local: str) -> ConfirmationError:
+        """This error spelled for another front end: ``action`` as it calls the delete
+        (``"lazyflow cache clear"``) and the fixes (``"--yes"``, ``"--tier {tier}"``)."""
+        return ConfirmationError(action, self.remotes, local_tier=self.local_tier,
+                                 confirm=confirm, local=local)
+
+
 class CancelledError(LazyflowError):
     """The run was cancelled before the requested nodes finished."""
 
@@ -275,6 +313,65 @@ class WiringWarning(LazyflowWarning):
     so it became a flow input instead of an edge (warned once per node definition)."""
 
 
+class DefinitionWarning(LazyflowWarning):
+    """A node replaced a node of the same name defined somewhere else (another notebook
+    cell, another file or line): probably two different things got one name."""
+
+
+class ResourcesWarning(LazyflowWarning):
+    """A node declares more of a resource (``resources=``) than the run has in all: it
+    runs alone instead (warned once per run)."""
+
+
 class SkippedWarning(LazyflowWarning):
     """A requested target has no value (skipped, or failed under ``on_error="skip"``);
     ``get`` returned ``None`` for it."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB = os.path.join(os.path.dirname(os.__file__), "")
+_MACHINERY_PACKAGES = ("IPython", "ipykernel", "decorator")
+"""What sits between a user's line and lazyflow: IPython runs magics through these."""
+
+
+def warn(message: str, category: type[Warning] = LazyflowWarning) -> None:
+    """Warn at the user's line: the first caller outside lazyflow (and outside the
+    standard library and IPython's machinery, which run a user's magics and threads).
+
+    ``warnings.warn(stacklevel=...)`` counts frames, which points into lazyflow
+    whenever a call reaches it by another path; ``skip_file_prefixes`` would do
+    this but needs Python 3.12. Where no such frame exists (a worker thread),
+    the first frame outside lazyflow is used.
+    """
+    frame = _user_frame(sys._getframe(1))
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+        return
+    f_globals = frame.f_globals
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=f_globals.get("__name__"),
+                           registry=f_globals.setdefault("__warningregistry__", {}))
+
+
+def _user_frame(frame: types.FrameType | None) -> types.FrameType | None:
+    """The first frame from ``frame`` outwards that is the user's, else the first outside
+    lazyflow."""
+    outside = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE):
+            if outside is None:
+                outside = frame
+            if not _is_machinery(frame):
+                return frame
+        frame = frame.f_back
+    return outside
+
+
+def _is_machinery(frame: types.FrameType) -> bool:
+    filename = frame.f_code.co_filename
+    if filename.startswith(("<decorator-gen-", "<frozen ")) or (
+            filename.startswith(_STDLIB) and "-packages" not in filename):
+        return True
+    package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+    return package in _MACHINERY_PACKAGES

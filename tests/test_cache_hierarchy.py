@@ -82,14 +82,74 @@ def test_clear_names_the_configured_tiers_when_given_an_unknown_one(cache):
 
 def test_prune_older_than_removes_old_entries_from_disk_and_remote(cache):
     cache.store(KEY, 1, {"digest": "d"})
-    report = cache.prune(older_than=dt.timedelta(0))
+    report = cache.prune(older_than=dt.timedelta(0), confirm=True)
     assert report["disk"]["removed"] == report["remote"]["removed"] == 1
     assert cache.tier("memory").meta(KEY) is not None  # memory bounds itself
 
 
+# --------------------------------------------------------------------------- deleting from a remote
+
+
+def _held_everywhere(cache) -> bool:
+    return all(cache.tier(name).meta(KEY) is not None for name in ("memory", "disk", "remote"))
+
+
+def test_clearing_a_remote_without_confirmation_names_it_and_deletes_nothing(cache, tmp_path):
+    cache.store(KEY, 1, {"digest": "d"})
+    with pytest.raises(lf.ConfirmationError, match=rf"cache.clear\(\) would delete entries of "
+                                                   rf"the remote cache file://{tmp_path}/remote.*"
+                                                   r"Pass confirm=True"):
+        cache.clear()
+    assert _held_everywhere(cache)  # all or nothing: not even memory and disk were cleared
+    assert (tmp_path / "remote").is_dir()
+
+
+def test_clearing_the_remote_tier_alone_needs_confirmation_too(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    with pytest.raises(lf.ConfirmationError, match=r"cache.clear\('remote'\)"):
+        cache.clear("remote")
+    assert _held_everywhere(cache)
+
+
+def test_a_confirmed_clear_empties_the_remote_too(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    cache.clear(confirm=True)
+    assert all(cache.tier(name).meta(KEY) is None for name in ("memory", "disk", "remote"))
+
+
+def test_pruning_a_remote_without_confirmation_deletes_nothing(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    with pytest.raises(lf.ConfirmationError, match=r"cache.prune\(\) would delete"):
+        cache.prune(older_than=dt.timedelta(0))
+    assert _held_everywhere(cache)
+
+
+def test_pruning_the_disk_tier_alone_needs_no_confirmation(cache):
+    cache.store(KEY, 1, {"digest": "d"})
+    assert cache.prune(older_than=dt.timedelta(0), tier="disk")["disk"]["removed"] == 1
+    assert cache.tier("remote").meta(KEY) is not None
+
+
+def test_a_remote_configured_in_the_environment_is_protected_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_REMOTE", f"file://{tmp_path}/team")
+    cache = lf.Cache(disk=str(tmp_path / "disk"))
+    cache.store(KEY, 1, {"digest": "d"})
+    cache.flush()
+    with pytest.raises(lf.ConfirmationError, match=f"file://{tmp_path}/team"):
+        cache.clear()
+    assert cache.tier("remote").meta(KEY) is not None
+
+
+def test_a_refused_delete_is_a_lazyflow_error_and_a_permission_error(cache):
+    with pytest.raises(lf.ConfirmationError) as refused:
+        cache.clear()
+    assert isinstance(refused.value, lf.LazyflowError)
+    assert isinstance(refused.value, PermissionError)
+
+
 def test_prune_keeps_young_entries(cache):
     cache.store(KEY, 1, {"digest": "d"})
-    assert cache.prune(older_than="7d")["disk"]["removed"] == 0
+    assert cache.prune(older_than="7d", confirm=True)["disk"]["removed"] == 0
 
 
 def test_prune_to_a_size_removes_the_oldest_first(cache):

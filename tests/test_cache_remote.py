@@ -155,7 +155,7 @@ def test_an_unknown_protocol_is_a_configuration_error():
 def test_prune_removes_old_remote_entries(s3_url, s3_options, tmp_path, calls):
     flow = define_array_chain(_remote_flow(s3_url, s3_options, tmp_path), calls)
     flow.get("total", n=1000)
-    assert flow.cache.prune(older_than=0)["remote"]["removed"] >= 2
+    assert flow.cache.prune(older_than=0, confirm=True)["remote"]["removed"] >= 2
     assert _objects(s3_url, s3_options) == []
 
 
@@ -174,7 +174,7 @@ def test_prune_removes_content_no_entry_names(s3_url, s3_options):
     tier.put("cd" * 16, np.ones(1000), {"digest": "d"})
     tier.store.delete(tier.store.entry_path("cd" * 16))  # as a writer cut off before its entry
     assert lf.Cache(memory=None, disk=None, remote=None, tiers=[tier]).prune(
-        older_than="1d")["remote"]["removed"] == 1
+        older_than="1d", confirm=True)["remote"]["removed"] == 1
     assert len(_objects(s3_url, s3_options)) == 2
     np.testing.assert_array_equal(tier.get("ab" * 16), np.zeros(1000))
 

@@ -483,5 +483,5 @@ def test_prune_ages_out_old_layout_entries_too(old_layout):
     cache = lf.Cache(memory=None, disk=None, remote=old_layout)
     assert cache.stats()["remote"]["entries"] == len(
         [p for p in _old_entries(old_layout) if p.suffix == ".json"])
-    cache.prune(older_than=0)
+    cache.prune(older_than=0, confirm=True)
     assert [p for p in Path(old_layout.removeprefix("file://")).rglob("*") if p.is_file()] == []

@@ -50,12 +50,23 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def lazyflow(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def lazyflow(project: Path, *args: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the console script in ``project`` (stdout and stderr are pipes, not terminals)."""
     assert SCRIPT is not None, "the lazyflow console script is not installed in this venv"
-    env = {k: v for k, v in os.environ.items() if k != "LAZYFLOW_HISTORY"}
-    env.update(PYTHONPATH=str(ROOT), LAZYFLOW_CACHE_DIR=str(project / "cache"))
-    return subprocess.run([SCRIPT, *args], cwd=project, env=env, capture_output=True,
+    environment = {k: v for k, v in os.environ.items() if k != "LAZYFLOW_HISTORY"}
+    environment.update(PYTHONPATH=str(ROOT), LAZYFLOW_CACHE_DIR=str(project / "cache"),
+                       **(env or {}))
+    return subprocess.run([SCRIPT, *args], cwd=project, env=environment, capture_output=True,
                           text=True, timeout=120)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a usage error (exit code 2), checked to be just that."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("lazyflow: error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> dict:
@@ -95,6 +106,11 @@ def test_run_prints_the_values_and_a_summary(project):
 def test_run_draws_a_progress_bar_on_stderr(project):
     result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=10")
     assert "2/2" in result.stderr
+
+
+def test_progress_on_a_stderr_that_is_no_terminal_is_one_plain_line_per_node(project):
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=10")
+    assert result.stderr.splitlines() == ["[1/2] raw completed", "[2/2] total completed"]
 
 
 def test_a_second_run_in_a_new_process_is_served_from_the_cache(project):
@@ -145,6 +161,37 @@ def test_usage_errors_exit_2_with_one_clear_line(project, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("lazyflow: error: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "analysis:flow", "total", "--bogus"], "unrecognized arguments: --bogus "
+                                                    "(see lazyflow --help)"),
+    (["cache"], "the following arguments are required: ACTION (see lazyflow cache --help)"),
+    (["runs", "--limit", "many"], "argument --limit: invalid int value: 'many'"),
+])
+def test_argument_errors_are_one_line_too(project, args, message):
+    assert message in one_line_error(lazyflow(project, *args))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("x = (\n", "cannot import broken.py: '(' was never closed"),
+    ("import lazyflow as lf\nx = 1 / 0\n", "importing broken.py failed: ZeroDivisionError: "
+                                          "division by zero"),
+    ("import no_such_package_here\n", "importing broken.py failed: ModuleNotFoundError"),
+])
+def test_a_flow_module_that_does_not_import_is_one_line_naming_file_and_line(project, source,
+                                                                              message):
+    (project / "broken.py").write_text(source)
+    error = one_line_error(lazyflow(project, "run", "broken.py:flow", "total"))
+    assert message in error
+    assert f"{project / 'broken.py'}, line " in error
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line(project):
+    (project / "not-a-dir").write_text("")
+    error = one_line_error(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=1",
+                                    "--cache-dir", "not-a-dir"))
+    assert "--cache-dir 'not-a-dir' is a file, not a directory" in error
 
 
 def test_the_missing_input_hint_is_spelled_for_the_command_line(project):
@@ -432,11 +479,105 @@ def test_cache_prune_by_age_removes_old_entries(project):
     assert rerun["counts"] == {"completed": 2}
 
 
+def _remote_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+@pytest.fixture
+def team(project: Path) -> str:
+    """A ``file://`` remote (a shared folder) holding the entries of one run, also on disk."""
+    url = f"file://{project / 'team'}"
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--remote", url)
+    assert result.returncode == 0, result.stderr
+    assert _remote_files(project / "team")
+    return url
+
+
+def _disk_entries(project: Path) -> int:
+    return json_of(lazyflow(project, "cache", "stats", "--cache-dir", "cache", "--json")
+                   )["disk"]["entries"]
+
+
+def test_cache_clear_of_a_remote_without_yes_exits_2_naming_it_and_deletes_nothing(project,
+                                                                                   team):
+    on_disk, on_remote = _disk_entries(project), _remote_files(project / "team")
+    error = one_line_error(lazyflow(project, "cache", "clear", "--remote", team,
+                                    "--cache-dir", "cache"))
+    assert f"lazyflow cache clear would delete entries of the remote cache {team}" in error
+    assert "Pass --yes to delete them, or --tier disk" in error
+    assert _remote_files(project / "team") == on_remote
+    assert _disk_entries(project) == on_disk > 0  # all or nothing: the local tier is kept too
+
+
+def test_cache_clear_yes_empties_the_remote_and_names_it(project, team):
+    result = lazyflow(project, "cache", "clear", "--remote", team, "--cache-dir", "cache",
+                      "--yes")
+    assert result.returncode == 0, result.stderr
+    assert f"remote ({team})" in result.stdout
+    assert _remote_files(project / "team") == []
+
+
+def test_a_remote_set_in_lazyflow_toml_needs_yes_too(project, team):
+    (project / "lazyflow.toml").write_text(f'remote = "{team}"\n')
+    error = one_line_error(lazyflow(project, "cache", "clear", "--cache-dir", "cache"))
+    assert team in error
+    assert _remote_files(project / "team")
+
+
+def test_a_remote_set_in_the_environment_needs_yes_too(project, team):
+    result = lazyflow(project, "cache", "clear", "--cache-dir", "cache",
+                      env={"LAZYFLOW_REMOTE": team})
+    assert team in one_line_error(result)
+    assert _remote_files(project / "team")
+
+
+def test_cache_clear_of_the_disk_tier_needs_no_yes_with_a_remote_configured(project, team):
+    result = lazyflow(project, "cache", "clear", "--tier", "disk", "--remote", team,
+                      "--cache-dir", "cache")
+    assert result.returncode == 0, result.stderr
+    assert _disk_entries(project) == 0
+    assert _remote_files(project / "team")
+
+
+def test_cache_prune_of_a_remote_needs_yes(project, team):
+    on_remote = _remote_files(project / "team")
+    error = one_line_error(lazyflow(project, "cache", "prune", "--older-than", "0s",
+                                    "--remote", team, "--cache-dir", "cache"))
+    assert f"lazyflow cache prune would delete entries of the remote cache {team}" in error
+    assert _remote_files(project / "team") == on_remote
+    result = lazyflow(project, "cache", "prune", "--older-than", "0s", "--remote", team,
+                      "--cache-dir", "cache", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert _remote_files(project / "team") == []
+
+
+@pytest.mark.s3
+def test_cache_clear_of_an_s3_remote_needs_yes(project, s3_url, s3_options):
+    import s3fs
+
+    env = {"LAZYFLOW_REMOTE_OPTIONS": json.dumps(s3_options)}
+    ran = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--remote", s3_url,
+                   env=env)
+    assert ran.returncode == 0, ran.stderr
+    bucket = s3fs.S3FileSystem(**s3_options)
+    stored = bucket.find(s3_url)
+    assert stored
+    error = one_line_error(lazyflow(project, "cache", "clear", "--remote", s3_url, env=env))
+    assert s3_url in error
+    bucket.invalidate_cache()
+    assert bucket.find(s3_url) == stored
+    assert lazyflow(project, "cache", "clear", "--remote", s3_url, "--yes", env=env
+                    ).returncode == 0
+    bucket.invalidate_cache()
+    assert bucket.find(s3_url) == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["cache", "prune"], "needs --max-size and/or --older-than"),
     (["cache", "prune", "--older-than", "soon"], "malformed age 'soon'"),
     (["cache", "prune", "--max-size", "big"], "--max-size 'big' is not a size"),
     (["cache", "clear", "--tier", "tape"], "no 'tape' tier"),
+    (["cache", "prune", "--older-than", "1d", "--tier", "tape"], "no 'tape' tier"),
     (["cache", "verify", "--tier", "tape"], "no 'tape' tier"),
 ])
 def test_malformed_cache_commands_exit_2(project, args, message):
@@ -557,6 +698,37 @@ def test_a_failing_notebook_cell_stops_the_run_and_exits_1(project):
     assert "ZeroDivisionError" in result.stdout
 
 
+@pytest.mark.slow
+def test_a_failing_notebooks_report_carries_no_colour_codes_when_piped(project):
+    nb = _notebook(project)
+    broken = nbformat.read(nb, as_version=4)
+    broken.cells[3].source = "1 / 0"
+    nbformat.write(broken, nb)
+    result = lazyflow(project, "notebook", "run", nb.name)
+    assert "stopped: ZeroDivisionError: division by zero" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "\\u001b" not in lazyflow(project, "notebook", "run", nb.name, "--json").stdout
+
+
+@pytest.mark.parametrize("text, message", [
+    ("this is not json", "Notebook does not appear to be JSON"),
+    ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "missing an expected key: cells"),
+    ("[]", "is not a valid notebook"),
+])
+def test_a_file_that_is_no_notebook_is_one_line_not_a_schema_traceback(project, text, message):
+    (project / "bad.ipynb").write_text(text)
+    error = one_line_error(lazyflow(project, "notebook", "run", "bad.ipynb"))
+    assert error.startswith("lazyflow: error: bad.ipynb is not a valid notebook: ")
+    assert message in error
+
+
+def test_an_output_into_a_missing_directory_is_refused_before_the_kernel_starts(project):
+    nb = _notebook(project)
+    error = one_line_error(lazyflow(project, "notebook", "run", nb.name, "--output",
+                                    "nowhere/out.ipynb"))
+    assert "--output 'nowhere/out.ipynb': no such directory 'nowhere'" in error
+
+
 @pytest.mark.parametrize("executor", ["threads", "processes"])
 def test_run_with_another_executor_is_recorded_as_such(project, executor):
     run = json_of(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6",
@@ -571,3 +743,63 @@ def test_an_unknown_executor_exits_2(project):
     result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6", "--executor", "nope")
     assert result.returncode == 2
     assert "unknown executor 'nope'" in result.stderr
+
+
+# --------------------------------------------------------------------------- a Dask scheduler
+
+
+def test_executor_dask_without_a_scheduler_says_how_to_name_one(project):
+    error = one_line_error(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6",
+                                    "--executor", "dask"))
+    assert "--executor dask needs a scheduler: pass --scheduler tcp://HOST:8786 or set " \
+           "LAZYFLOW_DASK_SCHEDULER" in error
+
+
+def test_a_scheduler_with_another_executor_is_a_usage_error(project):
+    error = one_line_error(lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6",
+                                    "--executor", "threads", "--scheduler", "tcp://h:8786"))
+    assert "--scheduler is for --executor dask, not --executor threads" in error
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_naming_it(project):
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    result = lazyflow(project, "run", "analysis:flow", "total", "-p", "n=6",
+                      "--scheduler", address,
+                      env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    error = one_line_error(result)
+    assert f"--executor dask could not reach the Dask scheduler at '{address}'" in error
+
+
+DASK_MODULE = """
+import lazyflow as lf
+
+flow = lf.Flow("remote_work", cache=None)
+
+@flow.node
+def where(n: int):
+    import distributed
+
+    return distributed.get_worker().address  # raises outside a Dask worker
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_run_reaches_a_dask_scheduler_by_flag_or_environment(project, monkeypatch, how):
+    distributed = pytest.importorskip("distributed")
+    (project / "on_dask.py").write_text(DASK_MODULE)
+    monkeypatch.syspath_prepend(str(project))  # the in-process workers import the module
+    with distributed.LocalCluster(n_workers=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=":0") as cluster:
+        address = cluster.scheduler_address
+        args, env = (["--scheduler", address], None) if how == "flag" else \
+            (["--executor", "dask"], {"LAZYFLOW_DASK_SCHEDULER": address})
+        run = json_of(lazyflow(project, "run", "on_dask:flow", "where", "-p", "n=1", *args,
+                               "--json", env=env))
+        workers = {worker.address for worker in cluster.workers.values()}
+    assert ast.literal_eval(run["values"]["where"]) in workers

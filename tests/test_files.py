@@ -278,7 +278,8 @@ def test_the_warning_is_given_once_per_node_and_parameter(by_name, csv, tmp_path
 def test_a_redefined_node_is_warned_about_again(by_name, csv):
     with pytest.warns(lf.CacheWarning, match="'raw' input 'path'"):
         by_name.get("raw", path=str(csv))
-    by_name.node(name="raw")(lambda path: path)
+    with pytest.warns(lf.DefinitionWarning):  # defined at another line than the fixture's
+        by_name.node(name="raw")(lambda path: path)
     with pytest.warns(lf.CacheWarning, match="'raw' input 'path'"):
         by_name.get("raw", path=str(csv))
 
@@ -314,7 +315,8 @@ def test_text_that_does_not_look_like_a_path_is_never_looked_up(flow, tmp_path, 
 
 def test_a_missing_path_does_not_warn_and_is_looked_up_once(by_name, tmp_path):
     later = tmp_path / "later.csv"
-    by_name.node(name="raw")(lambda path: path)
+    with pytest.warns(lf.DefinitionWarning):
+        by_name.node(name="raw")(lambda path: path)
     by_name.get("raw", path=str(later))
     later.write_text("now it exists\n")
     by_name.get("raw", path="elsewhere")

@@ -237,6 +237,43 @@ def test_line_magic_cache_clear_forgets_every_cell(nb, capsys):
     assert executions(nb) == ["a", "a"]
 
 
+@pytest.fixture
+def team(nb, tmp_path):
+    """A flow ``team`` whose cache has a ``file://`` remote (a shared folder), with cell A in it."""
+    remote = tmp_path / "team"
+    nb.user_ns["team"] = lf.Flow("team", cache=lf.Cache(disk=None, remote=f"file://{remote}"))
+    nb.user_ns["base"] = 2
+    cell(nb, A, "--flow team")
+    assert any(p.is_file() for p in remote.rglob("*"))
+    return remote
+
+
+def test_line_magic_cache_clear_of_a_remote_needs_yes_and_deletes_nothing_without(nb, team):
+    stored = sorted(team.rglob("*"))
+    result = nb.run_cell("%flow cache clear --flow team")
+    assert str(result.error_in_exec) == (
+        f"%flow cache clear would delete entries of the remote cache file://{team}, which "
+        "everyone using it shares; nothing was deleted. Pass --yes to delete them, or --tier "
+        "memory to touch only this machine's cache")  # this flow has no disk tier
+    assert sorted(team.rglob("*")) == stored
+    cell(nb, A, "--flow team")  # still a hit: the memory tier was not cleared either
+    assert executions(nb) == ["a"]
+
+
+def test_line_magic_cache_clear_yes_clears_the_remote_too(nb, team, capsys):
+    nb.run_cell("%flow cache clear --yes --flow team").raise_error()
+    assert "cleared every cache tier of flow 'team'" in capsys.readouterr().out
+    assert not any(p.is_file() for p in team.rglob("*"))
+    cell(nb, A, "--flow team")
+    assert executions(nb) == ["a", "a"]
+
+
+def test_line_magic_cache_clear_of_the_memory_tier_needs_no_yes(nb, team):
+    nb.run_cell("%flow cache clear --tier memory --flow team").raise_error()
+    cell(nb, A, "--flow team")  # restored from the remote
+    assert executions(nb) == ["a"]
+
+
 def test_line_magic_cache_stats_prints_a_row_per_tier(nb, capsys):
     nb.user_ns["base"] = 2
     cell(nb, A)
@@ -265,6 +302,12 @@ def test_an_output_that_cannot_be_hashed_names_the_cell_and_the_way_out(nb):
     with pytest.warns(lf.LazyflowWarning, match="cannot be hashed"):
         cell(nb, "numbers = (i for i in range(3))\n", "--flow nb --no-cache")
     assert list(nb.user_ns["numbers"]) == [0, 1, 2]
+
+
+def test_a_cells_warning_points_at_the_cell_not_at_lazyflow(nb):
+    with pytest.warns(lf.CacheWarning, match="cell 'cell_x' calls eval") as warned:
+        nb.run_cell("%%flow --flow nb\nx = eval('1')\n", store_history=True).raise_error()
+    assert nb.compile.format_code_name(warned[0].filename) is not None
 
 
 def test_a_cell_reading_names_through_eval_runs_uncached_with_a_warning(nb):

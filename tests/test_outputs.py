@@ -54,9 +54,10 @@ def test_redefining_without_outputs_removes_the_output_nodes(flow):
     def split():
         return 1, 2
 
-    @flow.node
-    def split():  # noqa: F811
-        return 3
+    with pytest.warns(lf.DefinitionWarning):
+        @flow.node
+        def split():  # noqa: F811
+            return 3
 
     assert "a" not in flow and flow.get("split") == 3
 

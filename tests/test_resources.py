@@ -1,7 +1,10 @@
-"""Resources: local executors never start a node whose declared needs are not free."""
+"""Resources: local executors never start a node whose declared needs are not free; a node
+needing more than the run has runs alone, with a warning, never refused."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import pytest
@@ -47,20 +50,91 @@ def test_a_custom_resource_is_shared_out_like_cpus(flow):
     assert got == {"a": "alone", "b": "alone"}
 
 
-def test_a_node_needing_more_than_the_run_has_is_refused_before_anything_runs(flow, calls):
+def test_a_node_needing_more_cpus_than_the_machine_has_runs_under_sync_with_a_warning(flow):
+    more = (os.cpu_count() or 1) + 2
+
+    @flow.node(resources={"cpus": more})
+    def fit():
+        return "fitted"
+
+    with pytest.warns(lf.ResourcesWarning, match=rf"node 'fit' needs cpus={more} but the run "
+                                                 rf"has cpus={os.cpu_count()} in all; it runs "
+                                                 "alone"):
+        assert flow.get("fit") == "fitted"
+
+
+def test_a_node_needing_more_memory_than_the_run_has_runs_under_threads_with_a_warning(flow):
     @flow.node
     def small():
-        calls["small"] += 1
         return 1
 
     @flow.node(resources={"memory": "8GB"})
     def big(small):
-        return small
+        return small + 1
 
-    with pytest.raises(lf.ResourceError, match=r"node 'big' needs memory=8.0 GB but the run "
-                                               r"has memory=4.0 GB"):
-        flow.get("big", resources=lf.Resources(memory="4GB"))
-    assert calls["small"] == 0
+    with pytest.warns(lf.ResourcesWarning, match=r"node 'big' needs memory=8.0 GB but the run "
+                                                 r"has memory=4.0 GB in all"):
+        assert flow.get("big", executor="threads", resources=lf.Resources(memory="4GB")) == 2
+
+
+def test_a_node_needing_more_than_the_run_has_runs_alone(flow):
+    barrier = threading.Barrier(2)
+
+    def meet():
+        try:
+            barrier.wait(timeout=ALONE)
+            return "together"
+        except threading.BrokenBarrierError:
+            return "alone"
+
+    flow.node(name="big", resources={"cpus": 4})(meet)
+    flow.node(name="small")(lambda: meet())  # declares nothing, yet does not run beside big
+    with pytest.warns(lf.ResourcesWarning, match="node 'big' needs cpus=4"):
+        got = flow.get(["big", "small"], executor="threads", max_workers=4,
+                       resources=lf.Resources(cpus=2))
+    assert got == {"big": "alone", "small": "alone"}
+
+
+def test_nodes_that_fit_still_run_together_beside_a_node_that_runs_alone(flow):
+    _pair(flow, {"cpus": 1}, threading.Barrier(2), TOGETHER)
+    flow.node(name="big", resources={"cpus": 4})(lambda a, b: (a, b))
+    with pytest.warns(lf.ResourcesWarning):
+        got = flow.get("big", executor="threads", max_workers=4,
+                       resources=lf.Resources(cpus=2))
+    assert got == ("together", "together")
+
+
+def test_one_warning_per_run_names_every_resource_the_node_lacks(flow):
+    @flow.node(resources={"gpus": 1, "cpus": 64, "memory": "1KB"})
+    def train():
+        return 1
+
+    with pytest.warns(lf.ResourcesWarning) as warned:
+        flow.get("train", resources=lf.Resources(cpus=2))
+    assert len(warned) == 1
+    assert "needs gpus=1, cpus=64 but the run has gpus=0, cpus=2" in str(warned[0].message)
+    assert "lf.Resources(gpus=..., cpus=...)" in str(warned[0].message)
+
+
+def test_the_warning_points_at_the_line_that_made_the_request(flow):
+    @flow.node(resources={"cpus": 64})
+    def fit():
+        return 1
+
+    with pytest.warns(lf.ResourcesWarning) as warned:
+        line = sys._getframe().f_lineno + 1
+        flow.get("fit", resources=lf.Resources(cpus=2))
+    assert (warned[0].filename, warned[0].lineno) == (__file__, line)
+
+
+def test_a_cached_node_that_needs_more_than_the_run_has_does_not_warn_again(flow):
+    @flow.node(resources={"cpus": 64})
+    def fit():
+        return 1
+
+    with pytest.warns(lf.ResourcesWarning):
+        flow.get("fit", resources=lf.Resources(cpus=2))
+    assert flow.get("fit", resources=lf.Resources(cpus=2)) == 1  # a hit: nothing to warn of
 
 
 def test_gpus_default_to_none_so_a_gpu_node_says_how_to_declare_them(flow):
@@ -68,9 +142,8 @@ def test_gpus_default_to_none_so_a_gpu_node_says_how_to_declare_them(flow):
     def train():
         return 1
 
-    with pytest.raises(lf.ResourceError, match=r"lf.Resources\(gpus=...\)"):
-        flow.get("train")
-    assert flow.get("train", resources=lf.Resources(gpus=1)) == 1
+    with pytest.warns(lf.ResourcesWarning, match=r"lf.Resources\(gpus=...\)"):
+        assert flow.get("train") == 1
 
 
 def test_run_overrides_change_a_nodes_resources(flow):
@@ -78,7 +151,7 @@ def test_run_overrides_change_a_nodes_resources(flow):
     def fit():
         return 1
 
-    with pytest.raises(lf.ResourceError, match="node 'fit' needs cpus=64"):
+    with pytest.warns(lf.ResourcesWarning, match="node 'fit' needs cpus=64"):
         flow.get("fit", overrides={"fit": {"resources": {"cpus": 64}}})
 
 
@@ -95,8 +168,6 @@ def test_bad_resources_fail_at_definition_naming_the_node(flow, needs, message):
 
 
 def test_default_totals_are_this_machines_cores_and_memory():
-    import os
-
     totals = lf.Resources().totals
     assert totals["cpus"] == os.cpu_count()
     assert totals["memory"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

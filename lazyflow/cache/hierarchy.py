@@ -30,7 +30,10 @@ every record type and where it lives.
 Settings not passed explicitly come from ``config.py`` (environment, then
 ``lazyflow.toml`` / ``[tool.lazyflow]``, then defaults). Management
 (``stats``, ``clear``, ``prune``) is built on the same primitives, so every
-tier, present or future, supports it.
+tier, present or future, supports it. Deleting from a shared (remote) tier needs
+``confirm=True``, checked for every chosen tier before any is touched: a
+refused clear deletes nothing, not even the local tiers (all or nothing; a
+``file://`` remote once lost its root to a plain ``clear``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import lazyflow.cache.config as config
 from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, ConfirmationError
 
 if TYPE_CHECKING:
     from lazyflow.cache.disk import DiskTier
@@ -207,13 +210,20 @@ class Cache:
         for tier in self.tiers:
             tier.delete(key)
 
-    def clear(self, tier: str | None = None) -> None:
+    def clear(self, tier: str | None = None, *, confirm: bool = False) -> None:
         """Remove every entry, from one tier (by name) or from all.
+
+        Clearing a remote tier (shared with everyone who points at it) needs
+        ``confirm=True``; without it :class:`~lazyflow.ConfirmationError` names
+        the remote and nothing is deleted, on any tier.
 
         >>> cache = Cache(memory="1MB", disk=None, remote=None)
         >>> cache.clear("memory")
         """
-        for t in self._select(tier):
+        chosen = self._select(tier)
+        _confirmed(self.tiers, chosen, confirm,
+                   "cache.clear()" if tier is None else f"cache.clear({tier!r})")
+        for t in chosen:
             t.clear()
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -237,12 +247,13 @@ class Cache:
 
     def prune(self, max_size: int | str | None = None,
               older_than: float | str | _dt.timedelta | None = None,
-              tier: str | None = None) -> dict[str, dict[str, int]]:
+              tier: str | None = None, *, confirm: bool = False) -> dict[str, dict[str, int]]:
         """Shrink the disk and remote tiers (or the one named); return what went per tier.
 
         ``older_than`` ("30d", "12h", seconds or a timedelta) removes entries
         stored longer ago than that; ``max_size`` ("10GB" or bytes) then removes
         the oldest until the tier's values fit. The memory tier bounds itself.
+        Pruning a remote tier needs ``confirm=True``, as :meth:`clear` does.
 
         >>> Cache(memory="1MB", disk=None, remote=None).prune(older_than="30d")
         {}
@@ -253,6 +264,8 @@ class Cache:
         cutoff = None if older_than is None else time.time() - _seconds(older_than)
         chosen = self._select(tier) if tier is not None else \
             [t for t in self.tiers if t.name != "memory"]
+        _confirmed(self.tiers, chosen, confirm,
+                   "cache.prune()" if tier is None else f"cache.prune(tier={tier!r})")
         report: dict[str, dict[str, int]] = {}
         for t in chosen:
             self.flush()
@@ -376,6 +389,24 @@ def _build_tiers(settings: config.Settings) -> list[Tier]:
     if settings.remote is not None:
         tiers.append(RemoteTier(settings.remote, settings.remote_options))
     return tiers
+
+
+def _confirmed(tiers: Sequence[Tier], chosen: Sequence[Tier], confirm: bool,
+               action: str) -> None:
+    """Refuse (before anything is deleted) to delete from a shared tier unconfirmed,
+    suggesting the slowest local tier of ``tiers`` (the disk) to delete from instead."""
+    if confirm:
+        return
+    shared = [_where(t) for t in chosen if t.name in _SHARED]
+    if shared:
+        local = [t.name for t in tiers if t.name not in _SHARED]
+        raise ConfirmationError(action, shared, local_tier=local[-1] if local else None)
+
+
+def _where(tier: Tier) -> str:
+    """A shared tier's address, as its user configured it."""
+    url = getattr(tier, "url", None)
+    return str(url) if url else repr(tier)
 
 
 def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str, int]:

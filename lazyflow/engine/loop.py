@@ -88,6 +88,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     nodes are stopped where the executor can, and unstarted nodes are marked
     cancelled. Finished nodes stay cached in every case.
     """
+    __tracebackhide__ = True  # IPython hides this frame from a node's traceback
     options = options or RunOptions()
     cache = flow.cache if options.cache is None else options.cache
     prepared = prepare(plan, scope(cache))
@@ -176,6 +177,7 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
 def _loop_until_collected(s: RunState) -> None:
     """Loop; then load the values of cached targets, looping again for any whose entry
     vanished meanwhile."""
+    __tracebackhide__ = True  # IPython hides this frame from a node's traceback
     cancel = s.options.cancel
     unsubscribe = cancel.on_cancel(lambda: s.finished.put(None)) if cancel else None
     try:
@@ -189,6 +191,7 @@ def _loop_until_collected(s: RunState) -> None:
 
 def _loop(s: RunState) -> None:
     """Start ready nodes while workers are free; settle them as they finish."""
+    __tracebackhide__ = True  # IPython hides this frame from a node's traceback
     ready, running, parked = s.ready, s.running, s.parked
     poll = _SIGNAL_POLL if threading.current_thread() is threading.main_thread() else None
     while ((ready or parked) and s.fatal is None) or running:

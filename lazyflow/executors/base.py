@@ -75,6 +75,7 @@ class Task:
     """The content key being computed (``flights.calling_keys``), when the engine claimed one."""
 
     def __call__(self) -> Outcome:
+        __tracebackhide__ = True  # IPython hides this frame from a node's traceback
         outcome = Outcome(started=time.time())
         t0 = time.perf_counter()
         collecting = start_collecting()
@@ -100,6 +101,7 @@ class Task:
     async def acall(self) -> Outcome:
         """The coroutine twin of calling the task: each attempt's value is awaited when it
         is awaitable, and backoff waits with ``asyncio.sleep`` (the async lane, ``lane.py``)."""
+        __tracebackhide__ = True  # IPython hides this frame from a node's traceback
         outcome = Outcome(started=time.time())
         t0 = time.perf_counter()
         collecting = start_collecting()
@@ -125,6 +127,7 @@ class Task:
     def _call(self) -> Any:
         """One attempt: call the function (an ``async def`` one runs to completion on this
         thread's own event loop, as in a worker process or a Dask worker)."""
+        __tracebackhide__ = True  # IPython hides this frame from a node's traceback
         if self.key is None:
             value = self.func(**self.kwargs)
         else:

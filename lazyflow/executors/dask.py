@@ -3,7 +3,9 @@
 Design note
 -----------
 Policy. ``executor=client`` (a ``distributed.Client``) or ``executor="dask"``
-(the client of the environment, ``distributed.get_client()``). The engine
+(the client of the environment: one connected to the scheduler
+``LAZYFLOW_DASK_SCHEDULER`` names, which the CLI's ``--scheduler`` sets, else
+``distributed.get_client()``). The engine
 still plans, decides hits, stores and records; the cluster only runs
 :class:`~lazyflow.executors.base.Task` objects, which retry and hash on the
 worker like every other executor. This module imports ``distributed`` only
@@ -34,6 +36,7 @@ be pickled, results are hashed on the client instead.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import CancelledError as FutureCancelled
@@ -46,8 +49,11 @@ from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
 from lazyflow.keys.hashing import registered_hashers
 from lazyflow.model.resources import ResourceError
 
-__all__ = ["DaskExecutor", "DaskUnavailableError", "NoClientError", "client_from_environment"]
+__all__ = ["SCHEDULER_VARIABLE", "DaskExecutor", "DaskUnavailableError", "NoClientError",
+           "client_from_environment"]
 
+SCHEDULER_VARIABLE = "LAZYFLOW_DASK_SCHEDULER"
+"""Names the scheduler ``executor="dask"`` connects to (the CLI's ``--scheduler`` sets it)."""
 _IN_FLIGHT = 1000  # tasks handed to the scheduler at once unless max_workers= says otherwise
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
@@ -61,18 +67,26 @@ class NoClientError(LazyflowError, ValueError):
 
 
 def client_from_environment() -> Any:
-    """The running ``distributed.Client`` (``executor="dask"``), with a hint when there is none."""
+    """The ``distributed.Client`` of ``executor="dask"``: one connected to the scheduler that
+    ``LAZYFLOW_DASK_SCHEDULER`` names (``tcp://host:8786``; the running client when it is
+    connected there), else the running client; with a hint when there is none."""
     try:
         import distributed
     except ImportError as e:
         raise DaskUnavailableError("executor='dask' needs dask.distributed: "
                                    "install lazyflow[dask]") from e
+    address = os.environ.get(SCHEDULER_VARIABLE) or None
     try:
-        return distributed.get_client()
-    except ValueError as e:
-        raise NoClientError("executor='dask' found no running distributed.Client: create one first "
-                         "(client = distributed.Client() or Client('tcp://scheduler:8786')), or "
-                         "pass executor=client") from e
+        return distributed.get_client() if address is None else distributed.get_client(address)
+    except (OSError, ValueError) as e:
+        if address is not None:  # a bad address, or nothing answers there
+            raise NoClientError(f"executor='dask' could not reach the Dask scheduler at "
+                                f"{address!r} ({SCHEDULER_VARIABLE}): {e}; start it "
+                                "(dask scheduler) or correct the address") from e
+        raise NoClientError("executor='dask' found no running distributed.Client: create one "
+                            "first (client = distributed.Client() or Client('tcp://scheduler:"
+                            f"8786')), set {SCHEDULER_VARIABLE}=tcp://scheduler:8786, or pass "
+                            "executor=client") from e
 
 
 class DaskExecutor:

@@ -51,14 +51,13 @@ import stat
 import tempfile
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys import Domain, domain
 from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.records import FileMeta
@@ -362,10 +361,10 @@ def warn_untracked_path(node: Any, name: str, param: str,
         return
     params[param] = None
     what, wrapper = ("directory", "Dir") if stat.S_ISDIR(mode) else ("file", "File")
-    warnings.warn(
+    warn(
         f"node {name!r} input {param!r} names an existing {what} {text!r}; lazyflow keys the "
         f"path, not the {what}'s content: pass lf.{wrapper}({text!r}) to re-run when the "
-        f"{what} changes", CacheWarning, stacklevel=2)
+        f"{what} changes", CacheWarning)
 
 
 def _looks_like_path(text: str) -> bool:
@@ -377,11 +376,10 @@ def _warn_extra(output: Dir, written: set[str]) -> None:
     extra = sorted(p.relative_to(output.path).as_posix() for p in output.files()
                    if p.relative_to(output.path).as_posix() not in written)
     if extra:
-        warnings.warn(f"output directory {str(output.path)!r} holds files its node did not write "
-                      f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); they are "
-                      "left in place (lazyflow never deletes files it did not write): remove "
-                      "them if what reads the directory must not see them", CacheWarning,
-                      stacklevel=3)
+        warn(f"output directory {str(output.path)!r} holds files its node did not write "
+             f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); they are left in "
+             "place (lazyflow never deletes files it did not write): remove them if what reads "
+             "the directory must not see them", CacheWarning)
 
 
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:

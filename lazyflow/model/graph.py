@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import difflib
 import types
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -47,6 +46,7 @@ from lazyflow.errors import (
     DefinitionError,
     MissingInputError,
     UnknownNodeError,
+    warn,
 )
 from lazyflow.keys.fingerprint import Fingerprint, refresh
 from lazyflow.keys.hashing import register_hasher
@@ -157,9 +157,8 @@ def _warn_notes(node: str, fp: Fingerprint) -> None:
     """Say once per change what the node's key cannot see (and whether it is cached)."""
     outcome = "it is not cached" if fp.volatile else "the key does not cover it"
     for note in fp.notes:
-        warnings.warn(f"node {node!r}: {note}; {outcome}. Pass what varies as an input, or "
-                      "declare the node with cache=False or version=", CacheWarning,
-                      stacklevel=5)
+        warn(f"node {node!r}: {note}; {outcome}. Pass what varies as an input, or declare "
+             "the node with cache=False or version=", CacheWarning)
 
 
 @dataclass

@@ -458,6 +458,7 @@ class CellFunction:
             for p in self.params])
 
     def __call__(self, **inputs: Any) -> dict[str, Any] | None:
+        __tracebackhide__ = True  # IPython hides this frame from the cell's traceback
         scope = dict(self.namespace)
         for param, value in inputs.items():
             scope[self.params[param]] = value

@@ -4,7 +4,8 @@ Design note
 -----------
 ``%%flow`` turns the cell into a node of the notebook's flow (``cells.py``
 says how reads and writes are found), adds it (replacing the cell's previous
-definition, as re-running a cell does) and requests it. On a miss the cell
+definition, as re-running a cell does; a node another cell defined is
+replaced with a warning naming both cells, ``sites.py``) and requests it. On a miss the cell
 runs and prints as usual, and what it printed and displayed (``replay.py``)
 is kept in a cache *record* next to the entry (so it lives in the same tiers, survives a restart with the disk
 tier, and is never part of the value or the DAG). On a hit nothing runs: the
@@ -26,6 +27,9 @@ cell runs uncached, with one ``CacheWarning`` naming the cell and the
 construct: a hit must be what the cell would compute now, and lazyflow
 cannot tell that for those. Rejected: caching them and keying the command
 text, which would serve yesterday's ``!ls`` today.
+
+``%flow cache clear`` deletes from a remote tier only with ``--yes``
+(``Cache.clear(confirm=...)`` decides, as for Python and the CLI).
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import json
 import re
 import shlex
 import types
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,12 +50,13 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 import lazyflow.keys as keys
 from lazyflow.api import Flow, default_flow
-from lazyflow.errors import CacheWarning, HashingError
+from lazyflow.errors import CacheWarning, ConfirmationError, HashingError, warn
 from lazyflow.keys.fingerprint import fingerprint
 from lazyflow.keys.hashing import hash_value
 from lazyflow.model.graph import Node
 from lazyflow.notebook import replay
 from lazyflow.notebook.cells import CellAnalysis, CellFunction, Magic, analyse
+from lazyflow.notebook.sites import current_cell, watch_cells
 from lazyflow.records import ShownRecord
 from lazyflow.run import NodeRecord, format_duration
 
@@ -71,12 +75,14 @@ _OUTSIDE_MAGICS = frozenset({
 """Other magics that read or change files, the environment, the working directory or
 other processes."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
-               "watch NAME [k=v ...] | cache stats | cache clear   [--flow VAR]")
+               "watch NAME [k=v ...] | cache stats | cache clear [--tier NAME] [--yes]   "
+               "[--flow VAR]")
 
 
 def load(shell: Any) -> None:
     """Register the magics with an IPython shell (what ``%load_ext lazyflow`` calls)."""
     shell.register_magics(FlowMagics)
+    watch_cells(shell)  # which cell defines a node: a replacement from another cell warns
 
 
 def cell_node(name: str, source: str, analysis: CellAnalysis, namespace: Mapping[str, Any],
@@ -137,6 +143,7 @@ class FlowMagics(Magics):
     @line_cell_magic
     def flow(self, line: str, cell: str | None = None) -> Any:
         """Make this cell a cached node (``%%flow``), or inspect the flow (``%flow``)."""
+        __tracebackhide__ = True  # IPython leaves lazyflow's frames out of a cell's traceback
         if cell is None:
             return self._line(line)
         return self._cell(line, cell)
@@ -144,6 +151,7 @@ class FlowMagics(Magics):
     # ----------------------------------------------------------------- %%flow
 
     def _cell(self, line: str, source: str) -> None:
+        __tracebackhide__ = True
         try:
             args, extra = _cell_parser().parse_known_args(shlex.split(line))
         except (argparse.ArgumentError, ValueError) as e:
@@ -160,11 +168,11 @@ class FlowMagics(Magics):
         cache = not args.no_cache
         why = _why_not_cached(name, analysis, ns, self._shell) if cache else None
         if why is not None:
-            warnings.warn(why, CacheWarning, stacklevel=2)
+            warn(why, CacheWarning)
             cache = False
         node = cell_node(name, source, analysis, ns, self._shell.user_ns_hidden, flow, outputs,
                          cache=cache, shell=self._shell)
-        flow.add(node)
+        flow.add(node, site=current_cell())
         try:
             run = flow.run(name)
         except HashingError as e:
@@ -225,9 +233,8 @@ class FlowMagics(Magics):
         if command == "cache" and rest == ["stats"]:
             print(_stats_table(flow.cache.stats()))
             return None
-        if command == "cache" and rest == ["clear"]:
-            flow.cache.clear()
-            print(f"lazyflow: cleared every cache tier of flow {flow.name!r}")
+        if command == "cache" and rest[:1] == ["clear"]:
+            _clear(flow, rest[1:])
             return None
         raise UsageError(_LINE_USAGE)
 
@@ -248,6 +255,24 @@ class FlowMagics(Magics):
             raise UsageError(f"--flow {var}: {var!r} is not a lazyflow Flow in this notebook "
                              f"(got {type(value).__name__}); create it with lf.Flow(...)")
         return value
+
+
+def _clear(flow: Flow, options: list[str]) -> None:
+    """``%flow cache clear [--tier NAME] [--yes]``: a remote tier only with ``--yes``."""
+    yes = "--yes" in options
+    rest = [o for o in options if o != "--yes"]
+    if rest and (len(rest) != 2 or rest[0] != "--tier"):
+        raise UsageError(_LINE_USAGE)
+    tier = rest[1] if rest else None
+    try:
+        flow.cache.clear(tier, confirm=yes)
+    except ConfirmationError as e:
+        raise UsageError(str(e.respelled("%flow cache clear", "--yes", "--tier {tier}"))
+                         ) from None
+    except KeyError as e:
+        raise UsageError(f"%flow cache clear: {e.args[0]}") from None
+    print(f"lazyflow: cleared {'every cache tier' if tier is None else f'the {tier} tier'} "
+          f"of flow {flow.name!r}")
 
 
 def _why_not_cached(cell: str, analysis: CellAnalysis, ns: Mapping[str, Any],
