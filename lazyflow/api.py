@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -281,8 +280,8 @@ class Flow(Graph):
         message = f"target {target!r} has no value: {record.status} ({record.reason})"
         if strict:
             raise record.error if record.error is not None else SkippedError(target, record.reason)
-        warnings.warn(message + "; returning None (pass strict=True to raise)",
-                      SkippedWarning, stacklevel=3)
+        warn(message + "; returning None (pass strict=True to raise)",
+                      SkippedWarning)
         return None
 
     def lineage(self, target: str, /, **inputs: Any) -> Lineage:

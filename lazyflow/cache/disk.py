@@ -36,7 +36,6 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,7 +64,7 @@ from lazyflow.cache.serialize import (
     verify_stream,
 )
 from lazyflow.cache.sizes import format_size
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 
 __all__ = ["DiskTier"]
 
@@ -278,18 +277,18 @@ class DiskTier(ForeignEntries):
             self._batch.flush()  # else its buffered row would land after this one
         self._index.put_file(key, encoded, meta)
         if encoded.nbytes > self.size_limit:
-            warnings.warn(f"a {format_size(encoded.nbytes)} value of node {meta.get('node')!r} "
-                          f"exceeds the disk tier's limit of {format_size(self.size_limit)} and "
-                          "was evicted at once; raise disk_limit= (or LAZYFLOW_DISK_LIMIT)",
-                          CacheWarning, stacklevel=6)
+            owner = f" of node {meta['node']!r}" if meta.get("node") else ""
+            warn(f"a {format_size(encoded.nbytes)} value{owner} exceeds the disk tier's limit "
+                 f"of {format_size(self.size_limit)} and was evicted at once; raise "
+                 "disk_limit= (or LAZYFLOW_DISK_LIMIT)", CacheWarning)
 
     def _report_failure(self) -> None:
         failure = self._batch.failed()
         if failure is not None:
             count, error = failure
-            warnings.warn(f"could not write {count} cache entries to the disk tier "
+            warn(f"could not write {count} cache entries to the disk tier "
                           f"{self.directory} ({type(error).__name__}: {error}); they will be "
-                          "recomputed when needed", CacheWarning, stacklevel=4)
+                          "recomputed when needed", CacheWarning)
 
     # ----------------------------------------------------------------- reads
 
@@ -323,8 +322,8 @@ class DiskTier(ForeignEntries):
         try:
             meta = load_meta(head)
         except CorruptEntryError as e:
-            warnings.warn(f"dropped disk cache entry {key[:12]}… with unreadable metadata "
-                          f"({e}); it will be recomputed", CacheWarning, stacklevel=5)
+            warn(f"dropped disk cache entry {key[:12]}… with unreadable metadata "
+                          f"({e}); it will be recomputed", CacheWarning)
             self.delete(key)
             return None, b""
         return meta, inline

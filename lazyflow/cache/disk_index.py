@@ -67,7 +67,6 @@ import glob
 import os
 import sqlite3
 import threading
-import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 
@@ -77,7 +76,7 @@ from lazyflow.cache.base import Meta
 from lazyflow.cache.disk_entries import BINARY, Entry, EntryDisk, Row
 from lazyflow.cache.quarantine import is_damage, is_damaged, set_aside
 from lazyflow.cache.serialize import Encoded, stamp
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 
 __all__ = ["TABLE", "DiskIndex", "Pending"]
 
@@ -320,12 +319,12 @@ class DiskIndex:
         moved = set_aside(self.path) if is_damaged(self.path) else None
         self.cache = self._open()
         if moved is not None:
-            warnings.warn(
+            warn(
                 f"the disk cache index {self.path} is damaged ({error}); it was moved "
                 f"to {moved} and a fresh, empty index is used, so cached values will be "
                 "recomputed. The value files the old index pointed at are orphans: "
                 f"`lazyflow cache clear --tier disk --cache-dir {self.directory}` removes "
-                f"them; delete {moved} once you no longer need it", CacheWarning, stacklevel=5)
+                f"them; delete {moved} once you no longer need it", CacheWarning)
 
     def _remove_orphans(self) -> None:
         """Delete value files no row points at (a set-aside index's, interrupted writes')."""

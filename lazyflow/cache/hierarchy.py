@@ -45,7 +45,6 @@ import re
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,7 @@ import lazyflow.cache.config as config
 from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
-from lazyflow.errors import CacheWarning, ConfirmationError
+from lazyflow.errors import CacheWarning, ConfirmationError, warn
 
 if TYPE_CHECKING:
     from lazyflow.cache.disk import DiskTier
@@ -346,9 +345,9 @@ class Cache:
             return None
 
     def _warn_unreadable(self, tier: Tier, error: BaseException) -> None:
-        warnings.warn(f"the {tier.name} cache tier could not be read "
+        warn(f"the {tier.name} cache tier could not be read "
                       f"({type(error).__name__}: {error}); treating it as a miss",
-                      CacheWarning, stacklevel=5)
+                      CacheWarning)
 
     def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta, *,
                      owned: bool = False) -> Meta | None:
@@ -361,15 +360,14 @@ class Cache:
         except TierOfflineError:  # it has warned once itself
             return None
         except Exception as e:
-            warnings.warn(f"could not write cache entry {key[:12]}… to the {tier.name} tier "
-                          f"({type(e).__name__}: {e}); the run goes on", CacheWarning,
-                          stacklevel=3)
+            warn(f"could not write cache entry {key[:12]}… to the {tier.name} tier "
+                          f"({type(e).__name__}: {e}); the run goes on", CacheWarning)
             return None
 
     def _drop_corrupt(self, tier: Tier, key: str, error: BaseException) -> None:
-        warnings.warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "
+        warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "
                       f"({type(error).__name__}: {error}); it will be recomputed",
-                      CacheWarning, stacklevel=4)
+                      CacheWarning)
         with contextlib.suppress(Exception):  # an undeletable entry still is not served
             tier.delete(key)
 

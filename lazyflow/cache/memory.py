@@ -26,7 +26,6 @@ walk, which cost a cold 10,000-node run more than the dicts do.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.sizes import sizeof
 from lazyflow.cache.snapshot import Snapshot, TooLarge, snapshot
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 
 __all__ = ["MemoryTier", "sizeof"]
 
@@ -96,9 +95,9 @@ class MemoryTier:
                 return None
             except Exception as e:  # neither picklable nor hashable: it cannot be protected
                 self.delete(key)
-                warnings.warn(f"the memory tier does not keep the value of node "
+                warn(f"the memory tier does not keep the value of node "
                               f"{meta.get('node', '?')!r}: it can be neither copied nor "
-                              f"hashed ({type(e).__name__}: {e})", CacheWarning, stacklevel=3)
+                              f"hashed ({type(e).__name__}: {e})", CacheWarning)
                 return None
             meta = {**meta, "size": size}  # reported (explain, run records) like other tiers
         with self._lock:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,7 +65,7 @@ from lazyflow.cache.serialize import (
     stamp,
     unknown_encoding,
 )
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 
 __all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
 
@@ -262,9 +261,9 @@ class RemoteTier(ForeignEntries):
         if errors:
             shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3
                                               else "")
-            warnings.warn(f"{len(errors)} write(s) to the remote cache {self.url} failed "
+            warn(f"{len(errors)} write(s) to the remote cache {self.url} failed "
                           f"({shown}); those results stay local and will be uploaded when "
-                          "recomputed", CacheWarning, stacklevel=3)
+                          "recomputed", CacheWarning)
 
     @property
     def outage(self) -> Outage | None:
@@ -309,8 +308,8 @@ class RemoteTier(ForeignEntries):
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
         """An entry object that is not one can never be read: drop it, with a warning."""
-        warnings.warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
-                      f"({error}); it will be recomputed", CacheWarning, stacklevel=5)
+        warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
+                      f"({error}); it will be recomputed", CacheWarning)
         with contextlib.suppress(FileNotFoundError):
             self.store.delete(self.store.entry_path(key), what="delete metadata")
 

@@ -53,7 +53,6 @@ import contextlib
 import functools
 import math
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -69,7 +68,7 @@ from lazyflow.cache.remote_objects import (
     objects_for,
 )
 from lazyflow.cache.serialize import Encoded, read_encoded, verify_stream
-from lazyflow.errors import CacheWarning, LazyflowError
+from lazyflow.errors import CacheWarning, LazyflowError, warn
 
 __all__ = ["ENTRIES", "CONTENT", "TIMEOUT_OPTION", "PreconditionFailed", "RemoteStore",
            "RemoteUnavailableError"]
@@ -266,10 +265,9 @@ class RemoteStore:
             if outage is None or outage is self._announced:
                 return
             self._announced = outage
-        warnings.warn(f"the remote cache {outage}; it is skipped for the rest of this run, "
+        warn(f"the remote cache {outage}; it is skipped for the rest of this run, "
                       "which goes on with the memory and disk tiers (set remote_options="
-                      f"{{{TIMEOUT_OPTION!r}: seconds}} to wait longer)", CacheWarning,
-                      stacklevel=5)
+                      f"{{{TIMEOUT_OPTION!r}: seconds}} to wait longer)", CacheWarning)
 
     # ----------------------------------------------------------------- internals
 

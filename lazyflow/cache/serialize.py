@@ -55,7 +55,6 @@ import pickle
 import struct
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,7 +64,7 @@ import xxhash
 
 from lazyflow._version import __version__
 from lazyflow.cache.base import CorruptEntryError, Meta
-from lazyflow.errors import CacheWarning, LazyflowError
+from lazyflow.errors import CacheWarning, LazyflowError, warn
 
 __all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded", "ForeignEntries",
            "UnknownEncodingError", "UnloadableEntryError", "decode", "decode_bytes", "dump_meta",
@@ -119,13 +118,12 @@ def readable(meta: Meta, where: str) -> bool:
         first = version not in _WARNED
         _WARNED.add(version)
     if first:
-        warnings.warn(
+        warn(
             f"the {where} holds cache entries of encoding version {version!r}, written by a "
             f"newer lazyflow; lazyflow {__version__} reads encoding "
             f"{', '.join(map(str, sorted(KNOWN_ENCODINGS)))} only, so it recomputes those "
             "values here and leaves the entries as they are (never replaced or deleted): "
-            "upgrade lazyflow (pip install -U lazyflow) to use them", CacheWarning,
-            stacklevel=4)
+            "upgrade lazyflow (pip install -U lazyflow) to use them", CacheWarning)
     return False
 
 

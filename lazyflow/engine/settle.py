@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from lazyflow.engine.freshness import ancestry_expiry
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
 from lazyflow.engine.why import environment_note, recorded_environment
-from lazyflow.errors import HashingError, LazyflowWarning
+from lazyflow.errors import HashingError, LazyflowWarning, warn
 from lazyflow.executors.base import Outcome
 from lazyflow.keys.hashing import hash_value
 from lazyflow.records import EntryMeta, LatestRecord, TraceRecord
@@ -270,9 +269,8 @@ def _digest_of_result(name: str, value: Any, *, cacheable: bool) -> str:
         if cacheable:
             raise HashingError(e.type_name, f"node {name!r} returned it: {e.reason}",
                                node=name) from e
-        warnings.warn(f"node {name!r} returned a {e.type_name} that cannot be hashed; "
-                      "its dependents are recomputed every time", LazyflowWarning,
-                      stacklevel=3)
+        warn(f"node {name!r} returned a {e.type_name} that cannot be hashed; "
+                      "its dependents are recomputed every time", LazyflowWarning)
         return os.urandom(16).hex()
 
 

@@ -10,14 +10,13 @@ executor cannot be interrupted, so its timed nodes run on a helper thread.
 from __future__ import annotations
 
 import time
-import warnings
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from lazyflow.engine.hooks import Feature
 from lazyflow.engine.schedule import settled
 from lazyflow.engine.settle import settle
-from lazyflow.errors import LazyflowWarning, NodeTimeout
+from lazyflow.errors import LazyflowWarning, NodeTimeout, warn
 from lazyflow.executors import Executor, Outcome, ThreadExecutor
 from lazyflow.executors.lane import LANE
 
@@ -97,4 +96,4 @@ def expire_deadlines(s: RunState) -> None:
                                 started=started, ended=time.time(), duration=timeout))
         settled(s, name)
         if not stopped:
-            warnings.warn(f"node {name!r} timed out{detail}", LazyflowWarning, stacklevel=2)
+            warn(f"node {name!r} timed out{detail}", LazyflowWarning)

@@ -12,14 +12,13 @@ consumer keyed by the old digest.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.snapshot import handout, shareable
 from lazyflow.engine.prepare import eager_edges
 from lazyflow.engine.schedule import need, schedule
 from lazyflow.engine.step import load
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 
 if TYPE_CHECKING:
     from lazyflow.engine.state import RunState
@@ -60,9 +59,8 @@ def demote(s: RunState, name: str) -> None:
     for it and is keyed by the new digest; a dependent already running keeps the
     digest and key it was started with.
     """
-    warnings.warn(f"the cache entry of node {name!r} vanished before it could be read "
-                  "(evicted or damaged); computing it again in this run", CacheWarning,
-                  stacklevel=4)
+    warn(f"the cache entry of node {name!r} vanished before it could be read "
+                  "(evicted or damaged); computing it again in this run", CacheWarning)
     digest, key = s.digests.pop(name), s.keys.pop(name)
     s.vanished[name] = digest
     for running in s.running.values():

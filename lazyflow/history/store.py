@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
+from lazyflow.errors import warn
 from lazyflow.history.entries import RunEntry
 from lazyflow.history.paths import MEMORY
 from lazyflow.history.processes import alive
@@ -204,11 +205,10 @@ def _when_unlocked(step: Callable[[], None]) -> None:
 
 
 def _warn_damaged(path: str, moved: str, error: sqlite3.DatabaseError) -> None:
-    import warnings
 
     from lazyflow.errors import CacheWarning
 
-    warnings.warn(f"the run history {path} is damaged ({error}); it was moved to {moved} "
+    warn(f"the run history {path} is damaged ({error}); it was moved to {moved} "
                   "and a fresh history is started, so earlier runs are not listed. Rows may "
                   f"be recoverable with `sqlite3 {moved} .recover`; delete it once you no "
-                  "longer need it", CacheWarning, stacklevel=2)
+                  "longer need it", CacheWarning)

@@ -20,11 +20,10 @@ import os
 import sys
 import sysconfig
 import types
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from lazyflow.errors import CacheWarning
+from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys.environment import distribution_token
 
 __all__ = ["display_name", "is_installed", "is_user_code", "is_user_module", "module_token",
@@ -97,10 +96,10 @@ def note_stale_file(module: types.ModuleType) -> None:
         return
     if seen[1] != state and module.__name__ not in _WARNED_FILES:
         _WARNED_FILES.add(module.__name__)
-        warnings.warn(f"module {module.__name__!r} changed on disk ({path}) but the loaded "
+        warn(f"module {module.__name__!r} changed on disk ({path}) but the loaded "
                       "code is the old one: results are keyed by the loaded code; run "
                       f"importlib.reload({module.__name__}) or restart the kernel to use the "
-                      "new code", CacheWarning, stacklevel=2)
+                      "new code", CacheWarning)
 
 
 # --------------------------------------------------------------------------- user vs installed
