@@ -11,26 +11,82 @@ run pays microseconds per node; drawing is the view's business (throttled).
 
 The layout is recomputed only when the flow's nodes, edges or sub-flow
 groups change (a notebook redefines nodes all the time; a run does not).
+
+A node's details show its flow inputs' values when they are small (numbers,
+short strings, paths: :func:`small`). A :class:`~lazyflow.run.Run` keeps
+inputs as digests only, so the request's values reach the model through
+:func:`requested`: ``Flow.run`` wraps the engine call in it, and the model
+reads it when ``RunStarted`` arrives, which the engine emits in the thread
+that called it. Rejected: keeping values on the ``Run`` (every run would hold
+its inputs alive, large ones included, for as long as the run is kept).
 """
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+from lazyflow.cache.sizes import format_size
 from lazyflow.engine.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.render.layout import Layout, layout
 from lazyflow.render.svg import NodeView
+from lazyflow.run import format_duration
 from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow
     from lazyflow.run import NodeRecord, Run
 
-__all__ = ["FlowModel", "Progress", "nesting", "view_of"]
+__all__ = ["FlowModel", "Progress", "inputs_text", "nesting", "requested", "small", "view_of"]
+
+SHORT = 40
+"""Longest string (or repr) shown as an input's value; longer ones show their type."""
+
+_REQUEST: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar(
+    "lazyflow_request_inputs", default=None)
+
+
+@contextlib.contextmanager
+def requested(params: Mapping[str, Mapping[str, Any]]) -> Iterator[None]:
+    """Within the block, runs started by this thread (or task) were asked with ``params``
+    (node -> flow-input parameter -> value), for the views to show small values."""
+    token = _REQUEST.set(params)
+    try:
+        yield
+    finally:
+        _REQUEST.reset(token)
+
+
+def small(value: Any) -> str | None:
+    """The repr of a value small enough to show (numbers, booleans, None, short strings
+    and bytes, paths, short tuples of these); ``None`` for anything else.
+
+    >>> small(3), small("a.csv"), small([1, 2]), small("x" * 100)
+    ('3', "'a.csv'", None, None)
+    """
+    if value is None or isinstance(value, (bool, numbers.Number, str, bytes, PurePath)):
+        text = repr(str(value)) if isinstance(value, PurePath) else repr(value)
+    elif type(value) is tuple and len(value) <= 4:
+        items = [shown for v in value if (shown := small(v)) is not None]
+        if len(items) < len(value):
+            return None
+        text = "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    else:
+        return None
+    return text if len(text) <= SHORT else None
+
+
+def inputs_text(values: Mapping[str, Any]) -> str:
+    """``rows=5, path='a.csv', frame=<DataFrame>``: small values shown, others by type."""
+    return ", ".join(f"{name}={shown if shown is not None else '<' + type(v).__name__ + '>'}"
+                     for name, v in values.items() for shown in (small(v),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +111,27 @@ class Progress:
         return self.total - self.pending - self.running
 
 
-def view_of(record: NodeRecord) -> NodeView:
-    """The picture's view of a node record."""
+def view_of(record: NodeRecord, inputs: str = "") -> NodeView:
+    """The picture's view of a node record (``inputs``: its flow inputs, as
+    :func:`inputs_text` writes them)."""
     error = f"{type(record.error).__name__}: {record.error}" if record.error is not None else ""
     duration = record.duration if record.status in ("completed", "failed") else None
     return NodeView(record.status, record.tier, duration, record.key, record.size, error,
-                    record.reason)
+                    record.reason, notes=_notes(record, inputs))
+
+
+def _notes(record: NodeRecord, inputs: str) -> tuple[str, ...]:
+    """The hover lines beyond state and key: inputs, cpu, peak memory, metrics."""
+    notes = []
+    if inputs:
+        notes.append(f"inputs {inputs}")
+    if record.cpu is not None:
+        notes.append(f"cpu {format_duration(record.cpu)}")
+    if record.peak_memory is not None:
+        notes.append(f"peak memory {format_size(record.peak_memory)}")
+    if record.metrics:
+        notes.append("metrics " + ", ".join(f"{k}={v:g}" for k, v in record.metrics.items()))
+    return tuple(notes)
 
 
 def nesting(flow: Flow) -> dict[str, list[str]]:
@@ -86,6 +157,7 @@ class FlowModel:
         self._listeners: list[Callable[[Event], Any]] = []
         self._layout: tuple[Any, Layout] | None = None
         self._checked: Run | None = None  # the run whose start the layout was checked at
+        self._params: Mapping[str, Mapping[str, Any]] = {}  # the current request's inputs
         if flow.last_run is not None:
             self._adopt(flow.last_run)
         self._unsubscribe = flow.events.subscribe(self._on_event)
@@ -115,6 +187,12 @@ class FlowModel:
         self._checked = self.run
         return self._layout[1]
 
+    def inputs(self) -> dict[str, str]:
+        """Each node's flow inputs in the current run, as :func:`inputs_text` writes them
+        (nodes without inputs left out; empty when the run was not asked through
+        :func:`requested`)."""
+        return {name: inputs_text(values) for name, values in self._params.items() if values}
+
     def snapshot(self) -> tuple[dict[str, NodeView], Progress]:
         """A consistent copy of the node views and the run's counts."""
         with self._lock:
@@ -139,17 +217,23 @@ class FlowModel:
         with self._lock:
             if isinstance(event, RunStarted):
                 self.run = event.run
+                self._params = _REQUEST.get() or {}  # set by this thread's Flow.run
                 self._views = {name: NodeView("pending") for name in event.run.nodes}
             elif event.run is not self.run:
                 return  # a straggler from an older run
             elif isinstance(event, NodeStarted):
-                self._views[event.name] = NodeView("running")
+                self._views[event.name] = NodeView(
+                    "running", started=event.run.nodes[event.name].started or time.time())
             elif isinstance(event, NodeFinished):
-                self._views[event.record.name] = view_of(event.record)
+                self._views[event.record.name] = self._view(event.record)
             elif isinstance(event, RunFinished):
-                self._views = {name: view_of(r) for name, r in event.run.nodes.items()}
+                self._views = {name: self._view(r) for name, r in event.run.nodes.items()}
         for fn in self._listeners:
             fn(event)
+
+    def _view(self, record: NodeRecord) -> NodeView:
+        values = self._params.get(record.name)
+        return view_of(record, inputs_text(values) if values else "")
 
     def _adopt(self, run: Run) -> None:
         self.run = run
