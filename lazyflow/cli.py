@@ -1,4 +1,4 @@
-"""The ``lazyflow`` command: run, explain, lineage, verify, runs, show, cache, notebook.
+"""The ``lazyflow`` command: run, explain, lineage, verify, runs, show, cache, notebook, graph.
 
 Design note
 -----------
@@ -441,6 +441,30 @@ def _finding_line(kind: str, finding: dict[str, Any]) -> str:
     return f"  {kind:<10} {finding['key']}  {node}{finding['problem']}"
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    if args.flow is not None and ":" in args.file:
+        raise UsageError(f"{args.file!r} names a flow already: drop --flow {args.flow}")
+    spec = args.file if args.flow is None else f"{args.file}:{args.flow}"
+    try:
+        flow = load_flow(spec)
+    except UsageError:
+        raise
+    except Exception as e:  # the script itself is broken: say so in one line
+        raise UsageError(f"cannot load {args.file!r}: {type(e).__name__}: {e}") from None
+    svg = flow.to_svg()
+    if args.out is None:
+        sys.stdout.write(svg + "\n")
+        return 0
+    try:
+        Path(args.out).write_text(svg, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out!r}: {e.strerror or e}") from None
+    nodes, inputs = len(flow), len(flow.flow_inputs())
+    print(f"wrote {args.out}: flow {flow.name!r}, {nodes} node{'s' * (nodes != 1)}, "
+          f"{inputs} input{'s' * (inputs != 1)}")
+    return 0
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     from lazyflow.headless import run_notebook
 
@@ -532,6 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="delete the damaged entries (never those that are only "
                            "unreadable, e.g. for want of permissions)")
         p.set_defaults(handler=cmd_cache)
+
+    graph = commands.add_parser(
+        "graph", help="draw a flow's DAG as SVG (inputs dashed, return types shown)",
+        description="Draw a flow's DAG as SVG: its nodes with their return annotations, "
+        "and its flow inputs as dashed boxes with dashed edges into the nodes taking them. "
+        "Prints the SVG, or writes it with --out.")
+    graph.add_argument("file", metavar="FILE",
+                       help="path/to/script.py or a dotted module name (MODULE:FLOW works too)")
+    graph.add_argument("--flow", default=None, metavar="NAME",
+                       help="the flow variable (needed when the script holds several)")
+    graph.add_argument("--out", default=None, metavar="PATH",
+                       help="write the SVG here (e.g. dag.svg) instead of printing it")
+    graph.set_defaults(handler=cmd_graph)
 
     notebook = commands.add_parser("notebook", help="run a notebook headless",
                                    description="run notebooks headless")
