@@ -235,3 +235,13 @@ def test_to_svg_writes_the_svg_to_a_path_given_as_str_or_path(tmp_path):
     flow.to_svg(tmp_path / "b.svg")
     assert (tmp_path / "a.svg").read_text() == (tmp_path / "b.svg").read_text() == text
     assert text.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+
+
+def test_an_input_whose_label_would_be_cut_leaves_out_its_default():
+    flow = lf.Flow("long", cache=None)
+
+    @flow.node
+    def sample(n_samples: int = 400_000, seed: int = 7):
+        return n_samples + seed
+
+    assert set(_inputs(flow.to_svg()).values()) == {"n_samples: int", "seed: int = 7"}

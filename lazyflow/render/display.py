@@ -16,14 +16,14 @@ ipywidgets.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.sizes import format_size
 from lazyflow.render.layout import layout
 from lazyflow.render.model import Progress, nesting, small, view_of
-from lazyflow.render.svg import NodeView, render_svg
+from lazyflow.render.svg import INPUT_CHARS, NodeView, render_svg
 from lazyflow.run import format_duration, register_html
 from lazyflow.subflow import groups
 
@@ -34,33 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["flow_html", "flow_mimebundle", "flow_svg", "in_kernel", "run_html",
            "run_table_html", "status_html", "widget_html"]
 
-Column = Callable[["NodeRecord", str], str]
-
-
-def _time(r: NodeRecord, _: str) -> str:
-    return format_duration(r.duration) if r.status in ("completed", "failed") else ""
-
-
-def _why(r: NodeRecord, _: str) -> str:
-    return f"{type(r.error).__name__}: {r.error}" if r.error is not None else r.reason
-
-
-_COLUMNS: dict[str, tuple[Column, bool]] = {
-    # heading: (cell text of a record and its inputs' text, shown even when empty everywhere)
-    "node": (lambda r, _: r.name, True),
-    "status": (lambda r, _: r.status, True),
-    "tier": (lambda r, _: r.tier or "", True),
-    "time": (_time, True),
-    "size": (lambda r, _: format_size(r.size) if r.size is not None else "", True),
-    "key": (lambda r, _: (r.key or "")[:12], True),
-    "inputs": (lambda _, inputs: inputs, False),
-    "cpu": (lambda r, _: format_duration(r.cpu) if r.cpu is not None else "", False),
-    "peak memory": (lambda r, _: format_size(r.peak_memory) if r.peak_memory is not None
-                    else "", False),
-    "metrics": (lambda r, _: ", ".join(f"{k}={v:g}" for k, v in (r.metrics or {}).items()),
-                False),
-    "why": (_why, True),
-}
+EXTRA = ("inputs", "cpu", "peak memory", "metrics")
+"""The table's columns shown only when some node has a value for them."""
 
 
 def run_table_html(run: Run, inputs: Mapping[str, str] | None = None) -> str:
@@ -69,23 +44,39 @@ def run_table_html(run: Run, inputs: Mapping[str, str] | None = None) -> str:
     ``inputs`` maps a node to its flow inputs' text (``rows=5``); that column,
     and those of cpu, peak memory and metrics, are shown when some node has one.
     """
-    cells = {r.name: {h: text(r, (inputs or {}).get(r.name, "")) for h, (text, _) in
-                      _COLUMNS.items()} for r in run.nodes.values()}
-    shown = [h for h, (_, always) in _COLUMNS.items()
-             if always or any(row[h] for row in cells.values())]
-    rows = "".join(f'<tr data-node="{escape(name)}">' + "".join(
-        f"<td>{_cell(h, row[h])}</td>" for h in shown) + "</tr>" for name, row in cells.items())
+    extras = {r.name: (escape(inputs.get(r.name, "")) if inputs else "", _cpu(r), _peak(r),
+                       _metrics(r))
+              for r in run.nodes.values()}
+    shown = [i for i in range(len(EXTRA)) if any(cells[i] for cells in extras.values())]
+    rows = []
+    for r in run.nodes.values():
+        why = f"{type(r.error).__name__}: {r.error}" if r.error is not None else r.reason
+        more = "".join(f"<td>{extras[r.name][i] or '-'}</td>" for i in shown)
+        rows.append(
+            f'<tr data-node="{escape(r.name)}"><td>{escape(r.name)}</td><td>{r.status}</td>'
+            f'<td>{r.tier or "-"}</td>'
+            f'<td>{format_duration(r.duration) if r.status in ("completed", "failed") else "-"}</td>'
+            f'<td>{format_size(r.size) if r.size is not None else "-"}</td>'
+            f'<td><code>{(r.key or "")[:12]}</code></td>{more}<td>{escape(why)}</td></tr>')
     counts = ", ".join(f"{n} {s}" for s, n in run.counts().items())
+    headings = ["node", "status", "tier", "time", "size", "key", *(EXTRA[i] for i in shown),
+                "why"]
     return ('<table class="lazyflow-run"><thead><tr>'
-            + "".join(f"<th>{h}</th>" for h in shown) + "</tr></thead><tbody>"
-            + rows + f'</tbody></table><p class="lazyflow-footer">{escape(run.flow)}: '
+            + "".join(f"<th>{h}</th>" for h in headings) + "</tr></thead><tbody>"
+            + "".join(rows) + f'</tbody></table><p class="lazyflow-footer">{escape(run.flow)}: '
             f'{run.status}; {counts}; cache saved {format_duration(run.time_saved)}</p>')
 
 
-def _cell(heading: str, text: str) -> str:
-    if heading == "key":
-        return f"<code>{text}</code>"
-    return escape(text) if text or heading in ("why", "inputs", "metrics") else "-"
+def _cpu(r: NodeRecord) -> str:
+    return "" if r.cpu is None else format_duration(r.cpu)
+
+
+def _peak(r: NodeRecord) -> str:
+    return "" if r.peak_memory is None else format_size(r.peak_memory)
+
+
+def _metrics(r: NodeRecord) -> str:
+    return escape(", ".join(f"{k}={v:g}" for k, v in r.metrics.items())) if r.metrics else ""
 
 
 def run_html(run: Run) -> str:
@@ -134,13 +125,14 @@ _INPUT = "input:"
 
 def _input_label(flow: Flow, name: str, takers: tuple[str, ...]) -> str:
     """``name: type = default``, the type and default from the first taker declaring one
-    (the default only when small)."""
+    (the default only when small and the label fits: a cut-off number would mislead)."""
     funcs = [flow[t].func for t in takers]
     annotation = next((a for a in (_annotation(f, name) for f in funcs) if a), "")
+    label = name + (f": {annotation}" if annotation else "")
     defaults = [flow[t].defaults[name] for t in takers if name in flow[t].defaults]
     default = small(defaults[0]) if defaults else None
-    return name + (f": {annotation}" if annotation else "") \
-        + (f" = {default}" if default is not None else "")
+    with_default = f"{label} = {default}"
+    return with_default if default is not None and len(with_default) <= INPUT_CHARS else label
 
 
 def _annotation(func: Any, name: str) -> str:

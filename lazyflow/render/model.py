@@ -158,6 +158,7 @@ class FlowModel:
         self._layout: tuple[Any, Layout] | None = None
         self._checked: Run | None = None  # the run whose start the layout was checked at
         self._params: Mapping[str, Mapping[str, Any]] = {}  # the current request's inputs
+        self._texts: dict[str, str] = {}  # and as text, per node, once needed
         if flow.last_run is not None:
             self._adopt(flow.last_run)
         self._unsubscribe = flow.events.subscribe(self._on_event)
@@ -191,7 +192,9 @@ class FlowModel:
         """Each node's flow inputs in the current run, as :func:`inputs_text` writes them
         (nodes without inputs left out; empty when the run was not asked through
         :func:`requested`)."""
-        return {name: inputs_text(values) for name, values in self._params.items() if values}
+        with self._lock:
+            return {name: self._inputs_of(name) for name, values in self._params.items()
+                    if values}
 
     def snapshot(self) -> tuple[dict[str, NodeView], Progress]:
         """A consistent copy of the node views and the run's counts."""
@@ -218,6 +221,7 @@ class FlowModel:
             if isinstance(event, RunStarted):
                 self.run = event.run
                 self._params = _REQUEST.get() or {}  # set by this thread's Flow.run
+                self._texts = {}
                 self._views = {name: NodeView("pending") for name in event.run.nodes}
             elif event.run is not self.run:
                 return  # a straggler from an older run
@@ -232,8 +236,15 @@ class FlowModel:
             fn(event)
 
     def _view(self, record: NodeRecord) -> NodeView:
-        values = self._params.get(record.name)
-        return view_of(record, inputs_text(values) if values else "")
+        return view_of(record, self._inputs_of(record.name))
+
+    def _inputs_of(self, name: str) -> str:
+        """``name``'s inputs as text, written once per run (under the lock)."""
+        text = self._texts.get(name)
+        if text is None:
+            values = self._params.get(name)
+            text = self._texts[name] = inputs_text(values) if values else ""
+        return text
 
     def _adopt(self, run: Run) -> None:
         self.run = run

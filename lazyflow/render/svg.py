@@ -33,7 +33,7 @@ from lazyflow.cache.sizes import format_size
 from lazyflow.render.layout import Layout
 from lazyflow.run import format_duration
 
-__all__ = ["COLOURS", "NodeView", "clock", "render_svg"]
+__all__ = ["COLOURS", "INPUT_CHARS", "NodeView", "clock", "render_svg"]
 
 COLOURS: dict[str, str] = {
     "idle": "#ffffff",        # not part of the run
@@ -49,8 +49,10 @@ COLOURS: dict[str, str] = {
     "cancelled": "#ffab91",
 }
 BOX_W, BOX_H = 150.0, 40.0
-INPUT_W, INPUT_H = 130.0, 26.0
-"""Size of a flow input's box (smaller than a node's: it has one line)."""
+INPUT_W, INPUT_H = 150.0, 26.0
+"""Size of a flow input's box (lower than a node's: it has one line)."""
+INPUT_CHARS = 22
+"""Longest input label drawn whole; longer ones end with an ellipsis."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +206,7 @@ def _node(name: str, x: float, y: float, view: NodeView, caption: str) -> str:
 
 def _input(point: str, x: float, y: float, label: str) -> str:
     """A flow input: a dashed, unfilled box with its label (name, type, default)."""
-    text = label if len(label) <= 22 else label[:21] + "…"
+    text = label if len(label) <= INPUT_CHARS else label[:INPUT_CHARS - 1] + "…"
     return (f'<g class="lf-input" data-input="{escape(point)}"><title>flow input '
             f'{escape(label)}</title><rect x="{x - INPUT_W / 2:.0f}" y="{y - INPUT_H / 2:.0f}" '
             f'width="{INPUT_W:.0f}" height="{INPUT_H:.0f}" rx="13" fill="#fafafa" '
