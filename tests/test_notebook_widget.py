@@ -402,12 +402,19 @@ def test_a_nodes_details_show_its_cpu_time_and_reported_metrics(flow):
     assert cpu == lf.run.format_duration(run.nodes["fit"].cpu)
 
 
-def test_a_run_table_leaves_out_columns_no_node_has(flow, calls):
+def test_the_details_leave_out_the_columns_no_node_has_a_value_for(flow, calls):
     _diamond(flow, calls)
-    run = flow.run("report")
-    table = run._repr_html_()
-    assert "<th>inputs</th>" not in table and "<th>metrics</th>" not in table
-    assert "<th>peak memory</th>" not in table
+    w = flow.widget()
+    flow.run("report")
+    assert re.findall(r"<th>([^<]*)</th>", w._table.value) == \
+        ["node", "status", "tier", "time", "size", "key", "inputs", "cpu", "why"]
+
+
+def test_a_runs_own_table_shows_no_details_columns(flow, calls):
+    _diamond(flow, calls)
+    table = flow.run("report")._repr_html_()
+    assert re.findall(r"<th>([^<]*)</th>", table) == \
+        ["node", "status", "tier", "time", "size", "key", "why"]
 
 
 # --------------------------------------------------------------------------- saved notebooks

@@ -178,7 +178,7 @@ class FlowWidget(widgets.VBox):
         run = self.model.run
         # the table is the costliest part: kept current mid-run only while it is open
         if run is None or progress.status != "running" or self._details.selected_index == 0:
-            self._table.value = run_table_html(run, self.model.inputs()) \
+            self._table.value = run_table_html(run, self.model.inputs(), details=True) \
                 if run is not None else ""
         self._draw_cancel(progress)
         if progress.status == "running" and not self._closed:

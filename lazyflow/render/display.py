@@ -38,15 +38,17 @@ EXTRA = ("inputs", "cpu", "peak memory", "metrics")
 """The table's columns shown only when some node has a value for them."""
 
 
-def run_table_html(run: Run, inputs: Mapping[str, str] | None = None) -> str:
+def run_table_html(run: Run, inputs: Mapping[str, str] | None = None, *,
+                   details: bool = False) -> str:
     """One row per node of ``run``: status, tier, time, size, key, and why (or the error).
 
-    ``inputs`` maps a node to its flow inputs' text (``rows=5``); that column,
-    and those of cpu, peak memory and metrics, are shown when some node has one.
+    With ``details`` (the widget's panel), also the columns of flow inputs
+    (``inputs`` maps a node to their text, ``rows=5``), cpu, peak memory and
+    metrics, each where some node has a value.
     """
     extras = {r.name: (escape(inputs.get(r.name, "")) if inputs else "", _cpu(r), _peak(r),
                        _metrics(r))
-              for r in run.nodes.values()}
+              for r in run.nodes.values()} if details else {}
     shown = [i for i in range(len(EXTRA)) if any(cells[i] for cells in extras.values())]
     rows = []
     for r in run.nodes.values():

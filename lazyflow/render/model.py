@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from lazyflow.api import Flow
     from lazyflow.run import NodeRecord, Run
 
-__all__ = ["FlowModel", "Progress", "inputs_text", "nesting", "requested", "small", "view_of"]
+__all__ = ["FlowModel", "Progress", "detailed_view", "inputs_text", "nesting", "requested",
+           "small", "view_of"]
 
 SHORT = 40
 """Longest string (or repr) shown as an input's value; longer ones show their type."""
@@ -111,13 +112,18 @@ class Progress:
         return self.total - self.pending - self.running
 
 
-def view_of(record: NodeRecord, inputs: str = "") -> NodeView:
-    """The picture's view of a node record (``inputs``: its flow inputs, as
-    :func:`inputs_text` writes them)."""
+def view_of(record: NodeRecord) -> NodeView:
+    """The picture's view of a node record."""
     error = f"{type(record.error).__name__}: {record.error}" if record.error is not None else ""
     duration = record.duration if record.status in ("completed", "failed") else None
     return NodeView(record.status, record.tier, duration, record.key, record.size, error,
-                    record.reason, notes=_notes(record, inputs))
+                    record.reason)
+
+
+def detailed_view(record: NodeRecord, inputs: str = "") -> NodeView:
+    """:func:`view_of` with the widget's details in its hover text: the node's flow inputs
+    (``inputs``, as :func:`inputs_text` writes them), cpu, peak memory and metrics."""
+    return replace(view_of(record), notes=_notes(record, inputs))
 
 
 def _notes(record: NodeRecord, inputs: str) -> tuple[str, ...]:
@@ -236,7 +242,7 @@ class FlowModel:
             fn(event)
 
     def _view(self, record: NodeRecord) -> NodeView:
-        return view_of(record, self._inputs_of(record.name))
+        return detailed_view(record, self._inputs_of(record.name))
 
     def _inputs_of(self, name: str) -> str:
         """``name``'s inputs as text, written once per run (under the lock)."""
@@ -248,4 +254,4 @@ class FlowModel:
 
     def _adopt(self, run: Run) -> None:
         self.run = run
-        self._views = {name: view_of(r) for name, r in run.nodes.items()}
+        self._views = {name: detailed_view(r) for name, r in run.nodes.items()}
