@@ -3,10 +3,12 @@ picture in a notebook saved by a real kernel."""
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -95,6 +97,28 @@ def test_a_throttled_call_is_made_once_the_interval_has_passed():
     assert drawn.wait(timeout=60)
     assert throttle.calls == 2  # one trailing call for the whole burst
     throttle.now()  # a burst that outlived that call armed the next one: do not leave it armed
+
+
+def test_an_events_trailing_call_comes_sooner_than_a_tick_armed_for_later():
+    drawn = threading.Event()
+    throttle = Throttle(drawn.set, interval=0.01)
+    throttle()  # draws at once
+    drawn.clear()
+    throttle.after(3600)  # a tick an hour away
+    throttle()  # an event just after the last draw: its call is due in 0.01 s, not in an hour
+    assert drawn.wait(timeout=60)
+    throttle.stop()
+
+
+def test_flush_makes_an_armed_call_at_once_and_nothing_when_none_is_armed():
+    now = [0.0]
+    throttle = Throttle(lambda: None, interval=100, clock=lambda: now[0])
+    throttle()  # draws at once
+    throttle()  # arms the trailing call
+    throttle.flush()
+    assert throttle.calls == 2 and throttle._timer is None
+    throttle.flush()
+    assert throttle.calls == 2
 
 
 def test_a_failed_node_is_drawn_red_with_its_error(flow):
@@ -384,6 +408,26 @@ def test_a_nodes_details_show_its_small_input_values_and_the_type_of_large_ones(
     row = re.search(r'<tr data-node="load">.*?</tr>', w._table.value).group(0)
     assert "rows=5, path=&#x27;a.csv&#x27;, frame=&lt;list&gt;" in row
     assert "inputs rows=5, path=&#x27;a.csv&#x27;, frame=&lt;list&gt;" in w._svg.value
+
+
+def test_the_widget_keeps_no_input_value_alive_after_the_run(flow):
+    class Frame(list):
+        """A large input that can be watched for collection."""
+
+    lf.register_hasher(Frame, lambda frame: "frame")
+
+    @flow.node
+    def size(frame):
+        return len(frame)
+
+    w = flow.widget()
+    frame = Frame(range(1000))
+    watched = weakref.ref(frame)
+    flow.run("size", frame=frame)
+    del frame
+    gc.collect()
+    assert watched() is None
+    assert "frame=&lt;Frame&gt;" in w._table.value
 
 
 def test_a_nodes_details_show_its_cpu_time_and_reported_metrics(flow):

@@ -17,8 +17,9 @@ short strings, paths: :func:`small`). A :class:`~lazyflow.run.Run` keeps
 inputs as digests only, so the request's values reach the model through
 :func:`requested`: ``Flow.run`` wraps the engine call in it, and the model
 reads it when ``RunStarted`` arrives, which the engine emits in the thread
-that called it. Rejected: keeping values on the ``Run`` (every run would hold
-its inputs alive, large ones included, for as long as the run is kept).
+that called it, and keeps only their text. Rejected: keeping values on the
+``Run`` (every run would hold its inputs alive, large ones included, for as
+long as the run is kept).
 """
 
 from __future__ import annotations
@@ -163,8 +164,7 @@ class FlowModel:
         self._listeners: list[Callable[[Event], Any]] = []
         self._layout: tuple[Any, Layout] | None = None
         self._checked: Run | None = None  # the run whose start the layout was checked at
-        self._params: Mapping[str, Mapping[str, Any]] = {}  # the current request's inputs
-        self._texts: dict[str, str] = {}  # and as text, per node, once needed
+        self._inputs: dict[str, str] = {}  # the current request's inputs, per node, as text
         if flow.last_run is not None:
             self._adopt(flow.last_run)
         self._unsubscribe = flow.events.subscribe(self._on_event)
@@ -199,8 +199,7 @@ class FlowModel:
         (nodes without inputs left out; empty when the run was not asked through
         :func:`requested`)."""
         with self._lock:
-            return {name: self._inputs_of(name) for name, values in self._params.items()
-                    if values}
+            return dict(self._inputs)
 
     def snapshot(self) -> tuple[dict[str, NodeView], Progress]:
         """A consistent copy of the node views and the run's counts."""
@@ -226,8 +225,9 @@ class FlowModel:
         with self._lock:
             if isinstance(event, RunStarted):
                 self.run = event.run
-                self._params = _REQUEST.get() or {}  # set by this thread's Flow.run
-                self._texts = {}
+                # set by this thread's Flow.run; kept as text: a view holds no input alive
+                self._inputs = {name: inputs_text(values)
+                                for name, values in (_REQUEST.get() or {}).items() if values}
                 self._views = {name: NodeView("pending") for name in event.run.nodes}
             elif event.run is not self.run:
                 return  # a straggler from an older run
@@ -242,15 +242,7 @@ class FlowModel:
             fn(event)
 
     def _view(self, record: NodeRecord) -> NodeView:
-        return detailed_view(record, self._inputs_of(record.name))
-
-    def _inputs_of(self, name: str) -> str:
-        """``name``'s inputs as text, written once per run (under the lock)."""
-        text = self._texts.get(name)
-        if text is None:
-            values = self._params.get(name)
-            text = self._texts[name] = inputs_text(values) if values else ""
-        return text
+        return detailed_view(record, self._inputs.get(record.name, ""))
 
     def _adopt(self, run: Run) -> None:
         self.run = run
