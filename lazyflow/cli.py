@@ -442,8 +442,6 @@ def _finding_line(kind: str, finding: dict[str, Any]) -> str:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    if args.flow is not None and ":" in args.file:
-        raise UsageError(f"{args.file!r} names a flow already: drop --flow {args.flow}")
     spec = args.file if args.flow is None else f"{args.file}:{args.flow}"
     try:
         flow = load_flow(spec)
@@ -557,17 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "unreadable, e.g. for want of permissions)")
         p.set_defaults(handler=cmd_cache)
 
-    graph = commands.add_parser(
-        "graph", help="draw a flow's DAG as SVG (inputs dashed, return types shown)",
-        description="Draw a flow's DAG as SVG: its nodes with their return annotations, "
-        "and its flow inputs as dashed boxes with dashed edges into the nodes taking them. "
-        "Prints the SVG, or writes it with --out.")
-    graph.add_argument("file", metavar="FILE",
-                       help="path/to/script.py or a dotted module name (MODULE:FLOW works too)")
-    graph.add_argument("--flow", default=None, metavar="NAME",
-                       help="the flow variable (needed when the script holds several)")
-    graph.add_argument("--out", default=None, metavar="PATH",
-                       help="write the SVG here (e.g. dag.svg) instead of printing it")
+    help = "draw a flow's DAG as SVG (flow inputs dashed, return annotations shown)"
+    graph = commands.add_parser("graph", help=help, description=help)
+    graph.add_argument("file", metavar="FILE", help="path/to/script.py or a dotted module")
+    graph.add_argument("--flow", metavar="NAME", help="the flow, if FILE holds several")
+    graph.add_argument("--out", metavar="PATH", help="write the SVG here, e.g. dag.svg")
     graph.set_defaults(handler=cmd_graph)
 
     notebook = commands.add_parser("notebook", help="run a notebook headless",
