@@ -6,7 +6,7 @@ Design note
 engine answers plans; history, provenance, watching, sub-flows and the
 notebook views sit on the engine. :class:`Flow` is where they meet: it adds a
 cache, an event bus and the request methods (``get``, ``run``, ``explain``,
-``submit``, ``watch``, ``lineage``, ``verify``, ``widget``) to
+``submit``, ``watch``, ``lineage``, ``verify``, ``widget``, ``to_svg``) to
 :class:`~lazyflow.model.graph.Graph`, each a thin call into the module that does
 the work. Being on top, it imports them all, so none of them needs to import
 it (they type it under ``TYPE_CHECKING``); only the front ends (``%%flow``,
@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import lazyflow.engine as engine
@@ -46,7 +48,8 @@ from lazyflow.history import start_recording
 from lazyflow.model.graph import Graph, Node
 from lazyflow.notebook.progress import show_progress
 from lazyflow.notebook.sites import Site, definition_site, notebook_name
-from lazyflow.render.display import flow_html, flow_mimebundle
+from lazyflow.render.display import flow_html, flow_mimebundle, flow_svg
+from lazyflow.render.model import requested
 
 if TYPE_CHECKING:
     from lazyflow.model.resources import Resources
@@ -185,10 +188,11 @@ class Flow(Graph):
         start_recording()  # the run history listens from the process's first run on
         before = self.last_run
         try:
-            if not progress:
-                return engine.execute(self, plan, options)
-            with show_progress(self):
-                return engine.execute(self, plan, options)
+            with requested(plan.params):  # the widget shows small input values
+                if not progress:
+                    return engine.execute(self, plan, options)
+                with show_progress(self):
+                    return engine.execute(self, plan, options)
         finally:  # the run's own edges, for drawing it (the engine keeps none)
             if self.last_run is not None and self.last_run is not before:
                 self.last_run.edges = [(up, n) for n in plan.order if n in self.last_run.nodes
@@ -239,6 +243,19 @@ class Flow(Graph):
         from lazyflow.notebook.widget import FlowWidget  # needs ipywidgets: only when asked
 
         return FlowWidget(self, interval=interval)
+
+    def to_svg(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The DAG as SVG text: nodes with their return annotations, flow inputs as dashed
+        boxes with dashed edges into the nodes taking them; written to ``path`` if given.
+
+        The picture of the definition, not of a run: the same flow gives the same text.
+
+        >>> flow.to_svg("dag.svg")                     # doctest: +SKIP
+        """
+        svg = flow_svg(self)
+        if path is not None:
+            Path(path).write_text(svg, encoding="utf-8")
+        return svg
 
     def _repr_html_(self) -> str:
         return flow_html(self)

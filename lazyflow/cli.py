@@ -1,4 +1,4 @@
-"""The ``lazyflow`` command: run, explain, lineage, verify, runs, show, cache, notebook.
+"""The ``lazyflow`` command: run, explain, lineage, verify, runs, show, cache, notebook, graph.
 
 Design note
 -----------
@@ -534,6 +534,28 @@ def _finding_line(kind: str, finding: dict[str, Any]) -> str:
     return f"  {kind:<10} {finding['key']}  {node}{finding['problem']}"
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    spec = args.file if args.flow is None else f"{args.file}:{args.flow}"
+    try:
+        flow = load_flow(spec)
+    except UsageError:
+        raise
+    except Exception as e:  # the script itself is broken: say so in one line
+        raise UsageError(f"cannot load {args.file!r}: {type(e).__name__}: {e}") from None
+    svg = flow.to_svg()
+    if args.out is None:
+        sys.stdout.write(svg + "\n")
+        return 0
+    try:
+        Path(args.out).write_text(svg, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out!r}: {e.strerror or e}") from None
+    nodes, inputs = len(flow), len(flow.flow_inputs())
+    print(f"wrote {args.out}: flow {flow.name!r}, {nodes} node{'s' * (nodes != 1)}, "
+          f"{inputs} input{'s' * (inputs != 1)}")
+    return 0
+
+
 def cmd_notebook(args: argparse.Namespace) -> int:
     from lazyflow.headless import run_notebook
 
@@ -656,6 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="delete the damaged entries (never those that are only "
                            "unreadable, e.g. for want of permissions)")
         p.set_defaults(handler=cmd_cache)
+
+    help = "draw a flow's DAG as SVG (flow inputs dashed, return annotations shown)"
+    graph = commands.add_parser("graph", help=help, description=help)
+    graph.add_argument("file", metavar="FILE", help="path/to/script.py or a dotted module")
+    graph.add_argument("--flow", metavar="NAME", help="the flow, if FILE holds several")
+    graph.add_argument("--out", metavar="PATH", help="write the SVG here, e.g. dag.svg")
+    graph.set_defaults(handler=cmd_graph)
 
     notebook = commands.add_parser("notebook", help="run a notebook headless",
                                    description="run notebooks headless")

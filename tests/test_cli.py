@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def json_of(result: subprocess.CompletedProcess[str]) -> dict:
 @pytest.mark.parametrize("command", [
     [], ["run"], ["explain"], ["lineage"], ["verify"], ["runs"], ["show"], ["cache"],
     ["cache", "stats"], ["cache", "prune"], ["cache", "clear"], ["cache", "verify"],
-    ["notebook"], ["notebook", "run"]])
+    ["notebook"], ["notebook", "run"], ["graph"]])
 def test_every_command_has_help(project, command):
     result = lazyflow(project, *command, "--help")
     assert result.returncode == 0
@@ -803,3 +804,58 @@ def test_run_reaches_a_dask_scheduler_by_flag_or_environment(project, monkeypatc
                                "--json", env=env))
         workers = {worker.address for worker in cluster.workers.values()}
     assert ast.literal_eval(run["values"]["where"]) in workers
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def _nodes_and_inputs(svg: str) -> tuple[list[str], list[str]]:
+    return (re.findall(r'class="lf-node" data-node="([^"]+)"', svg),
+            re.findall(r'class="lf-input" data-input="input:([^"]+)"', svg))
+
+
+def test_graph_prints_the_flows_dag_as_svg_with_its_inputs(project):
+    result = lazyflow(project, "graph", "analysis.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+    assert _nodes_and_inputs(result.stdout) == (["raw", "total", "noisy", "broken"], ["n"])
+
+
+def test_graph_out_writes_what_flow_to_svg_gives(project):
+    result = lazyflow(project, "graph", "analysis.py", "--out", "dag.svg")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "wrote dag.svg: flow 'analysis', 4 nodes, 1 input\n"
+    expected = subprocess.run(
+        [sys.executable, "-c", "import analysis, sys; sys.stdout.write(analysis.flow.to_svg())"],
+        cwd=project, env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{project}"},
+        capture_output=True, text=True, check=True).stdout
+    assert (project / "dag.svg").read_text() == expected
+
+
+def test_graph_flow_picks_one_of_several_flows(project):
+    (project / "two.py").write_text(FLOW_MODULE + textwrap.dedent('''
+        other = lf.Flow("other")
+
+        @other.node
+        def alone(k: int = 1):
+            return k
+    '''))
+    result = lazyflow(project, "graph", "two.py", "--flow", "other")
+    assert result.returncode == 0, result.stderr
+    assert _nodes_and_inputs(result.stdout) == (["alone"], ["k"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing.py"], "no such file 'missing.py'"),
+    (["broken.py"], "cannot import broken.py: invalid syntax"),
+    (["raising.py"], "importing raising.py failed: RuntimeError: no data here"),
+    (["analysis.py", "--flow", "nope"], "analysis.py has no flow named 'nope'"),
+    (["analysis.py", "--out", "no/such/dir/dag.svg"], "cannot write 'no/such/dir/dag.svg'"),
+])
+def test_graph_of_a_bad_file_is_a_one_line_error_with_exit_code_2(project, args, message):
+    (project / "broken.py").write_text("def (:\n")
+    (project / "raising.py").write_text("raise RuntimeError('no data here')\n")
+    result = lazyflow(project, "graph", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"lazyflow: error: {message}")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""

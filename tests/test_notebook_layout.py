@@ -1,9 +1,17 @@
-"""The DAG layout: layers follow edges, no overlaps, few crossings, any size, never hangs."""
+"""The DAG layout (layers follow edges, no overlaps, few crossings, any size, never hangs) and
+``flow.to_svg()``, the drawing of a flow's definition with its inputs and return types."""
 
 from __future__ import annotations
 
+import os
 import random
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
+import lazyflow as lf
 from lazyflow.render.layout import crossings, layout
 
 
@@ -136,3 +144,104 @@ def test_crossing_reduction_still_untangles_chains_inside_groups():
 def test_without_groups_there_are_no_boxes():
     names, edges = _random_dag(30, seed=8)
     assert layout(names, edges).boxes == {}
+
+
+# --------------------------------------------------------------------------- flow.to_svg
+
+
+def test_a_flow_input_sits_in_the_layer_before_its_earliest_consumer():
+    lay = layout(["in:late", "a", "b", "c"], [("a", "b"), ("b", "c"), ("in:late", "c")],
+                 inputs=["in:late"])
+    assert lay.layer_of == {"in:late": 1, "a": 0, "b": 1, "c": 2}
+    assert lay.inputs == {"in:late"}
+
+
+def _drawn_flow() -> lf.Flow:
+    flow = lf.Flow("drawn", cache=None)
+
+    @flow.node
+    def raw(path: Path, n: int = 5) -> list[float]:
+        return [float(i) for i in range(n)]
+
+    @flow.node
+    def clean(raw, threshold: float = 0.5) -> pd.DataFrame:  # noqa: F821 - only written
+        return [x for x in raw if x > threshold]
+
+    @flow.node
+    def report(clean, n):
+        return len(clean)
+
+    return flow
+
+
+def _inputs(svg: str) -> dict[str, str]:
+    """Each drawn flow input's point name -> its label."""
+    return dict(re.findall(r'<g class="lf-input" data-input="([^"]+)">.*?<text[^>]*>([^<]*)'
+                           r'</text></g>', svg))
+
+
+def test_to_svg_draws_every_flow_input_as_a_dashed_box_labelled_with_type_and_default():
+    svg = _drawn_flow().to_svg()
+    assert _inputs(svg) == {"input:path": "path: Path", "input:n": "n: int = 5",
+                            "input:threshold": "threshold: float = 0.5"}
+    box = re.search(r'data-input="input:n">.*?<rect[^>]*>', svg).group(0)
+    assert 'stroke-dasharray' in box
+
+
+def test_to_svg_draws_a_dashed_edge_from_an_input_into_every_node_taking_it():
+    svg = _drawn_flow().to_svg()
+    dashed = re.findall(r'<path class="lf-input-edge" data-edge="([^"]+)"[^>]*'
+                        r'stroke-dasharray', svg)
+    assert sorted(dashed) == ["input:n->raw", "input:n->report", "input:path->raw",
+                              "input:threshold->clean"]
+    assert sorted(re.findall(r'class="lf-edge" data-edge="([^"]+)"', svg)) == \
+        ["clean->report", "raw->clean"]
+
+
+def test_to_svg_shows_each_nodes_return_annotation_under_its_name():
+    svg = _drawn_flow().to_svg()
+    captions = dict(re.findall(r'data-node="(\w+)".*?class="lf-caption"[^>]*>([^<]*)<', svg))
+    assert captions == {"raw": "→ list[float]", "clean": "→ DataFrame", "report": ""}
+
+
+def test_to_svg_draws_the_definition_not_the_last_run():
+    flow = _drawn_flow()
+    before = flow.to_svg()
+    flow.run("report", path=Path("a.csv"), n=3)
+    assert flow.to_svg() == before
+    assert set(re.findall(r'data-state="(\w+)"', before)) == {"defined"}
+
+
+def test_to_svg_gives_the_same_text_for_the_same_flow_in_any_process(tmp_path):
+    script = tmp_path / "drawn.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        import lazyflow as lf
+        flow = lf.Flow("p", cache=None)
+        for i in range(30):
+            flow.node(name=f"n{i}", inputs={"up": f"n{i // 2}"} if i else None)(
+                (lambda up, k=i, size=1: up + k) if i else (lambda seed, size=1: seed))
+        sys.stdout.write(flow.to_svg())
+    '''))
+    texts = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+             for seed in ("1", "2")}
+    assert len(texts) == 1 and 'data-node="n29"' in texts.pop()
+
+
+def test_to_svg_writes_the_svg_to_a_path_given_as_str_or_path(tmp_path):
+    flow = _drawn_flow()
+    text = flow.to_svg(str(tmp_path / "a.svg"))
+    flow.to_svg(tmp_path / "b.svg")
+    assert (tmp_path / "a.svg").read_text() == (tmp_path / "b.svg").read_text() == text
+    assert text.startswith('<svg xmlns="http://www.w3.org/2000/svg"')
+
+
+def test_an_input_whose_label_would_be_cut_leaves_out_its_default():
+    flow = lf.Flow("long", cache=None)
+
+    @flow.node
+    def sample(n_samples: int = 400_000, seed: int = 7):
+        return n_samples + seed
+
+    assert set(_inputs(flow.to_svg()).values()) == {"n_samples: int", "seed: int = 7"}

@@ -1,11 +1,14 @@
-"""The live DAG widget, the static reprs and progress=True, driven by real runs."""
+"""The live DAG widget, the static reprs and progress=True, driven by real runs; the widget's
+picture in a notebook saved by a real kernel."""
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -94,6 +97,28 @@ def test_a_throttled_call_is_made_once_the_interval_has_passed():
     assert drawn.wait(timeout=60)
     assert throttle.calls == 2  # one trailing call for the whole burst
     throttle.now()  # a burst that outlived that call armed the next one: do not leave it armed
+
+
+def test_an_events_trailing_call_comes_sooner_than_a_tick_armed_for_later():
+    drawn = threading.Event()
+    throttle = Throttle(drawn.set, interval=0.01)
+    throttle()  # draws at once
+    drawn.clear()
+    throttle.after(3600)  # a tick an hour away
+    throttle()  # an event just after the last draw: its call is due in 0.01 s, not in an hour
+    assert drawn.wait(timeout=60)
+    throttle.stop()
+
+
+def test_flush_makes_an_armed_call_at_once_and_nothing_when_none_is_armed():
+    now = [0.0]
+    throttle = Throttle(lambda: None, interval=100, clock=lambda: now[0])
+    throttle()  # draws at once
+    throttle()  # arms the trailing call
+    throttle.flush()
+    assert throttle.calls == 2 and throttle._timer is None
+    throttle.flush()
+    assert throttle.calls == 2
 
 
 def test_a_failed_node_is_drawn_red_with_its_error(flow):
@@ -303,3 +328,169 @@ def test_the_widget_and_a_runs_repr_draw_the_same_subflow_box(flow):
     run = flow.run("report")
     assert _members(w._svg.value, "prep") == {"prep.raw", "prep.clean"}
     assert _members(run._repr_html_(), "prep") == {"prep.raw", "prep.clean"}
+
+
+# --------------------------------------------------------------------------- a livelier widget
+
+
+def _blocked(flow: lf.Flow):
+    """A node ``slow`` that runs until released: ``(started, release)`` events."""
+    started, release = threading.Event(), threading.Event()
+
+    @flow.node
+    def slow():
+        started.set()
+        release.wait(timeout=60)
+        return 1
+
+    return started, release
+
+
+def test_a_running_node_shows_how_long_it_has_been_running(flow):
+    started, release = _blocked(flow)
+    w = flow.widget()
+    job = w.submit("slow")
+    assert started.wait(timeout=30)
+    w.throttle.now()
+    caption = re.search(r'data-node="slow".*?class="lf-caption"[^>]*>([^<]*)<', w._svg.value)
+    release.set()
+    job.result(timeout=30)
+    assert re.fullmatch(r"running \d+\.\ds", caption.group(1))
+
+
+def test_the_elapsed_clock_ticks_while_a_node_runs_without_any_event(flow):
+    started, release = _blocked(flow)
+    w = flow.widget()
+    ticked = threading.Event()
+    job = w.submit("slow")
+    assert started.wait(timeout=30)
+    w.throttle.now()
+    w._status.observe(lambda change: ticked.set(), "value")  # the node sends no event now
+    assert ticked.wait(timeout=30)
+    assert not release.is_set() and "1 running" in w._status.value
+    release.set()
+    job.result(timeout=30)
+
+
+def test_the_clock_stops_ticking_when_the_run_is_over(flow):
+    started, release = _blocked(flow)
+    w = flow.widget()
+    job = w.submit("slow")
+    assert started.wait(timeout=30)
+    release.set()
+    job.result(timeout=30)
+    w.throttle.now()  # a tick may have fired just as the run ended: the last draw arms none
+    assert w.throttle._timer is None
+    assert "0 running" in w._status.value
+
+
+def test_the_cancel_button_is_grey_when_nothing_can_be_cancelled_and_red_when_it_can(flow):
+    started, release = _blocked(flow)
+    w = flow.widget()
+    idle = (w._cancel.disabled, w._cancel.button_style)
+    job = w.submit("slow")
+    assert started.wait(timeout=30)
+    w.throttle.now()
+    live = (w._cancel.disabled, w._cancel.button_style)
+    release.set()
+    job.result(timeout=30)
+    assert idle == (True, "") and live == (False, "danger")
+    assert (w._cancel.disabled, w._cancel.button_style) == (True, "")
+
+
+def test_a_nodes_details_show_its_small_input_values_and_the_type_of_large_ones(flow):
+    @flow.node
+    def load(rows: int, path: str, frame: list):
+        return rows
+
+    w = flow.widget()
+    flow.run("load", rows=5, path="a.csv", frame=list(range(1000)))
+    row = re.search(r'<tr data-node="load">.*?</tr>', w._table.value).group(0)
+    assert "rows=5, path=&#x27;a.csv&#x27;, frame=&lt;list&gt;" in row
+    assert "inputs rows=5, path=&#x27;a.csv&#x27;, frame=&lt;list&gt;" in w._svg.value
+
+
+def test_the_widget_keeps_no_input_value_alive_after_the_run(flow):
+    class Frame(list):
+        """A large input that can be watched for collection."""
+
+    lf.register_hasher(Frame, lambda frame: "frame")
+
+    @flow.node
+    def size(frame):
+        return len(frame)
+
+    w = flow.widget()
+    frame = Frame(range(1000))
+    watched = weakref.ref(frame)
+    flow.run("size", frame=frame)
+    del frame
+    gc.collect()
+    assert watched() is None
+    assert "frame=&lt;Frame&gt;" in w._table.value
+
+
+def test_a_nodes_details_show_its_cpu_time_and_reported_metrics(flow):
+    @flow.node
+    def fit():
+        lf.report(tokens=812, cost=0.013)
+        return 1
+
+    w = flow.widget()
+    run = flow.run("fit")
+    table = w._table.value
+    headings = re.findall(r"<th>([^<]*)</th>", table)
+    assert headings == ["node", "status", "tier", "time", "size", "key", "cpu", "metrics", "why"]
+    assert "tokens=812, cost=0.013" in table
+    cpu = re.search(r"cpu ([^\n<]*)", w._svg.value).group(1)
+    assert cpu == lf.run.format_duration(run.nodes["fit"].cpu)
+
+
+def test_the_details_leave_out_the_columns_no_node_has_a_value_for(flow, calls):
+    _diamond(flow, calls)
+    w = flow.widget()
+    flow.run("report")
+    assert re.findall(r"<th>([^<]*)</th>", w._table.value) == \
+        ["node", "status", "tier", "time", "size", "key", "inputs", "cpu", "why"]
+
+
+def test_a_runs_own_table_shows_no_details_columns(flow, calls):
+    _diamond(flow, calls)
+    table = flow.run("report")._repr_html_()
+    assert re.findall(r"<th>([^<]*)</th>", table) == \
+        ["node", "status", "tier", "time", "size", "key", "why"]
+
+
+# --------------------------------------------------------------------------- saved notebooks
+
+
+def test_the_widgets_output_carries_its_picture_as_html_next_to_the_view(flow, calls):
+    _diamond(flow, calls)
+    w = flow.widget()
+    flow.run("report")
+    bundle = w._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert set(_states(bundle["text/html"]).values()) == {"completed"}
+    assert "4 done" in bundle["text/html"]
+
+
+def test_a_notebook_saved_after_its_runs_shows_the_widget_picture_of_the_last_run(tmp_path):
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(source) for source in (
+        "import lazyflow as lf\n"
+        "flow = lf.Flow('saved', cache=lf.Cache(disk=None))\n"
+        "flow.node(name='first')(lambda: 1)\n"
+        "flow.node(name='second')(lambda: 2)",
+        "w = flow.widget()\nw",
+        "flow.run('first').status",
+        # well within a second of the first run: its update waits for the end of the cell
+        "flow.run('second').status",
+    )])
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    (shown,) = nb.cells[1].outputs
+    assert shown.output_type == "display_data"
+    assert "application/vnd.jupyter.widget-view+json" in shown.data
+    assert _states(shown.data["text/html"]) == {"first": "idle", "second": "completed"}

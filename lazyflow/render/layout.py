@@ -23,6 +23,11 @@ ends of its edge are members. Without groups there is one band and the
 drawing is as before. Rejected: boxes around wherever members landed, which
 overlap other nodes as soon as a layer mixes members and non-members.
 
+Flow inputs (``inputs=``, drawn by ``flow.to_svg()``) are points like nodes,
+but each sits in the layer just before its earliest consumer rather than in
+the first layer: an input that only the last node takes is drawn next to it,
+not at the far left with a long edge across the picture.
+
 State: none. :func:`layout` is a pure function of the node list and edges,
 deterministic for the same input (ties keep the order nodes were given in).
 
@@ -39,7 +44,7 @@ one extra layer and the back edges are drawn as they are.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = ["Layout", "crossings", "layout"]
 
@@ -74,13 +79,18 @@ class Layout:
     height: float
     layer_of: dict[str, int] = field(default_factory=dict)
     boxes: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    inputs: frozenset[str] = frozenset()
+    """The points that are flow inputs, not nodes (drawn as dashed boxes)."""
 
 
 def layout(nodes: Sequence[str], edges: Iterable[tuple[str, str]],
-           groups: Mapping[str, Sequence[str]] | None = None) -> Layout:
+           groups: Mapping[str, Sequence[str]] | None = None, *,
+           inputs: Iterable[str] = ()) -> Layout:
     """Lay out a DAG of ``nodes`` with ``edges`` as (upstream, downstream) pairs.
 
     ``groups`` maps a label to member nodes (disjoint), each drawn in a box.
+    ``inputs`` names the points of ``nodes`` that are flow inputs: each goes in
+    the layer just before its earliest consumer.
 
     >>> lay = layout(["raw", "clean", "model"], [("raw", "clean"), ("clean", "model")])
     >>> [lay.layer_of[n] for n in ("raw", "clean", "model")]
@@ -89,6 +99,9 @@ def layout(nodes: Sequence[str], edges: Iterable[tuple[str, str]],
     known = dict.fromkeys(nodes)
     edge_list = [(u, d) for u, d in dict.fromkeys(edges) if u in known and d in known and u != d]
     layer_of = _layers(list(known), edge_list)
+    sources = frozenset(n for n in inputs if n in known)
+    if sources:
+        _next_to_consumers(layer_of, edge_list, sources)
     layers, chains = _with_dummies(list(known), edge_list, layer_of)
     segments = _neighbours(chains)
     layers = _reduce_crossings(layers, segments)
@@ -97,7 +110,8 @@ def layout(nodes: Sequence[str], edges: Iterable[tuple[str, str]],
     if band:
         layers = _reduce_crossings([sorted(layer, key=band.__getitem__) for layer in layers],
                                    segments, band)
-    return _coordinates(layers, chains, edge_list, layer_of, band, group_of)
+    lay = _coordinates(layers, chains, edge_list, layer_of, band, group_of)
+    return lay if not sources else replace(lay, inputs=sources)
 
 
 def crossings(layers: Sequence[Sequence[object]], edges: Iterable[tuple[object, object]]) -> int:
@@ -147,6 +161,19 @@ def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
         for n in leftover:
             layer[n] = last
     return layer
+
+
+def _next_to_consumers(layer_of: dict[str, int], edges: list[tuple[str, str]],
+                       sources: frozenset[str]) -> None:
+    """Move each of ``sources`` to the layer before its earliest consumer (edges still
+    point to later layers: a consumer is at least one layer on)."""
+    earliest: dict[str, int] = {}
+    for u, d in edges:
+        if u in sources:
+            earliest[u] = min(earliest.get(u, layer_of[d]), layer_of[d])
+    for n in sources:
+        if n in earliest:
+            layer_of[n] = max(earliest[n] - 1, 0)
 
 
 Point = object  # a node name, or an (up, down, i) dummy point
