@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lazyflow.engine.graphs import GRAPHED, plain
 from lazyflow.engine.hooks import Feature
 from lazyflow.engine.lazyinputs import LAZY_INPUTS
 from lazyflow.engine.maps import MAPPED
@@ -16,11 +17,15 @@ if TYPE_CHECKING:
 
 __all__ = ["bind"]
 
+_GRAPH_STEP = (GRAPHED,)
+
 
 def bind(s: RunState, name: str, policy: Policy) -> tuple[Feature, ...]:
     """The features of needed node ``name`` in this run, in hook order; ``()`` for most."""
     lazy_ps = s.lazy[name]
     mapped = s.plan.nodes[name].options.map is not None
+    if s.caps.submits_graphs and plain(bool(lazy_ps), mapped, policy):
+        return _GRAPH_STEP  # its step on the worker takes the shared tier's part too
     if not (lazy_ps or mapped or s.sharing is not None or policy.timeout is not None):
         return ()
     features: list[Feature] = []

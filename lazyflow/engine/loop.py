@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lazyflow.engine.cancel import CancelToken
 from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.engine.flight import land_all
+from lazyflow.engine.graphs import flush
 from lazyflow.engine.prepare import (
     Hit,
     Prepared,
@@ -197,6 +198,8 @@ def _loop(s: RunState) -> None:
             else:
                 running[future] = name
                 future.add_done_callback(s.finished.put)
+        if s.graphs is not None:
+            flush(s)  # what this pass started goes to the cluster as one graph (graphs.py)
         if not running and not (parked and s.fatal is None):
             continue
         timeout = next_deadline(s)
@@ -269,6 +272,7 @@ def _abort(s: RunState, error: BaseException) -> None:
     s.run.error = error
     for future in s.running:
         s.executor.abandon(future)
+    _keep_finished(s)
     land_all(s)  # requests waiting for a key this run computed take over
     failed = next((n for n, r in s.run.nodes.items() if r.status == "failed"), None)
     for record in s.run.nodes.values():
@@ -278,6 +282,18 @@ def _abort(s: RunState, error: BaseException) -> None:
                              else f"not run: node {failed!r} failed" if failed
                              else f"not run: {type(error).__name__}")
             s.emit(NodeFinished(s.run, record))
+
+
+def _keep_finished(s: RunState) -> None:
+    """Settle the nodes whose task finished as the run stopped: finished nodes stay cached
+    (on a graph executor a task may finish before the engine hears of it)."""
+    for future, name in list(s.running.items()):
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            continue
+        try:
+            settle(s, name, future.result())
+        except Exception:  # it cannot be settled (say, unhashable): it stays unsettled
+            continue
 
 
 def _on_event_loop() -> bool:

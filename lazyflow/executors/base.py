@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -32,7 +32,8 @@ from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.model.policies import DEFAULTS, Policy
 from lazyflow.model.skip import Skip
 
-__all__ = ["Capabilities", "Executor", "Outcome", "Task", "install_hashers", "pack_hashers"]
+__all__ = ["Capabilities", "Executor", "GraphExecutor", "Outcome", "Task", "install_hashers",
+           "pack_hashers"]
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class Executor(Protocol):
 
     An executor may also declare, as class attributes, what it can do (read
     through :class:`Capabilities`, each false when not declared): ``inline``,
-    ``places_work`` and ``shares_cache``.
+    ``places_work``, ``shares_cache`` and ``submits_graphs``.
     """
 
     name: str
@@ -140,13 +141,38 @@ class Capabilities:
     """It places work itself (Dask): resource needs go to it, and no local gate applies."""
     shares_cache: bool = False
     """Its workers can open a shared cache tier themselves (``engine/shared.py``)."""
+    submits_graphs: bool = False
+    """It takes tasks that follow other tasks (:class:`GraphExecutor`): the engine hands it
+    a node with the needed nodes downstream of it at once (``engine/graphs.py``), and the
+    scheduler runs them with no round trip to the engine between them."""
 
     @classmethod
     def of(cls, executor: Executor) -> Capabilities:
         """The capabilities ``executor`` declares."""
         return cls(bool(getattr(executor, "inline", False)),
                    bool(getattr(executor, "places_work", False)),
-                   bool(getattr(executor, "shares_cache", False)))
+                   bool(getattr(executor, "shares_cache", False)),
+                   bool(getattr(executor, "submits_graphs", False)))
+
+
+@runtime_checkable
+class GraphExecutor(Executor, Protocol):
+    """An executor that declares ``submits_graphs``: tasks may follow other tasks."""
+
+    def submit_graph(self, tasks: Sequence[Task],
+                     after: Sequence[Sequence[int | Future[Outcome]]]) -> list[Future[Outcome]]:
+        """Start ``tasks`` as one graph; a future of each task's :class:`Outcome`, in order.
+
+        Task ``i`` is called, where it runs, with the outcomes of ``after[i]`` as
+        positional arguments, in order: each is the index of an earlier task of
+        ``tasks`` or a future this executor returned. The executor may hold the
+        graph back until :meth:`flush`.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Send every graph held back; the engine calls it before it waits."""
+        ...
 
 
 def pack_hashers(hashers: tuple[tuple[type, Callable[[Any], Any]], ...]) -> bytes | None:
