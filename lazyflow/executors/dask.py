@@ -53,6 +53,8 @@ from lazyflow.model.resources import ResourceError
 __all__ = ["DaskExecutor", "DaskUnavailableError", "NoClientError", "client_from_environment"]
 
 _IN_FLIGHT = 1000  # tasks handed to the scheduler at once unless max_workers= says otherwise
+_BATCH = 64  # tasks held before a graph is sent without waiting for the engine's flush
+_FETCH_EVERY = 0.02  # seconds between two fetches of results while more are to come
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
 
@@ -104,6 +106,7 @@ class DaskExecutor:
         self._declared: set[str] | None = None
         self._prefix = f"lazyflow-{uuid.uuid4().hex[:8]}"
         self._count = itertools.count()
+        self._fetched = 0.0  # when results were last fetched (time.monotonic)
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Send ``task`` to the cluster; the returned future resolves to its outcome."""
@@ -138,6 +141,9 @@ class DaskExecutor:
                 self._held_keys[future] = key
                 names.append(key)
                 futures.append(future)
+            full = len(self._held) >= _BATCH
+        if full:  # the cluster starts on these while the engine starts the next ones
+            self.flush()
         return futures
 
     def flush(self) -> None:
@@ -230,10 +236,20 @@ class DaskExecutor:
         """A task finished on the cluster (on Dask's callback thread)."""
         if future.done():
             return
-        if done.status == "finished":
-            self._fetch()
-        else:
+        if done.status != "finished":
             self._resolve(future, done)
+            return
+        wait = self._fetched + _FETCH_EVERY - time.monotonic()
+        if wait > 0 and self._more_to_come():
+            # results landing while others still run are fetched together: a gather
+            # costs the scheduler's event loop (in this process) a few ms whatever its size
+            time.sleep(wait)
+        self._fetched = time.monotonic()
+        self._fetch()
+
+    def _more_to_come(self) -> bool:
+        """Whether results other than the one that landed are still to be fetched."""
+        return len(self._tasks) > 1
 
     def _fetch(self) -> None:
         """Fetch every finished result not fetched yet in one gather: one round trip for
