@@ -262,9 +262,11 @@ class GraphCount:
 
     def __init__(self) -> None:
         self.graphs = 0
+        self.tasks = 0
 
-    def update_graph(self, scheduler, **kwargs) -> None:
+    def update_graph(self, scheduler, *, tasks=(), **kwargs) -> None:
         self.graphs += 1
+        self.tasks += len(tasks)
 
 
 @pytest.fixture
@@ -275,9 +277,9 @@ def graphs_received(dask_client):
     plugin = type("Counting", (GraphCount, SchedulerPlugin), {})()
     dask_client.register_plugin(plugin)
 
-    def count() -> int:
+    def count(what: str = "graphs") -> int:
         return dask_client.run_on_scheduler(
-            lambda dask_scheduler: dask_scheduler.plugins[GraphCount.name].graphs)
+            lambda dask_scheduler: getattr(dask_scheduler.plugins[GraphCount.name], what))
 
     yield count
     dask_client.unregister_scheduler_plugin(GraphCount.name)
@@ -416,3 +418,15 @@ def test_a_graph_step_does_not_call_a_node_whose_key_the_client_named_as_stored(
     outcome = step(produced)
     assert (outcome.state, outcome.key, outcome.digest, outcome.error) == \
         (FOUND, key, "digest-of-2", None)
+
+
+def test_when_workers_cannot_hash_like_the_client_no_node_is_sent_ahead_again(
+        flow, dask_client, graphs_received, monkeypatch):
+    import lazyflow.executors.dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "pack_hashers", lambda hashers: None)  # unpicklable
+    last = _chain(flow, 10)
+    assert flow.get(last, executor=dask_client) == 9
+    # the first graph sends the chain ahead; its first result comes back unhashed, so the
+    # rest are sent one by one: not each with the rest of the chain ahead of it again
+    assert graphs_received("tasks") == 10 + 9

@@ -83,6 +83,9 @@ class GraphRun:
         self.adopted: dict[str, Future[Outcome] | None] = {}
         """Nodes started here on a future submitted ahead (``None`` once it is taken)."""
         self.by_key: dict[str, dict[str, str]] = {}  # a starting node's inputs in the tier
+        self.keyed_there = True
+        """False once a result came back unhashed (the workers cannot hash like this
+        process): nodes after it could not be keyed there, so none is sent ahead."""
 
 
 def plain(lazy: bool, mapped: bool, policy: Policy) -> bool:
@@ -164,6 +167,8 @@ class Graphed(Feature):
         if adopted:
             del g.adopted[name]
             release_inputs(s, name)
+        if outcome.error is None and outcome.digest is None:
+            g.keyed_there = False
         if isinstance(outcome, GraphOutcome) and outcome.value is not None:
             outcome.value = handout(outcome.value)  # the step kept it shareable on the worker
         return outcome
@@ -223,7 +228,8 @@ def _submit(s: RunState, name: str, task: Task, by_key: dict[str, str]) -> Futur
     assert key is not None
     known = {p: s.digests[up] for p, up in upstream.items()}
     graph.add(name, _step(s, name, task.kwargs, known, (), by_key, key=key), [])
-    _add_ahead(s, graph)
+    if g.keyed_there:
+        _add_ahead(s, graph)
     futures = cast(GraphExecutor, s.executor).submit_graph(graph.steps, graph.after)
     for n, future in zip(graph.names, futures, strict=True):
         g.flying[n] = future
