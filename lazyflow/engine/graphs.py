@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from lazyflow.engine.state import RunState
     from lazyflow.model.policies import Policy
 
-__all__ = ["GRAPHED", "GraphRun", "flush", "plain"]
+__all__ = ["GRAPHED", "GraphRun", "flush", "plain", "stop_ahead"]
 
 
 class GraphRun:
@@ -91,6 +91,14 @@ class GraphRun:
 def plain(lazy: bool, mapped: bool, policy: Policy) -> bool:
     """Whether a node may run as a graph step: no feature needs the engine between steps."""
     return not (lazy or mapped or policy.timeout is not None or policy.resources)
+
+
+def stop_ahead(s: RunState) -> None:
+    """The run stops: stop the steps submitted ahead too, one may be running already
+    (stopping the first of a chain stops those after it, which follow it)."""
+    for future in list(_graphs(s).ahead.values()):
+        if not future.done():
+            s.executor.abandon(future)
 
 
 def flush(s: RunState) -> None:

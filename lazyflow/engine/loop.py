@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from lazyflow.engine.cancel import CancelToken
 from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.engine.flight import land_all
-from lazyflow.engine.graphs import flush
+from lazyflow.engine.graphs import flush, stop_ahead
 from lazyflow.engine.prepare import (
     Hit,
     Prepared,
@@ -272,6 +272,8 @@ def _abort(s: RunState, error: BaseException) -> None:
     s.run.error = error
     for future in s.running:
         s.executor.abandon(future)
+    if s.graphs is not None:
+        stop_ahead(s)  # steps submitted ahead run on the cluster too (graphs.py)
     _keep_finished(s)
     land_all(s)  # requests waiting for a key this run computed take over
     failed = next((n for n, r in s.run.nodes.items() if r.status == "failed"), None)

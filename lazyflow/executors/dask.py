@@ -1,4 +1,4 @@
-"""The Dask executor: each node runs as one task on a ``distributed`` cluster.
+"""The Dask executor: each node runs as one task on a ``distributed`` cluster, sent as graphs.
 
 Design note
 -----------
@@ -8,6 +8,22 @@ still plans, decides hits, stores and records; the cluster only runs
 :class:`~lazyflow.executors.base.Task` objects, which retry and hash on the
 worker like every other executor. This module imports ``distributed`` only
 when a Dask executor is asked for.
+
+Graphs (``submits_graphs``, ``engine/graphs.py``). ``submit_graph`` takes
+tasks that follow other tasks: each becomes a Dask task whose arguments are
+references to the tasks it follows, so Dask hands it their outcomes on its
+worker and the scheduler runs a chain without asking the client. Graphs are
+held until the engine's ``flush`` (once per pass of its loop) and sent as one
+``update-graph``, or sooner every 64 tasks so the cluster starts while the
+engine is still starting nodes. A task's Dask future is kept until its result
+is fetched, then released (the engine has it; a task submitted later that
+follows it takes the outcome itself), so the cluster holds no result twice
+and a worker restart never computes it again. Results are fetched in one
+gather for every task that landed meanwhile, not one round trip each.
+Rejected: ``client.submit`` per node as nodes become ready (a round trip to
+the client between two nodes of a chain: 0.3x of ``dask.delayed``); Dask's
+own ``tokenize`` of each step (it hashed every function and input to name
+the graph: 0.4 ms a task), which steps answer with their identity instead.
 
 Failures. A node's own exception never fails the Dask task: the task returns
 an :class:`Outcome` carrying it, so lazyflow's ``retries=`` (inside the task)
@@ -54,7 +70,6 @@ __all__ = ["DaskExecutor", "DaskUnavailableError", "NoClientError", "client_from
 
 _IN_FLIGHT = 1000  # tasks handed to the scheduler at once unless max_workers= says otherwise
 _BATCH = 64  # tasks held before a graph is sent without waiting for the engine's flush
-_FETCH_EVERY = 0.02  # seconds between two fetches of results while more are to come
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
 
@@ -106,7 +121,6 @@ class DaskExecutor:
         self._declared: set[str] | None = None
         self._prefix = f"lazyflow-{uuid.uuid4().hex[:8]}"
         self._count = itertools.count()
-        self._fetched = 0.0  # when results were last fetched (time.monotonic)
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Send ``task`` to the cluster; the returned future resolves to its outcome."""
@@ -239,17 +253,7 @@ class DaskExecutor:
         if done.status != "finished":
             self._resolve(future, done)
             return
-        wait = self._fetched + _FETCH_EVERY - time.monotonic()
-        if wait > 0 and self._more_to_come():
-            # results landing while others still run are fetched together: a gather
-            # costs the scheduler's event loop (in this process) a few ms whatever its size
-            time.sleep(wait)
-        self._fetched = time.monotonic()
         self._fetch()
-
-    def _more_to_come(self) -> bool:
-        """Whether results other than the one that landed are still to be fetched."""
-        return len(self._tasks) > 1
 
     def _fetch(self) -> None:
         """Fetch every finished result not fetched yet in one gather: one round trip for
