@@ -119,7 +119,7 @@ class DaskExecutor:
         self._hashers: tuple[tuple[type, Any], ...] | None = None
         self._hash_on_workers = False
         self._declared: set[str] | None = None
-        self._prefix = f"lazyflow-{uuid.uuid4().hex[:8]}"
+        self._prefix = uuid.uuid4().hex
         self._count = itertools.count()
 
     def submit(self, task: Task) -> Future[Outcome]:
@@ -223,7 +223,10 @@ class DaskExecutor:
     # ----------------------------------------------------------------- internals
 
     def _key(self, task: Task) -> str:
-        return f"{self._prefix}-{task.node}-{next(self._count)}"
+        # Dask groups tasks by the key's leading words: one group per node, as on its
+        # dashboard; one group for all would make a wide graph's nodes "root-ish", which
+        # the scheduler queues and hands out one by one as workers free up
+        return f"{task.node}-{self._prefix}-{next(self._count)}"
 
     def _ref(self, future: Future[Outcome]) -> Any:
         """What a task of a graph takes for a task it follows: its key while it is held
