@@ -271,7 +271,8 @@ class GraphCount:
 
 @pytest.fixture
 def graphs_received(dask_client):
-    """How many graphs the cluster's scheduler has received since the test began."""
+    """How many graphs (``count("tasks")``: tasks) the cluster's scheduler has received
+    since the test began."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     plugin = type("Counting", (GraphCount, SchedulerPlugin), {})()
