@@ -19,7 +19,8 @@ engine is still starting nodes. A task's Dask future is kept until its result
 is fetched, then released (the engine has it; a task submitted later that
 follows it takes the outcome itself), so the cluster holds no result twice
 and a worker restart never computes it again. Results are fetched in one
-gather for every task that landed meanwhile, not one round trip each.
+gather for every task that landed meanwhile, at most every 50 ms while
+others are still to land, not one round trip each.
 Rejected: ``client.submit`` per node as nodes become ready (a round trip to
 the client between two nodes of a chain: 0.3x of ``dask.delayed``); Dask's
 own ``tokenize`` of each step (it hashed every function and input to name
@@ -69,6 +70,11 @@ from lazyflow.model.resources import ResourceError
 __all__ = ["DaskExecutor", "DaskUnavailableError", "NoClientError", "client_from_environment"]
 
 _IN_FLIGHT = 1000  # tasks handed to the scheduler at once unless max_workers= says otherwise
+_FETCH_EVERY = 0.05
+"""Seconds between two fetches while other tasks are still to land. A chain's results land
+one at a time, and each gather costs the scheduler's event loop (in the client's process
+with a LocalCluster) a round of messages: fetching them every 50 ms took the client
+process's CPU on a 500-node chain from 1.7 s to 1.1-1.3 s (dask.delayed: 0.7 s)."""
 _BATCH = 64  # tasks held before a graph is sent without waiting for the engine's flush
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
@@ -121,6 +127,7 @@ class DaskExecutor:
         self._declared: set[str] | None = None
         self._prefix = uuid.uuid4().hex
         self._count = itertools.count()
+        self._fetched = 0.0  # when results were last fetched (time.monotonic)
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Send ``task`` to the cluster; the returned future resolves to its outcome."""
@@ -256,6 +263,10 @@ class DaskExecutor:
         if done.status != "finished":
             self._resolve(future, done)
             return
+        wait = self._fetched + _FETCH_EVERY - time.monotonic()
+        if wait > 0 and len(self._tasks) > 1:  # others will land: fetch them together
+            time.sleep(wait)  # on Dask's callback thread; the engine's keeps going
+        self._fetched = time.monotonic()
         self._fetch()
 
     def _fetch(self) -> None:
