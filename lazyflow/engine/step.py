@@ -161,20 +161,14 @@ class GraphStep(Task):
 
     def __call__(self, *outcomes: GraphOutcome) -> GraphOutcome:
         started = time.time()
-        digests = dict(self.known)
-        if len(outcomes) != len(self.follows):
-            raise TypeError(f"node {self.node!r}: {len(outcomes)} upstream outcomes for "
-                            f"{len(self.follows)} inputs")
-        for (param, _), outcome in zip(self.follows, outcomes, strict=True):
-            if outcome.error is not None or outcome.digest is None \
-                    or getattr(outcome, "state", NOT_RUN) == NOT_RUN:
-                return GraphOutcome(state=NOT_RUN, started=started, ended=started)
-            digests[param] = outcome.digest
+        digests = self._digests(outcomes)
+        if digests is None:  # an input failed, or has no digest here: the engine decides
+            return GraphOutcome(state=NOT_RUN, started=started, ended=started)
         key = keys.content_key(self.code, self.params, digests)
         costs = {up: o.cost for (_, up), o in zip(self.follows, outcomes, strict=True)}
         cost = self.base + sum(costs.values())  # each upstream node once
         tier = None if self.opener is None else _open(self.opener)
-        if self.look:
+        if self.look:  # early cutoff, here on the worker
             entry = self.found.get(key) or _stored(tier, key)
             if entry is not None:
                 return GraphOutcome(digest=entry[0], key=key, state=FOUND, cost=entry[1],
@@ -192,19 +186,38 @@ class GraphStep(Task):
         kwargs.clear()  # the inputs are not needed any more
         result = GraphOutcome(None, done.digest, done.error, done.attempts, done.started,
                               done.ended, done.duration, key=key, cost=cost + done.duration)
-        if done.error is None and done.digest is not None and tier is not None \
-                and self.meta is not None and not _foreign(tier, key):
-            try:
-                tier.put(key, done.value, self._entry(done, outcomes, digests, result.cost))
-            except Exception:  # the tier is unreachable from here: send the value back
-                pass
-            else:
-                result.stored = True
-                return result
+        if tier is not None and self._stored_in(tier, done, outcomes, digests, result):
+            result.stored = True
+            return result
         # the steps after it on this worker take copies: none can change what another
         # reads, nor what the engine receives and stores under this digest
         result.value = shareable(done.value)
         return result
+
+    def _digests(self, outcomes: tuple[GraphOutcome, ...]) -> dict[str, str] | None:
+        """Every input's digest, or ``None`` when an upstream step gave none."""
+        if len(outcomes) != len(self.follows):
+            raise TypeError(f"node {self.node!r}: {len(outcomes)} upstream outcomes for "
+                            f"{len(self.follows)} inputs")
+        digests = dict(self.known)
+        for (param, _), outcome in zip(self.follows, outcomes, strict=True):
+            if outcome.error is not None or outcome.digest is None \
+                    or getattr(outcome, "state", NOT_RUN) == NOT_RUN:
+                return None
+            digests[param] = outcome.digest
+        return digests
+
+    def _stored_in(self, tier: Tier, done: Outcome, outcomes: tuple[GraphOutcome, ...],
+                   digests: dict[str, str], result: GraphOutcome) -> bool:
+        """Write a computed value to the shared tier; False when it goes back by value."""
+        if done.error is not None or done.digest is None or self.meta is None \
+                or _foreign(tier, result.key):
+            return False
+        try:
+            tier.put(result.key, done.value, self._entry(done, outcomes, digests, result.cost))
+        except Exception:  # the tier is unreachable from here: send the value back
+            return False
+        return True
 
     def __dask_tokenize__(self) -> tuple[str, str, int]:
         """Dask names a graph by hashing its tasks: each step is submitted once under its
@@ -233,7 +246,7 @@ class GraphStep(Task):
                digests: dict[str, str], cost: float) -> Meta:
         """The stored entry's metadata, as the engine would write it."""
         assert self.meta is not None
-        upstream_keys = {param: o.key for (param, _), o in zip(self.follows, outcomes, strict=True)}
+        upstream_keys = {p: o.key for (p, _), o in zip(self.follows, outcomes, strict=True)}
         return {**self.meta,
                 "inputs": {p: upstream_keys.get(p, k) for p, k in self.meta["inputs"].items()},
                 "input_digests": {p: digests[p] for p in self.meta["inputs"]},
