@@ -250,3 +250,184 @@ def test_a_worker_that_cannot_write_the_shared_tier_sends_its_value_back(dask_cl
     run = flow.run("joined", executor=dask_client)
     assert run["joined"] == 9 and run.status == "completed"
     assert shared.meta(run.nodes["joined"].key)["node"] == "joined"  # stored by the client
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+class GraphCount:
+    """A scheduler plugin counting the graphs the scheduler receives."""
+
+    name = "lazyflow-test-graph-count"
+
+    def __init__(self) -> None:
+        self.graphs = 0
+        self.tasks = 0
+
+    def update_graph(self, scheduler, *, tasks=(), **kwargs) -> None:
+        self.graphs += 1
+        self.tasks += len(tasks)
+
+
+@pytest.fixture
+def graphs_received(dask_client):
+    """How many graphs (``count("tasks")``: tasks) the cluster's scheduler has received
+    since the test began."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    plugin = type("Counting", (GraphCount, SchedulerPlugin), {})()
+    dask_client.register_plugin(plugin)
+
+    def count(what: str = "graphs") -> int:
+        return dask_client.run_on_scheduler(
+            lambda dask_scheduler: getattr(dask_scheduler.plugins[GraphCount.name], what))
+
+    yield count
+    dask_client.unregister_scheduler_plugin(GraphCount.name)
+
+
+def _chain(flow: lf.Flow, length: int) -> str:
+    flow.node(name="c0")(lambda: 0)
+    for i in range(1, length):
+        flow.node(name=f"c{i}", inputs={"previous": f"c{i - 1}"})(lambda previous: previous + 1)
+    return f"c{length - 1}"
+
+
+def test_a_chain_goes_to_the_cluster_as_one_graph(flow, dask_client, graphs_received):
+    last = _chain(flow, 20)
+    run = flow.run(last, executor=dask_client)
+    assert run[last] == 19 and run.status == "completed"
+    assert graphs_received() == 1  # not one per node: no round trip to the client between
+
+
+def test_a_chain_run_as_a_graph_gives_the_reference_records(dask_client):
+    reference = lf.Flow("chain", cache=lf.Cache(disk=None))
+    graph = lf.Flow("chain", cache=lf.Cache(disk=None))
+    last = _chain(reference, 20)
+    _chain(graph, 20)
+    expected = reference.run(last)
+    got = graph.run(last, executor=dask_client)
+    assert {n: (r.status, r.key, r.digest) for n, r in got.nodes.items()} == \
+        {n: (r.status, r.key, r.digest) for n, r in expected.nodes.items()}
+    assert graph.cache.lookup(got.nodes["c7"].key)[0]["input_digests"] == \
+        reference.cache.lookup(expected.nodes["c7"].key)[0]["input_digests"]
+
+
+def _parity_chain(flow: lf.Flow, ledger) -> None:
+    @flow.node
+    def parity(n: int):
+        ledger.note("parity")
+        return n % 2
+
+    @flow.node
+    def label(parity):
+        ledger.note("label")
+        return f"odd={parity}"
+
+    @flow.node
+    def shout(label):
+        ledger.note("shout")
+        return label.upper()
+
+
+def test_nodes_after_one_computed_again_to_an_equal_value_are_not_called_on_the_workers(
+        flow, dask_client, ledger):
+    _parity_chain(flow, ledger)
+    flow.get("shout", n=1, executor=dask_client)
+    run = flow.run("shout", n=3, executor=dask_client)  # parity runs again: 3 % 2 == 1 % 2
+    assert run["shout"] == "ODD=1"
+    assert {n: r.status for n, r in run.nodes.items()} == \
+        {"parity": "completed", "label": "cached", "shout": "cached"}
+    assert [ledger.count(n) for n in ("parity", "label", "shout")] == [2, 1, 1]
+
+
+def test_with_a_shared_tier_workers_look_nodes_after_a_recomputed_one_up_there(
+        dask_client, ledger, tmp_path):
+    shared = DirTier(str(tmp_path / "shared"))
+    first = lf.Flow("parity", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))
+    _parity_chain(first, ledger)
+    first.get("shout", n=1, executor=dask_client)
+    other = lf.Flow("parity", cache=lf.Cache(tiers=[MemoryTier(2**30), shared]))  # a colleague
+    _parity_chain(other, ledger)
+    run = other.run("shout", n=3, executor=dask_client)
+    assert run["shout"] == "ODD=1"
+    assert {n: (r.status, r.tier) for n, r in run.nodes.items()} == \
+        {"parity": ("completed", None), "label": ("cached", "remote"),
+         "shout": ("cached", "remote")}
+    assert [ledger.count(n) for n in ("parity", "label", "shout")] == [2, 1, 1]
+
+
+def test_a_node_after_a_fallback_runs_with_the_fallback_value(flow, dask_client, ledger):
+    @flow.node(on_error="fallback", fallback=0)
+    def flaky():
+        raise ConnectionError("down")
+
+    @flow.node
+    def plus_one(flaky):
+        ledger.note("plus_one")
+        return flaky + 1
+
+    run = flow.run("plus_one", executor=dask_client)
+    assert run["plus_one"] == 1
+    assert (run.nodes["flaky"].status, run.nodes["plus_one"].status) == \
+        ("completed", "completed")
+
+
+def test_a_failed_node_skips_the_nodes_submitted_after_it(flow, dask_client, ledger):
+    @flow.node(on_error="skip")
+    def broken():
+        raise LookupError("no rows")
+
+    @flow.node
+    def counted(broken):
+        ledger.note("counted")
+        return broken
+
+    @flow.node
+    def reported(counted):
+        ledger.note("reported")
+        return counted
+
+    run = flow.run("reported", executor=dask_client)
+    assert (run.failed, run.skipped) == (["broken"], ["counted", "reported"])
+    assert ledger.count("counted") == ledger.count("reported") == 0
+
+
+def test_a_graph_step_hands_the_steps_after_it_their_own_copy_of_its_value():
+    from lazyflow.cache.snapshot import handout
+    from lazyflow.engine.step import GraphStep
+
+    def grow(items):
+        items.append(3)  # changes its input in place
+        return len(items)
+
+    produced = GraphStep("produce", lambda: [1, 2], {}, code="produce")()
+    grown = GraphStep("grow", grow, {}, code="grow", follows=(("items", "produce"),))(produced)
+    assert grown.value == 3
+    assert handout(produced.value) == [1, 2]  # what the engine receives, and another step
+    assert produced.digest == lf.hash_value([1, 2])
+
+
+def test_a_graph_step_does_not_call_a_node_whose_key_the_client_named_as_stored():
+    import lazyflow.keys as keys
+    from lazyflow.engine.step import FOUND, GraphStep
+
+    produced = GraphStep("produce", lambda: 1, {}, code="produce")()
+    key = keys.content_key("double", {}, {"x": produced.digest})
+    step = GraphStep("double", lambda x: 1 / 0, {}, code="double", follows=(("x", "produce"),),
+                     look=True, found={key: ("digest-of-2", 0.5)})
+    outcome = step(produced)
+    assert (outcome.state, outcome.key, outcome.digest, outcome.error) == \
+        (FOUND, key, "digest-of-2", None)
+
+
+def test_when_workers_cannot_hash_like_the_client_no_node_is_sent_ahead_again(
+        flow, dask_client, graphs_received, monkeypatch):
+    import lazyflow.executors.dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "pack_hashers", lambda hashers: None)  # unpicklable
+    last = _chain(flow, 10)
+    assert flow.get(last, executor=dask_client) == 9
+    # the first graph sends the chain ahead; its first result comes back unhashed, so the
+    # rest are sent one by one: not each with the rest of the chain ahead of it again
+    assert graphs_received("tasks") == 10 + 9

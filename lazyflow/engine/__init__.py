@@ -22,9 +22,10 @@ records, error policies), ``schedule`` (who is ready). The per-node step a
 worker runs elsewhere is ``step.py``'s. What only some nodes have is a
 *feature* bound per node when it is first started (``hooks.py`` lists the
 hook points, ``features.py`` binds them): lazy inputs (``lazyinputs.py``),
-``map=`` (``maps.py``), a shared tier the workers write (``shared.py``) and
-``timeout=`` (``timeouts.py``); the usual node has none and makes no hook
-call. Two mechanisms keep a hit honest and a miss single: a hit whose entry
+``map=`` (``maps.py``), a shared tier the workers write (``shared.py``),
+``timeout=`` (``timeouts.py``) and, on an executor that takes graphs, being
+sent with the nodes after it (``graphs.py``); the usual node has none and
+makes no hook call. Two mechanisms keep a hit honest and a miss single: a hit whose entry
 vanished before it was read is computed again in the same run
 (``vanished.py``), and a key another request is computing parks the node
 until it lands (``flight.py`` over ``flights.py``). ``why.py`` holds the one

@@ -24,6 +24,7 @@ from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
 from lazyflow.engine.flight import land_all
 from lazyflow.engine.freshness import has_max_age
+from lazyflow.engine.graphs import flush, stop_ahead
 from lazyflow.engine.prepare import (
     Hit,
     Prepared,
@@ -211,6 +212,8 @@ def _loop(s: RunState) -> None:
             else:
                 running[future] = name
                 future.add_done_callback(s.finished.put)
+        if s.graphs is not None:
+            flush(s)  # what this pass started goes to the cluster as one graph (graphs.py)
         if not running and not (parked and s.fatal is None):
             continue
         timeout = next_deadline(s)
@@ -285,6 +288,9 @@ def _abort(s: RunState, error: BaseException) -> None:
     s.run.error = error
     for future in list(s.running):
         executor_of(s, future).abandon(future)
+    if s.graphs is not None:
+        stop_ahead(s)  # steps submitted ahead run on the cluster too (graphs.py)
+    _keep_finished(s)
     land_all(s)  # requests waiting for a key this run computed take over
     failed = next((n for n, r in s.run.nodes.items() if r.status == "failed"), None)
     for record in s.run.nodes.values():
@@ -294,6 +300,18 @@ def _abort(s: RunState, error: BaseException) -> None:
                              else f"not run: node {failed!r} failed" if failed
                              else f"not run: {type(error).__name__}")
             s.emit(NodeFinished(s.run, record))
+
+
+def _keep_finished(s: RunState) -> None:
+    """Settle the nodes whose task finished as the run stopped: finished nodes stay cached
+    (on a graph executor a task may finish before the engine hears of it)."""
+    for future, name in list(s.running.items()):
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            continue
+        try:
+            settle(s, name, future.result())
+        except Exception:  # it cannot be settled (say, unhashable): it stays unsettled
+            continue
 
 
 def _on_event_loop() -> bool:

@@ -18,6 +18,12 @@ this run, or found there); anything else (a hit held only in memory on the
 client, a fallback value) travels by value as usual. A result that cannot be
 hashed on the worker comes back by value and is stored by the client.
 
+On an executor that takes graphs (``submits_graphs``), nodes without other
+features run as graph steps (``graphs.py``), which do this themselves and,
+submitted before their inputs settle, read those from the tier by the keys
+their upstream steps wrote; :data:`SHARED` serves the nodes sent one at a
+time (a ``timeout=``, say).
+
 State. :class:`Sharing` remembers the keys known to be in the tier for one
 run. Rejected: writing results from the client after fetching them (every
 byte crosses the network twice), and Dask's own in-memory result passing

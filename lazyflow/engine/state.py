@@ -23,6 +23,7 @@ from lazyflow.run import NodeRecord, Run
 if TYPE_CHECKING:
     from lazyflow.api import Flow
     from lazyflow.cache.hierarchy import Cache
+    from lazyflow.engine.graphs import GraphRun
     from lazyflow.engine.hooks import Feature
     from lazyflow.engine.loop import RunOptions
     from lazyflow.engine.maps import MapRun
@@ -122,6 +123,7 @@ class RunState:
     deadlines: dict[Future[Outcome], float] = field(default_factory=dict)
     unstarted: set[Future[Outcome]] = field(default_factory=set)  # timed, not running yet
     timed: Executor | None = None  # a thread for inline executors' nodes with a timeout
+    graphs: GraphRun | None = None  # nodes submitted as graphs (``graphs.py``)
 
     def emit(self, event: Any) -> None:
         """Tell the flow's and the global bus, and the run's observers."""

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -36,8 +36,8 @@ from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.model.policies import DEFAULTS, Policy
 from lazyflow.model.skip import Skip
 
-__all__ = ["Capabilities", "Executor", "Outcome", "Task", "after_failure", "install_hashers",
-           "pack_hashers", "run_to_completion"]
+__all__ = ["Capabilities", "Executor", "GraphExecutor", "Outcome", "Task", "after_failure",
+           "install_hashers", "pack_hashers", "run_to_completion"]
 
 
 @dataclass(slots=True)
@@ -176,7 +176,7 @@ class Executor(Protocol):
 
     An executor may also declare, as class attributes, what it can do (read
     through :class:`Capabilities`, each false when not declared): ``inline``,
-    ``places_work``, ``shares_cache`` and ``in_process``.
+    ``places_work``, ``shares_cache``, ``in_process`` and ``submits_graphs``.
     """
 
     name: str
@@ -209,6 +209,10 @@ class Capabilities:
     in_process: bool = False
     """It calls tasks in this process: ``async def`` nodes go to the async lane
     (``lane.py``) instead, where they wait concurrently."""
+    submits_graphs: bool = False
+    """It takes tasks that follow other tasks (:class:`GraphExecutor`): the engine hands it
+    a node with the needed nodes downstream of it at once (``engine/graphs.py``), and the
+    scheduler runs them with no round trip to the engine between them."""
 
     @classmethod
     def of(cls, executor: Executor) -> Capabilities:
@@ -216,7 +220,28 @@ class Capabilities:
         return cls(bool(getattr(executor, "inline", False)),
                    bool(getattr(executor, "places_work", False)),
                    bool(getattr(executor, "shares_cache", False)),
-                   bool(getattr(executor, "in_process", False)))
+                   bool(getattr(executor, "in_process", False)),
+                   bool(getattr(executor, "submits_graphs", False)))
+
+
+@runtime_checkable
+class GraphExecutor(Executor, Protocol):
+    """An executor that declares ``submits_graphs``: tasks may follow other tasks."""
+
+    def submit_graph(self, tasks: Sequence[Task],
+                     after: Sequence[Sequence[int | Future[Outcome]]]) -> list[Future[Outcome]]:
+        """Start ``tasks`` as one graph; a future of each task's :class:`Outcome`, in order.
+
+        Task ``i`` is called, where it runs, with the outcomes of ``after[i]`` as
+        positional arguments, in order: each is the index of an earlier task of
+        ``tasks`` or a future this executor returned. The executor may hold the
+        graph back until :meth:`flush`.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Send every graph held back; the engine calls it before it waits."""
+        ...
 
 
 def pack_hashers(hashers: tuple[tuple[type, Callable[[Any], Any]], ...]) -> bytes | None:
