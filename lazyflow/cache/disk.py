@@ -57,6 +57,7 @@ from lazyflow.cache.serialize import (
     decode_bytes,
     dump_meta,
     encode,
+    encoding_for,
     encoding_of,
     read_encoded,
     readable,
@@ -195,6 +196,7 @@ class DiskTier(ForeignEntries):
             data = encoded.tobytes()
             stamped = stamp(meta, None)
             stamped.update(size=len(data), serializer=encoded.serializer,
+                           encoding=encoding_for(encoded.serializer),
                            checksum=xxhash.xxh3_128_hexdigest(data))
             blob = dump_meta(stamped) + b"\n" + data
         self._batch.add(key, (blob, stamped["stored"]))

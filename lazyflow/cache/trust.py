@@ -413,9 +413,11 @@ def _key_bytes(source: Any, where: str) -> bytes:
         try:
             with open(path, "rb") as f:
                 return f.read().strip()
-        except OSError as e:
-            raise ConfigError(f"{where}: cannot read the key file {path}: "
-                              f"{e.strerror or e}") from None
+        except OSError as e:  # the path is not shown: a secret put where a path goes would be
+            raise ConfigError(f"{where}: cannot read the key file it names "
+                              f"({e.strerror or type(e).__name__}); give the path of a file "
+                              "holding the key (a project file names key files, never "
+                              "keys)") from None
     if isinstance(source, bytes):
         return source
     if isinstance(source, str):
