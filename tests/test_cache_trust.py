@@ -21,7 +21,7 @@ from doubles import PicklingExecutor
 from test_cache_remote_layout import Requests
 
 import lazyflow as lf
-from lazyflow.cache import remote, serialize, trust
+from lazyflow.cache import formats, remote, serialize, trust
 from lazyflow.cache.remote import RemoteTier
 from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
@@ -210,6 +210,17 @@ def test_the_content_of_an_untrusted_entry_is_never_downloaded(s3_url, s3_option
             reader.load(keys["spread"])
     requested = [json.loads(line)["url"] for line in s3_requests.path.read_text().splitlines()]
     assert requested and not [url for url in requested if "/cas/" in url]
+
+
+@pytest.mark.parametrize("value", [[1, 2], b"raw", np.arange(3.0)], ids=["json", "bytes", "numpy"])
+def test_an_unsigned_entry_in_a_format_read_without_code_is_not_read_either(folder, value,
+                                                                             monkeypatch):
+    url, _ = folder
+    _tier(url).put(KEY, value, {"digest": "d" * 32})
+    monkeypatch.setattr(formats, "decode", lambda *args: pytest.fail("decoded"))
+    reader = lf.Cache(tiers=[_tier(url, trusted_keys=[SECRET])])
+    with pytest.warns(lf.CacheWarning, match="ignored"), pytest.raises(KeyError):
+        reader.load(KEY)
 
 
 def test_an_entry_signed_by_a_key_not_trusted_is_a_miss(folder):
