@@ -83,7 +83,7 @@ class DiskTier(ForeignEntries):
     >>> tier = DiskTier(tempfile.mkdtemp(), size_limit=10**9)
     >>> tier.put("k", {"a": 1}, {"digest": "d"})
     >>> tier.get("k"), tier.meta("k")["serializer"]
-    ({'a': 1}, 'cloudpickle')
+    ({'a': 1}, 'json')
     """
 
     name = "disk"
