@@ -501,6 +501,12 @@ def test_a_secret_written_into_lazyflow_toml_is_refused(tmp_path, monkeypatch):
     assert SECRET not in str(raised.value)
 
 
+def test_read_only_must_be_a_bool(folder):
+    url, options = folder
+    with pytest.raises(ConfigError, match="read_only must be True or False"):
+        _cache(url, options, read_only="no")
+
+
 def test_trust_arguments_with_explicit_tiers_are_refused():
     with pytest.raises(ValueError, match="without tiers="):
         lf.Cache(tiers=[], sign_with=SECRET)

@@ -267,7 +267,7 @@ def resolve(*, memory: Any = DEFAULT, disk: Any = DEFAULT, disk_limit: Any = DEF
         sign_with=None if resolved["sign_with"] is DEFAULT else resolved["sign_with"],
         trusted_keys=() if resolved["trusted_keys"] in (DEFAULT, None)
         else tuple(resolved["trusted_keys"]),
-        read_only=resolved["read_only"] is True,
+        read_only=False if resolved["read_only"] is DEFAULT else resolved["read_only"],
     )
 
 

@@ -113,7 +113,10 @@ def decode(serializer: str, frames: tuple[memoryview, ...]) -> Any:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    """Compact JSON in UTF-8 (text stays as small as pickle keeps it); a lone surrogate,
+    which UTF-8 cannot hold, as ``surrogatepass`` writes it, which ``json.loads`` reads."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _json_exact(value: Any) -> bool:

@@ -279,6 +279,8 @@ class Trust:
         A key is a secret (``str`` or ``bytes``), a key file (``os.PathLike``) holding one,
         or an Ed25519 key's text; ``ConfigError`` (never showing a secret) otherwise.
         """
+        if not isinstance(read_only, bool):
+            raise ConfigError(f"read_only must be True or False, got {read_only!r}")
         if isinstance(trusted_keys, (str, bytes, os.PathLike)):
             raise ConfigError("trusted_keys must be a list of keys (secrets, key files or "
                               "public keys), not a single key: write [key]")
@@ -291,7 +293,7 @@ class Trust:
             key = _key(source, f"trusted_keys[{index}]", signs=False)
             if key not in trusted:
                 trusted.append(key)
-        return cls(signer, tuple(trusted), bool(read_only) or (bool(trusted) and signer is None))
+        return cls(signer, tuple(trusted), read_only or (bool(trusted) and signer is None))
 
     @property
     def verifies(self) -> bool:
