@@ -26,6 +26,7 @@ from lazyflow.cache.remote import RemoteTier
 from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
 from lazyflow.errors import ConfigError
+from lazyflow.history import recorder
 
 SECRET = "team-secret-9f2c41d7b0e84a6c"
 OTHER_SECRET = "not-the-team-secret-5e7a0c9d"
@@ -527,6 +528,8 @@ def test_the_secret_appears_in_no_repr_stored_object_warning_or_history(tmp_path
         flow.run("spread", n=10)
         cache.lookup(KEY)
         cache.flush()
+    recorder.flush()
+    assert (tmp_path / "disk" / "history.sqlite").exists()  # scanned below with the rest
     shown = [repr(cache), str(cache.tiers), repr(cache.tier("remote").store.trust),
              *(str(w.message) for w in caught)]
     assert caught and not [text for text in shown if SECRET in text or OTHER_SECRET in text]
