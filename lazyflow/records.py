@@ -68,12 +68,14 @@ class Stamp(TypedDict, total=False):
     lazyflow: str
     """The version of lazyflow that wrote it (``lazyflow._version``)."""
     encoding: int
-    """The encoding version of the stored bytes and metadata (``serialize.ENCODING``);
-    absent in entries written before it was stamped, which read as encoding 1."""
+    """The lowest encoding version that reads the stored bytes and metadata
+    (``serialize.encoding_for``); absent in entries written before it was stamped, which
+    read as encoding 1."""
     size: int
     """Bytes of the encoded value (the memory tier: bytes it holds). Values only."""
     serializer: str
-    """``"pickle"`` or ``"cloudpickle"``: what decodes frame 0. Values only."""
+    """What decodes the frames: ``"pickle"``, ``"cloudpickle"`` (encoding 1), ``"bytes"``,
+    ``"json"``, ``"numpy"`` or ``"arrow"`` (encoding 2; ``cache/formats.py``). Values only."""
     checksum: str
     """xxh3-128 hex of the encoded bytes, verified on every read. Values only; on the
     disk tier its absence marks a record."""

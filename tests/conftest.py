@@ -72,7 +72,8 @@ def _isolated_cache_settings(tmp_path_factory: pytest.TempPathFactory,
     """
     monkeypatch.setenv("LAZYFLOW_CACHE_DIR", str(tmp_path_factory.mktemp("lazyflow-cache")))
     for variable in ("LAZYFLOW_REMOTE", "LAZYFLOW_REMOTE_OPTIONS", "LAZYFLOW_MEMORY",
-                     "LAZYFLOW_DISK_LIMIT"):
+                     "LAZYFLOW_DISK_LIMIT", "LAZYFLOW_SIGNING_KEY", "LAZYFLOW_TRUSTED_KEYS",
+                     "LAZYFLOW_REMOTE_READ_ONLY"):
         monkeypatch.delenv(variable, raising=False)
 
 

@@ -21,7 +21,7 @@ from doubles import PicklingExecutor
 
 import lazyflow as lf
 from lazyflow import keys
-from lazyflow.cache import serialize
+from lazyflow.cache import disk, serialize
 from lazyflow.cache.disk import DiskTier
 from lazyflow.cache.remote import RemoteTier
 from lazyflow.engine import maps, settle
@@ -66,17 +66,24 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serialize, "_WARNED", set())
 
 
+NEWER = serialize.ENCODING + 1
+"""The encoding version the simulated newer lazyflow writes."""
+
+
 @contextlib.contextmanager
 def newer_lazyflow(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Write and read as a newer lazyflow would: encoding 2 (its frames under magic
-    ``LFv2``, so this version could not decode them), lazyflow 0.2.0 in its environment."""
+    """Write and read as a newer lazyflow would: encoding :data:`NEWER` for every entry and
+    record (its frames under a new magic, so this version could not decode them), lazyflow
+    0.2.0 in its environment."""
     here = environment.current()
     newer = dataclasses.replace(here, packages={**here.packages, "lazyflow": "0.2.0"},
                                 digest="0" * 32)
     with monkeypatch.context() as m:
-        m.setattr(serialize, "ENCODING", 2)
-        m.setattr(serialize, "KNOWN_ENCODINGS", frozenset({1, 2}))
-        m.setattr(serialize, "MAGIC", b"LFv2")
+        m.setattr(serialize, "ENCODING", NEWER)
+        m.setattr(serialize, "KNOWN_ENCODINGS", serialize.KNOWN_ENCODINGS | {NEWER})
+        m.setattr(serialize, "MAGIC", f"LFv{NEWER}".encode())
+        for stamping in (serialize, disk):  # the modules that stamp entries with the encoding
+            m.setattr(stamping, "encoding_for", lambda serializer: NEWER)
         m.setattr(serialize, "__version__", "0.2.0")
         for stamping in (settle, maps):  # the modules that stamp entries with the version
             m.setattr(stamping, "__version__", "0.2.0")
@@ -100,7 +107,19 @@ def _cache_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 def test_every_stored_entry_and_record_is_stamped_with_the_encoding_version(tmp_path):
     _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
     tier = DiskTier(tmp_path, size_limit=2**30)
-    assert {tier.meta(key)["encoding"] for key in sorted(tier.keys())} == {serialize.ENCODING}
+    stamped = [tier.meta(key) for key in sorted(tier.keys())]
+    assert all(meta["encoding"] == serialize.encoding_for(meta.get("serializer"))
+               for meta in stamped)
+    # the values (a list, an int) are JSON: encoding 2; records stay 1, read by every version
+    assert {meta["encoding"] for meta in stamped} == {1, serialize.ENCODING}
+
+
+def test_a_pickled_value_is_stamped_encoding_1_so_older_lazyflows_read_it(tmp_path):
+    tier = DiskTier(tmp_path, size_limit=2**30)
+    tier.put("ab" * 16, (1, 2), {"digest": "d"})
+    tier.flush()
+    assert (tier.meta("ab" * 16)["serializer"], tier.meta("ab" * 16)["encoding"]) == \
+        ("cloudpickle", 1)
 
 
 def test_an_entry_without_an_encoding_version_reads_as_encoding_1():
@@ -120,12 +139,12 @@ def test_a_newer_encoding_on_disk_is_a_miss_with_one_warning_and_is_kept(
         first = older.run("total", n=5)
         second = older.run("total", n=5)
     (message,) = _cache_warnings(caught)
-    assert "encoding version 2" in message and "upgrade lazyflow" in message
+    assert f"encoding version {NEWER}" in message and "upgrade lazyflow" in message
     assert str(tmp_path) in message
     assert [first["total"], second["total"]] == [10, 10]
     assert {r.status for r in [*first.nodes.values(), *second.nodes.values()]} == {"completed"}
     now = _encodings(tier, monkeypatch)
-    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, NEWER)
 
 
 def _newer_entries_on_s3(s3_url, s3_options, monkeypatch):
@@ -150,12 +169,12 @@ def test_a_newer_encoding_on_s3_is_a_miss_with_one_warning_and_is_kept(
         first = older.run("total", n=5)
         second = older.run("total", n=5)
     (message,) = _cache_warnings(caught)
-    assert "encoding version 2" in message and "upgrade lazyflow" in message
+    assert f"encoding version {NEWER}" in message and "upgrade lazyflow" in message
     assert s3_url in message
     assert [first["total"], second["total"]] == [10, 10]
     assert {r.status for r in [*first.nodes.values(), *second.nodes.values()]} == {"completed"}
     now = _encodings(tier, monkeypatch)
-    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, NEWER)
     objects = s3fs.S3FileSystem(**s3_options).find(s3_url)
     assert len(objects) == len(written) + 1  # the older lazyflow's environment record only
 
@@ -172,18 +191,18 @@ class InlineSharingExecutor(PicklingExecutor):
 def test_workers_writing_to_the_shared_remote_leave_a_newer_entry_in_place(
         s3_url, s3_options, monkeypatch, fresh_warnings):
     remote, tier, written = _newer_entries_on_s3(s3_url, s3_options, monkeypatch)
-    with pytest.warns(lf.CacheWarning, match="encoding version 2"):
+    with pytest.warns(lf.CacheWarning, match=f"encoding version {NEWER}"):
         run = _flow(remote()).run("total", n=5, executor=InlineSharingExecutor())
     assert (run.nodes["total"].status, run["total"]) == ("completed", 10)
     now = _encodings(tier, monkeypatch)
-    assert {key: now[key] for key in written} == written == dict.fromkeys(written, 2)
+    assert {key: now[key] for key in written} == written == dict.fromkeys(written, NEWER)
 
 
 def test_the_newer_lazyflow_still_hits_its_entries_after_an_older_one_ran(
         tmp_path, monkeypatch, fresh_warnings):
     with newer_lazyflow(monkeypatch):
         _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
-    with pytest.warns(lf.CacheWarning, match="encoding version 2"):
+    with pytest.warns(lf.CacheWarning, match=f"encoding version {NEWER}"):
         _flow(lf.Cache(memory=None, disk=tmp_path)).get("total", n=5)
     with newer_lazyflow(monkeypatch):
         run = _flow(lf.Cache(memory=None, disk=tmp_path)).run("total", n=5)
@@ -196,7 +215,7 @@ def test_reading_a_newer_entrys_value_is_a_miss_that_keeps_it(tmp_path, monkeypa
     with newer_lazyflow(monkeypatch):
         key = _flow(lf.Cache(memory=None, disk=tmp_path)).run("total", n=5).nodes["total"].key
     tier = DiskTier(tmp_path, size_limit=2**30)
-    with pytest.warns(lf.CacheWarning, match="encoding version 2"), \
+    with pytest.warns(lf.CacheWarning, match=f"encoding version {NEWER}"), \
             pytest.raises(serialize.UnknownEncodingError, match="upgrade lazyflow"):
         tier.get(key)
     assert tier.contains(key)

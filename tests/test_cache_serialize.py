@@ -23,12 +23,20 @@ def _roundtrip(value):
     return decode(decode_bytes(encoded.tobytes(), encoded.serializer, encoded.checksum()))
 
 
-def test_an_array_travels_as_an_out_of_band_frame_of_its_own_memory():
+def test_an_array_travels_as_a_frame_of_its_own_memory():
     array = np.arange(1000, dtype=np.float64)
+    encoded = encode(array)
+    assert encoded.serializer == "numpy"
+    assert len(encoded.frames) == 2
+    assert np.shares_memory(np.frombuffer(encoded.frames[1], dtype=np.float64), array)
+
+
+def test_a_pickled_array_travels_as_an_out_of_band_frame_of_its_own_memory():
+    array = np.zeros(1000, dtype=[("x", np.float64)])  # structured: pickled
     encoded = encode(array)
     assert encoded.serializer == "pickle"
     assert len(encoded.frames) == 2
-    assert np.shares_memory(np.frombuffer(encoded.frames[1], dtype=np.float64), array)
+    assert np.shares_memory(np.frombuffer(encoded.frames[1], dtype=array.dtype), array)
 
 
 def test_a_decoded_array_is_equal_and_writable():
@@ -46,8 +54,9 @@ def test_a_large_decoded_array_owns_a_fresh_buffer():
     assert back.flags.writeable and not np.shares_memory(back, array)
 
 
-def test_a_dataframe_roundtrips_with_the_standard_pickler():
-    frame = pd.DataFrame({"x": np.arange(5), "s": list("abcde")}, index=list("vwxyz"))
+def test_a_dataframe_of_object_columns_roundtrips_with_the_standard_pickler():
+    frame = pd.DataFrame({"x": np.arange(5), "o": [1, "b", None, 2.5, b"e"]},
+                         index=list("vwxyz"))
     assert encode(frame).serializer == "pickle"
     pd.testing.assert_frame_equal(_roundtrip(frame), frame)
 

@@ -7,7 +7,8 @@ Policy. Each setting is resolved on its own, first match wins:
 1. an explicit argument to ``lf.Cache(...)`` (``None`` means "no such tier");
 2. an environment variable (``LAZYFLOW_MEMORY``, ``LAZYFLOW_CACHE_DIR``,
    ``LAZYFLOW_DISK_LIMIT``, ``LAZYFLOW_REMOTE``, ``LAZYFLOW_REMOTE_OPTIONS``
-   as a JSON object);
+   as a JSON object, ``LAZYFLOW_SIGNING_KEY``, ``LAZYFLOW_TRUSTED_KEYS``,
+   ``LAZYFLOW_REMOTE_READ_ONLY``);
 3. the project file: ``lazyflow.toml``, else ``[tool.lazyflow]`` of
    ``pyproject.toml``, in the current directory or the nearest parent that
    has either file (the project root, as ruff and black find theirs);
@@ -30,6 +31,12 @@ the module owning a key is imported, and its check would refuse valid keys.
 lazyflow's own deadline for each remote operation, which ``remote_store.py``
 reads, checks and takes out (so it comes from wherever ``remote_options`` come
 from); the schema checks that they form a table, not what is in it.
+
+Keys. ``sign_with`` and ``trusted_keys`` (``trust.py``) name key *files*
+in the project file, never keys: the file is committed and shared, a
+secret in it is no secret. Their environment variables hold the keys
+themselves (a CI secret is a variable). A setting marked ``secret`` never
+has its value shown in an error.
 
 Environment beats the file so that a CI job or a colleague can redirect a
 project's cache without editing it. State: none; settings are read when a
@@ -87,6 +94,8 @@ class Setting:
     env: str
     parse: Callable[[str], Any]
     env_expected: str = ""
+    secret: bool = False
+    """Whether the value is a secret: an error about it never shows it."""
 
 
 def _size(value: Any) -> Any:
@@ -125,6 +134,44 @@ def _json_table(text: str) -> Any:
     return _table(options)
 
 
+def _key_file(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return Path(value).expanduser()  # relative: to the file's folder (_validated)
+
+
+def _key_files(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise ValueError
+    return tuple(_public_key_or_file(item) for item in value)
+
+
+def _public_key_or_file(item: Any) -> Any:
+    """A public key is no secret: it may be written in the file itself."""
+    if isinstance(item, str) and item.startswith(_PUBLIC_KEY):
+        return item
+    return _key_file(item)
+
+
+def _env_keys(text: str) -> Any:
+    return tuple(text.split())
+
+
+def _flag(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
+def _env_flag(text: str) -> Any:
+    words = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+    if text.lower() not in words:
+        raise ValueError
+    return words[text.lower()]
+
+
+_PUBLIC_KEY = "ed25519:"
 _SIZE = 'a size: bytes or a string such as "4GB"'
 _JSON = 'a JSON object such as {"endpoint_url": "http://127.0.0.1:9000"}'
 
@@ -138,6 +185,15 @@ SCHEMA: Mapping[str, Setting] = types.MappingProxyType({s.name: s for s in (
             _text_or_off, "LAZYFLOW_REMOTE", _env_text_or_off),
     Setting("remote_options", "cache", "a table of fsspec options", _table,
             "LAZYFLOW_REMOTE_OPTIONS", _json_table, env_expected=_JSON),
+    # remote trust (cache/trust.py): the file names key files, the variables hold keys
+    Setting("sign_with", "cache", "the path of a key file (never the key itself: this file "
+            "is shared)", _key_file, "LAZYFLOW_SIGNING_KEY", str,
+            env_expected="the signing key itself", secret=True),
+    Setting("trusted_keys", "cache", 'a list of key files or public keys ("ed25519:...")',
+            _key_files, "LAZYFLOW_TRUSTED_KEYS", _env_keys,
+            env_expected="keys separated by spaces", secret=True),
+    Setting("read_only", "cache", "true or false", _flag, "LAZYFLOW_REMOTE_READ_ONLY",
+            _env_flag, env_expected="1, true, yes, on, 0, false, no or off"),
 )})
 """Every key of ``lazyflow.toml`` / ``[tool.lazyflow]``, by name (read-only)."""
 
@@ -154,6 +210,17 @@ class Settings:
     disk_limit: int | str
     remote: str | None
     remote_options: dict[str, Any]
+    sign_with: Any = None
+    """A secret (``str``/``bytes``), a key file (``os.PathLike``) or ``None``: ``trust.py``."""
+    trusted_keys: tuple[Any, ...] = ()
+    read_only: bool = False
+
+    def __repr__(self) -> str:  # the signing key is a secret
+        shown = {name: getattr(self, name) for name in ("memory", "disk", "disk_limit",
+                                                         "remote", "read_only")}
+        keys = f", sign_with=<set>, trusted_keys=<{len(self.trusted_keys)}>" \
+            if self.sign_with is not None or self.trusted_keys else ""
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + keys + ")"
 
 
 def setting(name: str, *, start: str | os.PathLike[str] | None = None) -> Any:
@@ -166,7 +233,8 @@ def setting(name: str, *, start: str | os.PathLike[str] | None = None) -> Any:
 
 
 def resolve(*, memory: Any = DEFAULT, disk: Any = DEFAULT, disk_limit: Any = DEFAULT,
-            remote: Any = DEFAULT, remote_options: Any = DEFAULT,
+            remote: Any = DEFAULT, remote_options: Any = DEFAULT, sign_with: Any = DEFAULT,
+            trusted_keys: Any = DEFAULT, read_only: Any = DEFAULT,
             start: str | os.PathLike[str] | None = None) -> Settings:
     """Resolve every setting not given explicitly; ``start`` is where the project file search begins.
 
@@ -174,7 +242,8 @@ def resolve(*, memory: Any = DEFAULT, disk: Any = DEFAULT, disk_limit: Any = DEF
     True
     """
     explicit = {"memory": memory, "disk": disk, "disk_limit": disk_limit, "remote": remote,
-                "remote_options": remote_options}
+                "remote_options": remote_options, "sign_with": sign_with,
+                "trusted_keys": trusted_keys, "read_only": read_only}
     file_values: dict[str, Any] | None = None
     resolved: dict[str, Any] = {}
     for name, value in explicit.items():
@@ -195,6 +264,10 @@ def resolve(*, memory: Any = DEFAULT, disk: Any = DEFAULT, disk_limit: Any = DEF
         remote=None if resolved["remote"] is DEFAULT else resolved["remote"],
         remote_options={} if resolved["remote_options"] in (DEFAULT, None)
         else dict(resolved["remote_options"]),
+        sign_with=None if resolved["sign_with"] is DEFAULT else resolved["sign_with"],
+        trusted_keys=() if resolved["trusted_keys"] in (DEFAULT, None)
+        else tuple(resolved["trusted_keys"]),
+        read_only=False if resolved["read_only"] is DEFAULT else resolved["read_only"],
     )
 
 
@@ -207,8 +280,9 @@ def _from_env(name: str) -> Any:
         return entry.parse(raw)
     except ValueError as e:
         detail = f" {e}" if str(e) else ""
+        got = f"{len(raw)} characters (not shown)" if entry.secret else repr(raw)
         raise ConfigError(f"{entry.env} must be {entry.env_expected or entry.expected}, "
-                          f"got {raw!r}{detail}") from None
+                          f"got {got}{detail}") from None
 
 
 def _from_file(start: Path) -> dict[str, Any]:
@@ -232,10 +306,16 @@ def _validated(table: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
         try:
             values[name] = entry.check(value)
         except ValueError:
+            got = "a value not shown" if entry.secret else repr(value)
             raise ConfigError(f"{where}: {name} must be {entry.expected}, "
-                              f"got {value!r}") from None
+                              f"got {got}") from None
     if isinstance(values.get("disk"), str):
         values["disk"] = str((path.parent / values["disk"]).resolve())
+    if isinstance(values.get("sign_with"), Path):
+        values["sign_with"] = path.parent / values["sign_with"]
+    if "trusted_keys" in values:
+        values["trusted_keys"] = tuple(path.parent / key if isinstance(key, Path) else key
+                                       for key in values["trusted_keys"])
     return values
 
 

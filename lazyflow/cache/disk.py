@@ -56,6 +56,7 @@ from lazyflow.cache.serialize import (
     decode_bytes,
     dump_meta,
     encode,
+    encoding_for,
     encoding_of,
     read_encoded,
     readable,
@@ -81,7 +82,7 @@ class DiskTier(ForeignEntries):
     >>> tier = DiskTier(tempfile.mkdtemp(), size_limit=10**9)
     >>> tier.put("k", {"a": 1}, {"digest": "d"})
     >>> tier.get("k"), tier.meta("k")["serializer"]
-    ({'a': 1}, 'cloudpickle')
+    ({'a': 1}, 'json')
     """
 
     name = "disk"
@@ -194,6 +195,7 @@ class DiskTier(ForeignEntries):
             data = encoded.tobytes()
             stamped = stamp(meta, None)
             stamped.update(size=len(data), serializer=encoded.serializer,
+                           encoding=encoding_for(encoded.serializer),
                            checksum=xxhash.xxh3_128_hexdigest(data))
             blob = dump_meta(stamped) + b"\n" + data
         self._batch.add(key, (blob, stamped["stored"]))

@@ -89,6 +89,17 @@ class Cache:
     ``[tool.lazyflow]``, then the defaults: a quarter of RAM, ``./.lazyflow``
     with 20 GB, no remote.
 
+    Trust (``docs/caching.md``): ``sign_with`` (a secret, as ``str`` or ``bytes``,
+    or a key file, as a ``pathlib.Path``) signs every entry written to the
+    remote; ``trusted_keys`` lists the keys (secrets, key files, Ed25519
+    public keys) whose signatures are accepted, the signing key's own included.
+    With either, an entry no trusted key signed is a miss, never decoded nor
+    replaced. ``read_only=True`` writes and deletes nothing on the remote (the
+    local tiers still take every write); trusted keys without ``sign_with``
+    imply it. From ``LAZYFLOW_SIGNING_KEY``, ``LAZYFLOW_TRUSTED_KEYS`` and
+    ``LAZYFLOW_REMOTE_READ_ONLY`` otherwise, or from key files named in
+    ``lazyflow.toml``; a key is never shown, stored or logged.
+
     ``scope="environment"`` makes Python, the platform and every installed
     distribution's version part of every key (``lazyflow/keys/environment.py``), so
     results computed in different environments never meet; by default
@@ -104,9 +115,17 @@ class Cache:
         remote_options: dict[str, Any] | None = config.DEFAULT,
         *,
         disk_limit: int | str = config.DEFAULT,
+        sign_with: str | bytes | os.PathLike[str] | None = config.DEFAULT,
+        trusted_keys: Sequence[str | bytes | os.PathLike[str]] | None = config.DEFAULT,
+        read_only: bool = config.DEFAULT,
         tiers: Sequence[Tier] | None = None,
         scope: str = "code",
     ) -> None:
+        if tiers is not None and any(v is not config.DEFAULT
+                                     for v in (sign_with, trusted_keys, read_only)):
+            raise ValueError("lf.Cache(tiers=...) takes its tiers as built: give sign_with=, "
+                             "trusted_keys= and read_only= without tiers=, to the remote tier "
+                             "lf.Cache builds")
         if scope not in _SCOPES:
             raise ValueError(f"lf.Cache(scope={scope!r}): choose 'code' (keys cover the code "
                              "and the packages it names; every entry records its environment) "
@@ -114,8 +133,10 @@ class Cache:
                              "installed package's version)")
         self.scope = scope
         if tiers is None:
-            tiers = _build_tiers(config.resolve(memory=memory, disk=disk, disk_limit=disk_limit,
-                                                remote=remote, remote_options=remote_options))
+            tiers = _build_tiers(config.resolve(
+                memory=memory, disk=disk, disk_limit=disk_limit, remote=remote,
+                remote_options=remote_options, sign_with=sign_with, trusted_keys=trusted_keys,
+                read_only=read_only))
         self.tiers: list[Tier] = list(tiers)
         self._lock = threading.Lock()
         self._hits: Counter[str] = Counter()
@@ -385,7 +406,7 @@ def _build_tiers(settings: config.Settings) -> list[Tier]:
         tiers.append(DiskTier(settings.disk,
                               size_limit=parse_size(settings.disk_limit, what="disk_limit")))
     if settings.remote is not None:
-        tiers.append(RemoteTier(settings.remote, settings.remote_options))
+        tiers.append(RemoteTier(settings.remote, _with_trust(settings)))
     return tiers
 
 
@@ -405,6 +426,17 @@ def _where(tier: Tier) -> str:
     """A shared tier's address, as its user configured it."""
     url = getattr(tier, "url", None)
     return str(url) if url else repr(tier)
+
+
+def _with_trust(settings: config.Settings) -> dict[str, Any]:
+    """The remote options, with the trust the settings configure (``trust.py``) under
+    lazyflow's own option, which the tier's workers inherit."""
+    from lazyflow.cache.trust import TRUST_OPTION, Trust
+
+    trust = Trust.configured(settings.sign_with, settings.trusted_keys, settings.read_only)
+    if trust is None:
+        return settings.remote_options
+    return {**settings.remote_options, TRUST_OPTION: trust}
 
 
 def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str, int]:

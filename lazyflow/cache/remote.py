@@ -65,6 +65,7 @@ from lazyflow.cache.serialize import (
     stamp,
     unknown_encoding,
 )
+from lazyflow.cache.trust import UntrustedEntryError
 from lazyflow.errors import CacheWarning, warn
 
 __all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
@@ -180,6 +181,7 @@ class RemoteTier(ForeignEntries):
         record replaces the version this process read (``remote_records.py``).
         """
         self.store.check_online()  # offline: no upload is even queued
+        self.store.check_writable()  # read-only: the hierarchy writes the local tiers only
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None  # a newer lazyflow's entry, met by ``meta``: left in place
         queued = self._pending.get(key)
@@ -298,6 +300,9 @@ class RemoteTier(ForeignEntries):
             return read
         try:
             return self._reads.fetch(key)
+        except UntrustedEntryError:  # trust configured: a miss, never written over (warned)
+            self._foreign.add(key)
+            return None
         except UnknownLayoutError as e:
             self._foreign.add(key)
             readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")

@@ -10,6 +10,10 @@ compact JSON object::
     {"v": 2, "meta": {...}}                                             a record
     {"v": 2, "meta": {..., "key": K}, "entry": {"meta": {...}, ...}}    a record carrying K's entry
 
+and, when its writer signs (``trust.py``), ``"sig"`` (the signatures) and,
+for a value in ``cas/``, ``"sha256"`` (the content's SHA-256, which the
+signature covers) beside ``"meta"``; a carried entry carries its own.
+
 ``meta`` is the entry's stamped metadata, exactly as the tier's ``meta``
 answers it (the envelope every encoding keeps: a JSON object with
 ``"encoding"``). A value whose encoded bytes fit :data:`INLINE_LIMIT` travels
@@ -24,10 +28,12 @@ its bytes are checked against their checksum like any other.
 Why JSON with base64 rather than a binary frame: the entry stays readable
 by any tool (``aws s3 cp - | jq``), older readers ignore fields they do not
 know, and inline values are small by definition (the 33% of base64 on 4 KiB
-is 1.3 KiB). Later fields (a signature over key, checksum, size and
-serializer; a ``last_used`` kept in run manifests, not here) are added
-beside ``meta`` without a version bump; :data:`LAYOUT` changes only when a
-reader that ignores a new field would be wrong.
+is 1.3 KiB). Later fields (the signatures were the first; a ``last_used``
+kept in run manifests, not here) are added beside ``meta`` without a
+version bump; :data:`LAYOUT` changes only when a reader that ignores a new
+field would be wrong. A reader without trust configured ignores the
+signatures, as an older lazyflow does; one with trust configured refuses an
+entry they do not vouch for (``trust.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import Any
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.cache.serialize import Encoded, UnknownEncodingError
 
-__all__ = ["INLINE_LIMIT", "LAYOUT", "EntryObject", "UnknownLayoutError", "payload"]
+__all__ = ["INLINE_LIMIT", "LAYOUT", "EntryObject", "Signature", "UnknownLayoutError", "payload"]
 
 LAYOUT = 2
 """The remote layout version this lazyflow writes and reads (1: ``<ab>/<rest>.json`` beside
@@ -65,14 +71,31 @@ class UnknownLayoutError(UnknownEncodingError):
 
 
 @dataclass(frozen=True, slots=True)
+class Signature:
+    """One signature of an entry: the signing key's id, its algorithm and the signature
+    bytes in standard base64 (``trust.py`` says what is signed)."""
+
+    key: str
+    alg: str
+    value: str
+
+    def to_json(self) -> dict[str, str]:
+        """The signature as stored: ``{"key", "alg", "value"}``."""
+        return {"key": self.key, "alg": self.alg, "value": self.value}
+
+
+@dataclass(frozen=True, slots=True)
 class EntryObject:
     """One entry as stored: metadata, and the value inline (``data``), by content
-    (``cas``: its checksum) or absent (a record), optionally with a ``carried`` entry."""
+    (``cas``: its checksum) or absent (a record), optionally with a ``carried`` entry;
+    signed entries add their ``sig`` and, for content, its ``sha256``."""
 
     meta: Meta
     data: bytes | None = None
     cas: str | None = None
     carried: EntryObject | None = None
+    sha256: str | None = None
+    sig: tuple[Signature, ...] = ()
 
     @classmethod
     def for_value(cls, meta: Meta, encoded: Encoded) -> EntryObject:
@@ -105,6 +128,10 @@ class EntryObject:
             fields["cas"] = self.cas
         if self.carried is not None:
             fields["entry"] = self.carried._fields()
+        if self.sha256 is not None:
+            fields["sha256"] = self.sha256
+        if self.sig:
+            fields["sig"] = [signature.to_json() for signature in self.sig]
         return fields
 
     @classmethod
@@ -142,7 +169,19 @@ class EntryObject:
         entry = None
         if isinstance(carried, dict) and not nested:
             entry = cls._parse(carried, nested=True)
-        return cls(meta, decoded, cas, entry)
+        sha256 = stored.get("sha256")
+        return cls(meta, decoded, cas, entry, sha256 if isinstance(sha256, str) else None,
+                   _signatures(stored.get("sig")))
+
+
+def _signatures(stored: Any) -> tuple[Signature, ...]:
+    """The well-formed signatures of a stored ``"sig"``; anything else is no signature (an
+    entry it leaves unsigned is refused where trust is configured, ignored elsewhere)."""
+    if not isinstance(stored, list):
+        return ()
+    return tuple(Signature(item["key"], item["alg"], item["value"]) for item in stored
+                 if isinstance(item, dict)
+                 and all(isinstance(item.get(name), str) for name in ("key", "alg", "value")))
 
 
 def payload(meta: Meta | None) -> dict[str, Any] | None:

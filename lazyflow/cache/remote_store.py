@@ -45,6 +45,13 @@ write (conditionally), :meth:`~RemoteStore.delete`,
 :meth:`~RemoteStore.list_objects` and :meth:`~RemoteStore.remove_all`
 manage. What a missing, replaced or foreign object *means* is the tier's
 decision, not the store's.
+
+Trust. ``remote_options["lazyflow_trust"]`` (set by ``lf.Cache`` from
+``sign_with``, ``trusted_keys`` and ``read_only``; taken out before fsspec
+sees the options, like the deadline) is the store's :class:`~lazyflow.cache.trust.Trust`:
+the tier's reads verify and its writes sign with it (``trust.py``), and
+a read-only store refuses :meth:`~RemoteStore.put`, :meth:`~RemoteStore.delete`
+and :meth:`~RemoteStore.remove_all` before any request is made.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ from lazyflow.cache.remote_objects import (
     objects_for,
 )
 from lazyflow.cache.serialize import Encoded, read_encoded, verify_stream
+from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
 from lazyflow.errors import CacheWarning, LazyflowError, warn
 
 __all__ = ["ENTRIES", "CONTENT", "TIMEOUT_OPTION", "PreconditionFailed", "RemoteStore",
@@ -109,6 +117,7 @@ class RemoteStore:
         self.url = url
         self.options = dict(options or {})
         self.timeout = _timeout(url, self.options)
+        self.trust = _trust(url, self.options)
         self.fs, root = _filesystem(url, self.options)
         self.root = root.rstrip("/")
         self.chunk_size = chunk_size
@@ -120,6 +129,19 @@ class RemoteStore:
 
     def __repr__(self) -> str:
         return f"RemoteStore({self.url!r})"
+
+    @property
+    def read_only(self) -> bool:
+        """Whether nothing may be written or deleted here (``trust.py``)."""
+        return self.trust is not None and self.trust.read_only
+
+    def check_writable(self, what: str = "write") -> None:
+        """Raise :class:`ReadOnlyRemoteError` if the store is read-only."""
+        if self.read_only:
+            raise ReadOnlyRemoteError(
+                f"the remote cache {self.url} is read-only here (read_only=True, or trusted "
+                f"keys without a key to sign with): {what} refused; writes go to the local "
+                "tiers only")
 
     # ----------------------------------------------------------------- layout
 
@@ -219,6 +241,7 @@ class RemoteStore:
     def delete(self, path: str, *, what: str = "delete value") -> None:
         """Remove one object; ``FileNotFoundError`` if it is absent. ``what`` names the
         operation in an outage warning."""
+        self.check_writable(what)
         self._call(what, functools.partial(self.objects.delete, path))
 
     def list_objects(self, *, detail: bool = False) -> Any:
@@ -228,6 +251,7 @@ class RemoteStore:
 
     def remove_all(self) -> None:
         """Remove the root and everything under it."""
+        self.check_writable("clear")
         self._call("clear", self._remove_root, whole_tree=True)
 
     # ----------------------------------------------------------------- deadlines
@@ -323,12 +347,21 @@ def _timeout(url: str, options: dict[str, Any]) -> float:
     return float(seconds)
 
 
+def _trust(url: str, options: dict[str, Any]) -> Trust | None:
+    trust = options.get(TRUST_OPTION)
+    if trust is not None and not isinstance(trust, Trust):
+        raise ConfigError(f"remote cache {url!r}: remote_options[{TRUST_OPTION!r}] is lazyflow's "
+                          "own, set from lf.Cache(sign_with=..., trusted_keys=..., read_only=...) "
+                          f"or their lazyflow.toml keys; remove it from remote_options")
+    return trust
+
+
 def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     """The fsspec filesystem and root path of ``url``; contacts nothing (s3fs connects on
     the first call)."""
     import fsspec
 
-    fs_options = {k: v for k, v in options.items() if k != TIMEOUT_OPTION}
+    fs_options = {k: v for k, v in options.items() if k not in (TIMEOUT_OPTION, TRUST_OPTION)}
     try:
         fs, root = fsspec.core.url_to_fs(url, **fs_options)
     except ImportError as e:

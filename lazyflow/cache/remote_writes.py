@@ -22,6 +22,15 @@ written carrying a copy of that entry when this process holds it: its own
 write (pending, or done) or its read. A copy naming content goes only once
 that content is known to be stored — the record waits for the entry's own
 upload on its lane — else the record goes without a copy.
+
+Signing. With a key to sign with (``trust.py``), every entry object is
+signed as it is written (:meth:`Writes._signed`), a merged record included;
+a value going to ``cas/`` gets its content's SHA-256 when it is encoded
+(:meth:`Writes.pending`), and a copy this process carries is signed under
+its own key (its target's). A copy that is not signed by then came from a
+colleague's record (a merge) and is left out: this process vouches for
+its own entries and for those a trusted key signed, nothing else. A record
+read back for a merge that no trusted key signed is left as it is.
 """
 
 from __future__ import annotations
@@ -29,15 +38,17 @@ from __future__ import annotations
 import functools
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import Meta
-from lazyflow.cache.remote_entries import EntryObject
+from lazyflow.cache.remote_entries import EntryObject, UnknownLayoutError
 from lazyflow.cache.remote_objects import PreconditionFailed
 from lazyflow.cache.remote_reads import Reads
-from lazyflow.cache.remote_records import write_record
+from lazyflow.cache.remote_records import Version, write_record
 from lazyflow.cache.serialize import Encoded, encoding_of
+from lazyflow.cache.trust import UntrustedEntryError, content_sha256
 
 __all__ = ["Pending", "Writes"]
 
@@ -58,15 +69,24 @@ class Writes:
         self.reads = reads
         self.store = reads.store
         self.inflight: dict[str, Future[None]] = {}  # key -> its upload on a lane
+        self.trust = self.store.trust
         self._stored: set[str] = set()  # checksums whose content this process saw stored
         self._lock = threading.Lock()
+
+    @property
+    def signs(self) -> bool:
+        """Whether entries are signed as they are written."""
+        return self.trust is not None and self.trust.signer is not None
 
     def pending(self, meta: Meta, encoded: Encoded | None,
                 writing: dict[str, Pending]) -> Pending:
         """The write of a value (``encoded``) or a record with stamped ``meta``; a record
         naming an entry this process holds (``writing``, or read) carries it."""
         if encoded is not None:
-            return Pending(meta, encoded, EntryObject.for_value(meta, encoded))
+            entry = EntryObject.for_value(meta, encoded)
+            if entry.cas is not None and self.signs:  # hashed once, on the caller's thread
+                entry = replace(entry, sha256=content_sha256(encoded))
+            return Pending(meta, encoded, entry)
         target = meta.get("key")
         carried = self._carriable(target, writing) if isinstance(target, str) else None
         return Pending(meta, None, EntryObject(meta, carried=carried))
@@ -76,7 +96,16 @@ class Writes:
         if pending.entry.is_record:
             self._record(key, pending.entry)
         else:
-            self._value(key, pending.entry, pending.encoded)
+            self._value(key, self._signed(key, pending.entry), pending.encoded)
+
+    def _signed(self, key: str, entry: EntryObject) -> EntryObject:
+        """``entry`` signed as the entry of ``key``, when this process signs; a carried copy
+        no one signed is left out (this process signed its own copies already)."""
+        if not self.signs or self.trust is None:
+            return entry
+        if entry.carried is not None and not entry.carried.sig:
+            entry = replace(entry, carried=None)
+        return self.trust.sign(key, entry)
 
     def _carriable(self, target: str, writing: dict[str, Pending]) -> EntryObject | None:
         """The entry of ``target`` this process writes or read, if it holds a value this
@@ -88,6 +117,8 @@ class Writes:
         if entry is None or entry.is_record or \
                 encoding_of(entry.meta) not in serialize.KNOWN_ENCODINGS:
             return None
+        if pending is not None and self.signs and self.trust is not None:
+            return self.trust.sign(target, entry)  # our own entry: we vouch for it
         return entry
 
     def _value(self, key: str, entry: EntryObject, encoded: Encoded | None) -> None:
@@ -96,7 +127,7 @@ class Writes:
         if known is not None and known.exists:
             return  # an entry is there (a colleague's, or ours): it stays
         if entry.cas is not None and encoded is not None:
-            if known is None and self.reads.fetch(key) is not None:
+            if known is None and self._present(key):
                 return  # checked with one GET: never upload content an entry will not name
             self.store.write_content(entry.cas, encoded)
             with self._lock:
@@ -109,18 +140,46 @@ class Writes:
         # carry it (a worker's synchronous tier has no pending write to take it from)
         self.reads.wrote(key, entry, version)
 
+    def _present(self, key: str) -> bool:
+        """Whether an entry holds ``key`` (one GET): one this lazyflow cannot read or trust
+        counts, as it stays."""
+        try:
+            return self.reads.fetch(key) is not None
+        except UnknownLayoutError:  # a newer layout's, or one not trusted here
+            return True
+
     def _record(self, key: str, entry: EntryObject) -> None:
         """Compare-and-swap against what this process knew of the record
-        (``remote_records.py``)."""
+        (``remote_records.py``), signed; a record not trusted here is left as it is."""
+        if self.reads.untrusted.get(key):
+            return  # met holding a record no trusted key signed: it stays
         entry = self._settled(entry)
-        now = write_record(functools.partial(self.store.write_entry, key),
-                           lambda: self.store.read_entry(key), entry,
-                           self.reads.versions.get(key))
+        try:
+            now = write_record(functools.partial(self._write_signed, key),
+                               functools.partial(self._read_record, key), entry,
+                               self.reads.versions.get(key))
+        except _Untrusted as e:
+            now = e.version
         if now is None:
             self.reads.versions.pop(key)
         else:
             self.reads.versions.put(key, now)
         self.reads.memo.pop(key)
+
+    def _write_signed(self, key: str, entry: EntryObject, **condition: Any) -> str | None:
+        return self.store.write_entry(key, self._signed(key, entry), **condition)
+
+    def _read_record(self, key: str) -> tuple[EntryObject, str | None] | None:
+        """The record read afresh for a merge; :class:`_Untrusted` when no trusted key
+        signed it (nothing of it may be merged into what this process signs)."""
+        found = self.store.read_entry(key)
+        if found is None:
+            return None
+        entry, version = found
+        try:
+            return self.reads.screened(key, entry, version), version
+        except UntrustedEntryError:
+            raise _Untrusted(Version(version, True)) from None
 
     def _settled(self, record: EntryObject) -> EntryObject:
         """``record`` carrying its entry only if that entry's content is known stored."""
@@ -137,3 +196,11 @@ class Writes:
         if stored or (read is not None and read.entry is carried):  # read: a committed entry
             return record
         return EntryObject(record.meta)
+
+
+class _Untrusted(Exception):
+    """A record this process does not trust met during a compare-and-swap: left as it is."""
+
+    def __init__(self, version: Version) -> None:
+        super().__init__("record not signed by a trusted key")
+        self.version = version

@@ -2,13 +2,17 @@
 
 Design note
 -----------
-Policy. A value is pickled with protocol 5 and its large buffers travel
-*out of band*: the pickle stream is frame 0 and every buffer numpy or pandas
-exposes is a further frame, written straight from the array's memory and read
-back into fresh buffers the arrays then own (no copy either way, like
-``np.save``/``np.load``). numpy and pandas values use the standard pickler;
-everything else uses cloudpickle, so lambdas, closures and classes defined in
-a notebook survive a restart.
+Policy. Common plain values (``bytes``; JSON-able scalars, lists and dicts;
+numpy arrays; pandas frames and series of plain columns) are stored in
+formats read without running code (``formats.py``): a hit on them
+unpickles nothing. Every other value is pickled with protocol 5 and its
+large buffers travel *out of band*: the pickle stream is frame 0 and every
+buffer numpy or pandas exposes is a further frame, written straight from
+the array's memory and read back into fresh buffers the arrays then own (no
+copy either way, like ``np.save``/``np.load``). numpy and pandas values use
+the standard pickler; everything else uses cloudpickle, so lambdas, closures
+and classes defined in a notebook survive a restart. The entry's
+``serializer`` says which of these wrote it.
 
 State. None: these are pure functions. Where the bytes live is the tiers'
 business (``disk.py``, ``remote.py``); they only move :class:`Encoded` frames.
@@ -18,8 +22,10 @@ blobs and remote objects)::
 
     b"LFv1" | u32 frame count | u64 length per frame | frame 0 | frame 1 ...
 
-(little-endian counts). Frame 0 is the pickle stream, decoded by the
-metadata's ``serializer``; the other frames are its out-of-band buffers.
+(little-endian counts). For a pickled value, frame 0 is the pickle stream,
+decoded by the metadata's ``serializer``, and the other frames are its
+out-of-band buffers; the other serializers say what their frames hold
+(``formats.py``).
 
 The xxh3-128 *checksum* of exactly those bytes is kept in the entry's
 metadata and verified on every read: a truncated, torn or corrupted entry
@@ -31,11 +37,18 @@ processes (the cloudpickle fallback of ``hashing.py`` is not, for some
 objects). Rejected: ``np.save`` files for arrays, which cover arrays only and
 would need a second format for DataFrames.
 
-Encoding version. :data:`ENCODING` names all of the above (the frame layout
-and magic, the checksum, the serializers and what the tiers' metadata
+Encoding version. An encoding version names all of the above (the frame
+layout and magic, the checksum, the serializers and what the tiers' metadata
 envelopes look like) and is stamped in every stored entry's metadata as
-``"encoding"``. A change to any of it is a new encoding version, read by the
-new lazyflow beside the old ones. An older lazyflow meeting an entry of an
+``"encoding"``: the *lowest* version that reads the entry
+(:func:`encoding_for`), so that older lazyflows go on reading what they can.
+Version 1 is pickle and cloudpickle (and records); version 2
+(:data:`ENCODING`, the newest written) adds the serializers of
+``formats.py``, whose entries are stamped 2, while pickled values and
+records stay 1. The frame layout did not change, so the magic still spells
+``LFv1``. A change to any of it is a new encoding version, read by the new
+lazyflow beside the old ones; a new serializer in particular is one, since
+a reader that does not know it would take the entry for damage. An older lazyflow meeting an entry of an
 encoding it does not know (:func:`readable`) treats it as a miss, says so
 once per process with the fix (upgrade), and never reads, overwrites or
 deletes it: on a shared remote it is a newer colleague's entry. So whatever
@@ -62,18 +75,20 @@ from typing import Any, Protocol
 import cloudpickle
 import xxhash
 
+import lazyflow.cache.formats as formats
 from lazyflow._version import __version__
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.errors import CacheWarning, LazyflowError, warn
 
 __all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded", "ForeignEntries",
            "UnknownEncodingError", "UnloadableEntryError", "decode", "decode_bytes", "dump_meta",
-           "encode", "encoding_of", "read_encoded", "readable", "stamp", "unknown_encoding",
-           "verify_stream", "write_encoded"]
+           "encode", "encoding_for", "encoding_of", "read_encoded", "readable", "stamp",
+           "unknown_encoding", "verify_stream", "write_encoded"]
 
-ENCODING = 1
-"""The encoding version this lazyflow writes (see the design note); ``MAGIC`` spells it."""
-KNOWN_ENCODINGS = frozenset({1})
+ENCODING = 2
+"""The newest encoding version this lazyflow writes (see the design note): an entry is
+stamped with the lowest version that reads it (:func:`encoding_for`)."""
+KNOWN_ENCODINGS = frozenset({1, 2})
 """The encoding versions this lazyflow reads."""
 MAGIC = b"LFv1"
 _COUNT = struct.Struct("<I")
@@ -94,6 +109,16 @@ class UnknownEncodingError(LazyflowError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument
         return str(self.args[0]) if self.args else ""
+
+
+def encoding_for(serializer: str | None) -> int:
+    """The encoding version an entry of ``serializer`` is stamped with (``None``: a record):
+    1 for pickled values and records, which every lazyflow reads, 2 for ``formats.py``'s.
+
+    >>> encoding_for("cloudpickle"), encoding_for("json"), encoding_for(None)
+    (1, 2, 1)
+    """
+    return 2 if serializer in formats.SERIALIZERS else 1
 
 
 def encoding_of(meta: Meta) -> object:
@@ -189,11 +214,18 @@ class Encoded:
 
 
 def encode(value: Any) -> Encoded:
-    """Pickle ``value`` (protocol 5, buffers out of band) into frames.
+    """``value`` as frames: in a format read without running code when one gives it back
+    exactly (``formats.py``), else pickled (protocol 5, buffers out of band).
 
-    >>> decode(encode([1, 2.5, "x"]))
-    [1, 2.5, 'x']
+    >>> encoded = encode([1, 2.5, "x"])
+    >>> encoded.serializer, decode(encoded)
+    ('json', [1, 2.5, 'x'])
+    >>> encode((1, 2.5)).serializer
+    'cloudpickle'
     """
+    plain = formats.encode(value)
+    if plain is not None:
+        return Encoded(*plain)
     buffers: list[pickle.PickleBuffer] = []
     root = type(value).__module__.partition(".")[0]
     serializer = "pickle" if root in _PLAIN_ROOTS else "cloudpickle"
@@ -209,6 +241,8 @@ def encode(value: Any) -> Encoded:
 
 def decode(encoded: Encoded) -> Any:
     """Rebuild the value from its frames; arrays take the frames' buffers over."""
+    if encoded.serializer in formats.SERIALIZERS:
+        return _decode_plain(encoded)
     if encoded.serializer not in _PICKLERS:
         raise CorruptEntryError(
             f"entry was written with serializer {encoded.serializer!r}, which this lazyflow "
@@ -222,6 +256,19 @@ def decode(encoded: Encoded) -> Any:
         ) from e
     except Exception as e:
         raise CorruptEntryError(f"entry does not unpickle: {type(e).__name__}: {e}") from e
+
+
+def _decode_plain(encoded: Encoded) -> Any:
+    """A value of ``formats.py``: nothing is unpickled."""
+    try:
+        return formats.decode(encoded.serializer, encoded.frames)
+    except ImportError as e:  # the bytes are fine: a library is missing here
+        raise UnloadableEntryError(
+            f"the stored value needs a library this process cannot import ({e}); the entry "
+            "is kept and the node is recomputed here: install it to reuse the entry") from e
+    except Exception as e:
+        raise CorruptEntryError(f"entry does not decode as {encoded.serializer}: "
+                                f"{type(e).__name__}: {e}") from e
 
 
 class _Readable(Protocol):
@@ -317,7 +364,7 @@ def stamp(meta: Meta, encoded: Encoded | None, *, checksum: bool = True) -> dict
     stamped.setdefault("created", now)
     stamped["stored"] = now
     stamped["lazyflow"] = __version__
-    stamped["encoding"] = ENCODING
+    stamped["encoding"] = encoding_for(None if encoded is None else encoded.serializer)
     if encoded is not None:
         stamped.update(size=encoded.nbytes, serializer=encoded.serializer)
         if checksum:

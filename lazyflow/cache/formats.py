@@ -1,0 +1,298 @@
+"""Formats of common values that decode without running code: bytes, JSON, arrays, frames.
+
+Design note
+-----------
+Policy. A pickle stream names the code that rebuilds its value, so reading
+one runs code; a value read from a shared cache is then only as safe as
+everyone who can write there. Most values a node returns are plain data,
+so :func:`encode` stores those in formats whose readers build values
+without importing or calling anything the bytes name:
+
+* ``bytes``: a ``bytes`` object, as is (one frame);
+* ``json``: ``None``, ``bool``, ``int``, ``float``, ``str``, and ``list``
+  and ``dict`` (``str`` keys) of those, as compact JSON (one frame);
+* ``numpy``: an ``ndarray`` of a numeric, boolean, datetime, timedelta,
+  bytes or unicode dtype: a JSON header (dtype, shape, order) and the raw
+  bytes, as ``.npy`` files hold them (no ``object`` dtype, no structured
+  dtype, no subclass);
+* ``arrow``: a pandas ``DataFrame`` or ``Series`` of the column and index
+  types below, as an Arrow IPC stream (pyarrow 14.0.1 or newer: older ones
+  unpickle extension types on reading), after a JSON header.
+
+Exact, or not at all. A hit must be the value the function returned, so a
+value is taken only when the format gives it back exactly; anything else
+returns ``None`` here and is pickled as before. JSON takes exact types only
+(``True`` is not ``1``, a ``tuple`` is not a ``list``, an ``int``
+subclass is neither), every float (``-0.0``, NaN, infinities: Python's JSON
+writes and reads them), dict key order; it refuses a container met twice
+(JSON would split what pickle keeps shared), more than
+:data:`JSON_ITEMS` items (JSON is several times slower than pickle on long
+lists) or :data:`JSON_DEPTH` levels, and ints over :data:`INT_BITS` bits.
+Arrow takes what round-trips through Arrow and back to pandas exactly
+(checked against ``pandas.testing`` in ``tests/test_cache_encodings.py``):
+columns named by unique ``str`` labels; numpy bool, int, uint, float,
+datetime64 and timedelta64 columns in native byte order, timezone-aware
+datetimes, the nullable ``Int``/``UInt``/``Float``/``boolean`` types,
+Arrow-backed strings (pandas 3's ``str``), categoricals of such categories,
+periods; a ``RangeIndex``, an ``Index`` of numbers, booleans or such strings,
+or a ``DatetimeIndex`` without a ``freq``; no ``attrs``. Object columns,
+Python-backed strings, multi-indexes and the rest are pickled.
+
+Versions. These are the serializers of encoding 2 (``serialize.py``): an
+entry in one of them is stamped ``"encoding": 2``, so that a lazyflow that
+knows encoding 1 only treats it as an unknown encoding (a miss, kept)
+rather than as damage. Pickled entries keep encoding 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+import sys
+from typing import Any
+
+__all__ = ["INT_BITS", "JSON_DEPTH", "JSON_ITEMS", "SERIALIZERS", "decode", "encode"]
+
+SERIALIZERS = frozenset({"bytes", "json", "numpy", "arrow"})
+"""The serializers this module writes and reads (all of encoding 2)."""
+
+JSON_ITEMS = 65536
+"""Items (list elements and dict values, all levels) above which a value is pickled."""
+JSON_DEPTH = 64
+"""Nesting levels above which a value is pickled."""
+INT_BITS = 8192
+"""Bits above which an int is pickled (Python limits the digits of int <-> str)."""
+
+_ARRAY_KINDS = frozenset("biufcmMSU")
+_SERIES_COLUMN = "__lazyflow_series__"
+_MASKED = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
+                     "Float32", "Float64", "boolean"})
+_PYARROW_SAFE = (14, 0, 1)  # CVE-2023-47248: older pyarrow unpickles extension types
+
+
+def encode(value: Any) -> tuple[str, tuple[memoryview, ...]] | None:
+    """The serializer and frames of ``value`` in a format read without running code, or
+    ``None`` when none gives it back exactly (then it is pickled).
+
+    >>> encode([1, 2.0, None])[0], encode((1, 2)) is None
+    ('json', True)
+    """
+    kind = type(value)
+    if kind is bytes:
+        return "bytes", (memoryview(value),)
+    if kind in (str, int, float, bool, list, dict) or value is None:
+        return ("json", (memoryview(_json(value)),)) if _json_exact(value) else None
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and kind is numpy.ndarray:
+        return _encode_array(value, numpy)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and kind in (pandas.DataFrame, pandas.Series):
+        return _encode_frame(value, pandas)
+    return None
+
+
+def decode(serializer: str, frames: tuple[memoryview, ...]) -> Any:
+    """The value of frames :func:`encode` wrote. ``ImportError`` when a library it needs is
+    missing here; ``ValueError`` (or another error) when the frames are not such a value."""
+    if serializer == "bytes":
+        (data,) = frames
+        return bytes(data)
+    if serializer == "json":
+        (text,) = frames
+        return json.loads(bytes(text))
+    if serializer == "numpy":
+        return _decode_array(*frames)
+    if serializer == "arrow":
+        return _decode_frame(*frames)
+    raise ValueError(f"unknown serializer {serializer!r}")
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def _json(value: Any) -> bytes:
+    """Compact JSON in UTF-8 (text stays as small as pickle keeps it); a lone surrogate,
+    which UTF-8 cannot hold, as ``surrogatepass`` writes it, which ``json.loads`` reads."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _json_exact(value: Any) -> bool:
+    """Whether JSON gives ``value`` back exactly (design note); walks it without recursion."""
+    seen: set[int] = set()
+    budget = JSON_ITEMS
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str or kind is float or kind is bool or item is None:
+            continue
+        if kind is int:
+            if item.bit_length() > INT_BITS:
+                return False
+            continue
+        if kind is not list and kind is not dict:
+            return False
+        budget -= len(item)
+        if depth >= JSON_DEPTH or budget < 0 or id(item) in seen:
+            return False
+        seen.add(id(item))
+        if kind is dict:
+            if any(type(key) is not str for key in item):
+                return False
+            stack.extend((member, depth + 1) for member in item.values())
+        else:
+            stack.extend((member, depth + 1) for member in item)
+    return True
+
+
+# ----------------------------------------------------------------------------- numpy
+
+
+def _encode_array(array: Any, numpy: Any) -> tuple[str, tuple[memoryview, ...]] | None:
+    dtype = array.dtype
+    if dtype.kind not in _ARRAY_KINDS or dtype.hasobject or dtype.names is not None \
+            or dtype.subdtype is not None or dtype.metadata is not None or dtype.itemsize == 0 \
+            or numpy.dtype(dtype.str) != dtype:
+        return None
+    if array.flags.c_contiguous:
+        order, data = "C", array
+    elif array.flags.f_contiguous:  # stored as its transpose's C-ordered bytes, no copy
+        order, data = "F", array.T
+    else:
+        order, data = "C", numpy.ascontiguousarray(array)
+    header = _json({"dtype": dtype.str, "shape": list(array.shape), "order": order})
+    raw = data.reshape(-1).view(numpy.uint8)  # any dtype's bytes, even those memoryview refuses
+    return "numpy", (memoryview(header), memoryview(raw))
+
+
+def _decode_array(header_frame: memoryview, data: memoryview) -> Any:
+    import numpy
+
+    header = json.loads(bytes(header_frame))
+    dtype = numpy.dtype(header["dtype"])
+    shape = tuple(header["shape"])
+    if dtype.kind not in _ARRAY_KINDS or dtype.hasobject or dtype.names is not None \
+            or not all(type(n) is int and n >= 0 for n in shape) \
+            or header["order"] not in ("C", "F"):
+        raise ValueError(f"array header {header!r} is not one lazyflow writes")
+    count = math.prod(shape)
+    if count * dtype.itemsize != data.nbytes:
+        raise ValueError(f"array of {count} {dtype.str} items in {data.nbytes} bytes")
+    flat = numpy.frombuffer(data, dtype=dtype, count=count)
+    if header["order"] == "F":
+        return flat.reshape(shape[::-1]).T
+    return flat.reshape(shape)
+
+
+# ----------------------------------------------------------------------------- pandas
+
+
+def _encode_frame(value: Any, pandas: Any) -> tuple[str, tuple[memoryview, ...]] | None:
+    pyarrow = _pyarrow()
+    if pyarrow is None or not _arrow_exact(value, pandas):
+        return None
+    series = isinstance(value, pandas.Series)
+    frame = value.to_frame(name=_SERIES_COLUMN) if series else value
+    try:
+        table = pyarrow.Table.from_pandas(frame, preserve_index=None)  # a RangeIndex as metadata
+        sink = pyarrow.BufferOutputStream()
+        with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    except (pyarrow.ArrowException, TypeError, ValueError):
+        return None
+    header = _json({"kind": "series" if series else "frame",
+                    "name": value.name if series else None})
+    return "arrow", (memoryview(header), memoryview(sink.getvalue()))
+
+
+def _decode_frame(header_frame: memoryview, stream: memoryview) -> Any:
+    pyarrow = _pyarrow()
+    if pyarrow is None:
+        raise ImportError(f"pyarrow {'.'.join(map(str, _PYARROW_SAFE))} or newer is needed "
+                          "to read a pandas value stored as Arrow: pip install -U pyarrow")
+    header = json.loads(bytes(header_frame))
+    table = pyarrow.ipc.open_stream(pyarrow.py_buffer(stream)).read_all()
+    table.validate()
+    frame = table.to_pandas()
+    if header["kind"] == "frame":
+        return frame
+    series = frame[_SERIES_COLUMN].copy(deep=False)
+    series.name = header["name"]
+    return series
+
+
+def _arrow_exact(value: Any, pandas: Any) -> bool:
+    """Whether Arrow gives ``value`` back exactly (the types of the design note)."""
+    if value.attrs or not value.flags.allows_duplicate_labels:
+        return False
+    if isinstance(value, pandas.Series):
+        return _label(value.name) and _column_type(value.dtype, pandas) \
+            and _index(value.index, pandas)
+    columns = value.columns
+    return (type(columns) is pandas.Index and _label(columns.name) and columns.is_unique
+            and _str_labels(columns, pandas) and _index(value.index, pandas)
+            and all(_column_type(dtype, pandas) for dtype in value.dtypes))
+
+
+def _label(name: Any) -> bool:
+    return name is None or type(name) is str
+
+
+def _str_labels(index: Any, pandas: Any) -> bool:
+    """Labels that are all ``str``, of the dtype pandas itself gives ``str`` labels (so that
+    Arrow's strings come back as that dtype)."""
+    if len(index) and pandas.api.types.infer_dtype(index, skipna=False) != "string":
+        return False
+    return bool(index.dtype == pandas.Index(["a"]).dtype)
+
+
+def _index(index: Any, pandas: Any) -> bool:
+    kind = type(index)
+    if not _label(index.name):
+        return False
+    if kind is pandas.RangeIndex:
+        return True
+    if kind is pandas.DatetimeIndex:
+        return index.freq is None and _column_type(index.dtype, pandas)
+    if kind is not pandas.Index:
+        return False
+    dtype = index.dtype
+    if type(dtype).__module__.startswith("numpy") and dtype.kind in ("b", "i", "u", "f"):
+        return bool(dtype.isnative)
+    return _str_labels(index, pandas)
+
+
+def _column_type(dtype: Any, pandas: Any) -> bool:
+    if type(dtype).__module__.startswith("numpy"):
+        return dtype.kind in "biufmM" and bool(dtype.isnative)
+    if isinstance(dtype, (pandas.DatetimeTZDtype, pandas.PeriodDtype)):
+        return True
+    if isinstance(dtype, pandas.StringDtype):
+        return bool(dtype.storage == "pyarrow")
+    if isinstance(dtype, pandas.CategoricalDtype):
+        categories = dtype.categories
+        return categories is not None and _index(categories, pandas)
+    return str(dtype) in _MASKED and type(dtype).__module__.startswith("pandas")
+
+
+_PYARROW: list[Any] = []
+
+
+def _pyarrow() -> Any:
+    """pyarrow, when installed and recent enough to read IPC streams without unpickling."""
+    if not _PYARROW:
+        try:
+            module = importlib.import_module("pyarrow")
+        except ImportError:
+            module = None
+        if module is not None and _version(module.__version__) < _PYARROW_SAFE:
+            module = None
+        _PYARROW.append(module)
+    return _PYARROW[0]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
