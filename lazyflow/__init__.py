@@ -17,7 +17,7 @@ fingerprints, key domains), ``cache/`` (tiers), ``model/`` (nodes, options,
 plans), ``executors/``, ``run.py`` (results), ``engine/``, the services
 (``history/``, ``provenance.py``, ``watch.py``, ``subflow.py``, ``handle.py``),
 ``render/`` (pure SVG and HTML), ``notebook/`` (IPython and ipywidgets), the
-``Flow`` façade (``api.py``) and the front ends (``cli.py``, ``headless.py``).
+``Flow`` façade (``api.py``) and the front ends (``cli/``, ``headless.py``).
 Imports point only down (``tests/test_architecture.py``).
 
 The public names are re-exported lazily (PEP 562): ``import lazyflow`` runs

@@ -391,9 +391,9 @@ def test_clearing_or_pruning_a_read_only_remote_is_refused(folder):
     _tier(url).put(KEY, [1], {"digest": "d" * 32})
     cache = _cache(url, options, read_only=True)
     with pytest.raises(ReadOnlyRemoteError, match="read-only"):
-        cache.clear()
+        cache.clear(confirm=True)
     with pytest.raises(ReadOnlyRemoteError, match="read-only"):
-        cache.prune(older_than=0)
+        cache.prune(older_than=0, confirm=True)
     assert _tier(url).get(KEY) == [1]
 
 
