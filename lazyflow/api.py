@@ -50,6 +50,7 @@ from lazyflow.notebook.progress import show_progress
 from lazyflow.notebook.sites import Site, definition_site, notebook_name
 from lazyflow.render.display import flow_html, flow_mimebundle, flow_svg
 from lazyflow.render.model import requested
+from lazyflow.run import has_value
 
 if TYPE_CHECKING:
     from lazyflow.model.resources import Resources
@@ -292,7 +293,7 @@ class Flow(Graph):
     @staticmethod
     def _value_or_none(run: Run, target: str, strict: bool) -> Any:
         record = run.nodes[target]
-        if record.status in ("completed", "cached"):
+        if has_value(record.status):
             return run[target]
         message = f"target {target!r} has no value: {record.status} ({record.reason})"
         if strict:

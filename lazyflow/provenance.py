@@ -65,6 +65,7 @@ from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
 from lazyflow.keys.hashing import hash_value
 from lazyflow.run import NodeRecord, Run, _seconds, _table
+from lazyflow.run import has_value as run_has_value
 
 if TYPE_CHECKING:
     from lazyflow.api import Flow
@@ -477,7 +478,7 @@ def _check(record: NodeRecord, cache: Cache, *, diverged: bool, declared: bool) 
                      "deterministic=False: its stored value was used")
     found = cache.lookup(record.key) if record.key is not None else None
     expected: str | None = found[0].get("digest") if found is not None else None
-    has_value = record.status in ("completed", "cached")
+    has_value = run_has_value(record.status)
     actual = record.digest if has_value else None
     status: Outcome
     reason = ""

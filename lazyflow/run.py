@@ -27,18 +27,51 @@ from typing import Any, Literal
 
 from lazyflow.cache.sizes import format_size
 
-__all__ = ["Explanation", "ExplanationRow", "NodeRecord", "Run", "format_duration",
-           "new_run_id", "register_html"]
+__all__ = ["STATUSES", "Explanation", "ExplanationRow", "NodeRecord", "Run", "StatusInfo",
+           "format_duration", "has_value", "new_run_id", "register_html"]
 
-Status = Literal["pending", "running", "completed", "cached", "failed", "skipped", "cancelled"]
+Status = Literal["pending", "running", "completed", "cached", "fallback", "failed", "skipped",
+                 "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    """What a node status means wherever it is shown or tested."""
+
+    has_value: bool
+    """The node has a value in the run (its consumers ran with it)."""
+    ran: bool
+    """Its function was called in this run (its duration and cpu are this run's)."""
+    colour: str
+    """Its fill in the DAG drawings (cached nodes: by tier, ``render/svg.py``)."""
+
+
+STATUSES: dict[str, StatusInfo] = {
+    "pending": StatusInfo(False, False, "#eceff1"),
+    "running": StatusInfo(False, True, "#ffca28"),
+    "completed": StatusInfo(True, True, "#66bb6a"),
+    "cached": StatusInfo(True, False, "#64b5f6"),
+    "fallback": StatusInfo(True, True, "#ffa726"),  # it raised; fallback= stands in for it
+    "failed": StatusInfo(False, True, "#ef5350"),
+    "skipped": StatusInfo(False, False, "#cfd8dc"),
+    "cancelled": StatusInfo(False, False, "#ffab91"),
+}
+"""Every status: whether it has a value, whether it ran now, and its colour."""
+
+
+def has_value(status: str) -> bool:
+    """Whether a node of ``status`` has a value in its run (completed, cached, fallback)."""
+    info = STATUSES.get(status)
+    return info is not None and info.has_value
 
 
 @dataclass(slots=True)
 class NodeRecord:
     """What happened to one node in a run.
 
-    ``status`` is ``"completed"`` (ran now), ``"cached"``, ``"failed"``,
-    ``"skipped"`` or ``"cancelled"`` once the run is over (``"pending"`` or
+    ``status`` is ``"completed"`` (ran now), ``"cached"``, ``"fallback"`` (it raised
+    and its ``fallback=`` value stands in), ``"failed"``, ``"skipped"`` or
+    ``"cancelled"`` once the run is over (:data:`STATUSES` says which have a value) (``"pending"`` or
     ``"running"`` while it goes). ``tier`` names the cache tier that served a
     hit. ``duration`` is seconds spent computing (hits: ``0.0``) and
     ``saved`` the compute time a hit avoided (the node's and its ancestors'). ``reason`` says why the node ran,
@@ -115,7 +148,7 @@ class Run:
         if record is None:
             raise KeyError(f"node {name!r} was not part of this run; it covered "
                            f"{', '.join(sorted(self.nodes))}")
-        if record.key is None or record.status not in ("completed", "cached") \
+        if record.key is None or not has_value(record.status) \
                 or self._loader is None:
             raise KeyError(f"node {name!r} has no value in this run (status {record.status!r}"
                            f"{': ' + record.reason if record.reason else ''})")
@@ -159,7 +192,7 @@ class Run:
                 else:
                     union.update(record.saved_from)
         for name, record in self.nodes.items():
-            if record.status == "completed":
+            if STATUSES[record.status].ran:
                 union.pop(name, None)
         return union, extra
 
@@ -203,7 +236,8 @@ class Run:
         rows = [("node", "status", "tier", "time", "key", "why")]
         for record in self.nodes.values():
             rows.append((record.name, record.status, record.tier or "-",
-                         _seconds(record.duration) if record.status == "completed" else "-",
+                         _seconds(record.duration) if record.status in ("completed", "fallback")
+                         else "-",
                          (record.key or "")[:12], record.reason))
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         footer = (f"{self.flow}: {counts} in {_seconds(self.duration)}"

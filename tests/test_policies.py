@@ -138,3 +138,21 @@ def test_an_unknown_option_fails_at_definition(flow):
         @flow.node(retry=3)
         def f():
             return 1
+
+
+def test_a_node_that_fell_back_has_its_own_status_and_a_value(flow):
+    from lazyflow.run import STATUSES, has_value
+
+    @flow.node(on_error="fallback", fallback=[])
+    def fetch():
+        raise ConnectionError("down")
+
+    @flow.node
+    def count(fetch):
+        return len(fetch)
+
+    run = flow.run("count")
+    record = run.nodes["fetch"]
+    assert record.status == "fallback" and has_value(record.status)
+    assert run["count"] == 0 and run.status == "completed"
+    assert STATUSES["fallback"].colour != STATUSES["completed"].colour

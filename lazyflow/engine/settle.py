@@ -88,6 +88,7 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     if policy.on_error == "fallback":
         s.untraced.add(name)
         finish(s, name, policy.fallback, outcome.duration, None, keep=False)
+        record.status = "fallback"  # a value, but not the node's own (run.STATUSES)
         record.reason = f"fallback after {type(error).__name__}: {error}"
         return
     stop(s, name, "failed", f"{type(error).__name__}: {error}")

@@ -200,7 +200,8 @@ def _bar_style(p: Progress) -> str:
         return "danger"
     if p.status == "cancelled":
         return "warning"
-    return "success" if p.status == "completed" else "info"
+    return "success" if p.status == "completed" else "warning" if p.status == "fallback" \
+        else "info"
 
 
 def _register() -> None:

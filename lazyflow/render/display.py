@@ -24,7 +24,7 @@ from lazyflow.cache.sizes import format_size
 from lazyflow.render.layout import layout
 from lazyflow.render.model import Progress, nesting, small, view_of
 from lazyflow.render.svg import INPUT_CHARS, NodeView, render_svg
-from lazyflow.run import format_duration, register_html
+from lazyflow.run import STATUSES, format_duration, register_html
 from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def run_table_html(run: Run, inputs: Mapping[str, str] | None = None, *,
         rows.append(
             f'<tr data-node="{escape(r.name)}"><td>{escape(r.name)}</td><td>{r.status}</td>'
             f'<td>{r.tier or "-"}</td>'
-            f'<td>{format_duration(r.duration) if r.status in ("completed", "failed") else "-"}</td>'
+            f'<td>{format_duration(r.duration) if STATUSES[r.status].ran else "-"}</td>'
             f'<td>{format_size(r.size) if r.size is not None else "-"}</td>'
             f'<td><code>{(r.key or "")[:12]}</code></td>{more}<td>{escape(why)}</td></tr>')
     counts = ", ".join(f"{n} {s}" for s, n in run.counts().items())

@@ -38,7 +38,7 @@ from lazyflow.cache.sizes import format_size
 from lazyflow.engine.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
 from lazyflow.render.layout import Layout, layout
 from lazyflow.render.svg import NodeView
-from lazyflow.run import format_duration
+from lazyflow.run import STATUSES, format_duration
 from lazyflow.subflow import groups
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Progress:
 def view_of(record: NodeRecord) -> NodeView:
     """The picture's view of a node record."""
     error = f"{type(record.error).__name__}: {record.error}" if record.error is not None else ""
-    duration = record.duration if record.status in ("completed", "failed") else None
+    duration = record.duration if STATUSES[record.status].ran else None
     return NodeView(record.status, record.tier, duration, record.key, record.size, error,
                     record.reason)
 

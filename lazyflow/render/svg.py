@@ -31,22 +31,17 @@ from html import escape
 
 from lazyflow.cache.sizes import format_size
 from lazyflow.render.layout import Layout
-from lazyflow.run import format_duration
+from lazyflow.run import STATUSES, format_duration
 
 __all__ = ["COLOURS", "INPUT_CHARS", "NodeView", "clock", "render_svg"]
 
 COLOURS: dict[str, str] = {
     "idle": "#ffffff",        # not part of the run
     "defined": "#ffffff",     # a drawing of the flow, not of a run (flow.to_svg)
-    "pending": "#eceff1",
-    "running": "#ffca28",
-    "completed": "#66bb6a",
-    "cached:memory": "#64b5f6",
+    **{status: info.colour for status, info in STATUSES.items()},  # one table: run.py
+    "cached:memory": STATUSES["cached"].colour,
     "cached:disk": "#7986cb",
     "cached:remote": "#ba68c8",
-    "failed": "#ef5350",
-    "skipped": "#cfd8dc",
-    "cancelled": "#ffab91",
 }
 BOX_W, BOX_H = 150.0, 40.0
 INPUT_W, INPUT_H = 150.0, 26.0
@@ -107,7 +102,7 @@ class NodeView:
             return "\n".join([*([f"returns {self.returns}"] if self.returns else []),
                               *self.notes])
         lines = [self.state + (f" ({self.tier})" if self.tier else "")]
-        if self.duration is not None and self.state in ("completed", "failed"):
+        if self.duration is not None and self.state in STATUSES and STATUSES[self.state].ran:
             lines.append(f"duration {format_duration(self.duration)}")
         if self.key:
             lines.append(f"key {self.key[:16]}")
