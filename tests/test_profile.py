@@ -72,7 +72,8 @@ def test_a_worker_process_measures_peak_memory_without_being_asked(flow):
         return int(scratch.sum())
 
     record = flow.run("table", executor="processes").nodes["table"]
-    assert record.peak_memory >= 80 * _MB
+    # what the call added at its peak: the 80 MiB array, less pages the worker held before
+    assert 70 * _MB <= record.peak_memory < 160 * _MB
 
 
 def test_a_hit_has_no_profile_of_its_own(flow):
