@@ -29,8 +29,12 @@ import time
 from collections.abc import Callable
 
 import lazyflow as lf
-from lazyflow.events import GLOBAL
 from lazyflow.history import flush, start_recording
+
+try:
+    from lazyflow.engine.events import GLOBAL  # the engine as a package (issue 11's layers)
+except ImportError:
+    from lazyflow.events import GLOBAL  # type: ignore[no-redef]
 
 try:
     from lazyflow.history.recorder import process_recorder

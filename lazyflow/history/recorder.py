@@ -221,7 +221,10 @@ class Recorder:
                     row, node_set = item.finished()
                     share.add(share.ended, end_row(row), node_set)
                 elif item.seen:
-                    ended.setdefault(id(item.cache), (item.cache, []))[1].append(item)
+                    group = ended.get(id(item.cache))
+                    if group is None:
+                        group = ended[id(item.cache)] = (item.cache, [])
+                    group[1].append(item)
             elif type(item) is tuple:
                 moved.setdefault(item[0], set()).add(item[1])
         for cache, items in ended.values():
@@ -229,7 +232,10 @@ class Recorder:
             if path is not None:
                 share = commits.share(path)
                 for item in items:
-                    share.add(share.new, *item.finished())
+                    row, node_set = item.plain or item.finished()
+                    share.new.append(row)
+                    if node_set is not None:
+                        share.node_sets[node_set[0]] = node_set[1]
         for run in going:  # written now, tracked from now on
             path = location(run.cache)
             if path is not None:
