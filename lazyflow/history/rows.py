@@ -53,9 +53,9 @@ NodeSet = tuple[bytes, bytes]
 
 def started_row(run: Run, nodes: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     """The ``runs`` row of a run still going, with its node rows so far."""
-    targets, inputs, *where = _shape(run).context
-    return (run.id, run.flow, targets, inputs, "running", run.started, None, *where, None, None,
-            json.dumps(nodes), None, None)
+    shape = _shape(run)
+    return ((run.id, run.flow) + shape.asked + ("running", run.started, None) + shape.where
+            + (None, None, json.dumps(nodes), None, None))
 
 
 def finished_row(run: Run) -> tuple[tuple[Any, ...], NodeSet | None]:
@@ -63,10 +63,10 @@ def finished_row(run: Run) -> tuple[tuple[Any, ...], NodeSet | None]:
     plain = plain_row(run)
     if plain is not None:
         return plain
-    targets, inputs, *where = _shape(run).context
-    return (run.id, run.flow, targets, inputs, run.status, run.started, run.ended, *where,
-            *_error(run.error), json.dumps([node_row(r) for r in run.nodes.values()]), None,
-            None), None
+    shape = _shape(run)
+    return ((run.id, run.flow) + shape.asked + (run.status, run.started, run.ended)
+            + shape.where + _error(run.error)
+            + (json.dumps([node_row(r) for r in run.nodes.values()]), None, None)), None
 
 
 def plain_row(run: Run) -> tuple[tuple[Any, ...], NodeSet] | None:
@@ -97,11 +97,11 @@ def plain_row(run: Run) -> tuple[tuple[Any, ...], NodeSet] | None:
         stamps = node_times(times)  # type: ignore[arg-type]
     except (TypeError, struct.error):  # a field of an unexpected type: JSON rows instead
         return None
-    targets, inputs, *where = shape.context
     error = run.error
-    return (run.id, run.flow, targets, inputs, run.status, run.started, run.ended, *where,
-            None if error is None else type(error).__name__,
-            None if error is None else str(error), "[]", last[1][0], stamps), last[1]
+    return ((run.id, run.flow) + shape.asked + (run.status, run.started, run.ended)
+            + shape.where + ((None, None, "[]", last[1][0], stamps) if error is None else
+                             (type(error).__name__, str(error), "[]", last[1][0], stamps)),
+            last[1])
 
 
 def end_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -123,7 +123,6 @@ def _error(error: BaseException | None) -> tuple[str | None, str | None]:
 
 # --------------------------------------------------------------------------- request shapes
 
-_Context = tuple[str, str, str, str, int, "str | None", str]
 # status, reason, error, duration, started == ended
 _PLAIN: tuple[Any, ...] = ("cached", "", None, 0.0, True)
 
@@ -134,7 +133,8 @@ class _Shape:
     the columns encoded for them, and the last plain run's hits with their node set."""
 
     code: tuple[Mapping[str, str], ...]
-    context: _Context  # targets, inputs, executor, host, pid, process start, environment
+    asked: tuple[str, str]  # targets, inputs (JSON)
+    where: tuple[str, str, int, str | None, str]  # executor, host, pid, its start, environment
     last: tuple[list[tuple[Any, ...]], NodeSet] | None = None
 
 
@@ -151,17 +151,17 @@ def _shape(run: Run) -> _Shape:
         key = (run.flow, run.targets, tuple(run.inputs.items()), run.executor)
         found = _SHAPES.get(key)
     except TypeError:  # an input recorded as an unhashable value: nothing is kept
-        return _Shape(code, _context(run))
+        return _new_shape(run, code)
     if found is None or found.code != code:
         if len(_SHAPES) >= _SHAPES_KEPT:
             _SHAPES.clear()
-        found = _SHAPES[key] = _Shape(code, _context(run))
+        found = _SHAPES[key] = _new_shape(run, code)
     return found
 
 
-def _context(run: Run) -> _Context:
-    return (json.dumps(list(run.targets)), json.dumps(run.inputs), run.executor,
-            *this_process(), json.dumps(environment(run.code)))
+def _new_shape(run: Run, code: tuple[Mapping[str, str], ...]) -> _Shape:
+    return _Shape(code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
+                  (run.executor, *this_process(), json.dumps(environment(run.code))))
 
 
 # --------------------------------------------------------------------------- node sets
