@@ -16,30 +16,38 @@ every flow's runs are recorded without the engine knowing (it never prints or
 writes history itself). It subscribes on the process's first run
 (``Flow.run`` calls :func:`start_recording`), not at import: importing
 lazyflow starts no thread and leaves the bus empty, so a process that never
-runs a flow builds no event objects for it. The run thread does almost
-nothing: each event appends to a deque, a node event as its (run id, node
-name) pair — two strings, which the cyclic GC stops tracking at once — and
-the writer reads the node's record when it drains (a record is final once its
-``NodeFinished`` is emitted, so it needs no copy). One background writer
-thread drains the deque and commits a whole batch in one SQLite transaction
-every :data:`BATCH_SECONDS`, on :func:`flush` and at interpreter exit. So a
-run pays a few deque appends, never a disk write; a process killed loses at
-most the last quarter second of events (a run killed sooner than that after
-it started may be missing; a longer one is there, marked interrupted).
+runs a flow builds no event objects for it. A request's thread does little:
+it notes a run's start, ignores node events (unless the run was already
+written while going), and at the run's end queues its row — built then, in a
+few µs, when every node was a plain cache hit (a warm request), or the run
+itself for the writer to build. One background writer thread drains the
+queue and commits a whole batch in one SQLite transaction every
+:data:`BATCH_SECONDS`, on :func:`flush` and at interpreter exit. So a run
+never waits for a disk write; a process killed loses at most the last
+quarter second (a run killed sooner than that after it started may be
+missing; a longer one is there, marked interrupted). ``recorder.py`` says
+why a warm run's row is built on the request's thread (the cyclic GC) and
+how a long run's progress is kept.
 
 State. One SQLite file per cache directory (``<disk dir>/history.sqlite``,
 the directory the disk tier declares: ``Cache.disk_directory``), in WAL mode
 so readers (``lazyflow runs``, another kernel) never block writers and two
 processes can record concurrently (``busy_timeout`` makes them queue). Table
-``runs``: one row per run, written ``running`` when it starts and updated when
-it ends; its ``nodes`` column holds the run's node rows as one JSON array,
-rewritten at each commit while the run goes, and the view ``nodes`` shows
-them as one SQL row per (run, node). One JSON write per run per commit costs
-a sixth of a row insert per node (measured: 1.6 µs against 5-10 µs per node),
-which is what keeps a warm run cheap. A flow without a disk tier keeps its
-history in an in-memory database for the life of the process: nothing is
-written to disk that was not asked for, yet ``lf.history()`` still lists its
-runs. ``LAZYFLOW_HISTORY`` names another file, or ``off`` disables recording.
+``runs``: one row per run, written ``running`` if it is still going at a
+commit and updated when it ends. Its nodes are one JSON array in column
+``nodes`` (the view ``nodes`` shows them as one SQL row per (run, node)),
+except for a run whose every node was a plain hit: it names a *node set*
+(table ``node_sets``: names, tiers, keys, digests, sizes, saved times; shared
+by the runs alike, stored once per file) and keeps only when each hit was
+served (``rows.py``). Measured with ``benchmarks/history.py``: a warm request
+of 100 memory hits cost 1.9x with JSON rows, ~1.1x so; the file grows by
+~1 KB for such a run instead of ~19 KB. The schema is numbered
+(``PRAGMA user_version``, ``store.SCHEMA_VERSION``); a file an earlier
+lazyflow wrote gains the new table and columns when first opened, and its
+rows read as they were. A flow without a disk tier keeps its history in an
+in-memory database for the life of the process: nothing is written to disk
+that was not asked for, yet ``lf.history()`` still lists its runs.
+``LAZYFLOW_HISTORY`` names another file, or ``off`` disables recording.
 
 A run whose process died (SIGKILL, power cut) stays ``running`` in the file;
 every transaction is atomic, so the record is consistent up to the last
@@ -55,9 +63,13 @@ with one :class:`~lazyflow.errors.CacheWarning` naming both paths.
 
 Rejected: writing synchronously from the run thread (a commit costs more than
 a whole warm request, 20 µs here); one file per run (``lazyflow runs`` would
-have to open thousands of files); finding the history's directory by probing
-a tier named "disk" for a ``directory``, ``path`` or ``root`` attribute (the
-disk tier declares its directory, the cache answers ``disk_directory``).
+have to open thousands of files); one SQL row per node (5-10 µs an insert);
+a plain run's nodes as JSON text (each float's ``repr`` ~0.4 µs: the 100-hit
+request's history cost 0.4 ms) or inline in its row without sharing (the
+blob's insert alone cost 9-15 µs); finding the history's directory by
+probing a tier named "disk" for a ``directory``, ``path`` or ``root``
+attribute (the disk tier declares its directory, the cache answers
+``disk_directory``).
 """
 
 from lazyflow.history.entries import NodeEntry, RunEntry, Runs

@@ -8,13 +8,14 @@ one file (``busy_timeout`` makes writers queue). A damaged file is set aside
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
@@ -24,24 +25,39 @@ from lazyflow.history.paths import MEMORY
 from lazyflow.history.processes import alive
 from lazyflow.history.rows import NODE_FIELDS, RUN_COLUMNS, run_entry
 
-__all__ = ["BUSY_SECONDS", "Store"]
+__all__ = ["BUSY_SECONDS", "SCHEMA_VERSION", "Store"]
 
 BUSY_SECONDS = 30.0
 """Longest time a write waits for another process's lock on the history file."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, flow TEXT NOT NULL, targets TEXT NOT NULL, inputs TEXT NOT NULL,
-    status TEXT NOT NULL, started REAL NOT NULL, ended REAL, executor TEXT,
-    host TEXT, pid INTEGER, pid_start TEXT, environment TEXT,
-    error_type TEXT, error_message TEXT, nodes TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started);
-CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started);
-CREATE VIEW IF NOT EXISTS nodes AS
-    SELECT runs.id AS run_id, CAST(node.key AS INTEGER) AS seq, """ + ", ".join(
-    f"json_extract(node.value, '$[{i}]') AS {name}" for i, name in enumerate(NODE_FIELDS)) + """
-    FROM runs, json_each(runs.nodes) AS node;
-"""
+SCHEMA_VERSION = 2
+"""The history file's schema (``PRAGMA user_version``). 1 (0 in the file: unnumbered):
+node rows as JSON only. 2: a plain run's nodes as a shared node set and its own times
+(``rows.py``): table ``node_sets``, columns ``runs.node_set`` and ``runs.node_times``. A
+schema-1 file gains them when this lazyflow first opens it; its rows read as before."""
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY, flow TEXT NOT NULL, targets TEXT NOT NULL, inputs TEXT NOT NULL,
+        status TEXT NOT NULL, started REAL NOT NULL, ended REAL, executor TEXT,
+        host TEXT, pid INTEGER, pid_start TEXT, environment TEXT,
+        error_type TEXT, error_message TEXT, nodes TEXT NOT NULL,
+        node_set BLOB, node_times BLOB)""",
+    "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started)",
+    "CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started)",
+    "CREATE TABLE IF NOT EXISTS node_sets (id BLOB PRIMARY KEY, nodes BLOB NOT NULL)",
+    # the nodes stored as JSON rows, one SQL row each (the nodes of plain runs, doubles in
+    # blobs, are read through lf.history())
+    """CREATE VIEW IF NOT EXISTS nodes AS
+        SELECT runs.id AS run_id, CAST(node.key AS INTEGER) AS seq, """ + ", ".join(
+        f"json_extract(node.value, '$[{i}]') AS {name}" for i, name in enumerate(NODE_FIELDS))
+    + " FROM runs, json_each(runs.nodes) AS node",
+)
+_ADDED = {"node_set": "BLOB", "node_times": "BLOB"}  # columns schema 2 added to runs
+_INSERT_ROWS = 64  # rows per INSERT at most: 64 x 17 parameters, far below SQLite's limit
+_SELECT = (", ".join("node_sets.nodes" if c == "node_set" else f"runs.{c}" for c in RUN_COLUMNS)
+           + " FROM runs LEFT JOIN node_sets ON node_sets.id = runs.node_set")
+_NODE_SETS_KEPT = 1024
 
 
 class Store:
@@ -58,6 +74,8 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # hashes of the node sets this process knows the file holds (rows.node_set)
+        self._node_sets: set[bytes] = set()
         if path != MEMORY:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock = threading.Lock()
@@ -70,18 +88,30 @@ class Store:
                 self._replace_file(e)
 
     @recovering("_conn")
-    def write(self, started: Iterable[tuple[Any, ...]], progress: Iterable[tuple[str, str]],
-              ended: Iterable[tuple[Any, ...]]) -> None:
-        """Commit new runs, node progress (run id, nodes JSON) and endings in one transaction."""
-        with self._lock, self._transaction():
-            self._conn.executemany(
-                f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})", started)
-            self._conn.executemany("UPDATE runs SET nodes = ? WHERE id = ?",
-                                   ((nodes, run_id) for run_id, nodes in progress))
-            self._conn.executemany(
-                "UPDATE runs SET status = ?, ended = ?, error_type = ?, error_message = ? "
-                "WHERE id = ?", ended)
+    def write(self, new: Sequence[tuple[Any, ...]], progress: Sequence[tuple[str, str]],
+              ended: Sequence[tuple[Any, ...]], node_sets: Mapping[bytes, bytes]) -> None:
+        """Commit in one transaction: new runs (``rows.started_row``, ``rows.finished_row``),
+        node progress of runs going on (run id, nodes JSON), endings (``rows.end_row``),
+        and the node sets (hash: blob) those rows name, each stored once per file."""
+        with self._lock:
+            missing = [(h, blob) for h, blob in node_sets.items() if h not in self._node_sets]
+            with self._transaction():
+                if missing:
+                    self._conn.executemany(
+                        "INSERT OR IGNORE INTO node_sets (id, nodes) VALUES (?, ?)", missing)
+                if new:
+                    self._insert(new)
+                if progress:
+                    self._conn.executemany("UPDATE runs SET nodes = ? WHERE id = ?",
+                                           ((nodes, run_id) for run_id, nodes in progress))
+                if ended:
+                    self._conn.executemany(
+                        "UPDATE runs SET status = ?, ended = ?, error_type = ?, "
+                        "error_message = ?, nodes = ?, node_set = ?, node_times = ? "
+                        "WHERE id = ?", ended)
+            if len(self._node_sets) + len(missing) > _NODE_SETS_KEPT:
+                self._node_sets.clear()
+            self._node_sets.update(h for h, _ in missing)  # committed: in the file now
 
     @recovering("_conn")
     def runs(self, *, flow: str | None = None, limit: int | None = 20,
@@ -91,15 +121,15 @@ class Store:
         where: list[str] = []
         args: list[Any] = []
         if flow is not None:
-            where.append("flow = ?")
+            where.append("runs.flow = ?")
             args.append(flow)
         if run_id is not None:
-            where.append("id LIKE ? ESCAPE '\\'")
+            where.append("runs.id LIKE ? ESCAPE '\\'")
             args.append(run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                         + "%")
-        sql = (f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+        sql = (f"SELECT {_SELECT}"
                + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY started DESC, id DESC"
+               + " ORDER BY runs.started DESC, runs.id DESC"
                + (" LIMIT ?" if limit is not None else ""))
         if limit is not None:
             args.append(limit)
@@ -112,9 +142,21 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    def _insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` a few dozen to a statement: one multi-row INSERT costs a quarter
+        less a row than ``executemany`` (measured: 3.9 against 5.3 µs)."""
+        done = 0
+        while done < len(rows):
+            # chunks of a power of two: a handful of distinct statements, each cached
+            size = min(_INSERT_ROWS, 1 << ((len(rows) - done).bit_length() - 1))
+            self._conn.execute(_insert_statement(size),
+                               [value for row in rows[done:done + size] for value in row])
+            done += size
+
     # ----------------------------------------------------------------- opening
 
     def _connect(self) -> None:
+        self._node_sets = set()  # a fresh file (a damaged one set aside) holds none
         self._conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False,
                                      isolation_level=None)
         _when_unlocked(self._set_up)
@@ -125,7 +167,16 @@ class Store:
             if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(_SCHEMA)
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._transaction():  # a new file, or one an earlier lazyflow wrote
+            for statement in _SCHEMA:
+                self._conn.execute(statement)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            for column, kind in _ADDED.items():
+                if column not in columns:
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _replace_file(self, error: sqlite3.DatabaseError) -> None:
         """Set the damaged file aside, start a fresh one, then warn (once per damaged file).
@@ -181,6 +232,13 @@ class Store:
                     "error_message = 'the process recording this run ended without finishing "
                     "it (killed or crashed)', nodes = ? WHERE id = ? AND status = 'running'",
                     (json.dumps(rows), run_id))
+
+
+@functools.cache
+def _insert_statement(rows: int) -> str:
+    one = f"({', '.join('?' * len(RUN_COLUMNS))})"
+    return f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES " \
+        + ", ".join([one] * rows)
 
 
 def _when_unlocked(step: Callable[[], None]) -> None:
