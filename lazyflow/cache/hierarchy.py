@@ -73,6 +73,19 @@ def default_memory_budget() -> int:
         return 2**30
 
 
+def _check_arguments(tiers_given: bool, trust: tuple[Any, ...], scope: str) -> None:
+    """Refuse ``lf.Cache`` arguments that cannot work together."""
+    if tiers_given and any(v is not config.DEFAULT for v in trust):
+        raise ValueError("lf.Cache(tiers=...) takes its tiers as built: give sign_with=, "
+                         "trusted_keys= and read_only= without tiers=, to the remote tier "
+                         "lf.Cache builds")
+    if scope not in _SCOPES:
+        raise ValueError(f"lf.Cache(scope={scope!r}): choose 'code' (keys cover the code "
+                         "and the packages it names; every entry records its environment) "
+                         "or 'environment' (keys also cover Python, the platform and every "
+                         "installed package's version)")
+
+
 class Cache:
     """Where results live: memory, then local disk, then a remote URL.
 
@@ -89,22 +102,12 @@ class Cache:
     ``[tool.lazyflow]``, then the defaults: a quarter of RAM, ``./.lazyflow``
     with 20 GB, no remote.
 
-    Trust (``docs/caching.md``): ``sign_with`` (a secret, as ``str`` or ``bytes``,
-    or a key file, as a ``pathlib.Path``) signs every entry written to the
-    remote; ``trusted_keys`` lists the keys (secrets, key files, Ed25519
-    public keys) whose signatures are accepted, the signing key's own included.
-    With either, an entry no trusted key signed is a miss, never decoded nor
-    replaced. ``read_only=True`` writes and deletes nothing on the remote (the
-    local tiers still take every write); trusted keys without ``sign_with``
-    imply it. From ``LAZYFLOW_SIGNING_KEY``, ``LAZYFLOW_TRUSTED_KEYS`` and
-    ``LAZYFLOW_REMOTE_READ_ONLY`` otherwise, or from key files named in
-    ``lazyflow.toml``; a key is never shown, stored or logged.
-
-    ``scope="environment"`` makes Python, the platform and every installed
-    distribution's version part of every key (``lazyflow/keys/environment.py``), so
-    results computed in different environments never meet; by default
-    (``"code"``) keys cover the code and the packages it names, and every entry
-    records its environment, which ``flow.explain`` compares.
+    ``sign_with`` (a secret, or a key file as a ``pathlib.Path``) signs what is
+    written to the remote; with ``trusted_keys``, an entry no trusted key signed is
+    a miss, never decoded nor replaced; ``read_only=True`` writes nothing there
+    (``cache/trust.py``, docs/caching.md "Trust"). ``scope="environment"`` puts
+    Python, the platform and every installed version into every key
+    (``keys/environment.py``); by default (``"code"``) entries only record it.
     """
 
     def __init__(
@@ -121,16 +124,7 @@ class Cache:
         tiers: Sequence[Tier] | None = None,
         scope: str = "code",
     ) -> None:
-        if tiers is not None and any(v is not config.DEFAULT
-                                     for v in (sign_with, trusted_keys, read_only)):
-            raise ValueError("lf.Cache(tiers=...) takes its tiers as built: give sign_with=, "
-                             "trusted_keys= and read_only= without tiers=, to the remote tier "
-                             "lf.Cache builds")
-        if scope not in _SCOPES:
-            raise ValueError(f"lf.Cache(scope={scope!r}): choose 'code' (keys cover the code "
-                             "and the packages it names; every entry records its environment) "
-                             "or 'environment' (keys also cover Python, the platform and every "
-                             "installed package's version)")
+        _check_arguments(tiers is not None, (sign_with, trusted_keys, read_only), scope)
         self.scope = scope
         if tiers is None:
             tiers = _build_tiers(config.resolve(
