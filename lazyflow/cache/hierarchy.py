@@ -216,22 +216,20 @@ class Cache:
         for t in self._select(tier):
             t.clear()
 
-    def stats(self) -> dict[str, dict[str, int]]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         """Per tier: entries, bytes, hits (values served) and misses (loads it could not serve).
 
         ``total`` adds the requests no tier could serve. Counts are this
         process's since the cache was built; entries and bytes are what the
-        tier holds now (shared with other processes for disk and remote).
+        tier holds now (shared with other processes for disk and remote). The
+        remote tier answers without listing (``RemoteTier.usage``: a handful of
+        requests at any size) and adds ``flows``: entries and bytes per flow.
         """
         self.flush()
-        report: dict[str, dict[str, int]] = {}
+        report: dict[str, dict[str, Any]] = {}
         for tier in self.tiers:
-            report[tier.name] = {"entries": len(list(tier.keys())),
-                                 "hits": self._hits[tier.name],
-                                 "misses": self._tier_misses[tier.name]}
-            nbytes = getattr(tier, "nbytes", None)
-            if isinstance(nbytes, int):
-                report[tier.name]["bytes"] = nbytes
+            report[tier.name] = _holdings(tier, self._hits[tier.name],
+                                          self._tier_misses[tier.name])
         report["total"] = {"hits": sum(self._hits.values()), "misses": self._misses}
         return report
 
@@ -258,6 +256,27 @@ class Cache:
             self.flush()
             report[t.name] = _prune_tier(t, limit, cutoff)
         return report
+
+    def finish_run(self, flow: str, run: str, started: float
+                   ) -> dict[str, dict[str, int]] | None:
+        """End a run in the tiers that keep a record of runs: the remote writes the run's
+        manifest (what it read and wrote there). Returns the remote requests and bytes the
+        run sent, per method (``None``: it sent none). The engine calls it as a run ends,
+        before :meth:`flush`; a failure warns, never fails the run."""
+        cost = None
+        for tier in self.tiers:
+            finish = getattr(tier, "finish_run", None)
+            if not callable(finish):
+                continue
+            try:
+                cost = finish(flow, run, started) or cost
+            except TierOfflineError:  # it has warned once itself
+                continue
+            except Exception as e:
+                warnings.warn(f"the {tier.name} cache tier could not end run {run} "
+                              f"({type(e).__name__}: {e}); the run goes on", CacheWarning,
+                              stacklevel=3)
+        return cost
 
     def commit(self) -> None:
         """Start committing the writes tiers buffer (the disk tier's batch); returns at once.
@@ -378,7 +397,25 @@ def _build_tiers(settings: config.Settings) -> list[Tier]:
     return tiers
 
 
+def _holdings(tier: Tier, hits: int, misses: int) -> dict[str, Any]:
+    """One tier's line of ``stats``: entries, hits, misses, then bytes (and per-flow figures
+    where the tier keeps them)."""
+    usage = getattr(tier, "usage", None)
+    if callable(usage):  # the remote: from its ledger, never a listing of every entry
+        held: dict[str, Any] = dict(usage())
+        return {"entries": held.pop("entries", 0), "hits": hits, "misses": misses, **held}
+    facts: dict[str, Any] = {"entries": len(list(tier.keys())), "hits": hits, "misses": misses}
+    nbytes = getattr(tier, "nbytes", None)
+    if isinstance(nbytes, int):
+        facts["bytes"] = nbytes
+    return facts
+
+
 def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str, int]:
+    collect = getattr(tier, "collect", None)
+    if callable(collect):  # the remote: garbage collection by last use (remote_gc.py)
+        done: dict[str, int] = collect(limit, cutoff)
+        return done
     entries = []
     stored_keys = list(tier.keys())
     for key in stored_keys:
@@ -396,9 +433,6 @@ def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str
         removed += 1
         freed += size
         total -= size
-    sweep = getattr(tier, "remove_orphans", None)  # remote: objects left by racing writers
-    if callable(sweep):
-        removed += int(sweep())
     return {"removed": removed, "freed": freed, "bytes": total}
 
 

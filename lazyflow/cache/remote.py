@@ -10,7 +10,12 @@ check bytes is ``remote_reads.py``; how values and records are written is
 ``remote_writes.py`` (records merged by ``remote_records.py``), and the
 background lanes that write them ``remote_lanes.py``; management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
-``remote_manage.py``; the old layout is ``remote_legacy.py``. This module is
+``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
+used is logged (``remote_manifests.py``) and written at its end as the run's
+*manifest*, which garbage collection (``remote_gc.py``, ``collect``) marks
+from and whose ledgers the statistics (``remote_ledger.py``, ``usage``) sum
+without listing; the requests each run sent are counted
+(``remote_traffic.py``) and handed back by ``finish_run``. This module is
 the *tier policy*: the Tier primitives on top, what an unreadable, foreign
 or newer entry means, when writes happen, and the management methods, which
 wait for this process's writes and delegate.
@@ -43,14 +48,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+import lazyflow.cache.remote_ledger as ledger
+import lazyflow.cache.remote_manifests as manifests
 import lazyflow.cache.serialize as serialize
-from lazyflow.cache.base import NO_VALUE, Meta
+from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
 from lazyflow.cache.remote_reads import Read, Reads
@@ -69,6 +78,19 @@ from lazyflow.cache.serialize import (
 from lazyflow.errors import CacheWarning
 
 __all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _uncharged(method: F) -> F:
+    """Management's requests are not charged to the next run (``finish_run``'s figures)."""
+    @functools.wraps(method)
+    def managed(self: RemoteTier, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.store.traffic.take()
+    return managed  # type: ignore[return-value]
 
 
 class RemoteTier(ForeignEntries):
@@ -90,7 +112,8 @@ class RemoteTier(ForeignEntries):
                  background: bool = True, chunk_size: int = 64 * 2**20, lanes: int = 8) -> None:
         self.store = RemoteStore(url, options, chunk_size=chunk_size)
         self._reads = Reads(self.store)
-        self._writes = Writes(self._reads)
+        self._log = manifests.RunLog()  # what this run used: its manifest
+        self._writes = Writes(self._reads, self._log)
         self._lock = threading.RLock()
         self._manage = Maintenance(self._reads, self._lock)  # listing, deleting, verifying
         self._pending: dict[str, Pending] = {}
@@ -201,10 +224,12 @@ class RemoteTier(ForeignEntries):
         self.flush()
         self._manage.delete(key)
 
+    @_uncharged
     def keys(self) -> Iterator[str]:
         """Every key with an entry object (layout-1 entries and pending writes included)."""
         return iter(self._manage.keys(self._pending))
 
+    @_uncharged
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
@@ -212,6 +237,7 @@ class RemoteTier(ForeignEntries):
 
     # ----------------------------------------------------------------- management
 
+    @_uncharged
     def check(self, key: str) -> Meta | None:
         """Compare the value's bytes with their checksum; nothing is unpickled.
 
@@ -227,9 +253,41 @@ class RemoteTier(ForeignEntries):
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored under the root (entries, content, layout 1 and orphans)."""
-        return self._manage.nbytes()
+        """Bytes stored under the root (entries, content, layout 1 and orphans), listed."""
+        try:
+            return self._manage.nbytes()
+        finally:
+            self.store.traffic.take()
 
+    @_uncharged
+    def usage(self) -> dict[str, Any]:
+        """Entries and bytes held, in total and per flow (``{"entries", "bytes",
+        "flows": {flow: {"entries", "bytes"}}}``), without listing them: the statistics
+        checkpoint plus the ledgers of the run manifests since (``remote_ledger.py``; a
+        handful of requests at any size). The first call on a remote without a
+        checkpoint lists it once to make one."""
+        self.flush()
+        return ledger.usage(self.store)
+
+    @_uncharged
+    def collect(self, max_size: int | None = None, cutoff: float | None = None
+                ) -> dict[str, int]:
+        """Garbage-collect (``remote_gc.py``): remove what no run used since ``cutoff``
+        (Unix time; default: 7 days ago), nothing younger, then the least recently used
+        down to ``max_size`` bytes; entries before content, each delete conditional on
+        the version listed. Returns ``removed`` (objects), ``freed``, ``bytes`` (left),
+        ``kept`` (replaced meanwhile) and ``manifests`` (expired)."""
+        self.flush()
+        now = time.time()
+        window = DEFAULT_WINDOW if cutoff is None else now - cutoff
+        done = collect(self.store, window=window, limit=max_size, now=now)
+        with self._lock:  # what this process knew of the remote may be gone
+            self._reads.memo.clear()
+            self._reads.versions.clear()
+            self._writes.forget_stored()
+        return done.as_dict()
+
+    @_uncharged
     def migrate(self, *, remove: bool = False) -> dict[str, Any]:
         """Copy every entry of remote layout 1 (lazyflow before layout 2) into layout 2, once
         after upgrading, so requests find them; returns what it did.
@@ -242,11 +300,36 @@ class RemoteTier(ForeignEntries):
         self.flush()
         return self._manage.migrate(remove=remove)
 
+    @_uncharged
     def remove_orphans(self) -> int:
         """Delete content objects no entry names (left by writers cut off, or by entries
         deleted), and layout-1 value objects no layout-1 entry names."""
         self.flush()
         return self._manage.remove_orphans()
+
+    # ----------------------------------------------------------------- runs
+
+    def finish_run(self, flow: str, run: str, started: float
+                   ) -> dict[str, dict[str, int]] | None:
+        """End a run: wait for its uploads, write its manifest when it read or wrote an
+        entry (create-only, ``runs/<day>/<flow>/<run>…json``), and return the requests and
+        bytes it sent, per method (``None``: none)."""
+        self._lanes.wait()
+        usage = self._log.take()
+        if usage is not None and self.store.outage is None:
+            self._write_manifest(usage.manifest(flow, run, started, time.time()))
+        return self.store.traffic.take() or None
+
+    def _write_manifest(self, manifest: manifests.Manifest) -> None:
+        try:
+            manifests.write(self.store, manifest)
+        except TierOfflineError:
+            pass  # announced by the flush that ends the run
+        except Exception as e:
+            warnings.warn(f"the manifest of run {manifest.run} could not be written to the "
+                          f"remote cache {self.url} ({type(e).__name__}: {e}); the entries "
+                          "it used count as unused after the collection window unless "
+                          "another run uses them", CacheWarning, stacklevel=4)
 
     # ----------------------------------------------------------------- background writes
 
@@ -295,17 +378,19 @@ class RemoteTier(ForeignEntries):
         """The entry of ``key``: remembered from this run, else one GET; an unreadable entry
         object is dropped with a warning."""
         read = self._reads.memo.get(key)
+        if read is None:
+            try:
+                read = self._reads.fetch(key)
+            except UnknownLayoutError as e:
+                self._foreign.add(key)
+                readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
+                return None
+            except CorruptEntryError as e:
+                self._drop_unreadable(key, e)
+                return None
         if read is not None:
-            return read
-        try:
-            return self._reads.fetch(key)
-        except UnknownLayoutError as e:
-            self._foreign.add(key)
-            readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
-            return None
-        except CorruptEntryError as e:
-            self._drop_unreadable(key, e)
-            return None
+            self._log.read(key, read.entry)  # its manifest keeps it, and says when it was used
+        return read
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
         """An entry object that is not one can never be read: drop it, with a warning."""
