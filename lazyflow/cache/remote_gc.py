@@ -43,6 +43,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -57,12 +58,14 @@ from lazyflow.errors import CacheWarning
 if TYPE_CHECKING:
     from lazyflow.cache.remote_store import RemoteStore
 
-__all__ = ["DEFAULT_WINDOW", "IN_FLIGHT", "Collected", "collect"]
+__all__ = ["DEFAULT_WINDOW", "IN_FLIGHT", "READERS", "Collected", "collect"]
 
 DEFAULT_WINDOW = 7 * 86400.0
 """Seconds of the window when ``prune`` is given none: what a run used within it stays."""
 IN_FLIGHT = 3600.0
 """Seconds during which ``max_size`` never evicts an object just written."""
+READERS = 8
+"""Manifests read at a time (each one request: on S3, latency dominates)."""
 
 
 @dataclass
@@ -128,10 +131,10 @@ def collect(store: RemoteStore, *, window: float = DEFAULT_WINDOW, limit: int | 
     plan = _sweep(found, marks, since)
     if limit is not None:
         _evict(found, marks, plan, limit, now - min(max(window, 0.0), IN_FLIGHT))
-    late = [(n, i) for n, i in _recent(store, now) if i.path not in seen]
-    if not _mark(store, marks, late):
+    late = Marks()  # what runs that ended while this one marked used: spared
+    if not _mark(store, late, [(n, i) for n, i in _recent(store, now) if i.path not in seen]):
         return Collected(left=found.entry_bytes)
-    _spare(plan, marks, since)
+    _spare(plan, late)
     done = _delete(store, found, plan, since)
     expired = [item for _, item in found.manifests if item.modified < since]
     expired += [item for item in found.temporaries if item.modified < since]
@@ -143,21 +146,28 @@ def collect(store: RemoteStore, *, window: float = DEFAULT_WINDOW, limit: int | 
 
 def _mark(store: RemoteStore, marks: Marks, manifests: list[tuple[ManifestName, Listed]]
           ) -> bool:
-    """Read and mark the manifests; ``False`` (with a warning) when one is of a format this
-    lazyflow does not read."""
-    for _, item in manifests:
+    """Read and mark the manifests (:data:`READERS` at a time); ``False`` (with a warning)
+    when one is of a format this lazyflow does not read."""
+    def fetched(item: Listed) -> tuple[Listed, Manifest | None, bool]:
         manifest = read(store, item.path)
-        if manifest is None:
-            try:
-                store.fetch(item.path, what="read run manifest")
-            except FileNotFoundError:
-                continue  # deleted meanwhile (expired, by another collection)
-            warnings.warn(f"the remote cache {store.url} holds run manifest {item.path!r}, "
-                          "which this lazyflow does not read (a newer lazyflow wrote it); "
-                          "nothing was collected: upgrade lazyflow to collect this remote",
-                          CacheWarning, stacklevel=5)
-            return False
-        marks.add(manifest, item.modified)
+        if manifest is not None:
+            return item, manifest, True
+        try:
+            store.fetch(item.path, what="read run manifest")
+        except FileNotFoundError:
+            return item, None, True  # deleted meanwhile (expired, by another collection)
+        return item, None, False
+
+    with ThreadPoolExecutor(READERS, thread_name_prefix="lazyflow-collect") as pool:
+        for item, manifest, readable in pool.map(fetched, [i for _, i in manifests]):
+            if not readable:
+                warnings.warn(f"the remote cache {store.url} holds run manifest "
+                              f"{item.path!r}, which this lazyflow does not read (a newer "
+                              "lazyflow wrote it); nothing was collected: upgrade lazyflow "
+                              "to collect this remote", CacheWarning, stacklevel=5)
+                return False
+            if manifest is not None:
+                marks.add(manifest, item.modified)
     return True
 
 
@@ -217,14 +227,13 @@ def _recent(store: RemoteStore, now: float) -> list[tuple[ManifestName, Listed]]
     return found
 
 
-def _spare(plan: Plan, marks: Marks, since: float) -> None:
-    """Take out of ``plan`` what a manifest read late names (used since ``since``)."""
-    for key in [k for k in plan.entries if marks.used.get(k, 0.0) >= since]:
-        del plan.entries[key]
-    for key in [k for k in plan.legacy if marks.used.get(k, 0.0) >= since]:
-        del plan.legacy[key]
-    for cas in [c for c in plan.content if marks.content_used.get(c, 0.0) >= since]:
-        del plan.content[cas]
+def _spare(plan: Plan, late: Marks) -> None:
+    """Take out of ``plan`` what the manifests read late name."""
+    for key in late.used:
+        plan.entries.pop(key, None)
+        plan.legacy.pop(key, None)
+    for cas in late.content_used:
+        plan.content.pop(cas, None)
 
 
 def _delete(store: RemoteStore, found: Inventory, plan: Plan, since: float) -> Collected:
