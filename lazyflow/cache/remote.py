@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 import lazyflow.cache.remote_ledger as ledger
 import lazyflow.cache.remote_manifests as manifests
 import lazyflow.cache.serialize as serialize
-from lazyflow.cache.base import NO_VALUE, Meta, TierOfflineError
+from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError
 from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
@@ -312,24 +312,11 @@ class RemoteTier(ForeignEntries):
     def finish_run(self, flow: str, run: str, started: float
                    ) -> dict[str, dict[str, int]] | None:
         """End a run: wait for its uploads, write its manifest when it read or wrote an
-        entry (create-only, ``runs/<day>/<flow>/<run>…json``), and return the requests and
-        bytes it sent, per method (``None``: none)."""
+        entry (``remote_manifests.finish``), and return the requests and bytes it sent,
+        per method (``None``: none)."""
         self._lanes.wait()
-        usage = self._log.take()
-        if usage is not None and self.store.outage is None:
-            self._write_manifest(usage.manifest(flow, run, started, time.time()))
+        manifests.finish(self.store, self._log, flow, run, started)
         return self.store.traffic.take() or None
-
-    def _write_manifest(self, manifest: manifests.Manifest) -> None:
-        try:
-            manifests.write(self.store, manifest)
-        except TierOfflineError:
-            pass  # announced by the flush that ends the run
-        except Exception as e:
-            warnings.warn(f"the manifest of run {manifest.run} could not be written to the "
-                          f"remote cache {self.url} ({type(e).__name__}: {e}); the entries "
-                          "it used count as unused after the collection window unless "
-                          "another run uses them", CacheWarning, stacklevel=4)
 
     # ----------------------------------------------------------------- background writes
 

@@ -44,20 +44,23 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from lazyflow._version import __version__
+from lazyflow.cache.base import TierOfflineError
 from lazyflow.cache.remote_objects import PreconditionFailed
+from lazyflow.errors import CacheWarning
 
 if TYPE_CHECKING:
     from lazyflow.cache.remote_entries import EntryObject
     from lazyflow.cache.remote_store import RemoteStore
 
 __all__ = ["FORMAT", "LOG_SIZE", "RUNS", "Manifest", "ManifestName", "Row", "RunLog", "day_of",
-           "parse", "read", "write"]
+           "finish", "named", "parse", "read", "write"]
 
 RUNS = "runs"
 """The folder of run manifests, under the root."""
@@ -174,6 +177,25 @@ def write(store: RemoteStore, manifest: Manifest) -> str:
         name = manifest.name(f"{manifest.run}-{uuid.uuid4().hex[:6]}")
         store.put(f"{store.root}/{name}", [data], create=True, what="upload run manifest")
     return name
+
+
+def finish(store: RemoteStore, log: RunLog, flow: str, run: str, started: float) -> None:
+    """Write the manifest of run ``run`` of ``flow`` from what ``log`` holds, if the run
+    read or wrote an entry; a failure warns (the run goes on), an outage is silent (the
+    flush that ends the run announces it)."""
+    usage = log.take()
+    if usage is None or store.outage is not None:
+        return
+    manifest = usage.manifest(flow, run, started, time.time())
+    try:
+        write(store, manifest)
+    except TierOfflineError:
+        pass
+    except Exception as e:
+        warnings.warn(f"the manifest of run {run} could not be written to the remote cache "
+                      f"{store.url} ({type(e).__name__}: {e}); the entries it used count as "
+                      "unused after the collection window unless another run uses them",
+                      CacheWarning, stacklevel=4)
 
 
 def read(store: RemoteStore, path: str) -> Manifest | None:
