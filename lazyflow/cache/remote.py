@@ -219,8 +219,8 @@ class RemoteTier(ForeignEntries):
         return stamped
 
     def delete(self, key: str) -> None:
-        """Remove the entry object (content may be shared: ``remove_orphans`` sweeps what no
-        entry names), and content or a carrying record found damaged."""
+        """Remove the entry object (content may be shared: ``collect`` sweeps what no run
+        uses), and content or a carrying record found damaged."""
         self.flush()
         self._manage.delete(key)
 
