@@ -12,7 +12,13 @@ Requests are classified by method and, for GET, object read versus listing
   (8 bytes, then a 64 KiB value) that a writer cached;
 * **map of N small elements** — a writer's first run of ``map=`` over 200 ints;
 * **small entry** — objects and bytes one 8-byte entry leaves in the bucket;
-* **stats** and **prune** (that removes nothing) — management requests.
+* **stats** and **prune** (that removes nothing) — management requests, on the
+  chain's bucket and on one holding 3,000 more entries (written with the tier's
+  puts, outside runs; for ``stats``, counted once by a first ``stats`` that made
+  the checkpoint).
+
+GETs of entry and content objects (``ac/``, ``cas/``) count as ``GET``; GETs of
+anything else (run manifests, the statistics checkpoint) as ``GET other``.
 
 Run: ``python benchmarks/remote_requests.py`` (``--markdown FILE`` to also
 write the table).
@@ -50,6 +56,11 @@ def report(total, size: int = 0):
     return b"x" * size if size else total
 """
 
+_CROWD = ("import lazyflow.cache.remote as remote\n"
+          "crowd = remote.RemoteTier(URL, OPTIONS, lanes=16)\n"
+          "for i in range(3000):\n    crowd.put(f'{i:032x}', i, {'digest': 'd'})\n"
+          "crowd.flush()\n")
+
 SCENARIOS: dict[str, tuple[str, str]] = {
     # name: (set-up code run first, in its own process; measured code, in a fresh process)
     "cold node (3-node chain)": ("", "flow.get('report', n=10)"),
@@ -65,7 +76,11 @@ SCENARIOS: dict[str, tuple[str, str]] = {
             "'node': 'double', 'flow': 'maps', 'element': 7})"),
     "stats()": ("flow.get('report', n=10)", "flow.cache.stats()"),
     "prune(older_than='30d') removing nothing": ("flow.get('report', n=10)",
-                                                  "flow.cache.prune(older_than='30d')"),
+                                                  "flow.cache.prune(older_than='30d', confirm=True)"),
+    "stats() with 3,000 more entries": (
+        _CROWD + "flow.cache.stats()\nflow.get('report', n=10)", "flow.cache.stats()"),
+    "prune(older_than='30d') with 3,000 more entries": (
+        _CROWD + "flow.get('report', n=10)", "flow.cache.prune(older_than='30d', confirm=True)"),
 }
 
 TARGETS = {
@@ -76,6 +91,8 @@ TARGETS = {
     "a small (8-byte) entry": "1 object <= 200 B",
     "stats()": "<= 50 at any size",
     "prune(older_than='30d') removing nothing": "no per-entry GET",
+    "stats() with 3,000 more entries": "<= 50 at any size",
+    "prune(older_than='30d') with 3,000 more entries": "no per-entry GET",
 }
 
 
@@ -94,6 +111,8 @@ def _classify(entry: dict[str, str]) -> str:
     if method == "GET" and ("list-type=" in entry["url"] or entry["url"].rstrip("/").count("/") <= 3
                             and "?" in entry["url"]):
         return "LIST"
+    if method == "GET" and "/ac/" not in entry["url"] and "/cas/" not in entry["url"]:
+        return "GET other"  # run manifests, the statistics checkpoint
     return method
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from lazyflow.cache.sizes import format_size
 
 __all__ = ["STATUSES", "Explanation", "ExplanationRow", "NodeRecord", "Run", "StatusInfo",
-           "format_duration", "has_value", "new_run_id", "register_html"]
+           "format_duration", "has_value", "new_run_id", "register_html", "remote_line"]
 
 Status = Literal["pending", "running", "completed", "cached", "fallback", "failed", "skipped",
                  "cancelled"]
@@ -123,6 +123,7 @@ class Run:
 
     ``edges`` lists the (upstream, downstream) pairs among the run's nodes, for
     drawing it; in a notebook a run shows as its DAG and a results table.
+    ``remote`` counts the requests and bytes the run sent to the remote cache.
     """
 
     flow: str
@@ -139,6 +140,10 @@ class Run:
     values: dict[str, Any] = field(default_factory=dict, repr=False)
     error: BaseException | None = field(default=None, repr=False)
     edges: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    remote: dict[str, dict[str, int]] | None = field(default=None, repr=False)
+    """What the run cost on the remote cache, per HTTP method: ``{"GET": {"requests": 1,
+    "bytes": 412}, "PUT": {...}}`` (``None``: it sent no request). Runs overlapping in
+    one process each count what was sent since the previous one ended."""
     _loader: Callable[[str], Any] | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> Any:
@@ -247,6 +252,8 @@ class Run:
             footer += f"\nreported: {_figures(spent)}"
         if saved:
             footer += f"\nsaved: {_figures(saved)}"
+        if self.remote:
+            footer += f"\n{remote_line(self.remote)}"
         return _table(rows) + "\n" + footer
 
     def _repr_html_(self) -> str:
@@ -333,6 +340,20 @@ def _new_suffixes() -> None:
 _SUFFIXES: itertools.count[int]
 _new_suffixes()
 os.register_at_fork(after_in_child=_new_suffixes)  # after random's own reseed (registered first)
+
+
+def remote_line(cost: Mapping[str, Mapping[str, int]]) -> str:
+    """``remote: 3 requests (2 GET, 1 PUT), 4.1 KB``: what a run cost on the remote.
+
+    >>> remote_line({"GET": {"requests": 2, "bytes": 3700}, "PUT": {"requests": 1, "bytes": 400}})
+    'remote: 3 requests (2 GET, 1 PUT), 4.1 KB'
+    """
+    count = sum(c.get("requests", 0) for c in cost.values())
+    methods = ", ".join(f"{c.get('requests', 0)} {m}" for m, c in cost.items()
+                        if c.get("requests"))
+    moved = sum(c.get("bytes", 0) for c in cost.values())
+    return (f"remote: {count} request{'s' if count != 1 else ''} ({methods}), "
+            f"{format_size(moved)}")
 
 
 def _seconds(s: float) -> str:

@@ -175,7 +175,7 @@ def test_a_newer_encoding_on_s3_is_a_miss_with_one_warning_and_is_kept(
     assert {r.status for r in [*first.nodes.values(), *second.nodes.values()]} == {"completed"}
     now = _encodings(tier, monkeypatch)
     assert {key: now[key] for key in written} == written == dict.fromkeys(written, NEWER)
-    objects = s3fs.S3FileSystem(**s3_options).find(s3_url)
+    objects = [o for o in s3fs.S3FileSystem(**s3_options).find(s3_url) if "/runs/" not in o]
     assert len(objects) == len(written) + 1  # the older lazyflow's environment record only
 
 

@@ -7,6 +7,7 @@ import socket
 import numpy as np
 import pytest
 import s3fs
+from bucket import age, objects
 from chains import define_array_chain
 
 import lazyflow as lf
@@ -168,14 +169,18 @@ def test_a_second_writer_of_a_key_keeps_the_first_entry_and_uploads_nothing(s3_u
     np.testing.assert_array_equal(RemoteTier(s3_url, s3_options).get("ab" * 16), np.zeros(1000))
 
 
-def test_prune_removes_content_no_entry_names(s3_url, s3_options):
+def test_prune_removes_content_no_run_used_once_older_than_the_window(s3_url, s3_options):
     tier = RemoteTier(s3_url, s3_options, background=False)
     tier.put("ab" * 16, np.zeros(1000), {"digest": "d"})
-    tier.put("cd" * 16, np.ones(1000), {"digest": "d"})
-    tier.store.delete(tier.store.entry_path("cd" * 16))  # as a writer cut off before its entry
+    tier.finish_run("remote", "run-1", 0.0)  # its manifest names the entry and its content
+    cut_off = RemoteTier(s3_url, s3_options, background=False)  # a writer cut off before its
+    cut_off.put("cd" * 16, np.ones(1000), {"digest": "d"})      # entry and its manifest
+    cut_off.store.delete(cut_off.store.entry_path("cd" * 16))
+    age(s3_url, 2 * 86400)  # the entries and content are two days old, the manifest is not
     assert lf.Cache(memory=None, disk=None, remote=None, tiers=[tier]).prune(
         older_than="1d", confirm=True)["remote"]["removed"] == 1
-    assert len(_objects(s3_url, s3_options)) == 2
+    assert [o.split("/")[0] for o in objects(s3_url, s3_options)] == \
+        ["ac", "cas", "runs", "stats.json"]
     np.testing.assert_array_equal(tier.get("ab" * 16), np.zeros(1000))
 
 

@@ -129,20 +129,22 @@ def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
 # --------------------------------------------------------------------------- requests
 
 
-def test_a_colleagues_hit_on_a_small_value_is_one_get(s3_url, s3_options, s3_requests):
+def test_a_colleagues_hit_on_a_small_value_is_one_get_and_the_runs_manifest(
+        s3_url, s3_options, s3_requests):
     _run("flow.get('report', n=10)", s3_url, s3_options)
     with s3_requests.counted(s3_url) as counts:
         assert _run("print(flow.run('report', n=10).nodes['report'].tier)", s3_url,
                     s3_options).strip() == "remote"
-    assert counts == {"GET": 1}
+    assert counts == {"GET": 1, "PUT": 1}  # the PUT: the run's manifest, its access log
 
 
-def test_a_colleagues_hit_on_a_64_KiB_value_is_two_gets(s3_url, s3_options, s3_requests):
+def test_a_colleagues_hit_on_a_64_KiB_value_is_two_gets_and_the_runs_manifest(
+        s3_url, s3_options, s3_requests):
     _run("flow.get('report', n=10, size=65536)", s3_url, s3_options)
     with s3_requests.counted(s3_url) as counts:
         assert _run("print(flow.get('report', n=10, size=65536) == b'x' * 65536)", s3_url,
                     s3_options).strip() == "True"
-    assert counts == {"GET": 2}
+    assert counts == {"GET": 2, "PUT": 1}
 
 
 def test_a_cold_chain_never_lists_or_heads_and_costs_two_gets_and_two_puts_per_node(
@@ -150,8 +152,8 @@ def test_a_cold_chain_never_lists_or_heads_and_costs_two_gets_and_two_puts_per_n
     with s3_requests.counted(s3_url) as counts:
         _run("flow.get('report', n=10)", s3_url, s3_options)
     # per node: its trace record and its entry missed (GET 404), then written (PUT);
-    # plus the environment record, once per run
-    assert counts == {"GET": 2 * 3, "PUT": 2 * 3 + 1}
+    # plus the environment record and the run's manifest, once per run
+    assert counts == {"GET": 2 * 3, "PUT": 2 * 3 + 2}
 
 
 def test_only_management_lists_the_bucket(s3_url, s3_options, s3_requests):
@@ -416,10 +418,12 @@ def _same_python() -> None:
 
 
 def _old_entries(url: str) -> list[Path]:
-    """The layout-1 objects under a ``file://`` remote: everything outside ac/ and cas/."""
+    """The layout-1 objects under a ``file://`` remote: everything outside ac/, cas/, runs/
+    and the statistics checkpoint."""
     folder = Path(url.removeprefix("file://"))
     return sorted(p.relative_to(folder) for p in folder.rglob("*")
-                  if p.is_file() and p.relative_to(folder).parts[0] not in ("ac", "cas"))
+                  if p.is_file() and p.relative_to(folder).parts[0] not in
+                  ("ac", "cas", "runs", "stats.json"))
 
 
 def test_old_layout_entries_read_back_after_migrating(old_layout):

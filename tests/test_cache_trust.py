@@ -135,7 +135,7 @@ def test_a_colleague_trusting_the_key_hits_signed_entries_in_one_get(s3_url, s3_
     with s3_requests.counted(s3_url) as counts:
         run = reader.run("total", n=10)
     assert (run["total"], run.nodes["total"].tier) == (45, "remote")
-    assert counts == {"GET": 1}  # the trace record, carrying its signed entry
+    assert counts == {"GET": 1}  # the trace record, carrying its signed entry (read-only: no manifest)
 
 
 def test_every_entry_object_a_signing_writer_stores_carries_a_valid_signature(folder):

@@ -240,22 +240,16 @@ class Cache:
         for t in chosen:
             t.clear()
 
-    def stats(self) -> dict[str, dict[str, int]]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         """Per tier: entries, bytes, hits (values served) and misses (loads it could not serve).
 
-        ``total`` adds the requests no tier could serve. Counts are this
-        process's since the cache was built; entries and bytes are what the
-        tier holds now (shared with other processes for disk and remote).
-        """
+        ``total`` adds the requests no tier could serve; the remote answers without listing
+        (``RemoteTier.usage``) and adds ``flows``: entries and bytes per flow."""
         self.flush()
-        report: dict[str, dict[str, int]] = {}
+        report: dict[str, dict[str, Any]] = {}
         for tier in self.tiers:
-            report[tier.name] = {"entries": len(list(tier.keys())),
-                                 "hits": self._hits[tier.name],
-                                 "misses": self._tier_misses[tier.name]}
-            nbytes = getattr(tier, "nbytes", None)
-            if isinstance(nbytes, int):
-                report[tier.name]["bytes"] = nbytes
+            report[tier.name] = _holdings(tier, self._hits[tier.name],
+                                          self._tier_misses[tier.name])
         report["total"] = {"hits": sum(self._hits.values()), "misses": self._misses}
         return report
 
@@ -264,10 +258,9 @@ class Cache:
               tier: str | None = None, *, confirm: bool = False) -> dict[str, dict[str, int]]:
         """Shrink the disk and remote tiers (or the one named); return what went per tier.
 
-        ``older_than`` ("30d", "12h", seconds or a timedelta) removes entries
-        stored longer ago than that; ``max_size`` ("10GB" or bytes) then removes
-        the oldest until the tier's values fit. The memory tier bounds itself.
-        Pruning a remote tier needs ``confirm=True``, as :meth:`clear` does.
+        ``older_than`` ("30d", "12h", seconds or a timedelta) removes entries stored (on a
+        remote: last used) longer ago; ``max_size`` ("10GB" or bytes) then removes the
+        oldest (least recently used) until the rest fits. A remote needs ``confirm=True``.
 
         >>> Cache(memory="1MB", disk=None, remote=None).prune(older_than="30d")
         {}
@@ -285,6 +278,12 @@ class Cache:
             self.flush()
             report[t.name] = _prune_tier(t, limit, cutoff)
         return report
+
+    def finish_run(self, flow: str, run: str, started: float
+                   ) -> dict[str, dict[str, int]] | None:
+        """End a run in the tiers that keep a record of runs (the remote writes its
+        manifest); the remote requests and bytes it sent, per method, or ``None``."""
+        return _finish_run(self.tiers, flow, run, started)
 
     def commit(self) -> None:
         """Start committing the writes tiers buffer (the disk tier's batch); returns at once.
@@ -433,7 +432,44 @@ def _with_trust(settings: config.Settings) -> dict[str, Any]:
     return {**settings.remote_options, TRUST_OPTION: trust}
 
 
+def _finish_run(tiers: Sequence[Tier], flow: str, run: str,
+                started: float) -> dict[str, dict[str, int]] | None:
+    """``Cache.finish_run``: the engine calls it as a run ends, before ``flush``; a tier's
+    failure warns, never fails the run."""
+    cost = None
+    for tier in tiers:
+        finish = getattr(tier, "finish_run", None)
+        if not callable(finish):
+            continue
+        try:
+            cost = finish(flow, run, started) or cost
+        except TierOfflineError:  # it has warned once itself
+            continue
+        except Exception as e:
+            warn(f"the {tier.name} cache tier could not end run {run} "
+                 f"({type(e).__name__}: {e}); the run goes on", CacheWarning)
+    return cost
+
+
+def _holdings(tier: Tier, hits: int, misses: int) -> dict[str, Any]:
+    """One tier's line of ``stats``: entries, hits, misses, then bytes (and per-flow figures
+    where the tier keeps them)."""
+    usage = getattr(tier, "usage", None)
+    if callable(usage):  # the remote: from its ledger, never a listing of every entry
+        held: dict[str, Any] = dict(usage())
+        return {"entries": held.pop("entries", 0), "hits": hits, "misses": misses, **held}
+    facts: dict[str, Any] = {"entries": len(list(tier.keys())), "hits": hits, "misses": misses}
+    nbytes = getattr(tier, "nbytes", None)
+    if isinstance(nbytes, int):
+        facts["bytes"] = nbytes
+    return facts
+
+
 def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str, int]:
+    collect = getattr(tier, "collect", None)
+    if callable(collect):  # the remote: garbage collection by last use (remote_gc.py)
+        done: dict[str, int] = collect(limit, cutoff)
+        return done
     entries = []
     stored_keys = list(tier.keys())
     for key in stored_keys:
@@ -451,9 +487,6 @@ def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str
         removed += 1
         freed += size
         total -= size
-    sweep = getattr(tier, "remove_orphans", None)  # remote: objects left by racing writers
-    if callable(sweep):
-        removed += int(sweep())
     return {"removed": removed, "freed": freed, "bytes": total}
 
 

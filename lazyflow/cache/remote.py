@@ -10,7 +10,12 @@ check bytes is ``remote_reads.py``; how values and records are written is
 ``remote_writes.py`` (records merged by ``remote_records.py``), and the
 background lanes that write them ``remote_lanes.py``; management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
-``remote_manage.py``; the old layout is ``remote_legacy.py``. This module is
+``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
+used is logged (``remote_manifests.py``) and written at its end as the run's
+*manifest*, which garbage collection (``remote_gc.py``, ``collect``) marks
+from and whose ledgers the statistics (``remote_ledger.py``, ``usage``) sum
+without listing; the requests each run sent are counted
+(``remote_traffic.py``) and handed back by ``finish_run``. This module is
 the *tier policy*: the Tier primitives on top, what an unreadable, foreign
 or newer entry means, when writes happen, and the management methods, which
 wait for this process's writes and delegate.
@@ -43,13 +48,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+import lazyflow.cache.remote_ledger as ledger
+import lazyflow.cache.remote_manifests as manifests
 import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
 from lazyflow.cache.remote_reads import Read, Reads
@@ -69,6 +78,19 @@ from lazyflow.cache.trust import UntrustedEntryError
 from lazyflow.errors import CacheWarning, warn
 
 __all__ = ["TIMEOUT_OPTION", "RemoteTier", "RemoteUnavailableError"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _uncharged(method: F) -> F:
+    """Management's requests are not charged to the next run (``finish_run``'s figures)."""
+    @functools.wraps(method)
+    def managed(self: RemoteTier, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.store.traffic.take()
+    return managed  # type: ignore[return-value]
 
 
 class RemoteTier(ForeignEntries):
@@ -90,7 +112,8 @@ class RemoteTier(ForeignEntries):
                  background: bool = True, chunk_size: int = 64 * 2**20, lanes: int = 8) -> None:
         self.store = RemoteStore(url, options, chunk_size=chunk_size)
         self._reads = Reads(self.store)
-        self._writes = Writes(self._reads)
+        self._log = manifests.RunLog()  # what this run used: its manifest
+        self._writes = Writes(self._reads, self._log)
         self._lock = threading.RLock()
         self._manage = Maintenance(self._reads, self._lock)  # listing, deleting, verifying
         self._pending: dict[str, Pending] = {}
@@ -123,11 +146,6 @@ class RemoteTier(ForeignEntries):
     def root(self) -> str:
         """The path under which the entries live on :attr:`fs`."""
         return self.store.root
-
-    @property
-    def chunk_size(self) -> int:
-        """Bytes read at a time from a content object."""
-        return self.store.chunk_size
 
     # ----------------------------------------------------------------- Tier
 
@@ -197,15 +215,17 @@ class RemoteTier(ForeignEntries):
         return stamped
 
     def delete(self, key: str) -> None:
-        """Remove the entry object (content may be shared: ``remove_orphans`` sweeps what no
-        entry names), and content or a carrying record found damaged."""
+        """Remove the entry object (content may be shared: ``collect`` sweeps what no run
+        uses), and content or a carrying record found damaged."""
         self.flush()
         self._manage.delete(key)
 
+    @_uncharged
     def keys(self) -> Iterator[str]:
         """Every key with an entry object (layout-1 entries and pending writes included)."""
         return iter(self._manage.keys(self._pending))
 
+    @_uncharged
     def clear(self) -> None:
         """Remove everything under the root."""
         self.flush()
@@ -213,6 +233,7 @@ class RemoteTier(ForeignEntries):
 
     # ----------------------------------------------------------------- management
 
+    @_uncharged
     def check(self, key: str) -> Meta | None:
         """Compare the value's bytes with their checksum; nothing is unpickled.
 
@@ -228,26 +249,59 @@ class RemoteTier(ForeignEntries):
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored under the root (entries, content, layout 1 and orphans)."""
-        return self._manage.nbytes()
+        """Bytes stored under the root (entries, content, layout 1 and orphans), listed."""
+        try:
+            return self._manage.nbytes()
+        finally:
+            self.store.traffic.take()
 
+    @_uncharged
+    def usage(self) -> dict[str, Any]:
+        """Entries and bytes held, in total and per ``flows``, without listing them: the
+        statistics checkpoint plus the run manifests' ledgers since (``remote_ledger.py``)."""
+        self.flush()
+        return ledger.usage(self.store)
+
+    @_uncharged
+    def collect(self, max_size: int | None = None, cutoff: float | None = None
+                ) -> dict[str, int]:
+        """Garbage-collect by last use since ``cutoff`` (default: 7 days ago), then down to
+        ``max_size`` bytes, least recently used first (``remote_gc.py`` says how)."""
+        self.flush()
+        now = time.time()
+        window = DEFAULT_WINDOW if cutoff is None else now - cutoff
+        done = collect(self.store, window=window, limit=max_size, now=now)
+        with self._lock:  # what this process knew of the remote may be gone
+            self._reads.memo.clear()
+            self._reads.versions.clear()
+            self._writes.forget_stored()
+        return done.as_dict()
+
+    @_uncharged
     def migrate(self, *, remove: bool = False) -> dict[str, Any]:
-        """Copy every entry of remote layout 1 (lazyflow before layout 2) into layout 2, once
-        after upgrading, so requests find them; returns what it did.
-
-        Each value's checksum is verified on the way (``damaged`` lists those
-        that fail; they are not copied). The old objects stay for colleagues
-        still on an older lazyflow, unless ``remove=True``. Safe to repeat and
-        to run while others use the cache: every write is create-only.
-        """
+        """Copy every entry of remote layout 1 into layout 2, once after upgrading; the old
+        objects stay for older lazyflows unless ``remove=True`` (``remote_legacy.py``)."""
         self.flush()
         return self._manage.migrate(remove=remove)
 
+    @_uncharged
     def remove_orphans(self) -> int:
         """Delete content objects no entry names (left by writers cut off, or by entries
         deleted), and layout-1 value objects no layout-1 entry names."""
         self.flush()
         return self._manage.remove_orphans()
+
+    # ----------------------------------------------------------------- runs
+
+    def finish_run(self, flow: str, run: str, started: float
+                   ) -> dict[str, dict[str, int]] | None:
+        """End a run: wait for its uploads, write its manifest when it read or wrote an
+        entry (``remote_manifests.finish``), and return the requests and bytes it sent,
+        per method (``None``: none)."""
+        self._lanes.wait()
+        if not self.store.read_only:  # a reader that must not write leaves no manifest
+            manifests.finish(self.store, self._log, flow, run, started)
+        return self.store.traffic.take() or None
 
     # ----------------------------------------------------------------- background writes
 
@@ -282,34 +336,36 @@ class RemoteTier(ForeignEntries):
     def opener(self) -> Callable[[], RemoteTier]:
         """How a worker opens this tier itself (``engine/shared.py``): same settings,
         writes synchronous, so an entry is committed when the worker's task returns."""
-        return functools.partial(_reopen, self.url, self.options, False, self.chunk_size, 1)
+        return functools.partial(_reopen, self.url, self.options, False, self.store.chunk_size, 1)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as its settings (a worker process opens its own connection and thread)."""
         self.flush()
-        return (_reopen, (self.url, self.options, bool(self._lanes), self.chunk_size,
+        return (_reopen, (self.url, self.options, bool(self._lanes), self.store.chunk_size,
                           max(1, len(self._lanes))))
 
     # ----------------------------------------------------------------- reads
 
     def _read(self, key: str) -> Read | None:
         """The entry of ``key``: remembered from this run, else one GET; an unreadable entry
-        object is dropped with a warning."""
+        object is dropped with a warning, an untrusted one is a miss."""
         read = self._reads.memo.get(key)
+        if read is None:
+            try:
+                read = self._reads.fetch(key)
+            except UntrustedEntryError:  # trust configured: a miss, never written over
+                self._foreign.add(key)
+                return None
+            except UnknownLayoutError as e:
+                self._foreign.add(key)
+                readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
+                return None
+            except CorruptEntryError as e:
+                self._drop_unreadable(key, e)
+                return None
         if read is not None:
-            return read
-        try:
-            return self._reads.fetch(key)
-        except UntrustedEntryError:  # trust configured: a miss, never written over (warned)
-            self._foreign.add(key)
-            return None
-        except UnknownLayoutError as e:
-            self._foreign.add(key)
-            readable({"encoding": f"layout {e.version}"}, f"remote cache {self.url}")
-            return None
-        except CorruptEntryError as e:
-            self._drop_unreadable(key, e)
-            return None
+            self._log.read(key, read.entry)  # its manifest keeps it, and says when it was used
+        return read
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
         """An entry object that is not one can never be read: drop it, with a warning."""

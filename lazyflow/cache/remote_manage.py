@@ -17,9 +17,12 @@ State: none of its own. It shares the tier's :class:`~lazyflow.cache.remote_read
 (a listing starts a fresh view of the remote: the run's memo is emptied, and
 the keys found only in layout 1 are noted for ``remote_legacy.py``) and the
 tier's lock around them. Content is shared by checksum, so deleting an entry
-leaves its content for :meth:`Maintenance.remove_orphans` to sweep once no
-entry names it; only content (or a record's carried copy) that a read found
-damaged goes with the entry, so that the next writer does not keep it.
+leaves its content for garbage collection (``remote_gc.py``: ``prune``) to
+sweep once no run uses it, or for :meth:`Maintenance.remove_orphans` (which
+reads every entry, so ``prune`` no longer calls it); only content (or a
+record's carried copy) that a read found damaged goes with the entry, so that
+the next writer does not keep it. Statistics and garbage collection, which
+must not read every entry, are ``remote_ledger.py`` and ``remote_gc.py``.
 """
 
 from __future__ import annotations

@@ -43,7 +43,9 @@ methods, each one step under its deadline: :meth:`~RemoteStore.read_entry`,
 read, :meth:`~RemoteStore.write_entry` and :meth:`~RemoteStore.write_content`
 write (conditionally), :meth:`~RemoteStore.delete`,
 :meth:`~RemoteStore.list_objects` and :meth:`~RemoteStore.remove_all`
-manage. What a missing, replaced or foreign object *means* is the tier's
+manage (and :meth:`~RemoteStore.listing`, :meth:`~RemoteStore.folders`,
+:meth:`~RemoteStore.delete_many` for garbage collection and statistics).
+The requests sent are counted in :attr:`~RemoteStore.traffic`. What a missing, replaced or foreign object *means* is the tier's
 decision, not the store's.
 
 Trust. ``remote_options["lazyflow_trust"]`` (set by ``lf.Cache`` from
@@ -70,10 +72,12 @@ from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.remote_objects import (
     Buffer,
     Fetched,
+    Listed,
     Objects,
     PreconditionFailed,
     objects_for,
 )
+from lazyflow.cache.remote_traffic import Traffic
 from lazyflow.cache.serialize import Encoded, read_encoded, verify_stream
 from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
 from lazyflow.errors import CacheWarning, LazyflowError, warn
@@ -142,6 +146,11 @@ class RemoteStore:
                 f"the remote cache {self.url} is read-only here (read_only=True, or trusted "
                 f"keys without a key to sign with): {what} refused; writes go to the local "
                 "tiers only")
+
+    @property
+    def traffic(self) -> Traffic:
+        """The requests and bytes sent so far (``Traffic.take`` resets them)."""
+        return self.objects.traffic
 
     # ----------------------------------------------------------------- layout
 
@@ -238,11 +247,37 @@ class RemoteStore:
 
     # ----------------------------------------------------------------- management
 
-    def delete(self, path: str, *, what: str = "delete value") -> None:
+    def delete(self, path: str, *, what: str = "delete value", match: str | None = None) -> None:
         """Remove one object; ``FileNotFoundError`` if it is absent. ``what`` names the
-        operation in an outage warning."""
+        operation in an outage warning; ``match``: only if its version is still that
+        (else :class:`PreconditionFailed`)."""
         self.check_writable(what)
-        self._call(what, functools.partial(self.objects.delete, path))
+        self._call(what, functools.partial(self.objects.delete, path, match))
+
+    def delete_many(self, listed: list[Listed], *, what: str = "delete") -> list[str]:
+        """Remove the listed objects, each only at the version listed; the paths kept
+        because they changed meanwhile."""
+        if not listed:
+            return []
+        self.check_writable(what)
+        return self._call(what, functools.partial(self.objects.delete_many, listed),
+                          whole_tree=len(listed) > 1)
+
+    def listing(self, folder: str = "") -> list[Listed]:
+        """Every object under ``<root>/<folder>`` with its size, modification time and
+        version, fresh (one request per 1,000 objects on S3)."""
+        path = f"{self.root}/{folder}".rstrip("/")
+        return self._call("list", functools.partial(self.objects.listing, path), whole_tree=True)
+
+    def folders(self, folder: str) -> list[str]:
+        """The names of the folders directly under ``<root>/<folder>``."""
+        return self._call("list", functools.partial(self.objects.folders,
+                                                    f"{self.root}/{folder}".rstrip("/")))
+
+    def touch(self, path: str) -> None:
+        """Make the object's modification time now; ``FileNotFoundError`` if it is absent."""
+        self.check_writable("refresh value")
+        self._call("refresh value", functools.partial(self.objects.touch, path))
 
     def list_objects(self, *, detail: bool = False) -> Any:
         """Every object's path under the root (with ``detail``: a dict of path to fsspec

@@ -17,6 +17,16 @@ uploads large values for nothing and leaves such an orphan at every race.
 Records. Written by ``remote_records.write_record`` against what the reads
 remember of them (:attr:`Reads.versions`).
 
+Reused content. Content that exists already (a second key with equal
+bytes) has its modification time refreshed (``RemoteStore.touch``: one
+request, only then), so that garbage collection, which keeps content younger
+than its grace window, does not sweep it before this run's manifest names
+it; content that vanished meanwhile is uploaded again.
+
+Run log. Every entry written (or found written by a colleague) is noted in
+the tier's :class:`~lazyflow.cache.remote_manifests.RunLog`, with what the
+write created (the ledger), for the run's manifest.
+
 Carried entries. A record naming an entry by ``key`` (a trace record) is
 written carrying a copy of that entry when this process holds it: its own
 write (pending, or done) or its read. A copy naming content goes only once
@@ -42,8 +52,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import lazyflow.cache.serialize as serialize
-from lazyflow.cache.base import Meta
+from lazyflow.cache.base import Meta, TierOfflineError
 from lazyflow.cache.remote_entries import EntryObject, UnknownLayoutError
+from lazyflow.cache.remote_manifests import RunLog
 from lazyflow.cache.remote_objects import PreconditionFailed
 from lazyflow.cache.remote_reads import Reads
 from lazyflow.cache.remote_records import Version, write_record
@@ -65,9 +76,10 @@ class Pending:
 class Writes:
     """The remote tier's writes through its :class:`Reads` (store and memories)."""
 
-    def __init__(self, reads: Reads) -> None:
+    def __init__(self, reads: Reads, log: RunLog | None = None) -> None:
         self.reads = reads
         self.store = reads.store
+        self.log = log if log is not None else RunLog()
         self.inflight: dict[str, Future[None]] = {}  # key -> its upload on a lane
         self.trust = self.store.trust
         self._stored: set[str] = set()  # checksums whose content this process saw stored
@@ -107,6 +119,11 @@ class Writes:
             entry = replace(entry, carried=None)
         return self.trust.sign(key, entry)
 
+    def forget_stored(self) -> None:
+        """Content this process saw stored may have been collected since."""
+        with self._lock:
+            self._stored.clear()
+
     def _carriable(self, target: str, writing: dict[str, Pending]) -> EntryObject | None:
         """The entry of ``target`` this process writes or read, if it holds a value this
         lazyflow reads."""
@@ -125,28 +142,52 @@ class Writes:
         """Content first (only if no entry holds the key), then the entry, both create-only."""
         known = self.reads.versions.get(key)
         if known is not None and known.exists:
+            read = self.reads.memo.get(key)
+            self.log.wrote(key, read.entry if read is not None else entry)
             return  # an entry is there (a colleague's, or ours): it stays
         if entry.cas is not None and encoded is not None:
             if known is None and self._present(key):
                 return  # checked with one GET: never upload content an entry will not name
-            self.store.write_content(entry.cas, encoded)
+            self._content(entry.cas, encoded)
             with self._lock:
                 self._stored.add(entry.cas)
         try:
             version = self.store.write_entry(key, entry, create=True)
+            self.log.added(1, len(entry.to_json()))
         except PreconditionFailed:  # a colleague's entry came first: theirs stays
             version = None
+        self.log.wrote(key, entry)
         # ours is as valid as theirs, its content in place: a record naming the key may
         # carry it (a worker's synchronous tier has no pending write to take it from)
         self.reads.wrote(key, entry, version)
 
     def _present(self, key: str) -> bool:
         """Whether an entry holds ``key`` (one GET): one this lazyflow cannot read or trust
-        counts, as it stays."""
+        counts, as it stays; one it reads goes into the run's manifest as written."""
         try:
-            return self.reads.fetch(key) is not None
+            found = self.reads.fetch(key)
         except UnknownLayoutError:  # a newer layout's, or one not trusted here
             return True
+        if found is not None:
+            self.log.wrote(key, found.entry)
+        return found is not None
+
+    def _content(self, checksum: str, encoded: Encoded) -> None:
+        """Upload content create-only; content there already is refreshed (re-uploaded if it
+        vanished meanwhile), so a collection does not take it for unused."""
+        if self.store.write_content(checksum, encoded):
+            self.log.added(0, encoded.nbytes)
+            return
+        try:
+            self.store.touch(self.store.content_path(checksum))
+        except FileNotFoundError:  # swept meanwhile: ours is the first copy again
+            if self.store.write_content(checksum, encoded):
+                self.log.added(0, encoded.nbytes)
+        except PreconditionFailed:
+            pass
+        except OSError as e:  # a store that cannot copy in place: the grace window must do
+            if isinstance(e, TierOfflineError):
+                raise
 
     def _record(self, key: str, entry: EntryObject) -> None:
         """Compare-and-swap against what this process knew of the record
@@ -154,12 +195,20 @@ class Writes:
         if self.reads.untrusted.get(key):
             return  # met holding a record no trusted key signed: it stays
         entry = self._settled(entry)
+
+        def write(written: EntryObject, *, create: bool = False,
+                  match: str | None = None) -> str | None:
+            version = self._write_signed(key, written, create=create, match=match)
+            if create:  # a record created here (not one rewritten): the ledger counts it
+                self.log.added(1, len(written.to_json()))
+            return version
+
         try:
-            now = write_record(functools.partial(self._write_signed, key),
-                               functools.partial(self._read_record, key), entry,
+            now = write_record(write, functools.partial(self._read_record, key), entry,
                                self.reads.versions.get(key))
         except _Untrusted as e:
             now = e.version
+        self.log.wrote(key, entry)
         if now is None:
             self.reads.versions.pop(key)
         else:

@@ -120,6 +120,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         land_all(s)
         if s.timed is not None:
             s.timed.shutdown()
+        run.remote = cache.finish_run(run.flow, run.id, run.started)  # its remote manifest
         cache.flush()  # background (remote) writes land before the run returns
         run.ended = time.time()
         if options.publish:

@@ -1,0 +1,310 @@
+"""Run manifests: one object per run naming what it read and wrote on the remote.
+
+Design note
+-----------
+Format (``docs/cache-format.md``, "Run manifests"). At the end of every run
+that read or wrote an entry on the remote, the tier writes one JSON object::
+
+    <root>/runs/<yyyy-mm-dd>/<flow>/<run-id>.e<entries>.b<bytes>.json
+
+    {"v": 1, "flow": ..., "run": ..., "started": t, "ended": t, "lazyflow": ...,
+     "read":  [[key, checksum or null, size], ...],
+     "wrote": [[key, checksum or null, size], ...],
+     "added": {"entries": n, "bytes": b}}
+
+dated by the writer's clock (UTC) when it is written, the flow name
+percent-encoded (dots too, so no name is ``.`` or ``..``). Each row names an
+entry object (``ac/``) by key and the content object (``cas/``) its value
+or its carried copy names, if any: so a manifest is enough to keep an entry
+*and* its content. ``added`` is the run's ledger: the entry objects and
+bytes (entry and content objects) its writes created — not those a
+colleague had created first.
+
+Three uses, no write per hit: the manifests of the last days are the roots
+of garbage collection and its record of last use (``remote_gc.py``), and
+their ledgers are what ``stats`` sums (``remote_ledger.py``). The ledger is
+also in the object's name, so summing a day's ledgers is one listing, not a
+read per run. Written create-only: a run id taken already (two processes
+starting runs in the same second with the same counter) gets a suffix.
+
+Folders are by day first: garbage collection and statistics look at the
+manifests of a span of days, one listing per day whatever the number of
+flows. Rejected: a manifest per flow folder first (``runs/<flow>/<day>/``),
+which costs a listing per flow and per day.
+
+State. :class:`RunLog` is what the tier saw since the last run ended (keys
+read and written, objects created), bounded so that a process that never
+ends a run (a worker) holds at most :data:`LOG_SIZE` rows of each kind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+from lazyflow._version import __version__
+from lazyflow.cache.base import TierOfflineError
+from lazyflow.cache.remote_objects import PreconditionFailed
+from lazyflow.errors import CacheWarning
+
+if TYPE_CHECKING:
+    from lazyflow.cache.remote_entries import EntryObject
+    from lazyflow.cache.remote_store import RemoteStore
+
+__all__ = ["FORMAT", "LOG_SIZE", "RUNS", "Manifest", "ManifestName", "Row", "RunLog", "day_of",
+           "finish", "named", "parse", "read", "write"]
+
+RUNS = "runs"
+"""The folder of run manifests, under the root."""
+FORMAT = 1
+"""The manifest format version (``"v"``)."""
+LOG_SIZE = 65536
+"""Rows of each kind (read, written) a run's log keeps at most (the most recent)."""
+
+Row = tuple[str, str | None, int]
+"""One entry a run used: its key, the checksum of the content it names (or ``None``), and
+its value's size."""
+
+_NAME = re.compile(r"^(?P<run>[^/]+?)\.e(?P<entries>\d+)\.b(?P<nbytes>\d+)\.json$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def day_of(when: float) -> str:
+    """The UTC day ``yyyy-mm-dd`` of Unix time ``when`` (manifests' folders).
+
+    >>> day_of(0.0)
+    '1970-01-01'
+    """
+    return time.strftime("%Y-%m-%d", time.gmtime(when))
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestName:
+    """What a manifest's path says: its day, flow and run, and its ledger."""
+
+    day: str
+    flow: str
+    run: str
+    entries: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One run's manifest: what it read and wrote on the remote, and what it added."""
+
+    flow: str
+    run: str
+    started: float
+    ended: float
+    read: tuple[Row, ...] = ()
+    wrote: tuple[Row, ...] = ()
+    entries: int = 0
+    nbytes: int = 0
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """Every entry named, read or written."""
+        return self.read + self.wrote
+
+    def folder(self) -> str:
+        """The manifest's folder under the root: ``runs/<day>/<flow>``."""
+        return f"{RUNS}/{day_of(self.ended)}/{_segment(self.flow)}"
+
+    def name(self, run: str | None = None) -> str:
+        """The manifest's path under the root (``run``: another run id to write it under)."""
+        return f"{self.folder()}/{run or self.run}.e{self.entries}.b{self.nbytes}.json"
+
+    def to_json(self) -> bytes:
+        """The object's bytes (compact JSON)."""
+        return json.dumps({
+            "v": FORMAT, "flow": self.flow, "run": self.run, "started": self.started,
+            "ended": self.ended, "lazyflow": __version__,
+            "read": [list(row) for row in self.read], "wrote": [list(row) for row in self.wrote],
+            "added": {"entries": self.entries, "bytes": self.nbytes}},
+            separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest | None:
+        """Parse a manifest; ``None`` when it is not one this lazyflow reads."""
+        try:
+            stored = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(stored, dict) or stored.get("v") != FORMAT:
+            return None
+        added = stored.get("added")
+        added = added if isinstance(added, dict) else {}
+        return cls(str(stored.get("flow", "")), str(stored.get("run", "")),
+                   _number(stored.get("started")), _number(stored.get("ended")),
+                   _rows(stored.get("read")), _rows(stored.get("wrote")),
+                   int(_number(added.get("entries"))), int(_number(added.get("bytes"))))
+
+
+def parse(relative: str) -> ManifestName | None:
+    """The name of a manifest at ``relative`` (a path under the root); ``None`` for any
+    other object.
+
+    >>> parse("runs/2026-11-25/team/20261125-165012-3f9a1c.e3.b512.json").entries
+    3
+    """
+    parts = relative.split("/")
+    if len(parts) != 4 or parts[0] != RUNS or not _DAY.match(parts[1]):
+        return None
+    match = _NAME.match(parts[3])
+    if match is None:
+        return None
+    return ManifestName(parts[1], unquote(parts[2]), match["run"], int(match["entries"]),
+                        int(match["nbytes"]))
+
+
+def write(store: RemoteStore, manifest: Manifest) -> str:
+    """Write ``manifest`` create-only; returns its path under the root (a taken run id gets
+    a suffix)."""
+    data = manifest.to_json()
+    name = manifest.name()
+    try:
+        store.put(f"{store.root}/{name}", [data], create=True, what="upload run manifest")
+    except PreconditionFailed:  # another process's run has this id: keep both
+        name = manifest.name(f"{manifest.run}-{uuid.uuid4().hex[:6]}")
+        store.put(f"{store.root}/{name}", [data], create=True, what="upload run manifest")
+    return name
+
+
+def finish(store: RemoteStore, log: RunLog, flow: str, run: str, started: float) -> None:
+    """Write the manifest of run ``run`` of ``flow`` from what ``log`` holds, if the run
+    read or wrote an entry; a failure warns (the run goes on), an outage is silent (the
+    flush that ends the run announces it)."""
+    usage = log.take()
+    if usage is None or store.outage is not None:
+        return
+    manifest = usage.manifest(flow, run, started, time.time())
+    try:
+        write(store, manifest)
+    except TierOfflineError:
+        pass
+    except Exception as e:
+        warnings.warn(f"the manifest of run {run} could not be written to the remote cache "
+                      f"{store.url} ({type(e).__name__}: {e}); the entries it used count as "
+                      "unused after the collection window unless another run uses them",
+                      CacheWarning, stacklevel=4)
+
+
+def read(store: RemoteStore, path: str) -> Manifest | None:
+    """The manifest at ``path`` (a full path on the store); ``None`` when it is gone or not
+    a manifest this lazyflow reads."""
+    try:
+        fetched = store.fetch(path, what="read run manifest")
+    except FileNotFoundError:
+        return None
+    return Manifest.from_json(fetched.data)
+
+
+@dataclass
+class Usage:
+    """What a run's log holds when it is taken: entries read and written (key -> content
+    checksum and size) and what the writes created."""
+
+    read: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    wrote: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    entries: int = 0
+    nbytes: int = 0
+
+    def manifest(self, flow: str, run: str, started: float, ended: float) -> Manifest:
+        """The manifest of this usage for run ``run`` of ``flow``."""
+        return Manifest(flow, run, started, ended,
+                        tuple((k, c, s) for k, (c, s) in self.read.items()),
+                        tuple((k, c, s) for k, (c, s) in self.wrote.items()),
+                        self.entries, self.nbytes)
+
+
+class RunLog:
+    """What the remote tier read and wrote since the last run ended (thread-safe, bounded).
+
+    >>> from lazyflow.cache.remote_entries import EntryObject
+    >>> log = RunLog()
+    >>> log.wrote("ab" * 16, EntryObject({"digest": "d"}))
+    >>> log.added(1, 180)
+    >>> usage = log.take()
+    >>> (list(usage.wrote), usage.entries, usage.nbytes, log.take())
+    (['abababababababababababababababab'], 1, 180, None)
+    """
+
+    def __init__(self, size: int = LOG_SIZE) -> None:
+        self.size = size
+        self._read: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
+        self._wrote: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
+        self._entries = 0
+        self._nbytes = 0
+        self._lock = threading.Lock()
+
+    def read(self, key: str, entry: EntryObject) -> None:
+        """An entry (or record) of ``key`` was read and used."""
+        self._note(self._read, key, entry)
+
+    def wrote(self, key: str, entry: EntryObject) -> None:
+        """An entry (or record) of ``key`` was written, or found written by a colleague."""
+        self._note(self._wrote, key, entry)
+
+    def added(self, entries: int, nbytes: int) -> None:
+        """A write created ``entries`` entry objects and objects of ``nbytes`` bytes."""
+        with self._lock:
+            self._entries += entries
+            self._nbytes += nbytes
+
+    def take(self) -> Usage | None:
+        """What was logged (``None`` when nothing was read or written); then start again."""
+        with self._lock:
+            if not (self._read or self._wrote or self._entries or self._nbytes):
+                return None
+            usage = Usage(dict(self._read), dict(self._wrote), self._entries, self._nbytes)
+            self._read.clear()
+            self._wrote.clear()
+            self._entries = self._nbytes = 0
+        return usage
+
+    def _note(self, rows: OrderedDict[str, tuple[str | None, int]], key: str,
+              entry: EntryObject) -> None:
+        with self._lock:
+            rows[key] = (named(entry), int(entry.meta.get("size") or 0))
+            rows.move_to_end(key)
+            while len(rows) > self.size:
+                rows.popitem(last=False)
+
+
+def named(entry: EntryObject) -> str | None:
+    """The content object an entry object keeps alive: its own, or its carried copy's."""
+    if entry.cas is not None:
+        return entry.cas
+    return entry.carried.cas if entry.carried is not None else None
+
+
+def _segment(flow: str) -> str:
+    """A flow name as one path segment: percent-encoded, dots included."""
+    return quote(flow, safe="").replace(".", "%2E") or "%2E"
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else 0.0
+
+
+def _rows(value: Any) -> tuple[Row, ...]:
+    """The well-formed rows of a stored list (others are skipped)."""
+    if not isinstance(value, list):
+        return ()
+    rows = []
+    for row in value:
+        if isinstance(row, list) and len(row) >= 2 and isinstance(row[0], str) \
+                and (row[1] is None or isinstance(row[1], str)):
+            size = row[2] if len(row) > 2 and isinstance(row[2], int) else 0
+            rows.append((row[0], row[1], size))
+    return tuple(rows)

@@ -1,0 +1,169 @@
+"""Run manifests and what each run costs on the remote (docs/cache-format.md, "Run
+manifests"): one object per run naming what it read and wrote, and ``run.remote``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from bucket import Requests, kinds, objects
+
+import lazyflow as lf
+from lazyflow.cache import remote_manifests as manifests
+from lazyflow.cache.remote import RemoteTier
+
+
+@pytest.fixture(params=["s3", "file"])
+def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
+    """A fresh remote on the moto S3 server, then on a local folder (a shared mount)."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'mount'}", {}
+    return request.getfixturevalue("s3_url"), request.getfixturevalue("s3_options")
+
+
+@pytest.fixture
+def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
+    """What the moto server answers, recorded by it."""
+    from moto.moto_api import recorder
+
+    path = tmp_path / "requests.jsonl"
+    monkeypatch.setattr(recorder, "_location", str(path))
+    return Requests(path)
+
+
+def _flow(url: str, options: dict[str, object], *, name: str = "team",
+          memory: str | None = None) -> lf.Flow:
+    """A chain on a remote-only cache (``memory``: with a memory tier above it)."""
+    flow = lf.Flow(name, cache=lf.Cache(memory=memory, disk=None, remote=url,
+                                        remote_options=options))
+
+    @flow.node
+    def raw(n: int):
+        return list(range(n))
+
+    @flow.node
+    def total(raw):
+        return sum(raw)
+
+    return flow
+
+
+def _manifests(url: str, options: dict[str, object]) -> dict[str, dict]:
+    """Each manifest under the remote, by its path relative to the root."""
+    tier = RemoteTier(url, options, background=False)
+    return {name: json.loads(tier.store.fetch(f"{tier.root}/{name}").data)
+            for name in objects(url, options) if name.startswith("runs/")}
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(remote):
+    url, options = remote
+    run = _flow(url, options).run("total", n=2000)  # raw's 2,000 ints: a content object
+    ((name, manifest),) = _manifests(url, options).items()
+    wrote = {key: cas for key, cas, _ in manifest["wrote"]}
+    stored = objects(url, options)
+    assert {p.rsplit("/", 1)[1].removesuffix(".json") for p in stored if p.startswith("ac/")} \
+        == set(wrote)
+    assert {p.rsplit("/", 1)[1] for p in stored if p.startswith("cas/")} \
+        == {wrote[run.nodes["raw"].key]}
+    assert name == (f"runs/{manifests.day_of(time.time())}/team/{run.id}"
+                    f".e{manifest['added']['entries']}.b{manifest['added']['bytes']}.json")
+    assert (manifest["flow"], manifest["run"], manifest["read"]) == ("team", run.id, [])
+
+
+def test_the_ledger_counts_the_entries_and_bytes_the_run_created(remote):
+    url, options = remote
+    _flow(url, options).run("total", n=2000)
+    ((_, manifest),) = _manifests(url, options).items()
+    tier = RemoteTier(url, options, background=False)
+    listed = [item for item in tier.store.listing() if "/runs/" not in item.path]
+    assert manifest["added"] == {"entries": len([i for i in listed if "/ac/" in i.path]),
+                                 "bytes": sum(i.size for i in listed)}
+
+
+def test_a_colleagues_hit_is_named_as_read_in_its_runs_manifest(remote):
+    url, options = remote
+    _flow(url, options).run("total", n=2000)
+    colleague = _flow(url, options).run("total", n=2000)  # a fresh cache: nothing in memory
+    assert colleague.nodes["total"].tier == "remote"
+    (manifest,) = [m for m in _manifests(url, options).values() if m["run"] == colleague.id]
+    assert colleague.nodes["total"].key in {key for key, _, _ in manifest["read"]}
+    assert (manifest["wrote"], manifest["added"]) == ([], {"entries": 0, "bytes": 0})
+
+
+def test_a_run_served_from_memory_writes_no_manifest_and_costs_nothing(remote):
+    url, options = remote
+    flow = _flow(url, options, memory="10MB")
+    flow.run("total", n=10)
+    again = flow.run("total", n=10)
+    assert again.nodes["total"].tier == "memory"
+    assert again.remote is None
+    assert len(_manifests(url, options)) == 1
+
+
+def test_two_runs_sharing_an_id_keep_both_manifests(remote):
+    url, options = remote
+    store = RemoteTier(url, options).store
+    manifest = manifests.Manifest("team", "20261125-165012-3f9a1c", 0.0, time.time(),
+                                  wrote=(("ab" * 16, None, 8),), entries=1, nbytes=180)
+    first, second = manifests.write(store, manifest), manifests.write(store, manifest)
+    assert first != second
+    assert sorted(objects(url, options)) == sorted([first, second])
+
+
+def test_a_manifest_names_the_content_a_record_carries(remote):
+    url, options = remote
+    _flow(url, options).run("total", n=2000)
+    tier = RemoteTier(url, options, background=False)
+    carried = {}
+    for name in objects(url, options):
+        if name.startswith("ac/"):
+            stored = json.loads(tier.store.fetch(f"{tier.root}/{name}").data)
+            if "cas" in stored.get("entry", {}):  # raw's trace record, carrying raw's entry
+                carried[Path(name).stem] = stored["entry"]["cas"]
+    ((_, manifest),) = _manifests(url, options).items()
+    assert carried and carried.items() <= {(k, c) for k, c, _ in manifest["wrote"]}
+
+
+# --------------------------------------------------------------------------- what a run cost
+
+
+def test_run_remote_counts_the_requests_the_server_answered(s3_url, s3_options, s3_requests):
+    flow = _flow(s3_url, s3_options)
+    with s3_requests.recorded(s3_url) as recorded:
+        run = flow.run("total", n=2000)
+    assert {m: c["requests"] for m, c in run.remote.items()} == kinds(recorded)
+
+
+def test_run_remote_counts_the_bytes_moved(remote):
+    url, options = remote
+    _flow(url, options).run("total", n=2000)
+    run = _flow(url, options).run("total", n=2000)  # a colleague's hit: one GET, one PUT
+    ((name, manifest),) = [(n, m) for n, m in _manifests(url, options).items()
+                           if m["run"] == run.id]
+    sizes = {i.path.rsplit("/", 1)[1]: i.size
+             for i in RemoteTier(url, options).store.listing()}
+    read = {sizes[f"{key}.json"] for key, _, _ in manifest["read"]}
+    assert run.remote["GET"]["requests"] == 1  # the trace record, carrying total's entry
+    assert run.remote["GET"]["bytes"] in read
+    assert run.remote["PUT"] == {"requests": 1, "bytes": sizes[name.rsplit("/", 1)[1]]}
+
+
+def test_the_summary_says_what_the_run_cost_on_the_remote(remote):
+    url, options = remote
+    _flow(url, options).run("total", n=10)
+    run = _flow(url, options).run("total", n=10)
+    assert "remote: 2 requests (1 GET, 1 PUT), " in run.summary()
+
+
+def test_a_run_without_a_remote_has_no_remote_line(flow):
+    @flow.node
+    def one():
+        return 1
+
+    run = flow.run("one")
+    assert run.remote is None and "remote:" not in run.summary()
