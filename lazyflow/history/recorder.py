@@ -213,7 +213,7 @@ class Recorder:
         moved: dict[str, set[str]] = {}  # tracked run id: its nodes that sent events
         for item in batch:
             if type(item) is _Ended:
-                tracked = self._tracked.pop(item.id, None)
+                tracked = self._tracked.pop(item.id, None) if self._tracked else None
                 if tracked is not None:  # written while going: now how it ended
                     self._tracking.discard(item.id)
                     moved.pop(item.id, None)
