@@ -12,7 +12,9 @@ runs alike, ~0.3 µs a node), and the queue holds that row, not the run.
 Profiled: keeping 100-node warm runs alive until the writer read them made
 the cyclic GC, which a warm request otherwise never wakes, walk their records
 (a full collection every few hundred requests), which cost more than building
-the rows. Any other run is queued itself and its rows built by the writer.
+the rows; so did queueing their records as tuples of plain values (100 a run
+trigger collections before the GC stops tracking them). Any other run is
+queued itself and its rows built by the writer.
 
 A run still going at a commit is inserted ``running`` with its nodes as they
 stand, and from then on *tracked*: its node events are queued (as (run id,
