@@ -40,8 +40,8 @@ except for a run whose every node was a plain hit: it names a *node set*
 (table ``node_sets``: names, tiers, keys, digests, sizes, saved times; shared
 by the runs alike, stored once per file) and keeps only when each hit was
 served (``rows.py``). Measured with ``benchmarks/history.py``: a warm request
-of 100 memory hits cost 1.9x with JSON rows, ~1.1x so; the file grows by
-~1 KB for such a run instead of ~19 KB. The schema is numbered
+of 100 memory hits cost 1.8x with JSON rows, ~1.1x so; the file grows by
+~1 KB for such a run instead of ~15 KB. The schema is numbered
 (``PRAGMA user_version``, ``store.SCHEMA_VERSION``); a file an earlier
 lazyflow wrote gains the new table and columns when first opened, and its
 rows read as they were. A flow without a disk tier keeps its history in an

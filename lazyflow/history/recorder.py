@@ -12,7 +12,9 @@ runs alike, ~0.3 µs a node), and the queue holds that row, not the run.
 Profiled: keeping 100-node warm runs alive until the writer read them made
 the cyclic GC, which a warm request otherwise never wakes, walk their records
 (a full collection every few hundred requests), which cost more than building
-the rows. Any other run is queued itself and its rows built by the writer.
+the rows; so did queueing their records as tuples of plain values (100 a run
+trigger collections before the GC stops tracking them). Any other run is
+queued itself and its rows built by the writer.
 
 A run still going at a commit is inserted ``running`` with its nodes as they
 stand, and from then on *tracked*: its node events are queued (as (run id,
@@ -213,7 +215,7 @@ class Recorder:
         moved: dict[str, set[str]] = {}  # tracked run id: its nodes that sent events
         for item in batch:
             if type(item) is _Ended:
-                tracked = self._tracked.pop(item.id, None)
+                tracked = self._tracked.pop(item.id, None) if self._tracked else None
                 if tracked is not None:  # written while going: now how it ended
                     self._tracking.discard(item.id)
                     moved.pop(item.id, None)

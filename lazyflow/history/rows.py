@@ -78,23 +78,21 @@ def plain_row(run: Run) -> tuple[tuple[Any, ...], NodeSet] | None:
     saved time and the time it was served.
     """
     records = run.nodes.values()
-    n = len(records)
-    if not n:
+    if not records:
         return None
     try:
-        if [(r.status, r.reason, r.error, r.duration, r.started == r.ended)
-                for r in records].count(_PLAIN) != n:
-            return None
-        times = [r.started for r in records]
-        hits = [(r.name, r.tier, r.key, r.digest, r.size, r.saved) for r in records]
+        # one pass: what must be plain, then the hits; a warm run alike the last one has
+        # the very same values (identity tests), found plain without checking them again
+        nodes = [(r.status, r.reason, r.error, r.duration, r.started == r.ended, r.name,
+                  r.tier, r.key, r.digest, r.size, r.saved) for r in records]
         shape = _shape(run)
         last = shape.last  # one read: requests on other threads may replace it
-        if last is None or hits != last[0]:  # else the node set of the last run alike
-            blob = node_set(hits)
-            if blob is None:
+        if last is None or nodes != last[0]:
+            found = _node_set(nodes)
+            if found is None:
                 return None
-            last = shape.last = (hits, (hashlib.blake2b(blob, digest_size=16).digest(), blob))
-        stamps = node_times(times)  # type: ignore[arg-type]
+            last = shape.last = (nodes, found)
+        stamps = node_times([r.started for r in records])  # type: ignore[misc]
     except (TypeError, struct.error):  # a field of an unexpected type: JSON rows instead
         return None
     error = run.error
@@ -123,14 +121,11 @@ def _error(error: BaseException | None) -> tuple[str | None, str | None]:
 
 # --------------------------------------------------------------------------- request shapes
 
-# status, reason, error, duration, started == ended
-_PLAIN: tuple[Any, ...] = ("cached", "", None, 0.0, True)
-
 
 @dataclass(slots=True)
 class _Shape:
     """What runs of one request shape share: the fingerprint components of the last one,
-    the columns encoded for them, and the last plain run's hits with their node set."""
+    the columns encoded for them, and the last plain run's nodes with their node set."""
 
     code: tuple[Mapping[str, str], ...]
     asked: tuple[str, str]  # targets, inputs (JSON)
@@ -167,6 +162,18 @@ def _new_shape(run: Run, code: tuple[Mapping[str, str], ...]) -> _Shape:
 # --------------------------------------------------------------------------- node sets
 
 _FORMAT = 1
+
+
+def _node_set(nodes: list[tuple[Any, ...]]) -> NodeSet | None:
+    """(hash, blob) of the node set of ``nodes`` (as :func:`plain_row` reads them), or
+    ``None`` when one is not a plain hit or cannot be stored so."""
+    n = len(nodes)
+    status, reason, error, duration, served, *hits = zip(*nodes, strict=True)
+    if status.count("cached") != n or any(reason) or error.count(None) != n \
+            or duration.count(0.0) != n or served.count(True) != n:
+        return None
+    blob = node_set(list(zip(*hits, strict=True)))
+    return None if blob is None else (hashlib.blake2b(blob, digest_size=16).digest(), blob)
 
 
 def node_set(hits: Sequence[tuple[Any, ...]]) -> bytes | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
 import socket
@@ -150,7 +151,7 @@ class Store:
             # chunks of a power of two: a handful of distinct statements, each cached
             size = min(_INSERT_ROWS, 1 << ((len(rows) - done).bit_length() - 1))
             self._conn.execute(_insert_statement(size),
-                               [value for row in rows[done:done + size] for value in row])
+                               list(itertools.chain.from_iterable(rows[done:done + size])))
             done += size
 
     # ----------------------------------------------------------------- opening
