@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from bucket import Requests
 from doubles import PicklingExecutor
 from hypothesis import HealthCheck, settings
 
@@ -322,3 +323,24 @@ class ColleagueModule:
 def colleague_module(tmp_path, monkeypatch) -> ColleagueModule:
     """A module only importable until ``.leave()``: see :class:`ColleagueModule`."""
     return ColleagueModule(tmp_path / "colleague", monkeypatch)
+
+
+# --------------------------------------------------------------------------- remotes, counted
+
+
+@pytest.fixture(params=["s3", "file"])
+def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
+    """A fresh remote on the moto S3 server, then on a local folder (a shared mount)."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'mount'}", {}
+    return request.getfixturevalue("s3_url"), request.getfixturevalue("s3_options")
+
+
+@pytest.fixture
+def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
+    """What the moto server answers, recorded by it."""
+    from moto.moto_api import recorder
+
+    path = tmp_path / "requests.jsonl"
+    monkeypatch.setattr(recorder, "_location", str(path))
+    return Requests(path)

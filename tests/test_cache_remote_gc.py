@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 import pytest
 import s3fs
-from bucket import Requests, age, body, kind, kinds, objects
+from bucket import age, body, kind, kinds, objects
 
 import lazyflow as lf
 from lazyflow.cache import remote_gc, remote_ledger
@@ -25,24 +25,6 @@ from lazyflow.cache.remote import RemoteTier
 DAY = 86400
 A, B, C = "aa" * 16, "bb" * 16, "cc" * 16
 BIG = np.arange(2000, dtype=np.float64)  # 16 KB: a content object
-
-
-@pytest.fixture(params=["s3", "file"])
-def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
-    """A fresh remote on the moto S3 server, then on a local folder (a shared mount)."""
-    if request.param == "file":
-        return f"file://{tmp_path / 'mount'}", {}
-    return request.getfixturevalue("s3_url"), request.getfixturevalue("s3_options")
-
-
-@pytest.fixture
-def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
-    """What the moto server answers, recorded by it."""
-    from moto.moto_api import recorder
-
-    path = tmp_path / "requests.jsonl"
-    monkeypatch.setattr(recorder, "_location", str(path))
-    return Requests(path)
 
 
 def _tier(url: str, options: dict[str, object]) -> RemoteTier:

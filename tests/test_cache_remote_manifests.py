@@ -7,30 +7,11 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-from bucket import Requests, kinds, objects
+from bucket import kinds, objects
 
 import lazyflow as lf
 from lazyflow.cache import remote_manifests as manifests
 from lazyflow.cache.remote import RemoteTier
-
-
-@pytest.fixture(params=["s3", "file"])
-def remote(request, tmp_path) -> tuple[str, dict[str, object]]:
-    """A fresh remote on the moto S3 server, then on a local folder (a shared mount)."""
-    if request.param == "file":
-        return f"file://{tmp_path / 'mount'}", {}
-    return request.getfixturevalue("s3_url"), request.getfixturevalue("s3_options")
-
-
-@pytest.fixture
-def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
-    """What the moto server answers, recorded by it."""
-    from moto.moto_api import recorder
-
-    path = tmp_path / "requests.jsonl"
-    monkeypatch.setattr(recorder, "_location", str(path))
-    return Requests(path)
 
 
 def _flow(url: str, options: dict[str, object], *, name: str = "team",
