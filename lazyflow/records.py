@@ -148,10 +148,12 @@ class ElementMeta(_Digest, Stamp, total=False):
 class MapChunkMeta(Stamp, total=False):
     """One chunk of a ``map=`` node's manifest (domain ``MAP_CHUNK``, ``model/mapping.py``).
 
-    The value is a tuple ``(ids, results, aligned)``: the ids of the elements the chunk
-    holds (16 bytes each, concatenated), their results in the same order, and how many
+    The value is a tuple ``(ids, results, aligned, cost)``: the ids of the elements the
+    chunk holds (16 bytes each, concatenated), their results in the same order, how many
     of the first ids are the elements at the chunk's positions (the rest were carried
-    over from the chunk it replaced). It has no value digest: nothing is keyed by it.
+    over from the chunk it replaced), and what computing those results took (seconds
+    and ``lf.report`` figures, summed; chunks of earlier versions have no ``cost``). It
+    has no value digest: nothing is keyed by it.
     """
 
     node: str

@@ -27,8 +27,12 @@ from typing import Any, Literal
 
 from lazyflow.cache.sizes import format_size
 
-__all__ = ["STATUSES", "Explanation", "ExplanationRow", "NodeRecord", "Run", "StatusInfo",
+__all__ = ["EARLIER", "STATUSES", "Explanation", "ExplanationRow", "NodeRecord", "Run", "StatusInfo",
            "format_duration", "has_value", "new_run_id", "register_html", "remote_line"]
+
+EARLIER = "[earlier elements]"
+"""Suffix of the name under which a ``map=`` node computed now counts the earlier
+elements' results it reused (``NodeRecord.saved_from``): no node name contains ``[``."""
 
 Status = Literal["pending", "running", "completed", "cached", "fallback", "failed", "skipped",
                  "cancelled"]
@@ -102,7 +106,9 @@ class NodeRecord:
     processes executor, with ``profile_memory=True`` elsewhere."""
     saved_from: dict[str, list[Any]] | None = None
     """For a hit: what its value cost node by node, itself and its ancestors (node ->
-    ``[seconds]`` or ``[seconds, {metric: value}]``); ``None`` when not recorded."""
+    ``[seconds]`` or ``[seconds, {metric: value}]``); ``None`` when not recorded. For a
+    ``map=`` node computed now: what the earlier elements it reused cost, under
+    ``name + EARLIER``."""
 
     @property
     def done(self) -> bool:
@@ -196,9 +202,13 @@ class Run:
                     extra += record.saved
                 else:
                     union.update(record.saved_from)
-        for name, record in self.nodes.items():
-            if STATUSES[record.status].ran:
-                union.pop(name, None)
+        ran = [(name, record) for name, record in self.nodes.items()
+               if STATUSES[record.status].ran]
+        for name, _ in ran:
+            union.pop(name, None)
+        for _, record in ran:  # a map computed now that reused earlier elements' results
+            if record.saved_from:
+                union.update(record.saved_from)
         return union, extra
 
     def metrics(self) -> dict[str, float]:

@@ -322,6 +322,24 @@ def test_a_chunk_not_shaped_as_one_is_a_miss_for_its_elements(doubling, calls):
     assert calls["doubled"] == N + CHUNK + 1
 
 
+def test_a_chunk_written_before_chunks_recorded_their_cost_is_still_recalled(doubling, calls):
+    doubling.get("doubled", xs=list(range(N)))
+    key = _chunk_key(doubling, "doubled", "xs", 1, xs=[])
+    written, _ = doubling.cache.load(key)
+    doubling.cache.store(key, written[:3], {"node": "doubled"})  # (ids, results, aligned)
+    assert doubling.get("doubled", xs=list(range(N + 1))) == [2 * x for x in range(N + 1)]
+    assert calls["doubled"] == N + 1
+
+
+def test_a_chunk_whose_cost_is_not_shaped_as_one_is_a_miss_for_its_elements(doubling, calls):
+    doubling.get("doubled", xs=list(range(N)))
+    key = _chunk_key(doubling, "doubled", "xs", 1, xs=[])
+    written, _ = doubling.cache.load(key)
+    doubling.cache.store(key, (*written[:3], "free"), {"node": "doubled"})
+    assert doubling.get("doubled", xs=list(range(N + 1))) == [2 * x for x in range(N + 1)]
+    assert calls["doubled"] == N + CHUNK + 1
+
+
 def test_chunks_written_for_different_lists_give_only_correct_results(doubling, calls):
     # two writers racing on one map leave a mix of their chunks: every chunk still pairs
     # its ids with their results, so a mix costs recomputations, never a wrong value

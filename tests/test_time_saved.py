@@ -90,3 +90,43 @@ def test_an_ancestry_past_the_cap_falls_back_to_the_per_path_total(flow):
     run = flow.run(last)
     assert run.nodes[last].saved_from is None
     assert run.time_saved == pytest.approx(sum(r.duration for r in first.nodes.values()))
+
+
+@pytest.fixture
+def prompts(flow):
+    @flow.node(map="texts")
+    def answers(texts):
+        lf.report(tokens=len(texts))
+        return texts.upper()
+
+    return flow
+
+
+def test_a_hit_on_a_map_saves_every_element_not_only_those_its_last_run_computed(prompts):
+    prompts.get("answers", texts=["a", "bb", "ccc"])
+    extended = prompts.run("answers", texts=["a", "bb", "ccc", "dddd"])
+    assert extended.metrics() == {"tokens": 4}  # one element called
+    hit = prompts.run("answers", texts=["a", "bb", "ccc", "dddd"])
+    assert hit.nodes["answers"].status == "cached"
+    assert hit.saved_metrics() == {"tokens": 10}
+
+
+def test_a_map_computed_now_counts_the_earlier_elements_it_reused_as_saved(prompts):
+    prompts.get("answers", texts=["aa", "bb"])
+    run = prompts.run("answers", texts=["aa", "bb", "cc", "dd"])
+    assert run.nodes["answers"].status == "completed"
+    assert run.metrics() == {"tokens": 4}
+    assert run.saved_metrics() == {"tokens": 4}
+    assert run.time_saved > 0
+
+
+def test_a_recalled_elements_saved_figure_is_its_chunks_average(prompts):
+    prompts.get("answers", texts=["a", "bbb"])  # 4 tokens over 2 elements: 2 each
+    run = prompts.run("answers", texts=["bbb", "x"])  # "bbb" recalled by id, "x" called
+    assert run.metrics() == {"tokens": 1}
+    assert run.saved_metrics() == {"tokens": 2}
+
+
+def test_a_map_computed_whole_saves_nothing_in_its_own_run(prompts):
+    run = prompts.run("answers", texts=["a", "bb"])
+    assert run.saved_metrics() == {} and run.time_saved == 0

@@ -30,9 +30,10 @@ import asyncio
 import inspect
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
@@ -44,7 +45,7 @@ from lazyflow.engine.freshness import expired
 from lazyflow.engine.hooks import Feature
 from lazyflow.errors import HashingError, MapError
 from lazyflow.executors.base import Executor, Outcome, Task, run_to_completion
-from lazyflow.model.mapping import MISSING, Chunk
+from lazyflow.model.mapping import MISSING, Chunk, Cost
 from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.records import MapChunkMeta
 
@@ -74,8 +75,12 @@ class Mapped(Feature):
         if run is None:  # it failed before any element was submitted
             return outcome
         result = collect(run, outcome, name, lambda value: files.capture(value, s.cache))
-        if s.prepared[name].cacheable and outcome.error is None:
-            _write_manifest(s, name, run)
+        if outcome.error is None:
+            rates = _rates(run, outcome)
+            if result.error is None:
+                result.whole = _whole(run, rates)
+            if s.prepared[name].cacheable:
+                _write_manifest(s, name, run, rates)
         return result
 
 
@@ -94,6 +99,7 @@ class MapRun:
     batches: list[list[int]]  # positions each batch computes, in order
     copies: dict[int, int]  # duplicates: position -> the computed position it takes
     chunks: list[Chunk | None]  # as read, by index
+    missing: list[int]  # positions computed now, in order
     unknown: set[int] = field(default_factory=set)  # positions whose element failed
 
 
@@ -118,7 +124,8 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
         recalled.values[position] = _own(recalled.values[position])
     _restore_files(s.cache, recalled)
     batches = _batches(recalled.missing, executor)
-    s.maps[name] = MapRun(base, param, ids, recalled.values, batches, recalled.copies, chunks)
+    s.maps[name] = MapRun(base, param, ids, recalled.values, batches, recalled.copies, chunks,
+                          recalled.missing)
     s.run.nodes[name].reason += (f"; {len(recalled.missing)} of {len(items)} elements "
                                  "to compute")
     policy = s.policies[name]
@@ -201,10 +208,11 @@ def _restore_files(cache: Cache, recalled: mapping.Recalled) -> None:
         recalled.missing = sorted([*recalled.missing, *lost])
 
 
-def _write_manifest(s: RunState, name: str, run: MapRun) -> None:
+def _write_manifest(s: RunState, name: str, run: MapRun, rates: _Rates) -> None:
     """Write each chunk whose elements changed, carrying over the results it held for
     other elements; chunks past the list's end stay (a longer list may come back)."""
     length = len(run.values)
+    computed = [p for p in run.missing if p not in run.unknown] if run.unknown else run.missing
     for index in range(mapping.chunk_count(length)):
         old = run.chunks[index] if index < len(run.chunks) else None
         if old is not None and old.matches(mapping.chunk_ids(run.ids, length, index,
@@ -213,10 +221,61 @@ def _write_manifest(s: RunState, name: str, run: MapRun) -> None:
         chunk = mapping.build_chunk(run.ids, run.values, index, run.unknown, old)
         if not len(chunk):
             continue  # every element of it failed, and it replaces nothing
+        now = bisect_left(computed, (index + 1) * mapping.CHUNK) - \
+            bisect_left(computed, index * mapping.CHUNK)
+        chunk = replace(chunk, cost=_plus(_times(rates.now, now),
+                                          _times(rates.earlier, len(chunk) - now)))
         meta: MapChunkMeta = {"node": name, "flow": s.flow.name, "chunk": index,
                               "elements": len(chunk), "created": time.time(),
                               "lazyflow": __version__}
         s.cache.store(mapping.chunk_key(run.base, run.param, index), chunk.stored(), meta)
+
+
+# --------------------------------------------------------------------------- costs
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """What one element cost on average: of those computed now, and of those recalled."""
+
+    now: Cost
+    earlier: Cost
+
+
+def _rates(run: MapRun, outcome: Outcome) -> _Rates:
+    """Per-element costs: this run's calls (their seconds and figures over their count),
+    and the chunks read (what they record over the results they hold)."""
+    computed = len(run.missing) - len(run.unknown)
+    now = _times((outcome.duration, outcome.metrics), 1 / computed) if computed else _NOTHING
+    held = sum(len(chunk) for chunk in run.chunks if chunk is not None)
+    earlier = _NOTHING
+    if held:
+        read = _NOTHING
+        for chunk in run.chunks:
+            if chunk is not None:
+                read = _plus(read, chunk.cost)
+        earlier = _times(read, 1 / held)
+    return _Rates(now, earlier)
+
+
+def _whole(run: MapRun, rates: _Rates) -> Cost:
+    """What the node's whole value cost: the calls made now, plus the recalled elements
+    at the rate the chunks they came from record (what a later hit on it saves)."""
+    recalled = len(run.values) - len(run.missing) - len(run.copies)
+    return _plus(_times(rates.now, len(run.missing)), _times(rates.earlier, recalled))
+
+
+_NOTHING: Cost = (0.0, None)
+
+
+def _times(cost: Cost, factor: float) -> Cost:
+    seconds, metrics = cost
+    return (seconds * factor,
+            {m: v * factor for m, v in metrics.items()} if metrics and factor else None)
+
+
+def _plus(a: Cost, b: Cost) -> Cost:
+    return (a[0] + b[0], _summed([a[1], b[1]]))
 
 
 # --------------------------------------------------------------------------- elements

@@ -24,7 +24,7 @@ from lazyflow.errors import HashingError, LazyflowWarning, warn
 from lazyflow.executors.base import Outcome
 from lazyflow.keys.hashing import hash_value
 from lazyflow.records import EntryMeta, LatestRecord, TraceRecord
-from lazyflow.run import Status
+from lazyflow.run import EARLIER, NodeRecord, Status
 
 if TYPE_CHECKING:
     from lazyflow.engine.prepare import Hit
@@ -75,7 +75,7 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
         if tainted:
             record.reason += "; not cached: computed from a caught failure"
         finish(s, name, outcome.value, outcome.duration, outcome.digest, keep=not tainted,
-               stored=outcome.stored)
+               stored=outcome.stored, whole=outcome.whole)
         return
     error = outcome.error
     if isinstance(error, skip.Skip):
@@ -103,12 +103,15 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
 
 
 def finish(s: RunState, name: str, value: Any, duration: float, digest: str | None,
-           *, keep: bool = True, stored: bool = False) -> None:
+           *, keep: bool = True, stored: bool = False,
+           whole: tuple[float, dict[str, float] | None] | None = None) -> None:
     """Record a computed value: digest, store, trace, events.
 
     ``keep=False``: a value standing in for a failure, never stored.
     ``stored``: a worker already wrote the value to the shared tier and sent
     none back; it is loaded from the cache if anyone here needs it.
+    ``whole``: what the value cost in all, when more than this call (a map's
+    recalled elements): what its entry records, and what this run saved of it.
     """
     prep = s.prepared[name]
     record = s.run.nodes[name]
@@ -127,12 +130,15 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
     assert key is not None
     s.keys[name] = key
     upstream = counted(s, name, keyed=True) if s.lazy[name] else s.plan.upstream[name]
+    own, metrics = (duration, record.metrics) if whole is None else whole
+    if whole is not None:
+        _saved_earlier(record, name, whole)
     if len(upstream) == 1:  # sum() of one cost, without a set and a generator
-        cost = duration + s.costs.get(next(iter(upstream.values())), 0.0)
+        cost = own + s.costs.get(next(iter(upstream.values())), 0.0)
     else:
-        cost = duration + sum(s.costs.get(up, 0.0) for up in set(upstream.values()))
+        cost = own + sum(s.costs.get(up, 0.0) for up in set(upstream.values()))
     s.costs[name] = cost
-    s.ancestry[name] = computed(s, name, duration, record.metrics, set(upstream.values()))
+    s.ancestry[name] = computed(s, name, own, metrics, set(upstream.values()))
     if s.fresh:
         expires = ancestry_expiry(s, name, record.ended, upstream.values())
         if expires is not None:
@@ -150,6 +156,19 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         _store_computed(s, name, value, key, digest, upstream, cost, stored=stored)
     if s.observed:
         s.emit(NodeFinished(s.run, record))
+
+
+def _saved_earlier(record: NodeRecord, name: str, whole: tuple[float, dict[str, float] | None]
+                   ) -> None:
+    """What reusing earlier results of a value computed now saved: its whole cost less
+    this call's, counted by the run under its own name (``run.Run.time_saved``)."""
+    seconds = whole[0] - record.duration
+    metrics = {m: v - (record.metrics or {}).get(m, 0) for m, v in (whole[1] or {}).items()}
+    metrics = {m: v for m, v in metrics.items() if v}
+    if seconds > 0 or metrics:
+        record.saved = max(seconds, 0.0)
+        record.saved_from = {f"{name}{EARLIER}": [record.saved, metrics] if metrics
+                             else [record.saved]}
 
 
 def _store_computed(s: RunState, name: str, value: Any, key: str, digest: str,

@@ -59,6 +59,9 @@ class Outcome:
     """CPU seconds of the thread that ran the call (``profile.py``)."""
     peak_memory: int | None = None
     """Peak bytes during the call, where measured (``profile.py``)."""
+    whole: tuple[float, dict[str, float] | None] | None = None
+    """What the whole value cost, seconds and figures, when it holds more than this call
+    computed (a map's recalled elements); ``None``: the call's own."""
 
 
 @dataclass(slots=True)

@@ -70,7 +70,7 @@ from lazyflow.errors import DefinitionError, MapError
 from lazyflow.keys import Domain, domain, flat
 from lazyflow.keys.hashing import hash_value
 
-__all__ = ["CHUNK", "ID_SIZE", "MISSING", "Chunk", "Recalled", "build_chunk", "chunk_count",
+__all__ = ["CHUNK", "ID_SIZE", "MISSING", "Chunk", "Cost", "Recalled", "build_chunk", "chunk_count",
            "chunk_ids", "chunk_key", "element_ids", "element_key", "elements", "recall",
            "validate_map"]
 
@@ -86,6 +86,16 @@ ID_SIZE: Final = 16
 _CHUNK_DOMAIN = domain(Domain.MAP_CHUNK)
 _ELEMENT_DOMAIN = domain(Domain.ELEMENT)
 _SCAN = 32  # ids looked up by scanning the chunks, up to which a dict of every id is not built
+
+
+Cost = tuple[float, "dict[str, float] | None"]
+"""What computing some results took: seconds, and the ``lf.report`` figures or ``None``."""
+
+
+def _is_cost(cost: Any) -> bool:
+    """Whether ``cost`` is shaped as a :data:`Cost` (a chunk read back is not trusted blindly)."""
+    return (type(cost) is tuple and len(cost) == 2 and type(cost[0]) is float
+            and (cost[1] is None or type(cost[1]) is dict))
 
 
 class _Missing:
@@ -163,21 +173,29 @@ class Chunk:
     ids: bytes
     values: tuple[Any, ...]
     aligned: int
+    cost: Cost = (0.0, None)
+    """What computing the results it holds took, summed: seconds and ``lf.report``
+    figures (zero for a chunk written before versions recorded it)."""
 
-    def stored(self) -> tuple[bytes, tuple[Any, ...], int]:
+    def stored(self) -> tuple[bytes, tuple[Any, ...], int, Cost]:
         """What the cache stores: a plain tuple (immutable results stay unpickled in memory)."""
-        return (self.ids, self.values, self.aligned)
+        return (self.ids, self.values, self.aligned, self.cost)
 
     @classmethod
     def read(cls, stored: Any) -> Chunk | None:
-        """The chunk a stored value holds, or ``None`` if it is not shaped as one."""
-        if type(stored) is not tuple or len(stored) != 3:
+        """The chunk a stored value holds, or ``None`` if it is not shaped as one.
+
+        A chunk written before chunks recorded their cost (three fields) reads with
+        none: its results are as right, only what they saved is not known."""
+        if type(stored) is not tuple or len(stored) not in (3, 4):
             return None
-        ids, values, aligned = stored
+        ids, values, aligned = stored[:3]
+        cost = stored[3] if len(stored) == 4 else (0.0, None)
         if (type(ids) is not bytes or type(values) is not tuple or type(aligned) is not int
-                or not 0 <= aligned <= len(values) or len(ids) != ID_SIZE * len(values)):
+                or not 0 <= aligned <= len(values) or len(ids) != ID_SIZE * len(values)
+                or not _is_cost(cost)):
             return None
-        return cls(ids, values, aligned)
+        return cls(ids, values, aligned, cost)
 
     def __len__(self) -> int:
         return len(self.values)
