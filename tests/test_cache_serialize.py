@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pandas as pd
@@ -120,3 +121,32 @@ def test_reads_stream_in_chunks_of_the_given_size():
     stream = Recording(encoded.tobytes())
     read_encoded(stream, encoded.serializer, encoded.checksum(), chunk=4096)
     assert max(stream.sizes) == 4096
+
+
+_LARGE = 3 * 2**20  # float64 elements: a 24 MB frame, hashed beside the reads
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
+def test_a_flipped_byte_anywhere_in_a_large_frame_is_detected(where):
+    encoded = encode(np.arange(_LARGE, dtype=np.float64))
+    data = bytearray(encoded.tobytes())
+    frame = len(encoded.frames[-1])  # the array's bytes, at the end of the entry
+    data[len(data) - frame + min(int(frame * where), frame - 1)] ^= 0x01
+    with pytest.raises(CorruptEntryError, match="checksum"):
+        read_encoded(io.BytesIO(bytes(data)), encoded.serializer, encoded.checksum())
+
+
+def test_a_large_frame_reads_back_equal_when_hashed_beside_the_reads():
+    value = np.arange(_LARGE, dtype=np.float64)
+    encoded = encode(value)
+    stream = io.BufferedReader(io.BytesIO(encoded.tobytes()))
+    np.testing.assert_array_equal(
+        decode(read_encoded(stream, encoded.serializer, encoded.checksum())), value)
+
+
+def test_a_large_frame_cut_short_is_truncated_and_leaves_no_hashing_thread():
+    encoded = encode(np.arange(_LARGE, dtype=np.float64))
+    with pytest.raises(CorruptEntryError, match="truncated"):
+        read_encoded(io.BytesIO(encoded.tobytes()[:-4096]), encoded.serializer,
+                     encoded.checksum())
+    assert not [t for t in threading.enumerate() if t.name == "lazyflow-hash"]

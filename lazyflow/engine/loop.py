@@ -268,7 +268,9 @@ def _collect(s: RunState) -> bool:
         if name in s.run.values or s.run.nodes[name].status != "cached":
             continue
         try:
-            s.run.values[name] = value_of(s, name)
+            # every consumer has settled: the caller is the last reader (a consumer
+            # computed again after a demotion loads it from the cache once more)
+            s.run.values[name] = value_of(s, name, last=True)
         except Vanished:
             demote(s, name)
             return False

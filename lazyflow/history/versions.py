@@ -30,7 +30,11 @@ def environment(code: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
     {'numpy': '2.0.1'}
     """
     if not _ENVIRONMENT:
-        _ENVIRONMENT.update(python=platform.python_version(), platform=platform.platform(),
+        # uname's system, release and machine, not platform.platform(): that asks for
+        # the processor too, which runs `uname -p` in a subprocess (2 ms of a request)
+        uname = platform.uname()
+        _ENVIRONMENT.update(python=platform.python_version(),
+                            platform=f"{uname.system}-{uname.release}-{uname.machine}",
                             implementation=sys.implementation.name, lazyflow=__version__)
     packages: dict[str, str] = {}
     for components in code.values():
