@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lazyflow.cache.sizes import format_size
-from lazyflow.model.shown import REDACTED, is_described
+from lazyflow.model.shown import printed
 from lazyflow.run import _figures, _seconds, _summed, _table
 
 __all__ = ["NodeEntry", "RunEntry", "Runs"]
@@ -97,7 +97,7 @@ class RunEntry:
     def inputs_text(self) -> str:
         """``n=3, path='a.csv', frame=<DataFrame (10, 2)> 5be2c1a0d3f4``: each flow input's
         value where it was kept, with the digest when only its type and shape were."""
-        return ", ".join(f"{name}={_input_text(self.input_values.get(name), digest)}"
+        return ", ".join(f"{name}={printed(self.input_values.get(name), digest)}"
                          for name, digest in self.inputs.items())
 
     def node(self, name: str) -> NodeEntry:
@@ -190,14 +190,6 @@ _INPUTS_SHOWN = 60  # characters of the inputs in `lazyflow runs`' table
 
 def _timestamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _input_text(text: str | None, digest: str) -> str:
-    """One input as the summary shows it: the kept text (with the digest when it only
-    describes the value), or the digest alone when nothing was kept."""
-    if text is None:
-        return digest[:12]
-    return f"{text} {digest[:12]}" if is_described(text) and text != REDACTED else text
 
 
 def _profile(node: NodeEntry, field_name: str) -> str:

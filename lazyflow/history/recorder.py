@@ -64,10 +64,11 @@ class _Ended:
     not recorded).
     """
 
-    __slots__ = ("cache", "id", "params", "plain", "run", "seen")
+    __slots__ = ("cache", "flow", "id", "params", "plain", "run", "seen")
 
     def __init__(self, run: Run, params: Params | None) -> None:
-        self.id, self.cache, self.seen = run.id, run.cache, params is not None
+        self.id, self.flow, self.cache, self.seen = run.id, run.flow, run.cache, \
+            params is not None
         try:
             self.plain = plain_row(run, params) if params is not None else None
         except Exception:  # never fail a request for its history: the writer builds it
@@ -213,7 +214,8 @@ class Recorder:
             try:
                 self._write(batch, going)
             except Exception as e:  # history must never break a run or the interpreter
-                _warn(f"could not write run history ({type(e).__name__}: {e})")
+                _warn(f"could not write run history ({type(e).__name__}: {e}); not recorded: "
+                      f"{_runs_of(batch, going)}")
             finally:
                 for item in batch:
                     if isinstance(item, threading.Event):  # a flush waiting for this batch
@@ -334,9 +336,15 @@ def flush() -> None:
     process_recorder().flush()
 
 
+def _runs_of(batch: list[_Item], going: list[tuple[Run, Params]]) -> str:
+    """``run 20261125-165012-3f9a1c of flow 'a', ...``: the runs a failed commit held."""
+    runs = [(item.id, item.flow) for item in batch if type(item) is _Ended and item.seen]
+    runs += [(run.id, run.flow) for run, _ in going]
+    shown = ", ".join(f"run {run_id} of flow {flow!r}" for run_id, flow in runs[:3])
+    return shown + (f" and {len(runs) - 3} more" if len(runs) > 3 else "") or "no run"
+
+
 def _warn(message: str) -> None:
-    import warnings
+    from lazyflow.errors import LazyflowWarning, warn
 
-    from lazyflow.errors import LazyflowWarning
-
-    warnings.warn(message, LazyflowWarning, stacklevel=2)
+    warn(message, LazyflowWarning)

@@ -43,8 +43,8 @@ import re
 from pathlib import PurePath
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["ITEMS_MAX", "REDACTED", "SECRET_WORDS", "TEXT_MAX", "Secret", "is_described",
-           "is_redacted", "shown", "shown_inputs"]
+__all__ = ["ITEMS_MAX", "REDACTED", "SECRET_WORDS", "TEXT_MAX", "Secret", "describe",
+           "is_described", "is_redacted", "printed", "shown", "shown_inputs"]
 
 TEXT_MAX: Final = 200
 """Longest ``repr`` (characters) kept as an input's value; a longer one reads by type."""
@@ -120,6 +120,18 @@ def is_redacted(name: str) -> bool:
 def is_described(text: str) -> bool:
     """Whether ``text`` (from :func:`shown`) describes a value rather than spelling it."""
     return text.startswith("<")
+
+
+def printed(text: str | None, digest: str) -> str:
+    """An input as a record prints it: its text (:func:`shown`), with the digest's first 12
+    characters when the text only describes the value; the digest alone without a text.
+
+    >>> printed("3", "21f2a9c0e1d3aa"), printed("<list len 9>", "21f2a9c0e1d3aa")
+    ('3', '<list len 9> 21f2a9c0e1d3')
+    """
+    if text is None:
+        return digest[:12]
+    return f"{text} {digest[:12]}" if is_described(text) and text != REDACTED else text
 
 
 def shown(name: str, value: Any) -> str:
