@@ -303,3 +303,19 @@ def test_recording_goes_on_into_a_history_of_an_earlier_schema(earlier, monkeypa
     assert _as_read(runs[2:]) == _as_recorded(schema)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_the_committed_history_of_this_schema_reads_back_as_it_was_recorded(tmp_path):
+    copy = tmp_path / f"history-v{SCHEMA_VERSION}.sqlite"
+    shutil.copyfile(FIXTURES / copy.name, copy)
+    runs = lf.history(None, limit=None, path=str(copy))
+    read = [json.loads(json.dumps({k: v for k, v in r.to_dict().items() if k != "path"}))
+            for r in runs]
+    recorded = _as_recorded(SCHEMA_VERSION)
+    assert read == recorded
+    # it holds every field this schema added, so a later schema is checked against them
+    assert {"api_key": "<redacted>", "label": "'a.csv'", "n": "4"} in \
+        [r["input_values"] for r in recorded]
+    assert any(r["saved_metrics"] for r in recorded)
+    nodes = [n for r in recorded for n in r["nodes"]]
+    assert any(n["cpu"] is not None for n in nodes) and any(n["metrics"] for n in nodes)
