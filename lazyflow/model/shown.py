@@ -4,8 +4,8 @@ the short text the run history, lineage and the widget show.
 Design note
 -----------
 Policy. A flow input reads as its value when it is small — ``None``, booleans,
-numbers, strings and bytes, paths, dates and times, and tuples or lists of at
-most :data:`ITEMS_MAX` of these — and its ``repr`` is at most :data:`TEXT_MAX`
+numbers, strings and bytes, paths, dates and times, and tuples of at most
+:data:`ITEMS_MAX` of these — and its ``repr`` is at most :data:`TEXT_MAX`
 characters (``n=3``, ``path='a.csv'``). Anything else reads as its type and
 shape in angle brackets (``<ndarray float64 (1000, 3)>``, ``<DataFrame
 (400000, 5)>``, ``<list len 1000>``, ``<str len 5000>``), which no small
@@ -30,7 +30,10 @@ unwrap, and one missed path would print the secret.
 
 The text depends only on the parameter's name and the value's digest (the
 digest covers type and value; a ``repr`` is a function of them for the small
-types), which is what lets the history build it once per request shape.
+types), which is what lets the history build it once per request shape. Only
+immutable values are spelled out: the history may build the text a moment after
+the request, and a list changed in place meanwhile would read as a value it never
+had (a list reads as ``<list len 3>``).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ __all__ = ["ITEMS_MAX", "REDACTED", "SECRET_WORDS", "TEXT_MAX", "Secret", "descr
 TEXT_MAX: Final = 200
 """Longest ``repr`` (characters) kept as an input's value; a longer one reads by type."""
 ITEMS_MAX: Final = 8
-"""Most items of a tuple or list kept by value."""
+"""Most items of a tuple kept by value."""
 REDACTED: Final = "<redacted>"
 """How a redacted input reads."""
 SECRET_WORDS: Final = ("token", "password", "passwd", "secret", "key", "credential")
@@ -185,7 +188,7 @@ def _small(value: Any, depth: int = 0) -> str | None:
             text = repr(value)
         except Exception:
             return None
-    elif type(value) in (tuple, list) and len(value) <= ITEMS_MAX and depth < 2:
+    elif type(value) is tuple and len(value) <= ITEMS_MAX and depth < 2:
         if any(_small(item, depth + 1) is None for item in value):
             return None
         text = repr(value)
