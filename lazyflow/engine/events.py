@@ -33,8 +33,9 @@ class RunStarted:
     """A run began; ``run.nodes`` already lists every node it may touch.
 
     ``params`` holds the request's flow-input values (node -> parameter -> value), for
-    observers that show small ones (the run history): the run keeps digests only, so
-    nothing holds the values once the event has been handled.
+    observers that show small ones (the run history): the run itself keeps digests
+    only, so the values live no longer than an observer keeps them (the history: until
+    it has written the run).
     """
 
     run: Run
