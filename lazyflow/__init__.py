@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from lazyflow.model.lazy import Lazy
     from lazyflow.model.metrics import report
     from lazyflow.model.resources import ResourceError, Resources
+    from lazyflow.model.shown import Secret
     from lazyflow.model.skip import Skip
     from lazyflow.provenance import Lineage, Verification, reuse_nondeterministic
     from lazyflow.run import Explanation, NodeRecord, Run
@@ -111,6 +112,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Lineage", "Verification", "reuse_nondeterministic"],
                     "lazyflow.provenance"),
     **dict.fromkeys(["ResourceError", "Resources"], "lazyflow.model.resources"),
+    "Secret": "lazyflow.model.shown",
     **dict.fromkeys(["Explanation", "NodeRecord", "Run"], "lazyflow.run"),
     "Skip": "lazyflow.model.skip",
 }
@@ -202,6 +204,7 @@ __all__ = [
     "RunHandle",
     "RunFinished",
     "RunStarted",
+    "Secret",
     "Skip",
     "SkippedError",
     "SkippedWarning",

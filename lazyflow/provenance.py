@@ -64,6 +64,7 @@ from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
 from lazyflow.keys.hashing import hash_value
+from lazyflow.model.shown import REDACTED, is_redacted, printed, shown
 from lazyflow.run import NodeRecord, Run, _seconds, _table
 from lazyflow.run import has_value as run_has_value
 
@@ -174,7 +175,8 @@ class Lineage:
             return head + " (shown above)"
         if not self.found:
             return head + " entry no longer cached"
-        params = ", ".join(f"{p}={self.values.get(d, d[:12])}" for p, d in self.params.items())
+        params = ", ".join(f"{p}={_param_text(p, d, self.values)}"
+                           for p, d in self.params.items())
         code = self.fingerprint.get(f"code:{self.node}")
         facts = [f"{self.tier}", f"computed {_seconds(self.duration or 0.0)}"]
         if self.flow:
@@ -184,6 +186,12 @@ class Lineage:
         if self.environment:
             facts.append(self.environment)
         return head + (f"({params})" if params else "") + "  " + ", ".join(facts)
+
+
+def _param_text(param: str, digest: str, values: Mapping[str, str]) -> str:
+    """A flow input in a lineage line: as this request's value reads, else its digest;
+    redacted by name whatever it is."""
+    return REDACTED if is_redacted(param) else printed(values.get(digest), digest)
 
 
 def lineage(flow: Flow, target: str, /, **inputs: Any) -> Lineage:
@@ -237,14 +245,17 @@ def _upstream_name(plan: Plan, node: str, param: str) -> str:
 
 
 def _known_values(plan: Plan) -> dict[str, str]:
-    """Short reprs of this request's flow inputs by digest, to show ``n=10`` in a tree."""
-    shown: dict[str, str] = {}
+    """How this request's flow inputs read (``model/shown.py``), by digest, to show ``n=10``
+    in a tree. A value that any redacted parameter takes reads as redacted everywhere:
+    the tree looks values up by digest."""
+    texts: dict[str, str] = {}
     for params in plan.params.values():
-        for value in params.values():
+        for param, value in params.items():
             with contextlib.suppress(Exception):
-                text = repr(value)
-                shown[hash_value(value)] = text if len(text) <= 40 else text[:37] + "..."
-    return shown
+                digest = hash_value(value)
+                if texts.get(digest) != REDACTED:
+                    texts[digest] = shown(param, value)
+    return texts
 
 
 # --------------------------------------------------------------------------- verify

@@ -356,6 +356,79 @@ def test_runs_and_show_read_the_history_beside_the_cache(project):
     assert "raw    completed" in shown.stdout
 
 
+METERED_MODULE = """
+import lazyflow as lf
+
+flow = lf.Flow("metered")
+
+@flow.node(profile_memory=True)
+def fit(n: int, api_key: str = "none"):
+    lf.report(tokens=812, cost=0.013)
+    return list(range(n))
+
+@flow.node
+def report(fit):
+    return len(fit)
+"""
+
+
+@pytest.fixture
+def metered(project: Path) -> Path:
+    """The project with a module ``metered.py`` whose node reports metrics."""
+    (project / "metered.py").write_text(METERED_MODULE)
+    return project
+
+
+def test_show_prints_the_inputs_values_not_their_digests(metered):
+    run = json_of(lazyflow(metered, "run", "metered:flow", "report", "-p", "n=3", "--json"))
+    shown = lazyflow(metered, "show", run["id"], "--cache-dir", "cache")
+    assert shown.returncode == 0, shown.stderr
+    assert "inputs n=3, api_key=<redacted>" in shown.stdout
+
+
+def test_show_never_prints_a_token_passed_with_p(metered):
+    secret = "sk-unique-7f3a9c"
+    run = json_of(lazyflow(metered, "run", "metered:flow", "report", "-p", "n=3",
+                           "-p", f"api_key={secret}", "--json"))
+    shown = lazyflow(metered, "show", run["id"], "--cache-dir", "cache", "--json")
+    assert json_of(shown)["input_values"]["api_key"] == "<redacted>"
+    assert secret not in shown.stdout
+
+
+def test_show_prints_each_nodes_cpu_peak_memory_and_metrics(metered):
+    run = json_of(lazyflow(metered, "run", "metered:flow", "report", "-p", "n=3", "--json"))
+    shown = lazyflow(metered, "show", run["id"], "--cache-dir", "cache").stdout
+    header = next(line for line in shown.splitlines() if line.startswith("node "))
+    assert header.split()[:7] == ["node", "status", "tier", "time", "cpu", "peak", "metrics"]
+    fit = next(line for line in shown.splitlines() if line.startswith("fit "))
+    assert "tokens=812 cost=0.013" in fit
+    assert re.search(r"\s\d+(\.\d+)? (B|KB|MB)\s", fit), fit  # its peak memory
+    assert "reported: 812 tokens, 0.013 cost" in shown
+
+
+def test_show_says_what_a_warm_runs_hits_saved(metered):
+    lazyflow(metered, "run", "metered:flow", "report", "-p", "n=3")
+    warm = json_of(lazyflow(metered, "run", "metered:flow", "report", "fit", "-p", "n=3",
+                            "--json"))
+    shown = lazyflow(metered, "show", warm["id"], "--cache-dir", "cache").stdout
+    assert "saved tokens=812 cost=0.013" in shown
+    assert "saved: 812 tokens, 0.013 cost" in shown
+
+
+def test_runs_lists_each_runs_input_values(metered):
+    lazyflow(metered, "run", "metered:flow", "report", "-p", "n=3")
+    table = lazyflow(metered, "runs", "--cache-dir", "cache").stdout
+    assert "n=3, api_key=<redacted>" in table
+
+
+def test_lineage_prints_input_values_and_redacts_secret_names(metered):
+    lazyflow(metered, "run", "metered:flow", "report", "-p", "n=3", "-p", "api_key=sk-7f3a")
+    tree = lazyflow(metered, "lineage", "metered:flow", "report", "-p", "n=3",
+                    "-p", "api_key=sk-7f3a")
+    assert tree.returncode == 0, tree.stderr
+    assert "(n=3, api_key=<redacted>)" in tree.stdout and "sk-7f3a" not in tree.stdout
+
+
 def test_runs_records_a_failed_run_with_its_error(project):
     lazyflow(project, "run", "analysis:flow", "broken", "-p", "n=2")
     run = json_of(lazyflow(project, "runs", "--cache-dir", "cache", "--json"))[0]

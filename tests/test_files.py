@@ -205,6 +205,17 @@ def test_files_added_to_an_output_directory_are_left_in_place_with_a_warning(
     assert (root / "index.txt").read_text() == "1 pages" and calls["pages"] == 1
 
 
+def test_the_warning_about_files_added_to_an_output_directory_names_its_node(
+        flow, calls, tmp_path):
+    root = tmp_path / "report"
+    _report_dir(flow, calls, root)
+    flow.get("pages", n=1)
+    (root / "notes.txt").write_text("mine")
+    (root / "index.txt").unlink()
+    with pytest.warns(lf.CacheWarning, match=r"holds files node 'pages' did not write"):
+        flow.get("pages", n=1)
+
+
 def test_returning_a_directory_that_was_not_created_names_the_fix(flow, tmp_path):
     @flow.node
     def ghost():

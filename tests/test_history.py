@@ -398,3 +398,17 @@ def test_a_node_that_joins_a_run_midway_gets_its_row(losing):
 def _flush_when_started(event) -> None:
     if isinstance(event, lf.RunStarted):
         flush()
+
+
+def test_a_history_that_cannot_be_written_warns_naming_the_runs_it_loses(tmp_path,
+                                                                         monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # the history's folder would have to be inside a file
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(blocker / FILENAME))
+    flow = lf.Flow("unwritable", cache=lf.Cache(disk=None))
+    _chain(flow)
+    run = flow.run("total", n=2)
+    with pytest.warns(lf.LazyflowWarning,
+                      match=f"could not write run history .*; not recorded: run {run.id} "
+                            "of flow 'unwritable'"):
+        flush()

@@ -13,7 +13,7 @@ import pytest
 import lazyflow as lf
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.history import FILENAME, NodeEntry, RunEntry, flush, location
-from lazyflow.history.rows import expand, node_set, node_times, plain_row
+from lazyflow.history.rows import RUN_COLUMNS, expand, node_set, node_times, plain_row
 from lazyflow.history.store import SCHEMA_VERSION
 from lazyflow.run import NodeRecord, Run
 
@@ -159,8 +159,8 @@ def test_the_nodes_of_a_plain_run_read_back_exactly():
     plain = plain_row(_plain_run(*records))
     assert plain is not None
     row, (named, hits) = plain
-    times = row[-1]
-    assert row[-2] == named
+    times = row[RUN_COLUMNS.index("node_times")]
+    assert row[RUN_COLUMNS.index("node_set")] == named
     assert [_read(n) for n in expand(hits, times)] == [_recorded(r) for r in records]
     assert hits == node_set([(r.name, r.tier, r.key, r.digest, r.size, r.saved)
                              for r in records])
@@ -238,31 +238,60 @@ def test_a_warm_run_going_at_a_commit_ends_as_one_row_sharing_its_node_set(besid
 # --------------------------------------------------------------------------- earlier versions
 
 
-@pytest.fixture
-def schema_1(tmp_path) -> Path:
-    """A copy of the committed history that lazyflow wrote with schema 1."""
-    copy = tmp_path / "history-v1.sqlite"
-    shutil.copyfile(FIXTURES / "history-v1.sqlite", copy)
-    return copy
+EARLIER = [1, 2]
+"""The schemas of the committed histories ``history-v<N>.sqlite`` an earlier lazyflow wrote."""
+ADDED_TO_RUNS = {"input_values": {}, "saved_metrics": {}}
+ADDED_TO_NODES = {"cpu": None, "peak_memory": None, "metrics": None}
+"""Fields schema 3 added, and how they read from a run recorded without them."""
 
 
-def _as_recorded() -> list[dict[str, object]]:
-    return json.loads((FIXTURES / "history-v1.json").read_text())
+@pytest.fixture(params=EARLIER, ids=lambda schema: f"schema {schema}")
+def earlier(request, tmp_path) -> tuple[Path, int]:
+    """A copy of a committed history an earlier lazyflow wrote, and its schema."""
+    copy = tmp_path / f"history-v{request.param}.sqlite"
+    shutil.copyfile(FIXTURES / copy.name, copy)
+    return copy, request.param
+
+
+def _as_recorded(schema: int) -> list[dict[str, object]]:
+    return json.loads((FIXTURES / f"history-v{schema}.json").read_text())
 
 
 def _as_read(runs: list[RunEntry]) -> list[dict[str, object]]:
-    """What ``make_history_fixture.py`` saved of the runs: their JSON, without the path."""
-    return [json.loads(json.dumps({k: v for k, v in r.to_dict().items() if k != "path"}))
-            for r in runs]
+    """What ``make_history_fixture.py`` saved of the runs: their JSON, without the path
+    and the fields later schemas added."""
+    read = []
+    for r in runs:
+        run = {k: v for k, v in r.to_dict().items() if k != "path" and k not in ADDED_TO_RUNS}
+        run["nodes"] = [{k: v for k, v in n.items() if k not in ADDED_TO_NODES}
+                        for n in run["nodes"]]
+        read.append(json.loads(json.dumps(run)))
+    return read
 
 
-def test_a_history_of_schema_1_reads_back_as_it_was_recorded(schema_1):
-    runs = lf.history(None, limit=None, path=str(schema_1))
-    assert _as_read(runs) == _as_recorded()
+def test_a_history_of_an_earlier_schema_reads_back_as_it_was_recorded(earlier):
+    path, schema = earlier
+    runs = lf.history(None, limit=None, path=str(path))
+    assert _as_read(runs) == _as_recorded(schema)
 
 
-def test_recording_goes_on_into_a_history_of_schema_1(schema_1, monkeypatch):
-    monkeypatch.setenv("LAZYFLOW_HISTORY", str(schema_1))
+def test_a_run_of_an_earlier_schema_reads_the_fields_added_since_as_empty(earlier):
+    runs = lf.history(None, limit=None, path=str(earlier[0]))
+    assert runs
+    for run in runs:
+        assert {f: getattr(run, f) for f in ADDED_TO_RUNS} == ADDED_TO_RUNS
+        for node in run.nodes:
+            assert {f: getattr(node, f) for f in ADDED_TO_NODES} == ADDED_TO_NODES
+
+
+def test_a_run_of_an_earlier_schema_shows_its_inputs_as_digests(earlier):
+    run = lf.history(None, limit=1, path=str(earlier[0]))[0]
+    assert f"inputs n={run.inputs['n'][:12]}" in run.summary()
+
+
+def test_recording_goes_on_into_a_history_of_an_earlier_schema(earlier, monkeypatch):
+    path, schema = earlier
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(path))
     flow = lf.Flow("later", cache=lf.Cache(disk=None))
     _chain(flow)
     flow.run("total", n=3)
@@ -270,6 +299,23 @@ def test_recording_goes_on_into_a_history_of_schema_1(schema_1, monkeypatch):
     runs = lf.history(None, limit=None, path=location(flow.cache))
     assert runs[0].id == warm.id
     assert [_read(n) for n in runs[0].nodes] == [_recorded(r) for r in warm.nodes.values()]
-    assert _as_read(runs[2:]) == _as_recorded()
-    with sqlite3.connect(schema_1) as conn:
+    assert runs[0].input_values == {"n": "3", "scale": "1"}
+    assert _as_read(runs[2:]) == _as_recorded(schema)
+    with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_the_committed_history_of_this_schema_reads_back_as_it_was_recorded(tmp_path):
+    copy = tmp_path / f"history-v{SCHEMA_VERSION}.sqlite"
+    shutil.copyfile(FIXTURES / copy.name, copy)
+    runs = lf.history(None, limit=None, path=str(copy))
+    read = [json.loads(json.dumps({k: v for k, v in r.to_dict().items() if k != "path"}))
+            for r in runs]
+    recorded = _as_recorded(SCHEMA_VERSION)
+    assert read == recorded
+    # it holds every field this schema added, so a later schema is checked against them
+    assert {"api_key": "<redacted>", "label": "'a.csv'", "n": "4"} in \
+        [r["input_values"] for r in recorded]
+    assert any(r["saved_metrics"] for r in recorded)
+    nodes = [n for r in recorded for n in r["nodes"]]
+    assert any(n["cpu"] is not None for n in nodes) and any(n["metrics"] for n in nodes)

@@ -410,6 +410,17 @@ def test_a_nodes_details_show_its_small_input_values_and_the_type_of_large_ones(
     assert "inputs rows=5, path=&#x27;a.csv&#x27;, frame=&lt;list&gt;" in w._svg.value
 
 
+def test_a_nodes_details_never_show_a_secret_input(flow):
+    @flow.node
+    def load(rows: int, api_key: str, auth):
+        return rows
+
+    w = flow.widget()
+    flow.run("load", rows=5, api_key="sk-7f3a9c", auth=lf.Secret("pw-7f3a9c"))
+    assert "rows=5, api_key=&lt;redacted&gt;, auth=&lt;redacted&gt;" in w._table.value
+    assert "7f3a9c" not in w._table.value and "7f3a9c" not in w._svg.value
+
+
 def test_the_widget_keeps_no_input_value_alive_after_the_run(flow):
     class Frame(list):
         """A large input that can be watched for collection."""

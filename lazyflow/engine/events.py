@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import LazyflowWarning
@@ -30,9 +30,16 @@ __all__ = ["GLOBAL", "Event", "EventBus", "NodeFinished", "NodeStarted", "RunFin
 
 @dataclass(frozen=True, slots=True)
 class RunStarted:
-    """A run began; ``run.nodes`` already lists every node it may touch."""
+    """A run began; ``run.nodes`` already lists every node it may touch.
+
+    ``params`` holds the request's flow-input values (node -> parameter -> value), for
+    observers that show small ones (the run history): the run itself keeps digests
+    only, so the values live no longer than an observer keeps them (the history: until
+    it has written the run).
+    """
 
     run: Run
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     if stale is not None:
         s.fresh, s.expired = True, stale
     try:
-        s.emit(RunStarted(run))
+        s.emit(RunStarted(run, plan.params))  # values for the history, never kept
         for name, hit in hits.items():
             settle_hit(s, name, hit)
         _loop_until_collected(s)

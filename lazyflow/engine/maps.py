@@ -122,7 +122,7 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
     recalled = mapping.recall(chunks, ids, dedupe=prep.reusable)
     for position in recalled.shared:  # found by id: may be another position's object too
         recalled.values[position] = _own(recalled.values[position])
-    _restore_files(s.cache, recalled)
+    _restore_files(s.cache, recalled, name)
     batches = _batches(recalled.missing, executor)
     s.maps[name] = MapRun(base, param, ids, recalled.values, batches, recalled.copies, chunks,
                           recalled.missing)
@@ -189,7 +189,7 @@ def _read_chunk(cache: Cache, key: str, max_age: float | None) -> Chunk | None:
     return Chunk.read(stored)  # None if not shaped as a chunk: a miss
 
 
-def _restore_files(cache: Cache, recalled: mapping.Recalled) -> None:
+def _restore_files(cache: Cache, recalled: mapping.Recalled, name: str) -> None:
     """Put back the output files the recalled results name (``files.py``), those results
     only (not what chunks carry for other lists); a result whose files' bytes are gone
     is computed again."""
@@ -200,7 +200,7 @@ def _restore_files(cache: Cache, recalled: mapping.Recalled) -> None:
     for position, value in enumerate(values):
         if type(value) not in _PLAIN and value is not MISSING:
             try:
-                files.restore(value, cache)
+                files.restore(value, cache, node=name)
             except KeyError:
                 values[position] = MISSING
                 lost.append(position)

@@ -58,7 +58,7 @@ NOT_RUN: Final = "not run"
 def load(cache: Cache, key: str) -> Any:
     """A stored value, with the output files it names put back if deleted (``files.py``)."""
     value, _ = cache.load(key)
-    files.restore(value, cache)
+    files.restore(value, cache, key=key)  # the key names the node if a warning must
     return value
 
 

@@ -41,7 +41,12 @@ except for a run whose every node was a plain hit: it names a *node set*
 by the runs alike, stored once per file) and keeps only when each hit was
 served (``rows.py``). Measured with ``benchmarks/history.py``: a warm request
 of 100 memory hits cost 1.8x with JSON rows, ~1.1x so; the file grows by
-~1 KB for such a run instead of ~15 KB. The schema is numbered
+~1 KB for such a run instead of ~15 KB. A run also keeps how its flow inputs
+read (``n=3``, ``<redacted>``, ``<ndarray float64 (1000, 3)>``: ``model/shown.py``),
+taken from the request's values that ``RunStarted`` carries and built once per
+request shape, so a warm run pays nothing for them; each node's cpu, peak memory
+and metrics; and what its hits saved. Values stay in this local file: cache
+metadata, which travels to a remote, holds digests only. The schema is numbered
 (``PRAGMA user_version``, ``store.SCHEMA_VERSION``); a file an earlier
 lazyflow wrote gains the new table and columns when first opened, and its
 rows read as they were. A flow without a disk tier keeps its history in an

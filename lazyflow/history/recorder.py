@@ -28,7 +28,6 @@ is read again.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import threading
 from collections import deque
@@ -39,9 +38,12 @@ from lazyflow.engine.events import GLOBAL, Event, NodeFinished, NodeStarted, Run
 from lazyflow.history.paths import location
 from lazyflow.history.rows import (
     NodeSet,
+    Params,
     end_row,
     finished_row,
+    node_extras,
     node_row,
+    nodes_json,
     plain_row,
     started_row,
 )
@@ -55,28 +57,31 @@ BATCH_SECONDS = 0.25
 
 
 class _Ended:
-    """A run ended: its row, built at once when every node was a plain hit, else the run.
+    """A run ended: its row, built at once when every node was a plain hit, else the run
+    and its request's flow-input values (held until the writer builds the row).
 
     ``seen``: its start was seen (a run started before the recorder listened is
     not recorded).
     """
 
-    __slots__ = ("cache", "id", "plain", "run", "seen")
+    __slots__ = ("cache", "flow", "id", "params", "plain", "run", "seen")
 
-    def __init__(self, run: Run, seen: bool) -> None:
-        self.id, self.cache, self.seen = run.id, run.cache, seen
+    def __init__(self, run: Run, params: Params | None) -> None:
+        self.id, self.flow, self.cache, self.seen = run.id, run.flow, run.cache, \
+            params is not None
         try:
-            self.plain = plain_row(run) if seen else None
+            self.plain = plain_row(run, params) if params is not None else None
         except Exception:  # never fail a request for its history: the writer builds it
             self.plain = None
-        self.run = run if self.plain is None and seen else None
+        self.run = run if self.plain is None and params is not None else None
+        self.params = params if self.run is not None else None
 
     def finished(self) -> tuple[tuple[Any, ...], NodeSet | None]:
         """The run's ``runs`` row, and the node set it names."""
         if self.plain is not None:
             return self.plain
-        assert self.run is not None
-        return finished_row(self.run)
+        assert self.run is not None and self.params is not None
+        return finished_row(self.run, self.params)
 
 
 _Item = _Ended | tuple[str, str] | threading.Event
@@ -91,13 +96,17 @@ class _Tracked:
     seqs: dict[str, int]
     rows: list[tuple[Any, ...]]
 
+    def progress(self) -> tuple[str, str, str | None]:
+        """(run id, nodes, node extras): the arguments of a progress update."""
+        return self.run.id, nodes_json(self.rows), node_extras(self.rows)
+
 
 @dataclass(slots=True)
 class _Commit:
     """One history's share of a batch: the arguments of :meth:`Store.write`."""
 
     new: list[tuple[Any, ...]] = field(default_factory=list)
-    progress: list[tuple[str, str]] = field(default_factory=list)
+    progress: list[tuple[str, str, str | None]] = field(default_factory=list)
     ended: list[tuple[Any, ...]] = field(default_factory=list)
     node_sets: dict[bytes, bytes] = field(default_factory=dict)
 
@@ -126,9 +135,10 @@ class Recorder:
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        # runs started and not ended (the request's threads add and remove them; a run
-        # going is alive anyway, so holding it here costs the cyclic GC nothing)
-        self._going: dict[str, Run] = {}
+        # runs started and not ended, with their requests' flow-input values (the
+        # request's threads add and remove them; a run going is alive anyway, and so are
+        # its values, so holding them here costs the cyclic GC nothing)
+        self._going: dict[str, tuple[Run, Params]] = {}
         # runs written while going; their ids, whose node events are queued (the writer
         # adds and removes them, the request's threads only read)
         self._tracked: dict[str, _Tracked] = {}
@@ -146,11 +156,12 @@ class Recorder:
             return
         run = event.run
         if kind is RunStarted:
-            self._going[run.id] = run
+            self._going[run.id] = (run, event.params)  # type: ignore[union-attr]
             if self._thread is None:
                 self._start()
         else:
-            self._pending.append(_Ended(run, self._going.pop(run.id, None) is not None))
+            going = self._going.pop(run.id, None)
+            self._pending.append(_Ended(run, None if going is None else going[1]))
 
     def _start(self) -> None:
         with self._drain_lock:
@@ -196,20 +207,21 @@ class Recorder:
             while self._pending:
                 batch.append(self._pending.popleft())
             # runs going that no commit has written yet (a long run queues nothing)
-            going = [run for run_id, run in list(self._going.items())
+            going = [started for run_id, started in list(self._going.items())
                      if run_id not in self._tracked]
             if not batch and not going:
                 return
             try:
                 self._write(batch, going)
             except Exception as e:  # history must never break a run or the interpreter
-                _warn(f"could not write run history ({type(e).__name__}: {e})")
+                _warn(f"could not write run history ({type(e).__name__}: {e}); not recorded: "
+                      f"{_runs_of(batch, going)}")
             finally:
                 for item in batch:
                     if isinstance(item, threading.Event):  # a flush waiting for this batch
                         item.set()
 
-    def _write(self, batch: list[_Item], going: list[Run]) -> None:
+    def _write(self, batch: list[_Item], going: list[tuple[Run, Params]]) -> None:
         commits = _Commits()
         ended: dict[int, tuple[Any, list[_Ended]]] = {}  # by cache: most batches have one
         moved: dict[str, set[str]] = {}  # tracked run id: its nodes that sent events
@@ -238,16 +250,16 @@ class Recorder:
                     share.new.append(row)
                     if node_set is not None:
                         share.node_sets[node_set[0]] = node_set[1]
-        for run in going:  # written now, tracked from now on
+        for run, params in going:  # written now, tracked from now on
             path = location(run.cache)
             if path is not None:
                 tracked = self._track(run, path)
-                commits.share(path).new.append(started_row(run, tracked.rows))
+                commits.share(path).new.append(started_row(run, tracked.rows, params))
         for run_id, names in moved.items():
             found = self._tracked.get(run_id)
             if found is not None:
                 _advance(found, names)
-                commits.share(found.path).progress.append((run_id, json.dumps(found.rows)))
+                commits.share(found.path).progress.append(found.progress())
         for path, share in commits.shares.items():
             self.store(path).write(share.new, share.progress, share.ended, share.node_sets)
 
@@ -324,9 +336,15 @@ def flush() -> None:
     process_recorder().flush()
 
 
+def _runs_of(batch: list[_Item], going: list[tuple[Run, Params]]) -> str:
+    """``run 20261125-165012-3f9a1c of flow 'a', ...``: the runs a failed commit held."""
+    runs = [(item.id, item.flow) for item in batch if type(item) is _Ended and item.seen]
+    runs += [(run.id, run.flow) for run, _ in going]
+    shown = ", ".join(f"run {run_id} of flow {flow!r}" for run_id, flow in runs[:3])
+    return shown + (f" and {len(runs) - 3} more" if len(runs) > 3 else "") or "no run"
+
+
 def _warn(message: str) -> None:
-    import warnings
+    from lazyflow.errors import LazyflowWarning, warn
 
-    from lazyflow.errors import LazyflowWarning
-
-    warnings.warn(message, LazyflowWarning, stacklevel=2)
+    warn(message, LazyflowWarning)

@@ -14,6 +14,23 @@ stored one of two ways:
   Consecutive warm requests of one shape share their node set: it is encoded
   and hashed once, stored once per file, and each run adds 8 bytes a node.
 
+Beside them, three columns schema 3 added, read by this version and ignored by
+earlier ones (which select the columns they know, so they still list every run):
+
+* ``input_values``: how each flow input reads (``model/shown.py``: ``3``,
+  ``'a.csv'``, ``<redacted>``, ``<ndarray float64 (1000, 3)>``), JSON. The text
+  depends only on the inputs' names and digests, so it is built once per
+  request shape (:func:`_shape`), not per run: a warm run pays nothing for it;
+* ``node_extras``: per node, what :data:`NODE_FIELDS` lacks — ``cpu``,
+  ``peak_memory`` and ``metrics`` (``lf.report``) — for the nodes that have
+  any, JSON ``{name: {field: value}}``; ``NULL`` when none has. Kept apart from
+  ``nodes`` so an earlier lazyflow still reads every node row;
+* ``saved_metrics``: what the run's hits saved in ``lf.report`` figures, each
+  node counted once (``Run.saved_metrics``), JSON; ``NULL`` when none.
+
+A plain run's node extras (its hits' stored metrics) and saved metrics follow
+from its node set, so they are built with it and shared by the runs alike.
+
 JSON costs ~2.5 µs a node (each float's ``repr`` alone ~0.4 µs), which doubled
 a warm request of 100 memory hits; a plain run costs ~0.25 µs a node to read
 and compare, and its values read back exactly (floats as IEEE doubles).
@@ -26,56 +43,70 @@ import json
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lazyflow.history.entries import NodeEntry, RunEntry
 from lazyflow.history.processes import this_process
 from lazyflow.history.versions import environment
+from lazyflow.model.shown import shown_inputs
 from lazyflow.run import NodeRecord, Run
 
-__all__ = ["NODE_FIELDS", "RUN_COLUMNS", "NodeSet", "end_row", "expand", "finished_row",
-           "node_row", "node_set", "node_times", "plain_row", "run_entry", "started_row"]
+__all__ = ["EXTRA_FIELDS", "NODE_FIELDS", "RUN_COLUMNS", "NodeSet", "end_row", "expand",
+           "finished_row", "node_extras", "node_row", "node_set", "node_times", "nodes_json",
+           "plain_row", "run_entry", "started_row"]
 
 NODE_FIELDS = ("name", "status", "tier", "key", "digest", "duration", "size", "saved",
                "started", "ended", "reason", "error_type", "error_message")
 """A node's stored fields, in order (the fields of :class:`NodeEntry`)."""
+EXTRA_FIELDS = ("cpu", "peak_memory", "metrics")
+"""A node's fields stored in ``runs.node_extras`` (the rest of :class:`NodeEntry`)."""
 RUN_COLUMNS = ("id", "flow", "targets", "inputs", "status", "started", "ended", "executor",
                "host", "pid", "pid_start", "environment", "error_type", "error_message", "nodes",
-               "node_set", "node_times")
+               "node_set", "node_times", "input_values", "node_extras", "saved_metrics")
 """The ``runs`` table's columns, in order."""
 
 NodeSet = tuple[bytes, bytes]
 """(content hash, blob) of a :func:`node_set`: ``runs.node_set`` holds the hash."""
+Params = Mapping[str, Mapping[str, Any]]
+"""A request's flow-input values: node -> parameter -> value (``RunStarted.params``)."""
+_NO_PARAMS: Params = {}
 
 # --------------------------------------------------------------------------- writing
 
 
-def started_row(run: Run, nodes: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """The ``runs`` row of a run still going, with its node rows so far."""
-    shape = _shape(run)
+def started_row(run: Run, nodes: list[tuple[Any, ...]],
+                params: Params = _NO_PARAMS) -> tuple[Any, ...]:
+    """The ``runs`` row of a run still going, with its node rows so far (:func:`node_row`);
+    ``params`` are the request's flow-input values (``RunStarted.params``)."""
+    shape = _shape(run, params)
     return ((run.id, run.flow) + shape.asked + ("running", run.started, None) + shape.where
-            + (None, None, json.dumps(nodes), None, None))
+            + (None, None, nodes_json(nodes), None, None, shape.values, node_extras(nodes),
+               None))
 
 
-def finished_row(run: Run) -> tuple[tuple[Any, ...], NodeSet | None]:
+def finished_row(run: Run, params: Params = _NO_PARAMS
+                 ) -> tuple[tuple[Any, ...], NodeSet | None]:
     """The ``runs`` row of a run that has ended, and the node set it names (if any)."""
-    plain = plain_row(run)
+    plain = plain_row(run, params)
     if plain is not None:
         return plain
-    shape = _shape(run)
+    shape = _shape(run, params)
+    rows = [node_row(r) for r in run.nodes.values()]
     return ((run.id, run.flow) + shape.asked + (run.status, run.started, run.ended)
             + shape.where + _error(run.error)
-            + (json.dumps([node_row(r) for r in run.nodes.values()]), None, None)), None
+            + (nodes_json(rows), None, None, shape.values, node_extras(rows),
+               _metrics_json(run.saved_metrics()))), None
 
 
-def plain_row(run: Run) -> tuple[tuple[Any, ...], NodeSet] | None:
+def plain_row(run: Run, params: Params = _NO_PARAMS
+              ) -> tuple[tuple[Any, ...], NodeSet] | None:
     """The ``runs`` row of a run that has ended with every node a plain cache hit, and the
     node set it names; ``None`` for any other run.
 
     A plain hit has status ``cached``, no reason, no error, no duration and
     ``started == ended``: all it has of its own is name, tier, key, digest, size,
-    saved time and the time it was served.
+    saved time, the metrics stored with its entry and the time it was served.
     """
     records = run.nodes.values()
     if not records:
@@ -84,35 +115,58 @@ def plain_row(run: Run) -> tuple[tuple[Any, ...], NodeSet] | None:
         # one pass: what must be plain, then the hits; a warm run alike the last one has
         # the very same values (identity tests), found plain without checking them again
         nodes = [(r.status, r.reason, r.error, r.duration, r.started == r.ended, r.name,
-                  r.tier, r.key, r.digest, r.size, r.saved) for r in records]
-        shape = _shape(run)
+                  r.tier, r.key, r.digest, r.size, r.saved, r.metrics) for r in records]
+        shape = _shape(run, params)
         last = shape.last  # one read: requests on other threads may replace it
-        if last is None or nodes != last[0]:
-            found = _node_set(nodes)
-            if found is None:
+        if last is None or nodes != last.nodes:
+            last = _plain_set(run, nodes)
+            if last is None:
                 return None
-            last = shape.last = (nodes, found)
+            shape.last = last
         stamps = node_times([r.started for r in records])  # type: ignore[misc]
     except (TypeError, struct.error):  # a field of an unexpected type: JSON rows instead
         return None
     error = run.error
     return ((run.id, run.flow) + shape.asked + (run.status, run.started, run.ended)
-            + shape.where + ((None, None, "[]", last[1][0], stamps) if error is None else
-                             (type(error).__name__, str(error), "[]", last[1][0], stamps)),
-            last[1])
+            + shape.where + ((None, None) if error is None else _error(error))
+            + ("[]", last.node_set[0], stamps, shape.values, last.extras, last.saved),
+            last.node_set)
 
 
 def end_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """(status, ended, error type, error message, nodes, node set, node times, id) of a
-    finished row: how a run already written as going ended."""
-    return (row[4], row[6], *row[12:], row[0])
+    """(status, ended, error type, error message, nodes, node set, node times, node extras,
+    saved metrics, id) of a finished row: how a run already written as going ended (its
+    input values were written with it)."""
+    return (row[4], row[6], *row[12:17], *row[18:20], row[0])
 
 
 def node_row(r: NodeRecord) -> tuple[Any, ...]:
-    """A node's record as it stands, in :data:`NODE_FIELDS` order."""
-    # a tuple of plain values: the cyclic GC stops tracking it (a list it would walk)
+    """A node's record as it stands: :data:`NODE_FIELDS`, then :data:`EXTRA_FIELDS`."""
     return (r.name, r.status, r.tier, r.key, r.digest, r.duration, r.size, r.saved, r.started,
-            r.ended, r.reason, *_error(r.error))
+            r.ended, r.reason, *_error(r.error), r.cpu, r.peak_memory, r.metrics)
+
+
+def nodes_json(rows: Sequence[tuple[Any, ...]]) -> str:
+    """The ``nodes`` column of :func:`node_row` rows: their :data:`NODE_FIELDS`."""
+    width = len(NODE_FIELDS)
+    return json.dumps([row[:width] for row in rows])
+
+
+def node_extras(rows: Sequence[tuple[Any, ...]]) -> str | None:
+    """The ``node_extras`` column of :func:`node_row` rows: their :data:`EXTRA_FIELDS`
+    that are set, by node name; ``None`` when no node has any."""
+    width = len(NODE_FIELDS)
+    extras: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        fields = {f: v for f, v in zip(EXTRA_FIELDS, row[width:], strict=True)
+                  if v is not None}
+        if fields:
+            extras[row[0]] = fields
+    return json.dumps(extras) if extras else None
+
+
+def _metrics_json(metrics: Mapping[str, float]) -> str | None:
+    return json.dumps(metrics) if metrics else None
 
 
 def _error(error: BaseException | None) -> tuple[str | None, str | None]:
@@ -120,6 +174,17 @@ def _error(error: BaseException | None) -> tuple[str | None, str | None]:
 
 
 # --------------------------------------------------------------------------- request shapes
+
+
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    """A plain run's nodes (as :func:`plain_row` reads them) and what follows from them:
+    their node set, node extras (the hits' stored metrics) and saved metrics (JSON)."""
+
+    nodes: list[tuple[Any, ...]]
+    node_set: NodeSet
+    extras: str | None
+    saved: str | None
 
 
 @dataclass(slots=True)
@@ -130,7 +195,8 @@ class _Shape:
     code: tuple[Mapping[str, str], ...]
     asked: tuple[str, str]  # targets, inputs (JSON)
     where: tuple[str, str, int, str | None, str]  # executor, host, pid, its start, environment
-    last: tuple[list[tuple[Any, ...]], NodeSet] | None = None
+    values: str  # input values (JSON)
+    last: _Plain | None = None
 
 
 # (flow, targets, inputs, executor): warm requests repeat them, so each is encoded once.
@@ -140,23 +206,28 @@ _SHAPES_KEPT = 256  # each may hold a node set and its hits: bounded
 os.register_at_fork(after_in_child=_SHAPES.clear)  # a forked child has its own pid
 
 
-def _shape(run: Run) -> _Shape:
+def _shape(run: Run, params: Params) -> _Shape:
+    """The shape of ``run``'s request. Its input values are built with it: their text
+    depends only on the inputs' names and digests (``model/shown.py``), which the key
+    holds. A request whose values were not seen (``params`` empty) has a shape of its own."""
     code = tuple(run.code.values())
     try:
-        key = (run.flow, run.targets, tuple(run.inputs.items()), run.executor)
+        key = (run.flow, run.targets, tuple(run.inputs.items()), run.executor, not params)
         found = _SHAPES.get(key)
     except TypeError:  # an input recorded as an unhashable value: nothing is kept
-        return _new_shape(run, code)
+        return _new_shape(run, code, params)
     if found is None or found.code != code:
         if len(_SHAPES) >= _SHAPES_KEPT:
             _SHAPES.clear()
-        found = _SHAPES[key] = _new_shape(run, code)
+        found = _SHAPES[key] = _new_shape(run, code, params)
     return found
 
 
-def _new_shape(run: Run, code: tuple[Mapping[str, str], ...]) -> _Shape:
+def _new_shape(run: Run, code: tuple[Mapping[str, str], ...], params: Params) -> _Shape:
+    values = {name: text for name, text in shown_inputs(params).items() if name in run.inputs}
     return _Shape(code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
-                  (run.executor, *this_process(), json.dumps(environment(run.code))))
+                  (run.executor, *this_process(), json.dumps(environment(run.code))),
+                  json.dumps(values))
 
 
 # --------------------------------------------------------------------------- node sets
@@ -164,16 +235,20 @@ def _new_shape(run: Run, code: tuple[Mapping[str, str], ...]) -> _Shape:
 _FORMAT = 1
 
 
-def _node_set(nodes: list[tuple[Any, ...]]) -> NodeSet | None:
-    """(hash, blob) of the node set of ``nodes`` (as :func:`plain_row` reads them), or
-    ``None`` when one is not a plain hit or cannot be stored so."""
+def _plain_set(run: Run, nodes: list[tuple[Any, ...]]) -> _Plain | None:
+    """The node set of ``nodes`` (as :func:`plain_row` reads them) and what follows from
+    it, or ``None`` when one is not a plain hit or cannot be stored so."""
     n = len(nodes)
-    status, reason, error, duration, served, *hits = zip(*nodes, strict=True)
+    status, reason, error, duration, served, *hits, metrics = zip(*nodes, strict=True)
     if status.count("cached") != n or any(reason) or error.count(None) != n \
             or duration.count(0.0) != n or served.count(True) != n:
         return None
     blob = node_set(list(zip(*hits, strict=True)))
-    return None if blob is None else (hashlib.blake2b(blob, digest_size=16).digest(), blob)
+    if blob is None:
+        return None
+    extras = {name: {"metrics": m} for name, m in zip(hits[0], metrics, strict=True) if m}
+    return _Plain(nodes, (hashlib.blake2b(blob, digest_size=16).digest(), blob),
+                  json.dumps(extras) if extras else None, _metrics_json(run.saved_metrics()))
 
 
 def node_set(hits: Sequence[tuple[Any, ...]]) -> bytes | None:
@@ -243,11 +318,17 @@ def _layout(spec: str) -> struct.Struct:
 
 def run_entry(row: Sequence[Any], path: str) -> RunEntry:
     """A ``runs`` row (:data:`RUN_COLUMNS`, its node set's blob in place of its hash) read
-    from the history at ``path``."""
+    from the history at ``path``. Columns an earlier schema lacked read as ``NULL``."""
     (run_id, flow, targets, inputs, status, started, ended, executor, host, pid, _start,
-     env, error_type, error_message, nodes, hits, times) = row
+     env, error_type, error_message, nodes, hits, times, values, extras, saved) = row
     entries = expand(hits, times) if hits is not None \
         else tuple(NodeEntry(*n) for n in json.loads(nodes))
+    if extras:
+        found = json.loads(extras)
+        entries = tuple(replace(e, **found[e.name]) if e.name in found else e
+                        for e in entries)
     return RunEntry(run_id, flow, tuple(json.loads(targets)), json.loads(inputs), status,
                     started, ended, executor, host, pid, json.loads(env or "{}"),
-                    error_type, error_message, entries, path)
+                    error_type, error_message, entries,
+                    input_values=json.loads(values) if values else {},
+                    saved_metrics=json.loads(saved) if saved else {}, path=path)

@@ -31,11 +31,14 @@ __all__ = ["BUSY_SECONDS", "SCHEMA_VERSION", "Store"]
 BUSY_SECONDS = 30.0
 """Longest time a write waits for another process's lock on the history file."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The history file's schema (``PRAGMA user_version``). 1 (0 in the file: unnumbered):
 node rows as JSON only. 2: a plain run's nodes as a shared node set and its own times
-(``rows.py``): table ``node_sets``, columns ``runs.node_set`` and ``runs.node_times``. A
-schema-1 file gains them when this lazyflow first opens it; its rows read as before."""
+(``rows.py``): table ``node_sets``, columns ``runs.node_set`` and ``runs.node_times``.
+3: columns ``runs.input_values``, ``runs.node_extras`` (cpu, peak memory, metrics) and
+``runs.saved_metrics``. An earlier file gains what it lacks when this lazyflow first opens
+it; its rows read as before (the new fields empty). An earlier lazyflow reads a newer
+file's runs without the new fields."""
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS runs (
@@ -43,7 +46,8 @@ _SCHEMA = (
         status TEXT NOT NULL, started REAL NOT NULL, ended REAL, executor TEXT,
         host TEXT, pid INTEGER, pid_start TEXT, environment TEXT,
         error_type TEXT, error_message TEXT, nodes TEXT NOT NULL,
-        node_set BLOB, node_times BLOB)""",
+        node_set BLOB, node_times BLOB, input_values TEXT, node_extras TEXT,
+        saved_metrics TEXT)""",
     "CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started)",
     "CREATE INDEX IF NOT EXISTS runs_by_flow ON runs (flow, started)",
     "CREATE TABLE IF NOT EXISTS node_sets (id BLOB PRIMARY KEY, nodes BLOB NOT NULL)",
@@ -54,8 +58,10 @@ _SCHEMA = (
         f"json_extract(node.value, '$[{i}]') AS {name}" for i, name in enumerate(NODE_FIELDS))
     + " FROM runs, json_each(runs.nodes) AS node",
 )
-_ADDED = {"node_set": "BLOB", "node_times": "BLOB"}  # columns schema 2 added to runs
-_INSERT_ROWS = 64  # rows per INSERT at most: 64 x 17 parameters, far below SQLite's limit
+# columns later schemas added to runs: 2, then 3
+_ADDED = {"node_set": "BLOB", "node_times": "BLOB", "input_values": "TEXT",
+          "node_extras": "TEXT", "saved_metrics": "TEXT"}
+_INSERT_ROWS = 64  # rows per INSERT at most: 64 x 20 parameters, far below SQLite's limit
 _SELECT = (", ".join("node_sets.nodes" if c == "node_set" else f"runs.{c}" for c in RUN_COLUMNS)
            + " FROM runs LEFT JOIN node_sets ON node_sets.id = runs.node_set")
 _NODE_SETS_KEPT = 1024
@@ -89,11 +95,13 @@ class Store:
                 self._replace_file(e)
 
     @recovering("_conn")
-    def write(self, new: Sequence[tuple[Any, ...]], progress: Sequence[tuple[str, str]],
+    def write(self, new: Sequence[tuple[Any, ...]],
+              progress: Sequence[tuple[str, str, str | None]],
               ended: Sequence[tuple[Any, ...]], node_sets: Mapping[bytes, bytes]) -> None:
         """Commit in one transaction: new runs (``rows.started_row``, ``rows.finished_row``),
-        node progress of runs going on (run id, nodes JSON), endings (``rows.end_row``),
-        and the node sets (hash: blob) those rows name, each stored once per file."""
+        node progress of runs going on (run id, nodes JSON, node extras JSON), endings
+        (``rows.end_row``), and the node sets (hash: blob) those rows name, each stored
+        once per file."""
         with self._lock:
             missing = [(h, blob) for h, blob in node_sets.items() if h not in self._node_sets]
             with self._transaction():
@@ -103,13 +111,14 @@ class Store:
                 if new:
                     self._insert(new)
                 if progress:
-                    self._conn.executemany("UPDATE runs SET nodes = ? WHERE id = ?",
-                                           ((nodes, run_id) for run_id, nodes in progress))
+                    self._conn.executemany(
+                        "UPDATE runs SET nodes = ?, node_extras = ? WHERE id = ?",
+                        ((nodes, extras, run_id) for run_id, nodes, extras in progress))
                 if ended:
                     self._conn.executemany(
                         "UPDATE runs SET status = ?, ended = ?, error_type = ?, "
-                        "error_message = ?, nodes = ?, node_set = ?, node_times = ? "
-                        "WHERE id = ?", ended)
+                        "error_message = ?, nodes = ?, node_set = ?, node_times = ?, "
+                        "node_extras = ?, saved_metrics = ? WHERE id = ?", ended)
             if len(self._node_sets) + len(missing) > _NODE_SETS_KEPT:
                 self._node_sets.clear()
             self._node_sets.update(h for h, _ in missing)  # committed: in the file now

@@ -295,14 +295,16 @@ def _store_file(path: pathlib.Path, output: File, cache: Cache) -> str:
     return digest
 
 
-def restore(value: Any, cache: Cache) -> None:
+def restore(value: Any, cache: Cache, *, key: str | None = None,
+            node: str | None = None) -> None:
     """Rewrite every pinned output file in ``value`` (or file of an output directory) that is
     missing or changed.
 
     Files added to an output directory since are left in place, with a
-    warning: lazyflow never deletes a file it did not write. Raises
-    ``KeyError`` when a file's bytes are no longer in the cache, so the caller
-    recomputes the node (never hand out a path to wrong content).
+    warning naming the node: ``node``, else the one the entry under ``key`` says
+    (looked up only then). Raises ``KeyError`` when a file's bytes are no longer
+    in the cache, so the caller recomputes the node (never hand out a path to
+    wrong content).
     """
     if type(value) in _NO_FILES:
         return
@@ -315,7 +317,8 @@ def restore(value: Any, cache: Cache) -> None:
                 continue
             for relative, digest in manifest:
                 _restore_file(f.path / relative, digest, cache)
-            _warn_extra(f, {relative for relative, _ in manifest})
+            _warn_extra(f, {relative for relative, _ in manifest},
+                        node if node is not None else _node_of(cache, key))
         else:
             _restore_file(f.path, f._digest, cache)
 
@@ -372,11 +375,19 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or _EXTENSION.search(text) is not None
 
 
-def _warn_extra(output: Dir, written: set[str]) -> None:
+def _node_of(cache: Cache, key: str | None) -> str | None:
+    """The node whose entry is stored under ``key``, as its metadata says."""
+    found = cache.lookup(key) if key is not None else None
+    node = found[0].get("node") if found is not None else None
+    return node if isinstance(node, str) else None
+
+
+def _warn_extra(output: Dir, written: set[str], node: str | None) -> None:
     extra = sorted(p.relative_to(output.path).as_posix() for p in output.files()
                    if p.relative_to(output.path).as_posix() not in written)
     if extra:
-        warn(f"output directory {str(output.path)!r} holds files its node did not write "
+        writer = f"node {node!r}" if node is not None else "its node"
+        warn(f"output directory {str(output.path)!r} holds files {writer} did not write "
              f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); they are left in "
              "place (lazyflow never deletes files it did not write): remove them if what reads "
              "the directory must not see them", CacheWarning)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.sizes import format_size
 from lazyflow.engine.events import Event, NodeFinished, NodeStarted, RunFinished, RunStarted
+from lazyflow.model.shown import REDACTED, Secret, is_redacted
 from lazyflow.render.layout import Layout, layout
 from lazyflow.render.svg import NodeView
 from lazyflow.run import STATUSES, format_duration
@@ -86,9 +87,17 @@ def small(value: Any) -> str | None:
 
 
 def inputs_text(values: Mapping[str, Any]) -> str:
-    """``rows=5, path='a.csv', frame=<DataFrame>``: small values shown, others by type."""
-    return ", ".join(f"{name}={shown if shown is not None else '<' + type(v).__name__ + '>'}"
-                     for name, v in values.items() for shown in (small(v),))
+    """``rows=5, path='a.csv', frame=<DataFrame>, api_key=<redacted>``: small values shown,
+    others by type, secrets never (``model/shown.py``: ``lf.Secret`` and names like
+    ``*token*``, ``*password*``, ``*key*``, ``*secret*``)."""
+    return ", ".join(f"{name}={_input_text(name, v)}" for name, v in values.items())
+
+
+def _input_text(name: str, value: Any) -> str:
+    if is_redacted(name) or type(value) is Secret:
+        return REDACTED
+    text = small(value)
+    return text if text is not None else f"<{type(value).__name__}>"
 
 
 @dataclass(frozen=True, slots=True)
