@@ -5,6 +5,7 @@ format would not give back exactly is pickled; plain entries are stamped encodin
 from __future__ import annotations
 
 import enum
+import json
 import math
 import pickle
 import warnings
@@ -235,6 +236,17 @@ def test_a_value_json_would_not_give_back_exactly_is_pickled(value):
     encoded = serialize.encode(value)
     assert encoded.serializer in ("pickle", "cloudpickle")
     assert serialize.encoding_for(encoded.serializer) == 1
+
+
+@pytest.mark.parametrize("value", [
+    0, -7, 2**70, 1.5, -0.0, math.nan, -math.inf, 1e300, True, None, "", "é\n\"\ud800",
+    [1, "a", None], {"k": [2.5, {"z": False}], "é": "\x00"},
+])
+def test_json_entries_hold_the_bytes_json_dumps_writes(value):
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    encoded = serialize.encode(value)
+    assert encoded.serializer == "json"
+    assert bytes(encoded.frames[0]) == expected.encode("utf-8", "surrogatepass")
 
 
 def test_json_keeps_ints_floats_bools_negative_zero_and_key_order_apart():

@@ -10,6 +10,7 @@ shows the user's frames, not lazyflow's.
 
 from __future__ import annotations
 
+import pathlib
 import re
 import sys
 
@@ -123,6 +124,26 @@ def test_a_node_defined_again_at_another_line_of_a_file_warns_naming_both_lines(
         f"node 'value' defined in {here}:{value.__code__.co_firstlineno} replaces node "
         f"'value' defined in {here}:{first}")
     assert (warned[0].filename, warned[0].lineno) == (__file__, value.__code__.co_firstlineno)
+
+
+def test_a_file_site_is_named_relative_to_the_working_directory_at_its_definition(
+        monkeypatch):
+    flow = lf.Flow("files", cache=None)
+
+    @flow.node
+    def value():
+        return 1
+
+    first = value.__code__.co_firstlineno
+    monkeypatch.chdir(pathlib.Path(__file__).parent)  # file places are memoised per directory
+    with pytest.warns(lf.DefinitionWarning) as warned:
+        @flow.node
+        def value():  # noqa: F811 - the second definition is the point
+            return 2
+
+    assert str(warned[0].message).startswith(
+        f"node 'value' defined in test_notebook_sites.py:{value.__code__.co_firstlineno} "
+        f"replaces node 'value' defined in tests/test_notebook_sites.py:{first}")
 
 
 def _define(flow: lf.Flow, result: int) -> None:

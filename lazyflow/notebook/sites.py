@@ -85,8 +85,8 @@ def definition_site(func: Callable[..., Any]) -> Site | None:
         return current_cell()
     if filename.startswith("<"):  # exec'd text: no place to come back to
         return None
-    return Site(("file", os.path.abspath(filename), str(code.co_firstlineno)),
-                f"{_shown(filename)}:{code.co_firstlineno}")
+    path, shown = _place(filename)
+    return Site(("file", path, str(code.co_firstlineno)), f"{shown}:{code.co_firstlineno}")
 
 
 def current_cell() -> Site | None:
@@ -164,6 +164,23 @@ def _shell() -> Any:
     ipython = sys.modules.get("IPython")
     get_ipython = getattr(ipython, "get_ipython", None)
     return get_ipython() if callable(get_ipython) else None
+
+
+_PLACES: dict[tuple[str, str], tuple[str, str]] = {}
+"""(file name, working directory) -> (absolute path, as shown): every node of a module
+shares its file, whose ``abspath`` and ``relpath`` took half of building a graph (~6 µs
+a node); keyed by the working directory too, on which both depend."""
+
+
+def _place(filename: str) -> tuple[str, str]:
+    """The absolute path of a code's file, and how a message shows it."""
+    where = (filename, os.getcwd())
+    found = _PLACES.get(where)
+    if found is None:
+        if len(_PLACES) >= 4096:  # files, not nodes: a bound that real use never meets
+            _PLACES.clear()
+        found = _PLACES[where] = (os.path.abspath(filename), _shown(filename))
+    return found
 
 
 def _shown(filename: str) -> str:
