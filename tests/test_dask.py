@@ -431,3 +431,26 @@ def test_when_workers_cannot_hash_like_the_client_no_node_is_sent_ahead_again(
     # the first graph sends the chain ahead; its first result comes back unhashed, so the
     # rest are sent one by one: not each with the rest of the chain ahead of it again
     assert graphs_received("tasks") == 10 + 9
+
+
+def test_a_graphs_task_reference_is_tokenized_by_its_key_without_pickling(monkeypatch):
+    from dask.base import tokenize
+
+    from lazyflow.executors.dask import _TaskRef
+
+    ref = _TaskRef("total-1")
+
+    def no_pickling(self):
+        raise AssertionError("tokenized by pickling")
+
+    monkeypatch.setattr(type(ref), "__reduce__", no_pickling)
+    assert tokenize(ref) == tokenize(_TaskRef("total-1")) != tokenize(_TaskRef("total-2"))
+
+
+def test_a_graphs_task_reference_travels_as_dasks_own():
+    from dask._task_spec import TaskRef
+
+    from lazyflow.executors.dask import _TaskRef
+
+    travelled = pickle.loads(pickle.dumps(_TaskRef("total-1")))
+    assert type(travelled) is TaskRef and travelled == TaskRef("total-1")
