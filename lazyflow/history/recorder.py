@@ -7,7 +7,7 @@ and at exit, and commits each history's share in one transaction.
 Most runs (every warm request) start and end between two commits: they are
 written once, as one row, and their node events are not needed. A run whose
 every node was a plain cache hit has its row built when it ends, on the
-request's thread (``rows.plain_row``: its hits as a node set shared with the
+request's thread (``rows.plain_parts``: its hits as a node set shared with the
 runs alike, ~0.3 µs a node), and the queue holds that row, not the run.
 Profiled: keeping 100-node warm runs alive until the writer read them made
 the cyclic GC, which a warm request otherwise never wakes, walk their records
@@ -41,10 +41,11 @@ from lazyflow.history.rows import (
     Params,
     end_row,
     finished_row,
+    joined,
     node_extras,
     node_row,
     nodes_json,
-    plain_row,
+    plain_parts,
     started_row,
 )
 from lazyflow.history.store import Store
@@ -70,7 +71,7 @@ class _Ended:
         self.id, self.flow, self.cache, self.seen = run.id, run.flow, run.cache, \
             params is not None
         try:
-            self.plain = plain_row(run, params) if params is not None else None
+            self.plain = plain_parts(run, params) if params is not None else None
         except Exception:  # never fail a request for its history: the writer builds it
             self.plain = None
         self.run = run if self.plain is None and params is not None else None
@@ -79,7 +80,8 @@ class _Ended:
     def finished(self) -> tuple[tuple[Any, ...], NodeSet | None]:
         """The run's ``runs`` row, and the node set it names."""
         if self.plain is not None:
-            return self.plain
+            shared, own, node_set = self.plain
+            return joined(shared, own), node_set
         assert self.run is not None and self.params is not None
         return finished_row(self.run, self.params)
 
@@ -109,6 +111,10 @@ class _Commit:
     progress: list[tuple[str, str, str | None]] = field(default_factory=list)
     ended: list[tuple[Any, ...]] = field(default_factory=list)
     node_sets: dict[bytes, bytes] = field(default_factory=dict)
+    # new plain runs by their shared columns (rows.plain_parts; by identity: a tuple of
+    # the runs alike), each with the own columns of its runs
+    plain: dict[int, tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = \
+        field(default_factory=dict)
 
     def add(self, rows: list[tuple[Any, ...]], row: tuple[Any, ...],
             node_set: NodeSet | None) -> None:
@@ -246,10 +252,15 @@ class Recorder:
             if path is not None:
                 share = commits.share(path)
                 for item in items:
-                    row, node_set = item.plain or item.finished()
-                    share.new.append(row)
-                    if node_set is not None:
+                    if item.plain is None:
+                        share.add(share.new, *item.finished())
+                        continue
+                    shared, own, node_set = item.plain
+                    runs = share.plain.get(id(shared))
+                    if runs is None:
+                        runs = share.plain[id(shared)] = (shared, [])
                         share.node_sets[node_set[0]] = node_set[1]
+                    runs[1].append(own)
         for run, params in going:  # written now, tracked from now on
             path = location(run.cache)
             if path is not None:
@@ -261,7 +272,8 @@ class Recorder:
                 _advance(found, names)
                 commits.share(found.path).progress.append(found.progress())
         for path, share in commits.shares.items():
-            self.store(path).write(share.new, share.progress, share.ended, share.node_sets)
+            self.store(path).write(share.new, share.progress, share.ended, share.node_sets,
+                                   plain=share.plain.values())
 
     def _track(self, run: Run, path: str) -> _Tracked:
         self._tracking.add(run.id)  # first: events of records read below mid-update follow
