@@ -22,7 +22,8 @@ written while going), and at the run's end queues its row — built then, in a
 few µs, when every node was a plain cache hit (a warm request), or the run
 itself for the writer to build. One background writer thread drains the
 queue and commits a whole batch in one SQLite transaction every
-:data:`BATCH_SECONDS`, on :func:`flush` and at interpreter exit. So a run
+:data:`BATCH_SECONDS`; :func:`flush` and interpreter exit commit what is
+queued on their own thread (no wake-up of the writer to wait for). So a run
 never waits for a disk write; a process killed loses at most the last
 quarter second (a run killed sooner than that after it started may be
 missing; a longer one is there, marked interrupted). ``recorder.py`` says

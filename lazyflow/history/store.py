@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
@@ -24,7 +24,7 @@ from lazyflow.errors import warn
 from lazyflow.history.entries import RunEntry
 from lazyflow.history.paths import MEMORY
 from lazyflow.history.processes import alive
-from lazyflow.history.rows import NODE_FIELDS, RUN_COLUMNS, run_entry
+from lazyflow.history.rows import NODE_FIELDS, PLAIN_OWN, PLAIN_SHARED, RUN_COLUMNS, run_entry
 
 __all__ = ["BUSY_SECONDS", "SCHEMA_VERSION", "Store"]
 
@@ -97,8 +97,11 @@ class Store:
     @recovering("_conn")
     def write(self, new: Sequence[tuple[Any, ...]],
               progress: Sequence[tuple[str, str, str | None]],
-              ended: Sequence[tuple[Any, ...]], node_sets: Mapping[bytes, bytes]) -> None:
+              ended: Sequence[tuple[Any, ...]], node_sets: Mapping[bytes, bytes], *,
+              plain: Collection[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]] = ()
+              ) -> None:
         """Commit in one transaction: new runs (``rows.started_row``, ``rows.finished_row``),
+        new plain runs (``rows.plain_parts``: their shared columns, then each one's own),
         node progress of runs going on (run id, nodes JSON, node extras JSON), endings
         (``rows.end_row``), and the node sets (hash: blob) those rows name, each stored
         once per file."""
@@ -110,6 +113,8 @@ class Store:
                         "INSERT OR IGNORE INTO node_sets (id, nodes) VALUES (?, ?)", missing)
                 if new:
                     self._insert(new)
+                for shared, owns in plain:
+                    self._insert_plain(shared, owns)
                 if progress:
                     self._conn.executemany(
                         "UPDATE runs SET nodes = ?, node_extras = ? WHERE id = ?",
@@ -161,6 +166,15 @@ class Store:
             size = min(_INSERT_ROWS, 1 << ((len(rows) - done).bit_length() - 1))
             self._conn.execute(_insert_statement(size),
                                list(itertools.chain.from_iterable(rows[done:done + size])))
+            done += size
+
+    def _insert_plain(self, shared: tuple[Any, ...], owns: Sequence[tuple[Any, ...]]) -> None:
+        """Insert plain runs alike, their shared columns bound once a statement."""
+        done = 0
+        while done < len(owns):
+            size = min(_INSERT_ROWS, 1 << ((len(owns) - done).bit_length() - 1))
+            self._conn.execute(_plain_statement(size),
+                               [*shared, *itertools.chain.from_iterable(owns[done:done + size])])
             done += size
 
     # ----------------------------------------------------------------- opening
@@ -249,6 +263,20 @@ def _insert_statement(rows: int) -> str:
     one = f"({', '.join('?' * len(RUN_COLUMNS))})"
     return f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES " \
         + ", ".join([one] * rows)
+
+
+@functools.cache
+def _plain_statement(rows: int) -> str:
+    """An INSERT of ``rows`` plain runs: parameters 1 to 13 their shared columns
+    (``rows.PLAIN_SHARED``), then each run's own (``rows.PLAIN_OWN``)."""
+    shared = {column: i + 1 for i, column in enumerate(PLAIN_SHARED)}
+    values = []
+    for row in range(rows):
+        own = len(PLAIN_SHARED) + row * len(PLAIN_OWN) + 1
+        values.append("(" + ", ".join(
+            f"?{shared[c]}" if c in shared else f"?{own + PLAIN_OWN.index(c)}"
+            for c in RUN_COLUMNS) + ")")
+    return f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES " + ", ".join(values)
 
 
 def _when_unlocked(step: Callable[[], None]) -> None:
