@@ -7,8 +7,16 @@ and remembered until the run ends (:attr:`Reads.memo`, which the tier
 empties in ``flush``): the hierarchy asks for an entry's metadata, then its
 value, and both are answered by that one read. A record that carries a copy
 of its target's entry (``remote_entries.py``) makes that copy the target's
-remembered entry, unless the target's own object was read. Misses are not
-remembered (a Dask worker of the same run may write the key next).
+remembered entry, unless the target's own object was read.
+
+Misses are remembered too, for the run (:attr:`Reads.missing`, emptied with
+the memo): a key found missing is not asked again by a second lookup path
+(a trace record found but not its entry, equal elements of a map, the
+hierarchy's ``lookup`` then ``load``). A key this process writes stops
+being missing when its write is queued, so it is found at once. While the
+run's workers write to the remote themselves (a Dask run sharing the tier:
+``RemoteTier.opener``), a miss may be a worker's write the next moment, so
+misses are not remembered (:attr:`Reads.remembers_misses`) until it ends.
 
 Every read also records what this process now knows of the key
 (:attr:`Reads.versions`: absent, or present at a version): the writes use
@@ -83,6 +91,8 @@ class Reads:
         self.stale_carriers: dict[str, str] = {}
         self.legacy: set[str] = set()
         self.untrusted: Recent[str, bool] = Recent(VERSIONS_SIZE)  # never written over
+        self.missing: Recent[str, bool] = Recent(VERSIONS_SIZE)  # found missing this run
+        self.remembers_misses = True  # off while workers of the run write (a Dask run)
         self._lock = threading.Lock()
 
     def fetch(self, key: str) -> Read | None:
@@ -98,7 +108,10 @@ class Reads:
             if found is None:
                 self.memo.pop(key)
                 self.versions.put(key, Version(None, False))
+                if self.remembers_misses:
+                    self.missing.put(key, True)
                 return None
+            self.missing.pop(key)
             entry, version = found
             read = Read(entry, version)
             self.memo.put(key, read)
@@ -137,11 +150,22 @@ class Reads:
         with self._lock:
             self.versions.put(key, Version(version, True))
             self.memo.put(key, Read(entry, version))
+            self.missing.pop(key)
+
+    def known_missing(self, key: str) -> bool:
+        """Whether ``key`` was found missing in this run (and not written since)."""
+        return self.missing.get(key) is not None
+
+    def end_run(self) -> None:
+        """Forget what this run read and found missing (the next run asks afresh)."""
+        self.memo.clear()
+        self.missing.clear()
 
     def forget(self, key: str) -> None:
         """``key`` was deleted here: nothing remembered of it holds."""
         with self._lock:
             self.memo.pop(key)
+            self.missing.pop(key)
             self.versions.put(key, Version(None, False))
 
     def encoded(self, key: str, read: Read) -> Encoded | None:
