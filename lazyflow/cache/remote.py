@@ -391,7 +391,8 @@ class RemoteTier(ForeignEntries):
                 self._drop_unreadable(key, e)
                 return None
         if read is not None:
-            self._log.read(key, read.entry)  # its manifest keeps it, and says when it was used
+            # its manifest keeps it, and says when it was used (none for a fresh one)
+            self._log.read(key, read.entry, read.modified)
         return read
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:

@@ -72,12 +72,14 @@ VERSIONS_SIZE = 65536
 @dataclass(frozen=True, slots=True)
 class Read:
     """An entry as this process read it: the object, its version, and the record that
-    carried it (``None``: read from its own object), or its layout-1 value path."""
+    carried it (``None``: read from its own object), or its layout-1 value path; and the
+    object's modification time, where the read told it (the carrier's, for a copy)."""
 
     entry: EntryObject
     version: str | None = None
     carrier: str | None = None
     legacy_value: str | None = None
+    modified: float | None = None
 
 
 class Reads:
@@ -101,9 +103,10 @@ class Reads:
         :class:`UntrustedEntryError` when no trusted key signed it (trust configured)."""
         if key in self.legacy:
             return self._fetch_legacy(key)
-        found = self.store.read_entry(key)
-        if found is not None:
-            found = self.screened(key, *found), found[1]
+        fetched = self.store.fetch_entry(key)
+        found = None if fetched is None else \
+            (self.screened(key, fetched[0], fetched[1].version), fetched[1].version)
+        modified = None if fetched is None else fetched[1].modified
         with self._lock:
             if found is None:
                 self.memo.pop(key)
@@ -113,7 +116,7 @@ class Reads:
                 return None
             self.missing.pop(key)
             entry, version = found
-            read = Read(entry, version)
+            read = Read(entry, version, modified=modified)
             self.memo.put(key, read)
             self.versions.put(key, Version(version, True, said(entry) if entry.is_record
                                            else None))
@@ -121,7 +124,7 @@ class Reads:
             if target is not None and entry.carried is not None:
                 known = self.memo.get(target)
                 if known is None or known.carrier is not None:
-                    self.memo.put(target, Read(entry.carried, carrier=key))
+                    self.memo.put(target, Read(entry.carried, carrier=key, modified=modified))
         return read
 
     def screened(self, key: str, entry: EntryObject, version: str | None) -> EntryObject:
