@@ -11,6 +11,7 @@ import pytest
 from bucket import age, kinds, objects
 
 import lazyflow as lf
+from lazyflow.cache import NO_VALUE
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.remote import RemoteTier
 
@@ -121,6 +122,14 @@ def test_a_key_the_run_wrote_after_finding_it_missing_is_found(remote, backgroun
     assert tier.meta(KEY)["digest"] == "d" and tier.get(KEY) == [1, 2]
     tier.flush()
     assert tier.contains(KEY) and tier.get(KEY) == [1, 2]
+
+
+def test_a_record_the_run_wrote_after_finding_it_missing_is_found(remote):
+    url, options = remote
+    tier = _tier(url, options)
+    assert tier.meta(KEY) is None
+    tier.put(KEY, NO_VALUE, {"key": "cd" * 16, "digest": "d"})  # a trace record
+    assert tier.meta(KEY)["key"] == "cd" * 16
 
 
 def test_the_next_run_asks_again_for_a_key_found_missing(remote):
