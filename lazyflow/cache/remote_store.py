@@ -392,7 +392,7 @@ def _seconds(url: str, options: dict[str, Any], option: str, default: float, *,
     """``options[option]``: a positive (``zero``: or zero) finite number of seconds."""
     seconds = options.get(option, default)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not (0 <= seconds if zero else 0 < seconds) or not seconds < math.inf:
+            or not (seconds >= 0 if zero else seconds > 0) or not seconds < math.inf:
         raise ConfigError(f"remote cache {url!r}: remote_options[{option!r}] must be a "
                           f"{'non-negative' if zero else 'positive'} number of seconds, such "
                           f"as 5; got {seconds!r}")
