@@ -10,7 +10,8 @@ manifests say which — except runs that only hit entries stored within the
 refresh interval (``remote_options["lazyflow_refresh"]``, 1 day), which
 write none: the interval added to the modification time is the latest such
 a hit can have been. A collector must therefore use an interval at least as
-long as every reader's (the default, unless a whole team changes it).
+long as every reader's (the default, unless a whole team changes it). A
+window shorter than the interval goes by what runs recorded only.
 A collection with window ``W`` (``prune(older_than=W)``; 7 days by default):
 
 1. lists the remote once (sizes, modification times and versions, S3's
@@ -131,8 +132,9 @@ def collect(store: RemoteStore, *, window: float = DEFAULT_WINDOW, limit: int | 
     since = now - window if window > 0 else float("inf")
     found = inventory(store, store.listing())
     # hits on entries younger than the refresh interval wrote no manifest: such an entry
-    # counts as used until the interval ends (within a window, which bounds it)
-    marks = Marks(refresh=min(store.refresh, max(window, 0.0)))
+    # counts as used until the interval ends; a window shorter than the interval asks for
+    # what runs recorded only (older_than=0: everything goes)
+    marks = Marks(refresh=store.refresh if window >= store.refresh else 0.0)
     seen = {item.path for _, item in found.manifests}
     if not _mark(store, marks, [(n, i) for n, i in found.manifests if i.modified >= since]):
         return Collected(left=found.entry_bytes)
