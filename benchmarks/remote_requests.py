@@ -8,8 +8,8 @@ Requests are classified by method and, for GET, object read versus listing
 
 * **cold node** — a writer computes a chain on memory + remote: the 3-node
   ``raw -> total -> report``, one node alone, and 100 nodes; requests per
-  computed node, the run's manifest counted once per run (the environment
-  record, written once per process, is in the per-node figure);
+  computed node, the run's manifest counted once per run and the environment
+  record (one PUT) once per process;
 * **colleague hit, small / large** — a fresh process asks for ``report``
   (8 bytes, then a 64 KiB value) that a writer cached; and the small one
   again as if the entry were older than the refresh interval (the hit then
@@ -192,9 +192,11 @@ def table(rows: list[tuple[str, Counter[str], int, int]]) -> str:
     for name, counts, objects, nbytes in rows:
         by_type = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
         total = str(sum(counts.values()))
-        if name in COMPUTED:  # the manifest once per run, the rest per computed node
-            per_node = (sum(counts.values()) - counts["PUT manifest"]) / COMPUTED[name]
-            total += f" ({per_node:.2f} per node + {counts['PUT manifest']} per run)"
+        if name in COMPUTED:  # the manifest once per run, the environment record once per
+            # process (a fresh one here: it writes one), the rest per computed node
+            per_node = (sum(counts.values()) - counts["PUT manifest"] - 1) / COMPUTED[name]
+            total += (f" ({per_node:.2f} per node + 1 per process + "
+                      f"{counts['PUT manifest']} per run)")
         lines.append(f"| {name} | {total} | {by_type} | {objects} | {nbytes} | "
                      f"{TARGETS[name]} |")
     return "\n".join(lines)
