@@ -12,7 +12,8 @@ background lanes that write them ``remote_lanes.py``; management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
 ``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
 used is logged (``remote_manifests.py``) and written at its end as the run's
-*manifest*, which garbage collection (``remote_gc.py``, ``collect``) marks
+*manifest* (none when it only hit entries younger than the refresh
+interval), which garbage collection (``remote_gc.py``, ``collect``) marks
 from and whose ledgers the statistics (``remote_ledger.py``, ``usage``) sum
 without listing; the requests each run sent are counted
 (``remote_traffic.py``) and handed back by ``finish_run``. This module is
@@ -313,9 +314,9 @@ class RemoteTier(ForeignEntries):
 
     def finish_run(self, flow: str, run: str, started: float
                    ) -> dict[str, dict[str, int]] | None:
-        """End a run: wait for its uploads, write its manifest when it read or wrote an
-        entry (``remote_manifests.finish``), and return the requests and bytes it sent,
-        per method (``None``: none)."""
+        """End a run: wait for its uploads, write its manifest when it wrote an entry or read
+        one older than the refresh interval (``remote_manifests.finish``), and return the
+        requests and bytes it sent, per method (``None``: none)."""
         self._lanes.wait()
         self._reads.remembers_misses = True  # the run's workers, if any, are done
         if not self.store.read_only:  # a reader that must not write leaves no manifest
