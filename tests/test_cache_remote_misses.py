@@ -207,3 +207,19 @@ def test_a_run_that_wrote_writes_its_manifest_however_fresh_what_it_read(remote)
     _flow(url, options).run("total", n=10)
     _flow(url, options).run("report", n=10)  # reads total, computes report
     assert len(_manifests(url, options)) == 2
+
+
+def test_a_cold_node_with_a_large_value_adds_only_its_content_object(s3_url, s3_options,
+                                                                     s3_requests):
+    flow = lf.Flow("team", cache=lf.Cache(memory=None, disk=None, remote=s3_url,
+                                          remote_options=s3_options))
+
+    @flow.node
+    def big(n: int):
+        return b"x" * n
+
+    with s3_requests.recorded(s3_url) as recorded:
+        flow.run("big", n=65536)
+    # its trace record missed; its content, entry and trace record written (no check
+    # first: its inputs are new); the environment record and the manifest
+    assert kinds(recorded) == {"GET": 1, "PUT": 3 + 2}
