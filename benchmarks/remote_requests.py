@@ -6,10 +6,14 @@ kernel has nothing in memory), between a reset and a read of the recording.
 Requests are classified by method and, for GET, object read versus listing
 (``list-type=2``). Scenarios (issue 13's targets):
 
-* **cold node** — a writer computes a 3-node chain (``raw -> total -> report``)
-  on memory + remote; requests per computed node;
+* **cold node** — a writer computes a chain on memory + remote: the 3-node
+  ``raw -> total -> report``, one node alone, and 100 nodes; requests per
+  computed node, the run's manifest counted once per run and the environment
+  record (one PUT) once per process;
 * **colleague hit, small / large** — a fresh process asks for ``report``
-  (8 bytes, then a 64 KiB value) that a writer cached;
+  (8 bytes, then a 64 KiB value) that a writer cached; and the small one
+  again as if the entry were older than the refresh interval (the hit then
+  writes the run's manifest: ``lazyflow_refresh`` set to 0);
 * **map of N small elements** — a writer's first run of ``map=`` over 200 ints;
 * **small entry** — objects and bytes one 8-byte entry leaves in the bucket;
 * **stats** and **prune** (that removes nothing) — management requests, on the
@@ -18,7 +22,8 @@ Requests are classified by method and, for GET, object read versus listing
   the checkpoint).
 
 GETs of entry and content objects (``ac/``, ``cas/``) count as ``GET``; GETs of
-anything else (run manifests, the statistics checkpoint) as ``GET other``.
+anything else (run manifests, the statistics checkpoint) as ``GET other``; PUTs of
+run manifests as ``PUT manifest``.
 
 Run: ``python benchmarks/remote_requests.py`` (``--markdown FILE`` to also
 write the table).
@@ -56,6 +61,21 @@ def report(total, size: int = 0):
     return b"x" * size if size else total
 """
 
+_LONG = """
+chain = lf.Flow("long", cache=flow.cache)
+
+@chain.node(name="n0")
+def first(n: int):
+    return n
+
+for i in range(1, NODES):
+    @chain.node(name=f"n{i}", inputs={"x": f"n{i - 1}"})
+    def step(x):
+        return x + 1
+
+chain.get(f"n{NODES - 1}", n=10)
+"""
+
 _CROWD = ("import lazyflow.cache.remote as remote\n"
           "crowd = remote.RemoteTier(URL, OPTIONS, lanes=16)\n"
           "for i in range(3000):\n    crowd.put(f'{i:032x}', i, {'digest': 'd'})\n"
@@ -64,7 +84,11 @@ _CROWD = ("import lazyflow.cache.remote as remote\n"
 SCENARIOS: dict[str, tuple[str, str]] = {
     # name: (set-up code run first, in its own process; measured code, in a fresh process)
     "cold node (3-node chain)": ("", "flow.get('report', n=10)"),
+    "cold node (1 node)": ("", "flow.get('raw', n=10)"),
+    "cold node (100-node chain)": ("", "NODES = 100\n" + _LONG),
     "colleague hit, value <= 4 KiB": ("flow.get('report', n=10)", "flow.get('report', n=10)"),
+    "colleague hit, value <= 4 KiB, entry older than the refresh interval": (
+        "flow.get('report', n=10)", "flow.get('report', n=10)"),
     "colleague hit, 64 KiB value": ("flow.get('report', n=10, size=65536)",
                                     "flow.get('report', n=10, size=65536)"),
     "map over 200 small elements, first run": (
@@ -83,8 +107,19 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         _CROWD + "flow.get('report', n=10)", "flow.cache.prune(older_than='30d', confirm=True)"),
 }
 
+COMPUTED = {"cold node (3-node chain)": 3, "cold node (1 node)": 1,
+            "cold node (100-node chain)": 100}
+"""Scenarios reported per computed node, with how many nodes they compute."""
+
+OPTIONS = {"colleague hit, value <= 4 KiB, entry older than the refresh interval":
+           {"lazyflow_refresh": 0}}
+"""Extra ``remote_options`` of a scenario's measured process."""
+
 TARGETS = {
     "cold node (3-node chain)": "<= 3 per node, no LIST",
+    "cold node (1 node)": "<= 3 per node, no LIST",
+    "cold node (100-node chain)": "<= 3 per node, no LIST",
+    "colleague hit, value <= 4 KiB, entry older than the refresh interval": "1 + the manifest",
     "colleague hit, value <= 4 KiB": "1",
     "colleague hit, 64 KiB value": "2",
     "map over 200 small elements, first run": "<= 3 + N/1000 writes",
@@ -113,6 +148,8 @@ def _classify(entry: dict[str, str]) -> str:
         return "LIST"
     if method == "GET" and "/ac/" not in entry["url"] and "/cas/" not in entry["url"]:
         return "GET other"  # run manifests, the statistics checkpoint
+    if method == "PUT" and "/runs/" in entry["url"]:
+        return "PUT manifest"
     return method
 
 
@@ -138,7 +175,7 @@ def measure(endpoint: str, recording: Path) -> list[tuple[str, Counter[str], int
             _run(setup, url, options)
         _post(endpoint, "/moto-api/recorder/reset-recording")
         _post(endpoint, "/moto-api/recorder/start-recording")
-        _run(measured, url, options)
+        _run(measured, url, {**options, **OPTIONS.get(name, {})})
         _post(endpoint, "/moto-api/recorder/stop-recording")
         entries = [json.loads(line) for line in recording.read_text().splitlines() if line]
         counts = Counter(_classify(e) for e in entries)
@@ -154,7 +191,13 @@ def table(rows: list[tuple[str, Counter[str], int, int]]) -> str:
              "|---|---:|---|---:|---:|---|"]
     for name, counts, objects, nbytes in rows:
         by_type = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
-        lines.append(f"| {name} | {sum(counts.values())} | {by_type} | {objects} | {nbytes} | "
+        total = str(sum(counts.values()))
+        if name in COMPUTED:  # the manifest once per run, the environment record once per
+            # process (a fresh one here: it writes one), the rest per computed node
+            per_node = (sum(counts.values()) - counts["PUT manifest"] - 1) / COMPUTED[name]
+            total += (f" ({per_node:.2f} per node + 1 per process + "
+                      f"{counts['PUT manifest']} per run)")
+        lines.append(f"| {name} | {total} | {by_type} | {objects} | {nbytes} | "
                      f"{TARGETS[name]} |")
     return "\n".join(lines)
 

@@ -139,9 +139,19 @@ class Cache:
 
     # ----------------------------------------------------------------- values
 
-    def lookup(self, key: str) -> tuple[Stored, str] | None:
-        """Metadata and tier name of the first tier holding ``key``; never loads the value."""
+    def lookup(self, key: str, *, local: bool = False) -> tuple[Stored, str] | None:
+        """Metadata and tier name of the first tier holding ``key``; never loads the value.
+
+        ``local``: the memory and disk tiers only; a shared tier is told that it was
+        not asked, the caller holding ``key`` for new (``presume_missing``: a write of
+        it then checks nothing first, and is still create-only).
+        """
         for tier in self.tiers:
+            if local and tier.name in _SHARED:
+                presume = getattr(tier, "presume_missing", None)
+                if callable(presume):
+                    presume(key)
+                continue
             meta = self._meta(tier, key)
             if meta is not None:
                 return meta, tier.name

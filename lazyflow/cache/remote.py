@@ -12,7 +12,8 @@ background lanes that write them ``remote_lanes.py``; management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
 ``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
 used is logged (``remote_manifests.py``) and written at its end as the run's
-*manifest*, which garbage collection (``remote_gc.py``, ``collect``) marks
+*manifest* (none when it only hit entries younger than the refresh
+interval), which garbage collection (``remote_gc.py``, ``collect``) marks
 from and whose ledgers the statistics (``remote_ledger.py``, ``usage``) sum
 without listing; the requests each run sent are counted
 (``remote_traffic.py``) and handed back by ``finish_run``. This module is
@@ -22,10 +23,12 @@ wait for this process's writes and delegate.
 
 Requests. A hit costs one GET of the entry object (a small value is inline)
 plus one of its content object when it is not; a miss costs one GET answered
-"not found"; nothing a request does lists. What a run read is remembered
-until :meth:`~RemoteTier.flush` ends it, so the hierarchy's ``meta`` then
-``get`` of one key cost one GET, and a trace record read carries its
-target's entry, so a colleague resolving a cached target reads one object.
+"not found"; nothing a request does lists. What a run read, and what it
+found missing, is remembered until :meth:`~RemoteTier.flush` ends it
+(``remote_reads.py``), so the hierarchy's ``meta`` then ``get`` of one key
+cost one GET, a key is asked at most once per run, and a trace record read
+carries its target's entry, so a colleague resolving a cached target reads
+one object. A key the run writes is found from the moment it is queued.
 
 Versions. An entry naming an encoding this lazyflow does not read
 (``serialize.readable``), or an entry object of a newer layout, is a miss:
@@ -62,6 +65,7 @@ from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
 from lazyflow.cache.remote_reads import Read, Reads
+from lazyflow.cache.remote_records import Version
 from lazyflow.cache.remote_store import TIMEOUT_OPTION, RemoteStore, RemoteUnavailableError
 from lazyflow.cache.remote_writes import Pending, Writes
 from lazyflow.cache.serialize import (
@@ -153,6 +157,8 @@ class RemoteTier(ForeignEntries):
         """Whether an entry object of ``key`` exists (whatever its encoding or layout)."""
         if key in self._pending or self._reads.memo.get(key) is not None:
             return True
+        if self._reads.known_missing(key):
+            return False
         try:
             return self._reads.fetch(key) is not None
         except UnknownLayoutError:
@@ -202,6 +208,7 @@ class RemoteTier(ForeignEntries):
         self.store.check_writable()  # read-only: the hierarchy writes the local tiers only
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None  # a newer lazyflow's entry, met by ``meta``: left in place
+        self._reads.missing.pop(key)  # written by this run: found from now on
         queued = self._pending.get(key)
         if value is not NO_VALUE and queued is not None and queued.encoded is not None:
             return queued.meta  # the first entry of a key stays, here as on the remote
@@ -213,6 +220,18 @@ class RemoteTier(ForeignEntries):
             return stamped
         self._lanes.submit(key, pending)
         return stamped
+
+    def presume_missing(self, key: str) -> None:
+        """The caller did not ask for ``key``, holding it for new (``Cache.lookup(local=True)``):
+        it counts as missing for the rest of the run, and a write of it uploads without
+        checking first (create-only still: an entry there already stays)."""
+        if key in self._pending or self._reads.memo.get(key) is not None:
+            return
+        with self._lock:
+            if self._reads.versions.get(key) is None:
+                self._reads.versions.put(key, Version(None, False))
+            if self._reads.remembers_misses:
+                self._reads.missing.put(key, True)
 
     def delete(self, key: str) -> None:
         """Remove the entry object (content may be shared: ``collect`` sweeps what no run
@@ -272,7 +291,7 @@ class RemoteTier(ForeignEntries):
         window = DEFAULT_WINDOW if cutoff is None else now - cutoff
         done = collect(self.store, window=window, limit=max_size, now=now)
         with self._lock:  # what this process knew of the remote may be gone
-            self._reads.memo.clear()
+            self._reads.end_run()
             self._reads.versions.clear()
             self._writes.forget_stored()
         return done.as_dict()
@@ -295,10 +314,11 @@ class RemoteTier(ForeignEntries):
 
     def finish_run(self, flow: str, run: str, started: float
                    ) -> dict[str, dict[str, int]] | None:
-        """End a run: wait for its uploads, write its manifest when it read or wrote an
-        entry (``remote_manifests.finish``), and return the requests and bytes it sent,
-        per method (``None``: none)."""
+        """End a run: wait for its uploads, write its manifest when it wrote an entry or read
+        one older than the refresh interval (``remote_manifests.finish``), and return the
+        requests and bytes it sent, per method (``None``: none)."""
         self._lanes.wait()
+        self._reads.remembers_misses = True  # the run's workers, if any, are done
         if not self.store.read_only:  # a reader that must not write leaves no manifest
             manifests.finish(self.store, self._log, flow, run, started)
         return self.store.traffic.take() or None
@@ -310,7 +330,7 @@ class RemoteTier(ForeignEntries):
         what this run read (the next run reads the remote afresh)."""
         self._lanes.wait()
         with self._lock:
-            self._reads.memo.clear()
+            self._reads.end_run()
             self._writes.inflight.clear()
         self.store.announce_outage()
         errors = self._lanes.failures()
@@ -335,7 +355,13 @@ class RemoteTier(ForeignEntries):
 
     def opener(self) -> Callable[[], RemoteTier]:
         """How a worker opens this tier itself (``engine/shared.py``): same settings,
-        writes synchronous, so an entry is committed when the worker's task returns."""
+        writes synchronous, so an entry is committed when the worker's task returns.
+
+        Until the run ends (``finish_run``), a miss may be a worker's write the next
+        moment: misses are not remembered meanwhile."""
+        with self._lock:
+            self._reads.remembers_misses = False
+            self._reads.missing.clear()
         return functools.partial(_reopen, self.url, self.options, False, self.store.chunk_size, 1)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -351,6 +377,8 @@ class RemoteTier(ForeignEntries):
         object is dropped with a warning, an untrusted one is a miss."""
         read = self._reads.memo.get(key)
         if read is None:
+            if self._reads.known_missing(key):
+                return None  # asked already in this run: not asked again
             try:
                 read = self._reads.fetch(key)
             except UntrustedEntryError:  # trust configured: a miss, never written over
@@ -364,7 +392,8 @@ class RemoteTier(ForeignEntries):
                 self._drop_unreadable(key, e)
                 return None
         if read is not None:
-            self._log.read(key, read.entry)  # its manifest keeps it, and says when it was used
+            # its manifest keeps it, and says when it was used (none for a fresh one)
+            self._log.read(key, read.entry, read.modified)
         return read
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:

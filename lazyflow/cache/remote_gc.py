@@ -3,9 +3,15 @@
 Design note
 -----------
 Policy (``docs/cache-format.md``, "Garbage collection"). An object's *last
-use* is the latest of its own modification time and the times of the run
-manifests (``remote_manifests.py``) that name it: runs read and write
-entries without writing anything per hit, and their manifests say which.
+use* is the latest of its own modification time plus the refresh interval
+and the times of the run manifests (``remote_manifests.py``) that name it:
+runs read and write entries without writing anything per hit, and their
+manifests say which — except runs that only hit entries stored within the
+refresh interval (``remote_options["lazyflow_refresh"]``, 1 day), which
+write none: the interval added to the modification time is the latest such
+a hit can have been. A collector must therefore use an interval at least as
+long as every reader's (the default, unless a whole team changes it). A
+window shorter than the interval goes by what runs recorded only.
 A collection with window ``W`` (``prune(older_than=W)``; 7 days by default):
 
 1. lists the remote once (sizes, modification times and versions, S3's
@@ -96,6 +102,7 @@ class Marks:
     content_used: dict[str, float] = field(default_factory=dict)
     refs: dict[str, set[str]] = field(default_factory=dict)
     flows: dict[str, tuple[float, str]] = field(default_factory=dict)
+    refresh: float = 0.0  # an object counts as used this long after it was written
 
     def add(self, manifest: Manifest, when: float) -> None:
         """Mark what ``manifest`` (written at ``when``) names."""
@@ -124,7 +131,10 @@ def collect(store: RemoteStore, *, window: float = DEFAULT_WINDOW, limit: int | 
     now = time.time() if now is None else now
     since = now - window if window > 0 else float("inf")
     found = inventory(store, store.listing())
-    marks = Marks()
+    # hits on entries younger than the refresh interval wrote no manifest: such an entry
+    # counts as used until the interval ends; a window shorter than the interval asks for
+    # what runs recorded only (older_than=0: everything goes)
+    marks = Marks(refresh=store.refresh if window >= store.refresh else 0.0)
     seen = {item.path for _, item in found.manifests}
     if not _mark(store, marks, [(n, i) for n, i in found.manifests if i.modified >= since]):
         return Collected(left=found.entry_bytes)
@@ -172,7 +182,9 @@ def _mark(store: RemoteStore, marks: Marks, manifests: list[tuple[ManifestName, 
 
 
 def _last_use(marks: Marks, key: str, item: Listed) -> float:
-    return max(item.modified, marks.used.get(key, 0.0))
+    """When the entry at ``item`` was last used: by a manifest naming it, or by a hit that
+    wrote none (within the refresh interval after it was written)."""
+    return max(item.modified + marks.refresh, marks.used.get(key, 0.0))
 
 
 def _sweep(found: Inventory, marks: Marks, since: float) -> Plan:
@@ -182,7 +194,7 @@ def _sweep(found: Inventory, marks: Marks, since: float) -> Plan:
     plan.legacy = {k: i for k, i in found.legacy_entries.items()
                    if _last_use(marks, k, i) < since}
     plan.content = {c: i for c, i in found.content.items()
-                    if max(i.modified, marks.content_used.get(c, 0.0)) < since}
+                    if max(i.modified + marks.refresh, marks.content_used.get(c, 0.0)) < since}
     return plan
 
 

@@ -22,7 +22,26 @@ colleague had created first.
 
 Three uses, no write per hit: the manifests of the last days are the roots
 of garbage collection and its record of last use (``remote_gc.py``), and
-their ledgers are what ``stats`` sums (``remote_ledger.py``). The ledger is
+their ledgers are what ``stats`` sums (``remote_ledger.py``).
+
+Manifest-free hits. A run that wrote nothing and read only entries (and
+records) stored within the *refresh interval* :data:`REFRESH` (1 day;
+``remote_options["lazyflow_refresh"]``) writes no manifest: a colleague's
+hit on a fresh entry is one GET and nothing else. Garbage collection counts
+every entry and content object as used :data:`REFRESH` after it was
+written (``remote_gc.py``), which is the latest such a hit can have been,
+so it still keeps everything used within its window — exactly, not "far
+inside it". A hit on an older entry writes the manifest as before: its use
+is recorded, and the entry stays a window past it. An entry's age is
+from the earlier of its object's modification time (as the GET tells it,
+the store's clock, which garbage collection also reads) and its ``stored``
+stamp, and its carried copy's (the writer's clock when the write was
+queued: before its entry and content objects were written, so neither is
+older); an entry without a stamp is old.
+Rejected: a window shortened by the interval (``W - R`` for unrecorded
+hits), which breaks the promise for every window; and a touch of the entry
+per old hit (a copy in place: one request like the manifest's, but one per
+entry, not one per run). The ledger is
 also in the object's name, so summing a day's ledgers is one listing, not a
 read per run. Written create-only: a run id taken already (two processes
 starting runs in the same second with the same counter) gets a suffix.
@@ -59,8 +78,8 @@ if TYPE_CHECKING:
     from lazyflow.cache.remote_entries import EntryObject
     from lazyflow.cache.remote_store import RemoteStore
 
-__all__ = ["FORMAT", "LOG_SIZE", "RUNS", "Manifest", "ManifestName", "Row", "RunLog", "day_of",
-           "finish", "named", "parse", "read", "write"]
+__all__ = ["FORMAT", "LOG_SIZE", "REFRESH", "RUNS", "Manifest", "ManifestName", "Row", "RunLog",
+           "day_of", "finish", "named", "parse", "read", "stored", "write"]
 
 RUNS = "runs"
 """The folder of run manifests, under the root."""
@@ -68,6 +87,10 @@ FORMAT = 1
 """The manifest format version (``"v"``)."""
 LOG_SIZE = 65536
 """Rows of each kind (read, written) a run's log keeps at most (the most recent)."""
+REFRESH = 86400.0
+"""Seconds after it was stored during which a hit on an entry needs no manifest (the
+default of ``remote_options["lazyflow_refresh"]``; garbage collection counts every object
+as used this long after it was written)."""
 
 Row = tuple[str, str | None, int]
 """One entry a run used: its key, the checksum of the content it names (or ``None``), and
@@ -179,23 +202,29 @@ def write(store: RemoteStore, manifest: Manifest) -> str:
     return name
 
 
-def finish(store: RemoteStore, log: RunLog, flow: str, run: str, started: float) -> None:
+def finish(store: RemoteStore, log: RunLog, flow: str, run: str, started: float) -> bool:
     """Write the manifest of run ``run`` of ``flow`` from what ``log`` holds, if the run
-    read or wrote an entry; a failure warns (the run goes on), an outage is silent (the
-    flush that ends the run announces it)."""
+    wrote, or read an entry stored longer than ``store.refresh`` seconds ago; a failure
+    warns (the run goes on), an outage is silent (the flush that ends the run announces
+    it). Whether a manifest was written."""
     usage = log.take()
     if usage is None or store.outage is not None:
-        return
-    manifest = usage.manifest(flow, run, started, time.time())
+        return False
+    now = time.time()
+    if usage.fresh(now - store.refresh):
+        return False  # garbage collection counts these entries as used until now anyway
+    manifest = usage.manifest(flow, run, started, now)
     try:
         write(store, manifest)
     except TierOfflineError:
-        pass
+        return False
     except Exception as e:
         warnings.warn(f"the manifest of run {run} could not be written to the remote cache "
                       f"{store.url} ({type(e).__name__}: {e}); the entries it used count as "
                       "unused after the collection window unless another run uses them",
                       CacheWarning, stacklevel=4)
+        return False
+    return True
 
 
 def read(store: RemoteStore, path: str) -> Manifest | None:
@@ -217,6 +246,11 @@ class Usage:
     wrote: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     entries: int = 0
     nbytes: int = 0
+    oldest: float = 0.0  # the earliest ``stored`` stamp among the entries read
+
+    def fresh(self, since: float) -> bool:
+        """Whether the run only read, and only entries stored at ``since`` or later."""
+        return not (self.wrote or self.entries or self.nbytes) and self.oldest >= since
 
     def manifest(self, flow: str, run: str, started: float, ended: float) -> Manifest:
         """The manifest of this usage for run ``run`` of ``flow``."""
@@ -244,11 +278,16 @@ class RunLog:
         self._wrote: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
         self._entries = 0
         self._nbytes = 0
+        self._oldest = float("inf")
         self._lock = threading.Lock()
 
-    def read(self, key: str, entry: EntryObject) -> None:
-        """An entry (or record) of ``key`` was read and used."""
+    def read(self, key: str, entry: EntryObject, modified: float | None = None) -> None:
+        """An entry (or record) of ``key`` was read and used; ``modified``: its object's
+        modification time (the store's clock), if the read told it."""
         self._note(self._read, key, entry)
+        when = stored(entry) if modified is None else min(stored(entry), modified)
+        with self._lock:
+            self._oldest = min(self._oldest, when)
 
     def wrote(self, key: str, entry: EntryObject) -> None:
         """An entry (or record) of ``key`` was written, or found written by a colleague."""
@@ -265,10 +304,12 @@ class RunLog:
         with self._lock:
             if not (self._read or self._wrote or self._entries or self._nbytes):
                 return None
-            usage = Usage(dict(self._read), dict(self._wrote), self._entries, self._nbytes)
+            usage = Usage(dict(self._read), dict(self._wrote), self._entries, self._nbytes,
+                          self._oldest)
             self._read.clear()
             self._wrote.clear()
             self._entries = self._nbytes = 0
+            self._oldest = float("inf")
         return usage
 
     def _note(self, rows: OrderedDict[str, tuple[str | None, int]], key: str,
@@ -278,6 +319,20 @@ class RunLog:
             rows.move_to_end(key)
             while len(rows) > self.size:
                 rows.popitem(last=False)
+
+
+def stored(entry: EntryObject) -> float:
+    """When ``entry`` (and the copy it carries) was stored, by its ``stored`` stamps: the
+    earlier of the two; ``0.0`` (long ago) for an entry without one.
+
+    >>> from lazyflow.cache.remote_entries import EntryObject
+    >>> stored(EntryObject({"stored": 5.0}, carried=EntryObject({"stored": 3.0})))
+    3.0
+    """
+    when = _number(entry.meta.get("stored"))
+    if entry.carried is not None:
+        when = min(when, _number(entry.carried.meta.get("stored")))
+    return when
 
 
 def named(entry: EntryObject) -> str | None:

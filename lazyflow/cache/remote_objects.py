@@ -88,10 +88,12 @@ class PreconditionFailed(LazyflowError, OSError):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """An object's bytes and its version (an opaque token: S3's ETag)."""
+    """An object's bytes and its version (an opaque token: S3's ETag), and its modification
+    time (Unix seconds, the store's clock) where the read tells it."""
 
     data: bytes
     version: str | None
+    modified: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +218,13 @@ class LocalObjects(Objects):
     def get(self, path: str) -> Fetched:
         try:
             with open(path, "rb") as f:
-                version = _file_version(os.fstat(f.fileno()))
+                stat = os.fstat(f.fileno())
                 data = f.read()
         except FileNotFoundError:
             self.traffic.add("GET")
             raise
         self.traffic.add("GET", len(data))
-        return Fetched(data, version)
+        return Fetched(data, _file_version(stat), stat.st_mtime)
 
     def put(self, path: str, chunks: Iterable[Buffer], *, create: bool = False,
             match: str | None = None) -> str | None:
@@ -315,7 +317,9 @@ class S3Objects(Objects):
         finally:
             response["Body"].close()
         self.traffic.add("GET", len(data))
-        return Fetched(data, response.get("ETag"))
+        modified = response.get("LastModified")
+        return Fetched(data, response.get("ETag"),
+                       modified.timestamp() if hasattr(modified, "timestamp") else None)
 
     def put(self, path: str, chunks: Iterable[Buffer], *, create: bool = False,
             match: str | None = None) -> str | None:

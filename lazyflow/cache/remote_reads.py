@@ -7,8 +7,16 @@ and remembered until the run ends (:attr:`Reads.memo`, which the tier
 empties in ``flush``): the hierarchy asks for an entry's metadata, then its
 value, and both are answered by that one read. A record that carries a copy
 of its target's entry (``remote_entries.py``) makes that copy the target's
-remembered entry, unless the target's own object was read. Misses are not
-remembered (a Dask worker of the same run may write the key next).
+remembered entry, unless the target's own object was read.
+
+Misses are remembered too, for the run (:attr:`Reads.missing`, emptied with
+the memo): a key found missing is not asked again by a second lookup path
+(a trace record found but not its entry, equal elements of a map, the
+hierarchy's ``lookup`` then ``load``). A key this process writes stops
+being missing when its write is queued, so it is found at once. While the
+run's workers write to the remote themselves (a Dask run sharing the tier:
+``RemoteTier.opener``), a miss may be a worker's write the next moment, so
+misses are not remembered (:attr:`Reads.remembers_misses`) until it ends.
 
 Every read also records what this process now knows of the key
 (:attr:`Reads.versions`: absent, or present at a version): the writes use
@@ -64,12 +72,14 @@ VERSIONS_SIZE = 65536
 @dataclass(frozen=True, slots=True)
 class Read:
     """An entry as this process read it: the object, its version, and the record that
-    carried it (``None``: read from its own object), or its layout-1 value path."""
+    carried it (``None``: read from its own object), or its layout-1 value path; and the
+    object's modification time, where the read told it (the carrier's, for a copy)."""
 
     entry: EntryObject
     version: str | None = None
     carrier: str | None = None
     legacy_value: str | None = None
+    modified: float | None = None
 
 
 class Reads:
@@ -83,6 +93,8 @@ class Reads:
         self.stale_carriers: dict[str, str] = {}
         self.legacy: set[str] = set()
         self.untrusted: Recent[str, bool] = Recent(VERSIONS_SIZE)  # never written over
+        self.missing: Recent[str, bool] = Recent(VERSIONS_SIZE)  # found missing this run
+        self.remembers_misses = True  # off while workers of the run write (a Dask run)
         self._lock = threading.Lock()
 
     def fetch(self, key: str) -> Read | None:
@@ -91,16 +103,20 @@ class Reads:
         :class:`UntrustedEntryError` when no trusted key signed it (trust configured)."""
         if key in self.legacy:
             return self._fetch_legacy(key)
-        found = self.store.read_entry(key)
-        if found is not None:
-            found = self.screened(key, *found), found[1]
+        fetched = self.store.fetch_entry(key)
+        found = None if fetched is None else \
+            (self.screened(key, fetched[0], fetched[1].version), fetched[1].version)
+        modified = None if fetched is None else fetched[1].modified
         with self._lock:
             if found is None:
                 self.memo.pop(key)
                 self.versions.put(key, Version(None, False))
+                if self.remembers_misses:
+                    self.missing.put(key, True)
                 return None
+            self.missing.pop(key)
             entry, version = found
-            read = Read(entry, version)
+            read = Read(entry, version, modified=modified)
             self.memo.put(key, read)
             self.versions.put(key, Version(version, True, said(entry) if entry.is_record
                                            else None))
@@ -108,7 +124,7 @@ class Reads:
             if target is not None and entry.carried is not None:
                 known = self.memo.get(target)
                 if known is None or known.carrier is not None:
-                    self.memo.put(target, Read(entry.carried, carrier=key))
+                    self.memo.put(target, Read(entry.carried, carrier=key, modified=modified))
         return read
 
     def screened(self, key: str, entry: EntryObject, version: str | None) -> EntryObject:
@@ -137,11 +153,22 @@ class Reads:
         with self._lock:
             self.versions.put(key, Version(version, True))
             self.memo.put(key, Read(entry, version))
+            self.missing.pop(key)
+
+    def known_missing(self, key: str) -> bool:
+        """Whether ``key`` was found missing in this run (and not written since)."""
+        return self.missing.get(key) is not None
+
+    def end_run(self) -> None:
+        """Forget what this run read and found missing (the next run asks afresh)."""
+        self.memo.clear()
+        self.missing.clear()
 
     def forget(self, key: str) -> None:
         """``key`` was deleted here: nothing remembered of it holds."""
         with self._lock:
             self.memo.pop(key)
+            self.missing.pop(key)
             self.versions.put(key, Version(None, False))
 
     def encoded(self, key: str, read: Read) -> Encoded | None:

@@ -69,6 +69,7 @@ from lazyflow.cache.base import Meta, TierOfflineError
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.deadline import DEFAULT_SECONDS, Deadline, Outage
 from lazyflow.cache.remote_entries import EntryObject
+from lazyflow.cache.remote_manifests import REFRESH
 from lazyflow.cache.remote_objects import (
     Buffer,
     Fetched,
@@ -82,13 +83,16 @@ from lazyflow.cache.serialize import Encoded, read_encoded, verify_stream
 from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
 from lazyflow.errors import CacheWarning, LazyflowError, warn
 
-__all__ = ["ENTRIES", "CONTENT", "TIMEOUT_OPTION", "PreconditionFailed", "RemoteStore",
-           "RemoteUnavailableError"]
+__all__ = ["ENTRIES", "CONTENT", "REFRESH_OPTION", "TIMEOUT_OPTION", "PreconditionFailed",
+           "RemoteStore", "RemoteUnavailableError"]
 
 T = TypeVar("T")
 
 TIMEOUT_OPTION = "lazyflow_timeout"
 """The ``remote_options`` key for the deadline in seconds; lazyflow's own, never fsspec's."""
+REFRESH_OPTION = "lazyflow_refresh"
+"""The ``remote_options`` key for the refresh interval in seconds (``remote_manifests.py``:
+hits on entries stored more recently write no manifest); lazyflow's own, never fsspec's."""
 
 ENTRIES = "ac"
 """The folder of entry objects (the "action cache" of Bazel's remote protocol)."""
@@ -121,6 +125,7 @@ class RemoteStore:
         self.url = url
         self.options = dict(options or {})
         self.timeout = _timeout(url, self.options)
+        self.refresh = _seconds(url, self.options, REFRESH_OPTION, REFRESH, zero=True)
         self.trust = _trust(url, self.options)
         self.fs, root = _filesystem(url, self.options)
         self.root = root.rstrip("/")
@@ -175,11 +180,16 @@ class RemoteStore:
     def read_entry(self, key: str) -> tuple[EntryObject, str | None] | None:
         """The entry object of ``key`` and its version, in one request; ``None`` when there
         is none; :class:`CorruptEntryError` when it is not one."""
+        found = self.fetch_entry(key)
+        return None if found is None else (found[0], found[1].version)
+
+    def fetch_entry(self, key: str) -> tuple[EntryObject, Fetched] | None:
+        """:meth:`read_entry`, with the object as fetched (its modification time too)."""
         try:
             fetched = self.fetch(self.entry_path(key), what="read metadata")
         except FileNotFoundError:
             return None
-        return EntryObject.from_json(fetched.data), fetched.version
+        return EntryObject.from_json(fetched.data), fetched
 
     def fetch(self, path: str, *, what: str = "read metadata") -> Fetched:
         """One whole (small) object and its version; ``FileNotFoundError`` when absent."""
@@ -374,11 +384,18 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def _timeout(url: str, options: dict[str, Any]) -> float:
-    seconds = options.get(TIMEOUT_OPTION, DEFAULT_SECONDS)
+    return _seconds(url, options, TIMEOUT_OPTION, DEFAULT_SECONDS)
+
+
+def _seconds(url: str, options: dict[str, Any], option: str, default: float, *,
+             zero: bool = False) -> float:
+    """``options[option]``: a positive (``zero``: or zero) finite number of seconds."""
+    seconds = options.get(option, default)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not 0 < seconds < math.inf:
-        raise ConfigError(f"remote cache {url!r}: remote_options[{TIMEOUT_OPTION!r}] must be a "
-                          f"positive number of seconds, such as 5; got {seconds!r}")
+            or not (seconds >= 0 if zero else seconds > 0) or not seconds < math.inf:
+        raise ConfigError(f"remote cache {url!r}: remote_options[{option!r}] must be a "
+                          f"{'non-negative' if zero else 'positive'} number of seconds, such "
+                          f"as 5; got {seconds!r}")
     return float(seconds)
 
 
@@ -396,7 +413,8 @@ def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     the first call)."""
     import fsspec
 
-    fs_options = {k: v for k, v in options.items() if k not in (TIMEOUT_OPTION, TRUST_OPTION)}
+    fs_options = {k: v for k, v in options.items()
+                  if k not in (TIMEOUT_OPTION, REFRESH_OPTION, TRUST_OPTION)}
     try:
         fs, root = fsspec.core.url_to_fs(url, **fs_options)
     except ImportError as e:

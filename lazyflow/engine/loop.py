@@ -94,7 +94,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     cache = flow.cache if options.cache is None else options.cache
     prepared = prepare(plan, scope(cache))
     stale: dict[str, str] | None = {} if has_max_age(plan) else None
-    hits, needed, maybe = resolve(plan, prepared, cache, stale=stale)
+    cold: set[str] = set()
+    hits, needed, maybe = resolve(plan, prepared, cache, stale=stale, cold=cold)
     touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
     executor, owned = resolve_executor(options.executor, options.max_workers)
@@ -103,6 +104,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
               code={n: prepared[n].fp.components for n in records}, cache=cache,
               executor=executor.name, _loader=lambda key: load(cache, key))
     s = _begin(flow, cache, plan, prepared, run, hits, needed, options, executor)
+    s.cold = cold
     if stale is not None:
         s.fresh, s.expired = True, stale
     try:

@@ -144,14 +144,15 @@ def lazy_params(plan: Plan) -> dict[str, frozenset[str]]:
 
 def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
             roots: Sequence[str] | None = None, seen: set[str] | None = None,
-            stale: dict[str, str] | None = None,
+            stale: dict[str, str] | None = None, cold: set[str] | None = None,
             ) -> tuple[dict[str, Hit], list[str], set[str]]:
     """Walk back from ``roots`` (default: the targets) through ``cache``.
 
     Return the hits, the needed nodes in plan order, and the nodes behind lazy
     inputs that may be needed (``maybe``). Names in ``seen`` are skipped. When
     ``stale`` is given (the plan has ``max_age`` nodes), an expired entry is no hit
-    and ``stale`` says why (``freshness.py``).
+    and ``stale`` says why (``freshness.py``). ``cold`` collects the needed nodes whose
+    trace record no tier holds (``start.py`` asks the remote less about them).
     """
     now = time.time() if stale is not None else 0.0
     hits: dict[str, Hit] = {}
@@ -177,6 +178,8 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
                     continue
                 if why_stale is not None and stale is not None:
                     stale[name] = why_stale
+            elif cold is not None:
+                cold.add(name)
         needed.add(name)
         eager = eager_of[name]
         stack.extend(eager.values())

@@ -20,7 +20,7 @@ def need(s: RunState, roots: Sequence[str]) -> None:
     """Resolve ``roots`` and their undecided ancestors: settle hits, schedule misses."""
     decided = set(s.hits) | set(s.remaining)
     hits, needed, _ = resolve(s.plan, s.prepared, s.cache, roots, decided,
-                              s.expired if s.fresh else None)
+                              s.expired if s.fresh else None, s.cold)
     for new in (*hits, *needed):
         touch(s, new)
     for hit_name, hit in hits.items():

@@ -48,7 +48,7 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
     key = record.key = keys.content_key(prep.code, prep.params, inputs)
     tainted = bool(s.failures) and taints(s, name, upstream)  # never stored nor looked up
     if prep.reusable and not tainted and not (s.vanished and name in s.vanished):
-        if _served(s, name, key, features):
+        if _served(s, name, key, features, upstream):
             return None
         if not lead(s, name, key):
             return None
@@ -99,9 +99,20 @@ def _skipped(s: RunState, name: str, upstream: dict[str, str]) -> bool:
     return True
 
 
-def _served(s: RunState, name: str, key: str, features: tuple[Any, ...]) -> bool:
+def _served(s: RunState, name: str, key: str, features: tuple[Any, ...],
+            upstream: dict[str, str]) -> bool:
     """Settle ``name`` from the cache when its entry is there (early cutoff), or send it
-    back to wait when a feature says so; False when it must be computed."""
+    back to wait when a feature says so; False when it must be computed.
+
+    A *novel* node's entry is looked up on the local tiers only: its trace record
+    was found nowhere and each of its inputs is itself novel (a node without inputs
+    qualifies), so its entry could be on the remote only if someone had computed
+    equal input values from other keys. That chance costs a round trip per
+    computed node of every cold chain; what it would find is found anyway on the
+    local disk (a first run after editing code upstream), and otherwise the node is
+    computed, never served wrong. Whatever it makes, its entry is then written
+    create-only (a colleague's equal entry stays).
+    """
     lookup: str | None = key
     for feature in features:
         lookup = feature.lookup(s, name, lookup)
@@ -109,8 +120,12 @@ def _served(s: RunState, name: str, key: str, features: tuple[Any, ...]) -> bool
             return True
     if lookup is None:
         return False
-    found = s.cache.lookup(lookup)
+    novel = not features and s.cold and name in s.cold and \
+        all(up in s.novel for up in upstream.values())
+    found = s.cache.lookup(lookup, local=True) if novel else s.cache.lookup(lookup)
     if found is None:
+        if novel:
+            s.novel.add(name)
         return False
     expires = None
     if s.fresh:  # an entry older than the node's max_age is computed again

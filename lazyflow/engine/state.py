@@ -113,6 +113,11 @@ class RunState:
     catching consumer receives (``catching.py``)."""
     tainted: set[str] = field(default_factory=set)
     """Nodes computed from a caught failure, or from such a node: never stored."""
+    cold: set[str] = field(default_factory=set)
+    """Needed nodes whose trace record no tier held (``prepare.resolve``)."""
+    novel: set[str] = field(default_factory=set)
+    """Cold nodes whose value is new: their entry was missing and all their inputs are
+    novel too; a dependent of only those does not ask the remote (``start._served``)."""
     # features' own state
     demanded: dict[str, set[str]] = field(default_factory=dict)  # lazy inputs asked for
     used: dict[str, list[str]] = field(default_factory=dict)  # lazy inputs called, in order
