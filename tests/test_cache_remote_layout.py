@@ -26,6 +26,7 @@ import lazyflow as lf
 from lazyflow.cache import NO_VALUE, serialize
 from lazyflow.cache.remote import RemoteTier
 from lazyflow.cache.remote_records import merge
+from lazyflow.cache.trust import TRUST_OPTION, Trust
 
 pytestmark = pytest.mark.s3
 
@@ -469,6 +470,28 @@ def test_migrating_an_s3_remote_copies_its_old_entries(s3_url, s3_options):
     tier = _tier(s3_url, s3_options)
     for written in MANIFEST["nodes"].values():
         assert lf.hash_value(tier.get(written["key"])) == written["digest"]
+
+
+SECRET = "team-secret-9f2c41d7b0e84a6c"
+
+
+def test_a_bucket_migrated_by_a_signing_process_hits_for_readers_trusting_its_key(old_layout):
+    _same_python()
+    migrating = lf.Cache(memory=None, disk=None, remote=old_layout, sign_with=SECRET)
+    assert migrating.tier("remote").migrate()["damaged"] == []
+    reader = fixture.build(lf.Cache(memory=None, disk=None, remote=old_layout,
+                                    trusted_keys=[SECRET]))
+    run = reader.run(list(fixture.TARGETS), **fixture.inputs())
+    assert {(r.status, r.tier) for r in run.nodes.values()} == {("cached", "remote")}
+    assert {name: run.nodes[name].digest for name in fixture.TARGETS} == {
+        name: MANIFEST["nodes"][name]["digest"] for name in fixture.TARGETS}
+
+
+def test_migrated_entries_are_signed_so_a_trusting_reader_reads_every_value(old_layout):
+    RemoteTier(old_layout, {TRUST_OPTION: Trust.configured(sign_with=SECRET)}).migrate()
+    reader = RemoteTier(old_layout, {TRUST_OPTION: Trust.configured(trusted_keys=[SECRET])})
+    for written in MANIFEST["nodes"].values():
+        assert lf.hash_value(reader.get(written["key"])) == written["digest"]
 
 
 def test_migrating_leaves_a_damaged_old_entry_behind_and_names_it(old_layout):

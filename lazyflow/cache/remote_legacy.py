@@ -29,12 +29,13 @@ import contextlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.serialize import KNOWN_ENCODINGS, Encoded, encoding_of
+from lazyflow.cache.trust import content_sha256
 
 if TYPE_CHECKING:
     from lazyflow.cache.remote_store import RemoteStore
@@ -186,9 +187,26 @@ def _copy(store: RemoteStore, key: str, entry: LegacyEntry,
         encoded: Encoded = store.read_stream(entry.value, meta)  # checksum verified
         copy = EntryObject.for_value(meta, encoded)
         if copy.cas is not None:
+            if _signs(store):  # the signature covers the content's SHA-256
+                copy = replace(copy, sha256=content_sha256(encoded))
             store.write_content(copy.cas, encoded)
+    copy = _signed(store, key, copy)
     try:
         store.write_entry(key, copy, create=True)
     except PreconditionFailed:
         return None
     return copy
+
+
+def _signs(store: RemoteStore) -> bool:
+    return store.trust is not None and store.trust.signer is not None
+
+
+def _signed(store: RemoteStore, key: str, copy: EntryObject) -> EntryObject:
+    """``copy`` signed as the entry of ``key`` when the migrating process signs: it
+    vouches for what it copies (each value's checksum was verified on the way), so
+    that readers trusting its key hit the migrated entries. A carried copy is one this
+    migration wrote, signed already under its own key."""
+    if not _signs(store) or store.trust is None:
+        return copy
+    return store.trust.sign(key, copy)
