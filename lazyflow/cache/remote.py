@@ -8,7 +8,8 @@ every call — is ``remote_store.py`` over ``remote_objects.py``; the entry
 object's format is ``remote_entries.py``; what reads remember and how they
 check bytes is ``remote_reads.py``; how values and records are written is
 ``remote_writes.py`` (records merged by ``remote_records.py``), and the
-background lanes that write them ``remote_lanes.py``; management from the
+background lanes that write them ``remote_lanes.py`` (values written
+together share one content object: ``remote_packs.py``); management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
 ``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
 used is logged (``remote_manifests.py``) and written at its end as the run's
@@ -61,6 +62,7 @@ from lazyflow.cache.remote_entries import UnknownLayoutError
 from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
+from lazyflow.cache.remote_packs import Packing, packable
 from lazyflow.cache.remote_reads import Read, Reads
 from lazyflow.cache.remote_store import TIMEOUT_OPTION, RemoteStore, RemoteUnavailableError
 from lazyflow.cache.remote_writes import Pending, Writes
@@ -119,6 +121,7 @@ class RemoteTier(ForeignEntries):
         self._pending: dict[str, Pending] = {}
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
+        self._packing = Packing()  # values held to be written together (remote_packs.py)
 
     # ----------------------------------------------------------------- settings (the store's)
 
@@ -207,12 +210,32 @@ class RemoteTier(ForeignEntries):
             return queued.meta  # the first entry of a key stays, here as on the remote
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
+        if self._lanes:
+            target = stamped.get("key") if encoded is None else None
+            if isinstance(target, str) and self._packing.holds(target):
+                self._release()  # a record follows its value: the pack goes first
         pending = self._writes.pending(stamped, encoded, self._pending)
         if not self._lanes:
             self._writes.write(key, pending)
             return stamped
+        if packable(encoded):  # held, to be written with the values that follow it
+            with self._lock:
+                self._pending[key] = pending
+                full = self._packing.add(key, pending.encoded.nbytes
+                                         if pending.encoded is not None else 0)
+            if full:
+                self._release()
+            return stamped
         self._lanes.submit(key, pending)
         return stamped
+
+    def _release(self) -> None:
+        """Queue the values held for a pack as one write (``remote_packs.py``)."""
+        with self._lock:
+            members = [(key, self._pending[key]) for key in self._packing.take()
+                       if key in self._pending]
+        if members:
+            self._lanes.submit_pack(members)
 
     def delete(self, key: str) -> None:
         """Remove the entry object (content may be shared: ``collect`` sweeps what no run
@@ -298,6 +321,7 @@ class RemoteTier(ForeignEntries):
         """End a run: wait for its uploads, write its manifest when it read or wrote an
         entry (``remote_manifests.finish``), and return the requests and bytes it sent,
         per method (``None``: none)."""
+        self._release()
         self._lanes.wait()
         if not self.store.read_only:  # a reader that must not write leaves no manifest
             manifests.finish(self.store, self._log, flow, run, started)
@@ -308,6 +332,7 @@ class RemoteTier(ForeignEntries):
     def flush(self) -> None:
         """Wait for pending uploads, each failed one a :class:`CacheWarning`; then forget
         what this run read (the next run reads the remote afresh)."""
+        self._release()
         self._lanes.wait()
         with self._lock:
             self._reads.memo.clear()

@@ -134,7 +134,7 @@ def _encode(out: bytearray, body: Body, *, nested: bool) -> None:
             for part in (key.encode(), alg.encode(), value):
                 out.append(len(part))
                 out += part
-    if flags & _CARRIED:
+    if carried is not None and flags & _CARRIED:
         _encode(out, carried, nested=True)
 
 

@@ -187,9 +187,9 @@ def _copy(store: RemoteStore, key: str, entry: LegacyEntry,
         encoded: Encoded = store.read_stream(entry.value, meta)  # checksum verified
         copy = EntryObject.for_value(meta, encoded)
         if copy.cas is not None:
+            store.write_content(copy.cas, encoded)
             if _signs(store):  # the signature covers the content's SHA-256
                 copy = replace(copy, sha256=content_sha256(encoded))
-            store.write_content(copy.cas, encoded)
     copy = _signed(store, key, copy)
     try:
         store.write_entry(key, copy, create=True)
