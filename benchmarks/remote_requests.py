@@ -10,7 +10,10 @@ Requests are classified by method and, for GET, object read versus listing
   on memory + remote; requests per computed node;
 * **colleague hit, small / large** — a fresh process asks for ``report``
   (8 bytes, then a 64 KiB value) that a writer cached;
-* **map of N small elements** — a writer's first run of ``map=`` over 200 ints;
+* **map of N small elements** — a writer's first run of ``map=`` over 200 and 5,000
+  ints (at 5,000 the manifest's chunks and the list are one pack); then, over 5,000,
+  one element changed (computed alone, its chunk rewritten in a new pack) and a
+  colleague's hit (a ranged GET of the list's span);
 * **small entry** — objects and bytes one 8-byte entry leaves in the bucket;
 * **stats** and **prune** (that removes nothing) — management requests, on the
   chain's bucket and on one holding 3,000 more entries (written with the tier's
@@ -21,7 +24,8 @@ GETs of entry and content objects (``ac/``, ``cas/``) count as ``GET``; GETs of
 anything else (run manifests, the statistics checkpoint) as ``GET other``.
 
 Run: ``python benchmarks/remote_requests.py`` (``--markdown FILE`` to also
-write the table).
+write the table; ``--only TEXT`` for the scenarios whose name contains it;
+``--show`` prints every request, object path included).
 """
 
 from __future__ import annotations
