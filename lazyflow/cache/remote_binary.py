@@ -3,7 +3,7 @@
 Design note
 -----------
 Why. In layout 2 an entry object was JSON whose field names, hex digests
-and base64 took most of its bytes: an 8-byte value cost 315 bytes. Layout
+and base64 took most of its bytes: an 8-byte value cost 317 bytes. Layout
 3 packs the same information into a binary body (``struct``): the fields
 every entry has (times, versions, size, serializer, checksum, digest, the
 key a record names) at fixed places behind a bit mask, 32-hex digests as

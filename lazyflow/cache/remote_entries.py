@@ -32,7 +32,7 @@ the writer held (its own write or an entry it read), and its bytes are
 checked against their checksum like any other.
 
 Why a binary body in a JSON wrapper rather than JSON fields: an 8-byte
-value cost 315 bytes as JSON (field names, hex digests, base64), 172 now;
+value cost 317 bytes as JSON (field names, hex digests, base64), 172 now;
 the wrapper keeps the rule that an older lazyflow meeting a newer layout
 sees ``"v"`` and leaves the entry alone (a raw binary object would look
 damaged to it, and be deleted). :data:`LAYOUT` changes when a reader that
