@@ -5,6 +5,8 @@ while any entry in it is live — on the moto S3 server (its recorder) and on a 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -114,6 +116,18 @@ def test_values_written_one_at_a_time_keep_their_own_content_objects(remote):
         tier.flush()
     assert _packed(url, options) == {}
     assert len(_content(url, options)) == 2
+
+
+def test_values_held_for_a_pack_are_written_when_a_process_exits_without_flushing(tmp_path):
+    url = f"file://{tmp_path / 'mount'}"
+    script = ("import sys, numpy as np\nfrom lazyflow.cache.remote import RemoteTier\n"
+              "tier = RemoteTier(sys.argv[1])\n"
+              "for key, factor in (('aa' * 16, 1), ('bb' * 16, 2)):\n"
+              "    tier.put(key, np.arange(1000.0) * factor, {'digest': 'd'})\n")
+    subprocess.run([sys.executable, "-c", script, url], check=True, cwd=tmp_path)
+    assert set(_packed(url, {})) == {A, B}
+    for key, value in VALUES.items():
+        np.testing.assert_array_equal(_tier(url, {}).get(key), value)
 
 
 def test_a_damaged_member_is_dropped_alone_and_the_pack_kept_for_the_others(remote):

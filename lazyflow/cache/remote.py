@@ -46,10 +46,12 @@ network.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -122,6 +124,7 @@ class RemoteTier(ForeignEntries):
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
         self._packing = Packing()  # values held to be written together (remote_packs.py)
+        _HOLDING.add(self)  # so that what is held is queued before the process exits
 
     # ----------------------------------------------------------------- settings (the store's)
 
@@ -413,6 +416,23 @@ class RemoteTier(ForeignEntries):
             return True
         self._foreign.discard(key)
         return False
+
+
+_HOLDING: weakref.WeakSet[RemoteTier] = weakref.WeakSet()
+
+
+def _release_all() -> None:
+    """At exit, queue the values tiers still hold for a pack, before the lanes' executors
+    stop taking work (their own exit hook, registered earlier, runs after this one and
+    waits for the uploads), as a value queued on a lane was always written."""
+    for tier in list(_HOLDING):
+        with contextlib.suppress(Exception):
+            tier._release()
+
+
+# threading's exit hooks run before atexit's, newest first: this one before
+# concurrent.futures' (registered at its import), which then joins the lanes
+getattr(threading, "_register_atexit", atexit.register)(_release_all)
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,
