@@ -13,6 +13,11 @@ object; a second writer whose bytes differ and whose miss came before the
 first writer's entry leaves its content unnamed, for ``prune``. Rejected:
 the entry's create-only put as the only check, after the content, which
 uploads large values for nothing and leaves such an orphan at every race.
+One kind of value entry is rewritten: a map's manifest chunk, whose key
+names a place in the manifest rather than a value (``model/mapping.py``),
+goes over the version this process read (a colleague's rewrite in between
+stays: correct for its ids, fewer hits at worst); created-only, a chunk
+stayed as first written, and a changed element was recomputed on every run.
 
 Records. Written by ``remote_records.write_record`` against what the reads
 remember of them (:attr:`Reads.versions`).
@@ -161,7 +166,8 @@ class Writes:
         """Write a value's entry under ``condition``; a failed one keeps the colleague's."""
         try:
             version = self.store.write_entry(key, entry, **condition)
-            self.log.added(1 if condition.get("create") else 0, len(entry.to_json()))
+            if condition.get("create"):  # a chunk rewritten in place adds no entry (ledger)
+                self.log.added(1, len(entry.to_json()))
         except PreconditionFailed:  # a colleague's entry came first: theirs stays
             version = None
         self.log.wrote(key, entry)
