@@ -305,7 +305,7 @@ class RemoteTier(ForeignEntries):
 
     @_uncharged
     def migrate(self, *, remove: bool = False) -> dict[str, Any]:
-        """Copy every entry of remote layout 1 into layout 2, once after upgrading; the old
+        """Copy every entry of remote layout 1 into the current layout (3), once after upgrading; the old
         objects stay for older lazyflows unless ``remove=True`` (``remote_legacy.py``)."""
         self.flush()
         return self._manage.migrate(remove=remove)

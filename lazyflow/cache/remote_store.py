@@ -2,12 +2,13 @@
 
 Design note
 -----------
-Layout (remote layout 2; ``docs/cache-format.md``). Entries apart from content::
+Layout (remote layout 3; ``docs/cache-format.md``). Entries apart from content::
 
     <root>/ac/ab/<key>.json          the entry object: metadata, and a small value inline
                                      or the checksum of its content (``remote_entries.py``)
     <root>/cas/ab/<checksum>         a content object: an encoded value (``serialize.py``
-                                     frames), named by the xxh3-128 of its bytes
+                                     frames), or a pack of them (``remote_packs.py``),
+                                     named by the xxh3-128 of its bytes
 
 both sharded by the first two hex digits. A content object is shared by
 every entry whose value has the same bytes (deduplication), and is written
