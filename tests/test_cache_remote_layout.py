@@ -33,6 +33,8 @@ pytestmark = pytest.mark.s3
 
 FIXTURE = Path(__file__).parent / "fixtures" / "remote-v1"
 MANIFEST = json.loads(FIXTURE.with_suffix(".json").read_text())
+FIXTURE_2 = Path(__file__).parent / "fixtures" / "remote-v2"
+MANIFEST_2 = json.loads(FIXTURE_2.with_suffix(".json").read_text())
 KEY, OTHER = "ab" * 16, "cd" * 16
 BIG = np.arange(2000, dtype=np.float64)  # 16 KB: a content object
 SMALL = [1, 2, 3]  # inline in its entry
@@ -454,6 +456,30 @@ def test_metadata_fields_of_any_shape_read_back_exactly():
             "nested": {"a": [1, 2.5, None]}}
     for entry in (EntryObject(meta), EntryObject({**meta, "created": 1.5})):
         assert EntryObject.from_json(entry.to_json()).meta == entry.meta
+
+
+# --------------------------------------------------------------------------- layout 2
+
+
+@pytest.fixture
+def layout_2(tmp_path) -> str:
+    """A copy of the committed remote written in layout 2, as a ``file://`` URL."""
+    return f"file://{shutil.copytree(FIXTURE_2, tmp_path / 'remote')}"
+
+
+def test_entries_a_layout_2_lazyflow_wrote_read_back_without_migrating(layout_2):
+    tier = _tier(layout_2)
+    for written in MANIFEST_2["nodes"].values():
+        assert lf.hash_value(tier.get(written["key"])) == written["digest"]
+
+
+def test_a_flow_defined_identically_hits_layout_2_entries(layout_2):
+    written = ".".join(MANIFEST_2["python"].split(".")[:2])
+    if written != f"{sys.version_info.major}.{sys.version_info.minor}":
+        pytest.skip(f"the fixture's keys cover code digested by Python {written}")
+    flow = fixture.build(lf.Cache(memory=None, disk=None, remote=layout_2))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    assert {(r.status, r.tier) for r in run.nodes.values()} == {("cached", "remote")}
 
 
 # --------------------------------------------------------------------------- layout 1
