@@ -180,6 +180,20 @@ def test_a_signed_member_pointed_at_another_span_is_never_decoded(remote, monkey
     np.testing.assert_array_equal(reader.load(B)[0], VALUES[B])
 
 
+def test_an_unsigned_pack_is_never_read_by_a_colleague_with_trust_configured(remote,
+                                                                            monkeypatch):
+    url, options = remote
+    _map(url, options, []).get("double", items=list(range(N)))  # no key: nothing signed
+    monkeypatch.setattr(trust, "_WARNED", set())
+    calls: list[object] = []
+    flow = _map(url, options, calls, trusted_keys=[SECRET])
+    monkeypatch.setattr(flow.cache.tier("remote").store, "read_span",
+                        lambda *args: pytest.fail("a pack was fetched"))
+    with pytest.warns(lf.CacheWarning, match="ignored"):
+        assert flow.get("double", items=list(range(N)))[-1] == 2 * (N - 1)
+    assert len(calls) == N  # every element computed here, none decoded from the pack
+
+
 def test_a_read_only_remote_writes_no_pack(remote):
     url, options = remote
     tier = _tier(url, options, read_only=True)
