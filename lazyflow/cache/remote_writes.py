@@ -153,7 +153,7 @@ class Writes:
     def _value(self, key: str, entry: EntryObject, encoded: Encoded | None) -> None:
         """Content first (only if the entry will be written), then the entry, create-only
         (a manifest chunk: over the version read)."""
-        condition = self._condition(key, check=entry.cas is not None)
+        condition = self._condition(key, entry, check=entry.cas is not None)
         if condition is None:
             return  # an entry is there (a colleague's, or ours): it stays
         if entry.cas is not None and encoded is not None:
@@ -180,8 +180,8 @@ class Writes:
         pack of their bytes, create-only, then each its entry naming its span of it."""
         todo = []
         for key, pending in members:
-            condition = self._condition(key, check=True) if pending.encoded is not None \
-                else None
+            condition = self._condition(key, pending.entry, check=True) \
+                if pending.encoded is not None else None
             if condition is not None:
                 todo.append((key, pending, condition))
         if len(todo) == 1:  # alone: its own content object, as any value
@@ -204,7 +204,8 @@ class Writes:
             self._entry(key, self._signed(key, replace(pending.entry, cas=pack.checksum,
                                                        span=span)), condition)
 
-    def _condition(self, key: str, *, check: bool) -> dict[str, Any] | None:
+    def _condition(self, key: str, entry: EntryObject, *, check: bool
+                   ) -> dict[str, Any] | None:
         """How a value's entry is written: create-only where no entry holds the key (known,
         or with ``check``, checked with one GET), over the version read for a map's
         manifest chunk (its key names a place, not a value: ``model/mapping.py``), or
@@ -220,8 +221,7 @@ class Writes:
         if read is not None and "chunk" in read.entry.meta and known.version is not None \
                 and not self.reads.untrusted.get(key) and read.carrier is None:
             return {"match": known.version}
-        if read is not None:
-            self.log.wrote(key, read.entry)
+        self.log.wrote(key, read.entry if read is not None else entry)  # the run used it
         return None
 
     def _present(self, key: str) -> bool:
