@@ -14,7 +14,10 @@ Requests are classified by method and, for GET, object read versus listing
   (8 bytes, then a 64 KiB value) that a writer cached; and the small one
   again as if the entry were older than the refresh interval (the hit then
   writes the run's manifest: ``lazyflow_refresh`` set to 0);
-* **map of N small elements** — a writer's first run of ``map=`` over 200 ints;
+* **map of N small elements** — a writer's first run of ``map=`` over 200 and 5,000
+  ints (at 5,000 the manifest's chunks and the list are one pack); then, over 5,000,
+  one element changed (computed alone, its chunk rewritten in a new pack) and a
+  colleague's hit (a ranged GET of the list's span);
 * **small entry** — objects and bytes one 8-byte entry leaves in the bucket;
 * **stats** and **prune** (that removes nothing) — management requests, on the
   chain's bucket and on one holding 3,000 more entries (written with the tier's
@@ -26,7 +29,8 @@ anything else (run manifests, the statistics checkpoint) as ``GET other``; PUTs 
 run manifests as ``PUT manifest``.
 
 Run: ``python benchmarks/remote_requests.py`` (``--markdown FILE`` to also
-write the table).
+write the table; ``--only TEXT`` for the scenarios whose name contains it;
+``--show`` prints every request, object path included).
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ _CROWD = ("import lazyflow.cache.remote as remote\n"
           "for i in range(3000):\n    crowd.put(f'{i:032x}', i, {'digest': 'd'})\n"
           "crowd.flush()\n")
 
+_MAP = ("m = lf.Flow('maps', cache=flow.cache)\n"
+        "@m.node(map='items')\ndef double(items):\n    return items * 2\n"
+        "m.get('double', items=%s)")
+
 SCENARIOS: dict[str, tuple[str, str]] = {
     # name: (set-up code run first, in its own process; measured code, in a fresh process)
     "cold node (3-node chain)": ("", "flow.get('report', n=10)"),
@@ -91,10 +99,12 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "flow.get('report', n=10)", "flow.get('report', n=10)"),
     "colleague hit, 64 KiB value": ("flow.get('report', n=10, size=65536)",
                                     "flow.get('report', n=10, size=65536)"),
-    "map over 200 small elements, first run": (
-        "", "m = lf.Flow('maps', cache=flow.cache)\n"
-            "@m.node(map='items')\ndef double(items):\n    return items * 2\n"
-            "m.get('double', items=list(range(200)))"),
+    "map over 200 small elements, first run": ("", _MAP % "list(range(200))"),
+    "map over 5,000 small elements, first run": ("", _MAP % "list(range(5000))"),
+    "map over 5,000, one element changed": (_MAP % "list(range(5000))",
+                                             _MAP % "list(range(4999)) + [-1]"),
+    "map over 5,000, a colleague's hit": (_MAP % "list(range(5000))",
+                                          _MAP % "list(range(5000))"),
     "a small (8-byte) entry": (  # as a map element's entry, its metadata included
         "", "flow.cache.tier('remote').put('ab' * 16, 2**40, {'digest': 'd' * 32, "
             "'node': 'double', 'flow': 'maps', 'element': 7})"),
@@ -123,6 +133,9 @@ TARGETS = {
     "colleague hit, value <= 4 KiB": "1",
     "colleague hit, 64 KiB value": "2",
     "map over 200 small elements, first run": "<= 3 + N/1000 writes",
+    "map over 5,000 small elements, first run": "<= 3 + N/1000 writes",
+    "map over 5,000, one element changed": "the element alone computed",
+    "map over 5,000, a colleague's hit": "-",
     "a small (8-byte) entry": "1 object <= 200 B",
     "stats()": "<= 50 at any size",
     "prune(older_than='30d') removing nothing": "no per-entry GET",
@@ -159,8 +172,10 @@ def _run(code: str, url: str, options: dict[str, object]) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, env=os.environ.copy())
 
 
-def measure(endpoint: str, recording: Path) -> list[tuple[str, Counter[str], int, int]]:
-    """Per scenario: request counts by type, objects and bytes left in the bucket."""
+def measure(endpoint: str, recording: Path, only: str = "", show: bool = False
+            ) -> list[tuple[str, Counter[str], int, int]]:
+    """Per scenario: request counts by type, objects and bytes left in the bucket
+    (``only``: the scenarios whose name contains it; ``show``: print each request)."""
     import s3fs
 
     options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
@@ -168,6 +183,8 @@ def measure(endpoint: str, recording: Path) -> list[tuple[str, Counter[str], int
                            secret="testing")
     rows = []
     for name, (setup, measured) in SCENARIOS.items():
+        if only not in name:
+            continue
         bucket = f"lf-{uuid.uuid4().hex[:12]}"
         fs.mkdir(bucket)
         url = f"s3://{bucket}/lazyflow"
@@ -179,6 +196,10 @@ def measure(endpoint: str, recording: Path) -> list[tuple[str, Counter[str], int
         _post(endpoint, "/moto-api/recorder/stop-recording")
         entries = [json.loads(line) for line in recording.read_text().splitlines() if line]
         counts = Counter(_classify(e) for e in entries)
+        if show:
+            print(f"{name}:")
+            for e in entries:
+                print(f"  {_classify(e):9} {e['url'].split('/lazyflow', 1)[-1]}")
         fs.invalidate_cache()
         found = fs.find(f"{bucket}/lazyflow", detail=True)
         rows.append((name, counts, len(found), sum(int(v["size"]) for v in found.values())))
@@ -205,6 +226,8 @@ def table(rows: list[tuple[str, Counter[str], int, int]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--only", default="", help="the scenarios whose name contains this")
+    parser.add_argument("--show", action="store_true", help="print every request")
     args = parser.parse_args()
     from moto.server import ThreadedMotoServer
 
@@ -217,7 +240,7 @@ def main() -> None:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         try:
-            rows = measure(f"http://127.0.0.1:{port}", recording)
+            rows = measure(f"http://127.0.0.1:{port}", recording, args.only, args.show)
         finally:
             server.stop()
     text = table(rows)

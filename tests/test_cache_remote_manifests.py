@@ -12,6 +12,7 @@ from bucket import age, kinds, objects
 import lazyflow as lf
 from lazyflow.cache import remote_manifests as manifests
 from lazyflow.cache.remote import RemoteTier
+from lazyflow.cache.remote_entries import EntryObject
 
 
 def _flow(url: str, options: dict[str, object], *, name: str = "team",
@@ -107,9 +108,9 @@ def test_a_manifest_names_the_content_a_record_carries(remote):
     carried = {}
     for name in objects(url, options):
         if name.startswith("ac/"):
-            stored = json.loads(tier.store.fetch(f"{tier.root}/{name}").data)
-            if "cas" in stored.get("entry", {}):  # raw's trace record, carrying raw's entry
-                carried[Path(name).stem] = stored["entry"]["cas"]
+            stored = EntryObject.from_json(tier.store.fetch(f"{tier.root}/{name}").data)
+            if stored.carried is not None and stored.carried.cas is not None:
+                carried[Path(name).stem] = stored.carried.cas  # raw's trace record
     ((_, manifest),) = _manifests(url, options).items()
     assert carried and carried.items() <= {(k, c) for k, c, _ in manifest["wrote"]}
 

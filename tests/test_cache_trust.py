@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import cloudpickle
@@ -23,7 +24,7 @@ from test_cache_remote_layout import Requests
 import lazyflow as lf
 from lazyflow.cache import formats, remote, serialize, trust
 from lazyflow.cache.remote import RemoteTier
-from lazyflow.cache.remote_entries import EntryObject
+from lazyflow.cache.remote_entries import EntryObject, Signature
 from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
 from lazyflow.errors import ConfigError
 from lazyflow.history import recorder
@@ -234,13 +235,32 @@ def test_an_entry_signed_by_a_key_not_trusted_is_a_miss(folder):
         reader.get(KEY)
 
 
+def test_an_entry_signed_in_layout_2_is_still_trusted_and_an_altered_one_is_not(folder):
+    url, _ = folder
+    store = _tier(url).store
+    secret = trust.HmacKey(SECRET.encode())
+    for key, digest in ((KEY, "d" * 32), ("cd" * 16, "e" * 32)):
+        encoded = serialize.encode([1, 2])
+        entry = replace(EntryObject(serialize.stamp({"digest": "d" * 32}, encoded),
+                                    data=encoded.tobytes()), layout=2)
+        signature = base64.b64encode(secret.sign(trust.message(key, entry))).decode()
+        fields = replace(entry, sig=(Signature(secret.id, trust.HMAC, signature),)
+                         ).as_fields()
+        fields["meta"]["digest"] = digest  # the second: altered after signing
+        store.put(store.entry_path(key), [json.dumps({"v": 2, **fields}).encode()])
+    reader = _tier(url, trusted_keys=[SECRET])
+    assert reader.get(KEY) == [1, 2]
+    with pytest.warns(lf.CacheWarning, match="ignored"):
+        assert reader.meta("cd" * 16) is None
+
+
 def test_a_signed_entry_whose_metadata_was_changed_is_a_miss(folder):
     url, _ = folder
     writer = _tier(url, sign_with=SECRET)
     writer.put(KEY, [1, 2], {"digest": "d" * 32})
-    stored = json.loads(writer.store.fs.cat_file(writer.store.entry_path(KEY)))
-    stored["meta"]["digest"] = "e" * 32
-    writer.store.fs.pipe_file(writer.store.entry_path(KEY), json.dumps(stored).encode())
+    stored = EntryObject.from_json(writer.store.fs.cat_file(writer.store.entry_path(KEY)))
+    altered = replace(stored, meta={**stored.meta, "digest": "e" * 32})
+    writer.store.fs.pipe_file(writer.store.entry_path(KEY), altered.to_json())
     with pytest.warns(lf.CacheWarning, match="ignored"):
         assert _tier(url, trusted_keys=[SECRET]).meta(KEY) is None
 
@@ -270,11 +290,13 @@ def test_a_trusted_record_carrying_an_altered_copy_is_used_without_the_copy(fold
     entries = {key: tier.store.read_entry(key)[0] for key in list(tier.keys())}
     (trace,) = [key for key, entry in entries.items()
                 if entry.carried is not None and entry.meta.get("node") == "total"]
-    stored = json.loads(tier.store.fs.cat_file(tier.store.entry_path(trace)))
+    stored = EntryObject.from_json(tier.store.fs.cat_file(tier.store.entry_path(trace)))
     evil = serialize.encode(999)
-    stored["entry"]["data"] = base64.b64encode(evil.tobytes()).decode()
-    stored["entry"]["meta"].update(checksum=evil.checksum(), size=evil.nbytes)
-    tier.store.fs.pipe_file(tier.store.entry_path(trace), json.dumps(stored).encode())
+    assert stored.carried is not None
+    altered = replace(stored, carried=replace(
+        stored.carried, data=evil.tobytes(),
+        meta={**stored.carried.meta, "checksum": evil.checksum(), "size": evil.nbytes}))
+    tier.store.fs.pipe_file(tier.store.entry_path(trace), altered.to_json())
     run = _flow(_cache(url, options, trusted_keys=[SECRET])).run("total", n=10)
     assert (run["total"], run.nodes["total"].tier) == (45, "remote")
 

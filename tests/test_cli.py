@@ -465,6 +465,21 @@ def test_cache_stats_counts_the_disk_entries(project):
     assert stats["disk"]["bytes"] > 0
 
 
+def test_cache_stats_prints_the_remotes_figures_per_flow_as_an_aligned_table(project):
+    remote = f"file://{project / 'shared'}"
+    lazyflow(project, "run", "analysis:flow", "total", "-p", "n=4", "--remote", remote)
+    out = lazyflow(project, "cache", "stats", "--cache-dir", "cache", "--remote", remote).stdout
+    assert "{" not in out  # no raw dict
+    lines = out.splitlines()
+    at = lines.index("remote by flow:")
+    header, row = lines[at + 1], lines[at + 2]
+    assert header.split() == ["flow", "entries", "bytes"]
+    assert row.split()[0] == "analysis" and int(row.split()[1]) >= 2
+    # columns line up: each figure ends where its heading ends
+    assert row.index(row.split()[1]) + len(row.split()[1]) == header.index("entries") + 7
+    assert len(row) == len(header)
+
+
 COLLEAGUE_FLOW = """
 import lazyflow as lf
 from shapes import Circle   # the colleague's own module, beside this file

@@ -8,7 +8,8 @@ every call — is ``remote_store.py`` over ``remote_objects.py``; the entry
 object's format is ``remote_entries.py``; what reads remember and how they
 check bytes is ``remote_reads.py``; how values and records are written is
 ``remote_writes.py`` (records merged by ``remote_records.py``), and the
-background lanes that write them ``remote_lanes.py``; management from the
+background lanes that write them ``remote_lanes.py`` (values written
+together share one content object: ``remote_packs.py``); management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
 ``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
 used is logged (``remote_manifests.py``) and written at its end as the run's
@@ -48,10 +49,12 @@ network.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -64,6 +67,7 @@ from lazyflow.cache.remote_entries import UnknownLayoutError
 from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
+from lazyflow.cache.remote_packs import Packing, packable
 from lazyflow.cache.remote_reads import Read, Reads
 from lazyflow.cache.remote_records import Version
 from lazyflow.cache.remote_store import TIMEOUT_OPTION, RemoteStore, RemoteUnavailableError
@@ -123,6 +127,8 @@ class RemoteTier(ForeignEntries):
         self._pending: dict[str, Pending] = {}
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
+        self._packing = Packing()  # values held to be written together (remote_packs.py)
+        _HOLDING.add(self)  # so that what is held is queued before the process exits
 
     # ----------------------------------------------------------------- settings (the store's)
 
@@ -214,9 +220,21 @@ class RemoteTier(ForeignEntries):
             return queued.meta  # the first entry of a key stays, here as on the remote
         encoded = None if value is NO_VALUE else encode(value)
         stamped = stamp(meta, encoded)
+        if self._lanes:
+            target = stamped.get("key") if encoded is None else None
+            if isinstance(target, str) and self._packing.holds(target):
+                self._release()  # a record follows its value: the pack goes first
         pending = self._writes.pending(stamped, encoded, self._pending)
         if not self._lanes:
             self._writes.write(key, pending)
+            return stamped
+        if packable(encoded):  # held, to be written with the values that follow it
+            with self._lock:
+                self._pending[key] = pending
+                full = self._packing.add(key, pending.encoded.nbytes
+                                         if pending.encoded is not None else 0)
+            if full:
+                self._release()
             return stamped
         self._lanes.submit(key, pending)
         return stamped
@@ -232,6 +250,14 @@ class RemoteTier(ForeignEntries):
                 self._reads.versions.put(key, Version(None, False))
             if self._reads.remembers_misses:
                 self._reads.missing.put(key, True)
+
+    def _release(self) -> None:
+        """Queue the values held for a pack as one write (``remote_packs.py``)."""
+        with self._lock:
+            members = [(key, self._pending[key]) for key in self._packing.take()
+                       if key in self._pending]
+        if members:
+            self._lanes.submit_pack(members)
 
     def delete(self, key: str) -> None:
         """Remove the entry object (content may be shared: ``collect`` sweeps what no run
@@ -298,7 +324,7 @@ class RemoteTier(ForeignEntries):
 
     @_uncharged
     def migrate(self, *, remove: bool = False) -> dict[str, Any]:
-        """Copy every entry of remote layout 1 into layout 2, once after upgrading; the old
+        """Copy every entry of remote layout 1 into the current layout (3), once after upgrading; the old
         objects stay for older lazyflows unless ``remove=True`` (``remote_legacy.py``)."""
         self.flush()
         return self._manage.migrate(remove=remove)
@@ -317,6 +343,7 @@ class RemoteTier(ForeignEntries):
         """End a run: wait for its uploads, write its manifest when it wrote an entry or read
         one older than the refresh interval (``remote_manifests.finish``), and return the
         requests and bytes it sent, per method (``None``: none)."""
+        self._release()
         self._lanes.wait()
         self._reads.remembers_misses = True  # the run's workers, if any, are done
         if not self.store.read_only:  # a reader that must not write leaves no manifest
@@ -328,6 +355,7 @@ class RemoteTier(ForeignEntries):
     def flush(self) -> None:
         """Wait for pending uploads, each failed one a :class:`CacheWarning`; then forget
         what this run read (the next run reads the remote afresh)."""
+        self._release()
         self._lanes.wait()
         with self._lock:
             self._reads.end_run()
@@ -417,6 +445,23 @@ class RemoteTier(ForeignEntries):
             return True
         self._foreign.discard(key)
         return False
+
+
+_HOLDING: weakref.WeakSet[RemoteTier] = weakref.WeakSet()
+
+
+def _release_all() -> None:
+    """At exit, queue the values tiers still hold for a pack, before the lanes' executors
+    stop taking work (their own exit hook, registered earlier, runs after this one and
+    waits for the uploads), as a value queued on a lane was always written."""
+    for tier in list(_HOLDING):
+        with contextlib.suppress(Exception):
+            tier._release()
+
+
+# threading's exit hooks run before atexit's, newest first: this one before
+# concurrent.futures' (registered at its import), which then joins the lanes
+getattr(threading, "_register_atexit", atexit.register)(_release_all)
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,

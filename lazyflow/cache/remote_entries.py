@@ -2,36 +2,42 @@
 
 Design note
 -----------
-Format (remote layout 2, ``docs/cache-format.md``). An entry object is one
-compact JSON object::
+Format (remote layout 3, ``docs/cache-format.md``). An entry object holds
+one of::
 
-    {"v": 2, "meta": {...}, "data": "<base64 of the encoded value>"}   a small value, inline
-    {"v": 2, "meta": {...}, "cas": "<checksum>"}                        a value in cas/
-    {"v": 2, "meta": {...}}                                             a record
-    {"v": 2, "meta": {..., "key": K}, "entry": {"meta": {...}, ...}}    a record carrying K's entry
+    meta + the encoded value inline (``data``)       a value of at most INLINE_LIMIT bytes
+    meta + ``cas`` (a checksum)                       a value in cas/<ab>/<checksum>
+    meta + ``cas`` + ``span`` (offset, length)        a value inside a pack (remote_packs.py)
+    meta                                              a record
+    meta with "key": K + a carried copy of K's entry  a record carrying K's entry
 
-and, when its writer signs (``trust.py``), ``"sig"`` (the signatures) and,
-for a value in ``cas/``, ``"sha256"`` (the content's SHA-256, which the
-signature covers) beside ``"meta"``; a carried entry carries its own.
+and, when its writer signs (``trust.py``), ``sig`` (the signatures) and,
+for a value in ``cas/``, ``sha256`` (the SHA-256 of the value's bytes,
+which the signature covers); a carried entry carries its own. Layout 3
+stores these as a compact binary body (``remote_binary.py``) inside
+``{"v": 3, "b": "<base85>"}``; layout 2 stored them as JSON fields
+(``{"v": 2, "meta": {...}, "data": "<base64>"}``), which this lazyflow
+still reads (:attr:`EntryObject.layout` says which: signatures cover it).
 
 ``meta`` is the entry's stamped metadata, exactly as the tier's ``meta``
 answers it (the envelope every encoding keeps: a JSON object with
 ``"encoding"``). A value whose encoded bytes fit :data:`INLINE_LIMIT` travels
 inside its entry, so a hit on it is one GET; a larger one lives in the
 content object ``cas/<ab>/<checksum>``, shared by every entry with the same
-bytes. A record whose metadata names another entry by ``key`` (a trace
-record) may carry a copy of that entry, so a colleague resolving a target
-through its trace record gets the target's entry in the same GET; the copy
-is only ever one the writer held (its own write or an entry it read), and
-its bytes are checked against their checksum like any other.
+bytes, or in a pack with other values written at the same moment. A record
+whose metadata names another entry by ``key`` (a trace record) may carry a
+copy of that entry, so a colleague resolving a target through its trace
+record gets the target's entry in the same GET; the copy is only ever one
+the writer held (its own write or an entry it read), and its bytes are
+checked against their checksum like any other.
 
-Why JSON with base64 rather than a binary frame: the entry stays readable
-by any tool (``aws s3 cp - | jq``), older readers ignore fields they do not
-know, and inline values are small by definition (the 33% of base64 on 4 KiB
-is 1.3 KiB). Later fields (the signatures were the first; a ``last_used``
-kept in run manifests, not here) are added beside ``meta`` without a
-version bump; :data:`LAYOUT` changes only when a reader that ignores a new
-field would be wrong. A reader without trust configured ignores the
+Why a binary body in a JSON wrapper rather than JSON fields: an 8-byte
+value cost 317 bytes as JSON (field names, hex digests, base64), 172 now;
+the wrapper keeps the rule that an older lazyflow meeting a newer layout
+sees ``"v"`` and leaves the entry alone (a raw binary object would look
+damaged to it, and be deleted). :data:`LAYOUT` changes when a reader that
+ignores a new field would be wrong (a span: layout 2 readers would read the
+whole pack as the value); a reader without trust configured ignores the
 signatures, as an older lazyflow does; one with trust configured refuses an
 entry they do not vouch for (``trust.py``).
 """
@@ -44,14 +50,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import lazyflow.cache.remote_binary as binary
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.cache.serialize import Encoded, UnknownEncodingError
 
-__all__ = ["INLINE_LIMIT", "LAYOUT", "EntryObject", "Signature", "UnknownLayoutError", "payload"]
+__all__ = ["INLINE_LIMIT", "LAYOUT", "READS", "EntryObject", "Signature", "UnknownLayoutError", "payload"]
 
-LAYOUT = 2
-"""The remote layout version this lazyflow writes and reads (1: ``<ab>/<rest>.json`` beside
-a value object, read by ``remote_legacy.py``)."""
+LAYOUT = 3
+"""The remote layout version this lazyflow writes (it reads 2 as well; 1:
+``<ab>/<rest>.json`` beside a value object, read by ``remote_legacy.py``)."""
+READS = (2, 3)
+"""The entry-object layouts this lazyflow reads."""
 
 INLINE_LIMIT = 4096
 """Encoded values up to this many bytes travel inside their entry object."""
@@ -66,7 +75,8 @@ class UnknownLayoutError(UnknownEncodingError):
 
     def __init__(self, version: object) -> None:
         super().__init__(f"the entry object has remote layout version {version!r}, which this "
-                         f"lazyflow does not read (it reads {LAYOUT}); upgrade lazyflow to read it")
+                         f"lazyflow does not read (it reads {' and '.join(map(str, READS))}); upgrade "
+                         "lazyflow to read it")
         self.version = version
 
 
@@ -87,8 +97,10 @@ class Signature:
 @dataclass(frozen=True, slots=True)
 class EntryObject:
     """One entry as stored: metadata, and the value inline (``data``), by content
-    (``cas``: its checksum) or absent (a record), optionally with a ``carried`` entry;
-    signed entries add their ``sig`` and, for content, its ``sha256``."""
+    (``cas``: its checksum; with ``span``, the value's ``(offset, length)`` within a
+    pack) or absent (a record), optionally with a ``carried`` entry; signed entries add
+    their ``sig`` and, for content, its ``sha256``. ``layout`` is the layout it was read
+    in (what its signatures cover depends on it: ``trust.message``)."""
 
     meta: Meta
     data: bytes | None = None
@@ -96,6 +108,8 @@ class EntryObject:
     carried: EntryObject | None = None
     sha256: str | None = None
     sig: tuple[Signature, ...] = ()
+    span: tuple[int, int] | None = None
+    layout: int = LAYOUT
 
     @classmethod
     def for_value(cls, meta: Meta, encoded: Encoded) -> EntryObject:
@@ -116,18 +130,57 @@ class EntryObject:
         return key if self.carried is not None and isinstance(key, str) else None
 
     def to_json(self) -> bytes:
-        """The object's bytes: compact JSON, never containing a raw newline."""
-        return json.dumps({"v": LAYOUT, **self._fields()}, separators=(",", ":"),
-                          default=repr).encode()
+        """The object's bytes in layout :data:`LAYOUT`: ``{"v": 3, "b": "<base85 body>"}``
+        (``remote_binary.py``), never containing a raw newline."""
+        body = binary.encode(self._body())
+        return b'{"v":%d,"b":"%s"}' % (LAYOUT, binary.to_text(body).encode())
 
-    def _fields(self) -> dict[str, Any]:
+    def as_stored(self) -> EntryObject:
+        """The entry as a reader will parse it from :meth:`to_json` (what a writer signs)."""
+        return EntryObject.from_json(self.to_json())
+
+    def _body(self) -> binary.Body:
+        body: binary.Body = {"meta": self.meta}
+        if self.data is not None:
+            body["data"] = self.data
+        if self.cas is not None:
+            body["cas"] = self.cas
+        if self.span is not None:
+            body["span"] = self.span
+        if self.sha256 is not None:
+            body["sha256"] = self.sha256
+        if self.sig:
+            body["sig"] = [(s.key, s.alg, base64.b64decode(s.value)) for s in self.sig]
+        if self.carried is not None:
+            body["entry"] = self.carried._body()
+        return body
+
+    @classmethod
+    def _from_body(cls, body: binary.Body) -> EntryObject:
+        meta, data, cas = body["meta"], body.get("data"), body.get("cas")
+        if (data is not None or cas is not None) and not (
+                isinstance(meta.get("checksum"), str) and isinstance(meta.get("serializer"), str)):
+            raise CorruptEntryError("entry object has a value but no checksum")
+        carried = body.get("entry")
+        return cls(meta, data, cas, None if carried is None else cls._from_body(carried),
+                   body.get("sha256"),
+                   tuple(Signature(k, a, base64.b64encode(v).decode())
+                         for k, a, v in body.get("sig", ())),
+                   body.get("span"), LAYOUT)
+
+    def as_fields(self) -> dict[str, Any]:
+        """The entry as the JSON fields layout 2 spelt it out (``meta``, ``data`` in
+        base64, ``cas``, ``entry``, ``sha256``, ``sig``; and ``span``): for tools and
+        tests that look inside an entry. :meth:`from_fields` takes them back."""
         fields: dict[str, Any] = {"meta": self.meta}
         if self.data is not None:
             fields["data"] = base64.b64encode(self.data).decode()
         if self.cas is not None:
             fields["cas"] = self.cas
+        if self.span is not None:
+            fields["span"] = list(self.span)
         if self.carried is not None:
-            fields["entry"] = self.carried._fields()
+            fields["entry"] = self.carried.as_fields()
         if self.sha256 is not None:
             fields["sha256"] = self.sha256
         if self.sig:
@@ -135,21 +188,31 @@ class EntryObject:
         return fields
 
     @classmethod
+    def from_fields(cls, fields: dict[str, Any], layout: int = LAYOUT) -> EntryObject:
+        """The entry :meth:`as_fields` (or a layout-2 object) spells out;
+        :class:`CorruptEntryError` if it is not one."""
+        return cls._parse(fields, nested=False, layout=layout)
+
+    @classmethod
     def from_json(cls, raw: bytes) -> EntryObject:
-        """Parse an entry object; :class:`CorruptEntryError` if it is not one,
-        :class:`UnknownLayoutError` if a newer layout wrote it."""
+        """Parse an entry object of layout 3 or 2; :class:`CorruptEntryError` if it is not
+        one, :class:`UnknownLayoutError` if a newer layout wrote it."""
         try:
             stored = json.loads(raw)
         except ValueError as e:
             raise CorruptEntryError(f"metadata is not JSON: {e}") from e
         if not isinstance(stored, dict):
             raise CorruptEntryError("metadata is not a lazyflow entry object")
-        if stored.get("v") != LAYOUT:
-            raise UnknownLayoutError(stored.get("v"))
-        return cls._parse(stored, nested=False)
+        version = stored.get("v")
+        if version == LAYOUT:
+            return cls._from_body(binary.decode(binary.from_text(stored.get("b"))))
+        if version == 2:
+            return cls._parse(stored, nested=False, layout=2)
+        raise UnknownLayoutError(version)
 
     @classmethod
-    def _parse(cls, stored: dict[str, Any], *, nested: bool) -> EntryObject:
+    def _parse(cls, stored: dict[str, Any], *, nested: bool, layout: int) -> EntryObject:
+        """An entry from its JSON fields (layout 2's object, or :meth:`as_fields`)."""
         meta = stored.get("meta")
         if not isinstance(meta, dict):
             raise CorruptEntryError("metadata is not a lazyflow entry object")
@@ -168,10 +231,15 @@ class EntryObject:
             raise CorruptEntryError(f"inline value is not base64: {e}") from e
         entry = None
         if isinstance(carried, dict) and not nested:
-            entry = cls._parse(carried, nested=True)
+            entry = cls._parse(carried, nested=True, layout=layout)
         sha256 = stored.get("sha256")
+        span = stored.get("span")
+        if span is not None and not (isinstance(span, list) and len(span) == 2
+                                     and all(type(n) is int and n >= 0 for n in span)):
+            raise CorruptEntryError("entry object names its span wrongly")
         return cls(meta, decoded, cas, entry, sha256 if isinstance(sha256, str) else None,
-                   _signatures(stored.get("sig")))
+                   _signatures(stored.get("sig")), None if span is None else tuple(span),
+                   layout)
 
 
 def _signatures(stored: Any) -> tuple[Signature, ...]:

@@ -38,7 +38,7 @@ class Inventory:
     """The objects of one listing, by kind."""
 
     entries: dict[str, Listed] = field(default_factory=dict)
-    """key -> its entry object (layout 2)."""
+    """key -> its entry object (layouts 2 and 3)."""
     content: dict[str, Listed] = field(default_factory=dict)
     """checksum -> its content object."""
     manifests: list[tuple[ManifestName, Listed]] = field(default_factory=list)

@@ -58,6 +58,16 @@ class Lanes:
             self._futures.append(future)
             self._writes.inflight[key] = future
 
+    def submit_pack(self, members: list[tuple[str, Pending]]) -> None:
+        """Queue the write of values together (``remote_packs.py``) on one lane, each
+        pending (``pending`` holds them already) until it ends."""
+        with self._lock:
+            lane = self._executors[hash(members[0][0]) % len(self._executors)]
+            future = lane.submit(self._upload_pack, members)
+            self._futures.append(future)
+            for key, _ in members:
+                self._writes.inflight[key] = future
+
     def wait(self) -> None:
         """Wait for every upload queued so far, and those they queue meanwhile."""
         while True:
@@ -89,3 +99,21 @@ class Lanes:
             with self._lock:
                 if self._pending.get(key) is pending:
                     del self._pending[key]
+
+    def _upload_pack(self, members: list[tuple[str, Pending]]) -> None:
+        store = self._writes.store
+        try:
+            with store.in_background():
+                self._writes.write_pack(members)
+        except TierOfflineError:
+            pass
+        except Exception as e:
+            with self._lock:
+                self._errors.append(f"a pack of {len(members)} values (node "
+                                    f"{members[0][1].meta.get('node')!r}...): "
+                                    f"{type(e).__name__}: {e}")
+        finally:
+            with self._lock:
+                for key, pending in members:
+                    if self._pending.get(key) is pending:
+                        del self._pending[key]

@@ -1,4 +1,4 @@
-"""Remote layout 1, kept readable: found by listing, migrated once into layout 2.
+"""Remote layout 1, kept readable: found by listing, migrated once into the current layout.
 
 Design note
 -----------
@@ -12,12 +12,14 @@ Policy. A request never looks for these: probing the old name on every miss
 would double the cost of every miss for every team, forever. Instead they
 are reached by what lists the remote anyway: :func:`migrate` (run once after
 upgrading: ``RemoteTier.migrate``) copies each into
-layout 2 (the content create-only, then the entry create-only, records last
+the current layout (the content create-only, then the entry create-only, records last
 so that a trace record carries its target's entry), checking every value's
 checksum on the way; ``keys``, ``prune``, ``stats`` and ``verify`` see them
 (the tier remembers the keys its listing found in layout 1 and reads,
 verifies and deletes those through here), so old entries age out like any
-other. Migration keeps the old objects by default: colleagues still on an
+other. A migrating process that signs (``trust.py``) signs the copies: it
+vouches for what it copied, each value's checksum verified. Migration keeps
+the old objects by default: colleagues still on an
 older lazyflow read only those. Rejected: a marker object naming the
 layout, which every process would have to read before its first miss (one
 more request per process) and which older writers would never update.
@@ -29,12 +31,13 @@ import contextlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.cache.remote_entries import EntryObject
 from lazyflow.cache.serialize import KNOWN_ENCODINGS, Encoded, encoding_of
+from lazyflow.cache.trust import content_sha256
 
 if TYPE_CHECKING:
     from lazyflow.cache.remote_store import RemoteStore
@@ -135,7 +138,7 @@ def orphans(store: RemoteStore, listing: Iterable[str], legacy: set[str]) -> lis
 
 
 def migrate(store: RemoteStore, legacy: set[str], *, remove: bool = False) -> Migration:
-    """Copy the layout-1 entries of ``legacy`` keys into layout 2 (values first, records
+    """Copy the layout-1 entries of ``legacy`` keys into the current layout (values first, records
     last, each create-only); ``remove`` deletes each old entry once its copy is in place."""
     done = Migration()
     copied: dict[str, EntryObject] = {}
@@ -174,7 +177,7 @@ def _read_quietly(store: RemoteStore, key: str) -> LegacyEntry | None:
 
 def _copy(store: RemoteStore, key: str, entry: LegacyEntry,
           copied: dict[str, EntryObject]) -> EntryObject | None:
-    """Write one layout-1 entry in layout 2; ``None`` when layout 2 holds the key already."""
+    """Write one layout-1 entry in the current layout; ``None`` when it holds the key already."""
     from lazyflow.cache.remote_objects import PreconditionFailed
 
     meta = entry.meta
@@ -187,8 +190,25 @@ def _copy(store: RemoteStore, key: str, entry: LegacyEntry,
         copy = EntryObject.for_value(meta, encoded)
         if copy.cas is not None:
             store.write_content(copy.cas, encoded)
+            if _signs(store):  # the signature covers the content's SHA-256
+                copy = replace(copy, sha256=content_sha256(encoded))
+    copy = _signed(store, key, copy)
     try:
         store.write_entry(key, copy, create=True)
     except PreconditionFailed:
         return None
     return copy
+
+
+def _signs(store: RemoteStore) -> bool:
+    return store.trust is not None and store.trust.signer is not None
+
+
+def _signed(store: RemoteStore, key: str, copy: EntryObject) -> EntryObject:
+    """``copy`` signed as the entry of ``key`` when the migrating process signs: it
+    vouches for what it copies (each value's checksum was verified on the way), so
+    that readers trusting its key hit the migrated entries. A carried copy is one this
+    migration wrote, signed already under its own key."""
+    if not _signs(store) or store.trust is None:
+        return copy
+    return store.trust.sign(key, copy)

@@ -78,7 +78,7 @@ class Maintenance:
             self.reads.legacy.clear()
 
     def migrate(self, *, remove: bool) -> dict[str, Any]:
-        """Copy every layout-1 entry into layout 2 (``remote_legacy.migrate``); what it did."""
+        """Copy every layout-1 entry into the current layout (``remote_legacy.migrate``); what it did."""
         store = self.store
         done = legacy.migrate(store, legacy.keys_in(store, store.list_objects()), remove=remove)
         with self._lock:

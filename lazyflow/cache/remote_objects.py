@@ -18,6 +18,8 @@ store reaches objects through :class:`Objects`, four operations:
   :class:`PreconditionFailed`, so the first writer wins and no update is
   lost;
 * :meth:`~Objects.open` — stream a large object whose size is known (no HEAD);
+* :meth:`~Objects.get_range` — some bytes of an object (S3: one GET with a
+  ``Range`` header), for a value inside a pack;
 * :meth:`~Objects.delete` — optionally **only the version listed** (S3
   ``If-Match`` on DeleteObject, or per object in a DeleteObjects batch:
   :meth:`~Objects.delete_many`), so garbage collection never deletes an
@@ -127,6 +129,17 @@ class Objects:
         self.traffic.add("GET", len(data))
         return Fetched(data, xxhash.xxh3_64_hexdigest(data))
 
+    def get_range(self, path: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object from ``start`` (one ranged request);
+        ``FileNotFoundError`` when it is absent."""
+        try:
+            data = bytes(self.fs.cat_file(path, start, start + length))
+        except FileNotFoundError:
+            self.traffic.add("GET")
+            raise
+        self.traffic.add("GET", len(data))
+        return data
+
     def put(self, path: str, chunks: Iterable[Buffer], *, create: bool = False,
             match: str | None = None) -> str | None:
         """Write the whole object from its ``chunks``; returns its new version.
@@ -226,6 +239,17 @@ class LocalObjects(Objects):
         self.traffic.add("GET", len(data))
         return Fetched(data, _file_version(stat), stat.st_mtime)
 
+    def get_range(self, path: str, start: int, length: int) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(length)
+        except FileNotFoundError:
+            self.traffic.add("GET")
+            raise
+        self.traffic.add("GET", len(data))
+        return data
+
     def put(self, path: str, chunks: Iterable[Buffer], *, create: bool = False,
             match: str | None = None) -> str | None:
         folder = os.path.dirname(path)
@@ -305,10 +329,20 @@ class S3Objects(Objects):
         result: Fetched = sync(self.fs.loop, self._get, path)
         return result
 
-    async def _get(self, path: str) -> Fetched:
+    def get_range(self, path: str, start: int, length: int) -> bytes:
+        from fsspec.asyn import sync
+
+        if length <= 0:
+            return b""
+        result: Fetched = sync(self.fs.loop, self._get, path,
+                               f"bytes={start}-{start + length - 1}")
+        return result.data
+
+    async def _get(self, path: str, span: str | None = None) -> Fetched:
         bucket, key, _ = self.fs.split_path(path)
         try:
-            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key,
+                                               **({} if span is None else {"Range": span}))
         except FileNotFoundError:
             self.traffic.add("GET")
             raise

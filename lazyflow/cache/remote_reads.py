@@ -25,7 +25,8 @@ for a key an entry already holds. Unlike the memo it outlives the run, so a
 record read in one run can be updated in the next; it is bounded.
 
 Damage. Bytes are checked against their checksum before anything decodes
-them (inline bytes, or a content object streamed). A content object that
+them (inline bytes, a content object streamed, or a value's span of a pack
+read with one ranged GET). A content object that
 reads wrong is noted (:attr:`Reads.damaged`) so that deleting the entry
 deletes it too — otherwise the value's next writer, finding the name taken,
 would keep the damaged bytes. A copy carried by a record that reads wrong
@@ -193,7 +194,10 @@ class Reads:
         if path is None:
             return True
         try:
-            self.store.verify_stream(path, meta)
+            if entry.span is not None and entry.cas is not None:  # in a pack: its own bytes
+                self.store.read_span(entry.cas, entry.span, meta)
+            else:
+                self.store.verify_stream(path, meta)
         except CorruptEntryError:
             self._note_damaged(entry)
             raise
@@ -215,7 +219,8 @@ class Reads:
         if entry.cas is None:
             return None
         try:
-            encoded = self.store.read_content(entry.cas, meta)
+            encoded = self.store.read_content(entry.cas, meta) if entry.span is None \
+                else self.store.read_span(entry.cas, entry.span, meta)  # in a pack
             if self.store.trust is not None:
                 self.store.trust.check_content(entry, encoded)
             return encoded
@@ -232,7 +237,9 @@ class Reads:
                                     "missing") from None
 
     def _note_damaged(self, entry: EntryObject) -> None:
-        if entry.cas is not None:
+        # a pack is not deleted for one member's bad bytes: the others may read well, and
+        # a rewrite of this value makes a new pack (another name), never reusing these
+        if entry.cas is not None and entry.span is None:
             self.damaged.add(entry.cas)
 
     def _fetch_legacy(self, key: str) -> Read | None:

@@ -2,12 +2,13 @@
 
 Design note
 -----------
-Layout (remote layout 2; ``docs/cache-format.md``). Entries apart from content::
+Layout (remote layout 3; ``docs/cache-format.md``). Entries apart from content::
 
     <root>/ac/ab/<key>.json          the entry object: metadata, and a small value inline
                                      or the checksum of its content (``remote_entries.py``)
     <root>/cas/ab/<checksum>         a content object: an encoded value (``serialize.py``
-                                     frames), named by the xxh3-128 of its bytes
+                                     frames), or a pack of them (``remote_packs.py``),
+                                     named by the xxh3-128 of its bytes
 
 both sharded by the first two hex digits. A content object is shared by
 every entry whose value has the same bytes (deduplication), and is written
@@ -39,8 +40,8 @@ file), and an entry object that lands late names content already complete.
 
 Interface. The tier (``remote.py``) reaches the remote only through a few
 methods, each one step under its deadline: :meth:`~RemoteStore.read_entry`,
-:meth:`~RemoteStore.read_content` and :meth:`~RemoteStore.verify_content`
-read, :meth:`~RemoteStore.write_entry` and :meth:`~RemoteStore.write_content`
+:meth:`~RemoteStore.read_content`, :meth:`~RemoteStore.read_span` (a value in a
+pack, one ranged GET) and :meth:`~RemoteStore.verify_content` read, :meth:`~RemoteStore.write_entry` and :meth:`~RemoteStore.write_content`
 write (conditionally), :meth:`~RemoteStore.delete`,
 :meth:`~RemoteStore.list_objects` and :meth:`~RemoteStore.remove_all`
 manage (and :meth:`~RemoteStore.listing`, :meth:`~RemoteStore.folders`,
@@ -63,7 +64,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lazyflow.cache.base import Meta, TierOfflineError
 from lazyflow.cache.config import ConfigError
@@ -79,7 +80,13 @@ from lazyflow.cache.remote_objects import (
     objects_for,
 )
 from lazyflow.cache.remote_traffic import Traffic
-from lazyflow.cache.serialize import Encoded, read_encoded, verify_stream
+from lazyflow.cache.serialize import (
+    CorruptEntryError,
+    Encoded,
+    decode_bytes,
+    read_encoded,
+    verify_stream,
+)
 from lazyflow.cache.trust import TRUST_OPTION, ReadOnlyRemoteError, Trust
 from lazyflow.errors import CacheWarning, LazyflowError, warn
 
@@ -212,6 +219,18 @@ class RemoteStore:
 
         return self._call("read value", read, nbytes=size)
 
+    def read_span(self, checksum: str, span: tuple[int, int], meta: Meta) -> Encoded:
+        """The encoded value at ``span`` (offset, length) of the content object (a pack),
+        in one ranged request, its checksum verified (:class:`CorruptEntryError` if
+        wrong); ``FileNotFoundError`` if the object is gone."""
+        offset, length = span
+        data = self._call("read value", functools.partial(
+            self.objects.get_range, self.content_path(checksum), offset, length), nbytes=length)
+        if len(data) != length:
+            raise CorruptEntryError(f"content object {checksum[:16]}… is shorter than the "
+                                    "span its entry names")
+        return decode_bytes(data, meta["serializer"], meta["checksum"])
+
     def verify_content(self, checksum: str, meta: Meta) -> None:
         """Stream the content object through its checksum, decoding nothing:
         :class:`CorruptEntryError` if the bytes are wrong, ``FileNotFoundError`` if gone."""
@@ -237,7 +256,7 @@ class RemoteStore:
         return self.put(self.entry_path(key), [data], create=create, match=match,
                         what="upload metadata")
 
-    def write_content(self, checksum: str, encoded: Encoded) -> bool:
+    def write_content(self, checksum: str, encoded: Blob) -> bool:
         """Write a content object create-only; ``False`` when it existed (same name, same
         bytes: nothing to do). Returns only once the object is whole."""
         try:
@@ -366,6 +385,19 @@ class RemoteStore:
         if self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
         self.fs.invalidate_cache(self.root)
+
+
+class Blob(Protocol):
+    """Bytes to upload in pieces: an encoded value, or a pack of them."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes in all."""
+        ...
+
+    def chunks(self) -> Iterator[memoryview]:
+        """The bytes in order."""
+        ...
 
 
 def _named(path: str, folder: str, suffix: str) -> str | None:

@@ -13,6 +13,11 @@ object; a second writer whose bytes differ and whose miss came before the
 first writer's entry leaves its content unnamed, for ``prune``. Rejected:
 the entry's create-only put as the only check, after the content, which
 uploads large values for nothing and leaves such an orphan at every race.
+One kind of value entry is rewritten: a map's manifest chunk, whose key
+names a place in the manifest rather than a value (``model/mapping.py``),
+goes over the version this process read (a colleague's rewrite in between
+stays: correct for its ids, fewer hits at worst); created-only, a chunk
+stayed as first written, and a changed element was recomputed on every run.
 
 Records. Written by ``remote_records.write_record`` against what the reads
 remember of them (:attr:`Reads.versions`).
@@ -32,6 +37,12 @@ written carrying a copy of that entry when this process holds it: its own
 write (pending, or done) or its read. A copy naming content goes only once
 that content is known to be stored — the record waits for the entry's own
 upload on its lane — else the record goes without a copy.
+
+Packs. Values the tier buffered together (``remote_packs.py``) are written
+by :meth:`Writes.write_pack`: one content object holding the bytes of
+those whose key no entry holds, then each one's entry naming its span, each
+signed with its own bytes' SHA-256. A record carrying a packed entry
+carries it as written (its span), once that upload ended.
 
 Signing. With a key to sign with (``trust.py``), every entry object is
 signed as it is written (:meth:`Writes._signed`), a merged record included;
@@ -56,6 +67,7 @@ from lazyflow.cache.base import Meta, TierOfflineError
 from lazyflow.cache.remote_entries import EntryObject, UnknownLayoutError
 from lazyflow.cache.remote_manifests import RunLog
 from lazyflow.cache.remote_objects import PreconditionFailed
+from lazyflow.cache.remote_packs import Pack
 from lazyflow.cache.remote_reads import Reads
 from lazyflow.cache.remote_records import Version, write_record
 from lazyflow.cache.serialize import Encoded, encoding_of
@@ -139,27 +151,78 @@ class Writes:
         return entry
 
     def _value(self, key: str, entry: EntryObject, encoded: Encoded | None) -> None:
-        """Content first (only if no entry holds the key), then the entry, both create-only."""
-        known = self.reads.versions.get(key)
-        if known is not None and known.exists:
-            read = self.reads.memo.get(key)
-            self.log.wrote(key, read.entry if read is not None else entry)
+        """Content first (only if the entry will be written), then the entry, create-only
+        (a manifest chunk: over the version read)."""
+        condition = self._condition(key, entry, check=entry.cas is not None)
+        if condition is None:
             return  # an entry is there (a colleague's, or ours): it stays
         if entry.cas is not None and encoded is not None:
-            if known is None and self._present(key):
-                return  # checked with one GET: never upload content an entry will not name
             self._content(entry.cas, encoded)
             with self._lock:
                 self._stored.add(entry.cas)
+        self._entry(key, entry, condition)
+
+    def _entry(self, key: str, entry: EntryObject, condition: dict[str, Any]) -> None:
+        """Write a value's entry under ``condition``; a failed one keeps the colleague's."""
         try:
-            version = self.store.write_entry(key, entry, create=True)
-            self.log.added(1, len(entry.to_json()))
+            version = self.store.write_entry(key, entry, **condition)
+            if condition.get("create"):  # a chunk rewritten in place adds no entry (ledger)
+                self.log.added(1, len(entry.to_json()))
         except PreconditionFailed:  # a colleague's entry came first: theirs stays
             version = None
         self.log.wrote(key, entry)
         # ours is as valid as theirs, its content in place: a record naming the key may
         # carry it (a worker's synchronous tier has no pending write to take it from)
         self.reads.wrote(key, entry, version)
+
+    def write_pack(self, members: list[tuple[str, Pending]]) -> None:
+        """Write values together (``remote_packs.py``): the keys to be written get one
+        pack of their bytes, create-only, then each its entry naming its span of it."""
+        todo = []
+        for key, pending in members:
+            condition = self._condition(key, pending.entry, check=True) \
+                if pending.encoded is not None else None
+            if condition is not None:
+                todo.append((key, pending, condition))
+        if len(todo) == 1:  # alone: its own content object, as any value
+            key, pending, condition = todo[0]
+            entry = self._signed(key, pending.entry)
+            if entry.cas is not None and pending.encoded is not None:
+                self._content(entry.cas, pending.encoded)
+                with self._lock:
+                    self._stored.add(entry.cas)
+            self._entry(key, entry, condition)
+            return
+        if not todo:
+            return
+        pack = Pack.of([pending.encoded for _, pending, _ in todo
+                        if pending.encoded is not None])
+        self._content(pack.checksum, pack)
+        with self._lock:
+            self._stored.add(pack.checksum)
+        for (key, pending, condition), span in zip(todo, pack.spans, strict=True):
+            self._entry(key, self._signed(key, replace(pending.entry, cas=pack.checksum,
+                                                       span=span)), condition)
+
+    def _condition(self, key: str, entry: EntryObject, *, check: bool
+                   ) -> dict[str, Any] | None:
+        """How a value's entry is written: create-only where no entry holds the key (known,
+        or with ``check``, checked with one GET), over the version read for a map's
+        manifest chunk (its key names a place, not a value: ``model/mapping.py``), or
+        not at all (``None``: an entry is there and stays)."""
+        known = self.reads.versions.get(key)
+        if known is None and check and self._present(key):
+            known = self.reads.versions.get(key)
+            if known is None:
+                return None
+        if known is None or not known.exists:
+            return {"create": True}
+        read = self.reads.memo.get(key)
+        if read is not None and "chunk" in read.entry.meta and known.version is not None \
+                and not self.reads.untrusted.get(key) and read.carrier is None:
+            return {"match": known.version}
+        self.log.wrote(key, read.entry if read is not None else entry)  # the run used it
+        return None
 
     def _present(self, key: str) -> bool:
         """Whether an entry holds ``key`` (one GET): one this lazyflow cannot read or trust
@@ -172,7 +235,7 @@ class Writes:
             self.log.wrote(key, found.entry)
         return found is not None
 
-    def _content(self, checksum: str, encoded: Encoded) -> None:
+    def _content(self, checksum: str, encoded: Encoded | Pack) -> None:
         """Upload content create-only; content there already is refreshed (re-uploaded if it
         vanished meanwhile), so a collection does not take it for unused."""
         if self.store.write_content(checksum, encoded):
@@ -239,9 +302,14 @@ class Writes:
         future = self.inflight.get(target)
         if future is not None:
             future.exception()  # the entry's own upload, on its lane, queued before this one
+        read = self.reads.memo.get(target)
+        if read is not None and read.carrier is None and read.entry.span is not None \
+                and carried.span is None \
+                and read.entry.meta.get("checksum") == carried.meta.get("checksum"):
+            carried = read.entry  # written into a pack: the copy names it as written
+            record = replace(record, carried=carried)
         with self._lock:
             stored = carried.cas in self._stored
-        read = self.reads.memo.get(target)
         if stored or (read is not None and read.entry is carried):  # read: a committed entry
             return record
         return EntryObject(record.meta)

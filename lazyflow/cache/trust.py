@@ -305,6 +305,7 @@ class Trust:
         there is none). A value in ``cas/`` must carry its ``sha256``."""
         if self.signer is None:
             return entry
+        entry = replace(entry, layout=LAYOUT)  # what is signed is what will be stored
         signed = message(key, entry, parsed=False)
         if signed is None:
             raise ValueError(f"entry {key[:12]}… names content without its sha256: "
@@ -356,10 +357,16 @@ def message(key: str, entry: EntryObject, *, parsed: bool = True) -> bytes | Non
         if entry.sha256 is None:
             return None
         value = f"cas:{entry.cas}:{entry.sha256}".encode()
+        if entry.span is not None:  # a value in a pack: where in it, too
+            value += f":{entry.span[0]}:{entry.span[1]}".encode()
     else:
         value = b"record"
-    meta = entry.meta if parsed else json.loads(dump_meta(entry.meta))
-    return b"\0".join((b"lazyflow-entry", str(LAYOUT).encode(), key.encode(), dump_meta(meta),
+    if entry.layout == 2:  # the metadata in its stored order, as layout 2 stored JSON
+        meta = dump_meta(entry.meta if parsed else json.loads(dump_meta(entry.meta)))
+    else:  # layout 3 stores no field order: the metadata's JSON with sorted keys
+        meta = json.dumps(entry.meta if parsed else json.loads(dump_meta(entry.meta)),
+                          sort_keys=True, separators=(",", ":"), default=repr).encode()
+    return b"\0".join((b"lazyflow-entry", str(entry.layout).encode(), key.encode(), meta,
                        value))
 
 

@@ -7,21 +7,19 @@ import argparse
 from typing import Any
 
 from lazyflow.cli.options import cache_for, parse_age
-from lazyflow.cli.output import UsageError, dump, say
+from lazyflow.cli.output import UsageError, dump, say, table
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """``lazyflow cache stats|prune|clear|verify``; exit 1 if ``verify`` found damage."""
-    from lazyflow.cache.sizes import format_size, parse_size
+    from lazyflow.cache.sizes import parse_size
 
     cache = cache_for(args)
     chosen = _tiers(cache, args)
     status = 0
     if args.action == "stats":
         report: Any = cache.stats()
-        text = "\n".join(f"{tier:<8} " + "  ".join(
-            f"{k} {format_size(v) if k == 'bytes' else v}" for k, v in facts.items())
-            for tier, facts in report.items())
+        text = _statistics(report)
     elif args.action == "prune":
         if args.max_size is None and args.older_than is None:
             raise UsageError("cache prune needs --max-size and/or --older-than")
@@ -50,6 +48,24 @@ def cmd_cache(args: argparse.Namespace) -> int:
     else:
         say(text)
     return status
+
+
+def _statistics(report: dict[str, dict[str, Any]]) -> str:
+    """``cache stats``'s report: a line per tier, then each tier's figures per flow (the
+    remote's, from its ledger) as a table."""
+    from lazyflow.cache.sizes import format_size
+
+    lines = [f"{tier:<8} " + "  ".join(
+        f"{k} {format_size(v) if k == 'bytes' else v}" for k, v in facts.items()
+        if not isinstance(v, dict)) for tier, facts in report.items()]
+    for tier, facts in report.items():
+        flows = facts.get("flows")
+        if isinstance(flows, dict) and flows:
+            rows = [(flow, figures.get("entries", 0), format_size(figures.get("bytes", 0)))
+                    for flow, figures in sorted(flows.items())]
+            lines += ["", f"{tier} by flow:", table(("flow", "entries", "bytes"), rows,
+                                                     indent="  ", right=(False, True, True))]
+    return "\n".join(lines)
 
 
 def _tiers(cache: Any, args: argparse.Namespace) -> list[Any]:

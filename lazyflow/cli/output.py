@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from lazyflow.errors import LazyflowError
@@ -45,6 +45,28 @@ def is_terminal(stream: TextIO) -> bool:
 def dump(data: Any) -> None:
     """One JSON document on stdout; data never carries colour codes (a kernel's traceback)."""
     sys.stdout.write(_ANSI_IN_JSON.sub("", json.dumps(data, indent=2, default=str)) + "\n")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, indent: str = "",
+          right: Sequence[bool] | None = None) -> str:
+    """Rows as aligned columns under ``header``: text left-aligned, numbers right-aligned
+    (a column is numeric when every value in it is an ``int`` or ``float``; ``right``
+    says per column instead).
+
+    >>> print(table(("flow", "entries"), [("team", 12), ("etl", 3)]))
+    flow  entries
+    team       12
+    etl         3
+    """
+    body = [list(row) for row in rows]
+    numeric = list(right) if right is not None else [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                   for row in body) and bool(body) for i in range(len(header))]
+    cells = [list(header), *[[str(value) for value in row] for row in body]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [indent + "  ".join(cell.rjust(width) if right else cell.ljust(width)
+                                for cell, width, right in zip(row, widths, numeric, strict=True)
+                                ).rstrip() for row in cells]
+    return "\n".join(lines)
 
 
 def short(value: Any) -> str:
