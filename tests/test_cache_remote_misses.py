@@ -5,8 +5,6 @@ the moto S3 server (requests recorded by the server itself) and a folder."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from bucket import age, kinds, objects
 
@@ -14,6 +12,7 @@ import lazyflow as lf
 from lazyflow.cache import NO_VALUE
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.remote import RemoteTier
+from lazyflow.cache.remote_entries import EntryObject
 
 DAY = 86400
 KEY = "ab" * 16
@@ -76,8 +75,8 @@ def test_a_node_whose_input_was_a_hit_is_still_found_by_its_entry(remote):
     tier = _tier(url, options)
     for name in objects(url, options):  # lose total's trace record (its entry stays)
         if name.startswith("ac/"):
-            stored = json.loads(tier.store.fetch(f"{tier.root}/{name}").data)
-            if stored["meta"].get("key") == first.nodes["total"].key:
+            stored = EntryObject.from_json(tier.store.fetch(f"{tier.root}/{name}").data)
+            if stored.meta.get("key") == first.nodes["total"].key:
                 tier.store.delete(f"{tier.root}/{name}")
     again = _flow(url, options).run("total", n=10)
     assert (again.nodes["raw"].status, again.nodes["total"].status) == ("cached", "cached")
