@@ -3,11 +3,13 @@ secrets redacted), each node's cpu, peak memory and metrics, and what a run's hi
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +311,23 @@ def test_the_summary_of_a_warm_run_says_what_its_hits_saved(flow):
     summary = _last(flow).summary()
     assert "saved tokens=812 cost=0.013" in summary
     assert "saved: 812 tokens, 0.013 cost" in summary
+
+
+def test_a_finished_runs_history_keeps_no_input_value_alive(beside_disk):
+    class Frame(list):
+        """A large input that can be watched for collection."""
+
+    lf.register_hasher(Frame, lambda frame: "frame")
+
+    @beside_disk.node
+    def size(frame):
+        return len(frame)
+
+    frame = Frame(range(1000))
+    watched = weakref.ref(frame)
+    beside_disk.run("size", frame=frame)  # computed: its row is built by the writer, later
+    del frame
+    gc.collect()
+    assert watched() is None
+    flush()
+    assert _last(beside_disk).input_values["frame"] == "<Frame len 1000>"

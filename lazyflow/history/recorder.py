@@ -51,6 +51,7 @@ from lazyflow.history.rows import (
     started_row,
 )
 from lazyflow.history.store import Store
+from lazyflow.model.shown import as_shown
 from lazyflow.run import NodeRecord, Run
 
 __all__ = ["BATCH_SECONDS", "Recorder", "flush", "process_recorder", "start_recording"]
@@ -77,7 +78,9 @@ class _Ended:
         except Exception:  # never fail a request for its history: the writer builds it
             self.plain = None
         self.run = run if self.plain is None and params is not None else None
-        self.params = params if self.run is not None else None
+        # the values' texts, not the values: the writer builds the row later, and the
+        # inputs (a large frame, say) must be free to go as soon as the request ends
+        self.params = as_shown(params) if self.run is not None else None
 
     def finished(self) -> tuple[tuple[Any, ...], NodeSet | None]:
         """The run's ``runs`` row, and the node set it names."""

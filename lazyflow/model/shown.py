@@ -46,7 +46,7 @@ import re
 from pathlib import PurePath
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["ITEMS_MAX", "REDACTED", "SECRET_WORDS", "TEXT_MAX", "Secret", "describe",
+__all__ = ["ITEMS_MAX", "REDACTED", "SECRET_WORDS", "TEXT_MAX", "Secret", "Shown", "as_shown", "describe",
            "is_described", "is_redacted", "printed", "shown", "shown_inputs"]
 
 TEXT_MAX: Final = 200
@@ -146,10 +146,26 @@ def shown(name: str, value: Any) -> str:
     >>> shown("rows", list(range(1000))), shown("label", "x" * 300)
     ('<list len 1000>', '<str len 300>')
     """
+    if type(value) is Shown:
+        return str(value)
     if type(value) is Secret or is_redacted(name):
         return REDACTED
     text = _small(value)
     return text if text is not None else f"<{describe(value)}>"
+
+
+class Shown(str):
+    """An input's text as :func:`shown` made it, standing in for its value where the value
+    must not be kept alive: a finished run waiting for the history's writer would hold
+    a 10 GB frame the notebook has long deleted."""
+
+    __slots__ = ()
+
+
+def as_shown(params: Any) -> dict[str, dict[str, Shown]]:
+    """A request's flow-input values (node -> parameter -> value) as their texts."""
+    return {node: {name: Shown(shown(name, value)) for name, value in node_params.items()}
+            for node, node_params in params.items()}
 
 
 def shown_inputs(params: Any) -> dict[str, str]:
