@@ -108,7 +108,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     if stale is not None:
         s.fresh, s.expired = True, stale
     try:
-        s.emit(RunStarted(run, plan.params))  # values for the history, never kept
+        if s.observed:
+            s.emit(RunStarted(run, plan.params))  # values for the history, never kept
         for name, hit in hits.items():
             settle_hit(s, name, hit)
         _loop_until_collected(s)
@@ -130,7 +131,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         if run.status == "running":  # a failure every consumer caught fails no run
             run.status = "failed" if any(not run.nodes[n].caught for n in run.failed) \
                 else "completed"
-        s.emit(RunFinished(run))
+        if s.observed:
+            s.emit(RunFinished(run))
     return run
 
 
@@ -304,7 +306,8 @@ def _abort(s: RunState, error: BaseException) -> None:
             record.reason = (f"run cancelled: {error}" if interrupted
                              else f"not run: node {failed!r} failed" if failed
                              else f"not run: {type(error).__name__}")
-            s.emit(NodeFinished(s.run, record))
+            if s.observed:
+                s.emit(NodeFinished(s.run, record))
 
 
 def _keep_finished(s: RunState) -> None:

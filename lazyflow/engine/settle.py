@@ -80,7 +80,8 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     error = outcome.error
     if isinstance(error, skip.Skip):
         stop(s, name, "skipped", error.reason)
-        s.emit(NodeFinished(s.run, record))
+        if s.observed:
+            s.emit(NodeFinished(s.run, record))
         return
     _note(s, error, name)
     policy = s.policies[name]
@@ -97,7 +98,8 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     if record.caught:
         record.reason += "; caught by " + ", ".join(
             repr(d) for d in dict.fromkeys(s.plan.downstream[name]))
-    s.emit(NodeFinished(s.run, record))
+    if s.observed:
+        s.emit(NodeFinished(s.run, record))
     if policy.on_error == "raise" and s.fatal is None and not record.caught:
         s.fatal = error
 
@@ -262,7 +264,8 @@ def mark_cached(s: RunState, name: str, hit: Hit) -> None:
     s.digests[name] = hit.meta["digest"]
     s.keys[name] = hit.key
     s.hits[name] = hit
-    s.emit(NodeFinished(s.run, record))
+    if s.observed:
+        s.emit(NodeFinished(s.run, record))
 
 
 def mark_unneeded(s: RunState) -> None:
@@ -271,7 +274,8 @@ def mark_unneeded(s: RunState) -> None:
         if record.status == "pending":
             record.status = "skipped"
             record.reason = NOT_NEEDED
-            s.emit(NodeFinished(s.run, record))
+            if s.observed:
+                s.emit(NodeFinished(s.run, record))
 
 
 def stop(s: RunState, name: str, status: Status, reason: str) -> None:

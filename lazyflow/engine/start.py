@@ -95,7 +95,8 @@ def _skipped(s: RunState, name: str, upstream: dict[str, str]) -> bool:
         record_failure(s, name, s.failures[blocked].error, because=blocked)
     stop(s, name, "skipped", skip.inherited_reason(blocked, s.run.nodes[blocked]))
     release_inputs(s, name)
-    s.emit(NodeFinished(s.run, s.run.nodes[name]))
+    if s.observed:
+        s.emit(NodeFinished(s.run, s.run.nodes[name]))
     return True
 
 
