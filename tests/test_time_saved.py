@@ -130,3 +130,10 @@ def test_a_recalled_elements_saved_figure_is_its_chunks_average(prompts):
 def test_a_map_computed_whole_saves_nothing_in_its_own_run(prompts):
     run = prompts.run("answers", texts=["a", "bb"])
     assert run.saved_metrics() == {} and run.time_saved == 0
+
+
+def test_a_maps_whole_figures_stay_whole_numbers_when_saved(prompts):
+    prompts.get("answers", texts=["a", "bb", "ccc"])
+    prompts.get("answers", texts=["a", "bb", "ccc", "dddd"])
+    saved = prompts.run("answers", texts=["a", "bb", "ccc", "dddd"]).saved_metrics()
+    assert saved == {"tokens": 10} and type(saved["tokens"]) is int  # printed "10", not "10.0"
