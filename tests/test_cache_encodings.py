@@ -229,9 +229,12 @@ def _deep(levels: int) -> list[object]:
     (1, 2), [1, (2,)], {1: "int key"}, {"k": {2}}, Colour.RED, np.float64(1.5), np.int64(3),
     [_shared, _shared], _cycle, _deep(formats.JSON_DEPTH + 1),
     list(range(formats.JSON_ITEMS + 1)), 2**(formats.INT_BITS + 1), bytearray(b"x"),
+    [1, 2**(formats.INT_BITS + 1), 3], [1, -2**(formats.INT_BITS + 1)],
+    ["a", 2**(formats.INT_BITS + 1), None], [1.5, 2, True, (3,)],
 ], ids=["tuple", "a tuple inside", "an int key", "a set inside", "an int subclass",
         "numpy float", "numpy int", "a list met twice", "a cycle", "too deep", "too long",
-        "a huge int", "bytearray"])
+        "a huge int", "bytearray", "a huge int in a flat list", "a huge negative int last",
+        "a huge int among strings", "a tuple in a flat list"])
 def test_a_value_json_would_not_give_back_exactly_is_pickled(value):
     encoded = serialize.encode(value)
     assert encoded.serializer in ("pickle", "cloudpickle")

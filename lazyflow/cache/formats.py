@@ -166,6 +166,12 @@ def _json_exact(value: Any) -> bool:
         if depth >= JSON_DEPTH or budget < 0 or id(item) in seen:
             return False
         seen.add(id(item))
+        if kind is list:
+            kinds = set(map(type, item))
+            if kinds <= _JSON_SCALARS:  # flat: checked at C speed (20,000 ints: 8 -> 0.5 ms)
+                if int in kinds and not _ints_fit(item, kinds):
+                    return False
+                continue
         if kind is dict:
             if any(type(key) is not str for key in item):
                 return False
@@ -173,6 +179,16 @@ def _json_exact(value: Any) -> bool:
         else:
             stack.extend((member, depth + 1) for member in item)
     return True
+
+
+_JSON_SCALARS = frozenset({str, float, bool, int, type(None)})
+
+
+def _ints_fit(items: list[Any], kinds: set[type]) -> bool:
+    """Whether every int of a flat list fits in :data:`INT_BITS` bits."""
+    if kinds == {int}:  # the largest magnitudes are the extremes
+        return max(items).bit_length() <= INT_BITS and min(items).bit_length() <= INT_BITS
+    return all(i.bit_length() <= INT_BITS for i in items if type(i) is int)
 
 
 # ----------------------------------------------------------------------------- numpy
