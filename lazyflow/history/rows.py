@@ -140,8 +140,8 @@ def plain_parts(run: Run, params: Params = _NO_PARAMS
     saved time, the metrics stored with its entry and the time it was served.
     """
     records = run.nodes.values()
-    if not records:
-        return None
+    if not records or next(iter(records)).status != "cached":
+        return None  # a run that computed its first node (a cold one): no pass over 10,000
     try:
         # one pass: what must be plain, then the hits; a warm run alike the last one has
         # the very same values (identity tests), found plain without checking them again
@@ -199,10 +199,14 @@ def node_extras(rows: Sequence[tuple[Any, ...]]) -> str | None:
     width = len(NODE_FIELDS)
     extras: dict[str, dict[str, Any]] = {}
     for row in rows:
+        cpu, peak, metrics = row[width:]
+        if peak is None and metrics is None:  # the usual node: its cpu alone, no dict built
+            if cpu is not None:
+                extras[row[0]] = {"cpu": cpu}
+            continue
         fields = {f: v for f, v in zip(EXTRA_FIELDS, row[width:], strict=True)
                   if v is not None}
-        if fields:
-            extras[row[0]] = fields
+        extras[row[0]] = fields
     return json.dumps(extras) if extras else None
 
 
