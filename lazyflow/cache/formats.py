@@ -187,7 +187,9 @@ _JSON_SCALARS = frozenset({str, float, bool, int, type(None)})
 def _ints_fit(items: list[Any], kinds: set[type]) -> bool:
     """Whether every int of a flat list fits in :data:`INT_BITS` bits."""
     if kinds == {int}:  # the largest magnitudes are the extremes
-        return max(items).bit_length() <= INT_BITS and min(items).bit_length() <= INT_BITS
+        largest: int = max(items)
+        smallest: int = min(items)
+        return largest.bit_length() <= INT_BITS and smallest.bit_length() <= INT_BITS
     return all(i.bit_length() <= INT_BITS for i in items if type(i) is int)
 
 
