@@ -17,7 +17,8 @@ It never waits past the lease's expiry, nor past the node's own lease
 lifetime, plus :data:`MARGIN` (clocks differ): then it computes without a
 lease. The wait happens where the node is started, on the run's scheduling
 thread: the run waits with it (other ready nodes start once it is settled or
-submitted). Rejected for now: parking the node like ``flight.py`` does and
+submitted); on a thread running an event loop (``flow.aget``) it does not
+wait but computes, as ``flight.py`` does. Rejected for now: parking the node like ``flight.py`` does and
 polling from the loop, which would let other nodes go on; it needs a timer
 in the loop, and leased nodes are the expensive few.
 """
@@ -57,7 +58,7 @@ def lease(s: RunState, name: str, key: str) -> tuple[tuple[Stored, str], str] | 
         return None
     holder = f"{socket.gethostname()} pid {os.getpid()}, run {s.run.id}"
     held = remote.take_lease(key, seconds, holder)
-    if held is None:
+    if held is None or not s.waits:  # on an event loop's thread: never block it, compute
         return None
     until = min(held.expires, time.time() + seconds) + MARGIN
     pause = FIRST_PAUSE
