@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -21,7 +22,7 @@ from lazyflow.errors import DefinitionError
 _COLLEAGUE = """
 import json, os, sys, time
 import lazyflow as lf
-import lazyflow.engine.lease as leasing
+from lazyflow.cache.remote import RemoteTier
 
 URL, OPTIONS, CALLS, GATE, WAITING = sys.argv[1], json.loads(sys.argv[2]), *sys.argv[3:6]
 flow = lf.Flow("team", cache=lf.Cache(memory=None, disk=None, remote=URL,
@@ -36,11 +37,13 @@ def slow():
         time.sleep(0.01)
     return 42
 
-pause = leasing.time.sleep
-def waiting(seconds):  # tells the test this process waits for the lease's holder
-    open(WAITING, "a").close()
-    pause(seconds)
-leasing.time.sleep = waiting
+take = RemoteTier.take_lease
+def taking(self, *args):  # tells the test when this process found the lease held
+    held = take(self, *args)
+    if held is not None:
+        open(WAITING, "a").close()
+    return held
+RemoteTier.take_lease = taking
 
 run = flow.run("slow")
 print(json.dumps({"value": run["slow"], "status": run.nodes["slow"].status,
@@ -192,3 +195,31 @@ def test_lease_accepts_true_or_a_duration_and_rejects_anything_else(flow):
         @flow.node(lease="soon")
         def c():
             return 3
+
+
+def test_a_lease_its_holder_gives_up_without_an_entry_is_taken_and_the_node_computed(
+        remote, monkeypatch):
+    url, options = remote
+    key = _key()
+    _write_lease(url, options, key, expires=time.time() + 3600)  # a colleague's, live
+    held = threading.Event()
+    take = RemoteTier.take_lease
+
+    def taking(self, *args):
+        found = take(self, *args)
+        if found is not None:
+            held.set()
+        return found
+
+    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    calls: list[int] = []
+    flow = _flow(_remote(url, options), calls)
+    runs: list[lf.Run] = []
+    waiter = threading.Thread(target=lambda: runs.append(flow.run("slow")))
+    waiter.start()
+    assert held.wait(60)
+    assert calls == []  # waiting for the colleague
+    store = RemoteTier(url, options, background=False).store
+    store.delete(lease_path(store, key))  # the colleague's run ended without an entry
+    waiter.join(60)
+    assert (runs[0]["slow"], runs[0].nodes["slow"].status, calls) == (42, "completed", [1])

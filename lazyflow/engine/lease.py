@@ -62,14 +62,21 @@ def lease(s: RunState, name: str, key: str) -> tuple[tuple[Stored, str], str] | 
         return None
     until = min(held.expires, time.time() + seconds) + MARGIN
     pause = FIRST_PAUSE
-    while held is not None and time.time() < until:
+    while time.time() < until:
         time.sleep(min(pause, max(0.0, until - time.time())))
         pause = min(pause * 2, LONGEST_PAUSE)
         if remote.arrived(key):
-            found = s.cache.lookup(key)
-            return None if found is None else (found, held.holder)
-        held = remote.take_lease(key, seconds, holder)
+            return _found(s, key, held.holder)
+        last, held = held, remote.take_lease(key, seconds, holder)
+        if held is None:  # ours now (or none to be had): unless its holder just stored it
+            return _found(s, key, last.holder) if remote.arrived(key) else None
     return None
+
+
+def _found(s: RunState, key: str, holder: str) -> tuple[tuple[Stored, str], str] | None:
+    """The entry of ``key`` as the cache finds it, and who computed it."""
+    found = s.cache.lookup(key)
+    return None if found is None else (found, holder)
 
 
 def _remote(s: RunState) -> RemoteTier | None:
