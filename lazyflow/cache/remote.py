@@ -58,6 +58,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import lazyflow.cache.remote_leases as leases
 import lazyflow.cache.remote_ledger as ledger
 import lazyflow.cache.remote_manifests as manifests
 import lazyflow.cache.serialize as serialize
@@ -128,6 +129,7 @@ class RemoteTier(ForeignEntries):
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
         self._packing = Packing()  # values held to be written together (remote_packs.py)
+        self._leases: dict[str, leases.Taken] = {}  # released as the run ends
         _HOLDING.add(self)  # so that what is held is queued before the process exits
 
     # ----------------------------------------------------------------- settings (the store's)
@@ -251,6 +253,39 @@ class RemoteTier(ForeignEntries):
             if self._reads.remembers_misses:
                 self._reads.missing.put(key, True)
 
+    # ----------------------------------------------------------------- leases
+
+    def take_lease(self, key: str, seconds: float, holder: str) -> leases.Held | None:
+        """Take the "in progress" lease of ``key`` for ``seconds`` (``remote_leases.py``):
+        ``None`` when this process now holds it, or no lease can be had (compute either
+        way); the live lease of someone else, to wait for, otherwise. Leases taken are
+        released when the run ends, after its uploads."""
+        if self.store.outage is not None:
+            return None
+        found = leases.take(self.store, key, seconds, holder)
+        if isinstance(found, leases.Taken):
+            with self._lock:
+                self._leases[key] = found
+            return None
+        return found
+
+    def arrived(self, key: str) -> bool:
+        """Whether the entry of ``key`` is there now, asked again even if this run found
+        it missing (a colleague holding its lease may have written it since)."""
+        with self._lock:
+            self._reads.missing.pop(key)
+        try:
+            return self.meta(key) is not None
+        except Exception:  # an outage while waiting: the caller stops waiting
+            return False
+
+    def _release_leases(self) -> None:
+        """Delete the leases this process took (its entries have landed, or failed)."""
+        with self._lock:
+            taken, self._leases = self._leases, {}
+        for key, lease in taken.items():
+            leases.release(self.store, key, lease)
+
     def _release(self) -> None:
         """Queue the values held for a pack as one write (``remote_packs.py``)."""
         with self._lock:
@@ -345,6 +380,7 @@ class RemoteTier(ForeignEntries):
         requests and bytes it sent, per method (``None``: none)."""
         self._release()
         self._lanes.wait()
+        self._release_leases()  # after the uploads: a colleague who sees it gone finds them
         self._reads.remembers_misses = True  # the run's workers, if any, are done
         if not self.store.read_only:  # a reader that must not write leaves no manifest
             manifests.finish(self.store, self._log, flow, run, started)

@@ -34,8 +34,9 @@ content, so no entry is left naming content that is gone. Every delete is
 conditional on the version listed (S3 ``If-Match``, in batches of 1,000): an
 object replaced meanwhile is *kept* — a colleague's new entry, never taken
 for damage — and the content its new version names is spared too. Expired
-manifests (older than ``W``) go last; the statistics checkpoint is then
-written from the listing (``remote_ledger.py``).
+manifests (older than ``W``) go last, with leases past their expiry
+(``remote_leases.py``: a holder that crashed); the statistics checkpoint is
+then written from the listing (``remote_ledger.py``), leases never counted.
 
 What stays possible: a run that was going while a collection ran, and that
 used an entry nobody had used for ``W``, may miss that entry afterwards (its
@@ -55,6 +56,7 @@ from typing import TYPE_CHECKING
 
 from lazyflow.cache.remote_entries import UnknownLayoutError
 from lazyflow.cache.remote_inventory import Inventory, inventory
+from lazyflow.cache.remote_leases import sweep as sweep_leases
 from lazyflow.cache.remote_ledger import Figures, checkpoint_after, write_checkpoint
 from lazyflow.cache.remote_manifests import RUNS, Manifest, ManifestName, day_of, named, read
 from lazyflow.cache.remote_objects import Listed
@@ -149,6 +151,7 @@ def collect(store: RemoteStore, *, window: float = DEFAULT_WINDOW, limit: int | 
     expired = [item for _, item in found.manifests if item.modified < since]
     expired += [item for item in found.temporaries if item.modified < since]
     store.delete_many(expired, what="delete run manifests")
+    sweep_leases(store, found.leases, now)  # past their expiry: a holder that crashed
     done.manifests = sum(1 for _, item in found.manifests if item.modified < since)
     _record(store, found, marks, plan, since, now)
     return done

@@ -5,7 +5,8 @@ Design note
 Garbage collection and the first statistics of a remote list it once and
 need to know what each object is without reading it: an entry object
 (``ac/``), a content object (``cas/``), a run manifest (``runs/``), the
-statistics checkpoint, an unfinished temporary file, or an object of layout 1
+statistics checkpoint, a lease (``remote_leases.py``), an unfinished
+temporary file, or an object of layout 1
 (whose value objects are named after their entry's key, so each is paired
 with its entry by name). :func:`inventory` sorts a listing so; anything else
 under the root (a colleague's newer layout, files a person put there) is
@@ -18,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lazyflow.cache.remote_leases import LEASES
 from lazyflow.cache.remote_manifests import ManifestName, parse
 from lazyflow.cache.remote_objects import Listed
 
@@ -49,6 +51,8 @@ class Inventory:
     temporaries: list[Listed] = field(default_factory=list)
     """Files a writer on a folder had not finished (``.tmp-``)."""
     checkpoint: Listed | None = None
+    leases: list[Listed] = field(default_factory=list)
+    """Lease objects (``remote_leases.py``): never counted as stored entries."""
 
     @property
     def entry_bytes(self) -> int:
@@ -88,6 +92,9 @@ def inventory(store: RemoteStore, listing: list[Listed]) -> Inventory:
         name = parse(relative)
         if name is not None:
             found.manifests.append((name, item))
+            continue
+        if relative.startswith(LEASES + "/"):
+            found.leases.append(item)
             continue
         if relative == CHECKPOINT:
             found.checkpoint = item

@@ -16,6 +16,7 @@ from lazyflow.engine.features import bind
 from lazyflow.engine.flight import land, lead
 from lazyflow.engine.freshness import ancestry_expiry, expired
 from lazyflow.engine.hooks import WAIT
+from lazyflow.engine.lease import lease
 from lazyflow.engine.prepare import Hit
 from lazyflow.engine.settle import link_trace, settle, stop
 from lazyflow.engine.state import counted, flow_inputs, release_inputs, waiting
@@ -51,6 +52,8 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
         if _served(s, name, key, features, upstream):
             return None
         if not lead(s, name, key):
+            return None
+        if s.plan.nodes[name].options.lease is not None and _leased(s, name, key, upstream):
             return None
     kwargs = flow_inputs(s, name)
     try:
@@ -128,6 +131,29 @@ def _served(s: RunState, name: str, key: str, features: tuple[Any, ...],
         if novel:
             s.novel.add(name)
         return False
+    return _hit(s, name, lookup, found, upstream)
+
+
+def _leased(s: RunState, name: str, key: str, upstream: dict[str, str]) -> bool:
+    """Settle ``name`` from the entry a colleague holding its lease stored meanwhile;
+    False when it must be computed (``engine/lease.py``)."""
+    waited = lease(s, name, key)
+    if waited is None:
+        return False
+    found, holder = waited
+    reason = s.run.nodes[name].reason
+    s.run.nodes[name].reason = f"computed meanwhile by {holder}"
+    if _hit(s, name, key, found, upstream):
+        land(s, name)
+        return True
+    s.run.nodes[name].reason = reason
+    return False
+
+
+def _hit(s: RunState, name: str, lookup: str, found: tuple[Any, str],
+         upstream: dict[str, str]) -> bool:
+    """Settle ``name`` from ``found``, its entry under ``lookup``; False when the entry is
+    older than the node's ``max_age`` (it must be computed)."""
     expires = None
     if s.fresh:  # an entry older than the node's max_age is computed again
         stale = expired(found[0], s.plan.nodes[name].options.max_age)
@@ -136,7 +162,7 @@ def _served(s: RunState, name: str, key: str, features: tuple[Any, ...],
             return False
         created = found[0].get("created")
         when = float(created) if isinstance(created, (int, float)) else time.time()
-        expires = ancestry_expiry(s, name, when, counted(s, name).values())
+        expires = ancestry_expiry(s, name, when, upstream.values())
     s.run.nodes[name].key = lookup
     settle_hit(s, name, Hit(lookup, found[0], found[1], expires))
     link_trace(s, name, lookup, found[0]["digest"])

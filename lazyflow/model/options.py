@@ -70,6 +70,9 @@ class NodeOptions:
     """Among ready nodes, higher starts first (and is Dask's task priority)."""
     catch: tuple[str, ...] = ()
     """Input nodes whose failure this node receives as ``lf.Failed`` (``failed.py``)."""
+    lease: float | None = None
+    """Seconds of the "in progress" lease taken on the remote tier before computing
+    (``engine/lease.py``); ``None``: no lease."""
 
     @classmethod
     def of(cls, node: str, options: Mapping[str, Any]) -> NodeOptions:
@@ -90,7 +93,8 @@ class NodeOptions:
             raise DefinitionError(f"node {node!r}: deterministic= must be True or False, "
                                   f"got {deterministic!r}")
         _check_priority(node, options)
-        normalized = {**_normalized_check(node, options), **_normalized_max_age(node, options)}
+        normalized = {**_normalized_check(node, options), **_normalized_max_age(node, options),
+                      **_normalized_lease(node, options)}
         if "catch" in options:
             normalized["catch"] = normalized_catch(node, options["catch"])
         return cls(**{**options, **normalized})
@@ -124,6 +128,25 @@ def _normalized_max_age(node: str, options: Mapping[str, Any]) -> dict[str, Any]
                               f"string such as '30m', '1h' or '2d', or a timedelta; got "
                               f"{options['max_age']!r}")
     return {"max_age": found}
+
+
+LEASE = 600.0
+"""Seconds of a lease taken with ``lease=True``."""
+
+
+def _normalized_lease(node: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``lease=`` as seconds: ``True`` is :data:`LEASE`, ``False`` or ``None`` no lease."""
+    if "lease" not in options:
+        return {}
+    lease = options["lease"]
+    if lease is None or lease is False:
+        return {"lease": None}
+    found = LEASE if lease is True else seconds(lease)
+    if found is None:
+        raise DefinitionError(f"node {node!r}: lease= takes True (a 10-minute lease), a "
+                              f"positive number of seconds, a string such as '10m' or '1h', "
+                              f"or a timedelta; got {lease!r}")
+    return {"lease": found}
 
 
 def _check_priority(node: str, options: Mapping[str, Any]) -> None:
