@@ -54,7 +54,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["INT_BITS", "JSON_DEPTH", "JSON_ITEMS", "SERIALIZERS", "decode", "encode"]
+__all__ = ["INT_BITS", "JSON_DEPTH", "JSON_ITEMS", "SERIALIZERS", "compact_encoder", "decode", "encode"]
 
 SERIALIZERS = frozenset({"bytes", "json", "numpy", "arrow"})
 """The serializers this module writes and reads (all of encoding 2)."""
@@ -119,23 +119,26 @@ def _json(value: Any) -> bytes:
     return _dumps(value).encode("utf-8", "surrogatepass")
 
 
-def _compact_dumps() -> Callable[[Any], str]:
-    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` with its C encoder
-    built once: ``json.dumps`` with options builds an encoder per call, 1.0-2.0 µs of the
-    1.3-2.6 µs it took for a small value (a disk entry per computed node). No circular
-    check: ``_json_exact`` refuses a container met twice. Where the C encoder is missing
-    or writes otherwise, ``json.dumps`` itself."""
-    def plain(value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def compact_encoder(plain: Callable[[Any], str], probe: Any, *,
+                    default: Callable[[Any], Any] | None = None,
+                    ascii_only: bool = False) -> Callable[[Any], str]:
+    """``plain`` — a ``json.dumps`` with separators ``(",", ":")`` and these ``default``
+    and ``ensure_ascii`` options — with its C encoder built once.
 
+    ``json.dumps`` with options builds an encoder per call: 1.0-2.0 µs of the 1.3-2.6 µs
+    it took for a small value or an entry's metadata (several per computed node). The
+    C encoder is built without the circular check, whose state would make it unsafe to
+    share between threads (callers encode plain data, or refuse a container met twice
+    first). Where the C encoder is missing, takes other arguments, or does not write
+    ``probe`` as ``plain`` does, ``plain`` itself.
+    """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return plain
+    strings = json.encoder.encode_basestring_ascii if ascii_only \
+        else json.encoder.encode_basestring
     try:
-        fast = make(None, None, json.encoder.encode_basestring, None, ":", ",",
-                    False, False, True)
-        probe = [1, -0.0, 1e300, float("nan"), float("-inf"), None, True, "\n\u00e9\"\ud800",
-                 {"k": [2**70]}]
+        fast = make(None, default, strings, None, ":", ",", False, False, True)
         if "".join(fast(probe, 0)) != plain(probe):
             return plain
     except Exception:  # a Python whose C encoder takes other arguments
@@ -143,7 +146,12 @@ def _compact_dumps() -> Callable[[Any], str]:
     return lambda value: "".join(fast(value, 0))
 
 
-_dumps = _compact_dumps()
+def _plain_dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_dumps = compact_encoder(_plain_dumps, [1, -0.0, 1e300, float("nan"), float("-inf"), None,
+                                         True, "\n\u00e9\"\ud800", {"k": [2**70]}])
 
 
 def _json_exact(value: Any) -> bool:

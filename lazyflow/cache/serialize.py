@@ -378,32 +378,11 @@ def dump_meta(meta: Meta) -> bytes:
     return _encode_json(meta).encode()
 
 
-def _compact_json() -> Callable[[Any], str]:
-    """``json.dumps(obj, separators=(",", ":"), default=repr)``, with one encoder for all calls.
-
-    ``json.dumps`` with options builds a ``JSONEncoder`` and then its C encoder on
-    every call: a third of encoding an entry's metadata here (the disk tier encodes
-    three per computed node). The C encoder is built once, without the circular
-    reference check (metadata is plain data; that check's state would make it
-    unsafe to share between threads). Where the C encoder is missing or does not
-    write what ``json.dumps`` writes, the plain encoder is used.
-    """
-    plain = json.JSONEncoder(separators=(",", ":"), default=repr).encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return plain
-    try:
-        fast = make(None, repr, json.encoder.encode_basestring_ascii, None, ":", ",",
-                    False, False, True)
-        probe = {"a": [1, -0.5, 1e300, None, True, "\n\u00e9\"x"], "b": {"c": object}}
-        if "".join(fast(probe, 0)) != plain(probe):
-            return plain
-    except Exception:  # a Python whose C encoder takes other arguments
-        return plain
-    return lambda obj: "".join(fast(obj, 0))
-
-
-_encode_json = _compact_json()
+# metadata: plain data, any stray object written by its repr (formats.compact_encoder)
+_encode_json = formats.compact_encoder(
+    json.JSONEncoder(separators=(",", ":"), default=repr).encode,
+    {"a": [1, -0.5, 1e300, None, True, "\n\u00e9\"x"], "b": {"c": object}},
+    default=repr, ascii_only=True)
 
 
 def _read_exactly(stream: _Readable, length: int, chunk: int,
