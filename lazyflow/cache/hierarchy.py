@@ -148,9 +148,7 @@ class Cache:
         """
         for tier in self.tiers:
             if local and tier.name in _SHARED:
-                presume = getattr(tier, "presume_missing", None)
-                if callable(presume):
-                    presume(key)
+                getattr(tier, "presume_missing", _unasked)(key)
                 continue
             meta = self._meta(tier, key)
             if meta is not None:
@@ -173,17 +171,17 @@ class Cache:
             except KeyError:
                 if self._meta(tier, key) is not None:  # still listed: broken, not just gone;
                     # dropping it keeps callers that recompute on a miss from looping
-                    self._drop_corrupt(tier, key, KeyError("listed, but its value is missing"))
+                    _drop_corrupt(tier, key, KeyError("listed, but its value is missing"))
                 with self._lock:
                     self._tier_misses[tier.name] += 1
                 continue
             except CorruptEntryError as e:  # verified wrong: drop it, recompute
-                self._drop_corrupt(tier, key, e)
+                _drop_corrupt(tier, key, e)
                 continue
             except TierOfflineError:  # past its deadline: it has warned, skip it
                 continue
             except Exception as e:  # unreachable (network, permissions): skip, keep the entry
-                self._warn_unreadable(tier, e)
+                _warn_unreadable(tier, e)
                 continue
             with self._lock:
                 self._hits[tier.name] += 1
@@ -365,13 +363,8 @@ class Cache:
         except TierOfflineError:  # it has warned once itself
             return None
         except Exception as e:
-            self._warn_unreadable(tier, e)
+            _warn_unreadable(tier, e)
             return None
-
-    def _warn_unreadable(self, tier: Tier, error: BaseException) -> None:
-        warn(f"the {tier.name} cache tier could not be read "
-                      f"({type(error).__name__}: {error}); treating it as a miss",
-                      CacheWarning)
 
     def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta, *,
                      owned: bool = False) -> Meta | None:
@@ -388,12 +381,22 @@ class Cache:
                           f"({type(e).__name__}: {e}); the run goes on", CacheWarning)
             return None
 
-    def _drop_corrupt(self, tier: Tier, key: str, error: BaseException) -> None:
-        warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "
-                      f"({type(error).__name__}: {error}); it will be recomputed",
-                      CacheWarning)
-        with contextlib.suppress(Exception):  # an undeletable entry still is not served
-            tier.delete(key)
+
+
+def _unasked(key: str) -> None:
+    """A shared tier's ``presume_missing`` where it keeps no note of keys not asked."""
+
+
+def _warn_unreadable(tier: Tier, error: BaseException) -> None:
+    warn(f"the {tier.name} cache tier could not be read "
+         f"({type(error).__name__}: {error}); treating it as a miss", CacheWarning)
+
+
+def _drop_corrupt(tier: Tier, key: str, error: BaseException) -> None:
+    warn(f"dropped unreadable {tier.name} cache entry {key[:12]}… "
+         f"({type(error).__name__}: {error}); it will be recomputed", CacheWarning)
+    with contextlib.suppress(Exception):  # an undeletable entry still is not served
+        tier.delete(key)
 
 
 def _build_tiers(settings: config.Settings) -> list[Tier]:

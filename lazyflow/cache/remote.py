@@ -94,7 +94,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _uncharged(method: F) -> F:
     """Management's requests are not charged to the next run (``finish_run``'s figures)."""
     @functools.wraps(method)
-    def managed(self: RemoteTier, *args: Any, **kwargs: Any) -> Any:
+    def managed(self: _Managed, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         finally:
@@ -102,7 +102,101 @@ def _uncharged(method: F) -> F:
     return managed  # type: ignore[return-value]
 
 
-class RemoteTier(ForeignEntries):
+class _Managed:
+    """What ``Cache.stats``/``prune``/``clear`` and ``lazyflow cache verify`` ask of the
+    remote tier: each waits for the tier's own pending writes, then hands the work to
+    :class:`~lazyflow.cache.remote_manage.Maintenance` or the ledger and collector
+    (what is managed is what is stored)."""
+
+    store: RemoteStore
+    _manage: Maintenance
+    _pending: dict[str, Pending]
+    _reads: Reads
+    _writes: Writes
+    _lock: threading.RLock
+
+    def flush(self) -> None:
+        """Wait for the tier's pending writes (the tier's own)."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        """Remove the entry object (content may be shared: ``collect`` sweeps what no run
+        uses), and content or a carrying record found damaged."""
+        self.flush()
+        self._manage.delete(key)
+
+    @_uncharged
+    def keys(self) -> Iterator[str]:
+        """Every key with an entry object (layout-1 entries and pending writes included)."""
+        return iter(self._manage.keys(self._pending))
+
+    @_uncharged
+    def clear(self) -> None:
+        """Remove everything under the root."""
+        self.flush()
+        self._manage.clear()
+
+    @_uncharged
+    def check(self, key: str) -> Meta | None:
+        """Compare the value's bytes with their checksum; nothing is unpickled.
+
+        Returns the metadata of an intact entry, ``None`` when the key is gone
+        or holds a record (no value); raises :class:`CorruptEntryError` naming
+        what is damaged (metadata, missing content, the bytes, or the inline
+        bytes of an entry a record carries), and :class:`UnknownEncodingError` for an
+        entry it cannot judge. Nothing is deleted: that is the caller's
+        decision (``lazyflow cache verify``).
+        """
+        self.flush()  # pending writes are this process's own, not stored bytes yet
+        return self._manage.check(key)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored under the root (entries, content, layout 1 and orphans), listed."""
+        try:
+            return self._manage.nbytes()
+        finally:
+            self.store.traffic.take()
+
+    @_uncharged
+    def usage(self) -> dict[str, Any]:
+        """Entries and bytes held, in total and per ``flows``, without listing them: the
+        statistics checkpoint plus the run manifests' ledgers since (``remote_ledger.py``)."""
+        self.flush()
+        return ledger.usage(self.store)
+
+    @_uncharged
+    def collect(self, max_size: int | None = None, cutoff: float | None = None
+                ) -> dict[str, int]:
+        """Garbage-collect by last use since ``cutoff`` (default: 7 days ago), then down to
+        ``max_size`` bytes, least recently used first (``remote_gc.py`` says how)."""
+        self.flush()
+        now = time.time()
+        window = DEFAULT_WINDOW if cutoff is None else now - cutoff
+        done = collect(self.store, window=window, limit=max_size, now=now)
+        with self._lock:  # what this process knew of the remote may be gone
+            self._reads.end_run()
+            self._reads.versions.clear()
+            self._writes.forget_stored()
+        return done.as_dict()
+
+    @_uncharged
+    def migrate(self, *, remove: bool = False) -> dict[str, Any]:
+        """Copy every entry of remote layout 1 into the current layout (3), once after upgrading; the old
+        objects stay for older lazyflows unless ``remove=True`` (``remote_legacy.py``)."""
+        self.flush()
+        return self._manage.migrate(remove=remove)
+
+    @_uncharged
+    def remove_orphans(self) -> int:
+        """Delete content objects no entry names (left by writers cut off, or by entries
+        deleted), and layout-1 value objects no layout-1 entry names."""
+        self.flush()
+        return self._manage.remove_orphans()
+
+
+
+class RemoteTier(_Managed, ForeignEntries):
     """Entries under an fsspec URL, written in the background.
 
     ``options`` go to the fsspec filesystem, except ``lazyflow_timeout``: the
@@ -129,7 +223,7 @@ class RemoteTier(ForeignEntries):
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
         self._packing = Packing()  # values held to be written together (remote_packs.py)
-        self._leases: dict[str, leases.Taken] = {}  # released as the run ends
+        self._leases = leases.Holdings(self.store)  # released as the run ends
         _HOLDING.add(self)  # so that what is held is queued before the process exits
 
     # ----------------------------------------------------------------- settings (the store's)
@@ -260,14 +354,7 @@ class RemoteTier(ForeignEntries):
         ``None`` when this process now holds it, or no lease can be had (compute either
         way); the live lease of someone else, to wait for, otherwise. Leases taken are
         released when the run ends, after its uploads."""
-        if self.store.outage is not None:
-            return None
-        found = leases.take(self.store, key, seconds, holder)
-        if isinstance(found, leases.Taken):
-            with self._lock:
-                self._leases[key] = found
-            return None
-        return found
+        return self._leases.take(key, seconds, holder)
 
     def arrived(self, key: str) -> bool:
         """Whether the entry of ``key`` is there now, asked again even if this run found
@@ -279,13 +366,6 @@ class RemoteTier(ForeignEntries):
         except Exception:  # an outage while waiting: the caller stops waiting
             return False
 
-    def _release_leases(self) -> None:
-        """Delete the leases this process took (its entries have landed, or failed)."""
-        with self._lock:
-            taken, self._leases = self._leases, {}
-        for key, lease in taken.items():
-            leases.release(self.store, key, lease)
-
     def _release(self) -> None:
         """Queue the values held for a pack as one write (``remote_packs.py``)."""
         with self._lock:
@@ -293,83 +373,6 @@ class RemoteTier(ForeignEntries):
                        if key in self._pending]
         if members:
             self._lanes.submit_pack(members)
-
-    def delete(self, key: str) -> None:
-        """Remove the entry object (content may be shared: ``collect`` sweeps what no run
-        uses), and content or a carrying record found damaged."""
-        self.flush()
-        self._manage.delete(key)
-
-    @_uncharged
-    def keys(self) -> Iterator[str]:
-        """Every key with an entry object (layout-1 entries and pending writes included)."""
-        return iter(self._manage.keys(self._pending))
-
-    @_uncharged
-    def clear(self) -> None:
-        """Remove everything under the root."""
-        self.flush()
-        self._manage.clear()
-
-    # ----------------------------------------------------------------- management
-
-    @_uncharged
-    def check(self, key: str) -> Meta | None:
-        """Compare the value's bytes with their checksum; nothing is unpickled.
-
-        Returns the metadata of an intact entry, ``None`` when the key is gone
-        or holds a record (no value); raises :class:`CorruptEntryError` naming
-        what is damaged (metadata, missing content, the bytes, or the inline
-        bytes of an entry a record carries), and :class:`UnknownEncodingError` for an
-        entry it cannot judge. Nothing is deleted: that is the caller's
-        decision (``lazyflow cache verify``).
-        """
-        self.flush()  # pending writes are this process's own, not stored bytes yet
-        return self._manage.check(key)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes stored under the root (entries, content, layout 1 and orphans), listed."""
-        try:
-            return self._manage.nbytes()
-        finally:
-            self.store.traffic.take()
-
-    @_uncharged
-    def usage(self) -> dict[str, Any]:
-        """Entries and bytes held, in total and per ``flows``, without listing them: the
-        statistics checkpoint plus the run manifests' ledgers since (``remote_ledger.py``)."""
-        self.flush()
-        return ledger.usage(self.store)
-
-    @_uncharged
-    def collect(self, max_size: int | None = None, cutoff: float | None = None
-                ) -> dict[str, int]:
-        """Garbage-collect by last use since ``cutoff`` (default: 7 days ago), then down to
-        ``max_size`` bytes, least recently used first (``remote_gc.py`` says how)."""
-        self.flush()
-        now = time.time()
-        window = DEFAULT_WINDOW if cutoff is None else now - cutoff
-        done = collect(self.store, window=window, limit=max_size, now=now)
-        with self._lock:  # what this process knew of the remote may be gone
-            self._reads.end_run()
-            self._reads.versions.clear()
-            self._writes.forget_stored()
-        return done.as_dict()
-
-    @_uncharged
-    def migrate(self, *, remove: bool = False) -> dict[str, Any]:
-        """Copy every entry of remote layout 1 into the current layout (3), once after upgrading; the old
-        objects stay for older lazyflows unless ``remove=True`` (``remote_legacy.py``)."""
-        self.flush()
-        return self._manage.migrate(remove=remove)
-
-    @_uncharged
-    def remove_orphans(self) -> int:
-        """Delete content objects no entry names (left by writers cut off, or by entries
-        deleted), and layout-1 value objects no layout-1 entry names."""
-        self.flush()
-        return self._manage.remove_orphans()
 
     # ----------------------------------------------------------------- runs
 
@@ -380,7 +383,7 @@ class RemoteTier(ForeignEntries):
         requests and bytes it sent, per method (``None``: none)."""
         self._release()
         self._lanes.wait()
-        self._release_leases()  # after the uploads: a colleague who sees it gone finds them
+        self._leases.release()  # after the uploads: a colleague who sees it gone finds them
         self._reads.remembers_misses = True  # the run's workers, if any, are done
         if not self.store.read_only:  # a reader that must not write leaves no manifest
             manifests.finish(self.store, self._log, flow, run, started)

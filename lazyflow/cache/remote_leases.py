@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ from lazyflow.cache.remote_objects import Listed, PreconditionFailed
 if TYPE_CHECKING:
     from lazyflow.cache.remote_store import RemoteStore
 
-__all__ = ["LEASES", "Held", "Taken", "expiry_of", "lease_path", "release", "sweep", "take"]
+__all__ = ["LEASES", "Held", "Holdings", "Taken", "expiry_of", "lease_path", "release", "sweep", "take"]
 
 LEASES = "leases"
 """The folder of lease objects under the root."""
@@ -87,6 +88,35 @@ def release(store: RemoteStore, key: str, taken: Taken) -> None:
     """Delete the lease this process took, only if it is still the one written."""
     with contextlib.suppress(Exception):
         store.delete(lease_path(store, key), what="release lease", match=taken.version)
+
+
+
+class Holdings:
+    """The leases this process took, released together when its run ends."""
+
+    def __init__(self, store: RemoteStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._taken: dict[str, Taken] = {}
+
+    def take(self, key: str, seconds: float, holder: str) -> Held | None:
+        """``None`` when this process now holds ``key``'s lease or none can be had (the
+        remote is offline, say); the live lease of someone else otherwise (:func:`take`)."""
+        if self._store.outage is not None:
+            return None
+        found = take(self._store, key, seconds, holder)
+        if isinstance(found, Taken):
+            with self._lock:
+                self._taken[key] = found
+            return None
+        return found
+
+    def release(self) -> None:
+        """Delete the leases taken (their entries have landed, or their nodes failed)."""
+        with self._lock:
+            taken, self._taken = self._taken, {}
+        for key, lease in taken.items():
+            release(self._store, key, lease)
 
 
 def sweep(store: RemoteStore, listed: list[Listed], now: float) -> int:
