@@ -26,6 +26,21 @@ def define_array_chain(flow: lf.Flow, calls: Counter[str]) -> lf.Flow:
     return flow
 
 
+def define_list_chain(flow: lf.Flow) -> lf.Flow:
+    """``raw(n)`` -> ``list(range(n))``, ``total(raw)`` -> its sum: the team's chain of the
+    remote-tier tests, which add their own third node."""
+
+    @flow.node
+    def raw(n: int):
+        return list(range(n))
+
+    @flow.node
+    def total(raw):
+        return sum(raw)
+
+    return flow
+
+
 def define_diamond(flow: lf.Flow, barrier: threading.Barrier | None = None) -> lf.Flow:
     """``source`` -> ``left``, ``right`` -> ``joined`` (9 for the default ``n=4``).
 

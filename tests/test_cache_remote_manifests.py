@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from bucket import age, kinds, objects
+from chains import define_list_chain
 
 import lazyflow as lf
 from lazyflow.cache import remote_manifests as manifests
@@ -18,18 +19,8 @@ from lazyflow.cache.remote_entries import EntryObject
 def _flow(url: str, options: dict[str, object], *, name: str = "team",
           memory: str | None = None) -> lf.Flow:
     """A chain on a remote-only cache (``memory``: with a memory tier above it)."""
-    flow = lf.Flow(name, cache=lf.Cache(memory=memory, disk=None, remote=url,
-                                        remote_options=options))
-
-    @flow.node
-    def raw(n: int):
-        return list(range(n))
-
-    @flow.node
-    def total(raw):
-        return sum(raw)
-
-    return flow
+    return define_list_chain(lf.Flow(name, cache=lf.Cache(
+        memory=memory, disk=None, remote=url, remote_options=options)))
 
 
 def _manifests(url: str, options: dict[str, object]) -> dict[str, dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from bucket import age, kinds, objects
+from chains import define_list_chain
 
 import lazyflow as lf
 from lazyflow.cache import NO_VALUE
@@ -21,16 +22,8 @@ KEY = "ab" * 16
 def _flow(url: str, options: dict[str, object], *, disk: str | None = None) -> lf.Flow:
     """A chain ``raw -> total -> report`` on a fresh remote cache (a colleague's process:
     nothing in memory)."""
-    flow = lf.Flow("team", cache=lf.Cache(memory=None, disk=disk, remote=url,
-                                          remote_options=options))
-
-    @flow.node
-    def raw(n: int):
-        return list(range(n))
-
-    @flow.node
-    def total(raw):
-        return sum(raw)
+    flow = define_list_chain(lf.Flow("team", cache=lf.Cache(
+        memory=None, disk=disk, remote=url, remote_options=options)))
 
     @flow.node
     def report(total):

@@ -18,6 +18,7 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
+from chains import define_list_chain
 from doubles import PicklingExecutor
 from test_cache_remote_layout import Requests
 
@@ -35,15 +36,7 @@ KEY = "ab" * 16
 
 
 def _flow(cache: lf.Cache) -> lf.Flow:
-    flow = lf.Flow("team", cache=cache)
-
-    @flow.node
-    def raw(n: int):
-        return list(range(n))
-
-    @flow.node
-    def total(raw):
-        return sum(raw)
+    flow = define_list_chain(lf.Flow("team", cache=cache))
 
     @flow.node
     def spread(raw):
