@@ -337,3 +337,22 @@ def test_a_remote_hit_is_written_to_disk_as_decoded_before_memory_adopts_it(tmp_
     cache.tier("remote").put(KEY, np.arange(10.0), {"digest": "d"})
     assert cache.load(KEY)[1] == "remote"
     assert cache.tier("disk").get(KEY).flags.writeable  # as a process without memory reads it
+
+
+def test_a_cached_target_collected_at_the_end_is_handed_over_without_a_copy(
+        tmp_path, monkeypatch):
+    flow = lf.Flow("big", cache=lf.Cache(memory=None, disk=str(tmp_path / "cache")))
+
+    @flow.node
+    def big(n: int):
+        return np.arange(n, dtype=np.float64)
+
+    expected = flow.get("big", n=1000)
+
+    def no_copy(value):
+        raise AssertionError("the collected target was copied for later readers")
+
+    monkeypatch.setattr("lazyflow.engine.vanished.shareable", no_copy)
+    run = flow.run("big", n=1000)
+    assert run.nodes["big"].status == "cached"
+    np.testing.assert_array_equal(run["big"], expected)
