@@ -8,9 +8,11 @@ import contextlib
 import datetime as dt
 import json
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -53,6 +55,7 @@ class Requests:
     def __init__(self, path: Path) -> None:
         from moto.moto_api import recorder
 
+        _serialize_recording(recorder)
         self.recorder = recorder
         self.path = path
 
@@ -71,6 +74,23 @@ class Requests:
             entry = json.loads(line)
             if urlsplit(entry["url"]).path.split("/")[1] == bucket:
                 found.append(entry)
+
+
+def _serialize_recording(recorder: Any) -> None:
+    """Make the recorder write one request at a time: it writes a request's JSON and its
+    newline apart, so with the server's threads a large request (a 64 KiB body) could
+    find another's record between the two, two records on one line."""
+    if getattr(recorder, "_lazyflow_serialized", False):
+        return
+    lock = threading.Lock()
+    record = recorder._record_request
+
+    def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return record(*args, **kwargs)
+
+    recorder._record_request = one_at_a_time
+    recorder._lazyflow_serialized = True
 
 
 def kind(entry: dict[str, str]) -> str:
