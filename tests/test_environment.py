@@ -28,9 +28,9 @@ def fake_distribution(folder, name: str, version: str, direct_url: dict | None =
 @pytest.fixture
 def fresh_environment(monkeypatch):
     """Read the environment afresh (it is read once per process) after changing sys.path."""
-    environment.current.cache_clear()
+    environment.forget()
     yield monkeypatch
-    environment.current.cache_clear()
+    environment.forget()
 
 
 _FLOW = """
@@ -146,7 +146,7 @@ def test_a_path_install_changes_its_token_when_its_files_change(tmp_path, fresh_
     fake_distribution(tmp_path / "b", "local_tool", "0.1", direct, record="tool.py,sha256=bbb,10\n")
     fresh_environment.syspath_prepend(str(tmp_path / "a"))
     first = environment.distribution_token("local-tool")
-    environment.current.cache_clear()
+    environment.forget()
     fresh_environment.syspath_prepend(str(tmp_path / "b"))
     second = environment.distribution_token("local-tool")
     assert first.startswith("0.1+record.") and second.startswith("0.1+record.")
@@ -165,3 +165,27 @@ def test_differences_name_each_change():
     new = {"python": "3.11.7", "platform": "linux-x86_64", "packages": {"a": "1", "b": "3"}}
     assert environment.differences(old, new) == ["b 2 -> 3"]
     assert environment.differences(old, old) == []
+
+
+def test_one_distributions_token_reads_that_distributions_folder_only(tmp_path, fresh_environment):
+    for name in ("asked_for", "other"):
+        fake_distribution(tmp_path, name, "0.1", {"url": "file:///src", "dir_info": {}},
+                          record=f"{name}.py,sha256=aaa,10\n")
+    fresh_environment.syspath_prepend(str(tmp_path))
+    read: list[str] = []
+    origin = environment._origin
+    fresh_environment.setattr(environment, "_origin",
+                              lambda folder: read.append(os.path.basename(folder)) or origin(folder))
+    assert environment.distribution_token("asked-for").startswith("0.1+record.")
+    assert read == ["asked_for-0.1.dist-info"]
+
+
+def test_a_distributions_token_is_the_one_the_environment_records(tmp_path, fresh_environment):
+    fake_distribution(tmp_path, "from_git", "0.1",
+                      {"url": "https://example.invalid/r.git",
+                       "vcs_info": {"vcs": "git", "commit_id": "0123456789abcdef0123"}})
+    fresh_environment.syspath_prepend(str(tmp_path))
+    token = environment.distribution_token("from-git")
+    packages = environment.current().packages
+    assert packages["from-git"] == token
+    assert all(environment.distribution_token(name) == packages[name] for name in packages)

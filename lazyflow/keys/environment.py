@@ -41,7 +41,7 @@ import xxhash
 
 from lazyflow.records import EnvironmentDescription
 
-__all__ = ["Environment", "current", "differences", "distribution_token"]
+__all__ = ["Environment", "current", "differences", "distribution_token", "forget"]
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,21 @@ def current() -> Environment:
                        xxhash.xxh3_128_hexdigest(text.encode()))
 
 
+def forget() -> None:
+    """Read the environment afresh when next asked (it is read once per process)."""
+    current.cache_clear()
+    _dist_infos.cache_clear()
+    _token.cache_clear()
+
+
 def distribution_token(name: str) -> str | None:
     """``version`` (plus ``+vcs.<commit>`` or ``+record.<digest>`` for path and repository
-    installs) of the installed distribution ``name``; ``None`` if it is not installed."""
-    return current().packages.get(_normalize(name))
+    installs) of the installed distribution ``name``; ``None`` if it is not installed.
+
+    Reads that distribution's folder only: a code fingerprint naming numpy needs numpy's
+    token, and a new process serving a hit should not open every distribution's
+    ``direct_url.json`` (200 files here) to give it."""
+    return _token(_normalize(name))
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -106,7 +117,14 @@ def _normalize(name: str) -> str:
 
 
 def _distributions() -> dict[str, str]:
-    found: dict[str, str] = {}
+    return {key: token for key in _dist_infos() if (token := _token(key)) is not None}
+
+
+@functools.lru_cache(maxsize=1)
+def _dist_infos() -> dict[str, tuple[str, str]]:
+    """Each installed distribution's normalized name: its version and ``.dist-info`` folder
+    (directory listings only, no file read)."""
+    found: dict[str, tuple[str, str]] = {}
     for entry in sys.path:
         try:
             names = os.listdir(entry or ".")
@@ -119,8 +137,15 @@ def _distributions() -> dict[str, str]:
             key = _normalize(name)
             if key in found or not version:
                 continue  # the first on sys.path is the one imported
-            found[key] = version + _origin(os.path.join(entry or ".", folder))
+            found[key] = (version, os.path.join(entry or ".", folder))
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _token(key: str) -> str | None:
+    """The token of the distribution of normalized name ``key``, or ``None``."""
+    found = _dist_infos().get(key)
+    return None if found is None else found[0] + _origin(found[1])
 
 
 def _origin(dist_info: str) -> str:
