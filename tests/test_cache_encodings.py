@@ -8,12 +8,15 @@ import enum
 import json
 import math
 import pickle
+import struct
 import warnings
 
 import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import lazyflow as lf
 from lazyflow.cache import formats, serialize
@@ -176,6 +179,66 @@ def test_a_plain_value_reads_back_exactly_and_unpickles_nothing(tiers, value):
     assert lf.hash_value(back) == lf.hash_value(value)
 
 
+NAN_WITH_PAYLOAD = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_DEAD_BEEF))[0]
+FLAT_LISTS = {
+    "ints across record widths": list(range(-70_000, 70_000, 7)),
+    "int64 extremes": [-(2**63), 2**63 - 1, 0] * 30,
+    "floats": [-0.0, math.inf, -math.inf, 5e-324, NAN_WITH_PAYLOAD, 1 / 3] * 20,
+}
+
+
+@pytest.mark.parametrize("value", FLAT_LISTS.values(), ids=FLAT_LISTS)
+def test_a_long_list_of_ints_or_floats_reads_back_exactly_as_flat_machine_values(tiers, value):
+    _, meta = _stored(tiers, value)
+    with pytest.MonkeyPatch.context() as patched:
+        _refuse_unpickling(patched)
+        back = tiers().get(KEY)
+    assert (meta["serializer"], meta["encoding"]) == ("flat", 3)
+    assert _same(back, value)
+    assert lf.hash_value(back) == lf.hash_value(value)
+
+
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=64, max_size=300)
+       | st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=64, max_size=300))
+def test_any_long_list_of_int64_ints_or_floats_round_trips_bit_for_bit(items):
+    encoded = serialize.encode(items)
+    assert encoded.serializer == "flat"
+    assert pickle.dumps(serialize.decode(encoded)) == pickle.dumps(items)
+
+
+class Count(int):
+    """An int subclass: a list of these is not a list of ints."""
+
+
+def test_lists_the_flat_form_would_change_are_not_stored_flat():
+    for items in ([True] * 64, [1] * 63 + [True], [1] * 63 + [2**63], [1] * 63 + [1.0],
+                  [Count(1)] * 64, list(range(63))):
+        assert serialize.encode(items).serializer != "flat"
+        assert pickle.dumps(serialize.decode(serialize.encode(items))) == pickle.dumps(items)
+
+
+@pytest.mark.parametrize("frames", [(b"q", b"\x00" * 12), (b"i", b"\x00" * 8)],
+                         ids=["a torn value", "an unknown type code"])
+def test_flat_frames_that_hold_no_whole_list_are_a_damaged_entry(frames):
+    with pytest.raises(CorruptEntryError, match="flat"):
+        serialize.decode(Encoded("flat", tuple(map(memoryview, frames))))
+
+
+def test_a_lazyflow_reading_encodings_1_and_2_only_misses_a_flat_entry_and_keeps_it(
+        tmp_path, monkeypatch):
+    tier = DiskTier(tmp_path, size_limit=2**30)
+    tier.put(KEY, list(range(100)), {"digest": "d"})
+    tier.put("cd" * 16, [1, 2], {"digest": "d"})
+    tier.flush()
+    monkeypatch.setattr(serialize, "KNOWN_ENCODINGS", frozenset({1, 2}))
+    monkeypatch.setattr(serialize, "_WARNED", set())
+    older = DiskTier(tmp_path, size_limit=2**30)
+    with pytest.warns(lf.CacheWarning, match="encoding version 3"):
+        assert older.meta(KEY) is None
+    assert older.get("cd" * 16) == [1, 2]  # JSON: still read
+    assert older.contains(KEY)
+
+
 def _plain_flow(cache: lf.Cache) -> lf.Flow:
     flow = lf.Flow("plain", cache=cache)
 
@@ -228,7 +291,7 @@ def _deep(levels: int) -> list[object]:
 @pytest.mark.parametrize("value", [
     (1, 2), [1, (2,)], {1: "int key"}, {"k": {2}}, Colour.RED, np.float64(1.5), np.int64(3),
     [_shared, _shared], _cycle, _deep(formats.JSON_DEPTH + 1),
-    list(range(formats.JSON_ITEMS + 1)), 2**(formats.INT_BITS + 1), bytearray(b"x"),
+    ["x"] * (formats.JSON_ITEMS + 1), 2**(formats.INT_BITS + 1), bytearray(b"x"),
     [1, 2**(formats.INT_BITS + 1), 3], [1, -2**(formats.INT_BITS + 1)],
     ["a", 2**(formats.INT_BITS + 1), None], [1.5, 2, True, (3,)],
 ], ids=["tuple", "a tuple inside", "an int key", "a set inside", "an int subclass",

@@ -45,6 +45,15 @@ def test_a_flat_list_digests_as_the_type_dispatch_does(items, as_tuple):
     assert lf.hash_value(value) == generic(value)
 
 
+@given(st.lists(st.integers(-(2**63) + 1, 2**63 - 1), min_size=2, max_size=9), st.integers(32, 80))
+def test_runs_of_ints_of_one_width_digest_as_the_type_dispatch_does(bounds, repeat):
+    # sorted ranges hold a few runs of one record width (0..127, then 128..32767, ...);
+    # ``repeat`` alternating pairs make more runs than the per-run slices take
+    ints_in_runs = [x for a, b in zip(bounds[:-1], bounds[1:], strict=True) for x in (a, b) * repeat]
+    for items in (sorted(ints_in_runs), ints_in_runs, list(range(-70_000, 70_000, 7))):
+        assert flat.list_digest(items) == generic(items)
+
+
 @given(st.lists(st.integers(-(2**70), 2**70) | st.booleans() | st.floats(), **LONG))
 def test_any_other_list_gets_the_digest_of_the_type_dispatch(items):
     assert lf.hash_value(items) == generic(items)

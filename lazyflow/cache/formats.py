@@ -17,7 +17,13 @@ without importing or calling anything the bytes name:
   dtype, no subclass);
 * ``arrow``: a pandas ``DataFrame`` or ``Series`` of the column and index
   types below, as an Arrow IPC stream (pyarrow 14.0.1 or newer: older ones
-  unpickle extension types on reading), after a JSON header.
+  unpickle extension types on reading), after a JSON header;
+* ``flat``: a ``list`` of at least ``keys.flat.MIN_LENGTH`` elements all
+  exact ``int`` within int64, or all exact ``float``: a one-byte type code
+  (``q`` or ``d``) and the elements as little-endian 8-byte machine values.
+  A map's result list is typically such a list: 20,000 ints encode in
+  0.3 ms where JSON took 1.8, and read back in 0.2 ms where JSON took 1.1
+  (and NaN payloads survive, which JSON's ``NaN`` does not keep).
 
 Exact, or not at all. A hit must be the value the function returned, so a
 value is taken only when the format gives it back exactly; anything else
@@ -38,14 +44,16 @@ periods; a ``RangeIndex``, an ``Index`` of numbers, booleans or such strings,
 or a ``DatetimeIndex`` without a ``freq``; no ``attrs``. Object columns,
 Python-backed strings, multi-indexes and the rest are pickled.
 
-Versions. These are the serializers of encoding 2 (``serialize.py``): an
-entry in one of them is stamped ``"encoding": 2``, so that a lazyflow that
-knows encoding 1 only treats it as an unknown encoding (a miss, kept)
-rather than as damage. Pickled entries keep encoding 1.
+Versions. ``bytes``, ``json``, ``numpy`` and ``arrow`` are the serializers of
+encoding 2 (``serialize.py``), ``flat`` the one of encoding 3: an entry in
+one of them is stamped with that encoding (:data:`ENCODING_OF`), so that a
+lazyflow that knows only older encodings treats it as an unknown encoding
+(a miss, kept) rather than as damage. Pickled entries keep encoding 1.
 """
 
 from __future__ import annotations
 
+import array
 import importlib
 import json
 import math
@@ -54,10 +62,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["INT_BITS", "JSON_DEPTH", "JSON_ITEMS", "SERIALIZERS", "compact_encoder", "decode", "encode"]
+from lazyflow.keys.flat import element_type
 
-SERIALIZERS = frozenset({"bytes", "json", "numpy", "arrow"})
-"""The serializers this module writes and reads (all of encoding 2)."""
+__all__ = ["ENCODING_OF", "INT_BITS", "JSON_DEPTH", "JSON_ITEMS", "SERIALIZERS",
+           "compact_encoder", "decode", "encode"]
+
+ENCODING_OF = {"bytes": 2, "json": 2, "numpy": 2, "arrow": 2, "flat": 3}
+"""Each serializer this module writes and reads, with the encoding version that added it."""
+SERIALIZERS = frozenset(ENCODING_OF)
+"""The serializers this module writes and reads."""
 
 JSON_ITEMS = 65536
 """Items (list elements and dict values, all levels) above which a value is pickled."""
@@ -83,6 +96,10 @@ def encode(value: Any) -> tuple[str, tuple[memoryview, ...]] | None:
     kind = type(value)
     if kind is bytes:
         return "bytes", (memoryview(value),)
+    if kind is list:
+        flat = _encode_flat(value)
+        if flat is not None:
+            return flat
     if kind in (str, int, float, bool, list, dict) or value is None:
         return ("json", (memoryview(_json(value)),)) if _json_exact(value) else None
     numpy = sys.modules.get("numpy")
@@ -107,7 +124,40 @@ def decode(serializer: str, frames: tuple[memoryview, ...]) -> Any:
         return _decode_array(*frames)
     if serializer == "arrow":
         return _decode_frame(*frames)
+    if serializer == "flat":
+        return _decode_flat(*frames)
     raise ValueError(f"unknown serializer {serializer!r}")
+
+
+# ----------------------------------------------------------------------------- flat lists
+
+
+_FLAT_CODES = {int: "q", float: "d"}
+
+
+def _encode_flat(value: list[Any]) -> tuple[str, tuple[memoryview, ...]] | None:
+    """A long list of exact int64 ints or exact floats as its machine values, or ``None``."""
+    code = _FLAT_CODES.get(element_type(value))  # type: ignore[arg-type]
+    if code is None:
+        return None
+    try:
+        items = array.array(code, value)
+    except OverflowError:  # an int beyond int64: JSON (or pickle) takes it
+        return None
+    if sys.byteorder != "little":
+        items.byteswap()
+    return "flat", (memoryview(code.encode("ascii")), memoryview(items).cast("B"))
+
+
+def _decode_flat(code: memoryview, data: memoryview) -> list[Any]:
+    typecode = bytes(code).decode("ascii")
+    if typecode not in _FLAT_CODES.values():
+        raise ValueError(f"unknown flat type code {typecode!r}")
+    items = array.array(typecode)
+    items.frombytes(data)  # ValueError unless a whole number of values
+    if sys.byteorder != "little":
+        items.byteswap()
+    return items.tolist()
 
 
 # ----------------------------------------------------------------------------- JSON

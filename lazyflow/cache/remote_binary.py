@@ -55,7 +55,7 @@ from lazyflow.cache.serialize import dump_meta
 
 __all__ = ["SERIALIZERS", "Body", "decode", "encode"]
 
-SERIALIZERS = ("pickle", "cloudpickle", "bytes", "json", "numpy", "arrow")
+SERIALIZERS = ("pickle", "cloudpickle", "bytes", "json", "numpy", "arrow", "flat")
 """Serializer codes: a serializer's code is its position plus one (0: in the JSON part)."""
 
 _DATA, _CAS, _CAS_NAMED, _SPAN, _CARRIED, _SHA256, _SIGNED = (1 << i for i in range(7))

@@ -86,10 +86,10 @@ __all__ = ["ENCODING", "KNOWN_ENCODINGS", "CorruptEntryError", "Encoded", "Forei
            "encode", "encoding_for", "encoding_of", "read_encoded", "readable", "stamp",
            "unknown_encoding", "verify_stream", "write_encoded"]
 
-ENCODING = 2
+ENCODING = 3
 """The newest encoding version this lazyflow writes (see the design note): an entry is
 stamped with the lowest version that reads it (:func:`encoding_for`)."""
-KNOWN_ENCODINGS = frozenset({1, 2})
+KNOWN_ENCODINGS = frozenset({1, 2, 3})
 """The encoding versions this lazyflow reads."""
 MAGIC = b"LFv1"
 _COUNT = struct.Struct("<I")
@@ -114,12 +114,13 @@ class UnknownEncodingError(LazyflowError, KeyError):
 
 def encoding_for(serializer: str | None) -> int:
     """The encoding version an entry of ``serializer`` is stamped with (``None``: a record):
-    1 for pickled values and records, which every lazyflow reads, 2 for ``formats.py``'s.
+    1 for pickled values and records, which every lazyflow reads, else the version that
+    added the ``formats.py`` serializer.
 
-    >>> encoding_for("cloudpickle"), encoding_for("json"), encoding_for(None)
-    (1, 2, 1)
+    >>> encoding_for("cloudpickle"), encoding_for("json"), encoding_for("flat"), encoding_for(None)
+    (1, 2, 3, 1)
     """
-    return 2 if serializer in formats.SERIALIZERS else 1
+    return formats.ENCODING_OF.get(serializer, 1) if serializer is not None else 1
 
 
 def encoding_of(meta: Meta) -> object:

@@ -38,8 +38,8 @@ from typing import Any, Final
 
 import xxhash
 
-__all__ = ["FLOAT_TAG", "INT_TAG", "MIN_LENGTH", "all_distinct", "find_id", "list_digest",
-           "scalar_id", "scalar_ids"]
+__all__ = ["FLOAT_TAG", "INT_TAG", "MIN_LENGTH", "all_distinct", "element_type", "find_id",
+           "list_digest", "scalar_id", "scalar_ids"]
 
 MIN_LENGTH: Final = 64
 """Shorter lists take the generic path: numpy's fixed cost would outweigh the saving."""
@@ -56,6 +56,7 @@ _SEQUENCE_TAGS = {list: b"L", tuple: b"("}
 _NUMPY: list[ModuleType | None] = []  # [numpy] or [None] once looked for
 _THRESHOLDS: Any = None  # numpy arrays made when numpy is first imported (_numpy)
 _WIDTHS: Any = None
+_MAX_RUNS = 64  # more runs of one int record size than this: one boolean mask instead
 
 
 def _numpy() -> ModuleType | None:
@@ -73,7 +74,7 @@ def _numpy() -> ModuleType | None:
     return _NUMPY[0]
 
 
-def _kind(items: list[Any] | tuple[Any, ...]) -> type | None:
+def element_type(items: list[Any] | tuple[Any, ...]) -> type | None:
     """The one exact scalar type of every element, or ``None``."""
     if len(items) < MIN_LENGTH:
         return None
@@ -91,26 +92,28 @@ def list_digest(items: list[Any] | tuple[Any, ...]) -> str | None:
     """``lf.hash_value(items)`` for a list or tuple of one exact scalar type, at buffer speed;
     ``None`` when the generic path must hash it."""
     tag = _SEQUENCE_TAGS.get(type(items))
-    kind = _kind(items) if tag is not None else None
+    kind = element_type(items) if tag is not None else None
     np = _numpy() if kind is not None else None
     if np is None or tag is None or kind is None:
         return None
-    records = _records(np, items, kind)
-    if records is None:
+    parts = _records(np, items, kind)
+    if parts is None:
         return None
     digest = xxhash.xxh3_128()
     digest.update(tag + _LEN.pack(len(items)))  # what _sequence writes before the elements
-    digest.update(records)
+    for part in parts:
+        digest.update(part)
     return digest.hexdigest()
 
 
-def _records(np: Any, items: Any, kind: type) -> Any:
-    """The elements' records, as the generic path writes them, in one uint8 array."""
+def _records(np: Any, items: Any, kind: type) -> list[Any] | None:
+    """The elements' records, as the generic path writes them, as contiguous uint8 arrays
+    to hash in order."""
     if kind is float:
-        return _float_records(np, items)
+        return [_float_records(np, items)]
     if kind is int:
         return _int_records(np, items)
-    return _sized_records(np, items, kind)
+    return [_sized_records(np, items, kind)]
 
 
 def _float_records(np: Any, items: Any) -> Any:
@@ -123,7 +126,7 @@ def _float_records(np: Any, items: Any) -> Any:
     return records.view(np.uint8)
 
 
-def _int_records(np: Any, items: Any) -> Any:
+def _int_records(np: Any, items: Any) -> list[Any] | None:
     """``b"i" | u64 k | k bytes`` per element, ``k = (bit_length + 8) // 8`` as ``_hash_int``
     writes them: the low ``k`` bytes of the int64's two's complement."""
     try:
@@ -139,10 +142,15 @@ def _int_records(np: Any, items: Any) -> Any:
     records[:, 0] = ord("i")
     records[:, 1] = sizes  # the u64 length: its low byte (k <= 8), the rest stay zero
     records[:, 9:] = values.view(np.uint8).reshape(len(items), 8)
-    low, high = int(sizes.min()), int(sizes.max())
-    if low == high:  # one size throughout (the usual case): a slice, no mask
-        return records[:, :9 + low].ravel()
-    return records[_WIDTHS[sizes]]
+    # runs of one record size (e.g. 0..127, then 128..32767 in a range): a slice each,
+    # copied contiguous — 4x faster than the general mask, which many short runs take
+    bounds = np.flatnonzero(sizes[1:] != sizes[:-1]) + 1
+    if len(bounds) > _MAX_RUNS:
+        return [records[_WIDTHS[sizes]]]
+    starts = [0, *bounds.tolist()]
+    ends = [*starts[1:], len(items)]
+    return [np.ascontiguousarray(records[a:b, :9 + int(sizes[a])]).ravel()
+            for a, b in zip(starts, ends, strict=True)]
 
 
 def _sized_records(np: Any, items: Any, kind: type) -> Any:
@@ -188,7 +196,7 @@ def scalar_id(item: Any) -> bytes | None:
 def scalar_ids(items: list[Any] | tuple[Any, ...]) -> bytes | None:
     """The ids of every element (16 bytes each, in order) of a list of exact ints within
     int64 or of exact floats, at buffer speed; ``None`` for any other list."""
-    kind = _kind(items)
+    kind = element_type(items)
     np = _numpy() if kind in (int, float) else None
     if np is None:
         return None
