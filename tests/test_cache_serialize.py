@@ -8,7 +8,9 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+import xxhash
 
+from lazyflow.cache import serialize
 from lazyflow.cache.serialize import (
     CorruptEntryError,
     Encoded,
@@ -150,3 +152,29 @@ def test_a_large_frame_cut_short_is_truncated_and_leaves_no_hashing_thread():
         read_encoded(io.BytesIO(encoded.tobytes()[:-4096]), encoded.serializer,
                      encoded.checksum())
     assert not [t for t in threading.enumerate() if t.name == "lazyflow-hash"]
+
+
+class _ThreadNoting:
+    """An xxh3_128 that notes the thread of each update (which thread hashed what)."""
+
+    threads: set[str] = set()
+    real = xxhash.xxh3_128
+
+    def __init__(self) -> None:
+        self._digest = _ThreadNoting.real()
+
+    def update(self, data: memoryview) -> None:
+        _ThreadNoting.threads.add(threading.current_thread().name)
+        self._digest.update(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def test_a_large_frame_is_hashed_on_a_thread_of_its_own_while_it_is_read(monkeypatch):
+    encoded = encode(np.arange(_LARGE, dtype=np.float64))
+    monkeypatch.setattr(serialize.xxhash, "xxh3_128", _ThreadNoting)
+    _ThreadNoting.threads = set()
+    read_encoded(io.BufferedReader(io.BytesIO(encoded.tobytes())), encoded.serializer,
+                 encoded.checksum())
+    assert "lazyflow-hash" in _ThreadNoting.threads

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -238,6 +241,39 @@ def test_events_follow_a_run(flow, calls):
     flow.get("total", n=2)
     assert seen == [("RunStarted", None), ("NodeStarted", "raw"), ("NodeFinished", "raw"),
                     ("NodeStarted", "total"), ("NodeFinished", "total"), ("RunFinished", None)]
+
+
+_UNOBSERVED = """
+import lazyflow as lf
+from lazyflow.engine import events
+
+built = []
+for kind in (events.RunStarted, events.NodeStarted, events.NodeFinished, events.RunFinished):
+    init = kind.__init__
+    kind.__init__ = lambda self, *a, _init=init, **k: built.append(self) or _init(self, *a, **k)
+
+flow = lf.Flow("quiet", cache=lf.Cache(disk=None))
+
+@flow.node
+def raw(n: int):
+    return list(range(n))
+
+@flow.node
+def total(raw):
+    return sum(raw)
+
+flow.get("total", n=3)
+unobserved = len(built)
+flow.events.subscribe(lambda event: None)
+flow.get("total", n=4)
+print(unobserved, len(built) - unobserved)
+"""
+
+
+def test_a_run_nobody_listens_to_builds_no_event_objects(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _UNOBSERVED], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, env={**os.environ, "LAZYFLOW_HISTORY": "off"})
+    assert out.stdout.split() == ["0", "6"]  # and six once someone listens
 
 
 def test_summary_lists_every_node_and_the_time_saved(flow, calls):

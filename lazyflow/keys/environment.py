@@ -141,7 +141,7 @@ def _dist_infos() -> dict[str, tuple[str, str]]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _token(key: str) -> str | None:
     """The token of the distribution of normalized name ``key``, or ``None``."""
     found = _dist_infos().get(key)
