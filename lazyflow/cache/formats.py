@@ -142,8 +142,8 @@ def _encode_flat(value: list[Any]) -> tuple[str, tuple[memoryview, ...]] | None:
         return None
     try:
         items = array.array(code, value)
-    except OverflowError:  # an int beyond int64: JSON (or pickle) takes it
-        return None
+    except (OverflowError, TypeError):  # an int beyond int64 (or the list changed since
+        return None  # it was checked): JSON or pickle takes it, checking again
     if sys.byteorder != "little":
         items.byteswap()
     return "flat", (memoryview(code.encode("ascii")), memoryview(items).cast("B"))
