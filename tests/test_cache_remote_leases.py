@@ -340,3 +340,52 @@ def test_a_lease_its_holder_gives_up_without_an_entry_is_taken_and_the_node_comp
     store.delete(lease_path(store, key))  # the colleague's run ended without an entry
     waiter.join(60)
     assert (runs[0]["slow"], runs[0].nodes["slow"].status, calls) == (42, "completed", [1])
+
+
+# --------------------------------------------------------------------------- dask
+
+
+@pytest.mark.cluster
+def test_under_dask_a_leased_node_is_not_sent_ahead_to_compute_under_a_colleagues_lease(
+        dask_client, tmp_path, monkeypatch):
+    url = f"file://{tmp_path / 'mount'}"
+    holders = tmp_path / "holders"
+
+    def define(flow: lf.Flow) -> None:
+        @flow.node
+        def first():
+            return 1
+
+        @flow.node(lease="2m")
+        def slow(first):  # the lease holders it computes under, as the remote says
+            with open(holders, "a") as f:
+                f.writelines(lease["holder"] + "\n" for lease in _leases(url, {}))
+            return first + 41
+
+    scratch = lf.Flow("team", cache=lf.Cache(memory="1MB", disk=None, remote=None))
+    define(scratch)
+    key = scratch.run("slow").nodes["slow"].key
+    holders.unlink()
+    _write_lease(url, {}, key, expires=time.time() + 3600)  # a colleague's, live
+    held = threading.Event()
+    take = RemoteTier.take_lease
+
+    def taking(self, *args):
+        found = take(self, *args)
+        if found is not None:
+            held.set()
+        return found
+
+    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    flow = lf.Flow("team", cache=_remote(url, {}))
+    define(flow)
+    runs: list[lf.Run] = []
+    waiter = threading.Thread(target=lambda: runs.append(flow.run("slow", executor="dask")))
+    waiter.start()
+    assert held.wait(60)
+    store = RemoteTier(url, {}, background=False).store
+    store.delete(lease_path(store, key))  # the colleague's run ended without an entry
+    waiter.join(120)
+    assert (runs[0]["slow"], runs[0].nodes["slow"].status) == (42, "completed")
+    [holder] = holders.read_text().splitlines()
+    assert f"pid {os.getpid()}, run {runs[0].id}" in holder
