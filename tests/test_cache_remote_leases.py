@@ -19,6 +19,7 @@ import lazyflow as lf
 import lazyflow.cache.remote_leases as remote_leases
 from lazyflow.cache.remote import RemoteTier
 from lazyflow.cache.remote_leases import RENEW_AT, lease_path
+from lazyflow.cache.remote_objects import PreconditionFailed
 from lazyflow.errors import DefinitionError
 
 _COLLEAGUE = """
@@ -101,10 +102,18 @@ def _key() -> str:
 
 def _write_lease(url: str, options: dict[str, object], key: str, expires: float, *,
                  over: bool = False) -> None:
-    """A colleague's lease on ``key``; ``over``: written over the lease there (taken over)."""
+    """A colleague's lease on ``key``; ``over``: taken over from whoever holds it, as a
+    colleague does (over the version read, again if it changed meanwhile)."""
     store = RemoteTier(url, options, background=False).store
     body = json.dumps({"lease": 1, "holder": "elsewhere pid 1, run r", "expires": expires})
-    store.put(lease_path(store, key), [body.encode()], create=not over)
+    path = lease_path(store, key)
+    while over:
+        try:
+            store.put(path, [body.encode()], match=store.fetch(path).version)
+            return
+        except PreconditionFailed:
+            continue
+    store.put(path, [body.encode()], create=True)
 
 
 def _leases(url: str, options: dict[str, object]) -> list[dict]:
@@ -341,6 +350,27 @@ def test_a_lease_its_holder_gives_up_without_an_entry_is_taken_and_the_node_comp
     waiter.join(60)
     assert (runs[0]["slow"], runs[0].nodes["slow"].status, calls) == (42, "completed", [1])
 
+
+
+def test_a_colleagues_lease_that_lapses_while_a_node_waits_is_taken_over_and_computed(
+        remote, monkeypatch):
+    url, options = remote
+    key = _key()
+    _write_lease(url, options, key, expires=time.time() + 3)  # a colleague's that crashed
+    held = []
+    take = RemoteTier.take_lease
+
+    def taking(self, *args):
+        found = take(self, *args)
+        held.append(found is not None)
+        return found
+
+    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    calls: list[int] = []
+    run = _flow(_remote(url, options), calls).run("slow")
+    assert (run["slow"], run.nodes["slow"].status, calls) == (42, "completed", [1])
+    assert held[0] and not held[-1]  # waited for it, then took it
+    assert not [n for n in objects(url, options) if n.startswith("leases/")]
 
 # --------------------------------------------------------------------------- dask
 
