@@ -352,9 +352,16 @@ class RemoteTier(_Managed, ForeignEntries):
     def take_lease(self, key: str, seconds: float, holder: str) -> leases.Held | None:
         """Take the "in progress" lease of ``key`` for ``seconds`` (``remote_leases.py``):
         ``None`` when this process now holds it, or no lease can be had (compute either
-        way); the live lease of someone else, to wait for, otherwise. Leases taken are
-        released when the run ends, after its uploads."""
+        way); the live lease of someone else, to wait for, otherwise. A lease taken is
+        renewed until :meth:`end_lease`, and released when the run ends, after its
+        uploads."""
         return self._leases.take(key, seconds, holder)
+
+    def end_lease(self, key: str) -> str | None:
+        """The node computing ``key`` under this process's lease ended: stop renewing the
+        lease (it is released when the run ends). Returns who took the lease over while
+        the node computed, if someone did (``remote_leases.Holdings.stop``)."""
+        return self._leases.stop(key)
 
     def arrived(self, key: str) -> bool:
         """Whether the entry of ``key`` is there now, asked again even if this run found

@@ -31,7 +31,8 @@ So records, events, stores and history are the reference path's.
 Which nodes: those without features (``hooks.py``): a node with lazy inputs,
 ``map=`` or ``timeout=`` needs the engine between its steps, and one with
 ``resources=`` is placed per task; they run as before, and the nodes after
-them join a graph once they are submitted.
+them join a graph once they are submitted. A node with ``lease=`` is never
+submitted ahead: the engine takes its lease before it computes (``lease.py``).
 
 Trade-off, early cutoff without a shared tier: a node submitted ahead whose
 key is an entry other than its latest (an older computation it returns to)
@@ -271,8 +272,10 @@ def _may_go_ahead(s: RunState, name: str) -> bool:
         return False
     if s.vanished and name in s.vanished:
         return False
-    return plain(bool(s.lazy[name]), s.plan.nodes[name].options.map is not None,
-                 s.policies[name])
+    options = s.plan.nodes[name].options
+    if options.lease is not None:  # its lease is taken here before it computes (lease.py)
+        return False
+    return plain(bool(s.lazy[name]), options.map is not None, s.policies[name])
 
 
 def _ahead_step(s: RunState, name: str, graph: _Graph) -> bool:

@@ -25,6 +25,7 @@ from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted
 from lazyflow.engine.flight import land_all
 from lazyflow.engine.freshness import has_max_age
 from lazyflow.engine.graphs import flush, stop_ahead
+from lazyflow.engine.lease import end as end_leases
 from lazyflow.engine.prepare import (
     Hit,
     Prepared,
@@ -121,6 +122,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         if owned:
             executor.shutdown()
         land_all(s)
+        if s.leases is not None:  # nodes still waiting for a colleague's lease stop
+            end_leases(s)
         if s.timed is not None:
             s.timed.shutdown()
         run.remote = cache.finish_run(run.flow, run.id, run.started)  # its remote manifest

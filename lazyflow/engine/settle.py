@@ -17,6 +17,7 @@ from lazyflow.engine.catching import caught_by_all, record_failure
 from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
 from lazyflow.engine.freshness import ancestry_expiry
+from lazyflow.engine.lease import settled as lease_settled
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
 from lazyflow.engine.why import environment_note, recorded_environment
@@ -55,6 +56,8 @@ def settle(s: RunState, name: str, outcome: Outcome) -> None:
     finally:
         if s.flying:
             land(s, name)
+        if s.leases is not None:  # stop renewing its lease
+            lease_settled(s, name)
         if s.kept:
             s.kept.pop(name, None)
 

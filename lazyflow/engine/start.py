@@ -16,7 +16,7 @@ from lazyflow.engine.features import bind
 from lazyflow.engine.flight import land, lead
 from lazyflow.engine.freshness import ancestry_expiry, expired
 from lazyflow.engine.hooks import WAIT
-from lazyflow.engine.lease import lease
+from lazyflow.engine.lease import PARKED, lease, resumed
 from lazyflow.engine.prepare import Hit
 from lazyflow.engine.settle import link_trace, settle, stop
 from lazyflow.engine.state import counted, flow_inputs, release_inputs, waiting
@@ -49,10 +49,11 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
     key = record.key = keys.content_key(prep.code, prep.params, inputs)
     tainted = bool(s.failures) and taints(s, name, upstream)  # never stored nor looked up
     if prep.reusable and not tainted and not (s.vanished and name in s.vanished):
-        if _served(s, name, key, features, upstream):
-            return None
-        if not lead(s, name, key):
-            return None
+        if s.leases is None or not resumed(s, name):  # else looked up and claimed before
+            if _served(s, name, key, features, upstream):
+                return None
+            if not lead(s, name, key):
+                return None
         if s.plan.nodes[name].options.lease is not None and _leased(s, name, key, upstream):
             return None
     kwargs = flow_inputs(s, name)
@@ -135,11 +136,13 @@ def _served(s: RunState, name: str, key: str, features: tuple[Any, ...],
 
 
 def _leased(s: RunState, name: str, key: str, upstream: dict[str, str]) -> bool:
-    """Settle ``name`` from the entry a colleague holding its lease stored meanwhile;
-    False when it must be computed (``engine/lease.py``)."""
+    """Park ``name`` while a colleague holds its lease, or settle it from the entry they
+    stored meanwhile; False when it must be computed (``engine/lease.py``)."""
     waited = lease(s, name, key)
     if waited is None:
         return False
+    if waited == PARKED:
+        return True
     found, holder = waited
     reason = s.run.nodes[name].reason
     s.run.nodes[name].reason = f"computed meanwhile by {holder}"

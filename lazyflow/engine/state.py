@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.engine.graphs import GraphRun
     from lazyflow.engine.hooks import Feature
+    from lazyflow.engine.lease import Leases
     from lazyflow.engine.loop import RunOptions
     from lazyflow.engine.maps import MapRun
     from lazyflow.engine.prepare import Hit, Prepared
@@ -98,6 +99,7 @@ class RunState:
     do the names of parked nodes whose key another request has finished computing."""
     flying: dict[str, str] = field(default_factory=dict)  # key each computing node leads
     parked: set[str] = field(default_factory=set)  # waiting for another request's key
+    leases: Leases | None = None  # nodes waiting for or holding a lease (``lease.py``)
     vanished: dict[str, str] = field(default_factory=dict)
     """Hits whose entry vanished before it was read (``vanished.py``): the digest their
     dependents were keyed with."""
