@@ -290,6 +290,34 @@ def test_a_leased_node_takes_its_lease_and_releases_it_when_the_run_ends(
     assert not [n for n in objects(s3_url, s3_options) if n.startswith("leases/")]
 
 
+def test_a_run_ending_releases_its_own_leases_and_not_those_of_a_run_still_computing(remote):
+    url, options = remote
+    flow = lf.Flow("team", cache=_remote(url, options))
+    computing, finish = threading.Event(), threading.Event()
+
+    @flow.node(lease="2m")
+    def slow():
+        computing.set()
+        finish.wait(60)
+        return 1
+
+    @flow.node(lease="2m")
+    def quick():
+        return 2
+
+    slow_run = threading.Thread(target=flow.run, args=("slow",))
+    slow_run.start()
+    assert computing.wait(60)
+    flow.run("quick")  # ends while slow computes, on the same remote tier
+    try:
+        holders = [lease["holder"] for lease in _leases(url, options)]
+    finally:
+        finish.set()
+        slow_run.join(60)
+    assert len(holders) == 1 and holders[0].endswith(f"run {flow.last_run.id}")  # slow's
+    assert not _leases(url, options)  # released when its own run ended
+
+
 # --------------------------------------------------------------------------- collection
 
 

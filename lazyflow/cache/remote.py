@@ -349,13 +349,14 @@ class RemoteTier(_Managed, ForeignEntries):
 
     # ----------------------------------------------------------------- leases
 
-    def take_lease(self, key: str, seconds: float, holder: str) -> leases.Held | None:
+    def take_lease(self, key: str, seconds: float, holder: str, run: str
+                   ) -> leases.Held | None:
         """Take the "in progress" lease of ``key`` for ``seconds`` (``remote_leases.py``):
         ``None`` when this process now holds it, or no lease can be had (compute either
         way); the live lease of someone else, to wait for, otherwise. A lease taken is
         renewed until :meth:`end_lease`, and released when the run ends, after its
         uploads."""
-        return self._leases.take(key, seconds, holder)
+        return self._leases.take(key, seconds, holder, run)
 
     def end_lease(self, key: str) -> str | None:
         """The node computing ``key`` under this process's lease ended: stop renewing the
@@ -390,7 +391,7 @@ class RemoteTier(_Managed, ForeignEntries):
         requests and bytes it sent, per method (``None``: none)."""
         self._release()
         self._lanes.wait()
-        self._leases.release()  # after the uploads: a colleague who sees it gone finds them
+        self._leases.release(run)  # after the uploads: a colleague seeing it gone finds them
         self._reads.remembers_misses = True  # the run's workers, if any, are done
         if not self.store.read_only:  # a reader that must not write leaves no manifest
             manifests.finish(self.store, self._log, flow, run, started)

@@ -138,13 +138,14 @@ class _Holding:
     taken: Taken
     seconds: float
     holder: str
+    run: str  # the run that took it: released when that run ends
     due: float  # time.monotonic() of its next renewal
     renewing: bool = True  # False once its node ended: it waits to be released
 
 
 class Holdings:
-    """The leases this process took: renewed while their nodes compute, released together
-    when the run ends."""
+    """The leases this process took: renewed while their nodes compute, released when the
+    run that took them ends (two runs of one process share the tier's holdings)."""
 
     def __init__(self, store: RemoteStore) -> None:
         self._store = store
@@ -155,7 +156,7 @@ class Holdings:
         self._lost: dict[str, str] = {}  # key -> who took its lease over while it computed
         self._renewer: threading.Thread | None = None
 
-    def take(self, key: str, seconds: float, holder: str) -> Held | None:
+    def take(self, key: str, seconds: float, holder: str, run: str) -> Held | None:
         """``None`` when this process now holds ``key``'s lease (renewing it until
         :meth:`stop`) or none can be had (the remote is offline, say); the live lease of
         someone else otherwise (:func:`take`)."""
@@ -170,7 +171,7 @@ class Holdings:
         found = take(self._store, key, seconds, holder)
         if isinstance(found, Taken):
             with self._lock:
-                self._held[key] = _Holding(found, seconds, holder, _due(seconds))
+                self._held[key] = _Holding(found, seconds, holder, run, _due(seconds))
                 self._lost.pop(key, None)
                 self._renew_soon()
             return None
@@ -185,11 +186,14 @@ class Holdings:
                 mine.renewing = False
             return self._lost.pop(key, None)
 
-    def release(self) -> None:
-        """Delete the leases taken (their entries have landed, or their nodes failed)."""
+    def release(self, run: str) -> None:
+        """Delete the leases ``run`` took (their entries have landed, or their nodes
+        failed); another run's stay held."""
         with self._writing, self._lock:  # no renewal in flight writes a version after this
-            held, self._held = self._held, {}
-            self._lost.clear()
+            held = {key: mine for key, mine in self._held.items() if mine.run == run}
+            for key in held:
+                del self._held[key]
+                self._lost.pop(key, None)
             self._changed.notify_all()
         for key, mine in held.items():
             release(self._store, key, mine.taken)

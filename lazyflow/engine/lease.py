@@ -109,7 +109,7 @@ def lease(s: RunState, name: str, key: str) -> Found | Literal["parked"] | None:
         s.parked.add(name)
         return PARKED
     else:
-        held = remote.take_lease(key, seconds, _holder(s))
+        held = remote.take_lease(key, seconds, _holder(s), s.run.id)
         if held is not None and s.waits:  # on an event loop's thread: never park, compute
             _wait_aside(s, leases, name, key, remote, held)
             return PARKED
@@ -153,12 +153,12 @@ def _wait_aside(s: RunState, leases: Leases, name: str, key: str, remote: Remote
     seconds = s.plan.nodes[name].options.lease
     assert seconds is not None
     stop = leases.waits[name] = threading.Event()
-    finished, verdicts, holder = s.finished, leases.verdicts, _holder(s)
+    finished, verdicts, holder, run = s.finished, leases.verdicts, _holder(s), s.run.id
 
     def wait() -> None:
         verdict = None
         try:
-            verdict = _wait(remote, key, seconds, holder, held, stop)
+            verdict = _wait(remote, key, seconds, (holder, run), held, stop)
         finally:  # whatever happened, the node starts again: never parked for good
             verdicts[name] = verdict
             finished.put(name)
@@ -168,10 +168,11 @@ def _wait_aside(s: RunState, leases: Leases, name: str, key: str, remote: Remote
     threading.Thread(target=wait, name=f"lazyflow-lease-{name}", daemon=True).start()
 
 
-def _wait(remote: RemoteTier, key: str, seconds: float, holder: str, held: Held,
+def _wait(remote: RemoteTier, key: str, seconds: float, taker: tuple[str, str], held: Held,
           stop: threading.Event) -> str | None:
     """Wait for the colleague holding ``key``'s lease: who stored its entry, or ``None``
-    when the node is to be computed (the lease is ours now, or the wait timed out)."""
+    when the node is to be computed (the lease is ours now, or the wait timed out).
+    ``taker``: how this run names itself in a lease, and its id."""
     until = min(held.expires, time.time() + seconds) + MARGIN
     pause = FIRST_PAUSE
     while time.time() < until:
@@ -180,7 +181,7 @@ def _wait(remote: RemoteTier, key: str, seconds: float, holder: str, held: Held,
         pause = min(pause * 2, LONGEST_PAUSE)
         if remote.arrived(key):
             return held.holder
-        last, found = held, remote.take_lease(key, seconds, holder)
+        last, found = held, remote.take_lease(key, seconds, *taker)
         if found is None:  # ours now (or none to be had): unless its holder just stored it
             return last.holder if remote.arrived(key) else None
         held = found
