@@ -254,13 +254,16 @@ def _fields(kind: type) -> set[str]:
 def _documented(kind: type, value: bool) -> set[str]:
     """The fields records.py documents for ``kind``, as a disk tier stores them for nodes
     declared without options (the fixture's)."""
-    fields = _fields(kind) - _WITH_OPTIONS_ONLY
+    fields = _fields(kind) - _WITH_OPTIONS_ONLY - (_REMOTE_ONLY if kind is EntryMeta else set())
     return fields if value else fields - _VALUE_ONLY
 
 
 _WITH_OPTIONS_ONLY = {"checks", "metrics", "expires"}
 """Fields a record has only when its node declares the option (``check=``, ``max_age=``
 in its ancestry) or reports figures (``lf.report``)."""
+_REMOTE_ONLY = {"environment", "env_at"}
+"""Fields the remote tier adds to entries (the environment's carrier, and the pointer to
+it: ``remote_environment.py``)."""
 
 
 _VALUES = (EntryMeta, ElementMeta, MapChunkMeta)

@@ -65,6 +65,7 @@ import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_environment import Carrier
 from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
@@ -223,6 +224,7 @@ class RemoteTier(_Managed, ForeignEntries):
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
         self._packing = Packing()  # values held to be written together (remote_packs.py)
+        self._carrier = Carrier()  # the entry carrying this environment's description
         self._leases = leases.Holdings(self.store)  # released as the run ends
         _HOLDING.add(self)  # so that what is held is queued before the process exits
 
@@ -315,6 +317,8 @@ class RemoteTier(_Managed, ForeignEntries):
         if value is not NO_VALUE and queued is not None and queued.encoded is not None:
             return queued.meta  # the first entry of a key stays, here as on the remote
         encoded = None if value is NO_VALUE else encode(value)
+        if encoded is not None:  # the environment's description rides on an entry
+            meta = self._carrier.stamp(key, meta)  # (remote_environment.py)
         stamped = stamp(meta, encoded)
         if self._lanes:
             target = stamped.get("key") if encoded is None else None
