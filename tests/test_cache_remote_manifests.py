@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bucket import age, kinds, objects
-from chains import define_list_chain
+from chains import define_list_chain, ran
 
 import lazyflow as lf
 from lazyflow.cache import remote_manifests as manifests
@@ -35,7 +35,7 @@ def _manifests(url: str, options: dict[str, object]) -> dict[str, dict]:
 
 def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(remote):
     url, options = remote
-    run = _flow(url, options).run("total", n=2000)  # raw's 2,000 ints: a content object
+    run = ran(_flow(url, options), "total", n=2000)  # raw's 2,000 ints: a content object
     ((name, manifest),) = _manifests(url, options).items()
     wrote = {key: cas for key, cas, _ in manifest["wrote"]}
     stored = objects(url, options)
@@ -50,7 +50,7 @@ def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(re
 
 def test_the_ledger_counts_the_entries_and_bytes_the_run_created(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    ran(_flow(url, options), "total", n=2000)
     ((_, manifest),) = _manifests(url, options).items()
     tier = RemoteTier(url, options, background=False)
     listed = [item for item in tier.store.listing() if "/runs/" not in item.path]
@@ -63,9 +63,9 @@ DAY = 86400
 
 def test_a_colleagues_hit_on_an_old_entry_is_named_as_read_in_its_runs_manifest(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    ran(_flow(url, options), "total", n=2000)
     age(url, 2 * DAY, under=("ac/", "cas/", "runs/"))  # older than the refresh interval
-    colleague = _flow(url, options).run("total", n=2000)  # a fresh cache: nothing in memory
+    colleague = ran(_flow(url, options), "total", n=2000)  # a fresh cache: nothing in memory
     assert colleague.nodes["total"].tier == "remote"
     (manifest,) = [m for m in _manifests(url, options).values() if m["run"] == colleague.id]
     assert colleague.nodes["total"].key in {key for key, _, _ in manifest["read"]}
@@ -79,6 +79,7 @@ def test_a_run_served_from_memory_writes_no_manifest_and_costs_nothing(remote):
     again = flow.run("total", n=10)
     assert again.nodes["total"].tier == "memory"
     assert again.remote is None
+    flow.cache.flush()
     assert len(_manifests(url, options)) == 1
 
 
@@ -94,14 +95,20 @@ def test_two_runs_sharing_an_id_keep_both_manifests(remote):
 
 def test_a_manifest_names_the_content_a_record_carries(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    flow = _flow(url, options)
+
+    @flow.node
+    def doubled(raw):  # 2,000 ints: a content object its trace record's copy names
+        return [2 * x for x in raw]
+
+    ran(flow, "doubled", n=2000)
     tier = RemoteTier(url, options, background=False)
     carried = {}
     for name in objects(url, options):
         if name.startswith("ac/"):
             stored = EntryObject.from_json(tier.store.fetch(f"{tier.root}/{name}").data)
             if stored.carried is not None and stored.carried.cas is not None:
-                carried[Path(name).stem] = stored.carried.cas  # raw's trace record
+                carried[Path(name).stem] = stored.carried.cas  # doubled's trace record
     ((_, manifest),) = _manifests(url, options).items()
     assert carried and carried.items() <= {(k, c) for k, c, _ in manifest["wrote"]}
 
@@ -112,15 +119,15 @@ def test_a_manifest_names_the_content_a_record_carries(remote):
 def test_run_remote_counts_the_requests_the_server_answered(s3_url, s3_options, s3_requests):
     flow = _flow(s3_url, s3_options)
     with s3_requests.recorded(s3_url) as recorded:
-        run = flow.run("total", n=2000)
+        run = ran(flow, "total", n=2000)  # its manifest's PUT included, though written later
     assert {m: c["requests"] for m, c in run.remote.items()} == kinds(recorded)
 
 
 def test_run_remote_counts_the_bytes_moved(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    ran(_flow(url, options), "total", n=2000)
     age(url, 2 * DAY, under=("ac/", "cas/", "runs/"))
-    run = _flow(url, options).run("total", n=2000)  # a colleague's hit: one GET, one PUT
+    run = ran(_flow(url, options), "total", n=2000)  # a colleague's hit: one GET, one PUT
     ((name, manifest),) = [(n, m) for n, m in _manifests(url, options).items()
                            if m["run"] == run.id]
     sizes = {i.path.rsplit("/", 1)[1]: i.size
@@ -133,8 +140,8 @@ def test_run_remote_counts_the_bytes_moved(remote):
 
 def test_the_summary_says_what_the_run_cost_on_the_remote(remote):
     url, options = remote
-    _flow(url, options).run("total", n=10)
-    run = _flow(url, options).run("total", n=10)
+    ran(_flow(url, options), "total", n=10)
+    run = ran(_flow(url, options), "total", n=10)
     assert "remote: 1 request (1 GET), " in run.summary()
 
 

@@ -212,6 +212,7 @@ def _packed_pair(url: str, options: dict[str, object]) -> str:
     for key, value in VALUES.items():
         tier.put(key, value, {"digest": "d", "flow": "team"})
     tier.finish_run("team", f"run-{uuid.uuid4().hex[:8]}", time.time())
+    tier.flush()  # its manifest, written in the background, landed
     age(url, 30 * DAY, under=("ac/", "cas/", manifests.RUNS + "/"))
     (pack,) = {entry.cas for entry in _packed(url, options).values()}
     assert pack is not None
@@ -224,6 +225,7 @@ def test_a_pack_stays_while_any_entry_in_it_is_live(remote):
     reader = _tier(url, options)  # a run uses A today: A is live, B is not
     reader.get(A)
     reader.finish_run("team", "run-today", time.time())
+    reader.flush()  # its manifest, written in the background, landed
     done = lf.Cache(tiers=[_tier(url, options)]).prune(older_than=7 * DAY, confirm=True)
     assert done["remote"]["entries"] == 1  # B's entry
     assert any(name.endswith(pack) for name in _content(url, options))
@@ -237,6 +239,7 @@ def test_eviction_by_size_removes_a_pack_only_with_its_last_entry(remote):
     for key in VALUES:
         reader.get(key)
     reader.finish_run("team", "run-today", time.time())
+    reader.flush()  # its manifest, written in the background, landed
     age(url, 2 * 3600, under=("ac/", "cas/"))  # past the hour an object is never evicted in
     cache = lf.Cache(tiers=[_tier(url, options)])
     packed = _packed(url, options).values()

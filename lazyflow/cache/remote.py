@@ -116,7 +116,7 @@ class _Managed:
     _writes: Writes
     _lock: threading.RLock
 
-    def flush(self) -> None:
+    def flush(self, *, manifests: bool = True) -> None:
         """Wait for the tier's pending writes (the tier's own)."""
         raise NotImplementedError
 
@@ -226,6 +226,7 @@ class RemoteTier(_Managed, ForeignEntries):
         self._packing = Packing()  # values held to be written together (remote_packs.py)
         self._carrier = Carrier()  # the entry carrying this environment's description
         self._leases = leases.Holdings(self.store)  # released as the run ends
+        self._manifests = manifests.Publisher(self.store, background=background)
         _HOLDING.add(self)  # so that what is held is queued before the process exits
 
     # ----------------------------------------------------------------- settings (the store's)
@@ -380,26 +381,42 @@ class RemoteTier(_Managed, ForeignEntries):
 
     # ----------------------------------------------------------------- runs
 
+    writes_manifests = True
+    """Its :meth:`flush` can leave run manifests being written (``Cache.flush``)."""
+
     def finish_run(self, flow: str, run: str, started: float
                    ) -> dict[str, dict[str, int]] | None:
-        """End a run: wait for its uploads, write its manifest when it wrote an entry or read
-        one older than the refresh interval (``remote_manifests.finish``), and return the
-        requests and bytes it sent, per method (``None``: none)."""
+        """End a run: wait for its uploads, queue its manifest when it wrote an entry or read
+        one older than the refresh interval (``remote_manifests.due``; written in the
+        background: :meth:`flush` waits for it), and return the requests and bytes it
+        sent, per method (``None``: none), the manifest's PUT included as queued."""
         self._release()
         self._lanes.wait()
         self._leases.release()  # after the uploads: a colleague who sees it gone finds them
         self._reads.remembers_misses = True  # the run's workers, if any, are done
+        manifest = None
         if not self.store.read_only:  # a reader that must not write leaves no manifest
-            manifests.finish(self.store, self._log, flow, run, started)
+            manifest = manifests.due(self.store, self._log, flow, run, started)
+        if manifest is not None:
+            self.store.traffic.add("PUT", len(manifest.to_json()))  # the run's, though later
+            self._manifests.submit(manifest)
+            if not self._manifests.background:  # written by now: its failure, if any
+                self._manifests_failed()
         return self.store.traffic.take() or None
 
     # ----------------------------------------------------------------- background writes
 
-    def flush(self) -> None:
+    def flush(self, *, manifests: bool = True) -> None:
         """Wait for pending uploads, each failed one a :class:`CacheWarning`; then forget
-        what this run read (the next run reads the remote afresh)."""
+        what this run read (the next run reads the remote afresh).
+
+        ``manifests=False`` (the engine, as a run ends) leaves run manifests being
+        written in the background; a failed one found written by then warns all the same.
+        """
         self._release()
         self._lanes.wait()
+        if manifests:
+            self._manifests.wait()
         with self._lock:
             self._reads.end_run()
             self._writes.inflight.clear()
@@ -411,6 +428,12 @@ class RemoteTier(_Managed, ForeignEntries):
             warn(f"{len(errors)} write(s) to the remote cache {self.url} failed "
                           f"({shown}); those results stay local and will be uploaded when "
                           "recomputed", CacheWarning)
+        self._manifests_failed()
+
+    def _manifests_failed(self) -> None:
+        """One :class:`CacheWarning` per run manifest that could not be written."""
+        for error in self._manifests.failures():
+            warn(error, CacheWarning)
 
     @property
     def outage(self) -> Outage | None:
@@ -502,9 +525,19 @@ def _release_all() -> None:
             tier._release()
 
 
+def _report_all() -> None:
+    """At exit, after concurrent.futures joined the threads (which wrote what was queued),
+    warn of the run manifests that could not be written."""
+    for tier in list(_HOLDING):
+        with contextlib.suppress(Exception):
+            tier._manifests_failed()
+
+
 # threading's exit hooks run before atexit's, newest first: this one before
-# concurrent.futures' (registered at its import), which then joins the lanes
+# concurrent.futures' (registered at its import), which then joins the lanes and the
+# manifests' thread; atexit's own hooks run after all of them
 getattr(threading, "_register_atexit", atexit.register)(_release_all)
+atexit.register(_report_all)
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,
