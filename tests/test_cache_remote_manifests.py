@@ -4,9 +4,14 @@ manifests"): one object per run naming what it read and wrote, and ``run.remote`
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from bucket import age, kinds, objects
 from chains import define_list_chain, ran
 
@@ -111,6 +116,59 @@ def test_a_manifest_names_the_content_a_record_carries(remote):
                 carried[Path(name).stem] = stored.carried.cas  # doubled's trace record
     ((_, manifest),) = _manifests(url, options).items()
     assert carried and carried.items() <= {(k, c) for k, c, _ in manifest["wrote"]}
+
+
+# --------------------------------------------------------------------------- written in the background
+
+
+def test_a_run_returns_before_its_manifest_is_written_which_lands_by_the_flush(remote,
+                                                                               monkeypatch):
+    url, options = remote
+    gate, write = threading.Event(), manifests.write
+    held: list[bool] = []
+
+    def held_back(store, manifest):  # the upload, held until the test lets it go
+        held.append(gate.wait(timeout=60))
+        return write(store, manifest)
+
+    monkeypatch.setattr(manifests, "write", held_back)
+    flow = _flow(url, options)
+    run = flow.run("total", n=10)
+    assert run.status == "completed" and _manifests(url, options) == {}
+    gate.set()
+    flow.cache.flush()
+    assert held == [True]  # the run had returned while the manifest was held back
+    assert [m["run"] for m in _manifests(url, options).values()] == [run.id]
+
+
+def test_a_process_that_exits_without_flushing_still_writes_its_manifest(remote, tmp_path):
+    url, options = remote
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, sys.argv[3])\nimport lazyflow as lf\n"
+        "from chains import define_list_chain\n"
+        "flow = define_list_chain(lf.Flow('team', cache=lf.Cache(memory=None, disk=None, "
+        "remote=sys.argv[1], remote_options=eval(sys.argv[2]))))\n"
+        "print(flow.run('total', n=10).id)\n")  # no flush: the process exits at once
+    done = subprocess.run([sys.executable, str(script), url, repr(options),
+                           str(Path(__file__).parent)], capture_output=True, text=True,
+                          env={**os.environ, "LAZYFLOW_HISTORY": "off"}, check=True)
+    assert [m["run"] for m in _manifests(url, options).values()] == [done.stdout.strip()]
+
+
+def test_a_manifest_that_cannot_be_written_warns_at_the_flush_and_fails_no_run(remote,
+                                                                              monkeypatch):
+    url, options = remote
+
+    def refused(store, manifest):
+        raise PermissionError("access denied to runs/")
+
+    monkeypatch.setattr(manifests, "write", refused)
+    flow = _flow(url, options)
+    assert flow.run("total", n=10).status == "completed"
+    with pytest.warns(lf.CacheWarning, match="manifest of run .* could not be written"):
+        flow.cache.flush()
+    assert _manifests(url, options) == {}
 
 
 # --------------------------------------------------------------------------- what a run cost
