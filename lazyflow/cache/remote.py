@@ -11,10 +11,11 @@ check bytes is ``remote_reads.py``; how values and records are written is
 background lanes that write them ``remote_lanes.py`` (values written
 together share one content object: ``remote_packs.py``); management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
-``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
-used is logged (``remote_manifests.py``) and written at its end as the run's
-*manifest* (none when it only hit entries younger than the refresh
-interval), which garbage collection (``remote_gc.py``, ``collect``) marks
+``remote_manage.py``; the old layout is ``remote_legacy.py``; the entry
+that carries this process's environment description, ``remote_environment.py``. What each run
+used is logged (``remote_manifests.py``) and queued at its end as the run's
+*manifest*, written in the background (none when it only hit entries younger
+than the refresh interval), which garbage collection (``remote_gc.py``, ``collect``) marks
 from and whose ledgers the statistics (``remote_ledger.py``, ``usage``) sum
 without listing; the requests each run sent are counted
 (``remote_traffic.py``) and handed back by ``finish_run``. This module is

@@ -3,7 +3,9 @@
 Design note
 -----------
 Format (``docs/cache-format.md``, "Run manifests"). At the end of every run
-that read or wrote an entry on the remote, the tier writes one JSON object::
+that read or wrote an entry on the remote, the tier writes one JSON object
+(in the background: :class:`Publisher`; the run does not wait for it, the
+tier's flush and the process's exit do)::
 
     <root>/runs/<yyyy-mm-dd>/<flow>/<run-id>.e<entries>.b<bytes>.json
 

@@ -11,7 +11,9 @@ requests an S3 bill would list. On a folder (``file://``) each file operation
 counts as the request it stands for.
 
 The tier takes the figures at the end of each run (:meth:`Traffic.take`),
-which resets them, so ``run.remote`` holds what that run cost; management
+which resets them, so ``run.remote`` holds what that run cost; its manifest,
+written in the background afterwards, is charged to it as queued, and its
+requests are not counted again (:meth:`Traffic.elsewhere`); management
 (``stats``, ``prune``...) takes them too, so its listings are not charged to
 the next run. Runs that overlap in one process (threads) share the counter:
 each is charged what was sent since the previous one ended.

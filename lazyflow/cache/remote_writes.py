@@ -28,6 +28,11 @@ request, only then), so that garbage collection, which keeps content younger
 than its grace window, does not sweep it before this run's manifest names
 it; content that vanished meanwhile is uploaded again.
 
+The environment's carrier. The entry chosen to carry this process's
+environment description (``remote_environment.py``) that is not created —
+found there first, or a colleague's create won — makes the writer record the
+description under its ``environment`` key instead, once.
+
 Run log. Every entry written (or found written by a colleague) is noted in
 the tier's :class:`~lazyflow.cache.remote_manifests.RunLog`, with what the
 write created (the ledger), for the run's manifest.

@@ -3,7 +3,9 @@
 1. **Prepare** every node of the plan: its code fingerprint, the digests of
    its flow inputs, and its *trace key* (``keys.py``) — pure CPU, no cache.
 2. **Resolve** backwards from the targets: a node whose trace record points to
-   a stored entry is a hit and its ancestors are not even looked at; any
+   a stored entry is a hit and its ancestors are not even looked at (a node
+   without upstream nodes has no trace record: its entry is looked up by its
+   content key, which covers the same code and parameters); any
    other node is *needed*, and so are its upstream nodes. This is what makes
    a request lazy: a cached target loads no ancestor value and reads no
    ancestor entry.
