@@ -85,5 +85,5 @@ def _description(cache: Cache, meta: Meta, produced: str) -> dict[str, Any] | No
                 return described
     if record is None:
         record = cache.find_record(where)
-    described = record.get("environment") if record else None
-    return described if isinstance(described, dict) else None
+    recorded = record.get("environment") if record else None
+    return dict(recorded) if isinstance(recorded, dict) else None
