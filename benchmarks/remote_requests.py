@@ -8,14 +8,16 @@ Requests are classified by method and, for GET, object read versus listing
 
 * **cold node** — a writer computes a chain on memory + remote: the 3-node
   ``raw -> total -> report``, one node alone, and 100 nodes; requests per
-  computed node, the run's manifest counted once per run and the environment
-  record (one PUT) once per process;
+  computed node, the run's manifest counted once per run (the environment's
+  description rides on the process's first entry: no record of its own; a node
+  without upstream nodes, such as ``raw``, writes no trace record);
 * **colleague hit, small / large** — a fresh process asks for ``report``
   (8 bytes, then a 64 KiB value) that a writer cached; and the small one
   again as if the entry were older than the refresh interval (the hit then
   writes the run's manifest: ``lazyflow_refresh`` set to 0);
 * **map of N small elements** — a writer's first run of ``map=`` over 200 and 5,000
-  ints (at 5,000 the manifest's chunks and the list are one pack); then, over 5,000,
+  ints (at 200: its manifest chunk, its list and the run's manifest; at 5,000 the
+  manifest's chunks and the list are one pack); then, over 5,000,
   one element changed (computed alone, its chunk rewritten in a new pack) and a
   colleague's hit (a ranged GET of the list's span);
 * **small entry** — objects and bytes one 8-byte entry leaves in the bucket;
@@ -43,10 +45,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 _CHAIN = """
 import lazyflow as lf
@@ -144,6 +148,20 @@ TARGETS = {
 }
 
 
+def _serialize_recording(recorder: Any) -> None:
+    """Make moto's recorder write one request at a time: it writes a request's JSON and its
+    newline apart, so with the server's threads two records could share a line (as
+    ``tests/bucket.py`` does for the tests)."""
+    lock = threading.Lock()
+    record = recorder._record_request
+
+    def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return record(*args, **kwargs)
+
+    recorder._record_request = one_at_a_time
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,11 +231,9 @@ def table(rows: list[tuple[str, Counter[str], int, int]]) -> str:
     for name, counts, objects, nbytes in rows:
         by_type = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
         total = str(sum(counts.values()))
-        if name in COMPUTED:  # the manifest once per run, the environment record once per
-            # process (a fresh one here: it writes one), the rest per computed node
-            per_node = (sum(counts.values()) - counts["PUT manifest"] - 1) / COMPUTED[name]
-            total += (f" ({per_node:.2f} per node + 1 per process + "
-                      f"{counts['PUT manifest']} per run)")
+        if name in COMPUTED:  # the manifest once per run, the rest per computed node
+            per_node = (sum(counts.values()) - counts["PUT manifest"]) / COMPUTED[name]
+            total += f" ({per_node:.2f} per node + {counts['PUT manifest']} per run)"
         lines.append(f"| {name} | {total} | {by_type} | {objects} | {nbytes} | "
                      f"{TARGETS[name]} |")
     return "\n".join(lines)
@@ -229,13 +245,15 @@ def main() -> None:
     parser.add_argument("--only", default="", help="the scenarios whose name contains this")
     parser.add_argument("--show", action="store_true", help="print every request")
     args = parser.parse_args()
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     with tempfile.TemporaryDirectory() as folder:
         recording = Path(folder) / "recording.jsonl"
         os.environ.update(MOTO_RECORDER_FILEPATH=str(recording), AWS_ACCESS_KEY_ID="testing",
                           AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+        from moto.moto_api import recorder  # reads MOTO_RECORDER_FILEPATH when imported
+        from moto.server import ThreadedMotoServer
+
+        _serialize_recording(recorder)
         port = _free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()

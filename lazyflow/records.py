@@ -121,6 +121,12 @@ class EntryMeta(_Digest, Stamp, total=False):
     """What the value cost node by node, itself and every ancestor: node name ->
     ``[seconds]`` or ``[seconds, {metric: value}]``; absent past 128 nodes
     (``engine/ancestry.py``). A request counts each node's cost once with it."""
+    environment: EnvironmentDescription
+    """On a remote only, in the first entry a process wrote there: the description of
+    ``env`` (``cache/remote_environment.py``), where other versions wrote a record."""
+    env_at: str
+    """On a remote only, in the process's later entries: the key of the entry carrying the
+    description of ``env`` (the ``environment`` field above)."""
 
 
 class CheckedRecord(Stamp):

@@ -10,6 +10,14 @@ import numpy as np
 import lazyflow as lf
 
 
+def ran(flow: lf.Flow, targets: str | list[str], **inputs: object) -> lf.Run:
+    """``flow.run`` then ``flow.cache.flush()``: the run's remote manifest, which a run
+    leaves to be written in the background, has landed (as at exit)."""
+    run = flow.run(targets, **inputs)
+    flow.cache.flush()
+    return run
+
+
 def define_array_chain(flow: lf.Flow, calls: Counter[str]) -> lf.Flow:
     """``raw(n)`` -> a float64 array, ``total(raw)`` -> its sum; each counts its calls."""
 

@@ -255,25 +255,30 @@ def _fields(kind: type) -> set[str]:
 def _documented(kind: type, value: bool) -> set[str]:
     """The fields records.py documents for ``kind``, as a disk tier stores them for nodes
     declared without options (the fixture's)."""
-    fields = _fields(kind) - _WITH_OPTIONS_ONLY
+    fields = _fields(kind) - _WITH_OPTIONS_ONLY - (_REMOTE_ONLY if kind is EntryMeta else set())
     return fields if value else fields - _VALUE_ONLY
 
 
 _WITH_OPTIONS_ONLY = {"checks", "metrics", "expires"}
 """Fields a record has only when its node declares the option (``check=``, ``max_age=``
 in its ancestry) or reports figures (``lf.report``)."""
+_REMOTE_ONLY = {"environment", "env_at"}
+"""Fields the remote tier adds to entries (the environment's carrier, and the pointer to
+it: ``remote_environment.py``)."""
 
 
 _VALUES = (EntryMeta, ElementMeta, MapChunkMeta)
 
 
 def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: str, *,
-                   manifest: bool = True) -> dict:
+                   manifest: bool = True, roots_traced: bool = False) -> dict:
     """Every key the fixture request stores and its record type, derived from code
     fingerprints, parameters and value digests as docs/cache-format.md says.
 
     ``manifest=False``: as versions before the map manifest stored the map node's
-    elements (one ``element`` entry each), which the committed fixture holds."""
+    elements (one ``element`` entry each), which the committed fixture holds;
+    ``roots_traced``: as earlier versions, which also wrote a trace record for a node without
+    upstream nodes (found now by its content key alone)."""
     plan = flow.plan(list(fixture.TARGETS), inputs)
     kinds: dict[str, type] = {keys.environment_key(env): EnvironmentRecord}
     traces: dict[str, str] = {}
@@ -285,7 +290,8 @@ def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: st
         upstream = plan.upstream[name]
         traces[name] = keys.trace_key(code[name], params[name],
                                       {p: traces[up] for p, up in upstream.items()})
-        kinds[traces[name]] = TraceRecord
+        if upstream or roots_traced:  # a node without any is found by its content key
+            kinds[traces[name]] = TraceRecord
         kinds[keys.content_key(code[name], params[name],
                                {p: digests[up] for p, up in upstream.items()})] = EntryMeta
         kinds[keys.latest_key(flow.name, name)] = LatestRecord
@@ -401,7 +407,8 @@ def test_the_committed_fixture_holds_every_record_type_with_documented_fields(fi
     flow = fixture.build(lf.Cache(memory=None, disk=None))
     digests = {name: node["digest"] for name, node in manifest["nodes"].items()}
     env = tier.meta(manifest["nodes"]["raw"]["key"])["env"]
-    kinds = _derived_kinds(flow, fixture.inputs(), digests, env, manifest=False)
+    kinds = _derived_kinds(flow, fixture.inputs(), digests, env, manifest=False,
+                           roots_traced=True)
     assert set(tier.keys()) == set(kinds)
     for key, kind in kinds.items():
         stored = set(tier.meta(key))

@@ -4,11 +4,16 @@ manifests"): one object per run naming what it read and wrote, and ``run.remote`
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from bucket import age, kinds, objects
-from chains import define_list_chain
+from chains import define_list_chain, ran
 
 import lazyflow as lf
 from lazyflow.cache import remote_manifests as manifests
@@ -35,7 +40,7 @@ def _manifests(url: str, options: dict[str, object]) -> dict[str, dict]:
 
 def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(remote):
     url, options = remote
-    run = _flow(url, options).run("total", n=2000)  # raw's 2,000 ints: a content object
+    run = ran(_flow(url, options), "total", n=2000)  # raw's 2,000 ints: a content object
     ((name, manifest),) = _manifests(url, options).items()
     wrote = {key: cas for key, cas, _ in manifest["wrote"]}
     stored = objects(url, options)
@@ -50,7 +55,7 @@ def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(re
 
 def test_the_ledger_counts_the_entries_and_bytes_the_run_created(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    ran(_flow(url, options), "total", n=2000)
     ((_, manifest),) = _manifests(url, options).items()
     tier = RemoteTier(url, options, background=False)
     listed = [item for item in tier.store.listing() if "/runs/" not in item.path]
@@ -63,9 +68,9 @@ DAY = 86400
 
 def test_a_colleagues_hit_on_an_old_entry_is_named_as_read_in_its_runs_manifest(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    ran(_flow(url, options), "total", n=2000)
     age(url, 2 * DAY, under=("ac/", "cas/", "runs/"))  # older than the refresh interval
-    colleague = _flow(url, options).run("total", n=2000)  # a fresh cache: nothing in memory
+    colleague = ran(_flow(url, options), "total", n=2000)  # a fresh cache: nothing in memory
     assert colleague.nodes["total"].tier == "remote"
     (manifest,) = [m for m in _manifests(url, options).values() if m["run"] == colleague.id]
     assert colleague.nodes["total"].key in {key for key, _, _ in manifest["read"]}
@@ -79,6 +84,7 @@ def test_a_run_served_from_memory_writes_no_manifest_and_costs_nothing(remote):
     again = flow.run("total", n=10)
     assert again.nodes["total"].tier == "memory"
     assert again.remote is None
+    flow.cache.flush()
     assert len(_manifests(url, options)) == 1
 
 
@@ -94,16 +100,75 @@ def test_two_runs_sharing_an_id_keep_both_manifests(remote):
 
 def test_a_manifest_names_the_content_a_record_carries(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    flow = _flow(url, options)
+
+    @flow.node
+    def doubled(raw):  # 2,000 ints: a content object its trace record's copy names
+        return [2 * x for x in raw]
+
+    ran(flow, "doubled", n=2000)
     tier = RemoteTier(url, options, background=False)
     carried = {}
     for name in objects(url, options):
         if name.startswith("ac/"):
             stored = EntryObject.from_json(tier.store.fetch(f"{tier.root}/{name}").data)
             if stored.carried is not None and stored.carried.cas is not None:
-                carried[Path(name).stem] = stored.carried.cas  # raw's trace record
+                carried[Path(name).stem] = stored.carried.cas  # doubled's trace record
     ((_, manifest),) = _manifests(url, options).items()
     assert carried and carried.items() <= {(k, c) for k, c, _ in manifest["wrote"]}
+
+
+# --------------------------------------------------------------------------- written in the background
+
+
+def test_a_run_returns_before_its_manifest_is_written_which_lands_by_the_flush(remote,
+                                                                               monkeypatch):
+    url, options = remote
+    gate, write = threading.Event(), manifests.write
+    held: list[bool] = []
+
+    def held_back(store, manifest):  # the upload, held until the test lets it go
+        held.append(gate.wait(timeout=60))
+        return write(store, manifest)
+
+    monkeypatch.setattr(manifests, "write", held_back)
+    flow = _flow(url, options)
+    run = flow.run("total", n=10)
+    assert run.status == "completed" and _manifests(url, options) == {}
+    gate.set()
+    flow.cache.flush()
+    assert held == [True]  # the run had returned while the manifest was held back
+    assert [m["run"] for m in _manifests(url, options).values()] == [run.id]
+
+
+def test_a_process_that_exits_without_flushing_still_writes_its_manifest(remote, tmp_path):
+    url, options = remote
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, sys.argv[3])\nimport lazyflow as lf\n"
+        "from chains import define_list_chain\n"
+        "flow = define_list_chain(lf.Flow('team', cache=lf.Cache(memory=None, disk=None, "
+        "remote=sys.argv[1], remote_options=eval(sys.argv[2]))))\n"
+        "print(flow.run('total', n=10).id)\n")  # no flush: the process exits at once
+    done = subprocess.run([sys.executable, str(script), url, repr(options),
+                           str(Path(__file__).parent)], capture_output=True, text=True,
+                          env={**os.environ, "LAZYFLOW_HISTORY": "off"}, check=True)
+    assert [m["run"] for m in _manifests(url, options).values()] == [done.stdout.strip()]
+
+
+def test_a_manifest_that_cannot_be_written_warns_at_the_flush_and_fails_no_run(remote,
+                                                                              monkeypatch):
+    url, options = remote
+
+    def refused(store, manifest):
+        raise PermissionError("access denied to runs/")
+
+    monkeypatch.setattr(manifests, "write", refused)
+    flow = _flow(url, options)
+    assert flow.run("total", n=10).status == "completed"
+    with pytest.warns(lf.CacheWarning, match="manifest of run .* could not be written"):
+        flow.cache.flush()
+    assert _manifests(url, options) == {}
 
 
 # --------------------------------------------------------------------------- what a run cost
@@ -112,15 +177,15 @@ def test_a_manifest_names_the_content_a_record_carries(remote):
 def test_run_remote_counts_the_requests_the_server_answered(s3_url, s3_options, s3_requests):
     flow = _flow(s3_url, s3_options)
     with s3_requests.recorded(s3_url) as recorded:
-        run = flow.run("total", n=2000)
+        run = ran(flow, "total", n=2000)  # its manifest's PUT included, though written later
     assert {m: c["requests"] for m, c in run.remote.items()} == kinds(recorded)
 
 
 def test_run_remote_counts_the_bytes_moved(remote):
     url, options = remote
-    _flow(url, options).run("total", n=2000)
+    ran(_flow(url, options), "total", n=2000)
     age(url, 2 * DAY, under=("ac/", "cas/", "runs/"))
-    run = _flow(url, options).run("total", n=2000)  # a colleague's hit: one GET, one PUT
+    run = ran(_flow(url, options), "total", n=2000)  # a colleague's hit: one GET, one PUT
     ((name, manifest),) = [(n, m) for n, m in _manifests(url, options).items()
                            if m["run"] == run.id]
     sizes = {i.path.rsplit("/", 1)[1]: i.size
@@ -133,8 +198,8 @@ def test_run_remote_counts_the_bytes_moved(remote):
 
 def test_the_summary_says_what_the_run_cost_on_the_remote(remote):
     url, options = remote
-    _flow(url, options).run("total", n=10)
-    run = _flow(url, options).run("total", n=10)
+    ran(_flow(url, options), "total", n=10)
+    run = ran(_flow(url, options), "total", n=10)
     assert "remote: 1 request (1 GET), " in run.summary()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from bucket import age, kinds, objects
-from chains import define_list_chain
+from chains import define_list_chain, ran
 
 import lazyflow as lf
 from lazyflow.cache import NO_VALUE
@@ -52,26 +52,27 @@ def test_a_cold_node_asks_the_remote_once_and_writes_its_entry_and_trace_record(
         s3_url, s3_options, s3_requests):
     flow = _flow(s3_url, s3_options)
     with s3_requests.recorded(s3_url) as recorded:
-        run = flow.run("report", n=10)
+        run = ran(flow, "report", n=10)
     computed = [n for n in ("raw", "total", "report") if run.nodes[n].status == "completed"]
     assert len(computed) == 3
     # per node: its trace record missed, then its entry and its trace record written;
-    # once per run: the environment record and the run's manifest
-    assert kinds(recorded) == {"GET": 3, "PUT": 2 * 3 + 2}
-    entries = {f"{run.nodes[n].key}.json" for n in computed}
+    # raw, without upstream nodes, is found by its entry alone (missed, then written,
+    # carrying the environment's description); once per run: the run's manifest
+    assert kinds(recorded) == {"GET": 3, "PUT": 1 + 2 * 2 + 1}
+    entries = {f"{run.nodes[n].key}.json" for n in ("total", "report")}
     assert entries.isdisjoint(_gets(recorded))  # their inputs were new: not asked
 
 
 def test_a_node_whose_input_was_a_hit_is_still_found_by_its_entry(remote):
     url, options = remote
-    first = _flow(url, options).run("total", n=10)
+    first = ran(_flow(url, options), "total", n=10)
     tier = _tier(url, options)
     for name in objects(url, options):  # lose total's trace record (its entry stays)
         if name.startswith("ac/"):
             stored = EntryObject.from_json(tier.store.fetch(f"{tier.root}/{name}").data)
             if stored.meta.get("key") == first.nodes["total"].key:
                 tier.store.delete(f"{tier.root}/{name}")
-    again = _flow(url, options).run("total", n=10)
+    again = ran(_flow(url, options), "total", n=10)
     assert (again.nodes["raw"].status, again.nodes["total"].status) == ("cached", "cached")
     assert again.nodes["total"].tier == "remote"  # early cutoff through the remote
 
@@ -147,10 +148,10 @@ def test_misses_are_asked_again_while_the_runs_workers_write(remote):
 
 
 def test_a_fresh_hit_on_a_fresh_entry_makes_exactly_one_get(s3_url, s3_options, s3_requests):
-    _flow(s3_url, s3_options).run("report", n=10)
+    ran(_flow(s3_url, s3_options), "report", n=10)
     written = _manifests(s3_url, s3_options)
     with s3_requests.recorded(s3_url) as recorded:
-        run = _flow(s3_url, s3_options).run("report", n=10)
+        run = ran(_flow(s3_url, s3_options), "report", n=10)
     assert (run.nodes["report"].status, run.nodes["report"].tier) == ("cached", "remote")
     assert kinds(recorded) == {"GET": 1}
     assert _manifests(s3_url, s3_options) == written
@@ -158,34 +159,34 @@ def test_a_fresh_hit_on_a_fresh_entry_makes_exactly_one_get(s3_url, s3_options, 
 
 def test_an_old_entrys_hit_records_its_use_so_a_collection_keeps_it(remote):
     url, options = remote
-    _flow(url, options).run("report", n=10)
+    ran(_flow(url, options), "report", n=10)
     age(url, 8 * DAY, under=("ac/", "cas/", "runs/"))  # unused for 8 days...
-    run = _flow(url, options).run("report", n=10)      # ...then read: its use recorded
+    run = ran(_flow(url, options), "report", n=10)      # ...then read: its use recorded
     assert len(_manifests(url, options)) == 2
     lf.Cache(memory=None, disk=None, remote=url, remote_options=options).prune(
         older_than="7d", confirm=True)
-    again = _flow(url, options).run("report", n=10)
+    again = ran(_flow(url, options), "report", n=10)
     assert again.nodes["report"].tier == "remote" and again["report"] == run["report"]
 
 
 def test_a_collection_counts_a_fresh_entry_as_used_until_its_refresh_interval_ends(remote):
     url, options = remote
-    _flow(url, options).run("report", n=10)
+    ran(_flow(url, options), "report", n=10)
     age(url, 0.9 * DAY, under=("ac/", "cas/", "runs/"))  # written 0.9 days ago...
-    _flow(url, options).run("report", n=10)              # ...and read: no manifest
+    ran(_flow(url, options), "report", n=10)              # ...and read: no manifest
     assert len(_manifests(url, options)) == 1
     age(url, 6.6 * DAY, under=("ac/", "cas/", "runs/"))  # that read was 6.6 days ago
     report = lf.Cache(memory=None, disk=None, remote=url, remote_options=options).prune(
         older_than="7d", confirm=True)["remote"]
     assert report["entries"] == 0
-    assert _flow(url, options).run("report", n=10).nodes["report"].tier == "remote"
+    assert ran(_flow(url, options), "report", n=10).nodes["report"].tier == "remote"
 
 
 def test_a_refresh_interval_of_zero_records_every_hit(remote):
     url, options = remote
     recording = {**options, "lazyflow_refresh": 0}
-    _flow(url, recording).run("report", n=10)
-    _flow(url, recording).run("report", n=10)
+    ran(_flow(url, recording), "report", n=10)
+    ran(_flow(url, recording), "report", n=10)
     assert len(_manifests(url, options)) == 2
 
 
@@ -196,8 +197,8 @@ def test_a_refresh_interval_that_is_not_a_number_of_seconds_is_refused(tmp_path)
 
 def test_a_run_that_wrote_writes_its_manifest_however_fresh_what_it_read(remote):
     url, options = remote
-    _flow(url, options).run("total", n=10)
-    _flow(url, options).run("report", n=10)  # reads total, computes report
+    ran(_flow(url, options), "total", n=10)
+    ran(_flow(url, options), "report", n=10)  # reads total, computes report
     assert len(_manifests(url, options)) == 2
 
 
@@ -211,7 +212,7 @@ def test_a_cold_node_with_a_large_value_adds_only_its_content_object(s3_url, s3_
         return b"x" * n
 
     with s3_requests.recorded(s3_url) as recorded:
-        flow.run("big", n=65536)
-    # its trace record missed; its content, entry and trace record written (no check
-    # first: its inputs are new); the environment record and the manifest
-    assert kinds(recorded) == {"GET": 1, "PUT": 3 + 2}
+        ran(flow, "big", n=65536)
+    # its entry missed (a node without upstream nodes is found by its entry alone); its
+    # content and entry written (no check first: its inputs are new); the manifest
+    assert kinds(recorded) == {"GET": 1, "PUT": 2 + 1}

@@ -66,11 +66,40 @@ def _content(url: str, options: dict[str, object]) -> list[str]:
 # --------------------------------------------------------------------------- maps
 
 
+def _first_run(url: str, options: dict[str, object], items: list[int]) -> None:
+    """A writer's first run of the map over ``items``, its manifest landed (a flush)."""
+    flow = _map(url, options, [])
+    flow.get("double", items=items)
+    flow.cache.flush()
+
+
+@pytest.mark.s3
+def test_a_maps_first_run_over_200_small_elements_makes_three_writes(s3_url, s3_options,
+                                                                     s3_requests):
+    with s3_requests.recorded(s3_url) as requests:
+        _first_run(s3_url, s3_options, list(range(200)))
+    puts = sorted(r["url"].split("/lazyflow/", 1)[1].split("/")[0] for r in requests
+                  if r["method"] == "PUT")
+    # 3 + N/1000: its one manifest chunk, its list (carrying the environment's description;
+    # a node without upstream nodes has no trace record) and the run's manifest
+    assert puts == ["ac", "ac", "runs"]
+
+
+@pytest.mark.parametrize("items", [[*range(200), 200], [*range(199), -1]],
+                         ids=["appended", "changed"])
+def test_an_element_appended_to_or_changed_in_a_small_map_is_computed_alone(remote, items):
+    url, options = remote
+    _first_run(url, options, list(range(200)))
+    calls: list[object] = []
+    assert _map(url, options, calls).get("double", items=items) == [2 * i for i in items]
+    assert calls == items[-1:]
+
+
 @pytest.mark.s3
 def test_a_maps_first_run_writes_its_chunks_and_list_as_one_pack(s3_url, s3_options,
                                                                   s3_requests):
     with s3_requests.recorded(s3_url) as requests:
-        _map(s3_url, s3_options, []).get("double", items=list(range(N)))
+        _first_run(s3_url, s3_options, list(range(N)))
     puts = [r["url"] for r in requests if r["method"] == "PUT"]
     assert len(puts) <= 3 + N // 1000
     assert sum("/cas/" in url for url in puts) == 1
@@ -212,6 +241,7 @@ def _packed_pair(url: str, options: dict[str, object]) -> str:
     for key, value in VALUES.items():
         tier.put(key, value, {"digest": "d", "flow": "team"})
     tier.finish_run("team", f"run-{uuid.uuid4().hex[:8]}", time.time())
+    tier.flush()  # its manifest, written in the background, landed
     age(url, 30 * DAY, under=("ac/", "cas/", manifests.RUNS + "/"))
     (pack,) = {entry.cas for entry in _packed(url, options).values()}
     assert pack is not None
@@ -224,6 +254,7 @@ def test_a_pack_stays_while_any_entry_in_it_is_live(remote):
     reader = _tier(url, options)  # a run uses A today: A is live, B is not
     reader.get(A)
     reader.finish_run("team", "run-today", time.time())
+    reader.flush()  # its manifest, written in the background, landed
     done = lf.Cache(tiers=[_tier(url, options)]).prune(older_than=7 * DAY, confirm=True)
     assert done["remote"]["entries"] == 1  # B's entry
     assert any(name.endswith(pack) for name in _content(url, options))
@@ -237,6 +268,7 @@ def test_eviction_by_size_removes_a_pack_only_with_its_last_entry(remote):
     for key in VALUES:
         reader.get(key)
     reader.finish_run("team", "run-today", time.time())
+    reader.flush()  # its manifest, written in the background, landed
     age(url, 2 * 3600, under=("ac/", "cas/"))  # past the hour an object is never evicted in
     cache = lf.Cache(tiers=[_tier(url, options)])
     packed = _packed(url, options).values()

@@ -49,6 +49,13 @@ def _cache(url: str, options: dict[str, object], **trusting: object) -> lf.Cache
     return lf.Cache(memory=None, disk=None, remote=url, remote_options=options, **trusting)
 
 
+def _written(cache: lf.Cache, target: str, **inputs: object) -> None:
+    """A writer's request for ``target``, flushed: its run's manifest, written in the
+    background, has landed (no later request counted here meets it)."""
+    _flow(cache).get(target, **inputs)
+    cache.flush()
+
+
 def _tier(url: str, options: dict[str, object] | None = None, **trusting: object) -> RemoteTier:
     configured = Trust.configured(**trusting)  # type: ignore[arg-type]
     extra = {} if configured is None else {TRUST_OPTION: configured}
@@ -124,7 +131,9 @@ def _cache_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 @pytest.mark.s3
 def test_a_colleague_trusting_the_key_hits_signed_entries_in_one_get(s3_url, s3_options,
                                                                        s3_requests):
-    _flow(_cache(s3_url, s3_options, sign_with=SECRET)).get("total", n=10)
+    writer = _flow(_cache(s3_url, s3_options, sign_with=SECRET))
+    writer.get("total", n=10)
+    writer.cache.flush()  # its manifest, written in the background, landed before counting
     reader = _flow(_cache(s3_url, s3_options, trusted_keys=[SECRET]))
     with s3_requests.counted(s3_url) as counts:
         run = reader.run("total", n=10)
@@ -134,7 +143,7 @@ def test_a_colleague_trusting_the_key_hits_signed_entries_in_one_get(s3_url, s3_
 
 def test_every_entry_object_a_signing_writer_stores_carries_a_valid_signature(folder):
     url, options = folder
-    _flow(_cache(url, options, sign_with=SECRET)).get("spread", n=10)
+    _written(_cache(url, options, sign_with=SECRET), "spread", n=10)
     tier = _tier(url, trusted_keys=[SECRET])
     check = Trust.configured(trusted_keys=[SECRET])
     entries = {key: tier.store.read_entry(key)[0] for key in list(tier.keys())}
@@ -163,7 +172,7 @@ def test_a_signature_covers_the_key_and_the_metadata(folder):
 def test_without_trust_a_bucket_writer_runs_code_in_every_reader(folder, tmp_path):
     """The threat itself, so that the tests below can fail: an attacker's entry runs."""
     url, options = folder
-    _flow(_cache(url, options)).get("total", n=10)
+    _written(_cache(url, options), "total", n=10)
     marker = tmp_path / "pwned"
     _poison(url, options, _keys(n=10)["total"], marker)
     _cache(url, options).load(_keys(n=10)["total"])
@@ -174,7 +183,7 @@ def test_without_trust_a_bucket_writer_runs_code_in_every_reader(folder, tmp_pat
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "content object"])
 def test_an_attackers_unsigned_entry_is_never_fetched_nor_decoded_with_trust_configured(
         s3_url, s3_options, s3_requests, tmp_path, monkeypatch, inline):
-    _flow(_cache(s3_url, s3_options)).get("total", n=10)  # any writer of the bucket, unsigned
+    _written(_cache(s3_url, s3_options), "total", n=10)  # any writer of the bucket, unsigned
     marker = tmp_path / "pwned"
     _poison(s3_url, s3_options, _keys(n=10)["total"], marker, inline=inline)
     loads: list[object] = []
@@ -195,7 +204,7 @@ def test_an_attackers_unsigned_entry_is_never_fetched_nor_decoded_with_trust_con
 @pytest.mark.s3
 def test_the_content_of_an_untrusted_entry_is_never_downloaded(s3_url, s3_options, s3_requests,
                                                                 tmp_path):
-    _flow(_cache(s3_url, s3_options)).get("spread", n=10)
+    _written(_cache(s3_url, s3_options), "spread", n=10)
     keys = _keys(n=10)
     _poison(s3_url, s3_options, keys["spread"], tmp_path / "pwned", inline=False)
     reader = _cache(s3_url, s3_options, trusted_keys=[SECRET])
@@ -373,7 +382,7 @@ def test_pruning_with_trust_configured_keeps_the_content_of_untrusted_entries(fo
 @pytest.mark.s3
 def test_a_read_only_remote_gets_no_put_or_delete_and_still_serves_hits(
         s3_url, s3_options, s3_requests, tmp_path):
-    _flow(_cache(s3_url, s3_options)).get("total", n=10)
+    _written(_cache(s3_url, s3_options), "total", n=10)
     reader = _flow(lf.Cache(memory=None, disk=tmp_path / "disk", remote=s3_url,
                             remote_options=s3_options, read_only=True))
     with s3_requests.counted(s3_url) as counts:
@@ -456,7 +465,7 @@ def test_lazyflow_toml_names_a_key_file_and_the_environment_holds_keys(tmp_path,
     (project / "lazyflow.toml").write_text(
         f'remote = "file://{tmp_path / "mount"}"\nsign_with = "team.key"\n')
     monkeypatch.chdir(project)
-    _flow(lf.Cache(memory=None, disk=None)).get("total", n=10)
+    _written(lf.Cache(memory=None, disk=None), "total", n=10)
     monkeypatch.setenv("LAZYFLOW_TRUSTED_KEYS", f"{OTHER_SECRET} {SECRET}")
     monkeypatch.setenv("LAZYFLOW_REMOTE_READ_ONLY", "yes")
     (project / "lazyflow.toml").write_text(f'remote = "file://{tmp_path / "mount"}"\n')
@@ -468,7 +477,7 @@ def test_lazyflow_toml_names_a_key_file_and_the_environment_holds_keys(tmp_path,
 def test_the_signing_key_comes_from_its_environment_variable(folder, monkeypatch):
     url, options = folder
     monkeypatch.setenv("LAZYFLOW_SIGNING_KEY", SECRET)
-    _flow(_cache(url, options)).get("total", n=10)
+    _written(_cache(url, options), "total", n=10)
     monkeypatch.delenv("LAZYFLOW_SIGNING_KEY")
     run = _flow(_cache(url, options, trusted_keys=[SECRET])).run("total", n=10)
     assert run.nodes["total"].tier == "remote"
@@ -477,7 +486,7 @@ def test_the_signing_key_comes_from_its_environment_variable(folder, monkeypatch
 def test_a_key_file_is_read_from_a_path(folder, tmp_path):
     url, options = folder
     (tmp_path / "k").write_text(SECRET)
-    _flow(_cache(url, options, sign_with=tmp_path / "k")).get("total", n=10)
+    _written(_cache(url, options, sign_with=tmp_path / "k"), "total", n=10)
     run = _flow(_cache(url, options, trusted_keys=[SECRET.encode()])).run("total", n=10)
     assert run.nodes["total"].tier == "remote"
 
@@ -561,7 +570,7 @@ def test_readers_holding_only_an_ed25519_public_key_verify_and_cannot_sign(folde
     pytest.importorskip("cryptography")
     url, options = folder
     secret, public = trust.generate_ed25519_key()
-    _flow(_cache(url, options, sign_with=secret)).get("total", n=10)
+    _written(_cache(url, options, sign_with=secret), "total", n=10)
     reader = _cache(url, options, trusted_keys=[public])
     assert _flow(reader).run("total", n=10).nodes["total"].tier == "remote"
     assert reader.tier("remote").store.read_only
@@ -585,7 +594,7 @@ def test_an_entry_signed_by_another_ed25519_key_is_a_miss(folder):
 @pytest.mark.s3
 def test_a_colleagues_process_with_trust_in_its_environment_never_unpickles_an_attack(
         s3_url, s3_options, tmp_path):
-    _flow(_cache(s3_url, s3_options)).get("total", n=10)
+    _written(_cache(s3_url, s3_options), "total", n=10)
     marker = tmp_path / "pwned"
     _poison(s3_url, s3_options, _keys(n=10)["total"], marker)
     script = (

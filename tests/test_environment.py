@@ -189,3 +189,112 @@ def test_a_distributions_token_is_the_one_the_environment_records(tmp_path, fres
     packages = environment.current().packages
     assert packages["from-git"] == token
     assert all(environment.distribution_token(name) == packages[name] for name in packages)
+
+
+# --------------------------------------------------------------------------- on a shared remote
+
+
+_REMOTE_FLOW = """
+import lazyflow as lf
+
+def make(url, options):
+    flow = lf.Flow("envs", cache=lf.Cache(memory=None, disk=None, remote=url,
+                                          remote_options=options))
+
+    @flow.node
+    def total(n: int):
+        return n * 2
+
+    @flow.node
+    def report(total):
+        return f"total {total}"
+
+    return flow
+"""
+
+_REMOTE_SCRIPT = """
+import sys, envs_remote
+envs_remote.make(sys.argv[1], eval(sys.argv[2])).get("report", n=3)
+"""
+
+
+def computed_elsewhere_on(url: str, options: dict, tmp_path) -> None:
+    """A colleague whose environment has one more package computes ``report`` (and
+    ``total``) on the remote ``url``."""
+    extra = tmp_path / "site"
+    fake_distribution(extra, "colleagues_tool", "1.0")
+    (tmp_path / "envs_remote.py").write_text(_REMOTE_FLOW)
+    script = tmp_path / "elsewhere_remote.py"
+    script.write_text(_REMOTE_SCRIPT)
+    path = os.pathsep.join([str(extra), str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, str(script), url, repr(options)], check=True,
+                   env={**os.environ, "PYTHONPATH": path, "LAZYFLOW_HISTORY": "off"})
+
+
+def remote_flow(url: str, options: dict, tmp_path) -> lf.Flow:
+    """The very flow ``computed_elsewhere_on`` computes, in this process's environment."""
+    import importlib
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        sys.modules.pop("envs_remote", None)
+        return importlib.import_module("envs_remote").make(url, options)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("target", ["total", "report"],
+                         ids=["the entry carrying the description", "an entry naming it"])
+def test_explain_says_what_differs_for_a_colleagues_entry_on_a_shared_remote(
+        s3_url, s3_options, tmp_path, target):
+    computed_elsewhere_on(s3_url, s3_options, tmp_path)
+    row = remote_flow(s3_url, s3_options, tmp_path).explain(target, n=3).rows[-1]
+    assert (row.node, row.action, row.tier) == (target, "hit", "remote")
+    assert "computed in another environment (colleagues-tool 1.0 -> not installed)" in row.reason
+
+
+@pytest.mark.s3
+def test_a_remote_holds_no_environment_record_when_its_first_entry_carries_the_description(
+        s3_url, s3_options):
+    flow = lf.Flow("envs", cache=lf.Cache(memory=None, disk=None, remote=s3_url,
+                                          remote_options=s3_options))
+
+    @flow.node
+    def total(n: int):
+        return n * 2
+
+    @flow.node
+    def report(total):
+        return f"total {total}"
+
+    run = flow.run("report", n=3)
+    flow.cache.flush()
+    remote = flow.cache.tier("remote")
+    here = environment.current()
+    assert remote.meta(keys.environment_key(here.digest)) is None
+    assert remote.meta(run.nodes["total"].key)["environment"] == here.describe()
+    assert remote.meta(run.nodes["report"].key)["env_at"] == run.nodes["total"].key
+
+
+@pytest.mark.s3
+def test_a_carrier_a_colleagues_entry_kept_out_leaves_the_description_in_a_record(
+        s3_url, s3_options, monkeypatch):
+    from lazyflow.cache.remote import RemoteTier
+    from lazyflow.engine.why import environment_note
+
+    first, other = "ab" * 16, "cd" * 16
+    RemoteTier(s3_url, s3_options, background=False).put(first, 1, {"digest": "d", "env": "x"})
+    here = environment.current()
+    mine = RemoteTier(s3_url, s3_options)  # its first put meets the colleague's entry
+    mine.put(first, 1, {"digest": "d", "env": here.digest})
+    mine.put(other, 2, {"digest": "e", "env": here.digest})
+    mine.flush()
+    reader = lf.Cache(tiers=[RemoteTier(s3_url, s3_options)])
+    meta = reader.lookup(other)[0]
+    assert meta["env_at"] == first and reader.lookup(first)[0]["env"] == "x"
+    later = environment.Environment(here.python, here.implementation, here.platform,
+                                    {**here.packages, "colleagues-tool": "2.0"}, "y" * 32)
+    monkeypatch.setattr(environment, "current", lambda: later)  # a reader elsewhere
+    assert environment_note(reader, meta) == \
+        "; computed in another environment (colleagues-tool not installed -> 2.0)"

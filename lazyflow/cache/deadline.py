@@ -26,6 +26,8 @@ every waiter as soon as one call trips.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -90,7 +92,9 @@ class Deadline:
         """
         self.check()
         seconds = self.seconds * (WHOLE_TREE if whole_tree else 1) + nbytes / SLOWEST_RATE
-        future = _WORKERS.submit(fn)
+        # in the caller's context: what it set for its calls holds for them (the traffic
+        # a run was charged already, remote_traffic.py)
+        future = _WORKERS.submit(functools.partial(contextvars.copy_context().run, fn))
         tripped = self._tripped
         either: tuple[Future[Any], ...] = (future, tripped)
         done, _ = wait(either, timeout=seconds, return_when=FIRST_COMPLETED)

@@ -307,17 +307,23 @@ class Cache:
             if commit is not None:
                 commit()
 
-    def flush(self) -> None:
+    def flush(self, *, manifests: bool = True) -> None:
         """Wait for buffered and background writes of every tier that has them (the disk
-        tier's batch, the remote tier's uploads); then a tier that went offline (past
-        its deadline) is tried again by the next request.
+        tier's batch, the remote tier's uploads and run manifests); then a tier that went
+        offline (past its deadline) is tried again by the next request.
 
         The engine flushes at the end of every run, so an outage lasts one run and
-        every value a run computed is committed when the run returns.
+        every value a run computed is committed when the run returns; it passes
+        ``manifests=False``: the run's manifest is written in the background, and
+        lands by the next flush or before the process exits.
         """
         for tier in self.tiers:
             flush = getattr(tier, "flush", None)
-            if callable(flush):
+            if not callable(flush):
+                continue
+            if not manifests and getattr(tier, "writes_manifests", False):
+                flush(manifests=False)
+            else:
                 flush()
         for tier in self.tiers:
             reset = getattr(tier, "reset_outage", None)

@@ -11,10 +11,11 @@ check bytes is ``remote_reads.py``; how values and records are written is
 background lanes that write them ``remote_lanes.py`` (values written
 together share one content object: ``remote_packs.py``); management from the
 listing (keys, size, clearing, migrating, orphans, verifying, deleting) is
-``remote_manage.py``; the old layout is ``remote_legacy.py``. What each run
-used is logged (``remote_manifests.py``) and written at its end as the run's
-*manifest* (none when it only hit entries younger than the refresh
-interval), which garbage collection (``remote_gc.py``, ``collect``) marks
+``remote_manage.py``; the old layout is ``remote_legacy.py``; the entry
+that carries this process's environment description, ``remote_environment.py``. What each run
+used is logged (``remote_manifests.py``) and queued at its end as the run's
+*manifest*, written in the background (none when it only hit entries younger
+than the refresh interval), which garbage collection (``remote_gc.py``, ``collect``) marks
 from and whose ledgers the statistics (``remote_ledger.py``, ``usage``) sum
 without listing; the requests each run sent are counted
 (``remote_traffic.py``) and handed back by ``finish_run``. This module is
@@ -65,6 +66,7 @@ import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.deadline import Outage
 from lazyflow.cache.remote_entries import UnknownLayoutError
+from lazyflow.cache.remote_environment import Carrier
 from lazyflow.cache.remote_gc import DEFAULT_WINDOW, collect
 from lazyflow.cache.remote_lanes import Lanes
 from lazyflow.cache.remote_manage import Maintenance
@@ -115,7 +117,7 @@ class _Managed:
     _writes: Writes
     _lock: threading.RLock
 
-    def flush(self) -> None:
+    def flush(self, *, manifests: bool = True) -> None:
         """Wait for the tier's pending writes (the tier's own)."""
         raise NotImplementedError
 
@@ -223,7 +225,9 @@ class RemoteTier(_Managed, ForeignEntries):
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._lanes = Lanes(self._writes, self._pending, self._lock, lanes if background else 0)
         self._packing = Packing()  # values held to be written together (remote_packs.py)
+        self._carrier = Carrier()  # the entry carrying this environment's description
         self._leases = leases.Holdings(self.store)  # released as the run ends
+        self._manifests = manifests.Publisher(self.store, background=background)
         _HOLDING.add(self)  # so that what is held is queued before the process exits
 
     # ----------------------------------------------------------------- settings (the store's)
@@ -315,6 +319,8 @@ class RemoteTier(_Managed, ForeignEntries):
         if value is not NO_VALUE and queued is not None and queued.encoded is not None:
             return queued.meta  # the first entry of a key stays, here as on the remote
         encoded = None if value is NO_VALUE else encode(value)
+        if encoded is not None:  # the environment's description rides on an entry
+            meta = self._carrier.stamp(key, meta)  # (remote_environment.py)
         stamped = stamp(meta, encoded)
         if self._lanes:
             target = stamped.get("key") if encoded is None else None
@@ -384,26 +390,42 @@ class RemoteTier(_Managed, ForeignEntries):
 
     # ----------------------------------------------------------------- runs
 
+    writes_manifests = True
+    """Its :meth:`flush` can leave run manifests being written (``Cache.flush``)."""
+
     def finish_run(self, flow: str, run: str, started: float
                    ) -> dict[str, dict[str, int]] | None:
-        """End a run: wait for its uploads, write its manifest when it wrote an entry or read
-        one older than the refresh interval (``remote_manifests.finish``), and return the
-        requests and bytes it sent, per method (``None``: none)."""
+        """End a run: wait for its uploads, queue its manifest when it wrote an entry or read
+        one older than the refresh interval (``remote_manifests.due``; written in the
+        background: :meth:`flush` waits for it), and return the requests and bytes it
+        sent, per method (``None``: none), the manifest's PUT included as queued."""
         self._release()
         self._lanes.wait()
         self._leases.release(run)  # after the uploads: a colleague seeing it gone finds them
         self._reads.remembers_misses = True  # the run's workers, if any, are done
+        manifest = None
         if not self.store.read_only:  # a reader that must not write leaves no manifest
-            manifests.finish(self.store, self._log, flow, run, started)
+            manifest = manifests.due(self.store, self._log, flow, run, started)
+        if manifest is not None:
+            self.store.traffic.add("PUT", len(manifest.to_json()))  # the run's, though later
+            self._manifests.submit(manifest)
+            if not self._manifests.background:  # written by now: its failure, if any
+                self._manifests_failed()
         return self.store.traffic.take() or None
 
     # ----------------------------------------------------------------- background writes
 
-    def flush(self) -> None:
+    def flush(self, *, manifests: bool = True) -> None:
         """Wait for pending uploads, each failed one a :class:`CacheWarning`; then forget
-        what this run read (the next run reads the remote afresh)."""
+        what this run read (the next run reads the remote afresh).
+
+        ``manifests=False`` (the engine, as a run ends) leaves run manifests being
+        written in the background; a failed one found written by then warns all the same.
+        """
         self._release()
         self._lanes.wait()
+        if manifests:
+            self._manifests.wait()
         with self._lock:
             self._reads.end_run()
             self._writes.inflight.clear()
@@ -415,6 +437,12 @@ class RemoteTier(_Managed, ForeignEntries):
             warn(f"{len(errors)} write(s) to the remote cache {self.url} failed "
                           f"({shown}); those results stay local and will be uploaded when "
                           "recomputed", CacheWarning)
+        self._manifests_failed()
+
+    def _manifests_failed(self) -> None:
+        """One :class:`CacheWarning` per run manifest that could not be written."""
+        for error in self._manifests.failures():
+            warn(error, CacheWarning)
 
     @property
     def outage(self) -> Outage | None:
@@ -506,9 +534,19 @@ def _release_all() -> None:
             tier._release()
 
 
+def _report_all() -> None:
+    """At exit, after concurrent.futures joined the threads (which wrote what was queued),
+    warn of the run manifests that could not be written."""
+    for tier in list(_HOLDING):
+        with contextlib.suppress(Exception):
+            tier._manifests_failed()
+
+
 # threading's exit hooks run before atexit's, newest first: this one before
-# concurrent.futures' (registered at its import), which then joins the lanes
+# concurrent.futures' (registered at its import), which then joins the lanes and the
+# manifests' thread; atexit's own hooks run after all of them
 getattr(threading, "_register_atexit", atexit.register)(_release_all)
+atexit.register(_report_all)
 
 
 def _reopen(url: str, options: dict[str, Any], background: bool, chunk_size: int,

@@ -3,7 +3,9 @@
 Design note
 -----------
 Format (``docs/cache-format.md``, "Run manifests"). At the end of every run
-that read or wrote an entry on the remote, the tier writes one JSON object::
+that read or wrote an entry on the remote, the tier writes one JSON object
+(in the background: :class:`Publisher`; the run does not wait for it, the
+tier's flush and the process's exit do)::
 
     <root>/runs/<yyyy-mm-dd>/<flow>/<run-id>.e<entries>.b<bytes>.json
 
@@ -63,8 +65,8 @@ import re
 import threading
 import time
 import uuid
-import warnings
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -72,14 +74,13 @@ from urllib.parse import quote, unquote
 from lazyflow._version import __version__
 from lazyflow.cache.base import TierOfflineError
 from lazyflow.cache.remote_objects import PreconditionFailed
-from lazyflow.errors import CacheWarning
 
 if TYPE_CHECKING:
     from lazyflow.cache.remote_entries import EntryObject
     from lazyflow.cache.remote_store import RemoteStore
 
-__all__ = ["FORMAT", "LOG_SIZE", "REFRESH", "RUNS", "Manifest", "ManifestName", "Row", "RunLog",
-           "day_of", "finish", "named", "parse", "read", "stored", "write"]
+__all__ = ["FORMAT", "LOG_SIZE", "REFRESH", "RUNS", "Manifest", "ManifestName", "Publisher", "Row",
+           "RunLog", "day_of", "due", "named", "parse", "read", "stored", "write"]
 
 RUNS = "runs"
 """The folder of run manifests, under the root."""
@@ -202,29 +203,75 @@ def write(store: RemoteStore, manifest: Manifest) -> str:
     return name
 
 
-def finish(store: RemoteStore, log: RunLog, flow: str, run: str, started: float) -> bool:
-    """Write the manifest of run ``run`` of ``flow`` from what ``log`` holds, if the run
-    wrote, or read an entry stored longer than ``store.refresh`` seconds ago; a failure
-    warns (the run goes on), an outage is silent (the flush that ends the run announces
-    it). Whether a manifest was written."""
+def due(store: RemoteStore, log: RunLog, flow: str, run: str, started: float
+        ) -> Manifest | None:
+    """The manifest run ``run`` of ``flow`` ends with, from what ``log`` holds (taken: the
+    next run starts a new log): ``None`` unless the run wrote, or read an entry stored
+    longer than ``store.refresh`` seconds ago, and during an outage (the flush that ends
+    the run announces it)."""
     usage = log.take()
     if usage is None or store.outage is not None:
-        return False
+        return None
     now = time.time()
     if usage.fresh(now - store.refresh):
-        return False  # garbage collection counts these entries as used until now anyway
-    manifest = usage.manifest(flow, run, started, now)
-    try:
-        write(store, manifest)
-    except TierOfflineError:
-        return False
-    except Exception as e:
-        warnings.warn(f"the manifest of run {run} could not be written to the remote cache "
-                      f"{store.url} ({type(e).__name__}: {e}); the entries it used count as "
-                      "unused after the collection window unless another run uses them",
-                      CacheWarning, stacklevel=4)
-        return False
-    return True
+        return None  # garbage collection counts these entries as used until now anyway
+    return usage.manifest(flow, run, started, now)
+
+
+class Publisher:
+    """Writes run manifests in the background, one at a time, in the order runs ended.
+
+    A run's end does not wait for its manifest: :meth:`wait` does (the tier's
+    ``flush``), and at exit the thread finishes what is queued before the process
+    ends (``concurrent.futures`` joins its threads). A failed write is kept for
+    :meth:`failures` — the tier's flush warns, never the thread — and an outage
+    is silent here, announced once by the store. ``background=False`` (a tier that
+    writes at once): written by :meth:`submit` itself.
+    """
+
+    def __init__(self, store: RemoteStore, *, background: bool = True) -> None:
+        self.store = store
+        self.background = background
+        self._futures: list[Future[None]] = []
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        self._thread: ThreadPoolExecutor | None = None  # started by the first manifest
+
+    def submit(self, manifest: Manifest) -> None:
+        """Queue ``manifest`` to be written (write it, without a background thread)."""
+        if not self.background:
+            self._write(manifest)
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="lazyflow-manifests")
+            self._futures.append(self._thread.submit(self._write, manifest))
+
+    def wait(self) -> None:
+        """Wait for every manifest queued so far."""
+        with self._lock:
+            futures, self._futures = self._futures, []
+        for future in futures:
+            future.exception()  # bounded: the write's calls have deadlines
+
+    def failures(self) -> list[str]:
+        """The manifests that could not be written since the last call, each a sentence."""
+        with self._lock:
+            errors, self._errors = self._errors, []
+        return errors
+
+    def _write(self, manifest: Manifest) -> None:
+        try:  # charged to its run as it was queued (RemoteTier.finish_run), not again
+            with self.store.in_background(), self.store.traffic.elsewhere():
+                write(self.store, manifest)
+        except TierOfflineError:
+            pass
+        except Exception as e:
+            with self._lock:
+                self._errors.append(
+                    f"the manifest of run {manifest.run} could not be written to the remote "
+                    f"cache {self.store.url} ({type(e).__name__}: {e}); the entries it used "
+                    "count as unused after the collection window unless another run uses them")
 
 
 def read(store: RemoteStore, path: str) -> Manifest | None:

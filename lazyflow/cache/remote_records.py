@@ -19,8 +19,9 @@ wrote in between: the writer reads theirs and merges three ways
 * otherwise (both changed a plain field: two trace records naming
   different entries) the colleague's record is kept whole, it is as valid.
 
-A record this process never read (the environment record, written once per
-run without looking) is written create-only, and a colleague's existing
+A record this process never read (the environment record, written without
+looking when the entry meant to carry the description was kept out:
+``remote_environment.py``) is written create-only, and a colleague's existing
 record is kept as it is. Nothing is written when the record already says
 what this process would write, so re-linking an unchanged trace costs no
 request.

@@ -11,7 +11,9 @@ requests an S3 bill would list. On a folder (``file://``) each file operation
 counts as the request it stands for.
 
 The tier takes the figures at the end of each run (:meth:`Traffic.take`),
-which resets them, so ``run.remote`` holds what that run cost; management
+which resets them, so ``run.remote`` holds what that run cost; its manifest,
+written in the background afterwards, is charged to it as queued, and its
+requests are not counted again (:meth:`Traffic.elsewhere`); management
 (``stats``, ``prune``...) takes them too, so its listings are not charged to
 the next run. Runs that overlap in one process (threads) share the counter:
 each is charged what was sent since the previous one ended.
@@ -19,10 +21,16 @@ each is charged what was sent since the previous one ended.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from collections import Counter
+from collections.abc import Iterator
 
 __all__ = ["METHODS", "Traffic"]
+
+_ELSEWHERE: contextvars.ContextVar[bool] = contextvars.ContextVar("lazyflow_charged_elsewhere",
+                                                                 default=False)
 
 METHODS = ("GET", "PUT", "DELETE", "LIST")
 """The methods counted, in the order a summary names them."""
@@ -45,8 +53,21 @@ class Traffic:
         self._bytes: Counter[str] = Counter()
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def elsewhere(self) -> Iterator[None]:
+        """Requests sent within (in this context: the calls it makes, on whichever thread)
+        are not counted: they were charged when they were queued (a run's manifest,
+        written after its run's figures were taken)."""
+        token = _ELSEWHERE.set(True)
+        try:
+            yield
+        finally:
+            _ELSEWHERE.reset(token)
+
     def add(self, method: str, nbytes: int = 0, *, requests: int = 1) -> None:
         """Count ``requests`` of ``method`` moving ``nbytes`` (body bytes read or written)."""
+        if _ELSEWHERE.get():
+            return
         with self._lock:
             self._requests[method] += requests
             self._bytes[method] += nbytes

@@ -28,6 +28,11 @@ request, only then), so that garbage collection, which keeps content younger
 than its grace window, does not sweep it before this run's manifest names
 it; content that vanished meanwhile is uploaded again.
 
+The environment's carrier. The entry chosen to carry this process's
+environment description (``remote_environment.py``) that is not created —
+found there first, or a colleague's create won — makes the writer record the
+description under its ``environment`` key instead, once.
+
 Run log. Every entry written (or found written by a colleague) is noted in
 the tier's :class:`~lazyflow.cache.remote_manifests.RunLog`, with what the
 write created (the ledger), for the run's manifest.
@@ -65,6 +70,7 @@ from typing import Any
 import lazyflow.cache.serialize as serialize
 from lazyflow.cache.base import Meta, TierOfflineError
 from lazyflow.cache.remote_entries import EntryObject, UnknownLayoutError
+from lazyflow.cache.remote_environment import CARRIED, carried
 from lazyflow.cache.remote_manifests import RunLog
 from lazyflow.cache.remote_objects import PreconditionFailed
 from lazyflow.cache.remote_packs import Pack
@@ -72,6 +78,7 @@ from lazyflow.cache.remote_reads import Reads
 from lazyflow.cache.remote_records import Version, write_record
 from lazyflow.cache.serialize import Encoded, encoding_of
 from lazyflow.cache.trust import UntrustedEntryError, content_sha256
+from lazyflow.keys.domains import environment_key
 
 __all__ = ["Pending", "Writes"]
 
@@ -95,6 +102,7 @@ class Writes:
         self.inflight: dict[str, Future[None]] = {}  # key -> its upload on a lane
         self.trust = self.store.trust
         self._stored: set[str] = set()  # checksums whose content this process saw stored
+        self._carried = False  # whether an entry carrying the environment was created
         self._lock = threading.Lock()
 
     @property
@@ -168,8 +176,11 @@ class Writes:
             version = self.store.write_entry(key, entry, **condition)
             if condition.get("create"):  # a chunk rewritten in place adds no entry (ledger)
                 self.log.added(1, len(entry.to_json()))
+            if CARRIED in entry.meta:
+                self._carried = True
         except PreconditionFailed:  # a colleague's entry came first: theirs stays
             version = None
+            self._carrier_lost(entry)
         self.log.wrote(key, entry)
         # ours is as valid as theirs, its content in place: a record naming the key may
         # carry it (a worker's synchronous tier has no pending write to take it from)
@@ -210,6 +221,25 @@ class Writes:
         or with ``check``, checked with one GET), over the version read for a map's
         manifest chunk (its key names a place, not a value: ``model/mapping.py``), or
         not at all (``None``: an entry is there and stays)."""
+        condition = self._condition_of(key, entry, check=check)
+        if condition is None:
+            self._carrier_lost(entry)
+        return condition
+
+    def _carrier_lost(self, entry: EntryObject) -> None:
+        """The entry meant to carry this process's environment description is not created
+        (another stays in its place): the description goes to its own record, where the
+        entries naming the carrier find it (``remote_environment.py``)."""
+        described = carried(entry.meta)
+        digest = entry.meta.get("env")
+        if described is None or not isinstance(digest, str) or self._carried:
+            return
+        self._carried = True  # once: the record holds it for every entry of this process
+        self._record(environment_key(digest),
+                     EntryObject(serialize.stamp({CARRIED: described}, None)))
+
+    def _condition_of(self, key: str, entry: EntryObject, *, check: bool
+                      ) -> dict[str, Any] | None:
         known = self.reads.versions.get(key)
         if known is None and check and self._present(key):
             known = self.reads.versions.get(key)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import lazyflow.keys as keys
 import lazyflow.model.lazy as lazy
 from lazyflow.engine.freshness import expired, has_max_age
-from lazyflow.engine.prepare import Prepared, eager_edges, prepare, resolve, scope
+from lazyflow.engine.prepare import Prepared, eager_edges, find_trace, prepare, resolve, scope
 from lazyflow.engine.why import environment_note, why
-from lazyflow.records import LazyTraceRecord, TraceRecord
+from lazyflow.records import LazyTraceRecord
 from lazyflow.run import Explanation, ExplanationRow
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ def _explain_lazy(flow: Flow, plan: Plan, prepared: Mapping[str, Prepared], name
     upstream = plan.upstream[name]
 
     def digest_of(param: str) -> str | None:
-        up, trace = upstream[param], prepared[upstream[param]].trace
-        if digests.get(up) is None and trace is not None:
-            linked: TraceRecord | None = flow.cache.find_record(trace)
+        up = upstream[param]
+        if digests.get(up) is None and prepared[up].trace is not None:
+            linked = find_trace(flow.cache, prepared[up])
             return linked["digest"] if linked else None
         return digests.get(up)
 

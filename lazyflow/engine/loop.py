@@ -127,7 +127,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
         if s.timed is not None:
             s.timed.shutdown()
         run.remote = cache.finish_run(run.flow, run.id, run.started)  # its remote manifest
-        cache.flush()  # background (remote) writes land before the run returns
+        cache.flush(manifests=False)  # entries land before the run returns; its
+        # manifest (one PUT) is left to land in the background (remote_manifests.py)
         run.ended = time.time()
         if options.publish:
             flow.last_run = run

@@ -20,6 +20,18 @@ the I/O around it, in the node's two hook points:
 
 A node whose results may not be served (``deterministic=False``) reads no
 manifest and computes every element; one that is not cached writes none.
+
+Rejected: one object serving as both the node's list entry and its single
+manifest chunk, for a list that fits in one (the two say nearly the same).
+They are found by different keys: the list by its content key, which covers
+the elements, so a hit reads no chunk; the chunk by the base key, which does
+not, so a changed list finds its earlier results. Either key leading to the
+other's object costs a read more on every hit, or reports a hit as computed
+(its value rebuilt from the chunk), and the chunk is rewritten when the list
+changes, so a hit through it would have to check its ids first. A small
+map's first run saves its two writes elsewhere: no trace record for a node
+without upstream nodes, no environment record (``engine/prepare.py``,
+``cache/remote_environment.py``).
 Results that name output files (``lf.File``) have their bytes stored when
 computed and put back when read, as a node's value has (``files.py``).
 """

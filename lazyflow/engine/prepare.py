@@ -3,7 +3,9 @@
 1. **Prepare** every node of the plan: its code fingerprint, the digests of
    its flow inputs, and its *trace key* (``keys.py``) — pure CPU, no cache.
 2. **Resolve** backwards from the targets: a node whose trace record points to
-   a stored entry is a hit and its ancestors are not even looked at; any
+   a stored entry is a hit and its ancestors are not even looked at (a node
+   without upstream nodes has no trace record: its entry is looked up by its
+   content key, which covers the same code and parameters); any
    other node is *needed*, and so are its upstream nodes. This is what makes
    a request lazy: a cached target loads no ancestor value and reads no
    ancestor entry.
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
     from lazyflow.model.graph import Plan
 
-__all__ = ["REUSE_NONDETERMINISTIC", "Hit", "Prepared", "eager_edges", "lazy_params", "prepare",
-           "resolve", "scope"]
+__all__ = ["REUSE_NONDETERMINISTIC", "Hit", "Prepared", "eager_edges", "find_trace",
+           "lazy_params", "prepare", "resolve", "scope"]
 
 REUSE_NONDETERMINISTIC: ContextVar[bool] = ContextVar("lazyflow_reuse_nondeterministic",
                                                       default=False)
@@ -50,6 +52,7 @@ class Prepared:
     cacheable: bool  # its result is stored
     reusable: bool  # a stored result may be served (false for deterministic=False nodes)
     checks: str | None = None  # the digest of its check= callables (``checks.py``), if any
+    direct: bool = False  # no upstream node: found by its content key, no trace record
 
 
 @dataclass(slots=True)
@@ -109,9 +112,35 @@ def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
             upstream = {p: prepared[up].trace for p, up in edges.items()}
             if None not in upstream.values():
                 trace = keys.trace_key(code, params, upstream)  # type: ignore[arg-type]
-        prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable, checks)
+        prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable, checks,
+                                  direct=not edges)
     plan.memo["prepared"] = prepared
     return prepared
+
+
+def find_trace(cache: Cache, prep: Prepared) -> TraceRecord | None:
+    """What the trace record of a node says: read under its trace key, or for a node
+    without upstream nodes (``direct``) made from its entry, read under its content key.
+
+    Such a node's two keys cover the same code and parameters, so it writes no trace
+    record: one object (its entry) is read and written where two were. Its trace key
+    still enters its dependents' trace keys, which are as they were.
+    """
+    if prep.trace is None:
+        return None
+    if not prep.direct:
+        found: TraceRecord | None = cache.find_record(prep.trace)
+        return found
+    key = content_key(prep)
+    entry = cache.lookup(key)
+    if entry is None:
+        return None
+    return {"key": key, "digest": entry[0]["digest"], "node": entry[0].get("node", "")}
+
+
+def content_key(prep: Prepared) -> str:
+    """The content key of a node without upstream nodes."""
+    return keys.content_key(prep.code, prep.params, {})
 
 
 def scope(cache: Cache) -> str:
@@ -168,7 +197,7 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
         seen.add(name)
         trace = prepared[name].trace
         if trace is not None:
-            record: TraceRecord | None = cache.find_record(trace)
+            record = find_trace(cache, prepared[name])
             if record is not None:
                 found = cache.lookup(record["key"])
                 why_stale = None if found is None or stale is None else expired(

@@ -227,8 +227,11 @@ def entry_meta(s: RunState, name: str, upstream: Mapping[str, str], inputs: Mapp
 
 
 def link_trace(s: RunState, name: str, key: str, digest: str) -> None:
-    """Point ``name``'s trace key at its entry, unless a fallback is in its ancestry."""
+    """Point ``name``'s trace key at its entry, unless a fallback is in its ancestry or the
+    node has no upstream node (``Prepared.direct``: found by its entry's own key)."""
     trace = s.prepared[name].trace
+    if s.prepared[name].direct:
+        return
     if s.untraced and any(up in s.untraced for up in s.plan.upstream[name].values()):
         s.untraced.add(name)
         return

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
 import lazyflow.keys.environment as environment
 from lazyflow.cache.base import Meta
+from lazyflow.cache.remote_environment import POINTER, carried
 from lazyflow.records import EnvironmentRecord, LatestRecord
 
 if TYPE_CHECKING:
@@ -37,13 +38,15 @@ _ENVIRONMENTS_RECORDED: weakref.WeakSet[Cache] = weakref.WeakSet()
 
 
 def recorded_environment(cache: Cache) -> str:
-    """This process's environment digest, its description recorded in ``cache`` once, so
-    ``explain`` can say what differs when a hit was computed elsewhere."""
+    """This process's environment digest, its description recorded once in ``cache``'s
+    memory and disk tiers, so ``explain`` can say what differs when a hit was computed
+    elsewhere. On a remote, the first entry this process writes carries the description
+    instead of a record of its own (``cache/remote_environment.py``)."""
     env = environment.current()
     if cache not in _ENVIRONMENTS_RECORDED:
         _ENVIRONMENTS_RECORDED.add(cache)
         described: EnvironmentRecord = {"environment": env.describe()}
-        cache.record(keys.environment_key(env.digest), described)
+        cache.record(keys.environment_key(env.digest), described, local=True)
     return env.digest
 
 
@@ -54,12 +57,33 @@ def environment_note(cache: Cache, meta: Meta) -> str:
     here = environment.current()
     if not produced or produced == here.digest:
         return ""
-    record: EnvironmentRecord | None = cache.find_record(keys.environment_key(produced))
-    described = record.get("environment") if record else None
-    if not isinstance(described, dict):
+    described = _description(cache, meta, produced)
+    if described is None:
         return "; computed in another environment"
     changes = environment.differences(described, here.describe())
     shown = ", ".join(changes[:6]) + (f", and {len(changes) - 6} more" if len(changes) > 6
                                       else "")
     return f"; computed in another environment ({shown})" if changes \
         else "; computed in another environment"
+
+
+def _description(cache: Cache, meta: Meta, produced: str) -> dict[str, Any] | None:
+    """The description of environment ``produced``: carried by the entry itself, recorded
+    locally, carried by the entry it names (``env_at``: a remote's carrier, one read), or
+    recorded under its key (by earlier versions, or when the carrier was not created)."""
+    described = carried(meta)
+    if described is not None:
+        return described
+    where = keys.environment_key(produced)
+    record: EnvironmentRecord | None = cache.find_record(where, local=True)
+    carrier = meta.get(POINTER)
+    if record is None and isinstance(carrier, str):
+        found = cache.lookup(carrier)
+        if found is not None and found[0].get("env") == produced:
+            described = carried(found[0])
+            if described is not None:
+                return described
+    if record is None:
+        record = cache.find_record(where)
+    recorded = record.get("environment") if record else None
+    return dict(recorded) if isinstance(recorded, dict) else None

@@ -14,7 +14,10 @@ pairs with a domain tag, so no two layouts can collide:
   any value, so a request resolves a cached target without touching its
   ancestors' entries. The cache keeps a small record trace key -> (content
   key, value digest). Nodes downstream of an uncacheable node have no trace
-  key: they are resolved by content after that node runs.
+  key: they are resolved by content after that node runs. A node without
+  upstream nodes needs no record: its two keys cover the same code and
+  parameters, so it is resolved by its content key (``engine/prepare.py``);
+  its trace key still enters its dependents'.
 
 Every key domain carries :data:`KEY_SCHEMA`, bumped whenever what a digest or
 fingerprint covers changes, so an entry keyed under older rules (on a disk

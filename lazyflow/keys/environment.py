@@ -7,9 +7,10 @@ A key covers the code a node reaches and the packages that code *names*
 (``raw.dropna()`` on an input runs pandas code the node never mentions), nor
 the interpreter. So every entry also records the environment that produced it
 — Python, implementation, platform, and every installed distribution's
-version — as a digest in its metadata, with the full description stored once
-per environment as a cache record. ``flow.explain`` says what differs when a
-hit was computed elsewhere, and ``lf.Cache(scope="environment")`` makes the
+version — as a digest in its metadata, with the full description stored
+apart: a record once per environment on the memory and disk tiers, and on a
+remote inside the first entry each process writes there. ``flow.explain``
+says what differs when a hit was computed elsewhere, and ``lf.Cache(scope="environment")`` makes the
 environment part of every key, for teams that must never mix results across
 environments.
 
