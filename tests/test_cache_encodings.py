@@ -210,6 +210,17 @@ class Count(int):
     """An int subclass: a list of these is not a list of ints."""
 
 
+@pytest.mark.parametrize("extreme", [127, 128, -128, -129, 2**15 - 1, 2**15, -(2**15) - 1,
+                                     2**31 - 1, 2**31, -(2**31) - 1, 2**63 - 1, -(2**63)])
+def test_ints_are_stored_in_the_fewest_bytes_that_hold_them_and_read_back_exactly(extreme):
+    items = [0] * 63 + [extreme]
+    encoded = serialize.encode(items)
+    width = next(size for size in (1, 2, 4, 8) if -(2 ** (8 * size - 1)) <= extreme
+                 < 2 ** (8 * size - 1))
+    assert (encoded.serializer, len(encoded.frames[1])) == ("flat", 64 * width)
+    assert pickle.dumps(serialize.decode(encoded)) == pickle.dumps(items)
+
+
 def test_lists_the_flat_form_would_change_are_not_stored_flat():
     for items in ([True] * 64, [1] * 63 + [True], [1] * 63 + [2**63], [1] * 63 + [1.0],
                   [Count(1)] * 64, list(range(63))):
@@ -217,7 +228,7 @@ def test_lists_the_flat_form_would_change_are_not_stored_flat():
         assert pickle.dumps(serialize.decode(serialize.encode(items))) == pickle.dumps(items)
 
 
-@pytest.mark.parametrize("frames", [(b"q", b"\x00" * 12), (b"i", b"\x00" * 8)],
+@pytest.mark.parametrize("frames", [(b"q", b"\x00" * 12), (b"x", b"\x00" * 8)],
                          ids=["a torn value", "an unknown type code"])
 def test_flat_frames_that_hold_no_whole_list_are_a_damaged_entry(frames):
     with pytest.raises(CorruptEntryError, match="flat"):
