@@ -122,6 +122,23 @@ class Batch(Generic[Row]):
         if due:
             self._commit()
 
+    def attach(self, key: str, owner: str, link: Callable[[Row, Row | None], Row | None]
+               ) -> bool:
+        """Buffer under ``key`` what ``link(row, previous)`` makes of the row buffered under
+        ``owner`` (and of ``key``'s own, if any), when ``owner``'s is still pending and
+        ``link`` gives something; ``False`` otherwise. ``link`` runs under the batch's
+        lock: ``owner``'s row cannot be taken for committing meanwhile."""
+        with self.wake:
+            pending = self.pending
+            row = pending.get(owner)
+            if row is None:
+                return False
+            linked = link(row, pending.get(key))
+            if linked is None:
+                return False
+            pending[key] = linked
+            return True
+
     def get(self, key: str) -> Row | None:
         """The row buffered under ``key`` and not yet committed, if any."""
         # No lock: the writer sets ``writing`` before it empties ``pending`` and empties

@@ -44,8 +44,8 @@ import xxhash
 
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.batch import Batch
-from lazyflow.cache.disk_entries import Row, load_meta
-from lazyflow.cache.disk_index import DiskIndex, Pending
+from lazyflow.cache.disk_entries import RECORD_ENCODING, RESTATED, Row, load_meta, restated, restating
+from lazyflow.cache.disk_index import Buffered, DiskIndex, Pending, Restated
 from lazyflow.cache.quarantine import recovering
 from lazyflow.cache.serialize import (
     KNOWN_ENCODINGS,
@@ -95,7 +95,7 @@ class DiskTier(ForeignEntries):
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
         self._index = DiskIndex(self.directory, size_limit=self.size_limit,
                                 min_file_size=self.min_file_size)
-        self._batch: Batch[Pending] = Batch(self._write, release=self._index.connections.release)
+        self._batch: Batch[Buffered] = Batch(self._write, release=self._index.connections.release)
 
     @property
     def index_path(self) -> str:
@@ -157,6 +157,8 @@ class DiskTier(ForeignEntries):
             return None
         head, _, inline = row.blob.partition(b"\n")
         meta = load_meta(head)
+        if row.column is not None:  # a record the row of another key restates: no value
+            return None
         if encoding_of(meta) not in KNOWN_ENCODINGS:
             raise unknown_encoding(meta, key)
         if "checksum" not in meta:
@@ -183,8 +185,10 @@ class DiskTier(ForeignEntries):
         if self._batch.failure is not None:
             self._report_failure()
         if value is NO_VALUE:
+            if self._batch.pending and self._restate(key, meta):
+                return None
             stamped = stamp(meta, None)
-            blob = dump_meta(stamped) + b"\n"
+            row = Pending(dump_meta(stamped) + b"\n", stamped["stored"])
         else:
             encoded = encode(value)
             if _size(encoded) >= self.min_file_size:
@@ -197,8 +201,11 @@ class DiskTier(ForeignEntries):
             stamped.update(size=len(data), serializer=encoded.serializer,
                            encoding=encoding_for(encoded.serializer),
                            checksum=xxhash.xxh3_128_hexdigest(data))
-            blob = dump_meta(stamped) + b"\n" + data
-        self._batch.add(key, (blob, stamped["stored"]))
+            row = Pending(dump_meta(stamped) + b"\n" + data, stamped["stored"], stamped)
+        previous = self._batch.get(key)
+        if previous is not None:
+            self._replacing(key, previous)
+        self._batch.add(key, row)
         return None
 
     def commit(self) -> None:
@@ -262,11 +269,53 @@ class DiskTier(ForeignEntries):
         self._index.recover(broken, error)
 
     def _row(self, key: str) -> Row | None:
-        """The row under ``key``: buffered, else from either table (the newer if both)."""
+        """The row under ``key``: buffered, else from either table (the newer if both);
+        for a record another row restates, that row."""
         pending = self._batch.get(key)
         if pending is not None:
-            return Row(pending[0], None)
+            if type(pending) is Restated:
+                return Row(pending.row.blob, None, pending.column, pending.entry)
+            return Row(pending.blob, None)
         return self._index.row(key)
+
+    def _restate(self, key: str, record: Meta) -> bool:
+        """Have the buffered row of the entry ``record`` names hold ``key``, when that
+        entry's metadata restates ``record`` (``disk_entries.RESTATED``): one row, no
+        JSON of its own. ``False`` when it is not buffered or does not restate it."""
+        entry = record.get("key")
+        if not isinstance(entry, str) or encoding_for(None) != RECORD_ENCODING:
+            return False
+
+        def link(row: Buffered, previous: Buffered | None) -> Restated | None:
+            if type(row) is not Pending or row.meta is None:
+                return None
+            column = restating(record, entry, row.meta)
+            if column is None or getattr(row, column) not in (None, key):
+                return None  # that row restates another key's record of this shape
+            if type(previous) is Restated and getattr(previous.row, previous.column) == key:
+                setattr(previous.row, previous.column, None)  # ``key`` named another entry
+            setattr(row, column, key)
+            return Restated(entry, row, column)
+
+        return self._batch.attach(key, entry, link)
+
+    def _replacing(self, key: str, previous: Buffered) -> None:
+        """Before ``key``'s buffered row is replaced: a record it was restated by becomes
+        its own row's; the records a replaced entry restated become rows of their own."""
+        if type(previous) is Restated:
+            if getattr(previous.row, previous.column) == key:
+                setattr(previous.row, previous.column, None)
+            return
+        if previous.meta is None:
+            return
+        for column in RESTATED:
+            held = getattr(previous, column)
+            if held is None:
+                continue
+            setattr(previous, column, None)
+            record = restated(column, key, previous.meta)
+            if record is not None:
+                self._batch.add(held, Pending(dump_meta(record) + b"\n", previous.stored))
 
     @recovering("_cache")
     def _write(self, rows: dict[str, Pending]) -> None:
@@ -320,6 +369,7 @@ class DiskTier(ForeignEntries):
         return False
 
     def _parse(self, key: str, row: Row) -> tuple[Meta | None, bytes]:
+        """A row's metadata and inline value; for a record it restates, that record."""
         head, _, inline = row.blob.partition(b"\n")
         try:
             meta = load_meta(head)
@@ -328,6 +378,8 @@ class DiskTier(ForeignEntries):
                           f"({e}); it will be recomputed", CacheWarning)
             self.delete(key)
             return None, b""
+        if row.column is not None:
+            return restated(row.column, row.entry, meta), b""
         return meta, inline
 
 
