@@ -270,8 +270,10 @@ WRITER = textwrap.dedent('''
             tier.put(key, NO_VALUE, {"digest": f"record {i}"})
         elif i % 10 == 0:  # a value file, committed at once
             tier.put(key, np.full(5_000, i), {"digest": f"file {i}"})
-        else:
-            tier.put(key, list(range(i)), {"digest": f"value {i}"})
+        else:  # with its trace record, which the value's row restates
+            tier.put(key, list(range(i)), {"digest": f"value {i}", "node": f"n{i}"})
+            tier.put("t" + key[1:], NO_VALUE, {"key": key, "digest": f"value {i}",
+                                                "node": f"n{i}"})
 
     for i in range(committed):
         store(i)
@@ -314,6 +316,9 @@ READER = textwrap.dedent('''
             found[key] = ["file", meta["digest"], bool((value == i).all())]
         else:
             found[key] = ["value", meta["digest"], value == list(range(i))]
+        trace = tier.meta("t" + key[1:])
+        if trace is not None:
+            found["t" + key[1:]] = ["trace", trace["key"], trace["digest"]]
     tier.put("f" * 32, 1, {"digest": "written after the crash"})  # the index is not locked
     tier.flush()
     with sqlite3.connect(tier.index_path) as db:
@@ -328,6 +333,16 @@ def _expected(i: int) -> list:
     if i % 10 == 0:
         return ["file", f"file {i}", True]
     return ["value", f"value {i}", True]
+
+
+def _complete(i: int) -> dict[str, list]:
+    """What reads back of the ``i``-th write once committed: its entry, and the trace
+    record a value's row restates."""
+    key = f"{i:032x}"
+    found = {key: _expected(i)}
+    if found[key][0] == "value":
+        found["t" + key[1:]] = ["trace", key, f"value {i}"]
+    return found
 
 
 @pytest.mark.slow
@@ -356,8 +371,8 @@ def test_a_process_killed_mid_batch_leaves_only_complete_entries(tmp_path):
     report = json.loads(done.stdout)
     files = {f"{i:032x}": _expected(i) for i in range(committed, committed + buffered)
              if _expected(i)[0] == "file"}  # committed at once, before the batch
-    assert report["found"] == {**{f"{i:032x}": _expected(i) for i in range(committed)},
-                               **files}
+    assert report["found"] == {key: found for i in range(committed)
+                               for key, found in _complete(i).items()} | files
     assert report["integrity"] == "ok"
 
 
