@@ -14,6 +14,7 @@ import lazyflow as lf
 import lazyflow.cache.batch as batch
 from lazyflow.cache.base import NO_VALUE
 from lazyflow.cache.disk import DiskTier
+from lazyflow.cache.disk_index import DiskIndex
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 ENTRY, TRACE, LATEST = "e" * 32, "7" * 32, "1" * 32
@@ -195,3 +196,54 @@ def test_a_layout_2_index_gains_the_columns_and_reads_its_rows(tmp_path):
                           (ENTRY,)).fetchall() == before
         assert db.execute("SELECT trace, latest FROM LazyflowEntries WHERE key = ?",
                           (ENTRY,)).fetchone() == (TRACE, LATEST)
+
+
+# --------------------------------------------------------------------------- lookups together
+
+
+def test_a_first_run_looks_up_new_nodes_records_together(tmp_path, monkeypatch):
+    looked_up: list[str] = []
+    row = DiskIndex.row
+    monkeypatch.setattr(DiskIndex, "row", lambda self, key: (looked_up.append(key),
+                                                              row(self, key))[1])
+    flow = _chain(lf.Cache(memory=None, disk=tmp_path), 20)
+    run = flow.run("n19", x=1)
+    entries = {record.key for record in run.nodes.values()}
+    # the target's trace record, then each node's entry: no trace or latest record alone
+    assert len(looked_up) == 21 and set(looked_up[1:]) == entries
+
+
+def test_a_new_process_says_what_changed_from_the_latest_records_it_looked_up_together(
+        tmp_path):
+    _chain(lf.Cache(memory=None, disk=tmp_path), 3).get("n2", x=1)
+    run = _chain(lf.Cache(memory=None, disk=tmp_path), 3).run("n2", x=2)
+    assert "parameter changed (x)" in run.nodes["n0"].reason
+    assert run.nodes["n2"].status == "completed"
+
+
+def test_a_key_expected_missing_and_written_since_is_found(tmp_path, unhurried):
+    tier = DiskTier(tmp_path, size_limit=10**9)
+    tier.expect([ENTRY, TRACE])
+    _computed_node(tier)
+    tier._batch.flush()  # committed, no longer buffered: read from the index
+    assert tier.meta(ENTRY)["digest"] == "d" * 32 and tier.meta(TRACE)["key"] == ENTRY
+
+
+def test_a_key_another_process_writes_after_expect_is_missed_once_at_most(tmp_path):
+    tier = DiskTier(tmp_path, size_limit=10**9)
+    tier.expect([ENTRY])
+    other = DiskTier(tmp_path, size_limit=10**9)
+    other.put(ENTRY, [1, 2], META)
+    other.flush()
+    assert tier.meta(ENTRY) is None  # as if looked up before the other wrote it
+    assert tier.meta(ENTRY)["digest"] == "d" * 32
+
+
+def test_flush_forgets_what_expect_found_missing(tmp_path):
+    tier = DiskTier(tmp_path, size_limit=10**9)
+    tier.expect([ENTRY])
+    other = DiskTier(tmp_path, size_limit=10**9)
+    other.put(ENTRY, [1, 2], META)
+    other.flush()
+    tier.flush()
+    assert tier.meta(ENTRY)["digest"] == "d" * 32

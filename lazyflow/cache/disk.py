@@ -36,7 +36,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import diskcache
@@ -44,7 +44,14 @@ import xxhash
 
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.batch import Batch
-from lazyflow.cache.disk_entries import RECORD_ENCODING, RESTATED, Row, load_meta, restated, restating
+from lazyflow.cache.disk_entries import (
+    RECORD_ENCODING,
+    RESTATED,
+    Row,
+    load_meta,
+    restated,
+    restating,
+)
 from lazyflow.cache.disk_index import Buffered, DiskIndex, Pending, Restated
 from lazyflow.cache.quarantine import recovering
 from lazyflow.cache.serialize import (
@@ -93,6 +100,7 @@ class DiskTier(ForeignEntries):
         self.size_limit = int(size_limit)
         self.min_file_size = int(min_file_size)
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
+        self._absent: set[str] = set()  # keys ``expect`` found missing, not looked up since
         self._index = DiskIndex(self.directory, size_limit=self.size_limit,
                                 min_file_size=self.min_file_size)
         self._batch: Batch[Buffered] = Batch(self._write, release=self._index.connections.release)
@@ -180,6 +188,8 @@ class DiskTier(ForeignEntries):
         An entry of an encoding this lazyflow does not read, met by ``meta``,
         is left in place.
         """
+        if self._absent:
+            self._absent.discard(key)
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None
         if self._batch.failure is not None:
@@ -208,12 +218,29 @@ class DiskTier(ForeignEntries):
         self._batch.add(key, row)
         return None
 
+    @recovering("_cache")
+    def expect(self, keys: Sequence[str]) -> None:
+        """Look ``keys`` up together, ahead of their lookups one by one (``Cache.expect``):
+        the next lookup of each one found missing is a miss without a statement.
+
+        A key another process writes meanwhile is then missed once (recomputed, never
+        served wrong); this tier's own writes are seen (``put`` forgets the key), and
+        :meth:`flush`, which ends every run, forgets them all.
+        """
+        buffered = self._batch.get
+        # buffered rows are read anyway; looked for before the statement (a row committed
+        # meanwhile leaves the batch only once the index holds it) and after (written since)
+        wanted = [key for key in keys if buffered(key) is None]
+        found = self._index.present(wanted)
+        self._absent.update(key for key in wanted if key not in found and buffered(key) is None)
+
     def commit(self) -> None:
         """Start committing the buffered writes now; returns at once (``Cache.commit``)."""
         self._batch.commit()
 
     def flush(self) -> None:
         """Commit the buffered writes and wait until they landed (``Cache.flush``)."""
+        self._absent.clear()
         self._batch.flush()
         if self._batch.failure is not None:
             self._report_failure()
@@ -276,6 +303,10 @@ class DiskTier(ForeignEntries):
             if type(pending) is Restated:
                 return Row(pending.row.blob, None, pending.column, pending.entry)
             return Row(pending.blob, None)
+        absent = self._absent
+        if absent and key in absent:
+            absent.discard(key)
+            return None
         return self._index.row(key)
 
     def _restate(self, key: str, record: Meta) -> bool:

@@ -68,7 +68,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import diskcache
@@ -254,6 +254,17 @@ class DiskIndex:
         return Row(bytes(blob), None if filename is None
                    else os.path.join(self.directory, filename), column, entry or "")
 
+    def present(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` committed in either table, those of records rows restate
+        included: one statement per :data:`_CHUNK` keys (~1 µs a key, against ~4 µs for
+        a lookup of its own)."""
+        con = self.connections.get()
+        found: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            found.update(key for (key,) in con.execute(_present(len(chunk)), chunk))
+        return found
+
     def keys(self) -> list[str]:
         """The keys committed in either table, those of the records rows restate included."""
         restating = "".join(f" UNION SELECT {column} FROM {TABLE} WHERE {column} IS NOT NULL"
@@ -420,6 +431,15 @@ def _transaction(con: sqlite3.Connection) -> Iterator[None]:
             con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def _present(count: int) -> str:
+    """The statement of :meth:`DiskIndex.present` for ``count`` keys: a probe of each
+    index per key (``IN`` lists cost ~3x as much: an ephemeral table each)."""
+    return (f"SELECT w.column1 FROM (VALUES {','.join(['(?)'] * count)}) AS w WHERE "
+            + " OR ".join(f"EXISTS (SELECT 1 FROM {TABLE} WHERE {column} = w.column1)"
+                          for column in ("key", *_COLUMNS))
+            + " OR EXISTS (SELECT 1 FROM Cache WHERE key = w.column1 AND raw = 1)")
 
 
 def _add_columns(con: sqlite3.Connection) -> None:

@@ -225,6 +225,19 @@ class Cache:
                 return meta
         return None
 
+    def expect(self, keys: Sequence[str]) -> None:
+        """Say that ``keys`` are about to be looked up one by one (a request's trace and
+        latest records): a tier that can (the disk's ``expect``) looks them up together
+        now, so that each one it found missing is a miss without a statement of its own.
+        Costs nothing on tiers that cannot."""
+        for tier in self.tiers:
+            expect = getattr(tier, "expect", None)
+            if expect is not None:
+                try:
+                    expect(keys)
+                except Exception as e:  # the lookups one by one will tell
+                    _warn_unreadable(tier, e)
+
     # ----------------------------------------------------------------- management
 
     def delete(self, key: str) -> None:
