@@ -4,8 +4,9 @@ Design note
 -----------
 Policy. An SQLite commit costs far more than a row: ~30-50 µs against ~3 µs
 for an insert inside an open transaction (measured here), and a computed node
-writes three rows (its value, its trace record, its latest record). So the
-disk tier does not commit each write: a :class:`Batch` buffers rows by key and
+writes its value, its trace record and its latest record (one row since disk
+layout 3: the records are restated by the value's row, :meth:`Batch.attach`).
+So the disk tier does not commit each write: a :class:`Batch` buffers rows by key and
 commits everything buffered in one transaction
 
 * when a row is added and the batch's first row is ``delay`` (50 ms) old: the

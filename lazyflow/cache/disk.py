@@ -12,6 +12,22 @@ itself. Such *inline* entries, and every record, are buffered and committed in
 batches (``batch.py``); a larger value is written to its file and committed at
 once. Reading metadata never opens a value file, which keeps lookups lazy.
 
+One row per computed node. A record that restates part of an entry buffered in
+the same batch (the node's trace and latest records: ``disk_entries.RESTATED``)
+is not encoded nor buffered as a row: the entry's row takes its key (the batch
+holds a :class:`~lazyflow.cache.disk_index.Restated` under it, for reading it
+back), and reading the key derives the record from the entry's metadata. A
+computed node thus costs one row and one JSON text, where it cost three.
+Replacing or deleting the entry first writes those records as rows of their
+own, so one key's write or delete never takes another key with it.
+
+Lookups together. ``expect`` (``Cache.expect``: a request's trace records
+after the first one missing, and the latest records of its new nodes) looks
+many keys up in one statement; the next lookup of a key it found missing is a
+miss without a statement. A key another process writes meanwhile is missed
+once: it is recomputed, never served wrong; this tier's own writes forget
+the key, and ``flush`` (which ends every run) forgets them all.
+
 Reads. This tier reads its own buffered writes at once (a key is looked up in
 the batch first, then in the index); other processes see them once committed,
 each entry whole. Every read of a value verifies its checksum, so a torn write
@@ -300,7 +316,7 @@ class DiskTier(ForeignEntries):
         for a record another row restates, that row."""
         pending = self._batch.get(key)
         if pending is not None:
-            if type(pending) is Restated:
+            if isinstance(pending, Restated):
                 return Row(pending.row.blob, None, pending.column, pending.entry)
             return Row(pending.blob, None)
         absent = self._absent
@@ -318,12 +334,12 @@ class DiskTier(ForeignEntries):
             return False
 
         def link(row: Buffered, previous: Buffered | None) -> Restated | None:
-            if type(row) is not Pending or row.meta is None:
+            if not isinstance(row, Pending) or row.meta is None:
                 return None
             column = restating(record, entry, row.meta)
             if column is None or getattr(row, column) not in (None, key):
                 return None  # that row restates another key's record of this shape
-            if type(previous) is Restated and getattr(previous.row, previous.column) == key:
+            if isinstance(previous, Restated) and getattr(previous.row, previous.column) == key:
                 setattr(previous.row, previous.column, None)  # ``key`` named another entry
             setattr(row, column, key)
             return Restated(entry, row, column)
@@ -333,7 +349,7 @@ class DiskTier(ForeignEntries):
     def _replacing(self, key: str, previous: Buffered) -> None:
         """Before ``key``'s buffered row is replaced: a record it was restated by becomes
         its own row's; the records a replaced entry restated become rows of their own."""
-        if type(previous) is Restated:
+        if isinstance(previous, Restated):
             if getattr(previous.row, previous.column) == key:
                 setattr(previous.row, previous.column, None)
             return
@@ -349,7 +365,7 @@ class DiskTier(ForeignEntries):
                 self._batch.add(held, Pending(dump_meta(record) + b"\n", previous.stored))
 
     @recovering("_cache")
-    def _write(self, rows: dict[str, Pending]) -> None:
+    def _write(self, rows: dict[str, Buffered]) -> None:
         """Commit a batch of rows in one transaction (``Batch`` calls it)."""
         self._index.write(rows)
 

@@ -199,7 +199,7 @@ def restated(column: str, key: str, meta: Meta) -> Meta | None:
     >>> restated("trace", "k", {"digest": "d", "node": "n", "stored": 1.0, "lazyflow": "0.1"})
     {'key': 'k', 'digest': 'd', 'node': 'n', 'created': 1.0, 'stored': 1.0, 'lazyflow': '0.1', 'encoding': 1}
     """
-    record: Meta = {}
+    record: dict[str, Any] = {}
     for field in RESTATED[column]:
         if field == "key":
             record["key"] = key

@@ -6,13 +6,21 @@ Design note
 Tables. Every key is one row of the index (``cache.db``, shared with
 diskcache). Inline entries (values under ``min_file_size``), and every
 record, are rows of lazyflow's own table ``LazyflowEntries`` (key, stored,
-blob), committed in batches (:meth:`DiskIndex.write`). A value in a file
-(``disk_entries.py``) goes through diskcache as one row of its ``Cache`` table
-naming the file. Reading metadata is one SELECT over both tables.
+blob, trace, latest), committed in batches (:meth:`DiskIndex.write`). A value
+in a file (``disk_entries.py``) goes through diskcache as one row of its
+``Cache`` table naming the file. Reading metadata is one SELECT over both
+tables. A record an entry's row restates (its trace and latest records,
+``disk_entries.py``) is the row's ``trace`` or ``latest`` column, each with a
+partial index: a lookup finds it in the same SELECT, the last committed row
+naming it winning (disk layout 3; a layout-2 table gets the columns when it
+opens, its rows unchanged). Deleting or moving an entry's row writes the
+records it restated as rows of their own first (``_drop_row``); a row
+replaced in a batch keeps the keys it restated unless the new one restates
+others (``_INSERT``).
 
-Why a table of our own: a computed node writes three rows (value, trace record,
-latest record), and a 1,000-node chain spent 86% of its first run in those
-writes, one diskcache commit each (~350 µs per node). Inside one transaction a
+Why a table of our own: a computed node wrote three rows (value, trace record,
+latest record; one since layout 3), and a 1,000-node chain spent 86% of its
+first run in those writes, one diskcache commit each (~350 µs per node). Inside one transaction a
 ``diskcache.Cache.set`` still costs ~30 µs here (18 µs with culling off) and an
 insert into diskcache's table 7-11 µs (its triggers and three indexes), against
 ~3 µs for a batch insert into a table of three columns. A row keeps the layout
@@ -53,7 +61,16 @@ warns once. The value files the old index pointed at are orphans then: never
 served (no row names them) and removed by :meth:`DiskIndex.clear`, as are
 those of interrupted writes.
 
-Rejected: a sidecar metadata entry per key (two rows that eviction could
+Lookups together (:meth:`DiskIndex.present`): one statement per 500 keys
+probes every index for each key, ~1 µs a key against ~4 µs (~10 µs during a
+run) for a lookup of its own. ``IN (...)`` lists cost ~3x as much (each builds
+an ephemeral table).
+
+Rejected: for restated records, a table of names pointing at rows (an insert
+per name again, and a join per lookup); keeping at most one row per record key
+by clearing older rows' columns on every write (an UPDATE per record, where a
+lookup's ``ORDER BY rowid DESC LIMIT 1`` costs nothing). Also rejected: a
+sidecar metadata entry per key (two rows that eviction could
 separate), inserting our rows into diskcache's ``Cache`` table ourselves (2-3x
 the cost of our own table, and its bookkeeping is diskcache's to change), and
 a table keyed by the key itself (``WITHOUT ROWID``: every insert at a random
@@ -218,7 +235,7 @@ class DiskIndex:
 
     >>> import tempfile
     >>> index = DiskIndex(tempfile.mkdtemp(), size_limit=10**9, min_file_size=2**16)
-    >>> index.write({"k": (b'{"digest": "d"}\\n', 1.0)})
+    >>> index.write({"k": Pending(b'{"digest": "d"}\\n', 1.0)})
     >>> index.row("k").blob, index.keys()
     (b'{"digest": "d"}\\n', ['k'])
     """
