@@ -168,7 +168,11 @@ RESTATED: dict[str, tuple[str, ...]] = {
 }
 """The record shapes an entry's metadata restates (design note): column -> the record's
 fields, in the order the engine writes them (``records.TraceRecord``, ``LatestRecord``)."""
-_SHAPES = {frozenset(fields): column for column, fields in RESTATED.items()}
+# by the number of a record's fields, which tells the shapes apart (3 and 5): column, and
+# its fields but "key"
+_SHAPES = {len(fields): (column, tuple(f for f in fields if f != "key"))
+           for column, fields in RESTATED.items()}
+_NOT_IN_RECORD, _NOT_IN_META = object(), object()
 RECORD_ENCODING = 1
 """The encoding a restated record is stamped with (``serialize.encoding_for(None)``: every
 lazyflow reads records); were records stamped otherwise, they would be rows of their own."""
@@ -183,11 +187,12 @@ def restating(record: Meta, key: str, meta: Meta) -> str | None:
     'trace'
     >>> restating({"key": "k", "digest": "d", "node": "n", "expires": 2.0}, "k", meta)
     """
-    column = _SHAPES.get(frozenset(record))
-    if column is None or record["key"] != key:
+    shape = _SHAPES.get(len(record))
+    if shape is None or record.get("key") != key:
         return None
-    for field in RESTATED[column]:
-        if field != "key" and (field not in meta or meta[field] != record[field]):
+    column, fields = shape
+    for field in fields:  # as many fields, each of them: the record has exactly these
+        if record.get(field, _NOT_IN_RECORD) != meta.get(field, _NOT_IN_META):
             return None
     return column
 
