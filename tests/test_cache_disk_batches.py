@@ -150,7 +150,22 @@ def test_a_write_past_the_delay_commits_the_batch_in_the_writing_thread(tmp_path
     tier.put(KEY, 1, {"digest": "d"})
     tier._batch.opened -= tier._batch.delay  # the batch is due
     tier.put("b" * 32, 2, {"digest": "e"})
-    assert _committed(tmp_path) == {KEY, "b" * 32}
+    assert _committed(tmp_path) == {KEY}  # the batch as it was: the new row opens the next
+    assert tier._batch.get("b" * 32) is not None and tier.get("b" * 32) == 2
+
+
+def test_records_written_right_after_their_entry_land_with_it_when_the_batch_fell_due(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "_GRACE", 3600.0)  # the writer thread would wait an hour
+    tier = DiskTier(tmp_path, size_limit=10**9)
+    tier.put(KEY, 1, {"digest": "d"})
+    tier._batch.opened -= tier._batch.delay  # the batch is due
+    tier.put("b" * 32, 2, {"digest": "e", "node": "n"})
+    tier.put("c" * 32, NO_VALUE, {"key": "b" * 32, "digest": "e", "node": "n"})
+    tier.flush()
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache.db")) as db:
+        assert db.execute("SELECT key, trace FROM LazyflowEntries ORDER BY rowid").fetchall() \
+            == [(KEY, None), ("b" * 32, "c" * 32)]
 
 
 def test_commit_has_the_writer_commit_at_once(tmp_path, unhurried):

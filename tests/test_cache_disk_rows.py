@@ -59,7 +59,7 @@ def _chain(cache: lf.Cache, length: int) -> lf.Flow:
 # --------------------------------------------------------------------------- one row per node
 
 
-def test_a_first_run_writes_one_row_per_computed_node(tmp_path):
+def test_a_first_run_writes_one_row_per_computed_node(tmp_path, unhurried):
     flow = _chain(lf.Cache(memory=None, disk=tmp_path), 20)
     flow.get("n19", x=1)
     rows = _rows(tmp_path)

@@ -10,7 +10,9 @@ So the disk tier does not commit each write: a :class:`Batch` buffers rows by ke
 commits everything buffered in one transaction
 
 * when a row is added and the batch's first row is ``delay`` (50 ms) old: the
-  thread that keeps writing commits on its own (no thread switch per batch);
+  thread that keeps writing commits on its own (no thread switch per batch),
+  the batch as it was; the new row opens the next one, so that the records
+  attached to it right after (:meth:`Batch.attach`) land with it;
 * on the writer thread, ``delay`` plus a little after the first row, when
   nothing was added since (a long node is running) or when :meth:`Batch.commit`
   asks (the engine does before it waits on a running node, so a crash during a
@@ -110,18 +112,22 @@ class Batch(Generic[Row]):
         now = time.monotonic()
         with self.wake:
             pending = self.pending
-            if not pending:
-                self.opened = now
-                if self.writer is None:
-                    self.writer = threading.Thread(target=self._run, daemon=True,
-                                                   name="lazyflow-disk-writer")
-                    self.writer.start()
-                else:
-                    self.wake.notify()  # a writer waiting idle starts its clock
-            pending[key] = row
-            due = now - self.opened >= self.delay
-        if due:
-            self._commit()
+            due = bool(pending) and now - self.opened >= self.delay
+            if not due:
+                if not pending:
+                    self.opened = now
+                    if self.writer is None:
+                        self.writer = threading.Thread(target=self._run, daemon=True,
+                                                       name="lazyflow-disk-writer")
+                        self.writer.start()
+                    else:
+                        self.wake.notify()  # a writer waiting idle starts its clock
+                pending[key] = row
+                return
+        # the batch as it was, then ``row`` opens the next: what is attached to it right
+        # after (the records an entry's row restates) lands with it
+        self._commit()
+        self.add(key, row)
 
     def attach(self, key: str, owner: str, link: Callable[[Row, Row | None], Row | None]
                ) -> bool:

@@ -161,7 +161,7 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
     behind_lazy: list[str] = []
     stack = list(plan.targets if roots is None else roots)
     eager_of = eager_edges(plan)
-    expected = False
+    expected = roots is not None  # a lazy input's branch (schedule.need): one by one
     while stack:
         name = stack.pop()
         if name in seen:
@@ -170,7 +170,7 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
         trace = prepared[name].trace
         if trace is not None:
             record: TraceRecord | None = cache.find_record(trace)
-            if record is None and not expected:  # the walk goes on: ask for the rest at once
+            if record is None and not expected:  # the walk goes on: ask for the rest together
                 expected = True
                 cache.expect([p.trace for n, p in prepared.items()
                               if p.trace is not None and n not in seen])
