@@ -7,6 +7,7 @@ import contextlib
 import pathlib
 import shutil
 import sqlite3
+import threading
 
 import pytest
 
@@ -247,3 +248,36 @@ def test_flush_forgets_what_expect_found_missing(tmp_path):
     other.flush()
     tier.flush()
     assert tier.meta(ENTRY)["digest"] == "d" * 32
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_threads_writing_nodes_while_batches_commit_read_every_record_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "DELAY", 0.0)  # every write finds its batch due: commits race
+    tier = DiskTier(tmp_path, size_limit=10**9)
+
+    def write(thread: int) -> None:
+        for i in range(100):
+            entry = f"{thread:02x}{i:030x}"
+            meta = {**META, "digest": entry, "node": f"n{thread}-{i}"}
+            tier.put(entry, i, meta)
+            tier.put("7" + entry[1:], NO_VALUE, {"key": entry, "digest": entry,
+                                                 "node": f"n{thread}-{i}"})
+            tier.put("1" + entry[1:], NO_VALUE, {"digest": entry, "key": entry,
+                                                 "params": META["params"], "input_digests": {},
+                                                 "fingerprint": META["fingerprint"]})
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tier.flush()
+    fresh = DiskTier(tmp_path, size_limit=10**9)
+    for thread in range(4):
+        for i in range(100):
+            entry = f"{thread:02x}{i:030x}"
+            assert fresh.get(entry) == i
+            for record in ("7" + entry[1:], "1" + entry[1:]):
+                assert (fresh.meta(record)["key"], fresh.meta(record)["digest"]) == (entry, entry)
