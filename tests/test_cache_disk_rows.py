@@ -222,6 +222,14 @@ def test_a_new_process_says_what_changed_from_the_latest_records_it_looked_up_to
     assert run.nodes["n2"].status == "completed"
 
 
+def test_a_cache_without_a_disk_tier_never_lists_the_keys_expected():
+    def keys():
+        raise AssertionError("listed")
+        yield ""  # a generator
+
+    lf.Cache(memory="1MB", disk=None, remote=None).expect(keys())
+
+
 def test_a_key_expected_missing_and_written_since_is_found(tmp_path, unhurried):
     tier = DiskTier(tmp_path, size_limit=10**9)
     tier.expect([ENTRY, TRACE])

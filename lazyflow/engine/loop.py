@@ -98,7 +98,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     cold: set[str] = set()
     hits, needed, maybe = resolve(plan, prepared, cache, stale=stale, cold=cold)
     if cold:  # their latest records are read as they start (why.py): ask for them at once
-        cache.expect([keys.latest_key(flow.name, n) for n in needed if n in cold])
+        cache.expect(keys.latest_key(flow.name, n) for n in needed if n in cold)
     touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
     executor, owned = resolve_executor(options.executor, options.max_workers)

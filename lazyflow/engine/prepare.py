@@ -172,8 +172,8 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
             record: TraceRecord | None = cache.find_record(trace)
             if record is None and not expected:  # the walk goes on: ask for the rest together
                 expected = True
-                cache.expect([p.trace for n, p in prepared.items()
-                              if p.trace is not None and n not in seen])
+                cache.expect(p.trace for n, p in prepared.items()
+                             if p.trace is not None and n not in seen)
             if record is not None:
                 found = cache.lookup(record["key"])
                 why_stale = None if found is None or stale is None else expired(
