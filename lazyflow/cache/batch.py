@@ -109,25 +109,24 @@ class Batch(Generic[Row]):
 
     def add(self, key: str, row: Row) -> None:
         """Buffer ``row`` under ``key``; it is committed within ``delay`` seconds."""
-        now = time.monotonic()
-        with self.wake:
-            pending = self.pending
-            due = bool(pending) and now - self.opened >= self.delay
-            if not due:
-                if not pending:
-                    self.opened = now
-                    if self.writer is None:
-                        self.writer = threading.Thread(target=self._run, daemon=True,
-                                                       name="lazyflow-disk-writer")
-                        self.writer.start()
-                    else:
-                        self.wake.notify()  # a writer waiting idle starts its clock
-                pending[key] = row
-                return
-        # the batch as it was, then ``row`` opens the next: what is attached to it right
-        # after (the records an entry's row restates) lands with it
-        self._commit()
-        self.add(key, row)
+        while True:
+            now = time.monotonic()
+            with self.wake:
+                pending = self.pending
+                if not pending or now - self.opened < self.delay:
+                    if not pending:
+                        self.opened = now
+                        if self.writer is None:
+                            self.writer = threading.Thread(target=self._run, daemon=True,
+                                                           name="lazyflow-disk-writer")
+                            self.writer.start()
+                        else:
+                            self.wake.notify()  # a writer waiting idle starts its clock
+                    pending[key] = row
+                    return
+            # due: the batch as it was, then ``row`` opens the next, so that what is
+            # attached to it right after (the records its entry restates) lands with it
+            self._commit()
 
     def attach(self, key: str, owner: str, link: Callable[[Row, Row | None], Row | None]
                ) -> bool:
