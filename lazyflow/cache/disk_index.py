@@ -104,7 +104,12 @@ from lazyflow.cache.quarantine import is_damage, is_damaged, set_aside
 from lazyflow.cache.serialize import Encoded, dump_meta, stamp
 from lazyflow.errors import CacheWarning, warn
 
-__all__ = ["TABLE", "Buffered", "DiskIndex", "Pending", "Restated"]
+__all__ = ["LAYOUT", "TABLE", "Buffered", "DiskIndex", "Pending", "Restated"]
+
+LAYOUT = 3
+"""The disk layout this index writes (``docs/cache-format.md``: 1, every row in diskcache's
+table; 2, lazyflow's own table; 3, its ``trace`` and ``latest`` columns). Told by the
+tables and columns an index has, so not stored; each layout reads the ones before it."""
 
 TABLE = "LazyflowEntries"
 """lazyflow's own table in the index: inline entries and records (``docs/cache-format.md``)."""
