@@ -243,12 +243,16 @@ class DiskTier(ForeignEntries):
         served wrong); this tier's own writes are seen (``put`` forgets the key), and
         :meth:`flush`, which ends every run, forgets them all.
         """
-        buffered = self._batch.get
+        batch = self._batch
         # buffered rows are read anyway; looked for before the statement (a row committed
         # meanwhile leaves the batch only once the index holds it) and after (written since)
-        wanted = [key for key in keys if buffered(key) is None]
+        wanted = [key for key in keys if batch.get(key) is None] \
+            if batch.pending or batch.writing else list(keys)
         found = self._index.present(wanted)
-        self._absent.update(key for key in wanted if key not in found and buffered(key) is None)
+        absent = [key for key in wanted if key not in found]
+        if batch.pending or batch.writing:
+            absent = [key for key in absent if batch.get(key) is None]
+        self._absent.update(absent)
 
     def commit(self) -> None:
         """Start committing the buffered writes now; returns at once (``Cache.commit``)."""
