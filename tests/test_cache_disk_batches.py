@@ -150,7 +150,22 @@ def test_a_write_past_the_delay_commits_the_batch_in_the_writing_thread(tmp_path
     tier.put(KEY, 1, {"digest": "d"})
     tier._batch.opened -= tier._batch.delay  # the batch is due
     tier.put("b" * 32, 2, {"digest": "e"})
-    assert _committed(tmp_path) == {KEY, "b" * 32}
+    assert _committed(tmp_path) == {KEY}  # the batch as it was: the new row opens the next
+    assert tier._batch.get("b" * 32) is not None and tier.get("b" * 32) == 2
+
+
+def test_records_written_right_after_their_entry_land_with_it_when_the_batch_fell_due(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "_GRACE", 3600.0)  # the writer thread would wait an hour
+    tier = DiskTier(tmp_path, size_limit=10**9)
+    tier.put(KEY, 1, {"digest": "d"})
+    tier._batch.opened -= tier._batch.delay  # the batch is due
+    tier.put("b" * 32, 2, {"digest": "e", "node": "n"})
+    tier.put("c" * 32, NO_VALUE, {"key": "b" * 32, "digest": "e", "node": "n"})
+    tier.flush()
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache.db")) as db:
+        assert db.execute("SELECT key, trace FROM LazyflowEntries ORDER BY rowid").fetchall() \
+            == [(KEY, None), ("b" * 32, "c" * 32)]
 
 
 def test_commit_has_the_writer_commit_at_once(tmp_path, unhurried):
@@ -270,8 +285,10 @@ WRITER = textwrap.dedent('''
             tier.put(key, NO_VALUE, {"digest": f"record {i}"})
         elif i % 10 == 0:  # a value file, committed at once
             tier.put(key, np.full(5_000, i), {"digest": f"file {i}"})
-        else:
-            tier.put(key, list(range(i)), {"digest": f"value {i}"})
+        else:  # with its trace record, which the value's row restates
+            tier.put(key, list(range(i)), {"digest": f"value {i}", "node": f"n{i}"})
+            tier.put("t" + key[1:], NO_VALUE, {"key": key, "digest": f"value {i}",
+                                                "node": f"n{i}"})
 
     for i in range(committed):
         store(i)
@@ -314,6 +331,9 @@ READER = textwrap.dedent('''
             found[key] = ["file", meta["digest"], bool((value == i).all())]
         else:
             found[key] = ["value", meta["digest"], value == list(range(i))]
+        trace = tier.meta("t" + key[1:])
+        if trace is not None:
+            found["t" + key[1:]] = ["trace", trace["key"], trace["digest"]]
     tier.put("f" * 32, 1, {"digest": "written after the crash"})  # the index is not locked
     tier.flush()
     with sqlite3.connect(tier.index_path) as db:
@@ -328,6 +348,16 @@ def _expected(i: int) -> list:
     if i % 10 == 0:
         return ["file", f"file {i}", True]
     return ["value", f"value {i}", True]
+
+
+def _complete(i: int) -> dict[str, list]:
+    """What reads back of the ``i``-th write once committed: its entry, and the trace
+    record a value's row restates."""
+    key = f"{i:032x}"
+    found = {key: _expected(i)}
+    if found[key][0] == "value":
+        found["t" + key[1:]] = ["trace", key, f"value {i}"]
+    return found
 
 
 @pytest.mark.slow
@@ -356,8 +386,8 @@ def test_a_process_killed_mid_batch_leaves_only_complete_entries(tmp_path):
     report = json.loads(done.stdout)
     files = {f"{i:032x}": _expected(i) for i in range(committed, committed + buffered)
              if _expected(i)[0] == "file"}  # committed at once, before the batch
-    assert report["found"] == {**{f"{i:032x}": _expected(i) for i in range(committed)},
-                               **files}
+    assert report["found"] == {key: found for i in range(committed)
+                               for key, found in _complete(i).items()} | files
     assert report["integrity"] == "ok"
 
 

@@ -40,8 +40,11 @@ from lazyflow.records import (
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAYOUTS = {"cache-v2": "disk layout 1: every row in diskcache's Cache table",
-           "cache-v2-disk2": "disk layout 2: small entries and records in LazyflowEntries"}
-"""The committed fixtures (docs/cache-format.md): key schema 2, encoding 1, both disk layouts."""
+           "cache-v2-disk2": "disk layout 2: small entries and records in LazyflowEntries",
+           "cache-v2-disk3": "disk layout 3: a computed node's records restated by its row"}
+"""The committed fixtures (docs/cache-format.md): key schema 2, every disk layout."""
+_BEFORE_MANIFEST = {"cache-v2", "cache-v2-disk2"}
+"""The fixtures written before the map manifest: they hold a map node's ``element`` entries."""
 _VALUE_ONLY = {"size", "serializer", "checksum"}  # Stamp fields of entries holding a value
 _LEGACY = {LatestRecord: {"inputs"}}  # documented to be read, no longer written
 
@@ -368,6 +371,12 @@ def test_the_committed_fixtures_hold_the_disk_layouts_they_are_named_for():
     with contextlib.closing(sqlite3.connect(FIXTURES / "cache-v2-disk2" / "cache.db")) as db:
         assert db.execute("SELECT count(*) FROM LazyflowEntries").fetchone()[0] > 0
         assert db.execute("SELECT count(*) FROM Cache").fetchone()[0] == 1  # the value file
+        columns = {row[1] for row in db.execute("PRAGMA table_info(LazyflowEntries)")}
+        assert "trace" not in columns
+    with contextlib.closing(sqlite3.connect(FIXTURES / "cache-v2-disk3" / "cache.db")) as db:
+        restating = db.execute("SELECT count(*) FROM LazyflowEntries WHERE trace IS NOT NULL "
+                               "AND latest IS NOT NULL").fetchone()[0]
+        assert restating > 0
 
 
 def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy, manifest):
@@ -384,7 +393,9 @@ def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy, 
         upstream = {"total": ["raw"], "pick": ["raw", "total"]}.get(name, [])
         assert meta["inputs"] == {up: nodes[up]["key"] for up in upstream}
         assert meta["input_digests"] == {up: nodes[up]["digest"] for up in upstream}
-    assert tier.meta(nodes["scaled"]["key"])["serializer"] == "pickle"  # numpy: frames
+    # numpy: pickled frames by encoding 1, its own serializer since encoding 2
+    assert tier.meta(nodes["scaled"]["key"])["serializer"] == \
+        ("pickle" if manifest["encoding"] == 1 else "numpy")
 
 
 def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture_copy,
@@ -401,14 +412,15 @@ def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture
 
 
 def test_the_committed_fixture_holds_every_record_type_with_documented_fields(fixture_copy,
-                                                                             manifest):
+                                                                             manifest,
+                                                                             committed):
     _same_python(manifest)
     tier = DiskTier(fixture_copy, size_limit=2**30)
     flow = fixture.build(lf.Cache(memory=None, disk=None))
     digests = {name: node["digest"] for name, node in manifest["nodes"].items()}
     env = tier.meta(manifest["nodes"]["raw"]["key"])["env"]
-    kinds = _derived_kinds(flow, fixture.inputs(), digests, env, manifest=False,
-                           roots_traced=True)
+    kinds = _derived_kinds(flow, fixture.inputs(), digests, env,
+                           manifest=committed not in _BEFORE_MANIFEST, roots_traced=True)
     assert set(tier.keys()) == set(kinds)
     for key, kind in kinds.items():
         stored = set(tier.meta(key))

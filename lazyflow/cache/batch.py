@@ -4,12 +4,15 @@ Design note
 -----------
 Policy. An SQLite commit costs far more than a row: ~30-50 µs against ~3 µs
 for an insert inside an open transaction (measured here), and a computed node
-writes three rows (its value, its trace record, its latest record). So the
-disk tier does not commit each write: a :class:`Batch` buffers rows by key and
+writes its value, its trace record and its latest record (one row since disk
+layout 3: the records are restated by the value's row, :meth:`Batch.attach`).
+So the disk tier does not commit each write: a :class:`Batch` buffers rows by key and
 commits everything buffered in one transaction
 
 * when a row is added and the batch's first row is ``delay`` (50 ms) old: the
-  thread that keeps writing commits on its own (no thread switch per batch);
+  thread that keeps writing commits on its own (no thread switch per batch),
+  the batch as it was; the new row opens the next one, so that the records
+  attached to it right after (:meth:`Batch.attach`) land with it;
 * on the writer thread, ``delay`` plus a little after the first row, when
   nothing was added since (a long node is running) or when :meth:`Batch.commit`
   asks (the engine does before it waits on a running node, so a crash during a
@@ -106,21 +109,41 @@ class Batch(Generic[Row]):
 
     def add(self, key: str, row: Row) -> None:
         """Buffer ``row`` under ``key``; it is committed within ``delay`` seconds."""
-        now = time.monotonic()
+        while True:
+            now = time.monotonic()
+            with self.wake:
+                pending = self.pending
+                if not pending or now - self.opened < self.delay:
+                    if not pending:
+                        self.opened = now
+                        if self.writer is None:
+                            self.writer = threading.Thread(target=self._run, daemon=True,
+                                                           name="lazyflow-disk-writer")
+                            self.writer.start()
+                        else:
+                            self.wake.notify()  # a writer waiting idle starts its clock
+                    pending[key] = row
+                    return
+            # due: the batch as it was, then ``row`` opens the next, so that what is
+            # attached to it right after (the records its entry restates) lands with it
+            self._commit()
+
+    def attach(self, key: str, owner: str, link: Callable[[Row, Row | None], Row | None]
+               ) -> bool:
+        """Buffer under ``key`` what ``link(row, previous)`` makes of the row buffered under
+        ``owner`` (and of ``key``'s own, if any), when ``owner``'s is still pending and
+        ``link`` gives something; ``False`` otherwise. ``link`` runs under the batch's
+        lock: ``owner``'s row cannot be taken for committing meanwhile."""
         with self.wake:
             pending = self.pending
-            if not pending:
-                self.opened = now
-                if self.writer is None:
-                    self.writer = threading.Thread(target=self._run, daemon=True,
-                                                   name="lazyflow-disk-writer")
-                    self.writer.start()
-                else:
-                    self.wake.notify()  # a writer waiting idle starts its clock
-            pending[key] = row
-            due = now - self.opened >= self.delay
-        if due:
-            self._commit()
+            row = pending.get(owner)
+            if row is None:
+                return False
+            linked = link(row, pending.get(key))
+            if linked is None:
+                return False
+            pending[key] = linked
+            return True
 
     def get(self, key: str) -> Row | None:
         """The row buffered under ``key`` and not yet committed, if any."""

@@ -12,6 +12,22 @@ itself. Such *inline* entries, and every record, are buffered and committed in
 batches (``batch.py``); a larger value is written to its file and committed at
 once. Reading metadata never opens a value file, which keeps lookups lazy.
 
+One row per computed node. A record that restates part of an entry buffered in
+the same batch (the node's trace and latest records: ``disk_entries.RESTATED``)
+is not encoded nor buffered as a row: the entry's row takes its key (the batch
+holds a :class:`~lazyflow.cache.disk_index.Restated` under it, for reading it
+back), and reading the key derives the record from the entry's metadata. A
+computed node thus costs one row and one JSON text, where it cost three.
+Replacing or deleting the entry first writes those records as rows of their
+own, so one key's write or delete never takes another key with it.
+
+Lookups together. ``expect`` (``Cache.expect``: a request's trace records
+after the first one missing, and the latest records of its new nodes) looks
+many keys up in one statement; the next lookup of a key it found missing is a
+miss without a statement. A key another process writes meanwhile is missed
+once: it is recomputed, never served wrong; this tier's own writes forget
+the key, and ``flush`` (which ends every run) forgets them all.
+
 Reads. This tier reads its own buffered writes at once (a key is looked up in
 the batch first, then in the index); other processes see them once committed,
 each entry whole. Every read of a value verifies its checksum, so a torn write
@@ -36,7 +52,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import diskcache
@@ -44,8 +60,15 @@ import xxhash
 
 from lazyflow.cache.base import NO_VALUE, Meta
 from lazyflow.cache.batch import Batch
-from lazyflow.cache.disk_entries import Row, load_meta
-from lazyflow.cache.disk_index import DiskIndex, Pending
+from lazyflow.cache.disk_entries import (
+    RECORD_ENCODING,
+    RESTATED,
+    Row,
+    load_meta,
+    restated,
+    restating,
+)
+from lazyflow.cache.disk_index import Buffered, DiskIndex, Pending, Restated
 from lazyflow.cache.quarantine import recovering
 from lazyflow.cache.serialize import (
     KNOWN_ENCODINGS,
@@ -93,9 +116,10 @@ class DiskTier(ForeignEntries):
         self.size_limit = int(size_limit)
         self.min_file_size = int(min_file_size)
         self._foreign: set[str] = set()  # keys met holding an encoding this lazyflow cannot read
+        self._absent: set[str] = set()  # keys ``expect`` found missing, not looked up since
         self._index = DiskIndex(self.directory, size_limit=self.size_limit,
                                 min_file_size=self.min_file_size)
-        self._batch: Batch[Pending] = Batch(self._write, release=self._index.connections.release)
+        self._batch: Batch[Buffered] = Batch(self._write, release=self._index.connections.release)
 
     @property
     def index_path(self) -> str:
@@ -157,6 +181,8 @@ class DiskTier(ForeignEntries):
             return None
         head, _, inline = row.blob.partition(b"\n")
         meta = load_meta(head)
+        if row.column is not None:  # a record the row of another key restates: no value
+            return None
         if encoding_of(meta) not in KNOWN_ENCODINGS:
             raise unknown_encoding(meta, key)
         if "checksum" not in meta:
@@ -178,13 +204,17 @@ class DiskTier(ForeignEntries):
         An entry of an encoding this lazyflow does not read, met by ``meta``,
         is left in place.
         """
+        if self._absent:
+            self._absent.discard(key)
         if self._foreign and key in self._foreign and self._holds_foreign(key):
             return None
         if self._batch.failure is not None:
             self._report_failure()
         if value is NO_VALUE:
+            if self._batch.pending and self._restate(key, meta):
+                return None
             stamped = stamp(meta, None)
-            blob = dump_meta(stamped) + b"\n"
+            row = Pending(dump_meta(stamped) + b"\n", stamped["stored"])
         else:
             encoded = encode(value)
             if _size(encoded) >= self.min_file_size:
@@ -197,9 +227,32 @@ class DiskTier(ForeignEntries):
             stamped.update(size=len(data), serializer=encoded.serializer,
                            encoding=encoding_for(encoded.serializer),
                            checksum=xxhash.xxh3_128_hexdigest(data))
-            blob = dump_meta(stamped) + b"\n" + data
-        self._batch.add(key, (blob, stamped["stored"]))
+            row = Pending(dump_meta(stamped) + b"\n" + data, stamped["stored"], stamped)
+        previous = self._batch.get(key)
+        if previous is not None:
+            self._replacing(key, previous)
+        self._batch.add(key, row)
         return None
+
+    @recovering("_cache")
+    def expect(self, keys: Sequence[str]) -> None:
+        """Look ``keys`` up together, ahead of their lookups one by one (``Cache.expect``):
+        the next lookup of each one found missing is a miss without a statement.
+
+        A key another process writes meanwhile is then missed once (recomputed, never
+        served wrong); this tier's own writes are seen (``put`` forgets the key), and
+        :meth:`flush`, which ends every run, forgets them all.
+        """
+        batch = self._batch
+        # buffered rows are read anyway; looked for before the statement (a row committed
+        # meanwhile leaves the batch only once the index holds it) and after (written since)
+        wanted = [key for key in keys if batch.get(key) is None] \
+            if batch.pending or batch.writing else list(keys)
+        found = self._index.present(wanted)
+        absent = [key for key in wanted if key not in found]
+        if batch.pending or batch.writing:
+            absent = [key for key in absent if batch.get(key) is None]
+        self._absent.update(absent)
 
     def commit(self) -> None:
         """Start committing the buffered writes now; returns at once (``Cache.commit``)."""
@@ -207,6 +260,7 @@ class DiskTier(ForeignEntries):
 
     def flush(self) -> None:
         """Commit the buffered writes and wait until they landed (``Cache.flush``)."""
+        self._absent.clear()
         self._batch.flush()
         if self._batch.failure is not None:
             self._report_failure()
@@ -262,14 +316,60 @@ class DiskTier(ForeignEntries):
         self._index.recover(broken, error)
 
     def _row(self, key: str) -> Row | None:
-        """The row under ``key``: buffered, else from either table (the newer if both)."""
+        """The row under ``key``: buffered, else from either table (the newer if both);
+        for a record another row restates, that row."""
         pending = self._batch.get(key)
         if pending is not None:
-            return Row(pending[0], None)
+            if isinstance(pending, Restated):
+                return Row(pending.row.blob, None, pending.column, pending.entry)
+            return Row(pending.blob, None)
+        absent = self._absent
+        if absent and key in absent:
+            absent.discard(key)
+            return None
         return self._index.row(key)
 
+    def _restate(self, key: str, record: Meta) -> bool:
+        """Have the buffered row of the entry ``record`` names hold ``key``, when that
+        entry's metadata restates ``record`` (``disk_entries.RESTATED``): one row, no
+        JSON of its own. ``False`` when it is not buffered or does not restate it."""
+        entry = record.get("key")
+        if not isinstance(entry, str) or encoding_for(None) != RECORD_ENCODING:
+            return False
+
+        def link(row: Buffered, previous: Buffered | None) -> Restated | None:
+            if not isinstance(row, Pending) or row.meta is None:
+                return None
+            column = restating(record, entry, row.meta)
+            if column is None or getattr(row, column) not in (None, key):
+                return None  # that row restates another key's record of this shape
+            if isinstance(previous, Restated) and getattr(previous.row, previous.column) == key:
+                setattr(previous.row, previous.column, None)  # ``key`` named another entry
+            setattr(row, column, key)
+            return Restated(entry, row, column)
+
+        return self._batch.attach(key, entry, link)
+
+    def _replacing(self, key: str, previous: Buffered) -> None:
+        """Before ``key``'s buffered row is replaced: a record it was restated by becomes
+        its own row's; the records a replaced entry restated become rows of their own."""
+        if isinstance(previous, Restated):
+            if getattr(previous.row, previous.column) == key:
+                setattr(previous.row, previous.column, None)
+            return
+        if previous.meta is None:
+            return
+        for column in RESTATED:
+            held = getattr(previous, column)
+            if held is None:
+                continue
+            setattr(previous, column, None)
+            record = restated(column, key, previous.meta)
+            if record is not None:
+                self._batch.add(held, Pending(dump_meta(record) + b"\n", previous.stored))
+
     @recovering("_cache")
-    def _write(self, rows: dict[str, Pending]) -> None:
+    def _write(self, rows: dict[str, Buffered]) -> None:
         """Commit a batch of rows in one transaction (``Batch`` calls it)."""
         self._index.write(rows)
 
@@ -320,6 +420,7 @@ class DiskTier(ForeignEntries):
         return False
 
     def _parse(self, key: str, row: Row) -> tuple[Meta | None, bytes]:
+        """A row's metadata and inline value; for a record it restates, that record."""
         head, _, inline = row.blob.partition(b"\n")
         try:
             meta = load_meta(head)
@@ -328,6 +429,8 @@ class DiskTier(ForeignEntries):
                           f"({e}); it will be recomputed", CacheWarning)
             self.delete(key)
             return None, b""
+        if row.column is not None:
+            return restated(row.column, row.entry, meta), b""
         return meta, inline
 
 

@@ -16,6 +16,16 @@ points at it is committed (``disk_index.py``): an interrupted write leaves an
 orphan file, never an entry. Its blocks are reserved before the write
 (:func:`_preallocate`).
 
+Restated records. A computed node's trace record (``key``, ``digest``,
+``node``) and latest record (``digest``, ``key``, ``params``,
+``input_digests``, ``fingerprint``) say nothing its entry's metadata does not
+say already. So the disk tier stores such a record as its key in a column of
+the entry's row (``trace``, ``latest``: :data:`RESTATED`) rather than as a
+row of its own, and reading it derives it from the entry's metadata
+(:func:`restated`), stamped as the record was. A record with any other field
+(a trace record's ``expires``), or whose entry is not in the same batch, is a
+row of its own as before.
+
 Rejected: diskcache's own pickled store (it writes large values in hundreds
 of thousands of small pieces, ~0.25 GB/s here), and diskcache's default file
 names (two random folder levels, removed when empty: a mkdir and two rmdirs
@@ -38,7 +48,8 @@ import diskcache
 from lazyflow.cache.base import Meta
 from lazyflow.cache.serialize import CorruptEntryError, Encoded, dump_meta, write_encoded
 
-__all__ = ["BINARY", "Entry", "EntryDisk", "Row", "load_meta"]
+__all__ = ["BINARY", "RECORD_ENCODING", "RESTATED", "Entry", "EntryDisk", "Row", "load_meta", "restated",
+           "restating"]
 
 BINARY = diskcache.core.MODE_BINARY
 """diskcache's mode of the rows it stores for :class:`EntryDisk` (blob in ``value``)."""
@@ -81,10 +92,16 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A stored row: the blob, and the value file's path if any."""
+    """A stored row: the blob, and the value file's path if any.
+
+    ``column`` names the :data:`RESTATED` column the key was found in (the row is
+    then the entry ``entry``'s, and the key's record is derived from it), else ``None``.
+    """
 
     blob: bytes
     path: str | None
+    column: str | None = None
+    entry: str = ""
 
 
 class EntryDisk(diskcache.Disk):  # type: ignore[misc]
@@ -143,3 +160,59 @@ def load_meta(head: bytes) -> Meta:
     if not isinstance(meta, dict):
         raise CorruptEntryError("metadata is not a JSON object")
     return meta
+
+
+RESTATED: dict[str, tuple[str, ...]] = {
+    "trace": ("key", "digest", "node"),
+    "latest": ("digest", "key", "params", "input_digests", "fingerprint"),
+}
+"""The record shapes an entry's metadata restates (design note): column -> the record's
+fields, in the order the engine writes them (``records.TraceRecord``, ``LatestRecord``)."""
+# by the number of a record's fields, which tells the shapes apart (3 and 5): column, and
+# its fields but "key"
+_SHAPES = {len(fields): (column, tuple(f for f in fields if f != "key"))
+           for column, fields in RESTATED.items()}
+_NOT_IN_RECORD, _NOT_IN_META = object(), object()
+RECORD_ENCODING = 1
+"""The encoding a restated record is stamped with (``serialize.encoding_for(None)``: every
+lazyflow reads records); were records stamped otherwise, they would be rows of their own."""
+
+
+def restating(record: Meta, key: str, meta: Meta) -> str | None:
+    """The column under which the entry ``key`` with stamped metadata ``meta`` restates
+    ``record`` (a record's metadata as the hierarchy passes it, unstamped); else ``None``.
+
+    >>> meta = {"digest": "d", "node": "n", "stored": 1.0}
+    >>> restating({"key": "k", "digest": "d", "node": "n"}, "k", meta)
+    'trace'
+    >>> restating({"key": "k", "digest": "d", "node": "n", "expires": 2.0}, "k", meta)
+    """
+    shape = _SHAPES.get(len(record))
+    if shape is None or record.get("key") != key:
+        return None
+    column, fields = shape
+    for field in fields:  # as many fields, each of them: the record has exactly these
+        if record.get(field, _NOT_IN_RECORD) != meta.get(field, _NOT_IN_META):
+            return None
+    return column
+
+
+def restated(column: str, key: str, meta: Meta) -> Meta | None:
+    """The record the entry ``key`` (stamped metadata ``meta``) restates in ``column``,
+    stamped as the tier stamps a record; ``None`` when ``meta`` lacks a field of it.
+
+    >>> restated("trace", "k", {"digest": "d", "node": "n", "stored": 1.0, "lazyflow": "0.1"})
+    {'key': 'k', 'digest': 'd', 'node': 'n', 'created': 1.0, 'stored': 1.0, 'lazyflow': '0.1', 'encoding': 1}
+    """
+    record: dict[str, Any] = {}
+    for field in RESTATED[column]:
+        if field == "key":
+            record["key"] = key
+        elif field in meta:
+            record[field] = meta[field]
+        else:
+            return None
+    stored = meta.get("stored")
+    record.update(created=stored, stored=stored, lazyflow=meta.get("lazyflow"),
+                  encoding=RECORD_ENCODING)
+    return record

@@ -6,13 +6,21 @@ Design note
 Tables. Every key is one row of the index (``cache.db``, shared with
 diskcache). Inline entries (values under ``min_file_size``), and every
 record, are rows of lazyflow's own table ``LazyflowEntries`` (key, stored,
-blob), committed in batches (:meth:`DiskIndex.write`). A value in a file
-(``disk_entries.py``) goes through diskcache as one row of its ``Cache`` table
-naming the file. Reading metadata is one SELECT over both tables.
+blob, trace, latest), committed in batches (:meth:`DiskIndex.write`). A value
+in a file (``disk_entries.py``) goes through diskcache as one row of its
+``Cache`` table naming the file. Reading metadata is one SELECT over both
+tables. A record an entry's row restates (its trace and latest records,
+``disk_entries.py``) is the row's ``trace`` or ``latest`` column, each with a
+partial index: a lookup finds it in the same SELECT, the last committed row
+naming it winning (disk layout 3; a layout-2 table gets the columns when it
+opens, its rows unchanged). Deleting or moving an entry's row writes the
+records it restated as rows of their own first (``_drop_row``); a row
+replaced in a batch keeps the keys it restated unless the new one restates
+others (``_INSERT``).
 
-Why a table of our own: a computed node writes three rows (value, trace record,
-latest record), and a 1,000-node chain spent 86% of its first run in those
-writes, one diskcache commit each (~350 µs per node). Inside one transaction a
+Why a table of our own: a computed node wrote three rows (value, trace record,
+latest record; one since layout 3), and a 1,000-node chain spent 86% of its
+first run in those writes, one diskcache commit each (~350 µs per node). Inside one transaction a
 ``diskcache.Cache.set`` still costs ~30 µs here (18 µs with culling off) and an
 insert into diskcache's table 7-11 µs (its triggers and three indexes), against
 ~3 µs for a batch insert into a table of three columns. A row keeps the layout
@@ -53,7 +61,16 @@ warns once. The value files the old index pointed at are orphans then: never
 served (no row names them) and removed by :meth:`DiskIndex.clear`, as are
 those of interrupted writes.
 
-Rejected: a sidecar metadata entry per key (two rows that eviction could
+Lookups together (:meth:`DiskIndex.present`): one statement per 500 keys
+probes every index for each key, ~1 µs a key against ~4 µs (~10 µs during a
+run) for a lookup of its own. ``IN (...)`` lists cost ~3x as much (each builds
+an ephemeral table).
+
+Rejected: for restated records, a table of names pointing at rows (an insert
+per name again, and a join per lookup); keeping at most one row per record key
+by clearing older rows' columns on every write (an UPDATE per record, where a
+lookup's ``ORDER BY rowid DESC LIMIT 1`` costs nothing). Also rejected: a
+sidecar metadata entry per key (two rows that eviction could
 separate), inserting our rows into diskcache's ``Cache`` table ourselves (2-3x
 the cost of our own table, and its bookkeeping is diskcache's to change), and
 a table keyed by the key itself (``WITHOUT ROWID``: every insert at a random
@@ -68,17 +85,31 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import diskcache
 
 from lazyflow.cache.base import Meta
-from lazyflow.cache.disk_entries import BINARY, Entry, EntryDisk, Row
+from lazyflow.cache.disk_entries import (
+    BINARY,
+    RESTATED,
+    Entry,
+    EntryDisk,
+    Row,
+    load_meta,
+    restated,
+)
 from lazyflow.cache.quarantine import is_damage, is_damaged, set_aside
-from lazyflow.cache.serialize import Encoded, stamp
+from lazyflow.cache.serialize import Encoded, dump_meta, stamp
 from lazyflow.errors import CacheWarning, warn
 
-__all__ = ["TABLE", "DiskIndex", "Pending"]
+__all__ = ["LAYOUT", "TABLE", "Buffered", "DiskIndex", "Pending", "Restated"]
+
+LAYOUT = 3
+"""The disk layout this index writes (``docs/cache-format.md``: 1, every row in diskcache's
+table; 2, lazyflow's own table; 3, its ``trace`` and ``latest`` columns). Told by the
+tables and columns an index has, so not stored; each layout reads the ones before it."""
 
 TABLE = "LazyflowEntries"
 """lazyflow's own table in the index: inline entries and records (``docs/cache-format.md``)."""
@@ -87,22 +118,58 @@ TABLE = "LazyflowEntries"
 # random inserts (a table keyed by the random key itself moved whole rows around: 5-6 µs
 # per insert against 2.5 µs here).
 _SCHEMA = (f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT NOT NULL UNIQUE, "
-           "stored REAL NOT NULL, blob BLOB NOT NULL)",)
+           "stored REAL NOT NULL, blob BLOB NOT NULL, trace TEXT, latest TEXT)",)
+# The restated records' columns (disk layout 3), added to a layout-2 table when it opens;
+# partial indexes: only the rows that restate a record pay for them.
+_COLUMNS = tuple(RESTATED)
+_COLUMN_INDEXES = tuple(f"CREATE INDEX IF NOT EXISTS {TABLE}_{column} ON {TABLE} ({column}) "
+                 f"WHERE {column} IS NOT NULL" for column in _COLUMNS)
 # diskcache's columns this index reads (checked when it opens)
 _CACHE_COLUMNS = frozenset({"rowid", "key", "raw", "store_time", "mode", "filename", "value"})
-# One statement looks a key up in both tables: ours, and diskcache's (values in files,
-# and every entry of the older layout); ``stored`` decides if both hold it.
-_FIND = (f"SELECT blob, NULL, stored FROM {TABLE} WHERE key = ?1 UNION ALL "
-         "SELECT value, filename, store_time FROM Cache "
+# One statement looks a key up in our table (as a row's key, then as a record a row
+# restates: the last committed row for it) and in diskcache's (values in files, and every
+# entry of the older layout); ``stored`` decides if several hold it.
+_FIND = (f"SELECT blob, NULL, stored, NULL, NULL FROM {TABLE} WHERE key = ?1"
+         + "".join(f" UNION ALL SELECT * FROM (SELECT blob, NULL, stored, '{column}', key "
+                   f"FROM {TABLE} WHERE {column} = ?1 ORDER BY rowid DESC LIMIT 1)"
+                   for column in _COLUMNS)
+         + " UNION ALL SELECT value, filename, store_time, NULL, NULL FROM Cache "
          f"WHERE key = ?1 AND raw = 1 AND mode = {BINARY}")
-_INSERT = f"INSERT OR REPLACE INTO {TABLE} (key, stored, blob) VALUES (?, ?, ?)"
+# A replaced row keeps the records it restated unless the new one restates others
+# (``coalesce`` looks the old row up only then).
+_INSERT = (f"INSERT OR REPLACE INTO {TABLE} (key, stored, blob, trace, latest) VALUES "
+           f"(?1, ?2, ?3, coalesce(?4, (SELECT trace FROM {TABLE} WHERE key = ?1)), "
+           f"coalesce(?5, (SELECT latest FROM {TABLE} WHERE key = ?1)))")
 _CHUNK = 500  # keys per "IN (...)": well under SQLite's limit on bound variables
 _EVICT = 64  # rows of ours evicted per step (they are small: under min_file_size)
 _EVICT_STEPS = 1000  # steps per cull at most: an index that never shrinks cannot loop
 _TIMEOUT = 60.0  # seconds to wait for another writer's lock, as diskcache does
 
-Pending = tuple[bytes, float]
-"""A buffered row: its blob and when it was stored."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A buffered row: its blob, when it was stored, the stamped metadata of an entry
+    (``None`` for a record), and the keys of the records it restates (``RESTATED``)."""
+
+    blob: bytes
+    stored: float
+    meta: Meta | None = None
+    trace: str | None = None
+    latest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Restated:
+    """A buffered record that the buffered row of ``entry`` restates in ``column``."""
+
+    entry: str
+    row: Pending
+    column: str
+
+
+Buffered = Pending | Restated
+"""What a batch holds under a key."""
 
 
 class _Connections:
@@ -173,7 +240,7 @@ class DiskIndex:
 
     >>> import tempfile
     >>> index = DiskIndex(tempfile.mkdtemp(), size_limit=10**9, min_file_size=2**16)
-    >>> index.write({"k": (b'{"digest": "d"}\\n', 1.0)})
+    >>> index.write({"k": Pending(b'{"digest": "d"}\\n', 1.0)})
     >>> index.row("k").blob, index.keys()
     (b'{"digest": "d"}\\n', ['k'])
     """
@@ -199,18 +266,34 @@ class DiskIndex:
         return os.path.join(self.directory, diskcache.core.DBNAME)
 
     def row(self, key: str) -> Row | None:
-        """The committed row under ``key``, from either table (the newer if both)."""
+        """The committed row under ``key``, from either table, or the row restating the
+        record ``key`` (the newer if several)."""
         rows = self.connections.get().execute(_FIND, (key,)).fetchall()
         if not rows:
             return None
-        blob, filename, _ = rows[0] if len(rows) == 1 else max(rows, key=lambda r: r[2] or 0.0)
+        blob, filename, _, column, entry = rows[0] if len(rows) == 1 \
+            else max(rows, key=lambda r: r[2] or 0.0)
         return Row(bytes(blob), None if filename is None
-                   else os.path.join(self.directory, filename))
+                   else os.path.join(self.directory, filename), column, entry or "")
+
+    def present(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` committed in either table, those of records rows restate
+        included: one statement per :data:`_CHUNK` keys (~1 µs a key, against ~4 µs for
+        a lookup of its own)."""
+        con = self.connections.get()
+        found: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            found.update(key for (key,) in con.execute(_present(len(chunk)), chunk))
+        return found
 
     def keys(self) -> list[str]:
-        """The keys committed in either table."""
+        """The keys committed in either table, those of the records rows restate included."""
+        restating = "".join(f" UNION SELECT {column} FROM {TABLE} WHERE {column} IS NOT NULL"
+                            for column in _COLUMNS)
         rows = self.connections.get().execute(
-            f"SELECT key FROM {TABLE} UNION SELECT key FROM Cache WHERE raw = 1").fetchall()
+            f"SELECT key FROM {TABLE}{restating} UNION SELECT key FROM Cache WHERE raw = 1"
+        ).fetchall()
         return [key for (key,) in rows if isinstance(key, str)]
 
     def volume(self) -> int:
@@ -219,15 +302,18 @@ class DiskIndex:
 
     # ----------------------------------------------------------------- writes
 
-    def write(self, rows: dict[str, Pending]) -> None:
-        """Commit rows to lazyflow's table in one transaction, then evict to fit the limit."""
+    def write(self, rows: dict[str, Buffered]) -> None:
+        """Commit rows to lazyflow's table in one transaction, then evict to fit the limit.
+
+        A :class:`Restated` record is no row: the row it names holds its key."""
         con = self.connections.get()
         with _transaction(con):
             replaced = _rows_in_cache(con, list(rows))  # a key's row moves to our table
             if replaced:
                 con.executemany("DELETE FROM Cache WHERE rowid = ?",
                                 [(rowid,) for rowid, _ in replaced])
-            con.executemany(_INSERT, [(key, stored, blob) for key, (blob, stored) in rows.items()])
+            con.executemany(_INSERT, [(key, row.stored, row.blob, row.trace, row.latest)
+                                      for key, row in rows.items() if type(row) is Pending])
         _remove_files(self.directory, (filename for _, filename in replaced))
         self._cull(con)
 
@@ -235,13 +321,19 @@ class DiskIndex:
         """Write a large value to its file and commit its row in diskcache's table."""
         con = self.connections.get()
         if con.execute(f"SELECT 1 FROM {TABLE} WHERE key = ?", (key,)).fetchone():
-            con.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
+            with _transaction(con):
+                _drop_row(con, key)
         self._cull(con, room=encoded.nbytes)
         self.cache.set(key, Entry(stamp(meta, encoded, checksum=False), encoded), retry=True)
 
     def delete(self, key: str) -> None:
-        """Remove the committed row under ``key`` from either table, and its file."""
-        self.connections.get().execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
+        """Remove the committed row under ``key`` from either table, and its file; as a
+        record a row restates, only that record (the entry stays)."""
+        con = self.connections.get()
+        with _transaction(con):
+            _drop_row(con, key)
+            for column in _COLUMNS:
+                con.execute(f"UPDATE {TABLE} SET {column} = NULL WHERE {column} = ?", (key,))
         self.cache.delete(key, retry=True)
 
     def forget_if_unchanged(self, key: str, row: Row) -> None:
@@ -296,6 +388,7 @@ class DiskIndex:
                     "install diskcache 5.x or use another cache directory")
             for statement in _SCHEMA:
                 con.execute(statement)
+            _add_columns(con)
 
     def forked(self) -> None:
         """In a forked child: new connections and locks (see ``_forget_connections``)."""
@@ -360,6 +453,50 @@ def _transaction(con: sqlite3.Connection) -> Iterator[None]:
             con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def _present(count: int) -> str:
+    """The statement of :meth:`DiskIndex.present` for ``count`` keys: a probe of each
+    index per key (``IN`` lists cost ~3x as much: an ephemeral table each)."""
+    return (f"SELECT w.column1 FROM (VALUES {','.join(['(?)'] * count)}) AS w WHERE "
+            + " OR ".join(f"EXISTS (SELECT 1 FROM {TABLE} WHERE {column} = w.column1)"
+                          for column in ("key", *_COLUMNS))
+            + " OR EXISTS (SELECT 1 FROM Cache WHERE key = w.column1 AND raw = 1)")
+
+
+def _add_columns(con: sqlite3.Connection) -> None:
+    """Give a table of disk layout 2 the columns of layout 3, and their indexes."""
+    present = {row[1] for row in con.execute(f"PRAGMA table_info({TABLE})")}
+    for column in _COLUMNS:
+        if column not in present:
+            try:
+                con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as e:  # another process added it meanwhile
+                if "duplicate column" not in str(e):
+                    raise
+    for statement in _COLUMN_INDEXES:
+        con.execute(statement)
+
+
+def _drop_row(con: sqlite3.Connection, key: str) -> None:
+    """Delete our row under ``key`` (in a transaction); the records it restated become
+    rows of their own, so deleting one key leaves the others."""
+    found = con.execute(f"SELECT stored, blob, trace, latest FROM {TABLE} WHERE key = ?",
+                        (key,)).fetchone()
+    if found is None:
+        return
+    stored, blob, *records = found
+    con.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))
+    if not any(records):
+        return
+    try:
+        meta = load_meta(bytes(blob).partition(b"\n")[0])
+    except ValueError:  # unreadable: its records would be as wrong as it
+        return
+    for column, record in zip(_COLUMNS, records, strict=True):
+        kept = None if record is None else restated(column, key, meta)
+        if kept is not None:
+            con.execute(_INSERT, (record, stored, dump_meta(kept) + b"\n", None, None))
 
 
 def _rows_in_cache(con: sqlite3.Connection, keys: list[str]) -> list[tuple[int, str | None]]:

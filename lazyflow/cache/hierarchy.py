@@ -46,7 +46,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.cache.config as config
@@ -224,6 +224,22 @@ class Cache:
                     self._put_quietly(upper, key, NO_VALUE, meta)
                 return meta
         return None
+
+    def expect(self, keys: Iterable[str]) -> None:
+        """Say that ``keys`` are about to be looked up one by one (a request's trace and
+        latest records): a tier that can (the disk's ``expect``) looks them up together
+        now, so that each one it found missing is a miss without a statement of its own.
+        ``keys`` is not even iterated when no tier can (a memory-only cache)."""
+        listed: list[str] | None = None
+        for tier in self.tiers:
+            expect = getattr(tier, "expect", None)
+            if expect is not None:
+                if listed is None:
+                    listed = list(keys)
+                try:
+                    expect(listed)
+                except Exception as e:  # the lookups one by one will tell
+                    _warn_unreadable(tier, e)
 
     # ----------------------------------------------------------------- management
 

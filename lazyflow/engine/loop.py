@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
+import lazyflow.keys as keys
 from lazyflow.engine.cancel import CancelToken
 from lazyflow.engine.checks import settle_hit
 from lazyflow.engine.events import GLOBAL, NodeFinished, RunFinished, RunStarted, Subscriber
@@ -97,6 +98,8 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     stale: dict[str, str] | None = {} if has_max_age(plan) else None
     cold: set[str] = set()
     hits, needed, maybe = resolve(plan, prepared, cache, stale=stale, cold=cold)
+    if cold:  # their latest records are read as they start (why.py): ask for them at once
+        cache.expect(keys.latest_key(flow.name, n) for n in needed if n in cold)
     touched = hits.keys() | set(needed) | maybe
     records = {n: NodeRecord(n) for n in plan.order if n in touched}
     executor, owned = resolve_executor(options.executor, options.max_workers)

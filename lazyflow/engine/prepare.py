@@ -190,6 +190,7 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
     behind_lazy: list[str] = []
     stack = list(plan.targets if roots is None else roots)
     eager_of = eager_edges(plan)
+    expected = roots is not None  # a lazy input's branch (schedule.need): one by one
     while stack:
         name = stack.pop()
         if name in seen:
@@ -198,6 +199,10 @@ def resolve(plan: Plan, prepared: Mapping[str, Prepared], cache: Cache,
         trace = prepared[name].trace
         if trace is not None:
             record = find_trace(cache, prepared[name])
+            if record is None and not expected:  # the walk goes on: ask for the rest together
+                expected = True
+                cache.expect(content_key(p) if p.direct else p.trace
+                             for n, p in prepared.items() if p.trace is not None and n not in seen)
             if record is not None:
                 found = cache.lookup(record["key"])
                 why_stale = None if found is None or stale is None else expired(
