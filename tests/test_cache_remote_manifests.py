@@ -40,7 +40,7 @@ def _manifests(url: str, options: dict[str, object]) -> dict[str, dict]:
 
 def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(remote):
     url, options = remote
-    run = ran(_flow(url, options), "total", n=2000)  # raw's 2,000 ints: a content object
+    run = ran(_flow(url, options), "total", n=5000)  # raw's 5,000 ints (10 KB flat): a content object
     ((name, manifest),) = _manifests(url, options).items()
     wrote = {key: cas for key, cas, _ in manifest["wrote"]}
     stored = objects(url, options)
@@ -55,7 +55,7 @@ def test_a_run_that_computed_writes_one_manifest_naming_every_object_it_wrote(re
 
 def test_the_ledger_counts_the_entries_and_bytes_the_run_created(remote):
     url, options = remote
-    ran(_flow(url, options), "total", n=2000)
+    ran(_flow(url, options), "total", n=5000)
     ((_, manifest),) = _manifests(url, options).items()
     tier = RemoteTier(url, options, background=False)
     listed = [item for item in tier.store.listing() if "/runs/" not in item.path]
@@ -68,9 +68,9 @@ DAY = 86400
 
 def test_a_colleagues_hit_on_an_old_entry_is_named_as_read_in_its_runs_manifest(remote):
     url, options = remote
-    ran(_flow(url, options), "total", n=2000)
+    ran(_flow(url, options), "total", n=5000)
     age(url, 2 * DAY, under=("ac/", "cas/", "runs/"))  # older than the refresh interval
-    colleague = ran(_flow(url, options), "total", n=2000)  # a fresh cache: nothing in memory
+    colleague = ran(_flow(url, options), "total", n=5000)  # a fresh cache: nothing in memory
     assert colleague.nodes["total"].tier == "remote"
     (manifest,) = [m for m in _manifests(url, options).values() if m["run"] == colleague.id]
     assert colleague.nodes["total"].key in {key for key, _, _ in manifest["read"]}
@@ -106,7 +106,7 @@ def test_a_manifest_names_the_content_a_record_carries(remote):
     def doubled(raw):  # 2,000 ints: a content object its trace record's copy names
         return [2 * x for x in raw]
 
-    ran(flow, "doubled", n=2000)
+    ran(flow, "doubled", n=5000)
     tier = RemoteTier(url, options, background=False)
     carried = {}
     for name in objects(url, options):
@@ -181,15 +181,15 @@ def test_a_manifest_that_cannot_be_written_warns_at_the_flush_and_fails_no_run(r
 def test_run_remote_counts_the_requests_the_server_answered(s3_url, s3_options, s3_requests):
     flow = _flow(s3_url, s3_options)
     with s3_requests.recorded(s3_url) as recorded:
-        run = ran(flow, "total", n=2000)  # its manifest's PUT included, though written later
+        run = ran(flow, "total", n=5000)  # its manifest's PUT included, though written later
     assert {m: c["requests"] for m, c in run.remote.items()} == kinds(recorded)
 
 
 def test_run_remote_counts_the_bytes_moved(remote):
     url, options = remote
-    ran(_flow(url, options), "total", n=2000)
+    ran(_flow(url, options), "total", n=5000)
     age(url, 2 * DAY, under=("ac/", "cas/", "runs/"))
-    run = ran(_flow(url, options), "total", n=2000)  # a colleague's hit: one GET, one PUT
+    run = ran(_flow(url, options), "total", n=5000)  # a colleague's hit: one GET, one PUT
     ((name, manifest),) = [(n, m) for n, m in _manifests(url, options).items()
                            if m["run"] == run.id]
     sizes = {i.path.rsplit("/", 1)[1]: i.size

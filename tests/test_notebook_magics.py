@@ -244,6 +244,7 @@ def team(nb, tmp_path):
     nb.user_ns["team"] = lf.Flow("team", cache=lf.Cache(disk=None, remote=f"file://{remote}"))
     nb.user_ns["base"] = 2
     cell(nb, A, "--flow team")
+    nb.user_ns["team"].cache.flush()  # the run's manifest, written in the background, lands
     assert any(p.is_file() for p in remote.rglob("*"))
     return remote
 

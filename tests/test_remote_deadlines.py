@@ -254,7 +254,7 @@ def _cut_off_put(url: str, stalls: str, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(StalledMemoryFileSystem, "stalls", stalls)
     tier = RemoteTier(url, {"lazyflow_timeout": DEADLINE}, background=False)
     with pytest.warns(lf.CacheWarning), pytest.raises(TierOfflineError):
-        tier.put(KEY, list(range(2000)), {"digest": "d"})  # > 4 KiB: a content object
+        tier.put(KEY, list(range(5000)), {"digest": "d"})  # 10 KB flat, > 4 KiB: a content object
     StalledMemoryFileSystem.release.set()
     assert StalledMemoryFileSystem.landed.wait(timeout=60)
 
@@ -270,7 +270,7 @@ def test_a_metadata_upload_that_lands_after_its_deadline_reads_back_right(stalle
                                                                            monkeypatch):
     _cut_off_put(stalled_url, "metadata", monkeypatch)
     reader = RemoteTier(stalled_url, background=False)
-    assert reader.get(KEY) == list(range(2000))
+    assert reader.get(KEY) == list(range(5000))
 
 
 # --------------------------------------------------------------------------- configuration
