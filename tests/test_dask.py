@@ -256,23 +256,27 @@ def test_a_worker_that_cannot_write_the_shared_tier_sends_its_value_back(dask_cl
 
 
 class GraphCount:
-    """A scheduler plugin counting the graphs the scheduler receives."""
+    """A scheduler plugin counting the graphs the scheduler receives, the nodes' tasks in
+    them (not the collectors that bring their outcomes back together) and the keys the
+    client wants of them."""
 
     name = "lazyflow-test-graph-count"
 
     def __init__(self) -> None:
         self.graphs = 0
         self.tasks = 0
+        self.wanted = 0
 
-    def update_graph(self, scheduler, *, tasks=(), **kwargs) -> None:
+    def update_graph(self, scheduler, *, tasks=(), keys=(), **kwargs) -> None:
         self.graphs += 1
-        self.tasks += len(tasks)
+        self.tasks += sum(not str(t).startswith("lazyflow-collect-") for t in tasks)
+        self.wanted += len(keys)
 
 
 @pytest.fixture
 def graphs_received(dask_client):
-    """How many graphs (``count("tasks")``: tasks) the cluster's scheduler has received
-    since the test began."""
+    """How many graphs (``count("tasks")``: nodes' tasks, ``count("wanted")``: keys the
+    client wants) the cluster's scheduler has received since the test began."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     plugin = type("Counting", (GraphCount, SchedulerPlugin), {})()
