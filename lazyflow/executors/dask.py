@@ -72,15 +72,17 @@ be pickled, results are hashed on the client instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
+import pickle
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import CancelledError as FutureCancelled
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
 from typing import Any
 
@@ -103,7 +105,10 @@ one at a time, and each gather costs the scheduler's event loop (in the client's
 with a LocalCluster) a round of messages: fetching them every 50 ms took the client
 process's CPU on a 500-node chain from 1.7 s to 1.1-1.3 s (dask.delayed: 0.7 s)."""
 _BATCH = 64  # tasks held before a graph is sent without waiting for the engine's flush
-_COLLECT = 16  # tasks whose outcomes come back together, as one collector's result
+_COLLECT = 64  # tasks whose outcomes come back together, as one collector's result
+_SWEEP = 1.0
+"""Seconds a batch's collector may wait on the rest of its batch before the tasks of it
+that finished are fetched one by one (a batch of long tasks reports each as it ends)."""
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
 
@@ -164,6 +169,8 @@ class DaskExecutor:
         self._prefix = uuid.uuid4().hex
         self._count = itertools.count()
         self._fetched = 0.0  # when results were last fetched (time.monotonic)
+        self._sweeper: threading.Timer | None = None
+        self._closed = False
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Send ``task`` to the cluster; the returned future resolves to its outcome."""
@@ -212,7 +219,7 @@ class DaskExecutor:
             held, self._held = self._held, []
         if not held:
             return
-        graph = {key: _dask_task(key, _Shipped(task, _picks(refs)), _arguments(refs))
+        graph = {key: _dask_task(key, _Shipped(task, _takes(refs)), _arguments(refs))
                  for key, task, refs, _ in held}
         batches = [_Batch([(key, future) for key, _, _, future in held[i:i + _COLLECT]])
                    for i in range(0, len(held), _COLLECT)]
@@ -256,6 +263,9 @@ class DaskExecutor:
         with self._lock:
             remaining, self._pending = list(self._pending), {}
             self._held, self._held_keys = [], {}
+            self._closed, sweeper = True, self._sweeper
+        if sweeper is not None:
+            sweeper.cancel()
         single = [b.remote for b in remaining if not b.graph and b.remote is not None]
         for batch in remaining:
             if batch.graph:  # dropped, not cancelled: Dask cancels only wanted tasks
@@ -296,6 +306,8 @@ class DaskExecutor:
         with self._lock:
             self._pending[batch] = None
         remote.add_done_callback(functools.partial(self._landed, batch))
+        if not batch.single:
+            self._arm()
 
     def _landed(self, batch: _Batch, done: Any) -> None:
         """A batch's collector finished on the cluster (on Dask's callback thread)."""
@@ -327,7 +339,7 @@ class DaskExecutor:
                 self._unpack(batch)
             return
         for batch, result in zip(ready, results, strict=True):
-            batch.settle((result,) if batch.single else cloudpickle.loads(result))
+            batch.settle(batch.outcomes(result))
 
     def _unpack(self, batch: _Batch) -> None:
         """Resolve the tasks of a batch whose collector did not give their outcomes: the
@@ -340,7 +352,7 @@ class DaskExecutor:
         try:
             if remote.status == "finished":
                 result = remote.result()
-                batch.settle((result,) if batch.single else cloudpickle.loads(result))
+                batch.settle(batch.outcomes(result))
                 return
             error: BaseException = remote.exception() if remote.status == "error" \
                 else FutureCancelled("cancelled on the Dask cluster")
@@ -360,28 +372,61 @@ class DaskExecutor:
         """Fetch the outcomes the scheduler holds for the unresolved tasks of ``batches``,
         fail the others with ``error`` and drop the batches; return the workers running
         tasks of them, by key."""
+        running = self._claim(batches, erred=True)
+        for batch in batches:
+            for _, future in batch.members:
+                _resolve(future, error=error)
+            batch.drop()
+        return running
+
+    def _claim(self, batches: list[_Batch], *, erred: bool) -> dict[str, str]:
+        """Resolve each unresolved task of ``batches`` that finished on the cluster (and,
+        if ``erred``, that failed there) with its outcome, fetched on its own; return the
+        workers running others, by key."""
         from distributed import Future as DaskFuture
 
         waiting = [(key, future) for batch in batches for key, future in batch.members
                    if not future.done()]
+        if not waiting:
+            return {}
         # the client's futures exist before the scheduler reports on them (it reports once)
         claims = {key: DaskFuture(key, self.client) for key, _ in waiting}
-        held, running = self.client.run_on_scheduler(_claim, keys=list(claims),
-                                                      client=self.client.id)
+        held, running = self.client.run_on_scheduler(_claimed, keys=list(claims),
+                                                     client=self.client.id, erred=erred)
         fetched = self.client.gather([claims[k] for k in held], errors="skip") if held else []
         values = iter(fetched)
         for key, future in waiting:
             claim = claims[key]
-            if key not in held:
-                future.set_exception(error)
-            elif claim.status == "finished":
-                future.set_result(next(values))
-            else:  # failed on its own on the cluster (its worker died too often, say)
-                future.set_exception(claim.exception())
+            if key in held and claim.status == "finished":
+                _resolve(future, _unpacked(next(values)))
+            elif key in held:  # failed on its own on the cluster (its worker died too often)
+                _resolve(future, error=claim.exception())
             claim.release()
-        for batch in batches:
-            batch.drop()
-        return running
+        return dict(running)
+
+    def _arm(self) -> None:
+        """Have :meth:`_sweep` run in ``_SWEEP`` seconds, unless it is due already."""
+        with self._lock:
+            if self._sweeper is not None or self._closed:
+                return
+            sweeper = self._sweeper = threading.Timer(_SWEEP, self._sweep)
+        sweeper.daemon = True
+        sweeper.start()
+
+    def _sweep(self) -> None:
+        """Fetch the finished tasks of batches whose collector has waited on others for
+        ``_SWEEP`` seconds: a batch of long tasks reports each one as it finishes, give
+        or take that (on a timer thread)."""
+        with self._lock:
+            self._sweeper = None
+            due = time.monotonic() - _SWEEP
+            batches = [b for b in self._pending if not b.single and b.remote is not None]
+        late = [b for b in batches if b.sent <= due]
+        if late:  # if this fails (the client is closing, say), their collectors bring them
+            with contextlib.suppress(Exception):
+                self._claim(late, erred=False)
+        if batches:
+            self._arm()
 
     def _abandon_single(self, batch: _Batch) -> bool:
         """Stop a task sent on its own (``submit``)."""
@@ -473,29 +518,36 @@ class _Batch:
     the task's own when it is alone (``single``). ``graph``: sent by ``flush``, so tasks
     of later graphs may follow its tasks."""
 
-    __slots__ = ("graph", "members", "remote")
+    __slots__ = ("graph", "members", "remote", "sent")
 
     def __init__(self, members: list[tuple[str, _Remote]], graph: bool = True) -> None:
         self.members = members  # (Dask key, future), in the collector's order
         self.graph = graph
         self.remote: Any = None  # the collector's (or single task's) Dask future until fetched
+        self.sent = time.monotonic()
 
     @property
     def single(self) -> bool:
         return len(self.members) == 1
 
+    def outcomes(self, result: Any) -> tuple[Outcome, ...]:
+        """Its tasks' outcomes, from its collector's (or single task's) result."""
+        if not self.graph:  # a task sent on its own returns its outcome as it is
+            return (result,)
+        if self.single:
+            return (_unpacked(result),)
+        return tuple(_unpacked(packed) for packed in pickle.loads(result))
+
     def settle(self, outcomes: Sequence[Outcome]) -> None:
         """Resolve each task with its outcome; then the cluster may forget them."""
         for (_, future), outcome in zip(self.members, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome)
+            _resolve(future, outcome)
         self.remote = None  # after the results: ``_ref`` reads one or the other
 
     def fail(self, error: BaseException) -> None:
         """Fail the tasks not resolved yet with ``error``."""
         for _, future in self.members:
-            if not future.done():
-                future.set_exception(error)
+            _resolve(future, error=error)
         self.remote = None
 
     def drop(self) -> None:
@@ -503,6 +555,18 @@ class _Batch:
         remote, self.remote = self.remote, None
         if remote is not None:
             remote.release()
+
+
+def _resolve(future: Future[Outcome], outcome: Outcome | None = None,
+             error: BaseException | None = None) -> None:
+    """Resolve ``future`` unless it is already (the sweep and a collector may race)."""
+    try:
+        if error is None:
+            future.set_result(outcome)  # type: ignore[arg-type]
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class _Pick:
@@ -516,43 +580,55 @@ class _Pick:
 
 class _Shipped:
     """A task of a graph as it travels: pickled once, here, and unpickled on its worker,
-    taking some of its arguments out of collectors' results (``picks``: an index, or
-    ``None`` for an argument taken as it is).
+    where it returns its outcome pickled.
 
     Dask unpickles each task of a graph on the scheduler and pickles it again for its
     worker, and with a function defined in ``__main__`` (by value) it pickles it twice,
     by reference first; all in the client's process with a ``LocalCluster``. As bytes,
-    the task is pickled once.
+    the task is pickled once. Its outcome goes to the client in any case; pickled on
+    its worker, it is sent to a collector or a task that follows it as bytes Dask need
+    not serialize, and a value that cannot be pickled fails its own node there (Dask
+    would fail to send it, again and again). ``takes`` says how each argument comes:
+    ``None`` as it is (an outcome the client had), ``-1`` pickled (a task's), ``i`` as
+    the ``i``-th outcome of a collector's result.
     """
 
-    __slots__ = ("blob", "picks")
+    __slots__ = ("blob", "takes")
 
-    def __init__(self, task: Task, picks: tuple[int | None, ...]) -> None:
+    def __init__(self, task: Task, takes: tuple[int | None, ...]) -> None:
         self.blob = cloudpickle.dumps(task, protocol=5)
-        self.picks = picks if any(i is not None for i in picks) else ()
+        self.takes = takes
 
-    def __call__(self, *arguments: Any) -> Outcome:
+    def __call__(self, *arguments: Any) -> bytes:
         task = cloudpickle.loads(self.blob)
-        if self.picks:  # a collector's result is its batch's outcomes, pickled
-            arguments = tuple(a if i is None else cloudpickle.loads(a)[i]
-                              for a, i in zip(arguments, self.picks, strict=True))
-        outcome: Outcome = task(*arguments)
-        return outcome
+        outcome: Outcome = task(*(_taken(a, how)
+                                  for a, how in zip(arguments, self.takes, strict=True)))
+        return _packed(outcome)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _shipped, (self.blob, self.picks)
+        return _shipped, (self.blob, self.takes)
 
 
-def _shipped(blob: bytes, picks: tuple[int | None, ...]) -> _Shipped:
+def _shipped(blob: bytes, takes: tuple[int | None, ...]) -> _Shipped:
     """A :class:`_Shipped` as it arrives on a worker (its task stays pickled)."""
     shipped = _Shipped.__new__(_Shipped)
-    shipped.blob, shipped.picks = blob, picks
+    shipped.blob, shipped.takes = blob, takes
     return shipped
 
 
-def _picks(refs: list[Any]) -> tuple[int | None, ...]:
-    """Where a task takes each of its arguments from a collector's result (else ``None``)."""
-    return tuple(r.index if isinstance(r, _Pick) else None for r in refs)
+def _taken(argument: Any, how: int | None) -> Any:
+    """An argument of a :class:`_Shipped` task, as ``how`` says it comes."""
+    if how is None:
+        return argument
+    if how < 0:
+        return _unpacked(argument)
+    return _unpacked(pickle.loads(argument)[how])
+
+
+def _takes(refs: list[Any]) -> tuple[int | None, ...]:
+    """How a task takes each of ``refs`` (see :class:`_Shipped`)."""
+    return tuple(r.index if isinstance(r, _Pick) else None if isinstance(r, Outcome) else -1
+                 for r in refs)
 
 
 def _arguments(refs: list[Any]) -> list[Any]:
@@ -560,26 +636,24 @@ def _arguments(refs: list[Any]) -> list[Any]:
     return [r.remote if isinstance(r, _Pick) else r for r in refs]
 
 
-def _together(*outcomes: Outcome) -> bytes:
-    """A batch's collector: the outcomes of its tasks as one pickled result.
+def _together(*packed: bytes) -> bytes:
+    """A batch's collector: the pickled outcomes of its tasks as one result (one frame to
+    Dask, not a collection it sizes, serializes and sends item by item)."""
+    return pickle.dumps(packed, protocol=5)
 
-    As bytes, the result is one frame to Dask, not a collection it sizes, serializes
-    and sends item by item (a third of the workers' time in sending results, with
-    tuples of 16 outcomes). An outcome that cannot be pickled becomes its error.
-    """
+
+def _packed(outcome: Outcome) -> bytes:
+    """``outcome`` pickled; if it cannot be, its failure to be (the node's error)."""
     try:
-        return cloudpickle.dumps(outcomes, protocol=5)
-    except Exception:
-        return cloudpickle.dumps(tuple(_sendable(o) for o in outcomes), protocol=5)
-
-
-def _sendable(outcome: Outcome) -> Outcome:
-    """``outcome``, or its failure to be sent if it cannot be pickled."""
-    try:
-        cloudpickle.dumps(outcome, protocol=5)
+        return cloudpickle.dumps(outcome, protocol=5)
     except Exception as e:
-        return Outcome(error=e, attempts=outcome.attempts, started=outcome.started,
-                       ended=outcome.ended)
+        return cloudpickle.dumps(Outcome(error=e, attempts=outcome.attempts,
+                                         started=outcome.started, ended=outcome.ended),
+                                 protocol=5)
+
+
+def _unpacked(packed: bytes) -> Outcome:
+    outcome: Outcome = pickle.loads(packed)
     return outcome
 
 
@@ -594,15 +668,17 @@ def _dask_task(key: str, func: Any, arguments: list[Any]) -> Any:
     return task
 
 
-def _claim(dask_scheduler: Any, keys: list[str], client: str) -> tuple[list[str], dict[str, str]]:
-    """Of ``keys``, those the scheduler holds an outcome of (finished, or failed), now
-    wanted by ``client`` so they stay until fetched; and the workers running others."""
+def _claimed(dask_scheduler: Any, keys: list[str], client: str,
+             erred: bool) -> tuple[list[str], dict[str, str]]:
+    """Of ``keys``, those the scheduler holds an outcome of (finished, or if ``erred``
+    failed), now wanted by ``client`` so they stay until fetched; and the workers running
+    others."""
     held, running = [], {}
     for key in keys:
         task = dask_scheduler.tasks.get(key)
         if task is None:
             continue
-        if task.state in ("memory", "erred"):
+        if task.state == "memory" or (erred and task.state == "erred"):
             held.append(key)
         elif task.processing_on is not None:
             running[key] = task.processing_on.address
