@@ -19,30 +19,41 @@ held until the engine's ``flush`` (once per pass of its loop) and sent as one
 ``update-graph``, or sooner every 64 tasks so the cluster starts while the
 engine is still starting nodes.
 
-Batches. The client wants no task of a graph itself: each run of up to 16
-consecutive tasks (a :class:`_Batch`) is followed by one more task, its
-collector, which returns their outcomes together, and only collectors are
-wanted and fetched. A wanted key costs the scheduler, in the client's process
-with a ``LocalCluster``, a report per key, a release per key and its share of
-a gather: profiled on a 501-node fan-in tree, wanting every task (as
-``client.compute`` of all 501 ``dask.delayed`` nodes does) took 0.55 s of the
-process's CPU a run, against 0.33 s for ``dask.delayed`` wanting the root only
-and 0.34 s with a collector per 64 tasks. The engine therefore hears of a
-task when its whole batch has finished (16 consecutive tasks: in a chain, 16
-nodes in a row); a collector is not on any chain's path, and a task of a
-later graph that follows one of an earlier graph takes its outcome from that
-batch's collector (by index, ``_Shipped``), or by value once fetched. A
-collector is kept until its result is fetched, then dropped, so the cluster
-holds no result the engine has and a worker restart never computes it again.
+Batches. The client wants no task of a graph itself: each graph sent (up to
+64 tasks, a :class:`_Batch`) is followed by one more task, its collector, which
+returns their outcomes together, and only collectors are wanted and fetched.
+A wanted key costs the scheduler, in the client's process with a
+``LocalCluster``, a report, a release and its share of a gather: profiled on a
+501-node fan-in tree, wanting every task (as ``client.compute`` of all 501
+``dask.delayed`` nodes does) took 0.55 s of the process's CPU a run, against
+0.33 s for ``dask.delayed`` wanting the root only. Each collector costs the
+workers a task and a transfer, so there are few: collectors of 16 tasks saved
+the client what they cost the workers, collectors of 64 saved a tenth of the
+CPU of a run, client and workers together. A collector is on no chain's path;
+a task of a later graph that follows one of an earlier graph takes its outcome
+from that batch's collector (by index), or by value once fetched. A collector
+is kept until its result is fetched, then dropped, so the cluster holds no
+result the engine has and a worker restart never computes it again.
 Collectors are fetched in one gather for every one that landed meanwhile, at
-most every 50 ms while others are still to land. When a collector fails (a
-task's worker died too often, a value could not be sent), the tasks of its
+most every 50 ms while others are still to land. A batch whose collector has
+waited over a second (``_SWEEP``) on the rest of it has the tasks of it that
+finished claimed on the scheduler and fetched one by one, so a batch of long
+tasks reports each as it ends, within a second; a batch of short ones comes
+back whole. When a collector fails (a worker died too often), the tasks of its
 batch the scheduler still holds are fetched one by one, so only the tasks that
-failed fail. Rejected: ``client.submit`` per node as nodes become ready (a
-round trip to the client between two nodes of a chain: 0.3x of
-``dask.delayed``); Dask's own ``tokenize`` of each step (it hashed every
-function and input to name the graph: 0.4 ms a task), which steps answer
-with their identity instead, and each Dask task is named by its key.
+failed fail.
+
+Travel. A task of a graph is pickled once, on the client (:class:`_Shipped`):
+Dask would unpickle it on the scheduler and pickle it again for its worker,
+twice with a function defined in ``__main__``, all in the client's process
+with a ``LocalCluster`` (0.1 ms a task). Each returns its outcome pickled on
+its worker: Dask sends bytes to a collector or a task that follows without
+serializing outcomes item by item, and a value that cannot be pickled is its
+node's error there (Dask, failing to send it, would try again and again).
+Rejected: ``client.submit`` per node as nodes become ready (a round trip to
+the client between two nodes of a chain: 0.3x of ``dask.delayed``); Dask's
+own ``tokenize`` of each task (it hashed every function and input to name the
+graph: 0.2-0.4 ms a task): each Dask task is named by its key.
 
 Failures. A node's own exception never fails the Dask task: the task returns
 an :class:`Outcome` carrying it, so lazyflow's ``retries=`` (inside the task)
@@ -52,10 +63,11 @@ task on another worker (up to ``distributed.scheduler.allowed-failures``) and
 the run goes on. A task past its ``timeout=`` (or running when the run is
 cancelled) is stopped for real by restarting the worker that runs it through
 its nanny, since a running Python thread cannot be interrupted; Dask
-reschedules that worker's other tasks. A task of a batch is stopped with its
-batch: the tasks that finished are fetched first (they stay cached), the
-collector is dropped so the scheduler forgets the others, and the workers
-running them restart. Rejected: ``future.cancel()`` alone,
+reschedules that worker's other tasks. A task of a graph is stopped with
+every graph still running (tasks of later graphs follow it, and the engine
+stops one only when the run stops): the tasks that finished are fetched first
+(they stay cached), the collectors are dropped so the scheduler forgets the
+others, and the workers running them restart. Rejected: ``future.cancel()`` alone,
 which releases the result but leaves the work running.
 
 Resources. A node's ``resources=`` become Dask worker resources (workers
@@ -289,11 +301,11 @@ class DaskExecutor:
         key = self._held_keys.get(future)
         if key is not None:
             return _TaskRef(key)
-        batch = getattr(future, "batch", None)
+        batch: _Batch | None = getattr(future, "batch", None)
         remote = None if batch is None else batch.remote
-        if remote is not None and not future.done():
+        if batch is not None and remote is not None and not future.done():
             # a distributed.Future stands for its task, and keeps it until the graph is sent
-            return remote if batch.single else _Pick(remote, future.index)
+            return remote if batch.single else _Pick(remote, getattr(future, "index", 0))
         try:
             return future.result(timeout=0)
         except BaseException as e:  # lost: the step that follows it does not run
@@ -390,7 +402,7 @@ class DaskExecutor:
         if not waiting:
             return {}
         # the client's futures exist before the scheduler reports on them (it reports once)
-        claims = {key: DaskFuture(key, self.client) for key, _ in waiting}
+        claims: dict[str, Any] = {key: DaskFuture(key, self.client) for key, _ in waiting}
         held, running = self.client.run_on_scheduler(_claimed, keys=list(claims),
                                                      client=self.client.id, erred=erred)
         fetched = self.client.gather([claims[k] for k in held], errors="skip") if held else []
@@ -645,11 +657,12 @@ def _together(*packed: bytes) -> bytes:
 def _packed(outcome: Outcome) -> bytes:
     """``outcome`` pickled; if it cannot be, its failure to be (the node's error)."""
     try:
-        return cloudpickle.dumps(outcome, protocol=5)
+        packed: bytes = cloudpickle.dumps(outcome, protocol=5)
     except Exception as e:
-        return cloudpickle.dumps(Outcome(error=e, attempts=outcome.attempts,
-                                         started=outcome.started, ended=outcome.ended),
-                                 protocol=5)
+        packed = cloudpickle.dumps(Outcome(error=e, attempts=outcome.attempts,
+                                           started=outcome.started, ended=outcome.ended),
+                                   protocol=5)
+    return packed
 
 
 def _unpacked(packed: bytes) -> Outcome:
