@@ -42,6 +42,11 @@ tasks reports each as it ends, within a second; a batch of short ones comes
 back whole. When a collector fails (a worker died too often), the tasks of its
 batch the scheduler still holds are fetched one by one, so only the tasks that
 failed fail.
+Trade-off, without a shared tier: the values of a graph's nodes all pass
+through its collector's worker (half of them sent there from the other
+workers) and come back as one message, so that worker holds up to 64 values at
+once, where fetching each task's result held none there; with a shared tier
+outcomes carry no values.
 
 Travel. A task of a graph is pickled once, on the client (:class:`_Shipped`):
 Dask would unpickle it on the scheduler and pickle it again for its worker,
