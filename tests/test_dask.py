@@ -256,23 +256,27 @@ def test_a_worker_that_cannot_write_the_shared_tier_sends_its_value_back(dask_cl
 
 
 class GraphCount:
-    """A scheduler plugin counting the graphs the scheduler receives."""
+    """A scheduler plugin counting the graphs the scheduler receives, the nodes' tasks in
+    them (not the collectors that bring their outcomes back together) and the keys the
+    client wants of them."""
 
     name = "lazyflow-test-graph-count"
 
     def __init__(self) -> None:
         self.graphs = 0
         self.tasks = 0
+        self.wanted = 0
 
-    def update_graph(self, scheduler, *, tasks=(), **kwargs) -> None:
+    def update_graph(self, scheduler, *, tasks=(), keys=(), **kwargs) -> None:
         self.graphs += 1
-        self.tasks += len(tasks)
+        self.tasks += sum(not str(t).startswith("lazyflow-collect-") for t in tasks)
+        self.wanted += len(keys)
 
 
 @pytest.fixture
 def graphs_received(dask_client):
-    """How many graphs (``count("tasks")``: tasks) the cluster's scheduler has received
-    since the test began."""
+    """How many graphs (``count("tasks")``: nodes' tasks, ``count("wanted")``: keys the
+    client wants) the cluster's scheduler has received since the test began."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     plugin = type("Counting", (GraphCount, SchedulerPlugin), {})()
@@ -454,3 +458,92 @@ def test_a_graphs_task_reference_travels_as_dasks_own():
 
     travelled = pickle.loads(pickle.dumps(_TaskRef("total-1")))
     assert type(travelled) is TaskRef and travelled == TaskRef("total-1")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def test_the_client_wants_one_key_for_a_graph_of_forty_nodes_not_one_per_node(
+        flow, dask_client, graphs_received):
+    for i in range(40):
+        flow.node(name=f"r{i}")(lambda i=i: i)
+    run = flow.run([f"r{i}" for i in range(40)], executor=dask_client)
+    assert [run[f"r{i}"] for i in range(40)] == list(range(40))
+    assert graphs_received("tasks") == 40
+    # the graph's outcomes come back as its collector's one result: the scheduler does
+    # not report, keep and release each node's result for the client
+    assert graphs_received("wanted") == 1
+
+
+def _fan_in(flow: lf.Flow, size: int) -> None:
+    """A binary fan-in tree: node i adds nodes 2i+1 and 2i+2 (leaves return i)."""
+    for i in range(size):
+        if 2 * i + 2 < size:
+            flow.node(name=f"t{i}", inputs={"left": f"t{2 * i + 1}",
+                                            "right": f"t{2 * i + 2}"})(lambda left, right: left + right)
+        else:
+            flow.node(name=f"t{i}")(lambda i=i: i)
+
+
+def test_a_graph_whose_tasks_follow_an_earlier_graphs_batches_gives_the_reference_records(
+        dask_client, graphs_received, monkeypatch):
+    import lazyflow.executors.dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "_BATCH", 8)  # many graphs, each following earlier ones
+    monkeypatch.setattr(dask_executor, "_COLLECT", 3)
+    reference = lf.Flow("tree", cache=lf.Cache(disk=None))
+    graph = lf.Flow("tree", cache=lf.Cache(disk=None))
+    _fan_in(reference, 31)
+    _fan_in(graph, 31)
+    expected = reference.run("t0")
+    got = graph.run("t0", executor=dask_client)
+    assert got["t0"] == sum(range(15, 31))
+    assert graphs_received() > 1
+    assert {n: (r.status, r.key, r.digest) for n, r in got.nodes.items()} == \
+        {n: (r.status, r.key, r.digest) for n, r in expected.nodes.items()}
+
+
+def test_a_value_that_cannot_be_sent_back_fails_its_node_not_the_others_sent_with_it(
+        flow, dask_client):
+    import threading
+
+    flow.node(name="locked")(lambda: threading.Lock())
+    for i in range(10):
+        flow.node(name=f"r{i}")(lambda i=i: i)
+    with pytest.raises(TypeError, match="pickle"):
+        flow.run(["locked"] + [f"r{i}" for i in range(10)], executor=dask_client)
+    run = flow.last_run
+    assert run.failed == ["locked"]
+    assert [run.nodes[f"r{i}"].status for i in range(10)] == ["completed"] * 10
+
+
+def test_a_node_of_a_batch_is_recorded_when_it_ends_not_when_the_batch_does(
+        flow, dask_client, tmp_path):
+    import threading
+
+    from gates import Gate, wait_at
+
+    from lazyflow.engine.events import NodeFinished
+
+    quick_recorded = threading.Event()
+
+    def observe(event) -> None:
+        if isinstance(event, NodeFinished) and event.record.name == "quick":
+            quick_recorded.set()
+
+    with Gate(tmp_path / "gate") as gate:
+        path = gate.path
+        flow.node(name="quick")(lambda: 1)
+
+        @flow.node
+        def held():
+            wait_at(path)
+            return 2
+
+        handle = flow.submit(["quick", "held"], executor=dask_client, observers=[observe])
+        # one batch, whose collector waits for 'held': 'quick' is fetched on its own
+        assert quick_recorded.wait(30)
+        assert handle.run.nodes["held"].status == "running"
+        gate.open()
+        run = handle.result(60)
+    assert (run["quick"], run["held"]) == (1, 2)

@@ -17,16 +17,48 @@ references to the tasks it follows, so Dask hands it their outcomes on its
 worker and the scheduler runs a chain without asking the client. Graphs are
 held until the engine's ``flush`` (once per pass of its loop) and sent as one
 ``update-graph``, or sooner every 64 tasks so the cluster starts while the
-engine is still starting nodes. A task's Dask future is kept until its result
-is fetched, then released (the engine has it; a task submitted later that
-follows it takes the outcome itself), so the cluster holds no result twice
-and a worker restart never computes it again. Results are fetched in one
-gather for every task that landed meanwhile, at most every 50 ms while
-others are still to land, not one round trip each.
+engine is still starting nodes.
+
+Batches. The client wants no task of a graph itself: each graph sent (up to
+64 tasks, a :class:`_Batch`) is followed by one more task, its collector, which
+returns their outcomes together, and only collectors are wanted and fetched.
+A wanted key costs the scheduler, in the client's process with a
+``LocalCluster``, a report, a release and its share of a gather: profiled on a
+501-node fan-in tree, wanting every task (as ``client.compute`` of all 501
+``dask.delayed`` nodes does) took 0.55 s of the process's CPU a run, against
+0.33 s for ``dask.delayed`` wanting the root only. Each collector costs the
+workers a task and a transfer, so there are few: collectors of 16 tasks saved
+the client what they cost the workers, collectors of 64 saved a tenth of the
+CPU of a run, client and workers together. A collector is on no chain's path;
+a task of a later graph that follows one of an earlier graph takes its outcome
+from that batch's collector (by index), or by value once fetched. A collector
+is kept until its result is fetched, then dropped, so the cluster holds no
+result the engine has and a worker restart never computes it again.
+Collectors are fetched in one gather for every one that landed meanwhile, at
+most every 50 ms while others are still to land. A batch whose collector has
+waited over a second (``_SWEEP``) on the rest of it has the tasks of it that
+finished claimed on the scheduler and fetched one by one, so a batch of long
+tasks reports each as it ends, within a second; a batch of short ones comes
+back whole. When a collector fails (a worker died too often), the tasks of its
+batch the scheduler still holds are fetched one by one, so only the tasks that
+failed fail.
+Trade-off, without a shared tier: the values of a graph's nodes all pass
+through its collector's worker (half of them sent there from the other
+workers) and come back as one message, so that worker holds up to 64 values at
+once, where fetching each task's result held none there; with a shared tier
+outcomes carry no values.
+
+Travel. A task of a graph is pickled once, on the client (:class:`_Shipped`):
+Dask would unpickle it on the scheduler and pickle it again for its worker,
+twice with a function defined in ``__main__``, all in the client's process
+with a ``LocalCluster`` (0.1 ms a task). Each returns its outcome pickled on
+its worker: Dask sends bytes to a collector or a task that follows without
+serializing outcomes item by item, and a value that cannot be pickled is its
+node's error there (Dask, failing to send it, would try again and again).
 Rejected: ``client.submit`` per node as nodes become ready (a round trip to
 the client between two nodes of a chain: 0.3x of ``dask.delayed``); Dask's
-own ``tokenize`` of each step (it hashed every function and input to name
-the graph: 0.4 ms a task), which steps answer with their identity instead.
+own ``tokenize`` of each task (it hashed every function and input to name the
+graph: 0.2-0.4 ms a task): each Dask task is named by its key.
 
 Failures. A node's own exception never fails the Dask task: the task returns
 an :class:`Outcome` carrying it, so lazyflow's ``retries=`` (inside the task)
@@ -36,7 +68,11 @@ task on another worker (up to ``distributed.scheduler.allowed-failures``) and
 the run goes on. A task past its ``timeout=`` (or running when the run is
 cancelled) is stopped for real by restarting the worker that runs it through
 its nanny, since a running Python thread cannot be interrupted; Dask
-reschedules that worker's other tasks. Rejected: ``future.cancel()`` alone,
+reschedules that worker's other tasks. A task of a graph is stopped with
+every graph still running (tasks of later graphs follow it, and the engine
+stops one only when the run stops): the tasks that finished are fetched first
+(they stay cached), the collectors are dropped so the scheduler forgets the
+others, and the workers running them restart. Rejected: ``future.cancel()`` alone,
 which releases the result but leaves the work running.
 
 Resources. A node's ``resources=`` become Dask worker resources (workers
@@ -53,17 +89,21 @@ be pickled, results are hashed on the client instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
+import pickle
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import CancelledError as FutureCancelled
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
 from typing import Any
+
+import cloudpickle
 
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
@@ -82,6 +122,10 @@ one at a time, and each gather costs the scheduler's event loop (in the client's
 with a LocalCluster) a round of messages: fetching them every 50 ms took the client
 process's CPU on a 500-node chain from 1.7 s to 1.1-1.3 s (dask.delayed: 0.7 s)."""
 _BATCH = 64  # tasks held before a graph is sent without waiting for the engine's flush
+_COLLECT = 64  # tasks whose outcomes come back together, as one collector's result
+_SWEEP = 1.0
+"""Seconds a batch's collector may wait on the rest of its batch before the tasks of it
+that finished are fetched one by one (a batch of long tasks reports each as it ends)."""
 _LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
 
@@ -132,7 +176,7 @@ class DaskExecutor:
         self.client = client
         # the scheduler queues and places tasks itself: keep it fed rather than one per thread
         self.max_workers = max_workers or _IN_FLIGHT
-        self._tasks: dict[Future[Outcome], Any] = {}
+        self._pending: dict[_Batch, None] = {}  # sent, result not fetched yet (in send order)
         self._held: list[tuple[str, Task, list[Any], _Remote]] = []
         self._held_keys: dict[Future[Outcome], str] = {}
         self._lock = threading.Lock()
@@ -142,6 +186,8 @@ class DaskExecutor:
         self._prefix = uuid.uuid4().hex
         self._count = itertools.count()
         self._fetched = 0.0  # when results were last fetched (time.monotonic)
+        self._sweeper: threading.Timer | None = None
+        self._closed = False
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Send ``task`` to the cluster; the returned future resolves to its outcome."""
@@ -149,12 +195,13 @@ class DaskExecutor:
         if not self._hash_on_workers:
             task = replace(task, hash_result=False)
         resources = self._resources(task)
-        remote = self.client.submit(task, key=self._key(task), pure=False,
+        key = self._key(task)
+        remote = self.client.submit(task, key=key, pure=False,
                                     resources=resources or None,
                                     priority=task.policy.priority)  # priority= (higher first)
         future = _Remote()
         future.set_running_or_notify_cancel()  # Dask queues it; timed from submission
-        self._track(future, remote)
+        self._track(_Batch([(key, future)], graph=False), remote)
         return future
 
     def submit_graph(self, tasks: Sequence[Task],
@@ -183,64 +230,65 @@ class DaskExecutor:
         return futures
 
     def flush(self) -> None:
-        """Send the tasks held since the last flush to the scheduler as one graph."""
+        """Send the tasks held since the last flush to the scheduler as one graph, with a
+        collector after each batch of them."""
         with self._lock:
             held, self._held = self._held, []
         if not held:
             return
-        from dask._task_spec import Task as DaskTask
-
-        graph = {key: DaskTask(key, task, *refs) for key, task, refs, _ in held}
-        remotes = self.client.get(graph, [key for key, *_ in held], sync=False)
-        for (_, _, _, future), remote in zip(held, remotes, strict=True):
-            self._track(future, remote)
+        graph = {key: _dask_task(key, _Shipped(task, _takes(refs)), _arguments(refs))
+                 for key, task, refs, _ in held}
+        batches = [_Batch([(key, future) for key, _, _, future in held[i:i + _COLLECT]])
+                   for i in range(0, len(held), _COLLECT)]
+        wanted = []
+        for batch in batches:
+            if batch.single:  # its own result: a collector would add a task for nothing
+                wanted.append(batch.members[0][0])
+                continue
+            collector = f"lazyflow-collect-{self._prefix}-{next(self._count)}"
+            graph[collector] = _dask_task(collector, _together,
+                                          [_TaskRef(key) for key, _ in batch.members])
+            wanted.append(collector)
+        remotes = self.client.get(graph, wanted, sync=False)
+        for batch, remote in zip(batches, remotes, strict=True):
+            self._track(batch, remote)
         with self._lock:
             for _, _, _, future in held:
                 self._held_keys.pop(future, None)
 
     def abandon(self, future: Future[Outcome]) -> bool:
         """Cancel the task; if a worker is running it, restart that worker to stop it. A
-        task that has finished on the cluster keeps its result (the engine settles it)."""
+        task that has finished on the cluster keeps its result (the engine settles it).
+        A task of a graph is stopped with every graph still running: tasks of later
+        graphs follow it, and the engine abandons one only when the run stops."""
         with self._lock:
-            self._tasks.pop(future, None)
             key = self._held_keys.pop(future, None)
             if key is not None:  # not sent yet: drop it
                 self._held = [h for h in self._held if h[0] != key]
-        remote = getattr(future, "remote", None)
+        batch = getattr(future, "batch", None)
         if future.done():
             return True
-        if remote is None:
+        if batch is None:
             future.set_exception(FutureCancelled("cancelled before it was sent"))
             return True
-        state, worker = self.client.run_on_scheduler(_state_on, key=remote.key)
-        if state == "memory":  # it finished before the engine heard of it: keep it
-            try:
-                result = remote.result()
-                if not future.done():
-                    future.set_result(result)
-            except BaseException:  # lost meanwhile, or resolved by the fetching thread
-                pass
-            _release(future)  # released: restarting a worker must not compute it again
-            return True
-        remote.cancel()
-        stopped = True
-        if worker is not None:
-            _await_release(self.client, remote.key)
-            try:
-                self.client.restart_workers([worker], raise_for_error=True)
-            except Exception:  # no nanny: the work cannot be stopped from here
-                stopped = False
-        if not future.done():
-            future.set_exception(FutureCancelled("stopped on the Dask cluster"))
-        return stopped
+        if not batch.graph:
+            return self._abandon_single(batch)
+        return self._abandon_graphs()
 
     def shutdown(self) -> None:
         """Cancel this run's unfinished tasks; the client stays open (it is not ours)."""
         with self._lock:
-            remaining, self._tasks = list(self._tasks.values()), {}
+            remaining, self._pending = list(self._pending), {}
             self._held, self._held_keys = [], {}
-        if remaining:
-            self.client.cancel(remaining)
+            self._closed, sweeper = True, self._sweeper
+        if sweeper is not None:
+            sweeper.cancel()
+        single = [b.remote for b in remaining if not b.graph and b.remote is not None]
+        for batch in remaining:
+            if batch.graph:  # dropped, not cancelled: Dask cancels only wanted tasks
+                batch.drop()
+        if single:
+            self.client.cancel(single)
 
     # ----------------------------------------------------------------- internals
 
@@ -252,75 +300,197 @@ class DaskExecutor:
 
     def _ref(self, future: Future[Outcome]) -> Any:
         """What a task of a graph takes for a task it follows: its key while it is held
-        for the same flush; its Dask future once sent; its outcome once fetched here (the
-        Dask future is released then, so the cluster keeps no result the engine has)."""
-        remote = getattr(future, "remote", None)
-        if remote is not None:
-            return remote  # a distributed.Future stands for its task
+        for the same flush; its batch's collector (and its place there) once sent; its
+        outcome once fetched here (the collector is dropped then, so the cluster keeps
+        no result the engine has)."""
         key = self._held_keys.get(future)
         if key is not None:
             return _TaskRef(key)
+        batch: _Batch | None = getattr(future, "batch", None)
+        remote = None if batch is None else batch.remote
+        if batch is not None and remote is not None and not future.done():
+            # a distributed.Future stands for its task, and keeps it until the graph is sent
+            return remote if batch.single else _Pick(remote, getattr(future, "index", 0))
         try:
             return future.result(timeout=0)
         except BaseException as e:  # lost: the step that follows it does not run
             return Outcome(error=e)
 
-    def _track(self, future: _Remote, remote: Any) -> None:
-        future.remote = remote  # keeps the result on the cluster for tasks that follow it
+    def _track(self, batch: _Batch, remote: Any) -> None:
+        batch.remote = remote  # keeps the results on the cluster for tasks that follow
+        for index, (_, future) in enumerate(batch.members):
+            future.batch, future.index = batch, index
         with self._lock:
-            self._tasks[future] = remote
-        remote.add_done_callback(functools.partial(self._landed, future))
+            self._pending[batch] = None
+        remote.add_done_callback(functools.partial(self._landed, batch))
+        if not batch.single:
+            self._arm()
 
-    def _landed(self, future: Future[Outcome], done: Any) -> None:
-        """A task finished on the cluster (on Dask's callback thread)."""
-        if future.done():
+    def _landed(self, batch: _Batch, done: Any) -> None:
+        """A batch's collector finished on the cluster (on Dask's callback thread)."""
+        if batch.remote is None:
             return
         if done.status != "finished":
-            self._resolve(future, done)
+            self._unpack(batch)
             return
         wait = self._fetched + _FETCH_EVERY - time.monotonic()
-        if wait > 0 and len(self._tasks) > 1:  # others will land: fetch them together
+        if wait > 0 and len(self._pending) > 1:  # others will land: fetch them together
             time.sleep(wait)  # on Dask's callback thread; the engine's keeps going
         self._fetched = time.monotonic()
         self._fetch()
 
     def _fetch(self) -> None:
-        """Fetch every finished result not fetched yet in one gather: one round trip for
-        the results that landed meanwhile, rather than one per task."""
+        """Fetch every finished collector not fetched yet in one gather: one round trip for
+        the batches that landed meanwhile, rather than one per batch."""
         with self._lock:
-            batch = [(f, r) for f, r in self._tasks.items()
-                     if r.status == "finished" and not f.done()]
-            for f, _ in batch:
-                del self._tasks[f]
-        if not batch:
+            ready = [b for b in self._pending if b.remote is not None
+                     and b.remote.status == "finished"]
+            for batch in ready:
+                del self._pending[batch]
+        if not ready:
             return
         try:
-            results = self.client.gather([r for _, r in batch])
+            results = self.client.gather([b.remote for b in ready])
         except BaseException:  # one of them was lost meanwhile: each on its own
-            for f, r in batch:
-                self._resolve(f, r)
+            for batch in ready:
+                self._unpack(batch)
             return
-        for (f, _), result in zip(batch, results, strict=True):
-            if not f.done():
-                f.set_result(result)
-            _release(f)
+        for batch, result in zip(ready, results, strict=True):
+            batch.settle(batch.outcomes(result))
 
-    def _resolve(self, future: Future[Outcome], done: Any) -> None:
+    def _unpack(self, batch: _Batch) -> None:
+        """Resolve the tasks of a batch whose collector did not give their outcomes: the
+        ones the scheduler still holds are fetched one by one, the others failed with it."""
         with self._lock:
-            self._tasks.pop(future, None)
-        if future.done():
+            self._pending.pop(batch, None)
+        remote = batch.remote
+        if remote is None:
             return
         try:
-            if done.status == "finished":
-                future.set_result(done.result())
-                _release(future)
-            elif done.status == "cancelled":
-                future.set_exception(FutureCancelled("cancelled on the Dask cluster"))
-            else:  # lost too many workers (KilledWorker), or the task could not be sent
-                future.set_exception(done.exception())
-        except BaseException as e:
-            if not future.done():
-                future.set_exception(e)
+            if remote.status == "finished":
+                result = remote.result()
+                batch.settle(batch.outcomes(result))
+                return
+            error: BaseException = remote.exception() if remote.status == "error" \
+                else FutureCancelled("cancelled on the Dask cluster")
+        except BaseException as e:  # lost meanwhile, or a value that could not be sent
+            error = e
+        if batch.single:
+            batch.fail(error)
+            return
+        self._fetch_each(batch, error)
+
+    def _fetch_each(self, batch: _Batch, error: BaseException) -> None:
+        """Resolve each task of ``batch`` with its own outcome where the scheduler holds one
+        (finished, or failed on its own); the others fail with ``error``."""
+        self._salvage([batch], error)
+
+    def _salvage(self, batches: list[_Batch], error: BaseException) -> dict[str, str]:
+        """Fetch the outcomes the scheduler holds for the unresolved tasks of ``batches``,
+        fail the others with ``error`` and drop the batches; return the workers running
+        tasks of them, by key."""
+        running = self._claim(batches, erred=True)
+        for batch in batches:
+            for _, future in batch.members:
+                _resolve(future, error=error)
+            batch.drop()
+        return running
+
+    def _claim(self, batches: list[_Batch], *, erred: bool) -> dict[str, str]:
+        """Resolve each unresolved task of ``batches`` that finished on the cluster (and,
+        if ``erred``, that failed there) with its outcome, fetched on its own; return the
+        workers running others, by key."""
+        from distributed import Future as DaskFuture
+
+        waiting = [(key, future) for batch in batches for key, future in batch.members
+                   if not future.done()]
+        if not waiting:
+            return {}
+        # the client's futures exist before the scheduler reports on them (it reports once)
+        claims: dict[str, Any] = {key: DaskFuture(key, self.client) for key, _ in waiting}
+        held, running = self.client.run_on_scheduler(_claimed, keys=list(claims),
+                                                     client=self.client.id, erred=erred)
+        fetched = self.client.gather([claims[k] for k in held], errors="skip") if held else []
+        values = iter(fetched)
+        for key, future in waiting:
+            claim = claims[key]
+            if key in held and claim.status == "finished":
+                _resolve(future, _unpacked(next(values)))
+            elif key in held:  # failed on its own on the cluster (its worker died too often)
+                _resolve(future, error=claim.exception())
+            claim.release()
+        return dict(running)
+
+    def _arm(self) -> None:
+        """Have :meth:`_sweep` run in ``_SWEEP`` seconds, unless it is due already."""
+        with self._lock:
+            if self._sweeper is not None or self._closed:
+                return
+            sweeper = self._sweeper = threading.Timer(_SWEEP, self._sweep)
+        sweeper.daemon = True
+        sweeper.start()
+
+    def _sweep(self) -> None:
+        """Fetch the finished tasks of batches whose collector has waited on others for
+        ``_SWEEP`` seconds: a batch of long tasks reports each one as it finishes, give
+        or take that (on a timer thread)."""
+        with self._lock:
+            self._sweeper = None
+            due = time.monotonic() - _SWEEP
+            batches = [b for b in self._pending if not b.single and b.remote is not None]
+        late = [b for b in batches if b.sent <= due]
+        if late:  # if this fails (the client is closing, say), their collectors bring them
+            with contextlib.suppress(Exception):
+                self._claim(late, erred=False)
+        if batches:
+            self._arm()
+
+    def _abandon_single(self, batch: _Batch) -> bool:
+        """Stop a task sent on its own (``submit``)."""
+        future = batch.members[0][1]
+        remote = batch.remote
+        if remote is None:  # fetched meanwhile
+            return True
+        state, worker = self.client.run_on_scheduler(_state_on, key=remote.key)
+        if state == "memory":  # it finished before the engine heard of it: keep it
+            self._unpack(batch)
+            return True
+        with self._lock:
+            self._pending.pop(batch, None)
+        remote.cancel()
+        batch.remote = None  # released: restarting a worker must not compute it again
+        stopped = True
+        if worker is not None:
+            stopped = self._restart([remote.key], [worker])
+        if not future.done():
+            future.set_exception(FutureCancelled("stopped on the Dask cluster"))
+        return stopped
+
+    def _abandon_graphs(self) -> bool:
+        """Stop every graph still running: fetch the tasks that finished (they stay
+        cached), drop the collectors so the scheduler forgets the others, and restart
+        the workers running them."""
+        with self._lock:
+            graphs = [b for b in self._pending if b.graph and b.remote is not None]
+            for batch in graphs:
+                del self._pending[batch]
+        if not graphs:
+            return True
+        running = self._salvage(graphs, FutureCancelled("stopped on the Dask cluster"))
+        if not running:
+            return True
+        return self._restart(list(running), sorted(set(running.values())))
+
+    def _restart(self, keys: list[str], workers: list[str]) -> bool:
+        """Restart ``workers`` once the scheduler has dropped ``keys``; False without
+        nannies (the work cannot be stopped from here)."""
+        for key in keys:
+            _await_release(self.client, key)
+        try:
+            self.client.restart_workers(workers, raise_for_error=True)
+        except Exception:
+            return False
+        return True
 
     def _resources(self, task: Task) -> dict[str, float]:
         needs = task.policy.resources
@@ -354,16 +524,185 @@ class DaskExecutor:
 
 
 class _Remote(Future):  # type: ignore[type-arg]
-    """A task's future, holding the Dask future of its task (``remote``) once sent."""
+    """A task's future, with the batch whose collector brings its outcome once sent."""
 
-    remote: Any = None
+    batch: _Batch | None = None
+    index: int = 0  # its place among the batch's outcomes
 
 
-def _release(future: Future[Outcome]) -> None:
-    """Drop the Dask future of a task whose result the engine has: the cluster may forget
-    it once no task that follows it needs it."""
-    if isinstance(future, _Remote):
-        future.remote = None
+class _Batch:
+    """Tasks sent together whose outcomes come back as one result: their collector's, or
+    the task's own when it is alone (``single``). ``graph``: sent by ``flush``, so tasks
+    of later graphs may follow its tasks."""
+
+    __slots__ = ("graph", "members", "remote", "sent")
+
+    def __init__(self, members: list[tuple[str, _Remote]], graph: bool = True) -> None:
+        self.members = members  # (Dask key, future), in the collector's order
+        self.graph = graph
+        self.remote: Any = None  # the collector's (or single task's) Dask future until fetched
+        self.sent = time.monotonic()
+
+    @property
+    def single(self) -> bool:
+        return len(self.members) == 1
+
+    def outcomes(self, result: Any) -> tuple[Outcome, ...]:
+        """Its tasks' outcomes, from its collector's (or single task's) result."""
+        if not self.graph:  # a task sent on its own returns its outcome as it is
+            return (result,)
+        if self.single:
+            return (_unpacked(result),)
+        return tuple(_unpacked(packed) for packed in pickle.loads(result))
+
+    def settle(self, outcomes: Sequence[Outcome]) -> None:
+        """Resolve each task with its outcome; then the cluster may forget them."""
+        for (_, future), outcome in zip(self.members, outcomes, strict=True):
+            _resolve(future, outcome)
+        self.remote = None  # after the results: ``_ref`` reads one or the other
+
+    def fail(self, error: BaseException) -> None:
+        """Fail the tasks not resolved yet with ``error``."""
+        for _, future in self.members:
+            _resolve(future, error=error)
+        self.remote = None
+
+    def drop(self) -> None:
+        """Release the collector: the scheduler forgets the tasks nothing else needs."""
+        remote, self.remote = self.remote, None
+        if remote is not None:
+            remote.release()
+
+
+def _resolve(future: Future[Outcome], outcome: Outcome | None = None,
+             error: BaseException | None = None) -> None:
+    """Resolve ``future`` unless it is already (the sweep and a collector may race)."""
+    try:
+        if error is None:
+            future.set_result(outcome)  # type: ignore[arg-type]
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
+
+
+class _Pick:
+    """A task of an earlier graph, as the collector of its batch and its place there."""
+
+    __slots__ = ("index", "remote")
+
+    def __init__(self, remote: Any, index: int) -> None:
+        self.remote, self.index = remote, index
+
+
+class _Shipped:
+    """A task of a graph as it travels: pickled once, here, and unpickled on its worker,
+    where it returns its outcome pickled.
+
+    Dask unpickles each task of a graph on the scheduler and pickles it again for its
+    worker, and with a function defined in ``__main__`` (by value) it pickles it twice,
+    by reference first; all in the client's process with a ``LocalCluster``. As bytes,
+    the task is pickled once. Its outcome goes to the client in any case; pickled on
+    its worker, it is sent to a collector or a task that follows it as bytes Dask need
+    not serialize, and a value that cannot be pickled fails its own node there (Dask
+    would fail to send it, again and again). ``takes`` says how each argument comes:
+    ``None`` as it is (an outcome the client had), ``-1`` pickled (a task's), ``i`` as
+    the ``i``-th outcome of a collector's result.
+    """
+
+    __slots__ = ("blob", "takes")
+
+    def __init__(self, task: Task, takes: tuple[int | None, ...]) -> None:
+        self.blob = cloudpickle.dumps(task, protocol=5)
+        self.takes = takes
+
+    def __call__(self, *arguments: Any) -> bytes:
+        task = cloudpickle.loads(self.blob)
+        outcome: Outcome = task(*(_taken(a, how)
+                                  for a, how in zip(arguments, self.takes, strict=True)))
+        return _packed(outcome)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _shipped, (self.blob, self.takes)
+
+
+def _shipped(blob: bytes, takes: tuple[int | None, ...]) -> _Shipped:
+    """A :class:`_Shipped` as it arrives on a worker (its task stays pickled)."""
+    shipped = _Shipped.__new__(_Shipped)
+    shipped.blob, shipped.takes = blob, takes
+    return shipped
+
+
+def _taken(argument: Any, how: int | None) -> Any:
+    """An argument of a :class:`_Shipped` task, as ``how`` says it comes."""
+    if how is None:
+        return argument
+    if how < 0:
+        return _unpacked(argument)
+    return _unpacked(pickle.loads(argument)[how])
+
+
+def _takes(refs: list[Any]) -> tuple[int | None, ...]:
+    """How a task takes each of ``refs`` (see :class:`_Shipped`)."""
+    return tuple(r.index if isinstance(r, _Pick) else None if isinstance(r, Outcome) else -1
+                 for r in refs)
+
+
+def _arguments(refs: list[Any]) -> list[Any]:
+    """What Dask passes for ``refs``: a collector's future stands for a task picked there."""
+    return [r.remote if isinstance(r, _Pick) else r for r in refs]
+
+
+def _together(*packed: bytes) -> bytes:
+    """A batch's collector: the pickled outcomes of its tasks as one result (one frame to
+    Dask, not a collection it sizes, serializes and sends item by item)."""
+    return pickle.dumps(packed, protocol=5)
+
+
+def _packed(outcome: Outcome) -> bytes:
+    """``outcome`` pickled; if it cannot be, its failure to be (the node's error)."""
+    try:
+        packed: bytes = cloudpickle.dumps(outcome, protocol=5)
+    except Exception as e:
+        packed = cloudpickle.dumps(Outcome(error=e, attempts=outcome.attempts,
+                                           started=outcome.started, ended=outcome.ended),
+                                   protocol=5)
+    return packed
+
+
+def _unpacked(packed: bytes) -> Outcome:
+    outcome: Outcome = pickle.loads(packed)
+    return outcome
+
+
+def _dask_task(key: str, func: Any, arguments: list[Any]) -> Any:
+    """Dask's task ``key``, named by its key: each is sent once under a key of its own.
+    Dask names a graph by hashing its tasks, which hashed each function and argument
+    (0.2 ms a task, half the engine thread's time on a 501-node fan-in tree)."""
+    from dask._task_spec import Task as DaskTask
+
+    task = DaskTask(key, func, *arguments)
+    task._token = key
+    return task
+
+
+def _claimed(dask_scheduler: Any, keys: list[str], client: str,
+             erred: bool) -> tuple[list[str], dict[str, str]]:
+    """Of ``keys``, those the scheduler holds an outcome of (finished, or if ``erred``
+    failed), now wanted by ``client`` so they stay until fetched; and the workers running
+    others."""
+    held, running = [], {}
+    for key in keys:
+        task = dask_scheduler.tasks.get(key)
+        if task is None:
+            continue
+        if task.state == "memory" or (erred and task.state == "erred"):
+            held.append(key)
+        elif task.processing_on is not None:
+            running[key] = task.processing_on.address
+    if held:
+        dask_scheduler.client_desires_keys(keys=held, client=client)
+    return held, running
 
 
 def _TaskRef(key: str) -> Any:  # noqa: N802  # stands for dask's class
