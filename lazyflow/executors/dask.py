@@ -48,7 +48,7 @@ workers) and come back as one message, so that worker holds up to 64 values at
 once, where fetching each task's result held none there; with a shared tier
 outcomes carry no values.
 
-Travel. A task of a graph is pickled once, on the client (:class:`_Shipped`):
+Travel (``dask_travel.py``). A task of a graph is pickled once, on the client:
 Dask would unpickle it on the scheduler and pickle it again for its worker,
 twice with a function defined in ``__main__``, all in the client's process
 with a ``LocalCluster`` (0.1 ms a task). Each returns its outcome pickled on
@@ -103,10 +103,9 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import replace
 from typing import Any
 
-import cloudpickle
-
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
+from lazyflow.executors.dask_travel import Pick, Shipped, arguments_of, takes, together, unpacked
 from lazyflow.keys.hashing import registered_hashers
 from lazyflow.model.resources import ResourceError
 
@@ -236,7 +235,7 @@ class DaskExecutor:
             held, self._held = self._held, []
         if not held:
             return
-        graph = {key: _dask_task(key, _Shipped(task, _takes(refs)), _arguments(refs))
+        graph = {key: _dask_task(key, Shipped(task, takes(refs)), arguments_of(refs))
                  for key, task, refs, _ in held}
         batches = [_Batch([(key, future) for key, _, _, future in held[i:i + _COLLECT]])
                    for i in range(0, len(held), _COLLECT)]
@@ -246,7 +245,7 @@ class DaskExecutor:
                 wanted.append(batch.members[0][0])
                 continue
             collector = f"lazyflow-collect-{self._prefix}-{next(self._count)}"
-            graph[collector] = _dask_task(collector, _together,
+            graph[collector] = _dask_task(collector, together,
                                           [_TaskRef(key) for key, _ in batch.members])
             wanted.append(collector)
         remotes = self.client.get(graph, wanted, sync=False)
@@ -310,7 +309,7 @@ class DaskExecutor:
         remote = None if batch is None else batch.remote
         if batch is not None and remote is not None and not future.done():
             # a distributed.Future stands for its task, and keeps it until the graph is sent
-            return remote if batch.single else _Pick(remote, getattr(future, "index", 0))
+            return remote if batch.single else Pick(remote, getattr(future, "index", 0))
         try:
             return future.result(timeout=0)
         except BaseException as e:  # lost: the step that follows it does not run
@@ -415,7 +414,7 @@ class DaskExecutor:
         for key, future in waiting:
             claim = claims[key]
             if key in held and claim.status == "finished":
-                _resolve(future, _unpacked(next(values)))
+                _resolve(future, unpacked(next(values)))
             elif key in held:  # failed on its own on the cluster (its worker died too often)
                 _resolve(future, error=claim.exception())
             claim.release()
@@ -552,8 +551,8 @@ class _Batch:
         if not self.graph:  # a task sent on its own returns its outcome as it is
             return (result,)
         if self.single:
-            return (_unpacked(result),)
-        return tuple(_unpacked(packed) for packed in pickle.loads(result))
+            return (unpacked(result),)
+        return tuple(unpacked(packed) for packed in pickle.loads(result))
 
     def settle(self, outcomes: Sequence[Outcome]) -> None:
         """Resolve each task with its outcome; then the cluster may forget them."""
@@ -584,95 +583,6 @@ def _resolve(future: Future[Outcome], outcome: Outcome | None = None,
             future.set_exception(error)
     except InvalidStateError:
         pass
-
-
-class _Pick:
-    """A task of an earlier graph, as the collector of its batch and its place there."""
-
-    __slots__ = ("index", "remote")
-
-    def __init__(self, remote: Any, index: int) -> None:
-        self.remote, self.index = remote, index
-
-
-class _Shipped:
-    """A task of a graph as it travels: pickled once, here, and unpickled on its worker,
-    where it returns its outcome pickled.
-
-    Dask unpickles each task of a graph on the scheduler and pickles it again for its
-    worker, and with a function defined in ``__main__`` (by value) it pickles it twice,
-    by reference first; all in the client's process with a ``LocalCluster``. As bytes,
-    the task is pickled once. Its outcome goes to the client in any case; pickled on
-    its worker, it is sent to a collector or a task that follows it as bytes Dask need
-    not serialize, and a value that cannot be pickled fails its own node there (Dask
-    would fail to send it, again and again). ``takes`` says how each argument comes:
-    ``None`` as it is (an outcome the client had), ``-1`` pickled (a task's), ``i`` as
-    the ``i``-th outcome of a collector's result.
-    """
-
-    __slots__ = ("blob", "takes")
-
-    def __init__(self, task: Task, takes: tuple[int | None, ...]) -> None:
-        self.blob = cloudpickle.dumps(task, protocol=5)
-        self.takes = takes
-
-    def __call__(self, *arguments: Any) -> bytes:
-        task = cloudpickle.loads(self.blob)
-        outcome: Outcome = task(*(_taken(a, how)
-                                  for a, how in zip(arguments, self.takes, strict=True)))
-        return _packed(outcome)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _shipped, (self.blob, self.takes)
-
-
-def _shipped(blob: bytes, takes: tuple[int | None, ...]) -> _Shipped:
-    """A :class:`_Shipped` as it arrives on a worker (its task stays pickled)."""
-    shipped = _Shipped.__new__(_Shipped)
-    shipped.blob, shipped.takes = blob, takes
-    return shipped
-
-
-def _taken(argument: Any, how: int | None) -> Any:
-    """An argument of a :class:`_Shipped` task, as ``how`` says it comes."""
-    if how is None:
-        return argument
-    if how < 0:
-        return _unpacked(argument)
-    return _unpacked(pickle.loads(argument)[how])
-
-
-def _takes(refs: list[Any]) -> tuple[int | None, ...]:
-    """How a task takes each of ``refs`` (see :class:`_Shipped`)."""
-    return tuple(r.index if isinstance(r, _Pick) else None if isinstance(r, Outcome) else -1
-                 for r in refs)
-
-
-def _arguments(refs: list[Any]) -> list[Any]:
-    """What Dask passes for ``refs``: a collector's future stands for a task picked there."""
-    return [r.remote if isinstance(r, _Pick) else r for r in refs]
-
-
-def _together(*packed: bytes) -> bytes:
-    """A batch's collector: the pickled outcomes of its tasks as one result (one frame to
-    Dask, not a collection it sizes, serializes and sends item by item)."""
-    return pickle.dumps(packed, protocol=5)
-
-
-def _packed(outcome: Outcome) -> bytes:
-    """``outcome`` pickled; if it cannot be, its failure to be (the node's error)."""
-    try:
-        packed: bytes = cloudpickle.dumps(outcome, protocol=5)
-    except Exception as e:
-        packed = cloudpickle.dumps(Outcome(error=e, attempts=outcome.attempts,
-                                           started=outcome.started, ended=outcome.ended),
-                                   protocol=5)
-    return packed
-
-
-def _unpacked(packed: bytes) -> Outcome:
-    outcome: Outcome = pickle.loads(packed)
-    return outcome
 
 
 def _dask_task(key: str, func: Any, arguments: list[Any]) -> Any:

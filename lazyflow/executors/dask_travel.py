@@ -1,0 +1,110 @@
+"""How a task of a Dask graph travels (``dask.py``): pickled once on the client, its outcome
+pickled on its worker, and a batch's outcomes together as one collector's result.
+
+Dask unpickles each task of a graph on the scheduler and pickles it again for its worker
+(twice for a function defined in ``__main__``), all in the client's process with a
+``LocalCluster``. As bytes, a task is pickled once; its outcome, pickled where it ran,
+goes to a collector or a task that follows it as bytes Dask need not serialize, and a
+value that cannot be pickled fails its own node there.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import cloudpickle
+
+from lazyflow.executors.base import Outcome, Task
+
+__all__ = ["Pick", "Shipped", "arguments_of", "packed", "takes", "together", "unpacked"]
+
+
+class Pick:
+    """A task of an earlier graph, as the collector of its batch and its place there."""
+
+    __slots__ = ("index", "remote")
+
+    def __init__(self, remote: Any, index: int) -> None:
+        self.remote, self.index = remote, index
+
+
+class Shipped:
+    """A task of a graph as it travels: pickled once, here, and unpickled on its worker,
+    where it returns its outcome pickled.
+
+    Dask unpickles each task of a graph on the scheduler and pickles it again for its
+    worker, and with a function defined in ``__main__`` (by value) it pickles it twice,
+    by reference first; all in the client's process with a ``LocalCluster``. As bytes,
+    the task is pickled once. Its outcome goes to the client in any case; pickled on
+    its worker, it is sent to a collector or a task that follows it as bytes Dask need
+    not serialize, and a value that cannot be pickled fails its own node there (Dask
+    would fail to send it, again and again). ``takes`` says how each argument comes:
+    ``None`` as it is (an outcome the client had), ``-1`` pickled (a task's), ``i`` as
+    the ``i``-th outcome of a collector's result.
+    """
+
+    __slots__ = ("blob", "takes")
+
+    def __init__(self, task: Task, takes: tuple[int | None, ...]) -> None:
+        self.blob = cloudpickle.dumps(task, protocol=5)
+        self.takes = takes
+
+    def __call__(self, *arguments: Any) -> bytes:
+        task = cloudpickle.loads(self.blob)
+        outcome: Outcome = task(*(_taken(a, how)
+                                  for a, how in zip(arguments, self.takes, strict=True)))
+        return packed(outcome)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _arrived, (self.blob, self.takes)
+
+
+def _arrived(blob: bytes, takes: tuple[int | None, ...]) -> Shipped:
+    """A :class:`Shipped` as it arrives on a worker (its task stays pickled)."""
+    shipped = Shipped.__new__(Shipped)
+    shipped.blob, shipped.takes = blob, takes
+    return shipped
+
+
+def _taken(argument: Any, how: int | None) -> Any:
+    """An argument of a :class:`Shipped` task, as ``how`` says it comes."""
+    if how is None:
+        return argument
+    if how < 0:
+        return unpacked(argument)
+    return unpacked(pickle.loads(argument)[how])
+
+
+def takes(refs: list[Any]) -> tuple[int | None, ...]:
+    """How a task takes each of ``refs`` (see :class:`Shipped`)."""
+    return tuple(r.index if isinstance(r, Pick) else None if isinstance(r, Outcome) else -1
+                 for r in refs)
+
+
+def arguments_of(refs: list[Any]) -> list[Any]:
+    """What Dask passes for ``refs``: a collector's future stands for a task picked there."""
+    return [r.remote if isinstance(r, Pick) else r for r in refs]
+
+
+def together(*outcomes: bytes) -> bytes:
+    """A batch's collector: the pickled outcomes of its tasks as one result (one frame to
+    Dask, not a collection it sizes, serializes and sends item by item)."""
+    return pickle.dumps(outcomes, protocol=5)
+
+
+def packed(outcome: Outcome) -> bytes:
+    """``outcome`` pickled; if it cannot be, its failure to be (the node's error)."""
+    try:
+        data: bytes = cloudpickle.dumps(outcome, protocol=5)
+    except Exception as e:
+        data = cloudpickle.dumps(Outcome(error=e, attempts=outcome.attempts,
+                                         started=outcome.started, ended=outcome.ended),
+                                 protocol=5)
+    return data
+
+
+def unpacked(data: bytes) -> Outcome:
+    """The outcome :func:`packed` pickled."""
+    outcome: Outcome = pickle.loads(data)
+    return outcome
