@@ -427,9 +427,9 @@ def test_a_graph_step_does_not_call_a_node_whose_key_the_client_named_as_stored(
 
 def test_when_workers_cannot_hash_like_the_client_no_node_is_sent_ahead_again(
         flow, dask_client, graphs_received, monkeypatch):
-    import lazyflow.executors.dask as dask_executor
+    import lazyflow.executors.dask_workers as dask_workers
 
-    monkeypatch.setattr(dask_executor, "pack_hashers", lambda hashers: None)  # unpicklable
+    monkeypatch.setattr(dask_workers, "pack_hashers", lambda hashers: None)  # unpicklable
     last = _chain(flow, 10)
     assert flow.get(last, executor=dask_client) == 9
     # the first graph sends the chain ahead; its first result comes back unhashed, so the

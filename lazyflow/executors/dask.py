@@ -75,16 +75,9 @@ stops one only when the run stops): the tasks that finished are fetched first
 others, and the workers running them restart. Rejected: ``future.cancel()`` alone,
 which releases the result but leaves the work running.
 
-Resources. A node's ``resources=`` become Dask worker resources (workers
-declare theirs: ``dask worker --resources "gpus=1"``). ``cpus`` and
-``memory`` that no worker declares are left to Dask's own thread and memory
-limits; any other resource no worker declares is refused up front, since
-Dask would hold the task forever. There is no local gate (``places_work``).
-
-Hashers. Hashers registered with ``lf.register_hasher`` are installed on every
-worker, present and future, as a worker plugin, and re-installed when they
-change, so workers hash results exactly as the client would; if they cannot
-be pickled, results are hashed on the client instead.
+Workers (``dask_workers.py``). A node's ``resources=`` become Dask worker
+resources, refused up front when no worker declares one; hashers registered
+here are installed on every worker, or results are hashed on the client.
 """
 
 from __future__ import annotations
@@ -104,10 +97,9 @@ from dataclasses import replace
 from typing import Any
 
 from lazyflow.errors import LazyflowError
-from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
+from lazyflow.executors.base import Outcome, Task
 from lazyflow.executors.dask_travel import Pick, Shipped, arguments_of, takes, together, unpacked
-from lazyflow.keys.hashing import registered_hashers
-from lazyflow.model.resources import ResourceError
+from lazyflow.executors.dask_workers import Workers
 
 __all__ = ["SCHEDULER_VARIABLE", "DaskExecutor", "DaskUnavailableError", "NoClientError",
            "client_from_environment"]
@@ -125,7 +117,6 @@ _COLLECT = 64  # tasks whose outcomes come back together, as one collector's res
 _SWEEP = 1.0
 """Seconds a batch's collector may wait on the rest of its batch before the tasks of it
 that finished are fetched one by one (a batch of long tasks reports each as it ends)."""
-_LOCAL_ONLY = ("cpus", "memory")  # enforced by Dask itself when workers do not declare them
 
 
 class DaskUnavailableError(LazyflowError, ImportError):
@@ -179,9 +170,7 @@ class DaskExecutor:
         self._held: list[tuple[str, Task, list[Any], _Remote]] = []
         self._held_keys: dict[Future[Outcome], str] = {}
         self._lock = threading.Lock()
-        self._hashers: tuple[tuple[type, Any], ...] | None = None
-        self._hash_on_workers = False
-        self._declared: set[str] | None = None
+        self._workers = Workers(client)
         self._prefix = uuid.uuid4().hex
         self._count = itertools.count()
         self._fetched = 0.0  # when results were last fetched (time.monotonic)
@@ -190,10 +179,9 @@ class DaskExecutor:
 
     def submit(self, task: Task) -> Future[Outcome]:
         """Send ``task`` to the cluster; the returned future resolves to its outcome."""
-        self._sync_hashers()
-        if not self._hash_on_workers:
+        if not self._workers.hash_like_the_client():
             task = replace(task, hash_result=False)
-        resources = self._resources(task)
+        resources = self._workers.resources(task)
         key = self._key(task)
         remote = self.client.submit(task, key=key, pure=False,
                                     resources=resources or None,
@@ -207,12 +195,12 @@ class DaskExecutor:
                      after: Sequence[Sequence[int | Future[Outcome]]]) -> list[Future[Outcome]]:
         """Hold ``tasks`` for the next :meth:`flush`; each is called, on its worker, with
         the outcomes of the tasks it follows (Dask resolves them there)."""
-        self._sync_hashers()
+        hash_on_workers = self._workers.hash_like_the_client()
         names: list[str] = []
         futures: list[Future[Outcome]] = []
         with self._lock:
             for task, follows in zip(tasks, after, strict=True):
-                if not self._hash_on_workers:
+                if not hash_on_workers:
                     task = replace(task, hash_result=False)
                 key = self._key(task)
                 refs = [_TaskRef(names[f]) if isinstance(f, int) else self._ref(f)
@@ -491,36 +479,6 @@ class DaskExecutor:
             return False
         return True
 
-    def _resources(self, task: Task) -> dict[str, float]:
-        needs = task.policy.resources
-        if not needs:
-            return {}
-        declared = self._declared_resources(refresh=False)
-        if not set(needs) <= declared | set(_LOCAL_ONLY):
-            declared = self._declared_resources(refresh=True)
-        missing = sorted(set(needs) - declared - set(_LOCAL_ONLY))
-        if missing:
-            raise ResourceError(
-                f"node {task.node!r} needs {', '.join(missing)}, which no Dask worker declares; "
-                f"start workers with --resources \"{missing[0]}=1\" or drop it from resources=")
-        return {name: amount for name, amount in needs.items() if name in declared}
-
-    def _declared_resources(self, *, refresh: bool) -> set[str]:
-        if self._declared is None or refresh:
-            workers = self.client.scheduler_info().get("workers", {})
-            self._declared = {r for info in workers.values() for r in info.get("resources", {})}
-        return self._declared
-
-    def _sync_hashers(self) -> None:
-        current = tuple(registered_hashers().items())
-        if current == self._hashers:
-            return
-        self._hashers = current
-        blob = pack_hashers(current)
-        if blob is not None:
-            self.client.register_plugin(_hashers_plugin(blob), name="lazyflow-hashers")
-        self._hash_on_workers = blob is not None
-
 
 class _Remote(Future):  # type: ignore[type-arg]
     """A task's future, with the batch whose collector brings its outcome once sent."""
@@ -662,16 +620,3 @@ def _await_release(client: Any, key: str, patience: float = 10.0) -> None:
     deadline = time.monotonic() + patience
     while not client.run_on_scheduler(_released, key=key) and time.monotonic() < deadline:
         pass
-
-
-def _hashers_plugin(blob: bytes) -> Any:
-    """A worker plugin installing the client's hashers on every worker, present and future."""
-    from distributed import WorkerPlugin
-
-    class Hashers(WorkerPlugin):
-        idempotent = False
-
-        def setup(self, worker: Any) -> None:
-            install_hashers(blob)
-
-    return Hashers()
