@@ -116,6 +116,21 @@ def _write_lease(url: str, options: dict[str, object], key: str, expires: float,
     store.put(path, [body.encode()], create=True)
 
 
+def _noting_held(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set when this process finds a colleague's lease held (``take_lease``)."""
+    held = threading.Event()
+    take = RemoteTier.take_lease
+
+    def taking(self, *args):
+        found = take(self, *args)
+        if found is not None:
+            held.set()
+        return found
+
+    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    return held
+
+
 def _leases(url: str, options: dict[str, object]) -> list[dict]:
     """The lease objects on the remote, as written."""
     store = RemoteTier(url, options, background=False).store
@@ -213,16 +228,7 @@ def test_a_node_waiting_for_a_colleagues_lease_lets_an_independent_node_of_its_r
     url, options = remote
     key = _key()
     _write_lease(url, options, key, expires=time.time() + 3600)  # a colleague's, live
-    held = threading.Event()
-    take = RemoteTier.take_lease
-
-    def taking(self, *args):
-        found = take(self, *args)
-        if found is not None:
-            held.set()
-        return found
-
-    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    held = _noting_held(monkeypatch)
     calls: list[int] = []
     flow = _flow(_remote(url, options), calls)
     finished = threading.Event()
@@ -356,16 +362,7 @@ def test_a_lease_its_holder_gives_up_without_an_entry_is_taken_and_the_node_comp
     url, options = remote
     key = _key()
     _write_lease(url, options, key, expires=time.time() + 3600)  # a colleague's, live
-    held = threading.Event()
-    take = RemoteTier.take_lease
-
-    def taking(self, *args):
-        found = take(self, *args)
-        if found is not None:
-            held.set()
-        return found
-
-    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    held = _noting_held(monkeypatch)
     calls: list[int] = []
     flow = _flow(_remote(url, options), calls)
     runs: list[lf.Run] = []
@@ -425,16 +422,7 @@ def test_under_dask_a_leased_node_is_not_sent_ahead_to_compute_under_a_colleague
     key = scratch.run("slow").nodes["slow"].key
     holders.unlink()
     _write_lease(url, {}, key, expires=time.time() + 3600)  # a colleague's, live
-    held = threading.Event()
-    take = RemoteTier.take_lease
-
-    def taking(self, *args):
-        found = take(self, *args)
-        if found is not None:
-            held.set()
-        return found
-
-    monkeypatch.setattr(RemoteTier, "take_lease", taking)
+    held = _noting_held(monkeypatch)
     flow = lf.Flow("team", cache=_remote(url, {}))
     define(flow)
     runs: list[lf.Run] = []

@@ -257,17 +257,9 @@ def test_explain_says_what_differs_for_a_colleagues_entry_on_a_shared_remote(
 @pytest.mark.s3
 def test_a_remote_holds_no_environment_record_when_its_first_entry_carries_the_description(
         s3_url, s3_options):
-    flow = lf.Flow("envs", cache=lf.Cache(memory=None, disk=None, remote=s3_url,
-                                          remote_options=s3_options))
-
-    @flow.node
-    def total(n: int):
-        return n * 2
-
-    @flow.node
-    def report(total):
-        return f"total {total}"
-
+    namespace: dict[str, object] = {}
+    exec(_REMOTE_FLOW, namespace)  # noqa: S102 - the flow a colleague's process runs
+    flow = namespace["make"](s3_url, s3_options)
     run = flow.run("report", n=3)
     flow.cache.flush()
     remote = flow.cache.tier("remote")
