@@ -437,8 +437,16 @@ def test_the_widget_keeps_no_input_value_alive_after_the_run(flow):
     flow.run("size", frame=frame)
     del frame
     gc.collect()
-    assert watched() is None
+    alive = watched()
+    assert alive is None, f"held by {_holders(alive)}"
     assert "frame=&lt;Frame&gt;" in w._table.value
+
+
+def _holders(value: object) -> list[str]:
+    """What refers to ``value``, and what refers to those: the failure names the holder."""
+    return [f"{type(r).__name__} {str(r)[:120]!r} <- "
+            f"{[type(rr).__name__ for rr in gc.get_referrers(r)][:8]}"
+            for r in gc.get_referrers(value)]
 
 
 def test_a_nodes_details_show_its_cpu_time_and_reported_metrics(flow):
