@@ -239,22 +239,25 @@ def test_a_key_expected_missing_and_written_since_is_found(tmp_path, unhurried):
     assert tier.meta(ENTRY)["digest"] == "d" * 32 and tier.meta(TRACE)["key"] == ENTRY
 
 
-def test_a_key_another_process_writes_after_expect_is_missed_once_at_most(tmp_path):
+def _expected_then_written_elsewhere(tmp_path: pathlib.Path) -> DiskTier:
+    """A tier that looked ``ENTRY`` up ahead (``expect``) before another tier on its
+    directory (another process) wrote it."""
     tier = DiskTier(tmp_path, size_limit=10**9)
     tier.expect([ENTRY])
     other = DiskTier(tmp_path, size_limit=10**9)
     other.put(ENTRY, [1, 2], META)
     other.flush()
+    return tier
+
+
+def test_a_key_another_process_writes_after_expect_is_missed_once_at_most(tmp_path):
+    tier = _expected_then_written_elsewhere(tmp_path)
     assert tier.meta(ENTRY) is None  # as if looked up before the other wrote it
     assert tier.meta(ENTRY)["digest"] == "d" * 32
 
 
 def test_flush_forgets_what_expect_found_missing(tmp_path):
-    tier = DiskTier(tmp_path, size_limit=10**9)
-    tier.expect([ENTRY])
-    other = DiskTier(tmp_path, size_limit=10**9)
-    other.put(ENTRY, [1, 2], META)
-    other.flush()
+    tier = _expected_then_written_elsewhere(tmp_path)
     tier.flush()
     assert tier.meta(ENTRY)["digest"] == "d" * 32
 

@@ -17,6 +17,7 @@ import cache_fixture_flow as fixture
 import numpy as np
 import pytest
 import s3fs
+from chains import define_list_chain
 from doubles import PicklingExecutor
 
 import lazyflow as lf
@@ -50,17 +51,7 @@ _LEGACY = {LatestRecord: {"inputs"}}  # documented to be read, no longer written
 
 
 def _flow(cache: lf.Cache) -> lf.Flow:
-    flow = lf.Flow("format", cache=cache)
-
-    @flow.node
-    def raw(n: int):
-        return list(range(n))
-
-    @flow.node
-    def total(raw):
-        return sum(raw)
-
-    return flow
+    return define_list_chain(lf.Flow("format", cache=cache))
 
 
 @pytest.fixture
