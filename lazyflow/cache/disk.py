@@ -2,10 +2,13 @@
 
 Design note
 -----------
-Policy. This module is the tier: what ``meta``, ``get``, ``check``, ``put``
-and ``delete`` mean for one key, over an index (``disk_index.py``: the SQLite
+Policy. This module is the tier: what ``meta``, ``get``, ``put`` and
+``delete`` mean for one key, over an index (``disk_index.py``: the SQLite
 tables, each thread's connection, eviction, recovery of a damaged index) and
 the bytes of each entry (``disk_entries.py``: a row's blob, value files).
+Managing the cache as a whole (its keys and size, clearing it, verifying an
+entry's bytes with ``check``, closing it) is ``disk_manage.py``, a base of the
+tier, so the per-entry paths here reach the index with nothing in between.
 Every key is one row of the index whose blob is the entry's metadata as JSON,
 a newline, then, for a value under ``min_file_size``, the encoded value
 itself. Such *inline* entries, and every record, are buffered and committed in
@@ -49,10 +52,9 @@ row alone while it still holds such an entry. A lazyflow older than the
 
 from __future__ import annotations
 
-import io
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import diskcache
@@ -69,6 +71,7 @@ from lazyflow.cache.disk_entries import (
     restating,
 )
 from lazyflow.cache.disk_index import Buffered, DiskIndex, Pending, Restated
+from lazyflow.cache.disk_manage import DiskMaintenance
 from lazyflow.cache.quarantine import recovering
 from lazyflow.cache.serialize import (
     KNOWN_ENCODINGS,
@@ -85,7 +88,6 @@ from lazyflow.cache.serialize import (
     readable,
     stamp,
     unknown_encoding,
-    verify_stream,
 )
 from lazyflow.cache.sizes import format_size
 from lazyflow.errors import CacheWarning, warn
@@ -93,7 +95,7 @@ from lazyflow.errors import CacheWarning, warn
 __all__ = ["DiskTier"]
 
 
-class DiskTier(ForeignEntries):
+class DiskTier(DiskMaintenance, ForeignEntries):
     """Entries under a local directory; size-limited, shared safely by threads and processes.
 
     Writes of small entries are buffered and committed in batches (``batch.py``):
@@ -165,34 +167,6 @@ class DiskTier(ForeignEntries):
             self._index.forget_if_unchanged(key, row)  # else evicted or replaced since read: fine
             raise KeyError(key) from None
         return decode(encoded)
-
-    @recovering("_cache")
-    def check(self, key: str) -> Meta | None:
-        """Compare the entry's stored bytes with their checksum; nothing is unpickled.
-
-        Returns the metadata of an intact entry, ``None`` when the key is gone
-        or holds a record (no value); raises :class:`CorruptEntryError` naming
-        what is damaged (metadata, a missing value file, the bytes), and
-        :class:`UnknownEncodingError` for an entry it cannot judge. Nothing
-        is deleted: that is the caller's decision (``lazyflow cache verify``).
-        """
-        row = self._row(key)
-        if row is None:
-            return None
-        head, _, inline = row.blob.partition(b"\n")
-        meta = load_meta(head)
-        if row.column is not None:  # a record the row of another key restates: no value
-            return None
-        if encoding_of(meta) not in KNOWN_ENCODINGS:
-            raise unknown_encoding(meta, key)
-        if "checksum" not in meta:
-            return None
-        try:
-            present = self._verify_value(key, row, inline, meta)
-        except CorruptEntryError as e:
-            e.node = meta.get("node")
-            raise
-        return meta if present else None
 
     @recovering("_cache")
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:
@@ -271,35 +245,6 @@ class DiskTier(ForeignEntries):
         if self._batch.get(key) is not None:
             self._batch.flush()  # else its buffered row would land after the delete
         self._index.delete(key)
-
-    @recovering("_cache")
-    def keys(self) -> Iterator[str]:
-        """A snapshot of the keys stored (buffered writes committed first)."""
-        self.flush()
-        return iter(self._index.keys())
-
-    @recovering("_cache")
-    def clear(self) -> None:
-        """Remove every entry and file, buffered ones and orphaned value files included."""
-        self._batch.drop()
-        self._index.clear()
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes used: the SQLite index plus every value file."""
-        self.flush()
-        return self._volume()
-
-    @recovering("_cache")
-    def _volume(self) -> int:
-        return self._index.volume()
-
-    def close(self) -> None:
-        """Commit what is buffered, then close the index's connections (reopened on next use)."""
-        self.flush()
-        with self._batch.commit_lock:  # no commit is using a connection meanwhile
-            self._index.connections.close()
-        self._index.cache.close()
 
     def __repr__(self) -> str:
         return f"DiskTier({self.directory!r}, size_limit={format_size(self.size_limit)})"
@@ -393,21 +338,6 @@ class DiskTier(ForeignEntries):
                           "recomputed when needed", CacheWarning)
 
     # ----------------------------------------------------------------- reads
-
-    def _verify_value(self, key: str, row: Row, inline: bytes, meta: Meta) -> bool:
-        """Check the value's bytes (inline or in its file); ``False`` if replaced meanwhile."""
-        if row.path is None:
-            verify_stream(io.BytesIO(inline), meta["checksum"], size=meta.get("size"))
-            return True
-        try:
-            with open(row.path, "rb") as f:
-                verify_stream(f, meta["checksum"], size=meta.get("size"))
-        except FileNotFoundError:
-            current = self._row(key)
-            if current is not None and current.path == row.path:
-                raise CorruptEntryError(f"value file {row.path} is missing") from None
-            return False  # evicted or replaced since the row was read
-        return True
 
     def _holds_foreign(self, key: str) -> bool:
         """Whether ``key`` still holds an entry of an encoding this lazyflow does not read."""
