@@ -21,7 +21,8 @@ without listing; the requests each run sent are counted
 (``remote_traffic.py``) and handed back by ``finish_run``. This module is
 the *tier policy*: the Tier primitives on top, what an unreadable, foreign
 or newer entry means, when writes happen, and the management methods, which
-wait for this process's writes and delegate.
+wait for this process's writes and delegate (``_Managed``), as the lease
+methods the engine calls hand leases to ``remote_leases.py`` (``_Leasing``).
 
 Requests. A hit costs one GET of the entry object (a small value is inline)
 plus one of its content object when it is not; a miss costs one GET answered
@@ -197,8 +198,48 @@ class _Managed:
         return self._manage.remove_orphans()
 
 
+class _Leasing:
+    """What the engine asks of the remote tier for a node declared with ``lease=``
+    (``engine/lease.py``): take the "in progress" lease of a key, stop renewing it, and
+    ask whether a colleague's entry has arrived meanwhile. The leases themselves are
+    ``remote_leases.py``; these methods hand them to the tier's
+    :class:`~lazyflow.cache.remote_leases.Holdings`."""
 
-class RemoteTier(_Managed, ForeignEntries):
+    _leases: leases.Holdings
+    _reads: Reads
+    _lock: threading.RLock
+
+    def meta(self, key: str) -> Meta | None:
+        """The entry's metadata (the tier's own)."""
+        raise NotImplementedError
+
+    def take_lease(self, key: str, seconds: float, holder: str, run: str
+                   ) -> leases.Held | None:
+        """Take the "in progress" lease of ``key`` for ``seconds`` (``remote_leases.py``):
+        ``None`` when this process now holds it, or no lease can be had (compute either
+        way); the live lease of someone else, to wait for, otherwise. A lease taken is
+        renewed until :meth:`end_lease`, and released when the run ends, after its
+        uploads."""
+        return self._leases.take(key, seconds, holder, run)
+
+    def end_lease(self, key: str) -> str | None:
+        """The node computing ``key`` under this process's lease ended: stop renewing the
+        lease (it is released when the run ends). Returns who took the lease over while
+        the node computed, if someone did (``remote_leases.Holdings.stop``)."""
+        return self._leases.stop(key)
+
+    def arrived(self, key: str) -> bool:
+        """Whether the entry of ``key`` is there now, asked again even if this run found
+        it missing (a colleague holding its lease may have written it since)."""
+        with self._lock:
+            self._reads.missing.pop(key)
+        try:
+            return self.meta(key) is not None
+        except Exception:  # an outage while waiting: the caller stops waiting
+            return False
+
+
+class RemoteTier(_Managed, _Leasing, ForeignEntries):
     """Entries under an fsspec URL, written in the background.
 
     ``options`` go to the fsspec filesystem, except ``lazyflow_timeout``: the
@@ -353,32 +394,7 @@ class RemoteTier(_Managed, ForeignEntries):
             if self._reads.remembers_misses:
                 self._reads.missing.put(key, True)
 
-    # ----------------------------------------------------------------- leases
-
-    def take_lease(self, key: str, seconds: float, holder: str, run: str
-                   ) -> leases.Held | None:
-        """Take the "in progress" lease of ``key`` for ``seconds`` (``remote_leases.py``):
-        ``None`` when this process now holds it, or no lease can be had (compute either
-        way); the live lease of someone else, to wait for, otherwise. A lease taken is
-        renewed until :meth:`end_lease`, and released when the run ends, after its
-        uploads."""
-        return self._leases.take(key, seconds, holder, run)
-
-    def end_lease(self, key: str) -> str | None:
-        """The node computing ``key`` under this process's lease ended: stop renewing the
-        lease (it is released when the run ends). Returns who took the lease over while
-        the node computed, if someone did (``remote_leases.Holdings.stop``)."""
-        return self._leases.stop(key)
-
-    def arrived(self, key: str) -> bool:
-        """Whether the entry of ``key`` is there now, asked again even if this run found
-        it missing (a colleague holding its lease may have written it since)."""
-        with self._lock:
-            self._reads.missing.pop(key)
-        try:
-            return self.meta(key) is not None
-        except Exception:  # an outage while waiting: the caller stops waiting
-            return False
+    # ----------------------------------------------------------------- packs
 
     def _release(self) -> None:
         """Queue the values held for a pack as one write (``remote_packs.py``)."""
