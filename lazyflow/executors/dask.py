@@ -19,9 +19,10 @@ held until the engine's ``flush`` (once per pass of its loop) and sent as one
 ``update-graph``, or sooner every 64 tasks so the cluster starts while the
 engine is still starting nodes.
 
-Batches. The client wants no task of a graph itself: each graph sent (up to
-64 tasks, a :class:`_Batch`) is followed by one more task, its collector, which
-returns their outcomes together, and only collectors are wanted and fetched.
+Batches (``dask_batches.py``). The client wants no task of a graph itself:
+each graph sent (up to 64 tasks, a :class:`~lazyflow.executors.dask_batches.Batch`)
+is followed by one more task, its collector, which returns their outcomes
+together, and only collectors are wanted and fetched.
 A wanted key costs the scheduler, in the client's process with a
 ``LocalCluster``, a report, a release and its share of a gather: profiled on a
 501-node fan-in tree, wanting every task (as ``client.compute`` of all 501
@@ -65,15 +66,16 @@ an :class:`Outcome` carrying it, so lazyflow's ``retries=`` (inside the task)
 are the only retries of user errors and Dask's ``retries=`` stays unused. A
 *worker* that dies mid-task is Dask's business: the scheduler reschedules the
 task on another worker (up to ``distributed.scheduler.allowed-failures``) and
-the run goes on. A task past its ``timeout=`` (or running when the run is
-cancelled) is stopped for real by restarting the worker that runs it through
-its nanny, since a running Python thread cannot be interrupted; Dask
-reschedules that worker's other tasks. A task of a graph is stopped with
-every graph still running (tasks of later graphs follow it, and the engine
-stops one only when the run stops): the tasks that finished are fetched first
-(they stay cached), the collectors are dropped so the scheduler forgets the
-others, and the workers running them restart. Rejected: ``future.cancel()`` alone,
-which releases the result but leaves the work running.
+the run goes on. Stopping (``dask_stopping.py``): a task past its
+``timeout=`` (or running when the run is cancelled) is stopped for real by
+restarting the worker that runs it through its nanny, since a running Python
+thread cannot be interrupted; Dask reschedules that worker's other tasks. A
+task of a graph is stopped with every graph still running (tasks of later
+graphs follow it, and the engine stops one only when the run stops): the tasks
+that finished are fetched first (they stay cached), the collectors are dropped
+so the scheduler forgets the others, and the workers running them restart.
+Rejected: ``future.cancel()`` alone, which releases the result but leaves the
+work running.
 
 Workers (``dask_workers.py``). A node's ``resources=`` become Dask worker
 resources, refused up front when no worker declares one; hashers registered
@@ -86,18 +88,19 @@ import contextlib
 import functools
 import itertools
 import os
-import pickle
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import CancelledError as FutureCancelled
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task
+from lazyflow.executors.dask_batches import Batch, Remote, resolve
+from lazyflow.executors.dask_stopping import Stopping
 from lazyflow.executors.dask_travel import Pick, Shipped, arguments_of, takes, together, unpacked
 from lazyflow.executors.dask_workers import Workers
 
@@ -150,7 +153,7 @@ def client_from_environment() -> Any:
                             "executor=client") from e
 
 
-class DaskExecutor:
+class DaskExecutor(Stopping):
     """Run tasks on the workers of a ``distributed.Client``.
 
     >>> from distributed import Client                     # doctest: +SKIP
@@ -166,8 +169,8 @@ class DaskExecutor:
         self.client = client
         # the scheduler queues and places tasks itself: keep it fed rather than one per thread
         self.max_workers = max_workers or _IN_FLIGHT
-        self._pending: dict[_Batch, None] = {}  # sent, result not fetched yet (in send order)
-        self._held: list[tuple[str, Task, list[Any], _Remote]] = []
+        self._pending: dict[Batch, None] = {}  # sent, result not fetched yet (in send order)
+        self._held: list[tuple[str, Task, list[Any], Remote]] = []
         self._held_keys: dict[Future[Outcome], str] = {}
         self._lock = threading.Lock()
         self._workers = Workers(client)
@@ -186,9 +189,9 @@ class DaskExecutor:
         remote = self.client.submit(task, key=key, pure=False,
                                     resources=resources or None,
                                     priority=task.policy.priority)  # priority= (higher first)
-        future = _Remote()
+        future = Remote()
         future.set_running_or_notify_cancel()  # Dask queues it; timed from submission
-        self._track(_Batch([(key, future)], graph=False), remote)
+        self._track(Batch([(key, future)], graph=False), remote)
         return future
 
     def submit_graph(self, tasks: Sequence[Task],
@@ -205,7 +208,7 @@ class DaskExecutor:
                 key = self._key(task)
                 refs = [_TaskRef(names[f]) if isinstance(f, int) else self._ref(f)
                         for f in follows]
-                future = _Remote()
+                future = Remote()
                 future.set_running_or_notify_cancel()
                 self._held.append((key, task, refs, future))
                 self._held_keys[future] = key
@@ -225,7 +228,7 @@ class DaskExecutor:
             return
         graph = {key: _dask_task(key, Shipped(task, takes(refs)), arguments_of(refs))
                  for key, task, refs, _ in held}
-        batches = [_Batch([(key, future) for key, _, _, future in held[i:i + _COLLECT]])
+        batches = [Batch([(key, future) for key, _, _, future in held[i:i + _COLLECT]])
                    for i in range(0, len(held), _COLLECT)]
         wanted = []
         for batch in batches:
@@ -293,7 +296,7 @@ class DaskExecutor:
         key = self._held_keys.get(future)
         if key is not None:
             return _TaskRef(key)
-        batch: _Batch | None = getattr(future, "batch", None)
+        batch: Batch | None = getattr(future, "batch", None)
         remote = None if batch is None else batch.remote
         if batch is not None and remote is not None and not future.done():
             # a distributed.Future stands for its task, and keeps it until the graph is sent
@@ -303,7 +306,7 @@ class DaskExecutor:
         except BaseException as e:  # lost: the step that follows it does not run
             return Outcome(error=e)
 
-    def _track(self, batch: _Batch, remote: Any) -> None:
+    def _track(self, batch: Batch, remote: Any) -> None:
         batch.remote = remote  # keeps the results on the cluster for tasks that follow
         for index, (_, future) in enumerate(batch.members):
             future.batch, future.index = batch, index
@@ -313,7 +316,7 @@ class DaskExecutor:
         if not batch.single:
             self._arm()
 
-    def _landed(self, batch: _Batch, done: Any) -> None:
+    def _landed(self, batch: Batch, done: Any) -> None:
         """A batch's collector finished on the cluster (on Dask's callback thread)."""
         if batch.remote is None:
             return
@@ -345,7 +348,7 @@ class DaskExecutor:
         for batch, result in zip(ready, results, strict=True):
             batch.settle(batch.outcomes(result))
 
-    def _unpack(self, batch: _Batch) -> None:
+    def _unpack(self, batch: Batch) -> None:
         """Resolve the tasks of a batch whose collector did not give their outcomes: the
         ones the scheduler still holds are fetched one by one, the others failed with it."""
         with self._lock:
@@ -367,23 +370,23 @@ class DaskExecutor:
             return
         self._fetch_each(batch, error)
 
-    def _fetch_each(self, batch: _Batch, error: BaseException) -> None:
+    def _fetch_each(self, batch: Batch, error: BaseException) -> None:
         """Resolve each task of ``batch`` with its own outcome where the scheduler holds one
         (finished, or failed on its own); the others fail with ``error``."""
         self._salvage([batch], error)
 
-    def _salvage(self, batches: list[_Batch], error: BaseException) -> dict[str, str]:
+    def _salvage(self, batches: list[Batch], error: BaseException) -> dict[str, str]:
         """Fetch the outcomes the scheduler holds for the unresolved tasks of ``batches``,
         fail the others with ``error`` and drop the batches; return the workers running
         tasks of them, by key."""
         running = self._claim(batches, erred=True)
         for batch in batches:
             for _, future in batch.members:
-                _resolve(future, error=error)
+                resolve(future, error=error)
             batch.drop()
         return running
 
-    def _claim(self, batches: list[_Batch], *, erred: bool) -> dict[str, str]:
+    def _claim(self, batches: list[Batch], *, erred: bool) -> dict[str, str]:
         """Resolve each unresolved task of ``batches`` that finished on the cluster (and,
         if ``erred``, that failed there) with its outcome, fetched on its own; return the
         workers running others, by key."""
@@ -402,9 +405,9 @@ class DaskExecutor:
         for key, future in waiting:
             claim = claims[key]
             if key in held and claim.status == "finished":
-                _resolve(future, unpacked(next(values)))
+                resolve(future, unpacked(next(values)))
             elif key in held:  # failed on its own on the cluster (its worker died too often)
-                _resolve(future, error=claim.exception())
+                resolve(future, error=claim.exception())
             claim.release()
         return dict(running)
 
@@ -431,116 +434,6 @@ class DaskExecutor:
                 self._claim(late, erred=False)
         if batches:
             self._arm()
-
-    def _abandon_single(self, batch: _Batch) -> bool:
-        """Stop a task sent on its own (``submit``)."""
-        future = batch.members[0][1]
-        remote = batch.remote
-        if remote is None:  # fetched meanwhile
-            return True
-        state, worker = self.client.run_on_scheduler(_state_on, key=remote.key)
-        if state == "memory":  # it finished before the engine heard of it: keep it
-            self._unpack(batch)
-            return True
-        with self._lock:
-            self._pending.pop(batch, None)
-        remote.cancel()
-        batch.remote = None  # released: restarting a worker must not compute it again
-        stopped = True
-        if worker is not None:
-            stopped = self._restart([remote.key], [worker])
-        if not future.done():
-            future.set_exception(FutureCancelled("stopped on the Dask cluster"))
-        return stopped
-
-    def _abandon_graphs(self) -> bool:
-        """Stop every graph still running: fetch the tasks that finished (they stay
-        cached), drop the collectors so the scheduler forgets the others, and restart
-        the workers running them."""
-        with self._lock:
-            graphs = [b for b in self._pending if b.graph and b.remote is not None]
-            for batch in graphs:
-                del self._pending[batch]
-        if not graphs:
-            return True
-        running = self._salvage(graphs, FutureCancelled("stopped on the Dask cluster"))
-        if not running:
-            return True
-        return self._restart(list(running), sorted(set(running.values())))
-
-    def _restart(self, keys: list[str], workers: list[str]) -> bool:
-        """Restart ``workers`` once the scheduler has dropped ``keys``; False without
-        nannies (the work cannot be stopped from here)."""
-        for key in keys:
-            _await_release(self.client, key)
-        try:
-            self.client.restart_workers(workers, raise_for_error=True)
-        except Exception:
-            return False
-        return True
-
-
-class _Remote(Future):  # type: ignore[type-arg]
-    """A task's future, with the batch whose collector brings its outcome once sent."""
-
-    batch: _Batch | None = None
-    index: int = 0  # its place among the batch's outcomes
-
-
-class _Batch:
-    """Tasks sent together whose outcomes come back as one result: their collector's, or
-    the task's own when it is alone (``single``). ``graph``: sent by ``flush``, so tasks
-    of later graphs may follow its tasks."""
-
-    __slots__ = ("graph", "members", "remote", "sent")
-
-    def __init__(self, members: list[tuple[str, _Remote]], graph: bool = True) -> None:
-        self.members = members  # (Dask key, future), in the collector's order
-        self.graph = graph
-        self.remote: Any = None  # the collector's (or single task's) Dask future until fetched
-        self.sent = time.monotonic()
-
-    @property
-    def single(self) -> bool:
-        return len(self.members) == 1
-
-    def outcomes(self, result: Any) -> tuple[Outcome, ...]:
-        """Its tasks' outcomes, from its collector's (or single task's) result."""
-        if not self.graph:  # a task sent on its own returns its outcome as it is
-            return (result,)
-        if self.single:
-            return (unpacked(result),)
-        return tuple(unpacked(packed) for packed in pickle.loads(result))
-
-    def settle(self, outcomes: Sequence[Outcome]) -> None:
-        """Resolve each task with its outcome; then the cluster may forget them."""
-        for (_, future), outcome in zip(self.members, outcomes, strict=True):
-            _resolve(future, outcome)
-        self.remote = None  # after the results: ``_ref`` reads one or the other
-
-    def fail(self, error: BaseException) -> None:
-        """Fail the tasks not resolved yet with ``error``."""
-        for _, future in self.members:
-            _resolve(future, error=error)
-        self.remote = None
-
-    def drop(self) -> None:
-        """Release the collector: the scheduler forgets the tasks nothing else needs."""
-        remote, self.remote = self.remote, None
-        if remote is not None:
-            remote.release()
-
-
-def _resolve(future: Future[Outcome], outcome: Outcome | None = None,
-             error: BaseException | None = None) -> None:
-    """Resolve ``future`` unless it is already (the sweep and a collector may race)."""
-    try:
-        if error is None:
-            future.set_result(outcome)  # type: ignore[arg-type]
-        else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass
 
 
 def _dask_task(key: str, func: Any, arguments: list[Any]) -> Any:
@@ -596,27 +489,3 @@ def _keyed_ref_class() -> type:
             return ("TaskRef", self.key)
 
     return KeyedTaskRef
-
-
-def _state_on(dask_scheduler: Any, key: str) -> tuple[str | None, str | None]:
-    """The scheduler's state of task ``key``, and the worker running it if one is."""
-    task = dask_scheduler.tasks.get(key)
-    worker = getattr(task, "processing_on", None)
-    return getattr(task, "state", None), None if worker is None else worker.address
-
-
-def _released(dask_scheduler: Any, key: str) -> bool:
-    return key not in dask_scheduler.tasks
-
-
-def _await_release(client: Any, key: str, patience: float = 10.0) -> None:
-    """Return once the scheduler has dropped the cancelled ``key`` (or after ``patience``).
-
-    The cancel travels on the client's batched stream, the worker restart that follows
-    by RPC: a restart that overtakes it has the scheduler hand the still-wanted task to
-    another worker, and a cancelled node runs again. Each check is a round trip to the
-    scheduler, so this waits without sleeping.
-    """
-    deadline = time.monotonic() + patience
-    while not client.run_on_scheduler(_released, key=key) and time.monotonic() < deadline:
-        pass
