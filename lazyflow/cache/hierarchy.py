@@ -29,11 +29,12 @@ every record type and where it lives.
 
 Settings not passed explicitly come from ``config.py`` (environment, then
 ``lazyflow.toml`` / ``[tool.lazyflow]``, then defaults). Management
-(``stats``, ``clear``, ``prune``) is built on the same primitives, so every
-tier, present or future, supports it. Deleting from a shared (remote) tier needs
-``confirm=True``, checked for every chosen tier before any is touched: a
-refused clear deletes nothing, not even the local tiers (all or nothing; a
-``file://`` remote once lost its root to a plain ``clear``).
+(``stats``, ``clear``, ``prune``, ``management.py``) is built on the same
+primitives, so every tier, present or future, supports it. Deleting from a
+shared (remote) tier needs ``confirm=True``, checked for every chosen tier
+before any is touched: a refused clear deletes nothing, not even the local
+tiers (all or nothing; a ``file://`` remote once lost its root to a plain
+``clear``).
 """
 
 from __future__ import annotations
@@ -41,19 +42,19 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import re
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.cache.config as config
+import lazyflow.cache.management as management
 from lazyflow.cache.base import NO_VALUE, CorruptEntryError, Meta, Stored, Tier, TierOfflineError
+from lazyflow.cache.management import SHARED
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.cache.sizes import parse_size
-from lazyflow.errors import CacheWarning, ConfirmationError, warn
+from lazyflow.errors import CacheWarning, warn
 
 if TYPE_CHECKING:
     from lazyflow.cache.disk import DiskTier
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["Cache", "default_memory_budget"]
 
 _SCOPES = ("code", "environment")
-_SHARED = frozenset({"remote"})
 """Tiers other people's processes read: local records (``record(local=True)``) skip them."""
 
 
@@ -147,7 +147,7 @@ class Cache:
         it then checks nothing first, and is still create-only).
         """
         for tier in self.tiers:
-            if local and tier.name in _SHARED:
+            if local and tier.name in SHARED:
                 getattr(tier, "presume_missing", _unasked)(key)
                 continue
             meta = self._meta(tier, key)
@@ -209,14 +209,14 @@ class Cache:
         """Store a metadata-only record under ``key`` in every tier; ``local``: in the
         memory and disk tiers only, not on a shared remote."""
         for tier in self.tiers:
-            if not (local and tier.name in _SHARED):
+            if not (local and tier.name in SHARED):
                 self._put_quietly(tier, key, NO_VALUE, meta)
 
     def find_record(self, key: str, *, local: bool = False) -> Stored | None:
         """The record under ``key`` from the fastest tier holding it (promoted upwards);
         ``local``: looked up in the memory and disk tiers only."""
         for index, tier in enumerate(self.tiers):
-            if local and tier.name in _SHARED:
+            if local and tier.name in SHARED:
                 continue
             meta = self._meta(tier, key)
             if meta is not None:
@@ -258,11 +258,8 @@ class Cache:
         >>> cache = Cache(memory="1MB", disk=None, remote=None)
         >>> cache.clear("memory")
         """
-        chosen = self._select(tier)
-        _confirmed(self.tiers, chosen, confirm,
-                   "cache.clear()" if tier is None else f"cache.clear({tier!r})")
-        for t in chosen:
-            t.clear()
+        management.clear(self.tiers, self._select(tier), confirm,
+                         "cache.clear()" if tier is None else f"cache.clear({tier!r})")
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per tier: entries, bytes, hits (values served) and misses (loads it could not serve).
@@ -270,12 +267,7 @@ class Cache:
         ``total`` adds the requests no tier could serve; the remote answers without listing
         (``RemoteTier.usage``) and adds ``flows``: entries and bytes per flow."""
         self.flush()
-        report: dict[str, dict[str, Any]] = {}
-        for tier in self.tiers:
-            report[tier.name] = _holdings(tier, self._hits[tier.name],
-                                          self._tier_misses[tier.name])
-        report["total"] = {"hits": sum(self._hits.values()), "misses": self._misses}
-        return report
+        return management.stats(self.tiers, self._hits, self._tier_misses, self._misses)
 
     def prune(self, max_size: int | str | None = None,
               older_than: float | str | _dt.timedelta | None = None,
@@ -289,19 +281,11 @@ class Cache:
         >>> Cache(memory="1MB", disk=None, remote=None).prune(older_than="30d")
         {}
         """
-        if max_size is None and older_than is None:
-            raise ValueError("prune needs max_size= (e.g. '10GB') or older_than= (e.g. '30d')")
-        limit = None if max_size is None else parse_size(max_size, what="max_size")
-        cutoff = None if older_than is None else time.time() - _seconds(older_than)
         chosen = self._select(tier) if tier is not None else \
             [t for t in self.tiers if t.name != "memory"]
-        _confirmed(self.tiers, chosen, confirm,
-                   "cache.prune()" if tier is None else f"cache.prune(tier={tier!r})")
-        report: dict[str, dict[str, int]] = {}
-        for t in chosen:
-            self.flush()
-            report[t.name] = _prune_tier(t, limit, cutoff)
-        return report
+        return management.prune(self.tiers, chosen, max_size, older_than, confirm,
+                                "cache.prune()" if tier is None else
+                                f"cache.prune(tier={tier!r})", flush=self.flush)
 
     def finish_run(self, flow: str, run: str, started: float
                    ) -> dict[str, dict[str, int]] | None:
@@ -438,24 +422,6 @@ def _build_tiers(settings: config.Settings) -> list[Tier]:
     return tiers
 
 
-def _confirmed(tiers: Sequence[Tier], chosen: Sequence[Tier], confirm: bool,
-               action: str) -> None:
-    """Refuse (before anything is deleted) to delete from a shared tier unconfirmed,
-    suggesting the slowest local tier of ``tiers`` (the disk) to delete from instead."""
-    if confirm:
-        return
-    shared = [_where(t) for t in chosen if t.name in _SHARED]
-    if shared:
-        local = [t.name for t in tiers if t.name not in _SHARED]
-        raise ConfirmationError(action, shared, local_tier=local[-1] if local else None)
-
-
-def _where(tier: Tier) -> str:
-    """A shared tier's address, as its user configured it."""
-    url = getattr(tier, "url", None)
-    return str(url) if url else repr(tier)
-
-
 def _with_trust(settings: config.Settings) -> dict[str, Any]:
     """The remote options, with the trust the settings configure (``trust.py``) under
     lazyflow's own option, which the tier's workers inherit."""
@@ -484,58 +450,3 @@ def _finish_run(tiers: Sequence[Tier], flow: str, run: str,
             warn(f"the {tier.name} cache tier could not end run {run} "
                  f"({type(e).__name__}: {e}); the run goes on", CacheWarning)
     return cost
-
-
-def _holdings(tier: Tier, hits: int, misses: int) -> dict[str, Any]:
-    """One tier's line of ``stats``: entries, hits, misses, then bytes (and per-flow figures
-    where the tier keeps them)."""
-    usage = getattr(tier, "usage", None)
-    if callable(usage):  # the remote: from its ledger, never a listing of every entry
-        held: dict[str, Any] = dict(usage())
-        return {"entries": held.pop("entries", 0), "hits": hits, "misses": misses, **held}
-    facts: dict[str, Any] = {"entries": len(list(tier.keys())), "hits": hits, "misses": misses}
-    nbytes = getattr(tier, "nbytes", None)
-    if isinstance(nbytes, int):
-        facts["bytes"] = nbytes
-    return facts
-
-
-def _prune_tier(tier: Tier, limit: int | None, cutoff: float | None) -> dict[str, int]:
-    collect = getattr(tier, "collect", None)
-    if callable(collect):  # the remote: garbage collection by last use (remote_gc.py)
-        done: dict[str, int] = collect(limit, cutoff)
-        return done
-    entries = []
-    stored_keys = list(tier.keys())
-    for key in stored_keys:
-        meta = tier.meta(key)
-        if meta is not None:
-            entries.append((float(meta.get("stored") or meta.get("created") or 0.0),
-                            int(meta.get("size") or 0), key))
-    entries.sort()
-    removed = freed = 0
-    total = sum(size for _, size, _ in entries)
-    for stored, size, key in entries:
-        if (cutoff is None or stored >= cutoff) and (limit is None or total <= limit):
-            continue
-        tier.delete(key)
-        removed += 1
-        freed += size
-        total -= size
-    return {"removed": removed, "freed": freed, "bytes": total}
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _seconds(age: float | str | _dt.timedelta) -> float:
-    if isinstance(age, _dt.timedelta):
-        return age.total_seconds()
-    if isinstance(age, (int, float)) and not isinstance(age, bool):
-        return float(age)
-    match = _DURATION.match(str(age))
-    if match is None:
-        raise ValueError(f"older_than={age!r} is not an age: use seconds, a timedelta or a "
-                         "number with s, m, h, d or w (e.g. '30d')")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
