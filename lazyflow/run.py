@@ -19,9 +19,10 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from html import escape
 from typing import Any, Literal
 
@@ -79,7 +80,8 @@ class NodeRecord:
     ``"running"`` while it goes). ``tier`` names the cache tier that served a
     hit. ``duration`` is seconds spent computing (hits: ``0.0``) and
     ``saved`` the compute time a hit avoided (the node's and its ancestors'). ``reason`` says why the node ran,
-    or why it was skipped.
+    or why it was skipped (set it after construction: it is a property, see
+    :meth:`revise_reason_later`).
     """
 
     name: str
@@ -92,7 +94,8 @@ class NodeRecord:
     digest: str | None = None
     size: int | None = None
     saved: float = 0.0
-    reason: str = ""
+    _reason: str = field(default="", init=False)
+    _later: Callable[[str], str] | None = field(default=None, init=False, repr=False)
     error: BaseException | None = None
     attempts: int = 0
     caught: bool = False
@@ -114,6 +117,59 @@ class NodeRecord:
     def done(self) -> bool:
         """Whether the node reached a final status."""
         return self.status not in ("pending", "running")
+
+    @property
+    def reason(self) -> str:
+        """Why the node ran, or why it was skipped; for a hit, where it was computed when
+        that was not here. A revision left for later (:meth:`revise_reason_later`) is
+        applied by the first reading, on whichever thread."""
+        if self._later is not None:
+            self._revise()
+        return self._reason
+
+    @reason.setter
+    def reason(self, text: str) -> None:
+        if self._later is None:
+            self._reason = text
+            return
+        with _REVISING:  # a new text replaces the revision too (the revised text would)
+            self._reason, self._later = text, None
+
+    def revise_reason_later(self, revise: Callable[[str], str]) -> None:
+        """Make the reason ``revise(reason)``, worked out when the reason is first read.
+
+        For a revision that costs more than a request should pay unread: a hit's note
+        on where it was computed reads this process's environment, ~200 files
+        (``engine/why.py``). ``revise`` may run on any thread (the history's writer);
+        it must not raise.
+        """
+        if self._later is not None:
+            self._revise()
+        self._later = revise
+
+    def settled_reason(self) -> str | None:
+        """The reason, or ``None`` while a revision is left for its first reading (what
+        the history's request-thread rows check, so as not to work it out there)."""
+        return self._reason if self._later is None else None
+
+    def _revise(self) -> None:
+        later = self._later
+        if later is None:
+            return
+        revised = later(self._reason)  # outside the lock: it may read files
+        with _REVISING:  # once, even when two threads read at once
+            if self._later is later:
+                self._reason, self._later = revised, None
+
+    def __repr__(self) -> str:
+        # the dataclass's, but the reason as it reads (with any revision left for later)
+        shown = (f"reason={self.reason!r}" if f.name == "_reason"
+                 else f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return f"NodeRecord({', '.join(shown)})"
+
+
+_REVISING = threading.Lock()
+"""Held while a record's deferred reason revision is applied or dropped."""
 
 
 @dataclass

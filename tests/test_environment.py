@@ -12,6 +12,7 @@ import pytest
 import lazyflow as lf
 from lazyflow import keys
 from lazyflow.keys import environment
+from lazyflow.run import NodeRecord
 
 
 def fake_distribution(folder, name: str, version: str, direct_url: dict | None = None,
@@ -125,6 +126,89 @@ def test_a_cache_scoped_by_environment_never_serves_another_environments_result(
 def test_keys_are_not_scoped_by_environment_by_default(tmp_path):
     run_elsewhere(tmp_path)
     assert local_flow(tmp_path).run("total", n=3).nodes["total"].status == "cached"
+
+
+# --------------------------------------------------------------------------- a new process's hits
+
+_WARM = """
+import sys, envs_flow
+from lazyflow.keys import environment
+
+folders = []  # the distributions' folders read (environment.py)
+origin = environment._origin
+environment._origin = lambda folder: folders.append(folder) or origin(folder)
+run = envs_flow.make(sys.argv[1], "code").run("total", n=3)
+print(run.nodes["total"].status, environment.known(), len(folders))
+if sys.argv[2] == "read":
+    print(run.nodes["total"].reason)
+"""
+
+
+def warm_in_new_process(tmp_path, *, another_environment: bool, read: bool = True,
+                        history: bool = False) -> list[str]:
+    """Ask for ``total`` (computed by this process) in a new process, in this environment
+    or in one with one more package installed; what it printed, line by line: status,
+    whether it read its environment, how many distributions' folders it read; then the
+    hit's reason (``read``).
+
+    The history is off unless asked for: its writer reads the reason in the background,
+    which would read the environment at a moment no test can choose."""
+    path = [str(tmp_path)]
+    if another_environment:
+        if not (tmp_path / "site").exists():
+            fake_distribution(tmp_path / "site", "colleagues_tool", "1.0")
+        path.append(str(tmp_path / "site"))
+    env = {k: v for k, v in os.environ.items() if k != "LAZYFLOW_HISTORY"}
+    env["PYTHONPATH"] = os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")])
+    if not history:
+        env["LAZYFLOW_HISTORY"] = "off"
+    (tmp_path / "envs_flow.py").write_text(_FLOW)
+    script = tmp_path / "warm.py"
+    script.write_text(_WARM)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"),
+                          "read" if read else "-"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    return out.split("\n")[:-1]
+
+
+def test_a_hit_in_a_new_process_reads_no_distributions_folder(tmp_path):
+    local_flow(tmp_path).get("total", n=3)
+    assert warm_in_new_process(tmp_path, another_environment=False, read=False) == \
+        ["cached False 0"]
+
+
+def test_a_hit_in_a_new_process_says_what_differs_when_its_reason_is_read(tmp_path):
+    local_flow(tmp_path).get("total", n=3)
+    hit, reason = warm_in_new_process(tmp_path, another_environment=True)
+    assert hit == "cached False 0"  # the note was left for the reason's first reading
+    assert reason == \
+        "cached; computed in another environment (colleagues-tool not installed -> 1.0)"
+
+
+def test_a_hit_in_a_new_process_of_this_environment_says_nothing_of_environments(tmp_path):
+    local_flow(tmp_path).get("total", n=3)
+    assert warm_in_new_process(tmp_path, another_environment=False) == ["cached False 0", ""]
+
+
+def test_the_history_of_a_hit_in_a_new_process_says_what_differs(tmp_path):
+    flow = local_flow(tmp_path)
+    flow.get("total", n=3)
+    warm_in_new_process(tmp_path, another_environment=True, read=False, history=True)
+    (node,) = lf.history(flow, limit=1)[0].nodes
+    assert (node.status, node.reason) == (
+        "cached", "cached; computed in another environment (colleagues-tool not installed -> 1.0)")
+
+
+def test_a_hit_says_what_differs_once_the_environment_is_read(tmp_path, monkeypatch):
+    run_elsewhere(tmp_path)
+    flow = local_flow(tmp_path)
+    environment.current()  # read: the note is worked out with the hit
+    noted = []
+    monkeypatch.setattr(NodeRecord, "revise_reason_later", lambda *a: noted.append(a))
+    record = flow.run("total", n=3).nodes["total"]
+    assert record.reason == \
+        "cached; computed in another environment (colleagues-tool 1.0 -> not installed)"
+    assert noted == []
 
 
 def test_an_unknown_scope_says_which_scopes_exist():

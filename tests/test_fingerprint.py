@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import textwrap
 
 import numpy as np
@@ -207,6 +209,54 @@ def test_a_new_package_version_changes_the_fingerprint(module, monkeypatch):
                         lambda name: "999.0" if name.startswith("numpy") else "")
     module.run(source)  # a new session: the function is defined afresh
     assert digest(module["f"]) != first
+
+
+@pytest.fixture
+def origin_read_afresh():
+    """``lazyflow.keys.origin`` with its folders and verdicts read afresh (each is read once
+    per process), and again after the test."""
+    origin = importlib.import_module("lazyflow.keys.origin")
+    memos = (origin.module_is_installed, origin._package_roots, origin._scheme_roots)
+    for memo in memos:
+        memo.cache_clear()
+    yield origin
+    for memo in memos:
+        memo.cache_clear()
+
+
+def test_a_package_counts_as_installed_without_reading_the_install_scheme(origin_read_afresh,
+                                                                          monkeypatch):
+    # sysconfig.get_paths() loads the build's configuration: ~1 ms of a new process's hit
+    import sysconfig
+
+    asked: list[object] = []
+    paths = sysconfig.get_paths
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: asked.append(a) or paths(*a, **k))
+    assert origin_read_afresh.module_is_installed("numpy")
+    assert asked == []
+
+
+def test_installed_modules_are_those_under_the_install_scheme_or_site_packages(
+        origin_read_afresh, tmp_path, monkeypatch):
+    import sysconfig
+
+    (tmp_path / "beside_the_notebook.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("beside_the_notebook")
+    scheme = sysconfig.get_paths()
+    roots = {scheme[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in scheme}
+    roots |= {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
+    under = tuple(os.path.realpath(r) for r in roots)
+    lazyflow_folder = os.path.dirname(os.path.realpath(lf.__file__)) + os.sep
+    files = {name: os.path.realpath(str(m.__file__)) for name, m in list(sys.modules.items())
+             if isinstance(getattr(m, "__file__", None), str)
+             and not name.startswith(("__main__", "__mp_main__", "lazyflow_cell"))}
+    expected = {name: path.startswith(under) or path.startswith(lazyflow_folder)
+                or name.partition(".")[0] in sys.builtin_module_names
+                for name, path in files.items()}
+    assert {name: origin_read_afresh.module_is_installed(name) for name in files} == expected
+    assert expected["beside_the_notebook"] is False and expected["json"] is True
+    sys.modules.pop("beside_the_notebook")
 
 
 # --------------------------------------------------------------------------- unhashable globals

@@ -259,6 +259,15 @@ def test_a_run_of_a_live_process_is_not_called_interrupted(tmp_path):
     assert lf.history("alive", path=str(history_file))[0].status == "completed"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="Linux's /proc only")
+def test_a_process_is_named_by_its_start_in_clock_ticks_as_text():
+    from lazyflow.history.processes import process_start
+
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        ticks = f.read().rpartition(")")[2].split()[19]
+    assert process_start(os.getpid()) == ticks  # text, as runs recorded earlier hold it
+
+
 def _race(script: Path, args: list[str], env: dict[str, str]) -> None:
     """Start one process per argument, release them together, and check each ends cleanly."""
     procs = [subprocess.Popen([sys.executable, str(script), arg], env=env, text=True,

@@ -13,7 +13,14 @@ import pytest
 import lazyflow as lf
 from lazyflow.cache.memory import MemoryTier
 from lazyflow.history import FILENAME, NodeEntry, RunEntry, flush, location
-from lazyflow.history.rows import RUN_COLUMNS, expand, node_set, node_times, plain_row
+from lazyflow.history.rows import (
+    RUN_COLUMNS,
+    expand,
+    finished_row,
+    node_set,
+    node_times,
+    plain_row,
+)
 from lazyflow.history.store import SCHEMA_VERSION
 from lazyflow.run import NodeRecord, Run
 
@@ -179,6 +186,16 @@ def test_the_nodes_of_a_plain_run_read_back_exactly():
 ], ids=lambda fields: next(iter(fields)))
 def test_a_node_that_is_not_a_plain_hit_keeps_the_run_in_json_rows(fields):
     assert plain_row(_plain_run(_hit("raw"), _hit("total", **fields))) is None
+
+
+def test_a_reason_left_for_later_is_not_worked_out_on_the_requests_thread():
+    worked_out: list[str] = []
+    noted = _hit("total")
+    noted.revise_reason_later(lambda reason: worked_out.append(reason) or "cached; noted")
+    assert plain_row(_plain_run(_hit("raw"), noted)) is None  # not known plain: JSON rows
+    assert worked_out == []
+    assert finished_row(_plain_run(_hit("raw"), noted))[0][RUN_COLUMNS.index("nodes")] \
+        .count("cached; noted") == 1  # the writer's rows read it
 
 
 # --------------------------------------------------------------------------- runs going on

@@ -20,7 +20,7 @@ from lazyflow.engine.freshness import ancestry_expiry
 from lazyflow.engine.lease import settled as lease_settled
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
-from lazyflow.engine.why import environment_note, recorded_environment
+from lazyflow.engine.why import note_environment, recorded_environment
 from lazyflow.errors import HashingError, LazyflowWarning, warn
 from lazyflow.executors.base import Outcome
 from lazyflow.keys.hashing import hash_value
@@ -253,9 +253,7 @@ def mark_cached(s: RunState, name: str, hit: Hit) -> None:
     record.digest = hit.meta["digest"]
     record.size = hit.meta.get("size")
     record.saved = float(hit.meta.get("cost") or hit.meta.get("duration") or 0.0)
-    elsewhere = environment_note(s.cache, hit.meta)
-    if elsewhere:
-        record.reason = (record.reason or "cached") + elsewhere
+    note_environment(record, s.cache, hit.meta)
     metrics = hit.meta.get("metrics")
     if metrics:
         record.metrics = dict(metrics)

@@ -31,13 +31,15 @@ def process_start(pid: int) -> str | None:
     ``"dead"`` for a zombie (it has finished running), ``None`` when it cannot be read.
     """
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rpartition(")")[2].split()
+        # bytes: an ascii text file would import its codec, ~0.3 ms of a new process's
+        # first request (the fields after the command's name are ascii anyway)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
     except OSError:
         return None
-    if fields and fields[0] in ("Z", "X"):  # a zombie has finished running
+    if fields and fields[0] in (b"Z", b"X"):  # a zombie has finished running
         return "dead"
-    return fields[19] if len(fields) > 19 else None
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def alive(pid: int | None, start: str | None) -> bool:

@@ -145,8 +145,10 @@ def plain_parts(run: Run, params: Params = _NO_PARAMS
     try:
         # one pass: what must be plain, then the hits; a warm run alike the last one has
         # the very same values (identity tests), found plain without checking them again
-        nodes = [(r.status, r.reason, r.error, r.duration, r.started == r.ended, r.name,
-                  r.tier, r.key, r.digest, r.size, r.saved, r.metrics) for r in records]
+        # (the reason as settled: a hit's note left for later is not worked out here, on
+        # the request's thread; such a run is not plain, and the writer reads its rows)
+        nodes = [(r.status, r.settled_reason(), r.error, r.duration, r.started == r.ended,
+                  r.name, r.tier, r.key, r.digest, r.size, r.saved, r.metrics) for r in records]
         shape = _shape(run, params)
         last = shape.last  # one read: requests on other threads may replace it
         if last is None or nodes != last.nodes:
@@ -289,7 +291,7 @@ def _plain_set(run: Run, shape: _Shape, nodes: list[tuple[Any, ...]]) -> _Plain 
     it, or ``None`` when one is not a plain hit or cannot be stored so."""
     n = len(nodes)
     status, reason, error, duration, served, *hits, metrics = zip(*nodes, strict=True)
-    if status.count("cached") != n or any(reason) or error.count(None) != n \
+    if status.count("cached") != n or reason.count("") != n or error.count(None) != n \
             or duration.count(0.0) != n or served.count(True) != n:
         return None
     blob = node_set(list(zip(*hits, strict=True)))

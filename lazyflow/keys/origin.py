@@ -109,11 +109,25 @@ _LAZYFLOW = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.se
 """The lazyflow package's folder (this module is in ``lazyflow/keys/``)."""
 
 
+# Installed code is under one of two sets of folders, tried cheapest first: a module under
+# the first is installed without asking the second (a union either way).
+
+
 @functools.lru_cache(maxsize=1)
-def _installed_roots() -> tuple[str, ...]:
+def _package_roots() -> tuple[str, ...]:
+    """The site-packages and dist-packages folders on ``sys.path``: where packages live."""
+    found = {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
+    return tuple(sorted(os.path.realpath(p) for p in found))
+
+
+@functools.lru_cache(maxsize=1)
+def _scheme_roots() -> tuple[str, ...]:
+    """The install scheme's standard-library and library folders. Asked only for a module
+    outside :func:`_package_roots`: ``sysconfig.get_paths`` first loads the build's
+    configuration (``_sysconfigdata_*``, ~1 ms), which a hit naming only packages
+    (``np``) need not pay in a new process."""
     paths = sysconfig.get_paths()
     roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
-    roots |= {p for p in sys.path if "site-packages" in p or "dist-packages" in p}
     return tuple(sorted(os.path.realpath(r) for r in roots))
 
 
@@ -130,7 +144,7 @@ def module_is_installed(module_name: str) -> bool:
     real = os.path.realpath(str(path))
     if real.startswith(_LAZYFLOW):
         return True  # lazyflow itself, even from an editable install
-    return real.startswith(_installed_roots())
+    return real.startswith(_package_roots()) or real.startswith(_scheme_roots())
 
 
 def is_user_code(obj: Any) -> bool:
