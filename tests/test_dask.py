@@ -547,3 +547,52 @@ def test_a_node_of_a_batch_is_recorded_when_it_ends_not_when_the_batch_does(
         gate.open()
         run = handle.result(60)
     assert (run["quick"], run["held"]) == (1, 2)
+
+
+# --------------------------------------------------------------------------- travel
+
+_NOTEBOOK = '''
+import copy, pickle, sys
+from lazyflow.executors.base import Task
+from lazyflow.executors.dask_travel import Shipped
+
+class Point:  # defined in __main__, as in a notebook: no worker has it by name
+    def __init__(self, x):
+        self.x = x
+
+def make(x):
+    return Point(x)
+
+tasks = [Shipped(Task("make", make, {"x": 1}), ()),  # a function of __main__
+         Shipped(Task("copy", copy.copy, {"x": Point(2)}), ())]  # a value of __main__
+sys.stdout.buffer.write(pickle.dumps(tasks))
+'''
+
+
+def test_a_task_and_a_value_defined_in_main_travel_by_value(tmp_path):
+    import subprocess
+    import sys
+
+    from lazyflow.executors.dask_travel import packed, unpacked
+
+    script = tmp_path / "notebook.py"
+    script.write_text(_NOTEBOOK)
+    sent = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+    made, copied = (unpacked(packed(unpacked(task()))) for task in pickle.loads(sent.stdout))
+    # this process's __main__ has no Point: each came by value, there and back
+    assert (type(made.value).__name__, made.value.x, made.error) == ("Point", 1, None)
+    assert (type(copied.value).__name__, copied.value.x, copied.error) == ("Point", 2, None)
+
+
+def test_an_outcome_of_plain_values_is_pickled_without_cloudpickle(monkeypatch):
+    import cloudpickle
+
+    from lazyflow.executors.base import Outcome
+    from lazyflow.executors.dask_travel import packed, unpacked
+
+    def slow(*args, **kwargs):
+        raise AssertionError("pickled by cloudpickle")
+
+    monkeypatch.setattr(cloudpickle, "dumps", slow)
+    outcome = unpacked(packed(Outcome(value={"n": [1, 2.5, "x"]}, digest="d", attempts=1)))
+    assert (outcome.value, outcome.digest) == ({"n": [1, 2.5, "x"]}, "d")
