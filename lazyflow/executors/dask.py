@@ -306,9 +306,9 @@ class DaskExecutor(Stopping):
         graph of a run shared one, and each graph's tasks are numbered from 0 by
         ``dask.order``: the scheduler ran the first tasks of every graph before the last
         of any, and a collector, last in its graph, ran after all of them. On a 501-node
-        fan-in tree the first collector landed at 85% of the run, and the engine settled
+        fan-in tree the first collector landed at 69% of the run, and the engine settled
         all 501 nodes at the end, on the scheduler's process; now each batch comes back as
-        it is done (the first at 40%).
+        it is done (the first at 39%).
         """
         from dask._expr import LLGExpr
 

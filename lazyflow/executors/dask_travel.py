@@ -19,7 +19,7 @@ import cloudpickle
 
 from lazyflow.executors.base import Outcome, Task
 
-__all__ = ["Pick", "Shipped", "arguments_of", "packed", "takes", "together", "unpacked"]
+__all__ = ["Pick", "Shipped", "arguments_of", "dumped", "packed", "takes", "together", "unpacked"]
 
 
 class Pick:
