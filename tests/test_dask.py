@@ -258,7 +258,8 @@ def test_a_worker_that_cannot_write_the_shared_tier_sends_its_value_back(dask_cl
 class GraphCount:
     """A scheduler plugin counting the graphs the scheduler receives, the nodes' tasks in
     them (not the collectors that bring their outcomes back together) and the keys the
-    client wants of them."""
+    client wants of them; and noting each graph's generation (the scheduler runs the
+    tasks of an older generation first)."""
 
     name = "lazyflow-test-graph-count"
 
@@ -266,11 +267,14 @@ class GraphCount:
         self.graphs = 0
         self.tasks = 0
         self.wanted = 0
+        self.generations: list[float] = []
 
-    def update_graph(self, scheduler, *, tasks=(), keys=(), **kwargs) -> None:
+    def update_graph(self, scheduler, *, tasks=(), keys=(), priority=None, **kwargs) -> None:
         self.graphs += 1
         self.tasks += sum(not str(t).startswith("lazyflow-collect-") for t in tasks)
         self.wanted += len(keys)
+        # its new tasks' (the tasks of earlier graphs it follows keep theirs)
+        self.generations.append(max(p[1] for p in (priority or {}).values() if p))
 
 
 @pytest.fixture
@@ -437,29 +441,6 @@ def test_when_workers_cannot_hash_like_the_client_no_node_is_sent_ahead_again(
     assert graphs_received("tasks") == 10 + 9
 
 
-def test_a_graphs_task_reference_is_tokenized_by_its_key_without_pickling(monkeypatch):
-    from dask.base import tokenize
-
-    from lazyflow.executors.dask import _TaskRef
-
-    ref = _TaskRef("total-1")
-
-    def no_pickling(self):
-        raise AssertionError("tokenized by pickling")
-
-    monkeypatch.setattr(type(ref), "__reduce__", no_pickling)
-    assert tokenize(ref) == tokenize(_TaskRef("total-1")) != tokenize(_TaskRef("total-2"))
-
-
-def test_a_graphs_task_reference_travels_as_dasks_own():
-    from dask._task_spec import TaskRef
-
-    from lazyflow.executors.dask import _TaskRef
-
-    travelled = pickle.loads(pickle.dumps(_TaskRef("total-1")))
-    assert type(travelled) is TaskRef and travelled == TaskRef("total-1")
-
-
 # --------------------------------------------------------------------------- batches
 
 
@@ -501,6 +482,31 @@ def test_a_graph_whose_tasks_follow_an_earlier_graphs_batches_gives_the_referenc
     assert graphs_received() > 1
     assert {n: (r.status, r.key, r.digest) for n, r in got.nodes.items()} == \
         {n: (r.status, r.key, r.digest) for n, r in expected.nodes.items()}
+
+
+def test_each_graph_of_a_run_is_scheduled_after_the_graphs_sent_before_it(
+        dask_client, graphs_received, monkeypatch):
+    import lazyflow.executors.dask as dask_executor
+
+    monkeypatch.setattr(dask_executor, "_BATCH", 8)
+    flow = lf.Flow("tree", cache=lf.Cache(disk=None))
+    _fan_in(flow, 31)
+    assert flow.get("t0", executor=dask_client) == sum(range(15, 31))
+    # one generation a graph, each newer than the last: a graph's tasks, and the
+    # collector that brings them back, come before the tasks of graphs sent after it
+    generations = graphs_received("generations")
+    assert len(generations) > 2
+    assert generations == sorted(set(generations))
+
+
+def test_a_graph_is_named_without_dask_hashing_its_tasks(flow, dask_client, monkeypatch):
+    from dask._expr import LLGExpr
+
+    def hashing(self):
+        raise AssertionError("the graph was named by hashing its tasks")
+
+    monkeypatch.setattr(LLGExpr, "__dask_tokenize__", hashing)
+    assert flow.get(_chain(flow, 5), executor=dask_client) == 4
 
 
 def test_a_value_that_cannot_be_sent_back_fails_its_node_not_the_others_sent_with_it(
@@ -547,3 +553,52 @@ def test_a_node_of_a_batch_is_recorded_when_it_ends_not_when_the_batch_does(
         gate.open()
         run = handle.result(60)
     assert (run["quick"], run["held"]) == (1, 2)
+
+
+# --------------------------------------------------------------------------- travel
+
+_NOTEBOOK = '''
+import copy, pickle, sys
+from lazyflow.executors.base import Task
+from lazyflow.executors.dask_travel import Shipped
+
+class Point:  # defined in __main__, as in a notebook: no worker has it by name
+    def __init__(self, x):
+        self.x = x
+
+def make(x):
+    return Point(x)
+
+tasks = [Shipped(Task("make", make, {"x": 1}), ()),  # a function of __main__
+         Shipped(Task("copy", copy.copy, {"x": Point(2)}), ())]  # a value of __main__
+sys.stdout.buffer.write(pickle.dumps(tasks))
+'''
+
+
+def test_a_task_and_a_value_defined_in_main_travel_by_value(tmp_path):
+    import subprocess
+    import sys
+
+    from lazyflow.executors.dask_travel import packed, unpacked
+
+    script = tmp_path / "notebook.py"
+    script.write_text(_NOTEBOOK)
+    sent = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+    made, copied = (unpacked(packed(unpacked(task()))) for task in pickle.loads(sent.stdout))
+    # this process's __main__ has no Point: each came by value, there and back
+    assert (type(made.value).__name__, made.value.x, made.error) == ("Point", 1, None)
+    assert (type(copied.value).__name__, copied.value.x, copied.error) == ("Point", 2, None)
+
+
+def test_an_outcome_of_plain_values_is_pickled_without_cloudpickle(monkeypatch):
+    import cloudpickle
+
+    from lazyflow.executors.base import Outcome
+    from lazyflow.executors.dask_travel import packed, unpacked
+
+    def slow(*args, **kwargs):
+        raise AssertionError("pickled by cloudpickle")
+
+    monkeypatch.setattr(cloudpickle, "dumps", slow)
+    outcome = unpacked(packed(Outcome(value={"n": [1, 2.5, "x"]}, digest="d", attempts=1)))
+    assert (outcome.value, outcome.digest) == ({"n": [1, 2.5, "x"]}, "d")

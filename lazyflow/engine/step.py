@@ -131,10 +131,6 @@ class GraphOutcome(Outcome):
     cost: float = 0.0
     """Compute seconds behind the value, its ancestry included (an entry's ``cost``)."""
 
-    def __dask_tokenize__(self) -> tuple[str, int]:
-        """An outcome a later graph takes as it is: Dask need not hash its value."""
-        return "lazyflow-outcome", id(self)
-
 
 @dataclass(slots=True)
 class GraphStep(Task):
@@ -218,11 +214,6 @@ class GraphStep(Task):
         except Exception:  # the tier is unreachable from here: send the value back
             return False
         return True
-
-    def __dask_tokenize__(self) -> tuple[str, str, int]:
-        """Dask names a graph by hashing its tasks: each step is submitted once under its
-        own key, so its identity will do (hashing its function and inputs cost ~0.4 ms)."""
-        return "lazyflow-graph-step", self.node, id(self)
 
     def _inputs(self, outcomes: tuple[GraphOutcome, ...], tier: Tier | None) -> dict[str, Any]:
         """The values of the inputs that are not in ``kwargs``."""

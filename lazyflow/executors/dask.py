@@ -17,7 +17,10 @@ references to the tasks it follows, so Dask hands it their outcomes on its
 worker and the scheduler runs a chain without asking the client. Graphs are
 held until the engine's ``flush`` (once per pass of its loop) and sent as one
 ``update-graph``, or sooner every 64 tasks so the cluster starts while the
-engine is still starting nodes.
+engine is still starting nodes. Each graph is a scheduler generation of its
+own (``fifo_timeout=0``): its tasks, and its collectors, run before those of
+graphs sent after it, so batches come back as they are done rather than all
+at the end of the run.
 
 Batches (``dask_batches.py``). The client wants no task of a graph itself:
 each graph sent (up to 64 tasks, a :class:`~lazyflow.executors.dask_batches.Batch`)
@@ -56,10 +59,15 @@ with a ``LocalCluster`` (0.1 ms a task). Each returns its outcome pickled on
 its worker: Dask sends bytes to a collector or a task that follows without
 serializing outcomes item by item, and a value that cannot be pickled is its
 node's error there (Dask, failing to send it, would try again and again).
+Both are pickled as Dask pickles its own tasks and results: by the standard
+pickler unless a name would not resolve on the other side (``__main__``, a
+lambda), then by cloudpickle, whose Python callbacks for every object took a
+third of a task's time on a busy worker (0.14 -> 0.10 ms a task).
 Rejected: ``client.submit`` per node as nodes become ready (a round trip to
 the client between two nodes of a chain: 0.3x of ``dask.delayed``); Dask's
-own ``tokenize`` of each task (it hashed every function and input to name the
-graph: 0.2-0.4 ms a task): each Dask task is named by its key.
+own ``tokenize`` of each graph (it hashed every task, function and input to
+name the graph: 0.2-0.4 ms a task): each Dask task is named by its key, and
+each graph here.
 
 Failures. A node's own exception never fails the Dask task: the task returns
 an :class:`Outcome` carrying it, so lazyflow's ``retries=`` (inside the task)
@@ -239,7 +247,8 @@ class DaskExecutor(Stopping):
             graph[collector] = _dask_task(collector, together,
                                           [_TaskRef(key) for key, _ in batch.members])
             wanted.append(collector)
-        remotes = self.client.get(graph, wanted, sync=False)
+        # fifo_timeout=0: each graph comes after those sent before it (see _graph)
+        remotes = self.client.get(self._graph(graph), wanted, sync=False, fifo_timeout=0)
         for batch, remote in zip(batches, remotes, strict=True):
             self._track(batch, remote)
         with self._lock:
@@ -287,6 +296,24 @@ class DaskExecutor(Stopping):
         # dashboard; one group for all would make a wide graph's nodes "root-ish", which
         # the scheduler queues and hands out one by one as workers free up
         return f"{task.node}-{self._prefix}-{next(self._count)}"
+
+    def _graph(self, tasks: dict[str, Any]) -> Any:
+        """``tasks`` as the graph Dask takes, named here: Dask would name it by hashing
+        its tasks (2 ms a run of 501 tasks, on the engine's thread).
+
+        Sent with ``fifo_timeout=0``, each graph is a generation of its own on the
+        scheduler, after those sent before it. With ``client.get``'s default (60 s) every
+        graph of a run shared one, and each graph's tasks are numbered from 0 by
+        ``dask.order``: the scheduler ran the first tasks of every graph before the last
+        of any, and a collector, last in its graph, ran after all of them. On a 501-node
+        fan-in tree the first collector landed at 69% of the run, and the engine settled
+        all 501 nodes at the end, on the scheduler's process; now each batch comes back as
+        it is done (the first at 39%).
+        """
+        from dask._expr import LLGExpr
+
+        name = f"lazyflow-{self._prefix}-{next(self._count)}"
+        return LLGExpr(tasks, _determ_token=name)  # type: ignore[no-untyped-call]
 
     def _ref(self, future: Future[Outcome]) -> Any:
         """What a task of a graph takes for a task it follows: its key while it is held
@@ -437,14 +464,10 @@ class DaskExecutor(Stopping):
 
 
 def _dask_task(key: str, func: Any, arguments: list[Any]) -> Any:
-    """Dask's task ``key``, named by its key: each is sent once under a key of its own.
-    Dask names a graph by hashing its tasks, which hashed each function and argument
-    (0.2 ms a task, half the engine thread's time on a 501-node fan-in tree)."""
+    """Dask's task ``key``, calling ``func`` with ``arguments``."""
     from dask._task_spec import Task as DaskTask
 
-    task = DaskTask(key, func, *arguments)
-    task._token = key
-    return task
+    return DaskTask(key, func, *arguments)
 
 
 def _claimed(dask_scheduler: Any, keys: list[str], client: str,
@@ -468,24 +491,6 @@ def _claimed(dask_scheduler: Any, keys: list[str], client: str,
 
 def _TaskRef(key: str) -> Any:  # noqa: N802  # stands for dask's class
     """A reference to the task named ``key`` in the same graph."""
-    return _keyed_ref_class()(key)
-
-
-@functools.cache
-def _keyed_ref_class() -> type:
-    """Dask's ``TaskRef``, tokenized by its key.
-
-    The client names each graph by tokenizing its tasks, and a plain ``TaskRef`` has no
-    ``__dask_tokenize__``, so Dask pickled and hashed every one: ~0.2 ms per edge, 40%
-    of the client's CPU on a 501-node fan-in tree. Its ``__reduce__`` makes it travel as
-    a plain ``TaskRef``.
-    """
     from dask._task_spec import TaskRef
 
-    class KeyedTaskRef(TaskRef):
-        __slots__ = ()
-
-        def __dask_tokenize__(self) -> tuple[str, Any]:
-            return ("TaskRef", self.key)
-
-    return KeyedTaskRef
+    return TaskRef(key)
