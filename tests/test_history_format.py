@@ -12,6 +12,7 @@ import pytest
 
 import lazyflow as lf
 from lazyflow.cache.memory import MemoryTier
+from lazyflow.engine.events import GLOBAL
 from lazyflow.history import FILENAME, NodeEntry, RunEntry, flush, location
 from lazyflow.history.rows import RUN_COLUMNS, expand, node_set, node_times, plain_row
 from lazyflow.history.store import SCHEMA_VERSION
@@ -216,6 +217,40 @@ def test_a_node_caught_mid_update_by_a_commit_is_read_again_when_it_finishes(tmp
     (status, stored_size, size), = seen
     assert status == "running"
     assert size is not None and stored_size == size
+
+
+def test_a_node_that_finishes_after_its_run_was_written_shows_at_the_next_commit(tmp_path,
+                                                                               monkeypatch):
+    path = tmp_path / "h.sqlite"
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(path))
+    flow = lf.Flow("progress", cache=lf.Cache(disk=None))
+    progress = []
+
+    def committed() -> None:  # the run's row as the history holds it while it goes
+        flush()
+        with sqlite3.connect(path) as conn:
+            status, nodes = conn.execute("SELECT status, nodes FROM runs WHERE flow = ?",
+                                         (flow.name,)).fetchone()
+        progress.append((status, [(n[0], n[1]) for n in json.loads(nodes)]))
+
+    @flow.node
+    def first():
+        committed()  # the run is written here, going: from now on it is tracked
+        return 1
+
+    @flow.node
+    def second(first):
+        committed()
+        return first + 1
+
+    flow.run("second")
+    assert progress == [("running", [("first", "running"), ("second", "pending")]),
+                        ("running", [("first", "completed"), ("second", "running")])]
+
+
+def test_the_history_takes_no_node_events(beside_disk):
+    beside_disk.run(["raw", "total"], n=4)
+    assert not GLOBAL.watches_nodes
 
 
 def _flush_when_started(event) -> None:

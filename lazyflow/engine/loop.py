@@ -184,6 +184,7 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
                   else {n: p.resources for n, p in policies.items()}),
         sharing=Sharing.for_run(caps, cache.tiers), waits=not _on_event_loop(),
         buses=buses, observers=observers, observed=bool(buses or observers),
+        watched=bool(observers or [bus for bus in buses if bus.watches_nodes]),
         demanded={n: set() for n, ps in lazy.items() if ps})
 
 
@@ -313,7 +314,7 @@ def _abort(s: RunState, error: BaseException) -> None:
             record.reason = (f"run cancelled: {error}" if interrupted
                              else f"not run: node {failed!r} failed" if failed
                              else f"not run: {type(error).__name__}")
-            if s.observed:
+            if s.watched:
                 s.emit(NodeFinished(s.run, record))
 
 
