@@ -88,6 +88,9 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
         self._node_subscribers: tuple[Subscriber, ...] = ()  # those taking node events too
+        self.watches_nodes = False
+        """Whether a subscriber takes node events (an attribute: the engine reads it on
+        every run)."""
         self._lock = threading.Lock()
 
     def subscribe(self, fn: Subscriber, *, nodes: bool = True) -> Callable[[], None]:
@@ -101,22 +104,19 @@ class EventBus:
             self._subscribers = (*self._subscribers, fn)
             if nodes:
                 self._node_subscribers = (*self._node_subscribers, fn)
+                self.watches_nodes = True
 
         def unsubscribe() -> None:
             with self._lock:
                 self._subscribers = tuple(s for s in self._subscribers if s is not fn)
                 self._node_subscribers = tuple(s for s in self._node_subscribers
                                                if s is not fn)
+                self.watches_nodes = bool(self._node_subscribers)
 
         return unsubscribe
 
     def __bool__(self) -> bool:
         return bool(self._subscribers)
-
-    @property
-    def watches_nodes(self) -> bool:
-        """Whether a subscriber takes node events."""
-        return bool(self._node_subscribers)
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to every subscriber that takes it; a failing subscriber only

@@ -16,19 +16,21 @@ every flow's runs are recorded without the engine knowing (it never prints or
 writes history itself). It subscribes on the process's first run
 (``Flow.run`` calls :func:`start_recording`), not at import: importing
 lazyflow starts no thread and leaves the bus empty, so a process that never
-runs a flow builds no event objects for it. A request's thread does little:
-it notes a run's start, ignores node events (unless the run was already
-written while going), and at the run's end queues its row — built then, in a
-few µs, when every node was a plain cache hit (a warm request), or the run
-itself for the writer to build. One background writer thread drains the
+runs a flow builds no event objects for it. It takes run events only
+(``subscribe(nodes=False)``), so the engine builds no node event for it. A
+request's thread does little: it notes a run's start, and at the run's end
+queues what its row has of its own when the run repeats the last plain run of
+its request shape (every warm request after the first: its nodes compared at
+once), its row when every node was a plain cache hit, or the run itself for
+the writer to build (``recorder.py``). One background writer thread drains the
 queue and commits a whole batch in one SQLite transaction every
 :data:`BATCH_SECONDS`; :func:`flush` and interpreter exit commit what is
 queued on their own thread (no wake-up of the writer to wait for). So a run
 never waits for a disk write; a process killed loses at most the last
 quarter second (a run killed sooner than that after it started may be
 missing; a longer one is there, marked interrupted). ``recorder.py`` says
-why a warm run's row is built on the request's thread (the cyclic GC) and
-how a long run's progress is kept.
+why nothing of a run's records is kept past its request (the cyclic GC) and
+how a long run's progress is kept (its records read again at each commit).
 
 State. One SQLite file per cache directory (``<disk dir>/history.sqlite``,
 the directory the disk tier declares: ``Cache.disk_directory``), in WAL mode
