@@ -185,12 +185,13 @@ def plain_parts(run: Run, params: Params = _NO_PARAMS, shape: Shape | None = Non
 
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 """A run's status (``Run.status``)."""
-Repeat = tuple[str, float, float | None, list[float]]
+Repeat = tuple[str, float, float | None, bytes]
 """What a run alike the last plain run of its shape stores of its own (:func:`repeated`):
-its id, start and end, and when each hit was served."""
+its id, start and end, and when each hit was served (:func:`node_times`: bytes, which
+the cyclic GC does not track, where a list of floats kept them alive too)."""
 
 
-def repeated(run: Run, shape: Shape) -> tuple[Plain, list[float]] | None:
+def repeated(run: Run, shape: Shape) -> tuple[Plain, bytes] | None:
     """The last plain run of ``run``'s request shape (:func:`plain_parts`) and when each
     hit of ``run`` was served, when ``run`` completed without an error and its nodes are
     the very ones of that run (a *repeat*); else ``None``.
@@ -208,23 +209,20 @@ def repeated(run: Run, shape: Shape) -> tuple[Plain, list[float]] | None:
         (record,) = records
         if [_hit(record)] != last.nodes:
             return None
-        return last, [record.started]  # type: ignore[list-item]
+        return last, _ONE_TIME(record.started)
     if _hits(records) != last.nodes:
         return None
-    return last, [r.started for r in records]  # type: ignore[misc]
+    return last, node_times([r.started for r in records])  # type: ignore[misc]
+
+
+_ONE_TIME = struct.Struct("<d").pack  # node_times of one hit, in one C call
 
 
 def repeated_owns(runs: Sequence[Repeat]) -> list[tuple[Any, ...]]:
-    """The :data:`REPEAT_OWN` columns of repeats of one plain run (:func:`repeated`),
-    their times packed (:func:`node_times`) in one call."""
-    n = len(runs[0][3])
-    width = 8 * n
-    # a bytearray, whose slices SQLite binds as they are (bytes would make sqlite3 look
-    # for an adapter)
-    times = bytearray(struct.pack(f"<{n * len(runs)}d",
-                                  *[t for run in runs for t in run[3]]))
-    return [(run[0], run[1], run[2], times[at:at + width])
-            for run, at in zip(runs, range(0, len(times), width), strict=True)]
+    """The :data:`REPEAT_OWN` columns of repeats of one plain run (:func:`repeated`); the
+    times as bytearrays, which SQLite binds as they are (bytes would make ``sqlite3`` look
+    for an adapter)."""
+    return [(run[0], run[1], run[2], bytearray(run[3])) for run in runs]
 
 
 def repeat_row(plain: Plain, run: Repeat) -> tuple[Any, ...]:
@@ -330,7 +328,7 @@ class Shape:
     """What runs of one request shape share: the fingerprint components of the last one,
     the columns encoded for them, and the last plain run's nodes with their node set."""
 
-    code: Mapping[str, Mapping[str, str]]  # the run's that made it (``Run.code``)
+    code: tuple[Mapping[str, str], ...]
     asked: tuple[str, str]  # targets, inputs (JSON)
     where: tuple[str, str, int, str | float, str]  # executor, host, pid, its start, environment
     values: str  # input values (JSON)
@@ -348,22 +346,25 @@ def shape_of(run: Run, params: Params) -> Shape:
     """The shape of ``run``'s request. Its input values are built with it: their text
     depends only on the inputs' names and digests (``model/shown.py``), which the key
     holds. A request whose values were not seen (``params`` empty) has a shape of its own."""
+    # a tuple of the components: compared item by item, each the very same object for a
+    # warm request (comparing the mappings looks each name up: 3x the cost for 100 nodes)
+    code = tuple(run.code.values())
     try:
         key = (run.flow, run.targets, tuple(run.inputs.items()), run.executor, not params)
         found = _SHAPES.get(key)
     except TypeError:  # an input recorded as an unhashable value: nothing is kept
-        return _new_shape(run, params)
-    if found is None or found.code != run.code:  # the same components: identity tests
+        return _new_shape(run, code, params)
+    if found is None or found.code != code:
         if len(_SHAPES) >= _SHAPES_KEPT:
             _SHAPES.clear()
-        found = _SHAPES[key] = _new_shape(run, params)
+        found = _SHAPES[key] = _new_shape(run, code, params)
     return found
 
 
-def _new_shape(run: Run, params: Params) -> Shape:
+def _new_shape(run: Run, code: tuple[Mapping[str, str], ...], params: Params) -> Shape:
     values = {name: text for name, text in shown_inputs(params).items() if name in run.inputs}
     host, pid, start = this_process()
-    return Shape(run.code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
+    return Shape(code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
                   (run.executor, host, pid, NULL if start is None else start,
                    json.dumps(environment(run.code))), json.dumps(values))
 
