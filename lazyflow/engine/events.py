@@ -42,7 +42,7 @@ class RunStarted:
     ``params`` holds the request's flow-input values (node -> parameter -> value), for
     observers that show small ones (the run history): the run itself keeps digests
     only, so the values live no longer than an observer keeps them (the history: until
-    it has written the run).
+    the run ends; it keeps their text).
     """
 
     run: Run
@@ -83,6 +83,11 @@ class EventBus:
     >>> seen = []
     >>> unsubscribe = bus.subscribe(seen.append)
     >>> unsubscribe()
+
+    A subscriber that needs only when runs start and end says so, and a run none of
+    whose subscribers takes node events builds none (the run history listens so):
+
+    >>> unsubscribe = bus.subscribe(seen.append, nodes=False)
     """
 
     def __init__(self) -> None:

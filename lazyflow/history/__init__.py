@@ -43,7 +43,7 @@ except for a run whose every node was a plain hit: it names a *node set*
 (table ``node_sets``: names, tiers, keys, digests, sizes, saved times; shared
 by the runs alike, stored once per file) and keeps only when each hit was
 served (``rows.py``). Measured with ``benchmarks/history.py``: a warm request
-of 100 memory hits cost 1.8x with JSON rows, ~1.1x so; the file grows by
+of 100 memory hits cost 1.8x with JSON rows, 1.06-1.08x so; the file grows by
 ~1 KB for such a run instead of ~15 KB. A run also keeps how its flow inputs
 read (``n=3``, ``<redacted>``, ``<ndarray float64 (1000, 3)>``: ``model/shown.py``),
 taken from the request's values that ``RunStarted`` carries and built once per
