@@ -18,7 +18,7 @@ writer builds the rows of a batch of them at once (``rows.repeated_owns``;
 three columns fewer to bind than a plain run's, ``rows.REPEAT_OWN``).
 Profiled (callgrind, ``benchmarks/history.py``, a one-hit warm request): the
 row built whole on the request's thread cost it ~24,000 instructions, a repeat
-~16,000, and the writer's share went from ~21,000 to ~22,000. Any other run
+~15,000; the writer's share stayed ~21,000 (SQLite ~14,000). Any other run
 that ended with every node a plain hit has its row built on the request's
 thread (``rows.plain_parts``: its hits as a node set shared with the runs alike,
 which makes it the shape's last plain run), and the queue holds that row; any
@@ -35,7 +35,7 @@ stand, and from then on *tracked*: each commit reads its records again and
 rewrites its row when one moved, so a process killed mid-run leaves its
 progress up to the last commit. A record caught mid-update is read again at
 the next commit, and the row of the run's end is built from its final records.
-Reading them costs the writer ~0.2 µs a node a commit (a 10,000-node run going:
+Reading them costs the writer ~0.3 µs a node a commit (a 10,000-node run going:
 ~1% of a core); node events cost the engine ~0.5 µs each, for every run.
 """
 

@@ -62,7 +62,7 @@ import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from lazyflow.history.entries import NodeEntry, RunEntry
 from lazyflow.history.processes import this_process
@@ -183,8 +183,6 @@ def plain_parts(run: Run, params: Params = _NO_PARAMS, shape: Shape | None = Non
             last.node_set)
 
 
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
-"""A run's status (``Run.status``)."""
 Repeat = tuple[str, float, float | None, bytes]
 """What a run alike the last plain run of its shape stores of its own (:func:`repeated`):
 its id, start and end, and when each hit was served (:func:`node_times`: bytes, which
@@ -365,8 +363,8 @@ def _new_shape(run: Run, code: tuple[Mapping[str, str], ...], params: Params) ->
     values = {name: text for name, text in shown_inputs(params).items() if name in run.inputs}
     host, pid, start = this_process()
     return Shape(code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
-                  (run.executor, host, pid, NULL if start is None else start,
-                   json.dumps(environment(run.code))), json.dumps(values))
+                 (run.executor, host, pid, NULL if start is None else start,
+                  json.dumps(environment(run.code))), json.dumps(values))
 
 
 # --------------------------------------------------------------------------- node sets
