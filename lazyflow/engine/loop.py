@@ -170,6 +170,9 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
     lazy = lazy_params(plan)
     buses = [bus for bus in (flow.events, GLOBAL) if bus] if options.publish else []
     observers = tuple(options.observers)
+    watched = bool(observers)  # anyone takes node events (no call when nobody listens)
+    for bus in buses:
+        watched = watched or bus.watches_nodes
     return RunState(
         flow=flow, cache=cache, plan=plan, prepared=prepared, run=run, options=options,
         executor=executor, caps=caps, targets=frozenset(plan.targets), lazy=lazy,
@@ -184,7 +187,7 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
                   else {n: p.resources for n, p in policies.items()}),
         sharing=Sharing.for_run(caps, cache.tiers), waits=not _on_event_loop(),
         buses=buses, observers=observers, observed=bool(buses or observers),
-        watched=bool(observers or [bus for bus in buses if bus.watches_nodes]),
+        watched=watched,
         demanded={n: set() for n, ps in lazy.items() if ps})
 
 
