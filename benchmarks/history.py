@@ -51,11 +51,19 @@ def _chain(name: str, cache: lf.Cache, n: int = 100) -> lf.Flow:
 
 
 def _history(on: bool) -> None:
-    """Subscribe the recorder (``on``) or nothing at all."""
+    """Subscribe the recorder (``on``), as it subscribes itself, or nothing at all."""
     recorder = process_recorder()
     flush()
     recorder._unsubscribe()
-    recorder._unsubscribe = GLOBAL.subscribe(recorder._on_event) if on else (lambda: None)
+    recorder._unsubscribe = _subscribe(recorder._on_event) if on else (lambda: None)
+
+
+def _subscribe(listener: Callable[[object], None]) -> Callable[[], None]:
+    """Subscribe the recorder to run events only, as it does itself."""
+    try:
+        return GLOBAL.subscribe(listener, nodes=False)
+    except TypeError:  # a lazyflow whose recorder takes node events too, to compare with
+        return GLOBAL.subscribe(listener)
 
 
 def _time(request: Callable[[], object], number: int, on: bool) -> tuple[float, float]:

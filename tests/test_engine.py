@@ -276,6 +276,26 @@ def test_a_run_nobody_listens_to_builds_no_event_objects(tmp_path):
     assert out.stdout.split() == ["0", "6"]  # and six once someone listens
 
 
+def test_a_run_whose_listeners_take_run_events_only_builds_no_node_events(tmp_path):
+    script = _UNOBSERVED.replace("flow.events.subscribe(lambda event: None)",
+                                 "flow.events.subscribe(lambda event: None, nodes=False)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, env={**os.environ, "LAZYFLOW_HISTORY": "off"})
+    assert out.stdout.split() == ["0", "2"]  # RunStarted and RunFinished
+
+
+def test_a_listener_of_run_events_only_gets_no_node_event_another_listener_asked_for(flow,
+                                                                                     calls):
+    _chain(flow, calls)
+    runs_only, every = [], []
+    flow.events.subscribe(lambda e: runs_only.append(type(e).__name__), nodes=False)
+    flow.events.subscribe(lambda e: every.append(type(e).__name__))
+    flow.get("total", n=2)
+    assert runs_only == ["RunStarted", "RunFinished"]
+    assert every == ["RunStarted", "NodeStarted", "NodeFinished", "NodeStarted", "NodeFinished",
+                     "RunFinished"]
+
+
 def test_summary_lists_every_node_and_the_time_saved(flow, calls):
     _chain(flow, calls)
     flow.get("total", n=2)

@@ -12,14 +12,21 @@ import pytest
 
 import lazyflow as lf
 from lazyflow.cache.memory import MemoryTier
+from lazyflow.engine.events import GLOBAL
 from lazyflow.history import FILENAME, NodeEntry, RunEntry, flush, location
+from lazyflow.history.recorder import process_recorder
 from lazyflow.history.rows import (
     RUN_COLUMNS,
     expand,
     finished_row,
     node_set,
     node_times,
+    plain_parts,
     plain_row,
+    repeat_row,
+    repeated,
+    repeated_owns,
+    shape_of,
 )
 from lazyflow.history.store import SCHEMA_VERSION
 from lazyflow.run import NodeRecord, Run
@@ -108,6 +115,38 @@ def test_warm_runs_alike_are_one_row_each_sharing_one_node_set(beside_disk, tmp_
         assert conn.execute("SELECT count(*) FROM node_sets").fetchone() == (1,)
 
 
+def test_a_history_holds_only_the_node_sets_its_runs_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAZYFLOW_HISTORY", raising=False)
+    for place in ("before", "after"):  # the same request, its hits computed again elsewhere
+        flow = lf.Flow("again", cache=lf.Cache(memory="100MB", disk=str(tmp_path / place),
+                                               remote=None))
+        _chain(flow)
+        flow.run(["raw", "total"], n=4)
+        warm = [flow.run(["raw", "total"], n=4) for _ in range(2)]
+        flush()
+    path = tmp_path / "after" / FILENAME
+    with sqlite3.connect(path) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM node_sets")}
+    assert stored == {_stored(path, run.id)[1] for run in warm}
+
+
+def test_warm_runs_of_many_nodes_read_back_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
+    flow = lf.Flow("long", cache=lf.Cache(disk=None))
+    flow.node(lambda n: n, name="n0")
+    for i in range(1, 12):
+        flow.add(lf.Node(lambda prev: prev + 1, name=f"n{i}", inputs={"prev": f"n{i - 1}"}))
+    names = list(flow.nodes)
+    flow.run(names, n=1)
+    warm = [flow.run(names, n=1) for _ in range(2)]
+    recorded = lf.history(flow, limit=2)
+    assert [r.id for r in recorded] == [run.id for run in reversed(warm)]
+    for entry, run in zip(recorded, reversed(warm), strict=True):
+        assert [_read(n) for n in entry.nodes] == [_recorded(r) for r in run.nodes.values()]
+    stored = [_stored(tmp_path / "h.sqlite", run.id) for run in warm]
+    assert stored[0][1] is not None and stored[0][1] == stored[1][1]  # one node set
+
+
 def test_every_run_of_a_large_batch_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv("LAZYFLOW_HISTORY", str(tmp_path / "h.sqlite"))
     flow = lf.Flow("many", cache=lf.Cache(disk=None))
@@ -174,6 +213,49 @@ def test_the_nodes_of_a_plain_run_read_back_exactly():
     assert times == node_times([r.started for r in records])
 
 
+def test_a_run_alike_the_last_plain_run_of_its_shape_is_a_repeat_with_a_row_like_it():
+    shape = shape_of(_plain_run(_hit("raw"), _hit("total")), {})
+    assert plain_parts(_plain_run(_hit("raw"), _hit("total")), shape=shape) is not None
+    run = _plain_run(_hit("raw", started=5.0, ended=5.0), _hit("total", started=6.0, ended=6.0))
+    found = repeated(run, shape)
+    assert found is not None
+    plain, times = found
+    assert times == node_times([5.0, 6.0])
+    assert (repeat_row(plain, (run.id, run.started, run.ended, times)), plain.node_set) == \
+        plain_row(run)
+
+
+@pytest.mark.parametrize("records", [
+    (_hit("raw", reason="computed meanwhile by another request"), _hit("total")),
+    (_hit("raw"),),
+    (_hit("raw"), _hit("total"), _hit("more")),
+    (_hit("raw"), _hit("total", size=41)),
+], ids=["a reason", "fewer nodes", "more nodes", "another size"])
+def test_a_run_not_alike_the_last_plain_run_of_its_shape_is_no_repeat(records):
+    shape = shape_of(_plain_run(_hit("raw"), _hit("total")), {})
+    assert plain_parts(_plain_run(_hit("raw"), _hit("total")), shape=shape) is not None
+    assert repeated(_plain_run(*records), shape) is None
+
+
+@pytest.mark.parametrize("ending", [{"error": KeyboardInterrupt()}, {"status": "cancelled"}],
+                         ids=["an error", "cancelled"])
+def test_a_run_that_did_not_complete_without_an_error_is_no_repeat(ending):
+    shape = shape_of(_plain_run(_hit("raw"), _hit("total")), {})
+    assert plain_parts(_plain_run(_hit("raw"), _hit("total")), shape=shape) is not None
+    run = _plain_run(_hit("raw"), _hit("total"))
+    for field, value in ending.items():
+        setattr(run, field, value)
+    assert repeated(run, shape) is None
+
+
+def test_the_rows_of_repeats_built_together_each_keep_their_own_times():
+    runs = [(f"r{i}", float(i), i + 0.5, node_times([i + 0.1, i + 0.2])) for i in range(3)]
+    owns = repeated_owns(runs)
+    assert [own[:3] for own in owns] == [run[:3] for run in runs]
+    assert [own[-1] for own in owns] == [run[3] for run in runs]
+    assert {type(own[-1]) for own in owns} == {bytearray}  # bound as it is
+
+
 @pytest.mark.parametrize("fields", [
     {"reason": "cached (computed with Python 3.12)"},
     {"status": "completed"},
@@ -233,6 +315,52 @@ def test_a_node_caught_mid_update_by_a_commit_is_read_again_when_it_finishes(tmp
     (status, stored_size, size), = seen
     assert status == "running"
     assert size is not None and stored_size == size
+
+
+def test_a_node_that_finishes_after_its_run_was_written_shows_at_the_next_commit(tmp_path,
+                                                                               monkeypatch):
+    path = tmp_path / "h.sqlite"
+    monkeypatch.setenv("LAZYFLOW_HISTORY", str(path))
+    flow = lf.Flow("progress", cache=lf.Cache(disk=None))
+    progress = []
+
+    def committed() -> None:  # the run's row as the history holds it while it goes
+        flush()
+        with sqlite3.connect(path) as conn:
+            status, nodes = conn.execute("SELECT status, nodes FROM runs WHERE flow = ?",
+                                         (flow.name,)).fetchone()
+        progress.append((status, [(n[0], n[1]) for n in json.loads(nodes)]))
+
+    @flow.node
+    def first():
+        committed()  # the run is written here, going: from now on it is tracked
+        return 1
+
+    @flow.node
+    def second(first):
+        committed()
+        return first + 1
+
+    flow.run("second")
+    assert progress == [("running", [("first", "running"), ("second", "pending")]),
+                        ("running", [("first", "completed"), ("second", "running")])]
+
+
+def test_a_recorder_handed_node_events_too_records_each_run_once_as_it_ended(beside_disk):
+    unsubscribe = GLOBAL.subscribe(process_recorder()._on_event)  # node events included
+    try:
+        run = beside_disk.run(["raw", "total"], n=4)
+    finally:
+        unsubscribe()
+    runs = lf.history(beside_disk, limit=None)
+    assert [r.id for r in runs] == [run.id]
+    assert (runs[0].status, [_read(n) for n in runs[0].nodes]) == \
+        ("completed", [_recorded(r) for r in run.nodes.values()])
+
+
+def test_the_history_takes_no_node_events(beside_disk):
+    beside_disk.run(["raw", "total"], n=4)
+    assert not GLOBAL.watches_nodes
 
 
 def _flush_when_started(event) -> None:

@@ -170,6 +170,9 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
     lazy = lazy_params(plan)
     buses = [bus for bus in (flow.events, GLOBAL) if bus] if options.publish else []
     observers = tuple(options.observers)
+    watched = bool(observers)  # anyone takes node events (no call when nobody listens)
+    for bus in buses:
+        watched = watched or bus.watches_nodes
     return RunState(
         flow=flow, cache=cache, plan=plan, prepared=prepared, run=run, options=options,
         executor=executor, caps=caps, targets=frozenset(plan.targets), lazy=lazy,
@@ -184,6 +187,7 @@ def _begin(flow: Flow, cache: Cache, plan: Plan, prepared: Mapping[str, Prepared
                   else {n: p.resources for n, p in policies.items()}),
         sharing=Sharing.for_run(caps, cache.tiers), waits=not _on_event_loop(),
         buses=buses, observers=observers, observed=bool(buses or observers),
+        watched=watched,
         demanded={n: set() for n, ps in lazy.items() if ps})
 
 
@@ -313,7 +317,7 @@ def _abort(s: RunState, error: BaseException) -> None:
             record.reason = (f"run cancelled: {error}" if interrupted
                              else f"not run: node {failed!r} failed" if failed
                              else f"not run: {type(error).__name__}")
-            if s.observed:
+            if s.watched:
                 s.emit(NodeFinished(s.run, record))
 
 

@@ -83,7 +83,7 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     error = outcome.error
     if isinstance(error, skip.Skip):
         stop(s, name, "skipped", error.reason)
-        if s.observed:
+        if s.watched:
             s.emit(NodeFinished(s.run, record))
         return
     _note(s, error, name)
@@ -101,7 +101,7 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     if record.caught:
         record.reason += "; caught by " + ", ".join(
             repr(d) for d in dict.fromkeys(s.plan.downstream[name]))
-    if s.observed:
+    if s.watched:
         s.emit(NodeFinished(s.run, record))
     if policy.on_error == "raise" and s.fatal is None and not record.caught:
         s.fatal = error
@@ -159,7 +159,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
             s.run.values[name] = handout(kept)
     if prep.cacheable and keep:
         _store_computed(s, name, value, key, digest, upstream, cost, stored=stored)
-    if s.observed:
+    if s.watched:
         s.emit(NodeFinished(s.run, record))
 
 
@@ -268,7 +268,7 @@ def mark_cached(s: RunState, name: str, hit: Hit) -> None:
     s.digests[name] = hit.meta["digest"]
     s.keys[name] = hit.key
     s.hits[name] = hit
-    if s.observed:
+    if s.watched:
         s.emit(NodeFinished(s.run, record))
 
 
@@ -278,7 +278,7 @@ def mark_unneeded(s: RunState) -> None:
         if record.status == "pending":
             record.status = "skipped"
             record.reason = NOT_NEEDED
-            if s.observed:
+            if s.watched:
                 s.emit(NodeFinished(s.run, record))
 
 

@@ -69,7 +69,7 @@ def start(s: RunState, name: str) -> Future[Outcome] | None:
         or why(s.cache, s.flow.name, name, s.plan.nodes[name], prep, inputs)
     record.status = "running"
     record.started = time.time()
-    if s.observed:
+    if s.watched:
         s.emit(NodeStarted(s.run, name))
     return _submit(s, name, features, kwargs)
 
@@ -99,7 +99,7 @@ def _skipped(s: RunState, name: str, upstream: dict[str, str]) -> bool:
         record_failure(s, name, s.failures[blocked].error, because=blocked)
     stop(s, name, "skipped", skip.inherited_reason(blocked, s.run.nodes[blocked]))
     release_inputs(s, name)
-    if s.observed:
+    if s.watched:
         s.emit(NodeFinished(s.run, s.run.nodes[name]))
     return True
 

@@ -79,6 +79,7 @@ class RunState:
     buses: list[Any]
     observers: tuple[Any, ...]
     observed: bool  # anyone listens: else no event objects are built
+    watched: bool  # anyone listens to node events: else no node event objects are built
     prioritized: bool = False  # some needed node has a priority=: ``ready`` is kept sorted
     fresh: bool = False  # some node of the plan has max_age= (``freshness.py``)
     expires: dict[str, float] = field(default_factory=dict)

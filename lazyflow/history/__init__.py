@@ -16,19 +16,21 @@ every flow's runs are recorded without the engine knowing (it never prints or
 writes history itself). It subscribes on the process's first run
 (``Flow.run`` calls :func:`start_recording`), not at import: importing
 lazyflow starts no thread and leaves the bus empty, so a process that never
-runs a flow builds no event objects for it. A request's thread does little:
-it notes a run's start, ignores node events (unless the run was already
-written while going), and at the run's end queues its row — built then, in a
-few µs, when every node was a plain cache hit (a warm request), or the run
-itself for the writer to build. One background writer thread drains the
+runs a flow builds no event objects for it. It takes run events only
+(``subscribe(nodes=False)``), so the engine builds no node event for it. A
+request's thread does little: it notes a run's start, and at the run's end
+queues what its row has of its own when the run repeats the last plain run of
+its request shape (every warm request after the first: its nodes compared at
+once), its row when every node was a plain cache hit, or the run itself for
+the writer to build (``recorder.py``). One background writer thread drains the
 queue and commits a whole batch in one SQLite transaction every
 :data:`BATCH_SECONDS`; :func:`flush` and interpreter exit commit what is
 queued on their own thread (no wake-up of the writer to wait for). So a run
 never waits for a disk write; a process killed loses at most the last
 quarter second (a run killed sooner than that after it started may be
 missing; a longer one is there, marked interrupted). ``recorder.py`` says
-why a warm run's row is built on the request's thread (the cyclic GC) and
-how a long run's progress is kept.
+why nothing of a run's records is kept past its request (the cyclic GC) and
+how a long run's progress is kept (its records read again at each commit).
 
 State. One SQLite file per cache directory (``<disk dir>/history.sqlite``,
 the directory the disk tier declares: ``Cache.disk_directory``), in WAL mode
@@ -41,7 +43,7 @@ except for a run whose every node was a plain hit: it names a *node set*
 (table ``node_sets``: names, tiers, keys, digests, sizes, saved times; shared
 by the runs alike, stored once per file) and keeps only when each hit was
 served (``rows.py``). Measured with ``benchmarks/history.py``: a warm request
-of 100 memory hits cost 1.8x with JSON rows, ~1.1x so; the file grows by
+of 100 memory hits cost 1.8x with JSON rows, 1.06-1.08x so; the file grows by
 ~1 KB for such a run instead of ~15 KB. A run also keeps how its flow inputs
 read (``n=3``, ``<redacted>``, ``<ndarray float64 (1000, 3)>``: ``model/shown.py``),
 taken from the request's values that ``RunStarted`` carries and built once per

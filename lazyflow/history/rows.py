@@ -20,7 +20,7 @@ earlier ones (which select the columns they know, so they still list every run):
 * ``input_values``: how each flow input reads (``model/shown.py``: ``3``,
   ``'a.csv'``, ``<redacted>``, ``<ndarray float64 (1000, 3)>``), JSON. The text
   depends only on the inputs' names and digests, so it is built once per
-  request shape (:func:`_shape`), not per run: a warm run pays nothing for it;
+  request shape (:func:`shape_of`), not per run: a warm run pays nothing for it;
 * ``node_extras``: per node, what :data:`NODE_FIELDS` lacks — ``cpu``,
   ``peak_memory`` and ``metrics`` (``lf.report``) — for the nodes that have
   any, JSON ``{name: {field: value}}``; ``NULL`` when none has. Kept apart from
@@ -44,6 +44,14 @@ And a plain run's row comes in two parts (:func:`plain_parts`): 13 columns share
 by the runs of its request shape and node set, one tuple the store binds once per
 statement, and 7 of its own; binding each value costs the SQLite mutex and, for
 text, a copy (measured: a row's insert 1.8 µs with every value bound, 1.0 µs so).
+
+A *repeat* is a plain run that completed without an error, whose nodes are the
+very ones of the last plain run of its request shape (:func:`repeated`): every
+warm request after the first. Its row is that run's shared columns and 4 of its
+own (:data:`REPEAT_OWN`: status and error are the same for every repeat, bound
+as literals; ~0.25 µs a row less), built by the writer a batch at a time
+(:func:`repeated_owns`): the request's thread only compares its nodes and reads
+when each hit was served.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,10 +70,13 @@ from lazyflow.history.versions import environment
 from lazyflow.model.shown import shown_inputs
 from lazyflow.run import NodeRecord, Run
 
-__all__ = ["EXTRA_FIELDS", "NODE_FIELDS", "NULL", "PLAIN_OWN", "PLAIN_SHARED", "RUN_COLUMNS",
-           "NodeSet", "end_row", "expand", "finished_row", "joined", "node_extras", "node_row",
-           "node_set", "node_times", "nodes_json", "plain_parts", "plain_row", "run_entry",
-           "started_row"]
+__all__ = ["EXTRA_FIELDS", "NODE_FIELDS", "NULL", "PLAIN_OWN", "PLAIN_SHARED", "REPEAT_OWN",
+           "REPEAT_SAME", "RUN_COLUMNS",
+           "NodeSet", "Plain", "PlainParts", "Repeat", "Shape", "end_row", "expand",
+           "finished_row", "joined", "node_extras", "node_row", "node_set", "node_times",
+           "nodes_json", "plain_parts", "plain_row", "repeat_row", "repeated", "repeated_owns",
+           "run_entry",
+           "shape_of", "started_row"]
 
 NODE_FIELDS = ("name", "status", "tier", "key", "digest", "duration", "size", "saved",
                "started", "ended", "reason", "error_type", "error_message")
@@ -81,6 +92,11 @@ PLAIN_OWN = ("id", "status", "started", "ended", "error_type", "error_message", 
 PLAIN_SHARED = tuple(c for c in RUN_COLUMNS if c not in PLAIN_OWN)
 """The columns of a plain run's row that the runs of its request shape and node set share:
 one tuple for them all, so the store binds it once per statement (:func:`plain_parts`)."""
+REPEAT_OWN = ("id", "started", "ended", "node_times")
+"""The columns of a repeat's row that are its own (:func:`repeated_owns`); a repeat
+completed without an error (:data:`REPEAT_SAME`), so it binds three values fewer."""
+REPEAT_SAME = {"status": "completed", "error_type": None, "error_message": None}
+"""The columns of :data:`PLAIN_OWN` every repeat has alike."""
 
 NULL = float("nan")
 """SQL ``NULL`` in a row, bound without the adapter lookup ``None`` costs (SQLite binds a
@@ -89,6 +105,9 @@ NodeSet = tuple[bytes, bytes]
 """(content hash, blob) of a :func:`node_set`: ``runs.node_set`` holds the hash."""
 Params = Mapping[str, Mapping[str, Any]]
 """A request's flow-input values: node -> parameter -> value (``RunStarted.params``)."""
+PlainParts = tuple[tuple[Any, ...], tuple[Any, ...], NodeSet]
+"""A plain run's row as :func:`plain_parts` gives it: its :data:`PLAIN_SHARED` columns,
+its :data:`PLAIN_OWN` columns, and the node set it names."""
 _NO_PARAMS: Params = {}
 
 # --------------------------------------------------------------------------- writing
@@ -98,19 +117,21 @@ def started_row(run: Run, nodes: list[tuple[Any, ...]],
                 params: Params = _NO_PARAMS) -> tuple[Any, ...]:
     """The ``runs`` row of a run still going, with its node rows so far (:func:`node_row`);
     ``params`` are the request's flow-input values (``RunStarted.params``)."""
-    shape = _shape(run, params)
+    shape = shape_of(run, params)
     return ((run.id, run.flow) + shape.asked + ("running", run.started, None) + shape.where
             + (None, None, nodes_json(nodes), None, None, shape.values, node_extras(nodes),
                None))
 
 
-def finished_row(run: Run, params: Params = _NO_PARAMS
+def finished_row(run: Run, params: Params = _NO_PARAMS, shape: Shape | None = None
                  ) -> tuple[tuple[Any, ...], NodeSet | None]:
-    """The ``runs`` row of a run that has ended, and the node set it names (if any)."""
-    plain = plain_row(run, params)
+    """The ``runs`` row of a run that has ended, and the node set it names (if any);
+    ``shape``: its request's (:func:`shape_of`), when already known."""
+    if shape is None:
+        shape = shape_of(run, params)
+    plain = plain_parts(run, params, shape)
     if plain is not None:
-        return plain
-    shape = _shape(run, params)
+        return joined(plain[0], plain[1]), plain[2]
     rows = [node_row(r) for r in run.nodes.values()]
     return ((run.id, run.flow) + shape.asked + (run.status, run.started, run.ended)
             + shape.where + _error(run.error)
@@ -129,11 +150,12 @@ def plain_row(run: Run, params: Params = _NO_PARAMS
     return joined(shared, own), named
 
 
-def plain_parts(run: Run, params: Params = _NO_PARAMS
-                ) -> tuple[tuple[Any, ...], tuple[Any, ...], NodeSet] | None:
+def plain_parts(run: Run, params: Params = _NO_PARAMS, shape: Shape | None = None
+                ) -> PlainParts | None:
     """The ``runs`` row of a run that has ended with every node a plain cache hit, as its
     :data:`PLAIN_SHARED` columns (one tuple, the same object for the runs alike), its
     :data:`PLAIN_OWN` columns, and the node set it names; ``None`` for any other run.
+    ``shape``: its request's (:func:`shape_of`), when already known.
 
     A plain hit has status ``cached``, no reason, no error, no duration and
     ``started == ended``: all it has of its own is name, tier, key, digest, size,
@@ -143,27 +165,91 @@ def plain_parts(run: Run, params: Params = _NO_PARAMS
     if not records or next(iter(records)).status != "cached":
         return None  # a run that computed its first node (a cold one): no pass over 10,000
     try:
-        # one pass: what must be plain, then the hits; a warm run alike the last one has
-        # the very same values (identity tests), found plain without checking them again
-        # (the reason as settled: a hit's note left for later is not worked out here, on
-        # the request's thread; such a run is not plain, and the writer reads its rows)
-        nodes = [(r.status, r.settled_reason(), r.error, r.duration, r.started == r.ended,
-                  r.name, r.tier, r.key, r.digest, r.size, r.saved, r.metrics) for r in records]
-        shape = _shape(run, params)
+        nodes = _hits(records)
+        if shape is None:
+            shape = shape_of(run, params)
         last = shape.last  # one read: requests on other threads may replace it
         if last is None or nodes != last.nodes:
             last = _plain_set(run, shape, nodes)
             if last is None:
                 return None
             shape.last = last
-        # a bytearray: bound as it is (bytes would make sqlite3 look for an adapter)
-        stamps = bytearray(node_times([r.started for r in records]))  # type: ignore[misc]
+        stamps = _stamps(records)
     except (TypeError, struct.error):  # a field of an unexpected type: JSON rows instead
         return None
     error = run.error
     return (last.shared, (run.id, run.status, run.started, run.ended,
                           *(_NO_ERROR if error is None else _error(error)), stamps),
             last.node_set)
+
+
+Repeat = tuple[str, float, float | None, bytes]
+"""What a run alike the last plain run of its shape stores of its own (:func:`repeated`):
+its id, start and end, and when each hit was served (:func:`node_times`: bytes, which
+the cyclic GC does not track, where a list of floats kept them alive too)."""
+
+
+def repeated(run: Run, shape: Shape) -> tuple[Plain, bytes] | None:
+    """The last plain run of ``run``'s request shape (:func:`plain_parts`) and when each
+    hit of ``run`` was served, when ``run`` completed without an error and its nodes are
+    the very ones of that run (a *repeat*); else ``None``.
+
+    What a warm run alike the one before needs of the request's thread: one pass over its
+    records, compared at once; its row is built later, a batch of runs at a time
+    (:func:`repeated_owns`), and nothing is kept of the records.
+    """
+    last = shape.last  # one read: other threads may replace it
+    records = run.nodes.values()
+    if last is None or run.status != "completed" or run.error is not None \
+            or len(records) != len(last.nodes):
+        return None
+    if len(records) == 1:  # the usual warm request: one target, found at once
+        (record,) = records
+        if [_hit(record)] != last.nodes:
+            return None
+        return last, _ONE_TIME(record.started)
+    if _hits(records) != last.nodes:
+        return None
+    return last, node_times([r.started for r in records])  # type: ignore[misc]
+
+
+_ONE_TIME = struct.Struct("<d").pack  # node_times of one hit, in one C call
+
+
+def repeated_owns(runs: Sequence[Repeat]) -> list[tuple[Any, ...]]:
+    """The :data:`REPEAT_OWN` columns of repeats of one plain run (:func:`repeated`); the
+    times as bytearrays, which SQLite binds as they are (bytes would make ``sqlite3`` look
+    for an adapter)."""
+    return [(run[0], run[1], run[2], bytearray(run[3])) for run in runs]
+
+
+def repeat_row(plain: Plain, run: Repeat) -> tuple[Any, ...]:
+    """The ``runs`` row of a repeat of ``plain`` (:func:`repeated`)."""
+    run_id, started, ended, stamps = repeated_owns([run])[0]
+    return joined(plain.shared, (run_id, "completed", started, ended, *_NO_ERROR, stamps))
+
+
+def _hits(records: Iterable[NodeRecord]) -> list[tuple[Any, ...]]:
+    """Per record, what must be plain, then what a plain hit stores (:func:`_hit`): one
+    pass; the nodes of a warm run alike the last one hold the very same values (identity
+    tests). The reason as settled: a hit's note left for later (``NodeRecord.reason``) is
+    not worked out here, on the request's thread; such a run is not plain, and the writer
+    reads its rows."""
+    return [(r.status, r.settled_reason(), r.error, r.duration, r.started == r.ended, r.name, r.tier,
+             r.key, r.digest, r.size, r.saved, r.metrics) for r in records]
+
+
+def _hit(r: NodeRecord) -> tuple[Any, ...]:
+    """One record as :func:`_hits` reads each (a comprehension is a Python call of its own:
+    a run of one node is read without one)."""
+    return (r.status, r.settled_reason(), r.error, r.duration, r.started == r.ended, r.name,
+            r.tier, r.key, r.digest, r.size, r.saved, r.metrics)
+
+
+def _stamps(records: Iterable[NodeRecord]) -> bytearray:
+    """When each hit was served (:func:`node_times`), as a ``bytearray``: SQLite binds it as
+    it is (``bytes`` would make ``sqlite3`` look for an adapter)."""
+    return bytearray(node_times([r.started for r in records]))  # type: ignore[misc]
 
 
 def joined(shared: tuple[Any, ...], own: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -227,7 +313,7 @@ _NO_ERROR = (NULL, NULL)  # a plain run's usual error type and message
 
 
 @dataclass(frozen=True, slots=True)
-class _Plain:
+class Plain:
     """A plain run's nodes (as :func:`plain_parts` reads them) and what follows from them:
     their node set, and the :data:`PLAIN_SHARED` columns of the runs alike (with the node
     set's hash, node extras: the hits' stored metrics, and saved metrics)."""
@@ -238,7 +324,7 @@ class _Plain:
 
 
 @dataclass(slots=True)
-class _Shape:
+class Shape:
     """What runs of one request shape share: the fingerprint components of the last one,
     the columns encoded for them, and the last plain run's nodes with their node set."""
 
@@ -246,20 +332,22 @@ class _Shape:
     asked: tuple[str, str]  # targets, inputs (JSON)
     where: tuple[str, str, int, str | float, str]  # executor, host, pid, its start, environment
     values: str  # input values (JSON)
-    last: _Plain | None = None
+    last: Plain | None = None
 
 
 # (flow, targets, inputs, executor): warm requests repeat them, so each is encoded once.
 # The same components again compare equal at the cost of an identity test each.
-_SHAPES: dict[tuple[Any, ...], _Shape] = {}
+_SHAPES: dict[tuple[Any, ...], Shape] = {}
 _SHAPES_KEPT = 256  # each may hold a node set and its hits: bounded
 os.register_at_fork(after_in_child=_SHAPES.clear)  # a forked child has its own pid
 
 
-def _shape(run: Run, params: Params) -> _Shape:
+def shape_of(run: Run, params: Params) -> Shape:
     """The shape of ``run``'s request. Its input values are built with it: their text
     depends only on the inputs' names and digests (``model/shown.py``), which the key
     holds. A request whose values were not seen (``params`` empty) has a shape of its own."""
+    # a tuple of the components: compared item by item, each the very same object for a
+    # warm request (comparing the mappings looks each name up: 3x the cost for 100 nodes)
     code = tuple(run.code.values())
     try:
         key = (run.flow, run.targets, tuple(run.inputs.items()), run.executor, not params)
@@ -273,12 +361,12 @@ def _shape(run: Run, params: Params) -> _Shape:
     return found
 
 
-def _new_shape(run: Run, code: tuple[Mapping[str, str], ...], params: Params) -> _Shape:
+def _new_shape(run: Run, code: tuple[Mapping[str, str], ...], params: Params) -> Shape:
     values = {name: text for name, text in shown_inputs(params).items() if name in run.inputs}
     host, pid, start = this_process()
-    return _Shape(code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
-                  (run.executor, host, pid, NULL if start is None else start,
-                   json.dumps(environment(run.code))), json.dumps(values))
+    return Shape(code, (json.dumps(list(run.targets)), json.dumps(run.inputs)),
+                 (run.executor, host, pid, NULL if start is None else start,
+                  json.dumps(environment(run.code))), json.dumps(values))
 
 
 # --------------------------------------------------------------------------- node sets
@@ -286,7 +374,7 @@ def _new_shape(run: Run, code: tuple[Mapping[str, str], ...], params: Params) ->
 _FORMAT = 1
 
 
-def _plain_set(run: Run, shape: _Shape, nodes: list[tuple[Any, ...]]) -> _Plain | None:
+def _plain_set(run: Run, shape: Shape, nodes: list[tuple[Any, ...]]) -> Plain | None:
     """The node set of ``nodes`` (as :func:`plain_row` reads them) and what follows from
     it, or ``None`` when one is not a plain hit or cannot be stored so."""
     n = len(nodes)
@@ -302,7 +390,7 @@ def _plain_set(run: Run, shape: _Shape, nodes: list[tuple[Any, ...]]) -> _Plain 
     saved = _metrics_json(run.saved_metrics())
     shared = (run.flow, *shape.asked, *shape.where, "[]", bytearray(named), shape.values,
               json.dumps(extras) if extras else NULL, NULL if saved is None else saved)
-    return _Plain(nodes, (named, blob), shared)
+    return Plain(nodes, (named, blob), shared)
 
 
 def node_set(hits: Sequence[tuple[Any, ...]]) -> bytes | None:

@@ -24,7 +24,15 @@ from lazyflow.errors import warn
 from lazyflow.history.entries import RunEntry
 from lazyflow.history.paths import MEMORY
 from lazyflow.history.processes import alive
-from lazyflow.history.rows import NODE_FIELDS, PLAIN_OWN, PLAIN_SHARED, RUN_COLUMNS, run_entry
+from lazyflow.history.rows import (
+    NODE_FIELDS,
+    PLAIN_OWN,
+    PLAIN_SHARED,
+    REPEAT_OWN,
+    REPEAT_SAME,
+    RUN_COLUMNS,
+    run_entry,
+)
 
 __all__ = ["BUSY_SECONDS", "SCHEMA_VERSION", "Store"]
 
@@ -98,11 +106,12 @@ class Store:
     def write(self, new: Sequence[tuple[Any, ...]],
               progress: Sequence[tuple[str, str, str | None]],
               ended: Sequence[tuple[Any, ...]], node_sets: Mapping[bytes, bytes], *,
-              plain: Collection[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]] = ()
+              plain: Collection[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]] = (),
+              repeats: Collection[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]] = ()
               ) -> None:
         """Commit in one transaction: new runs (``rows.started_row``, ``rows.finished_row``),
         new plain runs (``rows.plain_parts``: their shared columns, then each one's own),
-        node progress of runs going on (run id, nodes JSON, node extras JSON), endings
+        new repeats (``rows.repeated_owns``: the same, each one's own fewer), node progress of runs going on (run id, nodes JSON, node extras JSON), endings
         (``rows.end_row``), and the node sets (hash: blob) those rows name, each stored
         once per file."""
         with self._lock:
@@ -114,7 +123,9 @@ class Store:
                 if new:
                     self._insert(new)
                 for shared, owns in plain:
-                    self._insert_plain(shared, owns)
+                    self._insert_plain(shared, owns, PLAIN_OWN)
+                for shared, owns in repeats:
+                    self._insert_plain(shared, owns, REPEAT_OWN)
                 if progress:
                     self._conn.executemany(
                         "UPDATE runs SET nodes = ?, node_extras = ? WHERE id = ?",
@@ -168,12 +179,14 @@ class Store:
                                list(itertools.chain.from_iterable(rows[done:done + size])))
             done += size
 
-    def _insert_plain(self, shared: tuple[Any, ...], owns: Sequence[tuple[Any, ...]]) -> None:
-        """Insert plain runs alike, their shared columns bound once a statement."""
+    def _insert_plain(self, shared: tuple[Any, ...], owns: Sequence[tuple[Any, ...]],
+                      own: tuple[str, ...]) -> None:
+        """Insert plain runs alike, their shared columns bound once a statement, then each
+        one's ``own`` columns."""
         done = 0
         while done < len(owns):
             size = min(_INSERT_ROWS, 1 << ((len(owns) - done).bit_length() - 1))
-            self._conn.execute(_plain_statement(size),
+            self._conn.execute(_plain_statement(size, own),
                                [*shared, *itertools.chain.from_iterable(owns[done:done + size])])
             done += size
 
@@ -266,16 +279,18 @@ def _insert_statement(rows: int) -> str:
 
 
 @functools.cache
-def _plain_statement(rows: int) -> str:
+def _plain_statement(rows: int, own: tuple[str, ...]) -> str:
     """An INSERT of ``rows`` plain runs: parameters 1 to 13 their shared columns
-    (``rows.PLAIN_SHARED``), then each run's own (``rows.PLAIN_OWN``)."""
+    (``rows.PLAIN_SHARED``), then each run's ``own`` (``rows.PLAIN_OWN``, or
+    ``rows.REPEAT_OWN``: the other columns as every repeat has them)."""
     shared = {column: i + 1 for i, column in enumerate(PLAIN_SHARED)}
+    same = {c: "NULL" if v is None else f"'{v}'" for c, v in REPEAT_SAME.items()}
     values = []
     for row in range(rows):
-        own = len(PLAIN_SHARED) + row * len(PLAIN_OWN) + 1
+        first = len(PLAIN_SHARED) + row * len(own) + 1
         values.append("(" + ", ".join(
-            f"?{shared[c]}" if c in shared else f"?{own + PLAIN_OWN.index(c)}"
-            for c in RUN_COLUMNS) + ")")
+            f"?{shared[c]}" if c in shared else f"?{first + own.index(c)}" if c in own
+            else same[c] for c in RUN_COLUMNS) + ")")
     return f"INSERT OR IGNORE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES " + ", ".join(values)
 
 
