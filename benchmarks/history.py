@@ -78,8 +78,10 @@ def _time(request: Callable[[], object], number: int, on: bool) -> tuple[float, 
     return (time.process_time() - cpu) / number, (time.perf_counter() - wall) / number
 
 
-def measure(label: str, request: Callable[[], object], number: int, rounds: int) -> float:
-    """Print and return the ratio of median per-request CPU times, history on / off."""
+def measure(label: str, request: Callable[[], object], number: int, rounds: int
+            ) -> tuple[float, float]:
+    """Print and return the ratio of median per-request CPU times, history on / off, and
+    the median CPU seconds a request with history off."""
     request()
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for i in range(rounds):
@@ -91,18 +93,17 @@ def measure(label: str, request: Callable[[], object], number: int, rounds: int)
     print(f"| {label} | {cpu_off * 1e6:.1f} µs | {cpu_on * 1e6:.1f} µs | "
           f"**{cpu_on / cpu_off:.3f}** | {wall_off * 1e6:.1f} µs | {wall_on * 1e6:.1f} µs | "
           f"{wall_on / wall_off:.3f} |", flush=True)
-    return cpu_on / cpu_off
+    return cpu_on / cpu_off, cpu_off
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=41)
-    args = parser.parse_args()
+def figures(rounds: int) -> list[tuple[str, float, float]]:
+    """Measure every configuration (printing each row as it comes); per configuration its
+    label, the ratio history on / off, and the CPU seconds a request with history off."""
     start_recording()
-    print(f"python {sys.version.split()[0]}; medians of {args.rounds} alternating rounds\n")
     print("| warm request | CPU off | CPU on | CPU on / off | wall off | wall on | wall on / off |\n"
           "|---|---|---|---|---|---|---|")
     names = [f"n{i}" for i in range(100)]
+    found = []
     with tempfile.TemporaryDirectory() as default_dir, tempfile.TemporaryDirectory() as disk_dir:
         caches = {"memory hits, history file beside the disk tier":
                   lf.Cache(memory="1GB", disk=default_dir, remote=None),
@@ -113,10 +114,21 @@ def main() -> None:
             flow = _chain(f"chain{i}", cache)
             flow.get(names, x=1)
             disk = cache.tiers[0].name == "disk"
-            measure(f"1 cached target, {where}", lambda f=flow: f.get("n99", x=1),
-                    50 if disk else 100, args.rounds)
-            measure(f"100 cached targets, {where}", lambda f=flow: f.get(names, x=1),
-                    5 if disk else 30, args.rounds)
+            for label, request, number in (
+                    (f"1 cached target, {where}", lambda f=flow: f.get("n99", x=1),
+                     50 if disk else 100),
+                    (f"100 cached targets, {where}", lambda f=flow: f.get(names, x=1),
+                     5 if disk else 30)):
+                found.append((label, *measure(label, request, number, rounds)))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=41)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}; medians of {args.rounds} alternating rounds\n")
+    figures(args.rounds)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE))
 sys.setrecursionlimit(100_000)  # dask computes a 10,000-node chain recursively
 
 import dask  # noqa: E402
+import history  # noqa: E402
 import maps  # noqa: E402
 import overhead  # noqa: E402
 import parallel  # noqa: E402
@@ -169,6 +170,17 @@ def map_bookkeeping(quick: bool) -> list[Row]:
     ]
 
 
+def history_overhead(quick: bool) -> list[Row]:
+    """Target 4: a warm request with history on against off (``history.py``: 1 and 100
+    cached targets of a 100-node chain; the writer's flush counted; CPU of both threads)."""
+    rows = []
+    for label, ratio, off in history.figures(21 if quick else 41):
+        rows.append(Row("12.4 history", label, f"history off {off * 1e6:.1f} µs",
+                        f"history on {off * ratio * 1e6:.1f} µs", ratio, "<= 1.1x",
+                        ratio <= 1.1))
+    return rows
+
+
 def dask_throughput(quick: bool) -> list[Row]:
     """Target 6: 500 trivial nodes on a LocalCluster, against dask.delayed on the same
     client (``parallel.py``), as a chain, a fan-in tree and independent targets. Wall
@@ -186,6 +198,7 @@ def dask_throughput(quick: bool) -> list[Row]:
 TARGETS: dict[str, Callable[[bool], list[Row]]] = {
     "1": first_runs,
     "3": map_bookkeeping,
+    "4": history_overhead,
     "6": dask_throughput,
     "7": new_process_warm,
 }
