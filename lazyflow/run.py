@@ -145,7 +145,7 @@ class NodeRecord:
         """
         if self._later is not None:
             self._revise()
-        self._later = revise
+        self._later = _Later(revise)
 
     def settled_reason(self) -> str | None:
         """The reason, or ``None`` while a revision is left for its first reading (what
@@ -161,6 +161,17 @@ class NodeRecord:
             if self._later is later:
                 self._reason, self._later = revised, None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied with its reason worked out: a revision left for later may
+        hold what does not travel (the cache it reads)."""
+        if self._later is not None:
+            self._revise()
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     def __repr__(self) -> str:
         # the dataclass's, but the reason as it reads (with any revision left for later)
         shown = (f"reason={self.reason!r}" if f.name == "_reason"
@@ -170,6 +181,22 @@ class NodeRecord:
 
 _REVISING = threading.Lock()
 """Held while a record's deferred reason revision is applied or dropped."""
+
+
+class _Later:
+    """A revision left for later, which deep copies share (``dataclasses.asdict`` copies
+    each field: the revision may hold the cache, which cannot be copied)."""
+
+    __slots__ = ("revise",)
+
+    def __init__(self, revise: Callable[[str], str]) -> None:
+        self.revise = revise
+
+    def __call__(self, reason: str) -> str:
+        return self.revise(reason)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Later:
+        return self
 
 
 @dataclass

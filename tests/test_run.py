@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import pickle
 import threading
 
 from lazyflow.run import NodeRecord
@@ -59,3 +63,34 @@ def test_a_reason_read_on_two_threads_at_once_holds_its_revision_once():
         thread.join()
     assert read == ["cached; computed elsewhere"] * 2
     assert record.reason == "cached; computed elsewhere"
+
+
+class _Uncopyable:
+    """Stands for what a revision may hold that neither pickles nor copies (the cache)."""
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle this")
+
+
+def _hit_holding_the_uncopyable() -> NodeRecord:
+    record = NodeRecord("total", "cached", "disk")
+    record.revise_reason_later(functools.partial(_noted, _Uncopyable()))
+    return record
+
+
+def _noted(held: _Uncopyable, reason: str) -> str:
+    return (reason or "cached") + "; elsewhere"
+
+
+def test_a_record_with_a_revision_left_for_later_pickles_with_its_reason_worked_out():
+    copied = pickle.loads(pickle.dumps(_hit_holding_the_uncopyable()))
+    assert copied.reason == "cached; elsewhere"
+    assert copied.settled_reason() == "cached; elsewhere"
+
+
+def test_a_record_with_a_revision_left_for_later_deep_copies_with_its_reason_worked_out():
+    assert copy.deepcopy(_hit_holding_the_uncopyable()).reason == "cached; elsewhere"
+
+
+def test_a_record_with_a_revision_left_for_later_converts_to_a_dict():
+    assert dataclasses.asdict(_hit_holding_the_uncopyable())["name"] == "total"
