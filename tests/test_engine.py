@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,45 +244,43 @@ def test_events_follow_a_run(flow, calls):
                     ("NodeStarted", "total"), ("NodeFinished", "total"), ("RunFinished", None)]
 
 
-_UNOBSERVED = """
+_EVENTS_BUILT = """
+import sys
 import lazyflow as lf
 from lazyflow.engine import events
+from chains import define_list_chain
 
 built = []
 for kind in (events.RunStarted, events.NodeStarted, events.NodeFinished, events.RunFinished):
     init = kind.__init__
     kind.__init__ = lambda self, *a, _init=init, **k: built.append(self) or _init(self, *a, **k)
 
-flow = lf.Flow("quiet", cache=lf.Cache(disk=None))
-
-@flow.node
-def raw(n: int):
-    return list(range(n))
-
-@flow.node
-def total(raw):
-    return sum(raw)
-
+flow = define_list_chain(lf.Flow("quiet", cache=lf.Cache(disk=None)))
 flow.get("total", n=3)
 unobserved = len(built)
-flow.events.subscribe(lambda event: None)
+flow.events.subscribe(lambda event: None, nodes=sys.argv[1] == "nodes")
 flow.get("total", n=4)
 print(unobserved, len(built) - unobserved)
 """
 
 
+def _events_built(tmp_path, listener_takes: str) -> list[str]:
+    """Event objects a fresh process builds for a run nobody listens to, then for one whose
+    listener takes ``"nodes"`` (every event) or ``"runs"`` only."""
+    env = {**os.environ, "LAZYFLOW_HISTORY": "off",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _EVENTS_BUILT, listener_takes],
+                         capture_output=True, text=True, check=True, cwd=tmp_path, env=env)
+    return out.stdout.split()
+
+
 def test_a_run_nobody_listens_to_builds_no_event_objects(tmp_path):
-    out = subprocess.run([sys.executable, "-c", _UNOBSERVED], capture_output=True, text=True,
-                         check=True, cwd=tmp_path, env={**os.environ, "LAZYFLOW_HISTORY": "off"})
-    assert out.stdout.split() == ["0", "6"]  # and six once someone listens
+    assert _events_built(tmp_path, "nodes") == ["0", "6"]  # and six once someone listens
 
 
 def test_a_run_whose_listeners_take_run_events_only_builds_no_node_events(tmp_path):
-    script = _UNOBSERVED.replace("flow.events.subscribe(lambda event: None)",
-                                 "flow.events.subscribe(lambda event: None, nodes=False)")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=tmp_path, env={**os.environ, "LAZYFLOW_HISTORY": "off"})
-    assert out.stdout.split() == ["0", "2"]  # RunStarted and RunFinished
+    assert _events_built(tmp_path, "runs") == ["0", "2"]  # RunStarted and RunFinished
 
 
 def test_a_listener_of_run_events_only_gets_no_node_event_another_listener_asked_for(flow,
