@@ -52,6 +52,7 @@ class Row:
     ratio: float | None
     limit: str
     met: bool
+    note: str = ""  # said beside "met?", e.g. for a shape beyond the issue's own
 
 
 def _cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -189,9 +190,11 @@ def dask_throughput(quick: bool) -> list[Row]:
     for label, n, got in parallel.cluster_figures(3 if quick else 5):
         ours, theirs = got[parallel.OURS], got[parallel.THEIRS]
         ratio = theirs / ours
+        # the issue names a chain and a wide graph; the fan-in tree is measured beside them
+        note = "(a shape beyond the issue's chain and wide graph)" if "tree" in label else ""
         rows.append(Row("12.6 Dask throughput", f"LocalCluster (2 workers), {label}, wall clock",
                         f"dask.delayed {theirs / n * 1e3:.2f} ms/node",
-                        f"{ours / n * 1e3:.2f} ms/node", ratio, ">= 0.8x", ratio >= 0.8))
+                        f"{ours / n * 1e3:.2f} ms/node", ratio, ">= 0.8x", ratio >= 0.8, note))
     return rows
 
 
@@ -211,7 +214,7 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
         lines.append(f"| {r.target} | {r.measured} | {r.anchor} | {r.ours} | {ratio} | "
-                     f"{r.limit} | {'yes' if r.met else '**no**'} |")
+                     f"{r.limit} | {'yes' if r.met else '**no**'}{' ' + r.note if r.note else ''} |")
     return "\n".join(lines)
 
 

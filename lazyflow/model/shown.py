@@ -43,7 +43,9 @@ import decimal
 import fractions
 import numbers
 import re
+from collections.abc import Mapping
 from pathlib import PurePath
+from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 
 __all__ = ["ITEMS_MAX", "REDACTED", "SECRET_WORDS", "TEXT_MAX", "Secret", "Shown", "as_shown", "describe",
@@ -162,10 +164,15 @@ class Shown(str):
     __slots__ = ()
 
 
-def as_shown(params: Any) -> dict[str, dict[str, Shown]]:
+def as_shown(params: Any) -> dict[str, Mapping[str, Shown]]:
     """A request's flow-input values (node -> parameter -> value) as their texts."""
+    # most nodes take no flow input: they share one empty mapping (a cold 1,000-node run
+    # built 1,000 empty dicts here, ~3% of its time)
     return {node: {name: Shown(shown(name, value)) for name, value in node_params.items()}
-            for node, node_params in params.items()}
+            if node_params else _NO_VALUES for node, node_params in params.items()}
+
+
+_NO_VALUES: Mapping[str, Shown] = MappingProxyType({})
 
 
 def shown_inputs(params: Any) -> dict[str, str]:
