@@ -308,10 +308,26 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
 }
 
 
-@_builtin(bytearray, memoryview)
-def _hash_buffer(h: Hasher, obj: bytearray | memoryview) -> None:
+@_builtin(bytearray)
+def _hash_bytearray(h: Hasher, obj: bytearray) -> None:
     h.tag(b"B")
-    h.chunk(memoryview(obj).cast("B") if isinstance(obj, memoryview) else bytes(obj))
+    h.chunk(bytes(obj))
+
+
+@_builtin(memoryview)
+def _hash_memoryview(h: Hasher, obj: memoryview) -> None:
+    """Its layout, then its bytes in C order: a view's format, item size and shape decide
+    what ``len(view)``, ``view[0]`` and ``view.tolist()`` give (the bytes ``01 00 02 00``
+    are ``[1, 2]`` as ``'h'`` but ``[131073]`` as ``'i'``), and a read-only view refuses
+    writes; a bytearray with the same bytes is another type again."""
+    try:
+        layout = f"{obj.format}|{obj.itemsize}|{obj.shape}|{obj.readonly}"
+        data = obj.cast("B") if obj.c_contiguous else obj.tobytes()
+    except ValueError as e:  # a released view
+        raise HashingError(_type_name(obj), str(e)) from e
+    h.tag(b"V")
+    h.chunk(layout.encode())
+    h.chunk(data)
 
 
 def _sequence(tag: bytes) -> HasherFn:
@@ -343,7 +359,7 @@ _HASHERS[set] = _unordered(b"S")
 _HASHERS[frozenset] = _unordered(b"Z")
 
 
-@_builtin(dict, types.MappingProxyType)
+@_builtin(dict)
 def _hash_dict(h: Hasher, obj: Any) -> None:
     """In insertion order: ``pd.DataFrame(d)``, ``json.dumps(d)`` and iteration follow it."""
     h.tag(b"D")
@@ -351,6 +367,12 @@ def _hash_dict(h: Hasher, obj: Any) -> None:
     for key, value in obj.items():
         _dispatch(type(key))(h, key)
         _dispatch(type(value))(h, value)
+
+
+@_builtin(types.MappingProxyType)
+def _hash_mappingproxy(h: Hasher, obj: types.MappingProxyType[Any, Any]) -> None:
+    h.tag(b"X")  # read-only: a node writing into it fails where it writes into a dict
+    _hash_dict(h, obj)
 
 
 @_builtin(collections.defaultdict)
@@ -485,9 +507,27 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     rebuild, args, state, items, pairs = (tuple(reduced) + (None,) * 5)[:5]
     h.value(rebuild)
     h.value(args)
-    h.value(state)
+    h.value(_slots_in_order(obj, state))
     h.value(None if items is None else list(items))
     h.value(None if pairs is None else list(pairs))
+
+
+def _slots_in_order(obj: Any, state: Any) -> Any:
+    """The reduced state with its slot values in name order.
+
+    A slotted object's default state is ``(instance dict or None, {slot: value})``,
+    the slot dict in the order ``__slots__`` iterates, which for ``__slots__ = {"a",
+    "b"}`` (a set) depends on ``PYTHONHASHSEED``. Unpickling only sets those
+    attributes one by one, so their order is no behaviour: sorted by name, the digest
+    is the same in every process. A class with its own ``__setstate__`` reads its
+    state as it likes, order included, so its state is left as it is.
+    """
+    if (type(state) is tuple and len(state) == 2 and type(state[1]) is dict
+            and not hasattr(obj, "__setstate__")):
+        slots = state[1]
+        if all(type(name) is str for name in slots):
+            return (state[0], dict(sorted(slots.items())))
+    return state
 
 
 def _hash_strings(h: Hasher, items: list[Any]) -> bool:
