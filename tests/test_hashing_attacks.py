@@ -77,6 +77,53 @@ def test_a_node_given_a_memoryview_after_a_bytearray_is_computed_again(flow):
     assert flow.get("kind", x=memoryview(b"abcd").cast("B", (2, 2))) == ("memoryview", 2)
 
 
+# --------------------------------------------------------------------------- sharing
+
+
+@pytest.mark.parametrize("make", [list, dict.fromkeys, set, bytearray],
+                         ids=["list", "dict", "set", "bytearray"])
+def test_a_container_held_twice_differs_from_two_equal_containers(make):
+    def fresh():
+        return make([1, 2]) if make is not dict.fromkeys else make(["k"], 0)
+
+    shared = fresh()
+    assert H([shared, shared]) != H([fresh(), fresh()])
+    assert H({"a": shared, "b": shared}) != H({"a": fresh(), "b": fresh()})
+    again = fresh()
+    assert H([shared, shared]) == H([again, again])
+
+
+def test_sharing_survives_a_copy_and_a_pickle_round_trip_with_its_digest():
+    import copy
+    import pickle
+
+    row = [1, 2]
+    table = {"rows": [row, row], "first": row}
+    assert H(table) == H(copy.deepcopy(table)) == H(pickle.loads(pickle.dumps(table)))
+
+
+def test_a_node_writing_through_a_shared_input_list_is_not_served_the_unshared_result(flow):
+    @flow.node
+    def bump(rows):
+        rows[0].append(9)
+        return rows[1]
+
+    assert flow.get("bump", rows=[[1], [1]]) == [1]
+    row = [1]
+    assert flow.get("bump", rows=[row, row]) == [1, 9]
+
+
+def test_temporary_stand_ins_are_never_mistaken_for_a_shared_value():
+    class Weights:  # a hasher returning a fresh list: freed at once, its id free again
+        def __init__(self, v: int) -> None:
+            self.v = v
+
+    lf.register_hasher(Weights, lambda w: [w.v])
+    assert H([Weights(1), Weights(2)]) != H([Weights(1), Weights(1)])
+    assert H(pd.DataFrame({"a": [1]}, index=pd.Index([0], name="i"))) != H(
+        pd.DataFrame({"a": [1]}, index=pd.Index([0], name="j")))
+
+
 # --------------------------------------------------------------------------- objects
 
 

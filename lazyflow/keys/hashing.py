@@ -104,6 +104,18 @@ class Hasher:
         """Write any value, dispatching on its type."""
         _dispatch(type(obj))(self, obj)
 
+    def met_before(self, obj: Any) -> bool:
+        """Write a back-reference and return True if ``obj`` was written before in this
+        digest; otherwise remember it (and keep it alive, so its id is not reused by a
+        temporary made later in the same digest) and return False."""
+        seen = self._reduced.get(id(obj))
+        if seen is not None:
+            self._h.update(b"^" + _LEN.pack(seen))
+            return True
+        self._reduced[id(obj)] = len(self._reduced)
+        self._pinned.append(obj)
+        return False
+
     def hexdigest(self) -> str:
         """Return the digest of everything written so far."""
         return self._h.hexdigest()
@@ -310,6 +322,8 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
 
 @_builtin(bytearray)
 def _hash_bytearray(h: Hasher, obj: bytearray) -> None:
+    if h.met_before(obj):  # shared or not: see _hash_list
+        return
     h.tag(b"B")
     h.chunk(bytes(obj))
 
@@ -330,18 +344,41 @@ def _hash_memoryview(h: Hasher, obj: memoryview) -> None:
     h.chunk(data)
 
 
-def _sequence(tag: bytes) -> HasherFn:
-    def _hash_seq(h: Hasher, obj: Any) -> None:
-        h.tag(tag)
-        h._h.update(_LEN.pack(len(obj)))
-        for item in obj:
+def _hash_tuple(h: Hasher, obj: tuple[Any, ...]) -> None:
+    update = h._h.update
+    update(b"(" + _LEN.pack(len(obj)))
+    for item in obj:
+        scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
+        if scalar is not None:
+            update(scalar(item))
+        else:
             _dispatch(type(item))(h, item)
 
-    return _hash_seq
+
+def _hash_list(h: Hasher, obj: list[Any]) -> None:
+    """A list met twice in one value is written once, then referred to: ``[a, a]`` is not
+    ``[[1], [1]]`` (appending to ``x[0]`` changes ``x[1]`` in one of them only), as
+    pickle, and so the disk cache, keeps it. The same holds for dicts, sets and
+    bytearrays; tuples and other immutable values are written in full each time."""
+    memo = h._reduced  # met_before, inlined: this is the hot path of nested values
+    seen = memo.get(id(obj))
+    if seen is not None:
+        h._h.update(b"^" + _LEN.pack(seen))
+        return
+    memo[id(obj)] = len(memo)
+    h._pinned.append(obj)
+    update = h._h.update
+    update(b"L" + _LEN.pack(len(obj)))
+    for item in obj:
+        scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
+        if scalar is not None:
+            update(scalar(item))
+        else:
+            _dispatch(type(item))(h, item)
 
 
-_HASHERS[list] = _sequence(b"L")
-_HASHERS[tuple] = _sequence(b"(")
+_HASHERS[list] = _hash_list
+_HASHERS[tuple] = _hash_tuple
 
 
 def _unordered(tag: bytes) -> HasherFn:
@@ -355,12 +392,17 @@ def _unordered(tag: bytes) -> HasherFn:
     return _hash_unordered
 
 
-_HASHERS[set] = _unordered(b"S")
+_hash_set_members = _unordered(b"S")
 _HASHERS[frozenset] = _unordered(b"Z")
 
 
-@_builtin(dict)
-def _hash_dict(h: Hasher, obj: Any) -> None:
+@_builtin(set)
+def _hash_set(h: Hasher, obj: set[Any]) -> None:
+    if not h.met_before(obj):  # shared or not: see _hash_list
+        _hash_set_members(h, obj)
+
+
+def _hash_items(h: Hasher, obj: Any) -> None:
     """In insertion order: ``pd.DataFrame(d)``, ``json.dumps(d)`` and iteration follow it."""
     h.tag(b"D")
     h._h.update(_LEN.pack(len(obj)))
@@ -369,17 +411,43 @@ def _hash_dict(h: Hasher, obj: Any) -> None:
         _dispatch(type(value))(h, value)
 
 
+@_builtin(dict)
+def _hash_dict(h: Hasher, obj: dict[Any, Any]) -> None:
+    memo = h._reduced  # shared or not: see _hash_list (met_before, inlined)
+    seen = memo.get(id(obj))
+    if seen is not None:
+        h._h.update(b"^" + _LEN.pack(seen))
+        return
+    memo[id(obj)] = len(memo)
+    h._pinned.append(obj)
+    update = h._h.update
+    update(b"D" + _LEN.pack(len(obj)))
+    for key, value in obj.items():
+        scalar = _SCALARS.get(type(key))  # a scalar's whole stream in one update
+        if scalar is not None:
+            update(scalar(key))
+        else:
+            _dispatch(type(key))(h, key)
+        scalar = _SCALARS.get(type(value))
+        if scalar is not None:
+            update(scalar(value))
+        else:
+            _dispatch(type(value))(h, value)
+
+
 @_builtin(types.MappingProxyType)
 def _hash_mappingproxy(h: Hasher, obj: types.MappingProxyType[Any, Any]) -> None:
     h.tag(b"X")  # read-only: a node writing into it fails where it writes into a dict
-    _hash_dict(h, obj)
+    _hash_items(h, obj)
 
 
 @_builtin(collections.defaultdict)
 def _hash_defaultdict(h: Hasher, obj: collections.defaultdict[Any, Any]) -> None:
+    if h.met_before(obj):
+        return
     h.tag(b"y")
     h.value(obj.default_factory)  # what a missing key reads as is behaviour
-    _hash_dict(h, obj)
+    _hash_items(h, obj)
 
 
 _CODE: list[HasherFn] = []
@@ -484,13 +552,8 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     object met again (a cycle, or one shared by two parts) is written as a
     back-reference to its first occurrence: sharing counts, as pickle keeps it.
     """
-    seen = h._reduced.get(id(obj))
-    if seen is not None:
-        h.tag(b"^")
-        h._h.update(_LEN.pack(seen))
+    if h.met_before(obj):
         return
-    h._reduced[id(obj)] = len(h._reduced)
-    h._pinned.append(obj)
     reducer = copyreg.dispatch_table.get(type(obj))  # as pickle does: numpy's ufuncs are there
     try:
         reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
