@@ -288,3 +288,36 @@ def test_extension_columns_hash_alike_across_processes_and_hash_seeds():
         print(" ".join(lf.hash_value(v) for v in values))
     """
     assert len(_digests_under_seeds(script, seeds=("0", "4242"))) == 1
+
+
+# --------------------------------------------------------------------------- what cannot be hashed
+
+
+def test_an_unhashable_part_names_itself_the_node_the_parameter_and_the_value_it_sits_in(flow):
+    @flow.node
+    def count(jobs):
+        return len(jobs)
+
+    with open(__file__) as handle, pytest.raises(lf.HashingError) as info:
+        flow.get("count", jobs={"log": handle})
+    message = str(info.value)
+    assert "node 'count', parameter 'jobs'" in message
+    assert "TextIOWrapper" in message and "inside the dict value" in message
+    assert "lf.register_hasher(TextIOWrapper, fn)" in message
+
+
+def test_an_iterator_is_hashed_without_being_consumed():
+    items = iter([1, 2, 3])
+    H(items)
+    assert list(items) == [1, 2, 3]
+    assert H(iter([1, 2])) != H(iter([1, 3]))
+
+
+def test_a_generator_raises_a_hashing_error_rather_than_being_consumed():
+    def numbers():
+        yield 1
+
+    gen = numbers()
+    with pytest.raises(lf.HashingError, match="generator"):
+        H([gen])
+    assert list(gen) == [1]

@@ -140,6 +140,19 @@ def hash_value(obj: Any) -> str:
     >>> hash_value({1, 2}) == hash_value({2, 1})
     True
     """
+    try:
+        return _hexdigest(obj)
+    except HashingError as e:
+        outer = _type_name(obj)
+        if e.type_name == outer:
+            raise
+        # the part that failed is named (its type is what to register a hasher for), and
+        # so is the value it sits in: "a Thread" is found where "a TextIOWrapper" is not
+        raise HashingError(e.type_name, f"{e.reason}; it sits inside the {outer} value") from e
+
+
+def _hexdigest(obj: Any) -> str:
+    """:func:`hash_value` without naming the outer value in its errors."""
     scalar = _SCALARS.get(type(obj))
     if scalar is not None:  # the whole stream of a scalar in one call: 3x faster
         return xxhash.xxh3_128_hexdigest(scalar(obj))
@@ -384,7 +397,7 @@ _HASHERS[tuple] = _hash_tuple
 def _unordered(tag: bytes) -> HasherFn:
     def _hash_unordered(h: Hasher, obj: Any) -> None:
         h.tag(tag)
-        digests = sorted(hash_value(m) for m in obj)
+        digests = sorted(_hexdigest(m) for m in obj)
         h._h.update(_LEN.pack(len(digests)))
         for d in digests:
             h._h.update(bytes.fromhex(d))
