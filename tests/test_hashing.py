@@ -206,11 +206,23 @@ def test_an_unhashable_value_names_its_type_and_the_remedies():
     assert isinstance(info.value, TypeError)
 
 
-def test_a_self_referencing_value_raises_a_hashing_error():
+def test_a_value_nested_too_deeply_raises_a_hashing_error():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(lf.HashingError, match="nested too deeply"):
+        lf.hash_value(deep)
+
+
+def test_a_self_referencing_list_or_dict_hashes_by_back_reference():
     loop: list = []
     loop.append(loop)
-    with pytest.raises(lf.HashingError, match="refers to itself"):
-        lf.hash_value(loop)
+    ring: dict = {}
+    ring["self"] = ring
+    assert lf.hash_value(loop) != lf.hash_value([[]])
+    assert lf.hash_value(ring) != lf.hash_value({"self": {}})
+    assert lf.hash_value(loop) == lf.hash_value(copy.deepcopy(loop))
+    assert lf.hash_value(ring) == lf.hash_value(pickle.loads(pickle.dumps(ring)))
 
 
 def test_an_unhashable_flow_input_names_the_node_and_parameter(flow):

@@ -104,6 +104,18 @@ class Hasher:
         """Write any value, dispatching on its type."""
         _dispatch(type(obj))(self, obj)
 
+    def met_before(self, obj: Any) -> bool:
+        """Write a back-reference and return True if ``obj`` was written before in this
+        digest; otherwise remember it (and keep it alive, so its id is not reused by a
+        temporary made later in the same digest) and return False."""
+        seen = self._reduced.get(id(obj))
+        if seen is not None:
+            self._h.update(b"^" + _LEN.pack(seen))
+            return True
+        self._reduced[id(obj)] = len(self._reduced)
+        self._pinned.append(obj)
+        return False
+
     def hexdigest(self) -> str:
         """Return the digest of everything written so far."""
         return self._h.hexdigest()
@@ -128,6 +140,19 @@ def hash_value(obj: Any) -> str:
     >>> hash_value({1, 2}) == hash_value({2, 1})
     True
     """
+    try:
+        return _hexdigest(obj)
+    except HashingError as e:
+        outer = _type_name(obj)
+        if e.type_name == outer:
+            raise
+        # the part that failed is named (its type is what to register a hasher for), and
+        # so is the value it sits in: "a Thread" is found where "a TextIOWrapper" is not
+        raise HashingError(e.type_name, f"{e.reason}; it sits inside the {outer} value") from e
+
+
+def _hexdigest(obj: Any) -> str:
+    """:func:`hash_value` without naming the outer value in its errors."""
     scalar = _SCALARS.get(type(obj))
     if scalar is not None:  # the whole stream of a scalar in one call: 3x faster
         return xxhash.xxh3_128_hexdigest(scalar(obj))
@@ -308,30 +333,71 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
 }
 
 
-@_builtin(bytearray, memoryview)
-def _hash_buffer(h: Hasher, obj: bytearray | memoryview) -> None:
+@_builtin(bytearray)
+def _hash_bytearray(h: Hasher, obj: bytearray) -> None:
+    if h.met_before(obj):  # shared or not: see _hash_list
+        return
     h.tag(b"B")
-    h.chunk(memoryview(obj).cast("B") if isinstance(obj, memoryview) else bytes(obj))
+    h.chunk(bytes(obj))
 
 
-def _sequence(tag: bytes) -> HasherFn:
-    def _hash_seq(h: Hasher, obj: Any) -> None:
-        h.tag(tag)
-        h._h.update(_LEN.pack(len(obj)))
-        for item in obj:
+@_builtin(memoryview)
+def _hash_memoryview(h: Hasher, obj: memoryview) -> None:
+    """Its layout, then its bytes in C order: a view's format, item size and shape decide
+    what ``len(view)``, ``view[0]`` and ``view.tolist()`` give (the bytes ``01 00 02 00``
+    are ``[1, 2]`` as ``'h'`` but ``[131073]`` as ``'i'``), and a read-only view refuses
+    writes; a bytearray with the same bytes is another type again."""
+    try:
+        layout = f"{obj.format}|{obj.itemsize}|{obj.shape}|{obj.readonly}"
+        data = obj.cast("B") if obj.c_contiguous else obj.tobytes()
+    except ValueError as e:  # a released view
+        raise HashingError(_type_name(obj), str(e)) from e
+    h.tag(b"V")
+    h.chunk(layout.encode())
+    h.chunk(data)
+
+
+def _hash_tuple(h: Hasher, obj: tuple[Any, ...]) -> None:
+    update = h._h.update
+    update(b"(" + _LEN.pack(len(obj)))
+    for item in obj:
+        scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
+        if scalar is not None:
+            update(scalar(item))
+        else:
             _dispatch(type(item))(h, item)
 
-    return _hash_seq
+
+def _hash_list(h: Hasher, obj: list[Any]) -> None:
+    """A list met twice in one value is written once, then referred to: ``[a, a]`` is not
+    ``[[1], [1]]`` (appending to ``x[0]`` changes ``x[1]`` in one of them only), as
+    pickle, and so the disk cache, keeps it. The same holds for dicts, sets and
+    bytearrays; tuples and other immutable values are written in full each time."""
+    memo = h._reduced  # met_before, inlined: this is the hot path of nested values
+    seen = memo.get(id(obj))
+    if seen is not None:
+        h._h.update(b"^" + _LEN.pack(seen))
+        return
+    memo[id(obj)] = len(memo)
+    h._pinned.append(obj)
+    update = h._h.update
+    update(b"L" + _LEN.pack(len(obj)))
+    for item in obj:
+        scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
+        if scalar is not None:
+            update(scalar(item))
+        else:
+            _dispatch(type(item))(h, item)
 
 
-_HASHERS[list] = _sequence(b"L")
-_HASHERS[tuple] = _sequence(b"(")
+_HASHERS[list] = _hash_list
+_HASHERS[tuple] = _hash_tuple
 
 
 def _unordered(tag: bytes) -> HasherFn:
     def _hash_unordered(h: Hasher, obj: Any) -> None:
         h.tag(tag)
-        digests = sorted(hash_value(m) for m in obj)
+        digests = sorted(_hexdigest(m) for m in obj)
         h._h.update(_LEN.pack(len(digests)))
         for d in digests:
             h._h.update(bytes.fromhex(d))
@@ -339,12 +405,17 @@ def _unordered(tag: bytes) -> HasherFn:
     return _hash_unordered
 
 
-_HASHERS[set] = _unordered(b"S")
+_hash_set_members = _unordered(b"S")
 _HASHERS[frozenset] = _unordered(b"Z")
 
 
-@_builtin(dict, types.MappingProxyType)
-def _hash_dict(h: Hasher, obj: Any) -> None:
+@_builtin(set)
+def _hash_set(h: Hasher, obj: set[Any]) -> None:
+    if not h.met_before(obj):  # shared or not: see _hash_list
+        _hash_set_members(h, obj)
+
+
+def _hash_items(h: Hasher, obj: Any) -> None:
     """In insertion order: ``pd.DataFrame(d)``, ``json.dumps(d)`` and iteration follow it."""
     h.tag(b"D")
     h._h.update(_LEN.pack(len(obj)))
@@ -353,11 +424,43 @@ def _hash_dict(h: Hasher, obj: Any) -> None:
         _dispatch(type(value))(h, value)
 
 
+@_builtin(dict)
+def _hash_dict(h: Hasher, obj: dict[Any, Any]) -> None:
+    memo = h._reduced  # shared or not: see _hash_list (met_before, inlined)
+    seen = memo.get(id(obj))
+    if seen is not None:
+        h._h.update(b"^" + _LEN.pack(seen))
+        return
+    memo[id(obj)] = len(memo)
+    h._pinned.append(obj)
+    update = h._h.update
+    update(b"D" + _LEN.pack(len(obj)))
+    for key, value in obj.items():
+        scalar = _SCALARS.get(type(key))  # a scalar's whole stream in one update
+        if scalar is not None:
+            update(scalar(key))
+        else:
+            _dispatch(type(key))(h, key)
+        scalar = _SCALARS.get(type(value))
+        if scalar is not None:
+            update(scalar(value))
+        else:
+            _dispatch(type(value))(h, value)
+
+
+@_builtin(types.MappingProxyType)
+def _hash_mappingproxy(h: Hasher, obj: types.MappingProxyType[Any, Any]) -> None:
+    h.tag(b"X")  # read-only: a node writing into it fails where it writes into a dict
+    _hash_items(h, obj)
+
+
 @_builtin(collections.defaultdict)
 def _hash_defaultdict(h: Hasher, obj: collections.defaultdict[Any, Any]) -> None:
+    if h.met_before(obj):
+        return
     h.tag(b"y")
     h.value(obj.default_factory)  # what a missing key reads as is behaviour
-    _hash_dict(h, obj)
+    _hash_items(h, obj)
 
 
 _CODE: list[HasherFn] = []
@@ -462,13 +565,8 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     object met again (a cycle, or one shared by two parts) is written as a
     back-reference to its first occurrence: sharing counts, as pickle keeps it.
     """
-    seen = h._reduced.get(id(obj))
-    if seen is not None:
-        h.tag(b"^")
-        h._h.update(_LEN.pack(seen))
+    if h.met_before(obj):
         return
-    h._reduced[id(obj)] = len(h._reduced)
-    h._pinned.append(obj)
     reducer = copyreg.dispatch_table.get(type(obj))  # as pickle does: numpy's ufuncs are there
     try:
         reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
@@ -485,9 +583,27 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     rebuild, args, state, items, pairs = (tuple(reduced) + (None,) * 5)[:5]
     h.value(rebuild)
     h.value(args)
-    h.value(state)
+    h.value(_slots_in_order(obj, state))
     h.value(None if items is None else list(items))
     h.value(None if pairs is None else list(pairs))
+
+
+def _slots_in_order(obj: Any, state: Any) -> Any:
+    """The reduced state with its slot values in name order.
+
+    A slotted object's default state is ``(instance dict or None, {slot: value})``,
+    the slot dict in the order ``__slots__`` iterates, which for ``__slots__ = {"a",
+    "b"}`` (a set) depends on ``PYTHONHASHSEED``. Unpickling only sets those
+    attributes one by one, so their order is no behaviour: sorted by name, the digest
+    is the same in every process. A class with its own ``__setstate__`` reads its
+    state as it likes, order included, so its state is left as it is.
+    """
+    if (type(state) is tuple and len(state) == 2 and type(state[1]) is dict
+            and not hasattr(obj, "__setstate__")):
+        slots = state[1]
+        if all(type(name) is str for name in slots):
+            return (state[0], dict(sorted(slots.items())))
+    return state
 
 
 def _hash_strings(h: Hasher, items: list[Any]) -> bool:

@@ -50,16 +50,38 @@ def _array_header(arr: Any) -> bytes:
     # a structured dtype's str is only its size ('|V16'): its descr names fields and formats
     text = f"{dtype.descr if dtype.fields is not None else dtype.str}|{arr.shape}".encode()
     header = b"A" + _LEN.pack(len(text)) + text
-    if dtype.kind in "biufc":
+    if dtype.kind in "biufc" and dtype.type not in _PADDED:
         if len(_ARRAY_HEADERS) >= 4096:
             _ARRAY_HEADERS.clear()
         _ARRAY_HEADERS[key] = (dtype, header)  # holding the dtype keeps its id unique
     return header
 
 
+_PADDED: set[type] = set()
+"""Float types whose items hold bytes that are no part of the value (x87 long doubles)."""
+
+
+def _padding_types(np: Any) -> set[type]:
+    """x87 extended precision keeps 10 value bytes in each 12 or 16: the rest is whatever
+    memory held, so two equal arrays would digest differently (even run to run)."""
+    if np.finfo(np.longdouble).nmant == 63 and np.dtype(np.longdouble).itemsize > 10:
+        return {np.longdouble, np.clongdouble}
+    return set()  # IEEE quad, double-double or plain double: every byte is value
+
+
+def _value_bytes(np: Any, arr: Any) -> Any:
+    """An x87 long double array's value bytes only: the first 10 of each item (of each part
+    of a complex item), in native little-endian order, as a contiguous uint8 array."""
+    native = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    size = np.dtype(np.longdouble).itemsize
+    return np.ascontiguousarray(native.view(np.uint8).reshape(-1, size)[:, :10])
+
+
 def register() -> HasherFn:
     """Install the numpy hashers; return the array hasher (pandas hashes columns with it)."""
     import numpy as np
+
+    _PADDED.update(_padding_types(np))
 
     def _hash_ndarray(h: Hasher, arr: Any) -> None:
         h._h.update(_array_header(arr))
@@ -68,11 +90,17 @@ def register() -> HasherFn:
             if not _hash_strings(h, items):
                 h.value(items)
             return
+        if arr.dtype.fields is not None:  # field by field: padding between them is no value
+            for name in arr.dtype.names:
+                _hash_ndarray(h, arr[name])
+            return
         if arr.dtype.kind in "mM":  # datetime64 cannot export a buffer: view as int64
             arr = arr.view(np.int64)
+        if arr.dtype.type in _PADDED:
+            arr = _value_bytes(np, arr)
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)  # layout must not change the digest
-        if arr.dtype.fields is not None or arr.dtype.kind in "SUV":
+        if arr.dtype.kind in "SUV":
             h.chunk(arr.tobytes())
         else:  # the buffer's own one-shot digest: as fast as raw xxh3, stream or not
             h.chunk(xxhash.xxh3_128_digest(arr))
@@ -83,7 +111,7 @@ def register() -> HasherFn:
         found = _ARRAY_HEADERS.get((id(dtype), arr.shape))  # a hit means a numeric dtype
         if found is not None and found[0] is dtype:
             header = found[1]
-        elif dtype.kind in "biufc":
+        elif dtype.kind in "biufc" and dtype.type not in _PADDED:
             header = _array_header(arr)
         else:
             return None

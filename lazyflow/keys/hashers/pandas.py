@@ -31,6 +31,7 @@ def register() -> None:
 
     _LAZY.pop("numpy", None)
     hash_ndarray = register_numpy()
+    masked = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)
 
     def _column(h: Hasher, col: Any) -> None:
         """One column (a Series or an Index): raw buffers for numbers, one hash per element
@@ -60,9 +61,36 @@ def register() -> None:
             items = values.tolist()
             if not _hash_strings(h, items):  # strings at C speed; anything else one by one
                 h.value(items)
-        else:  # numeric extension types (nullable, tz-aware, periods...): dtype above
-            hashed = pd.util.hash_pandas_object(col, index=False, categorize=False)
-            hash_ndarray(h, np.asarray(hashed))
+        else:
+            _extension(h, col.array)
+
+    def _extension(h: Hasher, values: Any) -> None:
+        """An extension array (its dtype is written): its own buffers, exactly. pandas'
+        ``hash_pandas_object`` is no substitute: it folds each element into 64 bits and
+        makes ``-0.0`` and ``0.0`` one (a nullable, Arrow-backed or sparse column of
+        ``[-0.0]`` would meet ``[0.0]``), and it fails on Arrow lists."""
+        dtype = values.dtype
+        if isinstance(values, masked):  # Int64, Float64, boolean: values where set, the mask
+            zero = dtype.numpy_dtype.type(0)  # what sits under a NA is no value: a constant
+            hash_ndarray(h, values.to_numpy(dtype=dtype.numpy_dtype, na_value=zero))
+            hash_ndarray(h, np.asarray(values.isna()))
+        elif isinstance(dtype, pd.ArrowDtype):  # through the Arrow hasher (arrow.py)
+            h.value(values.__arrow_array__())
+        elif isinstance(dtype, pd.DatetimeTZDtype):  # the tz identity, as for a Timestamp
+            h.value(dtype.tz)
+            hash_ndarray(h, np.asarray(values.asi8))
+        elif isinstance(dtype, pd.PeriodDtype):  # ordinals; the frequency is in the dtype
+            hash_ndarray(h, np.asarray(values.asi8))
+        elif isinstance(dtype, pd.IntervalDtype):  # both ends; which side is closed: dtype
+            _column(h, values.left)
+            _column(h, values.right)
+        elif isinstance(dtype, pd.SparseDtype):  # as stored: explicit fill values count
+            h.value(dtype.fill_value)
+            h.value(len(values))
+            hash_ndarray(h, np.asarray(values.sp_values))
+            hash_ndarray(h, np.asarray(values.sp_index.indices))
+        else:  # another library's extension array: by its state, as any object
+            h.value(values)
 
     def _index(h: Hasher, index: Any) -> None:
         h.tag(b"I")
@@ -71,13 +99,25 @@ def register() -> None:
         if isinstance(index, pd.RangeIndex):
             h.value((index.start, index.stop, index.step))
         elif isinstance(index, pd.MultiIndex):
-            for level in range(index.nlevels):
-                _column(h, index.get_level_values(level))
+            # levels and codes, as stored: a one-level MultiIndex is no Index of its
+            # values (it yields tuples), and levels no row uses still show in .levels
+            h.tag(b"M")
+            h.value(index.nlevels)
+            for level, codes in zip(index.levels, index.codes, strict=True):
+                _column(h, level)
+                hash_ndarray(h, np.asarray(codes))
         else:
             _column(h, index)
 
+    def _flags(h: Hasher, obj: Any) -> None:
+        """Refusing duplicate labels is behaviour (operations that would make one raise);
+        written only when set, so the digests of every other frame stay as they were."""
+        if not obj.flags.allows_duplicate_labels:
+            h.tag(b"!")
+
     def _hash_series(h: Hasher, s: Any) -> None:
         h.tag(b"R")
+        _flags(h, s)
         h.value(s.name)
         h.value(dict(s.attrs))
         _index(h, s.index)
@@ -85,6 +125,7 @@ def register() -> None:
 
     def _hash_frame(h: Hasher, df: Any) -> None:
         h.tag(b"W")
+        _flags(h, df)
         _index(h, df.columns)  # labels, their dtype and the columns' name
         h.value(dict(df.attrs))
         _index(h, df.index)
