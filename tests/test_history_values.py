@@ -18,6 +18,7 @@ import pytest
 
 import lazyflow as lf
 from lazyflow.history import FILENAME, RunEntry, flush
+from lazyflow.history.recorder import process_recorder
 from lazyflow.history.rows import RUN_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,9 +326,14 @@ def test_a_finished_runs_history_keeps_no_input_value_alive(beside_disk):
 
     frame = Frame(range(1000))
     watched = weakref.ref(frame)
-    beside_disk.run("size", frame=frame)  # computed: its row is built by the writer, later
-    del frame
-    gc.collect()
-    assert watched() is None
+    recorder = process_recorder()
+    recorder._start()  # the writer thread runs, so the run below never needs its lock
+    # held, the writer cannot be building the row of a run going (with its values) just
+    # as the frame is dropped: what the check sees is what the finished run keeps
+    with recorder._drain_lock:
+        beside_disk.run("size", frame=frame)  # computed: its row is built by the writer
+        del frame
+        gc.collect()
+        assert watched() is None
     flush()
     assert _last(beside_disk).input_values["frame"] == "<Frame len 1000>"
