@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lazyflow as lf
-from lazyflow.keys import flat
+from lazyflow.keys import flat, hashing
 from lazyflow.keys.hashing import Hasher
 from lazyflow.model.mapping import element_ids
 
@@ -18,10 +18,16 @@ LONG = {"min_size": flat.MIN_LENGTH, "max_size": flat.MIN_LENGTH * 3}
 
 
 def generic(value: object) -> str:
-    """The digest the type dispatch writes, element by element (no one-call shortcut)."""
-    hasher = Hasher()
-    hasher.value(value)
-    return hasher.hexdigest()
+    """The digest the type dispatch writes, element by element: no one-call shortcut, and no
+    list or tuple inside the value written by flat.py either."""
+    written_by_flat = hashing._flat_write
+    hashing._flat_write = hashing._no_flat_write
+    try:
+        hasher = Hasher()
+        hasher.value(value)
+        return hasher.hexdigest()
+    finally:
+        hashing._flat_write = written_by_flat
 
 
 # every bit pattern a float can have: NaN payloads, -0.0, infinities, subnormals
@@ -107,3 +113,29 @@ def test_ids_said_to_be_distinct_are_distinct(items):
 
 def test_a_repeated_id_is_never_said_to_be_distinct():
     assert not flat.all_distinct(element_ids([*range(flat.MIN_LENGTH), 5]))
+
+
+@given(flat_lists, st.booleans(), st.sampled_from(["dict", "list", "tuple", "nested"]))
+def test_a_flat_list_inside_a_value_digests_as_the_type_dispatch_does(items, as_tuple, holder):
+    part = tuple(items) if as_tuple else items
+    value = {"dict": {"part": part, "n": 1}, "list": [part, 2.5], "tuple": ("a", part),
+             "nested": {"rows": [part, [part[:3]]]}}[holder]
+    assert lf.hash_value(value) == generic(value)
+
+
+def test_a_long_flat_list_inside_a_value_is_written_by_flat(monkeypatch):
+    written = []
+    monkeypatch.setattr(hashing, "_flat_write",
+                        lambda update, items: written.append(len(items)) or False)
+    lf.hash_value({"x": list(range(100)), "short": list(range(5))})
+    assert written == [100]  # offered to flat.py; a short one is not
+
+
+def test_a_hasher_registered_for_an_element_type_turns_flat_lists_off(monkeypatch):
+    for table in ("_HASHERS", "_SCALARS", "_ONE_CALL", "_USER_HASHERS", "_DISPATCH_CACHE"):
+        monkeypatch.setattr(hashing, table, dict(getattr(hashing, table)))
+    monkeypatch.setattr(hashing, "_flat_write", hashing._flat_write)
+    lf.register_hasher(float, lambda value: round(value))  # 1.0 and 1.2 are alike now
+    alike, other = [1.0] * 100, [1.2] * 100
+    assert lf.hash_value(alike) == lf.hash_value(other)
+    assert lf.hash_value({"x": alike}) == lf.hash_value({"x": other})

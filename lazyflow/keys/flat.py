@@ -14,7 +14,11 @@ operations and hashed in one xxh3 call (~0.03 µs an element):
 * :func:`list_digest` feeds xxh3 the *very bytes* the generic path would for
   such a list (or tuple), so ``lf.hash_value`` gives the same digest either
   way and no key changes (``tests/test_flat.py`` holds both paths to the
-  same bytes, with hypothesis);
+  same bytes, with hypothesis); :func:`write_list` writes that stream into a
+  digest under way, for such a list or tuple inside a value (a dict of
+  columns, say: 9 against 18 ms for three lists of 20,000 elements). A
+  hasher registered for ``int``, ``float``, ``str`` or ``bytes`` turns both
+  off, so such lists follow it;
 * :func:`scalar_ids` gives each element's *id* for a map's manifest
   (``model/mapping.py``): 16 bytes that identify the element exactly. An int
   of int64 range is ``INT_TAG`` + its 8 bytes, a float ``FLOAT_TAG`` + its 8
@@ -33,13 +37,14 @@ from __future__ import annotations
 
 import array
 import struct
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Final
 
 import xxhash
 
-__all__ = ["FLOAT_TAG", "INT_TAG", "MIN_LENGTH", "all_distinct", "element_type", "find_id",
-           "list_digest", "scalar_id", "scalar_ids"]
+__all__ = ["FLOAT_TAG", "INT_TAG", "KINDS", "MIN_LENGTH", "all_distinct", "element_type",
+           "find_id", "list_digest", "scalar_id", "scalar_ids", "write_list"]
 
 MIN_LENGTH: Final = 64
 """Shorter lists take the generic path: numpy's fixed cost would outweigh the saving."""
@@ -52,6 +57,8 @@ _LEN = struct.Struct("<Q")
 _FLOAT = struct.Struct("<d")
 _INT64_MIN = -(2**63)
 _TAGS = {int: b"i", float: b"f", str: b"s", bytes: b"b"}
+KINDS: Final = frozenset(_TAGS)
+"""The element types written here; a hasher registered for one of them turns this off."""
 _SEQUENCE_TAGS = {list: b"L", tuple: b"("}
 _NUMPY: list[ModuleType | None] = []  # [numpy] or [None] once looked for
 _THRESHOLDS: Any = None  # numpy arrays made when numpy is first imported (_numpy)
@@ -91,19 +98,26 @@ def element_type(items: list[Any] | tuple[Any, ...]) -> type | None:
 def list_digest(items: list[Any] | tuple[Any, ...]) -> str | None:
     """``lf.hash_value(items)`` for a list or tuple of one exact scalar type, at buffer speed;
     ``None`` when the generic path must hash it."""
+    digest = xxhash.xxh3_128()
+    return digest.hexdigest() if write_list(digest.update, items) else None
+
+
+def write_list(update: Callable[[bytes], object], items: list[Any] | tuple[Any, ...]) -> bool:
+    """Write, with ``update``, the stream ``hashing.py`` writes for ``items`` (a list or
+    tuple of one exact scalar type) at buffer speed, as a top-level value or a part of
+    one; ``False``, writing nothing, when the generic path must write it."""
     tag = _SEQUENCE_TAGS.get(type(items))
     kind = element_type(items) if tag is not None else None
     np = _numpy() if kind is not None else None
     if np is None or tag is None or kind is None:
-        return None
+        return False
     parts = _records(np, items, kind)
     if parts is None:
-        return None
-    digest = xxhash.xxh3_128()
-    digest.update(tag + _LEN.pack(len(items)))  # what _sequence writes before the elements
+        return False
+    update(tag + _LEN.pack(len(items)))  # what hashing.py writes before the elements
     for part in parts:
-        digest.update(part)
-    return digest.hexdigest()
+        update(part)
+    return True
 
 
 def _records(np: Any, items: Any, kind: type) -> list[Any] | None:

@@ -205,6 +205,11 @@ def register_hasher(cls: type, fn: Callable[[Any], Any]) -> None:
     _HASHERS[cls] = _user
     _SCALARS.pop(cls, None)
     _ONE_CALL.pop(cls, None)
+    if cls in _flat.KINDS:  # flat.py writes these types' lists itself: no longer
+        global _flat_write
+        _flat_write = _no_flat_write
+        _ONE_CALL.pop(list, None)
+        _ONE_CALL.pop(tuple, None)
     _DISPATCH_CACHE.clear()
 
 
@@ -359,6 +364,8 @@ def _hash_memoryview(h: Hasher, obj: memoryview) -> None:
 
 def _hash_tuple(h: Hasher, obj: tuple[Any, ...]) -> None:
     update = h._h.update
+    if len(obj) >= _FLAT_LENGTH and _flat_write(update, obj):
+        return  # a long tuple of one scalar type, inside a value: at buffer speed
     update(b"(" + _LEN.pack(len(obj)))
     for item in obj:
         scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
@@ -381,6 +388,8 @@ def _hash_list(h: Hasher, obj: list[Any]) -> None:
     memo[id(obj)] = len(memo)
     h._pinned.append(obj)
     update = h._h.update
+    if len(obj) >= _FLAT_LENGTH and _flat_write(update, obj):
+        return  # a long list of one scalar type, inside a value: at buffer speed
     update(b"L" + _LEN.pack(len(obj)))
     for item in obj:
         scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
@@ -649,6 +658,15 @@ def _install(cls: type, fn: HasherFn) -> bool:
 from lazyflow.keys import flat as _flat  # noqa: E402  (imports nothing of lazyflow)
 
 _ONE_CALL[list] = _ONE_CALL[tuple] = _flat.list_digest
+_FLAT_LENGTH = _flat.MIN_LENGTH  # shorter lists and tuples are not even offered to flat.py
+
+
+def _no_flat_write(update: Callable[[bytes], object], items: Any) -> bool:
+    """:func:`flat.write_list` once a hasher is registered for a type it writes."""
+    return False
+
+
+_flat_write: Callable[[Callable[[bytes], object], Any], bool] = _flat.write_list
 
 
 # --------------------------------------------------------------------------- lazyflow/keys/hashers/
