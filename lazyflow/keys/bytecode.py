@@ -163,7 +163,7 @@ def _dynamic_lookups(code: types.CodeType) -> list[str]:
                 found.append(f"module:0:{key[0].argval}")
         elif name == "modules" and ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and i \
                 and _names_sys(instructions[i - 1], imported):
-            lookup = _modules_lookup(instructions[i + 1:i + 3])
+            lookup = _modules_lookup(instructions[i + 1:i + 4])
             if lookup:
                 found.append(lookup)
     return found
@@ -177,12 +177,16 @@ def _names_sys(ins: dis.Instruction, imported: dict[str, str]) -> bool:
 
 def _modules_lookup(after: list[dis.Instruction]) -> str | None:
     """What ``sys.modules`` followed by ``after`` reads: a module by a constant name
-    (``sys.modules["m"]``, ``.get("m")``, a module like an import), nothing
+    (``sys.modules["m"]``, ``.get("m")``: a module like an import), nothing
     (``"m" in sys.modules``), or any module by a computed name."""
-    if after and after[0].opname == "CONTAINS_OP":
+    ops = [x.opname for x in after]
+    if ops[:1] == ["CONTAINS_OP"]:
         return None
-    const = next((x for x in after[:2] if x.opname == "LOAD_CONST"), None)
-    if const is not None and isinstance(const.argval, str) and (
-            after[0] is const or after[0].argval == "get"):
-        return f"module:0:{const.argval}"
-    return "modules:sys"
+    if ops[:2] == ["LOAD_CONST", "BINARY_SUBSCR"]:
+        const = after[0].argval
+    elif ops[:3] in (["LOAD_METHOD", "LOAD_CONST", "CALL"], ["LOAD_ATTR", "LOAD_CONST", "CALL"]) \
+            and after[0].argval == "get":
+        const = after[1].argval
+    else:
+        return "modules:sys"
+    return f"module:0:{const}" if isinstance(const, str) else "modules:sys"
