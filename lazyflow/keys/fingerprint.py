@@ -17,17 +17,24 @@ request because a notebook rebinds and mutates things without touching the
 function. What is walked, by kind:
 
 * a user function (defined in the notebook, a script or a local module): its
-  code, defaults, closure cells, the globals its code names, and what it wraps
-  (``__wrapped__``) — so decorators, their arguments and their bodies count;
+  code, defaults, closure cells, its own attributes, the globals its code names,
+  the builtins it reads when patched, the modules its body imports (a local one
+  not yet loaded is imported, so a new process keys the file it would run), and
+  what it wraps (``__wrapped__``) — so decorators, their arguments and their
+  bodies count. *User* is decided by the namespace the code runs in, never by
+  ``__module__``, which ``functools.wraps`` copies from what it wraps;
 * a bound method: its function *and* its instance's state;
 * a user class: every class of its MRO that is user code — methods (through
   staticmethod, classmethod, property), nested classes, class data, enum
-  members — plus the set of attribute names, so monkeypatching is seen; a
+  members — plus the set of attribute names, so monkeypatching is seen, the
+  MRO itself (``__bases__`` can be reassigned) and a user metaclass; a
   base from an installed package (``enum.Enum``) contributes
   ``package==version`` and is never walked;
-* a user module (a file next to the notebook): the attributes the code reads
-  from it, by the *loaded* objects, never by the file on disk (an un-reloaded
-  kernel still runs the old code; a changed file gets one warning);
+* a user module (a file next to the notebook): the attributes each function
+  reaching it reads from it (a module met again is read for the new reader's
+  names) and its ``__getattr__``, by the *loaded* objects, never by the file on
+  disk (an un-reloaded kernel still runs the old code; a changed file gets one
+  warning);
 * a function, class or module *defined in* an installed package:
   ``package==version`` (an installed function's closure is still walked: it
   may hold user code);
@@ -216,7 +223,7 @@ class _Walk:
         self.components: dict[str, str] = {}
         self.checks: list[_Check] = []
         self.notes: list[str] = []
-        self.seen: set[int] = set()
+        self.seen: set[Any] = set()  # ids of objects, (id of a module's dict, attribute)
         self.labels: dict[str, Any] = {}  # label -> what it stands for (to share or number it)
         self.home = home  # the root's global namespace: its globals keep short labels
         self.volatile = False
@@ -350,14 +357,14 @@ def _collect_attributes(func: types.FunctionType, label: str, walk: _Walk) -> No
 def _attributes_of(func: Any) -> dict[str, Any]:
     """``func.__dict__`` without dunders (``__wrapped__``, ``__signature__``: metadata that
     tools set, not data the code reads; what ``__wrapped__`` names is walked)."""
-    found = func.__dict__
+    found: dict[str, Any] = func.__dict__
     if not found:
         return found
     return {k: v for k, v in found.items() if not (k.startswith("__") and k.endswith("__"))}
 
 
 def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Walk,
-                     imported: set[str]) -> None:
+                     imported: set[str] | frozenset[str]) -> None:
     """The globals ``func``'s code names, the builtins it reads, and modules loaded
     elsewhere that it names (``imported`` are the modules its body imports, walked)."""
     namespace = func.__globals__
@@ -535,7 +542,7 @@ def _collect_module(module: types.ModuleType, label: str, names: tuple[str, ...]
         read = (id(namespace), attr)
         if read in walk.seen:
             continue
-        walk.seen.add(read)  # type: ignore[arg-type]
+        walk.seen.add(read)
         value = namespace.get(attr, _MISSING)
         if value is not _MISSING:
             _add_reference(walk, f"global:{module.__name__}.{attr}", value, _ITEM, namespace,
