@@ -17,17 +17,24 @@ request because a notebook rebinds and mutates things without touching the
 function. What is walked, by kind:
 
 * a user function (defined in the notebook, a script or a local module): its
-  code, defaults, closure cells, the globals its code names, and what it wraps
-  (``__wrapped__``) — so decorators, their arguments and their bodies count;
+  code, defaults, closure cells, its own attributes, the globals its code names,
+  the builtins it reads when patched, the modules its body imports (a local one
+  not yet loaded is imported, so a new process keys the file it would run), and
+  what it wraps (``__wrapped__``) — so decorators, their arguments and their
+  bodies count. *User* is decided by the namespace the code runs in, never by
+  ``__module__``, which ``functools.wraps`` copies from what it wraps;
 * a bound method: its function *and* its instance's state;
 * a user class: every class of its MRO that is user code — methods (through
   staticmethod, classmethod, property), nested classes, class data, enum
-  members — plus the set of attribute names, so monkeypatching is seen; a
+  members — plus the set of attribute names, so monkeypatching is seen, the
+  MRO itself (``__bases__`` can be reassigned) and a user metaclass; a
   base from an installed package (``enum.Enum``) contributes
   ``package==version`` and is never walked;
-* a user module (a file next to the notebook): the attributes the code reads
-  from it, by the *loaded* objects, never by the file on disk (an un-reloaded
-  kernel still runs the old code; a changed file gets one warning);
+* a user module (a file next to the notebook): the attributes each function
+  reaching it reads from it (a module met again is read for the new reader's
+  names) and its ``__getattr__``, by the *loaded* objects, never by the file on
+  disk (an un-reloaded kernel still runs the old code; a changed file gets one
+  warning);
 * a function, class or module *defined in* an installed package:
   ``package==version`` (an installed function's closure is still walked: it
   may hold user code);
@@ -59,6 +66,8 @@ from __future__ import annotations
 
 import builtins
 import functools
+import importlib
+import importlib.util
 import sys
 import threading
 import types
@@ -79,7 +88,8 @@ from lazyflow.keys.origin import (
     module_token,
     note_stale_file,
     object_token,
-    owner_module,
+    package_version,
+    path_is_installed,
 )
 from lazyflow.keys.weakmemo import WeakMemo
 
@@ -87,9 +97,10 @@ __all__ = ["DYNAMIC_BUILTINS", "Fingerprint", "fingerprint", "is_user_code", "mo
            "refresh"]
 
 _BUILTINS = frozenset(dir(builtins))
+_ORIGINAL_BUILTINS = dict(vars(builtins))  # as lazyflow found them: a patched one is keyed
 
 # how a check re-reads what the walk read
-_ITEM, _ATTR, _CLASS_ITEM, _CLASS_KEYS, _SELF = range(5)
+_ITEM, _ATTR, _CLASS_ITEM, _CLASS_KEYS, _SELF, _NAMES, _FUNC_ATTRS = range(7)
 # (how, holder, name, the object read, its digest when it must be re-hashed)
 _Check = tuple[int, Any, Any, Any, "str | None"]
 
@@ -212,7 +223,7 @@ class _Walk:
         self.components: dict[str, str] = {}
         self.checks: list[_Check] = []
         self.notes: list[str] = []
-        self.seen: set[int] = set()
+        self.seen: set[Any] = set()  # ids of objects, (id of a module's dict, attribute)
         self.labels: dict[str, Any] = {}  # label -> what it stands for (to share or number it)
         self.home = home  # the root's global namespace: its globals keep short labels
         self.volatile = False
@@ -309,13 +320,20 @@ def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
     else:
         digest, names, dynamic = code_info(code, memo=role != "code")
         walk.add(label, digest, func)
+        # imports first: importing a local module loads what the globals then see
+        imported = {_collect_import(func, lookup, names, walk) for lookup in dynamic
+                    if lookup.startswith("module:")} if dynamic else _NONE
         for note in _unseen_lookups(func, dynamic) if dynamic else ():
             walk.unseeable(f"{display_name(func)} {note}")
         for attr in ("__defaults__", "__kwdefaults__"):
             value = getattr(func, attr)
             if value:
                 _add_value(walk, f"{label}:{attr.strip('_')}", value, _ATTR, func, attr)
-        _collect_globals(func, names, walk)
+        if func.__dict__:
+            _collect_attributes(func, label, walk)
+        else:  # none now: one set later is a change
+            walk.checks.append((_FUNC_ATTRS, func, None, None, ""))
+        _collect_globals(func, names, walk, imported)
     if func.__closure__:
         for name, cell in zip(code.co_freevars, func.__closure__, strict=False):
             try:
@@ -325,17 +343,42 @@ def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
             _add_reference(walk, f"{label}:closure:{name}", value, _ATTR, cell, "cell_contents")
 
 
-def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Walk) -> None:
-    """The globals ``func``'s code names, and modules it imports inside its body."""
+def _collect_attributes(func: types.FunctionType, label: str, walk: _Walk) -> None:
+    """A function's own attributes (``helper.scale = 2``, read as ``helper.scale``): their
+    digest, re-hashed on every request, as attributes are set and changed in place."""
+    attributes = _attributes_of(func)
+    digest = _digest_or_note(walk, f"{label}:attributes", attributes) if attributes else ""
+    if digest:
+        walk.add(f"{label}:attributes", digest, _Source(func, "__dict__"))
+    if digest is not None:  # also without any: one set later is seen
+        walk.checks.append((_FUNC_ATTRS, func, None, None, digest))
+
+
+def _attributes_of(func: Any) -> dict[str, Any]:
+    """``func.__dict__`` without dunders (``__wrapped__``, ``__signature__``: metadata that
+    tools set, not data the code reads; what ``__wrapped__`` names is walked)."""
+    found: dict[str, Any] = func.__dict__
+    if not found:
+        return found
+    return {k: v for k, v in found.items() if not (k.startswith("__") and k.endswith("__"))}
+
+
+def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Walk,
+                     imported: set[str] | frozenset[str]) -> None:
+    """The globals ``func``'s code names, the builtins it reads, and modules loaded
+    elsewhere that it names (``imported`` are the modules its body imports, walked)."""
     namespace = func.__globals__
     home = namespace is walk.home
     prefix = "global:" if home else f"global:{namespace.get('__name__', '?')}."
+    builtin_names: list[str] = []
     for name in names:
         value = namespace.get(name, _MISSING)
         if value is not _MISSING:
             _add_reference(walk, prefix + name, value, _ITEM, namespace, name, names)
             continue
         walk.checks.append((_ITEM, namespace, name, _MISSING, None))  # defined later: changed
+        if name in imported:
+            continue
         module = sys.modules.get(name)
         if module is not None and is_user_module(module):  # ``import mymod`` in the body
             _add_reference(walk, f"module:{name}", module, _ITEM, sys.modules, name, names)
@@ -344,11 +387,101 @@ def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Wa
             note = f"{display_name(func)} reads environment variables ({name})"
             if note not in walk.notes:
                 walk.notes.append(note)
-        if name not in _BUILTINS and module is None:
+        if name in _ORIGINAL_BUILTINS:
+            builtin_names.append(name)
+        elif name not in _BUILTINS and module is None:
             walk.add(prefix + name, "<unbound>")
+    if builtin_names:
+        _collect_builtins(func, tuple(builtin_names), walk)
+
+
+def _collect_builtins(func: types.FunctionType, names: tuple[str, ...], walk: _Walk) -> None:
+    """Builtins the code reads: a patched one (``builtins.abs = ...``) is keyed like a global;
+    one check re-reads them all, so patching one later is seen."""
+    space = func.__builtins__
+    values = tuple(map(space.get, names))
+    patched = () if values == tuple(map(_ORIGINAL_BUILTINS.get, names)) else names
+    for name in patched:
+        value = space.get(name)
+        if value is _ORIGINAL_BUILTINS[name]:
+            continue
+        if isinstance(value, types.MethodType) and is_installed(value):
+            walk.add(f"builtin:{name}", object_token(value), value)  # ipykernel's ``input``
+        elif value is not None:
+            _add_reference(walk, f"builtin:{name}", value, _ITEM, space, name)
+    walk.checks.append((_NAMES, space, names, values, None))
+
+
+def _collect_import(func: types.FunctionType, lookup: str, names: tuple[str, ...],
+                    walk: _Walk) -> str:
+    """A module ``func``'s body imports (``module:<level>:<name>``), keyed as the import
+    would find it now; returns the name as the code spells it.
+
+    A module not loaded yet is what the import will load: an installed one is keyed
+    ``package==version`` without importing it (as it is once loaded); a local one is
+    imported here, so its attributes are walked as loaded (the import the node runs
+    would load that very file; keying it unloaded would let a new process serve a
+    result of an edited file).
+    """
+    _, level, spelled = lookup.split(":", 2)
+    absolute = _absolute_name(func, int(level), spelled)
+    if not absolute:
+        return spelled
+    label = f"module:{absolute}"
+    module = sys.modules.get(absolute)
+    if module is None:
+        top = absolute.partition(".")[0]
+        installed = _installed_unloaded(top)
+        if installed is None:  # not found: the import fails when it runs; seen once loaded
+            walk.add(label, "<not found>")
+            walk.checks.append((_ITEM, sys.modules, absolute, _MISSING, None))
+            return spelled
+        if installed:
+            walk.add(label, f"{absolute}=={package_version(top)}" if package_version(top)
+                     else absolute)
+            return spelled
+        try:
+            module = importlib.import_module(absolute)
+        except Exception as e:  # noqa: BLE001 - the node's own import would fail alike
+            walk.unseeable(f"{display_name(func)} imports {absolute}, which failed to import "
+                           f"({type(e).__name__}: {e})")
+            return spelled
+    _add_reference(walk, label, module, _ITEM, sys.modules, absolute, names)
+    return spelled
+
+
+def _absolute_name(func: types.FunctionType, level: int, name: str) -> str:
+    """The module an import of ``name`` at ``level`` in ``func``'s module names ('' if none)."""
+    if not level:
+        return name
+    package = func.__globals__.get("__package__")
+    if not isinstance(package, str) or not package:
+        return ""
+    try:
+        return importlib.util.resolve_name("." * level + name, package)
+    except (ImportError, ValueError):
+        return ""
+
+
+def _installed_unloaded(top: str) -> bool | None:
+    """Whether the unloaded top-level module ``top`` is installed; ``None``: not found.
+    Only the top level is looked up: finding ``pkg.sub`` would import ``pkg``."""
+    if top in sys.builtin_module_names:
+        return True
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    origin = spec.origin if spec.has_location else None
+    locations = list(spec.submodule_search_locations or ())
+    where = origin or (locations[0] if locations else None)
+    return where is None or path_is_installed(where)  # frozen modules have no file
 
 
 _ENVIRONMENT = frozenset({"environ", "getenv", "environb"})
+_NONE: frozenset[str] = frozenset()
 
 
 def _add_reference(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any,
@@ -391,13 +524,27 @@ def _collect_module(module: types.ModuleType, label: str, names: tuple[str, ...]
                     walk: _Walk) -> None:
     """A user module: the attributes ``names`` the code reads from it, as loaded."""
     walk.add(label, f"module {module.__name__}", module)
-    if not walk.first_visit(module):
-        return
-    note_stale_file(module)
     namespace = vars(module)
+    if walk.first_visit(module):
+        note_stale_file(module)
+        getter = namespace.get("__getattr__")  # PEP 562: attributes it computes are its code
+        if getter is not None:
+            _add_reference(walk, f"global:{module.__name__}.__getattr__", getter, _ITEM,
+                           namespace, "__getattr__")
+    if "__dict__" in names:
+        walk.unseeable(f"reads {module.__name__}.__dict__, which reaches attributes lazyflow "
+                       "cannot follow")
+    # each reader's names: a module met again through another function may be read for
+    # other attributes (``mymod.f()`` here, ``mymod.K`` in a helper)
     for attr in names:
+        if attr.startswith("__") and attr.endswith("__"):
+            continue
+        read = (id(namespace), attr)
+        if read in walk.seen:
+            continue
+        walk.seen.add(read)
         value = namespace.get(attr, _MISSING)
-        if value is not _MISSING and not (attr.startswith("__") and attr.endswith("__")):
+        if value is not _MISSING:
             _add_reference(walk, f"global:{module.__name__}.{attr}", value, _ITEM, namespace,
                            attr, names)
 
@@ -406,6 +553,10 @@ def _collect_class(cls: type, walk: _Walk) -> None:
     """A user class: its MRO's user classes — methods, nested classes, data, enum members."""
     walk.add(f"class:{cls.__qualname__}",
              ",".join(f"{b.__module__}.{b.__qualname__}" for b in cls.__mro__), cls)
+    meta = type(cls)
+    if meta is not type and is_user_code(meta):  # its methods and properties run on the class
+        _collect(meta, "metaclass", walk)
+    walk.checks.append((_ATTR, cls, "__mro__", cls.__mro__, None))  # ``C.__bases__ = ...``
     for base in cls.__mro__:
         if base is object or (base is not cls and not walk.first_visit(base)):
             continue
@@ -424,7 +575,7 @@ def _collect_member(cls: type, attr: str, member: Any, walk: _Walk) -> None:
     if functions:
         walk.checks.append((_CLASS_ITEM, cls, attr, member, None))
         for func in functions:
-            if is_user_code(func) or not owner_module(func):
+            if not is_installed(func):
                 _collect(func, f"method:{where}", walk)
             else:
                 walk.add(f"method:{where}", object_token(func), func)
@@ -466,24 +617,32 @@ _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
 
 
 def _is_immutable(value: Any) -> bool:
-    """Whether ``value`` can never change in place (and holds no code that could)."""
-    if isinstance(value, _IMMUTABLE):
+    """Whether ``value`` can never change in place (and holds no code that could). Exact
+    types only: a subclass of ``str`` or ``int`` may carry attributes that change."""
+    if type(value) in _IMMUTABLE:
         return True
-    return type(value) in (tuple, frozenset) and all(isinstance(v, _IMMUTABLE) for v in value)
+    return type(value) in (tuple, frozenset) and all(type(v) in _IMMUTABLE for v in value)
 
 
 def _add_value(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any) -> None:
     """Add ``hash_value(value)``; a value that cannot be hashed makes the walk volatile."""
-    try:
-        digest = hash_value(value)
-    except HashingError as e:
-        walk.add(label, f"<unhashable {e.type_name}>")
-        walk.unseeable(f"{label} holds a {e.type_name} that cannot be hashed ({e.reason}); "
-                       "register a hasher with lf.register_hasher")
+    digest = _digest_or_note(walk, label, value)
+    if digest is None:
         return
     walk.add(label, digest, _Source(holder, name))
     # a value that can change in place is re-hashed on every request
     walk.checks.append((how, holder, name, value, None if _is_immutable(value) else digest))
+
+
+def _digest_or_note(walk: _Walk, label: str, value: Any) -> str | None:
+    """``hash_value(value)``, or ``None`` when it cannot be hashed (the walk turns volatile)."""
+    try:
+        return hash_value(value)
+    except HashingError as e:
+        walk.add(label, f"<unhashable {e.type_name}>")
+        walk.unseeable(f"{label} holds a {e.type_name} that cannot be hashed ({e.reason}); "
+                       "register a hasher with lf.register_hasher")
+        return None
 
 
 class _Source(tuple):  # type: ignore[type-arg]
@@ -514,12 +673,28 @@ def _still_valid(owner: Any, checks: tuple[_Check, ...]) -> bool:
     stack = _in_progress()
     try:
         for how, holder, name, value, digest in checks:
-            if how == _CLASS_KEYS:
+            # the common reads inline: this loop is a warm request's whole cost
+            if how == _ITEM:
+                if holder.get(name, _MISSING) is not value:
+                    return False
+            elif how == _ATTR:
+                if getattr(holder, name, _MISSING) is not value:
+                    return False
+            elif how == _FUNC_ATTRS:
+                if not digest:  # it had none: any set since is a change
+                    if holder.__dict__ and _attributes_of(holder):
+                        return False
+                    continue
+                value = _attributes_of(holder)
+            elif how == _NAMES:  # identity of each (tuple equality tests identity first)
+                if tuple(map(holder.get, name)) != value:
+                    return False
+                continue
+            elif how == _CLASS_KEYS:
                 if tuple(holder.__dict__) != value:
                     return False
                 continue
-            current = _read(how, holder, name)
-            if current is not value:
+            elif _read(how, holder, name) is not value:
                 return False
             if digest is not None:
                 if frame is None:
@@ -547,7 +722,12 @@ def _unseen_lookups(func: types.FunctionType, dynamic: tuple[str, ...]) -> list[
     notes = []
     for lookup in dynamic:
         kind, _, target = lookup.partition(":")
-        if kind == "call":
+        if kind == "module":  # an import by a constant name: walked by _collect_import
+            continue
+        if kind == "modules":
+            notes.append("reads sys.modules by a computed name, which reaches modules "
+                         "lazyflow cannot follow")
+        elif kind == "call":
             notes.append(f"calls {target}(), which reads names lazyflow cannot follow")
         elif kind == "import":
             notes.append("imports a module by a computed name (import_module)")

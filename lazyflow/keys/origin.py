@@ -26,8 +26,9 @@ from typing import Any
 from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys.environment import distribution_token
 
-__all__ = ["display_name", "is_installed", "is_user_code", "is_user_module", "module_token",
-           "note_stale_file", "object_token", "owner_module", "package_version"]
+__all__ = ["code_module", "display_name", "is_installed", "is_user_code", "is_user_module", "module_token",
+           "note_stale_file", "object_token", "owner_module", "package_version",
+           "path_is_installed"]
 
 
 def module_token(module: types.ModuleType) -> str:
@@ -63,8 +64,19 @@ def owner_module(obj: Any) -> str | None:
     return module if isinstance(module, str) else None
 
 
+def code_module(obj: Any) -> str | None:
+    """The module whose code ``obj`` is. A function's is the namespace it runs in, not its
+    ``__module__``, which ``functools.wraps`` copies from the function it wraps: a user's
+    wrapper of ``np.mean`` says ``numpy`` but runs the user's code."""
+    if isinstance(obj, types.FunctionType):
+        name = obj.__globals__.get("__name__")
+        return name if isinstance(name, str) else None
+    return owner_module(obj)
+
+
 def is_installed(obj: Any) -> bool:
-    module = owner_module(obj)
+    """Whether ``obj``'s code is a package's (never walked: keyed ``package==version``)."""
+    module = code_module(obj)
     return module is not None and module_is_installed(module)
 
 
@@ -141,7 +153,12 @@ def module_is_installed(module_name: str) -> bool:
     path = getattr(module, "__file__", None)
     if path is None:
         return module is not None and module_name.partition(".")[0] in sys.stdlib_module_names
-    real = os.path.realpath(str(path))
+    return path_is_installed(str(path))
+
+
+def path_is_installed(path: str) -> bool:
+    """Whether the file at ``path`` is installed code (a package's or the standard library's)."""
+    real = os.path.realpath(path)
     if real.startswith(_LAZYFLOW):
         return True  # lazyflow itself, even from an editable install
     return real.startswith(_package_roots()) or real.startswith(_scheme_roots())
@@ -149,7 +166,7 @@ def module_is_installed(module_name: str) -> bool:
 
 def is_user_code(obj: Any) -> bool:
     """Whether ``obj`` was defined by the user (notebook, script, project) rather than a package."""
-    module = owner_module(obj)
+    module = code_module(obj)
     return module is not None and not module_is_installed(module)
 
 

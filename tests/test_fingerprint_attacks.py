@@ -1,0 +1,276 @@
+"""Stale hits found by attacking code fingerprints, each kept as a regression test.
+
+Each test does what a notebook user does in the real setting (an IPython shell,
+a local module file on disk, a new process against the same disk cache):
+compute a node, change something its function depends on, request it again,
+and expect what the function computes now. What lazyflow cannot see must warn
+and leave the node uncached. Unchanged re-runs must still hit.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import lazyflow as lf
+
+
+@pytest.fixture
+def nb(shell, tmp_path, monkeypatch):
+    """Run dedented cells in a real IPython shell with a memory-cached flow; a cell that
+    sets ``_result`` returns it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shell.user_ns.update(lf=lf, flow=lf.Flow("attacks", cache=lf.Cache(disk=None)))
+
+    def run(cell: str) -> object:
+        shell.run_cell(textwrap.dedent(cell)).raise_error()
+        return shell.user_ns.pop("_result", None)
+
+    return run
+
+
+def request(nb) -> tuple[object, str]:
+    """Node 'out''s value and status."""
+    return nb("_result = flow.get('out'), flow.last_run.nodes['out'].status")
+
+
+def after_edit(nb, setup: str, edit: str) -> tuple[object, object, str]:
+    """Define, request twice (the second a hit), edit, request: (first, after, status)."""
+    nb(setup)
+    first, _ = request(nb)
+    assert request(nb) == (first, "cached")
+    nb(edit)
+    after, status = request(nb)
+    return first, after, status
+
+
+def write(path, text: str) -> None:
+    """Write a module file whose edit the import system sees at once (a later mtime)."""
+    path.write_text(textwrap.dedent(text))
+    later = path.stat().st_mtime + 10
+    os.utime(path, (later, later))
+
+
+def test_a_users_wrapper_of_an_installed_function_is_keyed_by_its_own_code(nb):
+    # functools.wraps copies np.mean's __module__ ('numpy') onto the user's wrapper
+    assert after_edit(nb, """
+        import functools, numpy as np
+        def doubled(func):
+            @functools.wraps(func)
+            def wrapper(*args):
+                return float(func(*args)) * 2
+            return wrapper
+        mean = doubled(np.mean)
+        @flow.node
+        def out():
+            return mean([1.0, 3.0])
+    """, """
+        def doubled(func):
+            @functools.wraps(func)
+            def wrapper(*args):
+                return float(func(*args)) * 3
+            return wrapper
+        mean = doubled(np.mean)
+    """) == (4.0, 6.0, "completed")
+
+
+def test_a_local_module_read_by_the_node_and_by_a_helper_keys_what_each_reads(nb, tmp_path):
+    write(tmp_path / "attack_two.py", "K = 1\ndef f():\n    return 10\n")
+    assert after_edit(nb, """
+        import importlib, attack_two
+        def helper():
+            return attack_two.K
+        @flow.node
+        def out():
+            return attack_two.f() + helper()
+    """, "attack_two.K = 50") == (11, 60, "completed")
+
+
+@pytest.mark.parametrize(("setup", "edit"), [
+    ("def helper():\n    return helper.scale\nhelper.scale = 1\n"
+     "@flow.node\ndef out():\n    return helper()\n", "helper.scale = 2"),
+    ("@flow.node\ndef out():\n    return out.scale\nout.scale = 1\n", "out.scale = 2"),
+    ("def helper():\n    return helper.table['k']\nhelper.table = {'k': 1}\n"
+     "@flow.node\ndef out():\n    return helper()\n", "helper.table['k'] = 2"),
+    ("def helper():\n    return getattr(helper, 'scale', 1)\n"
+     "@flow.node\ndef out():\n    return helper()\n", "helper.scale = 2"),
+], ids=["helper", "node", "mutated-in-place", "set-later"])
+def test_an_attribute_of_a_function_that_its_code_reads_counts(nb, setup, edit):
+    assert after_edit(nb, setup, edit) == (1, 2, "completed")
+
+
+def test_an_attribute_of_a_str_subclass_global_counts(nb):
+    assert after_edit(nb, """
+        class Tag(str):
+            pass
+        TAG = Tag("a")
+        TAG.weight = 1
+        @flow.node
+        def out():
+            return TAG.weight
+    """, "TAG.weight = 2") == (1, 2, "completed")
+
+
+def test_editing_a_metaclass_reruns_a_node_reading_the_class(nb):
+    assert after_edit(nb, """
+        class Meta(type):
+            @property
+            def k(cls):
+                return 1
+        class C(metaclass=Meta):
+            pass
+        @flow.node
+        def out():
+            return C.k
+    """, "Meta.k = property(lambda cls: 2)") == (1, 2, "completed")
+
+
+def test_reassigning_a_classs_bases_reruns(nb):
+    assert after_edit(nb, """
+        class A:
+            def v(self):
+                return 1
+        class B:
+            def v(self):
+                return 2
+        class C(A):
+            pass
+        @flow.node
+        def out():
+            return C().v()
+    """, "C.__bases__ = (B,)") == (1, 2, "completed")
+
+
+def test_patching_a_builtin_reruns(nb, monkeypatch):
+    monkeypatch.setattr(builtins, "abs", builtins.abs)  # restored after the test
+    assert after_edit(nb, """
+        @flow.node
+        def out():
+            return abs(-3)
+    """, "import builtins\nbuiltins.abs = lambda x: 42") == (3, 42, "completed")
+
+
+def test_a_local_modules_module_getattr_counts(nb, tmp_path):
+    path = tmp_path / "attack_lazy.py"
+    write(path, "def __getattr__(name):\n    return 1\n")
+    nb("""
+        import importlib, attack_lazy
+        @flow.node
+        def out():
+            return attack_lazy.computed
+    """)
+    assert request(nb) == (1, "completed")
+    write(path, "def __getattr__(name):\n    return 2\n")
+    nb("importlib.reload(attack_lazy)")
+    assert request(nb) == (2, "completed")
+
+
+def test_a_module_named_by_a_constant_in_import_module_is_keyed_by_what_is_read(nb, tmp_path):
+    write(tmp_path / "attack_named.py", "def f():\n    return 1\n")
+    assert after_edit(nb, """
+        import importlib
+        @flow.node
+        def out():
+            return importlib.import_module("attack_named").f()
+    """, "import attack_named\nattack_named.f = lambda: 2") == (1, 2, "completed")
+
+
+@pytest.mark.parametrize(("body", "construct"), [
+    ("import attack_dict\n    return attack_dict.__dict__['f']()", r"attack_dict\.__dict__"),
+    ("import attack_dict, sys\n    for name in ['attack_dict']:\n        return sys.modules[name].f()",
+     r"sys\.modules"),
+], ids=["module-dict", "sys-modules"])
+def test_reading_a_module_by_a_computed_name_warns_and_is_not_cached(nb, tmp_path, body,
+                                                                     construct):
+    write(tmp_path / "attack_dict.py", "def f():\n    return 1\n")
+    nb(f"@flow.node\ndef out():\n    {body}\n")
+    with pytest.warns(lf.CacheWarning, match=f"node 'out'.*{construct}.*not cached"):
+        assert request(nb) == (1, "completed")
+    assert request(nb) == (1, "completed")
+
+
+def test_reading_sys_modules_by_a_constant_name_or_testing_presence_is_cached(nb):
+    nb("""
+        import sys
+        @flow.node
+        def out():
+            return ("json" in sys.modules) + (sys.modules.get("sys") is sys)
+    """)
+    request(nb)
+    assert request(nb)[1] == "cached"
+
+
+_IMPORTS_IN_BODY = """
+import sys
+import lazyflow as lf
+flow = lf.Flow("p", cache=lf.Cache(disk={cache!r}))
+@flow.node
+def out():
+    import attack_body
+    return attack_body.f()
+run = flow.run("out")
+print(run["out"], run.nodes["out"].status)
+"""
+
+
+def test_a_local_module_imported_in_the_body_is_keyed_by_its_file_in_a_new_process(tmp_path):
+    module = tmp_path / "attack_body.py"
+    script = tmp_path / "run.py"
+    script.write_text(_IMPORTS_IN_BODY.format(cache=str(tmp_path / "cache")))
+
+    def run(seed: str) -> list[str]:
+        return subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                              text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()
+
+    write(module, "def f():\n    return 1\n")
+    assert run("1") == ["1", "completed"]
+    assert run("2") == ["1", "cached"]
+    write(module, "def f():\n    return 2\n")
+    assert run("3") == ["2", "completed"]
+
+
+def test_a_node_importing_a_module_in_its_body_has_one_key_before_and_after_loading_it(nb):
+    # the first request runs the import; the second must not see another key
+    nb("""
+        @flow.node
+        def out():
+            import colorsys
+            return colorsys.rgb_to_hsv(1, 0, 0)[0]
+    """)
+    first = nb("_result = flow.explain('out').rows[0].key")
+    request(nb)
+    assert request(nb)[1] == "cached"
+    assert nb("_result = flow.explain('out').rows[0].key") == first
+
+
+def test_an_installed_module_imported_in_the_body_is_keyed_by_its_version(nb):
+    nb("def f():\n    import json\n    return json.dumps(1)\n")
+    components = lf.fingerprint(nb("_result = f")).components
+    assert components["module:json"].startswith("json==")
+
+
+@pytest.mark.parametrize("cell", [
+    "import functools, numpy as np\ndef doubled(func):\n    @functools.wraps(func)\n"
+    "    def wrapper(*args):\n        return float(func(*args)) * 2\n    return wrapper\n"
+    "mean = doubled(np.mean)\n@flow.node\ndef out():\n    return mean([1.0])\n",
+    "def helper():\n    return helper.k\nhelper.k = {'a': [1]}\n"
+    "@flow.node\ndef out():\n    return helper()['a'][0]\n",
+    "class Meta(type):\n    def k(cls):\n        return 1\nclass C(metaclass=Meta):\n    pass\n"
+    "@flow.node\ndef out():\n    return C.k()\n",
+    "import attack_rerun\ndef helper():\n    return attack_rerun.K\n"
+    "@flow.node\ndef out():\n    return attack_rerun.f() + helper() + abs(-1) + len('ab')\n",
+    "@flow.node\ndef out():\n    import attack_rerun\n    return attack_rerun.f()\n",
+], ids=["wraps-installed", "function-attribute", "metaclass", "module-and-builtins",
+        "import-in-body"])
+def test_re_running_an_unchanged_cell_still_hits(nb, tmp_path, cell):
+    write(tmp_path / "attack_rerun.py", "K = 1\ndef f():\n    return 10\n")
+    nb(cell)
+    request(nb)
+    nb(cell)
+    assert request(nb)[1] == "cached"
