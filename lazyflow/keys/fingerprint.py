@@ -122,6 +122,8 @@ class Fingerprint:
     _extra: str = field(default="", repr=False, compare=False)
     _code: Any = field(default=None, repr=False, compare=False)
     _checks: tuple[_Check, ...] = field(default=(), repr=False, compare=False)
+    # the function had no attributes of its own: the memo checks it still has none first
+    _bare: bool = field(default=False, repr=False, compare=False)
 
     @property
     def volatile_reason(self) -> str:
@@ -167,7 +169,8 @@ def refresh(previous: Fingerprint | None, func: Callable[..., Any], *, extra: st
 def _current(memo: Fingerprint, func: Any, extra: str) -> bool:
     """Whether ``memo``, computed for this very ``func``, still describes it."""
     return not memo.volatile and memo._code is getattr(func, "__code__", None) \
-        and memo._extra == extra and (not memo._checks or _still_valid(func, memo._checks))
+        and memo._extra == extra and (not memo._bare or not _attributes_of(func)) \
+        and (not memo._checks or _still_valid(func, memo._checks))
 
 
 # --------------------------------------------------------------------------- in progress
@@ -275,8 +278,13 @@ def _compute(func: Any, extra: str) -> tuple[Fingerprint, bool]:
     checks = tuple(walk.checks)
     if checks and checks[0][1] is func and checks[0][2] == "__code__":
         checks = checks[1:]  # the function's own code: the memo checks it first
+    # and that it still has no attributes, if it had none: most functions have none, and
+    # their memo then has no checks left to loop over (0.24 µs a node on a warm request)
+    own = [c for c in checks if c[0] == _FUNC_ATTRS and c[1] is func and c[4] == ""]
+    if own:
+        checks = tuple(c for c in checks if c is not own[0])
     return (Fingerprint(digest, components, False, notes, extra,
-                        getattr(func, "__code__", None), checks), not frame[1])
+                        getattr(func, "__code__", None), checks, bool(own)), not frame[1])
 
 
 def _collect(obj: Any, role: str, walk: _Walk) -> None:
