@@ -1,9 +1,11 @@
-"""The flow ``tests/fixtures/cache-v2/`` was written with (``fixtures/make_cache_fixture.py``)
-and is read back with (``test_cache_format.py``).
+"""The flow the committed cache fixtures (``tests/fixtures/cache-v*/`` and ``remote-v*/``)
+were written with (``fixtures/make_cache_fixture.py``, ``make_remote_fixture.py``) and are
+read back with (``test_cache_format.py``, ``test_cache_remote_layout.py``).
 
 Change nothing here: a fixture's keys cover this code, so an edit would make the flow
-miss the committed entries. A new fixture (a new key schema or encoding) gets a new
-module beside this one. The functions name no package (not even numpy or lazyflow,
+miss the committed entries of the current key schema. A new fixture (a new key schema,
+encoding or layout) is written with this same flow; one that needs a different flow gets
+a new module beside this one. The functions name no package (not even numpy or lazyflow,
 whose versions would enter their keys): only builtins and their inputs.
 """
 

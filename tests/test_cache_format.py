@@ -42,10 +42,14 @@ from lazyflow.records import (
 FIXTURES = Path(__file__).parent / "fixtures"
 LAYOUTS = {"cache-v2": "disk layout 1: every row in diskcache's Cache table",
            "cache-v2-disk2": "disk layout 2: small entries and records in LazyflowEntries",
-           "cache-v2-disk3": "disk layout 3: a computed node's records restated by its row"}
-"""The committed fixtures (docs/cache-format.md): key schema 2, every disk layout."""
-_BEFORE_MANIFEST = {"cache-v2", "cache-v2-disk2"}
-"""The fixtures written before the map manifest: they hold a map node's ``element`` entries."""
+           "cache-v2-disk3": "disk layout 3: a computed node's records restated by its row",
+           "cache-v3": "key schema 3, disk layout 3"}
+"""The committed fixtures (docs/cache-format.md): key schema 2 in every disk layout, and key
+schema 3."""
+CURRENT = "cache-v3"
+"""The fixture written at this key schema: the same flow hits it. The others' entries are
+keyed under older rules, so they are never found again, by design."""
+OLDER = sorted(set(LAYOUTS) - {CURRENT})
 _VALUE_ONLY = {"size", "serializer", "checksum"}  # Stamp fields of entries holding a value
 _LEGACY = {LatestRecord: {"inputs"}}  # documented to be read, no longer written
 
@@ -264,15 +268,9 @@ it: ``remote_environment.py``)."""
 _VALUES = (EntryMeta, ElementMeta, MapChunkMeta)
 
 
-def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: str, *,
-                   manifest: bool = True, roots_traced: bool = False) -> dict:
+def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: str) -> dict:
     """Every key the fixture request stores and its record type, derived from code
-    fingerprints, parameters and value digests as docs/cache-format.md says.
-
-    ``manifest=False``: as versions before the map manifest stored the map node's
-    elements (one ``element`` entry each), which the committed fixture holds;
-    ``roots_traced``: as earlier versions, which also wrote a trace record for a node without
-    upstream nodes (found now by its content key alone)."""
+    fingerprints, parameters and value digests as docs/cache-format.md says."""
     plan = flow.plan(list(fixture.TARGETS), inputs)
     kinds: dict[str, type] = {keys.environment_key(env): EnvironmentRecord}
     traces: dict[str, str] = {}
@@ -284,7 +282,7 @@ def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: st
         upstream = plan.upstream[name]
         traces[name] = keys.trace_key(code[name], params[name],
                                       {p: traces[up] for p, up in upstream.items()})
-        if upstream or roots_traced:  # a node without any is found by its content key
+        if upstream:  # a node without any is found by its content key
             kinds[traces[name]] = TraceRecord
         kinds[keys.content_key(code[name], params[name],
                                {p: digests[up] for p, up in upstream.items()})] = EntryMeta
@@ -292,11 +290,7 @@ def _derived_kinds(flow: lf.Flow, inputs: dict, digests: dict[str, str], env: st
     eager = keys.content_key(code["pick"], params["pick"], {"raw": digests["raw"]})
     kinds[lazy.trace_record_key(eager)] = LazyTraceRecord
     base = keys.content_key(code["square"], {}, {})  # without the mapped input
-    if manifest:  # its three elements fit in the manifest's first chunk
-        kinds[mapping.chunk_key(base, "items", 0)] = MapChunkMeta
-    else:
-        for item in inputs["items"]:
-            kinds[mapping.element_key(base, "items", lf.hash_value(item))] = ElementMeta
+    kinds[mapping.chunk_key(base, "items", 0)] = MapChunkMeta  # its three elements fit in one
     return kinds
 
 
@@ -364,10 +358,11 @@ def test_the_committed_fixtures_hold_the_disk_layouts_they_are_named_for():
         assert db.execute("SELECT count(*) FROM Cache").fetchone()[0] == 1  # the value file
         columns = {row[1] for row in db.execute("PRAGMA table_info(LazyflowEntries)")}
         assert "trace" not in columns
-    with contextlib.closing(sqlite3.connect(FIXTURES / "cache-v2-disk3" / "cache.db")) as db:
-        restating = db.execute("SELECT count(*) FROM LazyflowEntries WHERE trace IS NOT NULL "
-                               "AND latest IS NOT NULL").fetchone()[0]
-        assert restating > 0
+    for layout_3 in ("cache-v2-disk3", "cache-v3"):
+        with contextlib.closing(sqlite3.connect(FIXTURES / layout_3 / "cache.db")) as db:
+            restating = db.execute("SELECT count(*) FROM LazyflowEntries WHERE trace IS NOT "
+                                   "NULL AND latest IS NOT NULL").fetchone()[0]
+            assert restating > 0, layout_3
 
 
 def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy, manifest):
@@ -377,7 +372,9 @@ def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy, 
         meta = tier.meta(written["key"])
         assert (meta["node"], meta["flow"], meta["digest"]) == \
             (name, manifest["flow"], written["digest"])
-        assert serialize.encoding_of(meta) == manifest["encoding"]
+        # stamped with the lowest encoding that reads it, never above what the writer knew
+        assert serialize.encoding_of(meta) == serialize.encoding_for(meta["serializer"]) \
+            <= manifest["encoding"]
         value = tier.get(written["key"])
         assert lf.hash_value(value) == written["digest"]
         np.testing.assert_equal(value, expected[name])
@@ -389,8 +386,15 @@ def test_the_committed_fixture_reads_back_its_values_and_metadata(fixture_copy, 
         ("pickle" if manifest["encoding"] == 1 else "numpy")
 
 
-def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture_copy,
-                                                                          manifest):
+def test_the_current_fixture_is_written_at_this_key_schema():
+    written = json.loads((FIXTURES / f"{CURRENT}.json").read_text())["key_schema"]
+    assert written == keys.KEY_SCHEMA, (
+        f"{CURRENT} was written at key schema {written}: a key-schema bump writes a new "
+        "fixture for the hit checks (docs/cache-format.md, The committed fixtures)")
+
+
+@pytest.mark.parametrize("committed", [CURRENT])
+def test_a_flow_defined_identically_gets_hits_from_the_current_fixture(fixture_copy, manifest):
     _same_python(manifest)
     flow = fixture.build(lf.Cache(memory=None, disk=fixture_copy))
     run = flow.run(list(fixture.TARGETS), **fixture.inputs())
@@ -402,16 +406,52 @@ def test_a_flow_defined_identically_gets_hits_from_the_committed_fixture(fixture
         np.testing.assert_equal(run[name], expected[name])
 
 
-def test_the_committed_fixture_holds_every_record_type_with_documented_fields(fixture_copy,
-                                                                             manifest,
-                                                                             committed):
+@pytest.mark.parametrize("committed", OLDER)
+def test_a_fixture_of_an_older_key_schema_is_a_miss_never_a_wrong_value(fixture_copy,
+                                                                        manifest):
+    assert manifest["key_schema"] < keys.KEY_SCHEMA
+    flow = fixture.build(lf.Cache(memory=None, disk=fixture_copy))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    expected = _expected_values()
+    for name in fixture.TARGETS:
+        record = run.nodes[name]
+        assert record.status == "completed" and record.key != manifest["nodes"][name]["key"]
+        np.testing.assert_equal(run[name], expected[name])
+
+
+_STORED_KINDS = (EntryMeta, ElementMeta, MapChunkMeta, TraceRecord, LatestRecord,
+                 LazyTraceRecord, EnvironmentRecord)
+"""The record types the fixture flow stores, in any version (``element`` entries: before the
+map manifest)."""
+
+
+@pytest.mark.parametrize("committed", OLDER)
+def test_every_record_of_an_older_fixture_has_the_documented_fields_of_its_type(fixture_copy,
+                                                                               manifest):
+    # this lazyflow cannot derive an older key schema's keys, so each record is matched by
+    # its fields: a node's entry must be an EntryMeta, any other record one documented type
+    tier = DiskTier(fixture_copy, size_limit=2**30)
+    entries = {node["key"] for node in manifest["nodes"].values()}
+    found: set[type] = set()
+    for key in sorted(tier.keys()):
+        stored = set(tier.meta(key))
+        kinds = [kind for kind in ((EntryMeta,) if key in entries else _STORED_KINDS)
+                 if kind.__required_keys__ <= stored <= _fields(kind)]
+        assert len(kinds) == 1, (key, sorted(stored), kinds)
+        found |= set(kinds)
+    # every type, with the map node's elements either as element entries or in a manifest
+    assert set(_STORED_KINDS) - found in ({ElementMeta}, {MapChunkMeta})
+
+
+@pytest.mark.parametrize("committed", [CURRENT])
+def test_the_current_fixture_holds_every_record_type_with_documented_fields(fixture_copy,
+                                                                           manifest):
     _same_python(manifest)
     tier = DiskTier(fixture_copy, size_limit=2**30)
     flow = fixture.build(lf.Cache(memory=None, disk=None))
     digests = {name: node["digest"] for name, node in manifest["nodes"].items()}
     env = tier.meta(manifest["nodes"]["raw"]["key"])["env"]
-    kinds = _derived_kinds(flow, fixture.inputs(), digests, env,
-                           manifest=committed not in _BEFORE_MANIFEST, roots_traced=True)
+    kinds = _derived_kinds(flow, fixture.inputs(), digests, env)
     assert set(tier.keys()) == set(kinds)
     for key, kind in kinds.items():
         stored = set(tier.meta(key))

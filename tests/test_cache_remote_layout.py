@@ -23,9 +23,10 @@ import pytest
 import s3fs
 
 import lazyflow as lf
+from lazyflow import keys
 from lazyflow.cache import NO_VALUE, serialize
 from lazyflow.cache.remote import RemoteTier
-from lazyflow.cache.remote_entries import EntryObject
+from lazyflow.cache.remote_entries import LAYOUT, EntryObject
 from lazyflow.cache.remote_records import merge
 from lazyflow.cache.trust import TRUST_OPTION, Trust
 
@@ -35,6 +36,11 @@ FIXTURE = Path(__file__).parent / "fixtures" / "remote-v1"
 MANIFEST = json.loads(FIXTURE.with_suffix(".json").read_text())
 FIXTURE_2 = Path(__file__).parent / "fixtures" / "remote-v2"
 MANIFEST_2 = json.loads(FIXTURE_2.with_suffix(".json").read_text())
+CURRENT = Path(__file__).parent / "fixtures" / "remote-v3-keys3"
+"""The remote fixture written at this key schema (layout 3): the same flow hits it. The
+entries of remote-v1 and remote-v2 are keyed under key schema 2, so they are never found
+again, by design: those fixtures keep their read-back and migration checks."""
+MANIFEST_CURRENT = json.loads(CURRENT.with_suffix(".json").read_text())
 KEY, OTHER = "ab" * 16, "cd" * 16
 BIG = np.arange(2000, dtype=np.float64)  # 16 KB: a content object
 SMALL = [1, 2, 3]  # inline in its entry
@@ -116,6 +122,13 @@ def _objects(url: str, options: dict[str, object]) -> list[str]:
     fs = s3fs.S3FileSystem(**options)
     fs.invalidate_cache()
     return sorted(o.split("/lazyflow/", 1)[1] for o in fs.find(url))
+
+
+def _same_python(manifest: dict) -> None:
+    written = ".".join(manifest["python"].split(".")[:2])
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if written != here:
+        pytest.skip(f"the fixture's keys cover code digested by Python {written}")
 
 
 def _tier(url: str, options: dict[str, object] | None = None) -> RemoteTier:
@@ -473,13 +486,43 @@ def test_entries_a_layout_2_lazyflow_wrote_read_back_without_migrating(layout_2)
         assert lf.hash_value(tier.get(written["key"])) == written["digest"]
 
 
-def test_a_flow_defined_identically_hits_layout_2_entries(layout_2):
-    written = ".".join(MANIFEST_2["python"].split(".")[:2])
-    if written != f"{sys.version_info.major}.{sys.version_info.minor}":
-        pytest.skip(f"the fixture's keys cover code digested by Python {written}")
+def test_a_flow_on_layout_2_entries_of_an_older_key_schema_recomputes_every_node(layout_2):
+    assert MANIFEST_2["key_schema"] < keys.KEY_SCHEMA
     flow = fixture.build(lf.Cache(memory=None, disk=None, remote=layout_2))
     run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    assert {r.status for r in run.nodes.values()} == {"completed"}
+    assert {name: run.nodes[name].digest for name in fixture.TARGETS} == {
+        name: MANIFEST_2["nodes"][name]["digest"] for name in fixture.TARGETS}
+
+
+# --------------------------------------------------------------------------- this key schema
+
+
+@pytest.fixture
+def current(tmp_path) -> str:
+    """A copy of the committed remote written at this key schema, as a ``file://`` URL."""
+    return f"file://{shutil.copytree(CURRENT, tmp_path / 'remote')}"
+
+
+def test_the_current_remote_fixture_is_written_at_this_key_schema_and_layout():
+    assert (MANIFEST_CURRENT["key_schema"], MANIFEST_CURRENT["layout"]) == \
+        (keys.KEY_SCHEMA, LAYOUT), "a key-schema or layout bump writes a new remote fixture " \
+        "for the hit checks (docs/cache-format.md, The committed fixtures)"
+
+
+def test_entries_of_the_current_remote_fixture_read_back(current):
+    tier = _tier(current)
+    for written in MANIFEST_CURRENT["nodes"].values():
+        assert lf.hash_value(tier.get(written["key"])) == written["digest"]
+
+
+def test_a_flow_defined_identically_hits_every_node_of_the_current_remote_fixture(current):
+    _same_python(MANIFEST_CURRENT)
+    flow = fixture.build(lf.Cache(memory=None, disk=None, remote=current))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
     assert {(r.status, r.tier) for r in run.nodes.values()} == {("cached", "remote")}
+    assert {name: run.nodes[name].key for name in fixture.TARGETS} == {
+        name: MANIFEST_CURRENT["nodes"][name]["key"] for name in fixture.TARGETS}
 
 
 # --------------------------------------------------------------------------- layout 1
@@ -489,13 +532,6 @@ def test_a_flow_defined_identically_hits_layout_2_entries(layout_2):
 def old_layout(tmp_path) -> str:
     """A copy of the committed remote written in layout 1, as a ``file://`` URL."""
     return f"file://{shutil.copytree(FIXTURE, tmp_path / 'remote')}"
-
-
-def _same_python() -> None:
-    written = ".".join(MANIFEST["python"].split(".")[:2])
-    here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if written != here:
-        pytest.skip(f"the fixture's keys cover code digested by Python {written}")
 
 
 def _old_entries(url: str) -> list[Path]:
@@ -516,19 +552,31 @@ def test_old_layout_entries_read_back_after_migrating(old_layout):
         assert lf.hash_value(tier.get(written["key"])) == written["digest"]
 
 
-def test_a_flow_defined_identically_hits_old_layout_entries_after_migrating(old_layout):
-    _same_python()
+def test_migrated_trace_records_still_name_each_nodes_entry(old_layout):
+    # the flow's own trace keys are of this key schema, so it cannot find these records:
+    # read them by listing instead (a trace record is the one with a "key" field)
+    RemoteTier(old_layout).migrate()
+    tier = _tier(old_layout)
+    traces = {meta["node"]: (meta["key"], meta["digest"])
+              for meta in map(tier.meta, sorted(tier.keys())) if "key" in meta}
+    assert traces == {name: (written["key"], written["digest"])
+                      for name, written in MANIFEST["nodes"].items()}
+
+
+def test_old_layout_entries_are_misses_until_migrated(old_layout):
+    tier = _tier(old_layout)
+    assert [tier.meta(written["key"]) for written in MANIFEST["nodes"].values()] == \
+        [None] * len(MANIFEST["nodes"])
+
+
+def test_a_flow_on_migrated_entries_of_an_older_key_schema_recomputes_every_node(old_layout):
+    assert MANIFEST["key_schema"] < keys.KEY_SCHEMA
     RemoteTier(old_layout).migrate()
     flow = fixture.build(lf.Cache(memory=None, disk=None, remote=old_layout))
     run = flow.run(list(fixture.TARGETS), **fixture.inputs())
-    assert {(r.status, r.tier) for r in run.nodes.values()} == {("cached", "remote")}
-
-
-def test_old_layout_entries_are_misses_until_migrated_never_wrong_values(old_layout):
-    _same_python()
-    flow = fixture.build(lf.Cache(memory=None, disk=None, remote=old_layout))
-    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
     assert {r.status for r in run.nodes.values()} == {"completed"}
+    assert {name: run.nodes[name].digest for name in fixture.TARGETS} == {
+        name: MANIFEST["nodes"][name]["digest"] for name in fixture.TARGETS}
 
 
 def test_migrating_keeps_the_old_objects_for_older_lazyflows_unless_asked(old_layout):
@@ -555,16 +603,14 @@ def test_migrating_an_s3_remote_copies_its_old_entries(s3_url, s3_options):
 SECRET = "team-secret-9f2c41d7b0e84a6c"
 
 
-def test_a_bucket_migrated_by_a_signing_process_hits_for_readers_trusting_its_key(old_layout):
-    _same_python()
+def test_a_bucket_migrated_by_a_signing_process_is_read_by_caches_trusting_its_key(
+        old_layout):
     migrating = lf.Cache(memory=None, disk=None, remote=old_layout, sign_with=SECRET)
     assert migrating.tier("remote").migrate()["damaged"] == []
-    reader = fixture.build(lf.Cache(memory=None, disk=None, remote=old_layout,
-                                    trusted_keys=[SECRET]))
-    run = reader.run(list(fixture.TARGETS), **fixture.inputs())
-    assert {(r.status, r.tier) for r in run.nodes.values()} == {("cached", "remote")}
-    assert {name: run.nodes[name].digest for name in fixture.TARGETS} == {
-        name: MANIFEST["nodes"][name]["digest"] for name in fixture.TARGETS}
+    reader = lf.Cache(memory=None, disk=None, remote=old_layout, trusted_keys=[SECRET])
+    for written in MANIFEST["nodes"].values():
+        assert reader.lookup(written["key"])[1] == "remote"
+        assert lf.hash_value(reader.load(written["key"])[0]) == written["digest"]
 
 
 def test_migrated_entries_are_signed_so_a_trusting_reader_reads_every_value(old_layout):

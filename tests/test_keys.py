@@ -26,17 +26,17 @@ A, B = "a" * 32, "b" * 32
 
 def test_every_key_domain_keeps_its_prefix():
     assert {d: domain(d) for d in Domain} == {
-        Domain.CONTENT: "lazyflow-content-2\0",
-        Domain.TRACE: "lazyflow-trace-2\0",
-        Domain.LATEST: "lazyflow-latest-2\0",
-        Domain.SCOPED: "lazyflow-scoped-2\0",
-        Domain.ENVIRONMENT: "lazyflow-environment-2\0",
-        Domain.ELEMENT: "lazyflow-element-2\0",
-        Domain.MAP_CHUNK: "lazyflow-map-chunk-2\0",
-        Domain.LAZY_TRACES: "lazyflow-lazy-traces-2\0",
-        Domain.FILE: "lazyflow-file-2\0",
-        Domain.SHOWN: "lazyflow-shown-2\0",
-        Domain.CHECKED: "lazyflow-checked-2\0",
+        Domain.CONTENT: "lazyflow-content-3\0",
+        Domain.TRACE: "lazyflow-trace-3\0",
+        Domain.LATEST: "lazyflow-latest-3\0",
+        Domain.SCOPED: "lazyflow-scoped-3\0",
+        Domain.ENVIRONMENT: "lazyflow-environment-3\0",
+        Domain.ELEMENT: "lazyflow-element-3\0",
+        Domain.MAP_CHUNK: "lazyflow-map-chunk-3\0",
+        Domain.LAZY_TRACES: "lazyflow-lazy-traces-3\0",
+        Domain.FILE: "lazyflow-file-3\0",
+        Domain.SHOWN: "lazyflow-shown-3\0",
+        Domain.CHECKED: "lazyflow-checked-3\0",
     }
 
 
@@ -59,20 +59,20 @@ def test_known_keys_never_change():
         "shown": shown_key(A),
         "checked": keys.checked_key(A, B),
     } == {
-        "content": "fca9ceb1dc83b1a8ec996f5164b2ddfe",
-        "content, two parameters": "c7ffe1b18857baa9942d07971b9edb01",
-        "content, nothing": "4204db39aaf70d5efa58821aa272e69c",
-        "trace": "8c9d89e2013fbd65ad6b1896ea53b6f5",
-        "latest": "38022e036854c62bd090a2428bcabfdd",
-        "scoped": "e195a6a44ad71c5cc1dc079ff6c8e5ed",
-        "environment": "5b7247835ed3c23d54a76c189f1b089c",
-        "element": "2c211f0d0fc07a2abff3a062f664e3fa",
-        "map chunk": "4502471c180575bd8c50616fa9eff296",
-        "map chunk 1": "63383e5572808fe0bda138386f39dab6",
-        "lazy traces": "b8fc6748bd5af10359716f578576d752",
-        "file": "6a12d1bc0e6fd8a347ac7a5ba494710d",
-        "shown": "43e0d85b8c27ece8aec2a25bb126fbd5",
-        "checked": "fc63e7e3d6c62051349c711600934a83",
+        "content": "0a9d7d7728a7509db0b82db0c5363bec",
+        "content, two parameters": "0d22ca77b0ae97fd74dad25c65332241",
+        "content, nothing": "2ad70ae53926bed940cbe544fa4beb77",
+        "trace": "1a5f43d140c059f0db59faf451a81b89",
+        "latest": "60bd1336e4d3186a55133dad83611597",
+        "scoped": "b54730980ea073e06013c0992529eb71",
+        "environment": "dd8c3ffd8dd2b5b82b45aac9e611639e",
+        "element": "16a93ea92dd60a0340ee6979f6090beb",
+        "map chunk": "c002733ef2a51b9544de124a3c89ba60",
+        "map chunk 1": "0ea19598ae95312112c8f4beef3af55b",
+        "lazy traces": "ea17163a0b83ec27f0f3d3625d0342be",
+        "file": "903bf4e38cc48d66f3d23f2062418f8d",
+        "shown": "b15ecb42f932eb2dd66fc9b239d2f3f2",
+        "checked": "3f9eca5eee2148639f034d6c79fd1264",
     }
 
 

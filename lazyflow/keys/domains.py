@@ -24,7 +24,14 @@ fingerprint covers changes, so an entry keyed under older rules (on a disk
 cache, or a team's shared remote) is never served again: it simply is not
 found. Schema 2: value digests count type, sign of zero, Decimal exponent, tz
 identity, dict order and pandas/numpy metadata; fingerprints cover decorators,
-class hierarchies, local modules, bound instances and callable objects.
+class hierarchies, local modules, bound instances and callable objects. Schema 3:
+value digests also count a memoryview's format and shape, mapping proxies,
+containers shared within a value, pandas extension columns (masks, tz, Arrow),
+MultiIndex levels and codes and the duplicate-label flag, and hash structured and
+long double arrays and set-slotted objects stably; fingerprints also cover
+function attributes, patched builtins, modules imported in a body, each reader's
+module attributes, a module's ``__getattr__``, metaclasses and assigned bases,
+and ``functools.wraps`` of installed functions.
 
 Every domain is a member of :class:`Domain`: a module that builds a key takes
 its prefix from :func:`domain` and never spells the string itself, so the key
@@ -51,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["KEY_SCHEMA", "Domain", "checked_key", "content_key", "domain", "environment_key",
            "latest_key", "reasons", "scoped", "trace_key"]
 
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3
 """The key-schema version inside every key domain (see the design note)."""
 
 
@@ -87,7 +94,7 @@ def domain(name: Domain) -> str:
     """The prefix of key domain ``name``.
 
     >>> domain(Domain.CONTENT)
-    'lazyflow-content-2\\x00'
+    'lazyflow-content-3\\x00'
     """
     return f"lazyflow-{name.value}-{KEY_SCHEMA}\0"
 
