@@ -405,3 +405,58 @@ def test_a_queue_given_as_an_input_is_a_control_channel_keyed_by_its_type(nb, ki
     assert nb("_result = flow.get('out', jobs=JOBS), flow.last_run.nodes['out'].status") \
         == (1, "cached")
 
+
+# --------------------------------------------------------------------------- %autoreload
+
+
+@pytest.fixture
+def autoreload(shell):
+    """IPython's own autoreload extension in the test shell, removed afterwards (it has no
+    unload, and the shell is one instance for the whole session)."""
+    manager = shell.extension_manager
+    loaded = set(manager.loaded)
+    manager.load_extension("autoreload")
+    magics = shell.magics_manager.registry["AutoreloadMagics"]
+    yield shell
+    shell.events.unregister("pre_run_cell", magics.pre_run_cell)
+    shell.events.unregister("post_execute", magics.post_execute_hook)
+    manager.loaded.intersection_update(loaded)
+
+
+_RELOADED = "def f():\n    return {f}\nclass C:\n    def m(self):\n        return {m}\nK = {k}\n"
+
+
+def test_a_module_autoreload_reloaded_gives_no_stale_file_warning(nb, autoreload, tmp_path):
+    # the first reload runs the file again (a new spec); later ones patch the module in place
+    path = tmp_path / "reloaded_mod.py"
+    write(path, _RELOADED.format(f=1, m=0, k=0))
+    nb("""
+        %autoreload 2
+        import reloaded_mod
+        @flow.node
+        def out():
+            return reloaded_mod.f() * 100 + reloaded_mod.C().m() * 10 + reloaded_mod.K
+    """)
+    assert request(nb) == (100, "completed")
+    for f, m, k in [(2, 0, 0), (3, 0, 0), (3, 4, 0), (3, 4, 5)]:
+        write(path, _RELOADED.format(f=f, m=m, k=k))
+        # pytest turns a CacheWarning into an error: none may be given
+        assert request(nb) == (f * 100 + m * 10 + k, "completed")
+
+
+def test_a_module_edited_but_not_reloaded_still_warns_once_with_autoreload_off(
+        nb, autoreload, tmp_path):
+    path = tmp_path / "unreloaded_mod.py"
+    write(path, _RELOADED.format(f=1, m=0, k=0))
+    node = "@flow.node\ndef out():\n    return unreloaded_mod.f()\n"
+    nb(f"%autoreload 2\nimport unreloaded_mod\n{node}")
+    assert request(nb) == (1, "completed")
+    write(path, _RELOADED.format(f=2, m=0, k=0))
+    assert request(nb) == (2, "completed")  # reloaded: no warning
+    nb("%autoreload 0")
+    write(path, _RELOADED.format(f=3, m=0, k=0))
+    nb(f"def other():\n    pass\n{node}")  # a new definition: its fingerprint is taken anew
+    with pytest.warns(lf.CacheWarning, match="unreloaded_mod.*changed on disk.*reload"):
+        assert request(nb) == (2, "cached")  # the loaded code's result, under its key
+    nb(f"def another():\n    pass\n{node}")
+    assert request(nb) == (2, "cached")  # once
