@@ -274,3 +274,189 @@ def test_re_running_an_unchanged_cell_still_hits(nb, tmp_path, cell):
     request(nb)
     nb(cell)
     assert request(nb)[1] == "cached"
+
+
+# --------------------------------------------------------------------------- queues, weak containers
+
+_HOLDERS = {  # (setup, the node's body, an edit that changes what it reads)
+    "WeakValueDictionary": ("import weakref\nREG = weakref.WeakValueDictionary()\nREG['x'] = a",
+                            "REG['x'].v", "REG['x'] = b"),
+    "WeakKeyDictionary": ("import weakref\nREG = weakref.WeakKeyDictionary()\nREG[a] = 1",
+                          "sum(REG.values())", "REG[a] = 2"),
+    "WeakSet": ("import weakref\nREG = weakref.WeakSet()\nREG.add(a)", "len(REG)", "REG.add(b)"),
+    "Queue": ("import queue\nREG = queue.Queue()\nREG.put(1)", "REG.qsize()", "REG.put(2)"),
+    "SimpleQueue": ("import queue\nREG = queue.SimpleQueue()\nREG.put(1)", "REG.qsize()",
+                    "REG.put(2)"),
+}
+_OBJECTS = "class Thing:\n    def __init__(self, v):\n        self.v = v\na, b = Thing(1), Thing(2)\n"
+
+
+@pytest.mark.parametrize("kind", list(_HOLDERS))
+def test_a_global_queue_or_weak_container_read_by_a_node_is_not_cached_and_warns(nb, kind):
+    setup, body, edit = _HOLDERS[kind]
+    nb(f"{_OBJECTS}{setup}\n@flow.node\ndef out():\n    return {body}\n")
+    with pytest.warns(lf.CacheWarning, match=f"node 'out': global:REG holds a .*{kind}.*"
+                                             "register a hasher.*not cached"):
+        assert request(nb) == (1, "completed")
+    nb(edit)
+    assert request(nb) == (2, "completed")
+
+
+@pytest.mark.parametrize(("cell", "part"), [
+    ("def make(reg):\n    def out():\n        return len(reg)\n    return out\n"
+     "flow.node(make(REG))\n", "code:out:closure:reg"),
+    ("class Holder:\n    items = REG\n@flow.node\ndef out():\n    return len(Holder.items)\n",
+     "class:Holder.items"),
+    ("STATE = {'reg': REG}\n@flow.node\ndef out():\n    return len(STATE['reg'])\n",
+     "global:STATE"),
+    ("size = REG.__len__\n@flow.node\ndef out():\n    return size()\n", "self:"),
+    ("def helper(reg=REG):\n    return len(reg)\n@flow.node\ndef out():\n    return helper()\n",
+     "helper:helper:defaults"),
+], ids=["closure-cell", "class-attribute", "inside-a-dict", "bound-method", "helper-default"])
+def test_a_weak_container_reached_by_node_code_is_not_cached(nb, cell, part):
+    nb(f"{_OBJECTS}import weakref\nREG = weakref.WeakSet()\nREG.add(a)\n{cell}")
+    with pytest.warns(lf.CacheWarning, match=f"node 'out': {part}.*WeakSet.*not cached"):
+        assert request(nb) == (1, "completed")
+    nb("REG.add(b)")
+    assert request(nb) == (2, "completed")
+
+
+def test_a_queue_inside_a_set_read_by_a_node_is_not_cached(nb):
+    # a set's members are digested one by one, each on its own
+    nb("""
+        import queue
+        JOBS = queue.Queue()
+        QUEUES = frozenset([JOBS])
+        @flow.node
+        def out():
+            return sum(q.qsize() for q in QUEUES)
+    """)
+    with pytest.warns(lf.CacheWarning, match="node 'out': global:QUEUES holds a queue.Queue"):
+        assert request(nb) == (0, "completed")
+    nb("JOBS.put(1)")
+    assert request(nb) == (1, "completed")
+
+
+@pytest.mark.parametrize("make", ["Lock()", "RLock()", "Event()", "Condition()", "Semaphore()",
+                                  "Barrier(1)"])
+def test_a_global_lock_or_event_used_by_a_helper_still_caches_without_a_warning(nb, make):
+    # pytest turns a CacheWarning into an error: none may be given
+    nb(f"""
+        import threading
+        GUARD = threading.{make}
+        def helper(x):
+            return x + 1 if GUARD is not None else 0
+        @flow.node
+        def out():
+            return helper(1)
+    """)
+    assert request(nb) == (2, "completed")
+    assert request(nb) == (2, "cached")
+
+
+def test_a_hasher_registered_for_a_weak_container_type_keys_it_by_what_it_returns(nb):
+    nb(_OBJECTS + textwrap.dedent("""
+        import weakref
+        class Registry(weakref.WeakValueDictionary):
+            pass
+        lf.register_hasher(Registry, lambda r: sorted(r))  # the names it holds
+        REG = Registry()
+        REG['x'] = a
+        @flow.node
+        def out():
+            return sum(thing.v for thing in REG.values())
+    """))
+    assert request(nb) == (1, "completed")
+    assert request(nb) == (1, "cached")
+    nb("REG['y'] = b")
+    assert request(nb) == (3, "completed")
+
+
+def test_a_singledispatch_helper_still_caches_without_a_warning(nb):
+    # it keeps its dispatch cache in a WeakKeyDictionary: the package's state, not data
+    nb("""
+        import functools
+        @functools.singledispatch
+        def describe(x):
+            return "thing"
+        @describe.register
+        def _(x: int):
+            return "int"
+        @flow.node
+        def out():
+            return describe(1)
+    """)
+    assert request(nb) == ("int", "completed")
+    assert request(nb) == ("int", "cached")
+
+
+@pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
+def test_a_queue_given_as_an_input_is_a_control_channel_keyed_by_its_type(nb, kind):
+    nb(f"""
+        import queue
+        JOBS = queue.{kind}()
+        @flow.node
+        def out(jobs):
+            jobs.put("ran")
+            return 1
+    """)
+    assert nb("_result = flow.get('out', jobs=JOBS)") == 1
+    nb("JOBS.put('more')")
+    assert nb("_result = flow.get('out', jobs=JOBS), flow.last_run.nodes['out'].status") \
+        == (1, "cached")
+
+
+# --------------------------------------------------------------------------- %autoreload
+
+
+@pytest.fixture
+def autoreload(shell):
+    """IPython's own autoreload extension in the test shell, removed afterwards (it has no
+    unload, and the shell is one instance for the whole session)."""
+    manager = shell.extension_manager
+    loaded = set(manager.loaded)
+    manager.load_extension("autoreload")
+    magics = shell.magics_manager.registry["AutoreloadMagics"]
+    yield shell
+    shell.events.unregister("pre_run_cell", magics.pre_run_cell)
+    shell.events.unregister("post_execute", magics.post_execute_hook)
+    manager.loaded.intersection_update(loaded)
+
+
+_RELOADED = "def f():\n    return {f}\nclass C:\n    def m(self):\n        return {m}\nK = {k}\n"
+
+
+def test_a_module_autoreload_reloaded_gives_no_stale_file_warning(nb, autoreload, tmp_path):
+    # the first reload runs the file again (a new spec); later ones patch the module in place
+    path = tmp_path / "reloaded_mod.py"
+    write(path, _RELOADED.format(f=1, m=0, k=0))
+    nb("""
+        %autoreload 2
+        import reloaded_mod
+        @flow.node
+        def out():
+            return reloaded_mod.f() * 100 + reloaded_mod.C().m() * 10 + reloaded_mod.K
+    """)
+    assert request(nb) == (100, "completed")
+    for f, m, k in [(2, 0, 0), (3, 0, 0), (3, 4, 0), (3, 4, 5)]:
+        write(path, _RELOADED.format(f=f, m=m, k=k))
+        # pytest turns a CacheWarning into an error: none may be given
+        assert request(nb) == (f * 100 + m * 10 + k, "completed")
+
+
+def test_a_module_edited_but_not_reloaded_still_warns_once_with_autoreload_off(
+        nb, autoreload, tmp_path):
+    path = tmp_path / "unreloaded_mod.py"
+    write(path, _RELOADED.format(f=1, m=0, k=0))
+    node = "@flow.node\ndef out():\n    return unreloaded_mod.f()\n"
+    nb(f"%autoreload 2\nimport unreloaded_mod\n{node}")
+    assert request(nb) == (1, "completed")
+    write(path, _RELOADED.format(f=2, m=0, k=0))
+    assert request(nb) == (2, "completed")  # reloaded: no warning
+    nb("%autoreload 0")
+    write(path, _RELOADED.format(f=3, m=0, k=0))
+    nb(f"def other():\n    pass\n{node}")  # a new definition: its fingerprint is taken anew
+    with pytest.warns(lf.CacheWarning, match="unreloaded_mod.*changed on disk.*reload"):
+        assert request(nb) == (2, "cached")  # the loaded code's result, under its key
+    nb(f"def another():\n    pass\n{node}")
+    assert request(nb) == (2, "cached")  # once

@@ -43,7 +43,12 @@ function. What is walked, by kind:
 * any other value — a callable instance such as ``functools.partial``,
   ``operator.itemgetter`` or a user object with ``__call__`` included — its
   :func:`hash_value`, which hashes state by ``__reduce_ex__`` and reaches any
-  code inside through this module (see ``_hash_code``).
+  code inside through this module (see ``_hash_code``). A queue or weak
+  container anywhere in it makes the function volatile (``hash_read_value``):
+  its items change without the name being rebound, and a value digest keys
+  it by type (as an input, a control channel). Not for the function's own
+  defaults, which are its inputs' values, nor for what an installed
+  function's closure holds (the package's state: ``singledispatch``'s cache).
 
 Each part is a named component (``code:f``, ``global:FACTOR``,
 ``helper:g``...) so ``explain`` can say *which* part changed. Labels are
@@ -79,7 +84,7 @@ import xxhash
 
 from lazyflow.errors import HashingError
 from lazyflow.keys.bytecode import DYNAMIC_BUILTINS, code_info
-from lazyflow.keys.hashing import Hasher, hash_value, register_code_hasher
+from lazyflow.keys.hashing import Hasher, hash_read_value, hash_value, register_code_hasher
 from lazyflow.keys.origin import (
     display_name,
     is_installed,
@@ -336,7 +341,8 @@ def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
         for attr in ("__defaults__", "__kwdefaults__"):
             value = getattr(func, attr)
             if value:
-                _add_value(walk, f"{label}:{attr.strip('_')}", value, _ATTR, func, attr)
+                _add_value(walk, f"{label}:{attr.strip('_')}", value, _ATTR, func, attr,
+                           strict=role != "code")
         if func.__dict__:
             _collect_attributes(func, label, walk)
         else:  # none now: one set later is a change
@@ -348,7 +354,8 @@ def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: the closure is not yet bound
                 continue
-            _add_reference(walk, f"{label}:closure:{name}", value, _ATTR, cell, "cell_contents")
+            _add_reference(walk, f"{label}:closure:{name}", value, _ATTR, cell, "cell_contents",
+                           strict=not installed)
 
 
 def _collect_attributes(func: types.FunctionType, label: str, walk: _Walk) -> None:
@@ -493,8 +500,9 @@ _NONE: frozenset[str] = frozenset()
 
 
 def _add_reference(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any,
-                   names: tuple[str, ...] = ()) -> None:
-    """Add what ``value``, read as ``holder[name]``, contributes, and the check re-reading it."""
+                   names: tuple[str, ...] = (), *, strict: bool = True) -> None:
+    """Add what ``value``, read as ``holder[name]``, contributes, and the check re-reading it
+    (``strict``: see :func:`_digest_or_note`)."""
     if isinstance(value, types.ModuleType):
         walk.checks.append((how, holder, name, value, None))
         if is_user_module(value):
@@ -511,7 +519,7 @@ def _add_reference(walk: _Walk, label: str, value: Any, how: int, holder: Any, n
         walk.checks.append((how, holder, name, value, None))  # lru_cache and other wrappers
         _collect(value, "helper", walk)
     else:
-        _add_value(walk, label, value, how, holder, name)
+        _add_value(walk, label, value, how, holder, name, strict=strict)
 
 
 _CODE_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
@@ -632,9 +640,10 @@ def _is_immutable(value: Any) -> bool:
     return type(value) in (tuple, frozenset) and all(type(v) in _IMMUTABLE for v in value)
 
 
-def _add_value(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any) -> None:
-    """Add ``hash_value(value)``; a value that cannot be hashed makes the walk volatile."""
-    digest = _digest_or_note(walk, label, value)
+def _add_value(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any, *,
+               strict: bool = True) -> None:
+    """Add the value digest of ``value``; one that cannot be hashed makes the walk volatile."""
+    digest = _digest_or_note(walk, label, value, strict=strict)
     if digest is None:
         return
     walk.add(label, digest, _Source(holder, name))
@@ -642,10 +651,21 @@ def _add_value(walk: _Walk, label: str, value: Any, how: int, holder: Any, name:
     walk.checks.append((how, holder, name, value, None if _is_immutable(value) else digest))
 
 
-def _digest_or_note(walk: _Walk, label: str, value: Any) -> str | None:
-    """``hash_value(value)``, or ``None`` when it cannot be hashed (the walk turns volatile)."""
+def _digest_or_note(walk: _Walk, label: str, value: Any, *, strict: bool = True
+                    ) -> str | None:
+    """The digest of ``value``, or ``None`` when it cannot be hashed (the walk turns volatile).
+
+    ``strict``, for what user code reads: by :func:`hash_read_value`, to which a queue or
+    weak container (whose items change without the name being rebound) cannot be keyed, so
+    the node is not cached. Otherwise by :func:`hash_value`, which keys them by type: for
+    the fingerprinted function's own defaults, which are its inputs' values (a node's
+    engine passes them, hashed as inputs: a queue there is a control channel), and for what
+    an installed function's closure holds, the package's own state
+    (``functools.singledispatch`` keeps its dispatch cache, derived from the registry hashed
+    beside it, in a ``WeakKeyDictionary``).
+    """
     try:
-        return hash_value(value)
+        return hash_read_value(value) if strict else hash_value(value)
     except HashingError as e:
         walk.add(label, f"<unhashable {e.type_name}>")
         walk.unseeable(f"{label} holds a {e.type_name} that cannot be hashed ({e.reason}); "
@@ -704,7 +724,7 @@ def _still_valid(owner: Any, checks: tuple[_Check, ...]) -> bool:
                 continue
             elif _read(how, holder, name) is not value:
                 return False
-            if digest is not None:
+            if digest is not None:  # by hash_value: a walk that met a queue was not memoised
                 if frame is None:
                     frame = [owner, False]
                     stack.append(frame)

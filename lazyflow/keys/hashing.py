@@ -34,9 +34,14 @@ is digested by ``flat.py`` at buffer speed: the same stream, built with numpy
 in a few array operations instead of element by element (~0.3 µs each), so the
 digest is the one the dispatch gives.
 
-Synchronisation objects (locks, events, barriers, queues) hash by type alone:
-they steer a computation, they are not its data, and a node reading one must
-not be invalidated by its state.
+Synchronisation objects (locks, events, conditions, semaphores, barriers) hash
+by type alone: they steer a computation, they are not its data, and a node
+reading one must not be invalidated by its state. Queues and weak containers
+hash by type alone too, but they hold data whose items change without the
+name holding them being rebound: as an input (a control channel) that is
+what they are keyed by; read by the code of a node (:func:`hash_read_value`,
+which code fingerprints use) they are an error, so the node is not cached
+rather than served a result computed from other items.
 
 The hashers of data libraries live in ``lazyflow/keys/hashers/`` (numpy, pandas,
 pyarrow, polars, xarray, scipy.sparse, torch), one module each, installed
@@ -61,14 +66,14 @@ import types
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import xxhash
 
 from lazyflow.errors import HashingError
 
-__all__ = ["Hasher", "hash_value", "register_code_hasher", "register_hasher",
-           "registered_hashers"]
+__all__ = ["Hasher", "hash_read_value", "hash_value", "register_code_hasher",
+           "register_hasher", "registered_hashers"]
 
 HasherFn = Callable[["Hasher", Any], None]
 """A type's hasher: writes the object's content into the :class:`Hasher`."""
@@ -81,10 +86,12 @@ class Hasher:
     instead and never see this class; built-in hashers write into it directly.
     """
 
-    __slots__ = ("_h", "_pinned", "_reduced")
+    __slots__ = ("_h", "_pinned", "_reduced", "code_reads")
 
-    def __init__(self) -> None:
+    def __init__(self, *, code_reads: bool = False) -> None:
         self._h = xxhash.xxh3_128()
+        # a value code reads (a global...): a queue or weak container in it cannot be keyed
+        self.code_reads = code_reads
         # objects hashed by reduction so far, by id, in order: one met again (a cycle, or
         # sharing) is written as a back-reference, as pickle's memo does, so a graph with
         # much sharing costs its size, not its number of paths; pinned so no id is reused
@@ -143,25 +150,43 @@ def hash_value(obj: Any) -> str:
     try:
         return _hexdigest(obj)
     except HashingError as e:
-        outer = _type_name(obj)
-        if e.type_name == outer:
-            raise
-        # the part that failed is named (its type is what to register a hasher for), and
-        # so is the value it sits in: "a Thread" is found where "a TextIOWrapper" is not
-        raise HashingError(e.type_name, f"{e.reason}; it sits inside the {outer} value") from e
+        _raise_inside(e, obj)
 
 
-def _hexdigest(obj: Any) -> str:
+def hash_read_value(obj: Any) -> str:
+    """:func:`hash_value` of a value that code reads (a global, a closure cell, a default, a
+    class or module attribute), for code fingerprints: the same digest, except that a queue
+    or weak container anywhere in it raises :class:`HashingError`. Its items change without
+    the name being rebound, and a digest by type alone would serve results computed from
+    other items. A hasher registered for its type (``lf.register_hasher``) decides instead.
+    """
+    try:
+        return _hexdigest(obj, code_reads=True)
+    except HashingError as e:
+        _raise_inside(e, obj)
+
+
+def _raise_inside(e: HashingError, obj: Any) -> NoReturn:
+    """Raise ``e`` for ``obj``: the part that failed is named (its type is what to register
+    a hasher for), and so is the value it sits in: "a Thread" is found where "a
+    TextIOWrapper" is not."""
+    outer = _type_name(obj)
+    if e.type_name == outer:
+        raise e
+    raise HashingError(e.type_name, f"{e.reason}; it sits inside the {outer} value") from e
+
+
+def _hexdigest(obj: Any, code_reads: bool = False) -> str:
     """:func:`hash_value` without naming the outer value in its errors."""
     scalar = _SCALARS.get(type(obj))
     if scalar is not None:  # the whole stream of a scalar in one call: 3x faster
         return xxhash.xxh3_128_hexdigest(scalar(obj))
     one_call = _ONE_CALL.get(type(obj))
-    if one_call is not None:
+    if one_call is not None:  # lists and tuples of scalars only: nothing a code read minds
         digest = one_call(obj)
         if digest is not None:
             return digest
-    hasher = Hasher()
+    hasher = Hasher(code_reads=code_reads)
     try:
         hasher.value(obj)
     except RecursionError as e:
@@ -406,7 +431,7 @@ _HASHERS[tuple] = _hash_tuple
 def _unordered(tag: bytes) -> HasherFn:
     def _hash_unordered(h: Hasher, obj: Any) -> None:
         h.tag(tag)
-        digests = sorted(_hexdigest(m) for m in obj)
+        digests = sorted(_hexdigest(m, h.code_reads) for m in obj)
         h._h.update(_LEN.pack(len(digests)))
         for d in digests:
             h._h.update(bytes.fromhex(d))
@@ -550,11 +575,25 @@ def _hash_control(h: Hasher, obj: Any) -> None:
     h.chunk(_type_name(obj).encode())
 
 
-# weak containers are caches by nature (functools.singledispatch keeps one): not data either
 for _control in (threading.Event, threading.Barrier, threading.Condition, threading.Semaphore,
-                 type(threading.Lock()), type(threading.RLock()), queue.Queue,
-                 weakref.WeakKeyDictionary, weakref.WeakValueDictionary, weakref.WeakSet):
+                 type(threading.Lock()), type(threading.RLock())):
     _HASHERS[_control] = _hash_control
+
+
+def _hash_held_items(h: Hasher, obj: Any) -> None:
+    """Queues and weak containers hold items that change in place. An input one is a
+    control channel (or a cache), keyed by its type as a lock is; one that code reads
+    cannot be keyed by what it holds (a queue's items are not even visible without taking
+    them), so a code fingerprint gets an error and the node is not cached."""
+    if h.code_reads:
+        raise HashingError(_type_name(obj), "its items change in place and lazyflow keys a "
+                           "queue or weak container by its type only")
+    _hash_control(h, obj)
+
+
+for _holder in (queue.Queue, queue.SimpleQueue, weakref.WeakKeyDictionary,
+                weakref.WeakValueDictionary, weakref.WeakSet):
+    _HASHERS[_holder] = _hash_held_items
 
 
 def _hash_enum(h: Hasher, obj: enum.Enum) -> None:

@@ -21,9 +21,10 @@ import sys
 import sysconfig
 import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from lazyflow.errors import CacheWarning, warn
+from lazyflow.keys.bytecode import code_info
 from lazyflow.keys.environment import distribution_token
 
 __all__ = ["code_module", "display_name", "is_installed", "is_user_code", "is_user_module", "module_token",
@@ -82,36 +83,146 @@ def is_installed(obj: Any) -> bool:
 
 # --------------------------------------------------------------------------- local modules
 
-_FILE_STATES: dict[str, tuple[int, tuple[int, int] | None]] = {}  # module -> (spec id, stat)
+class _FileState(NamedTuple):
+    """What lazyflow saw of a local module: its spec (the object: an ``id`` is reused by
+    the next reload's spec once the old one is freed), its file's state, the code objects
+    of the functions and methods it defines (held, for the same reason) and the ids of its
+    attributes (only compared: holding them would keep a module's old data alive)."""
+
+    spec: Any
+    stat: tuple[int, int] | None
+    code: dict[str, types.CodeType]
+    values: tuple[int, ...]
+
+
+_FILE_STATES: dict[str, _FileState] = {}
 _WARNED_FILES: set[str] = set()
 
 
 def note_stale_file(module: types.ModuleType) -> None:
-    """Warn once when a local module's file changed since lazyflow first saw it loaded.
+    """Warn once when a local module's file changed and the loaded code is not the file's.
 
     Keys come from the loaded code, never from the file: an un-reloaded kernel
     runs the old code, and keying the new file would file old results under
     new keys. ``importlib.reload`` gives the module a new spec, which resets this.
+    IPython's ``%autoreload`` may instead patch the module in place (its
+    *deduperreload*: a changed function gets the new code, a changed assignment
+    is run again), keeping the spec: a module that changed since it was seen
+    and whose functions now have the file's code is current too.
     """
     path = getattr(module, "__file__", None)
     if not path:
         return
+    state = _file_state(path)
+    spec = getattr(module, "__spec__", None)
+    name = module.__name__
+    seen = _FILE_STATES.get(name)
+    if seen is None or seen.spec is not spec:
+        _FILE_STATES[name] = _seen(module, spec, state)
+        _WARNED_FILES.discard(name)
+        return
+    if seen.stat == state or name in _WARNED_FILES:
+        return
+    # the file changed: it is run if the module changed since too (a reload in place) and
+    # its code is the file's (compiled only here, once per change of the file)
+    now = _seen(module, spec, state)
+    if (now.values != seen.values or not _same_code(now.code, seen.code)) \
+            and _runs_file(now.code, path):
+        _FILE_STATES[name] = now
+        return
+    _WARNED_FILES.add(name)
+    warn(f"module {name!r} changed on disk ({path}) but the loaded code is the old one: "
+         f"results are keyed by the loaded code; run importlib.reload({name}) or restart "
+         "the kernel to use the new code", CacheWarning)
+
+
+def _seen(module: types.ModuleType, spec: Any, stat: tuple[int, int] | None) -> _FileState:
+    return _FileState(spec, stat, _loaded_code(module), tuple(map(id, vars(module).values())))
+
+
+def _file_state(path: str) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
-        state: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
     except OSError:
-        state = None
-    spec = id(getattr(module, "__spec__", None))
-    seen = _FILE_STATES.get(module.__name__)
-    if seen is None or seen[0] != spec:
-        _FILE_STATES[module.__name__] = (spec, state)
-        return
-    if seen[1] != state and module.__name__ not in _WARNED_FILES:
-        _WARNED_FILES.add(module.__name__)
-        warn(f"module {module.__name__!r} changed on disk ({path}) but the loaded "
-                      "code is the old one: results are keyed by the loaded code; run "
-                      f"importlib.reload({module.__name__}) or restart the kernel to use the "
-                      "new code", CacheWarning)
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def _loaded_code(module: types.ModuleType) -> dict[str, types.CodeType]:
+    """The code of the functions and methods ``module`` defines, by where they are defined
+    (``f``, ``C.m``; a decorated function by what it wraps)."""
+    found: dict[str, types.CodeType] = {}
+    namespace = vars(module)
+    for value in list(namespace.values()):
+        if isinstance(value, type):
+            if value.__module__ == module.__name__:
+                _class_code(value, value.__name__ + ".", found, 0)
+            continue
+        func = _unwrapped(value)
+        if isinstance(func, types.FunctionType) and func.__globals__ is namespace:
+            found[func.__code__.co_name] = func.__code__
+    return found
+
+
+def _class_code(cls: type, prefix: str, found: dict[str, types.CodeType], depth: int) -> None:
+    for member in list(vars(cls).values()):
+        if isinstance(member, type):
+            if depth < 8 and member.__qualname__.startswith(cls.__qualname__ + "."):
+                _class_code(member, f"{prefix}{member.__name__}.", found, depth + 1)
+            continue
+        if isinstance(member, property):
+            member = member.fget
+        func = _unwrapped(getattr(member, "__func__", member))
+        if isinstance(func, types.FunctionType):
+            found[prefix + func.__code__.co_name] = func.__code__
+
+
+def _unwrapped(value: Any) -> Any:
+    """What a decorator's ``__wrapped__`` chain ends at (a few levels at most)."""
+    for _ in range(8):
+        inner = getattr(value, "__wrapped__", None) if callable(value) else None
+        if inner is None:
+            break
+        value = inner
+    return value
+
+
+def _same_code(now: dict[str, types.CodeType], before: dict[str, types.CodeType]) -> bool:
+    return now.keys() == before.keys() and all(now[k] is before[k] for k in now)
+
+
+def _runs_file(loaded: dict[str, types.CodeType], path: str) -> bool:
+    """Whether every function and method both the file and the module define is loaded
+    with the file's code (by bytecode digest: line numbers do not count). A file without
+    any has no code to be older than: the module changed since it was seen, so it is."""
+    try:
+        with open(path, "rb") as f:
+            compiled = compile(f.read(), path, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return False
+    defined = _defined_code(compiled, "")
+    common = [(code, loaded[where]) for where, code in defined if where in loaded]
+    if defined and not common:  # none of the file's functions is loaded: another module
+        return False
+    return all(code_info(new, memo=False)[0] == code_info(old, memo=False)[0]
+               for new, old in common)
+
+
+_FUNCTION_FLAGS = 0x1 | 0x2  # CO_OPTIMIZED | CO_NEWLOCALS (``inspect``'s): a class body has neither
+
+
+def _defined_code(code: types.CodeType, prefix: str) -> list[tuple[str, types.CodeType]]:
+    """The functions and methods a module's compiled ``code`` defines, as ``_loaded_code``
+    names them (lambdas and comprehensions, which share names, left out)."""
+    found: list[tuple[str, types.CodeType]] = []
+    for const in code.co_consts:
+        if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
+            continue
+        if const.co_flags & _FUNCTION_FLAGS:
+            found.append((prefix + const.co_name, const))
+        else:
+            found.extend(_defined_code(const, f"{prefix}{const.co_name}."))
+    return found
 
 
 # --------------------------------------------------------------------------- user vs installed
