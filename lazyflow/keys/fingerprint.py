@@ -74,7 +74,6 @@ import functools
 import importlib
 import importlib.util
 import sys
-import threading
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,9 +83,11 @@ import xxhash
 
 from lazyflow.errors import HashingError
 from lazyflow.keys.bytecode import DYNAMIC_BUILTINS, code_info
-from lazyflow.keys.hashing import Hasher, hash_read_value, hash_value, register_code_hasher
+from lazyflow.keys.hashing import Hasher, hash_value, register_code_hasher
 from lazyflow.keys.origin import (
+    absolute_name,
     display_name,
+    installed_unloaded,
     is_installed,
     is_user_code,
     is_user_module,
@@ -94,20 +95,32 @@ from lazyflow.keys.origin import (
     note_stale_file,
     object_token,
     package_version,
-    path_is_installed,
+    unseen_lookups,
 )
+from lazyflow.keys.rechecks import (
+    ATTR,
+    CLASS_ITEM,
+    CLASS_KEYS,
+    FUNC_ATTRS,
+    ITEM,
+    MISSING,
+    NAMES,
+    SELF,
+    Check,
+    attributes_of,
+    in_progress,
+    still_valid,
+)
+from lazyflow.keys.walk import Source, Walk, add_value, digest_or_note
 from lazyflow.keys.weakmemo import WeakMemo
 
-__all__ = ["DYNAMIC_BUILTINS", "Fingerprint", "fingerprint", "is_user_code", "module_token",
-           "refresh"]
+# hash_value is lazyflow's from here: importing this module registers the code hasher
+__all__ = ["DYNAMIC_BUILTINS", "Fingerprint", "fingerprint", "hash_value", "is_user_code",
+           "module_token", "refresh"]
 
 _BUILTINS = frozenset(dir(builtins))
 _ORIGINAL_BUILTINS = dict(vars(builtins))  # as lazyflow found them: a patched one is keyed
 
-# how a check re-reads what the walk read
-_ITEM, _ATTR, _CLASS_ITEM, _CLASS_KEYS, _SELF, _NAMES, _FUNC_ATTRS = range(7)
-# (how, holder, name, the object read, its digest when it must be re-hashed)
-_Check = tuple[int, Any, Any, Any, "str | None"]
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,7 @@ class Fingerprint:
     # what the memo re-checks: the version token, the function's code, the values read
     _extra: str = field(default="", repr=False, compare=False)
     _code: Any = field(default=None, repr=False, compare=False)
-    _checks: tuple[_Check, ...] = field(default=(), repr=False, compare=False)
+    _checks: tuple[Check, ...] = field(default=(), repr=False, compare=False)
     # the function had no attributes of its own: the memo checks it still has none first
     _bare: bool = field(default=False, repr=False, compare=False)
 
@@ -174,21 +187,8 @@ def refresh(previous: Fingerprint | None, func: Callable[..., Any], *, extra: st
 def _current(memo: Fingerprint, func: Any, extra: str) -> bool:
     """Whether ``memo``, computed for this very ``func``, still describes it."""
     return not memo.volatile and memo._code is getattr(func, "__code__", None) \
-        and memo._extra == extra and (not memo._bare or not _attributes_of(func)) \
-        and (not memo._checks or _still_valid(func, memo._checks))
-
-
-# --------------------------------------------------------------------------- in progress
-
-_LOCAL = threading.local()
-
-
-def _in_progress() -> list[list[Any]]:
-    """This thread's stack of ``[object, tainted]``: fingerprints being computed or checked."""
-    stack: list[list[Any]] | None = getattr(_LOCAL, "stack", None)
-    if stack is None:
-        stack = _LOCAL.stack = []
-    return stack
+        and memo._extra == extra and (not memo._bare or not attributes_of(func)) \
+        and (not memo._checks or still_valid(func, memo._checks))
 
 
 def _hash_code(h: Hasher, obj: Any) -> None:
@@ -199,7 +199,7 @@ def _hash_code(h: Hasher, obj: Any) -> None:
     tainted (not memoised): its digest holds a placeholder for a part whose
     full digest is being computed.
     """
-    stack = _in_progress()
+    stack = in_progress()
     for i, frame in enumerate(stack):
         if frame[0] is obj:
             for above in stack[i + 1:]:
@@ -222,50 +222,11 @@ register_code_hasher(_hash_code)
 # --------------------------------------------------------------------------- the walk
 
 
-class _Walk:
-    """One fingerprint computation: components by unique label, checks, notes."""
-
-    __slots__ = ("checks", "components", "home", "labels", "notes", "seen", "volatile")
-
-    def __init__(self, home: Any) -> None:
-        self.components: dict[str, str] = {}
-        self.checks: list[_Check] = []
-        self.notes: list[str] = []
-        self.seen: set[Any] = set()  # ids of objects, (id of a module's dict, attribute)
-        self.labels: dict[str, Any] = {}  # label -> what it stands for (to share or number it)
-        self.home = home  # the root's global namespace: its globals keep short labels
-        self.volatile = False
-
-    def add(self, label: str, digest: str, source: Any = None) -> None:
-        """Add a component; a label taken by another part is numbered, never overwritten."""
-        key = label
-        n = 1
-        while key in self.components:
-            if source is not None and self.labels.get(key) == source:
-                return  # the same part, reached twice
-            n += 1
-            key = f"{label}#{n}"
-        self.components[key] = digest
-        self.labels[key] = source
-
-    def first_visit(self, obj: Any) -> bool:
-        if id(obj) in self.seen:
-            return False
-        self.seen.add(id(obj))
-        return True
-
-    def unseeable(self, note: str) -> None:
-        """Something the walk cannot see into: the function becomes volatile."""
-        self.volatile = True
-        if note not in self.notes:
-            self.notes.append(note)
-
-
 def _compute(func: Any, extra: str) -> tuple[Fingerprint, bool]:
     """Walk ``func``; return its fingerprint and whether it may be memoised."""
-    walk = _Walk(getattr(func, "__globals__", None))
+    walk = Walk(getattr(func, "__globals__", None))
     frame = [func, False]
-    stack = _in_progress()
+    stack = in_progress()
     stack.append(frame)
     try:
         _collect(func, "code", walk)
@@ -285,14 +246,14 @@ def _compute(func: Any, extra: str) -> tuple[Fingerprint, bool]:
         checks = checks[1:]  # the function's own code: the memo checks it first
     # and that it still has no attributes, if it had none: most functions have none, and
     # their memo then has no checks left to loop over (0.24 µs a node on a warm request)
-    own = [c for c in checks if c[0] == _FUNC_ATTRS and c[1] is func and c[4] == ""]
+    own = [c for c in checks if c[0] == FUNC_ATTRS and c[1] is func and c[4] == ""]
     if own:
         checks = tuple(c for c in checks if c is not own[0])
     return (Fingerprint(digest, components, False, notes, extra,
                         getattr(func, "__code__", None), checks, bool(own)), not frame[1])
 
 
-def _collect(obj: Any, role: str, walk: _Walk) -> None:
+def _collect(obj: Any, role: str, walk: Walk) -> None:
     """Add the components of callable ``obj``, reached in ``role`` ('code', 'helper'...)."""
     if not walk.first_visit(obj):
         return
@@ -300,7 +261,7 @@ def _collect(obj: Any, role: str, walk: _Walk) -> None:
         _collect_function(obj, role, walk)
     elif isinstance(obj, types.MethodType):
         _collect(obj.__func__, role, walk)
-        _add_value(walk, f"self:{display_name(obj)}", obj.__self__, _ATTR, obj, "__self__")
+        add_value(walk, f"self:{display_name(obj)}", obj.__self__, ATTR, obj, "__self__")
     elif isinstance(obj, type):
         if is_user_code(obj):
             _collect_class(obj, walk)
@@ -312,22 +273,22 @@ def _collect(obj: Any, role: str, walk: _Walk) -> None:
         walk.add(f"{role}:{display_name(obj)}", object_token(obj), obj)
         owner = getattr(obj, "__self__", None)
         if owner is not None and not isinstance(owner, types.ModuleType):
-            _add_value(walk, f"self:{display_name(obj)}", owner, _ATTR, obj, "__self__")
+            add_value(walk, f"self:{display_name(obj)}", owner, ATTR, obj, "__self__")
     elif hasattr(type(obj), "__lazyflow_key__"):  # it vouches for its own behaviour
         walk.add(f"callable:{display_name(obj)}", str(obj.__lazyflow_key__()), obj)
     else:  # a callable instance: partial, itemgetter, an object with __call__...
-        _add_value(walk, f"callable:{display_name(obj)}", obj, _SELF, obj, None)
+        add_value(walk, f"callable:{display_name(obj)}", obj, SELF, obj, None)
     wrapped = getattr(obj, "__wrapped__", None) if not isinstance(obj, type) else None
     if wrapped is not None and callable(wrapped):
-        _add_reference(walk, f"wrapped:{display_name(wrapped)}", wrapped, _ATTR, obj,
+        _add_reference(walk, f"wrapped:{display_name(wrapped)}", wrapped, ATTR, obj,
                        "__wrapped__")
 
 
-def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
+def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
     code = func.__code__
     label = f"{role}:{display_name(func, qualified=role != 'code')}"
     installed = is_installed(func)
-    walk.checks.append((_ATTR, func, "__code__", code, None))
+    walk.checks.append((ATTR, func, "__code__", code, None))
     if installed:  # never walk a package's own code; what it closes over may be the user's
         walk.add(label, object_token(func), func)
     else:
@@ -336,17 +297,17 @@ def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
         # imports first: importing a local module loads what the globals then see
         imported = {_collect_import(func, lookup, names, walk) for lookup in dynamic
                     if lookup.startswith("module:")} if dynamic else _NONE
-        for note in _unseen_lookups(func, dynamic) if dynamic else ():
+        for note in unseen_lookups(func, dynamic) if dynamic else ():
             walk.unseeable(f"{display_name(func)} {note}")
         for attr in ("__defaults__", "__kwdefaults__"):
             value = getattr(func, attr)
             if value:
-                _add_value(walk, f"{label}:{attr.strip('_')}", value, _ATTR, func, attr,
+                add_value(walk, f"{label}:{attr.strip('_')}", value, ATTR, func, attr,
                            strict=role != "code")
         if func.__dict__:
             _collect_attributes(func, label, walk)
         else:  # none now: one set later is a change
-            walk.checks.append((_FUNC_ATTRS, func, None, None, ""))
+            walk.checks.append((FUNC_ATTRS, func, None, None, ""))
         _collect_globals(func, names, walk, imported)
     if func.__closure__:
         for name, cell in zip(code.co_freevars, func.__closure__, strict=False):
@@ -354,31 +315,22 @@ def _collect_function(func: types.FunctionType, role: str, walk: _Walk) -> None:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: the closure is not yet bound
                 continue
-            _add_reference(walk, f"{label}:closure:{name}", value, _ATTR, cell, "cell_contents",
+            _add_reference(walk, f"{label}:closure:{name}", value, ATTR, cell, "cell_contents",
                            strict=not installed)
 
 
-def _collect_attributes(func: types.FunctionType, label: str, walk: _Walk) -> None:
+def _collect_attributes(func: types.FunctionType, label: str, walk: Walk) -> None:
     """A function's own attributes (``helper.scale = 2``, read as ``helper.scale``): their
     digest, re-hashed on every request, as attributes are set and changed in place."""
-    attributes = _attributes_of(func)
-    digest = _digest_or_note(walk, f"{label}:attributes", attributes) if attributes else ""
+    attributes = attributes_of(func)
+    digest = digest_or_note(walk, f"{label}:attributes", attributes) if attributes else ""
     if digest:
-        walk.add(f"{label}:attributes", digest, _Source(func, "__dict__"))
+        walk.add(f"{label}:attributes", digest, Source(func, "__dict__"))
     if digest is not None:  # also without any: one set later is seen
-        walk.checks.append((_FUNC_ATTRS, func, None, None, digest))
+        walk.checks.append((FUNC_ATTRS, func, None, None, digest))
 
 
-def _attributes_of(func: Any) -> dict[str, Any]:
-    """``func.__dict__`` without dunders (``__wrapped__``, ``__signature__``: metadata that
-    tools set, not data the code reads; what ``__wrapped__`` names is walked)."""
-    found: dict[str, Any] = func.__dict__
-    if not found:
-        return found
-    return {k: v for k, v in found.items() if not (k.startswith("__") and k.endswith("__"))}
-
-
-def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Walk,
+def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: Walk,
                      imported: set[str] | frozenset[str]) -> None:
     """The globals ``func``'s code names, the builtins it reads, and modules loaded
     elsewhere that it names (``imported`` are the modules its body imports, walked)."""
@@ -387,16 +339,16 @@ def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Wa
     prefix = "global:" if home else f"global:{namespace.get('__name__', '?')}."
     builtin_names: list[str] = []
     for name in names:
-        value = namespace.get(name, _MISSING)
-        if value is not _MISSING:
-            _add_reference(walk, prefix + name, value, _ITEM, namespace, name, names)
+        value = namespace.get(name, MISSING)
+        if value is not MISSING:
+            _add_reference(walk, prefix + name, value, ITEM, namespace, name, names)
             continue
-        walk.checks.append((_ITEM, namespace, name, _MISSING, None))  # defined later: changed
+        walk.checks.append((ITEM, namespace, name, MISSING, None))  # defined later: changed
         if name in imported:
             continue
         module = sys.modules.get(name)
         if module is not None and is_user_module(module):  # ``import mymod`` in the body
-            _add_reference(walk, f"module:{name}", module, _ITEM, sys.modules, name, names)
+            _add_reference(walk, f"module:{name}", module, ITEM, sys.modules, name, names)
             continue
         if name in _ENVIRONMENT:
             note = f"{display_name(func)} reads environment variables ({name})"
@@ -410,7 +362,7 @@ def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: _Wa
         _collect_builtins(func, tuple(builtin_names), walk)
 
 
-def _collect_builtins(func: types.FunctionType, names: tuple[str, ...], walk: _Walk) -> None:
+def _collect_builtins(func: types.FunctionType, names: tuple[str, ...], walk: Walk) -> None:
     """Builtins the code reads: a patched one (``builtins.abs = ...``) is keyed like a global;
     one check re-reads them all, so patching one later is seen."""
     space = func.__builtins__
@@ -423,12 +375,12 @@ def _collect_builtins(func: types.FunctionType, names: tuple[str, ...], walk: _W
         if isinstance(value, types.MethodType) and is_installed(value):
             walk.add(f"builtin:{name}", object_token(value), value)  # ipykernel's ``input``
         elif value is not None:
-            _add_reference(walk, f"builtin:{name}", value, _ITEM, space, name)
-    walk.checks.append((_NAMES, space, names, values, None))
+            _add_reference(walk, f"builtin:{name}", value, ITEM, space, name)
+    walk.checks.append((NAMES, space, names, values, None))
 
 
 def _collect_import(func: types.FunctionType, lookup: str, names: tuple[str, ...],
-                    walk: _Walk) -> str:
+                    walk: Walk) -> str:
     """A module ``func``'s body imports (``module:<level>:<name>``), keyed as the import
     would find it now; returns the name as the code spells it.
 
@@ -439,17 +391,17 @@ def _collect_import(func: types.FunctionType, lookup: str, names: tuple[str, ...
     result of an edited file).
     """
     _, level, spelled = lookup.split(":", 2)
-    absolute = _absolute_name(func, int(level), spelled)
+    absolute = absolute_name(func, int(level), spelled)
     if not absolute:
         return spelled
     label = f"module:{absolute}"
     module = sys.modules.get(absolute)
     if module is None:
         top = absolute.partition(".")[0]
-        installed = _installed_unloaded(top)
+        installed = installed_unloaded(top)
         if installed is None:  # not found: the import fails when it runs; seen once loaded
             walk.add(label, "<not found>")
-            walk.checks.append((_ITEM, sys.modules, absolute, _MISSING, None))
+            walk.checks.append((ITEM, sys.modules, absolute, MISSING, None))
             return spelled
         if installed:
             walk.add(label, f"{absolute}=={package_version(top)}" if package_version(top)
@@ -461,48 +413,18 @@ def _collect_import(func: types.FunctionType, lookup: str, names: tuple[str, ...
             walk.unseeable(f"{display_name(func)} imports {absolute}, which failed to import "
                            f"({type(e).__name__}: {e})")
             return spelled
-    _add_reference(walk, label, module, _ITEM, sys.modules, absolute, names)
+    _add_reference(walk, label, module, ITEM, sys.modules, absolute, names)
     return spelled
-
-
-def _absolute_name(func: types.FunctionType, level: int, name: str) -> str:
-    """The module an import of ``name`` at ``level`` in ``func``'s module names ('' if none)."""
-    if not level:
-        return name
-    package = func.__globals__.get("__package__")
-    if not isinstance(package, str) or not package:
-        return ""
-    try:
-        return importlib.util.resolve_name("." * level + name, package)
-    except (ImportError, ValueError):
-        return ""
-
-
-def _installed_unloaded(top: str) -> bool | None:
-    """Whether the unloaded top-level module ``top`` is installed; ``None``: not found.
-    Only the top level is looked up: finding ``pkg.sub`` would import ``pkg``."""
-    if top in sys.builtin_module_names:
-        return True
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    origin = spec.origin if spec.has_location else None
-    locations = list(spec.submodule_search_locations or ())
-    where = origin or (locations[0] if locations else None)
-    return where is None or path_is_installed(where)  # frozen modules have no file
 
 
 _ENVIRONMENT = frozenset({"environ", "getenv", "environb"})
 _NONE: frozenset[str] = frozenset()
 
 
-def _add_reference(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any,
+def _add_reference(walk: Walk, label: str, value: Any, how: int, holder: Any, name: Any,
                    names: tuple[str, ...] = (), *, strict: bool = True) -> None:
     """Add what ``value``, read as ``holder[name]``, contributes, and the check re-reading it
-    (``strict``: see :func:`_digest_or_note`)."""
+    (``strict``: see :func:`digest_or_note`)."""
     if isinstance(value, types.ModuleType):
         walk.checks.append((how, holder, name, value, None))
         if is_user_module(value):
@@ -519,7 +441,7 @@ def _add_reference(walk: _Walk, label: str, value: Any, how: int, holder: Any, n
         walk.checks.append((how, holder, name, value, None))  # lru_cache and other wrappers
         _collect(value, "helper", walk)
     else:
-        _add_value(walk, label, value, how, holder, name, strict=strict)
+        add_value(walk, label, value, how, holder, name, strict=strict)
 
 
 _CODE_TYPES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
@@ -537,7 +459,7 @@ def _plainly_installed(value: Any) -> bool:
 
 
 def _collect_module(module: types.ModuleType, label: str, names: tuple[str, ...],
-                    walk: _Walk) -> None:
+                    walk: Walk) -> None:
     """A user module: the attributes ``names`` the code reads from it, as loaded."""
     walk.add(label, f"module {module.__name__}", module)
     namespace = vars(module)
@@ -545,7 +467,7 @@ def _collect_module(module: types.ModuleType, label: str, names: tuple[str, ...]
         note_stale_file(module)
         getter = namespace.get("__getattr__")  # PEP 562: attributes it computes are its code
         if getter is not None:
-            _add_reference(walk, f"global:{module.__name__}.__getattr__", getter, _ITEM,
+            _add_reference(walk, f"global:{module.__name__}.__getattr__", getter, ITEM,
                            namespace, "__getattr__")
     if "__dict__" in names:
         walk.unseeable(f"reads {module.__name__}.__dict__, which reaches attributes lazyflow "
@@ -559,20 +481,20 @@ def _collect_module(module: types.ModuleType, label: str, names: tuple[str, ...]
         if read in walk.seen:
             continue
         walk.seen.add(read)
-        value = namespace.get(attr, _MISSING)
-        if value is not _MISSING:
-            _add_reference(walk, f"global:{module.__name__}.{attr}", value, _ITEM, namespace,
+        value = namespace.get(attr, MISSING)
+        if value is not MISSING:
+            _add_reference(walk, f"global:{module.__name__}.{attr}", value, ITEM, namespace,
                            attr, names)
 
 
-def _collect_class(cls: type, walk: _Walk) -> None:
+def _collect_class(cls: type, walk: Walk) -> None:
     """A user class: its MRO's user classes — methods, nested classes, data, enum members."""
     walk.add(f"class:{cls.__qualname__}",
              ",".join(f"{b.__module__}.{b.__qualname__}" for b in cls.__mro__), cls)
     meta = type(cls)
     if meta is not type and is_user_code(meta):  # its methods and properties run on the class
         _collect(meta, "metaclass", walk)
-    walk.checks.append((_ATTR, cls, "__mro__", cls.__mro__, None))  # ``C.__bases__ = ...``
+    walk.checks.append((ATTR, cls, "__mro__", cls.__mro__, None))  # ``C.__bases__ = ...``
     for base in cls.__mro__:
         if base is object or (base is not cls and not walk.first_visit(base)):
             continue
@@ -580,32 +502,32 @@ def _collect_class(cls: type, walk: _Walk) -> None:
             walk.add(f"base:{display_name(base)}", object_token(base), base)
             continue
         namespace = vars(base)
-        walk.checks.append((_CLASS_KEYS, base, None, tuple(namespace), None))
+        walk.checks.append((CLASS_KEYS, base, None, tuple(namespace), None))
         for attr, member in namespace.items():
             _collect_member(base, attr, member, walk)
 
 
-def _collect_member(cls: type, attr: str, member: Any, walk: _Walk) -> None:
+def _collect_member(cls: type, attr: str, member: Any, walk: Walk) -> None:
     where = f"{cls.__qualname__}.{attr}"
     functions = _functions_of(member)
     if functions:
-        walk.checks.append((_CLASS_ITEM, cls, attr, member, None))
+        walk.checks.append((CLASS_ITEM, cls, attr, member, None))
         for func in functions:
             if not is_installed(func):
                 _collect(func, f"method:{where}", walk)
             else:
                 walk.add(f"method:{where}", object_token(func), func)
     elif isinstance(member, type):
-        walk.checks.append((_CLASS_ITEM, cls, attr, member, None))
+        walk.checks.append((CLASS_ITEM, cls, attr, member, None))
         if is_user_code(member):
             _collect(member, "class", walk)
         else:
             walk.add(f"class:{where}", object_token(member), member)
     elif isinstance(member, cls) and hasattr(member, "_value_"):  # an enum member
-        walk.checks.append((_CLASS_ITEM, cls, attr, member, None))
-        _add_value(walk, f"member:{where}", member._value_, _ATTR, member, "_value_")
+        walk.checks.append((CLASS_ITEM, cls, attr, member, None))
+        add_value(walk, f"member:{where}", member._value_, ATTR, member, "_value_")
     elif not _is_internal_attribute(attr, member):
-        _add_value(walk, f"class:{where}", member, _CLASS_ITEM, cls, attr)
+        add_value(walk, f"class:{where}", member, CLASS_ITEM, cls, attr)
 
 
 def _functions_of(member: Any) -> tuple[Any, ...]:
@@ -628,142 +550,7 @@ def _is_internal_attribute(attr: str, member: Any) -> bool:
                                                  types.GetSetDescriptorType))
 
 
-_MISSING = object()
-_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
-
-
-def _is_immutable(value: Any) -> bool:
-    """Whether ``value`` can never change in place (and holds no code that could). Exact
-    types only: a subclass of ``str`` or ``int`` may carry attributes that change."""
-    if type(value) in _IMMUTABLE:
-        return True
-    return type(value) in (tuple, frozenset) and all(type(v) in _IMMUTABLE for v in value)
-
-
-def _add_value(walk: _Walk, label: str, value: Any, how: int, holder: Any, name: Any, *,
-               strict: bool = True) -> None:
-    """Add the value digest of ``value``; one that cannot be hashed makes the walk volatile."""
-    digest = _digest_or_note(walk, label, value, strict=strict)
-    if digest is None:
-        return
-    walk.add(label, digest, _Source(holder, name))
-    # a value that can change in place is re-hashed on every request
-    walk.checks.append((how, holder, name, value, None if _is_immutable(value) else digest))
-
-
-def _digest_or_note(walk: _Walk, label: str, value: Any, *, strict: bool = True
-                    ) -> str | None:
-    """The digest of ``value``, or ``None`` when it cannot be hashed (the walk turns volatile).
-
-    ``strict``, for what user code reads: by :func:`hash_read_value`, to which a queue or
-    weak container (whose items change without the name being rebound) cannot be keyed, so
-    the node is not cached. Otherwise by :func:`hash_value`, which keys them by type: for
-    the fingerprinted function's own defaults, which are its inputs' values (a node's
-    engine passes them, hashed as inputs: a queue there is a control channel), and for what
-    an installed function's closure holds, the package's own state
-    (``functools.singledispatch`` keeps its dispatch cache, derived from the registry hashed
-    beside it, in a ``WeakKeyDictionary``).
-    """
-    try:
-        return hash_read_value(value) if strict else hash_value(value)
-    except HashingError as e:
-        walk.add(label, f"<unhashable {e.type_name}>")
-        walk.unseeable(f"{label} holds a {e.type_name} that cannot be hashed ({e.reason}); "
-                       "register a hasher with lf.register_hasher")
-        return None
-
-
-class _Source(tuple):  # type: ignore[type-arg]
-    """Where a value was read (holder identity, name): the same read reached twice is one part."""
-
-    def __new__(cls, holder: Any, name: Any) -> _Source:
-        return super().__new__(cls, (id(holder), name))
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _read(how: int, holder: Any, name: Any) -> Any:
-    if how == _ITEM:
-        return holder.get(name, _MISSING)
-    if how == _ATTR:
-        return getattr(holder, name, _MISSING)
-    if how == _CLASS_ITEM:
-        return holder.__dict__.get(name, _MISSING)
-    if how == _CLASS_KEYS:
-        return tuple(holder.__dict__)
-    return holder
-
-
-def _still_valid(owner: Any, checks: tuple[_Check, ...]) -> bool:
-    """Re-read every check; values are re-hashed with ``owner`` in progress, as in the walk."""
-    frame: list[Any] | None = None
-    stack = _in_progress()
-    try:
-        for how, holder, name, value, digest in checks:
-            # the common reads inline: this loop is a warm request's whole cost
-            if how == _ITEM:
-                if holder.get(name, _MISSING) is not value:
-                    return False
-            elif how == _ATTR:
-                if getattr(holder, name, _MISSING) is not value:
-                    return False
-            elif how == _FUNC_ATTRS:
-                if not digest:  # it had none: any set since is a change
-                    if holder.__dict__ and _attributes_of(holder):
-                        return False
-                    continue
-                value = _attributes_of(holder)
-            elif how == _NAMES:  # identity of each (tuple equality tests identity first)
-                if tuple(map(holder.get, name)) != value:
-                    return False
-                continue
-            elif how == _CLASS_KEYS:
-                if tuple(holder.__dict__) != value:
-                    return False
-                continue
-            elif _read(how, holder, name) is not value:
-                return False
-            if digest is not None:  # by hash_value: a walk that met a queue was not memoised
-                if frame is None:
-                    frame = [owner, False]
-                    stack.append(frame)
-                try:
-                    if hash_value(value) != digest:
-                        return False
-                except HashingError:
-                    return False
-        return True
-    finally:
-        if frame is not None:
-            stack.pop()
-
-
 # --------------------------------------------------------------------------- memo
 
 
 _MEMO = WeakMemo()  # function -> its Fingerprint
-
-
-def _unseen_lookups(func: types.FunctionType, dynamic: tuple[str, ...]) -> list[str]:
-    """Which dynamic lookups of ``func`` reach what the walk cannot see, described."""
-    notes = []
-    for lookup in dynamic:
-        kind, _, target = lookup.partition(":")
-        if kind == "module":  # an import by a constant name: walked by _collect_import
-            continue
-        if kind == "modules":
-            notes.append("reads sys.modules by a computed name, which reaches modules "
-                         "lazyflow cannot follow")
-        elif kind == "call":
-            notes.append(f"calls {target}(), which reads names lazyflow cannot follow")
-        elif kind == "import":
-            notes.append("imports a module by a computed name (import_module)")
-        else:
-            module = func.__globals__.get(target, sys.modules.get(target))
-            if not isinstance(module, types.ModuleType) or is_user_module(module):
-                notes.append(f"calls getattr({target}, <computed name>), which reads "
-                             "attributes lazyflow cannot follow")
-    return notes
-
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -27,9 +28,9 @@ from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys.bytecode import code_info
 from lazyflow.keys.environment import distribution_token
 
-__all__ = ["code_module", "display_name", "is_installed", "is_user_code", "is_user_module", "module_token",
-           "note_stale_file", "object_token", "owner_module", "package_version",
-           "path_is_installed"]
+__all__ = ["absolute_name", "code_module", "display_name", "installed_unloaded", "is_installed",
+           "is_user_code", "is_user_module", "module_token", "note_stale_file", "object_token",
+           "owner_module", "package_version", "path_is_installed", "unseen_lookups"]
 
 
 def module_token(module: types.ModuleType) -> str:
@@ -321,3 +322,55 @@ def package_version(module_name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _top_level_distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
+
+
+def absolute_name(func: types.FunctionType, level: int, name: str) -> str:
+    """The module an import of ``name`` at ``level`` in ``func``'s module names ('' if none)."""
+    if not level:
+        return name
+    package = func.__globals__.get("__package__")
+    if not isinstance(package, str) or not package:
+        return ""
+    try:
+        return importlib.util.resolve_name("." * level + name, package)
+    except (ImportError, ValueError):
+        return ""
+
+
+def installed_unloaded(top: str) -> bool | None:
+    """Whether the unloaded top-level module ``top`` is installed; ``None``: not found.
+    Only the top level is looked up: finding ``pkg.sub`` would import ``pkg``."""
+    if top in sys.builtin_module_names:
+        return True
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    origin = spec.origin if spec.has_location else None
+    locations = list(spec.submodule_search_locations or ())
+    where = origin or (locations[0] if locations else None)
+    return where is None or path_is_installed(where)  # frozen modules have no file
+
+
+def unseen_lookups(func: types.FunctionType, dynamic: tuple[str, ...]) -> list[str]:
+    """Which dynamic lookups of ``func`` reach what the walk cannot see, described."""
+    notes = []
+    for lookup in dynamic:
+        kind, _, target = lookup.partition(":")
+        if kind == "module":  # an import by a constant name: walked by _collect_import
+            continue
+        if kind == "modules":
+            notes.append("reads sys.modules by a computed name, which reaches modules "
+                         "lazyflow cannot follow")
+        elif kind == "call":
+            notes.append(f"calls {target}(), which reads names lazyflow cannot follow")
+        elif kind == "import":
+            notes.append("imports a module by a computed name (import_module)")
+        else:
+            module = func.__globals__.get(target, sys.modules.get(target))
+            if not isinstance(module, types.ModuleType) or is_user_module(module):
+                notes.append(f"calls getattr({target}, <computed name>), which reads "
+                             "attributes lazyflow cannot follow")
+    return notes
