@@ -34,14 +34,9 @@ is digested by ``flat.py`` at buffer speed: the same stream, built with numpy
 in a few array operations instead of element by element (~0.3 µs each), so the
 digest is the one the dispatch gives.
 
-Synchronisation objects (locks, events, conditions, semaphores, barriers) hash
-by type alone: they steer a computation, they are not its data, and a node
-reading one must not be invalidated by its state. Queues and weak containers
-hash by type alone too, but they hold data whose items change without the
-name holding them being rebound: as an input (a control channel) that is
-what they are keyed by; read by the code of a node (:func:`hash_read_value`,
-which code fingerprints use) they are an error, so the node is not cached
-rather than served a result computed from other items.
+The standard library's values (dates, decimals, paths...), buffers, and the
+synchronisation objects, queues and weak containers that are control rather than
+data are hashed by ``hashers/stdlib.py``, registered as soon as this module loads.
 
 The hashers of data libraries live in ``lazyflow/keys/hashers/`` (numpy, pandas,
 pyarrow, polars, xarray, scipy.sparse, torch), one module each, installed
@@ -54,17 +49,9 @@ from __future__ import annotations
 
 import collections
 import copyreg
-import datetime as _dt
-import decimal
 import enum
-import fractions
-import pathlib
-import queue
 import struct
-import threading
 import types
-import uuid
-import weakref
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -363,30 +350,6 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
 }
 
 
-@_builtin(bytearray)
-def _hash_bytearray(h: Hasher, obj: bytearray) -> None:
-    if h.met_before(obj):  # shared or not: see _hash_list
-        return
-    h.tag(b"B")
-    h.chunk(bytes(obj))
-
-
-@_builtin(memoryview)
-def _hash_memoryview(h: Hasher, obj: memoryview) -> None:
-    """Its layout, then its bytes in C order: a view's format, item size and shape decide
-    what ``len(view)``, ``view[0]`` and ``view.tolist()`` give (the bytes ``01 00 02 00``
-    are ``[1, 2]`` as ``'h'`` but ``[131073]`` as ``'i'``), and a read-only view refuses
-    writes; a bytearray with the same bytes is another type again."""
-    try:
-        layout = f"{obj.format}|{obj.itemsize}|{obj.shape}|{obj.readonly}"
-        data = obj.cast("B") if obj.c_contiguous else obj.tobytes()
-    except ValueError as e:  # a released view
-        raise HashingError(_type_name(obj), str(e)) from e
-    h.tag(b"V")
-    h.chunk(layout.encode())
-    h.chunk(data)
-
-
 def _hash_tuple(h: Hasher, obj: tuple[Any, ...]) -> None:
     update = h._h.update
     if len(obj) >= _FLAT_LENGTH and _flat_write(update, obj):
@@ -524,78 +487,6 @@ for _code_type in (type, types.FunctionType, types.MethodType, types.BuiltinFunc
     _HASHERS[_code_type] = _hash_code
 
 
-@_builtin(_dt.datetime, _dt.date, _dt.time)
-def _hash_datetime(h: Hasher, obj: _dt.date | _dt.time) -> None:
-    """Fields, fold and the tz *identity*: UTC and Europe/London at one offset differ."""
-    h.tag(b"d")
-    h.chunk(f"{type(obj).__name__}:{obj.isoformat()}:{getattr(obj, 'fold', 0)}".encode())
-    h.value(getattr(obj, "tzinfo", None))
-
-
-@_builtin(_dt.timedelta)
-def _hash_timedelta(h: Hasher, obj: _dt.timedelta) -> None:
-    h.tag(b"e")
-    h.chunk(f"{obj.days}:{obj.seconds}:{obj.microseconds}".encode())
-
-
-@_builtin(decimal.Decimal)
-def _hash_decimal(h: Hasher, obj: decimal.Decimal) -> None:
-    h.tag(b"m")  # sign, digits and exponent exactly: Decimal("1.0") prints unlike "1.00"
-    sign, digits, exponent = obj.as_tuple()
-    h.chunk(f"{sign}:{''.join(map(str, digits))}:{exponent}".encode())
-
-
-@_builtin(fractions.Fraction)
-def _hash_fraction(h: Hasher, obj: fractions.Fraction) -> None:
-    h.tag(b"r")
-    h.value((obj.numerator, obj.denominator))
-
-
-@_builtin(uuid.UUID)
-def _hash_uuid(h: Hasher, obj: uuid.UUID) -> None:
-    h.tag(b"u")
-    h.chunk(obj.bytes)
-
-
-@_builtin(pathlib.PurePath)
-def _hash_path(h: Hasher, obj: pathlib.PurePath) -> None:
-    h.tag(b"p")
-    h.chunk(f"{type(obj).__name__}:{obj.as_posix()}".encode())
-
-
-@_builtin(range)
-def _hash_range(h: Hasher, obj: range) -> None:
-    h.tag(b"g")
-    h.value((obj.start, obj.stop, obj.step))
-
-
-def _hash_control(h: Hasher, obj: Any) -> None:
-    """Synchronisation objects are control, not data: they hash by type alone."""
-    h.tag(b"K")
-    h.chunk(_type_name(obj).encode())
-
-
-for _control in (threading.Event, threading.Barrier, threading.Condition, threading.Semaphore,
-                 type(threading.Lock()), type(threading.RLock())):
-    _HASHERS[_control] = _hash_control
-
-
-def _hash_held_items(h: Hasher, obj: Any) -> None:
-    """Queues and weak containers hold items that change in place. An input one is a
-    control channel (or a cache), keyed by its type as a lock is; one that code reads
-    cannot be keyed by what it holds (a queue's items are not even visible without taking
-    them), so a code fingerprint gets an error and the node is not cached."""
-    if h.code_reads:
-        raise HashingError(_type_name(obj), "its items change in place and lazyflow keys a "
-                           "queue or weak container by its type only")
-    _hash_control(h, obj)
-
-
-for _holder in (queue.Queue, queue.SimpleQueue, weakref.WeakKeyDictionary,
-                weakref.WeakValueDictionary, weakref.WeakSet):
-    _HASHERS[_holder] = _hash_held_items
-
-
 def _hash_enum(h: Hasher, obj: enum.Enum) -> None:
     """Its class (by code: editing the enum counts), name and value."""
     h.tag(b"E")
@@ -654,29 +545,6 @@ def _slots_in_order(obj: Any, state: Any) -> Any:
     return state
 
 
-def _hash_strings(h: Hasher, items: list[Any]) -> bool:
-    """Write a list of ``str`` at C speed; return False (writing nothing) if one is not a str.
-
-    Hashing element by element costs ~0.3 µs a string. Instead the strings are
-    joined with NUL and hashed once (~15 ns a string). Joining alone is
-    ambiguous (``['a-b', 'c']`` against ``['a', 'b-c']`` with '-'), so the
-    join is trusted only when it holds exactly one NUL per gap, i.e. no string
-    contains NUL; otherwise every string's length is written first.
-    """
-    try:
-        joined = "\0".join(items)
-    except TypeError:  # not all strings (None, NaN, numbers...)
-        return False
-    if joined.count("\0") == len(items) - 1:
-        h.tag(b"J")
-        h._h.update(_LEN.pack(len(items)))
-    else:
-        h.tag(b"K")
-        h.chunk(b"".join(_LEN.pack(len(item)) for item in items))
-    h.chunk(joined.encode("utf-8", "surrogatepass"))
-    return True
-
-
 # --------------------------------------------------------------------------- installing
 
 
@@ -712,6 +580,7 @@ _flat_write: Callable[[Callable[[bytes], object], Any], bool] = _flat.write_list
 
 from lazyflow.keys.hashers import registrar as _registrar  # noqa: E402  (imports no library)
 
+_registrar("stdlib")()  # the standard library's values: no library to wait for
 _LAZY["numpy"] = _registrar("numpy")
 _LAZY["pandas"] = _registrar("pandas")
 _LAZY["pyarrow"] = _registrar("arrow")

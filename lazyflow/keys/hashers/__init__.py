@@ -6,8 +6,9 @@ Each module here teaches :func:`lazyflow.hash_value` one library and has one
 job: ``numpy`` (arrays, masked arrays, scalars), ``pandas`` (frames, series,
 indexes, timestamps), ``arrow`` (pyarrow arrays, chunked arrays, tables, record batches),
 ``polars`` (frames and series), ``xarray`` (data arrays and datasets),
-``sparse`` (scipy.sparse matrices and arrays) and ``torch`` (CPU tensors).
-Each exposes ``register()``, which installs its hashers with
+``sparse`` (scipy.sparse matrices and arrays) and ``torch`` (CPU tensors);
+``stdlib`` teaches it the standard library's values, and needs no library, so
+``hashing.py`` registers it as soon as it loads. Each exposes ``register()``, which installs its hashers with
 ``hashing._install``; ``hashing.py`` maps each library's top-level module name
 to :func:`registrar` of its module, so a module here, and the library it
 hashes, is imported only when a value of that library is first hashed:

@@ -19,12 +19,12 @@ from typing import Any
 
 import xxhash
 
+from lazyflow.keys.hashers.stdlib import hash_strings
 from lazyflow.keys.hashing import (
     _LEN,
     _ONE_CALL,
     Hasher,
     HasherFn,
-    _hash_strings,
     _install,
 )
 
@@ -87,7 +87,7 @@ def register() -> HasherFn:
         h._h.update(_array_header(arr))
         if arr.dtype.hasobject:
             items = arr.ravel().tolist()
-            if not _hash_strings(h, items):
+            if not hash_strings(h, items):
                 h.value(items)
             return
         if arr.dtype.fields is not None:  # field by field: padding between them is no value

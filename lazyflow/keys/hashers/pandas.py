@@ -5,7 +5,7 @@ Design note
 A frame is its columns as an index (labels, dtype, name), its ``attrs``, its
 index (names, dtype, freq) and each column: numbers through their numpy
 buffers, Arrow-backed ``str`` columns through their Arrow buffers, strings in
-object columns joined safely at C speed (``hashing._hash_strings``), missing
+object columns joined safely at C speed (``stdlib.hash_strings``), missing
 values by position and kind, anything else value by value (``[1, None]`` and
 ``["1", None]`` differ), categoricals by categories, their order, ``ordered``
 and codes, other extension types through pandas' own hashing (their dtype is
@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from lazyflow.keys.hashers.numpy import register as register_numpy
-from lazyflow.keys.hashing import _LAZY, Hasher, _hash_strings, _install
+from lazyflow.keys.hashers.stdlib import hash_strings
+from lazyflow.keys.hashing import _LAZY, Hasher, _install
 
 __all__ = ["register"]
 
@@ -59,7 +60,7 @@ def register() -> None:
                 h.value([type(v).__name__ for v in values[missing].tolist()])
                 values = values[~missing]
             items = values.tolist()
-            if not _hash_strings(h, items):  # strings at C speed; anything else one by one
+            if not hash_strings(h, items):  # strings at C speed; anything else one by one
                 h.value(items)
         else:
             _extension(h, col.array)
