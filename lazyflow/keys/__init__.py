@@ -8,10 +8,13 @@ alone, with no cache, graph or engine in sight:
 - ``hashing.py`` — the value digest (``lf.hash_value``): xxh3-128 over a
   canonical encoding that counts the type and every detail that changes
   behaviour; ``hashers/`` adds native digests for numpy, pandas, Arrow,
-  polars, xarray, scipy.sparse and torch, registered lazily;
+  polars, xarray, scipy.sparse and torch, registered lazily, and those of the
+  standard library's values, registered at once;
 - ``fingerprint.py`` — the code fingerprint: one walk over a function, the
-  helpers, classes, modules and globals it reaches (``bytecode.py`` reads
-  code statically, ``origin.py`` tells user code from installed packages,
+  helpers, classes, modules and globals it reaches (``walk.py`` keeps what
+  the walk found, ``rechecks.py`` re-reads it on each request,
+  ``bytecode.py`` reads code statically, ``origin.py`` tells user code from
+  installed packages,
   ``weakmemo.py`` remembers results per live object, ``environment.py``
   describes the installed distributions);
 - ``domains.py`` — every key domain and the node keys built from the two
