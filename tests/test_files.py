@@ -141,6 +141,25 @@ def test_a_dir_changes_when_a_file_is_added_but_not_when_touched(tmp_path):
     assert lf.Dir(tmp_path).digest != before
 
 
+def test_a_dir_sees_edits_to_files_in_a_linked_folder(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "x.txt").write_text("a")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data").symlink_to(shared, target_is_directory=True)
+    before = lf.Dir(root).digest
+    (shared / "x.txt").write_text("b")
+    assert lf.Dir(root).files() == [root / "data" / "x.txt"]
+    assert lf.Dir(root).digest != before
+
+
+def test_a_link_back_to_a_parent_folder_is_walked_once(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    assert lf.Dir(tmp_path).files() == [tmp_path / "a.txt"]
+
+
 def test_a_dir_input_recomputes_dependents_when_a_file_inside_changes(flow, calls, tmp_path):
     (tmp_path / "a.txt").write_text("1")
 

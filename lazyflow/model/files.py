@@ -178,8 +178,8 @@ class Dir(File):
         return dir_digest(self.path)
 
     def files(self) -> list[pathlib.Path]:
-        """Every file below the directory, sorted."""
-        return sorted(p for p in self.path.rglob("*") if p.is_file())
+        """Every file below the directory, sorted (through symbolic links to directories)."""
+        return _files_below(self.path)
 
 
 # --------------------------------------------------------------------------- content digests
@@ -223,7 +223,39 @@ def dir_digest(path: str | os.PathLike[str]) -> str:
     if not root.is_dir():
         return _MISSING_DIGEST
     return _tree_digest([(p.relative_to(root).as_posix(), content_digest(p))
-                         for p in sorted(root.rglob("*")) if p.is_file()])
+                         for p in _files_below(root)])
+
+
+def _files_below(root: pathlib.Path) -> list[pathlib.Path]:
+    """Every file below ``root``, sorted, following symbolic links to directories.
+
+    A linked folder (a shared dataset linked into a project) is read through by the
+    nodes that take the ``Dir``, so its files are part of the digest (``rglob``
+    before Python 3.13 skips them: edits there went unseen). A link back to a
+    directory already being walked (a cycle) is not entered again.
+    """
+    found: list[pathlib.Path] = []
+    ancestry = {os.fspath(root): frozenset({_identity(root)})}  # directory -> ids down to it
+    for top, dirs, names in os.walk(root, followlinks=True):
+        above = ancestry.pop(top)
+        kept = []
+        for d in dirs:
+            below = os.path.join(top, d)
+            try:
+                identity = _identity(below)
+            except OSError:  # removed while walking: as if never there
+                continue
+            if identity not in above:
+                ancestry[below] = above | {identity}
+                kept.append(d)
+        dirs[:] = kept
+        found.extend(pathlib.Path(top, n) for n in names if os.path.isfile(os.path.join(top, n)))
+    return sorted(found)
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _tree_digest(entries: list[tuple[str, str]]) -> str:
