@@ -307,7 +307,7 @@ def owner(frame: memoryview) -> Any:
     memory tier, adopting them, can make them read-only for good (``snapshot.py``): numpy
     lets anyone make an array writeable again when it views a writeable memoryview.
     """
-    obj = frame.obj
+    obj: Any = frame.obj
     if type(obj).__name__ == "ndarray" and obj.nbytes == frame.nbytes and frame.contiguous:
         return obj
     return frame
