@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 
@@ -261,6 +262,31 @@ def test_a_promoted_array_is_adopted_without_a_copy(both):
     assert tier == "disk" and not value.flags.writeable
     again, tier = both.load(KEY)
     assert tier == "memory" and np.shares_memory(value, again)
+
+
+def _write_through_the_flag(array: np.ndarray) -> None:
+    """What a caller told "assignment destination is read-only" does, when numpy lets it."""
+    with contextlib.suppress(ValueError):
+        array.flags.writeable = True
+        array[0] = -1.0
+
+
+@pytest.mark.parametrize("n", [1000, 300_000], ids=["small", "large"])
+def test_a_promoted_array_made_writeable_again_by_its_caller_keeps_the_cached_one(both, n):
+    both.tier("disk").put(KEY, np.arange(float(n)), {"digest": "d"})
+    value, tier = both.load(KEY)
+    assert tier == "disk"
+    _write_through_the_flag(value)
+    again, tier = both.load(KEY)
+    assert tier == "memory" and again[0] == 0.0
+
+
+def test_an_array_in_a_promoted_dict_made_writeable_again_keeps_the_cached_one(both):
+    both.tier("disk").put(KEY, {"a": np.arange(300_000.0)}, {"digest": "d"})
+    value, _ = both.load(KEY)
+    _write_through_the_flag(value["a"])
+    again, tier = both.load(KEY)
+    assert tier == "memory" and again["a"][0] == 0.0
 
 
 def test_a_promoted_list_is_handed_out_and_kept_apart(both):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import types
 
 import pytest
 import xxhash
@@ -14,6 +16,14 @@ import lazyflow as lf
 from lazyflow.model import files
 
 OLD = 1_600_000_000  # an mtime far in the past: outside the racy window
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """Files are hashed as if 3 s from now: a file changed just now is out of the racy
+    window (its ctime, which nobody can set back, is now)."""
+    monkeypatch.setattr(files, "time", types.SimpleNamespace(
+        time_ns=lambda: time.time_ns() + 3 * 10**9))
 
 
 @pytest.fixture
@@ -53,7 +63,7 @@ def test_changing_one_byte_recomputes_its_dependents(counted, calls, csv):
     assert calls == {"raw": 2, "lines": 2}
 
 
-def test_an_unchanged_file_is_not_read_again(counted, csv, monkeypatch):
+def test_an_unchanged_file_is_not_read_again(counted, csv, monkeypatch, later):
     os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
     counted.get("lines", path=lf.File(csv))
     reads = []
@@ -69,6 +79,32 @@ def test_a_same_size_edit_within_the_mtime_tick_is_still_seen(csv):
     csv.write_text("a,b\n9,9\n")
     os.utime(csv, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
     assert lf.File(csv).digest != before
+
+
+def test_an_edit_that_puts_the_old_mtime_back_is_seen(csv, later):
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    before = lf.File(csv).digest
+    csv.write_text("a,b\n9,9\n")  # same size, same inode: cp -p, rsync -t, tar restore mtimes
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    assert lf.File(csv).digest == files._read_digest(str(csv)) != before
+
+
+def test_a_file_recreated_on_the_same_inode_with_the_old_mtime_is_seen(csv, later):
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    before = lf.File(csv).digest
+    csv.unlink()
+    csv.write_text("a,b\n9,9\n")
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    assert lf.File(csv).digest == files._read_digest(str(csv)) != before
+
+
+def test_a_node_reading_a_file_edited_with_its_mtime_put_back_recomputes(
+        counted, calls, csv, later):
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    counted.get("lines", path=lf.File(csv))
+    csv.write_text("a,b\n1,3\n")
+    os.utime(csv, ns=(OLD * 10**9, OLD * 10**9))
+    assert counted.get("lines", path=lf.File(csv)) == ["a,b", "1,3"]
 
 
 def test_a_file_default_is_an_input_keyed_by_content(flow, calls, csv):
@@ -103,6 +139,25 @@ def test_a_dir_changes_when_a_file_is_added_but_not_when_touched(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.txt").write_text("b")
     assert lf.Dir(tmp_path).digest != before
+
+
+def test_a_dir_sees_edits_to_files_in_a_linked_folder(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "x.txt").write_text("a")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data").symlink_to(shared, target_is_directory=True)
+    before = lf.Dir(root).digest
+    (shared / "x.txt").write_text("b")
+    assert lf.Dir(root).files() == [root / "data" / "x.txt"]
+    assert lf.Dir(root).digest != before
+
+
+def test_a_link_back_to_a_parent_folder_is_walked_once(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)
+    assert lf.Dir(tmp_path).files() == [tmp_path / "a.txt"]
 
 
 def test_a_dir_input_recomputes_dependents_when_a_file_inside_changes(flow, calls, tmp_path):

@@ -68,7 +68,7 @@ from typing import Any
 from lazyflow.keys.flat import element_type
 
 __all__ = ["ENCODING_OF", "INT_BITS", "JSON_DEPTH", "JSON_ITEMS", "SERIALIZERS",
-           "compact_encoder", "decode", "encode"]
+           "compact_encoder", "decode", "encode", "owner"]
 
 ENCODING_OF = {"bytes": 2, "json": 2, "numpy": 2, "arrow": 2, "flat": 3}
 """Each serializer this module writes and reads, with the encoding version that added it."""
@@ -300,6 +300,19 @@ def _encode_array(array: Any, numpy: Any) -> tuple[str, tuple[memoryview, ...]] 
     return "numpy", (memoryview(header), memoryview(raw))
 
 
+def owner(frame: memoryview) -> Any:
+    """The numpy array a frame was read into, when the frame is all of it, else the frame.
+
+    Arrays decoded from the array then view it rather than a memoryview of it, so the
+    memory tier, adopting them, can make them read-only for good (``snapshot.py``): numpy
+    lets anyone make an array writeable again when it views a writeable memoryview.
+    """
+    obj: Any = frame.obj
+    if type(obj).__name__ == "ndarray" and obj.nbytes == frame.nbytes and frame.contiguous:
+        return obj
+    return frame
+
+
 def _decode_array(header_frame: memoryview, data: memoryview) -> Any:
     import numpy
 
@@ -313,7 +326,7 @@ def _decode_array(header_frame: memoryview, data: memoryview) -> Any:
     count = math.prod(shape)
     if count * dtype.itemsize != data.nbytes:
         raise ValueError(f"array of {count} {dtype.str} items in {data.nbytes} bytes")
-    flat = numpy.frombuffer(data, dtype=dtype, count=count)
+    flat = numpy.frombuffer(owner(data), dtype=dtype, count=count)
     if header["order"] == "F":
         return flat.reshape(shape[::-1]).T
     return flat.reshape(shape)

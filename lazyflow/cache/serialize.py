@@ -67,6 +67,7 @@ import mmap
 import pickle
 import queue
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -250,7 +251,7 @@ def decode(encoded: Encoded) -> Any:
             f"entry was written with serializer {encoded.serializer!r}, which this lazyflow "
             f"does not know ({', '.join(_PICKLERS)}); upgrade lazyflow or clear the cache")
     try:
-        return pickle.loads(encoded.frames[0], buffers=encoded.frames[1:])
+        return pickle.loads(encoded.frames[0], buffers=map(formats.owner, encoded.frames[1:]))
     except (ImportError, AttributeError) as e:  # the bytes are fine: the code is missing here
         raise UnloadableEntryError(
             f"the stored value needs code this process cannot import ({e}); the entry is "
@@ -461,8 +462,13 @@ def _allocate(length: int) -> Any:
     reading the file). Large buffers come from ``np.empty`` when numpy is
     installed (the frames are numpy's or pandas' buffers anyway, and it
     reuses freed memory as ``np.load`` does), else from an anonymous mapping.
-    Arrays decoded from a buffer own it.
+    Arrays decoded from a buffer own it. Once numpy is loaded every buffer is numpy's:
+    an array decoded from a numpy buffer can be made read-only for good when the memory
+    tier adopts it (``formats.owner``), one from a ``bytearray`` would have to be copied.
     """
+    loaded = sys.modules.get("numpy")
+    if loaded is not None:
+        return loaded.empty(length, dtype=loaded.uint8)
     if length < _MAP_THRESHOLD:
         return bytearray(length)
     try:

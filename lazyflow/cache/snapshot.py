@@ -34,7 +34,12 @@ cannot reach back into it. Both are chosen per type by measured cost
 A snapshot copies what the tier did not create (a node's result may still be held, and
 changed, by the node's own code, or be a module-level array other code writes to);
 ``owned=True`` adopts a value that a slower tier has just decoded and that nobody else
-holds: its arrays are frozen in place (made read-only) instead of copied.
+holds: its arrays are frozen in place (made read-only) instead of copied. The caller
+holds them too, and numpy lets anyone set ``flags.writeable = True`` back on an array
+that owns its memory or views a writeable buffer: so an adopted array is frozen with
+every array it views, and adopted only when its memory ends in an array so frozen or a
+read-only buffer (the disk tier reads into numpy buffers and decodes arrays over them,
+``serialize.py``); otherwise it is copied.
 
 Rejected: checking the digest of every mutable value on every hit (hashing a list of 1M
 floats costs ~310 ms, nine times unpickling it, a 72 MB frame ~200 ms; arrays ~6 ms per
@@ -188,14 +193,42 @@ class _Array(Snapshot):
     __slots__ = ("array",)
 
     def __init__(self, array: Any, owned: bool) -> None:
-        if not owned:
+        if not (owned and _freeze_for_good(array)):
             array = array.copy(order="K")
-        array.flags.writeable = False
+            array.flags.writeable = False
         self.array = array
         self.nbytes = int(array.nbytes)
 
     def handout(self) -> Any:
         return self.array.view()  # a view of a read-only array is read-only, and stays so
+
+
+def _freeze_for_good(array: Any) -> bool:
+    """Make ``array`` read-only so that whoever holds it cannot make it writeable again.
+
+    An adopted array is still held by the caller that decoded it (``Cache.load``
+    returns it too), and numpy lets anyone set ``flags.writeable = True`` back on an
+    array that owns its memory, or that views an array or buffer still writeable (the
+    usual cure for "assignment destination is read-only"): the write would then
+    change the memory tier's value. So every array it views is made read-only too
+    (nobody else holds them: the value was just decoded); ``False`` when that cannot
+    hold (it owns its memory, or views a writeable buffer that is not an array), and
+    the caller copies it instead. Costs a few attribute reads.
+    """
+    array.flags.writeable = False
+    base = array.base
+    if base is None:
+        return False
+    numpy = sys.modules["numpy"]
+    while isinstance(base, numpy.ndarray):
+        base.flags.writeable = False
+        if base.base is None:
+            return True
+        base = base.base
+    try:
+        return memoryview(base).readonly
+    except TypeError:
+        return False
 
 
 def _copy_on_write(pandas: Any) -> bool:

@@ -8,15 +8,21 @@ registered here, so editing the file invalidates its dependents and touching
 it (new mtime, same bytes) invalidates nothing. A ``Dir`` digests the sorted
 (relative path, content digest) pairs of every file below it.
 
-State. A process-wide *stat cache*: absolute path -> (mtime_ns, size, inode,
-digest, when hashed). A file whose stat is unchanged is not read again (the
-fast path that keeps warm requests cheap on big inputs). Following git's
-"racy clean" rule, an entry is trusted only when the file's mtime is older
-than the moment it was hashed by more than the coarsest timestamp
-granularity (2 s): a write landing in the same mtime tick as our read, with
-the same size, would otherwise go unseen. Rejected alternative: trusting
-mtime+size alone (make's rule), which returns stale results after quick
-successive edits — a wrong cached value, which we never allow.
+State. A process-wide *stat cache*: absolute path -> (mtime_ns, ctime_ns,
+size, inode, device, digest, when hashed). A file whose stat is unchanged is
+not read again (the fast path that keeps warm requests cheap on big inputs).
+The ctime is part of it because nobody can set it: an edit that puts the old
+mtime back (``os.utime``, ``cp -p``, ``rsync -t``, unpacking an archive) or
+a file deleted and recreated on a reused inode keeps mtime, size and inode
+but not ctime. Following git's "racy clean" rule, an entry is trusted only
+when the file's mtime and ctime are both older than the moment it was
+hashed by more than the coarsest timestamp granularity (2 s): a write
+landing in the same tick as our read, with the same size, would otherwise
+go unseen. Rejected alternatives: trusting mtime+size alone (make's rule),
+which returns stale results after quick successive edits, and mtime, size
+and inode without ctime, which missed an edit that restored the mtime — a
+wrong cached value, which we never allow. The price: a file touched (or
+chmod-ed) is read again once, as git does.
 
 Output files. A node may return a ``File`` (alone, or as a member of a
 tuple, list or dict). When such a result is stored, :func:`capture` stores
@@ -172,13 +178,14 @@ class Dir(File):
         return dir_digest(self.path)
 
     def files(self) -> list[pathlib.Path]:
-        """Every file below the directory, sorted."""
-        return sorted(p for p in self.path.rglob("*") if p.is_file())
+        """Every file below the directory, sorted (through symbolic links to directories)."""
+        return _files_below(self.path)
 
 
 # --------------------------------------------------------------------------- content digests
 
-_STAT: dict[str, tuple[int, int, int, str, int]] = {}
+_STAT: dict[str, tuple[tuple[int, int, int, int, int], str, int]] = {}
+"""Absolute path -> ((mtime_ns, ctime_ns, size, inode, device), digest, when hashed)."""
 _STAT_LOCK = threading.Lock()
 
 
@@ -191,13 +198,14 @@ def content_digest(path: str | os.PathLike[str]) -> str:
         return _MISSING_DIGEST
     with _STAT_LOCK:
         known = _STAT.get(absolute)
-    if known is not None and known[:3] == (st.st_mtime_ns, st.st_size, st.st_ino) \
-            and st.st_mtime_ns < known[4] - _RACY_NS:
-        return known[3]
+    seen = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev)
+    if known is not None and known[0] == seen \
+            and max(st.st_mtime_ns, st.st_ctime_ns) < known[2] - _RACY_NS:
+        return known[1]
     hashed_at = time.time_ns()
     digest = _read_digest(absolute)
     with _STAT_LOCK:
-        _STAT[absolute] = (st.st_mtime_ns, st.st_size, st.st_ino, digest, hashed_at)
+        _STAT[absolute] = (seen, digest, hashed_at)
     return digest
 
 
@@ -215,7 +223,39 @@ def dir_digest(path: str | os.PathLike[str]) -> str:
     if not root.is_dir():
         return _MISSING_DIGEST
     return _tree_digest([(p.relative_to(root).as_posix(), content_digest(p))
-                         for p in sorted(root.rglob("*")) if p.is_file()])
+                         for p in _files_below(root)])
+
+
+def _files_below(root: pathlib.Path) -> list[pathlib.Path]:
+    """Every file below ``root``, sorted, following symbolic links to directories.
+
+    A linked folder (a shared dataset linked into a project) is read through by the
+    nodes that take the ``Dir``, so its files are part of the digest (``rglob``
+    before Python 3.13 skips them: edits there went unseen). A link back to a
+    directory already being walked (a cycle) is not entered again.
+    """
+    found: list[pathlib.Path] = []
+    ancestry = {os.fspath(root): frozenset({_identity(root)})}  # directory -> ids down to it
+    for top, dirs, names in os.walk(root, followlinks=True):
+        above = ancestry.pop(top)
+        kept = []
+        for d in dirs:
+            below = os.path.join(top, d)
+            try:
+                identity = _identity(below)
+            except OSError:  # removed while walking: as if never there
+                continue
+            if identity not in above:
+                ancestry[below] = above | {identity}
+                kept.append(d)
+        dirs[:] = kept
+        found.extend(pathlib.Path(top, n) for n in names if os.path.isfile(os.path.join(top, n)))
+    return sorted(found)
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _tree_digest(entries: list[tuple[str, str]]) -> str:
