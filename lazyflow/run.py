@@ -233,7 +233,7 @@ class Run:
     """What the run cost on the remote cache, per HTTP method: ``{"GET": {"requests": 1,
     "bytes": 412}, "PUT": {...}}`` (``None``: it sent no request). Runs overlapping in
     one process each count what was sent since the previous one ended."""
-    _loader: Callable[[str], Any] | None = field(default=None, repr=False)
+    _loader: Callable[[str, str | None], Any] | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> Any:
         if name in self.values:
@@ -246,7 +246,7 @@ class Run:
                 or self._loader is None:
             raise KeyError(f"node {name!r} has no value in this run (status {record.status!r}"
                            f"{': ' + record.reason if record.reason else ''})")
-        return self._loader(record.key)
+        return self._loader(record.key, record.digest)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.targets)

@@ -204,8 +204,10 @@ class _ListedButEmpty(MemoryTier):
 
     name = "disk"
 
-    def get(self, key):
+    def entry(self, key):
         raise KeyError(key)
+
+    get = entry
 
 
 def test_an_entry_listed_without_a_value_is_dropped_not_served_forever():
@@ -215,3 +217,48 @@ def test_an_entry_listed_without_a_value_is_dropped_not_served_forever():
     with pytest.warns(lf.CacheWarning, match="value is missing"), pytest.raises(KeyError):
         cache.load(KEY)
     assert cache.lookup(KEY) is None
+
+
+# --------------------------------------------------------------------------- a replaced entry
+
+
+def _replaced_while_read(monkeypatch, tmp_path, value, digest):
+    """A disk-only cache whose entry ``KEY`` (value 1, digest "one") another writer (a second
+    tier on the same folder: another process) replaces with ``value`` of ``digest`` just
+    after the cache read its metadata and before it reads the value."""
+    from lazyflow.cache.disk import DiskTier
+
+    cache = lf.Cache(memory="100MB", disk=str(tmp_path / "disk"), remote=None)
+    disk = cache.tiers[1]
+    disk.put(KEY, 1, {"digest": "one"})
+    disk.flush()
+    other = DiskTier(str(tmp_path / "disk"), size_limit=10**9)
+    read_meta = DiskTier.meta
+
+    def meta_then_replaced(self, key):
+        found = read_meta(self, key)
+        if self is disk and key == KEY:
+            other.put(KEY, value, {"digest": digest})
+            other.flush()
+        return found
+
+    monkeypatch.setattr(DiskTier, "meta", meta_then_replaced)
+    return cache
+
+
+def test_an_entry_replaced_with_another_digest_while_it_is_read_is_a_miss(monkeypatch, tmp_path):
+    cache = _replaced_while_read(monkeypatch, tmp_path, 2, "two")
+    with pytest.raises(KeyError):
+        cache.load(KEY, digest="one")
+    assert cache.tiers[0].meta(KEY) is None  # nothing promoted
+
+
+def test_a_value_read_is_promoted_with_the_metadata_of_its_own_read(monkeypatch, tmp_path):
+    cache = _replaced_while_read(monkeypatch, tmp_path, 2, "two")
+    assert cache.load(KEY) == (2, "disk")
+    assert cache.tiers[0].meta(KEY)["digest"] == "two"  # not "one", read before the value
+
+
+def test_an_entry_replaced_with_the_same_digest_while_it_is_read_is_a_hit(monkeypatch, tmp_path):
+    cache = _replaced_while_read(monkeypatch, tmp_path, 1, "one")
+    assert cache.load(KEY, digest="one") == (1, "disk")

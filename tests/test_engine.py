@@ -572,3 +572,36 @@ def test_a_flow_input_passed_to_two_nodes_reaches_each_unchanged_by_the_other(fl
         return len(items)
 
     assert flow.get(["grows", "counts"], items=[1, 2]) == {"grows": 3, "counts": 2}
+
+
+def test_an_input_another_writer_replaces_after_its_lookup_is_computed_again(
+        tmp_path, monkeypatch, ledger):
+    from lazyflow.cache.disk import DiskTier
+
+    flow = lf.Flow("replaced", cache=lf.Cache(memory=None, disk=str(tmp_path), remote=None))
+
+    @flow.node
+    def drawn():  # declared deterministic; a colleague's process drew another value
+        ledger.note("drawn")
+        return 1
+
+    @flow.node
+    def scaled(drawn, factor: int):
+        return drawn * factor
+
+    flow.get("scaled", factor=10)
+    key = flow.last_run.nodes["drawn"].key
+    colleague = DiskTier(str(tmp_path), size_limit=10**9)
+    read = DiskTier.entry
+
+    def replaced_then_read(self, wanted):  # after this run looked drawn up and keyed
+        if self is not colleague and wanted == key and colleague.meta(key)["digest"] != "2":
+            colleague.put(key, 2, {**colleague.meta(key), "digest": "2"})  # scaled by it
+            colleague.flush()
+        return read(self, wanted)
+
+    monkeypatch.setattr(DiskTier, "entry", replaced_then_read)
+    with pytest.warns(lf.CacheWarning, match="drawn"):
+        run = flow.run("scaled", factor=100)
+    assert run["scaled"] == 100  # computed from drawn's own value, as keyed, not from 2
+    assert ledger.count("drawn") == 2

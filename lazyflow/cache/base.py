@@ -78,7 +78,11 @@ class Tier(Protocol):
     """One level of the cache: memory, local disk or a remote filesystem.
 
     Implementations must be safe to call from several threads; ``put`` must
-    never leave an entry that reads back wrong if it is interrupted.
+    never leave an entry that reads back wrong if it is interrupted. A tier whose
+    entry another process may replace between a ``meta`` and a ``get`` also offers
+    ``entry(key) -> (value, meta)``, both from one read, which the hierarchy's
+    loads prefer (the disk and memory tiers do; a remote entry object names the
+    exact content it describes).
     """
 
     name: str

@@ -148,6 +148,13 @@ class DiskTier(DiskMaintenance, ForeignEntries):
     @recovering("_cache")
     def get(self, key: str) -> Any:
         """Read, verify and decode the value; ``KeyError`` if it is gone."""
+        return self.entry(key)[0]
+
+    @recovering("_cache")
+    def entry(self, key: str) -> tuple[Any, Meta]:
+        """The value (read, verified, decoded) and the metadata *of the same row*: another
+        process may replace the entry between a ``meta`` and a ``get`` (a node that is not
+        deterministic, written by two); ``KeyError`` if it is gone."""
         row = self._row(key)
         if row is None:
             raise KeyError(key)
@@ -157,16 +164,16 @@ class DiskTier(DiskMaintenance, ForeignEntries):
         if not readable(meta, f"disk cache {self.directory}"):
             raise unknown_encoding(meta, key)
         if "checksum" not in meta:
-            return NO_VALUE
+            return NO_VALUE, meta
         if row.path is None:
-            return decode(decode_bytes(inline, meta["serializer"], meta["checksum"]))
+            return decode(decode_bytes(inline, meta["serializer"], meta["checksum"])), meta
         try:
             with open(row.path, "rb") as f:
                 encoded = read_encoded(f, meta["serializer"], meta["checksum"])
         except FileNotFoundError:
             self._index.forget_if_unchanged(key, row)  # else evicted or replaced since read: fine
             raise KeyError(key) from None
-        return decode(encoded)
+        return decode(encoded), meta
 
     @recovering("_cache")
     def put(self, key: str, value: Any, meta: Meta) -> Meta | None:

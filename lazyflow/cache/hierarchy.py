@@ -155,19 +155,28 @@ class Cache:
                 return meta, tier.name
         return None
 
-    def load(self, key: str) -> tuple[Any, str]:
+    def load(self, key: str, *, digest: str | None = None) -> tuple[Any, str]:
         """The value under ``key`` and the tier it came from; promotes lower-tier hits.
 
-        Raises ``KeyError`` when no tier holds a readable entry.
+        ``digest``: the value digest the caller found under ``key`` (and keyed its
+        dependents by); an entry another writer replaced since with a value of another
+        digest (a node that is not deterministic) is a miss. A tier that can
+        (``entry``) gives the value with the metadata of the same read, so what is
+        checked and promoted is the value's own. Raises ``KeyError`` when no tier holds
+        a readable entry (of that digest).
         """
         for index, tier in enumerate(self.tiers):
             meta = self._meta(tier, key)
-            if meta is None:
+            if meta is None or (digest is not None and meta.get("digest") != digest):
                 with self._lock:
                     self._tier_misses[tier.name] += 1
                 continue
             try:
-                value = tier.get(key)
+                read = getattr(tier, "entry", None)
+                if read is not None:
+                    value, meta = read(key)
+                else:
+                    value = tier.get(key)
             except KeyError:
                 if self._meta(tier, key) is not None:  # still listed: broken, not just gone;
                     # dropping it keeps callers that recompute on a miss from looping
@@ -182,6 +191,10 @@ class Cache:
                 continue
             except Exception as e:  # unreachable (network, permissions): skip, keep the entry
                 _warn_unreadable(tier, e)
+                continue
+            if digest is not None and meta.get("digest") != digest:
+                with self._lock:  # replaced between the two reads: a miss, the entry kept
+                    self._tier_misses[tier.name] += 1
                 continue
             with self._lock:
                 self._hits[tier.name] += 1

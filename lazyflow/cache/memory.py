@@ -77,6 +77,13 @@ class MemoryTier:
             self._sizes.move_to_end(key)
         return kept.handout() if isinstance(kept, Snapshot) else kept
 
+    def entry(self, key: str) -> tuple[Any, Meta]:
+        """:meth:`get`'s value and the metadata held with it, read together."""
+        with self._lock:
+            kept, meta = self._values[key], self._metas[key]
+            self._sizes.move_to_end(key)
+        return (kept.handout() if isinstance(kept, Snapshot) else kept), meta
+
     def put(self, key: str, value: Any, meta: Meta, *, owned: bool = False) -> Meta | None:
         """Keep a snapshot of ``value``; evict least recently used entries to stay in budget.
 

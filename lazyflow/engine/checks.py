@@ -86,7 +86,7 @@ def settle_hit(s: RunState, name: str, hit: Hit) -> None:
         mark_cached(s, name, hit)
         return
     try:
-        value = load(s.cache, hit.key)
+        value = load(s.cache, hit.key, hit.meta.get("digest"))
     except KeyError:  # vanished: the reader that needs it computes it again (vanished.py)
         mark_cached(s, name, hit)
         return

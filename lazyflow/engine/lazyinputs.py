@@ -107,16 +107,18 @@ def _thunk(s: RunState, name: str, param: str, up: str) -> lazy.Thunk:
     if up in s.values or param in s.demanded[name]:
         return lazy.Thunk(param, value=value_of(s, up))
     if up in s.digests:  # settled (a hit): read it only if called
-        return lazy.Thunk(param, has_value=False, loader=_loader(s.cache, s.keys[up], param))
+        return lazy.Thunk(param, has_value=False,
+                          loader=_loader(s.cache, s.keys[up], s.digests[up], param))
     return lazy.Thunk(param, has_value=False)
 
 
-def _loader(cache: Cache, key: str, param: str) -> Callable[[], Any]:
-    """Loads a lazy input's stored value when the node calls it; an entry that vanished
-    since sends the node back to the engine (``Demand``), which computes it again."""
+def _loader(cache: Cache, key: str, digest: str, param: str) -> Callable[[], Any]:
+    """Loads a lazy input's stored value (of ``digest``, which keys the node) when the node
+    calls it; an entry that vanished or was replaced since sends the node back to the
+    engine (``Demand``), which computes it again."""
     def load_it() -> Any:
         try:
-            return load(cache, key)
+            return load(cache, key, digest)
         except KeyError:
             raise lazy.Demand(param) from None
     return load_it

@@ -106,7 +106,7 @@ def execute(flow: Flow, plan: Plan, options: RunOptions | None = None) -> Run:
     run = Run(flow.name, plan.targets, records,
               inputs={p: d for n in plan.order for p, d in prepared[n].params.items()},
               code={n: prepared[n].fp.components for n in records}, cache=cache,
-              executor=executor.name, _loader=lambda key: load(cache, key))
+              executor=executor.name, _loader=lambda key, digest: load(cache, key, digest))
     s = _begin(flow, cache, plan, prepared, run, hits, needed, options, executor)
     s.cold = cold
     if stale is not None:

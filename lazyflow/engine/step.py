@@ -55,9 +55,10 @@ FOUND: Final = "found"
 NOT_RUN: Final = "not run"
 
 
-def load(cache: Cache, key: str) -> Any:
-    """A stored value, with the output files it names put back if deleted (``files.py``)."""
-    value, _ = cache.load(key)
+def load(cache: Cache, key: str, digest: str | None = None) -> Any:
+    """A stored value, with the output files it names put back if deleted (``files.py``);
+    ``digest``: the one the run keyed dependents by (another is a miss, ``Cache.load``)."""
+    value, _ = cache.load(key, digest=digest)
     files.restore(value, cache, key=key)  # the key names the node if a warning must
     return value
 

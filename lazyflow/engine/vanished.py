@@ -47,7 +47,7 @@ def value_of(s: RunState, name: str, *, last: bool = False) -> Any:
     if name in s.values:
         return handout(s.values[name])
     try:
-        value = load(s.cache, s.keys[name])
+        value = load(s.cache, s.keys[name], s.digests.get(name))
     except KeyError:
         raise Vanished(name) from None
     if not last and (s.consumers[name] > 1 or name in s.targets):
@@ -65,7 +65,8 @@ def demote(s: RunState, name: str) -> None:
     digest and key it was started with.
     """
     warn(f"the cache entry of node {name!r} vanished before it could be read "
-                  "(evicted or damaged); computing it again in this run", CacheWarning)
+                  "(evicted or damaged), or another writer replaced it with another value; "
+                  "computing it again in this run", CacheWarning)
     digest, key = s.digests.pop(name), s.keys.pop(name)
     s.vanished[name] = digest
     for running in s.running.values():
