@@ -125,6 +125,31 @@ def test_a_thunk_cannot_be_swallowed_by_except_exception(branches, calls):
     assert branches.get("careful", n=1) == 2
 
 
+def test_a_bare_except_around_a_lazy_input_neither_swallows_it_nor_caches_the_fallback(
+        branches, calls):
+    @branches.node
+    def careless(a: lf.Lazy[int]):
+        try:
+            return a()
+        except:  # noqa: E722 - the habit under test
+            return -1
+
+    assert branches.get("careless", n=1) == 2
+    assert branches.get("careless", n=5) == 6
+    assert branches.run("careless", n=5).nodes["careless"].status == "cached"
+
+
+def test_an_error_raised_in_place_of_a_swallowed_lazy_demand_does_not_fail_the_node(branches):
+    @branches.node
+    def strict(a: lf.Lazy[int]):
+        try:
+            return a()
+        except BaseException:
+            raise ValueError("no data") from None
+
+    assert branches.get("strict", n=1) == 2
+
+
 def test_the_lazy_option_works_like_the_annotation(flow, calls):
     @flow.node
     def expensive():
