@@ -18,7 +18,10 @@ Two ways, for two needs:
   inner's flow inputs for that target. Its key covers a structural digest of
   the target's subgraph in inner (every node's name, code fingerprint,
   version and wiring), so editing any function upstream of the target in
-  inner invalidates it.
+  inner invalidates it. When a node it needs may not be served from a cache
+  (``deterministic=False``) or expires (``max_age=``), the digest is one never
+  given twice: the outer key never matches, and the inner flow, asked each
+  time, decides (a stored outer result would outlive the inner expiry).
 
 Rejected alternative: a live link that re-reads inner on every request from
 outer. It makes outer's graph change when another object is edited, which a
@@ -28,11 +31,11 @@ plan (plain data, built once per request) cannot show or explain.
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
-from lazyflow.keys.fingerprint import fingerprint
 from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.model.graph import Node
 
@@ -92,7 +95,9 @@ class SubflowTarget:
         self.target = target
 
     def structure(self) -> list[tuple[str, str, str, bool, dict[str, str]]]:
-        """(name, fingerprint, version, cache, wiring) of every node the target needs."""
+        """(name, fingerprint, version, cache, wiring) of every node the target needs.
+
+        The fingerprint is the node's own (its version, ``map=`` and lazy inputs in it)."""
         seen: set[str] = set()
         stack = [self.target]
         rows = []
@@ -103,8 +108,7 @@ class SubflowTarget:
             seen.add(name)
             node = self.flow[name]
             wiring = self.flow._wiring(node)
-            rows.append((name, fingerprint(node.func, extra=node.version).digest, node.version,
-                         node.cache, wiring))
+            rows.append((name, node.fingerprint().digest, node.version, node.cache, wiring))
             stack.extend(wiring.values())
         return sorted(rows, key=lambda row: row[0])
 
@@ -112,7 +116,33 @@ class SubflowTarget:
         return f"<SubflowTarget {self.flow.name}:{self.target}>"
 
 
-register_hasher(SubflowTarget, lambda ref: hash_value(ref.structure()))
+    def served_fresh(self) -> bool:
+        """Whether a stored result of the target may be served: not when a node it needs
+        computes anew on every request (``deterministic=False``) or expires (``max_age``),
+        which only the inner flow, asked again, can honour."""
+        seen: set[str] = set()
+        stack = [self.target]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self.flow[name]
+            if not node.options.deterministic or node.options.max_age is not None:
+                return False
+            stack.extend(self.flow._wiring(node).values())
+        return True
+
+
+def _digest(ref: SubflowTarget) -> str:
+    """The structure's digest; a digest never given twice when no stored result may be
+    served, so the outer node's key never matches and the inner flow is asked each time."""
+    if not ref.served_fresh():
+        return f"unservable {uuid.uuid4().hex}"
+    return hash_value(ref.structure())
+
+
+register_hasher(SubflowTarget, _digest)
 
 
 def as_node(inner: Flow, target: str, *, name: str | None = None) -> Node:

@@ -186,3 +186,44 @@ def test_catch_takes_a_node_name_or_a_tuple_of_them(flow):
 
 def test_catching_works_under_the_threads_executor(pipeline):
     assert pipeline.get("report", executor="threads") == "no model (model: singular matrix)"
+
+
+def test_a_map_node_catching_another_input_computes_each_element_from_the_failure_and_stores_none(
+        pipeline, calls, broken):
+    @pipeline.node(map="data", catch=("model",))
+    def scaled(data, model):
+        calls["scaled"] += 1
+        return data * (0 if isinstance(model, lf.Failed) else model)
+
+    assert pipeline.get("scaled") == [0, 0, 0]
+    assert pipeline.get("scaled") == [0, 0, 0]
+    assert calls["scaled"] == 6  # nothing computed from the failure was recalled
+    broken["model"] = False
+    assert pipeline.get("scaled") == [6, 12, 18]
+    assert pipeline.run("scaled").nodes["scaled"].status == "cached"
+
+
+def test_catch_cannot_name_the_input_a_map_node_maps_over(flow):
+    @flow.node
+    def rows():
+        raise ValueError("no rows")
+
+    @flow.node(map="rows", catch=("rows",))
+    def parsed(rows):
+        return rows
+
+    with pytest.raises(lf.DefinitionError, match="catch= names 'rows', the input it maps over"):
+        flow.get("parsed")
+
+
+def test_catch_cannot_name_a_lazy_input(flow):
+    @flow.node
+    def model():
+        raise ValueError("singular matrix")
+
+    @flow.node(catch=("model",))
+    def report(model: lf.Lazy[int]):
+        return model()
+
+    with pytest.raises(lf.DefinitionError, match="the input its lazy parameter 'model' calls"):
+        flow.get("report")

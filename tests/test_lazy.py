@@ -125,6 +125,31 @@ def test_a_thunk_cannot_be_swallowed_by_except_exception(branches, calls):
     assert branches.get("careful", n=1) == 2
 
 
+def test_a_bare_except_around_a_lazy_input_neither_swallows_it_nor_caches_the_fallback(
+        branches, calls):
+    @branches.node
+    def careless(a: lf.Lazy[int]):
+        try:
+            return a()
+        except:  # noqa: E722 - the habit under test
+            return -1
+
+    assert branches.get("careless", n=1) == 2
+    assert branches.get("careless", n=5) == 6
+    assert branches.run("careless", n=5).nodes["careless"].status == "cached"
+
+
+def test_an_error_raised_in_place_of_a_swallowed_lazy_demand_does_not_fail_the_node(branches):
+    @branches.node
+    def strict(a: lf.Lazy[int]):
+        try:
+            return a()
+        except BaseException:
+            raise ValueError("no data") from None
+
+    assert branches.get("strict", n=1) == 2
+
+
 def test_the_lazy_option_works_like_the_annotation(flow, calls):
     @flow.node
     def expensive():
@@ -263,3 +288,24 @@ def test_a_lazy_input_can_be_a_positional_only_parameter(flow, calls):
     assert flow.get("pick", flag=False) == 0
     assert calls["expensive"] == 0
     assert flow.get("pick", flag=True) == 42
+
+
+@pytest.mark.xfail(strict=True, reason="map=/lazy= are not in the key: the fix (Node mixes them into its fingerprint's extra) changes map and lazy nodes' keys, so it waits for a KEY_SCHEMA bump and a new cache fixture (lazyflow/keys, tests/fixtures)")
+def test_making_an_input_lazy_does_not_serve_the_result_computed_with_its_value(flow):
+    @flow.node
+    def a():
+        return [1, 2]
+
+    @flow.node
+    def shown(a):
+        return type(a).__name__
+
+    assert flow.get("shown") == "list"
+
+    with pytest.warns(lf.DefinitionWarning):  # the same code, now given a thunk
+        @flow.node(lazy=("a",))
+        def shown(a):
+            return type(a).__name__
+
+    assert flow.get("shown") == "_Recording"
+    assert flow.run("shown").nodes["shown"].status == "cached"

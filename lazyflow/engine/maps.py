@@ -53,6 +53,7 @@ import lazyflow.model.files as files
 import lazyflow.model.mapping as mapping
 from lazyflow._version import __version__
 from lazyflow.cache.snapshot import handout, immutable, snapshot
+from lazyflow.engine.catching import failed_digests
 from lazyflow.engine.freshness import expired
 from lazyflow.engine.hooks import Feature
 from lazyflow.errors import HashingError, MapError
@@ -91,7 +92,7 @@ class Mapped(Feature):
             rates = _rates(run, outcome)
             if result.error is None:
                 result.whole = _whole(run, rates)
-            if s.prepared[name].cacheable:
+            if s.prepared[name].cacheable and name not in s.tainted:
                 _write_manifest(s, name, run, rates)
         return result
 
@@ -120,7 +121,11 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
     node, prep = s.plan.nodes[name], s.prepared[name]
     param = node.options.map
     assert param is not None  # only map nodes have this feature
-    inputs = {p: s.digests[up] for p, up in s.plan.upstream[name].items()}
+    upstream = s.plan.upstream[name]
+    # a caught failure stands in by its own digest, unique to it (catching.py)
+    inputs = failed_digests(s, name, upstream) if s.failures \
+        else {p: s.digests[up] for p, up in upstream.items()}
+    tainted = name in s.tainted  # computed from a failure: recalls and stores nothing
     base = keys.content_key(prep.code, {p: d for p, d in prep.params.items() if p != param},
                             {p: d for p, d in inputs.items() if p != param})
     try:
@@ -130,7 +135,7 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
         error = e.located(name, param) if isinstance(e, HashingError) else e
         return _failed(error)
     chunks = _read_manifest(s.cache, base, param, len(items), node.options.max_age) \
-        if prep.reusable else []
+        if prep.reusable and not tainted else []
     recalled = mapping.recall(chunks, ids, dedupe=prep.reusable)
     for position in recalled.shared:  # found by id: may be another position's object too
         recalled.values[position] = _own(recalled.values[position])

@@ -27,7 +27,7 @@ built from it can ever match a stored entry.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,10 +66,17 @@ def normalized_catch(node: str, option: Any) -> tuple[str, ...]:
     return names
 
 
-def validate_catch(node: str, catch: Sequence[str], inputs: Sequence[str]) -> None:
-    """Check at plan time that every name in ``catch=`` is an input node of ``node``."""
+def validate_catch(node: str, catch: Sequence[str], inputs: Sequence[str],
+                   uncatchable: Mapping[str, str] | None = None) -> None:
+    """Check at plan time that every name in ``catch=`` is an input node of ``node``, and
+    none of the ``uncatchable`` ones (input node -> why: a mapped or a lazy input, whose
+    failure has no place to go)."""
     for name in catch:
         if name not in inputs:
             raise DefinitionError(f"node {node!r}: catch= names {name!r}, which is not one of "
                                   f"its input nodes ({', '.join(inputs) or 'none'}); name the "
                                   "node whose failure it should receive")
+        if uncatchable and name in uncatchable:
+            raise DefinitionError(f"node {node!r}: catch= names {name!r}, {uncatchable[name]}; "
+                                  f"catch its failure in a node between the two (one that "
+                                  f"takes {name!r} and catch=({name!r},)) instead")

@@ -51,7 +51,7 @@ from lazyflow.errors import (
 from lazyflow.keys.fingerprint import Fingerprint, refresh
 from lazyflow.keys.hashing import register_hasher
 from lazyflow.model.failed import validate_catch
-from lazyflow.model.lazy import annotated_lazy, validate_lazy
+from lazyflow.model.lazy import annotated_lazy, lazy_params, validate_lazy
 from lazyflow.model.mapping import validate_map
 from lazyflow.model.options import DEFAULT, NodeOptions
 from lazyflow.model.outputs import selector, validate_outputs
@@ -432,7 +432,7 @@ a parameter 'nn'; did you mean 'n'?
                 raise UnknownNodeError(up, self.name, self._close_matches(up)) from DefinitionError(
                     f"node {name!r} wires parameter {param!r} to {up!r} with inputs=")
         if node.options.catch:
-            validate_catch(name, node.options.catch, list(edges.values()))
+            validate_catch(name, node.options.catch, list(edges.values()), _uncatchable(node, edges))
         upstream[name] = edges
         state[name] = 1
         kids[name] = tuple(edges.values())
@@ -445,6 +445,18 @@ a parameter 'nn'; did you mean 'n'?
 
     def _close_matches(self, name: str) -> list[str]:
         return difflib.get_close_matches(name, list(self._nodes), n=3, cutoff=0.6)
+
+
+def _uncatchable(node: Node, edges: Mapping[str, str]) -> dict[str, str]:
+    """The input nodes of ``node`` whose failure it cannot receive as an ``lf.Failed``, and
+    why: the one it maps over (a failure has no elements) and its lazy ones."""
+    found = {edges[p]: "the input its lazy parameter " f"{p!r} calls, which a catch cannot "
+             "hand an lf.Failed" for p in lazy_params(node) if p in edges}
+    mapped = node.options.map
+    if mapped is not None and mapped in edges:
+        found[edges[mapped]] = f"the input it maps over ({mapped!r}), and a failure has no " \
+                               "elements to map"
+    return found
 
 
 def _downstream(order: list[str],

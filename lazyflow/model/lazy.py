@@ -141,22 +141,36 @@ class Call:
 
     def __call__(self, **kwargs: Any) -> Traced:
         used: list[str] = []
+        demanded: list[str] = []
         for param in self.lazy:
-            kwargs[param] = _Recording(kwargs[param], used)
-        return Traced(self.func(**kwargs), used)
+            kwargs[param] = _Recording(kwargs[param], used, demanded)
+        try:
+            value = self.func(**kwargs)
+        except Exception:
+            if demanded:  # the function turned the demand into its own error: resolve first
+                raise Demand(demanded[0]) from None
+            raise
+        if demanded:  # a bare ``except:`` swallowed the demand: what it returned instead
+            raise Demand(demanded[0])  # is not what the function computes from the input
+        return Traced(value, used)
 
 
 class _Recording:
-    """A thunk that notes its first call in the node's trace."""
+    """A thunk that notes its first call in the node's trace, and any demand it raised."""
 
-    __slots__ = ("_thunk", "_used")
+    __slots__ = ("_demanded", "_thunk", "_used")
 
-    def __init__(self, thunk: Thunk, used: list[str]) -> None:
+    def __init__(self, thunk: Thunk, used: list[str], demanded: list[str]) -> None:
         self._thunk = thunk
         self._used = used
+        self._demanded = demanded
 
     def __call__(self) -> Any:
-        value = self._thunk()
+        try:
+            value = self._thunk()
+        except Demand:
+            self._demanded.append(self._thunk.param)
+            raise
         if self._thunk.param not in self._used:
             self._used.append(self._thunk.param)
         return value
