@@ -290,7 +290,6 @@ def test_a_lazy_input_can_be_a_positional_only_parameter(flow, calls):
     assert flow.get("pick", flag=True) == 42
 
 
-@pytest.mark.xfail(strict=True, reason="map=/lazy= are not in the key: the fix (Node mixes them into its fingerprint's extra) changes map and lazy nodes' keys, so it waits for a KEY_SCHEMA bump and a new cache fixture (lazyflow/keys, tests/fixtures)")
 def test_making_an_input_lazy_does_not_serve_the_result_computed_with_its_value(flow):
     @flow.node
     def a():

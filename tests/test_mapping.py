@@ -193,7 +193,6 @@ def test_a_map_over_a_positional_only_parameter_calls_the_function_per_element(f
     assert flow.get("doubled") == [2, 4, 6]
 
 
-@pytest.mark.xfail(strict=True, reason="map=/lazy= are not in the key: the fix (Node mixes them into its fingerprint's extra) changes map and lazy nodes' keys, so it waits for a KEY_SCHEMA bump and a new cache fixture (lazyflow/keys, tests/fixtures)")
 def test_adding_map_to_a_node_does_not_serve_the_result_of_the_whole_list(flow):
     @flow.node
     def items():

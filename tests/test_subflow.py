@@ -145,7 +145,6 @@ def test_a_flow_as_a_node_over_an_inner_node_with_max_age_recomputes_once_it_exp
     assert outer.get("quoted", n=3) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="map=/lazy= are not in the key: the fix (Node mixes them into its fingerprint's extra) changes map and lazy nodes' keys, so it waits for a KEY_SCHEMA bump and a new cache fixture (lazyflow/keys, tests/fixtures)")
 def test_adding_map_to_an_inner_node_invalidates_a_flow_as_a_node(outer, inner):
     @inner.node
     def shown(raw):

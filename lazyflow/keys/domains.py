@@ -31,7 +31,8 @@ MultiIndex levels and codes and the duplicate-label flag, and hash structured an
 long double arrays and set-slotted objects stably; fingerprints also cover
 function attributes, patched builtins, modules imported in a body, each reader's
 module attributes, a module's ``__getattr__``, metaclasses and assigned bases,
-and ``functools.wraps`` of installed functions.
+and ``functools.wraps`` of installed functions; a node's key also covers how its
+function is called (``map=``, lazy inputs).
 
 Every domain is a member of :class:`Domain`: a module that builds a key takes
 its prefix from :func:`domain` and never spells the string itself, so the key

@@ -74,8 +74,8 @@ class Node:
     """
 
     # __weakref__: per-definition facts kept elsewhere die with the node (files.py)
-    __slots__ = ("__weakref__", "_fingerprint", "cache", "call", "defaults", "func", "name",
-                 "options", "params", "version", "wiring")
+    __slots__ = ("__weakref__", "_extra", "_fingerprint", "cache", "call", "defaults", "func",
+                 "name", "options", "params", "version", "wiring")
     func: Callable[..., Any]
     call: Callable[..., Any]
     """The function as lazyflow calls it, with keyword arguments only: ``func`` itself, or a
@@ -87,6 +87,9 @@ class Node:
     version: str
     cache: bool
     options: NodeOptions
+    _extra: str
+    """What the fingerprint mixes in besides the code: ``version=``, and for a node whose
+    function is called otherwise than with its inputs whole (``map=``, lazy inputs), how."""
     _fingerprint: Fingerprint | None
 
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
@@ -131,6 +134,7 @@ class Node:
                   "_fingerprint": None}
         for attr, value in fields.items():
             object.__setattr__(self, attr, value)
+        object.__setattr__(self, "_extra", _extra(self))
 
     def fingerprint(self) -> Fingerprint:
         """The code fingerprint of the node's function (with its ``version=``).
@@ -139,7 +143,7 @@ class Node:
         defaults it read still the same), as :func:`lazyflow.keys.fingerprint`
         does for any function; a cache, not state: the node stays what it was.
         """
-        fp = refresh(self._fingerprint, self.func, extra=self.version)
+        fp = refresh(self._fingerprint, self.func, extra=self._extra)
         if fp is not self._fingerprint:
             if fp.notes and (self._fingerprint is None or fp.notes != self._fingerprint.notes):
                 _warn_notes(self.name, fp)
@@ -151,6 +155,18 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name}({', '.join(self.params)})>"
+
+
+def _extra(node: Node) -> str:
+    """``node``'s ``version=``, plus how its function is called when that is not with each
+    input whole: the same code mapped over a parameter, or given thunks, computes another
+    value, so it must not share a key with the plain call (a stale hit when ``map=`` is
+    added). A plain node's stays its version alone: its keys are as they were."""
+    lazy = lazy_params(node)
+    mapped = node.options.map
+    if mapped is None and not lazy:
+        return node.version
+    return f"{node.version}\0map={mapped or ''}\0lazy={','.join(sorted(lazy))}"
 
 
 def _warn_notes(node: str, fp: Fingerprint) -> None:
