@@ -87,9 +87,10 @@ class Node:
     version: str
     cache: bool
     options: NodeOptions
-    _extra: str
+    _extra: str | None
     """What the fingerprint mixes in besides the code: ``version=``, and for a node whose
-    function is called otherwise than with its inputs whole (``map=``, lazy inputs), how."""
+    function is called otherwise than with its inputs whole (``map=``, lazy inputs), how;
+    ``None`` until the first request works it out."""
     _fingerprint: Fingerprint | None
 
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
@@ -131,10 +132,9 @@ class Node:
                   "defaults": defaults, "wiring": wiring,
                   "version": "" if version is None else str(version), "cache": bool(cache),
                   "options": declared,
-                  "_fingerprint": None}
+                  "_fingerprint": None, "_extra": None}
         for attr, value in fields.items():
             object.__setattr__(self, attr, value)
-        object.__setattr__(self, "_extra", _extra(self))
 
     def fingerprint(self) -> Fingerprint:
         """The code fingerprint of the node's function (with its ``version=``).
@@ -143,7 +143,11 @@ class Node:
         defaults it read still the same), as :func:`lazyflow.keys.fingerprint`
         does for any function; a cache, not state: the node stays what it was.
         """
-        fp = refresh(self._fingerprint, self.func, extra=self._extra)
+        extra = self._extra
+        if extra is None:  # worked out at the first request, not at definition (~1.3 µs)
+            extra = _extra(self)
+            object.__setattr__(self, "_extra", extra)
+        fp = refresh(self._fingerprint, self.func, extra=extra)
         if fp is not self._fingerprint:
             if fp.notes and (self._fingerprint is None or fp.notes != self._fingerprint.notes):
                 _warn_notes(self.name, fp)
