@@ -150,7 +150,7 @@ class Cache:
             if local and tier.name in SHARED:
                 getattr(tier, "presume_missing", _unasked)(key)
                 continue
-            meta = self._meta(tier, key)
+            meta = _meta(tier, key)
             if meta is not None:
                 return meta, tier.name
         return None
@@ -166,19 +166,15 @@ class Cache:
         a readable entry (of that digest).
         """
         for index, tier in enumerate(self.tiers):
-            meta = self._meta(tier, key)
+            meta = _meta(tier, key)
             if meta is None or (digest is not None and meta.get("digest") != digest):
                 with self._lock:
                     self._tier_misses[tier.name] += 1
                 continue
             try:
-                read = getattr(tier, "entry", None)
-                if read is not None:
-                    value, meta = read(key)
-                else:
-                    value = tier.get(key)
+                value, meta = _read(tier, key, meta)
             except KeyError:
-                if self._meta(tier, key) is not None:  # still listed: broken, not just gone;
+                if _meta(tier, key) is not None:  # still listed: broken, not just gone;
                     # dropping it keeps callers that recompute on a miss from looping
                     _drop_corrupt(tier, key, KeyError("listed, but its value is missing"))
                 with self._lock:
@@ -201,7 +197,7 @@ class Cache:
             # slower tiers first: they encode the value before the memory tier adopts it
             # (making its arrays read-only, which their pickles would then record)
             for upper in reversed(self.tiers[:index]):
-                self._put_quietly(upper, key, value, meta, owned=True)
+                _put_quietly(upper, key, value, meta, owned=True)
             return value, tier.name
         with self._lock:
             self._misses += 1
@@ -213,7 +209,7 @@ class Cache:
         Returns the metadata the fastest tier stored (as ``lookup`` would now
         answer), or ``None`` when that tier kept nothing or does not say.
         """
-        stored = [self._put_quietly(tier, key, value, meta) for tier in self.tiers]
+        stored = [_put_quietly(tier, key, value, meta) for tier in self.tiers]
         return stored[0] if stored else None
 
     # ----------------------------------------------------------------- records
@@ -223,7 +219,7 @@ class Cache:
         memory and disk tiers only, not on a shared remote."""
         for tier in self.tiers:
             if not (local and tier.name in SHARED):
-                self._put_quietly(tier, key, NO_VALUE, meta)
+                _put_quietly(tier, key, NO_VALUE, meta)
 
     def find_record(self, key: str, *, local: bool = False) -> Stored | None:
         """The record under ``key`` from the fastest tier holding it (promoted upwards);
@@ -231,10 +227,10 @@ class Cache:
         for index, tier in enumerate(self.tiers):
             if local and tier.name in SHARED:
                 continue
-            meta = self._meta(tier, key)
+            meta = _meta(tier, key)
             if meta is not None:
                 for upper in self.tiers[:index]:
-                    self._put_quietly(upper, key, NO_VALUE, meta)
+                    _put_quietly(upper, key, NO_VALUE, meta)
                 return meta
         return None
 
@@ -373,33 +369,43 @@ class Cache:
     def _select(self, name: str | None) -> list[Tier]:
         return list(self.tiers) if name is None else [self.tier(name)]
 
-    def _meta(self, tier: Tier, key: str) -> Meta | None:
-        """A tier's metadata; a tier that cannot answer (remote down) counts as a miss."""
-        if tier.name == "memory":
-            return tier.meta(key)
-        try:
-            return tier.meta(key)
-        except TierOfflineError:  # it has warned once itself
-            return None
-        except Exception as e:
-            _warn_unreadable(tier, e)
-            return None
 
-    def _put_quietly(self, tier: Tier, key: str, value: Any, meta: Meta, *,
-                     owned: bool = False) -> Meta | None:
-        if isinstance(tier, MemoryTier):
-            return tier.put(key, value, meta, owned=owned)
-        if tier.name == "memory":
-            return tier.put(key, value, meta)
-        try:
-            return tier.put(key, value, meta)
-        except TierOfflineError:  # it has warned once itself
-            return None
-        except Exception as e:
-            warn(f"could not write cache entry {key[:12]}… to the {tier.name} tier "
-                          f"({type(e).__name__}: {e}); the run goes on", CacheWarning)
-            return None
 
+def _meta(tier: Tier, key: str) -> Meta | None:
+    """A tier's metadata; a tier that cannot answer (remote down) counts as a miss."""
+    if tier.name == "memory":
+        return tier.meta(key)
+    try:
+        return tier.meta(key)
+    except TierOfflineError:  # it has warned once itself
+        return None
+    except Exception as e:
+        _warn_unreadable(tier, e)
+        return None
+
+
+def _put_quietly(tier: Tier, key: str, value: Any, meta: Meta, *,
+                 owned: bool = False) -> Meta | None:
+    """Write to one tier; a failing tier other than memory warns, never fails the run."""
+    if isinstance(tier, MemoryTier):
+        return tier.put(key, value, meta, owned=owned)
+    if tier.name == "memory":
+        return tier.put(key, value, meta)
+    try:
+        return tier.put(key, value, meta)
+    except TierOfflineError:  # it has warned once itself
+        return None
+    except Exception as e:
+        warn(f"could not write cache entry {key[:12]}… to the {tier.name} tier "
+             f"({type(e).__name__}: {e}); the run goes on", CacheWarning)
+        return None
+
+
+def _read(tier: Tier, key: str, meta: Meta) -> tuple[Any, Meta]:
+    """The value under ``key`` with the metadata of the same read where the tier can give
+    both (``entry``), else with ``meta``, read before it."""
+    read = getattr(tier, "entry", None)
+    return read(key) if read is not None else (tier.get(key), meta)
 
 
 def _unasked(key: str) -> None:
