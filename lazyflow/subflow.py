@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lazyflow.errors import DefinitionError
@@ -98,9 +98,21 @@ class SubflowTarget:
         """(name, fingerprint, version, cache, wiring) of every node the target needs.
 
         The fingerprint is the node's own (its version, ``map=`` and lazy inputs in it)."""
+        rows = [(name, node.fingerprint().digest, node.version, node.cache, wiring)
+                for name, node, wiring in self._needed()]
+        return sorted(rows, key=lambda row: row[0])
+
+    def served_fresh(self) -> bool:
+        """Whether a stored result of the target may be served: not when a node it needs
+        computes anew on every request (``deterministic=False``) or expires (``max_age``),
+        which only the inner flow, asked again, can honour."""
+        return all(node.options.deterministic and node.options.max_age is None
+                   for _, node, _ in self._needed())
+
+    def _needed(self) -> Iterator[tuple[str, Node, dict[str, str]]]:
+        """Each node the target needs, once, with its wiring."""
         seen: set[str] = set()
         stack = [self.target]
-        rows = []
         while stack:
             name = stack.pop()
             if name in seen:
@@ -108,30 +120,11 @@ class SubflowTarget:
             seen.add(name)
             node = self.flow[name]
             wiring = self.flow._wiring(node)
-            rows.append((name, node.fingerprint().digest, node.version, node.cache, wiring))
+            yield name, node, wiring
             stack.extend(wiring.values())
-        return sorted(rows, key=lambda row: row[0])
 
     def __repr__(self) -> str:
         return f"<SubflowTarget {self.flow.name}:{self.target}>"
-
-
-    def served_fresh(self) -> bool:
-        """Whether a stored result of the target may be served: not when a node it needs
-        computes anew on every request (``deterministic=False``) or expires (``max_age``),
-        which only the inner flow, asked again, can honour."""
-        seen: set[str] = set()
-        stack = [self.target]
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            node = self.flow[name]
-            if not node.options.deterministic or node.options.max_age is not None:
-                return False
-            stack.extend(self.flow._wiring(node).values())
-        return True
 
 
 def _digest(ref: SubflowTarget) -> str:

@@ -355,12 +355,7 @@ def _hash_tuple(h: Hasher, obj: tuple[Any, ...]) -> None:
     if len(obj) >= _FLAT_LENGTH and _flat_write(update, obj):
         return  # a long tuple of one scalar type, inside a value: at buffer speed
     update(b"(" + _LEN.pack(len(obj)))
-    for item in obj:
-        scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
-        if scalar is not None:
-            update(scalar(item))
-        else:
-            _dispatch(type(item))(h, item)
+    _write_items(h, update, obj)
 
 
 def _hash_list(h: Hasher, obj: list[Any]) -> None:
@@ -379,8 +374,13 @@ def _hash_list(h: Hasher, obj: list[Any]) -> None:
     if len(obj) >= _FLAT_LENGTH and _flat_write(update, obj):
         return  # a long list of one scalar type, inside a value: at buffer speed
     update(b"L" + _LEN.pack(len(obj)))
-    for item in obj:
-        scalar = _SCALARS.get(type(item))  # a scalar's whole stream in one update
+    _write_items(h, update, obj)
+
+
+def _write_items(h: Hasher, update: Callable[[bytes], object], items: Any) -> None:
+    """Write each item of a list or tuple: a scalar's whole stream in one update."""
+    for item in items:
+        scalar = _SCALARS.get(type(item))
         if scalar is not None:
             update(scalar(item))
         else:
@@ -423,13 +423,8 @@ def _hash_items(h: Hasher, obj: Any) -> None:
 
 @_builtin(dict)
 def _hash_dict(h: Hasher, obj: dict[Any, Any]) -> None:
-    memo = h._reduced  # shared or not: see _hash_list (met_before, inlined)
-    seen = memo.get(id(obj))
-    if seen is not None:
-        h._h.update(b"^" + _LEN.pack(seen))
+    if h.met_before(obj):  # shared or not: see _hash_list
         return
-    memo[id(obj)] = len(memo)
-    h._pinned.append(obj)
     update = h._h.update
     update(b"D" + _LEN.pack(len(obj)))
     for key, value in obj.items():
