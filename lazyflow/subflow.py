@@ -94,20 +94,19 @@ class SubflowTarget:
         self.flow = flow
         self.target = target
 
-    def structure(self) -> list[tuple[str, str, str, bool, dict[str, str]]]:
-        """(name, fingerprint, version, cache, wiring) of every node the target needs.
+    def structure(self) -> list[tuple[str, str, str, bool, dict[str, str]]] | None:
+        """(name, fingerprint, version, cache, wiring) of every node the target needs; the
+        fingerprint is the node's own (its version, ``map=`` and lazy inputs in it).
 
-        The fingerprint is the node's own (its version, ``map=`` and lazy inputs in it)."""
-        rows = [(name, node.fingerprint().digest, node.version, node.cache, wiring)
-                for name, node, wiring in self._needed()]
-        return sorted(rows, key=lambda row: row[0])
-
-    def served_fresh(self) -> bool:
-        """Whether a stored result of the target may be served: not when a node it needs
+        ``None`` when a stored result of the target may not be served: a node it needs
         computes anew on every request (``deterministic=False``) or expires (``max_age``),
         which only the inner flow, asked again, can honour."""
-        return all(node.options.deterministic and node.options.max_age is None
-                   for _, node, _ in self._needed())
+        rows = []
+        for name, node, wiring in self._needed():
+            if not node.options.deterministic or node.options.max_age is not None:
+                return None
+            rows.append((name, node.fingerprint().digest, node.version, node.cache, wiring))
+        return sorted(rows, key=lambda row: row[0])
 
     def _needed(self) -> Iterator[tuple[str, Node, dict[str, str]]]:
         """Each node the target needs, once, with its wiring."""
@@ -130,9 +129,10 @@ class SubflowTarget:
 def _digest(ref: SubflowTarget) -> str:
     """The structure's digest; a digest never given twice when no stored result may be
     served, so the outer node's key never matches and the inner flow is asked each time."""
-    if not ref.served_fresh():
+    structure = ref.structure()
+    if structure is None:
         return f"unservable {uuid.uuid4().hex}"
-    return hash_value(ref.structure())
+    return hash_value(structure)
 
 
 register_hasher(SubflowTarget, _digest)

@@ -168,8 +168,7 @@ class Cache:
         for index, tier in enumerate(self.tiers):
             meta = _meta(tier, key)
             if meta is None or (digest is not None and meta.get("digest") != digest):
-                with self._lock:
-                    self._tier_misses[tier.name] += 1
+                self._missed(tier)
                 continue
             try:
                 value, meta = _read(tier, key, meta)
@@ -177,8 +176,7 @@ class Cache:
                 if _meta(tier, key) is not None:  # still listed: broken, not just gone;
                     # dropping it keeps callers that recompute on a miss from looping
                     _drop_corrupt(tier, key, KeyError("listed, but its value is missing"))
-                with self._lock:
-                    self._tier_misses[tier.name] += 1
+                self._missed(tier)
                 continue
             except CorruptEntryError as e:  # verified wrong: drop it, recompute
                 _drop_corrupt(tier, key, e)
@@ -189,8 +187,7 @@ class Cache:
                 _warn_unreadable(tier, e)
                 continue
             if digest is not None and meta.get("digest") != digest:
-                with self._lock:  # replaced between the two reads: a miss, the entry kept
-                    self._tier_misses[tier.name] += 1
+                self._missed(tier)  # replaced between the two reads: a miss, the entry kept
                 continue
             with self._lock:
                 self._hits[tier.name] += 1
@@ -369,6 +366,10 @@ class Cache:
     def _select(self, name: str | None) -> list[Tier]:
         return list(self.tiers) if name is None else [self.tier(name)]
 
+    def _missed(self, tier: Tier) -> None:
+        """Count a miss of ``tier`` (for ``stats``)."""
+        with self._lock:
+            self._tier_misses[tier.name] += 1
 
 
 def _meta(tier: Tier, key: str) -> Meta | None:

@@ -72,10 +72,7 @@ class MemoryTier:
         Immutable values come back as they are. Changing what this returns never
         changes the value held.
         """
-        with self._lock:
-            kept = self._values[key]
-            self._sizes.move_to_end(key)
-        return kept.handout() if isinstance(kept, Snapshot) else kept
+        return self.entry(key)[0]
 
     def entry(self, key: str) -> tuple[Any, Meta]:
         """:meth:`get`'s value and the metadata held with it, read together."""

@@ -470,8 +470,8 @@ a parameter 'nn'; did you mean 'n'?
 def _uncatchable(node: Node, edges: Mapping[str, str]) -> dict[str, str]:
     """The input nodes of ``node`` whose failure it cannot receive as an ``lf.Failed``, and
     why: the one it maps over (a failure has no elements) and its lazy ones."""
-    found = {edges[p]: "the input its lazy parameter " f"{p!r} calls, which a catch cannot "
-             "hand an lf.Failed" for p in lazy_params(node) if p in edges}
+    found = {edges[p]: f"the input its lazy parameter {p!r} calls, which a catch cannot "
+                       "hand an lf.Failed" for p in lazy_params(node) if p in edges}
     mapped = node.options.map
     if mapped is not None and mapped in edges:
         found[edges[mapped]] = f"the input it maps over ({mapped!r}), and a failure has no " \
