@@ -61,7 +61,7 @@ import lazyflow.keys as keys
 from lazyflow.cache.snapshot import handout
 from lazyflow.engine.hooks import WAIT, Feature
 from lazyflow.engine.settle import entry_meta
-from lazyflow.engine.state import flow_inputs, release_inputs
+from lazyflow.engine.state import expected_code, flow_inputs, release_inputs
 from lazyflow.engine.step import RAN, GraphOutcome, GraphStep
 from lazyflow.engine.vanished import Vanished, value_of
 from lazyflow.executors.base import Executor, GraphExecutor, Outcome, Task
@@ -327,7 +327,8 @@ def _step(s: RunState, name: str, kwargs: dict[str, Any], known: dict[str, str],
         look=key is None and prep.reusable,
         found={} if key is not None or shared or not prep.reusable else _latest(s, name),
         opener=sharing.opener if shared and sharing is not None else None,
-        by_key=by_key, meta=meta)
+        by_key=by_key, meta=meta,
+        expected_code=expected_code(s, name) if s.caps.elsewhere else None)
 
 
 def _latest(s: RunState, name: str) -> dict[str, tuple[str, float]]:

@@ -57,7 +57,7 @@ from lazyflow.engine.catching import failed_digests
 from lazyflow.engine.freshness import expired
 from lazyflow.engine.hooks import Feature
 from lazyflow.errors import HashingError, MapError
-from lazyflow.executors.base import Executor, Outcome, Task, run_to_completion
+from lazyflow.executors.base import Executor, Outcome, Task, refused_outcome, run_to_completion
 from lazyflow.model.mapping import MISSING, Chunk, Cost
 from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.records import MapChunkMeta
@@ -318,6 +318,9 @@ class ElementBatch(Task):
     items: list[Any] = field(default_factory=list)
 
     def __call__(self) -> Outcome:
+        refused = refused_outcome(self)  # its elements are tasks of their own, expecting none
+        if refused is not None:
+            return refused
         collecting = start_collecting()  # what the elements report with lf.report
         try:
             outcome = self._once() if self.policy.retries == 0 else self._each()

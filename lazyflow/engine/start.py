@@ -19,7 +19,7 @@ from lazyflow.engine.hooks import WAIT
 from lazyflow.engine.lease import PARKED, lease, resumed
 from lazyflow.engine.prepare import Hit
 from lazyflow.engine.settle import link_trace, settle, stop
-from lazyflow.engine.state import counted, flow_inputs, release_inputs, waiting
+from lazyflow.engine.state import counted, expected_code, flow_inputs, release_inputs, waiting
 from lazyflow.engine.vanished import VANISHED, Vanished, demote, value_of
 from lazyflow.engine.why import why
 from lazyflow.executors.base import Outcome, Task
@@ -203,12 +203,16 @@ def _submit(s: RunState, name: str, features: tuple[Any, ...],
         if s.caps.inline:  # what its submit does, minus a future per node
             settle(s, name, task())
             return None
+        if s.caps.elsewhere:
+            task.expected_code = expected_code(s, name)
         return executor.submit(task)
     for feature in features:
         executor = feature.executor(s, name, executor)
     for feature in features:
         task = feature.task(s, name, task)
     future = None
+    if s.caps.elsewhere:
+        task.expected_code = expected_code(s, name)
     for feature in features:
         future = feature.submit(s, name, task, executor)
         if future is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.executors.base import Capabilities, Executor, Outcome
+from lazyflow.executors.codecheck import ExpectedCode
 from lazyflow.model.policies import Policy
 from lazyflow.model.resources import Gate
 from lazyflow.run import NodeRecord, Run
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from lazyflow.model.failed import Failed
     from lazyflow.model.graph import Plan
 
-__all__ = ["RunState", "counted", "flow_inputs", "input_digests", "make_ready", "release_inputs",
+__all__ = ["RunState", "counted", "expected_code", "flow_inputs", "input_digests", "make_ready", "release_inputs",
            "touch", "waiting"]
 
 _FEW = 8  # upstream nodes a node waits for, up to which a tuple holds them rather than a set
@@ -216,3 +217,9 @@ def input_digests(s: RunState, name: str, upstream: Mapping[str, str]) -> dict[s
     if not kept:
         return {p: s.digests[up] for p, up in upstream.items()}
     return {p: kept[up][0] if up in kept else s.digests[up] for p, up in upstream.items()}
+
+def expected_code(s: RunState, name: str) -> ExpectedCode | None:
+    """What a worker in another process must hold to run ``name`` under its key
+    (``codecheck.py``); ``None`` for code whose reads cannot be seen, which is never cached."""
+    fp = s.prepared[name].fp
+    return None if fp.volatile else ExpectedCode.of(s.plan.nodes[name].func, fp)

@@ -179,7 +179,8 @@ class GraphStep(Task):
                 f"node {self.node!r}: input entry {e} vanished from the shared cache before "
                 "a worker could read it; run again to recompute it"), key=key, attempts=1,
                 started=started, ended=time.time())
-        done = Task(self.node, self.func, kwargs, self.policy, self.hash_result, key)()
+        done = Task(self.node, self.func, kwargs, self.policy, self.hash_result, key,
+                    self.expected_code)()
         kwargs.clear()  # the inputs are not needed any more
         result = GraphOutcome(None, done.digest, done.error, done.attempts, done.started,
                               done.ended, done.duration, key=key, cost=cost + done.duration)

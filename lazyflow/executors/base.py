@@ -30,6 +30,7 @@ import cloudpickle
 import lazyflow.keys.fingerprint  # noqa: F401
 from lazyflow.cache.flights import calling_keys
 from lazyflow.errors import HashingError
+from lazyflow.executors.codecheck import ExpectedCode, refusal
 from lazyflow.executors.profile import Measure
 from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.model.metrics import collected, start_collecting
@@ -37,7 +38,7 @@ from lazyflow.model.policies import DEFAULTS, Policy
 from lazyflow.model.skip import Skip
 
 __all__ = ["Capabilities", "Executor", "GraphExecutor", "Outcome", "Task", "after_failure",
-           "install_hashers", "pack_hashers", "run_to_completion"]
+           "install_hashers", "pack_hashers", "refused_outcome", "run_to_completion"]
 
 
 @dataclass(slots=True)
@@ -76,9 +77,16 @@ class Task:
     """False where this process cannot hash like the engine (see ``processes.py``)."""
     key: str | None = None
     """The content key being computed (``flights.calling_keys``), when the engine claimed one."""
+    expected_code: ExpectedCode | None = None
+    """The code the key was taken from, for a worker to check before calling
+    (``codecheck.py``); ``None`` in the process that keyed it."""
 
     def __call__(self) -> Outcome:
         __tracebackhide__ = True  # IPython hides this frame from a node's traceback
+        if self.expected_code is not None:
+            refused = refused_outcome(self)
+            if refused is not None:
+                return refused
         outcome = Outcome(started=time.time())
         t0 = time.perf_counter()
         collecting = start_collecting()
@@ -198,6 +206,16 @@ class Executor(Protocol):
         ...
 
 
+
+def refused_outcome(task: Task) -> Outcome | None:
+    """On a worker: the failed outcome of ``task`` when the code it holds for the node is
+    not the code its key was taken from (``codecheck.py``); else ``None``."""
+    error = refusal(task.node, task.expected_code)
+    if error is None:
+        return None
+    now = time.time()
+    return Outcome(error=error, attempts=1, started=now, ended=now)
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What an executor declares it can do; the engine reads this, never the executor's name."""
@@ -216,6 +234,12 @@ class Capabilities:
     """It takes tasks that follow other tasks (:class:`GraphExecutor`): the engine hands it
     a node with the needed nodes downstream of it at once (``engine/graphs.py``), and the
     scheduler runs them with no round trip to the engine between them."""
+
+    @property
+    def elsewhere(self) -> bool:
+        """Its tasks may run in another process, whose modules may hold other code than
+        this one's: each carries the code its key was taken from (``codecheck.py``)."""
+        return not (self.inline or self.in_process)
 
     @classmethod
     def of(cls, executor: Executor) -> Capabilities:

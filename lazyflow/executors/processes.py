@@ -50,6 +50,7 @@ from typing import Any
 import lazyflow.executors.wire as wire
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
+from lazyflow.executors.codecheck import WorkerCodeError
 from lazyflow.executors.profile import dedicate_process
 from lazyflow.keys.hashing import registered_hashers
 
@@ -177,6 +178,21 @@ class _Slot:
                     future.set_exception(error)
 
     def _call(self, task: Task, future: Future[Outcome]) -> Outcome | None:
+        outcome = self._exchange(task, future, first=True)
+        if outcome is not None and isinstance(outcome.error, WorkerCodeError):
+            # the worker imported a module before it was edited (and reloaded) here: a fresh
+            # one imports the files as they are now (codecheck.py)
+            self.stop()
+            self._reap()
+            outcome = self._exchange(task, future, first=False)
+            if outcome is not None and isinstance(outcome.error, WorkerCodeError):
+                outcome.error = outcome.error.in_fresh_worker()
+        return outcome
+
+    def _exchange(self, task: Task, future: Future[Outcome], *, first: bool
+                  ) -> Outcome | None:
+        """Send ``task`` to the worker (started if need be) and read its outcome; ``first``:
+        the future is marked running once the worker has it."""
         conn = self._ensure_worker()
         current = tuple(registered_hashers().items())
         if current != self.hashers:
@@ -197,7 +213,7 @@ class _Slot:
                             "unpicklable objects (locks, open files, connections)") from e
         conn.recv_bytes()  # the worker has unpickled the task and calls it now
         with self.pool._lock:  # running, and timed by the engine, from here on
-            started = not future.done() and future.set_running_or_notify_cancel()
+            started = not future.done() and (not first or future.set_running_or_notify_cancel())
         if not started:  # cancelled while it was being sent: stop the work
             self.stop()
             return None

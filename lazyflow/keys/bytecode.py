@@ -6,8 +6,10 @@ Computed once per code object and memoised: a digest of the bytecode,
 constants (nested code objects included), names and argument layout — not
 line numbers or file names, so moving a function or re-running its notebook
 cell in another position changes nothing (joblib's recurring bug was keying
-on ``<ipython-input-N>``) — plus the names the code may read as globals, and
-its *dynamic lookups*: reads by a computed name (``globals()``, ``eval``,
+on ``<ipython-input-N>``) — plus the names the code reads (``co_names``: globals
+and attributes, which say what the code reads of a module), the names it
+loads *as globals* (read from the bytecode: an attribute named like a global,
+``df.mean`` beside a global ``mean``, reads no global), and its *dynamic lookups*: reads by a computed name (``globals()``, ``eval``,
 ``getattr(module, name)``, ``sys.modules[name]``...) that no static walk can
 follow. The same detector serves node code (``fingerprint.py``) and ``%%flow``
 cells. Beside them it lists the modules the code imports in its body
@@ -19,6 +21,7 @@ fingerprint is taken, so its name never enters ``co_names`` as a global.
 from __future__ import annotations
 
 import dis
+import sys
 import types
 
 import xxhash
@@ -32,15 +35,17 @@ DYNAMIC_BUILTINS = frozenset({"eval", "exec", "globals", "vars", "__import__"})
 """Builtins through which code reads names no static analysis sees (also used by ``%%flow``)."""
 
 
-# (digest, global names read, dynamic lookups): plain tuples of strings, untracked by the GC
-CodeInfo = tuple[str, tuple[str, ...], tuple[str, ...]]
+# (digest, names read (globals and attributes), names loaded as globals, dynamic lookups):
+# plain tuples of strings, untracked by the GC
+CodeInfo = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
 _CODE_INFO = WeakMemo()  # code object -> CodeInfo
 
 
 def code_info(code: types.CodeType, *, memo: bool) -> CodeInfo:
-    """Digest, global names and dynamic lookups of ``code``; memoised for helpers.
+    """Digest, names read, global names and dynamic lookups of ``code``; memoised for
+    helpers.
 
     A node's own code is walked once per fingerprint, and fingerprints are
     memoised: remembering it twice would only add objects for the GC to walk.
@@ -49,11 +54,13 @@ def code_info(code: types.CodeType, *, memo: bool) -> CodeInfo:
     if info is None:
         parts: list[bytes] = []
         names: list[str] = []
+        global_names: list[str] = []
         dynamic: list[str] = []
-        _walk_code(code, parts, names, dynamic)
+        _walk_code(code, parts, names, global_names, dynamic)
         # one call over the joined parts: xxh3 gives what feeding them one by one gives
         info = (xxhash.xxh3_128_hexdigest(b"".join(parts)),
                 tuple(dict.fromkeys(names)) if names else (),
+                tuple(dict.fromkeys(global_names)) if global_names else (),
                 tuple(dict.fromkeys(dynamic)) if dynamic else ())
         if memo:
             _CODE_INFO.set(code, info)
@@ -61,16 +68,17 @@ def code_info(code: types.CodeType, *, memo: bool) -> CodeInfo:
 
 
 def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str],
-               dynamic: list[str]) -> None:
+               global_names: list[str], dynamic: list[str]) -> None:
     """Feed everything that defines behaviour, nothing that only locates the code.
 
-    The globals a code object may read are taken as its ``co_names`` (which
-    also lists attribute names): a safe over-approximation that costs nothing,
-    where disassembling costs ~30 µs per function. A spurious name only adds
-    a component; it never hides a change. Code is disassembled only when it
-    names a builtin that can read names dynamically. Text is gathered and
-    encoded once per code object (UTF-8 of a concatenation is the
-    concatenation of UTF-8s).
+    The globals a code object reads are the names of its global loads and stores
+    (:func:`_global_names`, a scan of bytes; a disassembly costs ~30 µs per
+    function): ``co_names`` also lists attribute names, and taking those for
+    globals keyed ``x.mean()`` by the notebook's unrelated global ``mean``, a
+    global the code never reads and that a worker process, given the function by
+    value, does not even have. Code is disassembled only when it names a builtin
+    that can read names dynamically. Text is gathered and encoded once per code
+    object (UTF-8 of a concatenation is the concatenation of UTF-8s).
     """
     parts.append(code.co_code)
     nul, soh = "\0", "\1"  # identifiers contain neither: the layout is unambiguous
@@ -78,6 +86,7 @@ def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str],
             f"{code.co_flags}{soh}{nul.join(code.co_names)}{soh}{nul.join(code.co_varnames)}"
             f"{soh}{nul.join(code.co_freevars)}{soh}{nul.join(code.co_cellvars)}"]
     names.extend(code.co_names)
+    global_names.extend(_global_names(code))
     if not _SUSPECT.isdisjoint(code.co_names):
         dynamic.extend(_dynamic_lookups(code))
     if _IMPORT_NAME in code.co_code[::2]:  # one opcode byte per 2-byte unit (3.11+)
@@ -89,7 +98,7 @@ def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str],
             text.append("<code>")
             parts.append("".join(text).encode())
             text = []
-            _walk_code(const, parts, names, dynamic)
+            _walk_code(const, parts, names, global_names, dynamic)
         else:
             text.append(hash_value(const))
     parts.append("".join(text).encode())
@@ -99,8 +108,35 @@ _SIMPLE_CONSTS = frozenset({int, float, str, bool, type(None), bytes, complex, t
 _SUSPECT = DYNAMIC_BUILTINS | {"getattr", "import_module", "modules"}
 _LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _IMPORT_NAME = bytes([dis.opmap["IMPORT_NAME"]])
+# the opcodes that name a global (``LOAD_NAME``: a class body's read, globals after its own)
+_GLOBAL_OPS = tuple(bytes([dis.opmap[op]]) for op in
+                    ("LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"))
+_LOAD_GLOBAL = dis.opmap["LOAD_GLOBAL"]
+# from 3.11 LOAD_GLOBAL's argument is the name's index shifted left, its low bit a flag
+_LOAD_GLOBAL_SHIFT = 1 if sys.version_info >= (3, 11) else 0
 _EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
 _LOAD_CONST = dis.opmap["LOAD_CONST"]
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    """The names ``code``'s own body loads, stores or deletes as globals, from the raw
+    bytecode: each global opcode's unit and its ``EXTENDED_ARG`` prefixes."""
+    raw = code.co_code
+    ops = raw[::2]
+    found = []
+    for op in _GLOBAL_OPS:
+        at = ops.find(op)
+        while at != -1:
+            arg, back, shift = raw[2 * at + 1], at - 1, 8
+            while back >= 0 and ops[back] == _EXTENDED_ARG:
+                arg |= raw[2 * back + 1] << shift
+                back, shift = back - 1, shift + 8
+            if op[0] == _LOAD_GLOBAL:
+                arg >>= _LOAD_GLOBAL_SHIFT
+            if arg < len(code.co_names):
+                found.append(code.co_names[arg])
+            at = ops.find(op, at + 1)
+    return found
 
 
 def _imports(code: types.CodeType) -> list[str]:

@@ -83,7 +83,7 @@ import xxhash
 
 from lazyflow.errors import HashingError
 from lazyflow.keys.bytecode import DYNAMIC_BUILTINS, code_info
-from lazyflow.keys.hashing import Hasher, hash_value, register_code_hasher
+from lazyflow.keys.hashing import Hasher, hash_value, own_wrapped, register_code_hasher
 from lazyflow.keys.origin import (
     absolute_name,
     display_name,
@@ -292,7 +292,7 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
     if installed:  # never walk a package's own code; what it closes over may be the user's
         walk.add(label, object_token(func), func)
     else:
-        digest, names, dynamic = code_info(code, memo=role != "code")
+        digest, names, global_names, dynamic = code_info(code, memo=role != "code")
         walk.add(label, digest, func)
         # imports first: importing a local module loads what the globals then see
         imported = {_collect_import(func, lookup, names, walk) for lookup in dynamic
@@ -308,7 +308,7 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
             _collect_attributes(func, label, walk)
         else:  # none now: one set later is a change
             walk.checks.append((FUNC_ATTRS, func, None, None, ""))
-        _collect_globals(func, names, walk, imported)
+        _collect_globals(func, global_names, names, walk, imported)
     if func.__closure__:
         for name, cell in zip(code.co_freevars, func.__closure__, strict=False):
             try:
@@ -330,15 +330,21 @@ def _collect_attributes(func: types.FunctionType, label: str, walk: Walk) -> Non
         walk.checks.append((FUNC_ATTRS, func, None, None, digest))
 
 
-def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: Walk,
+def _collect_globals(func: types.FunctionType, global_names: tuple[str, ...],
+                     names: tuple[str, ...], walk: Walk,
                      imported: set[str] | frozenset[str]) -> None:
-    """The globals ``func``'s code names, the builtins it reads, and modules loaded
-    elsewhere that it names (``imported`` are the modules its body imports, walked)."""
+    """The globals ``func``'s code reads (``global_names``), the builtins it reads, and
+    modules loaded elsewhere that it names (``imported`` are the modules its body imports,
+    walked). ``names`` are every name it reads, attributes too: what it reads of a module."""
     namespace = func.__globals__
-    home = namespace is walk.home
-    prefix = "global:" if home else f"global:{namespace.get('__name__', '?')}."
+    module_name = namespace.get("__name__", "?")
+    # the root's module by name, not by dict: a function sent by value to a worker gets a
+    # globals dict of its own, and its module's other functions there keep theirs; labels
+    # must be the same on both sides (a name two namespaces share gets ``#2``, hiding none)
+    home = namespace is walk.home or module_name == walk.home_name
+    prefix = "global:" if home else f"global:{module_name}."
     builtin_names: list[str] = []
-    for name in names:
+    for name in global_names:
         value = namespace.get(name, MISSING)
         if value is not MISSING:
             _add_reference(walk, prefix + name, value, ITEM, namespace, name, names)
@@ -350,16 +356,17 @@ def _collect_globals(func: types.FunctionType, names: tuple[str, ...], walk: Wal
         if module is not None and is_user_module(module):  # ``import mymod`` in the body
             _add_reference(walk, f"module:{name}", module, ITEM, sys.modules, name, names)
             continue
-        if name in _ENVIRONMENT:
-            note = f"{display_name(func)} reads environment variables ({name})"
-            if note not in walk.notes:
-                walk.notes.append(note)
         if name in _ORIGINAL_BUILTINS:
             builtin_names.append(name)
         elif name not in _BUILTINS and module is None:
             walk.add(prefix + name, "<unbound>")
     if builtin_names:
         _collect_builtins(func, tuple(builtin_names), walk)
+    if not _ENVIRONMENT.isdisjoint(names):  # ``os.environ``, ``getenv``: attributes mostly
+        for name in sorted(_ENVIRONMENT.intersection(names)):
+            note = f"{display_name(func)} reads environment variables ({name})"
+            if name not in namespace and note not in walk.notes:
+                walk.notes.append(note)
 
 
 def _collect_builtins(func: types.FunctionType, names: tuple[str, ...], walk: Walk) -> None:
@@ -437,7 +444,7 @@ def _add_reference(walk: Walk, label: str, value: Any, how: int, holder: Any, na
             walk.add(label, object_token(value), value)
         else:
             _collect(value, "helper", walk)
-    elif callable(value) and "__wrapped__" in getattr(value, "__dict__", ()):
+    elif callable(value) and own_wrapped(value) is not None:
         walk.checks.append((how, holder, name, value, None))  # lru_cache and other wrappers
         _collect(value, "helper", walk)
     else:

@@ -59,7 +59,7 @@ import xxhash
 
 from lazyflow.errors import HashingError
 
-__all__ = ["Hasher", "hash_read_value", "hash_value", "register_code_hasher",
+__all__ = ["Hasher", "hash_read_value", "hash_value", "own_wrapped", "register_code_hasher",
            "register_hasher", "registered_hashers"]
 
 HasherFn = Callable[["Hasher", Any], None]
@@ -508,7 +508,7 @@ def _hash_object(h: Hasher, obj: Any) -> None:
         raise HashingError(_type_name(obj), f"it cannot be reduced to its state ({e})") from e
     h.tag(b"O")
     _hash_code(h, type(obj))
-    wrapped = getattr(obj, "__dict__", {}).get("__wrapped__")
+    wrapped = own_wrapped(obj)
     if wrapped is not None:  # an lru_cache (or other) wrapper pickles by name: its code counts
         h.value(wrapped)
     if isinstance(reduced, str):  # a module-level singleton, named
@@ -520,6 +520,19 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     h.value(_slots_in_order(obj, state))
     h.value(None if items is None else list(items))
     h.value(None if pairs is None else list(pairs))
+
+
+def own_wrapped(obj: Any) -> Any:
+    """``obj``'s own ``__wrapped__`` attribute, if it has one, read without making its
+    ``__dict__``: reading ``obj.__dict__`` of a ``functools.partial`` that has none makes
+    an empty one, which its reduced state then holds (``{}`` where it held ``None``), so
+    the second digest of the same partial differed from the first."""
+    try:
+        wrapped = object.__getattribute__(obj, "__wrapped__")
+    except Exception:  # none, or a descriptor that fails: nothing wrapped
+        return None
+    # a class attribute (a method or property named so) is the class's, hashed with it
+    return None if any("__wrapped__" in vars(c) for c in type(obj).__mro__) else wrapped
 
 
 def _slots_in_order(obj: Any, state: Any) -> Any:

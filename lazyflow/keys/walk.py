@@ -21,7 +21,8 @@ __all__ = ["Source", "Walk", "add_value", "digest_or_note", "is_immutable"]
 class Walk:
     """One fingerprint computation: components by unique label, checks, notes."""
 
-    __slots__ = ("checks", "components", "home", "labels", "notes", "seen", "volatile")
+    __slots__ = ("checks", "components", "home", "home_name", "labels", "notes", "seen",
+                 "volatile")
 
     def __init__(self, home: Any) -> None:
         self.components: dict[str, str] = {}
@@ -30,14 +31,21 @@ class Walk:
         self.seen: set[Any] = set()  # ids of objects, (id of a module's dict, attribute)
         self.labels: dict[str, Any] = {}  # label -> what it stands for (to share or number it)
         self.home = home  # the root's global namespace: its globals keep short labels
+        self.home_name = home.get("__name__", "?") if isinstance(home, dict) else None
         self.volatile = False
 
     def add(self, label: str, digest: str, source: Any = None) -> None:
-        """Add a component; a label taken by another part is numbered, never overwritten."""
+        """Add a component; a label taken by another part is numbered, never overwritten.
+
+        A part under a taken label with the same digest adds nothing: the same part reached
+        twice, or the same content read through two holders (a worker given a function by
+        value reads its module's globals from a copy and from the module itself, where the
+        process that keyed it read one namespace: ``codecheck.py``)."""
         key = label
         n = 1
         while key in self.components:
-            if source is not None and self.labels.get(key) == source:
+            if (source is not None and self.labels.get(key) == source) \
+                    or self.components[key] == digest:
                 return  # the same part, reached twice
             n += 1
             key = f"{label}#{n}"
