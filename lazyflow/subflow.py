@@ -68,6 +68,9 @@ def include(outer: Flow, inner: Flow, prefix: str,
         wiring = {p: f"{prefix}.{up}" for p, up in inner._wiring(node).items()}
         wiring.update({p: up for p, up in inputs.items() if p in node.params and p not in wiring})
         options = {k: v for k, v in node.options.declared().items() if k != "outputs"}
+        if "catch" in options:  # catch= names inner nodes: their copies, under the prefix
+            options["catch"] = tuple(f"{prefix}.{c}" if c in inner.nodes else c
+                                     for c in options["catch"])
         copy = Node(node.func, name=f"{prefix}.{node.name}", version=node.version or None,
                     cache=node.cache, inputs=wiring, options=options)
         outer._nodes[copy.name] = copy  # outputs' selector nodes are copied as nodes of their own

@@ -264,3 +264,21 @@ def test_pointing_a_sub_flow_node_at_another_inner_target_serves_that_target(flo
     assert outer.get("picked", n=1) == 1
     outer.add(inner.as_node("high", name="picked"))  # the same outer name, now for 'high'
     assert outer.get("picked", n=1) == 101
+
+
+def test_an_included_node_catches_the_failure_of_the_included_copy_it_names(flows):
+    inner, outer = flows
+
+    @inner.node
+    def model(n: int):
+        if n < 0:
+            raise ValueError("negative")
+        return n
+
+    @inner.node(catch=("model",))
+    def report(model):
+        return "no model" if isinstance(model, lf.Failed) else f"model {model}"
+
+    outer.include(inner, prefix="prep")
+    assert outer.get("prep.report", n=-1) == "no model"
+    assert outer.get("prep.report", n=1) == "model 1"
