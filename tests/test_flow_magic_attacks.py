@@ -191,3 +191,13 @@ def test_a_cell_defined_again_under_its_name_with_another_body_computes_the_new_
     cell(nb, "q = 2", "--flow nb --name answer")
     assert nb.user_ns["q"] == 2
     assert nb.user_ns["nb"].get("answer") == {"q": 2}
+
+
+def test_a_cell_reading_ipythons_output_history_is_not_cached(nb):
+    nb.run_cell("2 + 2", store_history=True)
+    with pytest.warns(lf.CacheWarning, match=r"history \(Out\)"):
+        cell(nb, "shown = sorted(Out.values())")
+    nb.run_cell("3 + 3", store_history=True)
+    with pytest.warns(lf.CacheWarning, match=r"history \(Out\)"):
+        cell(nb, "shown = sorted(Out.values())")
+    assert nb.user_ns["shown"] == [4, 6]

@@ -73,6 +73,9 @@ _OUTSIDE_MAGICS = frozenset({
     "python2", "python3", "pypy", "perl", "ruby", "killbgscripts"})
 """Other magics that read or change files, the environment, the working directory or
 other processes."""
+_HISTORY = frozenset({"In", "Out", "_ih", "_oh", "_dh"})
+"""IPython's input, output and directory history: the shell's own names, changed by every
+cell run behind the analysis' back (a cell reading one is not cached)."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
                "watch NAME [k=v ...] | cache stats | cache clear [--tier NAME] [--yes]   "
                "[--flow VAR]")
@@ -282,6 +285,13 @@ def _why_not_cached(cell: str, analysis: CellAnalysis, ns: Mapping[str, Any],
         reasons.append(f"cell {cell!r} calls {', '.join(dynamic)}, which can read names that "
                        "static analysis cannot see, so it is run without caching; pass the "
                        "values as plain names to cache it")
+    hidden = shell.user_ns_hidden
+    history = [n for n in analysis.reads
+               if n in _HISTORY and n in ns and n in hidden and ns[n] is hidden[n]]
+    if history:
+        reasons.append(f"cell {cell!r} reads IPython's history ({', '.join(history)}), which "
+                       "every cell run changes, so it is not cached; assign what it needs "
+                       "to a name in an ordinary cell to cache it")
     outside = [(magic, _reaching_outside(magic, shell)) for magic in analysis.magics]
     reaching = [how for _, how in outside if how]
     if reaching:
