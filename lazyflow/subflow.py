@@ -18,10 +18,16 @@ Two ways, for two needs:
   inner's flow inputs for that target. Its key covers a structural digest of
   the target's subgraph in inner (every node's name, code fingerprint,
   version and wiring), so editing any function upstream of the target in
-  inner invalidates it. When a node it needs may not be served from a cache
-  (``deterministic=False``) or expires (``max_age=``), the digest is one never
-  given twice: the outer key never matches, and the inner flow, asked each
-  time, decides (a stored outer result would outlive the inner expiry).
+  inner invalidates it; a node's ``check=`` counts too (a changed check must
+  judge the value again), and so do the defaults of a node whose function's
+  fingerprint does not cover them (a ``%%flow`` cell's captured values). When
+  a node it needs may not be served from a cache (``deterministic=False``,
+  ``cache=False``, code lazyflow cannot see into), expires (``max_age=``), or
+  may hand a stand-in for a failure to its dependents (``catch=``,
+  ``on_error="fallback"``: the inner flow stores nothing computed from one),
+  the digest is one never given twice: the outer key never matches, and the
+  inner flow, asked each time, decides (a stored outer result would outlive
+  the inner expiry, or keep a fallback after the failure went away).
 
 Rejected alternative: a live link that re-reads inner on every request from
 outer. It makes outer's graph change when another object is edited, which a
@@ -31,6 +37,7 @@ plan (plain data, built once per request) cannot show or explain.
 from __future__ import annotations
 
 import inspect
+import types
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -61,6 +68,9 @@ def include(outer: Flow, inner: Flow, prefix: str,
         wiring = {p: f"{prefix}.{up}" for p, up in inner._wiring(node).items()}
         wiring.update({p: up for p, up in inputs.items() if p in node.params and p not in wiring})
         options = {k: v for k, v in node.options.declared().items() if k != "outputs"}
+        if "catch" in options:  # catch= names inner nodes: their copies, under the prefix
+            options["catch"] = tuple(f"{prefix}.{c}" if c in inner.nodes else c
+                                     for c in options["catch"])
         copy = Node(node.func, name=f"{prefix}.{node.name}", version=node.version or None,
                     cache=node.cache, inputs=wiring, options=options)
         outer._nodes[copy.name] = copy  # outputs' selector nodes are copied as nodes of their own
@@ -94,18 +104,31 @@ class SubflowTarget:
         self.flow = flow
         self.target = target
 
-    def structure(self) -> list[tuple[str, str, str, bool, dict[str, str]]] | None:
+    def structure(self) -> list[tuple[Any, ...]] | None:
         """(name, fingerprint, version, cache, wiring) of every node the target needs; the
-        fingerprint is the node's own (its version, ``map=`` and lazy inputs in it).
+        fingerprint is the node's own (its version, ``map=`` and lazy inputs in it). A node
+        with ``check=`` adds its checks' digest; one whose function's fingerprint does not
+        cover its defaults (a ``%%flow`` cell, a callable object) adds the digest of the
+        defaults its flow inputs fall back to, which an outer request does not pass on.
 
         ``None`` when a stored result of the target may not be served: a node it needs
-        computes anew on every request (``deterministic=False``) or expires (``max_age``),
-        which only the inner flow, asked again, can honour."""
-        rows = []
+        computes anew on every request (``deterministic=False``), expires (``max_age``), is
+        not stored (``cache=False`` or code lazyflow cannot see into), or may hand a
+        stand-in for a failure to its dependents (``catch=``, ``on_error="fallback"``),
+        whose results the inner flow does not store. Only the inner flow, asked again, can
+        honour any of these."""
+        rows: list[tuple[Any, ...]] = []
         for name, node, wiring in self._needed():
-            if not node.options.deterministic or node.options.max_age is not None:
+            fingerprint = node.fingerprint()
+            if _unservable(node) or fingerprint.volatile:
                 return None
-            rows.append((name, node.fingerprint().digest, node.version, node.cache, wiring))
+            row: tuple[Any, ...] = (name, fingerprint.digest, node.version, node.cache, wiring)
+            if node.options.check:  # checks are not in keys: a changed one must run again
+                row += ("check", hash_value(node.options.check))
+            defaults = _uncovered_defaults(node, wiring)
+            if defaults:
+                row += ("defaults", hash_value(defaults))
+            rows.append(row)
         return sorted(rows, key=lambda row: row[0])
 
     def _needed(self) -> Iterator[tuple[str, Node, dict[str, str]]]:
@@ -124,6 +147,25 @@ class SubflowTarget:
 
     def __repr__(self) -> str:
         return f"<SubflowTarget {self.flow.name}:{self.target}>"
+
+
+def _unservable(node: Node) -> bool:
+    """Whether a stored result computed through ``node`` may not be served by a key alone."""
+    options = node.options
+    return (not node.cache or not options.deterministic or options.max_age is not None
+            or bool(options.catch) or options.on_error == "fallback")
+
+
+def _uncovered_defaults(node: Node, wiring: Mapping[str, str]) -> dict[str, Any]:
+    """The defaults of ``node``'s flow inputs when its fingerprint does not cover them.
+
+    A plain function's defaults are part of its code fingerprint; any other callable's
+    (a ``%%flow`` cell keeps the values it read as defaults) are values its flow passes
+    as inputs, and an outer request passes none of them (``INNER_DEFAULT``).
+    """
+    if isinstance(node.func, types.FunctionType):
+        return {}
+    return {p: d for p, d in node.defaults.items() if p not in wiring}
 
 
 def _digest(ref: SubflowTarget) -> str:

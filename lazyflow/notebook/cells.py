@@ -14,10 +14,21 @@ they are replayed in the user namespace rather than cached.
 
 A read becomes, at definition time (see ``magics.py``): an *edge* when a node
 of that name exists (so ``@lf.node`` functions and other cells feed the cell
-by name); a *code reference* when its value is a module, function or class
-(its fingerprint or ``package==version`` joins the node's version); a *flow
-input* otherwise, its current value captured as the parameter's default so the
-node stays runnable on its own (after a restart, from another cell).
+by name); a *code reference* when its value is a module, function or class; a
+*flow input* otherwise, its current value captured as the parameter's default so
+the node stays runnable on its own (after a restart, from another cell). A name
+bound to nothing then (a builtin, a name not defined yet) stays so.
+
+The node is the cell *as defined*: it runs with the code references it was
+defined with, and without names defined since, whoever requests it later. Its
+key covers the cell's code compiled over those references alone
+(``CellFunction.__wrapped__``), which the fingerprint walks like any node's code
+and re-checks on every request: the helpers it calls, the attributes it reads
+from a local module (a reload, or a new kernel reading an edited file, is a
+change), the modules it imports. Rejected: freezing the references'
+fingerprints into the node's ``version=`` at definition while running the live
+namespace, which let a request from another cell compute with a redefined
+helper and store that under the old helper's key.
 
 :class:`CellFunction` executes the compiled cell in a *copy* of the user
 namespace with the inputs bound, so a node run on behalf of another request
@@ -42,9 +53,11 @@ key ``x = %sx ls`` as if ``x`` were a constant.
 from __future__ import annotations
 
 import ast
+import builtins
 import inspect
 import linecache
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -435,22 +448,41 @@ class CellFunction:
     ``params`` and ``defaults``, is what the node wires by name. ``python`` is
     the cell as Python when ``source`` has IPython syntax (``analysis.code``);
     ``shell`` is the IPython shell its ``get_ipython()`` calls reach.
+
+    ``code`` holds the modules, functions and classes the cell reads, as they were
+    when it was defined, and ``unbound`` the names it reads that were bound to
+    nothing of the notebook's then (builtins, or names not yet defined): the cell
+    runs with exactly those, whatever the notebook rebinds later, so its key (which
+    walks ``code`` on every request, below) always describes what it runs.
+    ``tree`` is the code the key walks (``CellAnalysis.tree``: the statements timing
+    magics time in place); ``None`` for a cell that is not cached, whose key serves
+    nothing (walking it would only repeat the warning that says why).
     """
 
     def __init__(self, name: str, source: str, namespace: Mapping[str, Any],
                  params: Mapping[str, str], defaults: Mapping[str, Any],
                  outputs: Sequence[str], *, python: str | None = None,
-                 shell: Any = None) -> None:
+                 shell: Any = None, code: Mapping[str, Any] | None = None,
+                 unbound: Sequence[str] = (), tree: ast.Module | None = None) -> None:
         self.__name__ = name
         self.filename = f"<lazyflow cell {name}>"
         # tracebacks show the cell's lines as written, as IPython does for ordinary cells
         linecache.cache[self.filename] = (len(source), None, source.splitlines(True),
                                           self.filename)
-        self.code = compile(source if python is None else python, self.filename, "exec")
+        text = source if python is None else python
+        self.code = compile(text, self.filename, "exec")
         self.shell = shell
         self.namespace = namespace
         self.params = dict(params)
         self.outputs = tuple(outputs)
+        self.references = dict(code or {})
+        self.unbound = tuple(unbound)
+        # The fingerprint walks what a callable wraps (``__wrapped__``), re-checked on every
+        # request: this function is the cell's code over the references it was defined
+        # with, so a helper edited, a module reloaded or a local module's file changed
+        # (in a new process) is a change of the key, as for any node's code. Never called.
+        if tree is not None:
+            self.__wrapped__ = _keyed_code(tree, self.filename, name, self.references)
         self.shown: list[replay.Item] = []  # what the last run printed and displayed
         self.__signature__ = inspect.Signature([
             inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY,
@@ -460,6 +492,9 @@ class CellFunction:
     def __call__(self, **inputs: Any) -> dict[str, Any] | None:
         __tracebackhide__ = True  # IPython hides this frame from the cell's traceback
         scope = dict(self.namespace)
+        scope.update(self.references)
+        for name in self.unbound:  # a builtin shadowed, or a name defined, since
+            scope.pop(name, None)
         for param, value in inputs.items():
             scope[self.params[param]] = value
         if self.shell is not None:
@@ -477,12 +512,29 @@ class CellFunction:
         return {o: scope[o] for o in self.outputs}
 
     def __lazyflow_key__(self) -> str:
-        """Its fingerprint: the node's ``version=`` carries the cell's code and references;
+        """Its own part of the fingerprint: the node's ``version=`` carries the cell's code
+        digest and the fingerprint walks ``__wrapped__`` (its code over its references);
         the namespace it runs in is data the analysis turned into inputs."""
         return "lazyflow cell"
 
     def __repr__(self) -> str:
         return f"<cell {self.__name__}>"
+
+
+def _keyed_code(tree: ast.Module, filename: str, name: str,
+                references: Mapping[str, Any]) -> types.FunctionType:
+    """The cell's code as a function over ``references`` alone, for the fingerprint to walk:
+    the names it reads from them (``mymod.scale``), the modules it imports, its helpers.
+
+    Its globals hold nothing else: inputs are keyed as values, and a name bound to
+    nothing keys as unbound. ``__name__`` marks it the user's code (``__main__``).
+    """
+    code = compile(tree, filename, "exec")
+    scope: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    scope.update(references)
+    keyed = types.FunctionType(code, scope, name)
+    keyed.__qualname__ = name  # what warnings name (the code's own name is "<module>")
+    return keyed
 
 
 class _CellShell:

@@ -51,7 +51,6 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 import lazyflow.keys as keys
 from lazyflow.api import Flow, default_flow
 from lazyflow.errors import CacheWarning, ConfirmationError, HashingError, warn
-from lazyflow.keys.fingerprint import fingerprint
 from lazyflow.keys.hashing import hash_value
 from lazyflow.model.graph import Node
 from lazyflow.notebook import replay
@@ -74,6 +73,9 @@ _OUTSIDE_MAGICS = frozenset({
     "python2", "python3", "pypy", "perl", "ruby", "killbgscripts"})
 """Other magics that read or change files, the environment, the working directory or
 other processes."""
+_HISTORY = frozenset({"In", "Out", "_ih", "_oh", "_dh"})
+"""IPython's input, output and directory history: the shell's own names, changed by every
+cell run behind the analysis' back (a cell reading one is not cached)."""
 _LINE_USAGE = ("usage: %flow show | explain NAME [k=v ...] | get NAME [k=v ...] | "
                "watch NAME [k=v ...] | cache stats | cache clear [--tier NAME] [--yes]   "
                "[--flow VAR]")
@@ -88,38 +90,37 @@ def load(shell: Any) -> None:
 def cell_node(name: str, source: str, analysis: CellAnalysis, namespace: Mapping[str, Any],
               hidden: Mapping[str, Any], flow: Flow, outputs: tuple[str, ...],
               cache: bool = True, shell: Any = None) -> Node:
-    """The node of a cell: edges for names that are nodes, inputs for values, code by version.
+    """The node of a cell: edges for names that are nodes, inputs for values, code as defined.
 
     ``shell`` is the IPython shell that runs the cell's magics, if it has any.
     """
     params: dict[str, str] = {}
     defaults: dict[str, Any] = {}
-    code_refs: list[str] = []
+    code: dict[str, Any] = {}
+    unbound: list[str] = []
     for var in analysis.reads:
         if var in flow and var not in outputs:
             params[var] = var
             continue
-        if var not in namespace or (var in hidden and namespace[var] is hidden[var]):
-            continue  # a builtin, or unbound: the cell itself will say NameError
+        if var not in namespace:
+            unbound.append(var)  # a builtin, or unbound: the cell itself will say NameError
+            continue
+        if var in hidden and namespace[var] is hidden[var]:
+            continue
         value = namespace[var]
         if isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
                               type)):
-            code_refs.append(f"{var}={fingerprint(_referring_to(value)).digest}")
+            code[var] = value  # code: run as defined, keyed by its fingerprint (cells.py)
             continue
         # a name the cell also assigns must not wire to the cell's own output node
         param = f"{var}__prev" if var in outputs else var
         params[param] = var
         defaults[param] = value
     func = CellFunction(name, source, namespace, params, defaults, outputs,
-                        python=analysis.code or None, shell=shell)
-    version = "|".join([analysis.digest, *sorted(code_refs)])
+                        python=analysis.code or None, shell=shell, code=code,
+                        unbound=unbound, tree=analysis.tree if cache else None)
     options = {"outputs": outputs} if outputs else None
-    return Node(func, name=name, version=version, cache=cache, options=options)
-
-
-def _referring_to(value: Any) -> Any:
-    """A function whose fingerprint is that of ``value`` (module, helper, class) as a global."""
-    return lambda: value
+    return Node(func, name=name, version=analysis.digest, cache=cache, options=options)
 
 
 def _cell_parser() -> argparse.ArgumentParser:
@@ -284,6 +285,13 @@ def _why_not_cached(cell: str, analysis: CellAnalysis, ns: Mapping[str, Any],
         reasons.append(f"cell {cell!r} calls {', '.join(dynamic)}, which can read names that "
                        "static analysis cannot see, so it is run without caching; pass the "
                        "values as plain names to cache it")
+    hidden = shell.user_ns_hidden
+    history = [n for n in analysis.reads
+               if n in _HISTORY and n in ns and n in hidden and ns[n] is hidden[n]]
+    if history:
+        reasons.append(f"cell {cell!r} reads IPython's history ({', '.join(history)}), which "
+                       "every cell run changes, so it is not cached; assign what it needs "
+                       "to a name in an ordinary cell to cache it")
     outside = [(magic, _reaching_outside(magic, shell)) for magic in analysis.magics]
     reaching = [how for _, how in outside if how]
     if reaching:
