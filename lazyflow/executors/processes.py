@@ -22,6 +22,18 @@ benchmarks/README.md), paid once per session per slot. Workers ignore
 SIGINT: a kernel interrupt reaches the whole process group, and the engine,
 not each worker, decides what stops (it kills the running ones).
 
+Code. A worker imports a module once, from its file, and keeps it for the session; this
+process may have changed it since (a global set at run time, ``cfg.N = 5``, or a module
+edited and reloaded here). A function travelling by value carries its own globals, but
+what it reads from a module travels by reference, so the worker would compute another
+value than the key (taken here) says. So each task carries the code fingerprint this
+process takes of the node's function (memoised, a few identity checks), and the worker
+takes its own before calling (~50 µs): on a mismatch the task goes to a fresh worker,
+which imports the modules as their files are now, and when that one disagrees too the
+node fails with :class:`WorkerCodeError` naming the parts that differ. Rejected:
+reloading modules in the worker (state set at run time is in no file), and sending
+modules by value (their state may hold what cannot be pickled).
+
 State. ``"processes"`` by name leases a pool kept for the session (one per
 ``max_workers``), so repeated runs in a notebook pay the start-up once; each
 run's lease stops only its own tasks when the run ends. Hashers registered
@@ -33,27 +45,40 @@ would; when they cannot be pickled, results are hashed here instead.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
+import pickle
 import queue
 import socket
 import subprocess
 import sys
 import threading
 import traceback
+import warnings
+import weakref
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import Future
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+import cloudpickle
+
 import lazyflow.executors.wire as wire
 from lazyflow.errors import LazyflowError
 from lazyflow.executors.base import Outcome, Task, install_hashers, pack_hashers
 from lazyflow.executors.profile import dedicate_process
+from lazyflow.keys.fingerprint import fingerprint
 from lazyflow.keys.hashing import registered_hashers
+from lazyflow.model.lazy import Call
+from lazyflow.model.signature import PositionalCall
 
-__all__ = ["ProcessExecutor", "WorkerLostError", "leased", "serve", "shared_pool"]
+__all__ = ["ProcessExecutor", "WorkerCodeError", "WorkerLostError", "leased", "serve",
+           "shared_pool"]
+
+Code = tuple[str, dict[str, str]]
+"""A function's code fingerprint as a task carries it: its digest and its parts."""
 
 
 class WorkerLostError(LazyflowError, RuntimeError):
@@ -69,6 +94,22 @@ class WorkerLostError(LazyflowError, RuntimeError):
             "or give it retries=")
 
 
+class WorkerCodeError(LazyflowError, RuntimeError):
+    """A worker process would run a node from other code or module state than this
+    process keys it by (a module global set at run time here, a module edited on disk)."""
+
+    def __init__(self, node: str, parts: list[str]) -> None:
+        self.node = node
+        self.parts = parts
+        super().__init__(
+            f"node {node!r} would compute in a worker process from other code or module "
+            f"state than this process keys it by ({', '.join(parts) or 'its code'} "
+            "differs): a worker imports modules afresh from their files, so a module "
+            "global set at run time here, or a module edited on disk and not reloaded "
+            "here, is not what it sees. Pass the value as an input, reload the module "
+            "(importlib.reload), or run the node with executor='threads'")
+
+
 class ProcessExecutor:
     """Run tasks in ``max_workers`` worker processes (default: the number of CPUs).
 
@@ -80,7 +121,8 @@ class ProcessExecutor:
 
     def __init__(self, max_workers: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 1
-        self._queue: queue.SimpleQueue[tuple[Task, Future[Outcome]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Task, Future[Outcome], Code | None] | None] = \
+            queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running: dict[Future[Outcome], _Slot] = {}
         self._slots = [_Slot(self, index) for index in range(self.max_workers)]
@@ -91,7 +133,7 @@ class ProcessExecutor:
         if self._closed:
             raise RuntimeError("this process executor was shut down; make a new one")
         future: Future[Outcome] = Future()
-        self._queue.put((task, future))
+        self._queue.put((task, future, code_of(task.func)))  # on the caller's thread
         return future
 
     def abandon(self, future: Future[Outcome]) -> bool:
@@ -154,13 +196,13 @@ class _Slot:
     def _feed(self) -> None:
         pool = self.pool
         while (item := pool._queue.get()) is not None:
-            task, future = item
+            task, future, code = item
             with pool._lock:
                 if future.cancelled():
                     continue
                 pool._running[future] = self
             try:
-                outcome, error = self._call(task, future), None
+                outcome, error = self._call(task, future, code), None
             except BaseException as e:  # a dead worker, or a task that cannot be pickled
                 outcome, error = None, e
             lost = isinstance(error, (EOFError, OSError))
@@ -176,8 +218,34 @@ class _Slot:
                 else:
                     future.set_exception(error)
 
-    def _call(self, task: Task, future: Future[Outcome]) -> Outcome | None:
-        conn = self._ensure_worker()
+    def _call(self, task: Task, future: Future[Outcome], code: Code | None) -> Outcome | None:
+        while True:
+            fresh = self.process is None or self.process.poll() is not None
+            conn = self._ensure_worker()
+            differs = self._send(conn, task, code)
+            if differs is None:
+                break
+            if fresh:  # a worker importing every module anew disagrees too: nothing to retry
+                raise WorkerCodeError(task.node, differs)
+            self.stop()  # it imported a module before it changed here: a fresh one, once
+        with self.pool._lock:  # running, and timed by the engine, from here on
+            started = not future.done() and future.set_running_or_notify_cancel()
+        if not started:  # cancelled while it was being sent: stop the work
+            self.stop()
+            return None
+        try:
+            return wire.receive(conn)  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            raise
+        except Exception as e:  # read whole, but it does not unpickle here
+            raise TypeError(f"what the worker process sent back for node {task.node!r} (its "
+                            "value, or the exception it raised) cannot be rebuilt in this "
+                            f"process ({type(e).__name__}: {e}); run it with "
+                            "executor='threads' to get it as it is") from e
+
+    def _send(self, conn: Connection, task: Task, code: Code | None) -> list[str] | None:
+        """Send ``task`` (and the hashers first, when they changed); ``None`` once the
+        worker calls it, else the parts of its code fingerprint that differ from ``code``."""
         current = tuple(registered_hashers().items())
         if current != self.hashers:
             blob = pack_hashers(current)
@@ -185,23 +253,18 @@ class _Slot:
             if blob is not None:
                 wire.send(conn, ("hashers", blob))
             self.hashers = current
-        if self.hash_here:
-            task = replace(task, hash_result=False)
+        if self.hash_here:  # the worker hashes closures' values otherwise: no comparing
+            task, code = replace(task, hash_result=False), None
         try:
-            wire.send(conn, ("task", task))  # pickles fully before writing a byte
+            wire.send(conn, ("task", (task, code)))  # pickles fully before writing a byte
         except (EOFError, OSError):
             raise
         except Exception as e:
             raise TypeError(f"node {task.node!r} cannot be sent to a worker process: {e}; "
                             "use executor='threads' for nodes that take or close over "
                             "unpicklable objects (locks, open files, connections)") from e
-        conn.recv_bytes()  # the worker has unpickled the task and calls it now
-        with self.pool._lock:  # running, and timed by the engine, from here on
-            started = not future.done() and future.set_running_or_notify_cancel()
-        if not started:  # cancelled while it was being sent: stop the work
-            self.stop()
-            return None
-        return wire.receive(conn)  # type: ignore[no-any-return]
+        answer = conn.recv_bytes()  # empty: the worker has unpickled the task and calls it
+        return json.loads(answer) if answer else None
 
     def _ensure_worker(self) -> Connection:
         if self.process is not None and self.process.poll() is None and self.conn is not None:
@@ -257,18 +320,126 @@ def serve(fd: int) -> None:
         if kind == "hashers":
             install_hashers(message)
             continue
+        task, code = message
+        differs = _differs(code, task.func)
+        if differs is not None:  # not called: the engine keys it by other code
+            conn.send_bytes(json.dumps(differs).encode())
+            continue
         conn.send_bytes(b"")  # started
-        outcome = message()
+        outcome = task()
         if outcome.error is not None:
             _note_traceback(outcome.error)
+            outcome.error = _sendable(outcome.error)
         try:
             wire.send(conn, outcome)
         except Exception as e:  # the value or the error cannot be pickled
             wire.send(conn, Outcome(
-                error=TypeError(f"node {message.node!r} returned a value that cannot be sent "
+                error=TypeError(f"node {task.node!r} returned a value that cannot be sent "
                                 f"back from a worker process: {e}; use executor='threads'"),
                 attempts=outcome.attempts, started=outcome.started, ended=outcome.ended,
                 duration=outcome.duration))
+
+
+def code_of(func: Any) -> Code | None:
+    """The code fingerprint a worker process should find for a task's function: that of
+    the function as it arrives there, pickled and rebuilt (what travels by value is rebuilt
+    as the worker rebuilds it; what travels by reference, a module and what it holds, is
+    this process's). ``None`` when there is nothing to compare (volatile, not fingerprinted
+    or not picklable). Memoised per function while its own fingerprint holds."""
+    while type(func) is Call or type(func) is PositionalCall:
+        func = func.func
+    try:
+        here = fingerprint(func)
+    except Exception:  # what cannot be fingerprinted is not keyed by its code either
+        return None
+    if here.volatile:
+        return None
+    try:
+        known = _SENT.get(func)
+    except TypeError:  # not weak-referenceable
+        known = None
+    if known is not None and known[0] == here.digest:
+        return known[1]
+    try:
+        code = _fingerprint_of(pickle.loads(cloudpickle.dumps(func)))
+    except Exception:  # cannot be sent: sending it says so
+        code = None
+    with contextlib.suppress(TypeError):
+        _SENT[func] = (here.digest, code)
+    return code
+
+
+_SENT: weakref.WeakKeyDictionary[Any, tuple[str, Code | None]] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint_of(func: Any) -> Code | None:
+    while type(func) is Call or type(func) is PositionalCall:
+        func = func.func
+    with warnings.catch_warnings():  # what the key cannot see was said where it was taken
+        warnings.simplefilter("ignore")
+        fp = fingerprint(func)
+    return None if fp.volatile else (fp.digest, dict(fp.components))
+
+
+_BY_VALUE = (":closure:", ":defaults", ":kwdefaults", ":attributes")
+
+
+def _differs(code: Code | None, func: Any) -> list[str] | None:
+    """In a worker: the parts of ``func``'s fingerprint that differ from ``code``, the one
+    this task's engine took, or ``None`` when they agree (or there is nothing to compare).
+
+    Only parts named alike on both sides and read by reference (code, helpers, module
+    globals) are compared: what travels by value (closures, defaults, a bound method's
+    instance, a callable's state) arrives as it was; a class rebuilt by value loses its
+    ``__qualname__``, which renames its parts; and an attribute name that is also the name
+    of a module (``self.code``) reads as an unbound global only where that module is not
+    loaded. None of these changes what the function computes.
+    """
+    if code is None:
+        return None
+    try:
+        here = _fingerprint_of(func)
+    except Exception:
+        return None
+    if here is None or here[0] == code[0]:
+        return None
+    theirs, ours = code[1], here[1]
+    differs = sorted(part for part in theirs.keys() & ours.keys()
+                     if theirs[part] != ours[part] and not part.startswith(("self:", "callable:"))
+                     and not any(mark in part for mark in _BY_VALUE))
+    return differs or None
+
+
+def _sendable(error: BaseException) -> Any:
+    """``error``, or a stand-in that unpickles as an exception of its type with its
+    arguments and attributes when ``error`` itself does not: an exception pickles as its
+    class called with its ``args``, which fails for one whose ``__init__`` takes other
+    arguments (``MyError(a, b)`` passing ``f"{a}/{b}"`` up), and the node would fail with
+    that ``TypeError`` instead of its own error."""
+    try:
+        pickle.loads(cloudpickle.dumps(error))
+    except Exception:
+        return _Rebuilt(error)
+    return error
+
+
+class _Rebuilt:
+    """Pickles as the exception it holds, rebuilt without calling its ``__init__``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        error = self.error
+        return _rebuild, (type(error), error.args, dict(getattr(error, "__dict__", {})))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+             ) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 def _note_traceback(error: BaseException) -> None:

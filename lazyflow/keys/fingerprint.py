@@ -289,6 +289,7 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
     label = f"{role}:{display_name(func, qualified=role != 'code')}"
     installed = is_installed(func)
     walk.checks.append((ATTR, func, "__code__", code, None))
+    names: tuple[str, ...] = ()
     if installed:  # never walk a package's own code; what it closes over may be the user's
         walk.add(label, object_token(func), func)
     else:
@@ -315,8 +316,10 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: the closure is not yet bound
                 continue
+            # the code's names: a module in a cell (``import m`` in the enclosing function)
+            # is read for the attributes the code takes from it, as a global module is
             _add_reference(walk, f"{label}:closure:{name}", value, ATTR, cell, "cell_contents",
-                           strict=not installed)
+                           names, strict=not installed)
 
 
 def _collect_attributes(func: types.FunctionType, label: str, walk: Walk) -> None:

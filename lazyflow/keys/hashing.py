@@ -501,6 +501,10 @@ def _hash_object(h: Hasher, obj: Any) -> None:
     """
     if h.met_before(obj):
         return
+    # read before reducing: some objects (a ``functools.partial``) make their instance dict
+    # only when it is first asked for, and reduce to ``None`` in its place until then, so
+    # reducing first gave a value one digest before this line ran and another after it
+    attributes = getattr(obj, "__dict__", {})
     reducer = copyreg.dispatch_table.get(type(obj))  # as pickle does: numpy's ufuncs are there
     try:
         reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
@@ -508,7 +512,7 @@ def _hash_object(h: Hasher, obj: Any) -> None:
         raise HashingError(_type_name(obj), f"it cannot be reduced to its state ({e})") from e
     h.tag(b"O")
     _hash_code(h, type(obj))
-    wrapped = getattr(obj, "__dict__", {}).get("__wrapped__")
+    wrapped = attributes.get("__wrapped__") if isinstance(attributes, dict) else None
     if wrapped is not None:  # an lru_cache (or other) wrapper pickles by name: its code counts
         h.value(wrapped)
     if isinstance(reduced, str):  # a module-level singleton, named
