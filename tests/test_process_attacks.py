@@ -52,6 +52,18 @@ def test_a_module_global_set_at_run_time_fails_a_process_node_and_caches_nothing
     assert flow.get("scaled") == 50  # nothing was stored under the key of N = 5
 
 
+def test_a_module_global_read_through_a_closure_cell_is_part_of_the_key(module, flow):
+    settings, _ = module  # a cell of this function: the node reads settings.N through it
+
+    @flow.node
+    def scaled():
+        return settings.N * 10
+
+    assert flow.get("scaled") == 30
+    settings.N = 5
+    assert flow.get("scaled") == 50
+
+
 def test_a_module_edited_and_reloaded_here_is_run_with_its_new_code_by_a_warm_worker(
         module, pool, flow):
     settings, path = module

@@ -191,9 +191,9 @@ def _holds_mutable_objects(frame: Any) -> bool:
     objects (pandas copies no Python object), so it is pickled like any other value
     instead: a reader appending to a list in a cell must not change the kept frame."""
     if frame.ndim == 1:
-        columns = [frame] if frame.dtype == object else []
+        columns = [frame] if str(frame.dtype) == "object" else []
     else:
-        columns = [frame.iloc[:, i] for i, dtype in enumerate(frame.dtypes) if dtype == object]
+        columns = [frame.iloc[:, i] for i, dtype in enumerate(frame.dtypes) if str(dtype) == "object"]
     for column in columns:
         values = column.to_numpy()
         if not set(map(type, values)) <= _IMMUTABLE and not all(map(immutable, values)):
