@@ -115,9 +115,14 @@ class Model:
 def outer(k):
     def inner(x): return x + k + FACTOR
     return inner
+def local_class():
+    class Tree:  # defined in a function: cloudpickle rebuilds it without its qualified name
+        def __init__(self, depth): self.depth = depth
+        def grow(self): return Tree(self.depth + 1)
+    return Tree(1).grow
 SHAPES = {{"decorated": decorated, "attribute": uses_attribute, "method": Model(2).predict,
           "partial": functools.partial(g), "closure": outer(4), "lambda": lambda x: g(x),
-          "by reference": helpers.f}}
+          "by reference": helpers.f, "local class": local_class()}}
 '''
 
 

@@ -19,7 +19,9 @@ cannot reach back into it. Both are chosen per type by measured cost
 * pandas objects are kept as a shallow copy and handed out as shallow copies, which
   copy-on-write (always on from pandas 3, the ``mode.copy_on_write`` option before)
   makes independent: ~15 µs for 72 MB, where a deep copy costs ~14 ms (the fallback
-  where copy-on-write is off);
+  where copy-on-write is off); but not those holding mutable Python objects (lists,
+  dicts...) in an ``object`` column: every copy of a frame shares those, so they are
+  pickled as below;
 * everything else (lists, dicts, sets, objects of your classes, object arrays) is kept
   as a pickle stream, with the arrays and pandas objects inside it kept and handed out
   as above, and handed out by unpickling the stream: a fresh copy built with the
@@ -175,11 +177,28 @@ def _leaf(value: Any, owned: bool, max_bytes: int | None) -> Snapshot | None:
         _check(int(value.nbytes), max_bytes)
         return _Array(value, owned)
     pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
+    if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)) \
+            and not _holds_mutable_objects(value):
         size = sizeof(value)
         _check(size, max_bytes)
         return _Pandas(value, size)
     return None
+
+
+def _holds_mutable_objects(frame: Any) -> bool:
+    """Whether a DataFrame or Series holds Python objects that can change in place (lists,
+    dicts... in an ``object`` column). A copy of the frame, shallow or deep, shares those
+    objects (pandas copies no Python object), so it is pickled like any other value
+    instead: a reader appending to a list in a cell must not change the kept frame."""
+    if frame.ndim == 1:
+        columns = [frame] if str(frame.dtype) == "object" else []
+    else:
+        columns = [frame.iloc[:, i] for i, dtype in enumerate(frame.dtypes) if str(dtype) == "object"]
+    for column in columns:
+        values = column.to_numpy()
+        if not set(map(type, values)) <= _IMMUTABLE and not all(map(immutable, values)):
+            return True
+    return False
 
 
 def _check(size: int, max_bytes: int | None) -> None:

@@ -22,6 +22,15 @@ benchmarks/README.md), paid once per session per slot. Workers ignore
 SIGINT: a kernel interrupt reaches the whole process group, and the engine,
 not each worker, decides what stops (it kills the running ones).
 
+Code. A worker imports a module once, from its file, and keeps it for the session; this
+process may have changed it since (a module edited and reloaded here, a global set at run
+time, ``cfg.N = 5``). Each task carries the code its key was taken from, and the worker
+refuses to call other code (``codecheck.py``): the task then goes to a fresh worker, which
+imports the modules as their files are now, and when that one disagrees too the node fails
+with :class:`~lazyflow.executors.codecheck.WorkerCodeError` naming the parts that differ.
+Rejected: reloading modules in the worker (state set at run time is in no file), and
+sending modules by value (their state may hold what cannot be pickled).
+
 State. ``"processes"`` by name leases a pool kept for the session (one per
 ``max_workers``), so repeated runs in a notebook pay the start-up once; each
 run's lease stops only its own tasks when the run ends. Hashers registered
@@ -35,6 +44,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import pickle
 import queue
 import socket
 import subprocess
@@ -46,6 +56,8 @@ from concurrent.futures import Future
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
+
+import cloudpickle
 
 import lazyflow.executors.wire as wire
 from lazyflow.errors import LazyflowError
@@ -217,7 +229,15 @@ class _Slot:
         if not started:  # cancelled while it was being sent: stop the work
             self.stop()
             return None
-        return wire.receive(conn)  # type: ignore[no-any-return]
+        try:
+            return wire.receive(conn)  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            raise
+        except Exception as e:  # read whole, but it does not unpickle here
+            raise TypeError(f"what the worker process sent back for node {task.node!r} (its "
+                            "value, or the exception it raised) cannot be rebuilt in this "
+                            f"process ({type(e).__name__}: {e}); run it with "
+                            "executor='threads' to get it as it is") from e
 
     def _ensure_worker(self) -> Connection:
         if self.process is not None and self.process.poll() is None and self.conn is not None:
@@ -277,6 +297,7 @@ def serve(fd: int) -> None:
         outcome = message()
         if outcome.error is not None:
             _note_traceback(outcome.error)
+            outcome.error = _sendable(outcome.error)
         try:
             wire.send(conn, outcome)
         except Exception as e:  # the value or the error cannot be pickled
@@ -285,6 +306,38 @@ def serve(fd: int) -> None:
                                 f"back from a worker process: {e}; use executor='threads'"),
                 attempts=outcome.attempts, started=outcome.started, ended=outcome.ended,
                 duration=outcome.duration))
+
+
+def _sendable(error: BaseException) -> Any:
+    """``error``, or a stand-in that unpickles as an exception of its type with its
+    arguments and attributes when ``error`` itself does not: an exception pickles as its
+    class called with its ``args``, which fails for one whose ``__init__`` takes other
+    arguments (``MyError(a, b)`` passing ``f"{a}/{b}"`` up), and the node would fail with
+    that ``TypeError`` instead of its own error."""
+    try:
+        pickle.loads(cloudpickle.dumps(error))
+    except Exception:
+        return _Rebuilt(error)
+    return error
+
+
+class _Rebuilt:
+    """Pickles as the exception it holds, rebuilt without calling its ``__init__``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        error = self.error
+        return _rebuild, (type(error), error.args, dict(getattr(error, "__dict__", {})))
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+             ) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 def _note_traceback(error: BaseException) -> None:

@@ -86,6 +86,7 @@ from lazyflow.keys.bytecode import DYNAMIC_BUILTINS, code_info
 from lazyflow.keys.hashing import Hasher, hash_value, own_wrapped, register_code_hasher
 from lazyflow.keys.origin import (
     absolute_name,
+    class_name,
     display_name,
     installed_unloaded,
     is_installed,
@@ -289,6 +290,7 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
     label = f"{role}:{display_name(func, qualified=role != 'code')}"
     installed = is_installed(func)
     walk.checks.append((ATTR, func, "__code__", code, None))
+    names: tuple[str, ...] = ()
     if installed:  # never walk a package's own code; what it closes over may be the user's
         walk.add(label, object_token(func), func)
     else:
@@ -315,8 +317,10 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: the closure is not yet bound
                 continue
+            # the code's names: a module in a cell (``import m`` in the enclosing function)
+            # is read for the attributes the code takes from it, as a global module is
             _add_reference(walk, f"{label}:closure:{name}", value, ATTR, cell, "cell_contents",
-                           strict=not installed)
+                           names, strict=not installed)
 
 
 def _collect_attributes(func: types.FunctionType, label: str, walk: Walk) -> None:
@@ -496,8 +500,8 @@ def _collect_module(module: types.ModuleType, label: str, names: tuple[str, ...]
 
 def _collect_class(cls: type, walk: Walk) -> None:
     """A user class: its MRO's user classes — methods, nested classes, data, enum members."""
-    walk.add(f"class:{cls.__qualname__}",
-             ",".join(f"{b.__module__}.{b.__qualname__}" for b in cls.__mro__), cls)
+    walk.add(f"class:{class_name(cls)}",
+             ",".join(f"{b.__module__}.{class_name(b)}" for b in cls.__mro__), cls)
     meta = type(cls)
     if meta is not type and is_user_code(meta):  # its methods and properties run on the class
         _collect(meta, "metaclass", walk)
@@ -515,7 +519,7 @@ def _collect_class(cls: type, walk: Walk) -> None:
 
 
 def _collect_member(cls: type, attr: str, member: Any, walk: Walk) -> None:
-    where = f"{cls.__qualname__}.{attr}"
+    where = f"{class_name(cls)}.{attr}"
     functions = _functions_of(member)
     if functions:
         walk.checks.append((CLASS_ITEM, cls, attr, member, None))

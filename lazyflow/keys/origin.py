@@ -28,7 +28,7 @@ from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys.bytecode import code_info
 from lazyflow.keys.environment import distribution_token
 
-__all__ = ["absolute_name", "code_module", "display_name", "installed_unloaded", "is_installed",
+__all__ = ["absolute_name", "class_name", "code_module", "display_name", "installed_unloaded", "is_installed",
            "is_user_code", "is_user_module", "module_token", "note_stale_file", "object_token",
            "owner_module", "package_version", "path_is_installed", "unseen_lookups"]
 
@@ -42,8 +42,18 @@ def module_token(module: types.ModuleType) -> str:
 
 
 
+def class_name(cls: type) -> str:
+    """A class's qualified name as keys take it, less the function that defined it
+    (``make.<locals>.Scale`` is ``Scale``): cloudpickle rebuilds a class defined in a
+    function with its plain name as its qualified name, and a worker given one by value
+    must key it as the process that sent it does (``executors/codecheck.py``)."""
+    return cls.__qualname__.rpartition("<locals>.")[2]
+
+
 def display_name(obj: Any, *, qualified: bool = True) -> str:
     """A readable, address-free name: never a ``repr`` that could hold a memory address."""
+    if qualified and isinstance(obj, type):
+        return class_name(obj)
     name = getattr(obj, "__qualname__" if qualified else "__name__", None)
     if not isinstance(name, str):
         name = getattr(obj, "__name__", None)
