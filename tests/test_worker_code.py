@@ -189,3 +189,29 @@ def test_a_dask_worker_holding_an_old_module_refuses_and_by_value_modules_run_th
             cloudpickle.unregister_pickle_by_value(module)
     finally:
         dask_client.run(lambda: sys.path.remove(folder))
+
+
+@pytest.mark.cluster
+def test_a_dask_graph_step_holding_an_old_module_refuses_and_stores_nothing(
+        local_module, dask_client, tmp_path):
+    module, write = local_module
+    folder, name = str(tmp_path), module.__name__
+    dask_client.run(lambda: sys.path.insert(0, folder))
+    try:
+        cache = lf.Cache(memory="1GB", disk=None, remote=None)
+
+        def chain() -> lf.Flow:  # x -> y: sent to the cluster as one graph
+            flow = lf.Flow("worker_code_graph", cache=cache)
+            flow.node(lambda start: start * 10, name="x")
+            flow.node(module.f, name="y")
+            return flow
+
+        assert chain().get("y", start=1, executor=dask_client) == 11
+        dask_client.run(lambda: importlib.import_module(name) and None)
+        write("SCALE = 1\n\ndef f(x):\n    return x * SCALE + 100\n")
+        importlib.reload(module)
+        with pytest.raises(WorkerCodeError, match="node 'y'"):
+            chain().get("y", start=2, executor=dask_client)
+        assert chain().get("y", start=2) == 120  # computed here: nothing was stored
+    finally:
+        dask_client.run(lambda: sys.path.remove(folder))
