@@ -25,9 +25,10 @@ Two ways, for two needs:
   ``cache=False``, code lazyflow cannot see into), expires (``max_age=``), or
   may hand a stand-in for a failure to its dependents (``catch=``,
   ``on_error="fallback"``: the inner flow stores nothing computed from one),
-  the digest is one never given twice: the outer key never matches, and the
-  inner flow, asked each time, decides (a stored outer result would outlive
-  the inner expiry, or keep a fallback after the failure went away).
+  the outer node is not cached (its structure is :class:`NotServable`, without
+  a warning; ``explain`` says why) and the inner flow, asked each time, decides:
+  a stored outer result would outlive the inner expiry, or keep a fallback
+  after the failure went away.
 
 Rejected alternative: a live link that re-reads inner on every request from
 outer. It makes outer's graph change when another object is edited, which a
@@ -38,11 +39,10 @@ from __future__ import annotations
 
 import inspect
 import types
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from lazyflow.errors import DefinitionError
+from lazyflow.errors import DefinitionError, NotServable
 from lazyflow.keys.hashing import hash_value, register_hasher
 from lazyflow.model.graph import Node
 
@@ -104,24 +104,30 @@ class SubflowTarget:
         self.flow = flow
         self.target = target
 
-    def structure(self) -> list[tuple[Any, ...]] | None:
+    def structure(self) -> list[tuple[Any, ...]]:
         """(name, fingerprint, version, cache, wiring) of every node the target needs; the
         fingerprint is the node's own (its version, ``map=`` and lazy inputs in it). A node
         with ``check=`` adds its checks' digest; one whose function's fingerprint does not
         cover its defaults (a ``%%flow`` cell, a callable object) adds the digest of the
         defaults its flow inputs fall back to, which an outer request does not pass on.
 
-        ``None`` when a stored result of the target may not be served: a node it needs
-        computes anew on every request (``deterministic=False``), expires (``max_age``), is
-        not stored (``cache=False`` or code lazyflow cannot see into), or may hand a
-        stand-in for a failure to its dependents (``catch=``, ``on_error="fallback"``),
-        whose results the inner flow does not store. Only the inner flow, asked again, can
-        honour any of these."""
+        Raises :class:`NotServable` when a stored result of the target may not be served: a
+        node it needs computes anew on every request (``deterministic=False``), expires
+        (``max_age``), is not stored (``cache=False`` or code lazyflow cannot see into), or
+        may hand a stand-in for a failure to its dependents (``catch=``,
+        ``on_error="fallback"``), whose results the inner flow does not store. Only the
+        inner flow, asked again, can honour any of these: the node running it is not
+        cached (it was keyed by a digest never given twice, which stored a result no key
+        would ever find again on every request)."""
         rows: list[tuple[Any, ...]] = []
         for name, node, wiring in self._needed():
             fingerprint = node.fingerprint()
-            if _unservable(node) or fingerprint.volatile:
-                return None
+            why = _unservable(node) or ("code lazyflow cannot see into"
+                                        if fingerprint.volatile else None)
+            if why is not None:
+                raise NotServable("SubflowTarget", f"flow {self.flow.name!r} needs node "
+                                  f"{name!r}, whose results it may not serve from a cache "
+                                  f"({why}): that flow decides on each request")
             row: tuple[Any, ...] = (name, fingerprint.digest, node.version, node.cache, wiring)
             if node.options.check:  # checks are not in keys: a changed one must run again
                 row += ("check", hash_value(node.options.check))
@@ -149,11 +155,16 @@ class SubflowTarget:
         return f"<SubflowTarget {self.flow.name}:{self.target}>"
 
 
-def _unservable(node: Node) -> bool:
-    """Whether a stored result computed through ``node`` may not be served by a key alone."""
+def _unservable(node: Node) -> str | None:
+    """Why a stored result computed through ``node`` may not be served by a key alone, or
+    ``None`` when it may."""
     options = node.options
-    return (not node.cache or not options.deterministic or options.max_age is not None
-            or bool(options.catch) or options.on_error == "fallback")
+    reasons = [("cache=False", not node.cache),
+               ("deterministic=False", not options.deterministic),
+               ("max_age=", options.max_age is not None),
+               ("catch=", bool(options.catch)),
+               ("on_error='fallback'", options.on_error == "fallback")]
+    return next((reason for reason, holds in reasons if holds), None)
 
 
 def _uncovered_defaults(node: Node, wiring: Mapping[str, str]) -> dict[str, Any]:
@@ -169,12 +180,8 @@ def _uncovered_defaults(node: Node, wiring: Mapping[str, str]) -> dict[str, Any]
 
 
 def _digest(ref: SubflowTarget) -> str:
-    """The structure's digest; a digest never given twice when no stored result may be
-    served, so the outer node's key never matches and the inner flow is asked each time."""
-    structure = ref.structure()
-    if structure is None:
-        return f"unservable {uuid.uuid4().hex}"
-    return hash_value(structure)
+    """The structure's digest (:class:`NotServable` when no stored result may be served)."""
+    return hash_value(ref.structure())
 
 
 register_hasher(SubflowTarget, _digest)

@@ -234,6 +234,24 @@ def test_a_nondeterministic_node_two_sub_flows_deep_is_asked_on_every_outer_requ
     assert [outer.get("top"), outer.get("top")] == ["draw 1", "draw 2"]
 
 
+def test_a_flow_as_a_node_over_a_node_asked_each_time_stores_no_outer_entry_and_says_why(
+        tmp_path, calls):
+    cache = lf.Cache(memory="1GB", disk=str(tmp_path / "cache"))
+    inner, outer = lf.Flow("inner", cache=cache), lf.Flow("outer", cache=cache)
+
+    @inner.node(deterministic=False)
+    def draw():
+        calls["draw"] += 1
+        return calls["draw"]
+
+    outer.add(inner.as_node("draw", name="drawn"))
+    assert [outer.get("drawn") for _ in range(3)] == [1, 2, 3]
+    disk = cache.tier("disk")
+    stored = [(disk.meta(key) or {}).get("node") for key in list(disk.keys())]
+    assert stored.count("drawn") == 0  # one per request before, under keys never found again
+    assert "deterministic=False" in outer.explain("drawn").rows[0].reason
+
+
 def test_an_inner_file_default_edited_on_disk_invalidates_the_outer_target_in_a_new_process(
         tmp_path):
     body = """

@@ -143,6 +143,8 @@ class Fingerprint:
     _checks: tuple[Check, ...] = field(default=(), repr=False, compare=False)
     # the function had no attributes of its own: the memo checks it still has none first
     _bare: bool = field(default=False, repr=False, compare=False)
+    # notes that say why it is not cached where nothing is wrong: no warning repeats them
+    _quiet: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def volatile_reason(self) -> str:
@@ -241,7 +243,7 @@ def _compute(func: Any, extra: str) -> tuple[Fingerprint, bool]:
     digest = xxhash.xxh3_128_hexdigest(folded.encode())
     notes = tuple(walk.notes)
     if walk.volatile:
-        return Fingerprint(digest, components, True, notes), False
+        return Fingerprint(digest, components, True, notes, _quiet=tuple(walk.quiet)), False
     checks = tuple(walk.checks)
     if checks and checks[0][1] is func and checks[0][2] == "__code__":
         checks = checks[1:]  # the function's own code: the memo checks it first

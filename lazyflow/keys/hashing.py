@@ -158,7 +158,7 @@ def _raise_inside(e: HashingError, obj: Any) -> NoReturn:
     a hasher for), and so is the value it sits in: "a Thread" is found where "a
     TextIOWrapper" is not."""
     outer = _type_name(obj)
-    if e.type_name == outer:
+    if e.type_name == outer or type(e) is not HashingError:  # NotServable stays what it is
         raise e
     raise HashingError(e.type_name, f"{e.reason}; it sits inside the {outer} value") from e
 

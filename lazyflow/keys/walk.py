@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lazyflow.errors import HashingError
+from lazyflow.errors import HashingError, NotServable
 from lazyflow.keys.hashing import hash_read_value, hash_value
 from lazyflow.keys.rechecks import Check
 
@@ -21,13 +21,14 @@ __all__ = ["Source", "Walk", "add_value", "digest_or_note", "is_immutable"]
 class Walk:
     """One fingerprint computation: components by unique label, checks, notes."""
 
-    __slots__ = ("checks", "components", "home", "home_name", "labels", "notes", "seen",
-                 "volatile")
+    __slots__ = ("checks", "components", "home", "home_name", "labels", "notes", "quiet",
+                 "seen", "volatile")
 
     def __init__(self, home: Any) -> None:
         self.components: dict[str, str] = {}
         self.checks: list[Check] = []
         self.notes: list[str] = []
+        self.quiet: list[str] = []  # notes no warning repeats (a value NotServable)
         self.seen: set[Any] = set()  # ids of objects, (id of a module's dict, attribute)
         self.labels: dict[str, Any] = {}  # label -> what it stands for (to share or number it)
         self.home = home  # the root's global namespace: its globals keep short labels
@@ -59,11 +60,14 @@ class Walk:
         self.seen.add(id(obj))
         return True
 
-    def unseeable(self, note: str) -> None:
-        """Something the walk cannot see into: the function becomes volatile."""
+    def unseeable(self, note: str, *, quiet: bool = False) -> None:
+        """Something the walk cannot see into: the function becomes volatile (``quiet``:
+        and nothing is wrong, so no warning repeats the note)."""
         self.volatile = True
         if note not in self.notes:
             self.notes.append(note)
+            if quiet:
+                self.quiet.append(note)
 
 
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
@@ -103,6 +107,10 @@ def digest_or_note(walk: Walk, label: str, value: Any, *, strict: bool = True
     """
     try:
         return hash_read_value(value) if strict else hash_value(value)
+    except NotServable as e:
+        walk.add(label, "<not servable>")
+        walk.unseeable(e.reason, quiet=True)
+        return None
     except HashingError as e:
         walk.add(label, f"<unhashable {e.type_name}>")
         walk.unseeable(f"{label} holds a {e.type_name} that cannot be hashed ({e.reason}); "

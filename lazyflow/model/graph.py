@@ -177,6 +177,8 @@ def _warn_notes(node: str, fp: Fingerprint) -> None:
     """Say once per change what the node's key cannot see (and whether it is cached)."""
     outcome = "it is not cached" if fp.volatile else "the key does not cover it"
     for note in fp.notes:
+        if note in fp._quiet:  # why it is not cached, where nothing is wrong (explain says)
+            continue
         warn(f"node {node!r}: {note}; {outcome}. Pass what varies as an input, or declare "
              "the node with cache=False or version=", CacheWarning)
 
