@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 
 class Gate:
@@ -48,3 +49,16 @@ def announce(fifo: str) -> None:
     process (its id); returns once the test has opened the pipe."""
     with open(fifo, "w") as f:
         f.write(str(os.getpid()))
+
+
+def until(condition, what: str, seconds: float = 60.0) -> None:
+    """Poll ``condition`` until it holds (a deadline, never a sleep as synchronisation).
+
+    Here, not in a test module: pytest rewrites a test module's asserts, and a worker
+    process that imports the module to run a node calling this would hold other code
+    than the test's process, which a worker refuses to run (``codecheck.py``)."""
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() >= deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from bucket import objects
+from gates import until
 
 import lazyflow as lf
 import lazyflow.cache.remote_leases as remote_leases
@@ -63,14 +64,6 @@ def _colleague(url: str, options: dict[str, object], folder, who: str, lease: st
             str(folder / f"waiting-{who}"), lease, str(renew_at)]
     return subprocess.Popen([sys.executable, "-c", _COLLEAGUE, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _until(condition, what: str, seconds: float = 60.0) -> None:
-    """Poll ``condition`` until it holds (a deadline, never a sleep as synchronisation)."""
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def _answer(process: subprocess.Popen[str]) -> dict:
@@ -145,9 +138,9 @@ def _leases(url: str, options: dict[str, object]) -> list[dict]:
 def test_two_processes_asking_for_one_leased_node_at_once_compute_it_once(remote, tmp_path):
     url, options = remote
     first = _colleague(url, options, tmp_path, "first")
-    _until(lambda: (tmp_path / "calls").exists(), "the first process to compute")
+    until(lambda: (tmp_path / "calls").exists(), "the first process to compute")
     second = _colleague(url, options, tmp_path, "second")
-    _until(lambda: (tmp_path / "waiting-second").exists(), "the second process to wait")
+    until(lambda: (tmp_path / "waiting-second").exists(), "the second process to wait")
     (tmp_path / "gate").touch()
     computed, waited = _answer(first), _answer(second)
     assert (tmp_path / "calls").read_text().splitlines() == ["called"]
@@ -167,11 +160,11 @@ def test_a_lease_renewed_while_its_node_computes_is_not_taken_over_past_its_firs
     url, options = remote
     calls = tmp_path / "calls"
     first = _colleague(url, options, tmp_path, "first", lease="4s", renew_at=0.1)
-    _until(lambda: calls.exists(), "the first process to compute")
+    until(lambda: calls.exists(), "the first process to compute")
     [taken] = _leases(url, options)
-    _until(lambda: time.time() > taken["expires"], "the lease's first expiry to pass")
+    until(lambda: time.time() > taken["expires"], "the lease's first expiry to pass")
     second = _colleague(url, options, tmp_path, "second", lease="4s", renew_at=0.1)
-    _until(lambda: (tmp_path / "waiting-second").exists()
+    until(lambda: (tmp_path / "waiting-second").exists()
            or len(calls.read_text().splitlines()) > 1, "the second process to wait or compute")
     (tmp_path / "gate").touch()
     computed, waited = _answer(first), _answer(second)
@@ -199,11 +192,11 @@ def test_a_lease_taken_over_while_its_node_computes_warns_once_and_the_node_fini
     @flow.node(lease="3s")
     def slow():
         computing.touch()
-        _until(lost.exists, "a renewal to find the lease taken over")
+        until(lost.exists, "a renewal to find the lease taken over")
         return 42
 
     def take_over() -> None:  # a colleague's takeover, as if our renewals had failed
-        _until(computing.exists, "the node to compute")
+        until(computing.exists, "the node to compute")
         [name] = [n for n in objects(url, options) if n.startswith("leases/")]
         _write_lease(url, options, name.rsplit("/", 1)[1].removesuffix(".json"),
                      time.time() + 3600, over=True)

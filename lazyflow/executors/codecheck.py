@@ -71,9 +71,10 @@ class WorkerCodeError(LazyflowError, RuntimeError):
         if fresh:
             advice = ("even a fresh worker process, which imports the modules' files as they "
                       "are now, so this kernel's modules differ from their files (edited and not "
-                      "reloaded, or changed from the notebook, such as mymod.SCALE = 2): reload "
-                      "the module (importlib.reload) or restart the kernel, or run the node with "
-                      "executor='threads'")
+                      "reloaded, changed from the notebook, such as mymod.SCALE = 2, or compiled "
+                      "by an import hook such as pytest's assertion rewriting of test modules): "
+                      "reload the module (importlib.reload) or restart the kernel, or run the "
+                      "node with executor='threads'")
         else:
             advice = ("a worker imports a module once, so one that imported it before it was "
                       "edited here runs the old code: restart the workers (Dask: "
