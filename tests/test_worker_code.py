@@ -215,3 +215,20 @@ def test_a_dask_graph_step_holding_an_old_module_refuses_and_stores_nothing(
         assert chain().get("y", start=2) == 120  # computed here: nothing was stored
     finally:
         dask_client.run(lambda: sys.path.remove(folder))
+
+
+def test_a_task_naming_what_a_worker_cannot_import_fails_its_node_saying_so(
+        pool, flow, monkeypatch):
+    import functools
+
+    @functools.lru_cache
+    def lookup(n):  # an lru_cache wrapper travels by name: __main__.lookup
+        return n + 1
+
+    lookup.__module__, lookup.__qualname__ = "__main__", "lookup_only_here"
+    monkeypatch.setattr(sys.modules["__main__"], "lookup_only_here", lookup, raising=False)
+    flow.node(lambda n: lookup(n), name="looked_up")
+    with pytest.raises(TypeError, match=r"node 'looked_up' cannot be rebuilt in a worker "
+                                         r"process \(AttributeError.*lookup_only_here"):
+        flow.get("looked_up", n=1, executor=pool)
+    assert pool.pids()  # the worker lives on for the next task

@@ -223,7 +223,14 @@ class _Slot:
             raise TypeError(f"node {task.node!r} cannot be sent to a worker process: {e}; "
                             "use executor='threads' for nodes that take or close over "
                             "unpicklable objects (locks, open files, connections)") from e
-        conn.recv_bytes()  # the worker has unpickled the task and calls it now
+        unpickled = conn.recv_bytes()  # empty: the worker has the task and calls it now
+        if unpickled:  # it could not rebuild the task: a name that resolves only here
+            raise TypeError(
+                f"node {task.node!r} cannot be rebuilt in a worker process "
+                f"({unpickled.decode(errors='replace')}): something it reads travels by name "
+                "and the worker has no such name (a functools.lru_cache helper defined in a "
+                "notebook, say); define it in a module the workers can import, or use "
+                "executor='threads'")
         with self.pool._lock:  # running, and timed by the engine, from here on
             started = not future.done() and (not first or future.set_running_or_notify_cancel())
         if not started:  # cancelled while it was being sent: stop the work
@@ -290,6 +297,9 @@ def serve(fd: int) -> None:
             kind, message = wire.receive(conn)
         except EOFError:
             return
+        except Exception as e:  # read whole, but a name in it does not resolve here
+            conn.send_bytes(f"{type(e).__name__}: {e}".encode())
+            continue
         if kind == "hashers":
             install_hashers(message)
             continue
