@@ -136,3 +136,170 @@ def test_a_list_in_a_frame_cell_changed_by_its_caller_leaves_the_next_hit_as_com
     first.loc[0, "tokens"].append(99)  # a copy of a frame shares the lists in its cells
     run = flow.run("tokens")
     assert (run["tokens"].loc[0, "tokens"], run.nodes["tokens"].tier) == ([1, 2], "memory")
+
+
+# --------------------------------------------------------------------------- a folder deleted:
+# the disk tier (and the history beside it) notice and start afresh, then store again
+
+
+def _request(flow, **inputs):
+    """The two values, how each node was answered, and the CacheWarnings said meanwhile."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        run = flow.run(["small", "large"], **inputs)
+    how = {name: (run.nodes[name].status, run.nodes[name].tier) for name in ("small", "large")}
+    return (run["small"], run["large"][-1]), how, \
+        [str(w.message) for w in said if issubclass(w.category, lf.CacheWarning)]
+
+
+COMPUTED = {"small": ("completed", None), "large": ("completed", None)}
+FROM_DISK = {"small": ("cached", "disk"), "large": ("cached", "disk")}
+
+
+def test_a_deleted_cache_folder_is_started_afresh_with_one_warning_and_stored_in_again(tmp_path):
+    folder = tmp_path / "cache"
+    setting = {"v": 1}
+    flow = _flow(folder, setting)
+    assert _request(flow)[:2] == ((11, 1), COMPUTED)
+    shutil.rmtree(folder)
+    values, how, said = _request(flow)
+    assert (values, how) == ((11, 1), COMPUTED)
+    assert len(said) == 1 and "was deleted" in said[0] and "fresh cache" in said[0]
+    assert _request(flow) == ((11, 1), FROM_DISK, [])
+    # stored in the new folder, not in the deleted one's file still open here: another
+    # cache opened on the folder finds them
+    assert _request(_flow(folder, setting)) == ((11, 1), FROM_DISK, [])
+
+
+def test_a_deleted_cache_folder_is_started_afresh_by_a_request_on_another_thread(tmp_path):
+    folder = tmp_path / "cache"
+    flow = _flow(folder, {"v": 1})
+    assert _request(flow)[:2] == ((11, 1), COMPUTED)
+    shutil.rmtree(folder)
+    answered = []  # the thread opens its own connections to the folder's index
+    thread = threading.Thread(target=lambda: answered.append(_request(flow, x=2)))
+    thread.start()
+    thread.join()
+    (values, how, said), = answered
+    assert (values, how, len(said)) == ((21, 1), COMPUTED, 1)
+    assert _request(flow, x=2) == ((21, 1), FROM_DISK, [])
+
+
+def test_a_connection_opened_after_the_folder_went_fails_once_and_the_tier_starts_afresh(
+        tmp_path):
+    folder = tmp_path / "cache"
+    tier = lf.Cache(memory=None, disk=folder).tier("disk")
+    tier.put("before", 1, {"digest": "d"})
+    tier.flush()
+    assert tier.get("before") == 1  # the run's one check of the folder is spent
+    shutil.rmtree(folder)
+    failed = []
+
+    def write_on_a_new_thread():  # a new connection: "unable to open database file"
+        try:
+            tier.put("after", 2, {"digest": "d"})
+            tier.flush()
+        except Exception as e:  # noqa: BLE001 - the test reports it below
+            failed.append(e)
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        thread = threading.Thread(target=write_on_a_new_thread)
+        thread.start()
+        thread.join()
+    assert failed == []
+    assert [str(w.message) for w in said if "was deleted" in str(w.message)] == \
+        [str(w.message) for w in said]
+    assert len(said) == 1
+    fresh = lf.Cache(memory=None, disk=folder).tier("disk")
+    assert (fresh.get("after"), fresh.contains("before")) == (2, False)
+
+
+_DELETER = """
+import shutil
+import sys
+import lazyflow as lf
+
+flow = lf.Flow("colleague", cache=lf.Cache(memory=None, disk=sys.argv[1]))
+
+@flow.node
+def answer(x=1):
+    return x + 1
+
+print(flow.run("answer").nodes["answer"].status)
+if sys.argv[2] == "delete":
+    shutil.rmtree(sys.argv[1])
+    print(flow.run("answer").nodes["answer"].status)
+"""
+
+
+def test_a_cache_folder_deleted_by_another_process_is_started_afresh_in_both(tmp_path):
+    folder = tmp_path / "cache"
+    script = tmp_path / "colleague.py"
+    script.write_text(_DELETER)
+
+    def colleague(action):
+        done = subprocess.run([sys.executable, str(script), str(folder), action],
+                              capture_output=True, text=True, check=True, timeout=120)
+        return done.stdout.split()
+
+    flow = _flow(folder, {"v": 1})
+    assert _request(flow)[:2] == ((11, 1), COMPUTED)
+    # it shares the folder, deletes it, and its next run starts a fresh cache there
+    assert colleague("delete") == ["completed", "completed"]
+    values, how, said = _request(flow)  # this process's index was the deleted one
+    assert (values, how, len(said)) == ((11, 1), COMPUTED, 1)
+    assert _request(flow) == ((11, 1), FROM_DISK, [])
+    assert colleague("keep") == ["cached"]  # both store into the one fresh cache
+
+
+_REPEATED_DELETER = """
+import os
+import shutil
+import sys
+
+folder, stop = sys.argv[1], sys.argv[2]
+print("deleting", flush=True)
+deleted = 0
+while not os.path.exists(stop):
+    if os.path.isdir(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        deleted += 1
+print(deleted)
+"""
+
+
+def test_a_cache_folder_deleted_over_and_over_by_another_process_never_fails_a_request(
+        tmp_path):
+    folder, stop = tmp_path / "cache", tmp_path / "stop"
+    script = tmp_path / "deleter.py"
+    script.write_text(_REPEATED_DELETER)
+    flow = _flow(folder, {"v": 1})
+    assert _request(flow)[:2] == ((11, 1), COMPUTED)
+    deleter = subprocess.Popen([sys.executable, str(script), str(folder), str(stop)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert deleter.stdout.readline() == "deleting\n"
+        # whatever the race (a folder gone mid-write, mid-read, between runs), each
+        # answer is the computed one and no request fails
+        answers = [_request(flow, x=x % 4)[0] for x in range(40)]
+    finally:
+        stop.touch()
+        deleter.communicate(timeout=120)
+    assert answers == [(x % 4 * 10 + 1, 1) for x in range(40)]
+    _request(flow, x=7)  # settles on the folder as the deleter left it, and stores there
+    assert _request(_flow(folder, {"v": 1}), x=7) == ((71, 1), FROM_DISK, [])
+
+
+def test_a_run_history_deleted_with_its_cache_folder_goes_on_in_a_fresh_file(tmp_path):
+    folder = tmp_path / "cache"
+    flow = _flow(folder, {"v": 1})
+    flow.run("small")
+    assert len(lf.history(flow)) == 1
+    shutil.rmtree(folder)
+    with warnings.catch_warnings():  # the disk tier's: its folder was deleted
+        warnings.simplefilter("ignore", lf.CacheWarning)
+        after = flow.run("small")
+    assert [run.id for run in lf.history(flow)] == [after.id]
+    with contextlib.closing(sqlite3.connect(folder / "history.sqlite")) as db:
+        assert db.execute("SELECT id FROM runs").fetchall() == [(after.id,)]

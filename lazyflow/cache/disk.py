@@ -41,7 +41,10 @@ index's back is a miss and its row goes.
 
 Damage. Every method that touches the index is wrapped in
 ``quarantine.recovering``: a damaged index is set aside, a fresh one is used
-(``disk_index.py``), and the call runs again.
+(``disk_index.py``), and the call runs again. So is an index that vanished
+(its folder deleted or swapped while open): noticed by the first statement
+that fails on it, or by the first one of the next run (``flush`` asks the
+index to check the file once), it is reopened where it was, fresh if gone.
 
 Versions. A row whose metadata names an encoding this lazyflow does not read
 (``serialize.readable``: a newer lazyflow shares the directory) is a miss:
@@ -245,6 +248,9 @@ class DiskTier(DiskMaintenance, ForeignEntries):
         self._batch.flush()
         if self._batch.failure is not None:
             self._report_failure()
+        # between runs the folder may go (rm -rf .lazyflow) with no statement failing on the
+        # connections open to it: the next run's first statement checks it (one stat a run)
+        self._index.revalidate()
 
     @recovering("_cache")
     def delete(self, key: str) -> None:

@@ -61,6 +61,21 @@ warns once. The value files the old index pointed at are orphans then: never
 served (no row names them) and removed by :meth:`DiskIndex.clear`, as are
 those of interrupted writes.
 
+Vanished. A cache folder deleted (``rm -rf .lazyflow``) or swapped while open
+fails no statement on a connection opened before: it goes on with the
+unlinked file, and every write is lost. So the index remembers the identity
+(device, inode) of the file it opened, and the first statement after
+:meth:`DiskIndex.revalidate` (the tier calls it as each run ends, in
+``flush``) compares it with the file at the path: one ``stat`` a run, none a
+lookup. A connection opened later (another thread's, the batch writer's) fails
+at once instead ("unable to open database file", "no such table":
+``quarantine.is_gone``), which ``recovering`` hands to :meth:`DiskIndex.recover`
+as it does damage. Either way the index reopens the file at its path (a fresh
+one, and the folder, when there is none; another process's when it made one
+first), warns once, and the statement runs there: the buffered writes land in
+it. Entries are content-addressed, so an index swapped for another flow's
+serves only what its keys address.
+
 Lookups together (:meth:`DiskIndex.present`): one statement per 500 keys
 probes every index for each key, ~1 µs a key against ~4 µs (~10 µs during a
 run) for a lookup of its own. ``IN (...)`` lists cost ~3x as much (each builds
@@ -100,7 +115,7 @@ from lazyflow.cache.disk_entries import (
     load_meta,
     restated,
 )
-from lazyflow.cache.quarantine import is_damage, is_damaged, set_aside
+from lazyflow.cache.quarantine import identity, is_damage, is_damaged, set_aside
 from lazyflow.cache.serialize import Encoded, dump_meta, stamp
 from lazyflow.errors import CacheWarning, warn
 
@@ -252,6 +267,8 @@ class DiskIndex:
         self.connections = _Connections(self.path)
         self.page_size = 4096
         self._recovery = threading.Lock()
+        self._identity: tuple[int, int] | None = None  # of the file opened (quarantine.identity)
+        self._unverified = False  # the next statement checks the path still holds that file
         _INDEXES.add(self)
         try:
             self.cache = self._open()
@@ -268,6 +285,8 @@ class DiskIndex:
     def row(self, key: str) -> Row | None:
         """The committed row under ``key``, from either table, or the row restating the
         record ``key`` (the newer if several)."""
+        if self._unverified:  # once a run (revalidate): a lookup costs no stat
+            self._verify()
         rows = self.connections.get().execute(_FIND, (key,)).fetchall()
         if not rows:
             return None
@@ -280,7 +299,7 @@ class DiskIndex:
         """Those of ``keys`` committed in either table, those of records rows restate
         included: one statement per :data:`_CHUNK` keys (~1 µs a key, against ~4 µs for
         a lookup of its own)."""
-        con = self.connections.get()
+        con = self._connection()
         found: set[str] = set()
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
@@ -291,14 +310,14 @@ class DiskIndex:
         """The keys committed in either table, those of the records rows restate included."""
         restating = "".join(f" UNION SELECT {column} FROM {TABLE} WHERE {column} IS NOT NULL"
                             for column in _COLUMNS)
-        rows = self.connections.get().execute(
+        rows = self._connection().execute(
             f"SELECT key FROM {TABLE}{restating} UNION SELECT key FROM Cache WHERE raw = 1"
         ).fetchall()
         return [key for (key,) in rows if isinstance(key, str)]
 
     def volume(self) -> int:
         """Bytes used: the index's pages plus every value file (diskcache's ``volume``)."""
-        return _volume_of(self.connections.get(), self.page_size)
+        return _volume_of(self._connection(), self.page_size)
 
     # ----------------------------------------------------------------- writes
 
@@ -306,7 +325,7 @@ class DiskIndex:
         """Commit rows to lazyflow's table in one transaction, then evict to fit the limit.
 
         A :class:`Restated` record is no row: the row it names holds its key."""
-        con = self.connections.get()
+        con = self._connection()
         with _transaction(con):
             replaced = _rows_in_cache(con, list(rows))  # a key's row moves to our table
             if replaced:
@@ -319,7 +338,7 @@ class DiskIndex:
 
     def put_file(self, key: str, encoded: Encoded, meta: Meta) -> None:
         """Write a large value to its file and commit its row in diskcache's table."""
-        con = self.connections.get()
+        con = self._connection()
         if con.execute(f"SELECT 1 FROM {TABLE} WHERE key = ?", (key,)).fetchone():
             with _transaction(con):
                 _drop_row(con, key)
@@ -329,7 +348,7 @@ class DiskIndex:
     def delete(self, key: str) -> None:
         """Remove the committed row under ``key`` from either table, and its file; as a
         record a row restates, only that record (the entry stays)."""
-        con = self.connections.get()
+        con = self._connection()
         with _transaction(con):
             _drop_row(con, key)
             for column in _COLUMNS:
@@ -345,9 +364,20 @@ class DiskIndex:
 
     def clear(self) -> None:
         """Remove every committed row and value file, orphaned value files included."""
-        self.connections.get().execute(f"DELETE FROM {TABLE}")
+        self._connection().execute(f"DELETE FROM {TABLE}")
         self.cache.clear(retry=True)
         self._remove_orphans()
+
+    def revalidate(self) -> None:
+        """Have the next statement first check that the directory still holds the index
+        this one opened, and reopen it if not (the tier calls it as each run ends)."""
+        self._unverified = True
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, once the index is checked if :meth:`revalidate` asked."""
+        if self._unverified:
+            self._verify()
+        return self.connections.get()
 
     def _cull(self, con: sqlite3.Connection, room: int = 0) -> None:
         """Evict the oldest stored entries until ``room`` more bytes fit in the limit."""
@@ -374,6 +404,7 @@ class DiskIndex:
             with contextlib.suppress(Exception):
                 cache.close()
             raise
+        self._identity = identity(self.path)
         return cache
 
     def _create_table(self) -> None:
@@ -405,12 +436,28 @@ class DiskIndex:
             broken.close()
             self._replace(error)
 
-    def _replace(self, error: sqlite3.DatabaseError) -> None:
-        """Set the damaged index aside, open a fresh one, then warn (once per damaged file)."""
+    def _verify(self) -> None:
+        """Reopen the index if the file at its path is not the one opened (the folder
+        deleted or swapped): connections opened before would go on with the old one."""
+        self._unverified = False
+        if identity(self.path) == self._identity:
+            return
+        with self._recovery:
+            if identity(self.path) == self._identity:  # another thread reopened it meanwhile
+                return
+            self.cache.close()
+            self._replace(None)
+
+    def _replace(self, error: sqlite3.DatabaseError | None) -> None:
+        """Open the index at the path afresh: a damaged one set aside first, a vanished one
+        (deleted or replaced since it was opened) reopened; then warn once."""
         self.connections.close()  # before the move: see _open
+        opened, found = self._identity, identity(self.path)
         # not damaged on a fresh connection: another process set it aside already
         moved = set_aside(self.path) if is_damaged(self.path) else None
         self.cache = self._open()
+        if moved is None and opened is not None and found != opened:
+            self._warn_vanished(replaced=found is not None)
         if moved is not None:
             warn(
                 f"the disk cache index {self.path} is damaged ({error}); it was moved "
@@ -418,6 +465,16 @@ class DiskIndex:
                 "recomputed. The value files the old index pointed at are orphans: "
                 f"`lazyflow cache clear --tier disk --cache-dir {self.directory}` removes "
                 f"them; delete {moved} once you no longer need it", CacheWarning)
+
+    def _warn_vanished(self, *, replaced: bool) -> None:
+        if replaced:
+            warn(f"the disk cache index {self.path} was replaced while this process had it "
+                 "open (its folder swapped, or another process started a fresh one); the "
+                 "index now there is used, and values are recomputed as needed", CacheWarning)
+        else:
+            warn(f"the disk cache folder {self.directory} was deleted while this process had "
+                 "it open; a fresh cache was started there, and values are recomputed as "
+                 "needed", CacheWarning)
 
     def _remove_orphans(self) -> None:
         """Delete value files no row points at (a set-aside index's, interrupted writes')."""

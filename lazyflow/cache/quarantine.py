@@ -1,4 +1,4 @@
-"""Damaged SQLite files: recognise them, set them aside, go on with a fresh one.
+"""Damaged or vanished SQLite files: recognise them, set them aside, go on with a fresh one.
 
 Design note
 -----------
@@ -33,6 +33,22 @@ then found and set aside the same way.
 ``history.Store``): a damage error sets the file aside once (the owner's
 ``_recover``) and the call runs again on the fresh file.
 
+Vanished. A user may delete the folder holding the file (``rm -rf .lazyflow``)
+or swap it for another while a process has it open. On POSIX a connection
+opened before keeps reading and writing the unlinked file (its inode lives on
+until the last connection closes), so nothing fails there: everything written
+would be lost. A connection opened *after* fails instead, with "unable to open
+database file" (the folder is gone) or "no such table" (the connection made a
+new, empty file): :func:`is_gone` recognises those, and :func:`recovering`
+hands them to the owner's ``_recover`` like damage. The owner tells the file
+it opened from the one at its path by :func:`identity` (device and inode,
+taken when it opened it), and where its old connections would never fail, it
+compares them once in a while (the disk tier once per run, the history once
+per commit): never on every statement. Either way it reopens the file at its
+path (a fresh one if none), once, however many threads noticed, and the call
+runs again. Entries are content-addressed, so a file swapped for another
+flow's serves only what its keys address.
+
 Rejected: repairing in place (``.recover`` is slow on a large index and may
 resurrect stale rows; for a cache, recomputing is always correct) and deleting
 the file (silent loss of what the user may want back).
@@ -51,10 +67,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from lazyflow.errors import LazyflowError
 
-__all__ = ["DamagedFileError", "is_damage", "is_damaged", "recovering", "set_aside"]
+__all__ = ["DamagedFileError", "identity", "is_damage", "is_damaged", "is_gone", "recovering",
+           "set_aside"]
 
 _NOTADB = 26
 _CORRUPT = 11
+_CANTOPEN = 14
+_READONLY_DBMOVED = 8 | (4 << 8)  # a rollback-journal database renamed or unlinked while open
 _SIBLINGS = ("-wal", "-shm", "-journal")
 
 P = ParamSpec("P")
@@ -80,6 +99,34 @@ def is_damage(error: BaseException) -> bool:
         return code & 0xFF in (_NOTADB, _CORRUPT)  # extended codes keep the primary in the low byte
     text = str(error)
     return "file is not a database" in text or "malformed" in text
+
+
+def is_gone(error: BaseException) -> bool:
+    """Whether ``error`` says the database's file or its tables are not there: the folder
+    holding it was deleted, or the file replaced by an empty one, under an open owner.
+
+    >>> is_gone(sqlite3.OperationalError("no such table: Settings"))
+    True
+    >>> is_gone(sqlite3.OperationalError("database is locked"))
+    False
+    """
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int) and (code & 0xFF == _CANTOPEN or code == _READONLY_DBMOVED):
+        return True
+    text = str(error)
+    return text.startswith("no such table") or "unable to open database file" in text
+
+
+def identity(path: str) -> tuple[int, int] | None:
+    """The file at ``path`` as (device, inode), ``None`` when there is none: a file
+    deleted, or replaced by another, under an open connection has another identity."""
+    try:
+        found = os.stat(path)
+    except OSError:  # gone, or its folder is
+        return None
+    return found.st_dev, found.st_ino
 
 
 def is_damaged(path: str) -> bool:
@@ -124,11 +171,14 @@ Owner = TypeVar("Owner", bound=_Owner)
 
 def recovering(handle: str) -> Callable[[Callable[Concatenate[Owner, P], R]],
                                         Callable[Concatenate[Owner, P], R]]:
-    """Decorate a method so that a damaged database is recovered once and the call retried.
+    """Decorate a method so that a damaged or vanished database is recovered once and the
+    call retried.
 
     ``handle`` names the attribute holding the open database (a connection, a
     ``diskcache.Cache``): the owner's ``_recover(broken, error)`` receives the
-    handle the call used, so threads that failed together recover once.
+    handle the call used, so threads that failed together recover once. A call
+    that failed while another thread replaced the handle (its connection closed
+    under it) runs again on the new one.
     """
     def decorate(method: Callable[Concatenate[Owner, P], R]) -> Callable[Concatenate[Owner, P], R]:
         @functools.wraps(method)
@@ -137,9 +187,10 @@ def recovering(handle: str) -> Callable[[Callable[Concatenate[Owner, P], R]],
             try:
                 return method(self, *args, **kwargs)
             except sqlite3.DatabaseError as e:
-                if not is_damage(e):
+                if is_damage(e) or is_gone(e):
+                    self._recover(broken, e)
+                elif getattr(self, handle) is broken:
                     raise
-                self._recover(broken, e)
             return method(self, *args, **kwargs)
 
         return call

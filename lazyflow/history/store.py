@@ -3,6 +3,16 @@
 WAL mode, so readers never block the writer and several processes record into
 one file (``busy_timeout`` makes writers queue). A damaged file is set aside
 (``cache/quarantine.py``) and a fresh one started, with one warning.
+
+A file deleted (with the cache folder it lives in, or by itself) or replaced
+while open fails nothing on the open connection, which would go on recording
+into the unlinked file. So each commit and each query first compares the
+file at the path with the one opened (``quarantine.identity``: a ``stat``,
+next to a commit's ~30 µs) and reopens it, a fresh one if gone, without a
+warning: deleting the file is how a history is cleared, and the disk tier
+beside it warns about its folder. Closing the old connection is safe: SQLite
+neither checkpoints nor removes the ``-wal``/``-shm`` names of a database that
+moved.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from lazyflow.cache.quarantine import is_damage, is_damaged, recovering, set_aside
+from lazyflow.cache.quarantine import identity, is_damage, is_damaged, recovering, set_aside
 from lazyflow.errors import warn
 from lazyflow.history.entries import RunEntry
 from lazyflow.history.paths import MEMORY
@@ -91,8 +101,7 @@ class Store:
         self.path = path
         # hashes of the node sets this process knows the file holds (rows.node_set)
         self._node_sets: set[bytes] = set()
-        if path != MEMORY:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._identity: tuple[int, int] | None = None  # of the file opened (_follow_file)
         self._lock = threading.Lock()
         with self._lock:
             try:
@@ -115,6 +124,7 @@ class Store:
         (``rows.end_row``), and the node sets (hash: blob) those rows name, each stored
         once per file."""
         with self._lock:
+            self._follow_file()
             missing = [(h, blob) for h, blob in node_sets.items() if h not in self._node_sets]
             with self._transaction():
                 if missing:
@@ -143,6 +153,8 @@ class Store:
     def runs(self, *, flow: str | None = None, limit: int | None = 20,
              run_id: str | None = None) -> list[RunEntry]:
         """Recorded runs, newest first; ``run_id`` may be a unique prefix."""
+        with self._lock:
+            self._follow_file()
         self._settle_dead()
         where: list[str] = []
         args: list[Any] = []
@@ -194,9 +206,20 @@ class Store:
 
     def _connect(self) -> None:
         self._node_sets = set()  # a fresh file (a damaged one set aside) holds none
+        if self.path != MEMORY:  # the folder too may be gone (a cache folder deleted)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, check_same_thread=False,
                                      isolation_level=None)
         _when_unlocked(self._set_up)
+        if self.path != MEMORY:
+            self._identity = identity(self.path)
+
+    def _follow_file(self) -> None:
+        """Reopen the file at the path if it is not the one opened (deleted or replaced
+        meanwhile): the open connection would go on with the old one. With the lock held."""
+        if self.path != MEMORY and identity(self.path) != self._identity:
+            self._conn.close()
+            self._connect()
 
     def _set_up(self) -> None:
         """WAL mode and the schema (both no-ops on a file another process set up)."""
