@@ -61,20 +61,15 @@ warns once. The value files the old index pointed at are orphans then: never
 served (no row names them) and removed by :meth:`DiskIndex.clear`, as are
 those of interrupted writes.
 
-Vanished. A cache folder deleted (``rm -rf .lazyflow``) or swapped while open
-fails no statement on a connection opened before: it goes on with the
-unlinked file, and every write is lost. So the index remembers the identity
-(device, inode) of the file it opened, and the first statement after
-:meth:`DiskIndex.revalidate` (the tier calls it as each run ends, in
-``flush``) compares it with the file at the path: one ``stat`` a run, none a
-lookup. A connection opened later (another thread's, the batch writer's) fails
-at once instead ("unable to open database file", "no such table":
-``quarantine.is_gone``), which ``recovering`` hands to :meth:`DiskIndex.recover`
-as it does damage. Either way the index reopens the file at its path (a fresh
-one, and the folder, when there is none; another process's when it made one
-first), warns once, and the statement runs there: the buffered writes land in
-it. Entries are content-addressed, so an index swapped for another flow's
-serves only what its keys address.
+Vanished. A connection opened before its folder was deleted or swapped fails
+nothing: it goes on with the unlinked file, and every write is lost. So the
+index keeps the (device, inode) of the file it opened, and the first statement
+after :meth:`DiskIndex.revalidate` (called as each run ends) compares it with
+the path's: one ``stat`` a run, none a lookup. A connection opened later fails
+(``quarantine.is_gone``) and ``recovering`` hands it to :meth:`DiskIndex.recover`
+as damage. Either way the index reopens the path's file (a fresh one if none),
+warns once, and the statement runs there. Entries are content-addressed, so an
+index swapped for another flow's serves only what its keys address.
 
 Lookups together (:meth:`DiskIndex.present`): one statement per 500 keys
 probes every index for each key, ~1 µs a key against ~4 µs (~10 µs during a
