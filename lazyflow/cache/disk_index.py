@@ -280,9 +280,7 @@ class DiskIndex:
     def row(self, key: str) -> Row | None:
         """The committed row under ``key``, from either table, or the row restating the
         record ``key`` (the newer if several)."""
-        if self._unverified:  # once a run (revalidate): a lookup costs no stat
-            self._verify()
-        rows = self.connections.get().execute(_FIND, (key,)).fetchall()
+        rows = self._connection().execute(_FIND, (key,)).fetchall()
         if not rows:
             return None
         blob, filename, _, column, entry = rows[0] if len(rows) == 1 \
