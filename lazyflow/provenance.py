@@ -17,12 +17,19 @@ policies and executors behave as in a run. The run answers from a *scratch*
 cache: memory only, with the flow cache's key scope, so nothing is served
 from the flow's cache and nothing is stored in it; and it is not published
 (``RunOptions.publish``: no history row, ``flow.last_run`` unchanged). Then
-each node's recomputed digest is compared with the digest stored in the
-flow's cache under the node's recomputed key. Keys cover code, parameters and
-input digests, so a found entry came from the very same inputs: a different
-digest means the node does not reproduce (``differs``). A node with no entry
-under its key is ``inputs differ`` when an upstream node diverged (its key
-changed with its inputs; it is not blamed), else ``unverified``. If the target
+each node's recomputed digest is compared with the *reference*: the lineage
+of the target's stored value (the key and digest it gives each node, an
+input's digest being the one its dependent recorded). Keys cover code,
+parameters and input digests, so a node recomputed under its reference key
+had the very same inputs: a different digest means the node does not
+reproduce (``differs``). A node recomputed under another key is ``inputs
+differ`` (an upstream node diverged, or changed where it could not be
+compared; it is not blamed). A node the lineage does not reach is compared
+with the entry under its recomputed key, else ``unverified``.
+Rejected: comparing only with the entry under the recomputed key, which
+called a stored value "reproduced" when an ancestor's entry had been evicted
+or computed again to another value (the target's recomputed key then names
+no entry, so nothing was compared). If the target
 has never been computed, the reference is computed first (a normal run).
 
 Nodes declared ``deterministic=False`` are not compared. Their stored value is
@@ -122,6 +129,10 @@ class Lineage:
     environment: str = ""
     """What differs from this process's environment when the entry was computed in another
     (``"computed in another environment (numpy 1.26.4 -> 2.1.0)"``), else ``""``."""
+    replaced_by: str | None = None
+    """The digest the entry under :attr:`key` holds now, when it is not :attr:`digest`, the
+    one its dependent was computed from: the node was computed again (its entry had been
+    evicted) and gave another value, so it does not reproduce; else ``None``."""
 
     def walk(self) -> Iterator[Lineage]:
         """Every node of the tree once, the target first (depth first)."""
@@ -147,7 +158,8 @@ class Lineage:
                 "tier": self.tier, "flow": self.flow, "created": self.created,
                 "duration": self.duration, "fingerprint": dict(self.fingerprint),
                 "params": dict(self.params), "input_digests": dict(self.input_digests),
-                "environment": self.environment, "inputs": {p: up.to_dict() for p, up in self.inputs.items()}}
+                "environment": self.environment, "replaced_by": self.replaced_by,
+                "inputs": {p: up.to_dict() for p, up in self.inputs.items()}}
 
     def __str__(self) -> str:
         lines: list[str] = []
@@ -175,6 +187,9 @@ class Lineage:
             return head + " (shown above)"
         if not self.found:
             return head + " entry no longer cached"
+        if self.replaced_by is not None:
+            return (head + f" entry since replaced by another value [{self.replaced_by[:12]}]:"
+                    " computed again, it did not reproduce")
         params = ", ".join(f"{p}={_param_text(p, d, self.values)}"
                            for p, d in self.params.items())
         code = self.fingerprint.get(f"code:{self.node}")
@@ -204,23 +219,42 @@ def lineage(flow: Flow, target: str, /, **inputs: Any) -> Lineage:
 
 
 def _lineage(flow: Flow, plan: Plan, target: str) -> Lineage:
-    with reuse_nondeterministic():
-        row = engine.explain(flow, plan)[target]
-    if row.action != "hit" or row.key is None:
+    key = _cached_key(flow, plan, target)
+    if key is None:
+        with reuse_nondeterministic():
+            reason = engine.explain(flow, plan)[target].reason
         raise NotCachedError(
             f"node {target!r} of flow {flow.name!r} has no cached value for these inputs "
-            f"({row.reason}); compute it first with flow.get({target!r}, ...)")
+            f"({reason}); compute it first with flow.get({target!r}, ...)")
+    return _tree(flow, plan, target, key)
+
+
+def _cached_key(flow: Flow, plan: Plan, target: str) -> str | None:
+    """The key of ``target``'s cached value for this plan (as a request finds it), or
+    ``None`` when it is not cached."""
+    with reuse_nondeterministic():
+        row = engine.explain(flow, plan)[target]
+    return row.key if row.action == "hit" else None
+
+
+def _tree(flow: Flow, plan: Plan, target: str, key: str) -> Lineage:
+    """The lineage of the entry stored under ``key``, read from the cache's metadata.
+
+    An input's digest is the one its dependent recorded, which is what the dependent
+    was computed from: the entry now under the input's key may hold another value
+    (``Lineage.replaced_by``).
+    """
     values = _known_values(plan)
     cache = flow.cache
     built: dict[str, Lineage] = {}
     # iterative post-order walk over input keys (chains of thousands of nodes)
-    stack: list[tuple[str, str, str | None]] = [(row.key, target, None)]
+    stack: list[tuple[str, str, str | None]] = [(key, target, None)]
     while stack:
-        key, name, recorded = stack[-1]
-        if key in built:
+        at, name, recorded = stack[-1]
+        if at in built:
             stack.pop()
             continue
-        found = cache.lookup(key)
+        found = cache.lookup(at)
         meta = found[0] if found else {}
         pending = [(k, _upstream_name(plan, meta.get("node", name), p), meta.get(
             "input_digests", {}).get(p)) for p, k in meta.get("inputs", {}).items()
@@ -229,15 +263,18 @@ def _lineage(flow: Flow, plan: Plan, target: str) -> Lineage:
             stack.extend(pending)
             continue
         stack.pop()
-        built[key] = Lineage(
-            node=meta.get("node", name), key=key, digest=meta.get("digest", recorded),
+        stored = meta.get("digest")
+        built[at] = Lineage(
+            node=meta.get("node", name), key=at,
+            digest=stored if recorded is None else recorded,
             found=found is not None, tier=found[1] if found else None, flow=meta.get("flow"),
             created=meta.get("created"), duration=meta.get("duration"),
             fingerprint=meta.get("fingerprint", {}), params=meta.get("params", {}),
             input_digests=meta.get("input_digests", {}),
             inputs={p: built[k] for p, k in meta.get("inputs", {}).items()}, values=values,
-            environment=engine.environment_note(cache, meta).removeprefix("; "))
-    return built[row.key]
+            environment=engine.environment_note(cache, meta).removeprefix("; "),
+            replaced_by=stored if found and recorded not in (None, stored) else None)
+    return built[key]
 
 
 def _upstream_name(plan: Plan, node: str, param: str) -> str:
@@ -272,14 +309,16 @@ class Check:
     ``status``: ``"same"`` (the recomputed value has the digest stored under
     the same key), ``"differs"`` (same key, so same code, parameters and
     inputs, but another value: the node does not reproduce), ``"inputs
-    differ"`` (no stored entry for the recomputed key because an upstream node
-    diverged first), ``"skipped"`` (not compared: declared
+    differ"`` (recomputed from other inputs than the stored value was, because
+    an upstream node diverged first or changed uncompared), ``"skipped"`` (not compared: declared
     ``deterministic=False``, or skipped by ``lf.Skip``; ``reason`` says which),
     ``"unverified"`` (no stored entry to compare with: evicted, ``cache=False``,
     or a node that failed under a non-raising error policy).
 
-    ``expected`` is the digest stored under the node's recomputed key,
-    ``actual`` the recomputed one; ``recomputed`` is false for a node whose
+    ``expected`` is the digest the stored value's lineage gives the node (its
+    entry's, or for an entry evicted or computed again since, the one its
+    dependent was computed from), else the digest stored under the node's
+    recomputed key; ``actual`` the recomputed one; ``recomputed`` is false for a node whose
     value verify did not compute (a ``deterministic=False`` node whose stored
     value was used, a node skipped because its input was).
     """
@@ -351,15 +390,23 @@ class Verification:
         for c in self.checks:
             rows.append((c.node, c.status, (c.expected or "-")[:12], (c.actual or "-")[:12],
                          _seconds(c.duration) if c.recomputed else "-", c.reason))
+        return _table(rows) + "\n" + self._verdict()
+
+    def _verdict(self) -> str:
         count = len(self.recomputed)
+        recomputed = f"{count} node{'' if count == 1 else 's'} recomputed"
+        target = next((c for c in self.checks if c.node == self.target), None)
+        if self.ok and target is not None and target.status == "unverified":
+            return f"{self.target}: nothing stored to compare it with ({recomputed})"
         if self.ok:
-            verdict = (f"{self.target}: reproduced ({count} node"
-                       f"{'' if count == 1 else 's'} recomputed)")
-        else:
-            verdict = (f"{self.target}: NOT reproduced; first divergence at "
-                       f"{self.first_divergence!r}; nondeterministic: "
-                       f"{', '.join(self.nondeterministic)}")
-        return _table(rows) + "\n" + verdict
+            return f"{self.target}: reproduced ({recomputed})"
+        if self.first_divergence is None:  # only "inputs differ": see _MOVED
+            moved = next(c.node for c in self.checks if c.status == "inputs differ")
+            return (f"{self.target}: NOT reproduced; {moved!r} was recomputed from other "
+                    "inputs than its stored value was")
+        return (f"{self.target}: NOT reproduced; first divergence at "
+                f"{self.first_divergence!r}; nondeterministic: "
+                f"{', '.join(self.nondeterministic)}")
 
     def __repr__(self) -> str:
         return str(self)
@@ -388,22 +435,33 @@ def verify(flow: Flow, target: str, /, *, executor: Any = None, max_workers: int
     run_options: dict[str, Any] = {
         "executor": executor, "max_workers": max_workers, "cancel": cancel,
         "overrides": overrides, "observers": tuple(observers), "resources": resources}
-    computed = not _has_reference(flow, plan, target)
+    key = _cached_key(flow, plan, target)
+    computed = key is None
     if computed:
-        flow.run(target, inputs=values, **run_options)
+        key = flow.run(target, inputs=values, **run_options).nodes[target].key
+    reference = _reference(flow, plan, target, key)
     declared = frozenset(n for n in plan.order
                          if not plan.nodes[n].options.deterministic)
     options = engine.RunOptions(**run_options, cache=_scratch(flow.cache, declared),
                                 publish=False)
     with reuse_nondeterministic():  # served by the scratch cache's _Reference tier
         run = engine.execute(flow, plan, options)
-    return Verification(flow.name, target, _checks(plan, run, flow.cache), computed)
+    return Verification(flow.name, target, _checks(plan, run, flow.cache, reference), computed)
 
 
-def _has_reference(flow: Flow, plan: Plan, target: str) -> bool:
-    """Whether ``target``'s value for this plan is in the flow's cache."""
-    with reuse_nondeterministic():
-        return engine.explain(flow, plan)[target].action == "hit"
+def _reference(flow: Flow, plan: Plan, target: str,
+               key: str | None) -> dict[str, tuple[str, str | None]]:
+    """Per node of the stored value's lineage: the key and the digest the value under
+    ``key`` was computed from (what verify compares with; ``lineage``'s rule: an input's
+    digest is the one its dependent recorded, so an ancestor whose entry was evicted, or
+    computed again to another value, is still compared with what the value came from).
+    The node nearest the target wins should one node show twice."""
+    if key is None:  # a target that is not stored (cache=False): nothing to compare with
+        return {}
+    reference: dict[str, tuple[str, str | None]] = {}
+    for item in _tree(flow, plan, target, key).walk():
+        reference.setdefault(item.node, (item.key, item.digest))
+    return reference
 
 
 def _scratch(cache: Cache, declared: frozenset[str]) -> Cache:
@@ -466,7 +524,8 @@ class _Reference:
         return None
 
 
-def _checks(plan: Plan, run: Run, cache: Cache) -> tuple[Check, ...]:
+def _checks(plan: Plan, run: Run, cache: Cache,
+            reference: Mapping[str, tuple[str, str | None]]) -> tuple[Check, ...]:
     """One check per node the recomputation settled, in dependency order."""
     checks: dict[str, Check] = {}
     for name in plan.order:
@@ -476,37 +535,62 @@ def _checks(plan: Plan, run: Run, cache: Cache) -> tuple[Check, ...]:
         diverged = any(checks[up].status in _DIVERGED
                        for up in set(plan.upstream[name].values()) if up in checks)
         declared = not plan.nodes[name].options.deterministic
-        checks[name] = _check(record, cache, diverged=diverged, declared=declared)
+        checks[name] = _check(record, _stored(record, cache, reference.get(name)),
+                              diverged=diverged, declared=declared)
     return tuple(checks.values())
 
 
-def _check(record: NodeRecord, cache: Cache, *, diverged: bool, declared: bool) -> Check:
-    """Compare one node's recomputed digest with the one stored under its key."""
+def _stored(record: NodeRecord, cache: Cache,
+            reference: tuple[str, str | None] | None) -> tuple[str | None, bool]:
+    """The digest to compare a recomputed node with, and whether it was recomputed under
+    another key than the stored value's lineage names (from other inputs).
+
+    The lineage's digest first: it is what the stored value was computed from, also when
+    the node's entry was evicted or computed again since. Else the entry under the
+    recomputed key (a node the lineage does not reach)."""
+    if reference is not None:
+        key, digest = reference
+        if record.key is not None and record.key != key:
+            return digest, True
+        if digest is not None:
+            return digest, False
+    found = cache.lookup(record.key) if record.key is not None else None
+    return (found[0].get("digest") if found is not None else None), False
+
+
+_MOVED = ("recomputed from other inputs than its stored value was; an input that could "
+          "not be compared changed")
+
+
+def _check(record: NodeRecord, stored: tuple[str | None, bool], *, diverged: bool,
+           declared: bool) -> Check:
+    """Compare one node's recomputed digest with the stored one (``_stored``)."""
     name, duration = record.name, record.duration
     recomputed = record.status == "completed" or record.attempts > 0
     if record.status == "cached" and record.tier == _Reference.name:
         return Check(name, "skipped", record.digest, record.digest, 0.0, False,
                      "deterministic=False: its stored value was used")
-    found = cache.lookup(record.key) if record.key is not None else None
-    expected: str | None = found[0].get("digest") if found is not None else None
+    expected, moved = stored
     has_value = run_has_value(record.status)
     actual = record.digest if has_value else None
     status: Outcome
     reason = ""
     if not has_value:  # skipped (lf.Skip, or an input was) or failed (a non-raising policy)
         reason = f"{record.status}: {record.reason}"
-        if expected is not None:  # the stored value came from these very inputs
+        if expected is not None and not moved:  # the stored value came from these inputs
             status = "differs"
-        elif diverged:
+        elif diverged or moved:
             status = "inputs differ"
         else:
             status = "skipped" if record.status == "skipped" else "unverified"
     elif declared:
         status, reason = "skipped", "deterministic=False: recomputed, not compared"
+    elif diverged:
+        status = "inputs differ"
+    elif moved:  # the inputs that changed were not compared (deterministic=False, ...)
+        status, reason = "inputs differ", _MOVED
     elif expected is None:
-        status = "inputs differ" if diverged else "unverified"
-        if not diverged:
-            reason = "no stored entry under its key"
+        status, reason = "unverified", "no stored entry under its key"
     else:
         status = "same" if expected == actual else "differs"
     return Check(name, status, expected, actual, duration, recomputed, reason)

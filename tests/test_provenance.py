@@ -244,15 +244,29 @@ def test_verify_compares_a_recomputed_digest_with_the_one_stored_under_the_same_
     assert check.actual not in (None, stored.digest)
 
 
-def test_verify_says_a_node_whose_entry_is_gone_could_not_be_compared(flow, calls):
+def test_verify_compares_a_node_whose_entry_is_gone_with_the_digest_its_dependent_recorded(
+        flow, calls):
     _analysis(flow, calls)
     run = flow.run("total", n=4)
     flow.cache.tier("memory").delete(run.nodes["scaled"].key)
     result = flow.verify("total", n=4)
     assert result.ok
-    assert result["scaled"].status == "unverified"
+    assert result["scaled"].status == "same"
     assert (result["scaled"].expected, result["scaled"].actual) == \
-        (None, run.nodes["scaled"].digest)
+        (run.nodes["scaled"].digest, run.nodes["scaled"].digest)
+
+
+def test_verify_says_a_node_nothing_recorded_could_not_be_compared(flow, calls):
+    _analysis(flow, calls)
+
+    @flow.node(cache=False)
+    def report(total):
+        return f"total {total}"
+
+    result = flow.verify("report", n=4)
+    assert result.ok
+    assert result["report"].status == "unverified"
+    assert result["report"].expected is None
 
 
 def test_verify_reports_a_node_that_skipped_itself_as_skipped_not_failed(flow, calls):
