@@ -41,7 +41,7 @@ the stored ones is a hit there. Rejected: recomputing them, which makes every
 node below a sample ``inputs differ``; and copying their entries into the
 scratch cache up front, which loads values whose inputs may not reproduce.
 
-:func:`verify_cache` audits storage, not reproducibility: each tier that
+The cache audit (``cache/audit.py``) checks storage, not reproducibility: each tier that
 stores bytes compares an entry's bytes with the checksum stored with it
 (``check``), unpickling nothing. Rejected: loading and re-hashing each value,
 which deleted intact entries whose classes the auditing process could not
@@ -61,14 +61,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import lazyflow.engine as engine
-from lazyflow.cache.base import NO_VALUE, Meta, Tier
+from lazyflow.cache.base import Meta, Tier
 from lazyflow.cache.hierarchy import Cache, default_memory_budget
 from lazyflow.cache.memory import MemoryTier
-from lazyflow.cache.serialize import CorruptEntryError
 from lazyflow.errors import NotCachedError
 from lazyflow.keys.hashing import hash_value
 from lazyflow.model.shown import REDACTED, is_redacted, printed, shown
@@ -81,8 +80,7 @@ if TYPE_CHECKING:
     from lazyflow.model.graph import Plan
     from lazyflow.model.resources import Resources
 
-__all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify",
-           "verify_cache"]
+__all__ = ["Check", "Lineage", "Verification", "lineage", "reuse_nondeterministic", "verify"]
 
 
 @contextlib.contextmanager
@@ -535,8 +533,14 @@ def _checks(plan: Plan, run: Run, cache: Cache,
         diverged = any(checks[up].status in _DIVERGED
                        for up in set(plan.upstream[name].values()) if up in checks)
         declared = not plan.nodes[name].options.deterministic
-        checks[name] = _check(record, _stored(record, cache, reference.get(name)),
-                              diverged=diverged, declared=declared)
+        check = _check(record, _stored(record, cache, reference.get(name)),
+                       diverged=diverged, declared=declared)
+        inner = getattr(plan.nodes[name].func, "__lazyflow_subflow__", None)
+        if inner is not None and check.status == "same":  # its flow served it from its cache
+            check = replace(check, status="unverified", reason=(
+                f"a flow run as a node: flow {inner.flow.name!r} answered from its own cache; "
+                f"verify it there, {inner.flow.name}.verify({inner.target!r})"))
+        checks[name] = check
     return tuple(checks.values())
 
 
@@ -594,70 +598,3 @@ def _check(record: NodeRecord, stored: tuple[str | None, bool], *, diverged: boo
     else:
         status = "same" if expected == actual else "differs"
     return Check(name, status, expected, actual, duration, recomputed, reason)
-
-
-# --------------------------------------------------------------------------- cache audit
-
-
-def verify_cache(cache: Cache, *, tier: str | None = None,
-                 drop: bool = False) -> dict[str, dict[str, Any]]:
-    """Check every stored entry's bytes against the checksum stored with it.
-
-    Nothing is unpickled or re-hashed: an entry whose value is an instance of
-    a class this process cannot import, or whose digest this process would
-    compute differently, is intact when its bytes are. An entry is *damaged*
-    when its bytes no longer match their checksum, its value file or object is
-    missing, or its metadata is unreadable; damaged entries are deleted only
-    with ``drop=True``. An entry that cannot be read at all (permissions, a
-    network error) is reported as *unreadable* and never deleted.
-
-    Returns, per tier: ``checked`` (entries holding a value), ``intact``,
-    ``damaged`` and ``unreadable`` (one ``{"key", "node", "problem"}`` each),
-    ``dropped`` (keys deleted) and ``skipped`` (entries of a tier that holds
-    live objects rather than bytes, such as memory: nothing to check).
-
-    >>> verify_cache(flow.cache)["disk"]["damaged"]         # doctest: +SKIP
-    [{'key': '3f2a…', 'node': 'raw', 'problem': 'entry checksum … does not match …'}]
-    """
-    return {t.name: _verify_tier(t, drop=drop)
-            for t in (cache.tiers if tier is None else [cache.tier(tier)])}
-
-
-def _verify_tier(tier: Any, *, drop: bool) -> dict[str, Any]:
-    report: dict[str, Any] = {"checked": 0, "intact": 0, "damaged": [], "unreadable": [],
-                              "dropped": [], "skipped": 0}
-    check = getattr(tier, "check", None)
-    if check is None:  # live objects (memory): no stored bytes to compare
-        report["skipped"] = sum(1 for key in list(tier.keys()) if _holds_value(tier, key))
-        return report
-    for key in list(tier.keys()):
-        try:
-            meta = check(key)
-        except CorruptEntryError as e:
-            report["checked"] += 1
-            report["damaged"].append(_finding(key, str(e), e.node))
-            if drop:
-                tier.delete(key)
-                report["dropped"].append(key)
-            continue
-        except Exception as e:  # unreachable, not damaged: a colleague's entry is kept
-            report["checked"] += 1
-            report["unreadable"].append(_finding(key, f"{type(e).__name__}: {e}"))
-            continue
-        if meta is not None:
-            report["checked"] += 1
-            report["intact"] += 1
-    return report
-
-
-def _holds_value(tier: Any, key: str) -> bool:
-    """Whether the entry is a value, not a record (metadata only)."""
-    try:
-        return tier.get(key) is not NO_VALUE
-    except KeyError:  # evicted meanwhile
-        return False
-
-
-def _finding(key: str, problem: str, node: str | None = None) -> dict[str, Any]:
-    """One reported entry: its key, its node (when its metadata still says), the problem."""
-    return {"key": key, "node": node, "problem": problem}

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 import lazyflow as lf
-from lazyflow.provenance import verify_cache
+from lazyflow.cache.audit import verify_cache
 
 
 def _analysis(flow: lf.Flow, calls) -> None:

@@ -4,7 +4,7 @@ bytes, closing its index.
 Design note
 -----------
 These are what ``Cache.stats``/``prune``/``clear`` and ``lazyflow cache
-verify`` (``provenance.verify_cache``) ask of the disk tier, and closing its
+verify`` (``cache/audit.py``) ask of the disk tier, and closing its
 index when a session ends, apart from its requests (``meta``, ``get``, ``put``, ``expect``, ``delete``: the
 per-entry paths, which stay in ``disk.py`` with nothing between them and the
 index). :class:`DiskMaintenance` is a base of

@@ -4,7 +4,7 @@ orphans, verifying and deleting entries.
 Design note
 -----------
 These are what ``Cache.stats``/``prune``/``clear``, ``lazyflow cache
-verify`` (``provenance.verify_cache``) and ``RemoteTier.migrate`` ask of
+verify`` (``cache/audit.py``) and ``RemoteTier.migrate`` ask of
 the remote tier, apart from its requests: the only operations that list the
 remote (a request never does), and the deletions, which a request makes
 only of an entry it found unreadable.

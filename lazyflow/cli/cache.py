@@ -37,7 +37,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         report = {"cleared": args.tier or "all"}
         text = f"cleared {args.tier or 'every'} tier: {', '.join(map(_named, chosen))}"
     else:
-        from lazyflow.provenance import verify_cache
+        from lazyflow.cache.audit import verify_cache
 
         report = verify_cache(cache, tier=args.tier, drop=args.drop)
         text = _verification(report)
