@@ -21,6 +21,7 @@ fingerprint is taken, so its name never enters ``co_names`` as a global.
 from __future__ import annotations
 
 import dis
+import re
 import sys
 import types
 
@@ -35,9 +36,9 @@ DYNAMIC_BUILTINS = frozenset({"eval", "exec", "globals", "vars", "__import__"})
 """Builtins through which code reads names no static analysis sees (also used by ``%%flow``)."""
 
 
-# (digest, names read (globals and attributes), names loaded as globals, dynamic lookups):
-# plain tuples of strings, untracked by the GC
-CodeInfo = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+# (digest, names read (globals and attributes), names loaded as globals, dynamic lookups,
+# string constants that look like file paths): plain tuples of strings, untracked by the GC
+CodeInfo = tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
 _CODE_INFO = WeakMemo()  # code object -> CodeInfo
@@ -56,19 +57,21 @@ def code_info(code: types.CodeType, *, memo: bool) -> CodeInfo:
         names: list[str] = []
         global_names: list[str] = []
         dynamic: list[str] = []
-        _walk_code(code, parts, names, global_names, dynamic)
+        paths: list[str] = []
+        _walk_code(code, parts, names, global_names, dynamic, paths)
         # one call over the joined parts: xxh3 gives what feeding them one by one gives
         info = (xxhash.xxh3_128_hexdigest(b"".join(parts)),
                 tuple(dict.fromkeys(names)) if names else (),
                 tuple(dict.fromkeys(global_names)) if global_names else (),
-                tuple(dict.fromkeys(dynamic)) if dynamic else ())
+                tuple(dict.fromkeys(dynamic)) if dynamic else (),
+                tuple(dict.fromkeys(paths)) if paths else ())
         if memo:
             _CODE_INFO.set(code, info)
     return info
 
 
 def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str],
-               global_names: list[str], dynamic: list[str]) -> None:
+               global_names: list[str], dynamic: list[str], paths: list[str]) -> None:
     """Feed everything that defines behaviour, nothing that only locates the code.
 
     The globals a code object reads are the names of its global loads and stores
@@ -87,6 +90,7 @@ def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str],
             f"{soh}{nul.join(code.co_freevars)}{soh}{nul.join(code.co_cellvars)}"]
     names.extend(code.co_names)
     global_names.extend(_global_names(code))
+    candidates = False
     if not _SUSPECT.isdisjoint(code.co_names):
         dynamic.extend(_dynamic_lookups(code))
     if _IMPORT_NAME in code.co_code[::2]:  # one opcode byte per 2-byte unit (3.11+)
@@ -94,14 +98,70 @@ def _walk_code(code: types.CodeType, parts: list[bytes], names: list[str],
     for const in code.co_consts:
         if type(const) in _SIMPLE_CONSTS:
             text.append(f"{type(const).__name__}:{const!r}|")
+            if type(const) is str and _path_like(const):
+                candidates = True
         elif isinstance(const, types.CodeType):
             text.append("<code>")
             parts.append("".join(text).encode())
             text = []
-            _walk_code(const, parts, names, global_names, dynamic)
+            _walk_code(const, parts, names, global_names, dynamic, paths)
         else:
             text.append(hash_value(const))
     parts.append("".join(text).encode())
+    if candidates:  # disassembled only then: which of them the code reads as a file
+        paths.extend(_read_paths(code))
+
+
+_EXTENSION = re.compile(r"\.[A-Za-z0-9_]{1,10}\Z")
+
+
+def _path_like(text: str) -> bool:
+    """Whether a string constant may be a file's path: one line, with a separator or an
+    extension (``data/raw.csv``); ``fingerprint.py`` looks for it on disk (a constant
+    path keys its text, never the file's content)."""
+    return len(text) < 1024 and "\n" not in text \
+        and ("/" in text or _EXTENSION.search(text) is not None)
+
+
+# what reads a file named by its first argument (``open`` unless its mode writes), or, after
+# ``Path(...)``, the method that reads it
+_READERS = frozenset({"open", "load", "loadtxt", "genfromtxt", "fromfile", "imread",
+                      "read_text", "read_bytes", "read_csv", "read_table", "read_parquet",
+                      "read_excel", "read_json", "read_feather", "read_pickle", "read_hdf",
+                      "read_fwf", "read_orc", "read_sas", "read_spss", "read_stata", "read_xml",
+                      "read_ipc", "read_ndjson", "scan_csv", "scan_parquet", "open_dataset",
+                      "open_dataarray", "loadmat", "read_file"})
+_PATHS = frozenset({"Path", "PurePath", "PosixPath"})
+_NAMING = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD", "LOAD_DEREF",
+                     "LOAD_FAST"})
+_NOISE = frozenset({"CACHE", "PUSH_NULL", "PRECALL", "KW_NAMES", "RESUME"})
+
+
+def _read_paths(code: types.CodeType) -> list[str]:
+    """The path-like string constants ``code``'s own body passes first to a reader
+    (:data:`_READERS`: ``pd.read_csv("data.csv")``, ``open("data.csv")`` unless its mode
+    writes, ``Path("data.csv").read_text()``); what it writes (``savefig("fig.png")``,
+    ``open("log.txt", "a")``) is no input and is not listed."""
+    ops = [x for x in dis.get_instructions(code) if x.opname not in _NOISE]
+    found = []
+    for i, ins in enumerate(ops):
+        if ins.opname != "LOAD_CONST" or type(ins.argval) is not str \
+                or not _path_like(ins.argval) or i == 0:
+            continue
+        before, after = ops[i - 1], ops[i + 1:i + 3]
+        if before.opname not in _NAMING:
+            continue
+        if before.argval == "open":
+            mode = after[0].argval if after and after[0].opname == "LOAD_CONST" else "r"
+            reads = isinstance(mode, str) and not set(mode) & set("wax+")
+        else:
+            reads = before.argval in _READERS or (
+                before.argval in _PATHS and len(after) == 2 and after[0].opname == "CALL"
+                and after[1].opname in ("LOAD_METHOD", "LOAD_ATTR")
+                and after[1].argval in _READERS)
+        if reads:
+            found.append(ins.argval)
+    return found
 
 
 _SIMPLE_CONSTS = frozenset({int, float, str, bool, type(None), bytes, complex, type(...)})

@@ -13,17 +13,18 @@ value re-hashed here may reach code whose fingerprint is being computed or check
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 from lazyflow.errors import HashingError
 from lazyflow.keys.hashing import hash_value
 
-__all__ = ["ATTR", "CLASS_ITEM", "CLASS_KEYS", "FUNC_ATTRS", "ITEM", "MISSING", "NAMES", "SELF",
-           "Check", "attributes_of", "in_progress", "still_valid"]
+__all__ = ["ATTR", "CLASS_ITEM", "CLASS_KEYS", "FILE", "FUNC_ATTRS", "ITEM", "MISSING", "NAMES",
+           "SELF", "Check", "attributes_of", "file_signature", "in_progress", "still_valid"]
 
 # how a check re-reads what the walk read
-ITEM, ATTR, CLASS_ITEM, CLASS_KEYS, SELF, NAMES, FUNC_ATTRS = range(7)
+ITEM, ATTR, CLASS_ITEM, CLASS_KEYS, SELF, NAMES, FUNC_ATTRS, FILE = range(8)
 Check = tuple[int, Any, Any, Any, "str | None"]
 """(how, holder, name, the object read, its digest when it must be re-hashed)"""
 MISSING = object()
@@ -33,6 +34,17 @@ _LOCAL = threading.local()
 
 
 _LOCAL = threading.local()
+
+
+def file_signature(path: str) -> tuple[int, ...] | None:
+    """What changes when a file changes, read by one ``stat`` (size, modification and change
+    times, inode, device: an edit that puts the old mtime back changes the ctime), or
+    ``None`` when nothing is there."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_mode
 
 
 def in_progress() -> list[list[Any]]:
@@ -90,6 +102,10 @@ def still_valid(owner: Any, checks: tuple[Check, ...]) -> bool:
                 continue
             elif how == CLASS_KEYS:
                 if tuple(holder.__dict__) != value:
+                    return False
+                continue
+            elif how == FILE:  # a file the code reads by a constant path: one stat
+                if file_signature(name) != value:
                     return False
                 continue
             elif _read(how, holder, name) is not value:
