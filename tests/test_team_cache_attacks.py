@@ -1,0 +1,111 @@
+"""Attacks on the team cache: colleagues — real processes, each with its own memory and disk
+tiers — sharing one remote (the moto S3 server, or a folder as a shared mount). Whatever one
+colleague left there, a hit must be what the other's own code computes now, an entry must
+read back as it was written, and what cannot be used must give a clear error or a
+recomputation, never a traceback from deep inside."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = """
+import json, sys, warnings
+import lazyflow as lf
+import {module}
+
+warnings.simplefilter("ignore", lf.CacheWarning)  # what a colleague's remote says is not judged here
+url, options, disk, target, inputs = sys.argv[1:6]
+flow = {module}.make(url, json.loads(options), disk)
+run = flow.run(target, **eval(inputs))
+flow.cache.flush()
+print(json.dumps([repr(run[target]), run.nodes[target].status, run.nodes[target].tier]))
+"""
+
+
+class Colleague:
+    """A colleague's project: the flow module ``team_<id>.py`` (its ``make(url, options,
+    disk)`` builds the flow) in a folder of its own, run in a new process on its own disk
+    tier, with ``site`` folders put first on its path (packages only it has)."""
+
+    def __init__(self, folder: Path, flow_module: str, *, site: tuple[Path, ...] = ()) -> None:
+        folder.mkdir(parents=True)
+        self.folder, self.site = folder, site
+        self.module = f"team_{uuid.uuid4().hex[:8]}"
+        (folder / f"{self.module}.py").write_text(textwrap.dedent(flow_module))
+        (folder / "request.py").write_text(_SCRIPT.format(module=self.module))
+
+    def run(self, remote: tuple[str, dict[str, object]], target: str,
+            inputs: str = "{}") -> tuple[str, str, str | None]:
+        """``target`` of the flow with ``inputs`` (a Python expression of a dict, evaluated
+        there): its value's ``repr``, status and tier."""
+        import json
+
+        url, options = remote
+        path = os.pathsep.join([*map(str, self.site), str(self.folder),
+                                os.environ.get("PYTHONPATH", "")])
+        done = subprocess.run(
+            [sys.executable, str(self.folder / "request.py"), url, json.dumps(options),
+             str(self.folder / "disk"), target, inputs],
+            capture_output=True, text=True, timeout=120, cwd=self.folder,
+            env={**os.environ, "PYTHONPATH": path, "LAZYFLOW_HISTORY": "off"})
+        assert done.returncode == 0, done.stderr
+        value, status, tier = json.loads(done.stdout.splitlines()[-1])
+        return value, status, tier
+
+
+def _flow_module(body: str, *, before: str = "") -> str:
+    """A flow module: ``before`` at module level, then ``make`` defining the nodes of ``body``
+    on a flow ``team`` whose cache is a disk tier and the remote."""
+    return textwrap.dedent(before) + textwrap.dedent("""
+        import lazyflow as lf
+
+        def make(url, options, disk):
+            flow = lf.Flow("team", cache=lf.Cache(memory=None, disk=disk, remote=url,
+                                                  remote_options=options))
+        """) + textwrap.indent(textwrap.dedent(body), "    ") + "    return flow\n"
+
+
+def _installed(site: Path, package: str, code: str, version: str | None) -> Path:
+    """``package`` with ``code`` installed in the site-packages folder ``site`` (by pip, with
+    a ``dist-info`` naming ``version``; ``None``: copied there by hand, no metadata)."""
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(textwrap.dedent(code))
+    if version is not None:
+        info = site / f"{package}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        (info / "RECORD").write_text(f"{package}/__init__.py,,\n")
+    return site
+
+
+# --------------------------------------------------------------------------- packages
+
+
+@pytest.mark.parametrize("version", [("1.0", "2.0"), (None, None)],
+                         ids=["versions installed by pip", "copies without metadata"])
+def test_colleagues_with_other_code_of_an_installed_package_each_get_what_theirs_computes(
+        tmp_path, version):
+    remote = (f"file://{tmp_path / 'mount'}", {})
+    package = f"units_{uuid.uuid4().hex[:8]}"
+    flow = _flow_module(f"""
+        import {package}
+
+        @flow.node
+        def scaled(n=1):
+            return {package}.scale(n)
+        """)
+    colleagues = [
+        Colleague(tmp_path / name, flow, site=(_installed(
+            tmp_path / f"site-{name}" / "site-packages", package,
+            f"def scale(x):\n    return x * {factor}\n", installed),))
+        for name, factor, installed in (("a", 2, version[0]), ("b", 3, version[1]))]
+    assert colleagues[0].run(remote, "scaled", "{'n': 5}") == ("10", "completed", None)
+    assert colleagues[1].run(remote, "scaled", "{'n': 5}") == ("15", "completed", None)
