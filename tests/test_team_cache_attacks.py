@@ -109,3 +109,36 @@ def test_colleagues_with_other_code_of_an_installed_package_each_get_what_theirs
         for name, factor, installed in (("a", 2, version[0]), ("b", 3, version[1]))]
     assert colleagues[0].run(remote, "scaled", "{'n': 5}") == ("10", "completed", None)
     assert colleagues[1].run(remote, "scaled", "{'n': 5}") == ("15", "completed", None)
+
+
+# --------------------------------------------------------------------------- freshness
+
+
+def _prices_flow(max_age: str, hours_ago: int) -> str:
+    """``report`` of ``prices`` (pulled from the colleague's own ``prices.txt``, declared
+    with ``max_age``), in a process whose clock reads ``hours_ago`` hours back."""
+    return _flow_module(f"""
+        @flow.node(max_age={max_age!r})
+        def prices():
+            with open("prices.txt") as f:
+                return int(f.read())
+
+        @flow.node
+        def report(prices):
+            return prices * 10
+        """, before=f"""
+        import time
+        _now = time.time
+        time.time = lambda: _now() - {hours_ago} * 3600
+        """)
+
+
+def test_a_colleagues_cached_result_is_not_served_past_the_max_age_this_process_declares(
+        tmp_path):
+    remote = (f"file://{tmp_path / 'mount'}", {})
+    earlier = Colleague(tmp_path / "a", _prices_flow("1d", hours_ago=2))
+    now = Colleague(tmp_path / "b", _prices_flow("1h", hours_ago=0))
+    (earlier.folder / "prices.txt").write_text("1")
+    (now.folder / "prices.txt").write_text("2")  # the prices have moved since
+    assert earlier.run(remote, "report") == ("10", "completed", None)
+    assert now.run(remote, "report") == ("20", "completed", None)

@@ -31,7 +31,7 @@ from lazyflow.records import EntryMeta, TraceRecord
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.model.graph import Plan
+    from lazyflow.model.graph import Node, Plan
 
 __all__ = ["REUSE_NONDETERMINISTIC", "Hit", "Prepared", "eager_edges", "find_trace",
            "lazy_params", "prepare", "resolve", "scope"]
@@ -111,11 +111,25 @@ def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
         if reusable:
             upstream = {p: prepared[up].trace for p, up in edges.items()}
             if None not in upstream.values():
-                trace = keys.trace_key(code, params, upstream)  # type: ignore[arg-type]
+                trace = keys.trace_key(code, _traced_params(node, params),
+                                       upstream)  # type: ignore[arg-type]
         prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable, checks,
                                   direct=not edges)
     plan.memo["prepared"] = prepared
     return prepared
+
+
+def _traced_params(node: Node, params: dict[str, str]) -> dict[str, str]:
+    """The parameters a trace key takes: the node's, and its ``max_age``. A trace record
+    carries the expiry its writer worked out from the ``max_age`` of each node of the
+    ancestry (``freshness.py``); a reader declaring another ``max_age`` (a colleague on a
+    shared remote, a notebook cell re-run with a shorter one) must not take that expiry
+    for its own, so it reads other records. Content keys do not take it: early cutoff
+    still finds an entry whose inputs are fresh under the reader's own ``max_age``."""
+    max_age = node.options.max_age
+    if max_age is None:
+        return params
+    return {**params, "\0max_age": repr(float(max_age))}  # no parameter is named so
 
 
 def find_trace(cache: Cache, prep: Prepared) -> TraceRecord | None:
