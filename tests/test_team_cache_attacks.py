@@ -23,9 +23,13 @@ import {module}
 warnings.simplefilter("ignore", lf.CacheWarning)  # what a colleague's remote says is not judged here
 url, options, disk, target, inputs = sys.argv[1:6]
 flow = {module}.make(url, json.loads(options), disk)
-run = flow.run(target, **eval(inputs))
-flow.cache.flush()
-print(json.dumps([repr(run[target]), run.nodes[target].status, run.nodes[target].tier]))
+try:
+    run = flow.run(target, **eval(inputs))
+except Exception as e:  # what the colleague is told: its type and message
+    print(json.dumps([type(e).__name__, str(e), None]))
+else:
+    flow.cache.flush()
+    print(json.dumps([repr(run[target]), run.nodes[target].status, run.nodes[target].tier]))
 """
 
 
@@ -44,7 +48,8 @@ class Colleague:
     def run(self, remote: tuple[str, dict[str, object]], target: str,
             inputs: str = "{}") -> tuple[str, str, str | None]:
         """``target`` of the flow with ``inputs`` (a Python expression of a dict, evaluated
-        there): its value's ``repr``, status and tier."""
+        there): its value's ``repr``, status and tier; or the type and message of the
+        exception the request raised, and ``None``."""
         import json
 
         url, options = remote
@@ -142,3 +147,26 @@ def test_a_colleagues_cached_result_is_not_served_past_the_max_age_this_process_
     (now.folder / "prices.txt").write_text("2")  # the prices have moved since
     assert earlier.run(remote, "report") == ("10", "completed", None)
     assert now.run(remote, "report") == ("20", "completed", None)
+
+
+def _checked_flow(check: str) -> str:
+    """``report`` of ``prices``, whose result must pass ``check``."""
+    return _flow_module(f"""
+        @flow.node(check={check})
+        def prices():
+            return 7
+
+        @flow.node
+        def report(prices):
+            return prices * 10
+        """)
+
+
+def test_a_colleagues_cached_result_is_not_served_from_an_input_this_processs_check_rejects(
+        tmp_path):
+    remote = (f"file://{tmp_path / 'mount'}", {})
+    lenient = Colleague(tmp_path / "a", _checked_flow("lambda p: p > 0"))
+    strict = Colleague(tmp_path / "b", _checked_flow("lambda p: p < 5"))
+    assert lenient.run(remote, "report") == ("70", "completed", None)
+    error, message, _ = strict.run(remote, "report")
+    assert (error, message.split(":")[0]) == ("CheckError", "node 'prices'")
