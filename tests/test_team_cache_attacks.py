@@ -170,3 +170,25 @@ def test_a_colleagues_cached_result_is_not_served_from_an_input_this_processs_ch
     assert lenient.run(remote, "report") == ("70", "completed", None)
     error, message, _ = strict.run(remote, "report")
     assert (error, message.split(":")[0]) == ("CheckError", "node 'prices'")
+
+
+# --------------------------------------------------------------------------- values read back
+
+
+def test_a_colleagues_utc_frame_reads_back_with_the_time_zone_it_was_computed_with(tmp_path):
+    import pandas as pd
+
+    import lazyflow as lf
+
+    remote = (f"file://{tmp_path / 'mount'}", {})
+    flow = _flow_module("""
+        @flow.node
+        def stamps(n=2):
+            return pd.DataFrame({"at": pd.date_range("2024-01-01", periods=n, tz="UTC")})
+        """, before="import pandas as pd\n")
+    assert Colleague(tmp_path / "a", flow).run(remote, "stamps")[1] == "completed"
+    computed = pd.DataFrame({"at": pd.date_range("2024-01-01", periods=2, tz="UTC")})
+    reader = lf.Cache(memory=None, disk=None, remote=remote[0])
+    (value,) = [reader.load(key)[0] for key in reader.tier("remote").keys()
+                if reader.lookup(key)[0].get("node") == "stamps"]
+    assert lf.hash_value(value) == lf.hash_value(computed)
