@@ -13,7 +13,10 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+import lazyflow as lf
 
 _SCRIPT = """
 import json, sys, warnings
@@ -89,6 +92,30 @@ def _installed(site: Path, package: str, code: str, version: str | None) -> Path
             f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
         (info / "RECORD").write_text(f"{package}/__init__.py,,\n")
     return site
+
+
+# --------------------------------------------------------------------------- code
+
+
+_EDITS = {
+    "a helper": ("def helper(x):\n    return x * {k}\n", "helper(n)"),
+    "a module global": ("K = {k}\n", "n * K"),
+    "a helper's default": ("def helper(x, k={k}):\n    return x * k\n", "helper(n)"),
+}
+
+
+@pytest.mark.parametrize("edit", list(_EDITS))
+def test_colleagues_whose_code_differs_in_one_place_each_get_what_their_own_computes(
+        remote, tmp_path, edit):
+    before, expression = _EDITS[edit]
+    colleagues = [Colleague(tmp_path / name, _flow_module(f"""
+        @flow.node
+        def out(n=1):
+            return {expression}
+        """, before=before.format(k=k))) for name, k in (("a", 2), ("b", 3))]
+    assert colleagues[0].run(remote, "out", "{'n': 5}") == ("10", "completed", None)
+    assert colleagues[1].run(remote, "out", "{'n': 5}") == ("15", "completed", None)
+    assert colleagues[0].run(remote, "out", "{'n': 5}") == ("10", "cached", "disk")
 
 
 # --------------------------------------------------------------------------- packages
@@ -176,10 +203,6 @@ def test_a_colleagues_cached_result_is_not_served_from_an_input_this_processs_ch
 
 
 def test_a_colleagues_utc_frame_reads_back_with_the_time_zone_it_was_computed_with(tmp_path):
-    import pandas as pd
-
-    import lazyflow as lf
-
     remote = (f"file://{tmp_path / 'mount'}", {})
     flow = _flow_module("""
         @flow.node
@@ -189,6 +212,24 @@ def test_a_colleagues_utc_frame_reads_back_with_the_time_zone_it_was_computed_wi
     assert Colleague(tmp_path / "a", flow).run(remote, "stamps")[1] == "completed"
     computed = pd.DataFrame({"at": pd.date_range("2024-01-01", periods=2, tz="UTC")})
     reader = lf.Cache(memory=None, disk=None, remote=remote[0])
-    (value,) = [reader.load(key)[0] for key in reader.tier("remote").keys()
+    stored = list(reader.tier("remote").keys())  # RemoteTier is no dict: keys() lists the remote
+    (value,) = [reader.load(key)[0] for key in stored
                 if reader.lookup(key)[0].get("node") == "stamps"]
     assert lf.hash_value(value) == lf.hash_value(computed)
+
+
+def test_an_equal_but_different_upstream_value_never_takes_a_colleagues_result(tmp_path):
+    remote = (f"file://{tmp_path / 'mount'}", {})
+    flow = _flow_module("""
+        @flow.node
+        def zero(sign=1):
+            return sign * 0.0  # -0.0 for a negative sign: equal to 0.0, but not the same
+
+        @flow.node
+        def side(zero):
+            return math.copysign(1, zero)
+        """, before="import math\n")
+    negative, positive = Colleague(tmp_path / "a", flow), Colleague(tmp_path / "b", flow)
+    assert negative.run(remote, "side", "{'sign': -1}") == ("-1.0", "completed", None)
+    assert positive.run(remote, "side", "{'sign': 1}") == ("1.0", "completed", None)
+    assert positive.run(remote, "side", "{'sign': -1}") == ("-1.0", "cached", "remote")
