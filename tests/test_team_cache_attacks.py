@@ -233,3 +233,31 @@ def test_an_equal_but_different_upstream_value_never_takes_a_colleagues_result(t
     assert negative.run(remote, "side", "{'sign': -1}") == ("-1.0", "completed", None)
     assert positive.run(remote, "side", "{'sign': 1}") == ("1.0", "completed", None)
     assert positive.run(remote, "side", "{'sign': -1}") == ("-1.0", "cached", "remote")
+
+
+# --------------------------------------------------------------------------- a read-only reader
+
+
+def test_a_read_only_colleague_skips_a_damaged_entry_leaves_it_and_computes_the_value(
+        tmp_path, monkeypatch):
+    import importlib
+
+    mount = tmp_path / "mount"
+    remote = (f"file://{mount}", {})
+    writer = Colleague(tmp_path / "a", _flow_module("""
+        @flow.node
+        def total(n=1):
+            return n * 10
+        """))
+    writer.run(remote, "total", "{'n': 4}")
+    (entry,) = mount.glob("ac/*/*")
+    entry.write_bytes(entry.read_bytes()[:-5])  # torn on the shared drive
+    damaged = entry.read_bytes()
+    monkeypatch.syspath_prepend(str(writer.folder))  # the same project, here read-only
+    monkeypatch.setenv("LAZYFLOW_REMOTE_READ_ONLY", "1")
+    reader = importlib.import_module(writer.module).make(remote[0], {}, None)
+    with pytest.warns(lf.CacheWarning, match="skipped remote cache entry .* stays, the remote "
+                                             "being read-only"):
+        run = reader.run("total", n=4)
+    assert (run["total"], run.nodes["total"].status) == (40, "completed")
+    assert entry.read_bytes() == damaged
