@@ -41,7 +41,9 @@ Arrow takes what round-trips through Arrow and back to pandas exactly
 (checked against ``pandas.testing`` in ``tests/test_cache_encodings.py``):
 columns named by unique ``str`` labels; numpy bool, int, uint, float,
 datetime64 and timedelta64 columns in native byte order, timezone-aware
-datetimes, the nullable ``Int``/``UInt``/``Float``/``boolean`` types,
+datetimes whose zone Arrow gives back as itself (a ``zoneinfo`` zone or a
+fixed offset; ``datetime.timezone.utc`` comes back as ``ZoneInfo("UTC")``, so
+it is pickled), the nullable ``Int``/``UInt``/``Float``/``boolean`` types,
 Arrow-backed strings (pandas 3's ``str``), categoricals of such categories,
 periods; a ``RangeIndex``, an ``Index`` of numbers, booleans or such strings,
 or a ``DatetimeIndex`` without a ``freq``; no ``attrs``. Object columns,
@@ -413,7 +415,9 @@ def _index(index: Any, pandas: Any) -> bool:
 def _column_type(dtype: Any, pandas: Any) -> bool:
     if type(dtype).__module__.startswith("numpy"):
         return dtype.kind in "biufmM" and bool(dtype.isnative)
-    if isinstance(dtype, (pandas.DatetimeTZDtype, pandas.PeriodDtype)):
+    if isinstance(dtype, pandas.DatetimeTZDtype):
+        return _tz_exact(dtype.tz)
+    if isinstance(dtype, pandas.PeriodDtype):
         return True
     if isinstance(dtype, pandas.StringDtype):
         return bool(dtype.storage == "pyarrow")
@@ -421,6 +425,19 @@ def _column_type(dtype: Any, pandas: Any) -> bool:
         categories = dtype.categories
         return categories is not None and _index(categories, pandas)
     return str(dtype) in _MASKED and type(dtype).__module__.startswith("pandas")
+
+
+def _tz_exact(tz: Any) -> bool:
+    """Whether Arrow gives the time zone ``tz`` back as itself. Arrow keeps a zone as its
+    name: ``datetime.timezone.utc`` (what ``tz="UTC"`` gives in pandas 3) and dateutil's
+    zones come back as ``zoneinfo`` zones, which compare unequal to them and digest apart
+    (a tz's identity counts, ``lf.hash_value``): such columns are pickled instead."""
+    pyarrow = _pyarrow()
+    try:
+        back = pyarrow.lib.string_to_tzinfo(pyarrow.lib.tzinfo_to_string(tz))
+    except Exception:  # noqa: BLE001 - a zone Arrow cannot name: pickled, always exact
+        return False
+    return type(back) is type(tz) and bool(back == tz)
 
 
 _PYARROW: list[Any] = []

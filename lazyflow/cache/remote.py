@@ -516,9 +516,13 @@ class RemoteTier(_Managed, _Leasing, ForeignEntries):
         return read
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
-        """An entry object that is not one can never be read: drop it, with a warning."""
-        warn(f"dropped remote cache entry {key[:12]}… with unreadable metadata "
-                      f"({error}); it will be recomputed", CacheWarning)
+        """An entry object that is not one can never be read: drop it, with a warning (on a
+        read-only remote it is skipped, and the warning says so)."""
+        kept = "; it stays, the remote being read-only here" if self.store.read_only else ""
+        warn(f"{'skipped' if kept else 'dropped'} remote cache entry {key[:12]}… with "
+             f"unreadable metadata ({error}){kept}; it will be recomputed", CacheWarning)
+        if self.store.read_only:
+            return
         with contextlib.suppress(FileNotFoundError):
             self.store.delete(self.store.entry_path(key), what="delete metadata")
 

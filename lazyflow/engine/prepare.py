@@ -31,7 +31,7 @@ from lazyflow.records import EntryMeta, TraceRecord
 
 if TYPE_CHECKING:
     from lazyflow.cache.hierarchy import Cache
-    from lazyflow.model.graph import Plan
+    from lazyflow.model.graph import Node, Plan
 
 __all__ = ["REUSE_NONDETERMINISTIC", "Hit", "Prepared", "eager_edges", "find_trace",
            "lazy_params", "prepare", "resolve", "scope"]
@@ -111,11 +111,33 @@ def prepare(plan: Plan, environment_digest: str = "") -> dict[str, Prepared]:
         if reusable:
             upstream = {p: prepared[up].trace for p, up in edges.items()}
             if None not in upstream.values():
-                trace = keys.trace_key(code, params, upstream)  # type: ignore[arg-type]
+                trace = keys.trace_key(code, _traced_params(node, params, checks),
+                                       upstream)  # type: ignore[arg-type]
         prepared[name] = Prepared(fp, code, params, trace, cacheable, reusable, checks,
                                   direct=not edges)
     plan.memo["prepared"] = prepared
     return prepared
+
+
+def _traced_params(node: Node, params: dict[str, str], checks: str | None) -> dict[str, str]:
+    """The parameters a trace key takes: the node's, its ``max_age`` and the digest of its
+    checks. A trace hit serves a result without looking at its ancestors, so it must not
+    outlive what the reader declares of them: a trace record carries the expiry its writer
+    worked out from the ``max_age`` of each node of the ancestry (``freshness.py``), and
+    its ancestors' values passed the writer's checks. A reader declaring another
+    ``max_age`` or other checks (a colleague on a shared remote, a re-run cell) reads
+    other records, so its ancestors are looked up: under its own ``max_age``, their
+    changed checks run once on the stored values (``checks.py``). Content keys take
+    neither: early cutoff still finds every entry whose inputs pass."""
+    max_age = node.options.max_age
+    if max_age is None and checks is None:
+        return params
+    traced = dict(params)  # no parameter is named with a NUL: these cannot collide
+    if max_age is not None:
+        traced["\0max_age"] = repr(float(max_age))
+    if checks is not None:
+        traced["\0checks"] = checks
+    return traced
 
 
 def find_trace(cache: Cache, prep: Prepared) -> TraceRecord | None:

@@ -24,6 +24,8 @@ import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import xxhash
+
 from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys.bytecode import code_info
 from lazyflow.keys.environment import distribution_token
@@ -326,7 +328,39 @@ def package_version(module_name: str) -> str:
             return distribution_token(dist) or importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return ""
+    return _files_token(root)
+
+
+def _files_token(root: str) -> str:
+    """``files.<digest>`` of the files of an installed package no distribution describes
+    (copied into site-packages by hand, a build without metadata): a version-less name
+    would give one key to every copy of it, so a colleague with other code got this one's
+    results. '' when no such package is found (its import fails when the node runs)."""
+    try:
+        spec = importlib.util.find_spec(root)
+    except (ImportError, ValueError):
+        return ""
+    if spec is None:
+        return ""
+    folders = list(spec.submodule_search_locations or ())
+    files = [spec.origin] if not folders and spec.origin and os.path.isfile(spec.origin) else []
+    for folder in folders:
+        for where, subfolders, names in os.walk(folder):
+            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+            files += [os.path.join(where, name) for name in sorted(names)]
+    if not files:
+        return ""
+    digest = xxhash.xxh3_128()
+    for path in files:
+        digest.update(os.path.relpath(path, folders[0] if folders else os.path.dirname(path))
+                      .encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        except OSError:
+            digest.update(b"<unreadable>")
+        digest.update(b"\0")
+    return f"files.{digest.hexdigest()}"
 
 
 @functools.lru_cache(maxsize=1)
