@@ -516,12 +516,11 @@ class RemoteTier(_Managed, _Leasing, ForeignEntries):
         return read
 
     def _drop_unreadable(self, key: str, error: CorruptEntryError) -> None:
-        """An entry object that is not one can never be read: drop it, with a warning (on a
-        read-only remote it is skipped, and the warning says so)."""
+        """An unreadable entry object: dropped (skipped when read-only), with a warning."""
         kept = "; it stays, the remote being read-only here" if self.store.read_only else ""
         warn(f"{'skipped' if kept else 'dropped'} remote cache entry {key[:12]}… with "
              f"unreadable metadata ({error}){kept}; it will be recomputed", CacheWarning)
-        if self.store.read_only:
+        if kept:
             return
         with contextlib.suppress(FileNotFoundError):
             self.store.delete(self.store.entry_path(key), what="delete metadata")

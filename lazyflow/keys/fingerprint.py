@@ -73,8 +73,6 @@ import builtins
 import functools
 import importlib
 import importlib.util
-import os
-import stat
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -100,11 +98,11 @@ from lazyflow.keys.origin import (
     package_version,
     unseen_lookups,
 )
+from lazyflow.keys.readfiles import collect_read_file
 from lazyflow.keys.rechecks import (
     ATTR,
     CLASS_ITEM,
     CLASS_KEYS,
-    FILE,
     FUNC_ATTRS,
     ITEM,
     MISSING,
@@ -112,7 +110,6 @@ from lazyflow.keys.rechecks import (
     SELF,
     Check,
     attributes_of,
-    file_signature,
     in_progress,
     still_valid,
 )
@@ -308,7 +305,7 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
         for note in unseen_lookups(func, dynamic) if dynamic else ():
             walk.unseeable(f"{display_name(func)} {note}")
         for path in paths:
-            _collect_read_file(func, path, walk)
+            collect_read_file(func, path, walk)
         for attr in ("__defaults__", "__kwdefaults__"):
             value = getattr(func, attr)
             if value:
@@ -329,40 +326,6 @@ def _collect_function(func: types.FunctionType, role: str, walk: Walk) -> None:
             # is read for the attributes the code takes from it, as a global module is
             _add_reference(walk, f"{label}:closure:{name}", value, ATTR, cell, "cell_contents",
                            names, strict=not installed)
-
-
-def _collect_read_file(func: types.FunctionType, path: str, walk: Walk) -> None:
-    """A file ``func``'s code reads by a constant path (``pd.read_csv("data.csv")``,
-    ``bytecode._read_paths``): keyed by its content, and re-checked by one ``stat`` a
-    request, so an edit to it runs the node again (the path's text alone would serve the
-    old result). A folder cannot be keyed so: the node is not cached, and a note says to
-    pass ``lf.Dir``. Nothing there yet: a file made later is a change."""
-    where = os.path.abspath(path)
-    signature = file_signature(where)
-    walk.checks.append((FILE, None, where, signature, None))
-    if signature is None:
-        return
-    if stat.S_ISDIR(signature[-1]):
-        walk.unseeable(f"{display_name(func)} reads the folder {path!r} by a constant path, "
-                       f"whose files lazyflow does not follow: pass lf.Dir({path!r}) as a "
-                       "parameter's default to key its content")
-        return
-    try:
-        digest = _file_digest(where)
-    except OSError as e:
-        walk.unseeable(f"{display_name(func)} reads the file {path!r}, which could not be "
-                       f"read to key it ({e})")
-        return
-    walk.add(f"file:{path}", digest, Source(None, where))
-
-
-def _file_digest(path: str) -> str:
-    """The xxh3-128 digest of a file's bytes, read in 1 MiB blocks."""
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _collect_attributes(func: types.FunctionType, label: str, walk: Walk) -> None:
