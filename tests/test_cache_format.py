@@ -23,12 +23,12 @@ from doubles import PicklingExecutor
 import lazyflow as lf
 from lazyflow import keys
 from lazyflow.cache import disk, serialize
+from lazyflow.cache.audit import verify_cache
 from lazyflow.cache.disk import DiskTier
 from lazyflow.cache.remote import RemoteTier
 from lazyflow.engine import maps, settle
 from lazyflow.keys import environment
 from lazyflow.model import lazy, mapping
-from lazyflow.provenance import verify_cache
 from lazyflow.records import (
     ElementMeta,
     EntryMeta,

@@ -11,9 +11,9 @@ from bucket import age, objects
 from chains import define_array_chain
 
 import lazyflow as lf
+from lazyflow.cache.audit import verify_cache
 from lazyflow.cache.config import ConfigError
 from lazyflow.cache.remote import RemoteTier, RemoteUnavailableError
-from lazyflow.provenance import verify_cache
 
 pytestmark = pytest.mark.s3
 

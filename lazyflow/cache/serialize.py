@@ -74,10 +74,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import cloudpickle
 import xxhash
 
 import lazyflow.cache.formats as formats
+import lazyflow.cache.pickler as pickler
 from lazyflow._version import __version__
 from lazyflow.cache.base import CorruptEntryError, Meta
 from lazyflow.errors import CacheWarning, LazyflowError, warn
@@ -483,8 +483,7 @@ def _pickle(value: Any, callback: Callable[[pickle.PickleBuffer], Any]) -> bytes
 
 
 def _cloudpickle(value: Any, callback: Callable[[pickle.PickleBuffer], Any]) -> bytes:
-    stream: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
-    return stream
+    return pickler.dumps(value, callback)
 
 
 _PICKLERS: dict[str, Callable[[Any, Callable[[pickle.PickleBuffer], Any]], bytes]] = {

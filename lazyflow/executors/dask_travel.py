@@ -17,6 +17,7 @@ from typing import Any
 
 import cloudpickle
 
+import lazyflow.cache.pickler as pickler
 from lazyflow.executors.base import Outcome, Task
 
 __all__ = ["Pick", "Shipped", "arguments_of", "dumped", "packed", "takes", "together", "unpacked"]
@@ -132,8 +133,7 @@ def dumped(obj: Any, *, by_value: bool = False) -> bytes:
         else:
             if b"__main__" not in data:
                 return data
-    blob: bytes = cloudpickle.dumps(obj, protocol=5)
-    return blob
+    return pickler.dumps(obj)  # cloudpickle, memoryviews kept as views
 
 
 def unpacked(data: bytes) -> Outcome:

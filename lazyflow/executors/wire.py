@@ -27,7 +27,7 @@ import pickle
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle
+import lazyflow.cache.pickler as pickler
 
 __all__ = ["receive", "send"]
 
@@ -35,7 +35,7 @@ __all__ = ["receive", "send"]
 def send(conn: Connection, obj: Any) -> None:
     """Write ``obj`` to ``conn``: header, pickle, then each out-of-band buffer raw."""
     buffers: list[pickle.PickleBuffer] = []
-    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    data = pickler.dumps(obj, buffers.append)  # cloudpickle, memoryviews kept as views
     views = [buffer.raw() for buffer in buffers]
     conn.send_bytes(pickle.dumps((len(data), [view.nbytes for view in views])))
     conn.send_bytes(data)
