@@ -158,6 +158,14 @@ class Cache:
     def load(self, key: str, *, digest: str | None = None) -> tuple[Any, str]:
         """The value under ``key`` and the tier it came from; promotes lower-tier hits.
 
+        As :meth:`entry`, without the metadata."""
+        value, _, tier = self.entry(key, digest=digest)
+        return value, tier
+
+    def entry(self, key: str, *, digest: str | None = None) -> tuple[Any, Meta, str]:
+        """The value under ``key``, its metadata and the tier it came from; promotes
+        lower-tier hits.
+
         ``digest``: the value digest the caller found under ``key`` (and keyed its
         dependents by); an entry another writer replaced since with a value of another
         digest (a node that is not deterministic) is a miss. A tier that can
@@ -195,7 +203,7 @@ class Cache:
             # (making its arrays read-only, which their pickles would then record)
             for upper in reversed(self.tiers[:index]):
                 _put_quietly(upper, key, value, meta, owned=True)
-            return value, tier.name
+            return value, meta, tier.name
         with self._lock:
             self._misses += 1
         raise KeyError(key)

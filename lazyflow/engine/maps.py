@@ -92,6 +92,7 @@ class Mapped(Feature):
             rates = _rates(run, outcome)
             if result.error is None:
                 result.whole = _whole(run, rates)
+                result.created = _oldest(run)
             if s.prepared[name].cacheable and name not in s.tainted:
                 _write_manifest(s, name, run, rates)
         return result
@@ -112,6 +113,7 @@ class MapRun:
     batches: list[list[int]]  # positions each batch computes, in order
     copies: dict[int, int]  # duplicates: position -> the computed position it takes
     chunks: list[Chunk | None]  # as read, by index
+    created: list[float]  # when the chunks read were written (their oldest result), known
     missing: list[int]  # positions computed now, in order
     unknown: set[int] = field(default_factory=set)  # positions whose element failed
 
@@ -134,15 +136,15 @@ def _submit_map(s: RunState, name: str, kwargs: dict[str, Any],
     except (MapError, HashingError) as e:  # the node fails, as if its function had raised
         error = e.located(name, param) if isinstance(e, HashingError) else e
         return _failed(error)
-    chunks = _read_manifest(s.cache, base, param, len(items), node.options.max_age) \
-        if prep.reusable and not tainted else []
+    chunks, created = _read_manifest(s.cache, base, param, len(items), node.options.max_age) \
+        if prep.reusable and not tainted else ([], [])
     recalled = mapping.recall(chunks, ids, dedupe=prep.reusable)
     for position in recalled.shared:  # found by id: may be another position's object too
         recalled.values[position] = _own(recalled.values[position])
     _restore_files(s.cache, recalled, name)
     batches = _batches(recalled.missing, executor)
     s.maps[name] = MapRun(base, param, ids, recalled.values, batches, recalled.copies, chunks,
-                          recalled.missing)
+                          created, recalled.missing)
     s.run.nodes[name].reason += (f"; {len(recalled.missing)} of {len(items)} elements "
                                  "to compute")
     policy = s.policies[name]
@@ -181,29 +183,36 @@ def _batches(missing: list[int], executor: Executor) -> list[list[int]]:
 
 
 def _read_manifest(cache: Cache, base: str, param: str, length: int,
-                   max_age: float | None) -> list[Chunk | None]:
+                   max_age: float | None) -> tuple[list[Chunk | None], list[float]]:
     """The manifest's chunks by index: all that cover ``length`` elements (``None`` for one
     missing, damaged, not shaped as a chunk or older than ``max_age``), then further ones
-    until one is missing."""
+    until one is missing; and when those read were written, where their entries say."""
     chunks: list[Chunk | None] = []
+    created: list[float] = []
     needed = mapping.chunk_count(length)
     while True:
-        chunk = _read_chunk(cache, mapping.chunk_key(base, param, len(chunks)), max_age)
+        chunk, when = _read_chunk(cache, mapping.chunk_key(base, param, len(chunks)), max_age)
         if chunk is None and len(chunks) >= needed:
-            return chunks
+            return chunks, created
         chunks.append(chunk)
+        if chunk is not None and when is not None:
+            created.append(when)
 
 
-def _read_chunk(cache: Cache, key: str, max_age: float | None) -> Chunk | None:
-    if max_age is not None:  # its elements expire with the node (freshness.py)
-        found = cache.lookup(key)
-        if found is None or expired(found[0], max_age) is not None:
-            return None
-    try:
-        stored, _ = cache.load(key)  # a damaged entry is dropped, with a warning: a miss
+def _read_chunk(cache: Cache, key: str, max_age: float | None
+                ) -> tuple[Chunk | None, float | None]:
+    """The chunk under ``key`` (``None``: a miss) and its entry's ``created``: when the
+    oldest result it holds was computed (``_write_manifest``)."""
+    try:  # a damaged entry is dropped, with a warning: a miss
+        stored, meta, _ = cache.entry(key)
     except KeyError:
-        return None
-    return Chunk.read(stored)  # None if not shaped as a chunk: a miss
+        return None, None
+    if max_age is not None and expired(meta, max_age) is not None:
+        return None, None  # its elements expire with the node (freshness.py)
+    created = meta.get("created")
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        created = None  # not said: only a chunk of another writer; it bounds nothing
+    return Chunk.read(stored), created  # not shaped as a chunk: a miss
 
 
 def _restore_files(cache: Cache, recalled: mapping.Recalled, name: str) -> None:
@@ -227,8 +236,14 @@ def _restore_files(cache: Cache, recalled: mapping.Recalled, name: str) -> None:
 
 def _write_manifest(s: RunState, name: str, run: MapRun, rates: _Rates) -> None:
     """Write each chunk whose elements changed, carrying over the results it held for
-    other elements; chunks past the list's end stay (a longer list may come back)."""
+    other elements; chunks past the list's end stay (a longer list may come back).
+
+    A chunk is stamped ``created`` when its oldest result was computed, as a node's
+    value is when it was: one holding results recalled from the chunks read is as old
+    as the oldest of those (a bound, never younger), so rewriting it for an appended
+    element does not make its other results look new to ``max_age=``."""
     length = len(run.values)
+    oldest = min(run.created, default=None)
     computed = [p for p in run.missing if p not in run.unknown] if run.unknown else run.missing
     for index in range(mapping.chunk_count(length)):
         old = run.chunks[index] if index < len(run.chunks) else None
@@ -242,8 +257,11 @@ def _write_manifest(s: RunState, name: str, run: MapRun, rates: _Rates) -> None:
             bisect_left(computed, index * mapping.CHUNK)
         chunk = replace(chunk, cost=_plus(_times(rates.now, now),
                                           _times(rates.earlier, len(chunk) - now)))
+        created = time.time()
+        if now < len(chunk) and oldest is not None:  # it holds results computed earlier
+            created = min(created, oldest)
         meta: MapChunkMeta = {"node": name, "flow": s.flow.name, "chunk": index,
-                              "elements": len(chunk), "created": time.time(),
+                              "elements": len(chunk), "created": created,
                               "lazyflow": __version__}
         s.cache.store(mapping.chunk_key(run.base, run.param, index), chunk.stored(), meta)
 
@@ -280,6 +298,13 @@ def _whole(run: MapRun, rates: _Rates) -> Cost:
     at the rate the chunks they came from record (what a later hit on it saves)."""
     recalled = len(run.values) - len(run.missing) - len(run.copies)
     return _plus(_times(rates.now, len(run.missing)), _times(rates.earlier, recalled))
+
+
+def _oldest(run: MapRun) -> float | None:
+    """When the oldest result of the node's value was computed, if it holds recalled ones
+    (a bound: the oldest chunk read); ``None`` when every result was computed now."""
+    recalled = len(run.values) - len(run.missing) - len(run.copies)
+    return min(run.created, default=None) if recalled else None
 
 
 _NOTHING: Cost = (0.0, None)

@@ -78,7 +78,7 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
         if tainted:
             record.reason += "; not cached: computed from a caught failure"
         finish(s, name, outcome.value, outcome.duration, outcome.digest, keep=not tainted,
-               stored=outcome.stored, whole=outcome.whole)
+               stored=outcome.stored, whole=outcome.whole, created=outcome.created)
         return
     error = outcome.error
     if isinstance(error, skip.Skip):
@@ -109,7 +109,8 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
 
 def finish(s: RunState, name: str, value: Any, duration: float, digest: str | None,
            *, keep: bool = True, stored: bool = False,
-           whole: tuple[float, dict[str, float] | None] | None = None) -> None:
+           whole: tuple[float, dict[str, float] | None] | None = None,
+           created: float | None = None) -> None:
     """Record a computed value: digest, store, trace, events.
 
     ``keep=False``: a value standing in for a failure, never stored.
@@ -117,6 +118,8 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
     none back; it is loaded from the cache if anyone here needs it.
     ``whole``: what the value cost in all, when more than this call (a map's
     recalled elements): what its entry records, and what this run saved of it.
+    ``created``: when its oldest part was computed, when before this call (a map's
+    recalled elements): its entry's age, and its expiry, count from then.
     """
     prep = s.prepared[name]
     record = s.run.nodes[name]
@@ -124,6 +127,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         digest = _digest_of_result(name, value, cacheable=prep.cacheable and keep)
     record.duration = duration
     record.ended = record.ended or time.time()
+    created = record.ended if created is None else min(created, record.ended)
     record.digest = digest
     record.status = "completed"
     if s.vanished and s.vanished.get(name, digest) != digest:
@@ -145,7 +149,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
     s.costs[name] = cost
     s.ancestry[name] = computed(s, name, own, metrics, set(upstream.values()))
     if s.fresh:
-        expires = ancestry_expiry(s, name, record.ended, upstream.values())
+        expires = ancestry_expiry(s, name, created, upstream.values())
         if expires is not None:
             s.expires[name] = expires
     if not stored:
@@ -158,7 +162,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         if name in s.targets:
             s.run.values[name] = handout(kept)
     if prep.cacheable and keep:
-        _store_computed(s, name, value, key, digest, upstream, cost, stored=stored)
+        _store_computed(s, name, value, key, digest, upstream, cost, created, stored=stored)
     if s.watched:
         s.emit(NodeFinished(s.run, record))
 
@@ -177,7 +181,8 @@ def _saved_earlier(record: NodeRecord, name: str, whole: tuple[float, dict[str, 
 
 
 def _store_computed(s: RunState, name: str, value: Any, key: str, digest: str,
-                    upstream: Mapping[str, str], cost: float, *, stored: bool) -> None:
+                    upstream: Mapping[str, str], cost: float, created: float, *,
+                    stored: bool) -> None:
     """Store a computed value (unless a worker did), link its trace, record it as latest."""
     prep = s.prepared[name]
     record = s.run.nodes[name]
@@ -191,7 +196,7 @@ def _store_computed(s: RunState, name: str, value: Any, key: str, digest: str,
             s.sharing.stored(key)
     else:  # the size the fastest tier accounts, as a lookup would report it
         kept = store(s.cache, key, value, entry_meta(
-            s, name, upstream, inputs, digest, record.duration, cost, record.ended or time.time()))
+            s, name, upstream, inputs, digest, record.duration, cost, created))
         if kept is None:  # that tier does not say: ask
             found = s.cache.lookup(key)
             kept = found[0] if found else None

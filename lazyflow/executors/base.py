@@ -63,6 +63,10 @@ class Outcome:
     whole: tuple[float, dict[str, float] | None] | None = None
     """What the whole value cost, seconds and figures, when it holds more than this call
     computed (a map's recalled elements); ``None``: the call's own."""
+    created: float | None = None
+    """When the oldest part of the value was computed, when earlier than this call (a map's
+    recalled elements): what its entry records as ``created``, for ``max_age=``;
+    ``None``: when the call ended."""
 
 
 @dataclass(slots=True)

@@ -123,11 +123,27 @@ def validate_map(node: str, params: Sequence[str], option: Any, lazy: Any) -> No
 
 
 def elements(value: Any, node: str, param: str) -> list[Any]:
-    """The elements of a mapped input, as a list."""
+    """The elements of a mapped input, as a list.
+
+    A set is refused: its digest leaves its order out (``{0, 8}`` built two ways
+    iterates two ways), so a stored list of results could come back in another
+    order than the function gives now. So is a value that says it iterates and
+    then does not (a 0-d numpy array), with the same clear error."""
+    if type(value) is list:  # the usual case, with no check to pay
+        return value
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise MapError(f"node {node!r} maps over {param!r}, which must be a list or another "
                        f"iterable of elements, got a {type(value).__name__}")
-    return value if type(value) is list else list(value)
+    if isinstance(value, (set, frozenset)):
+        raise MapError(f"node {node!r} maps over {param!r}, a {type(value).__name__}: its "
+                       "order is not part of its value, so the results' order could change "
+                       f"from one request to the next; map over sorted({param}) or a list")
+    try:
+        return list(value)
+    except TypeError as e:
+        raise MapError(f"node {node!r} maps over {param!r}, which must be a list or another "
+                       f"iterable of elements, got a {type(value).__name__} that cannot be "
+                       f"iterated ({e})") from e
 
 
 def element_ids(items: list[Any]) -> bytes:
