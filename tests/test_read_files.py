@@ -124,3 +124,17 @@ def test_a_new_process_recomputes_after_the_file_changed_and_hits_when_it_did_no
     assert [run(), run()] == ["2 completed", "2 cached"]
     (here / "data.csv").write_text("a,b\n1,2\n3,4\n")
     assert run() == "3 completed"
+
+
+def test_a_path_built_at_run_time_from_a_constant_prefix_is_not_taken_for_that_prefix(here):
+    (here / "data").mkdir()
+    (here / "data" / "1.csv").write_text("x\n")
+    flow = lf.Flow("built", cache=lf.Cache(disk=None))
+
+    @flow.node
+    def text(part=1):
+        with open(f"data/{part}.csv") as f:  # "data/" is a folder, but no path of its own
+            return f.read()
+
+    assert (flow.get("text"), flow.get("text")) == ("x\n", "x\n")
+    assert _status(flow, "text") == "cached"  # neither uncached nor warned as a folder

@@ -149,7 +149,7 @@ def _read_paths(code: types.CodeType) -> list[str]:
                 or not _path_like(ins.argval) or i == 0:
             continue
         before, after = ops[i - 1], ops[i + 1:i + 3]
-        if before.opname not in _NAMING:
+        if before.opname not in _NAMING or not _whole_argument(ops, i):
             continue
         if before.argval == "open":
             mode = after[0].argval if after and after[0].opname == "LOAD_CONST" else "r"
@@ -164,6 +164,21 @@ def _read_paths(code: types.CodeType) -> list[str]:
     return found
 
 
+def _whole_argument(ops: list[dis.Instruction], at: int) -> bool:
+    """Whether the constant at ``at`` is a whole argument of the call after it, not the
+    first piece of a path built at run time (``f"/proc/{pid}/stat"``, ``"data/" + name``),
+    which names no file of its own."""
+    for ins in ops[at + 1:at + 16]:
+        if ins.opname in _COMPOSING:
+            return False
+        if ins.opname == "CALL":
+            return True
+    return False
+
+
+# opcodes that build a string or path from pieces (f-strings, ``+``, ``/``, ``%``)
+_COMPOSING = frozenset({"FORMAT_VALUE", "BUILD_STRING", "BINARY_OP", "BINARY_ADD",
+                        "BINARY_TRUE_DIVIDE", "BINARY_MODULO", "BINARY_SUBSCR"})
 _SIMPLE_CONSTS = frozenset({int, float, str, bool, type(None), bytes, complex, type(...)})
 _SUSPECT = DYNAMIC_BUILTINS | {"getattr", "import_module", "modules"}
 _LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
