@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -344,3 +345,27 @@ def s3_requests(s3_server, tmp_path, monkeypatch) -> Requests:
     path = tmp_path / "requests.jsonl"
     monkeypatch.setattr(recorder, "_location", str(path))
     return Requests(path)
+
+
+# --------------------------------------------------------------------------- a clock moved by hand
+
+
+class Clock:
+    """The wall clock lazyflow reads (``time.time``), moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """``time.time`` as a :class:`Clock` for the test (``max_age=`` without sleeping)."""
+    fake = Clock()
+    monkeypatch.setattr(time, "time", fake)
+    return fake

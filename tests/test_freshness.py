@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import time
 
 import pytest
 
 import lazyflow as lf
 from lazyflow.engine.freshness import SKEW
-
-
-class Clock:
-    """The wall clock lazyflow reads (``time.time``), moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(time, "time", fake)
-    return fake
 
 
 @pytest.fixture

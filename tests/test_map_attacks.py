@@ -9,25 +9,11 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 import lazyflow as lf
-
-
-class Clock:
-    """The wall clock lazyflow reads (``time.time``), moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Era(dict):
@@ -36,13 +22,6 @@ class Era(dict):
 
 
 lf.register_hasher(Era, lambda era: "era")
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(time, "time", fake)
-    return fake
 
 
 @pytest.fixture

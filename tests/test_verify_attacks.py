@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
+from chains import define_list_chain
 
 import lazyflow as lf
 
@@ -74,14 +75,7 @@ def test_verify_compares_an_ancestor_with_the_value_its_dependent_was_computed_f
 
 
 def test_verify_still_passes_a_deterministic_flow_whose_ancestors_were_evicted(flow):
-    @flow.node
-    def raw(n: int):
-        return list(range(n))
-
-    @flow.node
-    def total(raw):
-        return sum(raw)
-
+    define_list_chain(flow)
     flow.get("total", n=4)
     flow.cache.delete(flow.explain("raw", n=4)["raw"].key)
     result = flow.verify("total", n=4)

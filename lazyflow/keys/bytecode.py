@@ -202,16 +202,23 @@ def _global_names(code: types.CodeType) -> list[str]:
     for op in _GLOBAL_OPS:
         at = ops.find(op)
         while at != -1:
-            arg, back, shift = raw[2 * at + 1], at - 1, 8
-            while back >= 0 and ops[back] == _EXTENDED_ARG:
-                arg |= raw[2 * back + 1] << shift
-                back, shift = back - 1, shift + 8
+            arg = _oparg(raw, ops, at)
             if op[0] == _LOAD_GLOBAL:
                 arg >>= _LOAD_GLOBAL_SHIFT
             if arg < len(code.co_names):
                 found.append(code.co_names[arg])
             at = ops.find(op, at + 1)
     return found
+
+
+def _oparg(raw: bytes, ops: bytes, at: int) -> int:
+    """The argument of the instruction at unit ``at`` of ``raw`` (``ops``: its opcodes),
+    its ``EXTENDED_ARG`` prefixes included."""
+    arg, back, shift = raw[2 * at + 1], at - 1, 8
+    while back >= 0 and ops[back] == _EXTENDED_ARG:
+        arg |= raw[2 * back + 1] << shift
+        back, shift = back - 1, shift + 8
+    return arg
 
 
 def _imports(code: types.CodeType) -> list[str]:
@@ -226,10 +233,7 @@ def _imports(code: types.CodeType) -> list[str]:
     found = []
     at = ops.find(_IMPORT_NAME)
     while at != -1:
-        arg, back, shift = raw[2 * at + 1], at - 1, 8
-        while back >= 0 and ops[back] == _EXTENDED_ARG:
-            arg |= raw[2 * back + 1] << shift
-            back, shift = back - 1, shift + 8
+        arg = _oparg(raw, ops, at)
         level = 0
         if at >= 2 and ops[at - 2] == _LOAD_CONST:  # LOAD_CONST level; LOAD_CONST fromlist
             const = code.co_consts[raw[2 * (at - 2) + 1]]
