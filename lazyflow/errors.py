@@ -213,9 +213,6 @@ class NotServable(HashingError):
     node (``as_node``) that needs a node computed anew on each request. Code reading it
     is not cached, and nothing warns: nothing is wrong, only the inner flow can decide."""
 
-    def __init__(self, type_name: str, reason: str) -> None:
-        super().__init__(type_name, reason)
-
 
 class OutputError(LazyflowError, TypeError):
     """A node declared with ``outputs=`` returned something that does not fit them."""

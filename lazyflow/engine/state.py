@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from lazyflow.model.failed import Failed
     from lazyflow.model.graph import Plan
 
-__all__ = ["RunState", "counted", "expected_code", "flow_inputs", "input_digests", "make_ready", "release_inputs",
-           "touch", "waiting"]
+__all__ = ["RunState", "counted", "expected_code", "flow_inputs", "input_digests", "make_ready",
+           "release_inputs", "touch", "waiting"]
 
 _FEW = 8  # upstream nodes a node waits for, up to which a tuple holds them rather than a set
 
@@ -217,6 +217,7 @@ def input_digests(s: RunState, name: str, upstream: Mapping[str, str]) -> dict[s
     if not kept:
         return {p: s.digests[up] for p, up in upstream.items()}
     return {p: kept[up][0] if up in kept else s.digests[up] for p, up in upstream.items()}
+
 
 def expected_code(s: RunState, name: str) -> ExpectedCode | None:
     """What a worker in another process must hold to run ``name`` under its key

@@ -30,9 +30,10 @@ from lazyflow.errors import CacheWarning, warn
 from lazyflow.keys.bytecode import code_info
 from lazyflow.keys.environment import distribution_token
 
-__all__ = ["absolute_name", "class_name", "code_module", "display_name", "installed_unloaded", "is_installed",
-           "is_user_code", "is_user_module", "module_token", "note_stale_file", "object_token",
-           "owner_module", "package_version", "path_is_installed", "unseen_lookups"]
+__all__ = ["absolute_name", "class_name", "code_module", "display_name", "installed_unloaded",
+           "is_installed", "is_user_code", "is_user_module", "module_token", "note_stale_file",
+           "object_token", "owner_module", "package_version", "path_is_installed",
+           "unseen_lookups"]
 
 
 def module_token(module: types.ModuleType) -> str:
