@@ -60,6 +60,7 @@ from lazyflow.errors import HashingError, MapError
 from lazyflow.executors.base import Executor, Outcome, Task, refused_outcome, run_to_completion
 from lazyflow.model.mapping import MISSING, Chunk, Cost
 from lazyflow.model.metrics import collected, start_collecting
+from lazyflow.model.skip import returned_skip
 from lazyflow.records import MapChunkMeta
 
 if TYPE_CHECKING:
@@ -485,6 +486,9 @@ def collect(run: MapRun, outcome: Outcome, node: str, computed: Any) -> Outcome:
         plain = set(map(type, results)) <= _PLAIN  # no result names an output file
         for offset, position in enumerate(batch):
             lost = part if part.error is not None else failures.get(offset)
+            if lost is None and not plain:  # an element that returned lf.Skip failed
+                refused = returned_skip(node, results[offset])
+                lost = None if refused is None else Outcome(error=refused, attempts=1)
             if lost is None:
                 run.values[position] = results[offset]
                 if not plain:

@@ -91,7 +91,10 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
     record.error = error
     if policy.on_error == "fallback":
         s.untraced.add(name)
-        finish(s, name, policy.fallback, outcome.duration, None, keep=False)
+        # a copy per run: a consumer (or the caller) changing it in place must not change
+        # what the next failure falls back to
+        finish(s, name, handout(shareable(policy.fallback)), outcome.duration, None,
+               keep=False)
         record.status = "fallback"  # a value, but not the node's own (run.STATUSES)
         record.reason = f"fallback after {type(error).__name__}: {error}"
         return

@@ -33,9 +33,10 @@ from lazyflow.errors import HashingError
 from lazyflow.executors.codecheck import ExpectedCode, refusal
 from lazyflow.executors.profile import Measure
 from lazyflow.keys.hashing import hash_value, register_hasher
+from lazyflow.model.lazy import Traced
 from lazyflow.model.metrics import collected, start_collecting
 from lazyflow.model.policies import DEFAULTS, Policy
-from lazyflow.model.skip import Skip
+from lazyflow.model.skip import Skip, returned_skip
 
 __all__ = ["Capabilities", "Executor", "GraphExecutor", "Outcome", "Task", "after_failure",
            "install_hashers", "pack_hashers", "refused_outcome", "run_to_completion"]
@@ -158,6 +159,11 @@ class Task:
         """Time and (when it can) hash a finished call's outcome."""
         outcome.duration = time.perf_counter() - t0
         outcome.ended = time.time()
+        if outcome.error is None:
+            value = outcome.value.value if isinstance(outcome.value, Traced) else outcome.value
+            refused = returned_skip(self.node, value)
+            if refused is not None:  # never stored, here or by a worker
+                outcome.value, outcome.error = None, refused
         if outcome.error is None and self.hash_result:
             try:
                 outcome.digest = hash_value(outcome.value)

@@ -54,7 +54,7 @@ from lazyflow.model.failed import validate_catch
 from lazyflow.model.lazy import annotated_lazy, lazy_params, validate_lazy
 from lazyflow.model.mapping import validate_map
 from lazyflow.model.options import DEFAULT, NodeOptions
-from lazyflow.model.outputs import selector, validate_outputs
+from lazyflow.model.outputs import selector, validate_fallback, validate_outputs
 from lazyflow.model.requests import RequestChecks
 from lazyflow.model.signature import EMPTY, PositionalCall, read_signature
 
@@ -127,6 +127,9 @@ class Node:
             if declared.map is not None:
                 validate_map(node_name, params, declared.map,
                              declared.lazy or annotated_lazy(func))
+            if declared.outputs is not None and declared.on_error == "fallback":
+                validate_fallback(node_name, validate_outputs(node_name, declared.outputs),
+                                  declared.fallback)
         call = PositionalCall(func, tuple(params[:positional_only])) if positional_only else func
         fields = {"func": func, "call": call, "name": node_name, "params": tuple(params),
                   "defaults": defaults, "wiring": wiring,

@@ -20,7 +20,7 @@ from typing import Any
 
 from lazyflow.errors import DefinitionError, OutputError
 
-__all__ = ["pick", "selector", "validate_outputs"]
+__all__ = ["pick", "selector", "validate_fallback", "validate_outputs"]
 
 
 def validate_outputs(node: str, outputs: Any) -> tuple[str, ...]:
@@ -36,6 +36,19 @@ def validate_outputs(node: str, outputs: Any) -> tuple[str, ...]:
         raise DefinitionError(f"node {node!r}: output names must be distinct and differ from "
                               f"the node's own name; got {names!r}")
     return names
+
+
+def validate_fallback(node: str, outputs: tuple[str, ...], fallback: Any) -> None:
+    """Check that a node with ``outputs=`` and ``on_error="fallback"`` falls back to a value
+    its outputs can be picked from: else every output would fail with an error blaming the
+    node's return value, which it never returned."""
+    try:
+        pick(fallback, node, outputs, 0)
+    except OutputError:
+        raise DefinitionError(
+            f"node {node!r}: on_error='fallback' with outputs={outputs!r} needs fallback= a "
+            f"tuple of {len(outputs)} values or a dict with keys {list(outputs)!r}, one "
+            f"for each output; got {fallback!r}") from None
 
 
 def pick(value: Any, parent: str, outputs: tuple[str, ...], index: int) -> Any:

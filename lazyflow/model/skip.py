@@ -22,12 +22,14 @@ node as skipped; a node whose upstream is skipped inherits the reason).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from lazyflow.errors import OutputError
 
 if TYPE_CHECKING:
     from lazyflow.run import NodeRecord
 
-__all__ = ["Skip", "inherited_reason"]
+__all__ = ["Skip", "inherited_reason", "returned_skip"]
 
 
 class Skip(Exception):  # noqa: N818 - named for what the user means, like StopIteration
@@ -56,3 +58,18 @@ def inherited_reason(upstream: str, record: NodeRecord) -> str:
     if record.reason.startswith("upstream "):
         return record.reason
     return f"upstream {upstream!r} skipped: {record.reason}"
+
+
+def returned_skip(node: str, value: Any) -> OutputError | None:
+    """The error for a node that *returned* an ``lf.Skip`` instead of raising it, else
+    ``None``.
+
+    A returned ``Skip`` is a value like any other to the cache: stored, handed to
+    dependents and served on every later request, although the node meant to skip
+    (which is never cached). So it is refused, and the message says to raise it.
+    """
+    if not isinstance(value, Skip):
+        return None
+    return OutputError(f"node {node!r} returned lf.Skip({value.reason!r}) instead of raising "
+                       "it; write `raise lf.Skip(...)` to skip the node (a skip is never "
+                       "cached)")
