@@ -197,6 +197,46 @@ def test_a_catch_below_a_lazy_call_is_computed_from_the_real_value_once_the_fail
     assert flow.get("pick", flag=True, up=up) == "model 2"
 
 
+def test_a_lazy_input_returned_inside_a_value_is_an_error_not_a_constant_digest(flow):
+    """A thunk inside a result hashed to one constant: its dependent was served the first
+    value of the input whatever the input computed to later."""
+    @flow.node
+    def a(n: int):
+        return n
+
+    @flow.node
+    def pick(a: lf.Lazy[int]):
+        a()
+        return {"getter": a}
+
+    @flow.node
+    def use(pick):
+        return pick["getter"]()
+
+    with pytest.raises(lf.HashingError, match=r"node 'pick' returned it: it is lazy input "
+                       r"'a', not its value: call it \(a\(\)\)"):
+        flow.get("use", n=1)
+
+
+def test_a_lazy_input_returned_by_an_uncached_node_leaves_its_dependents_current(flow):
+    @flow.node
+    def a(n: int):
+        return n
+
+    @flow.node(cache=False)
+    def pick(a: lf.Lazy[int]):
+        a()
+        return {"getter": a}
+
+    @flow.node
+    def use(pick):
+        return pick["getter"]()
+
+    with pytest.warns(lf.LazyflowWarning, match="'pick' returned a Thunk that cannot be "
+                      "hashed"):
+        assert [flow.get("use", n=n) for n in (1, 2)] == [1, 2]
+
+
 _BRANCH_MODULE = """
 import lazyflow as lf
 flow = lf.Flow("branches", cache=lf.Cache(disk={cache!r}, memory=0))

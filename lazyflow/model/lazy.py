@@ -41,11 +41,11 @@ import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import xxhash
 
-from lazyflow.errors import DefinitionError
+from lazyflow.errors import DefinitionError, HashingError
 from lazyflow.keys import Domain, domain
 from lazyflow.keys.hashing import register_hasher
 
@@ -114,7 +114,15 @@ class Thunk:
         self._loader = None
 
 
-register_hasher(Thunk, lambda thunk: "Thunk")  # steers the call; its value is keyed apart
+def _no_digest(thunk: Thunk | _Recording) -> NoReturn:
+    """A thunk has no digest: its value is keyed apart, by the trace of the node that calls
+    it. One found inside a value (a node returned it, or a structure holding it) would give
+    that value one digest whatever the input computes to, and its dependents stale hits."""
+    raise HashingError("Thunk", f"it is lazy input {thunk.param!r}, not its value: call it "
+                       f"({thunk.param}()) and return or keep what it returns")
+
+
+register_hasher(Thunk, _no_digest)
 
 
 @dataclass(slots=True)
@@ -178,8 +186,13 @@ class _Recording:
     def __repr__(self) -> str:
         return repr(self._thunk)
 
+    @property
+    def param(self) -> str:
+        """The lazy parameter it stands for."""
+        return self._thunk.param
 
-register_hasher(_Recording, lambda thunk: "Thunk")
+
+register_hasher(_Recording, _no_digest)
 
 
 # --------------------------------------------------------------------------- declaration
