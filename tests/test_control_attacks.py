@@ -237,6 +237,25 @@ def test_a_lazy_input_returned_by_an_uncached_node_leaves_its_dependents_current
         assert [flow.get("use", n=n) for n in (1, 2)] == [1, 2]
 
 
+def test_a_thunk_called_outside_the_node_that_takes_it_is_a_clear_error(flow):
+    @flow.node
+    def a(n: int):
+        return n
+
+    @flow.node(cache=False)
+    def pick(a: lf.Lazy[int]):
+        return [a]  # handed on, never called here
+
+    @flow.node
+    def use(pick):
+        return pick[0]()
+
+    with pytest.warns(lf.LazyflowWarning, match="returned a Thunk"), \
+            pytest.raises(lf.OutputError, match=r"node 'use' called lazy input 'a' of another "
+                          r"node, which handed the thunk on instead of its value"):
+        flow.get("use", n=1)
+
+
 _BRANCH_MODULE = """
 import lazyflow as lf
 flow = lf.Flow("branches", cache=lf.Cache(disk={cache!r}, memory=0))

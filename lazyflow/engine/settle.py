@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import lazyflow.keys as keys
+import lazyflow.model.lazy as lazy
 import lazyflow.model.skip as skip
 from lazyflow._version import __version__
 from lazyflow.cache.snapshot import handout, shareable
@@ -81,6 +82,8 @@ def _record_outcome(s: RunState, name: str, outcome: Outcome) -> None:
                stored=outcome.stored, whole=outcome.whole, created=outcome.created)
         return
     error = outcome.error
+    if isinstance(error, lazy.Demand):  # a lazy node's own demands never get here
+        error = lazy.stray_demand(name, error)
     if isinstance(error, skip.Skip):
         stop(s, name, "skipped", error.reason)
         if s.watched:

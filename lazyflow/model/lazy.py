@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 import xxhash
 
-from lazyflow.errors import DefinitionError, HashingError
+from lazyflow.errors import DefinitionError, HashingError, OutputError
 from lazyflow.keys import Domain, domain
 from lazyflow.keys.hashing import register_hasher
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from lazyflow.model.graph import Node
 
 __all__ = ["Call", "Demand", "Lazy", "Thunk", "Traced", "annotated_lazy", "lazy_params", "replay",
-           "trace_record_key", "validate_lazy", "with_trace"]
+           "stray_demand", "trace_record_key", "validate_lazy", "with_trace"]
 
 T = TypeVar("T")
 
@@ -76,6 +76,17 @@ class Demand(BaseException):
     def __init__(self, param: str) -> None:
         self.param = param
         super().__init__(param)
+
+
+def stray_demand(node: str, demand: Demand) -> OutputError:
+    """The error of ``node`` calling a thunk it does not take lazily (another node handed it
+    on in a value): the engine can compute an input only for the node that takes it."""
+    error = OutputError(
+        f"node {node!r} called lazy input {demand.param!r} of another node, which handed the "
+        f"thunk on instead of its value; in the node that takes {demand.param!r} lazily, "
+        f"call it ({demand.param}()) and pass on what it returns")
+    error.__cause__ = demand
+    return error
 
 
 class Thunk:
