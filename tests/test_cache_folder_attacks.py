@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 import lazyflow as lf
+from lazyflow.history import flush as flush_history
 
 
 def _flow(folder, setting):
@@ -43,11 +44,19 @@ def _values(flow, **inputs):
     return run["small"], run["large"][-1]
 
 
+def _delete(folder) -> None:
+    """``rm -rf`` the folder once the run history beside it is committed: the history's
+    writer thread commits there in the background, and a file it writes while the folder
+    is removed fails the removal ("Directory not empty")."""
+    flush_history()
+    shutil.rmtree(folder)
+
+
 def test_a_cache_folder_deleted_between_requests_gives_computed_values(tmp_path):
     folder = tmp_path / "cache"
     flow = _flow(folder, {"v": 1})
     assert _values(flow) == (11, 1)
-    shutil.rmtree(folder)
+    _delete(folder)
     assert _values(flow) == (11, 1)
     assert _values(flow, x=2) == (21, 1)
     on_a_new_thread = []  # a thread opens its own connection to the folder's index
@@ -64,7 +73,7 @@ def test_a_cache_folder_swapped_for_another_flows_serves_none_of_its_values(tmp_
     assert _values(flow) == (11, 1)
     other = _flow(theirs, {"v": 7})
     assert _values(other) == (17, 7)
-    shutil.rmtree(ours)
+    _delete(ours)
     shutil.copytree(theirs, ours)
     assert _values(flow) == (11, 1)
     setting["v"] = 7  # now the swapped-in entries are this flow's own: hits are right
@@ -161,7 +170,7 @@ def test_a_deleted_cache_folder_is_started_afresh_with_one_warning_and_stored_in
     setting = {"v": 1}
     flow = _flow(folder, setting)
     assert _request(flow)[:2] == ((11, 1), COMPUTED)
-    shutil.rmtree(folder)
+    _delete(folder)
     values, how, said = _request(flow)
     assert (values, how) == ((11, 1), COMPUTED)
     assert len(said) == 1 and "was deleted" in said[0] and "fresh cache" in said[0]
@@ -175,7 +184,7 @@ def test_a_deleted_cache_folder_is_started_afresh_by_a_request_on_another_thread
     folder = tmp_path / "cache"
     flow = _flow(folder, {"v": 1})
     assert _request(flow)[:2] == ((11, 1), COMPUTED)
-    shutil.rmtree(folder)
+    _delete(folder)
     answered = []  # the thread opens its own connections to the folder's index
     thread = threading.Thread(target=lambda: answered.append(_request(flow, x=2)))
     thread.start()
@@ -192,7 +201,7 @@ def test_a_connection_opened_after_the_folder_went_fails_once_and_the_tier_start
     tier.put("before", 1, {"digest": "d"})
     tier.flush()
     assert tier.get("before") == 1  # the run's one check of the folder is spent
-    shutil.rmtree(folder)
+    _delete(folder)
     failed = []
 
     def write_on_a_new_thread():  # a new connection: "unable to open database file"
@@ -296,7 +305,7 @@ def test_a_run_history_deleted_with_its_cache_folder_goes_on_in_a_fresh_file(tmp
     flow = _flow(folder, {"v": 1})
     flow.run("small")
     assert len(lf.history(flow)) == 1
-    shutil.rmtree(folder)
+    _delete(folder)
     with warnings.catch_warnings():  # the disk tier's: its folder was deleted
         warnings.simplefilter("ignore", lf.CacheWarning)
         after = flow.run("small")
