@@ -43,10 +43,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 LAYOUTS = {"cache-v2": "disk layout 1: every row in diskcache's Cache table",
            "cache-v2-disk2": "disk layout 2: small entries and records in LazyflowEntries",
            "cache-v2-disk3": "disk layout 3: a computed node's records restated by its row",
-           "cache-v3": "key schema 3, disk layout 3"}
+           "cache-v3": "key schema 3, disk layout 3",
+           "cache-v4": "key schema 4, disk layout 3"}
 """The committed fixtures (docs/cache-format.md): key schema 2 in every disk layout, and key
-schema 3."""
-CURRENT = "cache-v3"
+schemas 3 and 4."""
+CURRENT = "cache-v4"
 """The fixture written at this key schema: the same flow hits it. The others' entries are
 keyed under older rules, so they are never found again, by design."""
 OLDER = sorted(set(LAYOUTS) - {CURRENT})
@@ -358,7 +359,7 @@ def test_the_committed_fixtures_hold_the_disk_layouts_they_are_named_for():
         assert db.execute("SELECT count(*) FROM Cache").fetchone()[0] == 1  # the value file
         columns = {row[1] for row in db.execute("PRAGMA table_info(LazyflowEntries)")}
         assert "trace" not in columns
-    for layout_3 in ("cache-v2-disk3", "cache-v3"):
+    for layout_3 in ("cache-v2-disk3", "cache-v3", "cache-v4"):
         with contextlib.closing(sqlite3.connect(FIXTURES / layout_3 / "cache.db")) as db:
             restating = db.execute("SELECT count(*) FROM LazyflowEntries WHERE trace IS NOT "
                                    "NULL AND latest IS NOT NULL").fetchone()[0]

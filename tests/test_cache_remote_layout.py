@@ -36,11 +36,14 @@ FIXTURE = Path(__file__).parent / "fixtures" / "remote-v1"
 MANIFEST = json.loads(FIXTURE.with_suffix(".json").read_text())
 FIXTURE_2 = Path(__file__).parent / "fixtures" / "remote-v2"
 MANIFEST_2 = json.loads(FIXTURE_2.with_suffix(".json").read_text())
-CURRENT = Path(__file__).parent / "fixtures" / "remote-v3-keys3"
+CURRENT = Path(__file__).parent / "fixtures" / "remote-v3-keys4"
 """The remote fixture written at this key schema (layout 3): the same flow hits it. The
-entries of remote-v1 and remote-v2 are keyed under key schema 2, so they are never found
-again, by design: those fixtures keep their read-back and migration checks."""
+entries of remote-v1 and remote-v2 (key schema 2) and remote-v3-keys3 are keyed under
+older rules, so they are never found again, by design: those fixtures keep their
+read-back (and migration) checks."""
 MANIFEST_CURRENT = json.loads(CURRENT.with_suffix(".json").read_text())
+KEYS_3 = Path(__file__).parent / "fixtures" / "remote-v3-keys3"
+MANIFEST_KEYS_3 = json.loads(KEYS_3.with_suffix(".json").read_text())
 KEY, OTHER = "ab" * 16, "cd" * 16
 BIG = np.arange(2000, dtype=np.float64)  # 16 KB: a content object
 SMALL = [1, 2, 3]  # inline in its entry
@@ -493,6 +496,30 @@ def test_a_flow_on_layout_2_entries_of_an_older_key_schema_recomputes_every_node
     assert {r.status for r in run.nodes.values()} == {"completed"}
     assert {name: run.nodes[name].digest for name in fixture.TARGETS} == {
         name: MANIFEST_2["nodes"][name]["digest"] for name in fixture.TARGETS}
+
+
+# --------------------------------------------------------------------------- key schema 3
+
+
+@pytest.fixture
+def keys_3(tmp_path) -> str:
+    """A copy of the committed remote written at key schema 3 (layout 3)."""
+    return f"file://{shutil.copytree(KEYS_3, tmp_path / 'remote')}"
+
+
+def test_entries_of_the_key_schema_3_remote_fixture_read_back(keys_3):
+    tier = _tier(keys_3)
+    for written in MANIFEST_KEYS_3["nodes"].values():
+        assert lf.hash_value(tier.get(written["key"])) == written["digest"]
+
+
+def test_a_flow_on_key_schema_3_entries_recomputes_every_node(keys_3):
+    assert MANIFEST_KEYS_3["key_schema"] < keys.KEY_SCHEMA
+    flow = fixture.build(lf.Cache(memory=None, disk=None, remote=keys_3))
+    run = flow.run(list(fixture.TARGETS), **fixture.inputs())
+    assert {r.status for r in run.nodes.values()} == {"completed"}
+    assert {name: run.nodes[name].digest for name in fixture.TARGETS} == {
+        name: MANIFEST_KEYS_3["nodes"][name]["digest"] for name in fixture.TARGETS}
 
 
 # --------------------------------------------------------------------------- this key schema

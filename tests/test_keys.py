@@ -26,17 +26,17 @@ A, B = "a" * 32, "b" * 32
 
 def test_every_key_domain_keeps_its_prefix():
     assert {d: domain(d) for d in Domain} == {
-        Domain.CONTENT: "lazyflow-content-3\0",
-        Domain.TRACE: "lazyflow-trace-3\0",
-        Domain.LATEST: "lazyflow-latest-3\0",
-        Domain.SCOPED: "lazyflow-scoped-3\0",
-        Domain.ENVIRONMENT: "lazyflow-environment-3\0",
-        Domain.ELEMENT: "lazyflow-element-3\0",
-        Domain.MAP_CHUNK: "lazyflow-map-chunk-3\0",
-        Domain.LAZY_TRACES: "lazyflow-lazy-traces-3\0",
-        Domain.FILE: "lazyflow-file-3\0",
-        Domain.SHOWN: "lazyflow-shown-3\0",
-        Domain.CHECKED: "lazyflow-checked-3\0",
+        Domain.CONTENT: "lazyflow-content-4\0",
+        Domain.TRACE: "lazyflow-trace-4\0",
+        Domain.LATEST: "lazyflow-latest-4\0",
+        Domain.SCOPED: "lazyflow-scoped-4\0",
+        Domain.ENVIRONMENT: "lazyflow-environment-4\0",
+        Domain.ELEMENT: "lazyflow-element-4\0",
+        Domain.MAP_CHUNK: "lazyflow-map-chunk-4\0",
+        Domain.LAZY_TRACES: "lazyflow-lazy-traces-4\0",
+        Domain.FILE: "lazyflow-file-4\0",
+        Domain.SHOWN: "lazyflow-shown-4\0",
+        Domain.CHECKED: "lazyflow-checked-4\0",
     }
 
 
@@ -59,20 +59,20 @@ def test_known_keys_never_change():
         "shown": shown_key(A),
         "checked": keys.checked_key(A, B),
     } == {
-        "content": "0a9d7d7728a7509db0b82db0c5363bec",
-        "content, two parameters": "0d22ca77b0ae97fd74dad25c65332241",
-        "content, nothing": "2ad70ae53926bed940cbe544fa4beb77",
-        "trace": "1a5f43d140c059f0db59faf451a81b89",
-        "latest": "60bd1336e4d3186a55133dad83611597",
-        "scoped": "b54730980ea073e06013c0992529eb71",
-        "environment": "dd8c3ffd8dd2b5b82b45aac9e611639e",
-        "element": "16a93ea92dd60a0340ee6979f6090beb",
-        "map chunk": "c002733ef2a51b9544de124a3c89ba60",
-        "map chunk 1": "0ea19598ae95312112c8f4beef3af55b",
-        "lazy traces": "ea17163a0b83ec27f0f3d3625d0342be",
-        "file": "903bf4e38cc48d66f3d23f2062418f8d",
-        "shown": "b15ecb42f932eb2dd66fc9b239d2f3f2",
-        "checked": "3f9eca5eee2148639f034d6c79fd1264",
+        "content": "d521ece9b5cc9273facb010498a95de3",
+        "content, two parameters": "9a12c7e8902bebcf7e577bef63ad3a09",
+        "content, nothing": "cf27949402b5581a66477bd9e1fe3e7f",
+        "trace": "1b74c65f351fc4169ada6f6916b42524",
+        "latest": "57644c5376ab11fdbc08b562564ee296",
+        "scoped": "c21b2d3ce6323b3e1c8c75da164a9085",
+        "environment": "763d35be68d05cc9552520dbc071f27d",
+        "element": "351041ab80025b998b561b41e1c12077",
+        "map chunk": "039a9220a22b41f855e015e9ba144071",
+        "map chunk 1": "2e365f4dc9cc1d9943030493eb50ec25",
+        "lazy traces": "3e46796f7debd5911926fe750f476f4b",
+        "file": "8dd5c8ad9191ecf8493ad300d4852d9f",
+        "shown": "e41ab519f972ad2ee91dea0022ea6835",
+        "checked": "e3a8ec379058c077264382ce85d23c8a",
     }
 
 

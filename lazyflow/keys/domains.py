@@ -32,7 +32,13 @@ long double arrays and set-slotted objects stably; fingerprints also cover
 function attributes, patched builtins, modules imported in a body, each reader's
 module attributes, a module's ``__getattr__``, metaclasses and assigned bases,
 and ``functools.wraps`` of installed functions; a node's key also covers how its
-function is called (``map=``, lazy inputs).
+function is called (``map=``, lazy inputs). Schema 4: entries a fixed fault may have
+written wrong under a key that stays the same are never found again — values a worker
+computed with stale module code (``executors/codecheck.py``), memoryviews stored as
+bytes, UTC columns stored as Arrow (read back in another zone), a returned ``lf.Skip``;
+fingerprints take globals from the bytecode's global loads (not attribute names), key a
+class defined in a function by its name less the function, and key the files a node's
+code reads by constant paths.
 
 Every domain is a member of :class:`Domain`: a module that builds a key takes
 its prefix from :func:`domain` and never spells the string itself, so the key
@@ -59,7 +65,7 @@ if TYPE_CHECKING:
 __all__ = ["KEY_SCHEMA", "Domain", "checked_key", "content_key", "domain", "environment_key",
            "latest_key", "reasons", "scoped", "trace_key"]
 
-KEY_SCHEMA = 3
+KEY_SCHEMA = 4
 """The key-schema version inside every key domain (see the design note)."""
 
 
@@ -95,7 +101,7 @@ def domain(name: Domain) -> str:
     """The prefix of key domain ``name``.
 
     >>> domain(Domain.CONTENT)
-    'lazyflow-content-3\\x00'
+    'lazyflow-content-4\\x00'
     """
     return f"lazyflow-{name.value}-{KEY_SCHEMA}\0"
 
