@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import lazyflow.keys as keys
 import lazyflow.model.skip as skip
 from lazyflow._version import __version__
-from lazyflow.cache.snapshot import handout, shareable
+from lazyflow.cache.snapshot import handout, immutable, shareable
 from lazyflow.engine.ancestry import computed
 from lazyflow.engine.catching import caught_by_all, record_failure
 from lazyflow.engine.events import NodeFinished
@@ -161,10 +161,43 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
             s.values[name] = kept
         if name in s.targets:
             s.run.values[name] = handout(kept)
+    if prep.cacheable and keep and not stored:
+        moved = _moved_since_keyed(s, name)
+        if moved is not None:
+            record.reason += f"; not cached: {moved}"
+            keep = False
     if prep.cacheable and keep:
         _store_computed(s, name, value, key, digest, upstream, cost, created, stored=stored)
     if s.watched:
         s.emit(NodeFinished(s.run, record))
+
+
+def _moved_since_keyed(s: RunState, name: str) -> str | None:
+    """What ``name`` was keyed by and has changed since, or ``None``.
+
+    A node is keyed before it runs, by its code (with the globals and helpers it reads)
+    and its flow inputs' digests; another thread may rebind a global or change a flow
+    input in place before or while the node reads it. Its value is then one the key
+    does not describe: stored, a later request made in the keyed state would be served
+    it. So both are read again after the call (one fingerprint validation, and a digest
+    of each flow input that can change in place). A node that changes its own flow
+    input in place is not told apart from another thread doing so: it is computed
+    every time, never served wrong.
+    """
+    prep = s.prepared[name]
+    if s.plan.nodes[name].fingerprint().digest != prep.fp.digest:
+        return "its code, or a value its code reads, changed while it ran"
+    for param, value in s.plan.params[name].items():
+        if immutable(value):
+            continue
+        try:
+            same = hash_value(value) == prep.params[param]
+        except HashingError:
+            same = False
+        if not same:
+            return (f"its input {param!r} was changed in place while it ran (by the node "
+                    "or another thread); pass a value nobody changes, or a copy")
+    return None
 
 
 def _saved_earlier(record: NodeRecord, name: str, whole: tuple[float, dict[str, float] | None]
