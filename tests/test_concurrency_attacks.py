@@ -111,7 +111,7 @@ def test_a_flow_input_changed_after_submit_returns_is_not_stored_under_its_old_d
     gate.meanwhile(lambda: data.append(5))  # before 'total' even started
     run = handle.result(_PATIENCE)
     assert run["total"] == 6
-    assert "input 'data' was changed in place" in run.nodes["total"].reason
+    assert "input 'data' changed while it ran" in run.nodes["total"].reason
     again = flow.run("total", gate=gate, data=[1])
     assert again["total"] == 1
 
@@ -130,6 +130,45 @@ def test_a_flow_input_changed_by_another_thread_while_the_node_runs_is_not_store
     gate.meanwhile(lambda: data.append(5))
     assert handle.result(_PATIENCE)["total"] == 6
     assert flow.get("total", gate=gate, data=[1]) == 1
+
+
+def test_an_input_file_edited_while_the_node_reads_it_is_not_stored_under_its_old_digest(
+        tmp_path):
+    flow = _disk_flow(tmp_path, "edited-input")
+    path = tmp_path / "numbers.txt"
+    path.write_text("1\n")
+
+    @flow.node
+    def total(gate: Gate, data: lf.File) -> int:
+        gate.inside()
+        return sum(int(x) for x in data.path.read_text().split())
+
+    gate = Gate()
+    handle = flow.submit("total", gate=gate, data=lf.File(path))
+    gate.meanwhile(lambda: path.write_text("1\n5\n"))
+    assert handle.result(_PATIENCE)["total"] == 6
+    path.write_text("1\n")
+    assert flow.get("total", gate=gate, data=lf.File(path)) == 1
+
+
+def test_a_file_read_by_a_constant_path_edited_while_the_node_runs_is_not_stored(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flow = _disk_flow(tmp_path, "edited-constant")
+    (tmp_path / "numbers.txt").write_text("1\n")
+
+    @flow.node
+    def total(gate: Gate) -> int:
+        gate.inside()
+        with open("numbers.txt") as f:
+            return sum(int(x) for x in f.read().split())
+
+    gate = Gate()
+    handle = flow.submit("total", gate=gate)
+    gate.meanwhile(lambda: (tmp_path / "numbers.txt").write_text("1\n5\n"))
+    assert handle.result(_PATIENCE)["total"] == 6
+    (tmp_path / "numbers.txt").write_text("1\n")
+    assert flow.get("total", gate=gate) == 1
 
 
 # ------------------------------------------------------------ redefinitions from other threads

@@ -195,8 +195,9 @@ def _moved_since_keyed(s: RunState, name: str) -> str | None:
         except HashingError:
             same = False
         if not same:
-            return (f"its input {param!r} was changed in place while it ran (by the node "
-                    "or another thread); pass a value nobody changes, or a copy")
+            return (f"its input {param!r} changed while it ran (a file edited, or a value "
+                    "changed in place by the node or another thread); pass a value nobody "
+                    "changes, or a copy")
     return None
 
 
