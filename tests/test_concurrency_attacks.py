@@ -8,10 +8,19 @@ state the request started with.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import lazyflow as lf
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _PATIENCE = 60  # seconds: only a broken implementation ever waits this long
 
@@ -205,3 +214,114 @@ def test_a_node_redefined_while_another_thread_plans_a_request_is_used_by_later_
     planning.join(_PATIENCE)
     assert first == [1]  # it started before the redefinition: the old code is its own
     assert flow.get("answer") == 2
+
+
+# ------------------------------------------------------------ other processes, other entry points
+
+ANALYSIS = textwrap.dedent("""
+    import sys
+
+    import lazyflow as lf
+
+    flow = lf.Flow("analysis")  # the default cache: disk in $LAZYFLOW_CACHE_DIR
+    SCALE = 2
+
+
+    def helper(x):
+        return x * SCALE
+
+
+    @flow.node
+    def raw(n: int):
+        return list(range(n))
+
+
+    @flow.node
+    def total(raw):
+        return helper(sum(raw))
+
+
+    if __name__ == "__main__":
+        run = flow.run("total", n=int(sys.argv[1]))
+        print(run.nodes["total"].status, run["total"])
+""")
+
+
+def _python(folder: Path, *args: str, **env: str) -> str:
+    """Run this venv's Python in ``folder`` with the cache in ``folder/cache``; its stdout."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env,
+                   "LAZYFLOW_CACHE_DIR": str(folder / "cache")}
+    environment.pop("LAZYFLOW_HISTORY", None)
+    done = subprocess.run([sys.executable, *args], cwd=folder, env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _cli_total(folder: Path, flow: str) -> tuple[dict[str, int], str]:
+    """``lazyflow run FLOW total -p n=10``: the run's counts and the value of 'total'."""
+    script = shutil.which("lazyflow", path=os.path.dirname(sys.executable))
+    assert script is not None, "the lazyflow console script is not installed in this venv"
+    report = json.loads(_python(folder, script, "run", flow, "total", "-p", "n=10", "--json"))
+    return report["counts"], report["values"]["total"]
+
+
+def test_the_cli_an_import_and_a_main_script_share_results_and_an_edit_reaches_the_cli(
+        tmp_path):
+    (tmp_path / "analysis.py").write_text(ANALYSIS)
+    imported = ("import analysis; r = analysis.flow.run('total', n=10); "
+                "print(r.nodes['total'].status, r['total'])")
+    assert _python(tmp_path, "-c", imported).split() == ["completed", "90"]
+    assert _cli_total(tmp_path, "analysis:flow") == ({"cached": 1}, "90")
+    assert _python(tmp_path, "analysis.py", "10").split() == ["cached", "90"]
+    module = tmp_path / "analysis.py"
+    module.write_text(module.read_text().replace("SCALE = 2", "SCALE = 3"))
+    assert _cli_total(tmp_path, "./analysis.py:flow") == ({"cached": 1, "completed": 1}, "135")
+    assert _python(tmp_path, "analysis.py", "10").split() == ["cached", "135"]
+
+
+KILLED_WHILE_STORING = textwrap.dedent('''
+    import os
+    import signal
+
+    import lazyflow as lf
+
+    flow = lf.Flow("killed", cache=lf.Cache(memory=None, disk=os.environ["CACHE"]))
+
+
+    class Payload:
+        """Kills its process when pickled with KILL=1: by the disk tier, storing the value."""
+
+        def __init__(self, blob):
+            self.blob = blob
+
+        def __reduce__(self):
+            if os.environ.get("KILL") == "1":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return (Payload, (self.blob,))
+
+
+    lf.register_hasher(Payload, lambda payload: lf.hash_value(payload.blob))
+
+
+    @flow.node
+    def big(n: int):
+        return [b"x" * n, Payload(b"y" * n), b"z" * n]
+
+
+    run = flow.run("big", n=2_000_000)
+    value = run["big"]
+    print(run.nodes["big"].status, len(value[0]), len(value[1].blob), len(value[2]))
+''')
+
+
+def test_a_process_killed_while_storing_a_value_leaves_no_entry_another_process_reads(tmp_path):
+    (tmp_path / "killed.py").write_text(KILLED_WHILE_STORING)
+    cache = str(tmp_path / "cache")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "CACHE": cache, "KILL": "1"}
+    killed = subprocess.run([sys.executable, "killed.py"], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr  # SIGKILL, half-way through its store
+    whole = "2000000 2000000 2000000"
+    assert _python(tmp_path, "killed.py", CACHE=cache).strip() == f"completed {whole}"
+    assert _python(tmp_path, "killed.py", CACHE=cache).strip() == f"cached {whole}"
