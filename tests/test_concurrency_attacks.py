@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lazyflow as lf
+from lazyflow.cache.flights import FLIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,6 +181,46 @@ def test_a_file_read_by_a_constant_path_edited_while_the_node_runs_is_not_stored
     assert flow.get("total", gate=gate) == 1
 
 
+def test_map_results_computed_while_a_global_was_rebound_are_not_recalled_later(tmp_path):
+    global FACTOR
+    FACTOR = 1
+    flow = _disk_flow(tmp_path, "map-rebound")
+
+    @flow.node(map="items")
+    def scaled(items: int, gate: Gate) -> int:
+        gate.inside()
+        return items * FACTOR
+
+    gate = Gate()
+    handle = flow.submit("scaled", gate=gate, items=[1, 2])
+
+    def rebind() -> None:
+        global FACTOR
+        FACTOR = 10
+
+    gate.meanwhile(rebind)
+    assert handle.result(_PATIENCE)["scaled"] == [10, 20]
+    FACTOR = 1
+    # a longer list misses the node's entry and recalls what the manifest holds
+    assert flow.get("scaled", gate=gate, items=[1, 2, 3]) == [1, 2, 3]
+
+
+def test_map_results_of_elements_changed_in_place_meanwhile_are_not_recalled_later(tmp_path):
+    flow = _disk_flow(tmp_path, "map-mutated")
+
+    @flow.node(map="items")
+    def total(items: list[int], gate: Gate) -> int:
+        gate.inside()
+        return sum(items)
+
+    items = [[1], [2]]
+    gate = Gate()
+    handle = flow.submit("total", gate=gate, items=items)
+    gate.meanwhile(lambda: items[0].append(100))
+    assert handle.result(_PATIENCE)["total"] == [101, 2]
+    assert flow.get("total", gate=gate, items=[[1], [2], [3]]) == [1, 2, 3]
+
+
 # ------------------------------------------------------------ redefinitions from other threads
 
 
@@ -189,6 +230,62 @@ def _define_answer(flow: lf.Flow, value: int) -> None:
     @flow.node
     def answer() -> int:
         return value
+
+
+def _define_offset(flow: lf.Flow, offset: int) -> None:
+    """(Re)define node 'shifted', which waits at its gate, adding ``offset``."""
+
+    @flow.node
+    def shifted(gate: Gate, n: int) -> int:
+        gate.inside()
+        return n + offset
+
+
+def test_requests_overlapping_a_redefinition_get_the_code_they_started_with_and_later_the_new(
+        tmp_path):
+    flow = _disk_flow(tmp_path, "overlap-redefined")
+    _define_offset(flow, 100)
+    gate = Gate()
+    leader = flow.submit("shifted", gate=gate, n=1)
+    assert gate.entered.wait(_PATIENCE)
+    started = leader.wait_started(_PATIENCE)
+    assert started is not None
+    waiter = flow.submit("shifted", gate=gate, n=1)
+    assert FLIGHTS.await_waiting(started.nodes["shifted"].key or "", 1, timeout=_PATIENCE)
+    _define_offset(flow, 200)
+    gate.go.set()
+    assert leader.result(_PATIENCE)["shifted"] == 101
+    waited = waiter.result(_PATIENCE)
+    assert waited["shifted"] == 101
+    assert waited.nodes["shifted"].status == "cached"  # the leader's value, for the same code
+    assert flow.get("shifted", gate=gate, n=1) == 201
+
+
+def test_a_request_waiting_for_a_value_that_was_not_stored_computes_it_and_stores_it_neither(
+        tmp_path):
+    global FACTOR
+    FACTOR = 1
+    flow = _disk_flow(tmp_path, "overlap-rebound")
+
+    @flow.node
+    def shifted(gate: Gate, n: int) -> int:
+        gate.inside()
+        return n + FACTOR
+
+    gate = Gate()
+    leader = flow.submit("shifted", gate=gate, n=1)
+    assert gate.entered.wait(_PATIENCE)
+    started = leader.wait_started(_PATIENCE)
+    assert started is not None
+    waiter = flow.submit("shifted", gate=gate, n=1)
+    assert FLIGHTS.await_waiting(started.nodes["shifted"].key or "", 1, timeout=_PATIENCE)
+    FACTOR = 100
+    gate.go.set()
+    assert leader.result(_PATIENCE)["shifted"] == 101
+    waited = waiter.result(_PATIENCE)
+    assert (waited["shifted"], waited.nodes["shifted"].status) == (101, "completed")
+    FACTOR = 1
+    assert flow.get("shifted", gate=gate, n=1) == 2
 
 
 def test_a_node_redefined_while_another_thread_plans_a_request_is_used_by_later_requests():

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 import lazyflow.keys as keys
 import lazyflow.model.skip as skip
 from lazyflow._version import __version__
-from lazyflow.cache.snapshot import handout, immutable, shareable
+from lazyflow.cache.snapshot import handout, shareable
 from lazyflow.engine.ancestry import computed
 from lazyflow.engine.catching import caught_by_all, record_failure
 from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
 from lazyflow.engine.freshness import ancestry_expiry
 from lazyflow.engine.lease import settled as lease_settled
+from lazyflow.engine.moved import moved_since_keyed
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
 from lazyflow.engine.why import note_environment, recorded_environment
@@ -162,7 +163,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         if name in s.targets:
             s.run.values[name] = handout(kept)
     if prep.cacheable and keep and not stored:
-        moved = _moved_since_keyed(s, name)
+        moved = moved_since_keyed(s, name)
         if moved is not None:
             record.reason += f"; not cached: {moved}"
             keep = False
@@ -170,35 +171,6 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         _store_computed(s, name, value, key, digest, upstream, cost, created, stored=stored)
     if s.watched:
         s.emit(NodeFinished(s.run, record))
-
-
-def _moved_since_keyed(s: RunState, name: str) -> str | None:
-    """What ``name`` was keyed by and has changed since, or ``None``.
-
-    A node is keyed before it runs, by its code (with the globals and helpers it reads)
-    and its flow inputs' digests; another thread may rebind a global or change a flow
-    input in place before or while the node reads it. Its value is then one the key
-    does not describe: stored, a later request made in the keyed state would be served
-    it. So both are read again after the call (one fingerprint validation, and a digest
-    of each flow input that can change in place). A node that changes its own flow
-    input in place is not told apart from another thread doing so: it is computed
-    every time, never served wrong.
-    """
-    prep = s.prepared[name]
-    if s.plan.nodes[name].fingerprint().digest != prep.fp.digest:
-        return "its code, or a value its code reads, changed while it ran"
-    for param, value in s.plan.params[name].items():
-        if immutable(value):
-            continue
-        try:
-            same = hash_value(value) == prep.params[param]
-        except HashingError:
-            same = False
-        if not same:
-            return (f"its input {param!r} changed while it ran (a file edited, or a value "
-                    "changed in place by the node or another thread); pass a value nobody "
-                    "changes, or a copy")
-    return None
 
 
 def _saved_earlier(record: NodeRecord, name: str, whole: tuple[float, dict[str, float] | None]
