@@ -221,6 +221,32 @@ def test_map_results_of_elements_changed_in_place_meanwhile_are_not_recalled_lat
     assert flow.get("total", gate=gate, items=[[1], [2], [3]]) == [1, 2, 3]
 
 
+def test_a_watched_file_edited_during_the_watchs_run_is_run_again_and_never_stored_stale(
+        tmp_path):
+    flow = _disk_flow(tmp_path, "watched")
+    path = tmp_path / "numbers.txt"
+    path.write_text("1\n")
+
+    @flow.node
+    def total(gate: Gate, data: lf.File) -> int:
+        gate.inside()  # the first run waits here: the edit lands after its trigger
+        return sum(int(x) for x in data.path.read_text().split())
+
+    gate = Gate()
+    runs: list[lf.Run] = []
+    watching = threading.Thread(target=lambda: flow.watch(
+        "total", gate=gate, data=lf.File(path), poll=True, interval=0.01, max_runs=2,
+        on_run=runs.append))
+    watching.start()
+    gate.meanwhile(lambda: path.write_text("1\n5\n"))
+    watching.join(_PATIENCE)
+    assert not watching.is_alive()
+    assert [(run["total"], run.nodes["total"].status) for run in runs] == \
+        [(6, "completed"), (6, "completed")]  # the edit is seen, and was not stored stale
+    path.write_text("1\n")
+    assert flow.get("total", gate=gate, data=lf.File(path)) == 1
+
+
 # ------------------------------------------------------------ redefinitions from other threads
 
 
