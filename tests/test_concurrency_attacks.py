@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import lazyflow as lf
 from lazyflow.cache.flights import FLIGHTS
 
@@ -181,6 +183,55 @@ def test_a_file_read_by_a_constant_path_edited_while_the_node_runs_is_not_stored
     assert flow.get("total", gate=gate) == 1
 
 
+def test_a_dependent_of_a_value_computed_from_an_input_changed_meanwhile_links_no_trace(
+        tmp_path):
+    flow = _disk_flow(tmp_path, "dependent-input")
+
+    @flow.node
+    def total(gate: Gate, data: list[int]) -> int:
+        gate.inside()
+        return sum(data)
+
+    @flow.node
+    def report(total: int) -> int:
+        return total * 10
+
+    data = [1]
+    gate = Gate()
+    handle = flow.submit("report", gate=gate, data=data)
+    gate.meanwhile(lambda: data.append(5))
+    assert handle.result(_PATIENCE)["report"] == 60
+    # the trace of 'report' would name the keyed input [1] and lead to the value of [1, 5]
+    assert flow.get("report", gate=gate, data=[1]) == 10
+
+
+def test_a_dependent_of_a_value_computed_while_a_global_was_rebound_links_no_trace(tmp_path):
+    global FACTOR
+    FACTOR = 1
+    flow = _disk_flow(tmp_path, "dependent-global")
+
+    @flow.node
+    def factor(gate: Gate) -> int:
+        gate.inside()
+        return FACTOR
+
+    @flow.node
+    def report(factor: int) -> int:
+        return factor * 10
+
+    gate = Gate()
+    handle = flow.submit("report", gate=gate)
+
+    def rebind() -> None:
+        global FACTOR
+        FACTOR = 2
+
+    gate.meanwhile(rebind)
+    assert handle.result(_PATIENCE)["report"] == 20
+    FACTOR = 1
+    assert flow.get("report", gate=gate) == 10
+
+
 def test_map_results_computed_while_a_global_was_rebound_are_not_recalled_later(tmp_path):
     global FACTOR
     FACTOR = 1
@@ -312,6 +363,47 @@ def test_a_request_waiting_for_a_value_that_was_not_stored_computes_it_and_store
     assert (waited["shifted"], waited.nodes["shifted"].status) == (101, "completed")
     FACTOR = 1
     assert flow.get("shifted", gate=gate, n=1) == 2
+
+
+class FirstCall:
+    """Tells a node whether this is its first call; hashes to a constant (no key changes)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def first(self) -> bool:
+        with self._lock:
+            self.calls += 1
+            return self.calls == 1
+
+
+lf.register_hasher(FirstCall, lambda first: "first-call")
+
+
+def test_a_request_waiting_for_a_leader_stopped_by_keyboard_interrupt_computes_the_value(
+        tmp_path):
+    flow = _disk_flow(tmp_path, "interrupted")
+
+    @flow.node
+    def doubled(gate: Gate, first: FirstCall, n: int) -> int:
+        if first.first():
+            gate.inside()
+            raise KeyboardInterrupt  # Ctrl-C in the leading request's thread
+        return n * 2
+
+    gate, first = Gate(), FirstCall()
+    leader = flow.submit("doubled", gate=gate, first=first, n=3)
+    assert gate.entered.wait(_PATIENCE)
+    started = leader.wait_started(_PATIENCE)
+    assert started is not None
+    waiter = flow.submit("doubled", gate=gate, first=first, n=3)
+    assert FLIGHTS.await_waiting(started.nodes["doubled"].key or "", 1, timeout=_PATIENCE)
+    gate.go.set()
+    with pytest.raises(KeyboardInterrupt):
+        leader.result(_PATIENCE)
+    waited = waiter.result(_PATIENCE)  # its claim was released: never blocked for good
+    assert (waited["doubled"], waited.nodes["doubled"].status) == (6, "completed")
 
 
 def test_a_node_redefined_while_another_thread_plans_a_request_is_used_by_later_requests():

@@ -167,6 +167,8 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         if moved is not None:
             record.reason += f"; not cached: {moved}"
             keep = False
+            # its trace key is the keyed state's: no dependent may link a trace through it
+            s.untraced.add(name)
     if prep.cacheable and keep:
         _store_computed(s, name, value, key, digest, upstream, cost, created, stored=stored)
     if s.watched:
