@@ -56,6 +56,7 @@ from lazyflow.cache.snapshot import handout, immutable, snapshot
 from lazyflow.engine.catching import failed_digests
 from lazyflow.engine.freshness import expired
 from lazyflow.engine.hooks import Feature
+from lazyflow.engine.moved import moved_since_keyed
 from lazyflow.errors import HashingError, MapError
 from lazyflow.executors.base import Executor, Outcome, Task, refused_outcome, run_to_completion
 from lazyflow.model.mapping import MISSING, Chunk, Cost
@@ -94,7 +95,8 @@ class Mapped(Feature):
             if result.error is None:
                 result.whole = _whole(run, rates)
                 result.created = _oldest(run)
-            if s.prepared[name].cacheable and name not in s.tainted:
+            if s.prepared[name].cacheable and name not in s.tainted \
+                    and moved_since_keyed(s, name) is None:  # else its results are not its key's
                 _write_manifest(s, name, run, rates)
         return result
 

@@ -19,6 +19,7 @@ from lazyflow.engine.events import NodeFinished
 from lazyflow.engine.flight import WAITING, land
 from lazyflow.engine.freshness import ancestry_expiry
 from lazyflow.engine.lease import settled as lease_settled
+from lazyflow.engine.moved import moved_since_keyed
 from lazyflow.engine.state import counted, input_digests
 from lazyflow.engine.step import store
 from lazyflow.engine.why import note_environment, recorded_environment
@@ -167,6 +168,13 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
             s.values[name] = kept
         if name in s.targets:
             s.run.values[name] = handout(kept)
+    if prep.cacheable and keep and not stored:
+        moved = moved_since_keyed(s, name)
+        if moved is not None:
+            record.reason += f"; not cached: {moved}"
+            keep = False
+            # its trace key is the keyed state's: no dependent may link a trace through it
+            s.untraced.add(name)
     if prep.cacheable and keep:
         _store_computed(s, name, value, key, digest, upstream, cost, created, stored=stored)
     if s.watched:

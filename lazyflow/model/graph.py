@@ -251,6 +251,7 @@ class Graph:
         self._nodes: dict[str, Node] = {}
         self._derived: dict[str, tuple[str, ...]] = {}  # node -> its output selector nodes
         self._shapes: dict[tuple[str, ...], _Shape] = {}
+        self._definitions = 0  # definitions so far: a shape walked across one is not kept
         self._checks = RequestChecks(self)  # cleared with the plan memo
 
     # ----------------------------------------------------------------- definition
@@ -307,6 +308,7 @@ class Graph:
     def _changed(self) -> None:
         """Forget what was derived from the definition: wiring is by name, so any
         definition may rewire any plan."""
+        self._definitions += 1  # before clearing: ``_shape_of`` relies on this order
         self._shapes.clear()
         self._checks.clear()
 
@@ -401,10 +403,17 @@ a parameter 'nn'; did you mean 'n'?
     def _shape_of(self, wanted: tuple[str, ...]) -> _Shape:
         shape = self._shapes.get(wanted)
         if shape is None:
+            definitions = self._definitions
             shape = self._shape(wanted)
             if len(self._shapes) >= _PLAN_MEMO_SIZE:
-                del self._shapes[next(iter(self._shapes))]
+                self._shapes.pop(next(iter(self._shapes), wanted), None)
             self._shapes[wanted] = shape
+            if definitions != self._definitions:
+                # a node was (re)defined from another thread while this shape was walked: it
+                # may hold the replaced node, and is good for this request only (remembered,
+                # every later request would run the old code). Dropped after storing, as
+                # ``_changed`` counts before it clears: no order of the two keeps it.
+                self._shapes.pop(wanted, None)
         return shape
 
     def _shape(self, wanted: tuple[str, ...]) -> _Shape:
