@@ -28,6 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 _PATIENCE = 60  # seconds: only a broken implementation ever waits this long
 
 FACTOR = 1  # a module-level value the nodes below read
+
+
+def _set_factor(value: int) -> None:
+    """Rebind the module-level value, as another thread does while a node runs."""
+    global FACTOR
+    FACTOR = value
 ITEMS = [1]
 
 
@@ -74,11 +80,7 @@ def test_a_global_rebound_while_the_node_runs_is_not_stored_under_the_old_key(tm
     gate = Gate()
     handle = flow.submit("scaled", gate=gate)
 
-    def rebind() -> None:
-        global FACTOR
-        FACTOR = 2
-
-    gate.meanwhile(rebind)
+    gate.meanwhile(lambda: _set_factor(2))
     run = handle.result(_PATIENCE)
     assert run["scaled"] == 20  # the state it ended in: a later one than it started with
     assert "changed while it ran" in run.nodes["scaled"].reason
@@ -222,11 +224,7 @@ def test_a_dependent_of_a_value_computed_while_a_global_was_rebound_links_no_tra
     gate = Gate()
     handle = flow.submit("report", gate=gate)
 
-    def rebind() -> None:
-        global FACTOR
-        FACTOR = 2
-
-    gate.meanwhile(rebind)
+    gate.meanwhile(lambda: _set_factor(2))
     assert handle.result(_PATIENCE)["report"] == 20
     FACTOR = 1
     assert flow.get("report", gate=gate) == 10
@@ -245,11 +243,7 @@ def test_map_results_computed_while_a_global_was_rebound_are_not_recalled_later(
     gate = Gate()
     handle = flow.submit("scaled", gate=gate, items=[1, 2])
 
-    def rebind() -> None:
-        global FACTOR
-        FACTOR = 10
-
-    gate.meanwhile(rebind)
+    gate.meanwhile(lambda: _set_factor(10))
     assert handle.result(_PATIENCE)["scaled"] == [10, 20]
     FACTOR = 1
     # a longer list misses the node's entry and recalls what the manifest holds
