@@ -29,14 +29,30 @@ A, B = "aa" * 16, "bb" * 16
 VALUES = {A: np.arange(1000.0), B: np.arange(1000.0) * 2}  # 8 KB each: content, not inline
 
 
+class _Recorder:
+    """Appends a node's elements to the test's list; keyed as a constant, so recording what
+    ran neither changes the node's key nor counts as a value it read changing while it ran
+    (which would leave its results unstored: ``engine/moved.py``)."""
+
+    def __init__(self, calls: list[object]) -> None:
+        self.calls = calls
+
+    def append(self, item: object) -> None:
+        self.calls.append(item)
+
+
+lf.register_hasher(_Recorder, lambda recorder: "recorder")
+
+
 def _map(url: str, options: dict[str, object], calls: list[object], **trusting: object
          ) -> lf.Flow:
     flow = lf.Flow("maps", cache=lf.Cache(memory=None, disk=None, remote=url,
                                           remote_options=options, **trusting))
+    recorder = _Recorder(calls)
 
     @flow.node(map="items")
     def double(items):
-        calls.append(items)
+        recorder.append(items)
         return items * 2
 
     return flow
