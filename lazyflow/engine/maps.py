@@ -95,9 +95,10 @@ class Mapped(Feature):
             if result.error is None:
                 result.whole = _whole(run, rates)
                 result.created = _oldest(run)
-            if s.prepared[name].cacheable and name not in s.tainted \
-                    and moved_since_keyed(s, name) is None:  # else its results are not its key's
-                _write_manifest(s, name, run, rates)
+            if s.prepared[name].cacheable and name not in s.tainted:
+                moved = s.moved[name] = moved_since_keyed(s, name)
+                if moved is None:  # else its results are not its key's
+                    _write_manifest(s, name, run, rates)
         return result
 
 

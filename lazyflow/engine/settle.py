@@ -169,7 +169,7 @@ def finish(s: RunState, name: str, value: Any, duration: float, digest: str | No
         if name in s.targets:
             s.run.values[name] = handout(kept)
     if prep.cacheable and keep and not stored:
-        moved = moved_since_keyed(s, name)
+        moved = s.moved.pop(name) if name in s.moved else moved_since_keyed(s, name)
         if moved is not None:
             record.reason += f"; not cached: {moved}"
             keep = False

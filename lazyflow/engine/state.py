@@ -111,6 +111,9 @@ class RunState:
     untraced: set[str] = field(default_factory=set)
     """Values standing in for a failure (fallbacks) and everything computed from them:
     never linked by trace key, so the next request retries the failed node."""
+    # what moved.py found of a map node before its manifest was written: settle reuses it
+    # (one more digest of a 20,000-element input is a tenth of an appended request's cost)
+    moved: dict[str, str | None] = field(default_factory=dict)
     fatal: BaseException | None = None
     failures: dict[str, Failed] = field(default_factory=dict)
     """Each failed node, and each node skipped because of a failure above it: what a
