@@ -146,9 +146,10 @@ def test_a_flow_input_changed_by_another_thread_while_the_node_runs_is_not_store
     assert flow.get("total", gate=gate, data=[1]) == 1
 
 
-def test_an_input_file_edited_while_the_node_reads_it_is_not_stored_under_its_old_digest(
-        tmp_path):
-    flow = _disk_flow(tmp_path, "edited-input")
+def _summing(tmp_path, name: str) -> tuple[lf.Flow, object]:
+    """A flow on the disk tier whose node ``total`` sums the numbers of an ``lf.File``
+    input, waiting inside at its gate; and that file, holding ``1``."""
+    flow = _disk_flow(tmp_path, name)
     path = tmp_path / "numbers.txt"
     path.write_text("1\n")
 
@@ -156,6 +157,13 @@ def test_an_input_file_edited_while_the_node_reads_it_is_not_stored_under_its_ol
     def total(gate: Gate, data: lf.File) -> int:
         gate.inside()
         return sum(int(x) for x in data.path.read_text().split())
+
+    return flow, path
+
+
+def test_an_input_file_edited_while_the_node_reads_it_is_not_stored_under_its_old_digest(
+        tmp_path):
+    flow, path = _summing(tmp_path, "edited-input")
 
     gate = Gate()
     handle = flow.submit("total", gate=gate, data=lf.File(path))
@@ -268,14 +276,7 @@ def test_map_results_of_elements_changed_in_place_meanwhile_are_not_recalled_lat
 
 def test_a_watched_file_edited_during_the_watchs_run_is_run_again_and_never_stored_stale(
         tmp_path):
-    flow = _disk_flow(tmp_path, "watched")
-    path = tmp_path / "numbers.txt"
-    path.write_text("1\n")
-
-    @flow.node
-    def total(gate: Gate, data: lf.File) -> int:
-        gate.inside()  # the first run waits here: the edit lands after its trigger
-        return sum(int(x) for x in data.path.read_text().split())
+    flow, path = _summing(tmp_path, "watched")  # the first run waits inside for the edit
 
     gate = Gate()
     runs: list[lf.Run] = []
