@@ -313,17 +313,24 @@ def _define_offset(flow: lf.Flow, offset: int) -> None:
         return n + offset
 
 
-def test_requests_overlapping_a_redefinition_get_the_code_they_started_with_and_later_the_new(
-        tmp_path):
-    flow = _disk_flow(tmp_path, "overlap-redefined")
-    _define_offset(flow, 100)
-    gate = Gate()
+def _leader_and_waiter(flow: lf.Flow, gate: Gate) -> tuple[Any, Any]:
+    """Two requests of ``shifted`` at once: the leader computing, held inside at ``gate``,
+    and the other waiting for its value (single flight)."""
     leader = flow.submit("shifted", gate=gate, n=1)
     assert gate.entered.wait(_PATIENCE)
     started = leader.wait_started(_PATIENCE)
     assert started is not None
     waiter = flow.submit("shifted", gate=gate, n=1)
     assert FLIGHTS.await_waiting(started.nodes["shifted"].key or "", 1, timeout=_PATIENCE)
+    return leader, waiter
+
+
+def test_requests_overlapping_a_redefinition_get_the_code_they_started_with_and_later_the_new(
+        tmp_path):
+    flow = _disk_flow(tmp_path, "overlap-redefined")
+    _define_offset(flow, 100)
+    gate = Gate()
+    leader, waiter = _leader_and_waiter(flow, gate)
     _define_offset(flow, 200)
     gate.go.set()
     assert leader.result(_PATIENCE)["shifted"] == 101
@@ -345,12 +352,7 @@ def test_a_request_waiting_for_a_value_that_was_not_stored_computes_it_and_store
         return n + FACTOR
 
     gate = Gate()
-    leader = flow.submit("shifted", gate=gate, n=1)
-    assert gate.entered.wait(_PATIENCE)
-    started = leader.wait_started(_PATIENCE)
-    assert started is not None
-    waiter = flow.submit("shifted", gate=gate, n=1)
-    assert FLIGHTS.await_waiting(started.nodes["shifted"].key or "", 1, timeout=_PATIENCE)
+    leader, waiter = _leader_and_waiter(flow, gate)
     FACTOR = 100
     gate.go.set()
     assert leader.result(_PATIENCE)["shifted"] == 101
